@@ -1,0 +1,367 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::shaders::Shader;
+use super::GpuError;
+
+/// Key of the pipeline cache: one compiled pipeline per (shader, entry point,
+/// override constants). Override values are keyed by their bit patterns.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    shader: &'static str,
+    entry: String,
+    overrides: Vec<(String, u64)>,
+}
+
+/// A GPU context: adapter facts, device, queue, and the caches every kernel
+/// launch goes through. Cheap to share behind an `Arc`.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// Errors no scope caught (they would abort the process with wgpu's default
+    /// handler); surfaced as `Err` at the next [`Gpu::sync`].
+    uncaptured: Arc<Mutex<Vec<String>>>,
+}
+
+/// What `tweedie info` prints about an adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterReport {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub timestamp_query: bool,
+}
+
+fn type_rank(t: wgpu::DeviceType) -> u32 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter: `TWEEDIE_ADAPTER=<substring>` picks one by name
+    /// (case-insensitive), otherwise discrete before integrated before software.
+    pub fn new() -> Result<Gpu, GpuError> {
+        let wanted = std::env::var("TWEEDIE_ADAPTER").ok().filter(|s| !s.is_empty());
+        pollster::block_on(Self::open(wanted.as_deref()))
+    }
+
+    /// Lists the adapters wgpu can see (name, backend, type).
+    pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
+        let instance = instance();
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(|a| a.get_info())
+            .collect()
+    }
+
+    async fn open(wanted: Option<&str>) -> Result<Gpu, GpuError> {
+        let instance = instance();
+        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        if adapters.is_empty() {
+            // request_adapter carries the loader's own reason (e.g. no Vulkan library).
+            let why = match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
+                Err(e) => e.to_string(),
+                Ok(_) => "no adapters enumerated".to_string(),
+            };
+            return Err(GpuError::NoAdapter(why));
+        }
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (type_rank(i.device_type), i.backend != wgpu::Backend::Vulkan)
+        });
+        let adapter = match wanted {
+            Some(w) => {
+                let lw = w.to_lowercase();
+                let pos = adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&lw));
+                match pos {
+                    Some(p) => adapters.swap_remove(p),
+                    None => {
+                        let available = adapters
+                            .iter()
+                            .map(|a| format!("{:?}", a.get_info().name))
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(GpuError::AdapterNotFound { wanted: w.to_string(), available });
+                    }
+                }
+            }
+            None => adapters.swap_remove(0),
+        };
+        let info = adapter.get_info();
+        let optional = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & optional;
+        // The adapter's real limits, not wgpu's conservative defaults (NVIDIA
+        // offers 48 KiB of workgroup memory where the default is 16 KiB).
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tweedie"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        Ok(Self::from_device(device, queue, Some(info)))
+    }
+
+    /// Builds a context on a device the caller already owns (a graphics
+    /// application embedding the engine). Limits and features are read from the
+    /// device; nothing is requested.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
+        let uncaptured: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let info = info.unwrap_or_else(|| wgpu::AdapterInfo {
+            name: "caller-provided device".into(),
+            vendor: 0,
+            device: 0,
+            device_type: wgpu::DeviceType::Other,
+            driver: String::new(),
+            driver_info: String::new(),
+            backend: wgpu::Backend::Noop,
+            device_pci_bus_id: String::new(),
+            subgroup_min_size: 0,
+            subgroup_max_size: 0,
+            transient_saves_memory: None,
+            limit_bucket: None,
+        });
+        Gpu {
+            limits: device.limits(),
+            features: device.features(),
+            device,
+            queue,
+            info,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            uncaptured,
+        }
+    }
+
+    pub fn report(&self) -> AdapterReport {
+        AdapterReport {
+            name: self.info.name.clone(),
+            backend: format!("{:?}", self.info.backend),
+            device_type: format!("{:?}", self.info.device_type),
+            driver: self.info.driver.clone(),
+            driver_info: self.info.driver_info.clone(),
+            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: self.limits.max_buffer_size,
+            max_compute_workgroup_storage_size: self.limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: self.limits.max_compute_invocations_per_workgroup,
+            shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
+            subgroups: self.features.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        }
+    }
+
+    /// One-line description: "name (backend, type)".
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The compiled pipeline for (shader, entry, overrides), built on first use.
+    pub fn pipeline(
+        &self,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
+        let key = PipelineKey {
+            shader: shader.name,
+            entry: entry.to_string(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
+        };
+        if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(shader)?;
+        let context = format!("pipeline {}::{}", shader.name, entry);
+        let pipeline = self.scoped(&context, || {
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&context),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: overrides,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            })
+        })?;
+        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    fn module(&self, shader: &Shader) -> Result<wgpu::ShaderModule, GpuError> {
+        if let Some(m) = self.modules.lock().unwrap().get(shader.name) {
+            return Ok(m.clone());
+        }
+        let module = self.scoped(&format!("shader {}.wgsl", shader.name), || {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
+        })?;
+        self.modules.lock().unwrap().insert(shader.name, module.clone());
+        Ok(module)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns a
+    /// captured error into `Err`.
+    pub fn scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v.or(o) {
+            return Err(GpuError::from_wgpu(context, e));
+        }
+        Ok(out)
+    }
+
+    /// Refuses a buffer the adapter cannot bind, with a message that names it.
+    pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
+        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit, adapter: self.info.name.clone() });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 4), usable as copy source and
+    /// destination. Zero-initialised by wgpu.
+    pub fn storage_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = bytes.max(4).div_ceil(4) * 4;
+        self.check_binding_size(label, bytes)?;
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
+        let buf = self.storage_buffer(label, std::mem::size_of_val(data) as u64)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// A uniform buffer holding one `#[repr(C)]` parameter struct.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(value);
+        let size = (bytes.len() as u64).max(16).div_ceil(16) * 16;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytes);
+        buf
+    }
+
+    /// Copies `len` elements of type T starting at element `offset` back to the
+    /// host. A sync point: waits for all submitted work.
+    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<T>, GpuError> {
+        let elem = std::mem::size_of::<T>() as u64;
+        let bytes = len as u64 * elem;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buf, offset as u64 * elem, &staging, 0, bytes.div_ceil(4) * 4);
+        self.submit_checked("readback copy", enc)?;
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+        let out = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
+        drop(view);
+        staging.unmap();
+        self.take_uncaptured()?;
+        Ok(out)
+    }
+
+    /// Submits an encoder inside error scopes.
+    pub fn submit_checked(&self, context: &str, enc: wgpu::CommandEncoder) -> Result<(), GpuError> {
+        self.scoped(context, || {
+            self.queue.submit(Some(enc.finish()));
+        })
+    }
+
+    /// Waits for all submitted work and reports any error no scope caught.
+    pub fn sync(&self) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Other(e.to_string()))?;
+        self.take_uncaptured()
+    }
+
+    fn take_uncaptured(&self) -> Result<(), GpuError> {
+        let mut v = self.uncaptured.lock().unwrap();
+        if let Some(first) = v.first().cloned() {
+            v.clear();
+            return Err(GpuError::Other(first.lines().next().unwrap_or("").to_string()));
+        }
+        Ok(())
+    }
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if std::env::var_os("WGPU_BACKEND").is_none() {
+        desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+    }
+    wgpu::Instance::new(desc)
+}

@@ -1,0 +1,110 @@
+use super::{Gpu, GpuError, Shader};
+
+/// One recorded kernel launch: pipeline, bind group and grid, built once and
+/// replayed into as many passes as needed (nothing is rebuilt in a hot loop).
+#[derive(Clone)]
+pub struct Dispatch {
+    pub label: String,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Binds `buffers` to group 0, bindings 0, 1, 2, ... in order (the WGSL
+    /// declares them in that order; uniforms and storage alike).
+    pub fn new(
+        gpu: &Gpu,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        let label = format!("{}::{}", shader.name, entry);
+        let max = gpu.limits.max_compute_workgroups_per_dimension;
+        if let Some(&g) = groups.iter().find(|&&g| g > max) {
+            return Err(GpuError::TooManyGroups { what: label, groups: g as u64, limit: max });
+        }
+        let pipeline = gpu.pipeline(shader, entry, overrides)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind_group = gpu.scoped(&label, || {
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&label), layout: &layout, entries: &entries })
+        })?;
+        Ok(Dispatch { label, pipeline, bind_group, groups })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if self.groups.iter().any(|&g| g == 0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// An ordered list of dispatches, planned once and replayed.
+#[derive(Clone, Default)]
+pub struct Plan {
+    pub steps: Vec<Dispatch>,
+}
+
+impl Plan {
+    pub fn new() -> Plan {
+        Plan::default()
+    }
+    pub fn push(&mut self, d: Dispatch) {
+        self.steps.push(d);
+    }
+    pub fn extend(&mut self, other: Plan) {
+        self.steps.extend(other.steps);
+    }
+    /// Records every dispatch into one compute pass (wgpu inserts the barriers
+    /// between dispatches that touch the same buffers).
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for d in &self.steps {
+            d.record(pass);
+        }
+    }
+    /// Records into a fresh encoder and submits it (one submission).
+    pub fn run(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("plan") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None });
+            self.record(&mut pass);
+        }
+        gpu.submit_checked("plan", enc)
+    }
+}
+
+/// Grid for `n` threads in workgroups of `wg`: x up to 65,535 groups, the rest
+/// in y. Kernels recover the linear index as `gid.x + gid.y * nwg.x * WG`.
+pub fn dispatch_groups(n: usize, wg: u32) -> [u32; 3] {
+    let groups = (n as u64).div_ceil(wg as u64);
+    if groups <= 65_535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65_535);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dispatch_groups;
+    #[test]
+    fn groups_cover_and_respect_limit() {
+        for n in [0usize, 1, 255, 256, 257, 65_535 * 256, 65_535 * 256 + 1, 50_000_000] {
+            let g = dispatch_groups(n, 256);
+            assert!(g[0] <= 65_535 && g[1] <= 65_535);
+            assert!((g[0] as u64) * (g[1] as u64) * 256 >= n as u64);
+        }
+    }
+}

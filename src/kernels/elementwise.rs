@@ -1,0 +1,61 @@
+//! `shaders/elementwise.wgsl`: axpby, affine, clamp, mul over flat buffers.
+
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, ELEMENTWISE, WG1D};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ElementwiseParams {
+    pub n: u32,
+    pub per: u32,
+    pub a: f32,
+    pub b: f32,
+}
+
+/// Which elementwise update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// y = a x + b y
+    Axpby,
+    /// y = a x + b
+    Affine,
+    /// y = clamp(x, a, b)
+    Clamp,
+    /// y = x * y
+    Mul,
+}
+
+impl Op {
+    fn entry(self) -> &'static str {
+        match self {
+            Op::Axpby => "axpby",
+            Op::Affine => "affine",
+            Op::Clamp => "clamp_range",
+            Op::Mul => "mul",
+        }
+    }
+}
+
+/// One planned elementwise update; `set` changes its scalars between
+/// submissions without rebuilding anything.
+pub struct Elementwise {
+    pub dispatch: Dispatch,
+    params: wgpu::Buffer,
+    n: u32,
+}
+
+impl Elementwise {
+    pub fn new(gpu: &Gpu, op: Op, x: &Tensor, y: &Tensor, a: f32, b: f32) -> Result<Elementwise, GpuError> {
+        if x.numel() != y.numel() {
+            return Err(GpuError::Shape { what: format!("elementwise {op:?}"), expected: y.shape.clone(), got: x.shape.clone() });
+        }
+        let n = x.numel() as u32;
+        let params = gpu.uniform("elementwise params", &ElementwiseParams { n, per: n, a, b });
+        let dispatch = Dispatch::new(gpu, &ELEMENTWISE, op.entry(), &[], &[&params, &x.buffer, &y.buffer], dispatch_groups(n as usize, WG1D))?;
+        Ok(Elementwise { dispatch, params, n })
+    }
+
+    pub fn set(&self, gpu: &Gpu, a: f32, b: f32) {
+        gpu.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&ElementwiseParams { n: self.n, per: self.n, a, b }));
+    }
+}

@@ -1,0 +1,6 @@
+//! Thin Rust wrappers, one per shader family: compute shapes, check limits,
+//! bind buffers, return [`Dispatch`](crate::gpu::Dispatch)es. The math is in WGSL.
+
+pub mod elementwise;
+pub mod random;
+pub mod reduce;

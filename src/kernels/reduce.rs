@@ -1,0 +1,44 @@
+//! `shaders/reduce.wgsl`: batched dot products and norms, two-level reduction,
+//! result kept on the GPU.
+
+use crate::gpu::{Dispatch, Gpu, GpuError, Plan, REDUCE};
+use crate::tensor::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReduceParams {
+    pub per: u32,
+    pub chunks: u32,
+    pub take_sqrt: u32,
+    pub _pad: u32,
+}
+
+/// Elements one `dot_partial` workgroup reduces (mirrors `CHUNK` in the WGSL).
+pub const CHUNK: usize = 1024;
+
+/// out[n] = <x[n], y[n]> (or sqrt of it, for norms) for x, y viewed as [N, per].
+pub struct BatchedDot {
+    pub out: Tensor,
+    pub plan: Plan,
+    _partial: wgpu::Buffer,
+}
+
+impl BatchedDot {
+    pub fn new(gpu: &Gpu, x: &Tensor, y: &Tensor, batch: usize, take_sqrt: bool) -> Result<BatchedDot, GpuError> {
+        if x.numel() != y.numel() || batch == 0 || x.numel() % batch != 0 {
+            return Err(GpuError::Shape { what: "batched dot".into(), expected: x.shape.clone(), got: y.shape.clone() });
+        }
+        let per = x.numel() / batch;
+        let chunks = per.div_ceil(CHUNK).max(1);
+        let partial = gpu.storage_buffer("dot partials", (batch * chunks * 4) as u64)?;
+        let out = Tensor::zeros(gpu, "dot out", &[batch])?;
+        let params = gpu.uniform(
+            "reduce params",
+            &ReduceParams { per: per as u32, chunks: chunks as u32, take_sqrt: take_sqrt as u32, _pad: 0 },
+        );
+        let mut plan = Plan::new();
+        plan.push(Dispatch::new(gpu, &REDUCE, "dot_partial", &[], &[&params, &x.buffer, &y.buffer, &partial], [chunks as u32, batch as u32, 1])?);
+        plan.push(Dispatch::new(gpu, &REDUCE, "dot_finish", &[], &[&params, &partial, &out.buffer], [batch as u32, 1, 1])?);
+        Ok(BatchedDot { out, plan, _partial: partial })
+    }
+}

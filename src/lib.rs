@@ -1,0 +1,12 @@
+//! tweedie: diffusion posterior sampling on the GPU, with every kernel
+//! hand-written in WGSL on wgpu.
+//!
+//! Data flows `gpu` -> `tensor` -> `kernels` -> `operators` -> samplers.
+
+pub mod gpu;
+pub mod io;
+pub mod kernels;
+pub mod tensor;
+
+pub use gpu::{Gpu, GpuError};
+pub use tensor::{HostTensor, Tensor};
