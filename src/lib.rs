@@ -3,9 +3,11 @@
 //!
 //! Data flows `gpu` -> `tensor` -> `kernels` -> `operators` -> samplers.
 
+pub mod cli;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod operators;
 pub mod tensor;
 
 pub use gpu::{Gpu, GpuError};

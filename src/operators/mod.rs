@@ -1,0 +1,65 @@
+//! Measurement operators y = A x: forward `A`, exact adjoint `A^T`, and where
+//! one exists cheaply an SVD form A = U diag(s) V^T.
+//!
+//! Images are [N, C, H, W] f32 in [-1, 1]; an operator maps each sample of
+//! shape `in_shape` = [C, H, W] to one of `out_shape` = [C', H', W'].
+//! Methods return [`Plan`]s: built once (pipelines, bind groups, temporaries),
+//! replayed every sampler step.
+
+use thiserror::Error;
+
+use crate::gpu::{GpuError, Plan};
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+#[derive(Debug, Error)]
+pub enum OperatorError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("{task}: {message}")]
+    Invalid { task: String, message: String },
+    #[error("{task}: tensor {what} has shape {got:?}, expected {expected:?}")]
+    Shape { task: String, what: String, got: Vec<usize>, expected: Vec<usize> },
+}
+
+/// A linear measurement operator with an exact adjoint.
+pub trait Operator: Send + Sync {
+    /// The task name as the CLI spells it (`deblur-gaussian`, ...).
+    fn name(&self) -> &str;
+    /// Per-sample input shape [C, H, W].
+    fn in_shape(&self) -> [usize; 3];
+    /// Per-sample output shape [C', H', W'].
+    fn out_shape(&self) -> [usize; 3];
+    /// Plans y = A x for a batch: x [N, in_shape], y [N, out_shape].
+    fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError>;
+    /// Plans x = A^T y for a batch (exact adjoint of `forward`).
+    fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError>;
+    /// The SVD form, where the operator has a cheap one.
+    fn svd(&self) -> Option<&dyn SvdForm> {
+        None
+    }
+}
+
+/// A = U diag(s) V^T in "thin" form with the spectral space shaped like the
+/// output: V^T maps [N, in] -> [N, out] (spectral coefficients), `singulars`
+/// holds one value per output element, U maps spectral -> [N, out]. Rows of V^T
+/// beyond the rank carry s = 0, so U diag(s) V^T = A holds exactly.
+pub trait SvdForm: Send + Sync {
+    /// Singular values, one per output element of one sample [C', H', W'].
+    fn singulars(&self) -> &Tensor;
+    fn vt(&self, gpu: &Gpu, x: &Tensor, s: &Tensor) -> Result<Plan, OperatorError>;
+    fn v(&self, gpu: &Gpu, s: &Tensor, x: &Tensor) -> Result<Plan, OperatorError>;
+    fn ut(&self, gpu: &Gpu, y: &Tensor, s: &Tensor) -> Result<Plan, OperatorError>;
+    fn u(&self, gpu: &Gpu, s: &Tensor, y: &Tensor) -> Result<Plan, OperatorError>;
+}
+
+/// Checks that `t` is [N, shape...] and returns N.
+pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result<usize, OperatorError> {
+    let per: usize = shape.iter().product();
+    if per == 0 || t.numel() % per != 0 || t.numel() == 0 {
+        let mut expected = vec![0];
+        expected.extend_from_slice(&shape);
+        return Err(OperatorError::Shape { task: task.into(), what: what.into(), got: t.shape.clone(), expected });
+    }
+    Ok(t.numel() / per)
+}
