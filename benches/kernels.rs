@@ -1,10 +1,10 @@
 //! Elementwise, reduction and RNG kernels: GB/s from an explicit byte count.
 //! `TWEEDIE_BENCH_QUICK=1` shrinks the sizes for a software device.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use tweedie::gpu::Plan;
+use tweedie::gpu::{time_plan, Plan};
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::kernels::random::Noise;
 use tweedie::kernels::reduce::BatchedDot;
@@ -14,16 +14,8 @@ fn quick() -> bool {
     std::env::var_os("TWEEDIE_BENCH_QUICK").is_some()
 }
 
-/// Times `iters` replays of `plan`, one submission each, GPU wait inside the timer.
-fn time_plan(gpu: &Gpu, plan: &Plan, iters: u64) -> Duration {
-    plan.run(gpu).unwrap();
-    gpu.sync().unwrap();
-    let start = Instant::now();
-    for _ in 0..iters {
-        plan.run(gpu).unwrap();
-    }
-    gpu.sync().unwrap();
-    start.elapsed()
+fn time(gpu: &Gpu, plan: &Plan, iters: u64) -> Duration {
+    time_plan(gpu, plan, iters).expect("GPU error while timing")
 }
 
 fn benches(c: &mut Criterion) {
@@ -40,16 +32,16 @@ fn benches(c: &mut Criterion) {
         let axpby = Elementwise::new(&gpu, Op::Axpby, &x, &y, 0.5, 0.5).unwrap();
         let plan = Plan { steps: vec![axpby.dispatch.clone()] };
         g.throughput(Throughput::Bytes(3 * 4 * n as u64));
-        g.bench_function("axpby", |b| b.iter_custom(|it| time_plan(&gpu, &plan, it)));
+        g.bench_function("axpby", |b| b.iter_custom(|it| time(&gpu, &plan, it)));
 
         let dot = BatchedDot::new(&gpu, &x, &y, batch, false).unwrap();
         g.throughput(Throughput::Bytes(2 * 4 * n as u64));
-        g.bench_function("dot", |b| b.iter_custom(|it| time_plan(&gpu, &dot.plan, it)));
+        g.bench_function("dot", |b| b.iter_custom(|it| time(&gpu, &dot.plan, it)));
 
         let noise = Noise::new(&gpu, &y, 1, 0, 0.0, 1.0).unwrap();
         let plan = Plan { steps: vec![noise.dispatch.clone()] };
         g.throughput(Throughput::Bytes(4 * n as u64));
-        g.bench_function("normal", |b| b.iter_custom(|it| time_plan(&gpu, &plan, it)));
+        g.bench_function("normal", |b| b.iter_custom(|it| time(&gpu, &plan, it)));
         g.finish();
     }
 }

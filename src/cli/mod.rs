@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod info;
 
 #[derive(Parser)]
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
     Info(info::InfoArgs),
+    /// Time each kernel family on this GPU.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -26,6 +29,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a, cli.verbose),
+        Command::Bench(a) => bench::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

@@ -6,11 +6,13 @@ mod context;
 mod dispatch;
 mod error;
 mod shaders;
+mod timing;
 
 pub use context::{AdapterReport, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
 pub use error::GpuError;
 pub use shaders::*;
+pub use timing::time_plan;
 
 /// Workgroup size of the 1-D elementwise kernels (mirrored by `WG` in the WGSL).
 pub const WG1D: u32 = 256;

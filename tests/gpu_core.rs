@@ -1,0 +1,88 @@
+//! The GPU core: external devices, error scopes, limits, the pipeline cache.
+
+mod common;
+use common::*;
+
+use tweedie::gpu::{Dispatch, Plan, Shader, ELEMENTWISE};
+use tweedie::kernels::elementwise::{Elementwise, Op};
+use tweedie::{Gpu, GpuError, Tensor};
+
+/// A graphics application's own device: the engine runs on it unchanged.
+#[test]
+fn runs_on_a_caller_created_device() {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter for the test");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
+    // The caller's buffer, bound directly: no CPU round trip.
+    let x = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("caller x"),
+        size: 12,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    gpu.queue.write_buffer(&x, 0, bytemuck::cast_slice(&[1.0f32, -2.0, 3.0]));
+    let x = Tensor { buffer: x, shape: vec![3] };
+    let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
+    let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
+    Plan { steps: vec![k.dispatch.clone()] }.run(&gpu).unwrap();
+    assert_close("affine on caller device", &y.read(&gpu).unwrap(), &[3.0, -3.0, 7.0], 0.0, 0.0);
+    // Default limits (what the caller asked for) are what we read back.
+    assert_eq!(gpu.limits.max_storage_buffer_binding_size, device.limits().max_storage_buffer_binding_size);
+}
+
+#[test]
+fn shader_errors_are_results_not_aborts() {
+    let gpu = gpu();
+    static BAD: Shader = Shader { name: "bad_for_test", source: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }" };
+    match gpu.pipeline(&BAD, "main", &[]) {
+        Err(GpuError::Validation { context, .. }) => assert!(context.contains("bad_for_test"), "{context}"),
+        Err(e) => panic!("expected a validation error, got {e}"),
+        Ok(_) => panic!("a malformed shader compiled"),
+    }
+    // A missing entry point too.
+    assert!(gpu.pipeline(&ELEMENTWISE, "no_such_entry", &[]).is_err());
+    // The device is still usable afterwards.
+    let t = Tensor::from_slice(&gpu, "t", &[2], &[1.0, 2.0]).unwrap();
+    assert_eq!(t.read(&gpu).unwrap(), vec![1.0, 2.0]);
+}
+
+#[test]
+fn wrong_bindings_are_results() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, "x", &[4]).unwrap();
+    // axpby needs three bindings; two is a validation error, caught.
+    let err = Dispatch::new(&gpu, &ELEMENTWISE, "axpby", &[], &[&x.buffer, &x.buffer], [1, 1, 1]);
+    assert!(matches!(err, Err(GpuError::Validation { .. })), "expected a validation error");
+}
+
+#[test]
+fn oversized_tensors_are_refused_up_front() {
+    let gpu = gpu();
+    let limit = gpu.limits.max_storage_buffer_binding_size as usize;
+    let n = limit / 4 + 1;
+    match Tensor::zeros(&gpu, "huge", &[n]) {
+        Err(GpuError::TooLarge { what, bytes, .. }) => {
+            assert_eq!(what, "huge");
+            assert!(bytes > limit as u64);
+        }
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("a tensor over the binding limit was created"),
+    }
+    // Too many workgroups in one dimension.
+    let x = Tensor::zeros(&gpu, "x", &[4]).unwrap();
+    let p = gpu.uniform("p", &[0u32; 4]);
+    let e = Dispatch::new(&gpu, &ELEMENTWISE, "axpby", &[], &[&p, &x.buffer, &x.buffer], [70_000, 1, 1]);
+    assert!(matches!(e, Err(GpuError::TooManyGroups { .. })));
+}
+
+#[test]
+fn pipelines_are_cached() {
+    let gpu = gpu();
+    let a = gpu.pipeline(&ELEMENTWISE, "axpby", &[]).unwrap();
+    let b = gpu.pipeline(&ELEMENTWISE, "axpby", &[]).unwrap();
+    assert_eq!(a, b, "the same (shader, entry, overrides) must give the same pipeline");
+    let c = gpu.pipeline(&ELEMENTWISE, "affine", &[]).unwrap();
+    assert_ne!(a, c);
+}
