@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 mod info;
+mod degrade;
+mod operator;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -19,6 +21,10 @@ pub struct Cli {
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
     Info(info::InfoArgs),
+    /// Make a measurement y = A x + sigma_y n from a clean image.
+    Degrade(degrade::DegradeArgs),
+    /// Apply a measurement operator (forward or adjoint) to tensors in a file.
+    Operator(operator::OperatorArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -26,6 +32,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a, cli.verbose),
+        Command::Degrade(a) => degrade::run(a, cli.verbose),
+        Command::Operator(a) => operator::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,
