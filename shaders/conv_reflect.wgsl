@@ -7,6 +7,10 @@
 // The reach (rh, kh - 1 - rh, and the same along w) is below the image side, so
 // one reflection suffices (the Rust side refuses larger kernels).
 //
+// Sparse variants (`conv_sparse_*`) take only the nonzero taps as triples
+// (dy, dx, weight) with dy = a - rh, dx = b - rw: a motion-blur path covers a
+// few percent of its 61 x 61 box.
+//
 // The adjoint is a gather, exact and free of atomics: element t of an axis of
 // length n is hit by the padded positions m in {t, -t (t > 0), 2(n-1) - t
 // (t < n-1)}; padded position m was read by output i = m - a + r for tap a.
@@ -19,7 +23,7 @@ struct Params {
     kw: u32,
     rh: u32,       // tap index that sits on the output pixel, along h
     rw: u32,
-    _pad: u32,
+    ntaps: u32,    // sparse entries: number of (dy, dx, weight) triples in k
 }
 
 override WG: u32 = 256u;
@@ -97,6 +101,54 @@ fn conv_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
                 for (var b = b_lo; b <= b_hi; b++) {
                     acc += k[u32(a) * p.kw + u32(b)] * src[row + u32(mj - b + rw)];
                 }
+            }
+        }
+    }
+    dst[idx] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn conv_sparse_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    let hw = p.h * p.w;
+    if (idx >= p.planes * hw) { return; }
+    let j = i32(idx % p.w);
+    let i = i32((idx / p.w) % p.h);
+    let base = idx - idx % hw;
+    let h = i32(p.h);
+    let w = i32(p.w);
+    var acc = 0.0;
+    for (var t = 0u; t < p.ntaps; t++) {
+        let dy = i32(k[3u * t]);
+        let dx = i32(k[3u * t + 1u]);
+        acc += k[3u * t + 2u] * src[base + u32(refl(i + dy, h)) * p.w + u32(refl(j + dx, w))];
+    }
+    dst[idx] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn conv_sparse_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * WG;
+    let hw = p.h * p.w;
+    if (idx >= p.planes * hw) { return; }
+    let tj = i32(idx % p.w);
+    let ti = i32((idx / p.w) % p.h);
+    let base = idx - idx % hw;
+    let h = i32(p.h);
+    let w = i32(p.w);
+    var acc = 0.0;
+    for (var t = 0u; t < p.ntaps; t++) {
+        let dy = i32(k[3u * t]);
+        let dx = i32(k[3u * t + 1u]);
+        let wt = k[3u * t + 2u];
+        for (var qi = 0u; qi < 3u; qi++) {
+            // output row si read padded row mi = si + dy
+            let si = preimage(ti, h, qi) - dy;
+            if (si < 0 || si >= h) { continue; }
+            for (var qj = 0u; qj < 3u; qj++) {
+                let sj = preimage(tj, w, qj) - dx;
+                if (sj < 0 || sj >= w) { continue; }
+                acc += wt * src[base + u32(si) * p.w + u32(sj)];
             }
         }
     }

@@ -32,7 +32,13 @@ fn refl(m: i64, n: i64) -> usize {
 
 /// ReflectionPad2d(k // 2) then conv2d (correlation), depthwise, planes of [h, w].
 fn conv_reflect_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize) -> Vec<f32> {
-    let (rh, rw) = ((kh / 2) as i64, (kw / 2) as i64);
+    conv_reflect_at_cpu(x, h, w, k, kh, kw, kh / 2, kw / 2)
+}
+
+/// The same with tap (rh, rw) on the output pixel.
+#[allow(clippy::too_many_arguments)]
+fn conv_reflect_at_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize, rh: usize, rw: usize) -> Vec<f32> {
+    let (rh, rw) = (rh as i64, rw as i64);
     let planes = x.len() / (h * w);
     let mut y = vec![0f32; x.len()];
     for p in 0..planes {
@@ -52,6 +58,27 @@ fn conv_reflect_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usi
         }
     }
     y
+}
+
+/// The adjoint of `conv_reflect_at_cpu` as a scatter (the GPU gathers).
+#[allow(clippy::too_many_arguments)]
+fn conv_reflect_adj_cpu(y: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize, rh: usize, rw: usize) -> Vec<f32> {
+    let planes = y.len() / (h * w);
+    let mut x = vec![0f64; y.len()];
+    for p in 0..planes {
+        for i in 0..h {
+            for j in 0..w {
+                for a in 0..kh {
+                    let ii = refl(i as i64 + a as i64 - rh as i64, h as i64);
+                    for b in 0..kw {
+                        let jj = refl(j as i64 + b as i64 - rw as i64, w as i64);
+                        x[p * h * w + ii * w + jj] += k[a * kw + b] * y[p * h * w + i * w + j] as f64;
+                    }
+                }
+            }
+        }
+    }
+    x.iter().map(|&v| v as f32).collect()
 }
 
 /// torch avg_pool2d(f): mean over f x f blocks, remainder dropped.
@@ -199,6 +226,43 @@ fn cases() -> Vec<(TaskSpec, usize, [usize; 3])> {
         (spec("colorize"), 2, [3, 17, 13]),
         (spec("colorize"), 1, [3, 5, 8]),
     ]
+}
+
+// ---------- the conv_reflect kernel itself ----------
+
+#[test]
+fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
+    use tweedie::kernels::conv_reflect::{conv_reflect, ConvTaps};
+    let gpu = gpu();
+    let mut r = rng(10);
+    // Off-centre origins and reaches up to side - 1 (the full one-reflection range).
+    for &(planes, h, w, kh, kw, rh, rw) in &[(5usize, 6usize, 9usize, 5usize, 7usize, 1usize, 5usize), (2, 11, 4, 3, 7, 2, 3), (3, 1, 13, 1, 5, 0, 2), (1, 7, 7, 13, 13, 6, 6)] {
+        let mut k = randn(&mut r, kh * kw);
+        for (i, v) in k.iter_mut().enumerate() {
+            if i % 3 == 1 {
+                *v = 0.0; // the sparse path keeps only nonzeros
+            }
+        }
+        let k64: Vec<f64> = k.iter().map(|&v| v as f64).collect();
+        let x = randn(&mut r, planes * h * w);
+        let y = randn(&mut r, planes * h * w);
+        let want_fwd = conv_reflect_at_cpu(&x, h, w, &k64, kh, kw, rh, rw);
+        let want_adj = conv_reflect_adj_cpu(&y, h, w, &k64, kh, kw, rh, rw);
+        let xt = Tensor::from_slice(&gpu, "x", &[planes, h, w], &x).unwrap();
+        let yt = Tensor::from_slice(&gpu, "y", &[planes, h, w], &y).unwrap();
+        let out = Tensor::zeros(&gpu, "out", &[planes, h, w]).unwrap();
+        for sparse in [false, true] {
+            let taps = if sparse { ConvTaps::sparse(&gpu, "k", &k, kh, kw, rh, rw) } else { ConvTaps::new(&gpu, "k", &k, kh, kw, rh, rw) }.unwrap();
+            for (adj, src, want) in [(false, &xt, &want_fwd), (true, &yt, &want_adj)] {
+                let mut plan = Plan::new();
+                plan.push(conv_reflect(&gpu, &taps, src, &out, planes, h, w, adj).unwrap());
+                run_plan(&gpu, plan);
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let what = format!("conv_reflect sparse={sparse} adjoint={adj} {planes}x{h}x{w} taps {kh}x{kw} at ({rh},{rw})");
+                assert_close(&what, &out.read(&gpu).unwrap(), want, 1e-5 * scale, 1e-5);
+            }
+        }
+    }
 }
 
 // ---------- adjoints ----------

@@ -14,22 +14,41 @@ pub struct ConvParams {
     pub kw: u32,
     pub rh: u32,
     pub rw: u32,
-    pub _pad: u32,
+    pub ntaps: u32,
 }
 
-/// Taps on the GPU: `kh x kw` values, tap (`rh`, `rw`) sits on the output pixel.
+/// Taps on the GPU for a `kh x kw` kernel whose tap (`rh`, `rw`) sits on the
+/// output pixel: all of them (dense), or only the nonzero ones as
+/// (dy, dx, weight) triples (sparse).
 pub struct ConvTaps {
     pub buffer: wgpu::Buffer,
     pub kh: usize,
     pub kw: usize,
     pub rh: usize,
     pub rw: usize,
+    /// Number of (dy, dx, weight) triples when sparse.
+    pub sparse: Option<usize>,
 }
 
 impl ConvTaps {
+    /// Dense taps, row-major [kh, kw].
     pub fn new(gpu: &Gpu, label: &str, taps: &[f32], kh: usize, kw: usize, rh: usize, rw: usize) -> Result<ConvTaps, GpuError> {
         assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
-        Ok(ConvTaps { buffer: gpu.upload(label, taps)?, kh, kw, rh, rw })
+        Ok(ConvTaps { buffer: gpu.upload(label, taps)?, kh, kw, rh, rw, sparse: None })
+    }
+
+    /// Only the nonzero taps of a row-major [kh, kw] kernel (a motion-blur
+    /// path fills a few percent of its box).
+    pub fn sparse(gpu: &Gpu, label: &str, taps: &[f32], kh: usize, kw: usize, rh: usize, rw: usize) -> Result<ConvTaps, GpuError> {
+        assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
+        let mut triples = Vec::new();
+        for (i, &v) in taps.iter().enumerate() {
+            if v != 0.0 {
+                triples.extend_from_slice(&[(i / kw) as f32 - rh as f32, (i % kw) as f32 - rw as f32, v]);
+            }
+        }
+        let count = triples.len() / 3;
+        Ok(ConvTaps { buffer: gpu.upload(label, &triples)?, kh, kw, rh, rw, sparse: Some(count) })
     }
 
     /// The farthest a tap reaches from the output pixel along h and w.
@@ -65,9 +84,14 @@ pub fn conv_reflect(
         kw: taps.kw as u32,
         rh: taps.rh as u32,
         rw: taps.rw as u32,
-        _pad: 0,
+        ntaps: taps.sparse.unwrap_or(0) as u32,
     };
     let ubuf = gpu.uniform("conv_reflect params", &params);
-    let entry = if adjoint { "conv_adj" } else { "conv_fwd" };
+    let entry = match (taps.sparse.is_some(), adjoint) {
+        (false, false) => "conv_fwd",
+        (false, true) => "conv_adj",
+        (true, false) => "conv_sparse_fwd",
+        (true, true) => "conv_sparse_adj",
+    };
     Dispatch::new(gpu, &CONV_REFLECT, entry, &[], &[&ubuf, &taps.buffer, &src.buffer, &dst.buffer], dispatch_groups(n, WG1D))
 }

@@ -92,7 +92,8 @@ impl Operator for SeparableBlur {
     }
 }
 
-/// A general 2-D blur kernel (motion): one non-separable pass, no SVD.
+/// A general 2-D blur kernel (motion): one non-separable pass over its
+/// nonzero taps, no SVD.
 pub struct Blur2d {
     task: String,
     shape: [usize; 3],
@@ -104,7 +105,7 @@ impl Blur2d {
     pub fn new(gpu: &Gpu, task: &str, shape: [usize; 3], kernel: &[f64], kh: usize, kw: usize) -> Result<Blur2d, OperatorError> {
         check_reach(task, kh, kw, shape)?;
         let (t, th, tw, rh, rw) = trim_zero_border(kernel, kh, kw);
-        let taps = ConvTaps::new(gpu, &format!("{task} taps"), &f32s(&t), th, tw, rh, rw)?;
+        let taps = ConvTaps::sparse(gpu, &format!("{task} taps"), &f32s(&t), th, tw, rh, rw)?;
         Ok(Blur2d { task: task.into(), shape, taps })
     }
 }
