@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod info;
+mod degrade;
+mod operator;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -22,6 +24,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Time each kernel family on this GPU.
     Bench(bench::BenchArgs),
+    /// Make a measurement y = A x + sigma_y n from a clean image.
+    Degrade(degrade::DegradeArgs),
+    /// Apply a measurement operator (forward or adjoint) to tensors in a file.
+    Operator(operator::OperatorArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -30,6 +36,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Info(a) => info::run(a, cli.verbose),
         Command::Bench(a) => bench::run(a, cli.verbose),
+        Command::Degrade(a) => degrade::run(a, cli.verbose),
+        Command::Operator(a) => operator::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

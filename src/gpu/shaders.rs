@@ -21,4 +21,8 @@ shaders! {
     ELEMENTWISE => "elementwise",
     REDUCE => "reduce",
     RANDOM => "random",
+    CONV_REFLECT => "conv_reflect",
+    AXIS_MATMUL => "axis_matmul",
+    MASK => "mask",
+    COLORIZE => "colorize",
 }

@@ -4,3 +4,7 @@
 pub mod elementwise;
 pub mod random;
 pub mod reduce;
+pub mod axis_matmul;
+pub mod colorize;
+pub mod conv_reflect;
+pub mod mask;

@@ -63,3 +63,23 @@ pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result
     }
     Ok(t.numel() / per)
 }
+
+/// Checks that `src` is [N, src_shape...] and `dst` holds N samples of
+/// `dst_shape`; returns N.
+pub fn check_pair(task: &str, src: &Tensor, src_shape: [usize; 3], dst: &Tensor, dst_shape: [usize; 3]) -> Result<usize, OperatorError> {
+    let n = batch_of(task, "input", src, src_shape)?;
+    if dst.numel() != n * dst_shape.iter().product::<usize>() {
+        let mut expected = vec![n];
+        expected.extend_from_slice(&dst_shape);
+        return Err(OperatorError::Shape { task: task.into(), what: "output".into(), got: dst.shape.clone(), expected });
+    }
+    Ok(n)
+}
+
+pub mod colorize;
+pub mod deblur;
+pub mod diagonal;
+pub mod filters;
+pub mod separable;
+pub mod sr;
+pub mod task;
