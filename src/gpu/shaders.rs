@@ -21,4 +21,10 @@ shaders! {
     ELEMENTWISE => "elementwise",
     REDUCE => "reduce",
     RANDOM => "random",
+    CONV2D => "conv2d",
+    GROUPNORM => "groupnorm",
+    LINEAR => "linear",
+    ATTENTION => "attention",
+    RESAMPLE => "resample",
+    TIMESTEP => "timestep",
 }

@@ -4,3 +4,9 @@
 pub mod elementwise;
 pub mod random;
 pub mod reduce;
+pub mod attention;
+pub mod conv2d;
+pub mod groupnorm;
+pub mod linear;
+pub mod resample;
+pub mod timestep;
