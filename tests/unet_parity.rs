@@ -247,3 +247,38 @@ fn forward_refuses_resolutions_the_unet_cannot_take() {
         .expect("30 is not a multiple of 4");
     assert!(e.to_string().contains("multiples of 4"), "{e}");
 }
+
+#[test]
+fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
+    let dir = fixture("adm_gray");
+    let out = std::env::temp_dir().join(format!(
+        "tweedie-unet-cli-{}.safetensors",
+        std::process::id()
+    ));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tweedie"))
+            .args(["unet", "--model"])
+            .arg(&dir)
+            .arg("--input")
+            .arg(dir.join("io.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = run(&[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = TensorFile::open(&out).unwrap().get("out").unwrap();
+    let want = TensorFile::open(dir.join("io.safetensors"))
+        .unwrap()
+        .get("out")
+        .unwrap();
+    assert_eq!(got.shape, want.shape);
+    assert!(rel_max_err(&got.data, &want.data) <= 1e-4);
+    std::fs::remove_file(&out).ok();
+    let r = run(&["--vjp"]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not implemented"));
+    assert!(!out.exists(), "no output file after a refused run");
+}

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod info;
+mod unet;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -19,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
     Info(info::InfoArgs),
+    /// One U-Net forward pass on the tensors x, t of a safetensors file.
+    Unet(unet::UnetArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -26,6 +29,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a, cli.verbose),
+        Command::Unet(a) => unet::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

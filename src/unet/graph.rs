@@ -908,3 +908,20 @@ fn build_diffusers(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphE
     let out = b.conv3(h, "conv_out", c.out_channels);
     Ok(b.finish(x, out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The DPS / DMPS FFHQ prior: 93.6 M parameters, ~388 GFLOP per forward.
+    #[test]
+    fn dps_ffhq_size_and_cost() {
+        let g = Graph::build(&UnetConfig::dps_ffhq256(), false).unwrap();
+        let p = g.num_params() as f64 / 1e6;
+        let f = g.flops(256, 256) / 1e9;
+        eprintln!("ffhq: {} params, {f:.1} GFLOP", g.num_params());
+        assert!((p - 93.6).abs() < 0.05, "{p} M parameters");
+        assert!((f - 388.0).abs() < 5.0, "{f} GFLOP");
+        assert_eq!(g.max_ds, 32);
+    }
+}

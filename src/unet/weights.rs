@@ -242,11 +242,9 @@ pub fn check_against(graph: &Graph, file: &TensorFile) -> Result<(), WeightsErro
     })
 }
 
-/// Loads config + checkpoint, checks them against each other and packs the weights.
-pub fn load_host(
-    path: &Path,
-    max_arena: usize,
-) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
+/// Reads config + checkpoint and checks them against each other, without
+/// converting any weights (`tweedie info`).
+pub fn inspect(path: &Path) -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
     let files = ModelFiles::resolve(path)?;
     let config = UnetConfig::from_file(&files.config)?;
     let file = TensorFile::open(&files.weights)?;
@@ -256,6 +254,15 @@ pub fn load_host(
         source,
     })?;
     check_against(&graph, &file)?;
+    Ok((config, graph, file))
+}
+
+/// Loads config + checkpoint, checks them against each other and packs the weights.
+pub fn load_host(
+    path: &Path,
+    max_arena: usize,
+) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
+    let (config, graph, file) = inspect(path)?;
     let host = HostWeights::pack(&graph, max_arena, |p| Ok(file.get(&p.name)?.data))?;
     Ok((config, graph, host))
 }
