@@ -36,15 +36,7 @@ fn silu(v: f64) -> f64 {
 // ---------------------------------------------------------------- conv2d
 
 #[allow(clippy::too_many_arguments)]
-fn conv_ref(
-    s: &Conv2dShape,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    res: &[f32],
-    res_mode: u32,
-    out_scale: f32,
-) -> Vec<f32> {
+fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], res: &[f32], res_mode: u32, out_scale: f32) -> Vec<f32> {
     let (ho, wo) = s.out_hw();
     let mut y = vec![0f32; s.n * s.cout * ho * wo];
     for n in 0..s.n {
@@ -60,8 +52,7 @@ fn conv_ref(
                                 if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
                                     continue;
                                 }
-                                let xv =
-                                    x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
+                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
                                 let wv = w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
                                 acc += xv as f64 * wv as f64;
                             }
@@ -81,14 +72,7 @@ fn conv_ref(
     y
 }
 
-fn conv_case(
-    gpu: &Gpu,
-    tiles: &ConvTiles,
-    s: Conv2dShape,
-    res_mode: u32,
-    out_scale: f32,
-    seed: u64,
-) {
+fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_scale: f32, seed: u64) {
     let mut r = rng(seed);
     let (ho, wo) = s.out_hw();
     let x = randn(&mut r, s.n * s.cin * s.h * s.w);
@@ -171,28 +155,14 @@ fn conv2d_matches_cpu() {
         // Stride 2, pad 1 (guided-diffusion Downsample) on odd input.
         conv_case(&gpu, &tiles, sh(2, 6, 9, 7, 5, 3, 2, [1; 4]), 0, 1.0, 4);
         // Stride 2, pad (0, 0, 1, 1) (diffusers downsample_padding = 0).
-        conv_case(
-            &gpu,
-            &tiles,
-            sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]),
-            1,
-            1.0,
-            5,
-        );
+        conv_case(&gpu, &tiles, sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]), 1, 1.0, 5);
     }
 }
 
 // ---------------------------------------------------------------- groupnorm
 
 #[allow(clippy::too_many_arguments)]
-fn gn_ref(
-    s: &GroupNormShape,
-    x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    ss: Option<&[f32]>,
-    silu_on: bool,
-) -> Vec<f32> {
+fn gn_ref(s: &GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32], ss: Option<&[f32]>, silu_on: bool) -> Vec<f32> {
     let cpg = s.c / s.groups;
     let len = cpg * s.hw;
     let mut y = vec![0f32; x.len()];
@@ -271,10 +241,7 @@ fn group_norm_matches_cpu() {
     ];
     for (s, silu_on, with_ss) in cases {
         // An offset mean checks the two-pass variance.
-        let x: Vec<f32> = randn(&mut r, s.n * s.c * s.hw)
-            .iter()
-            .map(|v| 3.0 * v + 5.0)
-            .collect();
+        let x: Vec<f32> = randn(&mut r, s.n * s.c * s.hw).iter().map(|v| 3.0 * v + 5.0).collect();
         let gamma = randn(&mut r, s.c);
         let beta = randn(&mut r, s.c);
         let ss = randn(&mut r, s.n * 2 * s.c);
@@ -345,28 +312,10 @@ fn linear_matches_cpu() {
             }
         }
         let (xb, ab, yb) = (buf(&gpu, &x), buf(&gpu, &arena), zeros(&gpu, n * dout));
-        let d = linear(
-            &gpu,
-            n,
-            din,
-            dout,
-            &xb,
-            (&ab, 5),
-            (&ab, 5 + w.len()),
-            si,
-            so,
-            &yb,
-        )
-        .unwrap();
+        let d = linear(&gpu, n, din, dout, &xb, (&ab, 5), (&ab, 5 + w.len()), si, so, &yb).unwrap();
         run(&gpu, vec![d]);
         let got = gpu.read::<f32>(&yb, 0, n * dout).unwrap();
-        assert_close(
-            &format!("linear {n}x{din}->{dout}"),
-            &got,
-            &want,
-            1e-5,
-            1e-4,
-        );
+        assert_close(&format!("linear {n}x{din}->{dout}"), &got, &want, 1e-5, 1e-4);
     }
 }
 
@@ -379,11 +328,7 @@ fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
         for h in 0..s.heads {
             let base = n * 3 * c_all;
             let (qc, kc, vc) = if s.split_order {
-                (
-                    base + h * s.ch,
-                    base + c_all + h * s.ch,
-                    base + 2 * c_all + h * s.ch,
-                )
+                (base + h * s.ch, base + c_all + h * s.ch, base + 2 * c_all + h * s.ch)
             } else {
                 (
                     base + 3 * h * s.ch,
@@ -396,9 +341,7 @@ fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
                 let scores: Vec<f64> = (0..s.t)
                     .map(|u| {
                         (0..s.ch)
-                            .map(|c| {
-                                at(qc + c, t) * s.scale_q as f64 * at(kc + c, u) * s.scale_k as f64
-                            })
+                            .map(|c| at(qc + c, t) * s.scale_q as f64 * at(kc + c, u) * s.scale_k as f64)
                             .sum()
                     })
                     .collect();
@@ -434,16 +377,9 @@ fn attention_matches_cpu() {
             scale_q: 1.0 / (ch as f32).sqrt().sqrt(),
             scale_k: 1.0 / (ch as f32).sqrt().sqrt(),
         };
-        let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t)
-            .iter()
-            .map(|v| 1.5 * v)
-            .collect();
+        let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t).iter().map(|v| 1.5 * v).collect();
         let want = attention_ref(&s, &qkv);
-        let (qb, yb, lse) = (
-            buf(&gpu, &qkv),
-            zeros(&gpu, want.len()),
-            zeros(&gpu, n * heads * t),
-        );
+        let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
         run(&gpu, vec![attention(&gpu, &s, &qb, &yb, &lse).unwrap()]);
         let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
         assert_close(&format!("attention {s:?}"), &got, &want, 1e-5, 1e-4);
@@ -469,17 +405,8 @@ fn resample_kernels_match_cpu() {
         }
     }
     let yb = zeros(&gpu, up.len());
-    run(
-        &gpu,
-        vec![upsample_nearest2x(&gpu, n, c, h, w, &xb, &yb).unwrap()],
-    );
-    assert_close(
-        "upsample",
-        &gpu.read::<f32>(&yb, 0, up.len()).unwrap(),
-        &up,
-        0.0,
-        0.0,
-    );
+    run(&gpu, vec![upsample_nearest2x(&gpu, n, c, h, w, &xb, &yb).unwrap()]);
+    assert_close("upsample", &gpu.read::<f32>(&yb, 0, up.len()).unwrap(), &up, 0.0, 0.0);
 
     let (ho, wo) = (h / 2, w / 2);
     let mut pool = vec![0f32; n * c * ho * wo];
@@ -487,8 +414,7 @@ fn resample_kernels_match_cpu() {
         for oy in 0..ho {
             for ox in 0..wo {
                 let g = |dy: usize, dx: usize| x[(nc * h + 2 * oy + dy) * w + 2 * ox + dx] as f64;
-                pool[(nc * ho + oy) * wo + ox] =
-                    ((g(0, 0) + g(0, 1) + g(1, 0) + g(1, 1)) / 4.0) as f32;
+                pool[(nc * ho + oy) * wo + ox] = ((g(0, 0) + g(0, 1) + g(1, 0) + g(1, 1)) / 4.0) as f32;
             }
         }
     }
@@ -509,8 +435,7 @@ fn resample_kernels_match_cpu() {
     let mut cat = vec![0f32; n * 5 * hw];
     for i in 0..n {
         cat[i * 5 * hw..i * 5 * hw + 3 * hw].copy_from_slice(&x[i * 3 * hw..(i + 1) * 3 * hw]);
-        cat[i * 5 * hw + 3 * hw..(i + 1) * 5 * hw]
-            .copy_from_slice(&z[i * 2 * hw..(i + 1) * 2 * hw]);
+        cat[i * 5 * hw + 3 * hw..(i + 1) * 5 * hw].copy_from_slice(&z[i * 2 * hw..(i + 1) * 2 * hw]);
     }
     let cb = zeros(&gpu, cat.len());
     run(
@@ -520,13 +445,7 @@ fn resample_kernels_match_cpu() {
             copy_channels(&gpu, n, 2, hw, 5, 3, &zb, &cb).unwrap(),
         ],
     );
-    assert_close(
-        "concat",
-        &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(),
-        &cat,
-        0.0,
-        0.0,
-    );
+    assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
 }
 
 // ---------------------------------------------------------------- timestep
@@ -570,9 +489,6 @@ fn timestep_freqs_follow_torch_f32() {
     let c = -(10000f64.ln()) as f32;
     for (i, &v) in f.iter().enumerate() {
         let want = (((c * i as f32) / 64.0) as f64).exp();
-        assert!(
-            (v as f64 - want).abs() <= want * 1e-7,
-            "freq {i}: {v} vs {want}"
-        );
+        assert!((v as f64 - want).abs() <= want * 1e-7, "freq {i}: {v} vs {want}");
     }
 }

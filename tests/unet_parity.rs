@@ -34,14 +34,8 @@ fn check(name: &str) {
     // Each sample has its own timestep: check them one by one.
     let per = want.numel() / n;
     for i in 0..n {
-        let err = rel_max_err(
-            &got[i * per..(i + 1) * per],
-            &want.data[i * per..(i + 1) * per],
-        );
-        eprintln!(
-            "{name}: sample {i} (t = {}): relative max error {err:.3e}",
-            t.data[i]
-        );
+        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
+        eprintln!("{name}: sample {i} (t = {}): relative max error {err:.3e}", t.data[i]);
         assert!(
             err <= 1e-4,
             "{name}: sample {i} at t = {}: relative max error {err:.3e} > 1e-4",
@@ -89,11 +83,7 @@ fn fixture_tensors(name: &str) -> (String, Vec<(String, HostTensor)>) {
     let dir = fixture(name);
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     let f = TensorFile::open(dir.join("model.safetensors")).unwrap();
-    let tensors = f
-        .keys()
-        .into_iter()
-        .map(|k| (k.clone(), f.get(&k).unwrap()))
-        .collect();
+    let tensors = f.keys().into_iter().map(|k| (k.clone(), f.get(&k).unwrap())).collect();
     (config, tensors)
 }
 
@@ -122,10 +112,7 @@ fn loader_reports_every_missing_unexpected_and_misshapen_key() {
         "label_emb.weight",
         "input_blocks.1.0.in_layers.2.weight expected [32, 32, 3, 3], got [32, 32, 1, 1]",
     ] {
-        assert!(
-            msg.contains(needle),
-            "error does not name {needle:?}: {msg}"
-        );
+        assert!(msg.contains(needle), "error does not name {needle:?}: {msg}");
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -154,11 +141,7 @@ fn loader_refuses_unsupported_options_by_name() {
             "\"resnet_time_scale_shift\": \"spatial\"",
         ),
         ("act_fn", "\"act_fn\": \"silu\"", "\"act_fn\": \"gelu\""),
-        (
-            "down_block_types",
-            "\"AttnDownBlock2D\"",
-            "\"CrossAttnDownBlock2D\"",
-        ),
+        ("down_block_types", "\"AttnDownBlock2D\"", "\"CrossAttnDownBlock2D\""),
     ] {
         let cfg = config.replacen(from, to, 1);
         assert_ne!(cfg, config, "fixture config changed shape");
@@ -185,16 +168,14 @@ fn half_precision_checkpoints_load() {
             .map(|(k, ten)| {
                 let (b, r): (Vec<u8>, Vec<f32>) = match dtype {
                     Dtype::F16 => {
-                        let h: Vec<half::f16> =
-                            ten.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                        let h: Vec<half::f16> = ten.data.iter().map(|&v| half::f16::from_f32(v)).collect();
                         (
                             bytemuck::cast_slice(&h).to_vec(),
                             h.iter().map(|v| v.to_f32()).collect(),
                         )
                     }
                     _ => {
-                        let h: Vec<half::bf16> =
-                            ten.data.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                        let h: Vec<half::bf16> = ten.data.iter().map(|&v| half::bf16::from_f32(v)).collect();
                         (
                             bytemuck::cast_slice(&h).to_vec(),
                             h.iter().map(|v| v.to_f32()).collect(),
@@ -207,12 +188,7 @@ fn half_precision_checkpoints_load() {
         let views: Vec<(String, TensorView<'_>)> = tensors
             .iter()
             .zip(&bytes)
-            .map(|((k, ten), b)| {
-                (
-                    k.clone(),
-                    TensorView::new(dtype, ten.shape.clone(), b).unwrap(),
-                )
-            })
+            .map(|((k, ten), b)| (k.clone(), TensorView::new(dtype, ten.shape.clone(), b).unwrap()))
             .collect();
         let half_dir = scratch_model(&format!("{dtype:?}"), &config, &[]);
         std::fs::write(
@@ -251,10 +227,7 @@ fn forward_refuses_resolutions_the_unet_cannot_take() {
 #[test]
 fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
     let dir = fixture("adm_gray");
-    let out = std::env::temp_dir().join(format!(
-        "tweedie-unet-cli-{}.safetensors",
-        std::process::id()
-    ));
+    let out = std::env::temp_dir().join(format!("tweedie-unet-cli-{}.safetensors", std::process::id()));
     let run = |extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_tweedie"))
             .args(["unet", "--model"])

@@ -34,11 +34,7 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
     let x = io.get("x")?;
     let t = io.get("t")?;
     if x.shape.len() != 4 {
-        bail!(
-            "{}: x must be [N, C, H, W], got {:?}",
-            args.input.display(),
-            x.shape
-        );
+        bail!("{}: x must be [N, C, H, W], got {:?}", args.input.display(), x.shape);
     }
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let t = match t.data.len() {
@@ -51,20 +47,13 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
         ),
     };
     if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: x has a non-finite value at flat index {i}",
-            args.input.display()
-        );
+        bail!("{}: x has a non-finite value at flat index {i}", args.input.display());
     }
     if let Some(i) = t.iter().position(|v| !v.is_finite()) {
-        bail!(
-            "{}: t has a non-finite value at index {i}",
-            args.input.display()
-        );
+        bail!("{}: t has a non-finite value at index {i}", args.input.display());
     }
     let gpu = super::open_gpu(verbose)?;
-    let unet = Unet::load(&gpu, &args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let unet = Unet::load(&gpu, &args.model).with_context(|| format!("loading {}", args.model.display()))?;
     if c != unet.config.in_channels() {
         bail!(
             "{}: x has {c} channels, the model takes {}",

@@ -40,10 +40,7 @@ pub fn attention(
     y: &wgpu::Buffer,
     lse: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    assert!(
-        s.ch <= MAX_HEAD_CHANNELS,
-        "attention head wider than MAX_HEAD_CHANNELS"
-    );
+    assert!(s.ch <= MAX_HEAD_CHANNELS, "attention head wider than MAX_HEAD_CHANNELS");
     let params = AttentionParams {
         n: s.n as u32,
         heads: s.heads as u32,

@@ -160,11 +160,7 @@ pub fn conv2d(
         _pad: [0; 3],
     };
     let pixels = (s.n * ho * wo) as u32;
-    let groups = [
-        pixels.div_ceil(tiles.tn()),
-        (s.cout as u32).div_ceil(tiles.tm()),
-        1,
-    ];
+    let groups = [pixels.div_ceil(tiles.tn()), (s.cout as u32).div_ceil(tiles.tm()), 1];
     let u = gpu.uniform("conv2d params", &params);
     Dispatch::new(
         gpu,

@@ -98,10 +98,7 @@ pub fn copy_channels(
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
     assert!(c_off + c <= c_total, "channel slice out of range");
-    let u = gpu.uniform(
-        "copy_channels params",
-        &params(n, c, hw, 1, hw, 1, c_total, c_off),
-    );
+    let u = gpu.uniform("copy_channels params", &params(n, c, hw, 1, hw, 1, c_total, c_off));
     Dispatch::new(
         gpu,
         &RESAMPLE,

@@ -11,10 +11,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not valid JSON ({message})")]
     Json { path: PathBuf, message: String },
     #[error("{path}: unknown architecture: expected \"architecture\": \"guided-diffusion\" or \"_class_name\": \"UNet2DModel\"")]
@@ -350,9 +347,7 @@ fn parse_adm(r: &Reader<'_>) -> Result<AdmConfig, ConfigError> {
         Some(_) => r.usize("out_channels")?,
         None => in_channels * if learn_sigma { 2 } else { 1 },
     };
-    if r.get("learn_sigma").is_some()
-        && out_channels != in_channels * if learn_sigma { 2 } else { 1 }
-    {
+    if r.get("learn_sigma").is_some() && out_channels != in_channels * if learn_sigma { 2 } else { 1 } {
         return Err(r.unsupported("learn_sigma", "contradicts out_channels"));
     }
     let channel_mult = match number_list(r, "channel_mult")? {
@@ -363,12 +358,7 @@ fn parse_adm(r: &Reader<'_>) -> Result<AdmConfig, ConfigError> {
             256 => vec![1.0, 1.0, 2.0, 2.0, 4.0, 4.0],
             128 => vec![1.0, 1.0, 2.0, 3.0, 4.0],
             64 => vec![1.0, 2.0, 3.0, 4.0],
-            _ => {
-                return Err(r.unsupported(
-                    "channel_mult",
-                    "empty, and image_size has no guided-diffusion default",
-                ))
-            }
+            _ => return Err(r.unsupported("channel_mult", "empty, and image_size has no guided-diffusion default")),
         },
     };
     if channel_mult.is_empty() || channel_mult.iter().any(|&m| m <= 0.0) {
@@ -376,19 +366,13 @@ fn parse_adm(r: &Reader<'_>) -> Result<AdmConfig, ConfigError> {
     }
     // A list holds downsample rates (ds), as UNetModel takes them; a string is
     // the script flag, in pixels, turned into ds = image_size / res as create_model does.
-    let attention_resolutions = match (
-        r.get("attention_resolutions"),
-        number_list(r, "attention_resolutions")?,
-    ) {
+    let attention_resolutions = match (r.get("attention_resolutions"), number_list(r, "attention_resolutions")?) {
         (Some(Value::String(_)), Some(v)) => {
             let mut ds = Vec::new();
             for res in v {
                 let res = res as usize;
                 if res == 0 || image_size % res != 0 {
-                    return Err(r.unsupported(
-                        "attention_resolutions",
-                        "each resolution must divide image_size",
-                    ));
+                    return Err(r.unsupported("attention_resolutions", "each resolution must divide image_size"));
                 }
                 ds.push(image_size / res);
             }
@@ -484,12 +468,7 @@ fn parse_diffusers(r: &Reader<'_>) -> Result<DiffusersConfig, ConfigError> {
     let scale_shift = match r.str_or("resnet_time_scale_shift", "default")? {
         "default" => false,
         "scale_shift" => true,
-        _ => {
-            return Err(r.unsupported(
-                "resnet_time_scale_shift",
-                "only \"default\" or \"scale_shift\"",
-            ))
-        }
+        _ => return Err(r.unsupported("resnet_time_scale_shift", "only \"default\" or \"scale_shift\"")),
     };
     let mid_block = match r.obj.get("mid_block_type") {
         None => true,
@@ -506,26 +485,16 @@ fn parse_diffusers(r: &Reader<'_>) -> Result<DiffusersConfig, ConfigError> {
     let down_block_types = if r.get("down_block_types").is_some() {
         r.strings("down_block_types")?
     } else {
-        [
-            "DownBlock2D",
-            "AttnDownBlock2D",
-            "AttnDownBlock2D",
-            "AttnDownBlock2D",
-        ]
-        .map(String::from)
-        .to_vec()
+        ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
+            .map(String::from)
+            .to_vec()
     };
     let up_block_types = if r.get("up_block_types").is_some() {
         r.strings("up_block_types")?
     } else {
-        [
-            "AttnUpBlock2D",
-            "AttnUpBlock2D",
-            "AttnUpBlock2D",
-            "UpBlock2D",
-        ]
-        .map(String::from)
-        .to_vec()
+        ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+            .map(String::from)
+            .to_vec()
     };
     for t in &down_block_types {
         if t != "DownBlock2D" && t != "AttnDownBlock2D" {
@@ -543,19 +512,12 @@ fn parse_diffusers(r: &Reader<'_>) -> Result<DiffusersConfig, ConfigError> {
             ));
         }
     }
-    if down_block_types.len() != block_out_channels.len()
-        || up_block_types.len() != block_out_channels.len()
-    {
-        return Err(r.unsupported(
-            "block_out_channels",
-            "needs one entry per down and up block",
-        ));
+    if down_block_types.len() != block_out_channels.len() || up_block_types.len() != block_out_channels.len() {
+        return Err(r.unsupported("block_out_channels", "needs one entry per down and up block"));
     }
     let attention_head_dim = match r.get("attention_head_dim") {
         None => None,
-        Some(Value::Array(_)) => {
-            return Err(r.unsupported("attention_head_dim", "one integer or null"))
-        }
+        Some(Value::Array(_)) => return Err(r.unsupported("attention_head_dim", "one integer or null")),
         Some(_) => Some(r.usize("attention_head_dim")?),
     };
     let attn_norm_num_groups = match r.get("attn_norm_num_groups") {

@@ -58,13 +58,7 @@ pub struct UnetForward {
 }
 
 impl UnetForward {
-    pub fn new(
-        gpu: &Gpu,
-        unet: &Unet,
-        batch: usize,
-        height: usize,
-        width: usize,
-    ) -> Result<UnetForward, ForwardError> {
+    pub fn new(gpu: &Gpu, unet: &Unet, batch: usize, height: usize, width: usize) -> Result<UnetForward, ForwardError> {
         let g = &unet.graph;
         let m = g.max_ds;
         if batch == 0 || height == 0 || width == 0 || height % m != 0 || width % m != 0 {
@@ -98,17 +92,8 @@ impl UnetForward {
                     cos_first,
                     freqs: f,
                 } => {
-                    let fb =
-                        gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
-                    let d = timestep_embedding(
-                        gpu,
-                        batch,
-                        *dim,
-                        *cos_first,
-                        &t.buffer,
-                        &fb,
-                        &acts[*y].buffer,
-                    )?;
+                    let fb = gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
+                    let d = timestep_embedding(gpu, batch, *dim, *cos_first, &t.buffer, &fb, &acts[*y].buffer)?;
                     freqs.push(fb);
                     vec![d]
                 }
@@ -171,9 +156,7 @@ impl UnetForward {
                     let r = match res {
                         Residual::None => ConvResidual::None,
                         Residual::Full(a) => ConvResidual::Full(&acts[*a].buffer, 0),
-                        Residual::Channel(a) => {
-                            ConvResidual::Channel(&acts[*a].buffer, 0, acts[*a].shape[1])
-                        }
+                        Residual::Channel(a) => ConvResidual::Channel(&acts[*a].buffer, 0, acts[*a].shape[1]),
                     };
                     vec![conv2d(
                         gpu,
@@ -210,10 +193,7 @@ impl UnetForward {
                     let stats = Tensor::zeros(gpu, "groupnorm stats", &[batch, *groups, 2])?;
                     let (wb, goff) = w.get(gamma);
                     let (wb2, boff) = w.get(beta);
-                    assert!(
-                        std::ptr::eq(wb, wb2),
-                        "gamma and beta share a parameter group"
-                    );
+                    assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
                     let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
                     let d = group_norm(
                         gpu,
@@ -285,26 +265,8 @@ impl UnetForward {
                     let hw = sa[2] * sa[3];
                     let ct = sa[1] + sb[1];
                     vec![
-                        copy_channels(
-                            gpu,
-                            batch,
-                            sa[1],
-                            hw,
-                            ct,
-                            0,
-                            &acts[*a].buffer,
-                            &acts[*y].buffer,
-                        )?,
-                        copy_channels(
-                            gpu,
-                            batch,
-                            sb[1],
-                            hw,
-                            ct,
-                            sa[1],
-                            &acts[*b].buffer,
-                            &acts[*y].buffer,
-                        )?,
+                        copy_channels(gpu, batch, sa[1], hw, ct, 0, &acts[*a].buffer, &acts[*y].buffer)?,
+                        copy_channels(gpu, batch, sb[1], hw, ct, sa[1], &acts[*b].buffer, &acts[*y].buffer)?,
                     ]
                 }
             };
@@ -360,11 +322,9 @@ impl UnetForward {
 
     /// Submits the forward pass once (inputs already in `input()` and `t`).
     pub fn submit(&self, gpu: &Gpu) -> Result<(), GpuError> {
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("unet forward"),
-            });
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("unet forward"),
+        });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("unet forward"),

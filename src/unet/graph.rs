@@ -150,9 +150,7 @@ impl Graph {
     }
 
     pub fn num_params(&self) -> usize {
-        self.params()
-            .map(|p| p.shape.iter().product::<usize>())
-            .sum()
+        self.params().map(|p| p.shape.iter().product::<usize>()).sum()
     }
 
     /// Multiply-adds x 2 of one forward at batch 1 and h x w (convolutions,
@@ -166,9 +164,7 @@ impl Graph {
             .iter()
             .map(|l| match l {
                 Layer::Linear { din, dout, .. } => 2.0 * (*din * *dout) as f64,
-                Layer::Conv {
-                    y, cin, cout, k, ..
-                } => 2.0 * (*cin * *cout * k * k) as f64 * px(*y),
+                Layer::Conv { y, cin, cout, k, .. } => 2.0 * (*cin * *cout * k * k) as f64 * px(*y),
                 Layer::Attention { y, heads, ch, .. } => {
                     let t = px(*y);
                     4.0 * t * t * (*heads * *ch) as f64
@@ -268,22 +264,12 @@ impl Builder {
     }
 
     fn params(&mut self, group: Vec<(String, Vec<usize>)>) {
-        self.g.param_groups.push(
-            group
-                .into_iter()
-                .map(|(name, shape)| Param { name, shape })
-                .collect(),
-        );
+        self.g
+            .param_groups
+            .push(group.into_iter().map(|(name, shape)| Param { name, shape }).collect());
     }
 
-    fn linear(
-        &mut self,
-        x: ActId,
-        prefix: &str,
-        dout: usize,
-        silu_in: bool,
-        silu_out: bool,
-    ) -> ActId {
+    fn linear(&mut self, x: ActId, prefix: &str, dout: usize, silu_in: bool, silu_out: bool) -> ActId {
         let din = self.g.acts[x].channels();
         self.params(vec![
             (format!("{prefix}.weight"), vec![dout, din]),
@@ -402,14 +388,7 @@ impl Builder {
     }
 
     /// guided-diffusion `ResBlock` / diffusers `ResnetBlock2D` (same dataflow).
-    fn resblock(
-        &mut self,
-        x: ActId,
-        emb: ActId,
-        n: &ResNames,
-        cout: usize,
-        o: &ResOpts,
-    ) -> Result<ActId, GraphError> {
+    fn resblock(&mut self, x: ActId, emb: ActId, n: &ResNames, cout: usize, o: &ResOpts) -> Result<ActId, GraphError> {
         let (cin, _) = self.image(x);
         let mut h = self.group_norm(x, &n.in_norm, o.groups, o.eps, true, None)?;
         let mut xs = x;
@@ -418,13 +397,7 @@ impl Builder {
             h = self.resample(h, up);
             xs = self.resample(x, up);
         }
-        let e = self.linear(
-            emb,
-            &n.emb,
-            if o.scale_shift { 2 * cout } else { cout },
-            true,
-            false,
-        );
+        let e = self.linear(emb, &n.emb, if o.scale_shift { 2 * cout } else { cout }, true, false);
         let h = if o.scale_shift {
             let h = self.conv3(h, &n.in_conv, cout);
             self.group_norm(h, &n.out_norm, o.groups, o.eps, true, Some(e))?
@@ -514,10 +487,7 @@ impl Builder {
             scale_q,
             scale_k,
         });
-        self.params(vec![
-            (n.proj_w.clone(), shape(c)),
-            (n.proj_b.clone(), vec![c]),
-        ]);
+        self.params(vec![(n.proj_w.clone(), shape(c)), (n.proj_b.clone(), vec![c])]);
         let y = self.act(Act::Image { c, ds });
         self.g.layers.push(Layer::Conv {
             x: a,
@@ -625,13 +595,7 @@ fn build_adm(c: &AdmConfig) -> Result<Graph, GraphError> {
     for (level, &m) in c.channel_mult.iter().enumerate() {
         for _ in 0..c.num_res_blocks {
             let p = format!("input_blocks.{idx}");
-            h = b.resblock(
-                h,
-                emb,
-                &adm_res_names(&format!("{p}.0")),
-                mult(m),
-                &ro(UpDown::None),
-            )?;
+            h = b.resblock(h, emb, &adm_res_names(&format!("{p}.0")), mult(m), &ro(UpDown::None))?;
             ch = mult(m);
             if c.attention_resolutions.contains(&ds) {
                 h = b.attention(
@@ -662,13 +626,7 @@ fn build_adm(c: &AdmConfig) -> Result<Graph, GraphError> {
             idx += 1;
         }
     }
-    h = b.resblock(
-        h,
-        emb,
-        &adm_res_names("middle_block.0"),
-        ch,
-        &ro(UpDown::None),
-    )?;
+    h = b.resblock(h, emb, &adm_res_names("middle_block.0"), ch, &ro(UpDown::None))?;
     h = b.attention(
         h,
         &adm_attn_names("middle_block.1"),
@@ -679,13 +637,7 @@ fn build_adm(c: &AdmConfig) -> Result<Graph, GraphError> {
         1e-5,
         1.0,
     )?;
-    h = b.resblock(
-        h,
-        emb,
-        &adm_res_names("middle_block.2"),
-        ch,
-        &ro(UpDown::None),
-    )?;
+    h = b.resblock(h, emb, &adm_res_names("middle_block.2"), ch, &ro(UpDown::None))?;
 
     let mut idx = 0;
     for (level, &m) in c.channel_mult.iter().enumerate().rev() {
@@ -693,13 +645,7 @@ fn build_adm(c: &AdmConfig) -> Result<Graph, GraphError> {
             let p = format!("output_blocks.{idx}");
             let skip = hs.pop().expect("one skip per output block");
             let cat = b.concat(h, skip);
-            h = b.resblock(
-                cat,
-                emb,
-                &adm_res_names(&format!("{p}.0")),
-                mult(m),
-                &ro(UpDown::None),
-            )?;
+            h = b.resblock(cat, emb, &adm_res_names(&format!("{p}.0")), mult(m), &ro(UpDown::None))?;
             ch = mult(m);
             let mut sub = 1;
             if c.attention_resolutions.contains(&ds) {
@@ -767,10 +713,7 @@ fn build_diffusers(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphE
         };
         AttnNames {
             norm: norm.then(|| format!("{p}.group_norm")),
-            qkv_w: [q, k, v]
-                .iter()
-                .map(|n| format!("{p}.{n}.weight"))
-                .collect(),
+            qkv_w: [q, k, v].iter().map(|n| format!("{p}.{n}.weight")).collect(),
             qkv_b: [q, k, v].iter().map(|n| format!("{p}.{n}.bias")).collect(),
             proj_w: format!("{p}.{o}.weight"),
             proj_b: format!("{p}.{o}.bias"),
@@ -809,13 +752,7 @@ fn build_diffusers(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphE
         let attn = t == "AttnDownBlock2D";
         for j in 0..c.layers_per_block {
             let p = format!("down_blocks.{i}");
-            h = b.resblock(
-                h,
-                emb,
-                &res_names(&format!("{p}.resnets.{j}")),
-                cout,
-                &ro(1.0),
-            )?;
+            h = b.resblock(h, emb, &res_names(&format!("{p}.resnets.{j}")), cout, &ro(1.0))?;
             if attn {
                 h = b.attention(
                     h,
@@ -853,9 +790,9 @@ fn build_diffusers(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphE
         h = b.resblock(h, emb, &res_names("mid_block.resnets.0"), cm, &ro(f))?;
         if c.add_attention {
             // UNetMidBlock2D: attention GroupNorm only when attn groups are known.
-            let attn_groups =
-                c.attn_norm_num_groups
-                    .or(if c.scale_shift { None } else { Some(groups) });
+            let attn_groups = c
+                .attn_norm_num_groups
+                .or(if c.scale_shift { None } else { Some(groups) });
             h = b.attention(
                 h,
                 &attn_names("mid_block.attentions.0", attn_groups.is_some()),
@@ -879,13 +816,7 @@ fn build_diffusers(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphE
                 .pop()
                 .ok_or_else(|| GraphError::Unsupported("more up-block layers than skips".into()))?;
             let cat = b.concat(h, skip);
-            h = b.resblock(
-                cat,
-                emb,
-                &res_names(&format!("{p}.resnets.{j}")),
-                cout,
-                &ro(1.0),
-            )?;
+            h = b.resblock(cat, emb, &res_names(&format!("{p}.resnets.{j}")), cout, &ro(1.0))?;
             if attn {
                 h = b.attention(
                     h,

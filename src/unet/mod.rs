@@ -28,11 +28,7 @@ impl Unet {
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Unet, WeightsError> {
         let (config, graph, host) = weights::load_host(path, weights::max_arena_elems(gpu))?;
         let weights = Weights::upload(gpu, &host)?;
-        Ok(Unet {
-            config,
-            graph,
-            weights,
-        })
+        Ok(Unet { config, graph, weights })
     }
 
     /// A model of `config` with random weights drawn from `seed` (benchmarks).

@@ -42,18 +42,10 @@ pub enum WeightsError {
     },
 }
 
-fn describe_mismatch(
-    missing: &[String],
-    unexpected: &[String],
-    shapes: &[(String, Vec<usize>, Vec<usize>)],
-) -> String {
+fn describe_mismatch(missing: &[String], unexpected: &[String], shapes: &[(String, Vec<usize>, Vec<usize>)]) -> String {
     let mut parts = Vec::new();
     if !missing.is_empty() {
-        parts.push(format!(
-            "{} missing key(s): {}",
-            missing.len(),
-            missing.join(", ")
-        ));
+        parts.push(format!("{} missing key(s): {}", missing.len(), missing.join(", ")));
     }
     if !unexpected.is_empty() {
         parts.push(format!(
@@ -67,11 +59,7 @@ fn describe_mismatch(
             .iter()
             .map(|(n, want, got)| format!("{n} expected {want:?}, got {got:?}"))
             .collect();
-        parts.push(format!(
-            "{} shape mismatch(es): {}",
-            shapes.len(),
-            s.join(", ")
-        ));
+        parts.push(format!("{} shape mismatch(es): {}", shapes.len(), s.join(", ")));
     }
     parts.join("; ")
 }
@@ -129,10 +117,7 @@ impl HostWeights {
         let mut arenas: Vec<Vec<f32>> = vec![Vec::new()];
         let mut table = HashMap::new();
         for group in &graph.param_groups {
-            let size: usize = group
-                .iter()
-                .map(|p| p.shape.iter().product::<usize>())
-                .sum();
+            let size: usize = group.iter().map(|p| p.shape.iter().product::<usize>()).sum();
             let mut cur = arenas.len() - 1;
             let start = arenas[cur].len().div_ceil(4) * 4;
             if start + size > max_arena_elems && !arenas[cur].is_empty() {
@@ -195,10 +180,7 @@ impl Weights {
     }
 
     pub fn total_elems(&self) -> usize {
-        self.table
-            .values()
-            .map(|e| e.shape.iter().product::<usize>())
-            .sum()
+        self.table.values().map(|e| e.shape.iter().product::<usize>()).sum()
     }
 }
 
@@ -225,11 +207,7 @@ pub fn check_against(graph: &Graph, file: &TensorFile) -> Result<(), WeightsErro
             shapes.push((p.name.clone(), p.shape.clone(), got));
         }
     }
-    let mut unexpected: Vec<String> = keys
-        .iter()
-        .filter(|k| !expected.contains(*k))
-        .cloned()
-        .collect();
+    let mut unexpected: Vec<String> = keys.iter().filter(|k| !expected.contains(*k)).cloned().collect();
     unexpected.sort();
     if missing.is_empty() && unexpected.is_empty() && shapes.is_empty() {
         return Ok(());
@@ -258,10 +236,7 @@ pub fn inspect(path: &Path) -> Result<(UnetConfig, Graph, TensorFile), WeightsEr
 }
 
 /// Loads config + checkpoint, checks them against each other and packs the weights.
-pub fn load_host(
-    path: &Path,
-    max_arena: usize,
-) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
+pub fn load_host(path: &Path, max_arena: usize) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
     let (config, graph, file) = inspect(path)?;
     let host = HostWeights::pack(&graph, max_arena, |p| Ok(file.get(&p.name)?.data))?;
     Ok((config, graph, host))
@@ -269,11 +244,7 @@ pub fn load_host(
 
 /// Random weights for a graph (benchmarks, tests): N(0, 1/fan_in) for
 /// matrices, GroupNorm gains near 1, small biases. Deterministic in `seed`.
-pub fn random_host(
-    graph: &Graph,
-    seed: u64,
-    max_arena: usize,
-) -> Result<HostWeights, WeightsError> {
+pub fn random_host(graph: &Graph, seed: u64, max_arena: usize) -> Result<HostWeights, WeightsError> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     HostWeights::pack(graph, max_arena, |p| {
