@@ -12,3 +12,4 @@ pub mod tensor;
 
 pub use gpu::{Gpu, GpuError};
 pub use tensor::{HostTensor, Tensor};
+pub mod unet;

@@ -7,8 +7,8 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
-    if args.model.is_some() {
-        anyhow::bail!("model reports are not implemented yet");
+    if let Some(path) = &args.model {
+        return model_report(path);
     }
     println!("adapters wgpu can see:");
     for a in crate::Gpu::list_adapters() {
@@ -22,5 +22,21 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     println!("  workgroup memory        {} KiB", r.max_compute_workgroup_storage_size >> 10);
     println!("  invocations/workgroup   {}", r.max_compute_invocations_per_workgroup);
     println!("  shader-f16 {}  subgroups {}  timestamps {}", r.shader_f16, r.subgroups, r.timestamp_query);
+    Ok(())
+}
+
+/// Architecture, parameter count and FLOPs of a model; the checkpoint's keys
+/// and shapes are checked against the config on the way.
+fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
+    let (config, graph, _) = crate::unet::weights::inspect(path)?;
+    let size = config.image_size();
+    let sigma = if config.learned_sigma() { " (eps + learned variance)" } else { "" };
+    println!("model: {}", path.display());
+    println!("  architecture      {}", config.architecture());
+    println!("  channels          {} in, {} out{sigma}", config.in_channels(), config.out_channels());
+    println!("  image size        {size}x{size} (any multiple of {} works)", graph.max_ds);
+    println!("  parameters        {} ({:.1} M)", graph.num_params(), graph.num_params() as f64 / 1e6);
+    println!("  FLOPs per forward {:.2} GFLOP at {size}x{size}, batch 1", graph.flops(size, size) / 1e9);
+    println!("  layers            {}", graph.layers.len());
     Ok(())
 }

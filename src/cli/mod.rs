@@ -7,6 +7,7 @@ mod bench;
 mod info;
 mod degrade;
 mod operator;
+mod unet;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -28,6 +29,8 @@ pub enum Command {
     Degrade(degrade::DegradeArgs),
     /// Apply a measurement operator (forward or adjoint) to tensors in a file.
     Operator(operator::OperatorArgs),
+    /// One U-Net forward pass on the tensors x, t of a safetensors file.
+    Unet(unet::UnetArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -38,6 +41,7 @@ pub fn main() -> i32 {
         Command::Bench(a) => bench::run(a, cli.verbose),
         Command::Degrade(a) => degrade::run(a, cli.verbose),
         Command::Operator(a) => operator::run(a, cli.verbose),
+        Command::Unet(a) => unet::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

@@ -25,4 +25,10 @@ shaders! {
     AXIS_MATMUL => "axis_matmul",
     MASK => "mask",
     COLORIZE => "colorize",
+    CONV2D => "conv2d",
+    GROUPNORM => "groupnorm",
+    LINEAR => "linear",
+    ATTENTION => "attention",
+    RESAMPLE => "resample",
+    TIMESTEP => "timestep",
 }

@@ -1,0 +1,151 @@
+// 2-D convolution with bias as an implicit GEMM:
+//   Y[co, p] = sum_k W[co, k] * X_col[k, p],  k = (ci, ky, kx),  p = (n, oy, ox)
+// M = Cout rows, P = N*Ho*Wo columns, K = Cin*KS*KS. A workgroup of WG_M x WG_N
+// threads computes a TM x TN tile (TM = WG_M*RM, TN = WG_N*RN) through TK-deep
+// shared-memory tiles of W and of the gathered input (im2col on the fly, zero
+// padding by bounds checks); each thread keeps an RM x RN register block. The
+// inner product over one TK slice is the part a tensor-core tile product
+// (coopMultiplyAdd) would replace.
+//
+// Epilogue: y = (acc + b[co] + residual) * out_scale, residual either a tensor of
+// y's shape (res_mode 1) or a per-(n, co) vector broadcast over pixels (res_mode 2).
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    ks: u32,          // kernel size (square)
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    w_off: u32,       // element offsets into the weight arenas
+    b_off: u32,
+    res_mode: u32,    // 0 none, 1 full tensor, 2 per-(n, co) vector
+    res_off: u32,     // element offset into res
+    res_stride: u32,  // per-sample stride of the res vector (mode 2)
+    out_scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override WG_M: u32 = 16u;
+override WG_N: u32 = 16u;
+override TK: u32 = 16u;
+const RM: u32 = 4u;
+const RN: u32 = 4u;
+// Shared tiles are sized for the largest configuration; overrides only shrink them.
+const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+var<workgroup> a_tile: array<f32, MAX_TILE>; // [TK][TM]
+var<workgroup> b_tile: array<f32, MAX_TILE>; // [TK][TN]
+
+@compute @workgroup_size(WG_N, WG_M)
+fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tm = WG_M * RM;
+    let tn = WG_N * RN;
+    let kk = p.ks * p.ks;
+    let kdim = p.cin * kk;
+    let hwo = p.ho * p.wo;
+    let pdim = p.n * hwo;
+    let m0 = wid.y * tm;
+    let p0 = wid.x * tn;
+    let nthreads = WG_M * WG_N;
+    let tid = lid.y * WG_N + lid.x;
+
+    var acc: array<f32, 16>; // RM * RN
+    for (var i = 0u; i < RM * RN; i++) {
+        acc[i] = 0.0;
+    }
+
+    for (var k0 = 0u; k0 < kdim; k0 += TK) {
+        // W tile, read along k (contiguous in [Cout, Cin, KS, KS]).
+        for (var e = tid; e < tm * TK; e += nthreads) {
+            let kl = e % TK;
+            let ml = e / TK;
+            let m = m0 + ml;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (m < p.cout && k < kdim) {
+                v = wt[p.w_off + m * kdim + k];
+            }
+            a_tile[kl * tm + ml] = v;
+        }
+        // Gathered input tile, read along pixels.
+        for (var e = tid; e < tn * TK; e += nthreads) {
+            let pl = e % tn;
+            let kl = e / tn;
+            let pix = p0 + pl;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (pix < pdim && k < kdim) {
+                let b = pix / hwo;
+                let r = pix - b * hwo;
+                let oy = r / p.wo;
+                let ox = r - oy * p.wo;
+                let ci = k / kk;
+                let kr = k - ci * kk;
+                let ky = kr / p.ks;
+                let kx = kr - ky * p.ks;
+                let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
+                let ix = i32(ox * p.stride + kx) - i32(p.pad_left);
+                if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
+                    v = x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                }
+            }
+            b_tile[kl * tn + pl] = v;
+        }
+        workgroupBarrier();
+        // Tile product: the register block accumulates a TK-deep outer-product sum.
+        for (var kl = 0u; kl < TK; kl++) {
+            var a: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < RM; i++) {
+                a[i] = a_tile[kl * tm + lid.y + i * WG_M];
+            }
+            for (var j = 0u; j < RN; j++) {
+                bv[j] = b_tile[kl * tn + lid.x + j * WG_N];
+            }
+            for (var i = 0u; i < RM; i++) {
+                for (var j = 0u; j < RN; j++) {
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < RM; i++) {
+        let m = m0 + lid.y + i * WG_M;
+        if (m >= p.cout) {
+            continue;
+        }
+        for (var j = 0u; j < RN; j++) {
+            let pix = p0 + lid.x + j * WG_N;
+            if (pix >= pdim) {
+                continue;
+            }
+            let b = pix / hwo;
+            let r = pix - b * hwo;
+            let o = (b * p.cout + m) * hwo + r;
+            var v = acc[i * RN + j] + bias[p.b_off + m];
+            if (p.res_mode == 1u) {
+                v += res[p.res_off + o];
+            } else if (p.res_mode == 2u) {
+                v += res[p.res_off + b * p.res_stride + m];
+            }
+            y[o] = v * p.out_scale;
+        }
+    }
+}

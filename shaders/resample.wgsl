@@ -1,0 +1,65 @@
+// Resampling and channel plumbing over [N, C, H, W], one thread per output element:
+//   upsample_nearest2x : y[n, c, oy, ox] = x[n, c, oy / 2, ox / 2]          (H, W -> 2H, 2W)
+//   avg_pool2x2        : y = mean of the 2x2 block at (2 oy, 2 ox), stride 2 (floor sizes)
+//   copy_channels      : y[n, c_off + c, :] = x[n, c, :], y having c_total channels
+//                        (two of these make a channel concat of the skip connections)
+
+struct Params {
+    n: u32,
+    c: u32,
+    h: u32,        // input height
+    w: u32,        // input width
+    ho: u32,
+    wo: u32,
+    c_total: u32,  // copy_channels: channels of y
+    c_off: u32,    // copy_channels: first channel written in y
+}
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+@compute @workgroup_size(WG)
+fn upsample_nearest2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n * p.c * p.ho * p.wo) {
+        return;
+    }
+    let ox = i % p.wo;
+    let oy = (i / p.wo) % p.ho;
+    let nc = i / (p.wo * p.ho);
+    y[i] = x[(nc * p.h + oy / 2u) * p.w + ox / 2u];
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n * p.c * p.ho * p.wo) {
+        return;
+    }
+    let ox = i % p.wo;
+    let oy = (i / p.wo) % p.ho;
+    let nc = i / (p.wo * p.ho);
+    let b = (nc * p.h + 2u * oy) * p.w + 2u * ox;
+    y[i] = 0.25 * ((x[b] + x[b + 1u]) + (x[b + p.w] + x[b + p.w + 1u]));
+}
+
+@compute @workgroup_size(WG)
+fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let hw = p.h * p.w;
+    if (i >= p.n * p.c * hw) {
+        return;
+    }
+    let r = i % hw;
+    let nc = i / hw;
+    let c = nc % p.c;
+    let n = nc / p.c;
+    y[(n * p.c_total + p.c_off + c) * hw + r] = x[i];
+}

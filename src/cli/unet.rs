@@ -1,0 +1,77 @@
+//! `tweedie unet --model M --input io.safetensors --out out.safetensors [--vjp]`:
+//! one U-Net forward pass on the tensors `x` [N, C, H, W] and `t` [N].
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+use crate::io::{write_tensors, TensorFile};
+use crate::tensor::HostTensor;
+use crate::unet::{Unet, UnetForward};
+
+#[derive(Args)]
+pub struct UnetArgs {
+    /// Model directory (model.safetensors + config.json) or weights file with config.json beside it.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// safetensors with `x` [N, C, H, W] and `t` [N] (float timesteps; [1] is broadcast).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Where to write `out` [N, out_channels, H, W].
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write `vjp` = (d out / d x)^T cotangent (reads `cotangent` from the input).
+    #[arg(long)]
+    pub vjp: bool,
+}
+
+pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
+    if args.vjp {
+        bail!("--vjp: the U-Net vector-Jacobian product is not implemented yet");
+    }
+    let io = TensorFile::open(&args.input)?;
+    let x = io.get("x")?;
+    let t = io.get("t")?;
+    if x.shape.len() != 4 {
+        bail!("{}: x must be [N, C, H, W], got {:?}", args.input.display(), x.shape);
+    }
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let t = match t.data.len() {
+        len if len == n => t.data,
+        1 => vec![t.data[0]; n],
+        _ => bail!(
+            "{}: t must have N = {n} entries (or 1), got shape {:?}",
+            args.input.display(),
+            t.shape
+        ),
+    };
+    if let Some(i) = x.data.iter().position(|v| !v.is_finite()) {
+        bail!("{}: x has a non-finite value at flat index {i}", args.input.display());
+    }
+    if let Some(i) = t.iter().position(|v| !v.is_finite()) {
+        bail!("{}: t has a non-finite value at index {i}", args.input.display());
+    }
+    let gpu = super::open_gpu(verbose)?;
+    let unet = Unet::load(&gpu, &args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    if c != unet.config.in_channels() {
+        bail!(
+            "{}: x has {c} channels, the model takes {}",
+            args.input.display(),
+            unet.config.in_channels()
+        );
+    }
+    let fwd = UnetForward::new(&gpu, &unet, n, h, w)?;
+    let start = std::time::Instant::now();
+    let out = fwd.run(&gpu, &x.data, &t)?;
+    if verbose {
+        eprintln!(
+            "forward: {:.3} s ({:.1} GFLOP)",
+            start.elapsed().as_secs_f64(),
+            unet.graph.flops(h, w) * n as f64 / 1e9
+        );
+    }
+    let out = HostTensor::new(fwd.output().shape.clone(), out);
+    write_tensors(&args.out, &[("out", &out)])?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `shaders/attention.wgsl`: fused multi-head self-attention from a qkv tensor.
+
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, ATTENTION};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    pub n: u32,
+    pub heads: u32,
+    pub ch: u32,
+    pub t: u32,
+    pub order: u32,
+    pub scale_q: f32,
+    pub scale_k: f32,
+    pub _pad: u32,
+}
+
+/// Largest head width the kernel holds in registers (mirrors `MAX_CH`).
+pub const MAX_HEAD_CHANNELS: usize = 128;
+/// Threads per workgroup (mirrors `WG`).
+pub const WG: u32 = 64;
+
+/// Shape of one attention: qkv [n, 3 heads ch, t] -> y [n, heads ch, t], lse [n, heads, t].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionShape {
+    pub n: usize,
+    pub heads: usize,
+    pub ch: usize,
+    pub t: usize,
+    /// false: legacy per-head [q; k; v]; true: [q | k | v] split.
+    pub split_order: bool,
+    pub scale_q: f32,
+    pub scale_k: f32,
+}
+
+pub fn attention(
+    gpu: &Gpu,
+    s: &AttentionShape,
+    qkv: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    assert!(s.ch <= MAX_HEAD_CHANNELS, "attention head wider than MAX_HEAD_CHANNELS");
+    let params = AttentionParams {
+        n: s.n as u32,
+        heads: s.heads as u32,
+        ch: s.ch as u32,
+        t: s.t as u32,
+        order: s.split_order as u32,
+        scale_q: s.scale_q,
+        scale_k: s.scale_k,
+        _pad: 0,
+    };
+    let u = gpu.uniform("attention params", &params);
+    Dispatch::new(
+        gpu,
+        &ATTENTION,
+        "attention",
+        &[("WG", WG as f64)],
+        &[&u, qkv, y, lse],
+        dispatch_groups(s.n * s.heads * s.t, WG),
+    )
+}

@@ -1,0 +1,173 @@
+//! `shaders/conv2d.wgsl`: 2-D convolution + bias (+ residual) as an implicit
+//! GEMM with shared-memory tiles and register blocking.
+
+use crate::gpu::{Dispatch, Gpu, GpuError, CONV2D};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Conv2dParams {
+    pub n: u32,
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cout: u32,
+    pub ho: u32,
+    pub wo: u32,
+    pub ks: u32,
+    pub stride: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
+    pub w_off: u32,
+    pub b_off: u32,
+    pub res_mode: u32,
+    pub res_off: u32,
+    pub res_stride: u32,
+    pub out_scale: f32,
+    pub _pad: [u32; 3],
+}
+
+/// Register block per thread (mirrors `RM`, `RN` in the WGSL).
+pub const RM: u32 = 4;
+pub const RN: u32 = 4;
+/// Capacity of each shared tile in floats (mirrors `MAX_TILE`).
+pub const MAX_TILE: u32 = 2048;
+
+/// Workgroup geometry: WG_M x WG_N threads, TK-deep tiles. The output tile
+/// is (WG_M * RM) x (WG_N * RN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvTiles {
+    pub wg_m: u32,
+    pub wg_n: u32,
+    pub tk: u32,
+}
+
+impl ConvTiles {
+    /// The largest tiles the adapter's limits allow (64 x 64 outputs, 16 deep
+    /// where 256 invocations and 16 KiB of workgroup memory are available).
+    pub fn for_gpu(gpu: &Gpu) -> ConvTiles {
+        let l = &gpu.limits;
+        let shared = 2 * MAX_TILE * 4;
+        if l.max_compute_invocations_per_workgroup >= 256
+            && l.max_compute_workgroup_size_x >= 16
+            && l.max_compute_workgroup_size_y >= 16
+            && l.max_compute_workgroup_storage_size >= shared
+        {
+            ConvTiles {
+                wg_m: 16,
+                wg_n: 16,
+                tk: 16,
+            }
+        } else {
+            ConvTiles {
+                wg_m: 8,
+                wg_n: 8,
+                tk: 16,
+            }
+        }
+    }
+
+    pub fn tm(&self) -> u32 {
+        self.wg_m * RM
+    }
+
+    pub fn tn(&self) -> u32 {
+        self.wg_n * RN
+    }
+
+    fn overrides(&self) -> [(&'static str, f64); 3] {
+        [
+            ("WG_M", self.wg_m as f64),
+            ("WG_N", self.wg_n as f64),
+            ("TK", self.tk as f64),
+        ]
+    }
+}
+
+/// Shape of one convolution: x [n, cin, h, w] -> y [n, cout, ho, wo].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2dShape {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub ks: usize,
+    pub stride: usize,
+    /// [top, left, bottom, right]
+    pub pad: [usize; 4],
+}
+
+impl Conv2dShape {
+    pub fn out_hw(&self) -> (usize, usize) {
+        let ho = (self.h + self.pad[0] + self.pad[2] - self.ks) / self.stride + 1;
+        let wo = (self.w + self.pad[1] + self.pad[3] - self.ks) / self.stride + 1;
+        (ho, wo)
+    }
+
+    pub fn flops(&self) -> f64 {
+        let (ho, wo) = self.out_hw();
+        2.0 * (self.n * self.cout * ho * wo * self.cin * self.ks * self.ks) as f64
+    }
+}
+
+/// What the epilogue adds before scaling.
+pub enum ConvResidual<'a> {
+    None,
+    /// A tensor shaped like y: (buffer, element offset).
+    Full(&'a wgpu::Buffer, usize),
+    /// A per-(n, cout) vector: (buffer, element offset, per-sample stride).
+    Channel(&'a wgpu::Buffer, usize, usize),
+}
+
+/// One planned convolution. `dummy` is bound where no residual is read.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    gpu: &Gpu,
+    tiles: &ConvTiles,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    w: (&wgpu::Buffer, usize),
+    b: (&wgpu::Buffer, usize),
+    res: ConvResidual<'_>,
+    out_scale: f32,
+    y: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let (ho, wo) = s.out_hw();
+    let (res_mode, res_buf, res_off, res_stride) = match res {
+        ConvResidual::None => (0, dummy, 0, 0),
+        ConvResidual::Full(buf, off) => (1, buf, off, 0),
+        ConvResidual::Channel(buf, off, stride) => (2, buf, off, stride),
+    };
+    let params = Conv2dParams {
+        n: s.n as u32,
+        cin: s.cin as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.cout as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        ks: s.ks as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad[0] as u32,
+        pad_left: s.pad[1] as u32,
+        w_off: w.1 as u32,
+        b_off: b.1 as u32,
+        res_mode,
+        res_off: res_off as u32,
+        res_stride: res_stride as u32,
+        out_scale,
+        _pad: [0; 3],
+    };
+    let pixels = (s.n * ho * wo) as u32;
+    let groups = [pixels.div_ceil(tiles.tn()), (s.cout as u32).div_ceil(tiles.tm()), 1];
+    let u = gpu.uniform("conv2d params", &params);
+    Dispatch::new(
+        gpu,
+        &CONV2D,
+        "conv2d",
+        &tiles.overrides(),
+        &[&u, x, w.0, b.0, res_buf, y],
+        groups,
+    )
+}

@@ -1,0 +1,88 @@
+//! `shaders/groupnorm.wgsl`: GroupNorm statistics, then the normalisation
+//! fused with the time-embedding scale-shift and SiLU.
+
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, GROUPNORM};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupNormParams {
+    pub n: u32,
+    pub c: u32,
+    pub hw: u32,
+    pub groups: u32,
+    pub eps: f32,
+    pub silu: u32,
+    pub scale_shift: u32,
+    pub gamma_off: u32,
+    pub beta_off: u32,
+    pub ss_off: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Threads per workgroup of both entry points (mirrors `WG`).
+pub const WG: u32 = 256;
+
+/// x [n, c, hw] -> y, with per-(n, group) [mean, rstd] left in `stats` [n * groups * 2].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+/// The two dispatches of one GroupNorm. `weights` holds gamma at `gamma_off`
+/// and beta at `beta_off`; `scale_shift` is ([N, 2C] buffer, element offset).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&wgpu::Buffer, usize)>,
+    silu: bool,
+    y: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+) -> Result<[Dispatch; 2], GpuError> {
+    assert!(
+        s.groups > 0 && s.c % s.groups == 0,
+        "GroupNorm channels must split into groups"
+    );
+    let (ss_buf, ss_off) = scale_shift.unwrap_or((dummy, 0));
+    let params = GroupNormParams {
+        n: s.n as u32,
+        c: s.c as u32,
+        hw: s.hw as u32,
+        groups: s.groups as u32,
+        eps: s.eps,
+        silu: silu as u32,
+        scale_shift: scale_shift.is_some() as u32,
+        gamma_off: gamma_off as u32,
+        beta_off: beta_off as u32,
+        ss_off: ss_off as u32,
+        _pad: [0; 2],
+    };
+    let u = gpu.uniform("groupnorm params", &params);
+    let ov = [("WG", WG as f64)];
+    let stats_d = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_stats",
+        &ov,
+        &[&u, x, stats],
+        [(s.n * s.groups) as u32, 1, 1],
+    )?;
+    let apply = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_apply",
+        &ov,
+        &[&u, x, stats, weights, ss_buf, y],
+        dispatch_groups(s.n * s.c * s.hw, WG),
+    )?;
+    Ok([stats_d, apply])
+}

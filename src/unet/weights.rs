@@ -1,0 +1,267 @@
+//! Weights: checked against the graph's parameter list (every missing key,
+//! unexpected key and shape mismatch reported at once), converted to f32 and
+//! packed into one GPU buffer with a name -> (offset, shape) table (llm.c's
+//! single parameter block). Where the model exceeds what one binding may
+//! span, the block is split into as few arenas as the limit allows; a
+//! parameter group (diffusers' to_q/to_k/to_v) never straddles two.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::config::{ConfigError, UnetConfig};
+use super::graph::{Graph, GraphError, Param};
+use crate::gpu::{Gpu, GpuError};
+use crate::io::{IoError, TensorFile};
+
+#[derive(Debug, Error)]
+pub enum WeightsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{path}: {source}")]
+    Graph { path: PathBuf, source: GraphError },
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("{path}: model not found (expected a directory with model.safetensors and config.json, or a .safetensors file with config.json beside it)")]
+    NotFound { path: PathBuf },
+    #[error("{path}: weights do not match the config: {}", describe_mismatch(.missing, .unexpected, .shapes))]
+    Mismatch {
+        path: PathBuf,
+        missing: Vec<String>,
+        unexpected: Vec<String>,
+        shapes: Vec<(String, Vec<usize>, Vec<usize>)>,
+    },
+    #[error("{path}: tensor {name:?}: {message}")]
+    Tensor {
+        path: PathBuf,
+        name: String,
+        message: String,
+    },
+}
+
+fn describe_mismatch(missing: &[String], unexpected: &[String], shapes: &[(String, Vec<usize>, Vec<usize>)]) -> String {
+    let mut parts = Vec::new();
+    if !missing.is_empty() {
+        parts.push(format!("{} missing key(s): {}", missing.len(), missing.join(", ")));
+    }
+    if !unexpected.is_empty() {
+        parts.push(format!(
+            "{} unexpected key(s): {}",
+            unexpected.len(),
+            unexpected.join(", ")
+        ));
+    }
+    if !shapes.is_empty() {
+        let s: Vec<String> = shapes
+            .iter()
+            .map(|(n, want, got)| format!("{n} expected {want:?}, got {got:?}"))
+            .collect();
+        parts.push(format!("{} shape mismatch(es): {}", shapes.len(), s.join(", ")));
+    }
+    parts.join("; ")
+}
+
+/// Where a model's two files are.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub config: PathBuf,
+    pub weights: PathBuf,
+}
+
+impl ModelFiles {
+    /// A directory (model.safetensors + config.json) or a .safetensors file with config.json beside it.
+    pub fn resolve(path: &Path) -> Result<ModelFiles, WeightsError> {
+        let (config, weights) = if path.is_dir() {
+            (path.join("config.json"), path.join("model.safetensors"))
+        } else {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            (dir.join("config.json"), path.to_path_buf())
+        };
+        if !config.is_file() {
+            return Err(WeightsError::NotFound { path: config });
+        }
+        if !weights.is_file() {
+            return Err(WeightsError::NotFound { path: weights });
+        }
+        Ok(ModelFiles { config, weights })
+    }
+}
+
+/// One parameter's place in the weight block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightEntry {
+    pub arena: usize,
+    /// In f32 elements from the start of the arena.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+}
+
+/// Weights packed on the host, ready to upload.
+#[derive(Debug, Clone)]
+pub struct HostWeights {
+    pub arenas: Vec<Vec<f32>>,
+    pub table: HashMap<String, WeightEntry>,
+}
+
+impl HostWeights {
+    /// Packs parameter groups, fetching each tensor with `fetch` (already
+    /// validated in shape). Groups start 16-byte aligned (vector loads).
+    pub fn pack(
+        graph: &Graph,
+        max_arena_elems: usize,
+        mut fetch: impl FnMut(&Param) -> Result<Vec<f32>, WeightsError>,
+    ) -> Result<HostWeights, WeightsError> {
+        let mut arenas: Vec<Vec<f32>> = vec![Vec::new()];
+        let mut table = HashMap::new();
+        for group in &graph.param_groups {
+            let size: usize = group.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+            let mut cur = arenas.len() - 1;
+            let start = arenas[cur].len().div_ceil(4) * 4;
+            if start + size > max_arena_elems && !arenas[cur].is_empty() {
+                arenas.push(Vec::new());
+                cur += 1;
+            }
+            let arena = &mut arenas[cur];
+            arena.resize(arena.len().div_ceil(4) * 4, 0.0);
+            for p in group {
+                let data = fetch(p)?;
+                assert_eq!(
+                    data.len(),
+                    p.shape.iter().product::<usize>(),
+                    "fetched tensor size for {}",
+                    p.name
+                );
+                table.insert(
+                    p.name.clone(),
+                    WeightEntry {
+                        arena: cur,
+                        offset: arena.len(),
+                        shape: p.shape.clone(),
+                    },
+                );
+                arena.extend_from_slice(&data);
+            }
+        }
+        Ok(HostWeights { arenas, table })
+    }
+}
+
+/// The weight block on the GPU.
+pub struct Weights {
+    pub arenas: Vec<wgpu::Buffer>,
+    pub table: HashMap<String, WeightEntry>,
+}
+
+impl Weights {
+    pub fn upload(gpu: &Gpu, host: &HostWeights) -> Result<Weights, GpuError> {
+        let arenas = host
+            .arenas
+            .iter()
+            .enumerate()
+            .map(|(i, a)| gpu.upload(&format!("unet weights {i}"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Weights {
+            arenas,
+            table: host.table.clone(),
+        })
+    }
+
+    /// The buffer and element offset of a parameter (names come from the graph,
+    /// which the table was built from).
+    pub fn get(&self, name: &str) -> (&wgpu::Buffer, usize) {
+        let e = self
+            .table
+            .get(name)
+            .unwrap_or_else(|| panic!("weight {name} is in the graph but not in the table"));
+        (&self.arenas[e.arena], e.offset)
+    }
+
+    pub fn total_elems(&self) -> usize {
+        self.table.values().map(|e| e.shape.iter().product::<usize>()).sum()
+    }
+}
+
+/// The largest arena the adapter can bind, in f32 elements.
+pub fn max_arena_elems(gpu: &Gpu) -> usize {
+    let bytes = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    (bytes / 4) as usize
+}
+
+/// Compares a file's keys and shapes with the graph's parameters; every problem at once.
+pub fn check_against(graph: &Graph, file: &TensorFile) -> Result<(), WeightsError> {
+    let keys: HashSet<String> = file.keys().into_iter().collect();
+    let mut expected = HashSet::new();
+    let mut missing = Vec::new();
+    let mut shapes = Vec::new();
+    for p in graph.params() {
+        expected.insert(p.name.clone());
+        if !keys.contains(&p.name) {
+            missing.push(p.name.clone());
+            continue;
+        }
+        let got = file.shape(&p.name)?;
+        if got != p.shape {
+            shapes.push((p.name.clone(), p.shape.clone(), got));
+        }
+    }
+    let mut unexpected: Vec<String> = keys.iter().filter(|k| !expected.contains(*k)).cloned().collect();
+    unexpected.sort();
+    if missing.is_empty() && unexpected.is_empty() && shapes.is_empty() {
+        return Ok(());
+    }
+    Err(WeightsError::Mismatch {
+        path: file.path.clone(),
+        missing,
+        unexpected,
+        shapes,
+    })
+}
+
+/// Reads config + checkpoint and checks them against each other, without
+/// converting any weights (`tweedie info`).
+pub fn inspect(path: &Path) -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
+    let files = ModelFiles::resolve(path)?;
+    let config = UnetConfig::from_file(&files.config)?;
+    let file = TensorFile::open(&files.weights)?;
+    let old_names = file.keys().iter().any(|k| k.ends_with(".query.weight"));
+    let graph = Graph::build(&config, old_names).map_err(|source| WeightsError::Graph {
+        path: files.config.clone(),
+        source,
+    })?;
+    check_against(&graph, &file)?;
+    Ok((config, graph, file))
+}
+
+/// Loads config + checkpoint, checks them against each other and packs the weights.
+pub fn load_host(path: &Path, max_arena: usize) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
+    let (config, graph, file) = inspect(path)?;
+    let host = HostWeights::pack(&graph, max_arena, |p| Ok(file.get(&p.name)?.data))?;
+    Ok((config, graph, host))
+}
+
+/// Random weights for a graph (benchmarks, tests): N(0, 1/fan_in) for
+/// matrices, GroupNorm gains near 1, small biases. Deterministic in `seed`.
+pub fn random_host(graph: &Graph, seed: u64, max_arena: usize) -> Result<HostWeights, WeightsError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    HostWeights::pack(graph, max_arena, |p| {
+        let n: usize = p.shape.iter().product();
+        let normal = |rng: &mut rand::rngs::StdRng| {
+            let u1: f32 = rng.random::<f32>().max(1e-7);
+            let u2: f32 = rng.random::<f32>();
+            (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        };
+        Ok(if p.shape.len() >= 2 {
+            let fan_in: usize = p.shape[1..].iter().product();
+            let s = 1.0 / (fan_in as f32).sqrt();
+            (0..n).map(|_| normal(&mut rng) * s).collect()
+        } else if p.name.ends_with(".weight") {
+            (0..n).map(|_| 1.0 + 0.1 * normal(&mut rng)).collect()
+        } else {
+            (0..n).map(|_| 0.05 * normal(&mut rng)).collect()
+        })
+    })
+}

@@ -1,0 +1,494 @@
+//! U-Net kernels against plain-Rust references (f64 accumulation) on awkward
+//! shapes: odd H/W, channel counts that are not multiples of the tiles, batch 2.
+
+mod common;
+use common::*;
+
+use tweedie::gpu::{Dispatch, Gpu, Plan};
+use tweedie::kernels::attention::{attention, AttentionShape};
+use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::kernels::groupnorm::{group_norm, GroupNormShape};
+use tweedie::kernels::linear::linear;
+use tweedie::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
+use tweedie::kernels::timestep::timestep_embedding;
+use tweedie::unet::graph::timestep_freqs;
+
+fn buf(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
+    gpu.upload("test", data).unwrap()
+}
+
+fn zeros(gpu: &Gpu, n: usize) -> wgpu::Buffer {
+    gpu.storage_buffer("test out", (n * 4) as u64).unwrap()
+}
+
+fn run(gpu: &Gpu, ds: Vec<Dispatch>) {
+    let mut p = Plan::new();
+    for d in ds {
+        p.push(d);
+    }
+    p.run(gpu).unwrap();
+}
+
+fn silu(v: f64) -> f64 {
+    v / (1.0 + (-v).exp())
+}
+
+// ---------------------------------------------------------------- conv2d
+
+#[allow(clippy::too_many_arguments)]
+fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], res: &[f32], res_mode: u32, out_scale: f32) -> Vec<f32> {
+    let (ho, wo) = s.out_hw();
+    let mut y = vec![0f32; s.n * s.cout * ho * wo];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = b[co] as f64;
+                    for ci in 0..s.cin {
+                        for ky in 0..s.ks {
+                            for kx in 0..s.ks {
+                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
+                                let wv = w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    let o = ((n * s.cout + co) * ho + oy) * wo + ox;
+                    match res_mode {
+                        1 => acc += res[o] as f64,
+                        2 => acc += res[n * s.cout + co] as f64,
+                        _ => {}
+                    }
+                    y[o] = (acc * out_scale as f64) as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_scale: f32, seed: u64) {
+    let mut r = rng(seed);
+    let (ho, wo) = s.out_hw();
+    let x = randn(&mut r, s.n * s.cin * s.h * s.w);
+    let w = randn(&mut r, s.cout * s.cin * s.ks * s.ks);
+    // Weights and bias at offsets inside one arena, as the model packs them.
+    let w_off = 4;
+    let b_off = w_off + w.len() + 3;
+    let mut arena = vec![9.0f32; b_off + s.cout + 2];
+    arena[w_off..w_off + w.len()].copy_from_slice(&w);
+    let b = randn(&mut r, s.cout);
+    arena[b_off..b_off + s.cout].copy_from_slice(&b);
+    let res = match res_mode {
+        1 => randn(&mut r, s.n * s.cout * ho * wo),
+        2 => randn(&mut r, s.n * s.cout),
+        _ => vec![0.0],
+    };
+    let want = conv_ref(&s, &x, &w, &b, &res, res_mode, out_scale);
+    let (xb, ab, rb, yb, dummy) = (
+        buf(gpu, &x),
+        buf(gpu, &arena),
+        buf(gpu, &res),
+        zeros(gpu, want.len()),
+        zeros(gpu, 4),
+    );
+    let residual = match res_mode {
+        1 => ConvResidual::Full(&rb, 0),
+        2 => ConvResidual::Channel(&rb, 0, s.cout),
+        _ => ConvResidual::None,
+    };
+    let d = conv2d(
+        gpu,
+        tiles,
+        &s,
+        &xb,
+        (&ab, w_off),
+        (&ab, b_off),
+        residual,
+        out_scale,
+        &yb,
+        &dummy,
+    )
+    .unwrap();
+    run(gpu, vec![d]);
+    let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
+    assert_close(
+        &format!("conv2d {s:?} res {res_mode} tiles {tiles:?}"),
+        &got,
+        &want,
+        1e-4,
+        1e-4,
+    );
+}
+
+#[test]
+fn conv2d_matches_cpu() {
+    let gpu = gpu();
+    let big = ConvTiles::for_gpu(&gpu);
+    let small = ConvTiles {
+        wg_m: 8,
+        wg_n: 8,
+        tk: 8,
+    };
+    let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    };
+    for tiles in [big, small] {
+        // 3x3 pad 1, odd sizes, cout not a multiple of the tile, batch 2.
+        conv_case(&gpu, &tiles, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
+        // 1x1 with a full residual and an output scale (diffusers' skip).
+        conv_case(&gpu, &tiles, sh(2, 13, 5, 3, 70, 1, 1, [0; 4]), 1, 0.5, 2);
+        // Additive time embedding per (n, channel).
+        conv_case(&gpu, &tiles, sh(2, 4, 6, 5, 3, 3, 1, [1; 4]), 2, 1.0, 3);
+        // Stride 2, pad 1 (guided-diffusion Downsample) on odd input.
+        conv_case(&gpu, &tiles, sh(2, 6, 9, 7, 5, 3, 2, [1; 4]), 0, 1.0, 4);
+        // Stride 2, pad (0, 0, 1, 1) (diffusers downsample_padding = 0).
+        conv_case(&gpu, &tiles, sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]), 1, 1.0, 5);
+    }
+}
+
+// ---------------------------------------------------------------- groupnorm
+
+#[allow(clippy::too_many_arguments)]
+fn gn_ref(s: &GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32], ss: Option<&[f32]>, silu_on: bool) -> Vec<f32> {
+    let cpg = s.c / s.groups;
+    let len = cpg * s.hw;
+    let mut y = vec![0f32; x.len()];
+    for n in 0..s.n {
+        for g in 0..s.groups {
+            let base = (n * s.c + g * cpg) * s.hw;
+            let xs = &x[base..base + len];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+            let rstd = 1.0 / (var + s.eps as f64).sqrt();
+            for i in 0..len {
+                let c = g * cpg + i / s.hw;
+                let mut v = (xs[i] as f64 - mean) * rstd * gamma[c] as f64 + beta[c] as f64;
+                if let Some(e) = ss {
+                    v = v * (1.0 + e[n * 2 * s.c + c] as f64) + e[n * 2 * s.c + s.c + c] as f64;
+                }
+                if silu_on {
+                    v = silu(v);
+                }
+                y[base + i] = v as f32;
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn group_norm_matches_cpu() {
+    let gpu = gpu();
+    let mut r = rng(7);
+    let cases = [
+        (
+            GroupNormShape {
+                n: 2,
+                c: 6,
+                hw: 35,
+                groups: 3,
+                eps: 1e-5,
+            },
+            false,
+            false,
+        ),
+        (
+            GroupNormShape {
+                n: 2,
+                c: 64,
+                hw: 9,
+                groups: 32,
+                eps: 1e-6,
+            },
+            true,
+            false,
+        ),
+        (
+            GroupNormShape {
+                n: 2,
+                c: 96,
+                hw: 77,
+                groups: 32,
+                eps: 1e-5,
+            },
+            true,
+            true,
+        ),
+        (
+            GroupNormShape {
+                n: 1,
+                c: 4,
+                hw: 1000,
+                groups: 2,
+                eps: 1e-5,
+            },
+            false,
+            true,
+        ),
+    ];
+    for (s, silu_on, with_ss) in cases {
+        // An offset mean checks the two-pass variance.
+        let x: Vec<f32> = randn(&mut r, s.n * s.c * s.hw).iter().map(|v| 3.0 * v + 5.0).collect();
+        let gamma = randn(&mut r, s.c);
+        let beta = randn(&mut r, s.c);
+        let ss = randn(&mut r, s.n * 2 * s.c);
+        let mut arena = vec![0f32; 3];
+        arena.extend(&gamma);
+        arena.extend(&beta);
+        let want = gn_ref(&s, &x, &gamma, &beta, with_ss.then_some(&ss[..]), silu_on);
+        let (xb, ab, sb, yb, stats, dummy) = (
+            buf(&gpu, &x),
+            buf(&gpu, &arena),
+            buf(&gpu, &ss),
+            zeros(&gpu, x.len()),
+            zeros(&gpu, s.n * s.groups * 2),
+            zeros(&gpu, 4),
+        );
+        let d = group_norm(
+            &gpu,
+            &s,
+            &xb,
+            &stats,
+            &ab,
+            3,
+            3 + s.c,
+            with_ss.then_some((&sb, 0)),
+            silu_on,
+            &yb,
+            &dummy,
+        )
+        .unwrap();
+        run(&gpu, d.into());
+        let got = gpu.read::<f32>(&yb, 0, x.len()).unwrap();
+        assert_close(
+            &format!("group_norm {s:?} silu {silu_on} ss {with_ss}"),
+            &got,
+            &want,
+            1e-5,
+            1e-4,
+        );
+    }
+}
+
+// ---------------------------------------------------------------- linear
+
+#[test]
+fn linear_matches_cpu() {
+    let gpu = gpu();
+    let mut r = rng(11);
+    for (n, din, dout, si, so) in [
+        (2, 7, 13, false, true),
+        (3, 65, 130, true, false),
+        (1, 1, 1, true, true),
+    ] {
+        let x = randn(&mut r, n * din);
+        let w = randn(&mut r, dout * din);
+        let b = randn(&mut r, dout);
+        let mut arena = vec![0f32; 5];
+        arena.extend(&w);
+        arena.extend(&b);
+        let mut want = vec![0f32; n * dout];
+        for i in 0..n {
+            for o in 0..dout {
+                let mut s = b[o] as f64;
+                for k in 0..din {
+                    let v = x[i * din + k] as f64;
+                    s += w[o * din + k] as f64 * if si { silu(v) } else { v };
+                }
+                want[i * dout + o] = if so { silu(s) } else { s } as f32;
+            }
+        }
+        let (xb, ab, yb) = (buf(&gpu, &x), buf(&gpu, &arena), zeros(&gpu, n * dout));
+        let d = linear(&gpu, n, din, dout, &xb, (&ab, 5), (&ab, 5 + w.len()), si, so, &yb).unwrap();
+        run(&gpu, vec![d]);
+        let got = gpu.read::<f32>(&yb, 0, n * dout).unwrap();
+        assert_close(&format!("linear {n}x{din}->{dout}"), &got, &want, 1e-5, 1e-4);
+    }
+}
+
+// ---------------------------------------------------------------- attention
+
+fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
+    let c_all = s.heads * s.ch;
+    let mut y = vec![0f32; s.n * c_all * s.t];
+    for n in 0..s.n {
+        for h in 0..s.heads {
+            let base = n * 3 * c_all;
+            let (qc, kc, vc) = if s.split_order {
+                (base + h * s.ch, base + c_all + h * s.ch, base + 2 * c_all + h * s.ch)
+            } else {
+                (
+                    base + 3 * h * s.ch,
+                    base + 3 * h * s.ch + s.ch,
+                    base + 3 * h * s.ch + 2 * s.ch,
+                )
+            };
+            let at = |c: usize, t: usize| qkv[c * s.t + t] as f64;
+            for t in 0..s.t {
+                let scores: Vec<f64> = (0..s.t)
+                    .map(|u| {
+                        (0..s.ch)
+                            .map(|c| at(qc + c, t) * s.scale_q as f64 * at(kc + c, u) * s.scale_k as f64)
+                            .sum()
+                    })
+                    .collect();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let e: Vec<f64> = scores.iter().map(|v| (v - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..s.ch {
+                    let v: f64 = (0..s.t).map(|u| e[u] / z * at(vc + c, u)).sum();
+                    y[(n * c_all + h * s.ch + c) * s.t + t] = v as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let gpu = gpu();
+    let mut r = rng(13);
+    for (n, heads, ch, t, split) in [
+        (2, 3, 5, 7, false),
+        (2, 2, 16, 65, true),
+        (1, 1, 33, 9, false),
+        (2, 4, 8, 20, true),
+    ] {
+        let s = AttentionShape {
+            n,
+            heads,
+            ch,
+            t,
+            split_order: split,
+            scale_q: 1.0 / (ch as f32).sqrt().sqrt(),
+            scale_k: 1.0 / (ch as f32).sqrt().sqrt(),
+        };
+        let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t).iter().map(|v| 1.5 * v).collect();
+        let want = attention_ref(&s, &qkv);
+        let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
+        run(&gpu, vec![attention(&gpu, &s, &qb, &yb, &lse).unwrap()]);
+        let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
+        assert_close(&format!("attention {s:?}"), &got, &want, 1e-5, 1e-4);
+    }
+}
+
+// ---------------------------------------------------------------- resampling
+
+#[test]
+fn resample_kernels_match_cpu() {
+    let gpu = gpu();
+    let mut r = rng(17);
+    let (n, c, h, w) = (2, 3, 5, 7);
+    let x = randn(&mut r, n * c * h * w);
+    let xb = buf(&gpu, &x);
+
+    let mut up = vec![0f32; n * c * 4 * h * w];
+    for nc in 0..n * c {
+        for oy in 0..2 * h {
+            for ox in 0..2 * w {
+                up[(nc * 2 * h + oy) * 2 * w + ox] = x[(nc * h + oy / 2) * w + ox / 2];
+            }
+        }
+    }
+    let yb = zeros(&gpu, up.len());
+    run(&gpu, vec![upsample_nearest2x(&gpu, n, c, h, w, &xb, &yb).unwrap()]);
+    assert_close("upsample", &gpu.read::<f32>(&yb, 0, up.len()).unwrap(), &up, 0.0, 0.0);
+
+    let (ho, wo) = (h / 2, w / 2);
+    let mut pool = vec![0f32; n * c * ho * wo];
+    for nc in 0..n * c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let g = |dy: usize, dx: usize| x[(nc * h + 2 * oy + dy) * w + 2 * ox + dx] as f64;
+                pool[(nc * ho + oy) * wo + ox] = ((g(0, 0) + g(0, 1) + g(1, 0) + g(1, 1)) / 4.0) as f32;
+            }
+        }
+    }
+    let pb = zeros(&gpu, pool.len());
+    run(&gpu, vec![avg_pool2x2(&gpu, n, c, h, w, &xb, &pb).unwrap()]);
+    assert_close(
+        "avg_pool",
+        &gpu.read::<f32>(&pb, 0, pool.len()).unwrap(),
+        &pool,
+        1e-6,
+        1e-6,
+    );
+
+    // Concat [x (3 ch), z (2 ch)] into 5 channels.
+    let z = randn(&mut r, n * 2 * h * w);
+    let zb = buf(&gpu, &z);
+    let hw = h * w;
+    let mut cat = vec![0f32; n * 5 * hw];
+    for i in 0..n {
+        cat[i * 5 * hw..i * 5 * hw + 3 * hw].copy_from_slice(&x[i * 3 * hw..(i + 1) * 3 * hw]);
+        cat[i * 5 * hw + 3 * hw..(i + 1) * 5 * hw].copy_from_slice(&z[i * 2 * hw..(i + 1) * 2 * hw]);
+    }
+    let cb = zeros(&gpu, cat.len());
+    run(
+        &gpu,
+        vec![
+            copy_channels(&gpu, n, 3, hw, 5, 0, &xb, &cb).unwrap(),
+            copy_channels(&gpu, n, 2, hw, 5, 3, &zb, &cb).unwrap(),
+        ],
+    );
+    assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
+}
+
+// ---------------------------------------------------------------- timestep
+
+#[test]
+fn timestep_embedding_matches_f64_of_f32_arguments() {
+    let gpu = gpu();
+    let t = [0.0f32, 3.0, 517.0, 999.0, 250.5];
+    for (dim, cos_first, shift) in [(32usize, true, 0.0), (33, false, 1.0), (128, true, 0.0)] {
+        let half = dim / 2;
+        let freqs = timestep_freqs(half, half as f64 - shift);
+        let mut want = vec![0f32; t.len() * dim];
+        for (n, &tn) in t.iter().enumerate() {
+            for j in 0..half {
+                // The argument is an f32 product upstream; only sin/cos are exact here.
+                let a = (tn * freqs[j]) as f64;
+                let (first, second) = if cos_first {
+                    (a.cos(), a.sin())
+                } else {
+                    (a.sin(), a.cos())
+                };
+                want[n * dim + j] = first as f32;
+                want[n * dim + half + j] = second as f32;
+            }
+        }
+        let (tb, fb, yb) = (buf(&gpu, &t), buf(&gpu, &freqs), zeros(&gpu, want.len()));
+        run(
+            &gpu,
+            vec![timestep_embedding(&gpu, t.len(), dim, cos_first, &tb, &fb, &yb).unwrap()],
+        );
+        let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
+        assert_close(&format!("timestep dim {dim}"), &got, &want, 5e-7, 0.0);
+    }
+}
+
+#[test]
+fn timestep_freqs_follow_torch_f32() {
+    // guided-diffusion: exp(-ln(10000) * i / half) over f32 arange.
+    let f = timestep_freqs(64, 64.0);
+    assert_eq!(f[0], 1.0);
+    let c = -(10000f64.ln()) as f32;
+    for (i, &v) in f.iter().enumerate() {
+        let want = (((c * i as f32) / 64.0) as f64).exp();
+        assert!((v as f64 - want).abs() <= want * 1e-7, "freq {i}: {v} vs {want}");
+    }
+}

@@ -1,0 +1,257 @@
+//! U-Net forward parity with the upstream fixtures (guided-diffusion and
+//! diffusers run in float64 on the stored float32 weights):
+//! max |ours - ref| <= 1e-4 * max(1, max |ref|) at every timestep of each fixture.
+
+mod common;
+use common::*;
+
+use std::path::PathBuf;
+
+use tweedie::io::TensorFile;
+use tweedie::unet::{Unet, UnetForward};
+
+/// `../shared/fixtures/unet` beside the project root; `TWEEDIE_FIXTURES`
+/// points elsewhere (a worktree whose parent has no `shared/`).
+fn fixture(name: &str) -> PathBuf {
+    let root = std::env::var_os("TWEEDIE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    root.join("unet").join(name)
+}
+
+fn check(name: &str) {
+    let gpu = gpu();
+    let dir = fixture(name);
+    let unet = Unet::load(&gpu, &dir).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    let x = io.get("x").unwrap();
+    let t = io.get("t").unwrap();
+    let want = io.get("out").unwrap();
+    let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3]);
+    let fwd = UnetForward::new(&gpu, &unet, n, h, w).unwrap();
+    let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
+    assert_eq!(fwd.output().shape, want.shape, "{name}: output shape");
+    // Each sample has its own timestep: check them one by one.
+    let per = want.numel() / n;
+    for i in 0..n {
+        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
+        eprintln!("{name}: sample {i} (t = {}): relative max error {err:.3e}", t.data[i]);
+        assert!(
+            err <= 1e-4,
+            "{name}: sample {i} at t = {}: relative max error {err:.3e} > 1e-4",
+            t.data[i]
+        );
+    }
+}
+
+#[test]
+fn adm_scale_shift_matches_guided_diffusion() {
+    check("adm_scale_shift");
+}
+
+#[test]
+fn adm_plain_matches_guided_diffusion() {
+    check("adm_plain");
+}
+
+#[test]
+fn adm_gray_matches_guided_diffusion() {
+    check("adm_gray");
+}
+
+#[test]
+fn ddpm_small_matches_diffusers() {
+    check("ddpm_small");
+}
+
+// ---------------------------------------------------------------- loader errors
+
+use tweedie::io::write_tensors;
+use tweedie::HostTensor;
+
+/// A scratch model directory holding `config` and the given tensors.
+fn scratch_model(tag: &str, config: &str, tensors: &[(String, HostTensor)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tweedie-unet-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let refs: Vec<(&str, &HostTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    write_tensors(dir.join("model.safetensors"), &refs).unwrap();
+    dir
+}
+
+fn fixture_tensors(name: &str) -> (String, Vec<(String, HostTensor)>) {
+    let dir = fixture(name);
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let f = TensorFile::open(dir.join("model.safetensors")).unwrap();
+    let tensors = f.keys().into_iter().map(|k| (k.clone(), f.get(&k).unwrap())).collect();
+    (config, tensors)
+}
+
+fn load_err(dir: &std::path::Path) -> String {
+    match Unet::load(&gpu(), dir) {
+        Ok(_) => panic!("{}: loaded, but should have been refused", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn loader_reports_every_missing_unexpected_and_misshapen_key() {
+    let (config, mut tensors) = fixture_tensors("adm_scale_shift");
+    tensors.retain(|(k, _)| k != "middle_block.1.qkv.bias" && k != "out.2.weight");
+    for (k, t) in tensors.iter_mut() {
+        if k == "input_blocks.1.0.in_layers.2.weight" {
+            *t = HostTensor::zeros(&[32, 32, 1, 1]);
+        }
+    }
+    tensors.push(("label_emb.weight".into(), HostTensor::zeros(&[10, 128])));
+    let dir = scratch_model("mismatch", &config, &tensors);
+    let msg = load_err(&dir);
+    for needle in [
+        "middle_block.1.qkv.bias",
+        "out.2.weight",
+        "label_emb.weight",
+        "input_blocks.1.0.in_layers.2.weight expected [32, 32, 3, 3], got [32, 32, 1, 1]",
+    ] {
+        assert!(msg.contains(needle), "error does not name {needle:?}: {msg}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn loader_refuses_unsupported_options_by_name() {
+    let (config, tensors) = fixture_tensors("adm_gray");
+    let cases = [
+        ("num_classes", "\"num_classes\": 10"),
+        ("dims", "\"dims\": 3"),
+        ("some_new_flag", "\"some_new_flag\": true"),
+    ];
+    for (option, replacement) in cases {
+        let cfg = config.replacen("\"num_classes\": null", replacement, 1);
+        assert_ne!(cfg, config, "fixture config changed shape");
+        let dir = scratch_model(&format!("opt-{option}"), &cfg, &tensors);
+        let msg = load_err(&dir);
+        assert!(msg.contains(option), "error does not name {option}: {msg}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+    let (config, tensors) = fixture_tensors("ddpm_small");
+    for (option, from, to) in [
+        (
+            "resnet_time_scale_shift",
+            "\"resnet_time_scale_shift\": \"default\"",
+            "\"resnet_time_scale_shift\": \"spatial\"",
+        ),
+        ("act_fn", "\"act_fn\": \"silu\"", "\"act_fn\": \"gelu\""),
+        ("down_block_types", "\"AttnDownBlock2D\"", "\"CrossAttnDownBlock2D\""),
+    ] {
+        let cfg = config.replacen(from, to, 1);
+        assert_ne!(cfg, config, "fixture config changed shape");
+        let dir = scratch_model(&format!("dopt-{option}"), &cfg, &tensors);
+        let msg = load_err(&dir);
+        assert!(msg.contains(option), "error does not name {option}: {msg}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// f16 / bf16 checkpoints are converted on load: the forward pass equals the
+/// one on f32 weights rounded the same way.
+#[test]
+fn half_precision_checkpoints_load() {
+    use safetensors::{tensor::TensorView, Dtype};
+    let gpu = gpu();
+    let (config, tensors) = fixture_tensors("ddpm_small");
+    let io = TensorFile::open(fixture("ddpm_small").join("io.safetensors")).unwrap();
+    let x = io.get("x").unwrap();
+    let t = io.get("t").unwrap();
+    for dtype in [Dtype::F16, Dtype::BF16] {
+        let (bytes, rounded): (Vec<Vec<u8>>, Vec<(String, HostTensor)>) = tensors
+            .iter()
+            .map(|(k, ten)| {
+                let (b, r): (Vec<u8>, Vec<f32>) = match dtype {
+                    Dtype::F16 => {
+                        let h: Vec<half::f16> = ten.data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                        (
+                            bytemuck::cast_slice(&h).to_vec(),
+                            h.iter().map(|v| v.to_f32()).collect(),
+                        )
+                    }
+                    _ => {
+                        let h: Vec<half::bf16> = ten.data.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                        (
+                            bytemuck::cast_slice(&h).to_vec(),
+                            h.iter().map(|v| v.to_f32()).collect(),
+                        )
+                    }
+                };
+                (b, (k.clone(), HostTensor::new(ten.shape.clone(), r)))
+            })
+            .unzip();
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((k, ten), b)| (k.clone(), TensorView::new(dtype, ten.shape.clone(), b).unwrap()))
+            .collect();
+        let half_dir = scratch_model(&format!("{dtype:?}"), &config, &[]);
+        std::fs::write(
+            half_dir.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+        let f32_dir = scratch_model(&format!("{dtype:?}-f32"), &config, &rounded);
+        let run = |dir: &std::path::Path| {
+            let unet = Unet::load(&gpu, dir).unwrap();
+            let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+            fwd.run(&gpu, &x.data, &t.data).unwrap()
+        };
+        assert_close(
+            &format!("{dtype:?} checkpoint"),
+            &run(&half_dir),
+            &run(&f32_dir),
+            0.0,
+            0.0,
+        );
+        std::fs::remove_dir_all(half_dir).ok();
+        std::fs::remove_dir_all(f32_dir).ok();
+    }
+}
+
+#[test]
+fn forward_refuses_resolutions_the_unet_cannot_take() {
+    let gpu = gpu();
+    let unet = Unet::load(&gpu, &fixture("adm_plain")).unwrap();
+    let e = UnetForward::new(&gpu, &unet, 1, 30, 32)
+        .err()
+        .expect("30 is not a multiple of 4");
+    assert!(e.to_string().contains("multiples of 4"), "{e}");
+}
+
+#[test]
+fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
+    let dir = fixture("adm_gray");
+    let out = std::env::temp_dir().join(format!("tweedie-unet-cli-{}.safetensors", std::process::id()));
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tweedie"))
+            .args(["unet", "--model"])
+            .arg(&dir)
+            .arg("--input")
+            .arg(dir.join("io.safetensors"))
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let r = run(&[]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let got = TensorFile::open(&out).unwrap().get("out").unwrap();
+    let want = TensorFile::open(dir.join("io.safetensors"))
+        .unwrap()
+        .get("out")
+        .unwrap();
+    assert_eq!(got.shape, want.shape);
+    assert!(rel_max_err(&got.data, &want.data) <= 1e-4);
+    std::fs::remove_file(&out).ok();
+    let r = run(&["--vjp"]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("not implemented"));
+    assert!(!out.exists(), "no output file after a refused run");
+}
