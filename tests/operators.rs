@@ -859,6 +859,35 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
         1e-5,
     );
 
+    // Adjoint mode: the input lives in the output space (same shape here).
+    let out_adj = dir.join("out_adj.safetensors");
+    let o = tweedie(
+        &[
+            &base[..],
+            &[
+                "--mode",
+                "adjoint",
+                "--input",
+                p(&input),
+                "--out",
+                p(&out_adj),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let xa = TensorFile::open(&out_adj).unwrap().get("y").unwrap();
+    let k = dps_gaussian_2d(61, 3.0);
+    let want = conv_reflect_adj_cpu(&x.data, s, s, &k, 61, 61, 30, 30);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_close(
+        "cli deblur-gaussian adjoint",
+        &xa.data,
+        &want,
+        1e-5 * scale,
+        1e-5,
+    );
+
     // Bad inputs: one line on stderr, non-zero exit, no output file.
     let wrong_key = dir.join("wrong_key.safetensors");
     write_tensors(&wrong_key, &[("z", &x)]).unwrap();
