@@ -25,7 +25,13 @@ fn families() -> Vec<(&'static str, TaskSpec)> {
         ("deblur-uniform", t("deblur-uniform")),
         ("deblur-motion", t("deblur-motion")),
         ("sr-bicubic", t("sr")),
-        ("sr-block", TaskSpec { filter: Some(SrFilter::Block), ..t("sr") }),
+        (
+            "sr-block",
+            TaskSpec {
+                filter: Some(SrFilter::Block),
+                ..t("sr")
+            },
+        ),
         ("colorize", t("colorize")),
     ]
 }
@@ -46,7 +52,10 @@ fn operators(c: &mut Criterion) {
     let shape = [3, side, side];
     let mut group = c.benchmark_group(format!("operators_{side}"));
     if quick() {
-        group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_secs(1));
     }
     for (name, spec) in families() {
         let op = build(&gpu, &spec, shape, 0).expect("operator");
@@ -59,7 +68,10 @@ fn operators(c: &mut Criterion) {
             y.write(&gpu, &vec![0.25; y.numel()]).expect("write");
             let bytes = ((x.numel() + y.numel()) * 4) as u64;
             group.throughput(Throughput::Bytes(bytes));
-            let mut plans = vec![("forward", op.forward(&gpu, &x, &y).expect("plan")), ("adjoint", op.adjoint(&gpu, &y, &x).expect("plan"))];
+            let mut plans = vec![
+                ("forward", op.forward(&gpu, &x, &y).expect("plan")),
+                ("adjoint", op.adjoint(&gpu, &y, &x).expect("plan")),
+            ];
             if let Some(svd) = op.svd() {
                 if matches!(name, "deblur-gaussian" | "sr-bicubic") {
                     let s = Tensor::zeros(&gpu, "s", &[batch, co, ho, wo]).expect("s");
@@ -70,9 +82,10 @@ fn operators(c: &mut Criterion) {
             }
             for (mode, plan) in &plans {
                 time_plan(&gpu, plan, 2); // compile pipelines, touch buffers
-                group.bench_function(BenchmarkId::new(format!("{name}/{mode}"), format!("n{batch}")), |b| {
-                    b.iter_custom(|iters| time_plan(&gpu, plan, iters))
-                });
+                group.bench_function(
+                    BenchmarkId::new(format!("{name}/{mode}"), format!("n{batch}")),
+                    |b| b.iter_custom(|iters| time_plan(&gpu, plan, iters)),
+                );
             }
         }
     }

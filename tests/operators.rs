@@ -37,7 +37,16 @@ fn conv_reflect_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usi
 
 /// The same with tap (rh, rw) on the output pixel.
 #[allow(clippy::too_many_arguments)]
-fn conv_reflect_at_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize, rh: usize, rw: usize) -> Vec<f32> {
+fn conv_reflect_at_cpu(
+    x: &[f32],
+    h: usize,
+    w: usize,
+    k: &[f64],
+    kh: usize,
+    kw: usize,
+    rh: usize,
+    rw: usize,
+) -> Vec<f32> {
     let (rh, rw) = (rh as i64, rw as i64);
     let planes = x.len() / (h * w);
     let mut y = vec![0f32; x.len()];
@@ -62,7 +71,16 @@ fn conv_reflect_at_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: 
 
 /// The adjoint of `conv_reflect_at_cpu` as a scatter (the GPU gathers).
 #[allow(clippy::too_many_arguments)]
-fn conv_reflect_adj_cpu(y: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize, rh: usize, rw: usize) -> Vec<f32> {
+fn conv_reflect_adj_cpu(
+    y: &[f32],
+    h: usize,
+    w: usize,
+    k: &[f64],
+    kh: usize,
+    kw: usize,
+    rh: usize,
+    rw: usize,
+) -> Vec<f32> {
     let planes = y.len() / (h * w);
     let mut x = vec![0f64; y.len()];
     for p in 0..planes {
@@ -72,7 +90,8 @@ fn conv_reflect_adj_cpu(y: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw:
                     let ii = refl(i as i64 + a as i64 - rh as i64, h as i64);
                     for b in 0..kw {
                         let jj = refl(j as i64 + b as i64 - rw as i64, w as i64);
-                        x[p * h * w + ii * w + jj] += k[a * kw + b] * y[p * h * w + i * w + j] as f64;
+                        x[p * h * w + ii * w + jj] +=
+                            k[a * kw + b] * y[p * h * w + i * w + j] as f64;
                     }
                 }
             }
@@ -128,7 +147,11 @@ fn imresize_weights(n: usize, f: usize) -> Vec<Vec<(usize, f64)>> {
                 let wgt = keys_cubic((u - j as f64) / f as f64);
                 if wgt != 0.0 {
                     let m = j.rem_euclid(2 * n as i64);
-                    let src = if m >= n as i64 { 2 * n as i64 - 1 - m } else { m };
+                    let src = if m >= n as i64 {
+                        2 * n as i64 - 1 - m
+                    } else {
+                        m
+                    };
                     taps.push((src as usize, wgt));
                 }
             }
@@ -161,7 +184,9 @@ fn bicubic_cpu(x: &[f32], h: usize, w: usize, f: usize) -> Vec<f32> {
 /// DPS's Gaussian kernel: delta through scipy gaussian_filter(sigma), truncate 4.
 fn dps_gaussian_2d(size: usize, sigma: f64) -> Vec<f64> {
     let radius = (4.0 * sigma + 0.5) as i64;
-    let mut g: Vec<f64> = (-radius..=radius).map(|x| (-(x * x) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let mut g: Vec<f64> = (-radius..=radius)
+        .map(|x| (-(x * x) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let t: f64 = g.iter().sum();
     g.iter_mut().for_each(|v| *v /= t);
     let c = (size / 2) as i64;
@@ -169,7 +194,9 @@ fn dps_gaussian_2d(size: usize, sigma: f64) -> Vec<f64> {
     for d in -radius..=radius {
         k1[(c + d) as usize] = g[(d + radius) as usize];
     }
-    k1.iter().flat_map(|&a| k1.iter().map(move |&b| a * b)).collect()
+    k1.iter()
+        .flat_map(|&a| k1.iter().map(move |&b| a * b))
+        .collect()
 }
 
 // ---------- GPU helpers ----------
@@ -207,22 +234,78 @@ fn spec(task: &str) -> TaskSpec {
 /// The operators under test on small, awkward shapes (odd, non-square, a
 /// kernel reaching nearly across the image).
 fn cases() -> Vec<(TaskSpec, usize, [usize; 3])> {
-    let k = |task: &str, size: usize| TaskSpec { kernel_size: Some(size), ..spec(task) };
+    let k = |task: &str, size: usize| TaskSpec {
+        kernel_size: Some(size),
+        ..spec(task)
+    };
     vec![
         (spec("denoise"), 2, [3, 17, 13]),
-        (TaskSpec { ratio: Some(0.4), ..spec("inpaint-random") }, 2, [3, 17, 13]),
+        (
+            TaskSpec {
+                ratio: Some(0.4),
+                ..spec("inpaint-random")
+            },
+            2,
+            [3, 17, 13],
+        ),
         (spec("inpaint-random"), 1, [1, 9, 14]),
-        (TaskSpec { box_side: Some(6), ..spec("inpaint-box") }, 2, [3, 17, 13]),
-        (TaskSpec { kernel_size: Some(9), kernel_sigma: Some(1.5), ..spec("deblur-gaussian") }, 2, [3, 17, 13]),
+        (
+            TaskSpec {
+                box_side: Some(6),
+                ..spec("inpaint-box")
+            },
+            2,
+            [3, 17, 13],
+        ),
+        (
+            TaskSpec {
+                kernel_size: Some(9),
+                kernel_sigma: Some(1.5),
+                ..spec("deblur-gaussian")
+            },
+            2,
+            [3, 17, 13],
+        ),
         (spec("deblur-gaussian"), 2, [3, 33, 35]),
         (k("deblur-uniform", 9), 2, [3, 17, 13]),
         (k("deblur-uniform", 15), 1, [2, 8, 9]),
-        (TaskSpec { kernel_size: Some(9), intensity: Some(0.5), ..spec("deblur-motion") }, 2, [3, 17, 13]),
+        (
+            TaskSpec {
+                kernel_size: Some(9),
+                intensity: Some(0.5),
+                ..spec("deblur-motion")
+            },
+            2,
+            [3, 17, 13],
+        ),
         (k("deblur-motion", 15), 1, [1, 8, 11]),
-        (TaskSpec { factor: Some(2), ..spec("sr") }, 2, [3, 17, 13]),
+        (
+            TaskSpec {
+                factor: Some(2),
+                ..spec("sr")
+            },
+            2,
+            [3, 17, 13],
+        ),
         (spec("sr"), 1, [3, 16, 12]),
-        (TaskSpec { factor: Some(4), filter: Some(SrFilter::Block), ..spec("sr") }, 2, [3, 17, 13]),
-        (TaskSpec { factor: Some(3), filter: Some(SrFilter::Block), ..spec("sr") }, 1, [1, 9, 12]),
+        (
+            TaskSpec {
+                factor: Some(4),
+                filter: Some(SrFilter::Block),
+                ..spec("sr")
+            },
+            2,
+            [3, 17, 13],
+        ),
+        (
+            TaskSpec {
+                factor: Some(3),
+                filter: Some(SrFilter::Block),
+                ..spec("sr")
+            },
+            1,
+            [1, 9, 12],
+        ),
         (spec("colorize"), 2, [3, 17, 13]),
         (spec("colorize"), 1, [3, 5, 8]),
     ]
@@ -236,7 +319,12 @@ fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
     let gpu = gpu();
     let mut r = rng(10);
     // Off-centre origins and reaches up to side - 1 (the full one-reflection range).
-    for &(planes, h, w, kh, kw, rh, rw) in &[(5usize, 6usize, 9usize, 5usize, 7usize, 1usize, 5usize), (2, 11, 4, 3, 7, 2, 3), (3, 1, 13, 1, 5, 0, 2), (1, 7, 7, 13, 13, 6, 6)] {
+    for &(planes, h, w, kh, kw, rh, rw) in &[
+        (5usize, 6usize, 9usize, 5usize, 7usize, 1usize, 5usize),
+        (2, 11, 4, 3, 7, 2, 3),
+        (3, 1, 13, 1, 5, 0, 2),
+        (1, 7, 7, 13, 13, 6, 6),
+    ] {
         let mut k = randn(&mut r, kh * kw);
         for (i, v) in k.iter_mut().enumerate() {
             if i % 3 == 1 {
@@ -252,7 +340,12 @@ fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
         let yt = Tensor::from_slice(&gpu, "y", &[planes, h, w], &y).unwrap();
         let out = Tensor::zeros(&gpu, "out", &[planes, h, w]).unwrap();
         for sparse in [false, true] {
-            let taps = if sparse { ConvTaps::sparse(&gpu, "k", &k, kh, kw, rh, rw) } else { ConvTaps::new(&gpu, "k", &k, kh, kw, rh, rw) }.unwrap();
+            let taps = if sparse {
+                ConvTaps::sparse(&gpu, "k", &k, kh, kw, rh, rw)
+            } else {
+                ConvTaps::new(&gpu, "k", &k, kh, kw, rh, rw)
+            }
+            .unwrap();
             for (adj, src, want) in [(false, &xt, &want_fwd), (true, &yt, &want_adj)] {
                 let mut plan = Plan::new();
                 plan.push(conv_reflect(&gpu, &taps, src, &out, planes, h, w, adj).unwrap());
@@ -326,8 +419,15 @@ fn svd_forms_reconstruct_the_operator() {
         let what = format!("{} {:?}", spec.task, shape);
         let out = op.out_shape();
         let s = svd.singulars().read(&gpu).unwrap();
-        assert_eq!(s.len(), numel(out), "{what}: one singular value per output element");
-        assert!(s.iter().all(|&v| v >= 0.0 && v.is_finite()), "{what}: singulars must be >= 0");
+        assert_eq!(
+            s.len(),
+            numel(out),
+            "{what}: one singular value per output element"
+        );
+        assert!(
+            s.iter().all(|&v| v >= 0.0 && v.is_finite()),
+            "{what}: singulars must be >= 0"
+        );
 
         // U diag(s) V^T x = A x
         let x = randn(&mut r, n * numel(op.in_shape()));
@@ -338,7 +438,13 @@ fn svd_forms_reconstruct_the_operator() {
         }
         let usvx = svd_apply(&gpu, op.as_ref(), n, "u", &coef);
         let scale = ax.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("{what}: U S V^T x vs A x"), &usvx, &ax, 1e-4 * scale, 1e-4);
+        assert_close(
+            &format!("{what}: U S V^T x vs A x"),
+            &usvx,
+            &ax,
+            1e-4 * scale,
+            1e-4,
+        );
 
         // V^T V = I and U^T U = I on the spectral side.
         let z = randn(&mut r, n * numel(out));
@@ -358,7 +464,13 @@ fn svd_forms_reconstruct_the_operator() {
         }
         let vsuy = svd_apply(&gpu, op.as_ref(), n, "v", &c2);
         let scale = aty.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("{what}: V S U^T y vs A^T y"), &vsuy, &aty, 1e-4 * scale, 1e-4);
+        assert_close(
+            &format!("{what}: V S U^T y vs A^T y"),
+            &vsuy,
+            &aty,
+            1e-4 * scale,
+            1e-4,
+        );
     }
 }
 
@@ -377,14 +489,35 @@ fn forward_matches_cpu_references() {
         let got = forward(&gpu, op.as_ref(), n, &x);
         let want: Vec<f32> = match (&resolved.kind, spec.task.as_str()) {
             (Resolved::Denoise, _) => x.clone(),
-            (Resolved::Inpaint { mask }, _) => x.iter().enumerate().map(|(k, &v)| v * mask[k % (h * w)]).collect(),
+            (Resolved::Inpaint { mask }, _) => x
+                .iter()
+                .enumerate()
+                .map(|(k, &v)| v * mask[k % (h * w)])
+                .collect(),
             (Resolved::SeparableBlur { gh, gw }, _) => {
-                let k2: Vec<f64> = gh.iter().flat_map(|&a| gw.iter().map(move |&b| a * b)).collect();
+                let k2: Vec<f64> = gh
+                    .iter()
+                    .flat_map(|&a| gw.iter().map(move |&b| a * b))
+                    .collect();
                 conv_reflect_cpu(&x, h, w, &k2, gh.len(), gw.len())
             }
-            (Resolved::Blur2d { kernel, kh, kw }, _) => conv_reflect_cpu(&x, h, w, kernel, *kh, *kw),
-            (Resolved::Sr { factor, filter: SrFilter::Block }, _) => avg_pool_cpu(&x, h, w, *factor),
-            (Resolved::Sr { factor, filter: SrFilter::Bicubic }, _) => {
+            (Resolved::Blur2d { kernel, kh, kw }, _) => {
+                conv_reflect_cpu(&x, h, w, kernel, *kh, *kw)
+            }
+            (
+                Resolved::Sr {
+                    factor,
+                    filter: SrFilter::Block,
+                },
+                _,
+            ) => avg_pool_cpu(&x, h, w, *factor),
+            (
+                Resolved::Sr {
+                    factor,
+                    filter: SrFilter::Bicubic,
+                },
+                _,
+            ) => {
                 if h % factor != 0 || w % factor != 0 {
                     continue; // imresize's shifted grid; covered by adjoint/SVD tests
                 }
@@ -398,7 +531,13 @@ fn forward_matches_cpu_references() {
                 .collect(),
         };
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("{} {:?} forward", spec.task, shape), &got, &want, 1e-5 * scale, 1e-5);
+        assert_close(
+            &format!("{} {:?} forward", spec.task, shape),
+            &got,
+            &want,
+            1e-5 * scale,
+            1e-5,
+        );
     }
 }
 
@@ -412,9 +551,17 @@ fn gaussian_blur_is_dps_kernel_with_reflect_boundary() {
     let got = forward(&gpu, op.as_ref(), n, &x);
     let want = conv_reflect_cpu(&x, 33, 35, &dps_gaussian_2d(61, 3.0), 61, 61);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert_close("deblur-gaussian vs 61x61 reflect conv", &got, &want, 1e-5 * scale, 1e-5);
+    assert_close(
+        "deblur-gaussian vs 61x61 reflect conv",
+        &got,
+        &want,
+        1e-5 * scale,
+        1e-5,
+    );
     // The saved kernel is DPS's, too.
-    let saved = resolve(&spec("deblur-gaussian"), shape, 0).unwrap().tensors();
+    let saved = resolve(&spec("deblur-gaussian"), shape, 0)
+        .unwrap()
+        .tensors();
     let k: Vec<f32> = dps_gaussian_2d(61, 3.0).iter().map(|&v| v as f32).collect();
     assert_eq!(saved[0].1.shape, vec![61, 61]);
     assert_close("saved gaussian kernel", &saved[0].1.data, &k, 1e-8, 1e-5);
@@ -424,17 +571,30 @@ fn gaussian_blur_is_dps_kernel_with_reflect_boundary() {
 fn bicubic_sr_preserves_constants_and_ramps() {
     let gpu = gpu();
     let (h, w, f) = (32, 24, 4);
-    let op = build(&gpu, &TaskSpec { factor: Some(f), ..spec("sr") }, [1, h, w], 0).unwrap();
+    let op = build(
+        &gpu,
+        &TaskSpec {
+            factor: Some(f),
+            ..spec("sr")
+        },
+        [1, h, w],
+        0,
+    )
+    .unwrap();
     assert_eq!(op.out_shape(), [1, 8, 6]);
     let constant = forward(&gpu, op.as_ref(), 1, &vec![0.3; h * w]);
-    assert_close("bicubic of a constant", &constant, &vec![0.3; 48], 1e-6, 1e-5);
+    assert_close("bicubic of a constant", &constant, &[0.3; 48], 1e-6, 1e-5);
     // Cubic convolution reproduces linear functions: away from the border the
     // output is the ramp at the output's centre, (o + 0.5) f - 0.5.
     let ramp: Vec<f32> = (0..h * w).map(|k| (k % w) as f32 * 0.01).collect();
     let y = forward(&gpu, op.as_ref(), 1, &ramp);
     for o in 2..4 {
         let want = ((o as f32 + 0.5) * f as f32 - 0.5) * 0.01;
-        assert!((y[3 * 6 + o] - want).abs() < 1e-5, "ramp at {o}: {} vs {want}", y[3 * 6 + o]);
+        assert!(
+            (y[3 * 6 + o] - want).abs() < 1e-5,
+            "ramp at {o}: {} vs {want}",
+            y[3 * 6 + o]
+        );
     }
 }
 
@@ -444,40 +604,88 @@ fn bicubic_sr_preserves_constants_and_ramps() {
 fn masks_follow_dps() {
     let (h, w) = (64, 48);
     // inpaint-random: exactly int(H W ratio) pixels dropped, the same for a seed.
-    let m = |seed| match resolve(&TaskSpec { ratio: Some(0.37), ..spec("inpaint-random") }, [3, h, w], seed).unwrap().kind {
+    let m = |seed| match resolve(
+        &TaskSpec {
+            ratio: Some(0.37),
+            ..spec("inpaint-random")
+        },
+        [3, h, w],
+        seed,
+    )
+    .unwrap()
+    .kind
+    {
         Resolved::Inpaint { mask } => mask,
         _ => unreachable!(),
     };
     let a = m(1);
-    assert_eq!(a.iter().filter(|&&v| v == 0.0).count(), (h as f64 * w as f64 * 0.37) as usize);
+    assert_eq!(
+        a.iter().filter(|&&v| v == 0.0).count(),
+        (h as f64 * w as f64 * 0.37) as usize
+    );
     assert_eq!(a, m(1));
     assert_ne!(a, m(2));
     // Without --ratio the ratio is drawn in [0.3, 0.7].
     for seed in 0..8 {
-        let Resolved::Inpaint { mask } = resolve(&spec("inpaint-random"), [3, h, w], seed).unwrap().kind else { unreachable!() };
+        let Resolved::Inpaint { mask } = resolve(&spec("inpaint-random"), [3, h, w], seed)
+            .unwrap()
+            .kind
+        else {
+            unreachable!()
+        };
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / (h * w) as f64;
         assert!((0.29..=0.71).contains(&dropped), "drawn ratio {dropped}");
     }
     // inpaint-box: one side x side square of zeros, inside the scaled margin.
     for seed in 0..8 {
-        let Resolved::Inpaint { mask } = resolve(&TaskSpec { box_side: Some(20), ..spec("inpaint-box") }, [3, h, w], seed).unwrap().kind else {
+        let Resolved::Inpaint { mask } = resolve(
+            &TaskSpec {
+                box_side: Some(20),
+                ..spec("inpaint-box")
+            },
+            [3, h, w],
+            seed,
+        )
+        .unwrap()
+        .kind
+        else {
             unreachable!()
         };
-        let zeros: Vec<(usize, usize)> = (0..h * w).filter(|&k| mask[k] == 0.0).map(|k| (k / w, k % w)).collect();
+        let zeros: Vec<(usize, usize)> = (0..h * w)
+            .filter(|&k| mask[k] == 0.0)
+            .map(|k| (k / w, k % w))
+            .collect();
         assert_eq!(zeros.len(), 400);
-        let (t, l) = (zeros.iter().map(|z| z.0).min().unwrap(), zeros.iter().map(|z| z.1).min().unwrap());
+        let (t, l) = (
+            zeros.iter().map(|z| z.0).min().unwrap(),
+            zeros.iter().map(|z| z.1).min().unwrap(),
+        );
         assert!(zeros.iter().all(|&(i, j)| i < t + 20 && j < l + 20));
-        assert!(t >= 16 * h / 256 && t + 20 <= h - 16 * h / 256, "box row {t}");
-        assert!(l >= 16 * w / 256 && l + 20 <= w - 16 * w / 256, "box col {l}");
+        assert!(
+            t >= 16 * h / 256 && t + 20 <= h - 16 * h / 256,
+            "box row {t}"
+        );
+        assert!(
+            l >= 16 * w / 256 && l + 20 <= w - 16 * w / 256,
+            "box col {l}"
+        );
     }
     // Default box: half the side (128 at 256).
-    let Resolved::Inpaint { mask } = resolve(&spec("inpaint-box"), [3, 256, 256], 3).unwrap().kind else { unreachable!() };
+    let Resolved::Inpaint { mask } = resolve(&spec("inpaint-box"), [3, 256, 256], 3)
+        .unwrap()
+        .kind
+    else {
+        unreachable!()
+    };
     assert_eq!(mask.iter().filter(|&&v| v == 0.0).count(), 128 * 128);
 }
 
 #[test]
 fn motion_kernels_are_seeded_random_trajectories() {
-    let k = |seed| match resolve(&spec("deblur-motion"), [3, 64, 64], seed).unwrap().kind {
+    let k = |seed| match resolve(&spec("deblur-motion"), [3, 64, 64], seed)
+        .unwrap()
+        .kind
+    {
         Resolved::Blur2d { kernel, kh, kw } => {
             assert_eq!((kh, kw), (61, 61));
             kernel
@@ -507,7 +715,10 @@ fn build_err(task: TaskSpec, shape: [usize; 3]) -> String {
     match build(&gpu(), &task, shape, 0) {
         Ok(_) => panic!("{} {:?} should be refused", task.task, shape),
         Err(e) => {
-            assert!(matches!(e, OperatorError::Invalid { .. } | OperatorError::Shape { .. }));
+            assert!(matches!(
+                e,
+                OperatorError::Invalid { .. } | OperatorError::Shape { .. }
+            ));
             e.to_string()
         }
     }
@@ -519,15 +730,45 @@ fn factory_refuses_bad_tasks_and_options() {
     assert!(e.contains("--kernel-size") && e.contains("17x13"), "{e}");
     let e = build_err(spec("nonsense"), [3, 8, 8]);
     assert!(e.contains("unknown --task"), "{e}");
-    let e = build_err(TaskSpec { factor: Some(2), ..spec("deblur-uniform") }, [3, 32, 32]);
+    let e = build_err(
+        TaskSpec {
+            factor: Some(2),
+            ..spec("deblur-uniform")
+        },
+        [3, 32, 32],
+    );
     assert!(e.contains("--factor"), "{e}");
-    let e = build_err(TaskSpec { ratio: Some(1.5), ..spec("inpaint-random") }, [3, 8, 8]);
+    let e = build_err(
+        TaskSpec {
+            ratio: Some(1.5),
+            ..spec("inpaint-random")
+        },
+        [3, 8, 8],
+    );
     assert!(e.contains("--ratio"), "{e}");
-    let e = build_err(TaskSpec { box_side: Some(40), ..spec("inpaint-box") }, [3, 32, 32]);
+    let e = build_err(
+        TaskSpec {
+            box_side: Some(40),
+            ..spec("inpaint-box")
+        },
+        [3, 32, 32],
+    );
     assert!(e.contains("--box"), "{e}");
-    let e = build_err(TaskSpec { kernel_size: Some(8), ..spec("deblur-uniform") }, [3, 32, 32]);
+    let e = build_err(
+        TaskSpec {
+            kernel_size: Some(8),
+            ..spec("deblur-uniform")
+        },
+        [3, 32, 32],
+    );
     assert!(e.contains("--kernel-size 8"), "{e}");
-    let e = build_err(TaskSpec { factor: Some(0), ..spec("sr") }, [3, 32, 32]);
+    let e = build_err(
+        TaskSpec {
+            factor: Some(0),
+            ..spec("sr")
+        },
+        [3, 32, 32],
+    );
     assert!(e.contains("--factor"), "{e}");
     let e = build_err(spec("colorize"), [1, 8, 8]);
     assert!(e.contains("3-channel"), "{e}");
@@ -535,12 +776,27 @@ fn factory_refuses_bad_tasks_and_options() {
     assert!(e.contains("dense: not wired yet"), "{e}");
     // Shape mismatches at plan time.
     let gpu = gpu();
-    let op = build(&gpu, &TaskSpec { factor: Some(2), ..spec("sr") }, [3, 8, 8], 0).unwrap();
+    let op = build(
+        &gpu,
+        &TaskSpec {
+            factor: Some(2),
+            ..spec("sr")
+        },
+        [3, 8, 8],
+        0,
+    )
+    .unwrap();
     let x = Tensor::zeros(&gpu, "x", &[2, 3, 8, 8]).unwrap();
     let bad = Tensor::zeros(&gpu, "y", &[2, 3, 8, 8]).unwrap();
-    assert!(matches!(op.forward(&gpu, &x, &bad), Err(OperatorError::Shape { .. })));
+    assert!(matches!(
+        op.forward(&gpu, &x, &bad),
+        Err(OperatorError::Shape { .. })
+    ));
     let odd = Tensor::zeros(&gpu, "x", &[7]).unwrap();
-    assert!(matches!(op.adjoint(&gpu, &odd, &x), Err(OperatorError::Shape { .. })));
+    assert!(matches!(
+        op.adjoint(&gpu, &odd, &x),
+        Err(OperatorError::Shape { .. })
+    ));
 }
 
 // ---------- CLI ----------
@@ -553,7 +809,10 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn tweedie(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tweedie")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn p(path: &Path) -> &str {
@@ -569,14 +828,65 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
     let input = dir.join("in.safetensors");
     write_tensors(&input, &[("x", &x)]).unwrap();
     let out = dir.join("out.safetensors");
-    let base = ["operator", "--task", "deblur-gaussian", "--image-size", "33", "--channels", "3", "--seed", "1"];
-    let o = tweedie(&[&base[..], &["--mode", "forward", "--input", p(&input), "--out", p(&out)]].concat());
+    let base = [
+        "operator",
+        "--task",
+        "deblur-gaussian",
+        "--image-size",
+        "33",
+        "--channels",
+        "3",
+        "--seed",
+        "1",
+    ];
+    let o = tweedie(
+        &[
+            &base[..],
+            &["--mode", "forward", "--input", p(&input), "--out", p(&out)],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let y = TensorFile::open(&out).unwrap().get("y").unwrap();
     assert_eq!(y.shape, vec![n, c, s, s]);
     let want = conv_reflect_cpu(&x.data, s, s, &dps_gaussian_2d(61, 3.0), 61, 61);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert_close("cli deblur-gaussian forward", &y.data, &want, 1e-5 * scale, 1e-5);
+    assert_close(
+        "cli deblur-gaussian forward",
+        &y.data,
+        &want,
+        1e-5 * scale,
+        1e-5,
+    );
+
+    // Adjoint mode: the input lives in the output space (same shape here).
+    let out_adj = dir.join("out_adj.safetensors");
+    let o = tweedie(
+        &[
+            &base[..],
+            &[
+                "--mode",
+                "adjoint",
+                "--input",
+                p(&input),
+                "--out",
+                p(&out_adj),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let xa = TensorFile::open(&out_adj).unwrap().get("y").unwrap();
+    let k = dps_gaussian_2d(61, 3.0);
+    let want = conv_reflect_adj_cpu(&x.data, s, s, &k, 61, 61, 30, 30);
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert_close(
+        "cli deblur-gaussian adjoint",
+        &xa.data,
+        &want,
+        1e-5 * scale,
+        1e-5,
+    );
 
     // Bad inputs: one line on stderr, non-zero exit, no output file.
     let wrong_key = dir.join("wrong_key.safetensors");
@@ -590,10 +900,25 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
         (&input, vec!["--mode", "forward", "--factor", "2"]),
     ] {
         let out = dir.join("bad_out.safetensors");
-        let o = tweedie(&[&base[..], &extra[..], &["--input", p(bad), "--out", p(&out)]].concat());
+        let o = tweedie(
+            &[
+                &base[..],
+                &extra[..],
+                &["--input", p(bad), "--out", p(&out)],
+            ]
+            .concat(),
+        );
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{} {extra:?} should fail", bad.display());
-        assert_eq!(err.trim_end().lines().count(), 1, "one line on stderr, got: {err}");
+        assert!(
+            !o.status.success(),
+            "{} {extra:?} should fail",
+            bad.display()
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "one line on stderr, got: {err}"
+        );
         assert!(!out.exists(), "no output file after an error");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -606,7 +931,9 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
     let mut r = rng(16);
     let (h, w) = (24, 20);
     let clean = dir.join("clean.png");
-    let img: Vec<f32> = (0..3 * h * w).map(|_| r.random_range(-1.0f32..1.0)).collect();
+    let img: Vec<f32> = (0..3 * h * w)
+        .map(|_| r.random_range(-1.0f32..1.0))
+        .collect();
     tweedie::io::write_image(&clean, 3, h, w, &img).unwrap();
     let x = read_image(&clean).unwrap();
     for (task, extra) in [
@@ -617,9 +944,27 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
         ("colorize", vec![]),
     ] {
         let out = dir.join(format!("y_{task}.png"));
-        let args = [&["degrade", "--task", task], &extra[..], &["--sigma", "0", "--seed", "9", "--input", p(&clean), "--out", p(&out)]].concat();
+        let args = [
+            &["degrade", "--task", task],
+            &extra[..],
+            &[
+                "--sigma",
+                "0",
+                "--seed",
+                "9",
+                "--input",
+                p(&clean),
+                "--out",
+                p(&out),
+            ],
+        ]
+        .concat();
         let o = tweedie(&args);
-        assert!(o.status.success(), "{task}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{task}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(out.exists(), "{task}: the measurement image");
         let file = TensorFile::open(out.with_extension("safetensors")).unwrap();
         let y = file.get("y").unwrap();
@@ -630,18 +975,42 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
             spec.factor = Some(2);
             spec.filter = Some(SrFilter::Block);
         }
-        let op = resolve_saved(&spec, [3, h, w], &file).unwrap().build(&gpu).unwrap();
+        let op = resolve_saved(&spec, [3, h, w], &file)
+            .unwrap()
+            .build(&gpu)
+            .unwrap();
         assert_eq!(y.shape, shape4(1, op.out_shape()));
         let want = forward(&gpu, op.as_ref(), 1, &x.data);
-        assert_close(&format!("{task}: y vs A x from the rebuilt operator"), &y.data, &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("{task}: y vs A x from the rebuilt operator"),
+            &y.data,
+            &want,
+            1e-5,
+            1e-5,
+        );
         let png = read_image(&out).unwrap();
         assert_eq!(png.shape, y.shape);
     }
     // Noise: sigma 0.05 adds N(0, 0.05^2) on top of A x.
     let out = dir.join("noisy.png");
-    let o = tweedie(&["degrade", "--task", "denoise", "--sigma", "0.05", "--seed", "3", "--input", p(&clean), "--out", p(&out)]);
+    let o = tweedie(&[
+        "degrade",
+        "--task",
+        "denoise",
+        "--sigma",
+        "0.05",
+        "--seed",
+        "3",
+        "--input",
+        p(&clean),
+        "--out",
+        p(&out),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let y = TensorFile::open(out.with_extension("safetensors")).unwrap().get("y").unwrap();
+    let y = TensorFile::open(out.with_extension("safetensors"))
+        .unwrap()
+        .get("y")
+        .unwrap();
     let resid: Vec<f32> = y.data.iter().zip(&x.data).map(|(a, b)| a - b).collect();
     let std = (dot64(&resid, &resid) / resid.len() as f64).sqrt();
     assert!((std - 0.05).abs() < 0.005, "noise std {std}");

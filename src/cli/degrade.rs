@@ -55,20 +55,32 @@ pub fn run(args: DegradeArgs, verbose: bool) -> anyhow::Result<()> {
     plan.run(&gpu)?;
     let y = yt.read(&gpu)?;
 
-    let is_tensor_file = args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let is_tensor_file = args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let st_path = args.out.with_extension("safetensors");
     let y_host = HostTensor::new(vec![1, c, h, w], y.clone());
     let sigma = HostTensor::new(vec![1], vec![args.sigma]);
     let shape = HostTensor::new(vec![3], in_shape.iter().map(|&v| v as f32).collect());
     let extra = resolved.tensors();
-    let mut tensors: Vec<(&str, &HostTensor)> = vec![("y", &y_host), ("sigma_y", &sigma), ("in_shape", &shape)];
+    let mut tensors: Vec<(&str, &HostTensor)> =
+        vec![("y", &y_host), ("sigma_y", &sigma), ("in_shape", &shape)];
     tensors.extend(extra.iter().map(|(k, t)| (k.as_str(), t)));
     write_tensors(&st_path, &tensors).with_context(|| format!("writing {}", st_path.display()))?;
     if !is_tensor_file {
-        write_image(&args.out, c, h, w, &y).with_context(|| format!("writing {}", args.out.display()))?;
+        write_image(&args.out, c, h, w, &y)
+            .with_context(|| format!("writing {}", args.out.display()))?;
     }
     if verbose {
-        eprintln!("{}: {:?} -> {:?}, sigma_y {}, wrote {}", op.name(), in_shape, [c, h, w], args.sigma, st_path.display());
+        eprintln!(
+            "{}: {:?} -> {:?}, sigma_y {}, wrote {}",
+            op.name(),
+            in_shape,
+            [c, h, w],
+            args.sigma,
+            st_path.display()
+        );
     }
     Ok(())
 }

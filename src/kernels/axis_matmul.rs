@@ -30,9 +30,19 @@ pub struct AxisMatrix {
 }
 
 impl AxisMatrix {
-    pub fn new(gpu: &Gpu, label: &str, data: &[f32], rows: usize, cols: usize) -> Result<AxisMatrix, GpuError> {
+    pub fn new(
+        gpu: &Gpu,
+        label: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<AxisMatrix, GpuError> {
         assert_eq!(data.len(), rows * cols, "axis matrix layout");
-        Ok(AxisMatrix { buffer: gpu.upload(label, data)?, rows, cols })
+        Ok(AxisMatrix {
+            buffer: gpu.upload(label, data)?,
+            rows,
+            cols,
+        })
     }
 
     /// (input length, output length) along the axis, applied plain or transposed.
@@ -47,6 +57,7 @@ impl AxisMatrix {
 
 /// Plans `dst = M src` along `axis` (or `M^T src` with `transpose`): src is
 /// [planes, h, w], dst has that axis replaced by M's output length.
+#[allow(clippy::too_many_arguments)]
 pub fn axis_matmul(
     gpu: &Gpu,
     m: &AxisMatrix,
@@ -64,7 +75,11 @@ pub fn axis_matmul(
         Axis::W => (planes * h, w, 1, vec![planes, h, q]),
     };
     if along != k || src.numel() != planes * h * w || dst.numel() != outer * q * inner {
-        return Err(GpuError::Shape { what: format!("axis_matmul along {axis:?}"), expected: out_shape, got: dst.shape.clone() });
+        return Err(GpuError::Shape {
+            what: format!("axis_matmul along {axis:?}"),
+            expected: out_shape,
+            got: dst.shape.clone(),
+        });
     }
     let params = AxisParams {
         outer: outer as u32,
@@ -75,5 +90,12 @@ pub fn axis_matmul(
         _pad: [0; 3],
     };
     let ubuf = gpu.uniform("axis_matmul params", &params);
-    Dispatch::new(gpu, &AXIS_MATMUL, "axis_matmul", &[], &[&ubuf, &m.buffer, &src.buffer, &dst.buffer], dispatch_groups(outer * q * inner, WG1D))
+    Dispatch::new(
+        gpu,
+        &AXIS_MATMUL,
+        "axis_matmul",
+        &[],
+        &[&ubuf, &m.buffer, &src.buffer, &dst.buffer],
+        dispatch_groups(outer * q * inner, WG1D),
+    )
 }

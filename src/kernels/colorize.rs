@@ -15,6 +15,7 @@ pub struct ColorizeParams {
 
 /// Plans `gray = scale * sum_c color` (`transpose` false) or
 /// `color_c = scale * gray` (`transpose` true).
+#[allow(clippy::too_many_arguments)]
 pub fn gray(
     gpu: &Gpu,
     src: &Tensor,
@@ -25,12 +26,32 @@ pub fn gray(
     scale: f32,
     transpose: bool,
 ) -> Result<Dispatch, GpuError> {
-    let (n_src, n_dst) = if transpose { (batch * hw, batch * channels * hw) } else { (batch * channels * hw, batch * hw) };
+    let (n_src, n_dst) = if transpose {
+        (batch * hw, batch * channels * hw)
+    } else {
+        (batch * channels * hw, batch * hw)
+    };
     if src.numel() != n_src || dst.numel() != n_dst {
-        return Err(GpuError::Shape { what: "colorize gray".into(), expected: vec![n_src, n_dst], got: vec![src.numel(), dst.numel()] });
+        return Err(GpuError::Shape {
+            what: "colorize gray".into(),
+            expected: vec![n_src, n_dst],
+            got: vec![src.numel(), dst.numel()],
+        });
     }
-    let params = ColorizeParams { batch: batch as u32, hw: hw as u32, channels: channels as u32, scale };
+    let params = ColorizeParams {
+        batch: batch as u32,
+        hw: hw as u32,
+        channels: channels as u32,
+        scale,
+    };
     let ubuf = gpu.uniform("colorize params", &params);
     let entry = if transpose { "gray_adj" } else { "gray_fwd" };
-    Dispatch::new(gpu, &COLORIZE, entry, &[], &[&ubuf, &src.buffer, &dst.buffer], dispatch_groups(n_dst, WG1D))
+    Dispatch::new(
+        gpu,
+        &COLORIZE,
+        entry,
+        &[],
+        &[&ubuf, &src.buffer, &dst.buffer],
+        dispatch_groups(n_dst, WG1D),
+    )
 }

@@ -32,33 +32,77 @@ pub struct ConvTaps {
 
 impl ConvTaps {
     /// Dense taps, row-major [kh, kw].
-    pub fn new(gpu: &Gpu, label: &str, taps: &[f32], kh: usize, kw: usize, rh: usize, rw: usize) -> Result<ConvTaps, GpuError> {
-        assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
-        Ok(ConvTaps { buffer: gpu.upload(label, taps)?, kh, kw, rh, rw, sparse: None })
+    pub fn new(
+        gpu: &Gpu,
+        label: &str,
+        taps: &[f32],
+        kh: usize,
+        kw: usize,
+        rh: usize,
+        rw: usize,
+    ) -> Result<ConvTaps, GpuError> {
+        assert!(
+            taps.len() == kh * kw && rh < kh && rw < kw,
+            "conv taps layout"
+        );
+        Ok(ConvTaps {
+            buffer: gpu.upload(label, taps)?,
+            kh,
+            kw,
+            rh,
+            rw,
+            sparse: None,
+        })
     }
 
     /// Only the nonzero taps of a row-major [kh, kw] kernel (a motion-blur
     /// path fills a few percent of its box).
-    pub fn sparse(gpu: &Gpu, label: &str, taps: &[f32], kh: usize, kw: usize, rh: usize, rw: usize) -> Result<ConvTaps, GpuError> {
-        assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
+    pub fn sparse(
+        gpu: &Gpu,
+        label: &str,
+        taps: &[f32],
+        kh: usize,
+        kw: usize,
+        rh: usize,
+        rw: usize,
+    ) -> Result<ConvTaps, GpuError> {
+        assert!(
+            taps.len() == kh * kw && rh < kh && rw < kw,
+            "conv taps layout"
+        );
         let mut triples = Vec::new();
         for (i, &v) in taps.iter().enumerate() {
             if v != 0.0 {
-                triples.extend_from_slice(&[(i / kw) as f32 - rh as f32, (i % kw) as f32 - rw as f32, v]);
+                triples.extend_from_slice(&[
+                    (i / kw) as f32 - rh as f32,
+                    (i % kw) as f32 - rw as f32,
+                    v,
+                ]);
             }
         }
         let count = triples.len() / 3;
-        Ok(ConvTaps { buffer: gpu.upload(label, &triples)?, kh, kw, rh, rw, sparse: Some(count) })
+        Ok(ConvTaps {
+            buffer: gpu.upload(label, &triples)?,
+            kh,
+            kw,
+            rh,
+            rw,
+            sparse: Some(count),
+        })
     }
 
     /// The farthest a tap reaches from the output pixel along h and w.
     pub fn reach(&self) -> (usize, usize) {
-        (self.rh.max(self.kh - 1 - self.rh), self.rw.max(self.kw - 1 - self.rw))
+        (
+            self.rh.max(self.kh - 1 - self.rh),
+            self.rw.max(self.kw - 1 - self.rw),
+        )
     }
 }
 
 /// Plans `dst = conv(src)` (`adjoint` false) or its adjoint, over
 /// [planes, h, w] tensors of the same shape.
+#[allow(clippy::too_many_arguments)]
 pub fn conv_reflect(
     gpu: &Gpu,
     taps: &ConvTaps,
@@ -71,11 +115,18 @@ pub fn conv_reflect(
 ) -> Result<Dispatch, GpuError> {
     let n = planes * h * w;
     if src.numel() != n || dst.numel() != n {
-        return Err(GpuError::Shape { what: "conv_reflect".into(), expected: vec![planes, h, w], got: src.shape.clone() });
+        return Err(GpuError::Shape {
+            what: "conv_reflect".into(),
+            expected: vec![planes, h, w],
+            got: src.shape.clone(),
+        });
     }
     let (ah, aw) = taps.reach();
     // One reflection must suffice (the operator refuses such sizes first).
-    assert!(ah < h && aw < w, "conv_reflect reach ({ah}, {aw}) must be below the image side ({h}, {w})");
+    assert!(
+        ah < h && aw < w,
+        "conv_reflect reach ({ah}, {aw}) must be below the image side ({h}, {w})"
+    );
     let params = ConvParams {
         planes: planes as u32,
         h: h as u32,
@@ -93,5 +144,12 @@ pub fn conv_reflect(
         (true, false) => "conv_sparse_fwd",
         (true, true) => "conv_sparse_adj",
     };
-    Dispatch::new(gpu, &CONV_REFLECT, entry, &[], &[&ubuf, &taps.buffer, &src.buffer, &dst.buffer], dispatch_groups(n, WG1D))
+    Dispatch::new(
+        gpu,
+        &CONV_REFLECT,
+        entry,
+        &[],
+        &[&ubuf, &taps.buffer, &src.buffer, &dst.buffer],
+        dispatch_groups(n, WG1D),
+    )
 }

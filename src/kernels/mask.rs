@@ -13,11 +13,35 @@ pub struct MaskParams {
 }
 
 /// Plans `y = mask (.) x`; `mask` holds `per` values repeated over x.
-pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+pub fn mask_apply(
+    gpu: &Gpu,
+    mask: &wgpu::Buffer,
+    per: usize,
+    x: &Tensor,
+    y: &Tensor,
+) -> Result<Dispatch, GpuError> {
     let n = x.numel();
     if per == 0 || n % per != 0 || y.numel() != n {
-        return Err(GpuError::Shape { what: "mask_apply".into(), expected: x.shape.clone(), got: y.shape.clone() });
+        return Err(GpuError::Shape {
+            what: "mask_apply".into(),
+            expected: x.shape.clone(),
+            got: y.shape.clone(),
+        });
     }
-    let ubuf = gpu.uniform("mask params", &MaskParams { n: n as u32, per: per as u32, _pad: [0; 2] });
-    Dispatch::new(gpu, &MASK, "mask_apply", &[], &[&ubuf, mask, &x.buffer, &y.buffer], dispatch_groups(n, WG1D))
+    let ubuf = gpu.uniform(
+        "mask params",
+        &MaskParams {
+            n: n as u32,
+            per: per as u32,
+            _pad: [0; 2],
+        },
+    );
+    Dispatch::new(
+        gpu,
+        &MASK,
+        "mask_apply",
+        &[],
+        &[&ubuf, mask, &x.buffer, &y.buffer],
+        dispatch_groups(n, WG1D),
+    )
 }

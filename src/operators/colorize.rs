@@ -17,14 +17,25 @@ pub struct Colorize {
 impl Colorize {
     pub fn new(gpu: &Gpu, shape: [usize; 3]) -> Result<Colorize, OperatorError> {
         if shape[0] != 3 {
-            return Err(OperatorError::Invalid { task: "colorize".into(), message: format!("needs a 3-channel (RGB) image, got {} channels", shape[0]) });
+            return Err(OperatorError::Invalid {
+                task: "colorize".into(),
+                message: format!("needs a 3-channel (RGB) image, got {} channels", shape[0]),
+            });
         }
         let s = vec![1.0 / (shape[0] as f32).sqrt(); shape[1] * shape[2]];
-        let singulars = Tensor::from_slice(gpu, "colorize singulars", &[1, shape[1], shape[2]], &s)?;
+        let singulars =
+            Tensor::from_slice(gpu, "colorize singulars", &[1, shape[1], shape[2]], &s)?;
         Ok(Colorize { shape, singulars })
     }
 
-    fn gray_plan(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor, scale: f32, transpose: bool) -> Result<Plan, OperatorError> {
+    fn gray_plan(
+        &self,
+        gpu: &Gpu,
+        src: &Tensor,
+        dst: &Tensor,
+        scale: f32,
+        transpose: bool,
+    ) -> Result<Plan, OperatorError> {
         let [c, h, w] = self.shape;
         let n = if transpose {
             check_pair("colorize", src, self.out_shape(), dst, self.shape)?

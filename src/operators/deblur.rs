@@ -17,10 +17,20 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 
 /// Refuses kernels whose reflect padding (size / 2) reaches the image side,
 /// as torch's `ReflectionPad2d` does.
-pub fn check_reach(task: &str, kh: usize, kw: usize, shape: [usize; 3]) -> Result<(), OperatorError> {
+pub fn check_reach(
+    task: &str,
+    kh: usize,
+    kw: usize,
+    shape: [usize; 3],
+) -> Result<(), OperatorError> {
     let [_, h, w] = shape;
     if kh % 2 == 0 || kw % 2 == 0 {
-        return Err(OperatorError::Invalid { task: task.into(), message: format!("kernel is {kh}x{kw}: sizes must be odd (the centre tap sits on the pixel)") });
+        return Err(OperatorError::Invalid {
+            task: task.into(),
+            message: format!(
+                "kernel is {kh}x{kw}: sizes must be odd (the centre tap sits on the pixel)"
+            ),
+        });
     }
     if kh / 2 >= h || kw / 2 >= w {
         return Err(OperatorError::Invalid {
@@ -46,7 +56,13 @@ pub struct SeparableBlur {
 
 impl SeparableBlur {
     /// `gh`, `gw`: the odd-length 1-D taps along H and W (centre tap in the middle).
-    pub fn new(gpu: &Gpu, task: &str, shape: [usize; 3], gh: &[f64], gw: &[f64]) -> Result<SeparableBlur, OperatorError> {
+    pub fn new(
+        gpu: &Gpu,
+        task: &str,
+        shape: [usize; 3],
+        gh: &[f64],
+        gw: &[f64],
+    ) -> Result<SeparableBlur, OperatorError> {
         check_reach(task, gh.len(), gw.len(), shape)?;
         let [c, h, w] = shape;
         let (th, kh, _, rh, _) = trim_zero_border(gh, gh.len(), 1);
@@ -56,14 +72,30 @@ impl SeparableBlur {
         let ah = reflect_conv_matrix(gh, h);
         let aw = reflect_conv_matrix(gw, w);
         let svd = KroneckerSvd::new(gpu, task, c, (&ah, h, h), (&aw, w, w))?;
-        Ok(SeparableBlur { task: task.into(), shape, taps_h, taps_w, svd })
+        Ok(SeparableBlur {
+            task: task.into(),
+            shape,
+            taps_h,
+            taps_w,
+            svd,
+        })
     }
 
-    fn plan(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor, adjoint: bool) -> Result<Plan, OperatorError> {
+    fn plan(
+        &self,
+        gpu: &Gpu,
+        src: &Tensor,
+        dst: &Tensor,
+        adjoint: bool,
+    ) -> Result<Plan, OperatorError> {
         let n = check_pair(&self.task, src, self.shape, dst, self.shape)?;
         let [c, h, w] = self.shape;
         let tmp = Tensor::zeros(gpu, &format!("{} temporary", self.task), &[n, c, h, w])?;
-        let (first, second) = if adjoint { (&self.taps_h, &self.taps_w) } else { (&self.taps_w, &self.taps_h) };
+        let (first, second) = if adjoint {
+            (&self.taps_h, &self.taps_w)
+        } else {
+            (&self.taps_w, &self.taps_h)
+        };
         let mut plan = Plan::new();
         plan.push(conv_reflect(gpu, first, src, &tmp, n * c, h, w, adjoint)?);
         plan.push(conv_reflect(gpu, second, &tmp, dst, n * c, h, w, adjoint)?);
@@ -102,11 +134,22 @@ pub struct Blur2d {
 
 impl Blur2d {
     /// `kernel` is [kh, kw] row-major with odd sides, centre tap in the middle.
-    pub fn new(gpu: &Gpu, task: &str, shape: [usize; 3], kernel: &[f64], kh: usize, kw: usize) -> Result<Blur2d, OperatorError> {
+    pub fn new(
+        gpu: &Gpu,
+        task: &str,
+        shape: [usize; 3],
+        kernel: &[f64],
+        kh: usize,
+        kw: usize,
+    ) -> Result<Blur2d, OperatorError> {
         check_reach(task, kh, kw, shape)?;
         let (t, th, tw, rh, rw) = trim_zero_border(kernel, kh, kw);
         let taps = ConvTaps::sparse(gpu, &format!("{task} taps"), &f32s(&t), th, tw, rh, rw)?;
-        Ok(Blur2d { task: task.into(), shape, taps })
+        Ok(Blur2d {
+            task: task.into(),
+            shape,
+            taps,
+        })
     }
 }
 

@@ -52,7 +52,13 @@ impl Denoise {
     pub fn new(gpu: &Gpu, shape: [usize; 3]) -> Result<Denoise, OperatorError> {
         let ones = vec![1.0f32; shape.iter().product()];
         let singulars = Tensor::from_slice(gpu, "denoise singulars", &shape, &ones)?;
-        Ok(Denoise { svd: DiagonalSvd { task: "denoise".into(), shape, singulars } })
+        Ok(Denoise {
+            svd: DiagonalSvd {
+                task: "denoise".into(),
+                shape,
+                singulars,
+            },
+        })
     }
 }
 
@@ -88,14 +94,32 @@ pub struct Inpaint {
 
 impl Inpaint {
     /// `mask` is [H, W] of 0/1 values.
-    pub fn new(gpu: &Gpu, task: &str, shape: [usize; 3], mask: &[f32]) -> Result<Inpaint, OperatorError> {
+    pub fn new(
+        gpu: &Gpu,
+        task: &str,
+        shape: [usize; 3],
+        mask: &[f32],
+    ) -> Result<Inpaint, OperatorError> {
         let [c, h, w] = shape;
         if mask.len() != h * w {
-            return Err(OperatorError::Shape { task: task.into(), what: "mask".into(), got: vec![mask.len()], expected: vec![h, w] });
+            return Err(OperatorError::Shape {
+                task: task.into(),
+                what: "mask".into(),
+                got: vec![mask.len()],
+                expected: vec![h, w],
+            });
         }
         let per_channel: Vec<f32> = (0..c).flat_map(|_| mask.iter().copied()).collect();
-        let singulars = Tensor::from_slice(gpu, &format!("{task} singulars"), &shape, &per_channel)?;
-        Ok(Inpaint { mask: gpu.upload(&format!("{task} mask"), mask)?, svd: DiagonalSvd { task: task.into(), shape, singulars } })
+        let singulars =
+            Tensor::from_slice(gpu, &format!("{task} singulars"), &shape, &per_channel)?;
+        Ok(Inpaint {
+            mask: gpu.upload(&format!("{task} mask"), mask)?,
+            svd: DiagonalSvd {
+                task: task.into(),
+                shape,
+                singulars,
+            },
+        })
     }
 }
 

@@ -20,7 +20,9 @@ fn scipy_reflect(m: i64, n: i64) -> i64 {
 /// outer product of this with itself.
 pub fn gaussian_taps(size: usize, sigma: f64) -> Vec<f64> {
     let radius = (4.0 * sigma + 0.5) as i64;
-    let mut g: Vec<f64> = (-radius..=radius).map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp()).collect();
+    let mut g: Vec<f64> = (-radius..=radius)
+        .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
+        .collect();
     let total: f64 = g.iter().sum();
     g.iter_mut().for_each(|v| *v /= total);
     let c = (size / 2) as i64;
@@ -100,7 +102,12 @@ pub fn resized_len(n: usize, factor: usize) -> usize {
 /// MATLAB `imresize` and DPS's `Resizer.contributions`: kernel k(x / f) / f over
 /// `width * f` taps, weights normalised per output, symmetric-mirror boundary
 /// (edge repeated: -1 -> 0).
-pub fn resize_matrix(n_in: usize, factor: usize, kernel: fn(f64) -> f64, width: f64) -> (usize, Vec<f64>) {
+pub fn resize_matrix(
+    n_in: usize,
+    factor: usize,
+    kernel: fn(f64) -> f64,
+    width: f64,
+) -> (usize, Vec<f64>) {
     let n_out = resized_len(n_in, factor);
     let scale = 1.0 / factor as f64;
     let kernel_width = width / scale;
@@ -112,7 +119,10 @@ pub fn resize_matrix(n_in: usize, factor: usize, kernel: fn(f64) -> f64, width: 
         let centre = shifted / scale + 0.5 * (1.0 - 1.0 / scale);
         let left = (centre - kernel_width / 2.0).floor() as i64;
         let fov: Vec<i64> = (0..expanded).map(|k| left + k - 1).collect();
-        let w: Vec<f64> = fov.iter().map(|&j| scale * kernel(scale * (centre - j as f64 - 1.0))).collect();
+        let w: Vec<f64> = fov
+            .iter()
+            .map(|&j| scale * kernel(scale * (centre - j as f64 - 1.0)))
+            .collect();
         let mut total: f64 = w.iter().sum();
         if total == 0.0 {
             total = 1.0;
@@ -169,7 +179,9 @@ fn triangular(rng: &mut StdRng, left: f64, mode: f64, right: f64) -> f64 {
 
 fn blur_rows_cols(img: &mut [f64], n: usize, sigma: f64) {
     let r = (3.0 * sigma).ceil() as i64;
-    let mut g: Vec<f64> = (-r..=r).map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp()).collect();
+    let mut g: Vec<f64> = (-r..=r)
+        .map(|x| (-0.5 * (x * x) as f64 / (sigma * sigma)).exp())
+        .collect();
     let t: f64 = g.iter().sum();
     g.iter_mut().for_each(|v| *v /= t);
     let mut tmp = vec![0.0; n * n];
@@ -178,7 +190,11 @@ fn blur_rows_cols(img: &mut [f64], n: usize, sigma: f64) {
             for j in 0..n {
                 let mut acc = 0.0;
                 for d in -r..=r {
-                    let (ii, jj) = if pass == 0 { (i as i64, j as i64 + d) } else { (i as i64 + d, j as i64) };
+                    let (ii, jj) = if pass == 0 {
+                        (i as i64, j as i64 + d)
+                    } else {
+                        (i as i64 + d, j as i64)
+                    };
                     if ii >= 0 && jj >= 0 && (ii as usize) < n && (jj as usize) < n {
                         acc += g[(d + r) as usize] * img[ii as usize * n + jj as usize];
                     }
@@ -192,7 +208,8 @@ fn blur_rows_cols(img: &mut [f64], n: usize, sigma: f64) {
 
 /// 8-bit quantisation, as the PIL images of the `motionblur` package are.
 fn quantise(img: &mut [f64]) {
-    img.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0).round());
+    img.iter_mut()
+        .for_each(|v| *v = v.clamp(0.0, 255.0).round());
 }
 
 /// A random-trajectory motion-blur kernel [size, size], summing to 1: a port
@@ -207,7 +224,8 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
     let eps = f64::EPSILON;
 
     // Steps until the path length is reached.
-    let max_path_len = 0.75 * diagonal * (uniform(rng, 0.0, 1.0) + uniform(rng, 0.0, intensity * intensity));
+    let max_path_len =
+        0.75 * diagonal * (uniform(rng, 0.0, 1.0) + uniform(rng, 0.0, intensity * intensity));
     let mut steps: Vec<f64> = Vec::new();
     let mut total = 0.0;
     while total < max_path_len && steps.len() < 100_000 {
@@ -253,7 +271,9 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
         path.push((x, y));
     }
     let n = path.len() as f64;
-    let (mx, my) = path.iter().fold((0.0, 0.0), |(ax, ay), &(px, py)| (ax + px / n, ay + py / n));
+    let (mx, my) = path
+        .iter()
+        .fold((0.0, 0.0), |(ax, ay), &(px, py)| (ax + px / n, ay + py / n));
     let rot = uniform(rng, 0.0, std::f64::consts::PI);
     let (cr, sr) = (rot.cos(), rot.sin());
     let centre = big as f64 / 2.0;
@@ -300,7 +320,9 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
     let mut kernel = vec![0.0; size * size];
     for i in 0..size {
         for o in 0..size {
-            kernel[i * size + o] = (0..big).map(|j| m[o * big + j] * half_rows[i * big + j]).sum();
+            kernel[i * size + o] = (0..big)
+                .map(|j| m[o * big + j] * half_rows[i * big + j])
+                .sum();
         }
     }
     quantise(&mut kernel);
@@ -317,7 +339,11 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
 /// Drops all-zero outer rows and columns of a [kh, kw] kernel (they add
 /// nothing to the correlation), keeping the centre tap inside. Returns
 /// (taps, kh, kw, rh, rw) with (rh, rw) the centre's new position.
-pub fn trim_zero_border(taps: &[f64], kh: usize, kw: usize) -> (Vec<f64>, usize, usize, usize, usize) {
+pub fn trim_zero_border(
+    taps: &[f64],
+    kh: usize,
+    kw: usize,
+) -> (Vec<f64>, usize, usize, usize, usize) {
     let (ch, cw) = (kh / 2, kw / 2);
     let row_nz = |i: usize| (0..kw).any(|j| taps[i * kw + j] != 0.0);
     let col_nz = |j: usize| (0..kh).any(|i| taps[i * kw + j] != 0.0);

@@ -22,11 +22,15 @@ pub struct Svd1d {
 }
 
 pub fn svd_1d(task: &str, a: &[f64], rows: usize, cols: usize) -> Result<Svd1d, OperatorError> {
-    assert!(rows <= cols && a.len() == rows * cols, "svd_1d expects a wide or square matrix");
+    assert!(
+        rows <= cols && a.len() == rows * cols,
+        "svd_1d expects a wide or square matrix"
+    );
     let m = faer::Mat::<f64>::from_fn(rows, cols, |i, j| a[i * cols + j]);
-    let svd = m
-        .thin_svd()
-        .map_err(|e| OperatorError::Invalid { task: task.into(), message: format!("SVD of the {rows}x{cols} 1-D factor failed: {e:?}") })?;
+    let svd = m.thin_svd().map_err(|e| OperatorError::Invalid {
+        task: task.into(),
+        message: format!("SVD of the {rows}x{cols} 1-D factor failed: {e:?}"),
+    })?;
     let (u, v, s) = (svd.U(), svd.V(), svd.S().column_vector());
     Ok(Svd1d {
         rows,
@@ -61,7 +65,12 @@ pub fn separable_apply(
     let (kw, qw) = mw.lengths(tw);
     assert!(kh == h && kw == w, "separable_apply factor sizes");
     if dst.numel() != n * c * qh * qw {
-        return Err(OperatorError::Shape { task: task.into(), what: "output".into(), got: dst.shape.clone(), expected: vec![n, c, qh, qw] });
+        return Err(OperatorError::Shape {
+            task: task.into(),
+            what: "output".into(),
+            got: dst.shape.clone(),
+            expected: vec![n, c, qh, qw],
+        });
     }
     let tmp = Tensor::zeros(gpu, &format!("{task} temporary"), &[n, c, qh, w])?;
     let mut plan = Plan::new();
@@ -94,7 +103,11 @@ impl KroneckerSvd {
     ) -> Result<KroneckerSvd, OperatorError> {
         let sh = svd_1d(task, ah.0, ah.1, ah.2)?;
         // Square images with the same factor on both axes share one SVD.
-        let sw = if ah == aw { None } else { Some(svd_1d(task, aw.0, aw.1, aw.2)?) };
+        let sw = if ah == aw {
+            None
+        } else {
+            Some(svd_1d(task, aw.0, aw.1, aw.2)?)
+        };
         let sw = sw.as_ref().unwrap_or(&sh);
         let mut singulars = Vec::with_capacity(channels * sh.rows * sw.rows);
         for _ in 0..channels {
@@ -104,7 +117,9 @@ impl KroneckerSvd {
                 }
             }
         }
-        let up = |label: &str, d: &[f64], r: usize, c: usize| AxisMatrix::new(gpu, &format!("{task} {label}"), &f32s(d), r, c);
+        let up = |label: &str, d: &[f64], r: usize, c: usize| {
+            AxisMatrix::new(gpu, &format!("{task} {label}"), &f32s(d), r, c)
+        };
         Ok(KroneckerSvd {
             task: task.into(),
             channels,
@@ -114,7 +129,12 @@ impl KroneckerSvd {
             vth: up("V_h^T", &sh.vt, sh.rows, sh.cols)?,
             uw: up("U_w", &sw.u, sw.rows, sw.rows)?,
             vtw: up("V_w^T", &sw.vt, sw.rows, sw.cols)?,
-            singulars: Tensor::from_slice(gpu, &format!("{task} singulars"), &[channels, sh.rows, sw.rows], &singulars)?,
+            singulars: Tensor::from_slice(
+                gpu,
+                &format!("{task} singulars"),
+                &[channels, sh.rows, sw.rows],
+                &singulars,
+            )?,
         })
     }
 
@@ -129,15 +149,47 @@ impl SvdForm for KroneckerSvd {
     }
     fn vt(&self, gpu: &Gpu, x: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
         let shape = [self.channels, self.in_hw[0], self.in_hw[1]];
-        separable_apply(gpu, &self.task, &self.vth, false, &self.vtw, false, x, shape, s)
+        separable_apply(
+            gpu, &self.task, &self.vth, false, &self.vtw, false, x, shape, s,
+        )
     }
     fn v(&self, gpu: &Gpu, s: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, &self.task, &self.vth, true, &self.vtw, true, s, self.out_shape(), x)
+        separable_apply(
+            gpu,
+            &self.task,
+            &self.vth,
+            true,
+            &self.vtw,
+            true,
+            s,
+            self.out_shape(),
+            x,
+        )
     }
     fn ut(&self, gpu: &Gpu, y: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, &self.task, &self.uh, true, &self.uw, true, y, self.out_shape(), s)
+        separable_apply(
+            gpu,
+            &self.task,
+            &self.uh,
+            true,
+            &self.uw,
+            true,
+            y,
+            self.out_shape(),
+            s,
+        )
     }
     fn u(&self, gpu: &Gpu, s: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, &self.task, &self.uh, false, &self.uw, false, s, self.out_shape(), y)
+        separable_apply(
+            gpu,
+            &self.task,
+            &self.uh,
+            false,
+            &self.uw,
+            false,
+            s,
+            self.out_shape(),
+            y,
+        )
     }
 }

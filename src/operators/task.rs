@@ -19,8 +19,17 @@ use crate::tensor::HostTensor;
 use crate::Gpu;
 
 /// Every task name, as the CLI spells it.
-pub const TASKS: &[&str] =
-    &["denoise", "inpaint-random", "inpaint-box", "deblur-gaussian", "deblur-uniform", "deblur-motion", "sr", "colorize", "dense"];
+pub const TASKS: &[&str] = &[
+    "denoise",
+    "inpaint-random",
+    "inpaint-box",
+    "deblur-gaussian",
+    "deblur-uniform",
+    "deblur-motion",
+    "sr",
+    "colorize",
+    "dense",
+];
 
 /// A task and its options (`--task T [task options]` on every command that
 /// builds an operator).
@@ -65,7 +74,10 @@ pub struct TaskSpec {
 impl TaskSpec {
     /// A spec with just a task name and default options.
     pub fn new(task: &str) -> TaskSpec {
-        TaskSpec { task: task.to_string(), ..TaskSpec::default() }
+        TaskSpec {
+            task: task.to_string(),
+            ..TaskSpec::default()
+        }
     }
 }
 
@@ -74,12 +86,24 @@ impl TaskSpec {
 pub enum Resolved {
     Denoise,
     /// `mask` [H, W]: 1 kept, 0 dropped.
-    Inpaint { mask: Vec<f32> },
+    Inpaint {
+        mask: Vec<f32>,
+    },
     /// 1-D taps along H and W (odd lengths).
-    SeparableBlur { gh: Vec<f64>, gw: Vec<f64> },
+    SeparableBlur {
+        gh: Vec<f64>,
+        gw: Vec<f64>,
+    },
     /// [kh, kw] taps (odd sides).
-    Blur2d { kernel: Vec<f64>, kh: usize, kw: usize },
-    Sr { factor: usize, filter: SrFilter },
+    Blur2d {
+        kernel: Vec<f64>,
+        kh: usize,
+        kw: usize,
+    },
+    Sr {
+        factor: usize,
+        filter: SrFilter,
+    },
     Colorize,
 }
 
@@ -91,7 +115,10 @@ pub struct ResolvedTask {
 }
 
 fn invalid(task: &str, message: impl Into<String>) -> OperatorError {
-    OperatorError::Invalid { task: task.to_string(), message: message.into() }
+    OperatorError::Invalid {
+        task: task.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Which options each task takes.
@@ -111,7 +138,10 @@ fn allowed_options(task: &str) -> &'static [&'static str] {
 fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
     let task = spec.task.as_str();
     if !TASKS.contains(&task) {
-        return Err(invalid(task, format!("unknown --task (one of: {})", TASKS.join(", "))));
+        return Err(invalid(
+            task,
+            format!("unknown --task (one of: {})", TASKS.join(", ")),
+        ));
     }
     let given = [
         ("--box", spec.box_side.is_some()),
@@ -128,22 +158,35 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
     let allowed = allowed_options(task);
     for (name, present) in given {
         if present && !allowed.contains(&name) {
-            let takes = if allowed.is_empty() { "no options".to_string() } else { allowed.join(", ") };
-            return Err(invalid(task, format!("{name} does not apply to this task (it takes {takes})")));
+            let takes = if allowed.is_empty() {
+                "no options".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(invalid(
+                task,
+                format!("{name} does not apply to this task (it takes {takes})"),
+            ));
         }
     }
     if spec.mask.is_some() && (spec.ratio.is_some() || spec.box_side.is_some()) {
         return Err(invalid(task, "give --mask or --ratio/--box, not both"));
     }
     if spec.kernel.is_some() && (spec.kernel_size.is_some() || spec.intensity.is_some()) {
-        return Err(invalid(task, "give --kernel or --kernel-size/--intensity, not both"));
+        return Err(invalid(
+            task,
+            "give --kernel or --kernel-size/--intensity, not both",
+        ));
     }
     Ok(())
 }
 
 fn odd_size(task: &str, size: usize) -> Result<usize, OperatorError> {
     if size == 0 || size % 2 == 0 {
-        return Err(invalid(task, format!("--kernel-size {size} must be odd and positive")));
+        return Err(invalid(
+            task,
+            format!("--kernel-size {size} must be odd and positive"),
+        ));
     }
     Ok(size)
 }
@@ -152,7 +195,13 @@ fn mask_from_png(task: &str, path: &Path, h: usize, w: usize) -> Result<Vec<f32>
     let img = read_image(path).map_err(|e| invalid(task, format!("--mask: {e}")))?;
     let (c, mh, mw) = (img.shape[1], img.shape[2], img.shape[3]);
     if (mh, mw) != (h, w) {
-        return Err(invalid(task, format!("--mask {} is {mh}x{mw}, the image is {h}x{w}", path.display())));
+        return Err(invalid(
+            task,
+            format!(
+                "--mask {} is {mh}x{mw}, the image is {h}x{w}",
+                path.display()
+            ),
+        ));
     }
     Ok((0..h * w)
         .map(|i| {
@@ -185,16 +234,25 @@ fn random_mask(h: usize, w: usize, ratio: f64, rng: &mut StdRng) -> Vec<f32> {
 /// the 16-pixel margin of 256x256 scaled to the image; anywhere if that is empty.
 fn box_start(side: usize, boxlen: usize, rng: &mut StdRng) -> usize {
     let margin = 16 * side / 256;
-    if side >= boxlen + 2 * margin + 1 {
+    if side > boxlen + 2 * margin {
         rng.random_range(margin..side - margin - boxlen)
     } else {
         rng.random_range(0..=side - boxlen)
     }
 }
 
-fn box_mask(task: &str, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> Result<Vec<f32>, OperatorError> {
+fn box_mask(
+    task: &str,
+    h: usize,
+    w: usize,
+    boxlen: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<f32>, OperatorError> {
     if boxlen == 0 || boxlen > h || boxlen > w {
-        return Err(invalid(task, format!("--box {boxlen} must be between 1 and the image side ({h}x{w})")));
+        return Err(invalid(
+            task,
+            format!("--box {boxlen} must be between 1 and the image side ({h}x{w})"),
+        ));
     }
     let t = box_start(h, boxlen, rng);
     let l = box_start(w, boxlen, rng);
@@ -206,35 +264,68 @@ fn box_mask(task: &str, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> 
 }
 
 fn kernel_from_file(task: &str, path: &Path) -> Result<(Vec<f64>, usize, usize), OperatorError> {
-    let is_st = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let is_st = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (raw, kh, kw): (Vec<f64>, usize, usize) = if is_st {
         let f = TensorFile::open(path).map_err(|e| invalid(task, format!("--kernel: {e}")))?;
-        let t = f.get("kernel").map_err(|e| invalid(task, format!("--kernel: {e}")))?;
+        let t = f
+            .get("kernel")
+            .map_err(|e| invalid(task, format!("--kernel: {e}")))?;
         let s = &t.shape;
         if s.len() < 2 || s[..s.len() - 2].iter().any(|&d| d != 1) {
-            return Err(invalid(task, format!("--kernel {}: tensor kernel has shape {s:?}, expected [kh, kw]", path.display())));
+            return Err(invalid(
+                task,
+                format!(
+                    "--kernel {}: tensor kernel has shape {s:?}, expected [kh, kw]",
+                    path.display()
+                ),
+            ));
         }
-        (t.data.iter().map(|&v| v as f64).collect(), s[s.len() - 2], s[s.len() - 1])
+        (
+            t.data.iter().map(|&v| v as f64).collect(),
+            s[s.len() - 2],
+            s[s.len() - 1],
+        )
     } else {
         let img = read_image(path).map_err(|e| invalid(task, format!("--kernel: {e}")))?;
         let (c, kh, kw) = (img.shape[1], img.shape[2], img.shape[3]);
         // Back from [-1, 1] to intensities in [0, 1], channels averaged.
-        let k = (0..kh * kw).map(|i| (0..c).map(|ch| (img.data[ch * kh * kw + i] as f64 + 1.0) / 2.0).sum::<f64>() / c as f64).collect();
+        let k = (0..kh * kw)
+            .map(|i| {
+                (0..c)
+                    .map(|ch| (img.data[ch * kh * kw + i] as f64 + 1.0) / 2.0)
+                    .sum::<f64>()
+                    / c as f64
+            })
+            .collect();
         (k, kh, kw)
     };
     normalised_kernel(task, &format!("--kernel {}", path.display()), raw, kh, kw)
 }
 
-fn normalised_kernel(task: &str, what: &str, mut k: Vec<f64>, kh: usize, kw: usize) -> Result<(Vec<f64>, usize, usize), OperatorError> {
+fn normalised_kernel(
+    task: &str,
+    what: &str,
+    mut k: Vec<f64>,
+    kh: usize,
+    kw: usize,
+) -> Result<(Vec<f64>, usize, usize), OperatorError> {
     if kh % 2 == 0 || kw % 2 == 0 {
-        return Err(invalid(task, format!("{what} is {kh}x{kw}: kernel sides must be odd")));
+        return Err(invalid(
+            task,
+            format!("{what} is {kh}x{kw}: kernel sides must be odd"),
+        ));
     }
     if k.iter().any(|v| !v.is_finite()) {
         return Err(invalid(task, format!("{what} holds a non-finite value")));
     }
     let total: f64 = k.iter().sum();
     if total.abs() < 1e-12 {
-        return Err(invalid(task, format!("{what} sums to zero and cannot be normalised")));
+        return Err(invalid(
+            task,
+            format!("{what} sums to zero and cannot be normalised"),
+        ));
     }
     k.iter_mut().for_each(|v| *v /= total);
     Ok((k, kh, kw))
@@ -242,7 +333,11 @@ fn normalised_kernel(task: &str, what: &str, mut k: Vec<f64>, kh: usize, kw: usi
 
 /// Draws everything random about the operator from `seed` and checks the
 /// options against the task and the image shape [C, H, W].
-pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<ResolvedTask, OperatorError> {
+pub fn resolve(
+    spec: &TaskSpec,
+    in_shape: [usize; 3],
+    seed: u64,
+) -> Result<ResolvedTask, OperatorError> {
     check_options(spec)?;
     let task = spec.task.as_str();
     let [c, h, w] = in_shape;
@@ -258,7 +353,12 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
                 None => {
                     let ratio = match spec.ratio {
                         Some(r) if (0.0..=1.0).contains(&r) => r,
-                        Some(r) => return Err(invalid(task, format!("--ratio {r} must be in [0, 1] (the fraction dropped)"))),
+                        Some(r) => {
+                            return Err(invalid(
+                                task,
+                                format!("--ratio {r} must be in [0, 1] (the fraction dropped)"),
+                            ))
+                        }
                         None => 0.3 + 0.4 * rng.random::<f64>(),
                     };
                     random_mask(h, w, ratio, &mut rng)
@@ -269,7 +369,13 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
         "inpaint-box" => {
             let mask = match &spec.mask {
                 Some(p) => mask_from_png(task, p, h, w)?,
-                None => box_mask(task, h, w, spec.box_side.unwrap_or(h.min(w) / 2).max(1), &mut rng)?,
+                None => box_mask(
+                    task,
+                    h,
+                    w,
+                    spec.box_side.unwrap_or(h.min(w) / 2).max(1),
+                    &mut rng,
+                )?,
             };
             Resolved::Inpaint { mask }
         }
@@ -277,14 +383,23 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             let size = odd_size(task, spec.kernel_size.unwrap_or(61))?;
             let sigma = spec.kernel_sigma.unwrap_or(3.0);
             if !(sigma.is_finite() && sigma > 0.0) {
-                return Err(invalid(task, format!("--kernel-sigma {sigma} must be positive")));
+                return Err(invalid(
+                    task,
+                    format!("--kernel-sigma {sigma} must be positive"),
+                ));
             }
             let g = gaussian_taps(size, sigma);
-            Resolved::SeparableBlur { gh: g.clone(), gw: g }
+            Resolved::SeparableBlur {
+                gh: g.clone(),
+                gw: g,
+            }
         }
         "deblur-uniform" => {
             let size = odd_size(task, spec.kernel_size.unwrap_or(9))?;
-            Resolved::SeparableBlur { gh: box_taps(size), gw: box_taps(size) }
+            Resolved::SeparableBlur {
+                gh: box_taps(size),
+                gw: box_taps(size),
+            }
         }
         "deblur-motion" => {
             let (kernel, kh, kw) = match &spec.kernel {
@@ -293,25 +408,39 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
                     let size = odd_size(task, spec.kernel_size.unwrap_or(61))?;
                     let intensity = spec.intensity.unwrap_or(0.5);
                     if !(0.0..1.0).contains(&intensity) {
-                        return Err(invalid(task, format!("--intensity {intensity} must be in [0, 1)")));
+                        return Err(invalid(
+                            task,
+                            format!("--intensity {intensity} must be in [0, 1)"),
+                        ));
                     }
                     (motion_kernel(size, intensity, &mut rng), size, size)
                 }
             };
             Resolved::Blur2d { kernel, kh, kw }
         }
-        "sr" => Resolved::Sr { factor: spec.factor.unwrap_or(4), filter: spec.filter.unwrap_or(SrFilter::Bicubic) },
+        "sr" => Resolved::Sr {
+            factor: spec.factor.unwrap_or(4),
+            filter: spec.filter.unwrap_or(SrFilter::Bicubic),
+        },
         "colorize" => Resolved::Colorize,
         "dense" => return Err(invalid("dense", "not wired yet")),
         _ => unreachable!("check_options refuses unknown tasks"),
     };
-    Ok(ResolvedTask { task: task.to_string(), in_shape, kind })
+    Ok(ResolvedTask {
+        task: task.to_string(),
+        in_shape,
+        kind,
+    })
 }
 
 /// Like [`resolve`], but takes the drawn parts (the mask, the blur kernel)
 /// from a measurement file written by `tweedie degrade`, so the operator is
 /// exactly the one that made y.
-pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -> Result<ResolvedTask, OperatorError> {
+pub fn resolve_saved(
+    spec: &TaskSpec,
+    in_shape: [usize; 3],
+    file: &TensorFile,
+) -> Result<ResolvedTask, OperatorError> {
     let mut r = resolve(spec, in_shape, 0)?;
     let task = r.task.clone();
     let [_, h, w] = in_shape;
@@ -320,34 +449,68 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
         Resolved::Inpaint { mask } => {
             let m = load("mask")?;
             if m.numel() != h * w {
-                return Err(OperatorError::Shape { task, what: format!("mask in {}", file.path.display()), got: m.shape, expected: vec![h, w] });
+                return Err(OperatorError::Shape {
+                    task,
+                    what: format!("mask in {}", file.path.display()),
+                    got: m.shape,
+                    expected: vec![h, w],
+                });
             }
-            *mask = m.data.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect();
+            *mask = m
+                .data
+                .iter()
+                .map(|&v| if v > 0.5 { 1.0 } else { 0.0 })
+                .collect();
         }
         Resolved::Blur2d { kernel, kh, kw } => {
             let k = load("kernel")?;
             if k.shape.len() != 2 {
-                return Err(OperatorError::Shape { task, what: "kernel".into(), got: k.shape, expected: vec![*kh, *kw] });
+                return Err(OperatorError::Shape {
+                    task,
+                    what: "kernel".into(),
+                    got: k.shape,
+                    expected: vec![*kh, *kw],
+                });
             }
             let raw = k.data.iter().map(|&v| v as f64).collect();
-            (*kernel, *kh, *kw) = normalised_kernel(&task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])?;
+            (*kernel, *kh, *kw) = normalised_kernel(
+                &task,
+                "kernel in the measurement file",
+                raw,
+                k.shape[0],
+                k.shape[1],
+            )?;
         }
         Resolved::SeparableBlur { gh, gw } => {
             // The saved 2-D kernel is g_h g_w^T with sum 1: its row and column
             // sums give the factors back.
             let k = load("kernel")?;
             if k.shape.len() != 2 {
-                return Err(OperatorError::Shape { task, what: "kernel".into(), got: k.shape, expected: vec![gh.len(), gw.len()] });
+                return Err(OperatorError::Shape {
+                    task,
+                    what: "kernel".into(),
+                    got: k.shape,
+                    expected: vec![gh.len(), gw.len()],
+                });
             }
             let (kh, kw) = (k.shape[0], k.shape[1]);
             let raw: Vec<f64> = k.data.iter().map(|&v| v as f64).collect();
-            let (kn, _, _) = normalised_kernel(&task, "kernel in the measurement file", raw, kh, kw)?;
-            let rows: Vec<f64> = (0..kh).map(|i| (0..kw).map(|j| kn[i * kw + j]).sum()).collect();
-            let cols: Vec<f64> = (0..kw).map(|j| (0..kh).map(|i| kn[i * kw + j]).sum()).collect();
+            let (kn, _, _) =
+                normalised_kernel(&task, "kernel in the measurement file", raw, kh, kw)?;
+            let rows: Vec<f64> = (0..kh)
+                .map(|i| (0..kw).map(|j| kn[i * kw + j]).sum())
+                .collect();
+            let cols: Vec<f64> = (0..kw)
+                .map(|j| (0..kh).map(|i| kn[i * kw + j]).sum())
+                .collect();
             let peak = kn.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let separable = (0..kh * kw).all(|i| (kn[i] - rows[i / kw] * cols[i % kw]).abs() <= 1e-5 * peak);
+            let separable =
+                (0..kh * kw).all(|i| (kn[i] - rows[i / kw] * cols[i % kw]).abs() <= 1e-5 * peak);
             if !separable {
-                return Err(invalid(&task, "the kernel in the measurement file is not separable"));
+                return Err(invalid(
+                    &task,
+                    "the kernel in the measurement file is not separable",
+                ));
             }
             (*gh, *gw) = (rows, cols);
         }
@@ -358,7 +521,12 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
 
 /// Builds the operator for task `spec` on images of shape [C, H, W], drawing
 /// masks and kernels from `seed`.
-pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn Operator>, OperatorError> {
+pub fn build(
+    gpu: &Gpu,
+    spec: &TaskSpec,
+    in_shape: [usize; 3],
+    seed: u64,
+) -> Result<Box<dyn Operator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
@@ -369,8 +537,12 @@ impl ResolvedTask {
         Ok(match &self.kind {
             Resolved::Denoise => Box::new(Denoise::new(gpu, shape)?),
             Resolved::Inpaint { mask } => Box::new(Inpaint::new(gpu, task, shape, mask)?),
-            Resolved::SeparableBlur { gh, gw } => Box::new(SeparableBlur::new(gpu, task, shape, gh, gw)?),
-            Resolved::Blur2d { kernel, kh, kw } => Box::new(Blur2d::new(gpu, task, shape, kernel, *kh, *kw)?),
+            Resolved::SeparableBlur { gh, gw } => {
+                Box::new(SeparableBlur::new(gpu, task, shape, gh, gw)?)
+            }
+            Resolved::Blur2d { kernel, kh, kw } => {
+                Box::new(Blur2d::new(gpu, task, shape, kernel, *kh, *kw)?)
+            }
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
         })
@@ -381,13 +553,24 @@ impl ResolvedTask {
     pub fn tensors(&self) -> Vec<(String, HostTensor)> {
         let [_, h, w] = self.in_shape;
         match &self.kind {
-            Resolved::Inpaint { mask } => vec![("mask".into(), HostTensor::new(vec![h, w], mask.clone()))],
+            Resolved::Inpaint { mask } => {
+                vec![("mask".into(), HostTensor::new(vec![h, w], mask.clone()))]
+            }
             Resolved::SeparableBlur { gh, gw } => {
-                let k = gh.iter().flat_map(|&a| gw.iter().map(move |&b| (a * b) as f32)).collect();
-                vec![("kernel".into(), HostTensor::new(vec![gh.len(), gw.len()], k))]
+                let k = gh
+                    .iter()
+                    .flat_map(|&a| gw.iter().map(move |&b| (a * b) as f32))
+                    .collect();
+                vec![(
+                    "kernel".into(),
+                    HostTensor::new(vec![gh.len(), gw.len()], k),
+                )]
             }
             Resolved::Blur2d { kernel, kh, kw } => {
-                vec![("kernel".into(), HostTensor::new(vec![*kh, *kw], kernel.iter().map(|&v| v as f32).collect()))]
+                vec![(
+                    "kernel".into(),
+                    HostTensor::new(vec![*kh, *kw], kernel.iter().map(|&v| v as f32).collect()),
+                )]
             }
             Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize => Vec::new(),
         }
