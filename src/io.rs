@@ -11,8 +11,8 @@ use crate::tensor::HostTensor;
 
 #[derive(Debug, Error)]
 pub enum IoError {
-    #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a valid safetensors file ({message})")]
     Format { path: PathBuf, message: String },
     #[error("{path}: no tensor named {key:?} (has: {available})")]
@@ -49,7 +49,7 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn open(path: impl AsRef<Path>) -> Result<TensorFile, IoError> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| IoError::Read { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|err| IoError::Read { path: path.clone(), err })?;
         SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format { path: path.clone(), message: e.to_string() })?;
         Ok(TensorFile { path, bytes })
     }
@@ -127,9 +127,9 @@ fn tmp_path(path: &Path) -> PathBuf {
 pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
     let path = path.as_ref();
     let img = image::ImageReader::open(path)
-        .map_err(|source| IoError::Read { path: path.to_path_buf(), source })?
+        .map_err(|err| IoError::Read { path: path.to_path_buf(), err })?
         .with_guessed_format()
-        .map_err(|source| IoError::Read { path: path.to_path_buf(), source })?
+        .map_err(|err| IoError::Read { path: path.to_path_buf(), err })?
         .decode()
         .map_err(|e| IoError::Image { path: path.to_path_buf(), message: e.to_string() })?;
     let gray = !img.color().has_color();
