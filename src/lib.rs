@@ -7,6 +7,7 @@ pub mod cli;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod operators;
 pub mod tensor;
 
