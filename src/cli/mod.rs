@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 mod info;
 
 #[derive(Parser)]
-#[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
+#[command(
+    name = "tweedie",
+    version,
+    about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)"
+)]
 pub struct Cli {
     /// Print the chosen adapter and other details to stderr.
     #[arg(short, long, global = true)]

@@ -21,4 +21,8 @@ shaders! {
     ELEMENTWISE => "elementwise",
     REDUCE => "reduce",
     RANDOM => "random",
+    DENSE => "dense",
+    GMM => "gmm",
+    CG => "cg",
+    SAMPLER => "sampler",
 }
