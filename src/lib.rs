@@ -12,3 +12,5 @@ pub mod tensor;
 
 pub use gpu::{Gpu, GpuError};
 pub use tensor::{HostTensor, Tensor};
+pub mod samplers;
+pub mod schedule;
