@@ -46,38 +46,39 @@ fn var_at(k: u32, j: u32, ab: vec2<f32>) -> f32 {
     return ab.x * ab.x * prior[p.k + p.k * p.d + k * p.d + j] + ab.y * ab.y;
 }
 
-// logits[n, k] = log w_k + log N(x_n; a mu_k, var_kt) (up to the shared 2 pi term)
-@compute @workgroup_size(256)
-fn gmm_logits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = index(gid, nwg);
-    if (idx >= p.batch * p.k) { return; }
-    let n = idx / p.k;
-    let k = idx % p.k;
+// logits[n, k] <- responsibilities r_k(x_n): one thread per sample computes
+// the K log-densities (up to the shared 2 pi term) and normalises them, so
+// the per-element kernels below need no exp.
+@compute @workgroup_size(64)
+fn gmm_logits(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.batch) { return; }
     let ab = coeffs(n);
-    var q = 0.0;
-    for (var j = 0u; j < p.d; j++) {
-        let v = var_at(k, j, ab);
-        let r = x[n * p.d + j] - ab.x * mean_at(k, j);
-        q += r * r / v + log(v);
-    }
-    logits[idx] = prior[k] - 0.5 * q;
-}
-
-// Responsibility of component k for sample n, from the logits (max-shifted).
-fn resp(n: u32, k: u32, lmax: f32, total: f32) -> f32 {
-    return exp(logits[n * p.k + k] - lmax) / total;
-}
-
-fn softmax_stats(n: u32) -> vec2<f32> {
     var lmax = -3.4e38;
     for (var k = 0u; k < p.k; k++) {
-        lmax = max(lmax, logits[n * p.k + k]);
+        var q = 0.0;
+        for (var j = 0u; j < p.d; j++) {
+            let v = var_at(k, j, ab);
+            let r = x[n * p.d + j] - ab.x * mean_at(k, j);
+            q += r * r / v + log(v);
+        }
+        let l = prior[k] - 0.5 * q;
+        logits[n * p.k + k] = l;
+        lmax = max(lmax, l);
     }
     var total = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        total += exp(logits[n * p.k + k] - lmax);
+        let e = exp(logits[n * p.k + k] - lmax);
+        logits[n * p.k + k] = e;
+        total += e;
     }
-    return vec2<f32>(lmax, total);
+    for (var k = 0u; k < p.k; k++) {
+        logits[n * p.k + k] = logits[n * p.k + k] / total;
+    }
+}
+
+fn resp(n: u32, k: u32) -> f32 {
+    return logits[n * p.k + k];
 }
 
 @group(0) @binding(6) var<storage, read_write> eps: array<f32>;
@@ -90,11 +91,10 @@ fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let n = idx / p.d;
     let j = idx % p.d;
     let ab = coeffs(n);
-    let st = softmax_stats(n);
     let xj = x[idx];
     var s = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        s -= resp(n, k, st.x, st.y) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
     }
     eps[idx] = -ab.y * s;
 }
@@ -110,13 +110,12 @@ fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let n = idx / p.k;
     let k = idx % p.k;
     let ab = coeffs(n);
-    let st = softmax_stats(n);
     var c = 0.0;
     for (var j = 0u; j < p.d; j++) {
         let sk = -(x[n * p.d + j] - ab.x * mean_at(k, j)) / var_at(k, j, ab);
         c += sk * cot[n * p.d + j];
     }
-    dots[idx] = resp(n, k, st.x, st.y) * c;
+    dots[idx] = resp(n, k) * c;
 }
 
 @group(0) @binding(7) var<storage, read> dots_in: array<f32>;
@@ -130,18 +129,17 @@ fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let n = idx / p.d;
     let j = idx % p.d;
     let ab = coeffs(n);
-    let st = softmax_stats(n);
     let xj = x[idx];
     let g = cot[idx];
     var s = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        s -= resp(n, k, st.x, st.y) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
     }
     var acc = 0.0;
     for (var k = 0u; k < p.k; k++) {
         let v = var_at(k, j, ab);
         let sk = -(xj - ab.x * mean_at(k, j)) / v;
-        acc += -resp(n, k, st.x, st.y) * g / v + (sk - s) * dots_in[n * p.k + k];
+        acc += -resp(n, k) * g / v + (sk - s) * dots_in[n * p.k + k];
     }
     dx[idx] = -ab.y * acc;
 }

@@ -12,26 +12,13 @@ use crate::tensor::HostTensor;
 #[derive(Debug, Error)]
 pub enum IoError {
     #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a valid safetensors file ({message})")]
     Format { path: PathBuf, message: String },
     #[error("{path}: no tensor named {key:?} (has: {available})")]
-    MissingKey {
-        path: PathBuf,
-        key: String,
-        available: String,
-    },
-    #[error(
-        "{path}: tensor {key:?} has dtype {dtype}, expected a float type (f32, f16, bf16, f64)"
-    )]
-    Dtype {
-        path: PathBuf,
-        key: String,
-        dtype: String,
-    },
+    MissingKey { path: PathBuf, key: String, available: String },
+    #[error("{path}: tensor {key:?} has dtype {dtype}, expected a float type (f32, f16, bf16, f64)")]
+    Dtype { path: PathBuf, key: String, dtype: String },
     #[error("{path}: {message}")]
     Image { path: PathBuf, message: String },
     #[error("{path}: could not write ({message})")]
@@ -42,18 +29,9 @@ pub enum IoError {
 pub fn view_to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let b = view.data();
     Some(match view.dtype() {
-        Dtype::F32 => b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::F64 => b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -71,14 +49,8 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn open(path: impl AsRef<Path>) -> Result<TensorFile, IoError> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|source| IoError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        let bytes = std::fs::read(&path).map_err(|source| IoError::Read { path: path.clone(), source })?;
+        SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format { path: path.clone(), message: e.to_string() })?;
         Ok(TensorFile { path, bytes })
     }
 
@@ -87,12 +59,7 @@ impl TensorFile {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        let mut k: Vec<String> = self
-            .st()
-            .names()
-            .into_iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut k: Vec<String> = self.st().names().into_iter().map(|s| s.to_string()).collect();
         k.sort();
         k
     }
@@ -116,48 +83,32 @@ impl TensorFile {
             key: key.to_string(),
             dtype: format!("{:?}", v.dtype()),
         })?;
-        Ok(HostTensor {
-            shape: v.shape().to_vec(),
-            data,
-        })
+        Ok(HostTensor { shape: v.shape().to_vec(), data })
     }
 
     fn missing(&self, key: &str) -> IoError {
-        IoError::MissingKey {
-            path: self.path.clone(),
-            key: key.to_string(),
-            available: self.keys().join(", "),
-        }
+        IoError::MissingKey { path: self.path.clone(), key: key.to_string(), available: self.keys().join(", ") }
     }
 }
 
 /// Writes f32 tensors to `path` atomically (temporary file, then rename).
-pub fn write_tensors(
-    path: impl AsRef<Path>,
-    tensors: &[(&str, &HostTensor)],
-) -> Result<(), IoError> {
+pub fn write_tensors(path: impl AsRef<Path>, tensors: &[(&str, &HostTensor)]) -> Result<(), IoError> {
     let path = path.as_ref();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(k, t)| {
-            let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
-                .expect("shape matches data");
+            let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data)).expect("shape matches data");
             (k.to_string(), v)
         })
         .collect();
-    let bytes = safetensors::serialize(views, None).map_err(|e| IoError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| IoError::Write { path: path.to_path_buf(), message: e.to_string() })?;
     write_atomic(path, &bytes)
 }
 
 /// Writes bytes to `path` through a temporary file in the same directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let err = |e: std::io::Error| IoError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
+    let err = |e: std::io::Error| IoError::Write { path: path.to_path_buf(), message: e.to_string() };
     let tmp = tmp_path(path);
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -167,10 +118,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
@@ -179,20 +127,11 @@ fn tmp_path(path: &Path) -> PathBuf {
 pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
     let path = path.as_ref();
     let img = image::ImageReader::open(path)
-        .map_err(|source| IoError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| IoError::Read { path: path.to_path_buf(), source })?
         .with_guessed_format()
-        .map_err(|source| IoError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| IoError::Read { path: path.to_path_buf(), source })?
         .decode()
-        .map_err(|e| IoError::Image {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .map_err(|e| IoError::Image { path: path.to_path_buf(), message: e.to_string() })?;
     let gray = !img.color().has_color();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if gray {
@@ -213,13 +152,7 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
 }
 
 /// Writes one image [C, H, W] (C = 1 or 3) from [-1, 1] to an 8-bit PNG, atomically.
-pub fn write_image(
-    path: impl AsRef<Path>,
-    c: usize,
-    h: usize,
-    w: usize,
-    data: &[f32],
-) -> Result<(), IoError> {
+pub fn write_image(path: impl AsRef<Path>, c: usize, h: usize, w: usize, data: &[f32]) -> Result<(), IoError> {
     let path = path.as_ref();
     assert_eq!(data.len(), c * h * w, "write_image shape");
     let q = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
@@ -227,12 +160,7 @@ pub fn write_image(
     let enc = image::codecs::png::PngEncoder::new(&mut bytes);
     use image::ImageEncoder;
     let res = match c {
-        1 => enc.write_image(
-            &data.iter().map(|&v| q(v)).collect::<Vec<u8>>(),
-            w as u32,
-            h as u32,
-            image::ExtendedColorType::L8,
-        ),
+        1 => enc.write_image(&data.iter().map(|&v| q(v)).collect::<Vec<u8>>(), w as u32, h as u32, image::ExtendedColorType::L8),
         3 => {
             let mut raw = vec![0u8; 3 * h * w];
             for i in 0..h * w {
@@ -243,15 +171,9 @@ pub fn write_image(
             enc.write_image(&raw, w as u32, h as u32, image::ExtendedColorType::Rgb8)
         }
         _ => {
-            return Err(IoError::Image {
-                path: path.to_path_buf(),
-                message: format!("cannot write an image with {c} channels"),
-            })
+            return Err(IoError::Image { path: path.to_path_buf(), message: format!("cannot write an image with {c} channels") })
         }
     };
-    res.map_err(|e| IoError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    res.map_err(|e| IoError::Write { path: path.to_path_buf(), message: e.to_string() })?;
     write_atomic(path, &bytes)
 }

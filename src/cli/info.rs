@@ -12,33 +12,15 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     }
     println!("adapters wgpu can see:");
     for a in crate::Gpu::list_adapters() {
-        println!(
-            "  {} ({:?}, {:?}, driver {} {})",
-            a.name, a.backend, a.device_type, a.driver, a.driver_info
-        );
+        println!("  {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let gpu = super::open_gpu(verbose)?;
     let r = gpu.report();
-    println!(
-        "chosen (TWEEDIE_ADAPTER=<substring> picks another): {}",
-        gpu.describe()
-    );
-    println!(
-        "  max storage binding     {} MiB",
-        r.max_storage_buffer_binding_size >> 20
-    );
+    println!("chosen (TWEEDIE_ADAPTER=<substring> picks another): {}", gpu.describe());
+    println!("  max storage binding     {} MiB", r.max_storage_buffer_binding_size >> 20);
     println!("  max buffer              {} MiB", r.max_buffer_size >> 20);
-    println!(
-        "  workgroup memory        {} KiB",
-        r.max_compute_workgroup_storage_size >> 10
-    );
-    println!(
-        "  invocations/workgroup   {}",
-        r.max_compute_invocations_per_workgroup
-    );
-    println!(
-        "  shader-f16 {}  subgroups {}  timestamps {}",
-        r.shader_f16, r.subgroups, r.timestamp_query
-    );
+    println!("  workgroup memory        {} KiB", r.max_compute_workgroup_storage_size >> 10);
+    println!("  invocations/workgroup   {}", r.max_compute_invocations_per_workgroup);
+    println!("  shader-f16 {}  subgroups {}  timestamps {}", r.shader_f16, r.subgroups, r.timestamp_query);
     Ok(())
 }

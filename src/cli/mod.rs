@@ -4,13 +4,10 @@
 use clap::{Parser, Subcommand};
 
 mod info;
+mod gmm;
 
 #[derive(Parser)]
-#[command(
-    name = "tweedie",
-    version,
-    about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)"
-)]
+#[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
 pub struct Cli {
     /// Print the chosen adapter and other details to stderr.
     #[arg(short, long, global = true)]
@@ -23,6 +20,8 @@ pub struct Cli {
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
     Info(info::InfoArgs),
+    /// Sample a Gaussian-mixture inverse problem (exactness checks).
+    Gmm(gmm::GmmArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -30,6 +29,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(a) => info::run(a, cli.verbose),
+        Command::Gmm(a) => gmm::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

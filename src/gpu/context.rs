@@ -59,9 +59,7 @@ impl Gpu {
     /// Opens the best adapter: `TWEEDIE_ADAPTER=<substring>` picks one by name
     /// (case-insensitive), otherwise discrete before integrated before software.
     pub fn new() -> Result<Gpu, GpuError> {
-        let wanted = std::env::var("TWEEDIE_ADAPTER")
-            .ok()
-            .filter(|s| !s.is_empty());
+        let wanted = std::env::var("TWEEDIE_ADAPTER").ok().filter(|s| !s.is_empty());
         pollster::block_on(Self::open(wanted.as_deref()))
     }
 
@@ -79,10 +77,7 @@ impl Gpu {
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if adapters.is_empty() {
             // request_adapter carries the loader's own reason (e.g. no Vulkan library).
-            let why = match instance
-                .request_adapter(&wgpu::RequestAdapterOptions::default())
-                .await
-            {
+            let why = match instance.request_adapter(&wgpu::RequestAdapterOptions::default()).await {
                 Err(e) => e.to_string(),
                 Ok(_) => "no adapters enumerated".to_string(),
             };
@@ -95,9 +90,7 @@ impl Gpu {
         let adapter = match wanted {
             Some(w) => {
                 let lw = w.to_lowercase();
-                let pos = adapters
-                    .iter()
-                    .position(|a| a.get_info().name.to_lowercase().contains(&lw));
+                let pos = adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&lw));
                 match pos {
                     Some(p) => adapters.swap_remove(p),
                     None => {
@@ -106,10 +99,7 @@ impl Gpu {
                             .map(|a| format!("{:?}", a.get_info().name))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        return Err(GpuError::AdapterNotFound {
-                            wanted: w.to_string(),
-                            available,
-                        });
+                        return Err(GpuError::AdapterNotFound { wanted: w.to_string(), available });
                     }
                 }
             }
@@ -142,11 +132,7 @@ impl Gpu {
     /// Builds a context on a device the caller already owns (a graphics
     /// application embedding the engine). Limits and features are read from the
     /// device; nothing is requested.
-    pub fn from_device(
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-        info: Option<wgpu::AdapterInfo>,
-    ) -> Gpu {
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
         let uncaptured: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = uncaptured.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -190,9 +176,7 @@ impl Gpu {
             max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: self.limits.max_buffer_size,
             max_compute_workgroup_storage_size: self.limits.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: self
-                .limits
-                .max_compute_invocations_per_workgroup,
+            max_compute_invocations_per_workgroup: self.limits.max_compute_invocations_per_workgroup,
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
@@ -201,10 +185,7 @@ impl Gpu {
 
     /// One-line description: "name (backend, type)".
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({:?}, {:?})",
-            self.info.name, self.info.backend, self.info.device_type
-        )
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
     }
 
     /// The compiled pipeline for (shader, entry, overrides), built on first use.
@@ -217,10 +198,7 @@ impl Gpu {
         let key = PipelineKey {
             shader: shader.name,
             entry: entry.to_string(),
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_bits()))
-                .collect(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
         };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
@@ -228,18 +206,17 @@ impl Gpu {
         let module = self.module(shader)?;
         let context = format!("pipeline {}::{}", shader.name, entry);
         let pipeline = self.scoped(&context, || {
-            self.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&context),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: overrides,
-                        zero_initialize_workgroup_memory: true,
-                    },
-                    cache: None,
-                })
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&context),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: overrides,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            })
         })?;
         self.pipelines.lock().unwrap().insert(key, pipeline.clone());
         Ok(pipeline)
@@ -250,16 +227,12 @@ impl Gpu {
             return Ok(m.clone());
         }
         let module = self.scoped(&format!("shader {}.wgsl", shader.name), || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
-                })
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.name),
+                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+            })
         })?;
-        self.modules
-            .lock()
-            .unwrap()
-            .insert(shader.name, module.clone());
+        self.modules.lock().unwrap().insert(shader.name, module.clone());
         Ok(module)
     }
 
@@ -279,15 +252,9 @@ impl Gpu {
 
     /// Refuses a buffer the adapter cannot bind, with a message that names it.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit =
-            (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
         if bytes > limit {
-            return Err(GpuError::TooLarge {
-                what: what.to_string(),
-                bytes,
-                limit,
-                adapter: self.info.name.clone(),
-            });
+            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit, adapter: self.info.name.clone() });
         }
         Ok(())
     }
@@ -301,20 +268,14 @@ impl Gpu {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })
     }
 
     /// A storage buffer holding `data`.
-    pub fn upload<T: bytemuck::Pod>(
-        &self,
-        label: &str,
-        data: &[T],
-    ) -> Result<wgpu::Buffer, GpuError> {
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
         let buf = self.storage_buffer(label, std::mem::size_of_val(data) as u64)?;
         if !data.is_empty() {
             self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
@@ -338,12 +299,7 @@ impl Gpu {
 
     /// Copies `len` elements of type T starting at element `offset` back to the
     /// host. A sync point: waits for all submitted work.
-    pub fn read<T: bytemuck::Pod>(
-        &self,
-        buf: &wgpu::Buffer,
-        offset: usize,
-        len: usize,
-    ) -> Result<Vec<T>, GpuError> {
+    pub fn read<T: bytemuck::Pod>(&self, buf: &wgpu::Buffer, offset: usize, len: usize) -> Result<Vec<T>, GpuError> {
         let elem = std::mem::size_of::<T>() as u64;
         let bytes = len as u64 * elem;
         if bytes == 0 {
@@ -355,18 +311,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
-        enc.copy_buffer_to_buffer(
-            buf,
-            offset as u64 * elem,
-            &staging,
-            0,
-            bytes.div_ceil(4) * 4,
-        );
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buf, offset as u64 * elem, &staging, 0, bytes.div_ceil(4) * 4);
         self.submit_checked("readback copy", enc)?;
         let slice = staging.slice(..);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -379,9 +325,7 @@ impl Gpu {
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let view = slice
-            .get_mapped_range()
-            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
         drop(view);
         staging.unmap();
@@ -408,9 +352,7 @@ impl Gpu {
         let mut v = self.uncaptured.lock().unwrap();
         if let Some(first) = v.first().cloned() {
             v.clear();
-            return Err(GpuError::Other(
-                first.lines().next().unwrap_or("").to_string(),
-            ));
+            return Err(GpuError::Other(first.lines().next().unwrap_or("").to_string()));
         }
         Ok(())
     }

@@ -19,12 +19,7 @@ pub enum OperatorError {
     #[error("{task}: {message}")]
     Invalid { task: String, message: String },
     #[error("{task}: tensor {what} has shape {got:?}, expected {expected:?}")]
-    Shape {
-        task: String,
-        what: String,
-        got: Vec<usize>,
-        expected: Vec<usize>,
-    },
+    Shape { task: String, what: String, got: Vec<usize>, expected: Vec<usize> },
 }
 
 /// A linear measurement operator with an exact adjoint.
@@ -59,22 +54,12 @@ pub trait SvdForm: Send + Sync {
 }
 
 /// Checks that `t` is [N, shape...] and returns N.
-pub fn batch_of(
-    task: &str,
-    what: &str,
-    t: &Tensor,
-    shape: [usize; 3],
-) -> Result<usize, OperatorError> {
+pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result<usize, OperatorError> {
     let per: usize = shape.iter().product();
     if per == 0 || t.numel() % per != 0 || t.numel() == 0 {
         let mut expected = vec![0];
         expected.extend_from_slice(&shape);
-        return Err(OperatorError::Shape {
-            task: task.into(),
-            what: what.into(),
-            got: t.shape.clone(),
-            expected,
-        });
+        return Err(OperatorError::Shape { task: task.into(), what: what.into(), got: t.shape.clone(), expected });
     }
     Ok(t.numel() / per)
 }

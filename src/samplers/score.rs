@@ -193,7 +193,7 @@ impl GmmPrior {
                 &x.buffer,
                 logits,
             ],
-            dispatch_groups(n * self.k, WG1D),
+            [n.div_ceil(64) as u32, 1, 1],
         )
     }
 }

@@ -9,23 +9,15 @@ use tweedie::Gpu;
 /// The test GPU (lavapipe in CI). Without an adapter a GPU test fails loudly.
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Arc::new(Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}")))
-    })
-    .clone()
+    GPU.get_or_init(|| Arc::new(Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))))
+        .clone()
 }
 
 /// Asserts |a - b| <= atol + rtol |b| elementwise, reporting the worst error
 /// and the first bad index with both values (llm.c's validate_result).
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     let mut worst = 0f32;
     let mut first_bad = None;
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
@@ -43,10 +35,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
 /// max |a - b| / max(1, max |b|): the U-Net parity measure.
 pub fn rel_max_err(got: &[f32], want: &[f32]) -> f32 {
     let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want)
-        .fold(0f32, |m, (g, w)| m.max((g - w).abs()))
-        / scale
+    got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs())) / scale
 }
 
 pub fn randn(rng: &mut StdRng, n: usize) -> Vec<f32> {
