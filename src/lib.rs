@@ -14,3 +14,5 @@ pub mod tensor;
 pub use gpu::{Gpu, GpuError};
 pub use tensor::{HostTensor, Tensor};
 pub mod unet;
+pub mod samplers;
+pub mod schedule;

@@ -322,7 +322,7 @@ def main():
         elapsed = time.time() - start
         if step % 200 == 0:
             print(f"step {step} mse {running:.4f} {elapsed / step:.3f}s/step", flush=True)
-        if step % 2000 == 0 or step == args.steps or (args.minutes and elapsed > args.minutes * 60):
+        if step % 1000 == 0 or step == args.steps or (args.minutes and elapsed > args.minutes * 60):
             save(args, ema, step, elapsed, running, nparams, dev)
         if args.minutes and elapsed > args.minutes * 60:
             break

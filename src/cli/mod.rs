@@ -8,6 +8,7 @@ mod info;
 mod degrade;
 mod operator;
 mod unet;
+mod gmm;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -31,6 +32,8 @@ pub enum Command {
     Operator(operator::OperatorArgs),
     /// One U-Net forward pass on the tensors x, t of a safetensors file.
     Unet(unet::UnetArgs),
+    /// Sample a Gaussian-mixture inverse problem (exactness checks).
+    Gmm(gmm::GmmArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -42,6 +45,7 @@ pub fn main() -> i32 {
         Command::Degrade(a) => degrade::run(a, cli.verbose),
         Command::Operator(a) => operator::run(a, cli.verbose),
         Command::Unet(a) => unet::run(a, cli.verbose),
+        Command::Gmm(a) => gmm::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

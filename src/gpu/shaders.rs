@@ -31,4 +31,8 @@ shaders! {
     ATTENTION => "attention",
     RESAMPLE => "resample",
     TIMESTEP => "timestep",
+    DENSE => "dense",
+    GMM => "gmm",
+    CG => "cg",
+    SAMPLER => "sampler",
 }

@@ -83,3 +83,4 @@ pub mod filters;
 pub mod separable;
 pub mod sr;
 pub mod task;
+pub mod dense;

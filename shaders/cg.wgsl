@@ -1,0 +1,310 @@
+// Batched, matrix-free conjugate gradients for M = diag(D) + gamma G, G = A^T A
+// (or A A^T), one independent system per sample. The Gram product G p is the
+// operator's own forward + adjoint plans; everything else is fused into three
+// kernels per iteration, with alpha and beta computed on the GPU:
+//   cg_apply     : Mp = D p + gamma w (w = G p);        partA[n, c] = sum p.Mp
+//   cg_update    : alpha = rr / pMp; x += alpha p; r -= alpha Mp;  partB = sum r.r
+//                  (the chunk-0 workgroup also snapshots {rr, live} into `prev`)
+//   cg_direction : beta = rr' / rr; p = r + beta p; the chunk-0 workgroup writes
+//                  the new state (rr, converged, iteration count)
+// A sample whose relative residual |r| <= tol |b| is converged: its alpha is 0
+// and p is left alone, so the remaining recorded iterations are no-ops for it.
+// Each kernel reads per-sample scalars only from buffers no workgroup of the
+// same dispatch writes (state -> prev -> state), so there are no races.
+//
+// Grid: (chunks, batch); a workgroup covers CHUNK = WG * PER_THREAD elements of
+// one sample and reduces its dot product in shared memory (fixed order).
+
+struct Params {
+    per: u32,      // elements per sample
+    chunks: u32,   // workgroups per sample
+    batch: u32,
+    _pad0: u32,
+    tol2: f32,     // tol^2
+    gamma: f32,
+    _pad1: f32,
+    _pad2: f32,
+}
+
+// state[n * 8 + ...]
+const S_RR: u32 = 0u;
+const S_BB: u32 = 1u;
+const S_ACTIVE: u32 = 2u;
+const S_ITERS: u32 = 3u;   // iterations of the current solve
+const S_TOTAL: u32 = 4u;   // iterations over all solves since creation
+const S_SOLVES: u32 = 5u;  // solves since creation
+const STATE: u32 = 8u;
+
+const WG: u32 = 256u;
+const PER_THREAD: u32 = 4u;
+const CHUNK: u32 = 1024u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+var<workgroup> acc: array<f32, 256>;
+var<workgroup> shared_sum: f32;
+
+// Tree sum of acc[] (every thread calls it; result in acc[0]).
+fn reduce_acc(lid: u32) {
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            acc[lid] += acc[lid + stride];
+        }
+        workgroupBarrier();
+    }
+}
+
+// ---- cg_init: x = 0, r = p = b, partA = |b|^2 ----
+@group(0) @binding(1) var<storage, read> i_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> i_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> i_r: array<f32>;
+@group(0) @binding(4) var<storage, read_write> i_p: array<f32>;
+@group(0) @binding(5) var<storage, read_write> i_part: array<f32>;
+
+@compute @workgroup_size(256)
+fn cg_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n = wid.y;
+    let base = n * p.per;
+    var s = 0.0;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let j = wid.x * CHUNK + k * WG + lid;
+        if (j < p.per) {
+            let b = i_b[base + j];
+            i_x[base + j] = 0.0;
+            i_r[base + j] = b;
+            i_p[base + j] = b;
+            s += b * b;
+        }
+    }
+    acc[lid] = s;
+    reduce_acc(lid);
+    if (lid == 0u) {
+        i_part[n * p.chunks + wid.x] = acc[0];
+    }
+}
+
+// ---- cg_init_finish: one thread per sample ----
+@group(0) @binding(1) var<storage, read> f_part: array<f32>;
+@group(0) @binding(2) var<storage, read_write> f_state: array<f32>;
+
+@compute @workgroup_size(64)
+fn cg_init_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.batch) { return; }
+    var bb = 0.0;
+    for (var c = 0u; c < p.chunks; c++) {
+        bb += f_part[n * p.chunks + c];
+    }
+    let o = n * STATE;
+    f_state[o + S_RR] = bb;
+    f_state[o + S_BB] = bb;
+    f_state[o + S_ACTIVE] = select(0.0, 1.0, bb > 0.0);
+    f_state[o + S_ITERS] = 0.0;
+    f_state[o + S_SOLVES] = f_state[o + S_SOLVES] + 1.0;
+}
+
+// ---- cg_apply: Mp = D p + gamma w; partA = p.Mp ----
+@group(0) @binding(1) var<storage, read> a_p: array<f32>;
+@group(0) @binding(2) var<storage, read> a_diag: array<f32>;
+@group(0) @binding(3) var<storage, read> a_w: array<f32>;
+@group(0) @binding(4) var<storage, read_write> a_mp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> a_part: array<f32>;
+
+@compute @workgroup_size(256)
+fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n = wid.y;
+    let base = n * p.per;
+    var s = 0.0;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let j = wid.x * CHUNK + k * WG + lid;
+        if (j < p.per) {
+            let pv = a_p[base + j];
+            let mp = a_diag[base + j] * pv + p.gamma * a_w[base + j];
+            a_mp[base + j] = mp;
+            s += pv * mp;
+        }
+    }
+    acc[lid] = s;
+    reduce_acc(lid);
+    if (lid == 0u) {
+        a_part[n * p.chunks + wid.x] = acc[0];
+    }
+}
+
+// ---- cg_update ----
+@group(0) @binding(1) var<storage, read> u_state: array<f32>;
+@group(0) @binding(2) var<storage, read> u_partA: array<f32>;
+@group(0) @binding(3) var<storage, read> u_p: array<f32>;
+@group(0) @binding(4) var<storage, read> u_mp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> u_x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> u_r: array<f32>;
+@group(0) @binding(7) var<storage, read_write> u_partB: array<f32>;
+@group(0) @binding(8) var<storage, read_write> u_prev: array<f32>;
+
+@compute @workgroup_size(256)
+fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n = wid.y;
+    let base = n * p.per;
+    if (lid == 0u) {
+        var pmp = 0.0;
+        for (var c = 0u; c < p.chunks; c++) {
+            pmp += u_partA[n * p.chunks + c];
+        }
+        shared_sum = pmp;
+    }
+    workgroupBarrier();
+    let pmp = shared_sum;
+    let rr = u_state[n * STATE + S_RR];
+    // A non-positive curvature (breakdown, or an all-zero p) stops this sample.
+    let live = u_state[n * STATE + S_ACTIVE] > 0.5 && pmp > 0.0;
+    let alpha = select(0.0, rr / pmp, live);
+    var s = 0.0;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let j = wid.x * CHUNK + k * WG + lid;
+        if (j < p.per) {
+            u_x[base + j] += alpha * u_p[base + j];
+            let r = u_r[base + j] - alpha * u_mp[base + j];
+            u_r[base + j] = r;
+            s += r * r;
+        }
+    }
+    acc[lid] = s;
+    reduce_acc(lid);
+    if (lid == 0u) {
+        u_partB[n * p.chunks + wid.x] = acc[0];
+        if (wid.x == 0u) {
+            u_prev[n * 2u] = rr;
+            u_prev[n * 2u + 1u] = select(0.0, 1.0, live);
+        }
+    }
+}
+
+// ---- cg_direction ----
+@group(0) @binding(1) var<storage, read> d_prev: array<f32>;
+@group(0) @binding(2) var<storage, read> d_partB: array<f32>;
+@group(0) @binding(3) var<storage, read> d_r: array<f32>;
+@group(0) @binding(4) var<storage, read_write> d_p: array<f32>;
+@group(0) @binding(5) var<storage, read_write> d_state: array<f32>;
+
+@compute @workgroup_size(256)
+fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let n = wid.y;
+    let base = n * p.per;
+    if (lid == 0u) {
+        var rr = 0.0;
+        for (var c = 0u; c < p.chunks; c++) {
+            rr += d_partB[n * p.chunks + c];
+        }
+        shared_sum = rr;
+    }
+    workgroupBarrier();
+    let rr_new = shared_sum;
+    let rr_old = d_prev[n * 2u];
+    let live = d_prev[n * 2u + 1u] > 0.5;
+    if (live) {
+        let beta = rr_new / rr_old;
+        for (var k = 0u; k < PER_THREAD; k++) {
+            let j = wid.x * CHUNK + k * WG + lid;
+            if (j < p.per) {
+                d_p[base + j] = d_r[base + j] + beta * d_p[base + j];
+            }
+        }
+    }
+    if (lid == 0u && wid.x == 0u) {
+        let o = n * STATE;
+        if (live) {
+            d_state[o + S_RR] = rr_new;
+            d_state[o + S_ITERS] += 1.0;
+            d_state[o + S_TOTAL] += 1.0;
+        }
+        let converged = rr_new <= p.tol2 * d_state[o + S_BB];
+        d_state[o + S_ACTIVE] = select(0.0, 1.0, live && !converged);
+    }
+}
+
+// ---- pw_rhs: b = sqrt(D) e1 + c w (w = A^T e2, c = sqrt(gamma)): the
+// right-hand side whose solution Lambda^{-1} b is a draw from N(0, Lambda^{-1}) ----
+@group(0) @binding(1) var<storage, read> w_diag: array<f32>;
+@group(0) @binding(2) var<storage, read> w_e1: array<f32>;
+@group(0) @binding(3) var<storage, read> w_at: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_b: array<f32>;
+
+@compute @workgroup_size(256)
+fn pw_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= p.per * p.batch) { return; }
+    w_b[i] = sqrt(w_diag[i]) * w_e1[i] + sqrt(p.gamma) * w_at[i];
+}
+
+// ---- Small systems (per <= CHUNK): one thread owns a whole sample, so a CG
+// iteration is one dispatch with no shared memory or barriers (on lavapipe a
+// 256-thread workgroup per 80-element sample would cost far more than the math).
+@group(0) @binding(1) var<storage, read> s_b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> s_x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> s_r: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s_p: array<f32>;
+@group(0) @binding(5) var<storage, read_write> s_state: array<f32>;
+
+@compute @workgroup_size(64)
+fn cg_small_init(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.batch) { return; }
+    let base = n * p.per;
+    var bb = 0.0;
+    for (var j = 0u; j < p.per; j++) {
+        let b = s_b[base + j];
+        s_x[base + j] = 0.0;
+        s_r[base + j] = b;
+        s_p[base + j] = b;
+        bb += b * b;
+    }
+    let o = n * STATE;
+    s_state[o + S_RR] = bb;
+    s_state[o + S_BB] = bb;
+    s_state[o + S_ACTIVE] = select(0.0, 1.0, bb > 0.0);
+    s_state[o + S_ITERS] = 0.0;
+    s_state[o + S_SOLVES] = s_state[o + S_SOLVES] + 1.0;
+}
+
+@group(0) @binding(1) var<storage, read> t_diag: array<f32>;
+@group(0) @binding(2) var<storage, read> t_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> t_x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> t_r: array<f32>;
+@group(0) @binding(5) var<storage, read_write> t_p: array<f32>;
+@group(0) @binding(6) var<storage, read_write> t_state: array<f32>;
+
+@compute @workgroup_size(64)
+fn cg_small_iter(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.batch) { return; }
+    let o = n * STATE;
+    if (t_state[o + S_ACTIVE] < 0.5) { return; }
+    let base = n * p.per;
+    var pmp = 0.0;
+    for (var j = 0u; j < p.per; j++) {
+        let pv = t_p[base + j];
+        pmp += pv * (t_diag[base + j] * pv + p.gamma * t_w[base + j]);
+    }
+    if (!(pmp > 0.0)) {
+        t_state[o + S_ACTIVE] = 0.0;
+        return;
+    }
+    let alpha = t_state[o + S_RR] / pmp;
+    var rr = 0.0;
+    for (var j = 0u; j < p.per; j++) {
+        let pv = t_p[base + j];
+        t_x[base + j] += alpha * pv;
+        let r = t_r[base + j] - alpha * (t_diag[base + j] * pv + p.gamma * t_w[base + j]);
+        t_r[base + j] = r;
+        rr += r * r;
+    }
+    let beta = rr / t_state[o + S_RR];
+    for (var j = 0u; j < p.per; j++) {
+        t_p[base + j] = t_r[base + j] + beta * t_p[base + j];
+    }
+    t_state[o + S_RR] = rr;
+    t_state[o + S_ITERS] += 1.0;
+    t_state[o + S_TOTAL] += 1.0;
+    t_state[o + S_ACTIVE] = select(1.0, 0.0, rr <= p.tol2 * t_state[o + S_BB]);
+}

@@ -1,0 +1,145 @@
+// Exact noise prediction of a Gaussian-mixture prior with diagonal covariances,
+// and its vector-Jacobian product. At timestep t (a = sqrt(abar_t), b = sqrt(1 - abar_t)):
+//   p_t(x) = sum_k w_k N(x; a mu_k, diag(var_kt)),   var_kt = a^2 Sigma_k + b^2
+//   s_k = -(x - a mu_k) / var_kt,   r_k = responsibilities,   s = sum_k r_k s_k
+//   eps = -b s
+// The Jacobian of s is sum_k r_k diag(-1/var_kt) + sum_k r_k s_k (s_k - s)^T (the
+// responsibilities move with x: grad r_k = r_k (s_k - s)); it is symmetric, so
+//   J^T g = sum_k r_k [ -g / var_kt + (s_k - s) (s_k . g) ],   d eps/dx^T g = -b J^T g.
+// Kernels are one thread per (sample, component) or (sample, element), no
+// shared memory: K and d are small and lavapipe barriers are slow.
+//
+// prior buffer: [ log w (K) | means (K*d) | Sigma diagonals (K*d) ].
+
+struct Params {
+    batch: u32,
+    d: u32,
+    k: u32,
+    steps: u32,  // entries in the abar table (timesteps are clamped into it)
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> prior: array<f32>;
+@group(0) @binding(2) var<storage, read> abar: array<f32>;
+@group(0) @binding(3) var<storage, read> tsteps: array<f32>;
+@group(0) @binding(4) var<storage, read> x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> logits: array<f32>;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// (a_t, b_t) of sample n's timestep.
+fn coeffs(n: u32) -> vec2<f32> {
+    let ti = u32(clamp(round(tsteps[n]), 0.0, f32(p.steps - 1u)));
+    let ab = abar[ti];
+    return vec2<f32>(sqrt(ab), sqrt(1.0 - ab));
+}
+
+fn mean_at(k: u32, j: u32) -> f32 {
+    return prior[p.k + k * p.d + j];
+}
+
+fn var_at(k: u32, j: u32, ab: vec2<f32>) -> f32 {
+    return ab.x * ab.x * prior[p.k + p.k * p.d + k * p.d + j] + ab.y * ab.y;
+}
+
+// logits[n, k] <- responsibilities r_k(x_n): one thread per sample computes
+// the K log-densities (up to the shared 2 pi term) and normalises them, so
+// the per-element kernels below need no exp.
+@compute @workgroup_size(64)
+fn gmm_logits(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n >= p.batch) { return; }
+    let ab = coeffs(n);
+    var lmax = -3.4e38;
+    for (var k = 0u; k < p.k; k++) {
+        var q = 0.0;
+        for (var j = 0u; j < p.d; j++) {
+            let v = var_at(k, j, ab);
+            let r = x[n * p.d + j] - ab.x * mean_at(k, j);
+            q += r * r / v + log(v);
+        }
+        let l = prior[k] - 0.5 * q;
+        logits[n * p.k + k] = l;
+        lmax = max(lmax, l);
+    }
+    var total = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let e = exp(logits[n * p.k + k] - lmax);
+        logits[n * p.k + k] = e;
+        total += e;
+    }
+    for (var k = 0u; k < p.k; k++) {
+        logits[n * p.k + k] = logits[n * p.k + k] / total;
+    }
+}
+
+fn resp(n: u32, k: u32) -> f32 {
+    return logits[n * p.k + k];
+}
+
+@group(0) @binding(6) var<storage, read_write> eps: array<f32>;
+
+// eps[n, j] = -b s_j
+@compute @workgroup_size(256)
+fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = index(gid, nwg);
+    if (idx >= p.batch * p.d) { return; }
+    let n = idx / p.d;
+    let j = idx % p.d;
+    let ab = coeffs(n);
+    let xj = x[idx];
+    var s = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+    }
+    eps[idx] = -ab.y * s;
+}
+
+@group(0) @binding(6) var<storage, read> cot: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dots: array<f32>;
+
+// dots[n, k] = r_k (s_k . g)
+@compute @workgroup_size(256)
+fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = index(gid, nwg);
+    if (idx >= p.batch * p.k) { return; }
+    let n = idx / p.k;
+    let k = idx % p.k;
+    let ab = coeffs(n);
+    var c = 0.0;
+    for (var j = 0u; j < p.d; j++) {
+        let sk = -(x[n * p.d + j] - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+        c += sk * cot[n * p.d + j];
+    }
+    dots[idx] = resp(n, k) * c;
+}
+
+@group(0) @binding(7) var<storage, read> dots_in: array<f32>;
+@group(0) @binding(8) var<storage, read_write> dx: array<f32>;
+
+// dx[n, j] = -b (J^T g)_j
+@compute @workgroup_size(256)
+fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = index(gid, nwg);
+    if (idx >= p.batch * p.d) { return; }
+    let n = idx / p.d;
+    let j = idx % p.d;
+    let ab = coeffs(n);
+    let xj = x[idx];
+    let g = cot[idx];
+    var s = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+    }
+    var acc = 0.0;
+    for (var k = 0u; k < p.k; k++) {
+        let v = var_at(k, j, ab);
+        let sk = -(xj - ab.x * mean_at(k, j)) / v;
+        acc += -resp(n, k) * g / v + (sk - s) * dots_in[n * p.k + k];
+    }
+    dx[idx] = -ab.y * acc;
+}

@@ -1,0 +1,207 @@
+// The reverse-step kernels shared by the samplers (src/samplers/). Per-step
+// scalars arrive in one uniform block the sampler rewrites before each
+// submission; one thread per element, no shared memory.
+// Notation: a = sqrt(abar_t), b = sqrt(1 - abar_t), x0hat = (x - b eps) / a.
+
+struct Step {
+    n: u32,          // elements in x (batch * per)
+    per: u32,        // elements per sample of x
+    m_per: u32,      // elements per sample of the measurement
+    flags: u32,      // 1: clip x0hat to [-1, 1]; 2: add noise; 4: learned sigma (v)
+    a_t: f32,
+    b_t: f32,
+    coef1: f32,      // posterior mean coefficient on x0hat
+    coef2: f32,      // posterior mean coefficient on x_t
+    log_var_min: f32,   // log beta~ (clipped)
+    log_var_max: f32,   // log beta
+    log_var_fixed: f32, // fixed-small / fixed-large log variance
+    guide: f32,         // coefficient of g in ddpm_step
+    guide2: f32,        // coefficient of h in ddpm_step
+    resid_scale: f32,   // r = y - resid_scale * (A x)
+    sigma_y2: f32,      // DMPS: sigma_y^2
+    gamma: f32,         // DMPS: (b / a)^2
+    y_coef0: f32,       // C-DPS bridge: y_{t-1} = y_coef0 y_0 + y_coef1 y_t + y_std z
+    y_coef1: f32,
+    y_std: f32,
+    meas_var: f32,      // C-DPS: Sigma_{y|x} = abar_{t-1} sigma_y^2 + 1 - abar_{t-1}
+    tw_coef: f32,       // C-DPS: (1 - abar_{t-1}) / b, so b_meas = -tw_coef A eps
+    prec: f32,          // C-DPS forward-kernel reading: c = (1 - beta) / beta
+    h_coef: f32,        // C-DPS forward-kernel reading: sqrt(1 - beta) / beta
+    variant: u32,       // C-DPS: 0 reverse kernel, 1 forward kernel
+}
+
+const WG: u32 = 256u;
+const CLIP: u32 = 1u;
+const NOISE: u32 = 2u;
+const LEARNED: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> s: Step;
+
+fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+fn tweedie_x0(x: f32, e: f32) -> f32 {
+    let x0 = (x - s.b_t * e) / s.a_t;
+    if ((s.flags & CLIP) != 0u) {
+        return clamp(x0, -1.0, 1.0);
+    }
+    return x0;
+}
+
+fn log_variance(v: f32) -> f32 {
+    if ((s.flags & LEARNED) != 0u) {
+        let frac = (v + 1.0) * 0.5;
+        return frac * s.log_var_max + (1.0 - frac) * s.log_var_min;
+    }
+    return s.log_var_fixed;
+}
+
+fn noise_on() -> f32 {
+    return select(0.0, 1.0, (s.flags & NOISE) != 0u);
+}
+
+// ---- ddpm_step: x <- mean + sigma z + guide g + guide2 h (in place) ----
+@group(0) @binding(1) var<storage, read> d_eps: array<f32>;
+@group(0) @binding(2) var<storage, read> d_v: array<f32>;
+@group(0) @binding(3) var<storage, read> d_z: array<f32>;
+@group(0) @binding(4) var<storage, read> d_g: array<f32>;
+@group(0) @binding(5) var<storage, read> d_h: array<f32>;
+@group(0) @binding(6) var<storage, read_write> d_x: array<f32>;
+
+@compute @workgroup_size(256)
+fn ddpm_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let x = d_x[i];
+    let mean = s.coef1 * tweedie_x0(x, d_eps[i]) + s.coef2 * x;
+    let sigma = exp(0.5 * log_variance(d_v[min(i, arrayLength(&d_v) - 1u)]));
+    d_x[i] = mean + noise_on() * sigma * d_z[i] + s.guide * d_g[i] + s.guide2 * d_h[i];
+}
+
+// ---- x0hat and the clamp's derivative mask (DPS) ----
+@group(0) @binding(1) var<storage, read> w_x: array<f32>;
+@group(0) @binding(2) var<storage, read> w_eps: array<f32>;
+@group(0) @binding(3) var<storage, read_write> w_x0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_mask: array<f32>;
+
+@compute @workgroup_size(256)
+fn x0_and_mask(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let raw = (w_x[i] - s.b_t * w_eps[i]) / s.a_t;
+    var inside = true;
+    if ((s.flags & CLIP) != 0u) {
+        inside = raw >= -1.0 && raw <= 1.0;
+    }
+    w_x0[i] = tweedie_x0(w_x[i], w_eps[i]);
+    w_mask[i] = select(0.0, 1.0, inside);
+}
+
+// ---- measurement-space kernels (m elements per sample) ----
+@group(0) @binding(1) var<storage, read> r_y: array<f32>;
+@group(0) @binding(2) var<storage, read> r_ax: array<f32>;
+@group(0) @binding(3) var<storage, read_write> r_out: array<f32>;
+
+// r = y - resid_scale * A x
+@compute @workgroup_size(256)
+fn residual(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&r_out)) { return; }
+    r_out[i] = r_y[i] - s.resid_scale * r_ax[i];
+}
+
+// DPS: in place, r <- -r / |r|_n (the gradient of |y - A x0| with respect to A x0)
+@group(0) @binding(1) var<storage, read> q_norm: array<f32>;
+@group(0) @binding(2) var<storage, read_write> q_r: array<f32>;
+
+@compute @workgroup_size(256)
+fn dps_direction(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&q_r)) { return; }
+    let nrm = q_norm[i / s.m_per];
+    q_r[i] = select(0.0, -q_r[i] / nrm, nrm > 0.0);
+}
+
+// DMPS via the SVD: in place on the spectral coefficients of r,
+// c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2)
+@group(0) @binding(1) var<storage, read> k_sing: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_c: array<f32>;
+
+@compute @workgroup_size(256)
+fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&k_c)) { return; }
+    let sv = k_sing[i % s.m_per];
+    let den = s.sigma_y2 + s.gamma * sv * sv;
+    k_c[i] = select(0.0, k_c[i] * sv / den, den > 0.0);
+}
+
+// C-DPS measurement side: step the measurement chain y_t -> y_{t-1} (a draw
+// of q(y_{t-1} | y_t, y_0)) and form w = (y_{t-1} - b_meas) / S + e2 / sqrt(S),
+// b_meas = (1 - abar_{t-1}) A s = -tw_coef A eps.
+@group(0) @binding(1) var<storage, read> c_y0: array<f32>;
+@group(0) @binding(2) var<storage, read> c_zy: array<f32>;
+@group(0) @binding(3) var<storage, read> c_e2: array<f32>;
+@group(0) @binding(4) var<storage, read> c_aeps: array<f32>;
+@group(0) @binding(5) var<storage, read_write> c_ycur: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c_w: array<f32>;
+
+@compute @workgroup_size(256)
+fn cdps_measure(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&c_w)) { return; }
+    let yp = s.y_coef0 * c_y0[i] + s.y_coef1 * c_ycur[i] + s.y_std * c_zy[i];
+    c_ycur[i] = yp;
+    c_w[i] = (yp + s.tw_coef * c_aeps[i]) / s.meas_var + noise_on() * c_e2[i] / sqrt(s.meas_var);
+}
+
+// C-DPS x side: the diagonal D of the posterior precision and the right-hand
+// side D m + sqrt(D) e1 + A^T w (A^T w precomputed in `atw`).
+//   reverse-kernel reading: D = 1 / sigma_t^2, m = the DDPM posterior mean m_theta
+//   forward-kernel reading: D = (1 - beta) / beta, D m = sqrt(1 - beta) / beta x_t
+@group(0) @binding(1) var<storage, read> h_x: array<f32>;
+@group(0) @binding(2) var<storage, read> h_eps: array<f32>;
+@group(0) @binding(3) var<storage, read> h_v: array<f32>;
+@group(0) @binding(4) var<storage, read> h_e1: array<f32>;
+@group(0) @binding(5) var<storage, read> h_atw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> h_rhs: array<f32>;
+@group(0) @binding(7) var<storage, read_write> h_diag: array<f32>;
+
+@compute @workgroup_size(256)
+fn cdps_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let x = h_x[i];
+    var dm = 0.0;
+    var dg = 0.0;
+    if (s.variant == 0u) {
+        let mean = s.coef1 * tweedie_x0(x, h_eps[i]) + s.coef2 * x;
+        dg = exp(-log_variance(h_v[min(i, arrayLength(&h_v) - 1u)]));
+        dm = dg * mean;
+    } else {
+        dg = s.prec;
+        dm = s.h_coef * x;
+    }
+    h_diag[i] = dg;
+    h_rhs[i] = dm + noise_on() * sqrt(dg) * h_e1[i] + h_atw[i];
+}
+
+// DPS for small measurements (m_per <= 1024): one thread per sample computes
+// |r| and scales its row, r <- -r / |r| (no shared-memory reduction).
+@group(0) @binding(1) var<storage, read_write> o_r: array<f32>;
+
+@compute @workgroup_size(64)
+fn dps_direction_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let n = gid.x;
+    if (n * s.m_per >= arrayLength(&o_r)) { return; }
+    let base = n * s.m_per;
+    var ss = 0.0;
+    for (var i = 0u; i < s.m_per; i++) {
+        ss += o_r[base + i] * o_r[base + i];
+    }
+    let nrm = sqrt(ss);
+    for (var i = 0u; i < s.m_per; i++) {
+        o_r[base + i] = select(0.0, -o_r[base + i] / nrm, nrm > 0.0);
+    }
+}

@@ -1,0 +1,321 @@
+//! Batched matrix-free conjugate gradients on the GPU (`shaders/cg.wgsl`):
+//! solves (diag(D) + gamma G) x = b per sample, G = A^T A on the operator's
+//! input space or A A^T on its output space, with the operator's own forward
+//! and adjoint plans for G p. Alpha and beta stay on the GPU; a fixed number of
+//! iterations is recorded and a converged sample's updates become no-ops, so a
+//! solve is one stretch of dispatches with no read-back. Iteration counts are
+//! kept per sample on the GPU and read back on request.
+
+use crate::gpu::{dispatch_groups, Dispatch, Plan, CG, WG1D};
+use crate::kernels::random::Noise;
+use crate::operators::{Operator, OperatorError};
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+/// Elements one CG workgroup covers (mirrors `CHUNK` in the WGSL); samples no
+/// larger than this take the one-thread-per-sample kernels.
+pub const CHUNK: usize = 1024;
+const STATE: usize = 8;
+
+/// Mirrors `Params` in shaders/cg.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CgParams {
+    pub per: u32,
+    pub chunks: u32,
+    pub batch: u32,
+    pub _pad0: u32,
+    pub tol2: f32,
+    pub gamma: f32,
+    pub _pad1: [f32; 2],
+}
+
+/// Which Gram matrix the system uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Space {
+    /// G = A^T A, vectors shaped like the operator's input.
+    Input,
+    /// G = A A^T, vectors shaped like the operator's output.
+    Output,
+}
+
+/// Iteration counts of the solves so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CgStats {
+    /// Iterations of the latest solve, per sample.
+    pub last: Vec<u32>,
+    /// Iterations summed over all solves, per sample.
+    pub total: Vec<u32>,
+    /// Solves run so far.
+    pub solves: u32,
+    /// Samples of the latest solve still above tolerance when the cap was hit.
+    pub unconverged: usize,
+}
+
+impl CgStats {
+    /// Mean iterations per solve over all samples and solves.
+    pub fn mean_per_solve(&self) -> f64 {
+        if self.solves == 0 || self.total.is_empty() {
+            return 0.0;
+        }
+        self.total.iter().map(|&t| t as f64).sum::<f64>()
+            / (self.total.len() as f64 * self.solves as f64)
+    }
+}
+
+/// A planned CG solve of (diag(D) + gamma G) x = b, replayable.
+pub struct Cg {
+    /// The whole solve: init + `iters` iterations.
+    pub plan: Plan,
+    params: wgpu::Buffer,
+    base: CgParams,
+    state: wgpu::Buffer,
+    batch: usize,
+    pub iters: usize,
+}
+
+impl Cg {
+    /// Plans the solve for right-hand side `b` into `x` (both [N, per] in the
+    /// chosen space), with diagonal `diag` (same shape). `tol` is the relative
+    /// residual |r| / |b| at which a sample stops; `iters` the cap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        op: &dyn Operator,
+        space: Space,
+        b: &Tensor,
+        x: &Tensor,
+        diag: &Tensor,
+        gamma: f32,
+        tol: f32,
+        iters: usize,
+    ) -> Result<Cg, OperatorError> {
+        let in_per: usize = op.in_shape().iter().product();
+        let out_per: usize = op.out_shape().iter().product();
+        let (per, other) = match space {
+            Space::Input => (in_per, out_per),
+            Space::Output => (out_per, in_per),
+        };
+        let batch = b.numel() / per.max(1);
+        for (what, t) in [("b", b), ("x", x), ("diag", diag)] {
+            if t.numel() != batch * per || batch == 0 {
+                return Err(OperatorError::Shape {
+                    task: format!("cg ({})", op.name()),
+                    what: what.into(),
+                    got: t.shape.clone(),
+                    expected: vec![batch.max(1), per],
+                });
+            }
+        }
+        let chunks = per.div_ceil(CHUNK).max(1);
+        let base = CgParams {
+            per: per as u32,
+            chunks: chunks as u32,
+            batch: batch as u32,
+            _pad0: 0,
+            tol2: tol * tol,
+            gamma,
+            _pad1: [0.0; 2],
+        };
+        let params = gpu.uniform("cg params", &base);
+        let shape = vec![batch, per];
+        let p = Tensor::zeros(gpu, "cg p", &shape)?;
+        let r = Tensor::zeros(gpu, "cg r", &shape)?;
+        let w = Tensor::zeros(gpu, "cg w", &shape)?;
+        let mp = Tensor::zeros(gpu, "cg Mp", &shape)?;
+        let tmp = Tensor::zeros(gpu, "cg tmp", &[batch, other])?;
+        let part_a = gpu.storage_buffer("cg partials A", (batch * chunks * 4) as u64)?;
+        let part_b = gpu.storage_buffer("cg partials B", (batch * chunks * 4) as u64)?;
+        let prev = gpu.storage_buffer("cg prev", (batch * 2 * 4) as u64)?;
+        let state = gpu.storage_buffer("cg state", (batch * STATE * 4) as u64)?;
+
+        let gram = match space {
+            Space::Input => {
+                let mut g = op.forward(gpu, &p, &tmp)?;
+                g.extend(op.adjoint(gpu, &tmp, &w)?);
+                g
+            }
+            Space::Output => {
+                let mut g = op.adjoint(gpu, &p, &tmp)?;
+                g.extend(op.forward(gpu, &tmp, &w)?);
+                g
+            }
+        };
+        let mut plan = Plan::new();
+        if per <= CHUNK {
+            // One thread per sample: one fused dispatch per iteration.
+            let groups = [batch.div_ceil(64) as u32, 1, 1];
+            plan.push(Dispatch::new(
+                gpu,
+                &CG,
+                "cg_small_init",
+                &[],
+                &[&params, &b.buffer, &x.buffer, &r.buffer, &p.buffer, &state],
+                groups,
+            )?);
+            let iter = Dispatch::new(
+                gpu,
+                &CG,
+                "cg_small_iter",
+                &[],
+                &[
+                    &params,
+                    &diag.buffer,
+                    &w.buffer,
+                    &x.buffer,
+                    &r.buffer,
+                    &p.buffer,
+                    &state,
+                ],
+                groups,
+            )?;
+            for _ in 0..iters {
+                plan.extend(gram.clone());
+                plan.push(iter.clone());
+            }
+        } else {
+            let grid = [chunks as u32, batch as u32, 1];
+            plan.push(Dispatch::new(
+                gpu,
+                &CG,
+                "cg_init",
+                &[],
+                &[&params, &b.buffer, &x.buffer, &r.buffer, &p.buffer, &part_a],
+                grid,
+            )?);
+            plan.push(Dispatch::new(
+                gpu,
+                &CG,
+                "cg_init_finish",
+                &[],
+                &[&params, &part_a, &state],
+                [batch.div_ceil(64) as u32, 1, 1],
+            )?);
+            let apply = Dispatch::new(
+                gpu,
+                &CG,
+                "cg_apply",
+                &[],
+                &[
+                    &params,
+                    &p.buffer,
+                    &diag.buffer,
+                    &w.buffer,
+                    &mp.buffer,
+                    &part_a,
+                ],
+                grid,
+            )?;
+            let update = Dispatch::new(
+                gpu,
+                &CG,
+                "cg_update",
+                &[],
+                &[
+                    &params, &state, &part_a, &p.buffer, &mp.buffer, &x.buffer, &r.buffer, &part_b,
+                    &prev,
+                ],
+                grid,
+            )?;
+            let direction = Dispatch::new(
+                gpu,
+                &CG,
+                "cg_direction",
+                &[],
+                &[&params, &prev, &part_b, &r.buffer, &p.buffer, &state],
+                grid,
+            )?;
+            for _ in 0..iters {
+                plan.extend(gram.clone());
+                plan.push(apply.clone());
+                plan.push(update.clone());
+                plan.push(direction.clone());
+            }
+        }
+        Ok(Cg {
+            plan,
+            params,
+            base,
+            state,
+            batch,
+            iters,
+        })
+    }
+
+    /// Changes gamma for the next replay (queued before the next submission).
+    pub fn set_gamma(&self, gpu: &Gpu, gamma: f32) {
+        let p = CgParams { gamma, ..self.base };
+        gpu.queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+    }
+
+    /// Reads the iteration counts back (a sync point; call after a run).
+    pub fn stats(&self, gpu: &Gpu) -> Result<CgStats, OperatorError> {
+        let s = gpu.read::<f32>(&self.state, 0, self.batch * STATE)?;
+        let last: Vec<u32> = (0..self.batch).map(|n| s[n * STATE + 3] as u32).collect();
+        let total = (0..self.batch).map(|n| s[n * STATE + 4] as u32).collect();
+        let solves = s.get(5).copied().unwrap_or(0.0) as u32;
+        let unconverged = (0..self.batch).filter(|&n| s[n * STATE + 2] > 0.5).count();
+        Ok(CgStats {
+            last,
+            total,
+            solves,
+            unconverged,
+        })
+    }
+}
+
+/// A perturb-and-solve draw v ~ N(0, Lambda^{-1}), Lambda = diag(D) + gamma A^T A:
+/// v = Lambda^{-1} (sqrt(D) e1 + sqrt(gamma) A^T e2) with e1, e2 standard
+/// normal (its covariance is Lambda^{-1} Lambda Lambda^{-1}).
+pub struct PwCgDraw {
+    pub plan: Plan,
+    pub cg: Cg,
+    e1: Noise,
+    e2: Noise,
+}
+
+impl PwCgDraw {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        op: &dyn Operator,
+        diag: &Tensor,
+        gamma: f32,
+        out: &Tensor,
+        seed: u64,
+        tol: f32,
+        iters: usize,
+    ) -> Result<PwCgDraw, OperatorError> {
+        let in_per: usize = op.in_shape().iter().product();
+        let out_per: usize = op.out_shape().iter().product();
+        let batch = out.numel() / in_per;
+        let e1t = Tensor::zeros(gpu, "pw e1", &[batch, in_per])?;
+        let e2t = Tensor::zeros(gpu, "pw e2", &[batch, out_per])?;
+        let at = Tensor::zeros(gpu, "pw A^T e2", &[batch, in_per])?;
+        let b = Tensor::zeros(gpu, "pw rhs", &[batch, in_per])?;
+        let e1 = Noise::new(gpu, &e1t, seed, 0, 0.0, 1.0)?;
+        let e2 = Noise::new(gpu, &e2t, seed ^ 0x9e37_79b9_7f4a_7c15, 0, 0.0, 1.0)?;
+        let cg = Cg::new(gpu, op, Space::Input, &b, out, diag, gamma, tol, iters)?;
+        let mut plan = Plan::new();
+        plan.push(e1.dispatch.clone());
+        plan.push(e2.dispatch.clone());
+        plan.extend(op.adjoint(gpu, &e2t, &at)?);
+        plan.push(Dispatch::new(
+            gpu,
+            &CG,
+            "pw_rhs",
+            &[],
+            &[&cg.params, &diag.buffer, &e1t.buffer, &at.buffer, &b.buffer],
+            dispatch_groups(batch * in_per, WG1D),
+        )?);
+        plan.extend(cg.plan.clone());
+        Ok(PwCgDraw { plan, cg, e1, e2 })
+    }
+
+    /// Selects fresh noise for the next replay.
+    pub fn set_stream(&self, gpu: &Gpu, stream: u32) {
+        self.e1.set_stream(gpu, stream);
+        self.e2.set_stream(gpu, stream);
+    }
+}

@@ -1,0 +1,125 @@
+//! DMPS (Meng & Kabashima): after the DDPM step add
+//! lambda (1 - alpha_t) / sqrt(alpha_t) (1 / a_t) A^T (sigma_y^2 I + (b_t / a_t)^2 A A^T)^{-1} (y - A x_t / a_t),
+//! the closed-form score of the pseudo-likelihood, evaluated at x_t. Applied
+//! through the operator's SVD form, A^T (sigma^2 + c A A^T)^{-1} = V diag(s / (sigma^2 + c s^2)) U^T,
+//! or, for operators without one, by matrix-free CG on (sigma_y^2 I + c A A^T)
+//! in measurement space followed by A^T.
+
+use super::cg::{Cg, CgStats, Space};
+use super::{Core, DmpsSolver, Measurement, SamplerError, StepParams};
+use crate::gpu::Plan;
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+pub struct Dmps {
+    cg: Option<Cg>,
+    sigma_y2: f32,
+    _keep: Vec<Tensor>,
+}
+
+impl Dmps {
+    pub(crate) fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        m: &Measurement<'_>,
+    ) -> Result<(Dmps, Plan), SamplerError> {
+        let n = core.batch;
+        let m_per: usize = m.op.out_shape().iter().product();
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.y.repeat(n))?;
+        let ax = Tensor::zeros(gpu, "A x_t", &[n, m_per])?;
+        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
+        let g = Tensor::zeros(gpu, "dmps direction", &core.x.shape)?;
+        let mut plan = core.eps_plan.clone();
+        plan.extend(m.op.forward(gpu, &core.x, &ax)?);
+        plan.push(core.kernel(
+            gpu,
+            "residual",
+            &[&y.buffer, &ax.buffer, &r.buffer],
+            n * m_per,
+        )?);
+        let use_svd = match core.opts.dmps_solver {
+            DmpsSolver::Auto => m.op.svd().is_some(),
+            DmpsSolver::Svd => {
+                if m.op.svd().is_none() {
+                    return Err(SamplerError::Invalid(format!(
+                        "operator {} has no SVD form; use CG",
+                        m.op.name()
+                    )));
+                }
+                true
+            }
+            DmpsSolver::Cg => false,
+        };
+        let sigma_y2 = m.sigma_y * m.sigma_y;
+        let mut keep = vec![y, ax];
+        let mut cg = None;
+        if use_svd {
+            let svd = m.op.svd().expect("checked above");
+            let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
+            plan.extend(svd.ut(gpu, &r, &c)?);
+            plan.push(core.kernel(
+                gpu,
+                "dmps_spectral",
+                &[&svd.singulars().buffer, &c.buffer],
+                n * m_per,
+            )?);
+            plan.extend(svd.v(gpu, &c, &g)?);
+            keep.push(c);
+        } else {
+            let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
+            let diag =
+                Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
+            let solver = Cg::new(
+                gpu,
+                m.op,
+                Space::Output,
+                &r,
+                &u,
+                &diag,
+                0.0,
+                core.opts.cg_tol,
+                core.opts.cg_iters,
+            )?;
+            plan.extend(solver.plan.clone());
+            plan.extend(m.op.adjoint(gpu, &u, &g)?);
+            keep.push(u);
+            keep.push(diag);
+            cg = Some(solver);
+        }
+        plan.push(core.z_dispatch());
+        plan.push(core.ddpm_step(gpu, &g, &g)?);
+        keep.push(r);
+        keep.push(g);
+        Ok((
+            Dmps {
+                cg,
+                sigma_y2,
+                _keep: keep,
+            },
+            plan,
+        ))
+    }
+
+    pub(crate) fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+        let s = &core.schedule;
+        let abar = s.alphas_cumprod[i];
+        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let alpha = 1.0 - s.betas[i];
+        let c = (b / a) * (b / a);
+        p.resid_scale = (1.0 / a) as f32;
+        p.sigma_y2 = self.sigma_y2;
+        p.gamma = c as f32;
+        p.guide = (core.opts.lambda as f64 * (1.0 - alpha) / alpha.sqrt() / a) as f32;
+        p.guide2 = 0.0;
+        if let Some(cg) = &self.cg {
+            cg.set_gamma(gpu, c as f32);
+        }
+    }
+
+    pub(crate) fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+        Ok(match &self.cg {
+            Some(cg) => Some(cg.stats(gpu)?),
+            None => None,
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! DPS (Chung et al., 2023): x_{t-1} = DDPM_step(x_t) - zeta grad_{x_t} |y - A x0hat(x_t)|,
+//! the non-squared norm per sample. With clipping on, x0hat is clamped to
+//! [-1, 1] inside the norm and the clamp's derivative (0 outside the range)
+//! masks the gradient, as autograd through `clamp` does upstream. The
+//! gradient is (g0 - b_t J^T g0) / a_t with g0 = -A^T r / |r| masked and J the
+//! Jacobian of eps (the model's VJP).
+
+use super::{Core, Measurement, SamplerError, ScoreModel, StepParams};
+use crate::gpu::{Dispatch, Plan, SAMPLER};
+
+/// Measurements up to this size per sample take the one-thread-per-sample norm
+/// (a shared-memory reduction per 2-element row costs more than the math).
+const ROWS_MAX: usize = 1024;
+use crate::kernels::elementwise::{Elementwise, Op};
+use crate::kernels::reduce::BatchedDot;
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+pub struct Dps {
+    _keep: Vec<Tensor>,
+    _mask: Elementwise,
+    _norm: Option<BatchedDot>,
+}
+
+impl Dps {
+    pub(crate) fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        model: &dyn ScoreModel,
+        m: &Measurement<'_>,
+    ) -> Result<(Dps, Plan), SamplerError> {
+        let n = core.batch;
+        let m_per: usize = m.op.out_shape().iter().product();
+        let shape = core.x.shape.clone();
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.y.repeat(n))?;
+        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
+        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
+        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
+        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
+        let g0 = Tensor::zeros(gpu, "grad x0hat", &shape)?;
+        let h = Tensor::zeros(gpu, "eps vjp", &shape)?;
+        let masker = Elementwise::new(gpu, Op::Mul, &mask, &g0, 0.0, 0.0)?;
+        let mut plan = core.eps_plan.clone();
+        plan.push(core.kernel(
+            gpu,
+            "x0_and_mask",
+            &[&core.x.buffer, &core.eps.buffer, &x0.buffer, &mask.buffer],
+            n * core.per,
+        )?);
+        plan.extend(m.op.forward(gpu, &x0, &ax)?);
+        plan.push(core.kernel(
+            gpu,
+            "residual",
+            &[&y.buffer, &ax.buffer, &r.buffer],
+            n * m_per,
+        )?);
+        let mut norm = None;
+        if m_per <= ROWS_MAX {
+            let groups = [n.div_ceil(64) as u32, 1, 1];
+            plan.push(Dispatch::new(
+                gpu,
+                &SAMPLER,
+                "dps_direction_rows",
+                &[],
+                &[&core.step_uniform, &r.buffer],
+                groups,
+            )?);
+        } else {
+            let dot = BatchedDot::new(gpu, &r, &r, n, true)?;
+            plan.extend(dot.plan.clone());
+            plan.push(core.kernel(
+                gpu,
+                "dps_direction",
+                &[&dot.out.buffer, &r.buffer],
+                n * m_per,
+            )?);
+            norm = Some(dot);
+        }
+        plan.extend(m.op.adjoint(gpu, &r, &g0)?);
+        plan.push(masker.dispatch.clone());
+        // The model VJP sees the same (x_t, t) as the eps plan above.
+        plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
+        plan.push(core.z_dispatch());
+        plan.push(core.ddpm_step(gpu, &g0, &h)?);
+        Ok((
+            Dps {
+                _keep: vec![y, x0, mask, ax, r, g0, h],
+                _mask: masker,
+                _norm: norm,
+            },
+            plan,
+        ))
+    }
+
+    pub(crate) fn params(&self, core: &Core, _i: usize, p: &mut StepParams) {
+        let zeta = core.opts.zeta;
+        p.resid_scale = 1.0;
+        p.guide = -zeta / p.a_t;
+        p.guide2 = zeta * p.b_t / p.a_t;
+    }
+}

@@ -1,0 +1,300 @@
+//! The score-model interface every sampler goes through, and the exact
+//! Gaussian-mixture prior that stands in for the U-Net in the exactness checks.
+//!
+//! A model predicts the noise eps(x_t, t) (and, with learned sigma, the
+//! variance interpolation v) for a batch, and offers the vector-Jacobian
+//! product of eps with respect to x (DPS). Both are [`Plan`]s over buffers the
+//! caller owns, built once and replayed every step; the per-sample timesteps
+//! live in a GPU buffer (original, un-respaced indices as f32) that the
+//! sampler rewrites before each submission.
+
+use thiserror::Error;
+
+use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, GMM, WG1D};
+use crate::operators::OperatorError;
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+#[derive(Debug, Error)]
+pub enum ScoreError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("{model}: {what} has shape {got:?}, expected {expected:?}")]
+    Shape {
+        model: String,
+        what: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{model}: {message}")]
+    Invalid { model: String, message: String },
+}
+
+impl From<ScoreError> for OperatorError {
+    fn from(e: ScoreError) -> Self {
+        OperatorError::Invalid {
+            task: "score model".into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A noise-prediction model eps_theta(x_t, t).
+pub trait ScoreModel: Send + Sync {
+    /// Short name for messages.
+    fn name(&self) -> &str;
+    /// Per-sample input shape [C, H, W].
+    fn in_shape(&self) -> [usize; 3];
+    /// Whether the model also outputs the variance interpolation v
+    /// (guided-diffusion's learned-range sigma).
+    fn learned_sigma(&self) -> bool;
+    /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
+    /// [N, C, H, W], t is [N] (f32 original timesteps).
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<Plan, ScoreError>;
+    /// Plans dx = (d eps / d x)^T cotangent for the same x and t. A model may
+    /// reuse state its `plan_eps` plan left behind for the same x: callers
+    /// replay this plan after that plan, in the same or a later submission.
+    fn plan_vjp(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        cotangent: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Plan, ScoreError>;
+}
+
+/// Mirrors `Params` in shaders/gmm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GmmParams {
+    pub batch: u32,
+    pub d: u32,
+    pub k: u32,
+    pub steps: u32,
+}
+
+/// A Gaussian mixture sum_k w_k N(mu_k, diag(Sigma_k)) as a diffusion prior:
+/// its noise prediction is exact at every t, computed on the GPU.
+pub struct GmmPrior {
+    d: usize,
+    k: usize,
+    steps: usize,
+    /// [log w (K) | means (K*d) | vars (K*d)]
+    prior: wgpu::Buffer,
+    /// abar_t of the base (un-respaced) schedule, indexed by timestep.
+    abar: wgpu::Buffer,
+}
+
+impl GmmPrior {
+    /// `weights` [K] (positive; normalised here), `means` and `vars` [K*d]
+    /// (vars positive), `abar` the base schedule's alphas_cumprod.
+    pub fn new(
+        gpu: &Gpu,
+        weights: &[f32],
+        means: &[f32],
+        vars: &[f32],
+        d: usize,
+        abar: &[f64],
+    ) -> Result<GmmPrior, ScoreError> {
+        let k = weights.len();
+        let invalid = |message: String| ScoreError::Invalid {
+            model: "gmm".into(),
+            message,
+        };
+        if k == 0 || d == 0 || means.len() != k * d || vars.len() != k * d || abar.is_empty() {
+            return Err(invalid(format!(
+                "inconsistent mixture: {k} weights, {} means, {} variances for d = {d}",
+                means.len(),
+                vars.len()
+            )));
+        }
+        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+        let mut packed = Vec::with_capacity(k + 2 * k * d);
+        packed.extend(weights.iter().map(|&w| ((w as f64) / total).ln() as f32));
+        packed.extend_from_slice(means);
+        packed.extend_from_slice(vars);
+        let abar32: Vec<f32> = abar.iter().map(|&a| a as f32).collect();
+        Ok(GmmPrior {
+            d,
+            k,
+            steps: abar.len(),
+            prior: gpu.upload("gmm prior", &packed)?,
+            abar: gpu.upload("gmm abar", &abar32)?,
+        })
+    }
+
+    pub fn components(&self) -> usize {
+        self.k
+    }
+
+    fn params(&self, gpu: &Gpu, batch: usize) -> wgpu::Buffer {
+        gpu.uniform(
+            "gmm params",
+            &GmmParams {
+                batch: batch as u32,
+                d: self.d as u32,
+                k: self.k as u32,
+                steps: self.steps as u32,
+            },
+        )
+    }
+
+    fn check(&self, what: &str, t: &Tensor, batch: usize, per: usize) -> Result<(), ScoreError> {
+        if t.numel() != batch * per {
+            return Err(ScoreError::Shape {
+                model: "gmm".into(),
+                what: what.into(),
+                got: t.shape.clone(),
+                expected: vec![batch, per],
+            });
+        }
+        Ok(())
+    }
+
+    fn batch(&self, x: &Tensor) -> Result<usize, ScoreError> {
+        if x.numel() == 0 || x.numel() % self.d != 0 {
+            return Err(ScoreError::Shape {
+                model: "gmm".into(),
+                what: "x".into(),
+                got: x.shape.clone(),
+                expected: vec![0, self.d],
+            });
+        }
+        Ok(x.numel() / self.d)
+    }
+
+    fn logits_dispatch(
+        &self,
+        gpu: &Gpu,
+        params: &wgpu::Buffer,
+        x: &Tensor,
+        t: &Tensor,
+        logits: &wgpu::Buffer,
+        n: usize,
+    ) -> Result<Dispatch, GpuError> {
+        Dispatch::new(
+            gpu,
+            &GMM,
+            "gmm_logits",
+            &[],
+            &[
+                params,
+                &self.prior,
+                &self.abar,
+                &t.buffer,
+                &x.buffer,
+                logits,
+            ],
+            [n.div_ceil(64) as u32, 1, 1],
+        )
+    }
+}
+
+impl ScoreModel for GmmPrior {
+    fn name(&self) -> &str {
+        "gmm"
+    }
+    fn in_shape(&self) -> [usize; 3] {
+        [self.d, 1, 1]
+    }
+    fn learned_sigma(&self) -> bool {
+        false
+    }
+
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<Plan, ScoreError> {
+        let n = self.batch(x)?;
+        self.check("t", t, n, 1)?;
+        self.check("eps", eps, n, self.d)?;
+        if v.is_some() {
+            return Err(ScoreError::Invalid {
+                model: "gmm".into(),
+                message: "has no learned variance output".into(),
+            });
+        }
+        let params = self.params(gpu, n);
+        let logits = gpu.storage_buffer("gmm logits", (n * self.k * 4) as u64)?;
+        let mut plan = Plan::new();
+        plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
+        plan.push(Dispatch::new(
+            gpu,
+            &GMM,
+            "gmm_eps",
+            &[],
+            &[
+                &params,
+                &self.prior,
+                &self.abar,
+                &t.buffer,
+                &x.buffer,
+                &logits,
+                &eps.buffer,
+            ],
+            dispatch_groups(n * self.d, WG1D),
+        )?);
+        Ok(plan)
+    }
+
+    fn plan_vjp(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        cotangent: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Plan, ScoreError> {
+        let n = self.batch(x)?;
+        self.check("t", t, n, 1)?;
+        self.check("cotangent", cotangent, n, self.d)?;
+        self.check("dx", dx, n, self.d)?;
+        let params = self.params(gpu, n);
+        // Own logits (cheap to recompute), so this plan stands alone.
+        let logits = gpu.storage_buffer("gmm vjp logits", (n * self.k * 4) as u64)?;
+        let dots = gpu.storage_buffer("gmm vjp dots", (n * self.k * 4) as u64)?;
+        let common: [&wgpu::Buffer; 7] = [
+            &params,
+            &self.prior,
+            &self.abar,
+            &t.buffer,
+            &x.buffer,
+            &logits,
+            &cotangent.buffer,
+        ];
+        let mut plan = Plan::new();
+        plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
+        let mut b = common.to_vec();
+        b.push(&dots);
+        plan.push(Dispatch::new(
+            gpu,
+            &GMM,
+            "gmm_vjp_dots",
+            &[],
+            &b,
+            dispatch_groups(n * self.k, WG1D),
+        )?);
+        b.push(&dx.buffer);
+        plan.push(Dispatch::new(
+            gpu,
+            &GMM,
+            "gmm_vjp",
+            &[],
+            &b,
+            dispatch_groups(n * self.d, WG1D),
+        )?);
+        Ok(plan)
+    }
+}
