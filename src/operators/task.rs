@@ -105,6 +105,10 @@ pub enum Resolved {
         filter: SrFilter,
     },
     Colorize,
+    /// A [m, d] with d = C*H*W.
+    Dense {
+        matrix: HostTensor,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -423,7 +427,16 @@ pub fn resolve(
             filter: spec.filter.unwrap_or(SrFilter::Bicubic),
         },
         "colorize" => Resolved::Colorize,
-        "dense" => return Err(invalid("dense", "not wired yet")),
+        "dense" => {
+            let path = spec
+                .matrix
+                .as_ref()
+                .ok_or_else(|| invalid(task, "--matrix FILE is required (a safetensors file with key `matrix` or `A`, shape [m, C*H*W])"))?;
+            let file = TensorFile::open(path).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
+            let key = if file.has("matrix") { "matrix" } else { "A" };
+            let matrix = file.get(key).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
+            Resolved::Dense { matrix }
+        }
         _ => unreachable!("check_options refuses unknown tasks"),
     };
     Ok(ResolvedTask {
@@ -446,6 +459,11 @@ pub fn resolve_saved(
     let [_, h, w] = in_shape;
     let load = |key: &str| file.get(key).map_err(|e| invalid(&task, e.to_string()));
     match &mut r.kind {
+        Resolved::Dense { matrix } => {
+            if file.has("matrix") {
+                *matrix = load("matrix")?;
+            }
+        }
         Resolved::Inpaint { mask } => {
             let m = load("mask")?;
             if m.numel() != h * w {
@@ -545,6 +563,7 @@ impl ResolvedTask {
             }
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
+            Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),
         })
     }
 
@@ -572,6 +591,7 @@ impl ResolvedTask {
                     HostTensor::new(vec![*kh, *kw], kernel.iter().map(|&v| v as f32).collect()),
                 )]
             }
+            Resolved::Dense { matrix } => vec![("matrix".into(), matrix.clone())],
             Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize => Vec::new(),
         }
     }
