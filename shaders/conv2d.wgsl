@@ -149,3 +149,115 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Backward w.r.t. the input (the VJP needs only dx): the transposed
+// convolution as the same tiled GEMM,
+//   dX[ci, q] = scale * sum_k W[co, ci, ky, kx] * dY[co, (q + pad - (ky, kx)) / stride],
+// k = (co, ky, kx), q = (n, iy, ix); taps whose output position is not on the
+// stride grid or out of range contribute zero. res_mode doubles as the
+// accumulate flag (1: dx += ..., 0: dx = ...), out_scale as `scale`.
+
+@group(0) @binding(0) var<uniform> pb: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> wtb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(WG_N, WG_M)
+fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tm = WG_M * RM;
+    let tn = WG_N * RN;
+    let kk = pb.ks * pb.ks;
+    let kdim = pb.cout * kk;
+    let hw = pb.h * pb.w;
+    let hwo = pb.ho * pb.wo;
+    let qdim = pb.n * hw;
+    let m0 = wid.y * tm;
+    let q0 = wid.x * tn;
+    let nthreads = WG_M * WG_N;
+    let tid = lid.y * WG_N + lid.x;
+
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < RM * RN; i++) {
+        acc[i] = 0.0;
+    }
+    for (var k0 = 0u; k0 < kdim; k0 += TK) {
+        for (var e = tid; e < tm * TK; e += nthreads) {
+            let kl = e % TK;
+            let ml = e / TK;
+            let ci = m0 + ml;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (ci < pb.cin && k < kdim) {
+                let co = k / kk;
+                let kr = k - co * kk;
+                v = wtb[pb.w_off + (co * pb.cin + ci) * kk + kr];
+            }
+            a_tile[kl * tm + ml] = v;
+        }
+        for (var e = tid; e < tn * TK; e += nthreads) {
+            let ql = e % tn;
+            let kl = e / tn;
+            let q = q0 + ql;
+            let k = k0 + kl;
+            var v = 0.0;
+            if (q < qdim && k < kdim) {
+                let b = q / hw;
+                let r = q - b * hw;
+                let iy = r / pb.w;
+                let ix = r - iy * pb.w;
+                let co = k / kk;
+                let kr = k - co * kk;
+                let ky = kr / pb.ks;
+                let kx = kr - ky * pb.ks;
+                let sy = i32(iy + pb.pad_top) - i32(ky);
+                let sx = i32(ix + pb.pad_left) - i32(kx);
+                if (sy >= 0 && sx >= 0) {
+                    let oy = u32(sy) / pb.stride;
+                    let ox = u32(sx) / pb.stride;
+                    if (oy * pb.stride == u32(sy) && ox * pb.stride == u32(sx) && oy < pb.ho && ox < pb.wo) {
+                        v = dy[(b * pb.cout + co) * hwo + oy * pb.wo + ox];
+                    }
+                }
+            }
+            b_tile[kl * tn + ql] = v;
+        }
+        workgroupBarrier();
+        for (var kl = 0u; kl < TK; kl++) {
+            var a: array<f32, 4>;
+            var bv: array<f32, 4>;
+            for (var i = 0u; i < RM; i++) {
+                a[i] = a_tile[kl * tm + lid.y + i * WG_M];
+            }
+            for (var j = 0u; j < RN; j++) {
+                bv[j] = b_tile[kl * tn + lid.x + j * WG_N];
+            }
+            for (var i = 0u; i < RM; i++) {
+                for (var j = 0u; j < RN; j++) {
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < RM; i++) {
+        let ci = m0 + lid.y + i * WG_M;
+        if (ci >= pb.cin) {
+            continue;
+        }
+        for (var j = 0u; j < RN; j++) {
+            let q = q0 + lid.x + j * WG_N;
+            if (q >= qdim) {
+                continue;
+            }
+            let b = q / hw;
+            let r = q - b * hw;
+            let o = (b * pb.cin + ci) * hw + r;
+            var v = acc[i * RN + j] * pb.out_scale;
+            if (pb.res_mode == 1u) {
+                v += dx[o];
+            }
+            dx[o] = v;
+        }
+    }
+}

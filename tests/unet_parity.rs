@@ -8,7 +8,7 @@ use common::*;
 use std::path::PathBuf;
 
 use tweedie::io::TensorFile;
-use tweedie::unet::{Unet, UnetForward};
+use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
 /// `../shared/fixtures/unet` beside the project root; `TWEEDIE_FIXTURES`
 /// points elsewhere (a worktree whose parent has no `shared/`).
@@ -254,4 +254,59 @@ fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("not implemented"));
     assert!(!out.exists(), "no output file after a refused run");
+}
+
+/// (d out / d x)^T cotangent through the same plan, against the fixtures' `vjp`.
+fn check_vjp(name: &str) {
+    let gpu = gpu();
+    let dir = fixture(name);
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    let (x, t, cot, out, want) = (
+        io.get("x").unwrap(),
+        io.get("t").unwrap(),
+        io.get("cotangent").unwrap(),
+        io.get("out").unwrap(),
+        io.get("vjp").unwrap(),
+    );
+    let n = x.shape[0];
+    let fwd = UnetForward::new(&gpu, &unet, n, x.shape[2], x.shape[3]).unwrap();
+    let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
+    let (got_out, got) = vjp.run(&gpu, &fwd, &x.data, &t.data, &cot.data).unwrap();
+    assert!(
+        rel_max_err(&got_out, &out.data) <= 1e-4,
+        "{name}: forward inside the VJP run"
+    );
+    let per = want.numel() / n;
+    for i in 0..n {
+        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
+        eprintln!(
+            "{name}: vjp sample {i} (t = {}): relative max error {err:.3e}",
+            t.data[i]
+        );
+        assert!(
+            err <= 1e-4,
+            "{name}: vjp sample {i}: relative max error {err:.3e} > 1e-4"
+        );
+    }
+}
+
+#[test]
+fn adm_scale_shift_vjp_matches_guided_diffusion() {
+    check_vjp("adm_scale_shift");
+}
+
+#[test]
+fn adm_plain_vjp_matches_guided_diffusion() {
+    check_vjp("adm_plain");
+}
+
+#[test]
+fn adm_gray_vjp_matches_guided_diffusion() {
+    check_vjp("adm_gray");
+}
+
+#[test]
+fn ddpm_small_vjp_matches_diffusers() {
+    check_vjp("ddpm_small");
 }

@@ -171,3 +171,50 @@ pub fn conv2d(
         groups,
     )
 }
+
+/// The input gradient of [`conv2d`]: dx (+)= scale * conv_transpose(dy, W).
+/// `s` is the forward shape; dy is [n, cout, ho, wo], dx [n, cin, h, w].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bwd_data(
+    gpu: &Gpu,
+    tiles: &ConvTiles,
+    s: &Conv2dShape,
+    dy: &wgpu::Buffer,
+    w: (&wgpu::Buffer, usize),
+    scale: f32,
+    accumulate: bool,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let (ho, wo) = s.out_hw();
+    let params = Conv2dParams {
+        n: s.n as u32,
+        cin: s.cin as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.cout as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        ks: s.ks as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad[0] as u32,
+        pad_left: s.pad[1] as u32,
+        w_off: w.1 as u32,
+        b_off: 0,
+        res_mode: accumulate as u32,
+        res_off: 0,
+        res_stride: 0,
+        out_scale: scale,
+        _pad: [0; 3],
+    };
+    let pixels = (s.n * s.h * s.w) as u32;
+    let groups = [pixels.div_ceil(tiles.tn()), (s.cin as u32).div_ceil(tiles.tm()), 1];
+    let u = gpu.uniform("conv2d bwd params", &params);
+    Dispatch::new(
+        gpu,
+        &CONV2D,
+        "conv2d_bwd_data",
+        &tiles.overrides(),
+        &[&u, dy, w.0, dx],
+        groups,
+    )
+}

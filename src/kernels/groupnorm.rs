@@ -86,3 +86,58 @@ pub fn group_norm(
     )?;
     Ok([stats_d, apply])
 }
+
+/// The input gradient of [`group_norm`] (same shape, weights, scale-shift and
+/// SiLU flag; `stats` as the forward left them): dx (+)= J^T dy. `gstats`
+/// [n * groups * 2] is scratch. Two dispatches.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_bwd(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&wgpu::Buffer, usize)>,
+    silu: bool,
+    dy: &wgpu::Buffer,
+    gstats: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+    dummy: &wgpu::Buffer,
+) -> Result<[Dispatch; 2], GpuError> {
+    let (ss_buf, ss_off) = scale_shift.unwrap_or((dummy, 0));
+    let params = GroupNormParams {
+        n: s.n as u32,
+        c: s.c as u32,
+        hw: s.hw as u32,
+        groups: s.groups as u32,
+        eps: s.eps,
+        silu: silu as u32 | (accumulate as u32) << 1,
+        scale_shift: scale_shift.is_some() as u32,
+        gamma_off: gamma_off as u32,
+        beta_off: beta_off as u32,
+        ss_off: ss_off as u32,
+        _pad: [0; 2],
+    };
+    let u = gpu.uniform("groupnorm bwd params", &params);
+    let ov = [("WG", WG as f64)];
+    let st = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_bwd_stats",
+        &ov,
+        &[&u, x, stats, weights, ss_buf, dy, gstats],
+        [(s.n * s.groups) as u32, 1, 1],
+    )?;
+    let apply = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_bwd_apply",
+        &ov,
+        &[&u, x, stats, weights, ss_buf, dy, gstats, dx],
+        dispatch_groups(s.n * s.c * s.hw, WG),
+    )?;
+    Ok([st, apply])
+}

@@ -335,8 +335,8 @@ impl UnetForward {
         gpu.submit_checked("unet forward", enc)
     }
 
-    /// Writes x and t, runs, reads the output back (a sync point).
-    pub fn run(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<Vec<f32>, ForwardError> {
+    /// Writes x and t (checked against the planned shapes).
+    pub fn write_inputs(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<(), ForwardError> {
         if x.len() != self.input().numel() {
             return Err(ForwardError::Shape {
                 what: "U-Net input x".into(),
@@ -353,6 +353,12 @@ impl UnetForward {
         }
         self.input().write(gpu, x)?;
         self.t.write(gpu, t)?;
+        Ok(())
+    }
+
+    /// Writes x and t, runs, reads the output back (a sync point).
+    pub fn run(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<Vec<f32>, ForwardError> {
+        self.write_inputs(gpu, x, t)?;
         self.submit(gpu)?;
         Ok(self.output().read(gpu)?)
     }
