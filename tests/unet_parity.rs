@@ -225,7 +225,7 @@ fn forward_refuses_resolutions_the_unet_cannot_take() {
 }
 
 #[test]
-fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
+fn cli_unet_writes_the_forward_and_the_vjp() {
     let dir = fixture("adm_gray");
     let out = std::env::temp_dir().join(format!("tweedie-unet-cli-{}.safetensors", std::process::id()));
     let run = |extra: &[&str]| {
@@ -240,20 +240,33 @@ fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
             .output()
             .unwrap()
     };
-    let r = run(&[]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let got = TensorFile::open(&out).unwrap().get("out").unwrap();
-    let want = TensorFile::open(dir.join("io.safetensors"))
-        .unwrap()
-        .get("out")
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    for (extra, keys) in [(&[][..], &["out"][..]), (&["--vjp"][..], &["out", "vjp"][..])] {
+        let r = run(extra);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let f = TensorFile::open(&out).unwrap();
+        assert_eq!(f.keys(), keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+        for k in keys {
+            let (got, want) = (f.get(k).unwrap(), io.get(k).unwrap());
+            assert_eq!(got.shape, want.shape, "{k}");
+            assert!(rel_max_err(&got.data, &want.data) <= 1e-4, "{k}");
+        }
+        std::fs::remove_file(&out).ok();
+    }
+    // Bad input ends with one line and no output file.
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args(["unet", "--model"])
+        .arg(&dir)
+        .arg("--input")
+        .arg(fixture("adm_scale_shift").join("io.safetensors"))
+        .arg("--out")
+        .arg(&out)
+        .output()
         .unwrap();
-    assert_eq!(got.shape, want.shape);
-    assert!(rel_max_err(&got.data, &want.data) <= 1e-4);
-    std::fs::remove_file(&out).ok();
-    let r = run(&["--vjp"]);
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("not implemented"));
-    assert!(!out.exists(), "no output file after a refused run");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("3 channels") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists());
 }
 
 /// (d out / d x)^T cotangent through the same plan, against the fixtures' `vjp`.
