@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tweedie::gpu::{Dispatch, Plan};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
-use tweedie::unet::{AdmConfig, Unet, UnetConfig, UnetForward};
+use tweedie::unet::{AdmConfig, Unet, UnetConfig, UnetForward, UnetVjp};
 use tweedie::{Gpu, Tensor};
 
 fn quick() -> bool {
@@ -66,6 +66,14 @@ fn bench_forward(c: &mut Criterion, gpu: &Gpu, name: &str, config: &UnetConfig, 
         g.throughput(Throughput::Elements(flops as u64));
         g.bench_function(format!("batch{batch}"), |b| {
             b.iter_custom(|it| time(gpu, &|| fwd.submit(gpu).expect("submit"), it))
+        });
+        // Forward + VJP w.r.t. x (what one DPS step costs in the network): the
+        // backward data pass costs about what the forward does, so 2x its FLOPs.
+        let vjp = UnetVjp::new(gpu, &unet, &fwd).expect("vjp plan");
+        vjp.cotangent.write(gpu, &vec![1e-3; vjp.cotangent.numel()]).unwrap();
+        g.throughput(Throughput::Elements((2.0 * flops) as u64));
+        g.bench_function(format!("batch{batch}+vjp"), |b| {
+            b.iter_custom(|it| time(gpu, &|| vjp.submit(gpu, &fwd).expect("submit"), it))
         });
     }
     g.finish();

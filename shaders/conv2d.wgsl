@@ -69,42 +69,49 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         acc[i] = 0.0;
     }
 
+    // Each thread loads fixed tile columns (the Rust side keeps WG_M * WG_N a
+    // multiple of TN and TK), so its pixel is decoded once, outside the k loop.
+    let a_kl = tid % TK;
+    let a_step = nthreads / TK;
+    let b_pl = tid % tn;
+    let b_step = nthreads / tn;
+    let pix = p0 + b_pl;
+    let pix_ok = pix < pdim;
+    let pb_ = pix / hwo;
+    let pr = pix - pb_ * hwo;
+    let oy = pr / p.wo;
+    let ox = pr - oy * p.wo;
+    let iy0 = i32(oy * p.stride) - i32(p.pad_top);
+    let ix0 = i32(ox * p.stride) - i32(p.pad_left);
+    let x_base = pb_ * p.cin * p.h * p.w;
+
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
         // W tile, read along k (contiguous in [Cout, Cin, KS, KS]).
-        for (var e = tid; e < tm * TK; e += nthreads) {
-            let kl = e % TK;
-            let ml = e / TK;
+        let ka = k0 + a_kl;
+        for (var ml = tid / TK; ml < tm; ml += a_step) {
             let m = m0 + ml;
-            let k = k0 + kl;
             var v = 0.0;
-            if (m < p.cout && k < kdim) {
-                v = wt[p.w_off + m * kdim + k];
+            if (m < p.cout && ka < kdim) {
+                v = wt[p.w_off + m * kdim + ka];
             }
-            a_tile[kl * tm + ml] = v;
+            a_tile[a_kl * tm + ml] = v;
         }
-        // Gathered input tile, read along pixels.
-        for (var e = tid; e < tn * TK; e += nthreads) {
-            let pl = e % tn;
-            let kl = e / tn;
-            let pix = p0 + pl;
+        // Gathered input tile (im2col on the fly), read along pixels.
+        for (var kl = tid / tn; kl < TK; kl += b_step) {
             let k = k0 + kl;
             var v = 0.0;
-            if (pix < pdim && k < kdim) {
-                let b = pix / hwo;
-                let r = pix - b * hwo;
-                let oy = r / p.wo;
-                let ox = r - oy * p.wo;
+            if (pix_ok && k < kdim) {
                 let ci = k / kk;
                 let kr = k - ci * kk;
                 let ky = kr / p.ks;
                 let kx = kr - ky * p.ks;
-                let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-                let ix = i32(ox * p.stride + kx) - i32(p.pad_left);
+                let iy = iy0 + i32(ky);
+                let ix = ix0 + i32(kx);
                 if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                    v = x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                    v = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
                 }
             }
-            b_tile[kl * tn + pl] = v;
+            b_tile[kl * tn + b_pl] = v;
         }
         workgroupBarrier();
         // Tile product: the register block accumulates a TK-deep outer-product sum.
@@ -181,31 +188,34 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     for (var i = 0u; i < RM * RN; i++) {
         acc[i] = 0.0;
     }
+    let a_kl = tid % TK;
+    let a_step = nthreads / TK;
+    let b_ql = tid % tn;
+    let b_step = nthreads / tn;
+    let q = q0 + b_ql;
+    let q_ok = q < qdim;
+    let qb = q / hw;
+    let qr = q - qb * hw;
+    let iy = qr / pb.w;
+    let ix = qr - iy * pb.w;
+    let dy_base = qb * pb.cout * hwo;
+
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
-        for (var e = tid; e < tm * TK; e += nthreads) {
-            let kl = e % TK;
-            let ml = e / TK;
+        let ka = k0 + a_kl;
+        let co_a = ka / kk;
+        let kr_a = ka - co_a * kk;
+        for (var ml = tid / TK; ml < tm; ml += a_step) {
             let ci = m0 + ml;
-            let k = k0 + kl;
             var v = 0.0;
-            if (ci < pb.cin && k < kdim) {
-                let co = k / kk;
-                let kr = k - co * kk;
-                v = wtb[pb.w_off + (co * pb.cin + ci) * kk + kr];
+            if (ci < pb.cin && ka < kdim) {
+                v = wtb[pb.w_off + (co_a * pb.cin + ci) * kk + kr_a];
             }
-            a_tile[kl * tm + ml] = v;
+            a_tile[a_kl * tm + ml] = v;
         }
-        for (var e = tid; e < tn * TK; e += nthreads) {
-            let ql = e % tn;
-            let kl = e / tn;
-            let q = q0 + ql;
+        for (var kl = tid / tn; kl < TK; kl += b_step) {
             let k = k0 + kl;
             var v = 0.0;
-            if (q < qdim && k < kdim) {
-                let b = q / hw;
-                let r = q - b * hw;
-                let iy = r / pb.w;
-                let ix = r - iy * pb.w;
+            if (q_ok && k < kdim) {
                 let co = k / kk;
                 let kr = k - co * kk;
                 let ky = kr / pb.ks;
@@ -216,11 +226,11 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
                     let oy = u32(sy) / pb.stride;
                     let ox = u32(sx) / pb.stride;
                     if (oy * pb.stride == u32(sy) && ox * pb.stride == u32(sx) && oy < pb.ho && ox < pb.wo) {
-                        v = dy[(b * pb.cout + co) * hwo + oy * pb.wo + ox];
+                        v = dy[dy_base + co * hwo + oy * pb.wo + ox];
                     }
                 }
             }
-            b_tile[kl * tn + ql] = v;
+            b_tile[kl * tn + b_ql] = v;
         }
         workgroupBarrier();
         for (var kl = 0u; kl < TK; kl++) {

@@ -66,6 +66,38 @@ impl ConvTiles {
         }
     }
 
+    /// Tiles for a GEMM of `rows` x `cols` outputs: the adapter's largest, or
+    /// 32 x 32 where the large ones would leave too few workgroups to fill a
+    /// big GPU (the 8x8 and 16x16 levels of a 256 px U-Net). The threshold is
+    /// a first guess, not yet tuned on hardware.
+    pub fn for_gemm(gpu: &Gpu, rows: usize, cols: usize) -> ConvTiles {
+        let big = Self::for_gpu(gpu);
+        let groups = (cols as u32).div_ceil(big.tn()) * (rows as u32).div_ceil(big.tm());
+        if groups >= 128 {
+            big
+        } else {
+            ConvTiles {
+                wg_m: 8,
+                wg_n: 8,
+                tk: 16,
+            }
+        }
+    }
+
+    /// The loaders assume every thread keeps fixed tile columns: the thread
+    /// count must be a multiple of TK and of TN (so WG_M a multiple of RN).
+    fn check(&self) {
+        let threads = self.wg_m * self.wg_n;
+        assert!(
+            threads % self.tk == 0 && threads % self.tn() == 0,
+            "conv tiles {self:?} do not fit the loaders"
+        );
+        assert!(
+            self.tk * self.tm() <= MAX_TILE && self.tk * self.tn() <= MAX_TILE,
+            "conv tiles {self:?} exceed MAX_TILE"
+        );
+    }
+
     pub fn tm(&self) -> u32 {
         self.wg_m * RM
     }
@@ -159,6 +191,7 @@ pub fn conv2d(
         out_scale,
         _pad: [0; 3],
     };
+    tiles.check();
     let pixels = (s.n * ho * wo) as u32;
     let groups = [pixels.div_ceil(tiles.tn()), (s.cout as u32).div_ceil(tiles.tm()), 1];
     let u = gpu.uniform("conv2d params", &params);
@@ -206,6 +239,7 @@ pub fn conv2d_bwd_data(
         out_scale: scale,
         _pad: [0; 3],
     };
+    tiles.check();
     let pixels = (s.n * s.h * s.w) as u32;
     let groups = [pixels.div_ceil(tiles.tn()), (s.cin as u32).div_ceil(tiles.tm()), 1];
     let u = gpu.uniform("conv2d bwd params", &params);

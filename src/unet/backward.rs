@@ -55,7 +55,6 @@ impl UnetVjp {
         // written[a]: a gradient has been stored into grads[a] already (accumulate from then on).
         let mut written = vec![false; acts.len()];
         written[g.output] = true;
-        let tiles = ConvTiles::for_gpu(gpu);
         let w = &unet.weights;
         let dummy = gpu.storage_buffer("unet bwd unused binding", 16)?;
         let mut scratch = Vec::new();
@@ -95,6 +94,7 @@ impl UnetVjp {
                         pad: *pad,
                     };
                     let acc = take(*x);
+                    let tiles = ConvTiles::for_gemm(gpu, *cin, n * xs[2] * xs[3]);
                     ds.push(conv2d_bwd_data(
                         gpu,
                         &tiles,

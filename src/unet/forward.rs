@@ -79,7 +79,6 @@ impl UnetForward {
             .collect::<Result<Vec<_>, _>>()?;
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
-        let tiles = ConvTiles::for_gpu(gpu);
         let w = &unet.weights;
         let mut freqs = Vec::new();
         let mut records = Vec::new();
@@ -153,6 +152,7 @@ impl UnetForward {
                             multiple: m,
                         });
                     }
+                    let tiles = ConvTiles::for_gemm(gpu, *cout, batch * ho * wo);
                     let r = match res {
                         Residual::None => ConvResidual::None,
                         Residual::Full(a) => ConvResidual::Full(&acts[*a].buffer, 0),
