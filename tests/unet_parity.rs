@@ -323,3 +323,31 @@ fn adm_gray_vjp_matches_guided_diffusion() {
 fn ddpm_small_vjp_matches_diffusers() {
     check_vjp("ddpm_small");
 }
+
+/// diffusers checkpoints saved before 0.14 name the attention projections
+/// query/key/value/proj_attn; they load into the same layers.
+#[test]
+fn diffusers_old_attention_key_names_load() {
+    let gpu = gpu();
+    let (config, tensors) = fixture_tensors("ddpm_small");
+    let renamed: Vec<(String, HostTensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let k = k
+                .replace(".to_q.", ".query.")
+                .replace(".to_k.", ".key.")
+                .replace(".to_v.", ".value.")
+                .replace(".to_out.0.", ".proj_attn.");
+            (k, t)
+        })
+        .collect();
+    assert!(renamed.iter().any(|(k, _)| k.ends_with(".proj_attn.weight")));
+    let dir = scratch_model("old-names", &config, &renamed);
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(fixture("ddpm_small").join("io.safetensors")).unwrap();
+    let (x, t, want) = (io.get("x").unwrap(), io.get("t").unwrap(), io.get("out").unwrap());
+    let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+    let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
+    assert!(rel_max_err(&got, &want.data) <= 1e-4);
+    std::fs::remove_dir_all(dir).ok();
+}
