@@ -7,7 +7,7 @@ use common::*;
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
-use tweedie::kernels::groupnorm::{group_norm, GroupNormShape};
+use tweedie::kernels::groupnorm::{group_norm, GroupNormShape, CHUNK};
 use tweedie::kernels::linear::linear;
 use tweedie::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
 use tweedie::kernels::timestep::timestep_embedding;
@@ -236,6 +236,18 @@ fn group_norm_matches_cpu() {
                 eps: 1e-5,
             },
             false,
+            true,
+        ),
+        // Groups longer than one statistics chunk (two full chunks and a partial one).
+        (
+            GroupNormShape {
+                n: 2,
+                c: 4,
+                hw: CHUNK + 41,
+                groups: 2,
+                eps: 1e-5,
+            },
+            true,
             true,
         ),
     ];
@@ -768,6 +780,18 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
             false,
             true,
         ),
+        // Groups longer than one statistics chunk (two full chunks and a partial one).
+        (
+            GroupNormShape {
+                n: 2,
+                c: 4,
+                hw: CHUNK + 41,
+                groups: 2,
+                eps: 1e-5,
+            },
+            true,
+            true,
+        ),
     ] {
         let c = GnCase {
             s,
@@ -792,12 +816,11 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
         arena.extend(f32s(&c.beta));
         let ssv = c.ss.as_ref().map(|e| f32s(e)).unwrap_or(vec![0.0]);
         let prior = randn(&mut r, x.len());
-        let (xb, ab, sb, yb, stats, gstats, gb, dxb, dummy) = (
+        let (xb, ab, sb, yb, stats, gb, dxb, dummy) = (
             buf(&gpu, &x32),
             buf(&gpu, &arena),
             buf(&gpu, &ssv),
             zeros(&gpu, x.len()),
-            zeros(&gpu, s.n * s.groups * 2),
             zeros(&gpu, s.n * s.groups * 2),
             buf(&gpu, &f32s(&g)),
             buf(&gpu, &prior),
@@ -818,7 +841,6 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
                 ss,
                 silu_on,
                 &gb,
-                &gstats,
                 &dxb,
                 accumulate,
                 &dummy,

@@ -135,7 +135,6 @@ impl UnetVjp {
                         eps: *eps,
                     };
                     let stats = rec.saved.as_ref().expect("GroupNorm keeps its statistics");
-                    let gstats = gpu.storage_buffer("groupnorm bwd sums", (n * groups * 2 * 4) as u64)?;
                     let (wb, goff) = w.get(gamma);
                     let (_, boff) = w.get(beta);
                     let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
@@ -151,13 +150,11 @@ impl UnetVjp {
                         ss,
                         *silu,
                         gb(*y),
-                        &gstats,
                         gb(*x),
                         acc,
                         &dummy,
                     )?;
                     ds.extend(d);
-                    scratch.push(gstats);
                 }
                 Layer::Attention {
                     qkv,
