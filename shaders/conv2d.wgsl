@@ -36,8 +36,9 @@ struct Params {
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TK: u32 = 16u;
-const RM: u32 = 4u;
-const RN: u32 = 4u;
+override RM: u32 = 4u;   // register block, at most MAX_R x MAX_R
+override RN: u32 = 4u;
+const MAX_R: u32 = 8u;
 // Shared tiles are sized for the largest configuration; overrides only shrink them.
 const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
 
@@ -64,53 +65,62 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
 
-    var acc: array<f32, 16>; // RM * RN
-    for (var i = 0u; i < RM * RN; i++) {
+    // Overrides are constants by the time the driver compiles, so these loops
+    // unroll and only the RM x RN corner of the block stays live.
+    var acc: array<f32, 64>; // MAX_R * MAX_R
+    for (var i = 0u; i < MAX_R * MAX_R; i++) {
         acc[i] = 0.0;
     }
 
+    // Each thread loads fixed tile columns (the Rust side keeps WG_M * WG_N a
+    // multiple of TN and TK), so its pixel is decoded once, outside the k loop.
+    let a_kl = tid % TK;
+    let a_step = nthreads / TK;
+    let b_pl = tid % tn;
+    let b_step = nthreads / tn;
+    let pix = p0 + b_pl;
+    let pix_ok = pix < pdim;
+    let pb_ = pix / hwo;
+    let pr = pix - pb_ * hwo;
+    let oy = pr / p.wo;
+    let ox = pr - oy * p.wo;
+    let iy0 = i32(oy * p.stride) - i32(p.pad_top);
+    let ix0 = i32(ox * p.stride) - i32(p.pad_left);
+    let x_base = pb_ * p.cin * p.h * p.w;
+
     for (var k0 = 0u; k0 < kdim; k0 += TK) {
         // W tile, read along k (contiguous in [Cout, Cin, KS, KS]).
-        for (var e = tid; e < tm * TK; e += nthreads) {
-            let kl = e % TK;
-            let ml = e / TK;
+        let ka = k0 + a_kl;
+        for (var ml = tid / TK; ml < tm; ml += a_step) {
             let m = m0 + ml;
-            let k = k0 + kl;
             var v = 0.0;
-            if (m < p.cout && k < kdim) {
-                v = wt[p.w_off + m * kdim + k];
+            if (m < p.cout && ka < kdim) {
+                v = wt[p.w_off + m * kdim + ka];
             }
-            a_tile[kl * tm + ml] = v;
+            a_tile[a_kl * tm + ml] = v;
         }
-        // Gathered input tile, read along pixels.
-        for (var e = tid; e < tn * TK; e += nthreads) {
-            let pl = e % tn;
-            let kl = e / tn;
-            let pix = p0 + pl;
+        // Gathered input tile (im2col on the fly), read along pixels.
+        for (var kl = tid / tn; kl < TK; kl += b_step) {
             let k = k0 + kl;
             var v = 0.0;
-            if (pix < pdim && k < kdim) {
-                let b = pix / hwo;
-                let r = pix - b * hwo;
-                let oy = r / p.wo;
-                let ox = r - oy * p.wo;
+            if (pix_ok && k < kdim) {
                 let ci = k / kk;
                 let kr = k - ci * kk;
                 let ky = kr / p.ks;
                 let kx = kr - ky * p.ks;
-                let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-                let ix = i32(ox * p.stride + kx) - i32(p.pad_left);
+                let iy = iy0 + i32(ky);
+                let ix = ix0 + i32(kx);
                 if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                    v = x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                    v = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
                 }
             }
-            b_tile[kl * tn + pl] = v;
+            b_tile[kl * tn + b_pl] = v;
         }
         workgroupBarrier();
         // Tile product: the register block accumulates a TK-deep outer-product sum.
         for (var kl = 0u; kl < TK; kl++) {
-            var a: array<f32, 4>;
-            var bv: array<f32, 4>;
+            var a: array<f32, MAX_R>;
+            var bv: array<f32, MAX_R>;
             for (var i = 0u; i < RM; i++) {
                 a[i] = a_tile[kl * tm + lid.y + i * WG_M];
             }
@@ -119,7 +129,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             }
             for (var i = 0u; i < RM; i++) {
                 for (var j = 0u; j < RN; j++) {
-                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
+                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
                 }
             }
         }
@@ -139,13 +149,128 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             let b = pix / hwo;
             let r = pix - b * hwo;
             let o = (b * p.cout + m) * hwo + r;
-            var v = acc[i * RN + j] + bias[p.b_off + m];
+            var v = acc[i * MAX_R + j] + bias[p.b_off + m];
             if (p.res_mode == 1u) {
                 v += res[p.res_off + o];
             } else if (p.res_mode == 2u) {
                 v += res[p.res_off + b * p.res_stride + m];
             }
             y[o] = v * p.out_scale;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backward w.r.t. the input (the VJP needs only dx): the transposed
+// convolution as the same tiled GEMM,
+//   dX[ci, q] = scale * sum_k W[co, ci, ky, kx] * dY[co, (q + pad - (ky, kx)) / stride],
+// k = (co, ky, kx), q = (n, iy, ix); taps whose output position is not on the
+// stride grid or out of range contribute zero. res_mode doubles as the
+// accumulate flag (1: dx += ..., 0: dx = ...), out_scale as `scale`.
+
+@group(0) @binding(0) var<uniform> pb: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> wtb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+@compute @workgroup_size(WG_N, WG_M)
+fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tm = WG_M * RM;
+    let tn = WG_N * RN;
+    let kk = pb.ks * pb.ks;
+    let kdim = pb.cout * kk;
+    let hw = pb.h * pb.w;
+    let hwo = pb.ho * pb.wo;
+    let qdim = pb.n * hw;
+    let m0 = wid.y * tm;
+    let q0 = wid.x * tn;
+    let nthreads = WG_M * WG_N;
+    let tid = lid.y * WG_N + lid.x;
+
+    var acc: array<f32, 64>;
+    for (var i = 0u; i < MAX_R * MAX_R; i++) {
+        acc[i] = 0.0;
+    }
+    let a_kl = tid % TK;
+    let a_step = nthreads / TK;
+    let b_ql = tid % tn;
+    let b_step = nthreads / tn;
+    let q = q0 + b_ql;
+    let q_ok = q < qdim;
+    let qb = q / hw;
+    let qr = q - qb * hw;
+    let iy = qr / pb.w;
+    let ix = qr - iy * pb.w;
+    let dy_base = qb * pb.cout * hwo;
+
+    for (var k0 = 0u; k0 < kdim; k0 += TK) {
+        let ka = k0 + a_kl;
+        let co_a = ka / kk;
+        let kr_a = ka - co_a * kk;
+        for (var ml = tid / TK; ml < tm; ml += a_step) {
+            let ci = m0 + ml;
+            var v = 0.0;
+            if (ci < pb.cin && ka < kdim) {
+                v = wtb[pb.w_off + (co_a * pb.cin + ci) * kk + kr_a];
+            }
+            a_tile[a_kl * tm + ml] = v;
+        }
+        for (var kl = tid / tn; kl < TK; kl += b_step) {
+            let k = k0 + kl;
+            var v = 0.0;
+            if (q_ok && k < kdim) {
+                let co = k / kk;
+                let kr = k - co * kk;
+                let ky = kr / pb.ks;
+                let kx = kr - ky * pb.ks;
+                let sy = i32(iy + pb.pad_top) - i32(ky);
+                let sx = i32(ix + pb.pad_left) - i32(kx);
+                if (sy >= 0 && sx >= 0) {
+                    let oy = u32(sy) / pb.stride;
+                    let ox = u32(sx) / pb.stride;
+                    if (oy * pb.stride == u32(sy) && ox * pb.stride == u32(sx) && oy < pb.ho && ox < pb.wo) {
+                        v = dy[dy_base + co * hwo + oy * pb.wo + ox];
+                    }
+                }
+            }
+            b_tile[kl * tn + b_ql] = v;
+        }
+        workgroupBarrier();
+        for (var kl = 0u; kl < TK; kl++) {
+            var a: array<f32, MAX_R>;
+            var bv: array<f32, MAX_R>;
+            for (var i = 0u; i < RM; i++) {
+                a[i] = a_tile[kl * tm + lid.y + i * WG_M];
+            }
+            for (var j = 0u; j < RN; j++) {
+                bv[j] = b_tile[kl * tn + lid.x + j * WG_N];
+            }
+            for (var i = 0u; i < RM; i++) {
+                for (var j = 0u; j < RN; j++) {
+                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < RM; i++) {
+        let ci = m0 + lid.y + i * WG_M;
+        if (ci >= pb.cin) {
+            continue;
+        }
+        for (var j = 0u; j < RN; j++) {
+            let q = q0 + lid.x + j * WG_N;
+            if (q >= qdim) {
+                continue;
+            }
+            let b = q / hw;
+            let r = q - b * hw;
+            let o = (b * pb.cin + ci) * hw + r;
+            var v = acc[i * MAX_R + j] * pb.out_scale;
+            if (pb.res_mode == 1u) {
+                v += dx[o];
+            }
+            dx[o] = v;
         }
     }
 }

@@ -1,9 +1,11 @@
 // GroupNorm over [N, C, HW], fused with the optional scale-shift of the time
 // embedding and SiLU:
-//   gn_stats : one workgroup per (n, group); the group is one contiguous run of
-//              C/G * HW values in NCHW. Two passes (mean, then centred sum of
-//              squares) for accuracy; writes stats[2i] = mean, stats[2i+1] = rstd
-//              (kept for the backward pass).
+//   gn_stats_partial : grid (chunks, n * groups); a group is one contiguous run of
+//              C/G * HW values in NCHW, cut into chunks so that large images still
+//              fill the GPU. Two passes per chunk (mean, then centred sum of squares)
+//              for accuracy -> partial[3j..] = (count, mean, M2).
+//   gn_stats_finish : one thread per group merges its chunks (Chan et al.) and
+//              writes stats[2i] = mean, stats[2i+1] = rstd (kept for the backward pass).
 //   gn_apply : one thread per element:
 //              y = silu?( ((x - mean) rstd gamma + beta) (1 + scale) + shift )
 
@@ -18,8 +20,8 @@ struct Params {
     gamma_off: u32,
     beta_off: u32,
     ss_off: u32,
-    _pad0: u32,
-    _pad1: u32,
+    chunk_len: u32,   // elements per chunk of a group
+    chunks: u32,      // chunks per group
 }
 
 override WG: u32 = 256u;
@@ -46,25 +48,72 @@ fn block_sum(lid: u32, v: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn gn_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let gi = wid.x; // n * groups + g
+fn gn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gi = wid.y; // n * groups + g
     let len = (p.c / p.groups) * p.hw;
+    let start = wid.x * p.chunk_len;
+    let end = min(start + p.chunk_len, len);
     let base = gi * len;
     var s = 0.0;
-    for (var i = lid; i < len; i += WG) {
+    for (var i = start + lid; i < end; i += WG) {
         s += x[base + i];
     }
-    let mean = block_sum(lid, s) / f32(len);
+    let count = f32(end - start);
+    let mean = block_sum(lid, s) / count;
     var q = 0.0;
-    for (var i = lid; i < len; i += WG) {
+    for (var i = start + lid; i < end; i += WG) {
         let d = x[base + i] - mean;
         q += d * d;
     }
-    let var_ = block_sum(lid, q) / f32(len);
+    let m2 = block_sum(lid, q);
     if (lid == 0u) {
-        stats[2u * gi] = mean;
-        stats[2u * gi + 1u] = inverseSqrt(var_ + p.eps);
+        let j = 3u * (gi * p.chunks + wid.x);
+        stats[j] = count;
+        stats[j + 1u] = mean;
+        stats[j + 2u] = m2;
     }
+}
+
+@group(0) @binding(1) var<storage, read> part_in: array<f32>;
+
+@compute @workgroup_size(64)
+fn gn_stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let gi = gid.x;
+    if (gi >= p.n * p.groups) {
+        return;
+    }
+    var na = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var c = 0u; c < p.chunks; c++) {
+        let j = 3u * (gi * p.chunks + c);
+        let nb = part_in[j];
+        let delta = part_in[j + 1u] - mean;
+        let n = na + nb;
+        mean += delta * nb / n;
+        m2 += part_in[j + 2u] + delta * delta * na * nb / n;
+        na = n;
+    }
+    stats[2u * gi] = mean;
+    stats[2u * gi + 1u] = inverseSqrt(m2 / na + p.eps);
+}
+
+// Backward helper: sums the per-chunk pairs of gn_bwd_stats into one pair per group.
+@compute @workgroup_size(64)
+fn gn_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let gi = gid.x;
+    if (gi >= p.n * p.groups) {
+        return;
+    }
+    var a = 0.0;
+    var b = 0.0;
+    for (var c = 0u; c < p.chunks; c++) {
+        let j = 2u * (gi * p.chunks + c);
+        a += part_in[j];
+        b += part_in[j + 1u];
+    }
+    stats[2u * gi] = a;
+    stats[2u * gi + 1u] = b;
 }
 
 @group(0) @binding(0) var<uniform> q: Params;
@@ -94,4 +143,87 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         v = v / (1.0 + exp(-v));
     }
     ya[i] = v;
+}
+
+// ---------------------------------------------------------------------------
+// Backward w.r.t. x. With xhat = (x - mean) rstd, u = (xhat gamma + beta)(1 + scale) + shift,
+// y = silu(u) or u:  dxhat = dy silu'(u) gamma (1 + scale), and per group
+//   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
+//   gn_bwd_stats : grid (chunks, n * groups) -> per chunk (sum dxhat, sum dxhat xhat),
+//                  summed per group by gn_sum_finish into gst[2i], gst[2i+1]
+//   gn_bwd_apply : one thread per element; `silu` bit 1 (value 2) set means accumulate into dx.
+
+@group(0) @binding(0) var<uniform> r: Params;
+@group(0) @binding(1) var<storage, read> xb: array<f32>;
+@group(0) @binding(2) var<storage, read> stb: array<f32>;
+@group(0) @binding(3) var<storage, read> wtb: array<f32>;
+@group(0) @binding(4) var<storage, read> ssb: array<f32>;
+@group(0) @binding(5) var<storage, read> dyb: array<f32>;
+@group(0) @binding(6) var<storage, read_write> gstats: array<f32>;
+
+@group(0) @binding(6) var<storage, read> gst: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dxb: array<f32>;
+
+// (xhat, dxhat) of element i of sample n, channel c, group gi.
+fn gn_bwd_elem(i: u32, n: u32, c: u32, gi: u32) -> vec2<f32> {
+    let xhat = (xb[i] - stb[2u * gi]) * stb[2u * gi + 1u];
+    var g = wtb[r.gamma_off + c];
+    var u = xhat * g + wtb[r.beta_off + c];
+    if (r.scale_shift == 1u) {
+        let e = r.ss_off + n * 2u * r.c;
+        let s1 = 1.0 + ssb[e + c];
+        u = u * s1 + ssb[e + r.c + c];
+        g = g * s1;
+    }
+    var d = dyb[i];
+    if ((r.silu & 1u) == 1u) {
+        let sg = 1.0 / (1.0 + exp(-u));
+        d = d * sg * (1.0 + u * (1.0 - sg));
+    }
+    return vec2<f32>(xhat, d * g);
+}
+
+@compute @workgroup_size(WG)
+fn gn_bwd_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gi = wid.y;
+    let cpg = r.c / r.groups;
+    let len = cpg * r.hw;
+    let n = gi / r.groups;
+    let c0 = (gi % r.groups) * cpg;
+    let base = gi * len;
+    let start = wid.x * r.chunk_len;
+    let end = min(start + r.chunk_len, len);
+    var sa = 0.0;
+    var sb = 0.0;
+    for (var j = start + lid; j < end; j += WG) {
+        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
+        sa += v.y;
+        sb += v.x * v.y;
+    }
+    let ta = block_sum(lid, sa);
+    let tb = block_sum(lid, sb);
+    if (lid == 0u) {
+        let k = 2u * (gi * r.chunks + wid.x);
+        gstats[k] = ta;
+        gstats[k + 1u] = tb;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= r.n * r.c * r.hw) {
+        return;
+    }
+    let nc = i / r.hw;
+    let c = nc % r.c;
+    let n = nc / r.c;
+    let gi = n * r.groups + c / (r.c / r.groups);
+    let len = f32((r.c / r.groups) * r.hw);
+    let v = gn_bwd_elem(i, n, c, gi);
+    var d = stb[2u * gi + 1u] * (v.y - gst[2u * gi] / len - v.x * gst[2u * gi + 1u] / len);
+    if ((r.silu & 2u) == 2u) {
+        d += dxb[i];
+    }
+    dxb[i] = d;
 }

@@ -63,3 +63,64 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let n = nc / p.c;
     y[(n * p.c_total + p.c_off + c) * hw + r] = x[i];
 }
+
+// ---------------------------------------------------------------------------
+// Backward (adjoints) of the above; `c_off` doubles as the accumulate flag for
+// the pooling adjoints (1: dx += ..., 0: dx = ...):
+//   upsample_nearest2x_bwd : dx[n, c, y, x] = sum of the 2x2 dy block it was copied to
+//   avg_pool2x2_bwd        : dx = dy / 4 of the block it falls in (0 in a cut-off odd row/column)
+//   slice_channels_acc     : dx[n, c, :] (+)= dy[n, c_off + c, :]  (concat adjoint; `ho` is the flag)
+
+@compute @workgroup_size(WG)
+fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n * p.c * p.h * p.w) {
+        return;
+    }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let nc = i / (p.w * p.h);
+    let b = (nc * p.ho + 2u * iy) * p.wo + 2u * ix;
+    var v = (x[b] + x[b + 1u]) + (x[b + p.wo] + x[b + p.wo + 1u]);
+    if (p.c_off == 1u) {
+        v += y[i];
+    }
+    y[i] = v;
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n * p.c * p.h * p.w) {
+        return;
+    }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let nc = i / (p.w * p.h);
+    var v = 0.0;
+    if (iy / 2u < p.ho && ix / 2u < p.wo) {
+        v = 0.25 * x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u];
+    }
+    if (p.c_off == 1u) {
+        v += y[i];
+    }
+    y[i] = v;
+}
+
+@compute @workgroup_size(WG)
+fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let hw = p.h * p.w;
+    if (i >= p.n * p.c * hw) {
+        return;
+    }
+    let r = i % hw;
+    let nc = i / hw;
+    let c = nc % p.c;
+    let n = nc / p.c;
+    var v = x[(n * p.c_total + p.c_off + c) * hw + r];
+    if (p.ho == 1u) {
+        v += y[i];
+    }
+    y[i] = v;
+}

@@ -7,7 +7,7 @@ use common::*;
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
-use tweedie::kernels::groupnorm::{group_norm, GroupNormShape};
+use tweedie::kernels::groupnorm::{group_norm, GroupNormShape, CHUNK};
 use tweedie::kernels::linear::linear;
 use tweedie::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
 use tweedie::kernels::timestep::timestep_embedding;
@@ -129,10 +129,12 @@ fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_sc
 #[test]
 fn conv2d_matches_cpu() {
     let gpu = gpu();
-    let big = ConvTiles::for_gpu(&gpu);
-    let small = ConvTiles {
+    // Every tile family, and an asymmetric register block with a shallow k tile.
+    let odd = ConvTiles {
         wg_m: 8,
         wg_n: 8,
+        rm: 2,
+        rn: 4,
         tk: 8,
     };
     let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
@@ -145,7 +147,7 @@ fn conv2d_matches_cpu() {
         stride,
         pad,
     };
-    for tiles in [big, small] {
+    for tiles in [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL, odd] {
         // 3x3 pad 1, odd sizes, cout not a multiple of the tile, batch 2.
         conv_case(&gpu, &tiles, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
         // 1x1 with a full residual and an output scale (diffusers' skip).
@@ -236,6 +238,18 @@ fn group_norm_matches_cpu() {
                 eps: 1e-5,
             },
             false,
+            true,
+        ),
+        // Groups longer than one statistics chunk (two full chunks and a partial one).
+        (
+            GroupNormShape {
+                n: 2,
+                c: 4,
+                hw: CHUNK + 41,
+                groups: 2,
+                eps: 1e-5,
+            },
+            true,
             true,
         ),
     ];
@@ -490,5 +504,598 @@ fn timestep_freqs_follow_torch_f32() {
     for (i, &v) in f.iter().enumerate() {
         let want = (((c * i as f32) / 64.0) as f64).exp();
         assert!((v as f64 - want).abs() <= want * 1e-7, "freq {i}: {v} vs {want}");
+    }
+}
+
+// ================================================================ backward kernels
+//
+// Each backward kernel: a plain f64 CPU reference, checked by central finite
+// differences of the f64 forward reference (L = <g, f(x)> along a random
+// direction), then the GPU kernel against that reference, overwriting and
+// accumulating.
+
+use tweedie::kernels::attention::attention_bwd;
+use tweedie::kernels::conv2d::conv2d_bwd_data;
+use tweedie::kernels::groupnorm::group_norm_bwd;
+use tweedie::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Central difference of <g, f(x)> along v vs <grad, v>.
+#[track_caller]
+fn check_fd(what: &str, f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], g: &[f64], grad: &[f64], v: &[f64]) {
+    let h = 1e-5;
+    let xp: Vec<f64> = x.iter().zip(v).map(|(a, b)| a + h * b).collect();
+    let xm: Vec<f64> = x.iter().zip(v).map(|(a, b)| a - h * b).collect();
+    let fd = (dot(g, &f(&xp)) - dot(g, &f(&xm))) / (2.0 * h);
+    let an = dot(grad, v);
+    assert!(
+        (fd - an).abs() <= 1e-6 * (1.0 + an.abs()),
+        "{what}: finite difference {fd} vs analytic {an}"
+    );
+}
+
+fn conv_f64(s: &Conv2dShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let (ho, wo) = s.out_hw();
+    let mut y = vec![0f64; s.n * s.cout * ho * wo];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = 0.0;
+                    for ci in 0..s.cin {
+                        for ky in 0..s.ks {
+                            for kx in 0..s.ks {
+                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                acc += x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize]
+                                    * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
+                            }
+                        }
+                    }
+                    y[((n * s.cout + co) * ho + oy) * wo + ox] = acc;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// dx = conv^T(dy): scatter every output gradient back along its taps.
+fn conv_bwd_f64(s: &Conv2dShape, dy: &[f64], w: &[f64]) -> Vec<f64> {
+    let (ho, wo) = s.out_hw();
+    let mut dx = vec![0f64; s.n * s.cin * s.h * s.w];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox];
+                    for ci in 0..s.cin {
+                        for ky in 0..s.ks {
+                            for kx in 0..s.ks {
+                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] +=
+                                    g * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+#[test]
+fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(21);
+    let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    };
+    for s in [
+        sh(2, 5, 7, 9, 11, 3, 1, [1; 4]),
+        sh(2, 13, 5, 3, 70, 1, 1, [0; 4]),
+        sh(2, 6, 9, 7, 5, 3, 2, [1; 4]),
+        sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]),
+        sh(2, 67, 4, 4, 3, 3, 1, [1; 4]),
+    ] {
+        let (ho, wo) = s.out_hw();
+        let x = f64s(&randn(&mut r, s.n * s.cin * s.h * s.w));
+        let w = f64s(&randn(&mut r, s.cout * s.cin * s.ks * s.ks));
+        let g = f64s(&randn(&mut r, s.n * s.cout * ho * wo));
+        let v = f64s(&randn(&mut r, x.len()));
+        let grad = conv_bwd_f64(&s, &g, &w);
+        check_fd(&format!("conv {s:?}"), &|x| conv_f64(&s, x, &w), &x, &g, &grad, &v);
+
+        let tiles = [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL][s.cin % 3];
+        let scale = 0.75f32;
+        let prior = randn(&mut r, x.len());
+        let (gb, wb, dxb) = (buf(&gpu, &f32s(&g)), buf(&gpu, &f32s(&w)), buf(&gpu, &prior));
+        for accumulate in [true, false] {
+            if !accumulate {
+                gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+            }
+            let d = conv2d_bwd_data(&gpu, &tiles, &s, &gb, (&wb, 0), scale, accumulate, &dxb).unwrap();
+            run(&gpu, vec![d]);
+            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
+            let want: Vec<f32> = grad
+                .iter()
+                .zip(&prior)
+                .map(|(gv, p)| (scale as f64 * gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+                .collect();
+            assert_close(
+                &format!("conv2d_bwd_data {s:?} acc {accumulate}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+        }
+    }
+}
+
+struct GnCase {
+    s: GroupNormShape,
+    gamma: Vec<f64>,
+    beta: Vec<f64>,
+    ss: Option<Vec<f64>>,
+    silu: bool,
+}
+
+fn gn_f64(c: &GnCase, x: &[f64]) -> Vec<f64> {
+    let s = &c.s;
+    let cpg = s.c / s.groups;
+    let len = cpg * s.hw;
+    let mut y = vec![0f64; x.len()];
+    for n in 0..s.n {
+        for g in 0..s.groups {
+            let base = (n * s.c + g * cpg) * s.hw;
+            let xs = &x[base..base + len];
+            let mean = xs.iter().sum::<f64>() / len as f64;
+            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let rstd = 1.0 / (var + s.eps as f64).sqrt();
+            for i in 0..len {
+                let ch = g * cpg + i / s.hw;
+                let mut u = (xs[i] - mean) * rstd * c.gamma[ch] + c.beta[ch];
+                if let Some(e) = &c.ss {
+                    u = u * (1.0 + e[n * 2 * s.c + ch]) + e[n * 2 * s.c + s.c + ch];
+                }
+                y[base + i] = if c.silu { silu(u) } else { u };
+            }
+        }
+    }
+    y
+}
+
+fn gn_bwd_f64(c: &GnCase, x: &[f64], dy: &[f64]) -> Vec<f64> {
+    let s = &c.s;
+    let cpg = s.c / s.groups;
+    let len = cpg * s.hw;
+    let mut dx = vec![0f64; x.len()];
+    for n in 0..s.n {
+        for g in 0..s.groups {
+            let base = (n * s.c + g * cpg) * s.hw;
+            let xs = &x[base..base + len];
+            let mean = xs.iter().sum::<f64>() / len as f64;
+            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
+            let rstd = 1.0 / (var + s.eps as f64).sqrt();
+            let mut xhat = vec![0f64; len];
+            let mut dxhat = vec![0f64; len];
+            for i in 0..len {
+                let ch = g * cpg + i / s.hw;
+                xhat[i] = (xs[i] - mean) * rstd;
+                let (mut u, mut gain) = (xhat[i] * c.gamma[ch] + c.beta[ch], c.gamma[ch]);
+                if let Some(e) = &c.ss {
+                    let s1 = 1.0 + e[n * 2 * s.c + ch];
+                    u = u * s1 + e[n * 2 * s.c + s.c + ch];
+                    gain *= s1;
+                }
+                let mut d = dy[base + i];
+                if c.silu {
+                    let sg = 1.0 / (1.0 + (-u).exp());
+                    d *= sg * (1.0 + u * (1.0 - sg));
+                }
+                dxhat[i] = d * gain;
+            }
+            let ma = dxhat.iter().sum::<f64>() / len as f64;
+            let mb = dot(&dxhat, &xhat) / len as f64;
+            for i in 0..len {
+                dx[base + i] = rstd * (dxhat[i] - ma - xhat[i] * mb);
+            }
+        }
+    }
+    dx
+}
+
+#[test]
+fn group_norm_bwd_matches_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(23);
+    for (s, silu_on, with_ss) in [
+        (
+            GroupNormShape {
+                n: 2,
+                c: 6,
+                hw: 35,
+                groups: 3,
+                eps: 1e-5,
+            },
+            false,
+            false,
+        ),
+        (
+            GroupNormShape {
+                n: 2,
+                c: 64,
+                hw: 9,
+                groups: 32,
+                eps: 1e-6,
+            },
+            true,
+            false,
+        ),
+        (
+            GroupNormShape {
+                n: 2,
+                c: 96,
+                hw: 7,
+                groups: 32,
+                eps: 1e-5,
+            },
+            true,
+            true,
+        ),
+        (
+            GroupNormShape {
+                n: 1,
+                c: 4,
+                hw: 300,
+                groups: 2,
+                eps: 1e-5,
+            },
+            false,
+            true,
+        ),
+        // Groups longer than one statistics chunk (two full chunks and a partial one).
+        (
+            GroupNormShape {
+                n: 2,
+                c: 4,
+                hw: CHUNK + 41,
+                groups: 2,
+                eps: 1e-5,
+            },
+            true,
+            true,
+        ),
+    ] {
+        let c = GnCase {
+            s,
+            gamma: f64s(&randn(&mut r, s.c)),
+            beta: f64s(&randn(&mut r, s.c)),
+            ss: with_ss.then(|| f64s(&randn(&mut r, s.n * 2 * s.c))),
+            silu: silu_on,
+        };
+        let x: Vec<f64> = randn(&mut r, s.n * s.c * s.hw)
+            .iter()
+            .map(|&v| 2.0 * v as f64 + 1.0)
+            .collect();
+        let g = f64s(&randn(&mut r, x.len()));
+        let v = f64s(&randn(&mut r, x.len()));
+        let grad = gn_bwd_f64(&c, &x, &g);
+        check_fd(&format!("group_norm {s:?}"), &|x| gn_f64(&c, x), &x, &g, &grad, &v);
+
+        // GPU: forward (for the saved statistics), then backward.
+        let x32 = f32s(&x);
+        let mut arena = vec![0f32; 1];
+        arena.extend(f32s(&c.gamma));
+        arena.extend(f32s(&c.beta));
+        let ssv = c.ss.as_ref().map(|e| f32s(e)).unwrap_or(vec![0.0]);
+        let prior = randn(&mut r, x.len());
+        let (xb, ab, sb, yb, stats, gb, dxb, dummy) = (
+            buf(&gpu, &x32),
+            buf(&gpu, &arena),
+            buf(&gpu, &ssv),
+            zeros(&gpu, x.len()),
+            zeros(&gpu, s.n * s.groups * 2),
+            buf(&gpu, &f32s(&g)),
+            buf(&gpu, &prior),
+            zeros(&gpu, 4),
+        );
+        let ss = with_ss.then_some((&sb, 0));
+        let fwd = group_norm(&gpu, &s, &xb, &stats, &ab, 1, 1 + s.c, ss, silu_on, &yb, &dummy).unwrap();
+        run(&gpu, fwd.into());
+        for accumulate in [true, false] {
+            let d = group_norm_bwd(
+                &gpu,
+                &s,
+                &xb,
+                &stats,
+                &ab,
+                1,
+                1 + s.c,
+                ss,
+                silu_on,
+                &gb,
+                &dxb,
+                accumulate,
+                &dummy,
+            )
+            .unwrap();
+            run(&gpu, d.into());
+            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
+            let want: Vec<f32> = grad
+                .iter()
+                .zip(&prior)
+                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+                .collect();
+            assert_close(
+                &format!("group_norm_bwd {s:?} acc {accumulate}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+        }
+    }
+}
+
+fn attention_f64(s: &AttentionShape, qkv: &[f64]) -> Vec<f64> {
+    let c_all = s.heads * s.ch;
+    let mut y = vec![0f64; s.n * c_all * s.t];
+    for n in 0..s.n {
+        for h in 0..s.heads {
+            let (qc, kc, vc) = heads_bases(s, n, h);
+            for t in 0..s.t {
+                let p = attention_row(s, qkv, qc, kc, t);
+                for c in 0..s.ch {
+                    y[(n * c_all + h * s.ch + c) * s.t + t] = (0..s.t).map(|u| p[u] * qkv[(vc + c) * s.t + u]).sum();
+                }
+            }
+        }
+    }
+    y
+}
+
+fn heads_bases(s: &AttentionShape, n: usize, h: usize) -> (usize, usize, usize) {
+    let c_all = s.heads * s.ch;
+    let base = n * 3 * c_all;
+    if s.split_order {
+        (base + h * s.ch, base + c_all + h * s.ch, base + 2 * c_all + h * s.ch)
+    } else {
+        (
+            base + 3 * h * s.ch,
+            base + 3 * h * s.ch + s.ch,
+            base + 3 * h * s.ch + 2 * s.ch,
+        )
+    }
+}
+
+fn attention_row(s: &AttentionShape, qkv: &[f64], qc: usize, kc: usize, t: usize) -> Vec<f64> {
+    let (sq, sk) = (s.scale_q as f64, s.scale_k as f64);
+    let sc: Vec<f64> = (0..s.t)
+        .map(|u| {
+            (0..s.ch)
+                .map(|c| sq * qkv[(qc + c) * s.t + t] * sk * qkv[(kc + c) * s.t + u])
+                .sum()
+        })
+        .collect();
+    let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+    let e: Vec<f64> = sc.iter().map(|v| (v - m).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|v| v / z).collect()
+}
+
+fn attention_bwd_f64(s: &AttentionShape, qkv: &[f64], dy: &[f64]) -> Vec<f64> {
+    let c_all = s.heads * s.ch;
+    let (sq, sk) = (s.scale_q as f64, s.scale_k as f64);
+    let mut d = vec![0f64; qkv.len()];
+    for n in 0..s.n {
+        for h in 0..s.heads {
+            let (qc, kc, vc) = heads_bases(s, n, h);
+            let ob = (n * c_all + h * s.ch) * s.t;
+            for t in 0..s.t {
+                let p = attention_row(s, qkv, qc, kc, t);
+                let dp: Vec<f64> = (0..s.t)
+                    .map(|u| (0..s.ch).map(|c| dy[ob + c * s.t + t] * qkv[(vc + c) * s.t + u]).sum())
+                    .collect();
+                let dd: f64 = (0..s.t).map(|u| p[u] * dp[u]).sum();
+                for u in 0..s.t {
+                    let ds = p[u] * (dp[u] - dd);
+                    for c in 0..s.ch {
+                        d[(qc + c) * s.t + t] += sq * sk * ds * qkv[(kc + c) * s.t + u];
+                        d[(kc + c) * s.t + u] += sq * sk * ds * qkv[(qc + c) * s.t + t];
+                        d[(vc + c) * s.t + u] += p[u] * dy[ob + c * s.t + t];
+                    }
+                }
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn attention_bwd_matches_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut r = rng(29);
+    for (n, heads, ch, t, split) in [(2, 3, 5, 7, false), (2, 2, 16, 33, true), (1, 1, 9, 5, false)] {
+        let sc = 1.0 / (ch as f32).sqrt().sqrt();
+        let s = AttentionShape {
+            n,
+            heads,
+            ch,
+            t,
+            split_order: split,
+            scale_q: sc,
+            scale_k: sc,
+        };
+        let qkv = f64s(&randn(&mut r, n * 3 * heads * ch * t));
+        let g = f64s(&randn(&mut r, n * heads * ch * t));
+        let v = f64s(&randn(&mut r, qkv.len()));
+        let grad = attention_bwd_f64(&s, &qkv, &g);
+        check_fd(
+            &format!("attention {s:?}"),
+            &|q| attention_f64(&s, q),
+            &qkv,
+            &g,
+            &grad,
+            &v,
+        );
+
+        let prior = randn(&mut r, qkv.len());
+        let (qb, yb, lse, gb, dsum, dq) = (
+            buf(&gpu, &f32s(&qkv)),
+            zeros(&gpu, g.len()),
+            zeros(&gpu, n * heads * t),
+            buf(&gpu, &f32s(&g)),
+            zeros(&gpu, n * heads * t),
+            buf(&gpu, &prior),
+        );
+        run(&gpu, vec![attention(&gpu, &s, &qb, &yb, &lse).unwrap()]);
+        for accumulate in [true, false] {
+            let d = attention_bwd(&gpu, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
+            run(&gpu, d.into());
+            let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
+            let want: Vec<f32> = grad
+                .iter()
+                .zip(&prior)
+                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+                .collect();
+            assert_close(
+                &format!("attention_bwd {s:?} acc {accumulate}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            gpu.queue.write_buffer(&dq, 0, bytemuck::cast_slice(&prior));
+        }
+    }
+}
+
+/// The resampling adjoints: <A x, y> = <x, A^T y> with the forward kernels,
+/// and A^T against a CPU scatter, overwriting and accumulating.
+#[test]
+fn resample_adjoints_match_cpu() {
+    let gpu = gpu();
+    let mut r = rng(31);
+    let (n, c, h, w) = (2, 3, 5, 7);
+    let x = randn(&mut r, n * c * h * w);
+    let xb = buf(&gpu, &x);
+    let prior = randn(&mut r, x.len());
+    let dxb = buf(&gpu, &prior);
+    type Fwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer) -> Dispatch + 'a;
+    type Bwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer, bool) -> Dispatch + 'a;
+    type Cpu<'a> = dyn Fn(&[f32]) -> Vec<f64> + 'a;
+    let g = &gpu;
+    let cases: Vec<(&str, usize, Box<Fwd<'_>>, Box<Bwd<'_>>, Box<Cpu<'_>>)> = vec![
+        (
+            "upsample",
+            n * c * 4 * h * w,
+            Box::new(move |a, b| upsample_nearest2x(g, n, c, h, w, a, b).unwrap()),
+            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |dy| {
+                let mut dx = vec![0f64; n * c * h * w];
+                for nc in 0..n * c {
+                    for oy in 0..2 * h {
+                        for ox in 0..2 * w {
+                            dx[(nc * h + oy / 2) * w + ox / 2] += dy[(nc * 2 * h + oy) * 2 * w + ox] as f64;
+                        }
+                    }
+                }
+                dx
+            }),
+        ),
+        (
+            "avg_pool",
+            n * c * (h / 2) * (w / 2),
+            Box::new(move |a, b| avg_pool2x2(g, n, c, h, w, a, b).unwrap()),
+            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |dy| {
+                let (ho, wo) = (h / 2, w / 2);
+                let mut dx = vec![0f64; n * c * h * w];
+                for nc in 0..n * c {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            for (dy_, dx_) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                                dx[(nc * h + 2 * oy + dy_) * w + 2 * ox + dx_] +=
+                                    0.25 * dy[(nc * ho + oy) * wo + ox] as f64;
+                            }
+                        }
+                    }
+                }
+                dx
+            }),
+        ),
+        (
+            "concat slice",
+            n * 5 * h * w,
+            Box::new(move |a, b| copy_channels(g, n, c, h * w, 5, 2, a, b).unwrap()),
+            Box::new(move |a, b, acc| slice_channels(g, n, c, h * w, 5, 2, a, b, acc).unwrap()),
+            Box::new(move |dy| {
+                let hw = h * w;
+                let mut dx = vec![0f64; n * c * hw];
+                for i in 0..n {
+                    for ch in 0..c {
+                        for p in 0..hw {
+                            dx[(i * c + ch) * hw + p] = dy[(i * 5 + 2 + ch) * hw + p] as f64;
+                        }
+                    }
+                }
+                dx
+            }),
+        ),
+    ];
+    for (name, ny, fwd, bwd, cpu) in cases {
+        let yv = randn(&mut r, ny);
+        let yb = buf(&gpu, &yv);
+        let ax = zeros(&gpu, ny);
+        run(&gpu, vec![fwd(&xb, &ax)]);
+        let ax = gpu.read::<f32>(&ax, 0, ny).unwrap();
+        let want = cpu(&yv);
+        let lhs = dot(&f64s(&ax), &f64s(&yv));
+        let rhs = dot(&f64s(&x), &want);
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * (1.0 + lhs.abs()),
+            "{name}: <Ax, y> = {lhs} vs <x, A^T y> = {rhs}"
+        );
+        for accumulate in [true, false] {
+            gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+            run(&gpu, vec![bwd(&yb, &dxb, accumulate)]);
+            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
+            let want: Vec<f32> = want
+                .iter()
+                .zip(&prior)
+                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+                .collect();
+            assert_close(&format!("{name} adjoint acc {accumulate}"), &got, &want, 1e-5, 1e-5);
+        }
     }
 }

@@ -8,7 +8,7 @@ use common::*;
 use std::path::PathBuf;
 
 use tweedie::io::TensorFile;
-use tweedie::unet::{Unet, UnetForward};
+use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
 /// `../shared/fixtures/unet` beside the project root; `TWEEDIE_FIXTURES`
 /// points elsewhere (a worktree whose parent has no `shared/`).
@@ -225,7 +225,7 @@ fn forward_refuses_resolutions_the_unet_cannot_take() {
 }
 
 #[test]
-fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
+fn cli_unet_writes_the_forward_and_the_vjp() {
     let dir = fixture("adm_gray");
     let out = std::env::temp_dir().join(format!("tweedie-unet-cli-{}.safetensors", std::process::id()));
     let run = |extra: &[&str]| {
@@ -240,18 +240,114 @@ fn cli_unet_writes_the_forward_and_refuses_vjp_for_now() {
             .output()
             .unwrap()
     };
-    let r = run(&[]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let got = TensorFile::open(&out).unwrap().get("out").unwrap();
-    let want = TensorFile::open(dir.join("io.safetensors"))
-        .unwrap()
-        .get("out")
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    for (extra, keys) in [(&[][..], &["out"][..]), (&["--vjp"][..], &["out", "vjp"][..])] {
+        let r = run(extra);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let f = TensorFile::open(&out).unwrap();
+        assert_eq!(f.keys(), keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+        for k in keys {
+            let (got, want) = (f.get(k).unwrap(), io.get(k).unwrap());
+            assert_eq!(got.shape, want.shape, "{k}");
+            assert!(rel_max_err(&got.data, &want.data) <= 1e-4, "{k}");
+        }
+        std::fs::remove_file(&out).ok();
+    }
+    // Bad input ends with one line and no output file.
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args(["unet", "--model"])
+        .arg(&dir)
+        .arg("--input")
+        .arg(fixture("adm_scale_shift").join("io.safetensors"))
+        .arg("--out")
+        .arg(&out)
+        .output()
         .unwrap();
-    assert_eq!(got.shape, want.shape);
-    assert!(rel_max_err(&got.data, &want.data) <= 1e-4);
-    std::fs::remove_file(&out).ok();
-    let r = run(&["--vjp"]);
     assert!(!r.status.success());
-    assert!(String::from_utf8_lossy(&r.stderr).contains("not implemented"));
-    assert!(!out.exists(), "no output file after a refused run");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("3 channels") && err.lines().count() == 1, "{err}");
+    assert!(!out.exists());
+}
+
+/// (d out / d x)^T cotangent through the same plan, against the fixtures' `vjp`.
+fn check_vjp(name: &str) {
+    let gpu = gpu();
+    let dir = fixture(name);
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    let (x, t, cot, out, want) = (
+        io.get("x").unwrap(),
+        io.get("t").unwrap(),
+        io.get("cotangent").unwrap(),
+        io.get("out").unwrap(),
+        io.get("vjp").unwrap(),
+    );
+    let n = x.shape[0];
+    let fwd = UnetForward::new(&gpu, &unet, n, x.shape[2], x.shape[3]).unwrap();
+    let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
+    let (got_out, got) = vjp.run(&gpu, &fwd, &x.data, &t.data, &cot.data).unwrap();
+    assert!(
+        rel_max_err(&got_out, &out.data) <= 1e-4,
+        "{name}: forward inside the VJP run"
+    );
+    let per = want.numel() / n;
+    for i in 0..n {
+        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
+        eprintln!(
+            "{name}: vjp sample {i} (t = {}): relative max error {err:.3e}",
+            t.data[i]
+        );
+        assert!(
+            err <= 1e-4,
+            "{name}: vjp sample {i}: relative max error {err:.3e} > 1e-4"
+        );
+    }
+}
+
+#[test]
+fn adm_scale_shift_vjp_matches_guided_diffusion() {
+    check_vjp("adm_scale_shift");
+}
+
+#[test]
+fn adm_plain_vjp_matches_guided_diffusion() {
+    check_vjp("adm_plain");
+}
+
+#[test]
+fn adm_gray_vjp_matches_guided_diffusion() {
+    check_vjp("adm_gray");
+}
+
+#[test]
+fn ddpm_small_vjp_matches_diffusers() {
+    check_vjp("ddpm_small");
+}
+
+/// diffusers checkpoints saved before 0.14 name the attention projections
+/// query/key/value/proj_attn; they load into the same layers.
+#[test]
+fn diffusers_old_attention_key_names_load() {
+    let gpu = gpu();
+    let (config, tensors) = fixture_tensors("ddpm_small");
+    let renamed: Vec<(String, HostTensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| {
+            let k = k
+                .replace(".to_q.", ".query.")
+                .replace(".to_k.", ".key.")
+                .replace(".to_v.", ".value.")
+                .replace(".to_out.0.", ".proj_attn.");
+            (k, t)
+        })
+        .collect();
+    assert!(renamed.iter().any(|(k, _)| k.ends_with(".proj_attn.weight")));
+    let dir = scratch_model("old-names", &config, &renamed);
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(fixture("ddpm_small").join("io.safetensors")).unwrap();
+    let (x, t, want) = (io.get("x").unwrap(), io.get("t").unwrap(), io.get("out").unwrap());
+    let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+    let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
+    assert!(rel_max_err(&got, &want.data) <= 1e-4);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::io::{write_tensors, TensorFile};
 use crate::tensor::HostTensor;
-use crate::unet::{Unet, UnetForward};
+use crate::unet::{Unet, UnetForward, UnetVjp};
 
 #[derive(Args)]
 pub struct UnetArgs {
@@ -27,9 +27,6 @@ pub struct UnetArgs {
 }
 
 pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
-    if args.vjp {
-        bail!("--vjp: the U-Net vector-Jacobian product is not implemented yet");
-    }
     let io = TensorFile::open(&args.input)?;
     let x = io.get("x")?;
     let t = io.get("t")?;
@@ -61,17 +58,47 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
             unet.config.in_channels()
         );
     }
+    let cotangent = if args.vjp {
+        let c = io.get("cotangent")?;
+        if let Some(i) = c.data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: cotangent has a non-finite value at flat index {i}",
+                args.input.display()
+            );
+        }
+        Some(c)
+    } else {
+        None
+    };
     let fwd = UnetForward::new(&gpu, &unet, n, h, w)?;
     let start = std::time::Instant::now();
-    let out = fwd.run(&gpu, &x.data, &t)?;
-    if verbose {
-        eprintln!(
-            "forward: {:.3} s ({:.1} GFLOP)",
-            start.elapsed().as_secs_f64(),
-            unet.graph.flops(h, w) * n as f64 / 1e9
-        );
+    let flops = unet.graph.flops(h, w) * n as f64 / 1e9;
+    let shape = fwd.output().shape.clone();
+    match cotangent {
+        None => {
+            let out = fwd.run(&gpu, &x.data, &t)?;
+            if verbose {
+                eprintln!("forward: {:.3} s ({flops:.1} GFLOP)", start.elapsed().as_secs_f64());
+            }
+            write_tensors(&args.out, &[("out", &HostTensor::new(shape, out))])?;
+        }
+        Some(c) => {
+            if c.shape != shape {
+                bail!(
+                    "{}: cotangent must have the output's shape {shape:?}, got {:?}",
+                    args.input.display(),
+                    c.shape
+                );
+            }
+            let vjp = UnetVjp::new(&gpu, &unet, &fwd)?;
+            let (out, dx) = vjp.run(&gpu, &fwd, &x.data, &t, &c.data)?;
+            if verbose {
+                eprintln!("forward + vjp: {:.3} s", start.elapsed().as_secs_f64());
+            }
+            let out = HostTensor::new(shape, out);
+            let dx = HostTensor::new(x.shape.clone(), dx);
+            write_tensors(&args.out, &[("out", &out), ("vjp", &dx)])?;
+        }
     }
-    let out = HostTensor::new(fwd.output().shape.clone(), out);
-    write_tensors(&args.out, &[("out", &out)])?;
     Ok(())
 }

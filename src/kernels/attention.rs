@@ -12,7 +12,7 @@ pub struct AttentionParams {
     pub order: u32,
     pub scale_q: f32,
     pub scale_k: f32,
-    pub _pad: u32,
+    pub accumulate: u32,
 }
 
 /// Largest head width the kernel holds in registers (mirrors `MAX_CH`).
@@ -49,7 +49,7 @@ pub fn attention(
         order: s.split_order as u32,
         scale_q: s.scale_q,
         scale_k: s.scale_k,
-        _pad: 0,
+        accumulate: 0,
     };
     let u = gpu.uniform("attention params", &params);
     Dispatch::new(
@@ -60,4 +60,51 @@ pub fn attention(
         &[&u, qkv, y, lse],
         dispatch_groups(s.n * s.heads * s.t, WG),
     )
+}
+
+/// The backward pass of [`attention`]: dqkv from dy, with the saved output y
+/// and lse; `dsum` [n, heads, t] is scratch. Two dispatches (queries, then keys).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd(
+    gpu: &Gpu,
+    s: &AttentionShape,
+    qkv: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    lse: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dsum: &wgpu::Buffer,
+    dqkv: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<[Dispatch; 2], GpuError> {
+    assert!(s.ch <= MAX_HEAD_CHANNELS, "attention head wider than MAX_HEAD_CHANNELS");
+    let params = AttentionParams {
+        n: s.n as u32,
+        heads: s.heads as u32,
+        ch: s.ch as u32,
+        t: s.t as u32,
+        order: s.split_order as u32,
+        scale_q: s.scale_q,
+        scale_k: s.scale_k,
+        accumulate: accumulate as u32,
+    };
+    let u = gpu.uniform("attention bwd params", &params);
+    let ov = [("WG", WG as f64)];
+    let groups = dispatch_groups(s.n * s.heads * s.t, WG);
+    let dq = Dispatch::new(
+        gpu,
+        &ATTENTION,
+        "attn_bwd_q",
+        &ov,
+        &[&u, qkv, lse, dy, dsum, dqkv, y],
+        groups,
+    )?;
+    let dkv = Dispatch::new(
+        gpu,
+        &ATTENTION,
+        "attn_bwd_kv",
+        &ov,
+        &[&u, qkv, lse, dy, dsum, dqkv],
+        groups,
+    )?;
+    Ok([dq, dkv])
 }

@@ -26,58 +26,115 @@ pub struct Conv2dParams {
     pub _pad: [u32; 3],
 }
 
-/// Register block per thread (mirrors `RM`, `RN` in the WGSL).
-pub const RM: u32 = 4;
-pub const RN: u32 = 4;
+/// Largest register block per thread (mirrors `MAX_R` in the WGSL).
+pub const MAX_R: u32 = 8;
 /// Capacity of each shared tile in floats (mirrors `MAX_TILE`).
 pub const MAX_TILE: u32 = 2048;
 
-/// Workgroup geometry: WG_M x WG_N threads, TK-deep tiles. The output tile
-/// is (WG_M * RM) x (WG_N * RN).
+/// Workgroup geometry: WG_M x WG_N threads, each with an RM x RN register
+/// block, TK-deep shared tiles. The output tile is (WG_M * RM) x (WG_N * RN).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvTiles {
     pub wg_m: u32,
     pub wg_n: u32,
+    pub rm: u32,
+    pub rn: u32,
     pub tk: u32,
 }
 
 impl ConvTiles {
-    /// The largest tiles the adapter's limits allow (64 x 64 outputs, 16 deep
-    /// where 256 invocations and 16 KiB of workgroup memory are available).
-    pub fn for_gpu(gpu: &Gpu) -> ConvTiles {
+    /// 128 x 128 outputs: 16 x 16 threads with 8 x 8 blocks, 16 deep.
+    pub const LARGE: ConvTiles = ConvTiles {
+        wg_m: 16,
+        wg_n: 16,
+        rm: 8,
+        rn: 8,
+        tk: 16,
+    };
+    /// 64 x 64 outputs: 16 x 16 threads with 4 x 4 blocks, 16 deep.
+    pub const MEDIUM: ConvTiles = ConvTiles {
+        wg_m: 16,
+        wg_n: 16,
+        rm: 4,
+        rn: 4,
+        tk: 16,
+    };
+    /// 32 x 32 outputs: 8 x 8 threads with 4 x 4 blocks, 16 deep (fits any adapter).
+    pub const SMALL: ConvTiles = ConvTiles {
+        wg_m: 8,
+        wg_n: 8,
+        rm: 4,
+        rn: 4,
+        tk: 16,
+    };
+
+    fn fits(&self, gpu: &Gpu) -> bool {
         let l = &gpu.limits;
-        let shared = 2 * MAX_TILE * 4;
-        if l.max_compute_invocations_per_workgroup >= 256
-            && l.max_compute_workgroup_size_x >= 16
-            && l.max_compute_workgroup_size_y >= 16
-            && l.max_compute_workgroup_storage_size >= shared
-        {
-            ConvTiles {
-                wg_m: 16,
-                wg_n: 16,
-                tk: 16,
+        l.max_compute_invocations_per_workgroup >= self.wg_m * self.wg_n
+            && l.max_compute_workgroup_size_x >= self.wg_n
+            && l.max_compute_workgroup_size_y >= self.wg_m
+            && l.max_compute_workgroup_storage_size >= 2 * MAX_TILE * 4
+    }
+
+    /// The largest tiles the adapter's limits allow.
+    pub fn for_gpu(gpu: &Gpu) -> ConvTiles {
+        [Self::LARGE, Self::MEDIUM]
+            .into_iter()
+            .find(|t| t.fits(gpu))
+            .unwrap_or(Self::SMALL)
+    }
+
+    /// Tiles for a GEMM of `rows` x `cols` outputs: the largest that still
+    /// gives enough workgroups to fill a big GPU without padding the GEMM by
+    /// more than 30% (the 8x8 and 16x16 levels of a 256 px U-Net, the 3-channel
+    /// output convolution). The thresholds are a first guess, not yet tuned on
+    /// hardware.
+    pub fn for_gemm(gpu: &Gpu, rows: usize, cols: usize) -> ConvTiles {
+        for t in [Self::LARGE, Self::MEDIUM] {
+            if !t.fits(gpu) {
+                continue;
             }
-        } else {
-            ConvTiles {
-                wg_m: 8,
-                wg_n: 8,
-                tk: 16,
+            let (gr, gc) = ((rows as u32).div_ceil(t.tm()), (cols as u32).div_ceil(t.tn()));
+            let padded = (gr * t.tm()) as f64 * (gc * t.tn()) as f64;
+            if gr * gc >= 128 && padded <= 1.3 * (rows * cols) as f64 {
+                return t;
             }
         }
+        Self::SMALL
+    }
+
+    /// The loaders assume every thread keeps fixed tile columns: the thread
+    /// count must be a multiple of TK and of TN (so WG_M a multiple of RN).
+    fn check(&self) {
+        let threads = self.wg_m * self.wg_n;
+        assert!(
+            self.rm <= MAX_R && self.rn <= MAX_R,
+            "conv tiles {self:?}: register block over MAX_R"
+        );
+        assert!(
+            threads % self.tk == 0 && threads % self.tn() == 0,
+            "conv tiles {self:?} do not fit the loaders"
+        );
+        assert!(
+            self.tk * self.tm() <= MAX_TILE && self.tk * self.tn() <= MAX_TILE,
+            "conv tiles {self:?} exceed MAX_TILE"
+        );
     }
 
     pub fn tm(&self) -> u32 {
-        self.wg_m * RM
+        self.wg_m * self.rm
     }
 
     pub fn tn(&self) -> u32 {
-        self.wg_n * RN
+        self.wg_n * self.rn
     }
 
-    fn overrides(&self) -> [(&'static str, f64); 3] {
+    fn overrides(&self) -> [(&'static str, f64); 5] {
         [
             ("WG_M", self.wg_m as f64),
             ("WG_N", self.wg_n as f64),
+            ("RM", self.rm as f64),
+            ("RN", self.rn as f64),
             ("TK", self.tk as f64),
         ]
     }
@@ -159,6 +216,7 @@ pub fn conv2d(
         out_scale,
         _pad: [0; 3],
     };
+    tiles.check();
     let pixels = (s.n * ho * wo) as u32;
     let groups = [pixels.div_ceil(tiles.tn()), (s.cout as u32).div_ceil(tiles.tm()), 1];
     let u = gpu.uniform("conv2d params", &params);
@@ -168,6 +226,54 @@ pub fn conv2d(
         "conv2d",
         &tiles.overrides(),
         &[&u, x, w.0, b.0, res_buf, y],
+        groups,
+    )
+}
+
+/// The input gradient of [`conv2d`]: dx (+)= scale * conv_transpose(dy, W).
+/// `s` is the forward shape; dy is [n, cout, ho, wo], dx [n, cin, h, w].
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_bwd_data(
+    gpu: &Gpu,
+    tiles: &ConvTiles,
+    s: &Conv2dShape,
+    dy: &wgpu::Buffer,
+    w: (&wgpu::Buffer, usize),
+    scale: f32,
+    accumulate: bool,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let (ho, wo) = s.out_hw();
+    let params = Conv2dParams {
+        n: s.n as u32,
+        cin: s.cin as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.cout as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        ks: s.ks as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad[0] as u32,
+        pad_left: s.pad[1] as u32,
+        w_off: w.1 as u32,
+        b_off: 0,
+        res_mode: accumulate as u32,
+        res_off: 0,
+        res_stride: 0,
+        out_scale: scale,
+        _pad: [0; 3],
+    };
+    tiles.check();
+    let pixels = (s.n * s.h * s.w) as u32;
+    let groups = [pixels.div_ceil(tiles.tn()), (s.cin as u32).div_ceil(tiles.tm()), 1];
+    let u = gpu.uniform("conv2d bwd params", &params);
+    Dispatch::new(
+        gpu,
+        &CONV2D,
+        "conv2d_bwd_data",
+        &tiles.overrides(),
+        &[&u, dy, w.0, dx],
         groups,
     )
 }

@@ -16,8 +16,13 @@ pub struct GroupNormParams {
     pub gamma_off: u32,
     pub beta_off: u32,
     pub ss_off: u32,
-    pub _pad: [u32; 2],
+    pub chunk_len: u32,
+    pub chunks: u32,
 }
+
+/// Elements of a group one statistics workgroup reduces: a 256 px image's
+/// groups split into tens of chunks, so the reductions fill a large GPU.
+pub const CHUNK: usize = 8192;
 
 /// Threads per workgroup of both entry points (mirrors `WG`).
 pub const WG: u32 = 256;
@@ -32,7 +37,14 @@ pub struct GroupNormShape {
     pub eps: f32,
 }
 
-/// The two dispatches of one GroupNorm. `weights` holds gamma at `gamma_off`
+impl GroupNormShape {
+    /// Statistics chunks per group.
+    pub fn chunks(&self) -> usize {
+        ((self.c / self.groups) * self.hw).div_ceil(CHUNK).max(1)
+    }
+}
+
+/// The three dispatches of one GroupNorm (partial statistics, their merge, the normalisation). `weights` holds gamma at `gamma_off`
 /// and beta at `beta_off`; `scale_shift` is ([N, 2C] buffer, element offset).
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(
@@ -47,7 +59,7 @@ pub fn group_norm(
     silu: bool,
     y: &wgpu::Buffer,
     dummy: &wgpu::Buffer,
-) -> Result<[Dispatch; 2], GpuError> {
+) -> Result<[Dispatch; 3], GpuError> {
     assert!(
         s.groups > 0 && s.c % s.groups == 0,
         "GroupNorm channels must split into groups"
@@ -64,17 +76,28 @@ pub fn group_norm(
         gamma_off: gamma_off as u32,
         beta_off: beta_off as u32,
         ss_off: ss_off as u32,
-        _pad: [0; 2],
+        chunk_len: CHUNK as u32,
+        chunks: s.chunks() as u32,
     };
     let u = gpu.uniform("groupnorm params", &params);
     let ov = [("WG", WG as f64)];
-    let stats_d = Dispatch::new(
+    let groups = (s.n * s.groups) as u32;
+    let partial = gpu.storage_buffer("groupnorm partial stats", (s.n * s.groups * s.chunks() * 3 * 4) as u64)?;
+    let part = Dispatch::new(
         gpu,
         &GROUPNORM,
-        "gn_stats",
+        "gn_stats_partial",
         &ov,
-        &[&u, x, stats],
-        [(s.n * s.groups) as u32, 1, 1],
+        &[&u, x, &partial],
+        [s.chunks() as u32, groups, 1],
+    )?;
+    let finish = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_stats_finish",
+        &ov,
+        &[&u, &partial, stats],
+        [groups.div_ceil(64), 1, 1],
     )?;
     let apply = Dispatch::new(
         gpu,
@@ -84,5 +107,74 @@ pub fn group_norm(
         &[&u, x, stats, weights, ss_buf, y],
         dispatch_groups(s.n * s.c * s.hw, WG),
     )?;
-    Ok([stats_d, apply])
+    Ok([part, finish, apply])
+}
+
+/// The input gradient of [`group_norm`] (same shape, weights, scale-shift and
+/// SiLU flag; `stats` as the forward left them): dx (+)= J^T dy. Three
+/// dispatches (per-chunk sums, their totals, the gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_bwd(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&wgpu::Buffer, usize)>,
+    silu: bool,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+    dummy: &wgpu::Buffer,
+) -> Result<[Dispatch; 3], GpuError> {
+    let (ss_buf, ss_off) = scale_shift.unwrap_or((dummy, 0));
+    let params = GroupNormParams {
+        n: s.n as u32,
+        c: s.c as u32,
+        hw: s.hw as u32,
+        groups: s.groups as u32,
+        eps: s.eps,
+        silu: silu as u32 | (accumulate as u32) << 1,
+        scale_shift: scale_shift.is_some() as u32,
+        gamma_off: gamma_off as u32,
+        beta_off: beta_off as u32,
+        ss_off: ss_off as u32,
+        chunk_len: CHUNK as u32,
+        chunks: s.chunks() as u32,
+    };
+    let u = gpu.uniform("groupnorm bwd params", &params);
+    let ov = [("WG", WG as f64)];
+    let groups = (s.n * s.groups) as u32;
+    let partial = gpu.storage_buffer(
+        "groupnorm bwd partial sums",
+        (s.n * s.groups * s.chunks() * 2 * 4) as u64,
+    )?;
+    let gstats = gpu.storage_buffer("groupnorm bwd sums", (s.n * s.groups * 2 * 4) as u64)?;
+    let st = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_bwd_stats",
+        &ov,
+        &[&u, x, stats, weights, ss_buf, dy, &partial],
+        [s.chunks() as u32, groups, 1],
+    )?;
+    let finish = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_sum_finish",
+        &ov,
+        &[&u, &partial, &gstats],
+        [groups.div_ceil(64), 1, 1],
+    )?;
+    let apply = Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_bwd_apply",
+        &ov,
+        &[&u, x, stats, weights, ss_buf, dy, &gstats, dx],
+        dispatch_groups(s.n * s.c * s.hw, WG),
+    )?;
+    Ok([st, finish, apply])
 }

@@ -108,3 +108,83 @@ pub fn copy_channels(
         dispatch_groups(n * c * hw, WG),
     )
 }
+
+/// Adjoint of [`upsample_nearest2x`]: dx [n, c, h, w] (+)= 2x2 block sums of dy [n, c, 2h, 2w].
+#[allow(clippy::too_many_arguments)]
+pub fn upsample_nearest2x_bwd(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    let u = gpu.uniform(
+        "upsample bwd params",
+        &params(n, c, h, w, 2 * h, 2 * w, c, accumulate as usize),
+    );
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        "upsample_nearest2x_bwd",
+        &[("WG", WG as f64)],
+        &[&u, dy, dx],
+        dispatch_groups(n * c * h * w, WG),
+    )
+}
+
+/// Adjoint of [`avg_pool2x2`]: dx [n, c, h, w] (+)= dy [n, c, h/2, w/2] / 4 spread over each block.
+#[allow(clippy::too_many_arguments)]
+pub fn avg_pool2x2_bwd(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    let u = gpu.uniform(
+        "avgpool bwd params",
+        &params(n, c, h, w, h / 2, w / 2, c, accumulate as usize),
+    );
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        "avg_pool2x2_bwd",
+        &[("WG", WG as f64)],
+        &[&u, dy, dx],
+        dispatch_groups(n * c * h * w, WG),
+    )
+}
+
+/// Adjoint of [`copy_channels`]: dx [n, c, hw] (+)= channels [c_off, c_off + c) of dy [n, c_total, hw].
+#[allow(clippy::too_many_arguments)]
+pub fn slice_channels(
+    gpu: &Gpu,
+    n: usize,
+    c: usize,
+    hw: usize,
+    c_total: usize,
+    c_off: usize,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    assert!(c_off + c <= c_total, "channel slice out of range");
+    let u = gpu.uniform(
+        "slice_channels params",
+        &params(n, c, hw, 1, accumulate as usize, 1, c_total, c_off),
+    );
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        "slice_channels",
+        &[("WG", WG as f64)],
+        &[&u, dy, dx],
+        dispatch_groups(n * c * hw, WG),
+    )
+}

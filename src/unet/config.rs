@@ -551,3 +551,33 @@ fn parse_diffusers(r: &Reader<'_>) -> Result<DiffusersConfig, ConfigError> {
         time_embedding_dim,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What tools/convert_checkpoint.py writes for DPS's ffhq_10m.pt.
+    const CONVERTED_FFHQ: &str = r#"{"architecture": "guided-diffusion", "image_size": 256, "in_channels": 3,
+        "model_channels": 128, "out_channels": 6, "num_res_blocks": 1, "attention_resolutions": [16],
+        "dropout": 0.0, "channel_mult": [1, 1, 2, 2, 4, 4], "num_classes": null, "use_checkpoint": false,
+        "use_fp16": false, "num_heads": 4, "num_head_channels": 64, "num_heads_upsample": -1,
+        "use_scale_shift_norm": true, "resblock_updown": true, "use_new_attention_order": false}"#;
+
+    #[test]
+    fn converted_ffhq_config_is_the_dps_prior() {
+        let c = UnetConfig::from_json_str(CONVERTED_FFHQ, Path::new("config.json")).unwrap();
+        assert_eq!(c, UnetConfig::dps_ffhq256());
+    }
+
+    /// The script-flag form (DPS YAML values) means the same model.
+    #[test]
+    fn script_flags_follow_create_model() {
+        let flags = r#"{"architecture": "guided-diffusion", "image_size": 256, "num_channels": 128,
+            "num_res_blocks": 1, "channel_mult": "", "learn_sigma": true, "class_cond": false,
+            "attention_resolutions": "16", "num_heads": 4, "num_head_channels": 64, "num_heads_upsample": -1,
+            "use_scale_shift_norm": true, "dropout": 0.0, "resblock_updown": true, "use_fp16": false,
+            "use_new_attention_order": false, "use_checkpoint": false}"#;
+        let c = UnetConfig::from_json_str(flags, Path::new("config.json")).unwrap();
+        assert_eq!(c, UnetConfig::dps_ffhq256());
+    }
+}

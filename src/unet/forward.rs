@@ -79,7 +79,6 @@ impl UnetForward {
             .collect::<Result<Vec<_>, _>>()?;
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
-        let tiles = ConvTiles::for_gpu(gpu);
         let w = &unet.weights;
         let mut freqs = Vec::new();
         let mut records = Vec::new();
@@ -153,6 +152,7 @@ impl UnetForward {
                             multiple: m,
                         });
                     }
+                    let tiles = ConvTiles::for_gemm(gpu, *cout, batch * ho * wo);
                     let r = match res {
                         Residual::None => ConvResidual::None,
                         Residual::Full(a) => ConvResidual::Full(&acts[*a].buffer, 0),
@@ -335,8 +335,8 @@ impl UnetForward {
         gpu.submit_checked("unet forward", enc)
     }
 
-    /// Writes x and t, runs, reads the output back (a sync point).
-    pub fn run(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<Vec<f32>, ForwardError> {
+    /// Writes x and t (checked against the planned shapes).
+    pub fn write_inputs(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<(), ForwardError> {
         if x.len() != self.input().numel() {
             return Err(ForwardError::Shape {
                 what: "U-Net input x".into(),
@@ -353,6 +353,12 @@ impl UnetForward {
         }
         self.input().write(gpu, x)?;
         self.t.write(gpu, t)?;
+        Ok(())
+    }
+
+    /// Writes x and t, runs, reads the output back (a sync point).
+    pub fn run(&self, gpu: &Gpu, x: &[f32], t: &[f32]) -> Result<Vec<f32>, ForwardError> {
+        self.write_inputs(gpu, x, t)?;
         self.submit(gpu)?;
         Ok(self.output().read(gpu)?)
     }

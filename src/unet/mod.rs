@@ -1,6 +1,7 @@
 //! The U-Net prior: config -> graph of typed layers -> weights on the GPU ->
 //! a forward plan built once per (model, batch, resolution) and replayed.
 
+pub mod backward;
 pub mod config;
 pub mod forward;
 pub mod graph;
@@ -8,6 +9,7 @@ pub mod weights;
 
 use std::path::Path;
 
+pub use backward::UnetVjp;
 pub use config::{AdmConfig, ConfigError, DiffusersConfig, UnetConfig};
 pub use forward::{ForwardError, UnetForward};
 pub use graph::{Graph, Layer};
