@@ -6,8 +6,9 @@
 // The Jacobian of s is sum_k r_k diag(-1/var_kt) + sum_k r_k s_k (s_k - s)^T (the
 // responsibilities move with x: grad r_k = r_k (s_k - s)); it is symmetric, so
 //   J^T g = sum_k r_k [ -g / var_kt + (s_k - s) (s_k . g) ],   d eps/dx^T g = -b J^T g.
-// Kernels are one thread per (sample, component) or (sample, element), no
-// shared memory: K and d are small and lavapipe barriers are slow.
+// gmm_logits is one thread per sample (it normalises the responsibilities in
+// place), the others one thread per (sample, component) or (sample, element);
+// no shared memory: K and d are small and lavapipe barriers are slow.
 //
 // prior buffer: [ log w (K) | means (K*d) | Sigma diagonals (K*d) ].
 
