@@ -238,7 +238,12 @@ fn cases() -> Vec<(TaskSpec, usize, [usize; 3])> {
         kernel_size: Some(size),
         ..spec(task)
     };
+    // A dense A [7, 2*3*5] (wide: m < d) through the factory's --matrix file.
+    let dense_path = std::env::temp_dir().join(format!("tweedie-ops-{}-dense.safetensors", std::process::id()));
+    let a = HostTensor::new(vec![7, 30], randn(&mut rng(77), 7 * 30));
+    write_tensors(&dense_path, &[("A", &a)]).unwrap();
     vec![
+        (TaskSpec { matrix: Some(dense_path), ..spec("dense") }, 3, [2, 3, 5]),
         (spec("denoise"), 2, [3, 17, 13]),
         (
             TaskSpec {
@@ -489,6 +494,12 @@ fn forward_matches_cpu_references() {
         let got = forward(&gpu, op.as_ref(), n, &x);
         let want: Vec<f32> = match (&resolved.kind, spec.task.as_str()) {
             (Resolved::Denoise, _) => x.clone(),
+            (Resolved::Dense { matrix }, _) => {
+                let (m, d) = (matrix.shape[0], matrix.shape[1]);
+                (0..n * m)
+                    .map(|k| (0..d).map(|j| matrix.data[(k % m) * d + j] as f64 * x[(k / m) * d + j] as f64).sum::<f64>() as f32)
+                    .collect()
+            }
             (Resolved::Inpaint { mask }, _) => x
                 .iter()
                 .enumerate()
@@ -773,7 +784,7 @@ fn factory_refuses_bad_tasks_and_options() {
     let e = build_err(spec("colorize"), [1, 8, 8]);
     assert!(e.contains("3-channel"), "{e}");
     let e = build_err(spec("dense"), [1, 8, 8]);
-    assert!(e.contains("dense: not wired yet"), "{e}");
+    assert!(e.contains("--matrix FILE is required"), "{e}");
     // Shape mismatches at plan time.
     let gpu = gpu();
     let op = build(
