@@ -15,6 +15,7 @@ pub mod dmps;
 pub mod dps;
 pub mod problem;
 pub mod score;
+pub mod unet_score;
 
 use thiserror::Error;
 
@@ -27,6 +28,7 @@ use crate::Gpu;
 
 pub use cg::CgStats;
 pub use score::{GmmPrior, ScoreError, ScoreModel};
+pub use unet_score::UnetScore;
 
 #[derive(Debug, Error)]
 pub enum SamplerError {

@@ -1,0 +1,131 @@
+//! The U-Net behind the [`ScoreModel`] interface: the same sampler code that
+//! runs on the exact Gaussian-mixture prior runs on a trained network.
+
+use std::sync::{Arc, Mutex};
+
+use super::score::{ScoreError, ScoreModel};
+use crate::gpu::Plan;
+use crate::kernels::elementwise::{Elementwise, Op};
+use crate::kernels::resample::{copy_channels, slice_channels};
+use crate::tensor::Tensor;
+use crate::unet::{ForwardError, Unet, UnetForward, UnetVjp};
+use crate::Gpu;
+
+/// A loaded U-Net planned at one resolution. `plan_eps` plans a forward pass
+/// whose activations `plan_vjp` then reuses (DPS: forward then backward).
+pub struct UnetScore {
+    unet: Arc<Unet>,
+    height: usize,
+    width: usize,
+    /// The forward planned by the last `plan_eps` (activations for the VJP).
+    forward: Mutex<Option<Arc<UnetForward>>>,
+}
+
+fn score_err(e: ForwardError) -> ScoreError {
+    match e {
+        ForwardError::Gpu(g) => ScoreError::Gpu(g),
+        other => ScoreError::Invalid { model: "unet".into(), message: other.to_string() },
+    }
+}
+
+impl UnetScore {
+    pub fn new(unet: Arc<Unet>, height: usize, width: usize) -> UnetScore {
+        UnetScore { unet, height, width, forward: Mutex::new(None) }
+    }
+
+    pub fn unet(&self) -> &Unet {
+        &self.unet
+    }
+
+    fn check(&self, what: &str, t: &Tensor, batch: usize, c: usize) -> Result<(), ScoreError> {
+        let want = batch * c * self.height * self.width;
+        if t.numel() != want {
+            return Err(ScoreError::Shape {
+                model: "unet".into(),
+                what: what.into(),
+                got: t.shape.clone(),
+                expected: vec![batch, c, self.height, self.width],
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ScoreModel for UnetScore {
+    fn name(&self) -> &str {
+        "unet"
+    }
+
+    fn in_shape(&self) -> [usize; 3] {
+        [self.unet.config.in_channels(), self.height, self.width]
+    }
+
+    fn learned_sigma(&self) -> bool {
+        self.unet.config.learned_sigma()
+    }
+
+    fn plan_eps(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, eps: &Tensor, v: Option<&Tensor>) -> Result<Plan, ScoreError> {
+        let c = self.unet.config.in_channels();
+        let per = c * self.height * self.width;
+        if per == 0 || x.numel() % per != 0 {
+            return Err(ScoreError::Shape {
+                model: "unet".into(),
+                what: "x".into(),
+                got: x.shape.clone(),
+                expected: vec![0, c, self.height, self.width],
+            });
+        }
+        let batch = x.numel() / per;
+        self.check("eps", eps, batch, c)?;
+        if let Some(v) = v {
+            self.check("v", v, batch, c)?;
+        }
+        if t.numel() != batch {
+            return Err(ScoreError::Shape { model: "unet".into(), what: "t".into(), got: t.shape.clone(), expected: vec![batch] });
+        }
+        let fwd = UnetForward::new(gpu, &self.unet, batch, self.height, self.width).map_err(score_err)?;
+        let hw = self.height * self.width;
+        let out_c = self.unet.config.out_channels();
+        let mut plan = Plan::new();
+        // Copies in (x, t) and out ([eps, v] channel halves): the forward owns
+        // its activation buffers, the sampler owns its state.
+        plan.push(Elementwise::new(gpu, Op::Affine, x, fwd.input(), 1.0, 0.0)?.dispatch);
+        plan.push(Elementwise::new(gpu, Op::Affine, t, &fwd.t, 1.0, 0.0)?.dispatch);
+        plan.extend(fwd.plan());
+        plan.push(slice_channels(gpu, batch, c, hw, out_c, 0, &fwd.output().buffer, &eps.buffer, false)?);
+        if let Some(v) = v {
+            if !self.learned_sigma() {
+                return Err(ScoreError::Invalid { model: "unet".into(), message: "v asked of a model without learned sigma".into() });
+            }
+            plan.push(slice_channels(gpu, batch, c, hw, out_c, c, &fwd.output().buffer, &v.buffer, false)?);
+        }
+        *self.forward.lock().unwrap() = Some(Arc::new(fwd));
+        Ok(plan)
+    }
+
+    fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, _t: &Tensor, cotangent: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
+        let fwd = self.forward.lock().unwrap().clone().ok_or_else(|| ScoreError::Invalid {
+            model: "unet".into(),
+            message: "plan_vjp needs the forward planned by plan_eps first".into(),
+        })?;
+        if fwd.input().numel() != x.numel() {
+            return Err(ScoreError::Shape { model: "unet".into(), what: "x".into(), got: x.shape.clone(), expected: fwd.input().shape.clone() });
+        }
+        let c = self.unet.config.in_channels();
+        self.check("cotangent", cotangent, fwd.batch, c)?;
+        self.check("dx", dx, fwd.batch, c)?;
+        let vjp = UnetVjp::new(gpu, &self.unet, &fwd).map_err(score_err)?;
+        let hw = self.height * self.width;
+        let mut plan = Plan::new();
+        // The cotangent of [eps, v]: eps's part from the sampler, v's stays 0
+        // (the buffer is zeroed at creation and never written elsewhere).
+        plan.push(copy_channels(gpu, fwd.batch, c, hw, self.unet.config.out_channels(), 0, &cotangent.buffer, &vjp.cotangent.buffer)?);
+        for r in &vjp.records {
+            for d in &r.dispatches {
+                plan.push(d.clone());
+            }
+        }
+        plan.push(Elementwise::new(gpu, Op::Affine, vjp.dx(), dx, 1.0, 0.0)?.dispatch);
+        Ok(plan)
+    }
+}
