@@ -15,4 +15,5 @@ pub use gpu::{Gpu, GpuError};
 pub use tensor::{HostTensor, Tensor};
 pub mod unet;
 pub mod samplers;
+pub mod restore;
 pub mod schedule;

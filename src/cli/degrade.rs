@@ -8,12 +8,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::gpu::Plan;
-use crate::io::{read_image, write_image, write_tensors};
-use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::random::Noise;
+use crate::io::{read_image, write_image};
 use crate::operators::task::{resolve, TaskSpec};
-use crate::tensor::{HostTensor, Tensor};
+use crate::restore::{measure, save_measurement};
 
 #[derive(Args)]
 pub struct DegradeArgs {
@@ -44,30 +41,14 @@ pub fn run(args: DegradeArgs, verbose: bool) -> anyhow::Result<()> {
     let gpu = super::open_gpu(verbose)?;
     let op = resolved.build(&gpu)?;
     let [c, h, w] = op.out_shape();
-    let xt = Tensor::from_host(&gpu, "clean image", &x)?;
-    let yt = Tensor::zeros(&gpu, "measurement", &[1, c, h, w])?;
-    let mut plan: Plan = op.forward(&gpu, &xt, &yt)?;
-    let noise = Tensor::zeros(&gpu, "measurement noise", &[1, c, h, w])?;
-    if args.sigma > 0.0 {
-        plan.push(Noise::new(&gpu, &noise, args.seed, 0, 0.0, args.sigma)?.dispatch);
-        plan.push(Elementwise::new(&gpu, Op::Axpby, &noise, &yt, 1.0, 1.0)?.dispatch);
-    }
-    plan.run(&gpu)?;
-    let y = yt.read(&gpu)?;
+    let y = measure(&gpu, op.as_ref(), &x, args.sigma, args.seed)?;
 
     let is_tensor_file = args
         .out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let st_path = args.out.with_extension("safetensors");
-    let y_host = HostTensor::new(vec![1, c, h, w], y.clone());
-    let sigma = HostTensor::new(vec![1], vec![args.sigma]);
-    let shape = HostTensor::new(vec![3], in_shape.iter().map(|&v| v as f32).collect());
-    let extra = resolved.tensors();
-    let mut tensors: Vec<(&str, &HostTensor)> =
-        vec![("y", &y_host), ("sigma_y", &sigma), ("in_shape", &shape)];
-    tensors.extend(extra.iter().map(|(k, t)| (k.as_str(), t)));
-    write_tensors(&st_path, &tensors).with_context(|| format!("writing {}", st_path.display()))?;
+    save_measurement(&st_path, &y, args.sigma, &resolved, [c, h, w]).with_context(|| format!("writing {}", st_path.display()))?;
     if !is_tensor_file {
         write_image(&args.out, c, h, w, &y)
             .with_context(|| format!("writing {}", args.out.display()))?;

@@ -9,14 +9,11 @@ use clap::Args;
 use crate::io::write_tensors;
 use crate::operators::dense::Dense;
 use crate::samplers::problem::GmmProblem;
-use crate::samplers::{
-    CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions,
-};
+use crate::samplers::{GmmPrior, Measurement, Method, Sampler};
 use crate::schedule::{Schedule, VarianceType};
 use crate::HostTensor;
 
-/// Diffusion steps of the mixture prior's schedule (the image models' too).
-const BASE_STEPS: usize = 1000;
+use super::sampling::{SamplingArgs, BASE_STEPS};
 
 #[derive(Args)]
 pub struct GmmArgs {
@@ -28,50 +25,18 @@ pub struct GmmArgs {
     /// Number of posterior samples.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
-    /// Reverse steps (1..=1000; fewer respaces the 1000-step schedule).
-    #[arg(long, default_value_t = 1000)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output safetensors file (key "samples" [N, d]).
     #[arg(long)]
     pub out: PathBuf,
-    /// DPS step size.
-    #[arg(long, default_value_t = 1.0)]
-    pub zeta: f32,
-    /// DMPS lambda.
-    #[arg(long, default_value_t = 1.75)]
-    pub lambda: f32,
-    /// CG relative-residual tolerance.
-    #[arg(long, default_value_t = 1e-5)]
-    pub cg_tol: f32,
-    /// CG iteration cap.
-    #[arg(long, default_value_t = 30)]
-    pub cg_iters: usize,
-    /// C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.
-    #[arg(long, value_enum, default_value_t = CdpsVariant::Reverse)]
-    pub cdps_variant: CdpsVariant,
-    /// DMPS linear solve: SVD form when available, or CG.
-    #[arg(long, value_enum, default_value_t = DmpsSolver::Auto)]
-    pub dmps_solver: DmpsSolver,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
     }
-    if args.steps == 0 || args.steps > BASE_STEPS {
-        anyhow::bail!(
-            "--steps must be between 1 and {BASE_STEPS}, got {}",
-            args.steps
-        );
-    }
-    if !(args.cg_tol > 0.0) || args.cg_iters == 0 {
-        anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
-    }
-    if !args.zeta.is_finite() || !args.lambda.is_finite() {
-        anyhow::bail!("--zeta and --lambda must be finite numbers");
-    }
+    args.sampling.validate()?;
     let problem = GmmProblem::load(&args.problem)?;
     let gpu = super::open_gpu(verbose)?;
     let base = Schedule::linear(BASE_STEPS, BASE_STEPS)?;
@@ -85,20 +50,8 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     )?;
     let op = Dense::new(&gpu, &problem.a, [problem.d, 1, 1])
         .with_context(|| format!("{}: A", args.problem.display()))?;
-    let opts = SamplerOptions {
-        steps: args.steps,
-        base_steps: BASE_STEPS,
-        seed: args.seed,
-        variance: VarianceType::FixedLarge,
-        // The mixture's samples are not images: no [-1, 1] clipping.
-        clip: false,
-        zeta: args.zeta,
-        lambda: args.lambda,
-        cg_tol: args.cg_tol,
-        cg_iters: args.cg_iters,
-        cdps_variant: args.cdps_variant,
-        dmps_solver: args.dmps_solver,
-    };
+    // The mixture's samples are not images: no [-1, 1] clipping.
+    let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge);
     let meas = Measurement {
         op: &op,
         y: &problem.y,

@@ -9,6 +9,8 @@ mod degrade;
 mod operator;
 mod unet;
 mod gmm;
+mod restore;
+mod sampling;
 
 #[derive(Parser)]
 #[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
@@ -23,6 +25,8 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
+    /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
+    Restore(restore::RestoreArgs),
     Info(info::InfoArgs),
     /// Time each kernel family on this GPU.
     Bench(bench::BenchArgs),
@@ -40,6 +44,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Restore(a) => restore::run(a, cli.verbose),
         Command::Info(a) => info::run(a, cli.verbose),
         Command::Bench(a) => bench::run(a, cli.verbose),
         Command::Degrade(a) => degrade::run(a, cli.verbose),

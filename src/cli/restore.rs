@@ -1,0 +1,335 @@
+//! `tweedie restore`: image(s) or a ready measurement in, posterior samples,
+//! their mean and per-pixel standard deviation, and report.json out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+
+use super::sampling::{default_zeta, method_name, SamplingArgs};
+use crate::io::{read_image, write_atomic, write_image, write_tensors, TensorFile};
+use crate::metrics::{psnr, ssim};
+use crate::operators::task::{resolve, resolve_saved, ResolvedTask, TaskSpec};
+use crate::restore::{measure, restore, save_measurement, Restoration};
+use crate::samplers::{Method, UnetScore};
+use crate::schedule::VarianceType;
+use crate::tensor::HostTensor;
+use crate::unet::Unet;
+use crate::Gpu;
+
+/// The shipped prior: an ADM U-Net trained on Fashion-MNIST at 32x32.
+pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-32");
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// Model directory (model.safetensors + config.json); default: the shipped Fashion-MNIST prior.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub spec: TaskSpec,
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Clean image(s): a PNG/JPEG file or a directory of them; the measurement is made from each.
+    #[arg(long, conflicts_with = "measurement", required_unless_present = "measurement")]
+    pub input: Option<PathBuf>,
+    /// A ready measurement from `tweedie degrade` (its .png or .safetensors).
+    #[arg(long)]
+    pub measurement: Option<PathBuf>,
+    /// Measurement noise sigma_y on the [-1, 1] scale, when the measurement is made from --input.
+    #[arg(long, default_value_t = 0.05)]
+    pub sigma: f32,
+    /// Posterior samples per image.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Samples drawn at once (default: all of them, at most 16).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Output directory (created); one sub-directory per image for a directory input.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A loaded model and its planned resolution.
+pub struct Prior {
+    pub path: PathBuf,
+    pub score: UnetScore,
+    pub channels: usize,
+    pub size: usize,
+    pub load_seconds: f64,
+}
+
+pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
+    let path = model.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    let start = Instant::now();
+    let unet = Unet::load(gpu, &path).with_context(|| format!("loading model {}", path.display()))?;
+    let (channels, size) = (unet.config.in_channels(), unet.config.image_size());
+    Ok(Prior { path, score: UnetScore::new(Arc::new(unet), size, size), channels, size, load_seconds: start.elapsed().as_secs_f64() })
+}
+
+/// Reads a clean image and fits it to the model: channel conversion where it
+/// is unambiguous (said on stderr), size must match.
+pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<HostTensor> {
+    let img = read_image(path)?;
+    let (c, h, w) = (img.shape[1], img.shape[2], img.shape[3]);
+    if h != prior.size || w != prior.size {
+        bail!(
+            "{}: image is {w}x{h} but the model {} takes {}x{} images (resize or pad it first)",
+            path.display(),
+            prior.path.display(),
+            prior.size,
+            prior.size
+        );
+    }
+    let x = match (c, prior.channels) {
+        (a, b) if a == b => img,
+        (3, 1) => {
+            if !quiet {
+                eprintln!("note: {}: RGB image converted to grayscale (mean of R, G, B) for a grayscale model", path.display());
+            }
+            let hw = h * w;
+            let data = (0..hw).map(|i| (img.data[i] + img.data[hw + i] + img.data[2 * hw + i]) / 3.0).collect();
+            HostTensor::new(vec![1, 1, h, w], data)
+        }
+        (1, 3) => {
+            if !quiet {
+                eprintln!("note: {}: grayscale image replicated to 3 channels for an RGB model", path.display());
+            }
+            let mut data = img.data.clone();
+            data.extend_from_slice(&img.data);
+            data.extend_from_slice(&img.data);
+            HostTensor::new(vec![1, 3, h, w], data)
+        }
+        (a, b) => bail!("{}: image has {a} channels but the model takes {b}", path.display()),
+    };
+    Ok(x)
+}
+
+/// Lists PNG/JPEG files: the file itself, or a directory's images sorted by name.
+pub fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if input.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(input)
+            .with_context(|| format!("reading directory {}", input.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            bail!("{}: no PNG or JPEG images in this directory", input.display());
+        }
+        Ok(v)
+    } else if input.exists() {
+        Ok(vec![input.to_path_buf()])
+    } else {
+        bail!("{}: no such file or directory", input.display())
+    }
+}
+
+/// Creates `dir` and checks that it is writable (refused up front, before any work).
+pub fn prepare_out(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--out {}: cannot create the directory", dir.display()))?;
+    let probe = dir.join(".tweedie-write-test");
+    std::fs::write(&probe, b"").with_context(|| format!("--out {}: directory is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// A progress bar on stderr with steps/s and ETA (hidden with --quiet or off a terminal).
+pub fn progress(quiet: bool, label: &str) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(label.to_string());
+    pb
+}
+
+/// One image's restoration inputs.
+pub struct Job {
+    pub name: String,
+    pub clean: Option<HostTensor>,
+    pub resolved: ResolvedTask,
+    pub y: Vec<f32>,
+    pub sigma_y: f32,
+}
+
+/// Runs one job with the progress bar and returns the restoration.
+pub fn run_job(gpu: &Gpu, prior: &Prior, job: &Job, method: Method, sampling: &SamplingArgs, samples: usize, batch: usize, pb: &indicatif::ProgressBar) -> anyhow::Result<(Restoration, f64)> {
+    let t0 = Instant::now();
+    let op = job.resolved.build(gpu)?;
+    let opts = sampling.options(default_zeta(&job.resolved.task), true, VarianceType::FixedLarge);
+    let plan_s = t0.elapsed().as_secs_f64();
+    pb.set_position(0);
+    let mut cb = |done: usize, total: usize| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        true
+    };
+    let op_ref = (method != Method::Ddpm).then_some(op.as_ref());
+    let r = restore(gpu, &prior.score, op_ref, &job.y, job.sigma_y, method, &opts, samples, batch, &mut cb)?;
+    Ok((r, plan_s))
+}
+
+/// Quality of the mean and of each sample against the clean image.
+pub fn quality(r: &Restoration, clean: &HostTensor) -> serde_json::Value {
+    let (c, h, w) = (clean.shape[1], clean.shape[2], clean.shape[3]);
+    let per_sample: Vec<_> = r.samples.iter().map(|s| json!({"psnr": psnr(s, &clean.data), "ssim": ssim(s, &clean.data, c, h, w)})).collect();
+    json!({
+        "mean": {"psnr": psnr(&r.mean, &clean.data), "ssim": ssim(&r.mean, &clean.data, c, h, w)},
+        "samples": per_sample,
+    })
+}
+
+pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
+    args.sampling.validate()?;
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if args.batch == Some(0) {
+        bail!("--batch must be at least 1");
+    }
+    if !(args.sigma.is_finite() && args.sigma >= 0.0) {
+        bail!("--sigma {} must be a finite value >= 0", args.sigma);
+    }
+    let inputs = match &args.input {
+        Some(p) => list_images(p)?,
+        None => Vec::new(),
+    };
+    prepare_out(&args.out)?;
+    let started = Instant::now();
+    let gpu = super::open_gpu(verbose)?;
+    let prior = load_prior(&gpu, args.model.as_deref())?;
+    let batch = args.batch.unwrap_or(args.samples.min(16));
+    let in_shape = [prior.channels, prior.size, prior.size];
+
+    let mut jobs = Vec::new();
+    if let Some(m) = &args.measurement {
+        let st = m.with_extension("safetensors");
+        let file = TensorFile::open(&st)?;
+        let shape = file.get("in_shape")?;
+        let file_shape: Vec<usize> = shape.data.iter().map(|&v| v as usize).collect();
+        if file_shape != in_shape {
+            bail!("{}: the measurement was made from images of shape {file_shape:?} but the model takes {in_shape:?}", st.display());
+        }
+        let resolved = resolve_saved(&args.spec, in_shape, &file)?;
+        let y = file.get("y")?.data;
+        let sigma_y = file.get("sigma_y")?.data.first().copied().unwrap_or(0.0);
+        if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+            bail!("{}: y has a non-finite value at index {i}", st.display());
+        }
+        jobs.push(Job { name: String::new(), clean: None, resolved, y, sigma_y });
+    } else {
+        for (i, p) in inputs.iter().enumerate() {
+            let clean = load_clean(p, &prior, args.quiet)?;
+            let seed = args.sampling.seed.wrapping_add(i as u64);
+            let resolved = resolve(&args.spec, in_shape, seed)?;
+            let op = resolved.build(&gpu)?;
+            let y = measure(&gpu, op.as_ref(), &clean, args.sigma, seed)?;
+            let name = if inputs.len() > 1 { p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default() } else { String::new() };
+            jobs.push(Job { name, clean: Some(clean), resolved, y, sigma_y: args.sigma });
+        }
+    }
+
+    let pb = progress(args.quiet, method_name(args.method));
+    let mut summary = Vec::new();
+    for job in &jobs {
+        let dir = if job.name.is_empty() { args.out.clone() } else { args.out.join(&job.name) };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        pb.set_message(format!("{} {}", method_name(args.method), job.name));
+        let (r, plan_s) = run_job(&gpu, &prior, job, args.method, &args.sampling, args.samples, batch, &pb)?;
+        let t_write = Instant::now();
+        let op_out = job.resolved.build(&gpu)?.out_shape();
+        write_outputs(&dir, job, &r, in_shape, op_out)?;
+        let write_s = t_write.elapsed().as_secs_f64();
+        let q = job.clean.as_ref().map(|c| quality(&r, c));
+        let report = json!({
+            "tweedie": env!("CARGO_PKG_VERSION"),
+            "model": prior.path.display().to_string(),
+            "task": job.resolved.task,
+            "task_options": task_json(&args.spec),
+            "method": method_name(args.method),
+            "steps": r.steps,
+            "samples": args.samples,
+            "batch": batch,
+            "seed": args.sampling.seed,
+            "sigma_y": job.sigma_y,
+            "zeta": args.sampling.zeta.unwrap_or(default_zeta(&job.resolved.task)),
+            "lambda": args.sampling.lambda,
+            "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
+            "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
+            "adapter": gpu.report(),
+            "seconds": {"load_model": prior.load_seconds, "plan": plan_s, "sampling": r.seconds, "write": write_s},
+            "steps_per_second": (r.steps * r.batches) as f64 / r.seconds,
+            "quality": q,
+            "std_image_scale": "std.png maps a per-pixel std of 0..0.5 (on the [-1, 1] scale) to black..white",
+        });
+        write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        summary.push((dir, q));
+    }
+    pb.finish_and_clear();
+    if !args.quiet {
+        for (dir, q) in &summary {
+            match q {
+                Some(q) => eprintln!("{}: mean PSNR {:.2} dB, SSIM {:.4}", dir.display(), q["mean"]["psnr"], q["mean"]["ssim"]),
+                None => eprintln!("{}: done", dir.display()),
+            }
+        }
+        eprintln!("{} image(s) in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+pub fn task_json(spec: &TaskSpec) -> serde_json::Value {
+    json!({
+        "box": spec.box_side, "ratio": spec.ratio, "kernel_size": spec.kernel_size, "kernel_sigma": spec.kernel_sigma,
+        "intensity": spec.intensity, "factor": spec.factor, "filter": spec.filter.map(|f| format!("{f:?}").to_lowercase()),
+        "mask": spec.mask.as_ref().map(|p| p.display().to_string()), "kernel": spec.kernel.as_ref().map(|p| p.display().to_string()),
+        "matrix": spec.matrix.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+/// Measurement, samples, mean and std images, and the tensors.
+pub fn write_outputs(dir: &Path, job: &Job, r: &Restoration, in_shape: [usize; 3], out_shape: [usize; 3]) -> anyhow::Result<()> {
+    let [c, h, w] = in_shape;
+    let [oc, oh, ow] = out_shape;
+    save_measurement(&dir.join("y.safetensors"), &job.y, job.sigma_y, &job.resolved, out_shape)?;
+    if oc == 1 || oc == 3 {
+        write_image(dir.join("measurement.png"), oc, oh, ow, &job.y)?;
+    }
+    if let Some(clean) = &job.clean {
+        write_image(dir.join("clean.png"), c, h, w, &clean.data)?;
+    }
+    for (k, s) in r.samples.iter().enumerate() {
+        write_image(dir.join(format!("sample_{k:03}.png")), c, h, w, s)?;
+    }
+    write_image(dir.join("mean.png"), c, h, w, &r.mean)?;
+    let std_img: Vec<f32> = r.std.iter().map(|&s| (s / 0.5).min(1.0) * 2.0 - 1.0).collect();
+    write_image(dir.join("std.png"), c, h, w, &std_img)?;
+    let k = r.samples.len();
+    let all: Vec<f32> = r.samples.iter().flatten().copied().collect();
+    write_tensors(
+        dir.join("samples.safetensors"),
+        &[
+            ("samples", &HostTensor::new(vec![k, c, h, w], all)),
+            ("mean", &HostTensor::new(vec![1, c, h, w], r.mean.clone())),
+            ("std", &HostTensor::new(vec![1, c, h, w], r.std.clone())),
+        ],
+    )?;
+    Ok(())
+}

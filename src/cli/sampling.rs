@@ -1,0 +1,86 @@
+//! Sampler options shared by `restore`, `eval`, `demo` and `gmm`.
+
+use clap::Args;
+
+use crate::samplers::{CdpsVariant, DmpsSolver, Method, SamplerOptions};
+use crate::schedule::VarianceType;
+
+/// Diffusion steps the models here were trained with.
+pub const BASE_STEPS: usize = 1000;
+
+#[derive(Args, Clone, Debug)]
+pub struct SamplingArgs {
+    /// Reverse steps (1..=1000; fewer respaces the 1000-step schedule as guided-diffusion does).
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm).
+    #[arg(long)]
+    pub zeta: Option<f32>,
+    /// DMPS lambda.
+    #[arg(long, default_value_t = 1.75)]
+    pub lambda: f32,
+    /// CG relative-residual tolerance.
+    #[arg(long, default_value_t = 1e-5)]
+    pub cg_tol: f32,
+    /// CG iteration cap.
+    #[arg(long, default_value_t = 30)]
+    pub cg_iters: usize,
+    /// C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.
+    #[arg(long, value_enum, default_value_t = CdpsVariant::Reverse)]
+    pub cdps_variant: CdpsVariant,
+    /// DMPS linear solve: SVD form when available, or CG.
+    #[arg(long, value_enum, default_value_t = DmpsSolver::Auto)]
+    pub dmps_solver: DmpsSolver,
+}
+
+impl SamplingArgs {
+    /// Checks the ranges; one clear line on failure.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.steps == 0 || self.steps > BASE_STEPS {
+            anyhow::bail!("--steps must be between 1 and {BASE_STEPS}, got {}", self.steps);
+        }
+        if !(self.cg_tol > 0.0) || self.cg_iters == 0 {
+            anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
+        }
+        if !self.zeta.unwrap_or(1.0).is_finite() || !self.lambda.is_finite() {
+            anyhow::bail!("--zeta and --lambda must be finite numbers");
+        }
+        Ok(())
+    }
+
+    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType) -> SamplerOptions {
+        SamplerOptions {
+            steps: self.steps,
+            base_steps: BASE_STEPS,
+            seed: self.seed,
+            variance,
+            clip,
+            zeta: self.zeta.unwrap_or(default_zeta),
+            lambda: self.lambda,
+            cg_tol: self.cg_tol,
+            cg_iters: self.cg_iters,
+            cdps_variant: self.cdps_variant,
+            dmps_solver: self.dmps_solver,
+        }
+    }
+}
+
+/// DPS's official step sizes: 0.5 for inpainting, 0.3 for blur and SR.
+pub fn default_zeta(task: &str) -> f32 {
+    if task.starts_with("inpaint") {
+        0.5
+    } else {
+        0.3
+    }
+}
+
+pub fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Ddpm => "ddpm",
+        Method::Dps => "dps",
+        Method::Dmps => "dmps",
+        Method::Cdps => "cdps",
+    }
+}
