@@ -58,7 +58,30 @@ pub struct Cdps {
     pub cg: Cg,
     zy_init: Noise,
     sigma_y2: f64,
-    _keep: Vec<Tensor>,
+    /// y0, y_t, chain noise, e2, A eps, w, e1, A^T w, rhs, diag
+    keep: Vec<Tensor>,
+}
+
+/// The C-DPS buffers a test needs to replay a step on the CPU.
+pub struct CdpsBuffers<'a> {
+    /// the measurement chain's current y_t [N, m]
+    pub y_t: &'a Tensor,
+    /// the chain noise of the last step [N, m]
+    pub z_y: &'a Tensor,
+    /// the PW-CG noises of the last step: e1 [N, d], e2 [N, m]
+    pub e1: &'a Tensor,
+    pub e2: &'a Tensor,
+}
+
+impl Cdps {
+    pub fn buffers(&self) -> CdpsBuffers<'_> {
+        CdpsBuffers {
+            y_t: &self.keep[1],
+            z_y: &self.keep[2],
+            e1: &self.keep[6],
+            e2: &self.keep[3],
+        }
+    }
 }
 
 impl Cdps {
@@ -147,7 +170,7 @@ impl Cdps {
                 cg,
                 zy_init,
                 sigma_y2,
-                _keep: vec![y0, ycur, zy, e2, aeps, w, e1, atw, rhs, diag],
+                keep: vec![y0, ycur, zy, e2, aeps, w, e1, atw, rhs, diag],
             },
             plan,
             init,

@@ -452,6 +452,14 @@ impl Sampler {
         })
     }
 
+    /// C-DPS's chain and noise buffers (None for the other methods).
+    pub fn cdps_buffers(&self) -> Option<cdps::CdpsBuffers<'_>> {
+        match &self.kind {
+            Method_::Cdps(c) => Some(c.buffers()),
+            _ => None,
+        }
+    }
+
     /// The samples: x_t during a run, x_0 after it.
     pub fn x(&self) -> &Tensor {
         &self.core.x
