@@ -59,8 +59,8 @@ fn setup() -> Setup {
 
 impl Setup {
     fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
-        let mut logits = vec![0f64; K];
-        let mut sk = vec![0f64; K * D];
+        let mut logits = [0f64; K];
+        let mut sk = [0f64; K * D];
         for c in 0..K {
             let mut q = 0.0;
             for j in 0..D {

@@ -66,7 +66,7 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
             args.steps
         );
     }
-    if !(args.cg_tol > 0.0) || args.cg_iters == 0 {
+    if args.cg_tol.is_nan() || args.cg_tol <= 0.0 || args.cg_iters == 0 {
         anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
     }
     if !args.zeta.is_finite() || !args.lambda.is_finite() {

@@ -1,5 +1,6 @@
-//! C-DPS (Hamidi, Liang, Yang): a measurement chain y_t = sqrt(1 - beta_t) y_{t-1}
-//! + sqrt(beta_t) z with y_0 = y, and at every step an exact Gaussian draw of
+//! C-DPS (Hamidi, Liang, Yang): a measurement chain
+//! y_t = sqrt(1 - beta_t) y_{t-1} + sqrt(beta_t) z with y_0 = y, and at every
+//! step an exact Gaussian draw of
 //! x_{t-1} from  (x-factor) x p(y_{t-1} | x_{t-1}),  where
 //! p(y_{t-1} | x_{t-1}) = N(A x_{t-1} + b, Sigma_{y|x} I),
 //! Sigma_{y|x} = abar_{t-1} sigma_y^2 + (1 - abar_{t-1}),  b = (1 - abar_{t-1}) A s(x_t).

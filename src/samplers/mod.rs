@@ -408,7 +408,7 @@ impl Sampler {
                     "the measurement y has a non-finite value at index {i}"
                 )));
             }
-            if !(m.sigma_y >= 0.0) || !m.sigma_y.is_finite() {
+            if !m.sigma_y.is_finite() || m.sigma_y < 0.0 {
                 return Err(SamplerError::Invalid(format!(
                     "sigma_y must be finite and non-negative, got {}",
                     m.sigma_y
@@ -437,6 +437,10 @@ impl Sampler {
             }
             Method::Cdps => {
                 let m = meas.ok_or_else(|| need("C-DPS"))?;
+                if m.sigma_y <= 0.0 {
+                    // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
+                    return Err(SamplerError::Invalid("C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into()));
+                }
                 let (d, plan, init) = cdps::Cdps::plan(gpu, &mut core, &m)?;
                 init_plan.extend(init);
                 (Method_::Cdps(d), plan)
