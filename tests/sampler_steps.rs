@@ -8,10 +8,13 @@ mod common;
 use common::*;
 
 use rand::Rng;
+use tweedie::gpu::Plan;
+use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::operators::dense::Dense;
 use tweedie::samplers::{CdpsVariant, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
+use tweedie::samplers::{ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
-use tweedie::HostTensor;
+use tweedie::{Gpu, HostTensor, Tensor};
 
 const K: usize = 3;
 const D: usize = 6;
@@ -299,4 +302,104 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
 fn close_abar(base: &Schedule, sched: &Schedule, i: usize) {
     let t = sched.timestep_map[i];
     assert!((base.alphas_cumprod[t] - sched.alphas_cumprod[i]).abs() < 1e-12);
+}
+
+/// The mixture prior dressed as a learned-sigma model: v = V everywhere, so the
+/// learned-range variance path (log var = f log beta + (1 - f) log beta~) is
+/// exercised the way the ADM U-Net will use it.
+struct LearnedSigma {
+    inner: GmmPrior,
+}
+
+const V: f32 = 0.3;
+
+impl ScoreModel for LearnedSigma {
+    fn name(&self) -> &str {
+        "gmm+v"
+    }
+    fn in_shape(&self) -> [usize; 3] {
+        self.inner.in_shape()
+    }
+    fn learned_sigma(&self) -> bool {
+        true
+    }
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<Plan, ScoreError> {
+        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None)?;
+        let v = v.expect("learned sigma gets a v buffer");
+        // v = 0 * x + V
+        plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
+        Ok(plan)
+    }
+    fn plan_vjp(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        cot: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Plan, ScoreError> {
+        self.inner.plan_vjp(gpu, x, t, cot, dx)
+    }
+}
+
+#[test]
+fn learned_sigma_variance_is_used() {
+    let gpu = gpu();
+    let s = setup();
+    let base = Schedule::linear(1000, 1000).unwrap();
+    let sched = Schedule::linear(1000, STEPS).unwrap();
+    let model = LearnedSigma {
+        inner: GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &base.alphas_cumprod).unwrap(),
+    };
+    let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
+    let mut r = rng(43);
+    // early, where beta and beta~ differ most
+    let i = 2;
+    let opts = SamplerOptions {
+        steps: STEPS,
+        seed: 4,
+        clip: false,
+        ..Default::default()
+    };
+    let meas = Measurement {
+        op: &op,
+        y: &s.y32,
+        sigma_y: s.sigma_y as f32,
+    };
+    let smp = Sampler::new(&gpu, Method::Ddpm, &model, Some(meas), N, &opts).unwrap();
+    smp.init(&gpu).unwrap();
+    let x_in = randn(&mut r, N * D);
+    smp.x().write(&gpu, &x_in).unwrap();
+    smp.step(&gpu, i).unwrap();
+    let got = smp.x().read(&gpu).unwrap();
+    let z = f64s(&smp.core.z.read(&gpu).unwrap());
+    let abar = sched.alphas_cumprod[i];
+    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let sigma = (0.5 * sched.learned_log_variance(i, V as f64)).exp();
+    // differs from both fixed choices, so a wrong branch cannot pass
+    for kind in [VarianceType::FixedLarge, VarianceType::FixedSmall] {
+        let fixed = (0.5 * sched.fixed_log_variance(kind, i)).exp();
+        assert!(
+            (sigma - fixed).abs() > 0.05 * sigma,
+            "{kind:?}: {fixed} vs learned {sigma}"
+        );
+    }
+    let mut want = Vec::new();
+    for n in 0..N {
+        let x = f64s(&x_in[n * D..(n + 1) * D]);
+        let eps = s.eps(&x, a, b);
+        for j in 0..D {
+            let x0 = (x[j] - b * eps[j]) / a;
+            let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * x[j];
+            want.push((mean + sigma * z[n * D + j]) as f32);
+        }
+    }
+    assert_close("learned-sigma DDPM step", &got, &want, 1e-4, 1e-3);
 }
