@@ -151,3 +151,23 @@ fn bad_matrices_are_refused() {
     let a = HostTensor::new(vec![6], vec![0.0; 6]);
     assert!(Dense::new(&gpu, &a, [6, 1, 1]).is_err());
 }
+
+#[test]
+fn from_file_reads_the_matrix_and_names_a_missing_key() {
+    let gpu = gpu();
+    let mut r = rng(13);
+    let (m, d) = (4, 6);
+    let a = randn(&mut r, m * d);
+    let path =
+        std::env::temp_dir().join(format!("tweedie-dense-{}.safetensors", std::process::id()));
+    tweedie::io::write_tensors(&path, &[("A", &HostTensor::new(vec![m, d], a.clone()))]).unwrap();
+    let op = Dense::from_file(&gpu, &path, "A", [1, 2, 3]).unwrap();
+    assert_eq!(op.matrix().data, a);
+    assert_eq!((op.in_shape(), op.out_shape()), ([1, 2, 3], [m, 1, 1]));
+    let err = Dense::from_file(&gpu, &path, "B", [1, 2, 3])
+        .err()
+        .expect("missing key refused")
+        .to_string();
+    assert!(err.contains("\"B\""), "{err}");
+    let _ = std::fs::remove_file(&path);
+}

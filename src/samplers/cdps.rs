@@ -1,5 +1,6 @@
-//! C-DPS (Hamidi, Liang, Yang): a measurement chain y_t = sqrt(1 - beta_t) y_{t-1}
-//! + sqrt(beta_t) z with y_0 = y, and at every step an exact Gaussian draw of
+//! C-DPS (Hamidi, Liang, Yang): a measurement chain
+//! y_t = sqrt(1 - beta_t) y_{t-1} + sqrt(beta_t) z with y_0 = y, and at every
+//! step an exact Gaussian draw of
 //! x_{t-1} from  (x-factor) x p(y_{t-1} | x_{t-1}),  where
 //! p(y_{t-1} | x_{t-1}) = N(A x_{t-1} + b, Sigma_{y|x} I),
 //! Sigma_{y|x} = abar_{t-1} sigma_y^2 + (1 - abar_{t-1}),  b = (1 - abar_{t-1}) A s(x_t).
@@ -28,9 +29,24 @@
 //!   D m = m_theta / sigma_t^2. Off the range of A this is exactly a DDPM step.
 //!
 //! Measured against the exact posterior of the Gaussian-mixture fixtures
-//! (tests/samplers.rs, sliced W2, 1000 steps): the reverse reading lands close
-//! to the exact posterior while the forward reading is far worse than even the
-//! prior, as the null-space argument predicts.
+//! (tests/samplers.rs, sliced W2 to `reference`; exact samples score 0.085 /
+//! 0.082, the prior 7.07 / 1.99 on d8_m2 (1000 steps) / d80_m4 (250 steps)):
+//! the reverse reading scores 4.38 / 1.83, closer than the prior; the forward
+//! reading scores 204 / 217, i.e. it diverges: the null-space component is
+//! multiplied by prod 1 / sqrt(1 - beta_t) = 1 / sqrt(abar_T) (~150) over the
+//! run, exactly the inverted forward process predicted above. Hence the
+//! default is `Reverse`.
+//!
+//! Why the reverse reading still lags DMPS / DPS on these problems: the chain
+//! noise sqrt(1 - abar) z is isotropic while A x_t carries noise
+//! sqrt(1 - abar) A eps (rows of A have norm 0.3-0.85 here), so the two do not
+//! share a law and Sigma_{y|x} mis-states the measurement noise. With A
+//! replaced by a matrix of orthonormal rows (same row space, fresh exact
+//! posterior; a side experiment, 250 steps, 1000 samples) the reverse reading
+//! improves to 2.56 (prior 7.27, DMPS 2.50) on d8_m2 and 1.75 (prior 2.00,
+//! DMPS 1.79) on d80_m4: level with DMPS, still far from the 0.08 floor, as
+//! for every Gaussian-approximation step on a prior whose modes are 8 apart.
+//! The solver is not the limit (CG converges in <= m + 1 iterations, checked).
 
 use super::cg::{Cg, Space};
 use super::{CdpsVariant, Core, Measurement, Role, SamplerError, StepParams};
@@ -43,7 +59,30 @@ pub struct Cdps {
     pub cg: Cg,
     zy_init: Noise,
     sigma_y2: f64,
-    _keep: Vec<Tensor>,
+    /// y0, y_t, chain noise, e2, A eps, w, e1, A^T w, rhs, diag
+    keep: Vec<Tensor>,
+}
+
+/// The C-DPS buffers a test needs to replay a step on the CPU.
+pub struct CdpsBuffers<'a> {
+    /// the measurement chain's current y_t [N, m]
+    pub y_t: &'a Tensor,
+    /// the chain noise of the last step [N, m]
+    pub z_y: &'a Tensor,
+    /// the PW-CG noises of the last step: e1 [N, d], e2 [N, m]
+    pub e1: &'a Tensor,
+    pub e2: &'a Tensor,
+}
+
+impl Cdps {
+    pub fn buffers(&self) -> CdpsBuffers<'_> {
+        CdpsBuffers {
+            y_t: &self.keep[1],
+            z_y: &self.keep[2],
+            e1: &self.keep[6],
+            e2: &self.keep[3],
+        }
+    }
 }
 
 impl Cdps {
@@ -132,7 +171,7 @@ impl Cdps {
                 cg,
                 zy_init,
                 sigma_y2,
-                _keep: vec![y0, ycur, zy, e2, aeps, w, e1, atw, rhs, diag],
+                keep: vec![y0, ycur, zy, e2, aeps, w, e1, atw, rhs, diag],
             },
             plan,
             init,

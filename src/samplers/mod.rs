@@ -410,7 +410,7 @@ impl Sampler {
                     "the measurement y has a non-finite value at index {i}"
                 )));
             }
-            if !(m.sigma_y >= 0.0) || !m.sigma_y.is_finite() {
+            if !m.sigma_y.is_finite() || m.sigma_y < 0.0 {
                 return Err(SamplerError::Invalid(format!(
                     "sigma_y must be finite and non-negative, got {}",
                     m.sigma_y
@@ -439,6 +439,10 @@ impl Sampler {
             }
             Method::Cdps => {
                 let m = meas.ok_or_else(|| need("C-DPS"))?;
+                if m.sigma_y <= 0.0 {
+                    // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
+                    return Err(SamplerError::Invalid("C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into()));
+                }
                 let (d, plan, init) = cdps::Cdps::plan(gpu, &mut core, &m)?;
                 init_plan.extend(init);
                 (Method_::Cdps(d), plan)
@@ -452,6 +456,14 @@ impl Sampler {
             init_plan,
             m_per,
         })
+    }
+
+    /// C-DPS's chain and noise buffers (None for the other methods).
+    pub fn cdps_buffers(&self) -> Option<cdps::CdpsBuffers<'_>> {
+        match &self.kind {
+            Method_::Cdps(c) => Some(c.buffers()),
+            _ => None,
+        }
     }
 
     /// The samples: x_t during a run, x_0 after it.

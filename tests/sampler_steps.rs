@@ -1,0 +1,405 @@
+//! One reverse step of each sampler against an f64 CPU replay of the same
+//! step (same x_t, same noise read back from the GPU), with the Gaussian-
+//! mixture prior, a dense operator, respaced steps and x0hat clipping on and
+//! off. The DPS gradient is checked by central finite differences of
+//! |y - A clip(x0hat(x))| on the CPU.
+
+mod common;
+use common::*;
+
+use rand::Rng;
+use tweedie::gpu::Plan;
+use tweedie::kernels::elementwise::{Elementwise, Op};
+use tweedie::operators::dense::Dense;
+use tweedie::samplers::{CdpsVariant, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
+use tweedie::samplers::{ScoreError, ScoreModel};
+use tweedie::schedule::{Schedule, VarianceType};
+use tweedie::{Gpu, HostTensor, Tensor};
+
+const K: usize = 3;
+const D: usize = 6;
+const M: usize = 3;
+const N: usize = 5;
+const STEPS: usize = 50;
+
+struct Setup {
+    w: Vec<f64>,
+    mu: Vec<f64>,
+    var: Vec<f64>,
+    a: Vec<f64>,
+    y: Vec<f64>,
+    sigma_y: f64,
+    w32: Vec<f32>,
+    mu32: Vec<f32>,
+    var32: Vec<f32>,
+    a32: Vec<f32>,
+    y32: Vec<f32>,
+}
+
+fn setup() -> Setup {
+    let mut r = rng(41);
+    let w32: Vec<f32> = (0..K).map(|_| 0.3 + r.random::<f32>()).collect();
+    let mu32: Vec<f32> = randn(&mut r, K * D).iter().map(|v| 0.7 * v).collect();
+    let var32: Vec<f32> = (0..K * D).map(|_| 0.1 + 0.4 * r.random::<f32>()).collect();
+    let a32: Vec<f32> = randn(&mut r, M * D).iter().map(|v| 0.6 * v).collect();
+    let y32: Vec<f32> = randn(&mut r, M);
+    let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let tot: f64 = w32.iter().map(|&v| v as f64).sum();
+    Setup {
+        w: w32.iter().map(|&v| v as f64 / tot).collect(),
+        mu: f(&mu32),
+        var: f(&var32),
+        a: f(&a32),
+        y: f(&y32),
+        sigma_y: 0.1,
+        w32,
+        mu32,
+        var32,
+        a32,
+        y32,
+    }
+}
+
+impl Setup {
+    fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
+        let mut logits = [0f64; K];
+        let mut sk = [0f64; K * D];
+        for c in 0..K {
+            let mut q = 0.0;
+            for j in 0..D {
+                let v = a * a * self.var[c * D + j] + b * b;
+                let r = x[j] - a * self.mu[c * D + j];
+                q += r * r / v + v.ln();
+                sk[c * D + j] = -r / v;
+            }
+            logits[c] = self.w[c].ln() - 0.5 * q;
+        }
+        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        (0..D)
+            .map(|j| {
+                -b * (0..K)
+                    .map(|c| (logits[c] - mx).exp() / tot * sk[c * D + j])
+                    .sum::<f64>()
+            })
+            .collect()
+    }
+    fn ax(&self, x: &[f64]) -> Vec<f64> {
+        (0..M)
+            .map(|i| (0..D).map(|j| self.a[i * D + j] * x[j]).sum())
+            .collect()
+    }
+    fn atv(&self, v: &[f64]) -> Vec<f64> {
+        (0..D)
+            .map(|j| (0..M).map(|i| self.a[i * D + j] * v[i]).sum())
+            .collect()
+    }
+}
+
+/// Gaussian elimination with partial pivoting (small dense systems).
+fn solve(mut m: Vec<f64>, n: usize, mut b: Vec<f64>) -> Vec<f64> {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| m[i * n + c].abs().partial_cmp(&m[j * n + c].abs()).unwrap())
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, p * n + k);
+        }
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = m[r * n + c] / m[c * n + c];
+            for k in c..n {
+                m[r * n + k] -= f * m[c * n + k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0f64; n];
+    for r in (0..n).rev() {
+        x[r] = (b[r] - (r + 1..n).map(|k| m[r * n + k] * x[k]).sum::<f64>()) / m[r * n + r];
+    }
+    x
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+#[test]
+fn one_step_of_each_sampler_matches_cpu_replay() {
+    let gpu = gpu();
+    let s = setup();
+    let base = Schedule::linear(1000, 1000).unwrap();
+    let sched = Schedule::linear(1000, STEPS).unwrap();
+    let model = GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &base.alphas_cumprod).unwrap();
+    let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
+    let mut r = rng(42);
+    let zeta = 0.5;
+    let lambda = 1.75;
+    let cases = [
+        (Method::Ddpm, CdpsVariant::Reverse, false),
+        (Method::Ddpm, CdpsVariant::Reverse, true),
+        (Method::Dps, CdpsVariant::Reverse, false),
+        (Method::Dps, CdpsVariant::Reverse, true),
+        (Method::Dmps, CdpsVariant::Reverse, false),
+        (Method::Dmps, CdpsVariant::Reverse, true),
+        (Method::Cdps, CdpsVariant::Reverse, false),
+        (Method::Cdps, CdpsVariant::Forward, false),
+    ];
+    for (method, variant, clip) in cases {
+        for i in [0usize, 3, 27, STEPS - 1] {
+            let what = format!("{method:?} {variant:?} clip={clip} step {i}");
+            let opts = SamplerOptions {
+                steps: STEPS,
+                seed: 9,
+                clip,
+                zeta,
+                lambda,
+                variance: VarianceType::FixedLarge,
+                cg_iters: 12,
+                cg_tol: 1e-6,
+                cdps_variant: variant,
+                ..Default::default()
+            };
+            let meas = Measurement {
+                op: &op,
+                y: &s.y32,
+                sigma_y: s.sigma_y as f32,
+            };
+            let smp = Sampler::new(&gpu, method, &model, Some(meas), N, &opts).unwrap();
+            smp.init(&gpu).unwrap();
+            let x_in: Vec<f32> = randn(&mut r, N * D).iter().map(|v| 1.3 * v).collect();
+            smp.x().write(&gpu, &x_in).unwrap();
+            let y_before = smp.cdps_buffers().map(|b| b.y_t.read(&gpu).unwrap());
+            smp.step(&gpu, i).unwrap();
+            let got = smp.x().read(&gpu).unwrap();
+            let z = f64s(&smp.core.z.read(&gpu).unwrap());
+
+            let abar = sched.alphas_cumprod[i];
+            close_abar(&base, &sched, i);
+            let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+            let beta = sched.betas[i];
+            let logvar = sched.fixed_log_variance(VarianceType::FixedLarge, i);
+            let noise = if i > 0 { 1.0 } else { 0.0 };
+            let clipf = |v: f64| if clip { v.clamp(-1.0, 1.0) } else { v };
+            let mut want = Vec::with_capacity(N * D);
+            let cd = smp.cdps_buffers().map(|bf| {
+                (
+                    f64s(&bf.y_t.read(&gpu).unwrap()),
+                    f64s(&bf.z_y.read(&gpu).unwrap()),
+                    f64s(&bf.e1.read(&gpu).unwrap()),
+                    f64s(&bf.e2.read(&gpu).unwrap()),
+                )
+            });
+            for n in 0..N {
+                let x = f64s(&x_in[n * D..(n + 1) * D]);
+                let eps = s.eps(&x, a, b);
+                let x0: Vec<f64> = (0..D).map(|j| clipf((x[j] - b * eps[j]) / a)).collect();
+                let mean: Vec<f64> = (0..D)
+                    .map(|j| {
+                        sched.posterior_mean_coef1[i] * x0[j] + sched.posterior_mean_coef2[i] * x[j]
+                    })
+                    .collect();
+                let ddpm: Vec<f64> = (0..D)
+                    .map(|j| mean[j] + noise * (0.5 * logvar).exp() * z[n * D + j])
+                    .collect();
+                let out: Vec<f64> = match method {
+                    Method::Ddpm => ddpm,
+                    Method::Dps => {
+                        let loss = |x: &[f64]| {
+                            let e = s.eps(x, a, b);
+                            let x0: Vec<f64> =
+                                (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect();
+                            let ax = s.ax(&x0);
+                            (0..M).map(|k| (s.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
+                        };
+                        let h = 1e-6;
+                        (0..D)
+                            .map(|j| {
+                                let mut xp = x.clone();
+                                let mut xm = x.clone();
+                                xp[j] += h;
+                                xm[j] -= h;
+                                ddpm[j] - zeta as f64 * (loss(&xp) - loss(&xm)) / (2.0 * h)
+                            })
+                            .collect()
+                    }
+                    Method::Dmps => {
+                        let c = (b / a).powi(2);
+                        let mut sys = vec![0f64; M * M];
+                        for p in 0..M {
+                            for q in 0..M {
+                                let g: f64 = (0..D).map(|k| s.a[p * D + k] * s.a[q * D + k]).sum();
+                                sys[p * M + q] =
+                                    c * g + if p == q { s.sigma_y * s.sigma_y } else { 0.0 };
+                            }
+                        }
+                        let ax = s.ax(&x);
+                        let res: Vec<f64> = (0..M).map(|k| s.y[k] - ax[k] / a).collect();
+                        let g = s.atv(&solve(sys, M, res));
+                        let coef = lambda as f64 * beta / (1.0 - beta).sqrt() / a;
+                        (0..D).map(|j| ddpm[j] + coef * g[j]).collect()
+                    }
+                    Method::Cdps => {
+                        let (y_after, zy, e1, e2) = cd.as_ref().unwrap();
+                        let yb = f64s(&y_before.as_ref().unwrap()[n * M..(n + 1) * M]);
+                        let prev = sched.alphas_cumprod_prev[i];
+                        let yp: Vec<f64> = (0..M)
+                            .map(|k| {
+                                sched.posterior_mean_coef1[i] * s.y[k]
+                                    + sched.posterior_mean_coef2[i] * yb[k]
+                                    + sched.posterior_variance[i].sqrt() * zy[n * M + k]
+                            })
+                            .collect();
+                        for k in 0..M {
+                            let got = y_after[n * M + k];
+                            assert!(
+                                (got - yp[k]).abs() <= 1e-4 * (1.0 + yp[k].abs()),
+                                "{what}: y chain {got} vs {}",
+                                yp[k]
+                            );
+                        }
+                        let sv = prev * s.sigma_y * s.sigma_y + 1.0 - prev;
+                        let tw = (1.0 - prev) / b;
+                        let aeps = s.ax(&eps);
+                        let w: Vec<f64> = (0..M)
+                            .map(|k| {
+                                (yp[k] + tw * aeps[k]) / sv + noise * e2[n * M + k] / sv.sqrt()
+                            })
+                            .collect();
+                        let atw = s.atv(&w);
+                        let (dg, dm): (f64, Vec<f64>) = match variant {
+                            CdpsVariant::Reverse => {
+                                let dg = (-logvar).exp();
+                                (dg, mean.iter().map(|m| dg * m).collect())
+                            }
+                            CdpsVariant::Forward => (
+                                (1.0 - beta) / beta,
+                                x.iter().map(|v| (1.0 - beta).sqrt() / beta * v).collect(),
+                            ),
+                        };
+                        let rhs: Vec<f64> = (0..D)
+                            .map(|j| dm[j] + noise * dg.sqrt() * e1[n * D + j] + atw[j])
+                            .collect();
+                        let mut lam = vec![0f64; D * D];
+                        for p in 0..D {
+                            for q in 0..D {
+                                let g: f64 = (0..M).map(|k| s.a[k * D + p] * s.a[k * D + q]).sum();
+                                lam[p * D + q] = g / sv + if p == q { dg } else { 0.0 };
+                            }
+                        }
+                        solve(lam, D, rhs)
+                    }
+                };
+                want.extend(out.iter().map(|&v| v as f32));
+            }
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+}
+
+fn close_abar(base: &Schedule, sched: &Schedule, i: usize) {
+    let t = sched.timestep_map[i];
+    assert!((base.alphas_cumprod[t] - sched.alphas_cumprod[i]).abs() < 1e-12);
+}
+
+/// The mixture prior dressed as a learned-sigma model: v = V everywhere, so the
+/// learned-range variance path (log var = f log beta + (1 - f) log beta~) is
+/// exercised the way the ADM U-Net will use it.
+struct LearnedSigma {
+    inner: GmmPrior,
+}
+
+const V: f32 = 0.3;
+
+impl ScoreModel for LearnedSigma {
+    fn name(&self) -> &str {
+        "gmm+v"
+    }
+    fn in_shape(&self) -> [usize; 3] {
+        self.inner.in_shape()
+    }
+    fn learned_sigma(&self) -> bool {
+        true
+    }
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<Plan, ScoreError> {
+        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None)?;
+        let v = v.expect("learned sigma gets a v buffer");
+        // v = 0 * x + V
+        plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
+        Ok(plan)
+    }
+    fn plan_vjp(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        cot: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Plan, ScoreError> {
+        self.inner.plan_vjp(gpu, x, t, cot, dx)
+    }
+}
+
+#[test]
+fn learned_sigma_variance_is_used() {
+    let gpu = gpu();
+    let s = setup();
+    let base = Schedule::linear(1000, 1000).unwrap();
+    let sched = Schedule::linear(1000, STEPS).unwrap();
+    let model = LearnedSigma {
+        inner: GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &base.alphas_cumprod).unwrap(),
+    };
+    let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
+    let mut r = rng(43);
+    // early, where beta and beta~ differ most
+    let i = 2;
+    let opts = SamplerOptions {
+        steps: STEPS,
+        seed: 4,
+        clip: false,
+        ..Default::default()
+    };
+    let meas = Measurement {
+        op: &op,
+        y: &s.y32,
+        sigma_y: s.sigma_y as f32,
+    };
+    let smp = Sampler::new(&gpu, Method::Ddpm, &model, Some(meas), N, &opts).unwrap();
+    smp.init(&gpu).unwrap();
+    let x_in = randn(&mut r, N * D);
+    smp.x().write(&gpu, &x_in).unwrap();
+    smp.step(&gpu, i).unwrap();
+    let got = smp.x().read(&gpu).unwrap();
+    let z = f64s(&smp.core.z.read(&gpu).unwrap());
+    let abar = sched.alphas_cumprod[i];
+    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let sigma = (0.5 * sched.learned_log_variance(i, V as f64)).exp();
+    // differs from both fixed choices, so a wrong branch cannot pass
+    for kind in [VarianceType::FixedLarge, VarianceType::FixedSmall] {
+        let fixed = (0.5 * sched.fixed_log_variance(kind, i)).exp();
+        assert!(
+            (sigma - fixed).abs() > 0.05 * sigma,
+            "{kind:?}: {fixed} vs learned {sigma}"
+        );
+    }
+    let mut want = Vec::new();
+    for n in 0..N {
+        let x = f64s(&x_in[n * D..(n + 1) * D]);
+        let eps = s.eps(&x, a, b);
+        for j in 0..D {
+            let x0 = (x[j] - b * eps[j]) / a;
+            let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * x[j];
+            want.push((mean + sigma * z[n * D + j]) as f32);
+        }
+    }
+    assert_close("learned-sigma DDPM step", &got, &want, 1e-4, 1e-3);
+}
