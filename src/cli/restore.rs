@@ -286,7 +286,12 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     if !args.quiet {
         for (dir, q) in &summary {
             match q {
-                Some(q) => eprintln!("{}: mean PSNR {:.2} dB, SSIM {:.4}", dir.display(), q["mean"]["psnr"], q["mean"]["ssim"]),
+                Some(q) => eprintln!(
+                    "{}: PSNR of the mean {:.2} dB, SSIM {:.4}",
+                    dir.display(),
+                    q["mean"]["psnr"].as_f64().unwrap_or(f64::NAN),
+                    q["mean"]["ssim"].as_f64().unwrap_or(f64::NAN)
+                ),
                 None => eprintln!("{}: done", dir.display()),
             }
         }

@@ -1,0 +1,103 @@
+//! `tweedie restore` end to end on a fixture U-Net and a shipped test image:
+//! the outputs a user expects, and one clear line for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn tweedie(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tweedie")).args(args).output().expect("run tweedie")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn gray_model() -> String {
+    root().join("../shared/fixtures/unet/adm_gray").display().to_string()
+}
+
+fn image() -> String {
+    root().join("weights/fashion-mnist-32/test-images/0000-boot.png").display().to_string()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tweedie-restore-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn restore_writes_samples_mean_std_and_report() {
+    let out = scratch("ok");
+    let o = tweedie(&[
+        "restore", "--model", &gray_model(), "--task", "inpaint-box", "--box", "12", "--method", "dmps",
+        "--input", &image(), "--steps", "3", "--samples", "3", "--batch", "2", "--seed", "4", "--quiet", "--out", s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in ["clean.png", "measurement.png", "y.safetensors", "sample_000.png", "sample_002.png", "mean.png", "std.png", "samples.safetensors", "report.json"] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["method"], "dmps");
+    assert_eq!(report["samples"], 3);
+    assert_eq!(report["steps"], 3);
+    assert!(report["quality"]["mean"]["psnr"].as_f64().unwrap().is_finite());
+    assert!(report["steps_per_second"].as_f64().unwrap() > 0.0);
+    // Mean and std are those of the samples.
+    let f = tweedie::io::TensorFile::open(out.join("samples.safetensors")).unwrap();
+    let samples = f.get("samples").unwrap();
+    assert_eq!(samples.shape, vec![3, 1, 32, 32]);
+    let per = 32 * 32;
+    let mean = f.get("mean").unwrap().data;
+    for i in [0, 17, 500, 1023] {
+        let m = (0..3).map(|k| samples.data[k * per + i]).sum::<f32>() / 3.0;
+        assert!((m - mean[i]).abs() < 1e-5);
+    }
+    // The measurement file alone restores again (same operator).
+    let out2 = scratch("again");
+    let o = tweedie(&[
+        "restore", "--model", &gray_model(), "--task", "inpaint-box", "--box", "12", "--method", "ddpm",
+        "--measurement", s(&out.join("y.safetensors")), "--steps", "2", "--samples", "1", "--quiet", "--out", s(&out2),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out2.join("report.json").exists());
+}
+
+#[test]
+fn restore_refuses_bad_input_with_one_line() {
+    let model = gray_model();
+    let img = image();
+    let big = scratch("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let big_png = big.join("big.png");
+    tweedie::io::write_image(&big_png, 1, 40, 40, &vec![0.0; 1600]).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--task", "inpaint-box", "--method", "dmps", "--input", &img, "--samples", "0"], "--samples"),
+        (vec!["--task", "no-such-task", "--method", "dmps", "--input", &img], "no-such-task"),
+        (vec!["--task", "sr", "--method", "dmps", "--input", s(&big_png)], "40x40"),
+        (vec!["--task", "sr", "--method", "dmps", "--input", "/no/such.png"], "/no/such.png"),
+        (vec!["--task", "sr", "--method", "dmps", "--input", &img, "--steps", "1001"], "--steps"),
+    ];
+    for (args, needle) in cases {
+        let out = scratch("bad");
+        let mut full = vec!["restore", "--model", &model, "--quiet", "--out", s(&out)];
+        full.extend(args.iter().copied());
+        let o = tweedie(&full);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out.join("report.json").exists());
+    }
+    // Unknown method: clap's own error, non-zero.
+    let o = tweedie(&["restore", "--model", &model, "--task", "sr", "--method", "magic", "--input", &img, "--out", "/tmp/x"]);
+    assert!(!o.status.success());
+    // An unwritable --out.
+    let o = tweedie(&["restore", "--model", &model, "--task", "sr", "--method", "dmps", "--input", &img, "--out", "/proc/tweedie-out"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
+}
