@@ -95,3 +95,26 @@ fn dps_first_image_does_not_depend_on_batch_size() {
     let d = four[one.len()..2 * one.len()].iter().zip(&one).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert!(d > 1e-3, "second image equals the first");
 }
+
+/// N images at once: one measurement per sample gives, for each sample, what
+/// restoring that image alone gives (eval batches images this way).
+#[test]
+fn per_sample_measurements_match_single_image_runs() {
+    let gpu = gpu();
+    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let model = UnetScore::new(unet, 32, 32);
+    let spec = TaskSpec { box_side: Some(10), ..TaskSpec::new("inpaint-box") };
+    let op = build(&gpu, &spec, [1, 32, 32], 2).unwrap();
+    let y0 = measure(op.as_ref(), 1);
+    let y1: Vec<f32> = y0.iter().map(|v| -v).collect();
+    let both: Vec<f32> = y0.iter().chain(&y1).copied().collect();
+    let o = opts(3, 8);
+    for method in [Method::Dps, Method::Dmps, Method::Cdps] {
+        let pair = sample(&model, method, op.as_ref(), &both, 2, &o);
+        let alone = sample(&model, method, op.as_ref(), &y0, 1, &o);
+        assert_close(&format!("{method:?} sample 0"), &pair[..alone.len()], &alone, 1e-5, 1e-4);
+        let shared = sample(&model, method, op.as_ref(), &y0, 2, &o);
+        let d = pair[alone.len()..].iter().zip(&shared[alone.len()..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(d > 1e-3, "{method:?}: sample 1 ignored its own measurement");
+    }
+}

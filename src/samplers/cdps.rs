@@ -95,7 +95,7 @@ impl Cdps {
         let m_per: usize = m.op.out_shape().iter().product();
         let xs = core.x.shape.clone();
         let ms = [n, m_per];
-        let y0 = Tensor::from_slice(gpu, "y", &ms, &m.y.repeat(n))?;
+        let y0 = Tensor::from_slice(gpu, "y", &ms, &m.per_sample(n, m_per))?;
         let ycur = Tensor::zeros(gpu, "y_t", &ms)?;
         let zy = Tensor::zeros(gpu, "chain noise", &ms)?;
         let e2 = Tensor::zeros(gpu, "pw e2", &ms)?;

@@ -25,7 +25,7 @@ impl Dmps {
     ) -> Result<(Dmps, Plan), SamplerError> {
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
-        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.y.repeat(n))?;
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
         let ax = Tensor::zeros(gpu, "A x_t", &[n, m_per])?;
         let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
         let g = Tensor::zeros(gpu, "dmps direction", &core.x.shape)?;

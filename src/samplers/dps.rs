@@ -32,7 +32,7 @@ impl Dps {
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
-        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.y.repeat(n))?;
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
         let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
         let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
         let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;

@@ -114,9 +114,22 @@ impl Default for SamplerOptions {
 /// The measurement y = A x0 + n, n ~ N(0, sigma_y^2 I).
 pub struct Measurement<'a> {
     pub op: &'a dyn Operator,
-    /// One sample's measurement, shaped like `op.out_shape()` (shared by the batch).
+    /// Either one measurement shaped like `op.out_shape()`, shared by the
+    /// whole batch (K posterior samples of one image), or one per sample,
+    /// [N, out_shape] (N images restored at once).
     pub y: &'a [f32],
     pub sigma_y: f32,
+}
+
+impl Measurement<'_> {
+    /// y laid out per sample, [n, m_per].
+    pub fn per_sample(&self, n: usize, m_per: usize) -> Vec<f32> {
+        if self.y.len() == m_per {
+            self.y.repeat(n)
+        } else {
+            self.y.to_vec()
+        }
+    }
 }
 
 /// Mirrors `Step` in shaders/sampler.wgsl.
@@ -397,9 +410,9 @@ impl Sampler {
                 )));
             }
             m_per = m.op.out_shape().iter().product();
-            if m.y.len() != m_per {
+            if m.y.len() != m_per && m.y.len() != m_per * batch {
                 return Err(SamplerError::Invalid(format!(
-                    "the measurement has {} values but operator {} produces {:?}",
+                    "the measurement has {} values but operator {} produces {:?} per sample",
                     m.y.len(),
                     m.op.name(),
                     m.op.out_shape()
