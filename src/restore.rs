@@ -131,6 +131,73 @@ pub fn restore(
     Ok(Restoration { samples: out, mean, std, steps, batches: nb, seconds: start.elapsed().as_secs_f64(), cg })
 }
 
+/// N images restored at once, one sample each: `ys` holds one measurement
+/// per image [N, out_shape]. Returns the N samples [N, in_shape] flattened.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_batch(
+    gpu: &Gpu,
+    model: &dyn ScoreModel,
+    op: &dyn Operator,
+    ys: &[f32],
+    sigma_y: f32,
+    method: Method,
+    opts: &SamplerOptions,
+    on_step: &mut StepCallback<'_>,
+) -> Result<Vec<f32>, SamplerError> {
+    let m_per: usize = op.out_shape().iter().product();
+    if m_per == 0 || ys.is_empty() || ys.len() % m_per != 0 {
+        return Err(SamplerError::Invalid(format!("{} measurement values do not split into images of {m_per}", ys.len())));
+    }
+    let n = ys.len() / m_per;
+    let meas = (method != Method::Ddpm).then_some(Measurement { op, y: ys, sigma_y });
+    let s = Sampler::new(gpu, method, model, meas, n, opts)?;
+    let steps = s.steps();
+    s.init(gpu)?;
+    for (done, i) in (0..steps).rev().enumerate() {
+        s.step(gpu, i)?;
+        if !on_step(done + 1, steps) {
+            return Err(SamplerError::Invalid("cancelled".into()));
+        }
+    }
+    let x = s.x().read(gpu)?;
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        let per = x.len() / n;
+        return Err(SamplerError::Invalid(format!(
+            "sampling diverged: image {} has a non-finite value (try a smaller --zeta or more --steps)",
+            i / per
+        )));
+    }
+    Ok(x)
+}
+
+/// The plain baseline: the pseudo-inverse A^+ y = V S^+ U^T y through the SVD
+/// form (zero-filled inpainting, the least-squares upsampling for SR), or
+/// A^T y for operators without one. `ys` is [N, out_shape].
+pub fn pseudo_inverse(gpu: &Gpu, op: &dyn Operator, ys: &[f32]) -> Result<Vec<f32>, SamplerError> {
+    let [oc, oh, ow] = op.out_shape();
+    let [c, h, w] = op.in_shape();
+    let n = ys.len() / (oc * oh * ow);
+    let yt = Tensor::from_slice(gpu, "baseline y", &[n, oc, oh, ow], ys)?;
+    let xt = Tensor::zeros(gpu, "baseline x", &[n, c, h, w])?;
+    match op.svd() {
+        Some(svd) => {
+            let st = Tensor::zeros(gpu, "baseline spectrum", &[n, oc, oh, ow])?;
+            svd.ut(gpu, &yt, &st)?.run(gpu)?;
+            let sing = svd.singulars().read(gpu)?;
+            let smax = sing.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut spec = st.read(gpu)?;
+            for (i, v) in spec.iter_mut().enumerate() {
+                let s = sing[i % sing.len()];
+                *v = if s.abs() > 1e-6 * smax { *v / s } else { 0.0 };
+            }
+            st.write(gpu, &spec)?;
+            svd.v(gpu, &st, &xt)?.run(gpu)?;
+        }
+        None => op.adjoint(gpu, &yt, &xt)?.run(gpu)?,
+    }
+    Ok(xt.read(gpu)?.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect())
+}
+
 /// Per-pixel mean and (population) standard deviation over samples.
 pub fn mean_std(samples: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
     let k = samples.len() as f64;

@@ -101,3 +101,44 @@ fn restore_refuses_bad_input_with_one_line() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
 }
+
+#[test]
+fn eval_shards_merge_into_the_whole_table() {
+    let images = root().join("weights/fashion-mnist-32/test-images");
+    let out = scratch("eval");
+    let whole = scratch("eval-whole");
+    let model = gray_model();
+    let common = |o: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval", "--model", &model, "--input", s(&images), "--limit", "4", "--task", "sr", "--factor", "2",
+            "--method", "dmps", "--steps", "2", "--batch", "2", "--quiet", "--out",
+        ];
+        a.push(s(o));
+        a.extend_from_slice(extra);
+        let o = tweedie(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    common(&out, &["--shard", "0/2"]);
+    common(&out, &["--shard", "1/2"]);
+    common(&whole, &[]);
+    let o = tweedie(&["eval-merge", s(&out)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let merged = read(out.join("results.json"));
+    let single = read(whole.join("results.json"));
+    let rows = merged["images"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    // Same measurements whatever the sharding: the baseline column agrees exactly.
+    for (a, b) in rows.iter().zip(single["images"].as_array().unwrap()) {
+        assert_eq!(a["image"], b["image"]);
+        assert!((a["baseline_psnr"].as_f64().unwrap() - b["baseline_psnr"].as_f64().unwrap()).abs() < 1e-9);
+    }
+    let mean: f64 = rows.iter().map(|r| r["psnr"].as_f64().unwrap()).sum::<f64>() / 4.0;
+    assert!((merged["mean"]["psnr"].as_f64().unwrap() - mean).abs() < 1e-9);
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6, "header + 4 images + mean");
+    // Bad shard specs are one clear line.
+    let o = tweedie(&["eval", "--input", s(&images), "--task", "sr", "--method", "dmps", "--shard", "2/2", "--out", s(&out)]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--shard"));
+}

@@ -9,6 +9,7 @@ mod degrade;
 mod operator;
 mod unet;
 mod gmm;
+mod eval;
 mod restore;
 mod sampling;
 
@@ -27,6 +28,10 @@ pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
     /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
     Restore(restore::RestoreArgs),
+    /// Evaluate a method on a folder of clean images: PSNR/SSIM per image and the mean.
+    Eval(eval::EvalArgs),
+    /// Combine the shard files of `tweedie eval --shard i/n` into results.json and results.csv.
+    EvalMerge(eval::MergeArgs),
     Info(info::InfoArgs),
     /// Time each kernel family on this GPU.
     Bench(bench::BenchArgs),
@@ -45,6 +50,8 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Restore(a) => restore::run(a, cli.verbose),
+        Command::Eval(a) => eval::run(a, cli.verbose),
+        Command::EvalMerge(a) => eval::run_merge(a, cli.verbose),
         Command::Info(a) => info::run(a, cli.verbose),
         Command::Bench(a) => bench::run(a, cli.verbose),
         Command::Degrade(a) => degrade::run(a, cli.verbose),
