@@ -9,6 +9,7 @@ mod degrade;
 mod operator;
 mod unet;
 mod gmm;
+mod demo;
 mod eval;
 mod restore;
 mod sampling;
@@ -26,6 +27,8 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Report the GPU adapters (and, given a model, its architecture).
+    /// The main job on the shipped prior: restore held-out test images, PSNR/SSIM vs a baseline, pictures.
+    Demo(demo::DemoArgs),
     /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
     Restore(restore::RestoreArgs),
     /// Evaluate a method on a folder of clean images: PSNR/SSIM per image and the mean.
@@ -49,6 +52,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a, cli.verbose),
         Command::Restore(a) => restore::run(a, cli.verbose),
         Command::Eval(a) => eval::run(a, cli.verbose),
         Command::EvalMerge(a) => eval::run_merge(a, cli.verbose),
