@@ -36,9 +36,8 @@ struct Params {
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TK: u32 = 16u;
-override RM: u32 = 4u;   // register block, at most MAX_R x MAX_R
-override RN: u32 = 4u;
-const MAX_R: u32 = 8u;
+const RM: u32 = 4u;
+const RN: u32 = 4u;
 // Shared tiles are sized for the largest configuration; overrides only shrink them.
 const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
 
@@ -65,10 +64,8 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
 
-    // Overrides are constants by the time the driver compiles, so these loops
-    // unroll and only the RM x RN corner of the block stays live.
-    var acc: array<f32, 64>; // MAX_R * MAX_R
-    for (var i = 0u; i < MAX_R * MAX_R; i++) {
+    var acc: array<f32, 16>; // RM * RN
+    for (var i = 0u; i < RM * RN; i++) {
         acc[i] = 0.0;
     }
 
@@ -119,8 +116,8 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         workgroupBarrier();
         // Tile product: the register block accumulates a TK-deep outer-product sum.
         for (var kl = 0u; kl < TK; kl++) {
-            var a: array<f32, MAX_R>;
-            var bv: array<f32, MAX_R>;
+            var a: array<f32, 4>;
+            var bv: array<f32, 4>;
             for (var i = 0u; i < RM; i++) {
                 a[i] = a_tile[kl * tm + lid.y + i * WG_M];
             }
@@ -129,7 +126,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             }
             for (var i = 0u; i < RM; i++) {
                 for (var j = 0u; j < RN; j++) {
-                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
                 }
             }
         }
@@ -149,7 +146,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             let b = pix / hwo;
             let r = pix - b * hwo;
             let o = (b * p.cout + m) * hwo + r;
-            var v = acc[i * MAX_R + j] + bias[p.b_off + m];
+            var v = acc[i * RN + j] + bias[p.b_off + m];
             if (p.res_mode == 1u) {
                 v += res[p.res_off + o];
             } else if (p.res_mode == 2u) {
@@ -187,8 +184,8 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
 
-    var acc: array<f32, 64>;
-    for (var i = 0u; i < MAX_R * MAX_R; i++) {
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < RM * RN; i++) {
         acc[i] = 0.0;
     }
     let a_kl = tid % TK;
@@ -237,8 +234,8 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
         }
         workgroupBarrier();
         for (var kl = 0u; kl < TK; kl++) {
-            var a: array<f32, MAX_R>;
-            var bv: array<f32, MAX_R>;
+            var a: array<f32, 4>;
+            var bv: array<f32, 4>;
             for (var i = 0u; i < RM; i++) {
                 a[i] = a_tile[kl * tm + lid.y + i * WG_M];
             }
@@ -247,7 +244,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             }
             for (var i = 0u; i < RM; i++) {
                 for (var j = 0u; j < RN; j++) {
-                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
                 }
             }
         }
@@ -266,7 +263,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             let b = q / hw;
             let r = q - b * hw;
             let o = (b * pb.cin + ci) * hw + r;
-            var v = acc[i * MAX_R + j] * pb.out_scale;
+            var v = acc[i * RN + j] * pb.out_scale;
             if (pb.res_mode == 1u) {
                 v += dx[o];
             }
