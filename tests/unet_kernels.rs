@@ -1012,8 +1012,9 @@ fn resample_adjoints_match_cpu() {
     type Fwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer) -> Dispatch + 'a;
     type Bwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer, bool) -> Dispatch + 'a;
     type Cpu<'a> = dyn Fn(&[f32]) -> Vec<f64> + 'a;
+    type Case<'a> = (&'a str, usize, Box<Fwd<'a>>, Box<Bwd<'a>>, Box<Cpu<'a>>);
     let g = &gpu;
-    let cases: Vec<(&str, usize, Box<Fwd<'_>>, Box<Bwd<'_>>, Box<Cpu<'_>>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "upsample",
             n * c * 4 * h * w,
