@@ -351,3 +351,24 @@ fn diffusers_old_attention_key_names_load() {
     assert!(rel_max_err(&got, &want.data) <= 1e-4);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Models larger than one binding (ADM-256 on a 128 MiB adapter) are packed
+/// into several arenas; the forward pass must not notice.
+#[test]
+fn weights_split_over_several_arenas_give_the_same_output() {
+    let gpu = gpu();
+    for name in ["adm_scale_shift", "ddpm_small"] {
+        let dir = fixture(name);
+        let unet = Unet::load_with_arena_limit(&gpu, &dir, 100_000).unwrap();
+        assert!(
+            unet.weights.arenas.len() > 10,
+            "{name}: {} arenas",
+            unet.weights.arenas.len()
+        );
+        let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+        let (x, t, want) = (io.get("x").unwrap(), io.get("t").unwrap(), io.get("out").unwrap());
+        let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+        let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
+        assert!(rel_max_err(&got, &want.data) <= 1e-4, "{name}");
+    }
+}

@@ -28,7 +28,13 @@ impl Unet {
     /// Loads `config.json` + `model.safetensors` (a directory, or the weights
     /// file with its config beside it); every key and shape is checked.
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Unet, WeightsError> {
-        let (config, graph, host) = weights::load_host(path, weights::max_arena_elems(gpu))?;
+        Self::load_with_arena_limit(gpu, path, weights::max_arena_elems(gpu))
+    }
+
+    /// As [`Unet::load`], packing the weights into arenas of at most
+    /// `max_arena_elems` floats (the adapter's binding limit by default).
+    pub fn load_with_arena_limit(gpu: &Gpu, path: &Path, max_arena_elems: usize) -> Result<Unet, WeightsError> {
+        let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
         let weights = Weights::upload(gpu, &host)?;
         Ok(Unet { config, graph, weights })
     }
