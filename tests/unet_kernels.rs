@@ -374,11 +374,14 @@ fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut r = rng(13);
+    // Heads wider than one channel block (64) take several threads per query.
     for (n, heads, ch, t, split) in [
         (2, 3, 5, 7, false),
         (2, 2, 16, 65, true),
         (1, 1, 33, 9, false),
         (2, 4, 8, 20, true),
+        (2, 1, 130, 10, true),
+        (1, 2, 64, 12, false),
     ] {
         let s = AttentionShape {
             n,
@@ -943,7 +946,12 @@ fn attention_bwd_f64(s: &AttentionShape, qkv: &[f64], dy: &[f64]) -> Vec<f64> {
 fn attention_bwd_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut r = rng(29);
-    for (n, heads, ch, t, split) in [(2, 3, 5, 7, false), (2, 2, 16, 33, true), (1, 1, 9, 5, false)] {
+    for (n, heads, ch, t, split) in [
+        (2, 3, 5, 7, false),
+        (2, 2, 16, 33, true),
+        (1, 1, 9, 5, false),
+        (1, 2, 70, 6, true),
+    ] {
         let sc = 1.0 / (ch as f32).sqrt().sqrt();
         let s = AttentionShape {
             n,

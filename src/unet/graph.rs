@@ -441,12 +441,6 @@ impl Builder {
             )));
         }
         let ch = c / heads;
-        if ch > crate::kernels::attention::MAX_HEAD_CHANNELS {
-            return Err(GraphError::Unsupported(format!(
-                "attention head of {ch} channels (at most {})",
-                crate::kernels::attention::MAX_HEAD_CHANNELS
-            )));
-        }
         let h = match &n.norm {
             Some(p) => self.group_norm(x, p, groups, eps, false, None)?,
             None => x,
