@@ -372,3 +372,27 @@ fn weights_split_over_several_arenas_give_the_same_output() {
         assert!(rel_max_err(&got, &want.data) <= 1e-4, "{name}");
     }
 }
+
+/// The DPS / DMPS FFHQ prior (93.6 M parameters, random weights): plans
+/// forward and VJP on this adapter (weights over several arenas where one
+/// binding cannot hold them) and runs at the smallest resolution it takes.
+#[test]
+fn dps_ffhq_prior_plans_and_runs() {
+    use tweedie::unet::UnetConfig;
+    let gpu = gpu();
+    let unet = Unet::random(&gpu, &UnetConfig::dps_ffhq256(), 1).unwrap();
+    assert_eq!(unet.num_params(), unet.weights.total_elems());
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size) as usize;
+    assert!(unet.weights.arenas.len() >= (unet.num_params() * 4).div_ceil(limit));
+    let fwd = UnetForward::new(&gpu, &unet, 1, 32, 32).unwrap();
+    let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
+    let mut r = rng(5);
+    let x = randn(&mut r, 3 * 32 * 32);
+    let cot = randn(&mut r, 6 * 32 * 32);
+    let (out, dx) = vjp.run(&gpu, &fwd, &x, &[500.0], &cot).unwrap();
+    assert!(out.iter().chain(&dx).all(|v| v.is_finite()), "non-finite output");
+    assert!(out.iter().any(|&v| v != 0.0) && dx.iter().any(|&v| v != 0.0));
+}

@@ -243,6 +243,17 @@ impl UnetVjp {
         }
     }
 
+    /// The backward pass as a [`Plan`] (to follow the forward plan in a larger one).
+    pub fn plan(&self) -> crate::gpu::Plan {
+        let mut p = crate::gpu::Plan::new();
+        for r in &self.records {
+            for d in &r.dispatches {
+                p.push(d.clone());
+            }
+        }
+        p
+    }
+
     /// Forward then backward in one compute pass, one submission.
     pub fn submit(&self, gpu: &Gpu, fwd: &UnetForward) -> Result<(), GpuError> {
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
