@@ -396,3 +396,30 @@ fn dps_ffhq_prior_plans_and_runs() {
     assert!(out.iter().chain(&dx).all(|v| v.is_finite()), "non-finite output");
     assert!(out.iter().any(|&v| v != 0.0) && dx.iter().any(|&v| v != 0.0));
 }
+
+/// A sampler's own x and cotangent tensors plugged into the plans directly.
+#[test]
+fn plans_read_caller_tensors() {
+    use tweedie::Tensor;
+    let gpu = gpu();
+    let dir = fixture("adm_plain");
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    let (x, t, cot, out, vjp) = (
+        io.get("x").unwrap(),
+        io.get("t").unwrap(),
+        io.get("cotangent").unwrap(),
+        io.get("out").unwrap(),
+        io.get("vjp").unwrap(),
+    );
+    let xt = Tensor::from_host(&gpu, "sampler x_t", &x).unwrap();
+    let ct = Tensor::from_host(&gpu, "sampler cotangent", &cot).unwrap();
+    let fwd = UnetForward::with_input(&gpu, &unet, &xt).unwrap();
+    let v = UnetVjp::with_cotangent(&gpu, &unet, &fwd, &ct).unwrap();
+    fwd.t.write(&gpu, &t.data).unwrap();
+    v.submit(&gpu, &fwd).unwrap();
+    assert!(rel_max_err(&fwd.output().read(&gpu).unwrap(), &out.data) <= 1e-4);
+    assert!(rel_max_err(&v.dx().read(&gpu).unwrap(), &vjp.data) <= 1e-4);
+    let bad = Tensor::zeros(&gpu, "wrong channels", &[2, 4, 32, 32]).unwrap();
+    assert!(UnetForward::with_input(&gpu, &unet, &bad).is_err());
+}
