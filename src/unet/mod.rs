@@ -5,6 +5,7 @@ pub mod backward;
 pub mod config;
 pub mod forward;
 pub mod graph;
+pub mod profile;
 pub mod weights;
 
 use std::path::Path;
