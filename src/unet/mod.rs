@@ -1,5 +1,22 @@
 //! The U-Net prior: config -> graph of typed layers -> weights on the GPU ->
-//! a forward plan built once per (model, batch, resolution) and replayed.
+//! a forward plan built once per (model, batch, resolution) and replayed, and
+//! the VJP with respect to x through the same plan.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use tweedie::unet::{Unet, UnetForward, UnetVjp};
+//! let gpu = tweedie::Gpu::new()?;
+//! let unet = Unet::load(&gpu, std::path::Path::new("weights/ffhq256"))?;
+//! let x_t = tweedie::Tensor::zeros(&gpu, "x_t", &[4, 3, 256, 256])?;
+//! // Planned once: buffers, bind groups, dispatches.
+//! let fwd = UnetForward::with_input(&gpu, &unet, &x_t)?;
+//! let vjp = UnetVjp::new(&gpu, &unet, &fwd)?;
+//! // Per step: write t (and the cotangent), record both into one pass, submit once.
+//! fwd.t.write(&gpu, &[999.0; 4])?;
+//! vjp.submit(&gpu, &fwd)?;
+//! // fwd.output(): [eps, v]; vjp.dx(): (d out / d x)^T cotangent.
+//! # Ok(()) }
+//! ```
 
 pub mod backward;
 pub mod config;
