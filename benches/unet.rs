@@ -79,6 +79,8 @@ fn bench_forward(c: &mut Criterion, gpu: &Gpu, name: &str, config: &UnetConfig, 
     g.finish();
 }
 
+/// One 3x3 convolution with the tiles the model would pick, and with each
+/// tile family (for tuning the choice on new hardware).
 fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize) {
     let s = Conv2dShape {
         n: 1,
@@ -94,29 +96,36 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize
     let w = Tensor::zeros(gpu, "w", &[cout * cin * 9 + cout]).unwrap();
     let y = Tensor::zeros(gpu, "y", &[1, cout, side, side]).unwrap();
     let dummy = gpu.storage_buffer("dummy", 16).unwrap();
-    let tiles = ConvTiles::for_gpu(gpu);
-    let d: Dispatch = conv2d(
-        gpu,
-        &tiles,
-        &s,
-        &x.buffer,
-        (&w.buffer, 0),
-        (&w.buffer, cout * cin * 9),
-        ConvResidual::None,
-        1.0,
-        &y.buffer,
-        &dummy,
-    )
-    .unwrap();
-    let plan = Plan { steps: vec![d] };
-    let mut g = c.benchmark_group("conv2d_3x3");
+    let chosen = ConvTiles::for_gemm(gpu, cout, side * side);
+    let mut g = c.benchmark_group(format!("conv2d_3x3/{side}x{side}x{cin}->{cout}"));
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500));
     g.throughput(Throughput::Elements(s.flops() as u64));
-    g.bench_function(format!("{side}x{side}x{cin}->{cout}"), |b| {
-        b.iter_custom(|it| time(gpu, &|| plan.run(gpu).expect("conv"), it))
-    });
+    let families = [
+        ("large", ConvTiles::LARGE),
+        ("medium", ConvTiles::MEDIUM),
+        ("small", ConvTiles::SMALL),
+    ];
+    for (name, tiles) in std::iter::once(("chosen", chosen)).chain(families) {
+        let d: Dispatch = conv2d(
+            gpu,
+            &tiles,
+            &s,
+            &x.buffer,
+            (&w.buffer, 0),
+            (&w.buffer, cout * cin * 9),
+            ConvResidual::None,
+            1.0,
+            &y.buffer,
+            &dummy,
+        )
+        .unwrap();
+        let plan = Plan { steps: vec![d] };
+        g.bench_function(name, |b| {
+            b.iter_custom(|it| time(gpu, &|| plan.run(gpu).expect("conv"), it))
+        });
+    }
     g.finish();
 }
 

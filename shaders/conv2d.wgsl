@@ -36,9 +36,8 @@ struct Params {
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TK: u32 = 16u;
-override RM: u32 = 4u;   // register block, at most MAX_R x MAX_R
-override RN: u32 = 4u;
-const MAX_R: u32 = 8u;
+const RM: u32 = 4u;
+const RN: u32 = 4u;
 // Shared tiles are sized for the largest configuration; overrides only shrink them.
 const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
 
@@ -49,8 +48,10 @@ const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
-var<workgroup> a_tile: array<f32, MAX_TILE>; // [TK][TM]
-var<workgroup> b_tile: array<f32, MAX_TILE>; // [TK][TN]
+// Tiles are stored as vec4 along M and N: a thread's RM = 4 rows (RN = 4
+// columns) are one 16-byte shared-memory load per k step.
+var<workgroup> a_tile: array<vec4<f32>, MAX_TILE / 4u>; // [TK][TM / 4]
+var<workgroup> b_tile: array<vec4<f32>, MAX_TILE / 4u>; // [TK][TN / 4]
 
 @compute @workgroup_size(WG_N, WG_M)
 fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -65,10 +66,8 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
 
-    // Overrides are constants by the time the driver compiles, so these loops
-    // unroll and only the RM x RN corner of the block stays live.
-    var acc: array<f32, 64>; // MAX_R * MAX_R
-    for (var i = 0u; i < MAX_R * MAX_R; i++) {
+    var acc: array<f32, 16>; // RM * RN
+    for (var i = 0u; i < RM * RN; i++) {
         acc[i] = 0.0;
     }
 
@@ -97,7 +96,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             if (m < p.cout && ka < kdim) {
                 v = wt[p.w_off + m * kdim + ka];
             }
-            a_tile[a_kl * tm + ml] = v;
+            a_tile[(a_kl * tm + ml) / 4u][ml % 4u] = v;
         }
         // Gathered input tile (im2col on the fly), read along pixels.
         for (var kl = tid / tn; kl < TK; kl += b_step) {
@@ -114,22 +113,16 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
                     v = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
                 }
             }
-            b_tile[kl * tn + b_pl] = v;
+            b_tile[(kl * tn + b_pl) / 4u][b_pl % 4u] = v;
         }
         workgroupBarrier();
         // Tile product: the register block accumulates a TK-deep outer-product sum.
         for (var kl = 0u; kl < TK; kl++) {
-            var a: array<f32, MAX_R>;
-            var bv: array<f32, MAX_R>;
-            for (var i = 0u; i < RM; i++) {
-                a[i] = a_tile[kl * tm + lid.y + i * WG_M];
-            }
-            for (var j = 0u; j < RN; j++) {
-                bv[j] = b_tile[kl * tn + lid.x + j * WG_N];
-            }
+            let a = a_tile[kl * WG_M + lid.y];
+            let bv = b_tile[kl * WG_N + lid.x];
             for (var i = 0u; i < RM; i++) {
                 for (var j = 0u; j < RN; j++) {
-                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
                 }
             }
         }
@@ -137,19 +130,19 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     }
 
     for (var i = 0u; i < RM; i++) {
-        let m = m0 + lid.y + i * WG_M;
+        let m = m0 + lid.y * RM + i;
         if (m >= p.cout) {
             continue;
         }
         for (var j = 0u; j < RN; j++) {
-            let pix = p0 + lid.x + j * WG_N;
+            let pix = p0 + lid.x * RN + j;
             if (pix >= pdim) {
                 continue;
             }
             let b = pix / hwo;
             let r = pix - b * hwo;
             let o = (b * p.cout + m) * hwo + r;
-            var v = acc[i * MAX_R + j] + bias[p.b_off + m];
+            var v = acc[i * RN + j] + bias[p.b_off + m];
             if (p.res_mode == 1u) {
                 v += res[p.res_off + o];
             } else if (p.res_mode == 2u) {
@@ -187,8 +180,8 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
 
-    var acc: array<f32, 64>;
-    for (var i = 0u; i < MAX_R * MAX_R; i++) {
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < RM * RN; i++) {
         acc[i] = 0.0;
     }
     let a_kl = tid % TK;
@@ -213,7 +206,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             if (ci < pb.cin && ka < kdim) {
                 v = wtb[pb.w_off + (co_a * pb.cin + ci) * kk + kr_a];
             }
-            a_tile[a_kl * tm + ml] = v;
+            a_tile[(a_kl * tm + ml) / 4u][ml % 4u] = v;
         }
         for (var kl = tid / tn; kl < TK; kl += b_step) {
             let k = k0 + kl;
@@ -233,40 +226,34 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
                     }
                 }
             }
-            b_tile[kl * tn + b_ql] = v;
+            b_tile[(kl * tn + b_ql) / 4u][b_ql % 4u] = v;
         }
         workgroupBarrier();
         for (var kl = 0u; kl < TK; kl++) {
-            var a: array<f32, MAX_R>;
-            var bv: array<f32, MAX_R>;
-            for (var i = 0u; i < RM; i++) {
-                a[i] = a_tile[kl * tm + lid.y + i * WG_M];
-            }
-            for (var j = 0u; j < RN; j++) {
-                bv[j] = b_tile[kl * tn + lid.x + j * WG_N];
-            }
+            let a = a_tile[kl * WG_M + lid.y];
+            let bv = b_tile[kl * WG_N + lid.x];
             for (var i = 0u; i < RM; i++) {
                 for (var j = 0u; j < RN; j++) {
-                    acc[i * MAX_R + j] = fma(a[i], bv[j], acc[i * MAX_R + j]);
+                    acc[i * RN + j] = fma(a[i], bv[j], acc[i * RN + j]);
                 }
             }
         }
         workgroupBarrier();
     }
     for (var i = 0u; i < RM; i++) {
-        let ci = m0 + lid.y + i * WG_M;
+        let ci = m0 + lid.y * RM + i;
         if (ci >= pb.cin) {
             continue;
         }
         for (var j = 0u; j < RN; j++) {
-            let q = q0 + lid.x + j * WG_N;
+            let q = q0 + lid.x * RN + j;
             if (q >= qdim) {
                 continue;
             }
             let b = q / hw;
             let r = q - b * hw;
             let o = (b * pb.cin + ci) * hw + r;
-            var v = acc[i * MAX_R + j] * pb.out_scale;
+            var v = acc[i * RN + j] * pb.out_scale;
             if (pb.res_mode == 1u) {
                 v += dx[o];
             }

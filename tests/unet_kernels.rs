@@ -129,12 +129,10 @@ fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_sc
 #[test]
 fn conv2d_matches_cpu() {
     let gpu = gpu();
-    // Every tile family, and an asymmetric register block with a shallow k tile.
-    let odd = ConvTiles {
+    // Every tile family, and a shallow k tile.
+    let shallow = ConvTiles {
         wg_m: 8,
         wg_n: 8,
-        rm: 2,
-        rn: 4,
         tk: 8,
     };
     let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
@@ -147,7 +145,7 @@ fn conv2d_matches_cpu() {
         stride,
         pad,
     };
-    for tiles in [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL, odd] {
+    for tiles in [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL, shallow] {
         // 3x3 pad 1, odd sizes, cout not a multiple of the tile, batch 2.
         conv_case(&gpu, &tiles, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
         // 1x1 with a full residual and an output scale (diffusers' skip).
@@ -376,11 +374,14 @@ fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut r = rng(13);
+    // Heads wider than one channel block (64) take several threads per query.
     for (n, heads, ch, t, split) in [
         (2, 3, 5, 7, false),
         (2, 2, 16, 65, true),
         (1, 1, 33, 9, false),
         (2, 4, 8, 20, true),
+        (2, 1, 130, 10, true),
+        (1, 2, 64, 12, false),
     ] {
         let s = AttentionShape {
             n,
@@ -945,7 +946,12 @@ fn attention_bwd_f64(s: &AttentionShape, qkv: &[f64], dy: &[f64]) -> Vec<f64> {
 fn attention_bwd_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut r = rng(29);
-    for (n, heads, ch, t, split) in [(2, 3, 5, 7, false), (2, 2, 16, 33, true), (1, 1, 9, 5, false)] {
+    for (n, heads, ch, t, split) in [
+        (2, 3, 5, 7, false),
+        (2, 2, 16, 33, true),
+        (1, 1, 9, 5, false),
+        (1, 2, 70, 6, true),
+    ] {
         let sc = 1.0 / (ch as f32).sqrt().sqrt();
         let s = AttentionShape {
             n,
@@ -1014,8 +1020,9 @@ fn resample_adjoints_match_cpu() {
     type Fwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer) -> Dispatch + 'a;
     type Bwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer, bool) -> Dispatch + 'a;
     type Cpu<'a> = dyn Fn(&[f32]) -> Vec<f64> + 'a;
+    type Case<'a> = (&'a str, usize, Box<Fwd<'a>>, Box<Bwd<'a>>, Box<Cpu<'a>>);
     let g = &gpu;
-    let cases: Vec<(&str, usize, Box<Fwd<'_>>, Box<Bwd<'_>>, Box<Cpu<'_>>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "upsample",
             n * c * 4 * h * w,

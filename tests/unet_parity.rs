@@ -351,3 +351,75 @@ fn diffusers_old_attention_key_names_load() {
     assert!(rel_max_err(&got, &want.data) <= 1e-4);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Models larger than one binding (ADM-256 on a 128 MiB adapter) are packed
+/// into several arenas; the forward pass must not notice.
+#[test]
+fn weights_split_over_several_arenas_give_the_same_output() {
+    let gpu = gpu();
+    for name in ["adm_scale_shift", "ddpm_small"] {
+        let dir = fixture(name);
+        let unet = Unet::load_with_arena_limit(&gpu, &dir, 100_000).unwrap();
+        assert!(
+            unet.weights.arenas.len() > 10,
+            "{name}: {} arenas",
+            unet.weights.arenas.len()
+        );
+        let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+        let (x, t, want) = (io.get("x").unwrap(), io.get("t").unwrap(), io.get("out").unwrap());
+        let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+        let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
+        assert!(rel_max_err(&got, &want.data) <= 1e-4, "{name}");
+    }
+}
+
+/// The DPS / DMPS FFHQ prior (93.6 M parameters, random weights): plans
+/// forward and VJP on this adapter (weights over several arenas where one
+/// binding cannot hold them) and runs at the smallest resolution it takes.
+#[test]
+fn dps_ffhq_prior_plans_and_runs() {
+    use tweedie::unet::UnetConfig;
+    let gpu = gpu();
+    let unet = Unet::random(&gpu, &UnetConfig::dps_ffhq256(), 1).unwrap();
+    assert_eq!(unet.num_params(), unet.weights.total_elems());
+    let limit = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size) as usize;
+    assert!(unet.weights.arenas.len() >= (unet.num_params() * 4).div_ceil(limit));
+    let fwd = UnetForward::new(&gpu, &unet, 1, 32, 32).unwrap();
+    let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
+    let mut r = rng(5);
+    let x = randn(&mut r, 3 * 32 * 32);
+    let cot = randn(&mut r, 6 * 32 * 32);
+    let (out, dx) = vjp.run(&gpu, &fwd, &x, &[500.0], &cot).unwrap();
+    assert!(out.iter().chain(&dx).all(|v| v.is_finite()), "non-finite output");
+    assert!(out.iter().any(|&v| v != 0.0) && dx.iter().any(|&v| v != 0.0));
+}
+
+/// A sampler's own x and cotangent tensors plugged into the plans directly.
+#[test]
+fn plans_read_caller_tensors() {
+    use tweedie::Tensor;
+    let gpu = gpu();
+    let dir = fixture("adm_plain");
+    let unet = Unet::load(&gpu, &dir).unwrap();
+    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
+    let (x, t, cot, out, vjp) = (
+        io.get("x").unwrap(),
+        io.get("t").unwrap(),
+        io.get("cotangent").unwrap(),
+        io.get("out").unwrap(),
+        io.get("vjp").unwrap(),
+    );
+    let xt = Tensor::from_host(&gpu, "sampler x_t", &x).unwrap();
+    let ct = Tensor::from_host(&gpu, "sampler cotangent", &cot).unwrap();
+    let fwd = UnetForward::with_input(&gpu, &unet, &xt).unwrap();
+    let v = UnetVjp::with_cotangent(&gpu, &unet, &fwd, &ct).unwrap();
+    fwd.t.write(&gpu, &t.data).unwrap();
+    v.submit(&gpu, &fwd).unwrap();
+    assert!(rel_max_err(&fwd.output().read(&gpu).unwrap(), &out.data) <= 1e-4);
+    assert!(rel_max_err(&v.dx().read(&gpu).unwrap(), &vjp.data) <= 1e-4);
+    let bad = Tensor::zeros(&gpu, "wrong channels", &[2, 4, 32, 32]).unwrap();
+    assert!(UnetForward::with_input(&gpu, &unet, &bad).is_err());
+}

@@ -38,5 +38,7 @@ fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
     println!("  parameters        {} ({:.1} M)", graph.num_params(), graph.num_params() as f64 / 1e6);
     println!("  FLOPs per forward {:.2} GFLOP at {size}x{size}, batch 1", graph.flops(size, size) / 1e9);
     println!("  layers            {}", graph.layers.len());
+    let mib = graph.activation_bytes(size, size) as f64 / (1 << 20) as f64;
+    println!("  activations       {mib:.0} MiB per image at {size}x{size} (about twice that with the VJP)");
     Ok(())
 }

@@ -24,6 +24,9 @@ pub struct UnetArgs {
     /// Also write `vjp` = (d out / d x)^T cotangent (reads `cotangent` from the input).
     #[arg(long)]
     pub vjp: bool,
+    /// Also time every layer (each on its own, N times) and print where the time goes.
+    #[arg(long, value_name = "N")]
+    pub profile: Option<usize>,
 }
 
 pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
@@ -81,6 +84,10 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
                 eprintln!("forward: {:.3} s ({flops:.1} GFLOP)", start.elapsed().as_secs_f64());
             }
             write_tensors(&args.out, &[("out", &HostTensor::new(shape, out))])?;
+            if let Some(iters) = args.profile {
+                let times = crate::unet::profile::profile(&gpu, &fwd, None, iters.max(1))?;
+                print!("{}", crate::unet::profile::report(&times, 15));
+            }
         }
         Some(c) => {
             if c.shape != shape {
@@ -98,6 +105,10 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
             let out = HostTensor::new(shape, out);
             let dx = HostTensor::new(x.shape.clone(), dx);
             write_tensors(&args.out, &[("out", &out), ("vjp", &dx)])?;
+            if let Some(iters) = args.profile {
+                let times = crate::unet::profile::profile(&gpu, &fwd, Some(&vjp), iters.max(1))?;
+                print!("{}", crate::unet::profile::report(&times, 15));
+            }
         }
     }
     Ok(())

@@ -15,8 +15,9 @@ pub struct AttentionParams {
     pub accumulate: u32,
 }
 
-/// Largest head width the kernel holds in registers (mirrors `MAX_CH`).
-pub const MAX_HEAD_CHANNELS: usize = 128;
+/// Output channels one thread accumulates (mirrors `BLOCK`); wider heads
+/// take several threads per query, each recomputing the scores.
+pub const BLOCK: usize = 64;
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 64;
 
@@ -33,6 +34,14 @@ pub struct AttentionShape {
     pub scale_k: f32,
 }
 
+impl AttentionShape {
+    /// Threads of the forward and per-block backward kernels: one per
+    /// (sample, head, channel block, token).
+    pub fn threads(&self) -> usize {
+        self.n * self.heads * self.ch.div_ceil(BLOCK) * self.t
+    }
+}
+
 pub fn attention(
     gpu: &Gpu,
     s: &AttentionShape,
@@ -40,7 +49,6 @@ pub fn attention(
     y: &wgpu::Buffer,
     lse: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    assert!(s.ch <= MAX_HEAD_CHANNELS, "attention head wider than MAX_HEAD_CHANNELS");
     let params = AttentionParams {
         n: s.n as u32,
         heads: s.heads as u32,
@@ -58,12 +66,12 @@ pub fn attention(
         "attention",
         &[("WG", WG as f64)],
         &[&u, qkv, y, lse],
-        dispatch_groups(s.n * s.heads * s.t, WG),
+        dispatch_groups(s.threads(), WG),
     )
 }
 
 /// The backward pass of [`attention`]: dqkv from dy, with the saved output y
-/// and lse; `dsum` [n, heads, t] is scratch. Two dispatches (queries, then keys).
+/// and lse; `dsum` [n, heads, t] is scratch. Three dispatches (D, queries, keys).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd(
     gpu: &Gpu,
@@ -75,8 +83,7 @@ pub fn attention_bwd(
     dsum: &wgpu::Buffer,
     dqkv: &wgpu::Buffer,
     accumulate: bool,
-) -> Result<[Dispatch; 2], GpuError> {
-    assert!(s.ch <= MAX_HEAD_CHANNELS, "attention head wider than MAX_HEAD_CHANNELS");
+) -> Result<[Dispatch; 3], GpuError> {
     let params = AttentionParams {
         n: s.n as u32,
         heads: s.heads as u32,
@@ -89,13 +96,21 @@ pub fn attention_bwd(
     };
     let u = gpu.uniform("attention bwd params", &params);
     let ov = [("WG", WG as f64)];
-    let groups = dispatch_groups(s.n * s.heads * s.t, WG);
+    let d = Dispatch::new(
+        gpu,
+        &ATTENTION,
+        "attn_bwd_d",
+        &ov,
+        &[&u, dy, y, dsum],
+        dispatch_groups(s.n * s.heads * s.t, WG),
+    )?;
+    let groups = dispatch_groups(s.threads(), WG);
     let dq = Dispatch::new(
         gpu,
         &ATTENTION,
         "attn_bwd_q",
         &ov,
-        &[&u, qkv, lse, dy, dsum, dqkv, y],
+        &[&u, qkv, lse, dy, dsum, dqkv],
         groups,
     )?;
     let dkv = Dispatch::new(
@@ -106,5 +121,5 @@ pub fn attention_bwd(
         &[&u, qkv, lse, dy, dsum, dqkv],
         groups,
     )?;
-    Ok([dq, dkv])
+    Ok([d, dq, dkv])
 }

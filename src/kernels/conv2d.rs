@@ -26,49 +26,43 @@ pub struct Conv2dParams {
     pub _pad: [u32; 3],
 }
 
-/// Largest register block per thread (mirrors `MAX_R` in the WGSL).
-pub const MAX_R: u32 = 8;
+/// Register block per thread (mirrors `RM`, `RN` in the WGSL).
+pub const RM: u32 = 4;
+pub const RN: u32 = 4;
 /// Capacity of each shared tile in floats (mirrors `MAX_TILE`).
 pub const MAX_TILE: u32 = 2048;
 
-/// Workgroup geometry: WG_M x WG_N threads, each with an RM x RN register
-/// block, TK-deep shared tiles. The output tile is (WG_M * RM) x (WG_N * RN).
+/// Workgroup geometry: WG_M x WG_N threads, TK-deep tiles. The output tile
+/// is (WG_M * RM) x (WG_N * RN).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ConvTiles {
     pub wg_m: u32,
     pub wg_n: u32,
-    pub rm: u32,
-    pub rn: u32,
     pub tk: u32,
 }
 
 impl ConvTiles {
-    /// 128 x 128 outputs: 16 x 16 threads with 8 x 8 blocks, 16 deep.
+    /// 128 x 128 outputs: 32 x 32 threads, 16 deep (1024 invocations).
     pub const LARGE: ConvTiles = ConvTiles {
-        wg_m: 16,
-        wg_n: 16,
-        rm: 8,
-        rn: 8,
+        wg_m: 32,
+        wg_n: 32,
         tk: 16,
     };
-    /// 64 x 64 outputs: 16 x 16 threads with 4 x 4 blocks, 16 deep.
+    /// 64 x 64 outputs: 16 x 16 threads, 16 deep (the default).
     pub const MEDIUM: ConvTiles = ConvTiles {
         wg_m: 16,
         wg_n: 16,
-        rm: 4,
-        rn: 4,
         tk: 16,
     };
-    /// 32 x 32 outputs: 8 x 8 threads with 4 x 4 blocks, 16 deep (fits any adapter).
+    /// 32 x 32 outputs: 8 x 8 threads, 16 deep (fits any adapter).
     pub const SMALL: ConvTiles = ConvTiles {
         wg_m: 8,
         wg_n: 8,
-        rm: 4,
-        rn: 4,
         tk: 16,
     };
 
-    fn fits(&self, gpu: &Gpu) -> bool {
+    /// Whether the adapter's limits allow these tiles.
+    pub fn fits(&self, gpu: &Gpu) -> bool {
         let l = &gpu.limits;
         l.max_compute_invocations_per_workgroup >= self.wg_m * self.wg_n
             && l.max_compute_workgroup_size_x >= self.wg_n
@@ -76,41 +70,36 @@ impl ConvTiles {
             && l.max_compute_workgroup_storage_size >= 2 * MAX_TILE * 4
     }
 
-    /// The largest tiles the adapter's limits allow.
+    /// The default tiles where the adapter's limits allow them.
     pub fn for_gpu(gpu: &Gpu) -> ConvTiles {
-        [Self::LARGE, Self::MEDIUM]
-            .into_iter()
-            .find(|t| t.fits(gpu))
-            .unwrap_or(Self::SMALL)
+        if Self::MEDIUM.fits(gpu) {
+            Self::MEDIUM
+        } else {
+            Self::SMALL
+        }
     }
 
-    /// Tiles for a GEMM of `rows` x `cols` outputs: the largest that still
-    /// gives enough workgroups to fill a big GPU without padding the GEMM by
-    /// more than 30% (the 8x8 and 16x16 levels of a 256 px U-Net, the 3-channel
-    /// output convolution). The thresholds are a first guess, not yet tuned on
-    /// hardware.
+    /// Tiles for a GEMM of `rows` x `cols` outputs: the default, or 32 x 32
+    /// where 64 x 64 would leave too few workgroups to fill a big GPU (the 8x8
+    /// and 16x16 levels of a 256 px U-Net) or pad the GEMM by more than 30%
+    /// (few output channels). LARGE is measured by benches/unet.rs but not
+    /// chosen until hardware shows it pays. The thresholds are a first guess,
+    /// not yet tuned on hardware.
     pub fn for_gemm(gpu: &Gpu, rows: usize, cols: usize) -> ConvTiles {
-        for t in [Self::LARGE, Self::MEDIUM] {
-            if !t.fits(gpu) {
-                continue;
-            }
-            let (gr, gc) = ((rows as u32).div_ceil(t.tm()), (cols as u32).div_ceil(t.tn()));
-            let padded = (gr * t.tm()) as f64 * (gc * t.tn()) as f64;
-            if gr * gc >= 128 && padded <= 1.3 * (rows * cols) as f64 {
-                return t;
-            }
+        let t = Self::for_gpu(gpu);
+        let (gr, gc) = ((rows as u32).div_ceil(t.tm()), (cols as u32).div_ceil(t.tn()));
+        let padded = (gr * t.tm()) as f64 * (gc * t.tn()) as f64;
+        if gr * gc >= 128 && padded <= 1.3 * (rows * cols) as f64 {
+            t
+        } else {
+            Self::SMALL
         }
-        Self::SMALL
     }
 
     /// The loaders assume every thread keeps fixed tile columns: the thread
     /// count must be a multiple of TK and of TN (so WG_M a multiple of RN).
     fn check(&self) {
         let threads = self.wg_m * self.wg_n;
-        assert!(
-            self.rm <= MAX_R && self.rn <= MAX_R,
-            "conv tiles {self:?}: register block over MAX_R"
-        );
         assert!(
             threads % self.tk == 0 && threads % self.tn() == 0,
             "conv tiles {self:?} do not fit the loaders"
@@ -122,19 +111,17 @@ impl ConvTiles {
     }
 
     pub fn tm(&self) -> u32 {
-        self.wg_m * self.rm
+        self.wg_m * RM
     }
 
     pub fn tn(&self) -> u32 {
-        self.wg_n * self.rn
+        self.wg_n * RN
     }
 
-    fn overrides(&self) -> [(&'static str, f64); 5] {
+    fn overrides(&self) -> [(&'static str, f64); 3] {
         [
             ("WG_M", self.wg_m as f64),
             ("WG_N", self.wg_n as f64),
-            ("RM", self.rm as f64),
-            ("RN", self.rn as f64),
             ("TK", self.tk as f64),
         ]
     }

@@ -19,6 +19,7 @@ pub struct ResampleParams {
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 256;
 
+#[allow(clippy::too_many_arguments)]
 fn params(
     n: usize,
     c: usize,

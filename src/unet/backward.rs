@@ -39,11 +39,32 @@ pub struct UnetVjp {
 }
 
 impl UnetVjp {
+    /// Plans the VJP of a planned forward pass; the cotangent lives in
+    /// [`UnetVjp::cotangent`].
     pub fn new(gpu: &Gpu, unet: &Unet, fwd: &UnetForward) -> Result<UnetVjp, ForwardError> {
+        let cotangent = Tensor::zeros(gpu, "unet cotangent", &fwd.output().shape)?;
+        Self::with_cotangent(gpu, unet, fwd, &cotangent)
+    }
+
+    /// Plans the VJP reading the cotangent straight from the caller's tensor
+    /// (shaped like the output), e.g. a sampler's d loss / d eps.
+    pub fn with_cotangent(
+        gpu: &Gpu,
+        unet: &Unet,
+        fwd: &UnetForward,
+        cotangent: &Tensor,
+    ) -> Result<UnetVjp, ForwardError> {
+        if cotangent.shape != fwd.output().shape {
+            return Err(ForwardError::Shape {
+                what: "U-Net cotangent".into(),
+                expected: fwd.output().shape.clone(),
+                got: cotangent.shape.clone(),
+            });
+        }
+        let cotangent = cotangent.clone();
         let g = &unet.graph;
         let n = fwd.batch;
         let acts = &fwd.acts;
-        let cotangent = Tensor::zeros(gpu, "unet cotangent", &fwd.output().shape)?;
         let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(acts.len());
         for (i, a) in g.acts.iter().enumerate() {
             grads.push(match a {
@@ -241,6 +262,17 @@ impl UnetVjp {
                 d.record(pass);
             }
         }
+    }
+
+    /// The backward pass as a [`Plan`] (to follow the forward plan in a larger one).
+    pub fn plan(&self) -> crate::gpu::Plan {
+        let mut p = crate::gpu::Plan::new();
+        for r in &self.records {
+            for d in &r.dispatches {
+                p.push(d.clone());
+            }
+        }
+        p
     }
 
     /// Forward then backward in one compute pass, one submission.

@@ -58,7 +58,34 @@ pub struct UnetForward {
 }
 
 impl UnetForward {
+    /// Plans a forward pass for `batch` images of `height` x `width`; x and t
+    /// live in buffers of the plan ([`UnetForward::input`], [`UnetForward::t`]).
     pub fn new(gpu: &Gpu, unet: &Unet, batch: usize, height: usize, width: usize) -> Result<UnetForward, ForwardError> {
+        Self::plan_with(gpu, unet, batch, height, width, None)
+    }
+
+    /// Plans a forward pass that reads x [N, C, H, W] straight from the
+    /// caller's tensor (a sampler's x_t), so no copy precedes each call.
+    pub fn with_input(gpu: &Gpu, unet: &Unet, x: &Tensor) -> Result<UnetForward, ForwardError> {
+        let c = unet.config.in_channels();
+        match x.shape[..] {
+            [n, xc, h, w] if xc == c => Self::plan_with(gpu, unet, n, h, w, Some(x.clone())),
+            _ => Err(ForwardError::Shape {
+                what: "U-Net input x".into(),
+                expected: vec![0, c, 0, 0],
+                got: x.shape.clone(),
+            }),
+        }
+    }
+
+    fn plan_with(
+        gpu: &Gpu,
+        unet: &Unet,
+        batch: usize,
+        height: usize,
+        width: usize,
+        input: Option<Tensor>,
+    ) -> Result<UnetForward, ForwardError> {
         let g = &unet.graph;
         let m = g.max_ds;
         if batch == 0 || height == 0 || width == 0 || height % m != 0 || width % m != 0 {
@@ -75,7 +102,10 @@ impl UnetForward {
             }
         };
         let acts = (0..g.acts.len())
-            .map(|i| Tensor::zeros(gpu, &format!("unet activation {i} {:?}", dims(i)), &dims(i)))
+            .map(|i| match &input {
+                Some(x) if i == g.input => Ok(x.clone()),
+                _ => Tensor::zeros(gpu, &format!("unet activation {i} {:?}", dims(i)), &dims(i)),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;

@@ -1,10 +1,28 @@
 //! The U-Net prior: config -> graph of typed layers -> weights on the GPU ->
-//! a forward plan built once per (model, batch, resolution) and replayed.
+//! a forward plan built once per (model, batch, resolution) and replayed, and
+//! the VJP with respect to x through the same plan.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use tweedie::unet::{Unet, UnetForward, UnetVjp};
+//! let gpu = tweedie::Gpu::new()?;
+//! let unet = Unet::load(&gpu, std::path::Path::new("weights/ffhq256"))?;
+//! let x_t = tweedie::Tensor::zeros(&gpu, "x_t", &[4, 3, 256, 256])?;
+//! // Planned once: buffers, bind groups, dispatches.
+//! let fwd = UnetForward::with_input(&gpu, &unet, &x_t)?;
+//! let vjp = UnetVjp::new(&gpu, &unet, &fwd)?;
+//! // Per step: write t (and the cotangent), record both into one pass, submit once.
+//! fwd.t.write(&gpu, &[999.0; 4])?;
+//! vjp.submit(&gpu, &fwd)?;
+//! // fwd.output(): [eps, v]; vjp.dx(): (d out / d x)^T cotangent.
+//! # Ok(()) }
+//! ```
 
 pub mod backward;
 pub mod config;
 pub mod forward;
 pub mod graph;
+pub mod profile;
 pub mod weights;
 
 use std::path::Path;
@@ -28,7 +46,13 @@ impl Unet {
     /// Loads `config.json` + `model.safetensors` (a directory, or the weights
     /// file with its config beside it); every key and shape is checked.
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Unet, WeightsError> {
-        let (config, graph, host) = weights::load_host(path, weights::max_arena_elems(gpu))?;
+        Self::load_with_arena_limit(gpu, path, weights::max_arena_elems(gpu))
+    }
+
+    /// As [`Unet::load`], packing the weights into arenas of at most
+    /// `max_arena_elems` floats (the adapter's binding limit by default).
+    pub fn load_with_arena_limit(gpu: &Gpu, path: &Path, max_arena_elems: usize) -> Result<Unet, WeightsError> {
+        let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
         let weights = Weights::upload(gpu, &host)?;
         Ok(Unet { config, graph, weights })
     }

@@ -186,7 +186,10 @@ impl Weights {
 
 /// The largest arena the adapter can bind, in f32 elements.
 pub fn max_arena_elems(gpu: &Gpu) -> usize {
-    let bytes = (gpu.limits.max_storage_buffer_binding_size as u64).min(gpu.limits.max_buffer_size);
+    let bytes = gpu
+        .limits
+        .max_storage_buffer_binding_size
+        .min(gpu.limits.max_buffer_size);
     (bytes / 4) as usize
 }
 
