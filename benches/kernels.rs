@@ -30,7 +30,9 @@ fn benches(c: &mut Criterion) {
         g.sample_size(10);
 
         let axpby = Elementwise::new(&gpu, Op::Axpby, &x, &y, 0.5, 0.5).unwrap();
-        let plan = Plan { steps: vec![axpby.dispatch.clone()] };
+        let plan = Plan {
+            steps: vec![axpby.dispatch.clone()],
+        };
         g.throughput(Throughput::Bytes(3 * 4 * n as u64));
         g.bench_function("axpby", |b| b.iter_custom(|it| time(&gpu, &plan, it)));
 
@@ -39,7 +41,9 @@ fn benches(c: &mut Criterion) {
         g.bench_function("dot", |b| b.iter_custom(|it| time(&gpu, &dot.plan, it)));
 
         let noise = Noise::new(&gpu, &y, 1, 0, 0.0, 1.0).unwrap();
-        let plan = Plan { steps: vec![noise.dispatch.clone()] };
+        let plan = Plan {
+            steps: vec![noise.dispatch.clone()],
+        };
         g.throughput(Throughput::Bytes(4 * n as u64));
         g.bench_function("normal", |b| b.iter_custom(|it| time(&gpu, &plan, it)));
         g.finish();

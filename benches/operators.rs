@@ -82,10 +82,9 @@ fn operators(c: &mut Criterion) {
             }
             for (mode, plan) in &plans {
                 time_plan(&gpu, plan, 2); // compile pipelines, touch buffers
-                group.bench_function(
-                    BenchmarkId::new(format!("{name}/{mode}"), format!("n{batch}")),
-                    |b| b.iter_custom(|iters| time_plan(&gpu, plan, iters)),
-                );
+                group.bench_function(BenchmarkId::new(format!("{name}/{mode}"), format!("n{batch}")), |b| {
+                    b.iter_custom(|iters| time_plan(&gpu, plan, iters))
+                });
             }
         }
     }

@@ -10,9 +10,7 @@ use tweedie::operators::dense::Dense;
 use tweedie::operators::Operator;
 use tweedie::samplers::cg::{Cg, Space};
 use tweedie::samplers::problem::GmmProblem;
-use tweedie::samplers::{
-    CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions,
-};
+use tweedie::samplers::{CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, Tensor};
 
@@ -40,15 +38,7 @@ fn bench(c: &mut Criterion) {
     let base = Schedule::linear(1000, 1000).unwrap();
     for name in ["d8_m2", "d80_m4"] {
         let p = GmmProblem::load(fixture(&format!("{name}.safetensors"))).unwrap();
-        let model = GmmPrior::new(
-            &gpu,
-            &p.weights,
-            &p.means,
-            &p.vars,
-            p.d,
-            &base.alphas_cumprod,
-        )
-        .unwrap();
+        let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
         let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
         let mut group = c.benchmark_group(format!("gmm/{name}/N={n}"));
         group
@@ -69,18 +59,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         let x = Tensor::zeros(&gpu, "x", &[n, d]).unwrap();
         let diag = Tensor::from_slice(&gpu, "diag", &[n, d], &vec![4.0; n * d]).unwrap();
-        let cg = Cg::new(
-            &gpu,
-            &op,
-            Space::Input,
-            &b,
-            &x,
-            &diag,
-            1.0 / 0.0025,
-            1e-5,
-            10,
-        )
-        .unwrap();
+        let cg = Cg::new(&gpu, &op, Space::Input, &b, &x, &diag, 1.0 / 0.0025, 1e-5, 10).unwrap();
         cg.plan.run(&gpu).unwrap();
         let st = cg.stats(&gpu).unwrap();
         eprintln!(

@@ -16,7 +16,11 @@ pub enum IoError {
     #[error("{path}: not a valid safetensors file ({message})")]
     Format { path: PathBuf, message: String },
     #[error("{path}: no tensor named {key:?} (has: {available})")]
-    MissingKey { path: PathBuf, key: String, available: String },
+    MissingKey {
+        path: PathBuf,
+        key: String,
+        available: String,
+    },
     #[error("{path}: tensor {key:?} has dtype {dtype}, expected a float type (f32, f16, bf16, f64)")]
     Dtype { path: PathBuf, key: String, dtype: String },
     #[error("{path}: {message}")]
@@ -29,9 +33,18 @@ pub enum IoError {
 pub fn view_to_f32(view: &TensorView<'_>) -> Option<Vec<f32>> {
     let b = view.data();
     Some(match view.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F64 => b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
@@ -49,8 +62,14 @@ pub struct TensorFile {
 impl TensorFile {
     pub fn open(path: impl AsRef<Path>) -> Result<TensorFile, IoError> {
         let path = path.as_ref().to_path_buf();
-        let bytes = std::fs::read(&path).map_err(|err| IoError::Read { path: path.clone(), err })?;
-        SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format { path: path.clone(), message: e.to_string() })?;
+        let bytes = std::fs::read(&path).map_err(|err| IoError::Read {
+            path: path.clone(),
+            err,
+        })?;
+        SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         Ok(TensorFile { path, bytes })
     }
 
@@ -83,11 +102,18 @@ impl TensorFile {
             key: key.to_string(),
             dtype: format!("{:?}", v.dtype()),
         })?;
-        Ok(HostTensor { shape: v.shape().to_vec(), data })
+        Ok(HostTensor {
+            shape: v.shape().to_vec(),
+            data,
+        })
     }
 
     fn missing(&self, key: &str) -> IoError {
-        IoError::MissingKey { path: self.path.clone(), key: key.to_string(), available: self.keys().join(", ") }
+        IoError::MissingKey {
+            path: self.path.clone(),
+            key: key.to_string(),
+            available: self.keys().join(", "),
+        }
     }
 }
 
@@ -97,18 +123,24 @@ pub fn write_tensors(path: impl AsRef<Path>, tensors: &[(&str, &HostTensor)]) ->
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(k, t)| {
-            let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data)).expect("shape matches data");
+            let v = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
+                .expect("shape matches data");
             (k.to_string(), v)
         })
         .collect();
-    let bytes = safetensors::serialize(views, None)
-        .map_err(|e| IoError::Write { path: path.to_path_buf(), message: e.to_string() })?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| IoError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }
 
 /// Writes bytes to `path` through a temporary file in the same directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let err = |e: std::io::Error| IoError::Write { path: path.to_path_buf(), message: e.to_string() };
+    let err = |e: std::io::Error| IoError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let tmp = tmp_path(path);
     std::fs::write(&tmp, bytes).map_err(err)?;
     std::fs::rename(&tmp, path).map_err(|e| {
@@ -118,7 +150,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
@@ -127,11 +162,20 @@ fn tmp_path(path: &Path) -> PathBuf {
 pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
     let path = path.as_ref();
     let img = image::ImageReader::open(path)
-        .map_err(|err| IoError::Read { path: path.to_path_buf(), err })?
+        .map_err(|err| IoError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?
         .with_guessed_format()
-        .map_err(|err| IoError::Read { path: path.to_path_buf(), err })?
+        .map_err(|err| IoError::Read {
+            path: path.to_path_buf(),
+            err,
+        })?
         .decode()
-        .map_err(|e| IoError::Image { path: path.to_path_buf(), message: e.to_string() })?;
+        .map_err(|e| IoError::Image {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     let gray = !img.color().has_color();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if gray {
@@ -160,7 +204,12 @@ pub fn write_image(path: impl AsRef<Path>, c: usize, h: usize, w: usize, data: &
     let enc = image::codecs::png::PngEncoder::new(&mut bytes);
     use image::ImageEncoder;
     let res = match c {
-        1 => enc.write_image(&data.iter().map(|&v| q(v)).collect::<Vec<u8>>(), w as u32, h as u32, image::ExtendedColorType::L8),
+        1 => enc.write_image(
+            &data.iter().map(|&v| q(v)).collect::<Vec<u8>>(),
+            w as u32,
+            h as u32,
+            image::ExtendedColorType::L8,
+        ),
         3 => {
             let mut raw = vec![0u8; 3 * h * w];
             for i in 0..h * w {
@@ -171,9 +220,15 @@ pub fn write_image(path: impl AsRef<Path>, c: usize, h: usize, w: usize, data: &
             enc.write_image(&raw, w as u32, h as u32, image::ExtendedColorType::Rgb8)
         }
         _ => {
-            return Err(IoError::Image { path: path.to_path_buf(), message: format!("cannot write an image with {c} channels") })
+            return Err(IoError::Image {
+                path: path.to_path_buf(),
+                message: format!("cannot write an image with {c} channels"),
+            })
         }
     };
-    res.map_err(|e| IoError::Write { path: path.to_path_buf(), message: e.to_string() })?;
+    res.map_err(|e| IoError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }

@@ -13,7 +13,7 @@ pub mod tensor;
 
 pub use gpu::{Gpu, GpuError};
 pub use tensor::{HostTensor, Tensor};
-pub mod unet;
-pub mod samplers;
 pub mod restore;
+pub mod samplers;
 pub mod schedule;
+pub mod unet;

@@ -31,7 +31,9 @@ pub fn ssim(x: &[f32], reference: &[f32], c: usize, h: usize, w: usize) -> f64 {
     let win = 11.min(h).min(w);
     let sigma = 1.5f64;
     let r = (win as f64 - 1.0) / 2.0;
-    let g1: Vec<f64> = (0..win).map(|i| (-((i as f64 - r).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    let g1: Vec<f64> = (0..win)
+        .map(|i| (-((i as f64 - r).powi(2)) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let s: f64 = g1.iter().sum();
     let g1: Vec<f64> = g1.iter().map(|v| v / s).collect();
     let (c1, c2) = (0.01f64.powi(2), 0.03f64.powi(2));
@@ -82,7 +84,11 @@ mod tests {
         let (c, h, w) = (2, 17, 13);
         let img: Vec<f32> = (0..c * h * w).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
         assert!((ssim(&img, &img, c, h, w) - 1.0).abs() < 1e-12);
-        let noisy: Vec<f32> = img.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 0.3 } else { -0.3 }).collect();
+        let noisy: Vec<f32> = img
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + if i % 2 == 0 { 0.3 } else { -0.3 })
+            .collect();
         let s = ssim(&noisy, &img, c, h, w);
         assert!(s < 0.9 && s > 0.0, "ssim {s}");
         // A contrast change of a structured image lowers SSIM less than noise does.

@@ -32,7 +32,13 @@ pub fn measure(gpu: &Gpu, op: &dyn Operator, x: &HostTensor, sigma: f32, seed: u
 
 /// Writes a measurement file that rebuilds the same operator later: `y`,
 /// `sigma_y`, `in_shape` and what pins A down (`mask`, `kernel`, `matrix`).
-pub fn save_measurement(path: &Path, y: &[f32], sigma: f32, resolved: &ResolvedTask, out_shape: [usize; 3]) -> Result<(), IoError> {
+pub fn save_measurement(
+    path: &Path,
+    y: &[f32],
+    sigma: f32,
+    resolved: &ResolvedTask,
+    out_shape: [usize; 3],
+) -> Result<(), IoError> {
     let [c, h, w] = out_shape;
     let y_host = HostTensor::new(vec![1, c, h, w], y.to_vec());
     let sigma = HostTensor::new(vec![1], vec![sigma]);
@@ -92,7 +98,9 @@ pub fn restore(
     on_step: &mut StepCallback<'_>,
 ) -> Result<Restoration, SamplerError> {
     if samples == 0 || batch == 0 {
-        return Err(SamplerError::Invalid("the number of samples and the batch size must be at least 1".into()));
+        return Err(SamplerError::Invalid(
+            "the number of samples and the batch size must be at least 1".into(),
+        ));
     }
     let start = Instant::now();
     let per: usize = model.in_shape().iter().product();
@@ -104,7 +112,10 @@ pub fn restore(
     for b in 0..nb {
         let n = batch.min(samples - b * batch);
         // Each batch its own seed: independent draws, reproducible per (seed, batch index).
-        let o = SamplerOptions { seed: opts.seed.wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)), ..opts.clone() };
+        let o = SamplerOptions {
+            seed: opts.seed.wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            ..opts.clone()
+        };
         let meas = op.map(|op| Measurement { op, y, sigma_y });
         let s = Sampler::new(gpu, method, model, meas, n, &o)?;
         steps = s.steps();
@@ -128,7 +139,15 @@ pub fn restore(
         out.extend(x.chunks(per).map(|c| c.to_vec()));
     }
     let (mean, std) = mean_std(&out);
-    Ok(Restoration { samples: out, mean, std, steps, batches: nb, seconds: start.elapsed().as_secs_f64(), cg })
+    Ok(Restoration {
+        samples: out,
+        mean,
+        std,
+        steps,
+        batches: nb,
+        seconds: start.elapsed().as_secs_f64(),
+        cg,
+    })
 }
 
 /// N images restored at once, one sample each: `ys` holds one measurement
@@ -146,7 +165,10 @@ pub fn restore_batch(
 ) -> Result<Vec<f32>, SamplerError> {
     let m_per: usize = op.out_shape().iter().product();
     if m_per == 0 || ys.is_empty() || ys.len() % m_per != 0 {
-        return Err(SamplerError::Invalid(format!("{} measurement values do not split into images of {m_per}", ys.len())));
+        return Err(SamplerError::Invalid(format!(
+            "{} measurement values do not split into images of {m_per}",
+            ys.len()
+        )));
     }
     let n = ys.len() / m_per;
     let meas = (method != Method::Ddpm).then_some(Measurement { op, y: ys, sigma_y });

@@ -11,11 +11,7 @@ pub enum ScheduleError {
     #[error("the schedule needs at least 1 diffusion step, got 0")]
     NoSteps,
     #[error("cannot respace {base} diffusion steps to {wanted}: {why}")]
-    Respacing {
-        base: usize,
-        wanted: String,
-        why: String,
-    },
+    Respacing { base: usize, wanted: String, why: String },
 }
 
 /// How the reverse-step variance is chosen (guided-diffusion's `ModelVarType`).
@@ -45,10 +41,7 @@ pub fn linear_betas(steps: usize) -> Vec<f64> {
 /// guided-diffusion's `space_timesteps(num_timesteps, section_counts)`: the
 /// original timesteps kept when respacing. `sections` is a list of step counts,
 /// one per equal section of the original process (e.g. [250] or [10, 15, 20]).
-pub fn space_timesteps(
-    num_timesteps: usize,
-    sections: &[usize],
-) -> Result<Vec<usize>, ScheduleError> {
+pub fn space_timesteps(num_timesteps: usize, sections: &[usize]) -> Result<Vec<usize>, ScheduleError> {
     let err = |why: String| ScheduleError::Respacing {
         base: num_timesteps,
         wanted: format!("{sections:?}"),
@@ -64,9 +57,7 @@ pub fn space_timesteps(
     for (i, &count) in sections.iter().enumerate() {
         let size = size_per + usize::from(i < extra);
         if size < count {
-            return Err(err(format!(
-                "cannot divide section of {size} steps into {count}"
-            )));
+            return Err(err(format!("cannot divide section of {size} steps into {count}")));
         }
         let frac_stride = if count <= 1 {
             1.0
@@ -152,25 +143,15 @@ impl Schedule {
             a *= 1.0 - b;
             acp.push(a);
         }
-        let acp_prev: Vec<f64> = (0..n)
-            .map(|i| if i == 0 { 1.0 } else { acp[i - 1] })
-            .collect();
+        let acp_prev: Vec<f64> = (0..n).map(|i| if i == 0 { 1.0 } else { acp[i - 1] }).collect();
         let pv: Vec<f64> = (0..n)
             .map(|i| betas[i] * (1.0 - acp_prev[i]) / (1.0 - acp[i]))
             .collect();
         // log(beta~) with beta~_0 = 0 replaced by beta~_1 (upstream's clipping).
         let plv: Vec<f64> = (0..n)
-            .map(|i| {
-                if i == 0 && n > 1 {
-                    pv[1].ln()
-                } else {
-                    pv[i].ln()
-                }
-            })
+            .map(|i| if i == 0 && n > 1 { pv[1].ln() } else { pv[i].ln() })
             .collect();
-        let c1 = (0..n)
-            .map(|i| betas[i] * acp_prev[i].sqrt() / (1.0 - acp[i]))
-            .collect();
+        let c1 = (0..n).map(|i| betas[i] * acp_prev[i].sqrt() / (1.0 - acp[i])).collect();
         let c2 = (0..n)
             .map(|i| (1.0 - acp_prev[i]) * (1.0 - betas[i]).sqrt() / (1.0 - acp[i]))
             .collect();
@@ -206,9 +187,7 @@ impl Schedule {
                     self.betas[i].ln()
                 }
             }
-            VarianceType::FixedSmall | VarianceType::LearnedRange => {
-                self.posterior_log_variance_clipped[i]
-            }
+            VarianceType::FixedSmall | VarianceType::LearnedRange => self.posterior_log_variance_clipped[i],
         }
     }
 

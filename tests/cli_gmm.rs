@@ -74,16 +74,7 @@ fn good_runs_write_samples() {
         let out = tmp(&format!("out-{method}.safetensors"));
         let (code, err) = run(
             &prob,
-            &[
-                "--method",
-                method,
-                "--samples",
-                "7",
-                "--steps",
-                "20",
-                "--seed",
-                "3",
-            ],
+            &["--method", method, "--samples", "7", "--steps", "20", "--seed", "3"],
             &out,
         );
         assert_eq!(code, 0, "{method}: {err}");
@@ -129,11 +120,7 @@ fn bad_input_is_refused_with_one_line() {
         assert_eq!(code, 1, "{what}: exit code {code}, stderr {err}");
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{what}: expected one line, got {err:?}");
-        assert!(
-            lines[0].contains(needle),
-            "{what}: {:?} lacks {needle:?}",
-            lines[0]
-        );
+        assert!(lines[0].contains(needle), "{what}: {:?} lacks {needle:?}", lines[0]);
         assert!(!out.exists(), "{what}: an output file was left behind");
     }
     // A missing file names the path.

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn tweedie(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tweedie")).args(args).output().expect("run tweedie")
+    Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args(args)
+        .output()
+        .expect("run tweedie")
 }
 
 fn root() -> PathBuf {
@@ -17,7 +20,10 @@ fn gray_model() -> String {
 }
 
 fn image() -> String {
-    root().join("weights/fashion-mnist-32/test-images/0000-boot.png").display().to_string()
+    root()
+        .join("weights/fashion-mnist-32/test-images/0000-boot.png")
+        .display()
+        .to_string()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -34,11 +40,41 @@ fn s(p: &Path) -> &str {
 fn restore_writes_samples_mean_std_and_report() {
     let out = scratch("ok");
     let o = tweedie(&[
-        "restore", "--model", &gray_model(), "--task", "inpaint-box", "--box", "12", "--method", "dmps",
-        "--input", &image(), "--steps", "3", "--samples", "3", "--batch", "2", "--seed", "4", "--quiet", "--out", s(&out),
+        "restore",
+        "--model",
+        &gray_model(),
+        "--task",
+        "inpaint-box",
+        "--box",
+        "12",
+        "--method",
+        "dmps",
+        "--input",
+        &image(),
+        "--steps",
+        "3",
+        "--samples",
+        "3",
+        "--batch",
+        "2",
+        "--seed",
+        "4",
+        "--quiet",
+        "--out",
+        s(&out),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for f in ["clean.png", "measurement.png", "y.safetensors", "sample_000.png", "sample_002.png", "mean.png", "std.png", "samples.safetensors", "report.json"] {
+    for f in [
+        "clean.png",
+        "measurement.png",
+        "y.safetensors",
+        "sample_000.png",
+        "sample_002.png",
+        "mean.png",
+        "std.png",
+        "samples.safetensors",
+        "report.json",
+    ] {
         assert!(out.join(f).exists(), "missing {f}");
     }
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
@@ -60,8 +96,24 @@ fn restore_writes_samples_mean_std_and_report() {
     // The measurement file alone restores again (same operator).
     let out2 = scratch("again");
     let o = tweedie(&[
-        "restore", "--model", &gray_model(), "--task", "inpaint-box", "--box", "12", "--method", "ddpm",
-        "--measurement", s(&out.join("y.safetensors")), "--steps", "2", "--samples", "1", "--quiet", "--out", s(&out2),
+        "restore",
+        "--model",
+        &gray_model(),
+        "--task",
+        "inpaint-box",
+        "--box",
+        "12",
+        "--method",
+        "ddpm",
+        "--measurement",
+        s(&out.join("y.safetensors")),
+        "--steps",
+        "2",
+        "--samples",
+        "1",
+        "--quiet",
+        "--out",
+        s(&out2),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out2.join("report.json").exists());
@@ -76,11 +128,35 @@ fn restore_refuses_bad_input_with_one_line() {
     let big_png = big.join("big.png");
     tweedie::io::write_image(&big_png, 1, 40, 40, &vec![0.0; 1600]).unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--task", "inpaint-box", "--method", "dmps", "--input", &img, "--samples", "0"], "--samples"),
-        (vec!["--task", "no-such-task", "--method", "dmps", "--input", &img], "no-such-task"),
-        (vec!["--task", "sr", "--method", "dmps", "--input", s(&big_png)], "40x40"),
-        (vec!["--task", "sr", "--method", "dmps", "--input", "/no/such.png"], "/no/such.png"),
-        (vec!["--task", "sr", "--method", "dmps", "--input", &img, "--steps", "1001"], "--steps"),
+        (
+            vec![
+                "--task",
+                "inpaint-box",
+                "--method",
+                "dmps",
+                "--input",
+                &img,
+                "--samples",
+                "0",
+            ],
+            "--samples",
+        ),
+        (
+            vec!["--task", "no-such-task", "--method", "dmps", "--input", &img],
+            "no-such-task",
+        ),
+        (
+            vec!["--task", "sr", "--method", "dmps", "--input", s(&big_png)],
+            "40x40",
+        ),
+        (
+            vec!["--task", "sr", "--method", "dmps", "--input", "/no/such.png"],
+            "/no/such.png",
+        ),
+        (
+            vec!["--task", "sr", "--method", "dmps", "--input", &img, "--steps", "1001"],
+            "--steps",
+        ),
     ];
     for (args, needle) in cases {
         let out = scratch("bad");
@@ -94,10 +170,24 @@ fn restore_refuses_bad_input_with_one_line() {
         assert!(!out.join("report.json").exists());
     }
     // Unknown method: clap's own error, non-zero.
-    let o = tweedie(&["restore", "--model", &model, "--task", "sr", "--method", "magic", "--input", &img, "--out", "/tmp/x"]);
+    let o = tweedie(&[
+        "restore", "--model", &model, "--task", "sr", "--method", "magic", "--input", &img, "--out", "/tmp/x",
+    ]);
     assert!(!o.status.success());
     // An unwritable --out.
-    let o = tweedie(&["restore", "--model", &model, "--task", "sr", "--method", "dmps", "--input", &img, "--out", "/proc/tweedie-out"]);
+    let o = tweedie(&[
+        "restore",
+        "--model",
+        &model,
+        "--task",
+        "sr",
+        "--method",
+        "dmps",
+        "--input",
+        &img,
+        "--out",
+        "/proc/tweedie-out",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
 }
@@ -110,8 +200,25 @@ fn eval_shards_merge_into_the_whole_table() {
     let model = gray_model();
     let common = |o: &Path, extra: &[&str]| {
         let mut a = vec![
-            "eval", "--model", &model, "--input", s(&images), "--limit", "4", "--task", "sr", "--factor", "2",
-            "--method", "dmps", "--steps", "2", "--batch", "2", "--quiet", "--out",
+            "eval",
+            "--model",
+            &model,
+            "--input",
+            s(&images),
+            "--limit",
+            "4",
+            "--task",
+            "sr",
+            "--factor",
+            "2",
+            "--method",
+            "dmps",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--quiet",
+            "--out",
         ];
         a.push(s(o));
         a.extend_from_slice(extra);
@@ -138,7 +245,19 @@ fn eval_shards_merge_into_the_whole_table() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6, "header + 4 images + mean");
     // Bad shard specs are one clear line.
-    let o = tweedie(&["eval", "--input", s(&images), "--task", "sr", "--method", "dmps", "--shard", "2/2", "--out", s(&out)]);
+    let o = tweedie(&[
+        "eval",
+        "--input",
+        s(&images),
+        "--task",
+        "sr",
+        "--method",
+        "dmps",
+        "--shard",
+        "2/2",
+        "--out",
+        s(&out),
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--shard"));
 }

@@ -22,9 +22,7 @@ fn matvec(a: &[f32], m: usize, d: usize, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; n * m];
     for b in 0..n {
         for i in 0..m {
-            y[b * m + i] = (0..d)
-                .map(|j| a[i * d + j] as f64 * x[b * d + j] as f64)
-                .sum::<f64>() as f32;
+            y[b * m + i] = (0..d).map(|j| a[i * d + j] as f64 * x[b * d + j] as f64).sum::<f64>() as f32;
         }
     }
     y
@@ -35,9 +33,7 @@ fn matvec_t(a: &[f32], m: usize, d: usize, y: &[f32]) -> Vec<f32> {
     let mut x = vec![0f32; n * d];
     for b in 0..n {
         for j in 0..d {
-            x[b * d + j] = (0..m)
-                .map(|i| a[i * d + j] as f64 * y[b * m + i] as f64)
-                .sum::<f64>() as f32;
+            x[b * d + j] = (0..m).map(|i| a[i * d + j] as f64 * y[b * m + i] as f64).sum::<f64>() as f32;
         }
     }
     x
@@ -61,13 +57,7 @@ fn forward_and_adjoint_match_cpu_and_are_adjoint() {
         op.adjoint(&gpu, &tv, &atv).unwrap().run(&gpu).unwrap();
         let au = au.read(&gpu).unwrap();
         let atv = atv.read(&gpu).unwrap();
-        assert_close(
-            &format!("A u (m={m}, d={d})"),
-            &au,
-            &matvec(&a, m, d, &u),
-            1e-4,
-            1e-4,
-        );
+        assert_close(&format!("A u (m={m}, d={d})"), &au, &matvec(&a, m, d, &u), 1e-4, 1e-4);
         assert_close(
             &format!("A^T v (m={m}, d={d})"),
             &atv,
@@ -158,8 +148,7 @@ fn from_file_reads_the_matrix_and_names_a_missing_key() {
     let mut r = rng(13);
     let (m, d) = (4, 6);
     let a = randn(&mut r, m * d);
-    let path =
-        std::env::temp_dir().join(format!("tweedie-dense-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!("tweedie-dense-{}.safetensors", std::process::id()));
     tweedie::io::write_tensors(&path, &[("A", &HostTensor::new(vec![m, d], a.clone()))]).unwrap();
     let op = Dense::from_file(&gpu, &path, "A", [1, 2, 3]).unwrap();
     assert_eq!(op.matrix().data, a);

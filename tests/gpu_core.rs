@@ -22,20 +22,40 @@ fn runs_on_a_caller_created_device() {
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         mapped_at_creation: false,
     });
-    gpu.queue.write_buffer(&x, 0, bytemuck::cast_slice(&[1.0f32, -2.0, 3.0]));
-    let x = Tensor { buffer: x, shape: vec![3] };
+    gpu.queue
+        .write_buffer(&x, 0, bytemuck::cast_slice(&[1.0f32, -2.0, 3.0]));
+    let x = Tensor {
+        buffer: x,
+        shape: vec![3],
+    };
     let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
     let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
-    Plan { steps: vec![k.dispatch.clone()] }.run(&gpu).unwrap();
-    assert_close("affine on caller device", &y.read(&gpu).unwrap(), &[3.0, -3.0, 7.0], 0.0, 0.0);
+    Plan {
+        steps: vec![k.dispatch.clone()],
+    }
+    .run(&gpu)
+    .unwrap();
+    assert_close(
+        "affine on caller device",
+        &y.read(&gpu).unwrap(),
+        &[3.0, -3.0, 7.0],
+        0.0,
+        0.0,
+    );
     // Default limits (what the caller asked for) are what we read back.
-    assert_eq!(gpu.limits.max_storage_buffer_binding_size, device.limits().max_storage_buffer_binding_size);
+    assert_eq!(
+        gpu.limits.max_storage_buffer_binding_size,
+        device.limits().max_storage_buffer_binding_size
+    );
 }
 
 #[test]
 fn shader_errors_are_results_not_aborts() {
     let gpu = gpu();
-    static BAD: Shader = Shader { name: "bad_for_test", source: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }" };
+    static BAD: Shader = Shader {
+        name: "bad_for_test",
+        source: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
+    };
     match gpu.pipeline(&BAD, "main", &[]) {
         Err(GpuError::Validation { context, .. }) => assert!(context.contains("bad_for_test"), "{context}"),
         Err(e) => panic!("expected a validation error, got {e}"),
@@ -54,7 +74,10 @@ fn wrong_bindings_are_results() {
     let x = Tensor::zeros(&gpu, "x", &[4]).unwrap();
     // axpby needs three bindings; two is a validation error, caught.
     let err = Dispatch::new(&gpu, &ELEMENTWISE, "axpby", &[], &[&x.buffer, &x.buffer], [1, 1, 1]);
-    assert!(matches!(err, Err(GpuError::Validation { .. })), "expected a validation error");
+    assert!(
+        matches!(err, Err(GpuError::Validation { .. })),
+        "expected a validation error"
+    );
 }
 
 #[test]
@@ -73,7 +96,14 @@ fn oversized_tensors_are_refused_up_front() {
     // Too many workgroups in one dimension.
     let x = Tensor::zeros(&gpu, "x", &[4]).unwrap();
     let p = gpu.uniform("p", &[0u32; 4]);
-    let e = Dispatch::new(&gpu, &ELEMENTWISE, "axpby", &[], &[&p, &x.buffer, &x.buffer], [70_000, 1, 1]);
+    let e = Dispatch::new(
+        &gpu,
+        &ELEMENTWISE,
+        "axpby",
+        &[],
+        &[&p, &x.buffer, &x.buffer],
+        [70_000, 1, 1],
+    );
     assert!(matches!(e, Err(GpuError::TooManyGroups { .. })));
 }
 

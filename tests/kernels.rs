@@ -48,14 +48,27 @@ fn elementwise_set_changes_scalars_without_rebuild() {
     let mut plan = Plan::new();
     plan.push(k.dispatch.clone());
     plan.run(&gpu).unwrap();
-    assert_close("affine after set", &y.read(&gpu).unwrap(), &[-1.0, -3.0, -5.0, -7.0, -9.0], 0.0, 0.0);
+    assert_close(
+        "affine after set",
+        &y.read(&gpu).unwrap(),
+        &[-1.0, -3.0, -5.0, -7.0, -9.0],
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
 fn batched_dot_and_norm_match_cpu() {
     let gpu = gpu();
     let mut r = rng(2);
-    for &(batch, per) in &[(1usize, 1usize), (3, 7), (2, 1023), (5, 1025), (4, 3 * 33 * 31), (1, 70_001)] {
+    for &(batch, per) in &[
+        (1usize, 1usize),
+        (3, 7),
+        (2, 1023),
+        (5, 1025),
+        (4, 3 * 33 * 31),
+        (1, 70_001),
+    ] {
         let x = randn(&mut r, batch * per);
         let y = randn(&mut r, batch * per);
         let tx = Tensor::from_slice(&gpu, "x", &[batch, per], &x).unwrap();
@@ -64,13 +77,27 @@ fn batched_dot_and_norm_match_cpu() {
         let norm = BatchedDot::new(&gpu, &tx, &tx, batch, true).unwrap();
         dot.plan.run(&gpu).unwrap();
         norm.plan.run(&gpu).unwrap();
-        let want_dot: Vec<f32> = (0..batch).map(|n| dot64(&x[n * per..(n + 1) * per], &y[n * per..(n + 1) * per]) as f32).collect();
+        let want_dot: Vec<f32> = (0..batch)
+            .map(|n| dot64(&x[n * per..(n + 1) * per], &y[n * per..(n + 1) * per]) as f32)
+            .collect();
         let want_norm: Vec<f32> = (0..batch).map(|n| norm64(&x[n * per..(n + 1) * per]) as f32).collect();
         // f32 accumulation over `per` terms: error grows like sqrt(per) eps |x||y|.
         let tol = 1e-5 * (per as f32).sqrt();
         let scale = (per as f32).sqrt();
-        assert_close(&format!("dot {batch}x{per}"), &dot.out.read(&gpu).unwrap(), &want_dot, tol * scale, 1e-5);
-        assert_close(&format!("norm {batch}x{per}"), &norm.out.read(&gpu).unwrap(), &want_norm, tol, 1e-5);
+        assert_close(
+            &format!("dot {batch}x{per}"),
+            &dot.out.read(&gpu).unwrap(),
+            &want_dot,
+            tol * scale,
+            1e-5,
+        );
+        assert_close(
+            &format!("norm {batch}x{per}"),
+            &norm.out.read(&gpu).unwrap(),
+            &want_norm,
+            tol,
+            1e-5,
+        );
     }
 }
 
@@ -112,13 +139,21 @@ fn cpu_normal(n: usize, seed: u64, stream: u32, mean: f32, std: f32) -> Vec<f32>
 #[test]
 fn philox_known_answer() {
     // Random123's published known-answer vector for philox4x32-10.
-    assert_eq!(philox([0, 0, 0, 0], [0, 0]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+    assert_eq!(
+        philox([0, 0, 0, 0], [0, 0]),
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
+    );
 }
 
 #[test]
 fn noise_matches_cpu_reference_and_is_gaussian() {
     let gpu = gpu();
-    for &(n, seed, stream) in &[(1usize, 0u64, 0u32), (13, 42, 3), (4099, 0x1234_5678_9abc, 7), (100_003, 9, 1)] {
+    for &(n, seed, stream) in &[
+        (1usize, 0u64, 0u32),
+        (13, 42, 3),
+        (4099, 0x1234_5678_9abc, 7),
+        (100_003, 9, 1),
+    ] {
         let t = Tensor::zeros(&gpu, "noise", &[n]).unwrap();
         let noise = Noise::new(&gpu, &t, seed, 0, 0.5, 2.0).unwrap();
         noise.set_stream(&gpu, stream);
@@ -127,7 +162,13 @@ fn noise_matches_cpu_reference_and_is_gaussian() {
         plan.run(&gpu).unwrap();
         let got = t.read(&gpu).unwrap();
         // Same bits in, so only transcendental rounding differs.
-        assert_close(&format!("noise n={n}"), &got, &cpu_normal(n, seed, stream, 0.5, 2.0), 2e-4, 1e-4);
+        assert_close(
+            &format!("noise n={n}"),
+            &got,
+            &cpu_normal(n, seed, stream, 0.5, 2.0),
+            2e-4,
+            1e-4,
+        );
         if n > 50_000 {
             let mean = got.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let var = got.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;

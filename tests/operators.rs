@@ -90,8 +90,7 @@ fn conv_reflect_adj_cpu(
                     let ii = refl(i as i64 + a as i64 - rh as i64, h as i64);
                     for b in 0..kw {
                         let jj = refl(j as i64 + b as i64 - rw as i64, w as i64);
-                        x[p * h * w + ii * w + jj] +=
-                            k[a * kw + b] * y[p * h * w + i * w + j] as f64;
+                        x[p * h * w + ii * w + jj] += k[a * kw + b] * y[p * h * w + i * w + j] as f64;
                     }
                 }
             }
@@ -147,11 +146,7 @@ fn imresize_weights(n: usize, f: usize) -> Vec<Vec<(usize, f64)>> {
                 let wgt = keys_cubic((u - j as f64) / f as f64);
                 if wgt != 0.0 {
                     let m = j.rem_euclid(2 * n as i64);
-                    let src = if m >= n as i64 {
-                        2 * n as i64 - 1 - m
-                    } else {
-                        m
-                    };
+                    let src = if m >= n as i64 { 2 * n as i64 - 1 - m } else { m };
                     taps.push((src as usize, wgt));
                 }
             }
@@ -194,9 +189,7 @@ fn dps_gaussian_2d(size: usize, sigma: f64) -> Vec<f64> {
     for d in -radius..=radius {
         k1[(c + d) as usize] = g[(d + radius) as usize];
     }
-    k1.iter()
-        .flat_map(|&a| k1.iter().map(move |&b| a * b))
-        .collect()
+    k1.iter().flat_map(|&a| k1.iter().map(move |&b| a * b)).collect()
 }
 
 // ---------- GPU helpers ----------
@@ -243,7 +236,14 @@ fn cases() -> Vec<(TaskSpec, usize, [usize; 3])> {
     let a = HostTensor::new(vec![7, 30], randn(&mut rng(77), 7 * 30));
     write_tensors(&dense_path, &[("A", &a)]).unwrap();
     vec![
-        (TaskSpec { matrix: Some(dense_path), ..spec("dense") }, 3, [2, 3, 5]),
+        (
+            TaskSpec {
+                matrix: Some(dense_path),
+                ..spec("dense")
+            },
+            3,
+            [2, 3, 5],
+        ),
         (spec("denoise"), 2, [3, 17, 13]),
         (
             TaskSpec {
@@ -356,7 +356,9 @@ fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
                 plan.push(conv_reflect(&gpu, &taps, src, &out, planes, h, w, adj).unwrap());
                 run_plan(&gpu, plan);
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let what = format!("conv_reflect sparse={sparse} adjoint={adj} {planes}x{h}x{w} taps {kh}x{kw} at ({rh},{rw})");
+                let what = format!(
+                    "conv_reflect sparse={sparse} adjoint={adj} {planes}x{h}x{w} taps {kh}x{kw} at ({rh},{rw})"
+                );
                 assert_close(&what, &out.read(&gpu).unwrap(), want, 1e-5 * scale, 1e-5);
             }
         }
@@ -424,11 +426,7 @@ fn svd_forms_reconstruct_the_operator() {
         let what = format!("{} {:?}", spec.task, shape);
         let out = op.out_shape();
         let s = svd.singulars().read(&gpu).unwrap();
-        assert_eq!(
-            s.len(),
-            numel(out),
-            "{what}: one singular value per output element"
-        );
+        assert_eq!(s.len(), numel(out), "{what}: one singular value per output element");
         assert!(
             s.iter().all(|&v| v >= 0.0 && v.is_finite()),
             "{what}: singulars must be >= 0"
@@ -443,13 +441,7 @@ fn svd_forms_reconstruct_the_operator() {
         }
         let usvx = svd_apply(&gpu, op.as_ref(), n, "u", &coef);
         let scale = ax.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("{what}: U S V^T x vs A x"),
-            &usvx,
-            &ax,
-            1e-4 * scale,
-            1e-4,
-        );
+        assert_close(&format!("{what}: U S V^T x vs A x"), &usvx, &ax, 1e-4 * scale, 1e-4);
 
         // V^T V = I and U^T U = I on the spectral side.
         let z = randn(&mut r, n * numel(out));
@@ -469,13 +461,7 @@ fn svd_forms_reconstruct_the_operator() {
         }
         let vsuy = svd_apply(&gpu, op.as_ref(), n, "v", &c2);
         let scale = aty.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("{what}: V S U^T y vs A^T y"),
-            &vsuy,
-            &aty,
-            1e-4 * scale,
-            1e-4,
-        );
+        assert_close(&format!("{what}: V S U^T y vs A^T y"), &vsuy, &aty, 1e-4 * scale, 1e-4);
     }
 }
 
@@ -497,24 +483,19 @@ fn forward_matches_cpu_references() {
             (Resolved::Dense { matrix }, _) => {
                 let (m, d) = (matrix.shape[0], matrix.shape[1]);
                 (0..n * m)
-                    .map(|k| (0..d).map(|j| matrix.data[(k % m) * d + j] as f64 * x[(k / m) * d + j] as f64).sum::<f64>() as f32)
+                    .map(|k| {
+                        (0..d)
+                            .map(|j| matrix.data[(k % m) * d + j] as f64 * x[(k / m) * d + j] as f64)
+                            .sum::<f64>() as f32
+                    })
                     .collect()
             }
-            (Resolved::Inpaint { mask }, _) => x
-                .iter()
-                .enumerate()
-                .map(|(k, &v)| v * mask[k % (h * w)])
-                .collect(),
+            (Resolved::Inpaint { mask }, _) => x.iter().enumerate().map(|(k, &v)| v * mask[k % (h * w)]).collect(),
             (Resolved::SeparableBlur { gh, gw }, _) => {
-                let k2: Vec<f64> = gh
-                    .iter()
-                    .flat_map(|&a| gw.iter().map(move |&b| a * b))
-                    .collect();
+                let k2: Vec<f64> = gh.iter().flat_map(|&a| gw.iter().map(move |&b| a * b)).collect();
                 conv_reflect_cpu(&x, h, w, &k2, gh.len(), gw.len())
             }
-            (Resolved::Blur2d { kernel, kh, kw }, _) => {
-                conv_reflect_cpu(&x, h, w, kernel, *kh, *kw)
-            }
+            (Resolved::Blur2d { kernel, kh, kw }, _) => conv_reflect_cpu(&x, h, w, kernel, *kh, *kw),
             (
                 Resolved::Sr {
                     factor,
@@ -562,17 +543,9 @@ fn gaussian_blur_is_dps_kernel_with_reflect_boundary() {
     let got = forward(&gpu, op.as_ref(), n, &x);
     let want = conv_reflect_cpu(&x, 33, 35, &dps_gaussian_2d(61, 3.0), 61, 61);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert_close(
-        "deblur-gaussian vs 61x61 reflect conv",
-        &got,
-        &want,
-        1e-5 * scale,
-        1e-5,
-    );
+    assert_close("deblur-gaussian vs 61x61 reflect conv", &got, &want, 1e-5 * scale, 1e-5);
     // The saved kernel is DPS's, too.
-    let saved = resolve(&spec("deblur-gaussian"), shape, 0)
-        .unwrap()
-        .tensors();
+    let saved = resolve(&spec("deblur-gaussian"), shape, 0).unwrap().tensors();
     let k: Vec<f32> = dps_gaussian_2d(61, 3.0).iter().map(|&v| v as f32).collect();
     assert_eq!(saved[0].1.shape, vec![61, 61]);
     assert_close("saved gaussian kernel", &saved[0].1.data, &k, 1e-8, 1e-5);
@@ -638,10 +611,7 @@ fn masks_follow_dps() {
     assert_ne!(a, m(2));
     // Without --ratio the ratio is drawn in [0.3, 0.7].
     for seed in 0..8 {
-        let Resolved::Inpaint { mask } = resolve(&spec("inpaint-random"), [3, h, w], seed)
-            .unwrap()
-            .kind
-        else {
+        let Resolved::Inpaint { mask } = resolve(&spec("inpaint-random"), [3, h, w], seed).unwrap().kind else {
             unreachable!()
         };
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / (h * w) as f64;
@@ -662,30 +632,18 @@ fn masks_follow_dps() {
         else {
             unreachable!()
         };
-        let zeros: Vec<(usize, usize)> = (0..h * w)
-            .filter(|&k| mask[k] == 0.0)
-            .map(|k| (k / w, k % w))
-            .collect();
+        let zeros: Vec<(usize, usize)> = (0..h * w).filter(|&k| mask[k] == 0.0).map(|k| (k / w, k % w)).collect();
         assert_eq!(zeros.len(), 400);
         let (t, l) = (
             zeros.iter().map(|z| z.0).min().unwrap(),
             zeros.iter().map(|z| z.1).min().unwrap(),
         );
         assert!(zeros.iter().all(|&(i, j)| i < t + 20 && j < l + 20));
-        assert!(
-            t >= 16 * h / 256 && t + 20 <= h - 16 * h / 256,
-            "box row {t}"
-        );
-        assert!(
-            l >= 16 * w / 256 && l + 20 <= w - 16 * w / 256,
-            "box col {l}"
-        );
+        assert!(t >= 16 * h / 256 && t + 20 <= h - 16 * h / 256, "box row {t}");
+        assert!(l >= 16 * w / 256 && l + 20 <= w - 16 * w / 256, "box col {l}");
     }
     // Default box: half the side (128 at 256).
-    let Resolved::Inpaint { mask } = resolve(&spec("inpaint-box"), [3, 256, 256], 3)
-        .unwrap()
-        .kind
-    else {
+    let Resolved::Inpaint { mask } = resolve(&spec("inpaint-box"), [3, 256, 256], 3).unwrap().kind else {
         unreachable!()
     };
     assert_eq!(mask.iter().filter(|&&v| v == 0.0).count(), 128 * 128);
@@ -693,10 +651,7 @@ fn masks_follow_dps() {
 
 #[test]
 fn motion_kernels_are_seeded_random_trajectories() {
-    let k = |seed| match resolve(&spec("deblur-motion"), [3, 64, 64], seed)
-        .unwrap()
-        .kind
-    {
+    let k = |seed| match resolve(&spec("deblur-motion"), [3, 64, 64], seed).unwrap().kind {
         Resolved::Blur2d { kernel, kh, kw } => {
             assert_eq!((kh, kw), (61, 61));
             kernel
@@ -726,10 +681,7 @@ fn build_err(task: TaskSpec, shape: [usize; 3]) -> String {
     match build(&gpu(), &task, shape, 0) {
         Ok(_) => panic!("{} {:?} should be refused", task.task, shape),
         Err(e) => {
-            assert!(matches!(
-                e,
-                OperatorError::Invalid { .. } | OperatorError::Shape { .. }
-            ));
+            assert!(matches!(e, OperatorError::Invalid { .. } | OperatorError::Shape { .. }));
             e.to_string()
         }
     }
@@ -799,15 +751,9 @@ fn factory_refuses_bad_tasks_and_options() {
     .unwrap();
     let x = Tensor::zeros(&gpu, "x", &[2, 3, 8, 8]).unwrap();
     let bad = Tensor::zeros(&gpu, "y", &[2, 3, 8, 8]).unwrap();
-    assert!(matches!(
-        op.forward(&gpu, &x, &bad),
-        Err(OperatorError::Shape { .. })
-    ));
+    assert!(matches!(op.forward(&gpu, &x, &bad), Err(OperatorError::Shape { .. })));
     let odd = Tensor::zeros(&gpu, "x", &[7]).unwrap();
-    assert!(matches!(
-        op.adjoint(&gpu, &odd, &x),
-        Err(OperatorError::Shape { .. })
-    ));
+    assert!(matches!(op.adjoint(&gpu, &odd, &x), Err(OperatorError::Shape { .. })));
 }
 
 // ---------- CLI ----------
@@ -820,10 +766,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn tweedie(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tweedie"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_tweedie")).args(args).output().unwrap()
 }
 
 fn p(path: &Path) -> &str {
@@ -862,27 +805,14 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
     assert_eq!(y.shape, vec![n, c, s, s]);
     let want = conv_reflect_cpu(&x.data, s, s, &dps_gaussian_2d(61, 3.0), 61, 61);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert_close(
-        "cli deblur-gaussian forward",
-        &y.data,
-        &want,
-        1e-5 * scale,
-        1e-5,
-    );
+    assert_close("cli deblur-gaussian forward", &y.data, &want, 1e-5 * scale, 1e-5);
 
     // Adjoint mode: the input lives in the output space (same shape here).
     let out_adj = dir.join("out_adj.safetensors");
     let o = tweedie(
         &[
             &base[..],
-            &[
-                "--mode",
-                "adjoint",
-                "--input",
-                p(&input),
-                "--out",
-                p(&out_adj),
-            ],
+            &["--mode", "adjoint", "--input", p(&input), "--out", p(&out_adj)],
         ]
         .concat(),
     );
@@ -891,13 +821,7 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
     let k = dps_gaussian_2d(61, 3.0);
     let want = conv_reflect_adj_cpu(&x.data, s, s, &k, 61, 61, 30, 30);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert_close(
-        "cli deblur-gaussian adjoint",
-        &xa.data,
-        &want,
-        1e-5 * scale,
-        1e-5,
-    );
+    assert_close("cli deblur-gaussian adjoint", &xa.data, &want, 1e-5 * scale, 1e-5);
 
     // Bad inputs: one line on stderr, non-zero exit, no output file.
     let wrong_key = dir.join("wrong_key.safetensors");
@@ -911,25 +835,10 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
         (&input, vec!["--mode", "forward", "--factor", "2"]),
     ] {
         let out = dir.join("bad_out.safetensors");
-        let o = tweedie(
-            &[
-                &base[..],
-                &extra[..],
-                &["--input", p(bad), "--out", p(&out)],
-            ]
-            .concat(),
-        );
+        let o = tweedie(&[&base[..], &extra[..], &["--input", p(bad), "--out", p(&out)]].concat());
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !o.status.success(),
-            "{} {extra:?} should fail",
-            bad.display()
-        );
-        assert_eq!(
-            err.trim_end().lines().count(),
-            1,
-            "one line on stderr, got: {err}"
-        );
+        assert!(!o.status.success(), "{} {extra:?} should fail", bad.display());
+        assert_eq!(err.trim_end().lines().count(), 1, "one line on stderr, got: {err}");
         assert!(!out.exists(), "no output file after an error");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -942,9 +851,7 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
     let mut r = rng(16);
     let (h, w) = (24, 20);
     let clean = dir.join("clean.png");
-    let img: Vec<f32> = (0..3 * h * w)
-        .map(|_| r.random_range(-1.0f32..1.0))
-        .collect();
+    let img: Vec<f32> = (0..3 * h * w).map(|_| r.random_range(-1.0f32..1.0)).collect();
     tweedie::io::write_image(&clean, 3, h, w, &img).unwrap();
     let x = read_image(&clean).unwrap();
     for (task, extra) in [
@@ -958,24 +865,11 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
         let args = [
             &["degrade", "--task", task],
             &extra[..],
-            &[
-                "--sigma",
-                "0",
-                "--seed",
-                "9",
-                "--input",
-                p(&clean),
-                "--out",
-                p(&out),
-            ],
+            &["--sigma", "0", "--seed", "9", "--input", p(&clean), "--out", p(&out)],
         ]
         .concat();
         let o = tweedie(&args);
-        assert!(
-            o.status.success(),
-            "{task}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{task}: {}", String::from_utf8_lossy(&o.stderr));
         assert!(out.exists(), "{task}: the measurement image");
         let file = TensorFile::open(out.with_extension("safetensors")).unwrap();
         let y = file.get("y").unwrap();
@@ -986,10 +880,7 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
             spec.factor = Some(2);
             spec.filter = Some(SrFilter::Block);
         }
-        let op = resolve_saved(&spec, [3, h, w], &file)
-            .unwrap()
-            .build(&gpu)
-            .unwrap();
+        let op = resolve_saved(&spec, [3, h, w], &file).unwrap().build(&gpu).unwrap();
         assert_eq!(y.shape, shape4(1, op.out_shape()));
         let want = forward(&gpu, op.as_ref(), 1, &x.data);
         assert_close(

@@ -85,14 +85,10 @@ impl Setup {
             .collect()
     }
     fn ax(&self, x: &[f64]) -> Vec<f64> {
-        (0..M)
-            .map(|i| (0..D).map(|j| self.a[i * D + j] * x[j]).sum())
-            .collect()
+        (0..M).map(|i| (0..D).map(|j| self.a[i * D + j] * x[j]).sum()).collect()
     }
     fn atv(&self, v: &[f64]) -> Vec<f64> {
-        (0..D)
-            .map(|j| (0..M).map(|i| self.a[i * D + j] * v[i]).sum())
-            .collect()
+        (0..D).map(|j| (0..M).map(|i| self.a[i * D + j] * v[i]).sum()).collect()
     }
 }
 
@@ -196,9 +192,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                 let eps = s.eps(&x, a, b);
                 let x0: Vec<f64> = (0..D).map(|j| clipf((x[j] - b * eps[j]) / a)).collect();
                 let mean: Vec<f64> = (0..D)
-                    .map(|j| {
-                        sched.posterior_mean_coef1[i] * x0[j] + sched.posterior_mean_coef2[i] * x[j]
-                    })
+                    .map(|j| sched.posterior_mean_coef1[i] * x0[j] + sched.posterior_mean_coef2[i] * x[j])
                     .collect();
                 let ddpm: Vec<f64> = (0..D)
                     .map(|j| mean[j] + noise * (0.5 * logvar).exp() * z[n * D + j])
@@ -208,8 +202,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     Method::Dps => {
                         let loss = |x: &[f64]| {
                             let e = s.eps(x, a, b);
-                            let x0: Vec<f64> =
-                                (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect();
+                            let x0: Vec<f64> = (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect();
                             let ax = s.ax(&x0);
                             (0..M).map(|k| (s.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
                         };
@@ -230,8 +223,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                         for p in 0..M {
                             for q in 0..M {
                                 let g: f64 = (0..D).map(|k| s.a[p * D + k] * s.a[q * D + k]).sum();
-                                sys[p * M + q] =
-                                    c * g + if p == q { s.sigma_y * s.sigma_y } else { 0.0 };
+                                sys[p * M + q] = c * g + if p == q { s.sigma_y * s.sigma_y } else { 0.0 };
                             }
                         }
                         let ax = s.ax(&x);
@@ -263,9 +255,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                         let tw = (1.0 - prev) / b;
                         let aeps = s.ax(&eps);
                         let w: Vec<f64> = (0..M)
-                            .map(|k| {
-                                (yp[k] + tw * aeps[k]) / sv + noise * e2[n * M + k] / sv.sqrt()
-                            })
+                            .map(|k| (yp[k] + tw * aeps[k]) / sv + noise * e2[n * M + k] / sv.sqrt())
                             .collect();
                         let atw = s.atv(&w);
                         let (dg, dm): (f64, Vec<f64>) = match variant {
@@ -337,14 +327,7 @@ impl ScoreModel for LearnedSigma {
         plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
         Ok(plan)
     }
-    fn plan_vjp(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        cot: &Tensor,
-        dx: &Tensor,
-    ) -> Result<Plan, ScoreError> {
+    fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cot: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
         self.inner.plan_vjp(gpu, x, t, cot, dx)
     }
 }

@@ -12,9 +12,7 @@ use rand::Rng;
 use tweedie::io::TensorFile;
 use tweedie::operators::dense::Dense;
 use tweedie::samplers::problem::GmmProblem;
-use tweedie::samplers::{
-    CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions,
-};
+use tweedie::samplers::{CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
 
 /// `../shared/fixtures/gmm` beside the project root (one level further up from
@@ -36,11 +34,7 @@ fn fixture(name: &str) -> PathBuf {
 fn sliced_w2(a: &[f32], b: &[f32], d: usize, seed: u64) -> f64 {
     let mut r = rng(seed);
     let (na, nb) = (a.len() / d, b.len() / d);
-    let (small, ns, large, nl) = if na <= nb {
-        (a, na, b, nb)
-    } else {
-        (b, nb, a, na)
-    };
+    let (small, ns, large, nl) = if na <= nb { (a, na, b, nb) } else { (b, nb, a, na) };
     let mut total = 0.0;
     let dirs = 1000;
     for _ in 0..dirs {
@@ -126,8 +120,8 @@ fn exact_posterior_samples(p: &GmmProblem, n: usize, seed: u64) -> Vec<f32> {
         let mut lam = vec![0f64; d * d];
         for i in 0..d {
             for j in 0..d {
-                lam[i * d + j] = (0..m).map(|r| a(r, i) * a(r, j)).sum::<f64>() / s2
-                    + if i == j { 1.0 / v(i) } else { 0.0 };
+                lam[i * d + j] =
+                    (0..m).map(|r| a(r, i) * a(r, j)).sum::<f64>() / s2 + if i == j { 1.0 / v(i) } else { 0.0 };
             }
         }
         let l = cholesky(&lam, d);
@@ -141,15 +135,13 @@ fn exact_posterior_samples(p: &GmmProblem, n: usize, seed: u64) -> Vec<f32> {
         }
         let mut mean = vec![0f64; d];
         for i in (0..d).rev() {
-            mean[i] =
-                (z[i] - (i + 1..d).map(|q| l[q * d + i] * mean[q]).sum::<f64>()) / l[i * d + i];
+            mean[i] = (z[i] - (i + 1..d).map(|q| l[q * d + i] * mean[q]).sum::<f64>()) / l[i * d + i];
         }
         // evidence N(y; A mu, A Sigma A^T + s2 I)
         let mut c = vec![0f64; m * m];
         for i in 0..m {
             for j in 0..m {
-                c[i * m + j] = (0..d).map(|q| a(i, q) * v(q) * a(j, q)).sum::<f64>()
-                    + if i == j { s2 } else { 0.0 };
+                c[i * m + j] = (0..d).map(|q| a(i, q) * v(q) * a(j, q)).sum::<f64>() + if i == j { s2 } else { 0.0 };
             }
         }
         let lc = cholesky(&c, m);
@@ -198,15 +190,7 @@ fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<
     let gpu = gpu();
     let p = &case.problem;
     let base = Schedule::linear(1000, 1000).unwrap();
-    let model = GmmPrior::new(
-        &gpu,
-        &p.weights,
-        &p.means,
-        &p.vars,
-        p.d,
-        &base.alphas_cumprod,
-    )
-    .unwrap();
+    let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
     let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
     let meas = Measurement {
         op: &op,
@@ -216,10 +200,7 @@ fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<
     let s = Sampler::new(&gpu, method, &model, Some(meas), n, opts).unwrap();
     let stats = s.run(&gpu).unwrap();
     let x = s.x().read(&gpu).unwrap();
-    assert!(
-        x.iter().all(|v| v.is_finite()),
-        "{method:?}: non-finite samples"
-    );
+    assert!(x.iter().all(|v| v.is_finite()), "{method:?}: non-finite samples");
     (x, stats.cg.map(|c| c.mean_per_solve()))
 }
 
@@ -303,10 +284,7 @@ fn samplers_against_exact_posterior() {
             .iter()
             .zip(&dmps_cg_x)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(
-            max_diff < 1e-2,
-            "{name}: DMPS SVD vs CG samples differ by {max_diff}"
-        );
+        assert!(max_diff < 1e-2, "{name}: DMPS SVD vs CG samples differ by {max_diff}");
         for (what, v) in [("dps", dps), ("dmps", dmps), ("cdps", cdps)] {
             assert!(v > floor, "{name}: {what} {v} beats exact samples {floor}?");
         }

@@ -17,12 +17,7 @@ fn linear_betas_match_linspace() {
     assert_eq!(b.len(), 1000);
     close("beta_0", b[0], 1e-4, 1e-12);
     close("beta_999", b[999], 0.02, 1e-12);
-    close(
-        "beta_500",
-        b[500],
-        1e-4 + (0.02 - 1e-4) * 500.0 / 999.0,
-        1e-12,
-    );
+    close("beta_500", b[500], 1e-4 + (0.02 - 1e-4) * 500.0 / 999.0, 1e-12);
     // Other step counts scale both ends by 1000 / N.
     let b = linear_betas(250);
     close("beta_0 (250)", b[0], 4e-4, 1e-12);
@@ -48,10 +43,7 @@ fn space_timesteps_as_guided_diffusion() {
     assert_eq!(t[24], 666);
     assert_eq!(t[25], 667);
     assert_eq!(t[44], 999);
-    assert_eq!(
-        space_timesteps(1000, &[1000]).unwrap(),
-        (0..1000).collect::<Vec<_>>()
-    );
+    assert_eq!(space_timesteps(1000, &[1000]).unwrap(), (0..1000).collect::<Vec<_>>());
     assert!(space_timesteps(10, &[11]).is_err());
     assert!(Schedule::linear(1000, 0).is_err());
     assert!(Schedule::linear(1000, 1001).is_err());
@@ -71,23 +63,13 @@ fn respaced_schedule_keeps_alphas_cumprod_and_posterior_formulas() {
         assert_eq!(s.len(), k);
         for i in 0..k {
             let t = s.timestep_map[i];
-            close(
-                "respaced abar",
-                s.alphas_cumprod[i],
-                base.alphas_cumprod[t],
-                1e-9,
-            );
+            close("respaced abar", s.alphas_cumprod[i], base.alphas_cumprod[t], 1e-9);
             let prev = if i == 0 {
                 1.0
             } else {
                 base.alphas_cumprod[s.timestep_map[i - 1]]
             };
-            close(
-                "respaced beta",
-                s.betas[i],
-                1.0 - base.alphas_cumprod[t] / prev,
-                1e-9,
-            );
+            close("respaced beta", s.betas[i], 1.0 - base.alphas_cumprod[t] / prev, 1e-9);
             let ab = s.alphas_cumprod[i];
             let pv = s.betas[i] * (1.0 - prev) / (1.0 - ab);
             if i > 0 {
@@ -144,12 +126,7 @@ fn respaced_schedule_keeps_alphas_cumprod_and_posterior_formulas() {
                 s.posterior_log_variance_clipped[i],
                 1e-12,
             );
-            close(
-                "learned v=1",
-                s.learned_log_variance(i, 1.0),
-                s.betas[i].ln(),
-                1e-12,
-            );
+            close("learned v=1", s.learned_log_variance(i, 1.0), s.betas[i].ln(), 1e-12);
             close(
                 "learned v=0",
                 s.learned_log_variance(i, 0.0),

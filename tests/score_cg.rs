@@ -20,11 +20,7 @@ struct Mix {
 }
 
 impl Mix {
-    fn random(
-        r: &mut rand::rngs::StdRng,
-        k: usize,
-        d: usize,
-    ) -> (Mix, Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn random(r: &mut rand::rngs::StdRng, k: usize, d: usize) -> (Mix, Vec<f32>, Vec<f32>, Vec<f32>) {
         use rand::Rng;
         let w: Vec<f32> = (0..k).map(|_| 0.2 + r.random::<f32>()).collect();
         let mu: Vec<f32> = randn(r, k * d).iter().map(|v| 0.8 * v).collect();
@@ -58,9 +54,7 @@ impl Mix {
         let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
         let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
         let resp: Vec<f64> = logits.iter().map(|l| (l - mx).exp() / tot).collect();
-        let s: Vec<f64> = (0..d)
-            .map(|j| (0..k).map(|c| resp[c] * sk[c * d + j]).sum())
-            .collect();
+        let s: Vec<f64> = (0..d).map(|j| (0..k).map(|c| resp[c] * sk[c * d + j]).sum()).collect();
         (resp, sk, s)
     }
 
@@ -186,13 +180,9 @@ fn system(a: &[f32], m: usize, d: usize, diag: &[f32], gamma: f64, input: bool) 
     for i in 0..n {
         for j in 0..n {
             let g: f64 = if input {
-                (0..m)
-                    .map(|k| a[k * d + i] as f64 * a[k * d + j] as f64)
-                    .sum()
+                (0..m).map(|k| a[k * d + i] as f64 * a[k * d + j] as f64).sum()
             } else {
-                (0..d)
-                    .map(|k| a[i * d + k] as f64 * a[j * d + k] as f64)
-                    .sum()
+                (0..d).map(|k| a[i * d + k] as f64 * a[j * d + k] as f64).sum()
             };
             s[i * n + j] = gamma * g + if i == j { diag[i] as f64 } else { 0.0 };
         }
@@ -220,13 +210,7 @@ fn cg_matches_dense_solve_in_both_spaces() {
         for input in [true, false] {
             let per = if input { d } else { m };
             let diag: Vec<f32> = (0..batch * per)
-                .map(|_| {
-                    if random_diag {
-                        0.5 + r.random::<f32>()
-                    } else {
-                        0.8
-                    }
-                })
+                .map(|_| if random_diag { 0.5 + r.random::<f32>() } else { 0.8 })
                 .collect();
             let b = randn(&mut r, batch * per);
             let gamma = 0.7f32;
@@ -247,14 +231,8 @@ fn cg_matches_dense_solve_in_both_spaces() {
             );
             for s in 0..batch {
                 let sys = system(&a, m, d, &diag[s * per..(s + 1) * per], gamma as f64, input);
-                let bs: Vec<f64> = b[s * per..(s + 1) * per]
-                    .iter()
-                    .map(|&v| v as f64)
-                    .collect();
-                let want: Vec<f32> = chol_solve(&sys, per, &bs)
-                    .iter()
-                    .map(|&v| v as f32)
-                    .collect();
+                let bs: Vec<f64> = b[s * per..(s + 1) * per].iter().map(|&v| v as f64).collect();
+                let want: Vec<f32> = chol_solve(&sys, per, &bs).iter().map(|&v| v as f32).collect();
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
                 assert_close(
                     &format!("cg m={m} d={d} input={input} sample {s}"),
@@ -316,9 +294,7 @@ fn pw_cg_draw_has_covariance_lambda_inverse() {
         );
         for j in 0..d {
             let c: f64 = (0..n)
-                .map(|s| {
-                    (samples[s * d + i] as f64 - mean[i]) * (samples[s * d + j] as f64 - mean[j])
-                })
+                .map(|s| (samples[s * d + i] as f64 - mean[i]) * (samples[s * d + j] as f64 - mean[j]))
                 .sum::<f64>()
                 / (n - 1) as f64;
             // sampling std of a covariance entry: sqrt((S_ii S_jj + S_ij^2) / n)

@@ -14,18 +14,27 @@ use tweedie::unet::Unet;
 use tweedie::Tensor;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/unet").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/unet")
+        .join(name)
 }
 
 fn opts(steps: usize, seed: u64) -> SamplerOptions {
-    SamplerOptions { steps, seed, zeta: 0.5, ..SamplerOptions::default() }
+    SamplerOptions {
+        steps,
+        seed,
+        zeta: 0.5,
+        ..SamplerOptions::default()
+    }
 }
 
 /// A measurement of a smooth test image through `op`.
 fn measure(op: &dyn Operator, c: usize) -> Vec<f32> {
     let gpu = gpu();
     let [_, h, w] = op.in_shape();
-    let x: Vec<f32> = (0..c * h * w).map(|i| ((i % w) as f32 / w as f32 - 0.5) * 1.2).collect();
+    let x: Vec<f32> = (0..c * h * w)
+        .map(|i| ((i % w) as f32 / w as f32 - 0.5) * 1.2)
+        .collect();
     let tx = Tensor::from_slice(&gpu, "x", &[1, c, h, w], &x).unwrap();
     let [oc, oh, ow] = op.out_shape();
     let ty = Tensor::zeros(&gpu, "y", &[1, oc, oh, ow]).unwrap();
@@ -33,7 +42,14 @@ fn measure(op: &dyn Operator, c: usize) -> Vec<f32> {
     ty.read(&gpu).unwrap()
 }
 
-fn sample(model: &UnetScore, method: Method, op: &dyn Operator, y: &[f32], batch: usize, o: &SamplerOptions) -> Vec<f32> {
+fn sample(
+    model: &UnetScore,
+    method: Method,
+    op: &dyn Operator,
+    y: &[f32],
+    batch: usize,
+    o: &SamplerOptions,
+) -> Vec<f32> {
     let gpu = gpu();
     let meas = (method != Method::Ddpm).then_some(Measurement { op, y, sigma_y: 0.05 });
     let s = Sampler::new(&gpu, method, model, meas, batch, o).unwrap();
@@ -46,7 +62,10 @@ fn every_sampler_runs_with_a_unet_and_uses_the_measurement() {
     let gpu = gpu();
     let unet = Arc::new(Unet::load(&gpu, &fixture("adm_scale_shift")).unwrap());
     let model = UnetScore::new(unet, 32, 32);
-    let spec = TaskSpec { box_side: Some(12), ..TaskSpec::new("inpaint-box") };
+    let spec = TaskSpec {
+        box_side: Some(12),
+        ..TaskSpec::new("inpaint-box")
+    };
     let op = build(&gpu, &spec, [3, 32, 32], 3).unwrap();
     let y = measure(op.as_ref(), 3);
     let o = opts(4, 11);
@@ -67,7 +86,10 @@ fn samplers_run_with_fixed_variance_and_diffusers_models() {
     for name in ["adm_plain", "ddpm_small"] {
         let unet = Arc::new(Unet::load(&gpu, &fixture(name)).unwrap());
         let model = UnetScore::new(unet, 32, 32);
-        let spec = TaskSpec { factor: Some(2), ..TaskSpec::new("sr") };
+        let spec = TaskSpec {
+            factor: Some(2),
+            ..TaskSpec::new("sr")
+        };
         let op = build(&gpu, &spec, [3, 32, 32], 0).unwrap();
         let y = measure(op.as_ref(), 3);
         for method in [Method::Ddpm, Method::Dmps] {
@@ -84,7 +106,11 @@ fn dps_first_image_does_not_depend_on_batch_size() {
     let gpu = gpu();
     let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
     let model = UnetScore::new(unet, 32, 32);
-    let spec = TaskSpec { factor: Some(2), filter: None, ..TaskSpec::new("sr") };
+    let spec = TaskSpec {
+        factor: Some(2),
+        filter: None,
+        ..TaskSpec::new("sr")
+    };
     let op = build(&gpu, &spec, [1, 32, 32], 0).unwrap();
     let y = measure(op.as_ref(), 1);
     let o = opts(3, 21);
@@ -92,7 +118,11 @@ fn dps_first_image_does_not_depend_on_batch_size() {
     let four = sample(&model, Method::Dps, op.as_ref(), &y, 4, &o);
     assert_close("first image, batch 1 vs 4", &four[..one.len()], &one, 1e-5, 1e-4);
     // And the other images are different draws.
-    let d = four[one.len()..2 * one.len()].iter().zip(&one).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let d = four[one.len()..2 * one.len()]
+        .iter()
+        .zip(&one)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(d > 1e-3, "second image equals the first");
 }
 
@@ -103,7 +133,10 @@ fn per_sample_measurements_match_single_image_runs() {
     let gpu = gpu();
     let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
     let model = UnetScore::new(unet, 32, 32);
-    let spec = TaskSpec { box_side: Some(10), ..TaskSpec::new("inpaint-box") };
+    let spec = TaskSpec {
+        box_side: Some(10),
+        ..TaskSpec::new("inpaint-box")
+    };
     let op = build(&gpu, &spec, [1, 32, 32], 2).unwrap();
     let y0 = measure(op.as_ref(), 1);
     let y1: Vec<f32> = y0.iter().map(|v| -v).collect();
@@ -112,9 +145,19 @@ fn per_sample_measurements_match_single_image_runs() {
     for method in [Method::Dps, Method::Dmps, Method::Cdps] {
         let pair = sample(&model, method, op.as_ref(), &both, 2, &o);
         let alone = sample(&model, method, op.as_ref(), &y0, 1, &o);
-        assert_close(&format!("{method:?} sample 0"), &pair[..alone.len()], &alone, 1e-5, 1e-4);
+        assert_close(
+            &format!("{method:?} sample 0"),
+            &pair[..alone.len()],
+            &alone,
+            1e-5,
+            1e-4,
+        );
         let shared = sample(&model, method, op.as_ref(), &y0, 2, &o);
-        let d = pair[alone.len()..].iter().zip(&shared[alone.len()..]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let d = pair[alone.len()..]
+            .iter()
+            .zip(&shared[alone.len()..])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(d > 1e-3, "{method:?}: sample 1 ignored its own measurement");
     }
 }

@@ -22,7 +22,10 @@ pub struct BenchArgs {
 /// A quick timing of each kernel family on this machine's GPU (the criterion
 /// benches in benches/ are the careful version).
 pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(args.image_size > 0 && args.batch > 0 && args.iters > 0, "--image-size, --batch and --iters must be positive");
+    anyhow::ensure!(
+        args.image_size > 0 && args.batch > 0 && args.iters > 0,
+        "--image-size, --batch and --iters must be positive"
+    );
     let gpu = super::open_gpu(verbose)?;
     println!("device: {}", gpu.describe());
     let n = args.batch * 3 * args.image_size * args.image_size;
@@ -35,10 +38,22 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
     };
     println!("{} x {}x{}x3 f32", args.batch, args.image_size, args.image_size);
     let axpby = Elementwise::new(&gpu, Op::Axpby, &x, &y, 0.5, 0.5)?;
-    report("elementwise axpby", &Plan { steps: vec![axpby.dispatch.clone()] }, 12.0 * n as f64)?;
+    report(
+        "elementwise axpby",
+        &Plan {
+            steps: vec![axpby.dispatch.clone()],
+        },
+        12.0 * n as f64,
+    )?;
     let dot = BatchedDot::new(&gpu, &x, &y, args.batch, false)?;
     report("reduce dot (per image)", &dot.plan, 8.0 * n as f64)?;
     let noise = Noise::new(&gpu, &y, 0, 0, 0.0, 1.0)?;
-    report("random normal", &Plan { steps: vec![noise.dispatch.clone()] }, 4.0 * n as f64)?;
+    report(
+        "random normal",
+        &Plan {
+            steps: vec![noise.dispatch.clone()],
+        },
+        4.0 * n as f64,
+    )?;
     Ok(())
 }

@@ -48,10 +48,10 @@ pub fn run(args: DegradeArgs, verbose: bool) -> anyhow::Result<()> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let st_path = args.out.with_extension("safetensors");
-    save_measurement(&st_path, &y, args.sigma, &resolved, [c, h, w]).with_context(|| format!("writing {}", st_path.display()))?;
+    save_measurement(&st_path, &y, args.sigma, &resolved, [c, h, w])
+        .with_context(|| format!("writing {}", st_path.display()))?;
     if !is_tensor_file {
-        write_image(&args.out, c, h, w, &y)
-            .with_context(|| format!("writing {}", args.out.display()))?;
+        write_image(&args.out, c, h, w, &y).with_context(|| format!("writing {}", args.out.display()))?;
     }
     if verbose {
         eprintln!(

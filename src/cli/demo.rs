@@ -57,17 +57,57 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     };
     sampling.validate()?;
     let tasks = [
-        ("inpaint-box", TaskSpec { box_side: Some(12), ..TaskSpec::new("inpaint-box") }, "12x12 box inpainting"),
-        ("sr", TaskSpec { factor: Some(2), ..TaskSpec::new("sr") }, "x2 super-resolution (bicubic)"),
+        (
+            "inpaint-box",
+            TaskSpec {
+                box_side: Some(12),
+                ..TaskSpec::new("inpaint-box")
+            },
+            "12x12 box inpainting",
+        ),
+        (
+            "sr",
+            TaskSpec {
+                factor: Some(2),
+                ..TaskSpec::new("sr")
+            },
+            "x2 super-resolution (bicubic)",
+        ),
     ];
-    println!("tweedie demo: {} held-out Fashion-MNIST test images, DMPS with {} steps, sigma_y 0.05, on {}", images.len(), args.steps, gpu.describe());
-    println!("{:<32} {:>12} {:>8} {:>14} {:>8} {:>9}", "task", "DMPS PSNR", "SSIM", "baseline PSNR", "SSIM", "s/image");
+    println!(
+        "tweedie demo: {} held-out Fashion-MNIST test images, DMPS with {} steps, sigma_y 0.05, on {}",
+        images.len(),
+        args.steps,
+        gpu.describe()
+    );
+    println!(
+        "{:<32} {:>12} {:>8} {:>14} {:>8} {:>9}",
+        "task", "DMPS PSNR", "SSIM", "baseline PSNR", "SSIM", "s/image"
+    );
     let started = Instant::now();
     let mut results = Vec::new();
     for (name, spec, label) in &tasks {
-        let (rows, pictures, seconds) = evaluate(&gpu, &prior, &images, spec, Method::Dmps, &sampling, 0.05, images.len().min(16), args.quiet)?;
+        let (rows, pictures, seconds) = evaluate(
+            &gpu,
+            &prior,
+            &images,
+            spec,
+            Method::Dmps,
+            &sampling,
+            0.05,
+            images.len().min(16),
+            args.quiet,
+        )?;
         let m = mean_of(&rows);
-        println!("{:<32} {:>9.2} dB {:>8.4} {:>11.2} dB {:>8.4} {:>9.2}", label, m.psnr, m.ssim, m.baseline_psnr, m.baseline_ssim, seconds / rows.len() as f64);
+        println!(
+            "{:<32} {:>9.2} dB {:>8.4} {:>11.2} dB {:>8.4} {:>9.2}",
+            label,
+            m.psnr,
+            m.ssim,
+            m.baseline_psnr,
+            m.baseline_ssim,
+            seconds / rows.len() as f64
+        );
         let picture = args.out.join(format!("{name}.png"));
         side_by_side(&picture, &images, &pictures, prior.channels, prior.size, spec)?;
         results.push(json!({"task": name, "label": label, "images": rows, "mean": m, "seconds_sampling": seconds, "picture": picture.display().to_string()}));
@@ -83,8 +123,14 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         "seconds_total": started.elapsed().as_secs_f64(),
         "results": results,
     });
-    write_atomic(&args.out.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    println!("wrote {} (columns: clean, measurement, baseline, DMPS)", args.out.display());
+    write_atomic(
+        &args.out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!(
+        "wrote {} (columns: clean, measurement, baseline, DMPS)",
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -100,17 +146,26 @@ fn side_by_side(
 ) -> anyhow::Result<()> {
     let (zoom, gap, cols) = (3usize, 2usize, 4usize);
     let tile = size * zoom;
-    let (w, h) = (cols * tile + (cols + 1) * gap, images.len() * tile + (images.len() + 1) * gap);
+    let (w, h) = (
+        cols * tile + (cols + 1) * gap,
+        images.len() * tile + (images.len() + 1) * gap,
+    );
     let mut canvas = vec![1.0f32; c * h * w];
     let factor = if spec.task == "sr" { spec.factor.unwrap_or(4) } else { 1 };
     let ms = size.div_ceil(factor);
     for (r, (p, (x, base, y))) in images.iter().zip(pictures).enumerate() {
         let clean = crate::io::read_image(p).with_context(|| p.display().to_string())?;
-        let clean = if clean.shape[1] == c { clean.data } else { vec![0.0; c * size * size] };
+        let clean = if clean.shape[1] == c {
+            clean.data
+        } else {
+            vec![0.0; c * size * size]
+        };
         let meas: Vec<f32> = (0..c * size * size)
             .map(|i| {
                 let (ch, yy, xx) = (i / (size * size), (i / size) % size, i % size);
-                y.get(ch * ms * ms + (yy / factor) * ms + xx / factor).copied().unwrap_or(-1.0)
+                y.get(ch * ms * ms + (yy / factor) * ms + xx / factor)
+                    .copied()
+                    .unwrap_or(-1.0)
             })
             .collect();
         for (col, img) in [&clean, &meas, base, x].into_iter().enumerate() {
@@ -118,7 +173,8 @@ fn side_by_side(
             for ch in 0..c {
                 for yy in 0..tile {
                     for xx in 0..tile {
-                        canvas[ch * h * w + (oy + yy) * w + ox + xx] = img[ch * size * size + (yy / zoom) * size + xx / zoom];
+                        canvas[ch * h * w + (oy + yy) * w + ox + xx] =
+                            img[ch * size * size + (yy / zoom) * size + xx / zoom];
                     }
                 }
             }

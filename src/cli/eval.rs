@@ -55,10 +55,16 @@ pub struct EvalArgs {
 }
 
 fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
-    let (i, n) = s.split_once('/').with_context(|| format!("--shard {s}: expected I/N, e.g. 0/4"))?;
+    let (i, n) = s
+        .split_once('/')
+        .with_context(|| format!("--shard {s}: expected I/N, e.g. 0/4"))?;
     let (i, n): (usize, usize) = (
-        i.trim().parse().with_context(|| format!("--shard {s}: I is not a number"))?,
-        n.trim().parse().with_context(|| format!("--shard {s}: N is not a number"))?,
+        i.trim()
+            .parse()
+            .with_context(|| format!("--shard {s}: I is not a number"))?,
+        n.trim()
+            .parse()
+            .with_context(|| format!("--shard {s}: N is not a number"))?,
     );
     if n == 0 || i >= n {
         bail!("--shard {s}: need 0 <= I < N");
@@ -119,14 +125,20 @@ pub fn evaluate(
             pb.set_position((bi * total + done) as u64);
             true
         };
-        let o = crate::samplers::SamplerOptions { seed: opts.seed.wrapping_add(bi as u64 * 7919), ..opts.clone() };
+        let o = crate::samplers::SamplerOptions {
+            seed: opts.seed.wrapping_add(bi as u64 * 7919),
+            ..opts.clone()
+        };
         let xs = restore_batch(gpu, &prior.score, op.as_ref(), &ys, sigma, method, &o, &mut cb)?;
         seconds += start.elapsed().as_secs_f64();
         let base = pseudo_inverse(gpu, op.as_ref(), &ys)?;
         for (k, p) in chunk.iter().enumerate() {
             let (x, b, clean) = (&xs[k * per..(k + 1) * per], &base[k * per..(k + 1) * per], &cleans[k]);
             rows.push(Row {
-                image: p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default(),
+                image: p
+                    .file_name()
+                    .map(|f| f.to_string_lossy().to_string())
+                    .unwrap_or_default(),
                 psnr: psnr(x, clean),
                 ssim: ssim(x, clean, c, h, w),
                 baseline_psnr: psnr(b, clean),
@@ -141,8 +153,13 @@ pub fn evaluate(
 
 /// FNV-1a of the file name.
 fn name_hash(p: &Path) -> u64 {
-    let name = p.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    let name = p
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_default();
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 pub fn mean_of(rows: &[Row]) -> Row {
@@ -160,13 +177,19 @@ fn write_table(out: &Path, stem: &str, header: serde_json::Value, rows: &[Row]) 
     let mean = mean_of(rows);
     let mut csv = String::from("image,psnr,ssim,baseline_psnr,baseline_ssim\n");
     for r in rows.iter().chain(std::iter::once(&mean)) {
-        csv += &format!("{},{:.4},{:.5},{:.4},{:.5}\n", r.image, r.psnr, r.ssim, r.baseline_psnr, r.baseline_ssim);
+        csv += &format!(
+            "{},{:.4},{:.5},{:.4},{:.5}\n",
+            r.image, r.psnr, r.ssim, r.baseline_psnr, r.baseline_ssim
+        );
     }
     let mut doc = header;
     doc["images"] = serde_json::to_value(rows)?;
     doc["mean"] = serde_json::to_value(&mean)?;
     write_atomic(&out.join(format!("{stem}.csv")), csv.as_bytes())?;
-    write_atomic(&out.join(format!("{stem}.json")), serde_json::to_string_pretty(&doc)?.as_bytes())?;
+    write_atomic(
+        &out.join(format!("{stem}.json")),
+        serde_json::to_string_pretty(&doc)?.as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -185,7 +208,11 @@ fn merge(out: &Path) -> anyhow::Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)
         .with_context(|| format!("--out {}", out.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("shard-") && f.ends_with(".json")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .is_some_and(|f| f.starts_with("shard-") && f.ends_with(".json"))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
@@ -195,8 +222,10 @@ fn merge(out: &Path) -> anyhow::Result<()> {
     let mut header = serde_json::Value::Null;
     let mut seconds = 0.0;
     for f in &files {
-        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(f)?).with_context(|| format!("{}", f.display()))?;
-        let r: Vec<Row> = serde_json::from_value(doc["images"].clone()).with_context(|| format!("{}: no image rows", f.display()))?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f)?).with_context(|| format!("{}", f.display()))?;
+        let r: Vec<Row> =
+            serde_json::from_value(doc["images"].clone()).with_context(|| format!("{}: no image rows", f.display()))?;
         rows.extend(r);
         seconds += doc["seconds_sampling"].as_f64().unwrap_or(0.0);
         if header.is_null() {
@@ -210,7 +239,14 @@ fn merge(out: &Path) -> anyhow::Result<()> {
     header["seconds_per_image"] = json!(seconds / rows.len().max(1) as f64);
     write_table(out, "results", header, &rows)?;
     let m = mean_of(&rows);
-    println!("{} images: PSNR {:.2} dB (baseline {:.2}), SSIM {:.4} (baseline {:.4})", rows.len(), m.psnr, m.baseline_psnr, m.ssim, m.baseline_ssim);
+    println!(
+        "{} images: PSNR {:.2} dB (baseline {:.2}), SSIM {:.4} (baseline {:.4})",
+        rows.len(),
+        m.psnr,
+        m.baseline_psnr,
+        m.ssim,
+        m.baseline_ssim
+    );
     Ok(())
 }
 
@@ -235,7 +271,17 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
     let prior = load_prior(&gpu, args.model.as_deref())?;
-    let (rows, _, seconds) = evaluate(&gpu, &prior, &images, &args.spec, method, &args.sampling, args.sigma, args.batch, args.quiet)?;
+    let (rows, _, seconds) = evaluate(
+        &gpu,
+        &prior,
+        &images,
+        &args.spec,
+        method,
+        &args.sampling,
+        args.sigma,
+        args.batch,
+        args.quiet,
+    )?;
     let header = json!({
         "model": prior.path.display().to_string(),
         "task": args.spec.task,

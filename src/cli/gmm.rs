@@ -48,8 +48,8 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
         problem.d,
         &base.alphas_cumprod,
     )?;
-    let op = Dense::new(&gpu, &problem.a, [problem.d, 1, 1])
-        .with_context(|| format!("{}: A", args.problem.display()))?;
+    let op =
+        Dense::new(&gpu, &problem.a, [problem.d, 1, 1]).with_context(|| format!("{}: A", args.problem.display()))?;
     // The mixture's samples are not images: no [-1, 1] clipping.
     let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge);
     let meas = Measurement {
@@ -62,14 +62,14 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     let stats = sampler.run(&gpu)?;
     let x = sampler.x().read(&gpu)?;
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        anyhow::bail!("sampling diverged: sample {} has a non-finite value (try a smaller --zeta or more --steps)", i / problem.d);
+        anyhow::bail!(
+            "sampling diverged: sample {} has a non-finite value (try a smaller --zeta or more --steps)",
+            i / problem.d
+        );
     }
     write_tensors(
         &args.out,
-        &[(
-            "samples",
-            &HostTensor::new(vec![args.samples, problem.d], x),
-        )],
+        &[("samples", &HostTensor::new(vec![args.samples, problem.d], x))],
     )?;
     if verbose {
         eprintln!(

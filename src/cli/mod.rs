@@ -4,18 +4,22 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
-mod info;
 mod degrade;
-mod operator;
-mod unet;
-mod gmm;
 mod demo;
 mod eval;
+mod gmm;
+mod info;
+mod operator;
 mod restore;
 mod sampling;
+mod unet;
 
 #[derive(Parser)]
-#[command(name = "tweedie", version, about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)")]
+#[command(
+    name = "tweedie",
+    version,
+    about = "Diffusion posterior sampling on the GPU (WGSL on wgpu)"
+)]
 pub struct Cli {
     /// Print the chosen adapter and other details to stderr.
     #[arg(short, long, global = true)]
@@ -26,7 +30,6 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Report the GPU adapters (and, given a model, its architecture).
     /// The main job on the shipped prior: restore held-out test images, PSNR/SSIM vs a baseline, pictures.
     Demo(demo::DemoArgs),
     /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
@@ -35,6 +38,7 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Combine the shard files of `tweedie eval --shard i/n` into results.json and results.csv.
     EvalMerge(eval::MergeArgs),
+    /// Report the GPU adapters (and, given a model, its architecture, parameters and FLOPs).
     Info(info::InfoArgs),
     /// Time each kernel family on this GPU.
     Bench(bench::BenchArgs),

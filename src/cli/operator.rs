@@ -66,10 +66,7 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
         );
     }
     if x.data.iter().any(|v| !v.is_finite()) {
-        bail!(
-            "{}: tensor \"x\" holds NaN or infinite values",
-            args.input.display()
-        );
+        bail!("{}: tensor \"x\" holds NaN or infinite values", args.input.display());
     }
     let n = x.shape[0];
     let out_shape = [n, out_per[0], out_per[1], out_per[2]];
@@ -81,16 +78,9 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
     };
     plan.run(&gpu)?;
     let y = HostTensor::new(out_shape.to_vec(), yt.read(&gpu)?);
-    write_tensors(&args.out, &[("y", &y)])
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    write_tensors(&args.out, &[("y", &y)]).with_context(|| format!("writing {}", args.out.display()))?;
     if verbose {
-        eprintln!(
-            "{} {:?}: {:?} -> {:?}",
-            op.name(),
-            args.mode,
-            x.shape,
-            out_shape
-        );
+        eprintln!("{} {:?}: {:?} -> {:?}", op.name(), args.mode, x.shape, out_shape);
     }
     Ok(())
 }

@@ -67,11 +67,19 @@ pub struct Prior {
 }
 
 pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
-    let path = model.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
+    let path = model
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     let start = Instant::now();
     let unet = Unet::load(gpu, &path).with_context(|| format!("loading model {}", path.display()))?;
     let (channels, size) = (unet.config.in_channels(), unet.config.image_size());
-    Ok(Prior { path, score: UnetScore::new(Arc::new(unet), size, size), channels, size, load_seconds: start.elapsed().as_secs_f64() })
+    Ok(Prior {
+        path,
+        score: UnetScore::new(Arc::new(unet), size, size),
+        channels,
+        size,
+        load_seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 /// Reads a clean image and fits it to the model: channel conversion where it
@@ -92,15 +100,23 @@ pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<Hos
         (a, b) if a == b => img,
         (3, 1) => {
             if !quiet {
-                eprintln!("note: {}: RGB image converted to grayscale (mean of R, G, B) for a grayscale model", path.display());
+                eprintln!(
+                    "note: {}: RGB image converted to grayscale (mean of R, G, B) for a grayscale model",
+                    path.display()
+                );
             }
             let hw = h * w;
-            let data = (0..hw).map(|i| (img.data[i] + img.data[hw + i] + img.data[2 * hw + i]) / 3.0).collect();
+            let data = (0..hw)
+                .map(|i| (img.data[i] + img.data[hw + i] + img.data[2 * hw + i]) / 3.0)
+                .collect();
             HostTensor::new(vec![1, 1, h, w], data)
         }
         (1, 3) => {
             if !quiet {
-                eprintln!("note: {}: grayscale image replicated to 3 channels for an RGB model", path.display());
+                eprintln!(
+                    "note: {}: grayscale image replicated to 3 channels for an RGB model",
+                    path.display()
+                );
             }
             let mut data = img.data.clone();
             data.extend_from_slice(&img.data);
@@ -170,7 +186,16 @@ pub struct Job {
 }
 
 /// Runs one job with the progress bar and returns the restoration.
-pub fn run_job(gpu: &Gpu, prior: &Prior, job: &Job, method: Method, sampling: &SamplingArgs, samples: usize, batch: usize, pb: &indicatif::ProgressBar) -> anyhow::Result<(Restoration, f64)> {
+pub fn run_job(
+    gpu: &Gpu,
+    prior: &Prior,
+    job: &Job,
+    method: Method,
+    sampling: &SamplingArgs,
+    samples: usize,
+    batch: usize,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<(Restoration, f64)> {
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
     let opts = sampling.options(default_zeta(&job.resolved.task), true, VarianceType::FixedLarge);
@@ -182,14 +207,29 @@ pub fn run_job(gpu: &Gpu, prior: &Prior, job: &Job, method: Method, sampling: &S
         true
     };
     let op_ref = (method != Method::Ddpm).then_some(op.as_ref());
-    let r = restore(gpu, &prior.score, op_ref, &job.y, job.sigma_y, method, &opts, samples, batch, &mut cb)?;
+    let r = restore(
+        gpu,
+        &prior.score,
+        op_ref,
+        &job.y,
+        job.sigma_y,
+        method,
+        &opts,
+        samples,
+        batch,
+        &mut cb,
+    )?;
     Ok((r, plan_s))
 }
 
 /// Quality of the mean and of each sample against the clean image.
 pub fn quality(r: &Restoration, clean: &HostTensor) -> serde_json::Value {
     let (c, h, w) = (clean.shape[1], clean.shape[2], clean.shape[3]);
-    let per_sample: Vec<_> = r.samples.iter().map(|s| json!({"psnr": psnr(s, &clean.data), "ssim": ssim(s, &clean.data, c, h, w)})).collect();
+    let per_sample: Vec<_> = r
+        .samples
+        .iter()
+        .map(|s| json!({"psnr": psnr(s, &clean.data), "ssim": ssim(s, &clean.data, c, h, w)}))
+        .collect();
     json!({
         "mean": {"psnr": psnr(&r.mean, &clean.data), "ssim": ssim(&r.mean, &clean.data, c, h, w)},
         "samples": per_sample,
@@ -225,7 +265,10 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         let shape = file.get("in_shape")?;
         let file_shape: Vec<usize> = shape.data.iter().map(|&v| v as usize).collect();
         if file_shape != in_shape {
-            bail!("{}: the measurement was made from images of shape {file_shape:?} but the model takes {in_shape:?}", st.display());
+            bail!(
+                "{}: the measurement was made from images of shape {file_shape:?} but the model takes {in_shape:?}",
+                st.display()
+            );
         }
         let resolved = resolve_saved(&args.spec, in_shape, &file)?;
         let y = file.get("y")?.data;
@@ -233,7 +276,13 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         if let Some(i) = y.iter().position(|v| !v.is_finite()) {
             bail!("{}: y has a non-finite value at index {i}", st.display());
         }
-        jobs.push(Job { name: String::new(), clean: None, resolved, y, sigma_y });
+        jobs.push(Job {
+            name: String::new(),
+            clean: None,
+            resolved,
+            y,
+            sigma_y,
+        });
     } else {
         for (i, p) in inputs.iter().enumerate() {
             let clean = load_clean(p, &prior, args.quiet)?;
@@ -241,15 +290,31 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             let resolved = resolve(&args.spec, in_shape, seed)?;
             let op = resolved.build(&gpu)?;
             let y = measure(&gpu, op.as_ref(), &clean, args.sigma, seed)?;
-            let name = if inputs.len() > 1 { p.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default() } else { String::new() };
-            jobs.push(Job { name, clean: Some(clean), resolved, y, sigma_y: args.sigma });
+            let name = if inputs.len() > 1 {
+                p.file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            jobs.push(Job {
+                name,
+                clean: Some(clean),
+                resolved,
+                y,
+                sigma_y: args.sigma,
+            });
         }
     }
 
     let pb = progress(args.quiet, method_name(args.method));
     let mut summary = Vec::new();
     for job in &jobs {
-        let dir = if job.name.is_empty() { args.out.clone() } else { args.out.join(&job.name) };
+        let dir = if job.name.is_empty() {
+            args.out.clone()
+        } else {
+            args.out.join(&job.name)
+        };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         pb.set_message(format!("{} {}", method_name(args.method), job.name));
         let (r, plan_s) = run_job(&gpu, &prior, job, args.method, &args.sampling, args.samples, batch, &pb)?;
@@ -279,7 +344,10 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "quality": q,
             "std_image_scale": "std.png maps a per-pixel std of 0..0.5 (on the [-1, 1] scale) to black..white",
         });
-        write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        write_atomic(
+            &dir.join("report.json"),
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
         summary.push((dir, q));
     }
     pb.finish_and_clear();
@@ -310,10 +378,22 @@ pub fn task_json(spec: &TaskSpec) -> serde_json::Value {
 }
 
 /// Measurement, samples, mean and std images, and the tensors.
-pub fn write_outputs(dir: &Path, job: &Job, r: &Restoration, in_shape: [usize; 3], out_shape: [usize; 3]) -> anyhow::Result<()> {
+pub fn write_outputs(
+    dir: &Path,
+    job: &Job,
+    r: &Restoration,
+    in_shape: [usize; 3],
+    out_shape: [usize; 3],
+) -> anyhow::Result<()> {
     let [c, h, w] = in_shape;
     let [oc, oh, ow] = out_shape;
-    save_measurement(&dir.join("y.safetensors"), &job.y, job.sigma_y, &job.resolved, out_shape)?;
+    save_measurement(
+        &dir.join("y.safetensors"),
+        &job.y,
+        job.sigma_y,
+        &job.resolved,
+        out_shape,
+    )?;
     if oc == 1 || oc == 3 {
         write_image(dir.join("measurement.png"), oc, oh, ow, &job.y)?;
     }

@@ -90,7 +90,9 @@ impl Gpu {
         let adapter = match wanted {
             Some(w) => {
                 let lw = w.to_lowercase();
-                let pos = adapters.iter().position(|a| a.get_info().name.to_lowercase().contains(&lw));
+                let pos = adapters
+                    .iter()
+                    .position(|a| a.get_info().name.to_lowercase().contains(&lw));
                 match pos {
                     Some(p) => adapters.swap_remove(p),
                     None => {
@@ -99,7 +101,10 @@ impl Gpu {
                             .map(|a| format!("{:?}", a.get_info().name))
                             .collect::<Vec<_>>()
                             .join(", ");
-                        return Err(GpuError::AdapterNotFound { wanted: w.to_string(), available });
+                        return Err(GpuError::AdapterNotFound {
+                            wanted: w.to_string(),
+                            available,
+                        });
                     }
                 }
             }
@@ -185,7 +190,10 @@ impl Gpu {
 
     /// One-line description: "name (backend, type)".
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
     }
 
     /// The compiled pipeline for (shader, entry, overrides), built on first use.
@@ -254,7 +262,12 @@ impl Gpu {
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
         let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
         if bytes > limit {
-            return Err(GpuError::TooLarge { what: what.to_string(), bytes, limit, adapter: self.info.name.clone() });
+            return Err(GpuError::TooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+                adapter: self.info.name.clone(),
+            });
         }
         Ok(())
     }
@@ -311,7 +324,9 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("readback"),
+        });
         enc.copy_buffer_to_buffer(buf, offset as u64 * elem, &staging, 0, bytes.div_ceil(4) * 4);
         self.submit_checked("readback copy", enc)?;
         let slice = staging.slice(..);
@@ -325,7 +340,9 @@ impl Gpu {
         rx.recv()
             .map_err(|e| GpuError::Readback(e.to_string()))?
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
         drop(view);
         staging.unmap();

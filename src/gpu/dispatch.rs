@@ -24,19 +24,35 @@ impl Dispatch {
         let label = format!("{}::{}", shader.name, entry);
         let max = gpu.limits.max_compute_workgroups_per_dimension;
         if let Some(&g) = groups.iter().find(|&&g| g > max) {
-            return Err(GpuError::TooManyGroups { what: label, groups: g as u64, limit: max });
+            return Err(GpuError::TooManyGroups {
+                what: label,
+                groups: g as u64,
+                limit: max,
+            });
         }
         let pipeline = gpu.pipeline(shader, entry, overrides)?;
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: b.as_entire_binding(),
+            })
             .collect();
         let bind_group = gpu.scoped(&label, || {
-            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&label), layout: &layout, entries: &entries })
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&label),
+                layout: &layout,
+                entries: &entries,
+            })
         })?;
-        Ok(Dispatch { label, pipeline, bind_group, groups })
+        Ok(Dispatch {
+            label,
+            pipeline,
+            bind_group,
+            groups,
+        })
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -74,9 +90,14 @@ impl Plan {
     }
     /// Records into a fresh encoder and submits it (one submission).
     pub fn run(&self, gpu: &Gpu) -> Result<(), GpuError> {
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("plan") });
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("plan") });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("plan"), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("plan"),
+                timestamp_writes: None,
+            });
             self.record(&mut pass);
         }
         gpu.submit_checked("plan", enc)

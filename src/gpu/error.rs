@@ -10,7 +10,12 @@ pub enum GpuError {
     #[error("could not open the GPU device: {0}")]
     RequestDevice(String),
     #[error("{what} needs {bytes} bytes in one buffer, over this GPU's limit of {limit} bytes ({adapter})")]
-    TooLarge { what: String, bytes: u64, limit: u64, adapter: String },
+    TooLarge {
+        what: String,
+        bytes: u64,
+        limit: u64,
+        adapter: String,
+    },
     #[error("{what} needs {groups} workgroups in one dimension, over the limit of {limit}")]
     TooManyGroups { what: String, groups: u64, limit: u32 },
     #[error("GPU validation error in {context}: {message}")]
@@ -22,13 +27,19 @@ pub enum GpuError {
     #[error("reading back from the GPU failed: {0}")]
     Readback(String),
     #[error("shape mismatch in {what}: expected {expected:?}, got {got:?}")]
-    Shape { what: String, expected: Vec<usize>, got: Vec<usize> },
+    Shape {
+        what: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
 }
 
 impl GpuError {
     pub(crate) fn from_wgpu(context: &str, e: wgpu::Error) -> Self {
         match e {
-            wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory { context: context.to_string() },
+            wgpu::Error::OutOfMemory { .. } => GpuError::OutOfMemory {
+                context: context.to_string(),
+            },
             wgpu::Error::Validation { description, .. } => GpuError::Validation {
                 context: context.to_string(),
                 message: first_line(&description),

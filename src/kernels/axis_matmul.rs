@@ -30,13 +30,7 @@ pub struct AxisMatrix {
 }
 
 impl AxisMatrix {
-    pub fn new(
-        gpu: &Gpu,
-        label: &str,
-        data: &[f32],
-        rows: usize,
-        cols: usize,
-    ) -> Result<AxisMatrix, GpuError> {
+    pub fn new(gpu: &Gpu, label: &str, data: &[f32], rows: usize, cols: usize) -> Result<AxisMatrix, GpuError> {
         assert_eq!(data.len(), rows * cols, "axis matrix layout");
         Ok(AxisMatrix {
             buffer: gpu.upload(label, data)?,

@@ -41,10 +41,7 @@ impl ConvTaps {
         rh: usize,
         rw: usize,
     ) -> Result<ConvTaps, GpuError> {
-        assert!(
-            taps.len() == kh * kw && rh < kh && rw < kw,
-            "conv taps layout"
-        );
+        assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
         Ok(ConvTaps {
             buffer: gpu.upload(label, taps)?,
             kh,
@@ -66,18 +63,11 @@ impl ConvTaps {
         rh: usize,
         rw: usize,
     ) -> Result<ConvTaps, GpuError> {
-        assert!(
-            taps.len() == kh * kw && rh < kh && rw < kw,
-            "conv taps layout"
-        );
+        assert!(taps.len() == kh * kw && rh < kh && rw < kw, "conv taps layout");
         let mut triples = Vec::new();
         for (i, &v) in taps.iter().enumerate() {
             if v != 0.0 {
-                triples.extend_from_slice(&[
-                    (i / kw) as f32 - rh as f32,
-                    (i % kw) as f32 - rw as f32,
-                    v,
-                ]);
+                triples.extend_from_slice(&[(i / kw) as f32 - rh as f32, (i % kw) as f32 - rw as f32, v]);
             }
         }
         let count = triples.len() / 3;
@@ -93,10 +83,7 @@ impl ConvTaps {
 
     /// The farthest a tap reaches from the output pixel along h and w.
     pub fn reach(&self) -> (usize, usize) {
-        (
-            self.rh.max(self.kh - 1 - self.rh),
-            self.rw.max(self.kw - 1 - self.rw),
-        )
+        (self.rh.max(self.kh - 1 - self.rh), self.rw.max(self.kw - 1 - self.rw))
     }
 }
 

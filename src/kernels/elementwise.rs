@@ -47,15 +47,35 @@ pub struct Elementwise {
 impl Elementwise {
     pub fn new(gpu: &Gpu, op: Op, x: &Tensor, y: &Tensor, a: f32, b: f32) -> Result<Elementwise, GpuError> {
         if x.numel() != y.numel() {
-            return Err(GpuError::Shape { what: format!("elementwise {op:?}"), expected: y.shape.clone(), got: x.shape.clone() });
+            return Err(GpuError::Shape {
+                what: format!("elementwise {op:?}"),
+                expected: y.shape.clone(),
+                got: x.shape.clone(),
+            });
         }
         let n = x.numel() as u32;
         let params = gpu.uniform("elementwise params", &ElementwiseParams { n, per: n, a, b });
-        let dispatch = Dispatch::new(gpu, &ELEMENTWISE, op.entry(), &[], &[&params, &x.buffer, &y.buffer], dispatch_groups(n as usize, WG1D))?;
+        let dispatch = Dispatch::new(
+            gpu,
+            &ELEMENTWISE,
+            op.entry(),
+            &[],
+            &[&params, &x.buffer, &y.buffer],
+            dispatch_groups(n as usize, WG1D),
+        )?;
         Ok(Elementwise { dispatch, params, n })
     }
 
     pub fn set(&self, gpu: &Gpu, a: f32, b: f32) {
-        gpu.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&ElementwiseParams { n: self.n, per: self.n, a, b }));
+        gpu.queue.write_buffer(
+            &self.params,
+            0,
+            bytemuck::bytes_of(&ElementwiseParams {
+                n: self.n,
+                per: self.n,
+                a,
+                b,
+            }),
+        );
     }
 }

@@ -13,13 +13,7 @@ pub struct MaskParams {
 }
 
 /// Plans `y = mask (.) x`; `mask` holds `per` values repeated over x.
-pub fn mask_apply(
-    gpu: &Gpu,
-    mask: &wgpu::Buffer,
-    per: usize,
-    x: &Tensor,
-    y: &Tensor,
-) -> Result<Dispatch, GpuError> {
+pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
     let n = x.numel();
     if per == 0 || n % per != 0 || y.numel() != n {
         return Err(GpuError::Shape {

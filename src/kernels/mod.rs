@@ -1,16 +1,16 @@
 //! Thin Rust wrappers, one per shader family: compute shapes, check limits,
 //! bind buffers, return [`Dispatch`](crate::gpu::Dispatch)es. The math is in WGSL.
 
-pub mod elementwise;
-pub mod random;
-pub mod reduce;
+pub mod attention;
 pub mod axis_matmul;
 pub mod colorize;
-pub mod conv_reflect;
-pub mod mask;
-pub mod attention;
 pub mod conv2d;
+pub mod conv_reflect;
+pub mod elementwise;
 pub mod groupnorm;
 pub mod linear;
+pub mod mask;
+pub mod random;
+pub mod reduce;
 pub mod resample;
 pub mod timestep;

@@ -26,9 +26,24 @@ pub struct Noise {
 impl Noise {
     pub fn new(gpu: &Gpu, out: &Tensor, seed: u64, stream: u32, mean: f32, std: f32) -> Result<Noise, GpuError> {
         let n = out.numel() as u32;
-        let base = NoiseParams { n, seed_lo: seed as u32, seed_hi: (seed >> 32) as u32, stream, mean, std, _pad: [0; 2] };
+        let base = NoiseParams {
+            n,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            stream,
+            mean,
+            std,
+            _pad: [0; 2],
+        };
         let params = gpu.uniform("noise params", &base);
-        let dispatch = Dispatch::new(gpu, &RANDOM, "normal", &[], &[&params, &out.buffer], dispatch_groups((n as usize).div_ceil(4), WG1D))?;
+        let dispatch = Dispatch::new(
+            gpu,
+            &RANDOM,
+            "normal",
+            &[],
+            &[&params, &out.buffer],
+            dispatch_groups((n as usize).div_ceil(4), WG1D),
+        )?;
         Ok(Noise { dispatch, params, base })
     }
 

@@ -26,7 +26,11 @@ pub struct BatchedDot {
 impl BatchedDot {
     pub fn new(gpu: &Gpu, x: &Tensor, y: &Tensor, batch: usize, take_sqrt: bool) -> Result<BatchedDot, GpuError> {
         if x.numel() != y.numel() || batch == 0 || x.numel() % batch != 0 {
-            return Err(GpuError::Shape { what: "batched dot".into(), expected: x.shape.clone(), got: y.shape.clone() });
+            return Err(GpuError::Shape {
+                what: "batched dot".into(),
+                expected: x.shape.clone(),
+                got: y.shape.clone(),
+            });
         }
         let per = x.numel() / batch;
         let chunks = per.div_ceil(CHUNK).max(1);
@@ -34,11 +38,34 @@ impl BatchedDot {
         let out = Tensor::zeros(gpu, "dot out", &[batch])?;
         let params = gpu.uniform(
             "reduce params",
-            &ReduceParams { per: per as u32, chunks: chunks as u32, take_sqrt: take_sqrt as u32, _pad: 0 },
+            &ReduceParams {
+                per: per as u32,
+                chunks: chunks as u32,
+                take_sqrt: take_sqrt as u32,
+                _pad: 0,
+            },
         );
         let mut plan = Plan::new();
-        plan.push(Dispatch::new(gpu, &REDUCE, "dot_partial", &[], &[&params, &x.buffer, &y.buffer, &partial], [chunks as u32, batch as u32, 1])?);
-        plan.push(Dispatch::new(gpu, &REDUCE, "dot_finish", &[], &[&params, &partial, &out.buffer], [batch as u32, 1, 1])?);
-        Ok(BatchedDot { out, plan, _partial: partial })
+        plan.push(Dispatch::new(
+            gpu,
+            &REDUCE,
+            "dot_partial",
+            &[],
+            &[&params, &x.buffer, &y.buffer, &partial],
+            [chunks as u32, batch as u32, 1],
+        )?);
+        plan.push(Dispatch::new(
+            gpu,
+            &REDUCE,
+            "dot_finish",
+            &[],
+            &[&params, &partial, &out.buffer],
+            [batch as u32, 1, 1],
+        )?);
+        Ok(BatchedDot {
+            out,
+            plan,
+            _partial: partial,
+        })
     }
 }

@@ -23,8 +23,7 @@ impl Colorize {
             });
         }
         let s = vec![1.0 / (shape[0] as f32).sqrt(); shape[1] * shape[2]];
-        let singulars =
-            Tensor::from_slice(gpu, "colorize singulars", &[1, shape[1], shape[2]], &s)?;
+        let singulars = Tensor::from_slice(gpu, "colorize singulars", &[1, shape[1], shape[2]], &s)?;
         Ok(Colorize { shape, singulars })
     }
 

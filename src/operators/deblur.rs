@@ -17,19 +17,12 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 
 /// Refuses kernels whose reflect padding (size / 2) reaches the image side,
 /// as torch's `ReflectionPad2d` does.
-pub fn check_reach(
-    task: &str,
-    kh: usize,
-    kw: usize,
-    shape: [usize; 3],
-) -> Result<(), OperatorError> {
+pub fn check_reach(task: &str, kh: usize, kw: usize, shape: [usize; 3]) -> Result<(), OperatorError> {
     let [_, h, w] = shape;
     if kh % 2 == 0 || kw % 2 == 0 {
         return Err(OperatorError::Invalid {
             task: task.into(),
-            message: format!(
-                "kernel is {kh}x{kw}: sizes must be odd (the centre tap sits on the pixel)"
-            ),
+            message: format!("kernel is {kh}x{kw}: sizes must be odd (the centre tap sits on the pixel)"),
         });
     }
     if kh / 2 >= h || kw / 2 >= w {
@@ -81,13 +74,7 @@ impl SeparableBlur {
         })
     }
 
-    fn plan(
-        &self,
-        gpu: &Gpu,
-        src: &Tensor,
-        dst: &Tensor,
-        adjoint: bool,
-    ) -> Result<Plan, OperatorError> {
+    fn plan(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor, adjoint: bool) -> Result<Plan, OperatorError> {
         let n = check_pair(&self.task, src, self.shape, dst, self.shape)?;
         let [c, h, w] = self.shape;
         let tmp = Tensor::zeros(gpu, &format!("{} temporary", self.task), &[n, c, h, w])?;

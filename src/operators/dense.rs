@@ -34,13 +34,7 @@ struct GpuMatrix {
 }
 
 impl GpuMatrix {
-    fn new(
-        gpu: &Gpu,
-        label: &str,
-        rows: usize,
-        cols: usize,
-        data: &[f32],
-    ) -> Result<GpuMatrix, GpuError> {
+    fn new(gpu: &Gpu, label: &str, rows: usize, cols: usize, data: &[f32]) -> Result<GpuMatrix, GpuError> {
         Ok(GpuMatrix {
             buffer: gpu.upload(label, data)?,
             rows,
@@ -49,13 +43,7 @@ impl GpuMatrix {
     }
 
     /// dst [N, rows] = M src [N, cols].
-    fn apply(
-        &self,
-        gpu: &Gpu,
-        src: &Tensor,
-        dst: &Tensor,
-        transpose: bool,
-    ) -> Result<Plan, OperatorError> {
+    fn apply(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor, transpose: bool) -> Result<Plan, OperatorError> {
         let (n_in, n_out) = if transpose {
             (self.rows, self.cols)
         } else {
@@ -115,11 +103,7 @@ pub struct DenseSvd {
 impl Dense {
     /// Takes A [m, d]; `in_shape` [C, H, W] must have C*H*W = d. Refuses
     /// non-finite entries. The SVD is computed here, once.
-    pub fn new(
-        gpu: &Gpu,
-        matrix: &HostTensor,
-        in_shape: [usize; 3],
-    ) -> Result<Dense, OperatorError> {
+    pub fn new(gpu: &Gpu, matrix: &HostTensor, in_shape: [usize; 3]) -> Result<Dense, OperatorError> {
         let invalid = |message: String| OperatorError::Invalid {
             task: TASK.into(),
             message,
@@ -138,11 +122,7 @@ impl Dense {
             )));
         }
         if let Some(i) = matrix.data.iter().position(|v| !v.is_finite()) {
-            return Err(invalid(format!(
-                "matrix entry ({}, {}) is not finite",
-                i / d,
-                i % d
-            )));
+            return Err(invalid(format!("matrix entry ({}, {}) is not finite", i / d, i % d)));
         }
         let a = GpuMatrix::new(gpu, "dense A", m, d, &matrix.data)?;
         let svd = DenseSvd::compute(gpu, m, d, &matrix.data)?;

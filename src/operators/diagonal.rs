@@ -94,12 +94,7 @@ pub struct Inpaint {
 
 impl Inpaint {
     /// `mask` is [H, W] of 0/1 values.
-    pub fn new(
-        gpu: &Gpu,
-        task: &str,
-        shape: [usize; 3],
-        mask: &[f32],
-    ) -> Result<Inpaint, OperatorError> {
+    pub fn new(gpu: &Gpu, task: &str, shape: [usize; 3], mask: &[f32]) -> Result<Inpaint, OperatorError> {
         let [c, h, w] = shape;
         if mask.len() != h * w {
             return Err(OperatorError::Shape {
@@ -110,8 +105,7 @@ impl Inpaint {
             });
         }
         let per_channel: Vec<f32> = (0..c).flat_map(|_| mask.iter().copied()).collect();
-        let singulars =
-            Tensor::from_slice(gpu, &format!("{task} singulars"), &shape, &per_channel)?;
+        let singulars = Tensor::from_slice(gpu, &format!("{task} singulars"), &shape, &per_channel)?;
         Ok(Inpaint {
             mask: gpu.upload(&format!("{task} mask"), mask)?,
             svd: DiagonalSvd {

@@ -102,12 +102,7 @@ pub fn resized_len(n: usize, factor: usize) -> usize {
 /// MATLAB `imresize` and DPS's `Resizer.contributions`: kernel k(x / f) / f over
 /// `width * f` taps, weights normalised per output, symmetric-mirror boundary
 /// (edge repeated: -1 -> 0).
-pub fn resize_matrix(
-    n_in: usize,
-    factor: usize,
-    kernel: fn(f64) -> f64,
-    width: f64,
-) -> (usize, Vec<f64>) {
+pub fn resize_matrix(n_in: usize, factor: usize, kernel: fn(f64) -> f64, width: f64) -> (usize, Vec<f64>) {
     let n_out = resized_len(n_in, factor);
     let scale = 1.0 / factor as f64;
     let kernel_width = width / scale;
@@ -208,8 +203,7 @@ fn blur_rows_cols(img: &mut [f64], n: usize, sigma: f64) {
 
 /// 8-bit quantisation, as the PIL images of the `motionblur` package are.
 fn quantise(img: &mut [f64]) {
-    img.iter_mut()
-        .for_each(|v| *v = v.clamp(0.0, 255.0).round());
+    img.iter_mut().for_each(|v| *v = v.clamp(0.0, 255.0).round());
 }
 
 /// A random-trajectory motion-blur kernel [size, size], summing to 1: a port
@@ -224,8 +218,7 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
     let eps = f64::EPSILON;
 
     // Steps until the path length is reached.
-    let max_path_len =
-        0.75 * diagonal * (uniform(rng, 0.0, 1.0) + uniform(rng, 0.0, intensity * intensity));
+    let max_path_len = 0.75 * diagonal * (uniform(rng, 0.0, 1.0) + uniform(rng, 0.0, intensity * intensity));
     let mut steps: Vec<f64> = Vec::new();
     let mut total = 0.0;
     while total < max_path_len && steps.len() < 100_000 {
@@ -320,9 +313,7 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
     let mut kernel = vec![0.0; size * size];
     for i in 0..size {
         for o in 0..size {
-            kernel[i * size + o] = (0..big)
-                .map(|j| m[o * big + j] * half_rows[i * big + j])
-                .sum();
+            kernel[i * size + o] = (0..big).map(|j| m[o * big + j] * half_rows[i * big + j]).sum();
         }
     }
     quantise(&mut kernel);
@@ -339,11 +330,7 @@ pub fn motion_kernel(size: usize, intensity: f64, rng: &mut StdRng) -> Vec<f64> 
 /// Drops all-zero outer rows and columns of a [kh, kw] kernel (they add
 /// nothing to the correlation), keeping the centre tap inside. Returns
 /// (taps, kh, kw, rh, rw) with (rh, rw) the centre's new position.
-pub fn trim_zero_border(
-    taps: &[f64],
-    kh: usize,
-    kw: usize,
-) -> (Vec<f64>, usize, usize, usize, usize) {
+pub fn trim_zero_border(taps: &[f64], kh: usize, kw: usize) -> (Vec<f64>, usize, usize, usize, usize) {
     let (ch, cw) = (kh / 2, kw / 2);
     let row_nz = |i: usize| (0..kw).any(|j| taps[i * kw + j] != 0.0);
     let col_nz = |j: usize| (0..kh).any(|i| taps[i * kw + j] != 0.0);

@@ -19,7 +19,12 @@ pub enum OperatorError {
     #[error("{task}: {message}")]
     Invalid { task: String, message: String },
     #[error("{task}: tensor {what} has shape {got:?}, expected {expected:?}")]
-    Shape { task: String, what: String, got: Vec<usize>, expected: Vec<usize> },
+    Shape {
+        task: String,
+        what: String,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
 }
 
 /// A linear measurement operator with an exact adjoint.
@@ -59,28 +64,44 @@ pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result
     if per == 0 || t.numel() % per != 0 || t.numel() == 0 {
         let mut expected = vec![0];
         expected.extend_from_slice(&shape);
-        return Err(OperatorError::Shape { task: task.into(), what: what.into(), got: t.shape.clone(), expected });
+        return Err(OperatorError::Shape {
+            task: task.into(),
+            what: what.into(),
+            got: t.shape.clone(),
+            expected,
+        });
     }
     Ok(t.numel() / per)
 }
 
 /// Checks that `src` is [N, src_shape...] and `dst` holds N samples of
 /// `dst_shape`; returns N.
-pub fn check_pair(task: &str, src: &Tensor, src_shape: [usize; 3], dst: &Tensor, dst_shape: [usize; 3]) -> Result<usize, OperatorError> {
+pub fn check_pair(
+    task: &str,
+    src: &Tensor,
+    src_shape: [usize; 3],
+    dst: &Tensor,
+    dst_shape: [usize; 3],
+) -> Result<usize, OperatorError> {
     let n = batch_of(task, "input", src, src_shape)?;
     if dst.numel() != n * dst_shape.iter().product::<usize>() {
         let mut expected = vec![n];
         expected.extend_from_slice(&dst_shape);
-        return Err(OperatorError::Shape { task: task.into(), what: "output".into(), got: dst.shape.clone(), expected });
+        return Err(OperatorError::Shape {
+            task: task.into(),
+            what: "output".into(),
+            got: dst.shape.clone(),
+            expected,
+        });
     }
     Ok(n)
 }
 
 pub mod colorize;
 pub mod deblur;
+pub mod dense;
 pub mod diagonal;
 pub mod filters;
 pub mod separable;
 pub mod sr;
 pub mod task;
-pub mod dense;

@@ -149,9 +149,7 @@ impl SvdForm for KroneckerSvd {
     }
     fn vt(&self, gpu: &Gpu, x: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
         let shape = [self.channels, self.in_hw[0], self.in_hw[1]];
-        separable_apply(
-            gpu, &self.task, &self.vth, false, &self.vtw, false, x, shape, s,
-        )
+        separable_apply(gpu, &self.task, &self.vth, false, &self.vtw, false, x, shape, s)
     }
     fn v(&self, gpu: &Gpu, s: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(
@@ -167,17 +165,7 @@ impl SvdForm for KroneckerSvd {
         )
     }
     fn ut(&self, gpu: &Gpu, y: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(
-            gpu,
-            &self.task,
-            &self.uh,
-            true,
-            &self.uw,
-            true,
-            y,
-            self.out_shape(),
-            s,
-        )
+        separable_apply(gpu, &self.task, &self.uh, true, &self.uw, true, y, self.out_shape(), s)
     }
     fn u(&self, gpu: &Gpu, s: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(

@@ -40,19 +40,12 @@ pub struct Sr {
 }
 
 impl Sr {
-    pub fn new(
-        gpu: &Gpu,
-        shape: [usize; 3],
-        factor: usize,
-        filter: SrFilter,
-    ) -> Result<Sr, OperatorError> {
+    pub fn new(gpu: &Gpu, shape: [usize; 3], factor: usize, filter: SrFilter) -> Result<Sr, OperatorError> {
         let [c, h, w] = shape;
         if factor == 0 || factor > h || factor > w {
             return Err(OperatorError::Invalid {
                 task: "sr".into(),
-                message: format!(
-                    "--factor {factor} must be between 1 and the image side ({h}x{w})"
-                ),
+                message: format!("--factor {factor} must be between 1 and the image side ({h}x{w})"),
             });
         }
         let (ho, ah) = sr_matrix(filter, h, factor);
@@ -82,9 +75,7 @@ impl Operator for Sr {
         self.out
     }
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(
-            gpu, "sr", &self.mh, false, &self.mw, false, x, self.shape, y,
-        )
+        separable_apply(gpu, "sr", &self.mh, false, &self.mw, false, x, self.shape, y)
     }
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(gpu, "sr", &self.mh, true, &self.mw, true, y, self.out, x)

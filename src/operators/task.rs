@@ -142,10 +142,7 @@ fn allowed_options(task: &str) -> &'static [&'static str] {
 fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
     let task = spec.task.as_str();
     if !TASKS.contains(&task) {
-        return Err(invalid(
-            task,
-            format!("unknown --task (one of: {})", TASKS.join(", ")),
-        ));
+        return Err(invalid(task, format!("unknown --task (one of: {})", TASKS.join(", "))));
     }
     let given = [
         ("--box", spec.box_side.is_some()),
@@ -177,20 +174,14 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
         return Err(invalid(task, "give --mask or --ratio/--box, not both"));
     }
     if spec.kernel.is_some() && (spec.kernel_size.is_some() || spec.intensity.is_some()) {
-        return Err(invalid(
-            task,
-            "give --kernel or --kernel-size/--intensity, not both",
-        ));
+        return Err(invalid(task, "give --kernel or --kernel-size/--intensity, not both"));
     }
     Ok(())
 }
 
 fn odd_size(task: &str, size: usize) -> Result<usize, OperatorError> {
     if size == 0 || size % 2 == 0 {
-        return Err(invalid(
-            task,
-            format!("--kernel-size {size} must be odd and positive"),
-        ));
+        return Err(invalid(task, format!("--kernel-size {size} must be odd and positive")));
     }
     Ok(size)
 }
@@ -201,10 +192,7 @@ fn mask_from_png(task: &str, path: &Path, h: usize, w: usize) -> Result<Vec<f32>
     if (mh, mw) != (h, w) {
         return Err(invalid(
             task,
-            format!(
-                "--mask {} is {mh}x{mw}, the image is {h}x{w}",
-                path.display()
-            ),
+            format!("--mask {} is {mh}x{mw}, the image is {h}x{w}", path.display()),
         ));
     }
     Ok((0..h * w)
@@ -245,13 +233,7 @@ fn box_start(side: usize, boxlen: usize, rng: &mut StdRng) -> usize {
     }
 }
 
-fn box_mask(
-    task: &str,
-    h: usize,
-    w: usize,
-    boxlen: usize,
-    rng: &mut StdRng,
-) -> Result<Vec<f32>, OperatorError> {
+fn box_mask(task: &str, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> Result<Vec<f32>, OperatorError> {
     if boxlen == 0 || boxlen > h || boxlen > w {
         return Err(invalid(
             task,
@@ -268,14 +250,10 @@ fn box_mask(
 }
 
 fn kernel_from_file(task: &str, path: &Path) -> Result<(Vec<f64>, usize, usize), OperatorError> {
-    let is_st = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let is_st = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (raw, kh, kw): (Vec<f64>, usize, usize) = if is_st {
         let f = TensorFile::open(path).map_err(|e| invalid(task, format!("--kernel: {e}")))?;
-        let t = f
-            .get("kernel")
-            .map_err(|e| invalid(task, format!("--kernel: {e}")))?;
+        let t = f.get("kernel").map_err(|e| invalid(task, format!("--kernel: {e}")))?;
         let s = &t.shape;
         if s.len() < 2 || s[..s.len() - 2].iter().any(|&d| d != 1) {
             return Err(invalid(
@@ -316,20 +294,14 @@ fn normalised_kernel(
     kw: usize,
 ) -> Result<(Vec<f64>, usize, usize), OperatorError> {
     if kh % 2 == 0 || kw % 2 == 0 {
-        return Err(invalid(
-            task,
-            format!("{what} is {kh}x{kw}: kernel sides must be odd"),
-        ));
+        return Err(invalid(task, format!("{what} is {kh}x{kw}: kernel sides must be odd")));
     }
     if k.iter().any(|v| !v.is_finite()) {
         return Err(invalid(task, format!("{what} holds a non-finite value")));
     }
     let total: f64 = k.iter().sum();
     if total.abs() < 1e-12 {
-        return Err(invalid(
-            task,
-            format!("{what} sums to zero and cannot be normalised"),
-        ));
+        return Err(invalid(task, format!("{what} sums to zero and cannot be normalised")));
     }
     k.iter_mut().for_each(|v| *v /= total);
     Ok((k, kh, kw))
@@ -337,11 +309,7 @@ fn normalised_kernel(
 
 /// Draws everything random about the operator from `seed` and checks the
 /// options against the task and the image shape [C, H, W].
-pub fn resolve(
-    spec: &TaskSpec,
-    in_shape: [usize; 3],
-    seed: u64,
-) -> Result<ResolvedTask, OperatorError> {
+pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<ResolvedTask, OperatorError> {
     check_options(spec)?;
     let task = spec.task.as_str();
     let [c, h, w] = in_shape;
@@ -373,13 +341,7 @@ pub fn resolve(
         "inpaint-box" => {
             let mask = match &spec.mask {
                 Some(p) => mask_from_png(task, p, h, w)?,
-                None => box_mask(
-                    task,
-                    h,
-                    w,
-                    spec.box_side.unwrap_or(h.min(w) / 2).max(1),
-                    &mut rng,
-                )?,
+                None => box_mask(task, h, w, spec.box_side.unwrap_or(h.min(w) / 2).max(1), &mut rng)?,
             };
             Resolved::Inpaint { mask }
         }
@@ -387,16 +349,10 @@ pub fn resolve(
             let size = odd_size(task, spec.kernel_size.unwrap_or(61))?;
             let sigma = spec.kernel_sigma.unwrap_or(3.0);
             if !(sigma.is_finite() && sigma > 0.0) {
-                return Err(invalid(
-                    task,
-                    format!("--kernel-sigma {sigma} must be positive"),
-                ));
+                return Err(invalid(task, format!("--kernel-sigma {sigma} must be positive")));
             }
             let g = gaussian_taps(size, sigma);
-            Resolved::SeparableBlur {
-                gh: g.clone(),
-                gw: g,
-            }
+            Resolved::SeparableBlur { gh: g.clone(), gw: g }
         }
         "deblur-uniform" => {
             let size = odd_size(task, spec.kernel_size.unwrap_or(9))?;
@@ -412,10 +368,7 @@ pub fn resolve(
                     let size = odd_size(task, spec.kernel_size.unwrap_or(61))?;
                     let intensity = spec.intensity.unwrap_or(0.5);
                     if !(0.0..1.0).contains(&intensity) {
-                        return Err(invalid(
-                            task,
-                            format!("--intensity {intensity} must be in [0, 1)"),
-                        ));
+                        return Err(invalid(task, format!("--intensity {intensity} must be in [0, 1)")));
                     }
                     (motion_kernel(size, intensity, &mut rng), size, size)
                 }
@@ -428,10 +381,12 @@ pub fn resolve(
         },
         "colorize" => Resolved::Colorize,
         "dense" => {
-            let path = spec
-                .matrix
-                .as_ref()
-                .ok_or_else(|| invalid(task, "--matrix FILE is required (a safetensors file with key `matrix` or `A`, shape [m, C*H*W])"))?;
+            let path = spec.matrix.as_ref().ok_or_else(|| {
+                invalid(
+                    task,
+                    "--matrix FILE is required (a safetensors file with key `matrix` or `A`, shape [m, C*H*W])",
+                )
+            })?;
             let file = TensorFile::open(path).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
             let key = if file.has("matrix") { "matrix" } else { "A" };
             let matrix = file.get(key).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
@@ -449,11 +404,7 @@ pub fn resolve(
 /// Like [`resolve`], but takes the drawn parts (the mask, the blur kernel)
 /// from a measurement file written by `tweedie degrade`, so the operator is
 /// exactly the one that made y.
-pub fn resolve_saved(
-    spec: &TaskSpec,
-    in_shape: [usize; 3],
-    file: &TensorFile,
-) -> Result<ResolvedTask, OperatorError> {
+pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -> Result<ResolvedTask, OperatorError> {
     let mut r = resolve(spec, in_shape, 0)?;
     let task = r.task.clone();
     let [_, h, w] = in_shape;
@@ -474,11 +425,7 @@ pub fn resolve_saved(
                     expected: vec![h, w],
                 });
             }
-            *mask = m
-                .data
-                .iter()
-                .map(|&v| if v > 0.5 { 1.0 } else { 0.0 })
-                .collect();
+            *mask = m.data.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect();
         }
         Resolved::Blur2d { kernel, kh, kw } => {
             let k = load("kernel")?;
@@ -491,13 +438,8 @@ pub fn resolve_saved(
                 });
             }
             let raw = k.data.iter().map(|&v| v as f64).collect();
-            (*kernel, *kh, *kw) = normalised_kernel(
-                &task,
-                "kernel in the measurement file",
-                raw,
-                k.shape[0],
-                k.shape[1],
-            )?;
+            (*kernel, *kh, *kw) =
+                normalised_kernel(&task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])?;
         }
         Resolved::SeparableBlur { gh, gw } => {
             // The saved 2-D kernel is g_h g_w^T with sum 1: its row and column
@@ -513,22 +455,13 @@ pub fn resolve_saved(
             }
             let (kh, kw) = (k.shape[0], k.shape[1]);
             let raw: Vec<f64> = k.data.iter().map(|&v| v as f64).collect();
-            let (kn, _, _) =
-                normalised_kernel(&task, "kernel in the measurement file", raw, kh, kw)?;
-            let rows: Vec<f64> = (0..kh)
-                .map(|i| (0..kw).map(|j| kn[i * kw + j]).sum())
-                .collect();
-            let cols: Vec<f64> = (0..kw)
-                .map(|j| (0..kh).map(|i| kn[i * kw + j]).sum())
-                .collect();
+            let (kn, _, _) = normalised_kernel(&task, "kernel in the measurement file", raw, kh, kw)?;
+            let rows: Vec<f64> = (0..kh).map(|i| (0..kw).map(|j| kn[i * kw + j]).sum()).collect();
+            let cols: Vec<f64> = (0..kw).map(|j| (0..kh).map(|i| kn[i * kw + j]).sum()).collect();
             let peak = kn.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let separable =
-                (0..kh * kw).all(|i| (kn[i] - rows[i / kw] * cols[i % kw]).abs() <= 1e-5 * peak);
+            let separable = (0..kh * kw).all(|i| (kn[i] - rows[i / kw] * cols[i % kw]).abs() <= 1e-5 * peak);
             if !separable {
-                return Err(invalid(
-                    &task,
-                    "the kernel in the measurement file is not separable",
-                ));
+                return Err(invalid(&task, "the kernel in the measurement file is not separable"));
             }
             (*gh, *gw) = (rows, cols);
         }
@@ -539,12 +472,7 @@ pub fn resolve_saved(
 
 /// Builds the operator for task `spec` on images of shape [C, H, W], drawing
 /// masks and kernels from `seed`.
-pub fn build(
-    gpu: &Gpu,
-    spec: &TaskSpec,
-    in_shape: [usize; 3],
-    seed: u64,
-) -> Result<Box<dyn Operator>, OperatorError> {
+pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn Operator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
@@ -555,12 +483,8 @@ impl ResolvedTask {
         Ok(match &self.kind {
             Resolved::Denoise => Box::new(Denoise::new(gpu, shape)?),
             Resolved::Inpaint { mask } => Box::new(Inpaint::new(gpu, task, shape, mask)?),
-            Resolved::SeparableBlur { gh, gw } => {
-                Box::new(SeparableBlur::new(gpu, task, shape, gh, gw)?)
-            }
-            Resolved::Blur2d { kernel, kh, kw } => {
-                Box::new(Blur2d::new(gpu, task, shape, kernel, *kh, *kw)?)
-            }
+            Resolved::SeparableBlur { gh, gw } => Box::new(SeparableBlur::new(gpu, task, shape, gh, gw)?),
+            Resolved::Blur2d { kernel, kh, kw } => Box::new(Blur2d::new(gpu, task, shape, kernel, *kh, *kw)?),
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
             Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),
@@ -580,10 +504,7 @@ impl ResolvedTask {
                     .iter()
                     .flat_map(|&a| gw.iter().map(move |&b| (a * b) as f32))
                     .collect();
-                vec![(
-                    "kernel".into(),
-                    HostTensor::new(vec![gh.len(), gw.len()], k),
-                )]
+                vec![("kernel".into(), HostTensor::new(vec![gh.len(), gw.len()], k))]
             }
             Resolved::Blur2d { kernel, kh, kw } => {
                 vec![(

@@ -86,11 +86,7 @@ impl Cdps {
 }
 
 impl Cdps {
-    pub(crate) fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        m: &Measurement<'_>,
-    ) -> Result<(Cdps, Plan, Plan), SamplerError> {
+    pub(crate) fn plan(gpu: &Gpu, core: &mut Core, m: &Measurement<'_>) -> Result<(Cdps, Plan, Plan), SamplerError> {
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let xs = core.x.shape.clone();
@@ -154,14 +150,7 @@ impl Cdps {
         plan.extend(cg.plan.clone());
 
         // Init: y_T from the chain's marginal, through the same kernel.
-        let zy_init = Noise::new(
-            gpu,
-            &zy,
-            super::role_seed(core.opts.seed, Role::MeasInit),
-            0,
-            0.0,
-            1.0,
-        )?;
+        let zy_init = Noise::new(gpu, &zy, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
         let mut init = Plan::new();
         init.push(zy_init.dispatch.clone());
         init.push(measure);
@@ -178,12 +167,7 @@ impl Cdps {
         ))
     }
 
-    pub(crate) fn prepare_init(
-        &self,
-        gpu: &Gpu,
-        core: &Core,
-        m_per: usize,
-    ) -> Result<(), SamplerError> {
+    pub(crate) fn prepare_init(&self, gpu: &Gpu, core: &Core, m_per: usize) -> Result<(), SamplerError> {
         let last = core.schedule.len() - 1;
         let abar = core.schedule.alphas_cumprod[last];
         let p = StepParams {
@@ -194,8 +178,7 @@ impl Cdps {
             meas_var: 1.0,
             ..StepParams::default()
         };
-        gpu.queue
-            .write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&p));
+        gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&p));
         self.zy_init.set_stream(gpu, 0);
         Ok(())
     }

@@ -58,8 +58,7 @@ impl CgStats {
         if self.solves == 0 || self.total.is_empty() {
             return 0.0;
         }
-        self.total.iter().map(|&t| t as f64).sum::<f64>()
-            / (self.total.len() as f64 * self.solves as f64)
+        self.total.iter().map(|&t| t as f64).sum::<f64>() / (self.total.len() as f64 * self.solves as f64)
     }
 }
 
@@ -196,14 +195,7 @@ impl Cg {
                 &CG,
                 "cg_apply",
                 &[],
-                &[
-                    &params,
-                    &p.buffer,
-                    &diag.buffer,
-                    &w.buffer,
-                    &mp.buffer,
-                    &part_a,
-                ],
+                &[&params, &p.buffer, &diag.buffer, &w.buffer, &mp.buffer, &part_a],
                 grid,
             )?;
             let update = Dispatch::new(
@@ -212,8 +204,7 @@ impl Cg {
                 "cg_update",
                 &[],
                 &[
-                    &params, &state, &part_a, &p.buffer, &mp.buffer, &x.buffer, &r.buffer, &part_b,
-                    &prev,
+                    &params, &state, &part_a, &p.buffer, &mp.buffer, &x.buffer, &r.buffer, &part_b, &prev,
                 ],
                 grid,
             )?;
@@ -245,8 +236,7 @@ impl Cg {
     /// Changes gamma for the next replay (queued before the next submission).
     pub fn set_gamma(&self, gpu: &Gpu, gamma: f32) {
         let p = CgParams { gamma, ..self.base };
-        gpu.queue
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
+        gpu.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(&p));
     }
 
     /// Reads the iteration counts back (a sync point; call after a run).

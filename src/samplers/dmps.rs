@@ -18,11 +18,7 @@ pub struct Dmps {
 }
 
 impl Dmps {
-    pub(crate) fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        m: &Measurement<'_>,
-    ) -> Result<(Dmps, Plan), SamplerError> {
+    pub(crate) fn plan(gpu: &Gpu, core: &mut Core, m: &Measurement<'_>) -> Result<(Dmps, Plan), SamplerError> {
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
@@ -31,12 +27,7 @@ impl Dmps {
         let g = Tensor::zeros(gpu, "dmps direction", &core.x.shape)?;
         let mut plan = core.eps_plan.clone();
         plan.extend(m.op.forward(gpu, &core.x, &ax)?);
-        plan.push(core.kernel(
-            gpu,
-            "residual",
-            &[&y.buffer, &ax.buffer, &r.buffer],
-            n * m_per,
-        )?);
+        plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
         let use_svd = match core.opts.dmps_solver {
             DmpsSolver::Auto => m.op.svd().is_some(),
             DmpsSolver::Svd => {
@@ -57,18 +48,12 @@ impl Dmps {
             let svd = m.op.svd().expect("checked above");
             let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
             plan.extend(svd.ut(gpu, &r, &c)?);
-            plan.push(core.kernel(
-                gpu,
-                "dmps_spectral",
-                &[&svd.singulars().buffer, &c.buffer],
-                n * m_per,
-            )?);
+            plan.push(core.kernel(gpu, "dmps_spectral", &[&svd.singulars().buffer, &c.buffer], n * m_per)?);
             plan.extend(svd.v(gpu, &c, &g)?);
             keep.push(c);
         } else {
             let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
-            let diag =
-                Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
+            let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
             let solver = Cg::new(
                 gpu,
                 m.op,

@@ -48,12 +48,7 @@ impl Dps {
             n * core.per,
         )?);
         plan.extend(m.op.forward(gpu, &x0, &ax)?);
-        plan.push(core.kernel(
-            gpu,
-            "residual",
-            &[&y.buffer, &ax.buffer, &r.buffer],
-            n * m_per,
-        )?);
+        plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
         let mut norm = None;
         if m_per <= ROWS_MAX {
             let groups = [n.div_ceil(64) as u32, 1, 1];
@@ -68,12 +63,7 @@ impl Dps {
         } else {
             let dot = BatchedDot::new(gpu, &r, &r, n, true)?;
             plan.extend(dot.plan.clone());
-            plan.push(core.kernel(
-                gpu,
-                "dps_direction",
-                &[&dot.out.buffer, &r.buffer],
-                n * m_per,
-            )?);
+            plan.push(core.kernel(gpu, "dps_direction", &[&dot.out.buffer, &r.buffer], n * m_per)?);
             norm = Some(dot);
         }
         plan.extend(m.op.adjoint(gpu, &r, &g0)?);

@@ -202,16 +202,9 @@ pub struct Core {
 }
 
 impl Core {
-    fn new(
-        gpu: &Gpu,
-        model: &dyn ScoreModel,
-        batch: usize,
-        opts: &SamplerOptions,
-    ) -> Result<Core, SamplerError> {
+    fn new(gpu: &Gpu, model: &dyn ScoreModel, batch: usize, opts: &SamplerOptions) -> Result<Core, SamplerError> {
         if batch == 0 {
-            return Err(SamplerError::Invalid(
-                "the number of samples must be at least 1".into(),
-            ));
+            return Err(SamplerError::Invalid("the number of samples must be at least 1".into()));
         }
         if opts.steps == 0 || opts.steps > opts.base_steps {
             return Err(SamplerError::Invalid(format!(
@@ -430,9 +423,7 @@ impl Sampler {
                 )));
             }
         }
-        let need = |what: &str| {
-            SamplerError::Invalid(format!("{what} needs a measurement (operator and y)"))
-        };
+        let need = |what: &str| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)"));
         let (kind, step_plan) = match method {
             Method::Ddpm => {
                 let mut plan = core.eps_plan.clone();
@@ -454,7 +445,9 @@ impl Sampler {
                 let m = meas.ok_or_else(|| need("C-DPS"))?;
                 if m.sigma_y <= 0.0 {
                     // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
-                    return Err(SamplerError::Invalid("C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into()));
+                    return Err(SamplerError::Invalid(
+                        "C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into(),
+                    ));
                 }
                 let (d, plan, init) = cdps::Cdps::plan(gpu, &mut core, &m)?;
                 init_plan.extend(init);

@@ -51,17 +51,11 @@ impl GmmProblem {
         let y = f.get("y")?;
         let sy = f.get("sigma_y")?;
         if w.shape.len() != 1 || w.shape[0] == 0 {
-            return Err(bad(format!(
-                "prior.weights must be [K] with K >= 1, got {:?}",
-                w.shape
-            )));
+            return Err(bad(format!("prior.weights must be [K] with K >= 1, got {:?}", w.shape)));
         }
         let k = w.shape[0];
         if mu.shape.len() != 2 || mu.shape[0] != k || mu.shape[1] == 0 {
-            return Err(bad(format!(
-                "prior.means must be [K={k}, d], got {:?}",
-                mu.shape
-            )));
+            return Err(bad(format!("prior.means must be [K={k}, d], got {:?}", mu.shape)));
         }
         let d = mu.shape[1];
         if var.shape != [k, d] {
@@ -78,18 +72,12 @@ impl GmmProblem {
             return Err(bad(format!("y must be [m={m}], got {:?}", y.shape)));
         }
         if sy.numel() != 1 {
-            return Err(bad(format!(
-                "sigma_y must hold one value, got shape {:?}",
-                sy.shape
-            )));
+            return Err(bad(format!("sigma_y must hold one value, got shape {:?}", sy.shape)));
         }
-        let check_finite =
-            |name: &str, t: &HostTensor| match t.data.iter().position(|v| !v.is_finite()) {
-                Some(i) => Err(bad(format!(
-                    "{name} has a non-finite value at flat index {i}"
-                ))),
-                None => Ok(()),
-            };
+        let check_finite = |name: &str, t: &HostTensor| match t.data.iter().position(|v| !v.is_finite()) {
+            Some(i) => Err(bad(format!("{name} has a non-finite value at flat index {i}"))),
+            None => Ok(()),
+        };
         for (name, t) in [
             ("prior.weights", &w),
             ("prior.means", &mu),
@@ -101,10 +89,7 @@ impl GmmProblem {
             check_finite(name, t)?;
         }
         if let Some(i) = w.data.iter().position(|&v| v <= 0.0) {
-            return Err(bad(format!(
-                "prior.weights[{i}] = {} is not positive",
-                w.data[i]
-            )));
+            return Err(bad(format!("prior.weights[{i}] = {} is not positive", w.data[i])));
         }
         if let Some(i) = var.data.iter().position(|&v| v <= 0.0) {
             return Err(bad(format!(

@@ -50,25 +50,12 @@ pub trait ScoreModel: Send + Sync {
     fn learned_sigma(&self) -> bool;
     /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
     /// [N, C, H, W], t is [N] (f32 original timesteps).
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-    ) -> Result<Plan, ScoreError>;
+    fn plan_eps(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, eps: &Tensor, v: Option<&Tensor>)
+        -> Result<Plan, ScoreError>;
     /// Plans dx = (d eps / d x)^T cotangent for the same x and t. A model may
     /// reuse state its `plan_eps` plan left behind for the same x: callers
     /// replay this plan after that plan, in the same or a later submission.
-    fn plan_vjp(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        cotangent: &Tensor,
-        dx: &Tensor,
-    ) -> Result<Plan, ScoreError>;
+    fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cotangent: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError>;
 }
 
 /// Mirrors `Params` in shaders/gmm.wgsl.
@@ -185,14 +172,7 @@ impl GmmPrior {
             &GMM,
             "gmm_logits",
             &[],
-            &[
-                params,
-                &self.prior,
-                &self.abar,
-                &t.buffer,
-                &x.buffer,
-                logits,
-            ],
+            &[params, &self.prior, &self.abar, &t.buffer, &x.buffer, logits],
             [n.div_ceil(64) as u32, 1, 1],
         )
     }
@@ -249,14 +229,7 @@ impl ScoreModel for GmmPrior {
         Ok(plan)
     }
 
-    fn plan_vjp(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        cotangent: &Tensor,
-        dx: &Tensor,
-    ) -> Result<Plan, ScoreError> {
+    fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cotangent: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
         let n = self.batch(x)?;
         self.check("t", t, n, 1)?;
         self.check("cotangent", cotangent, n, self.d)?;

@@ -24,13 +24,21 @@ pub struct UnetScore {
 fn score_err(e: ForwardError) -> ScoreError {
     match e {
         ForwardError::Gpu(g) => ScoreError::Gpu(g),
-        other => ScoreError::Invalid { model: "unet".into(), message: other.to_string() },
+        other => ScoreError::Invalid {
+            model: "unet".into(),
+            message: other.to_string(),
+        },
     }
 }
 
 impl UnetScore {
     pub fn new(unet: Arc<Unet>, height: usize, width: usize) -> UnetScore {
-        UnetScore { unet, height, width, forward: Mutex::new(None) }
+        UnetScore {
+            unet,
+            height,
+            width,
+            forward: Mutex::new(None),
+        }
     }
 
     pub fn unet(&self) -> &Unet {
@@ -64,7 +72,14 @@ impl ScoreModel for UnetScore {
         self.unet.config.learned_sigma()
     }
 
-    fn plan_eps(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, eps: &Tensor, v: Option<&Tensor>) -> Result<Plan, ScoreError> {
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+    ) -> Result<Plan, ScoreError> {
         let c = self.unet.config.in_channels();
         let per = c * self.height * self.width;
         if per == 0 || x.numel() % per != 0 {
@@ -81,7 +96,12 @@ impl ScoreModel for UnetScore {
             self.check("v", v, batch, c)?;
         }
         if t.numel() != batch {
-            return Err(ScoreError::Shape { model: "unet".into(), what: "t".into(), got: t.shape.clone(), expected: vec![batch] });
+            return Err(ScoreError::Shape {
+                model: "unet".into(),
+                what: "t".into(),
+                got: t.shape.clone(),
+                expected: vec![batch],
+            });
         }
         let fwd = UnetForward::new(gpu, &self.unet, batch, self.height, self.width).map_err(score_err)?;
         let hw = self.height * self.width;
@@ -92,24 +112,64 @@ impl ScoreModel for UnetScore {
         plan.push(Elementwise::new(gpu, Op::Affine, x, fwd.input(), 1.0, 0.0)?.dispatch);
         plan.push(Elementwise::new(gpu, Op::Affine, t, &fwd.t, 1.0, 0.0)?.dispatch);
         plan.extend(fwd.plan());
-        plan.push(slice_channels(gpu, batch, c, hw, out_c, 0, &fwd.output().buffer, &eps.buffer, false)?);
+        plan.push(slice_channels(
+            gpu,
+            batch,
+            c,
+            hw,
+            out_c,
+            0,
+            &fwd.output().buffer,
+            &eps.buffer,
+            false,
+        )?);
         if let Some(v) = v {
             if !self.learned_sigma() {
-                return Err(ScoreError::Invalid { model: "unet".into(), message: "v asked of a model without learned sigma".into() });
+                return Err(ScoreError::Invalid {
+                    model: "unet".into(),
+                    message: "v asked of a model without learned sigma".into(),
+                });
             }
-            plan.push(slice_channels(gpu, batch, c, hw, out_c, c, &fwd.output().buffer, &v.buffer, false)?);
+            plan.push(slice_channels(
+                gpu,
+                batch,
+                c,
+                hw,
+                out_c,
+                c,
+                &fwd.output().buffer,
+                &v.buffer,
+                false,
+            )?);
         }
         *self.forward.lock().unwrap() = Some(Arc::new(fwd));
         Ok(plan)
     }
 
-    fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, _t: &Tensor, cotangent: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
-        let fwd = self.forward.lock().unwrap().clone().ok_or_else(|| ScoreError::Invalid {
-            model: "unet".into(),
-            message: "plan_vjp needs the forward planned by plan_eps first".into(),
-        })?;
+    fn plan_vjp(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        _t: &Tensor,
+        cotangent: &Tensor,
+        dx: &Tensor,
+    ) -> Result<Plan, ScoreError> {
+        let fwd = self
+            .forward
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| ScoreError::Invalid {
+                model: "unet".into(),
+                message: "plan_vjp needs the forward planned by plan_eps first".into(),
+            })?;
         if fwd.input().numel() != x.numel() {
-            return Err(ScoreError::Shape { model: "unet".into(), what: "x".into(), got: x.shape.clone(), expected: fwd.input().shape.clone() });
+            return Err(ScoreError::Shape {
+                model: "unet".into(),
+                what: "x".into(),
+                got: x.shape.clone(),
+                expected: fwd.input().shape.clone(),
+            });
         }
         let c = self.unet.config.in_channels();
         self.check("cotangent", cotangent, fwd.batch, c)?;
@@ -119,7 +179,16 @@ impl ScoreModel for UnetScore {
         let mut plan = Plan::new();
         // The cotangent of [eps, v]: eps's part from the sampler, v's stays 0
         // (the buffer is zeroed at creation and never written elsewhere).
-        plan.push(copy_channels(gpu, fwd.batch, c, hw, self.unet.config.out_channels(), 0, &cotangent.buffer, &vjp.cotangent.buffer)?);
+        plan.push(copy_channels(
+            gpu,
+            fwd.batch,
+            c,
+            hw,
+            self.unet.config.out_channels(),
+            0,
+            &cotangent.buffer,
+            &vjp.cotangent.buffer,
+        )?);
         for r in &vjp.records {
             for d in &r.dispatches {
                 plan.push(d.clone());

@@ -72,10 +72,19 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    /// A directory (model.safetensors + config.json) or a .safetensors file with config.json beside it.
+    /// A directory (model.safetensors, or diffusers' diffusion_pytorch_model.safetensors, + config.json)
+    /// or a .safetensors file with config.json beside it.
     pub fn resolve(path: &Path) -> Result<ModelFiles, WeightsError> {
         let (config, weights) = if path.is_dir() {
-            (path.join("config.json"), path.join("model.safetensors"))
+            // diffusers saves its weights as diffusion_pytorch_model.safetensors.
+            let ours = path.join("model.safetensors");
+            let diffusers = path.join("diffusion_pytorch_model.safetensors");
+            let weights = if !ours.is_file() && diffusers.is_file() {
+                diffusers
+            } else {
+                ours
+            };
+            (path.join("config.json"), weights)
         } else {
             let dir = path.parent().unwrap_or(Path::new("."));
             (dir.join("config.json"), path.to_path_buf())
