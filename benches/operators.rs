@@ -4,7 +4,7 @@
 //! read and written once (input + output), so it reads as effective GB/s.
 //! The GPU wait is inside the timer.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tweedie::gpu::Plan;
@@ -37,12 +37,7 @@ fn families() -> Vec<(&'static str, TaskSpec)> {
 }
 
 fn time_plan(gpu: &Gpu, plan: &Plan, iters: u64) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        plan.run(gpu).expect("plan");
-    }
-    gpu.sync().expect("sync");
-    start.elapsed()
+    tweedie::gpu::time_plan(gpu, plan, iters).expect("GPU error while timing")
 }
 
 fn operators(c: &mut Criterion) {
