@@ -161,3 +161,59 @@ fn per_sample_measurements_match_single_image_runs() {
         assert!(d > 1e-3, "{method:?}: sample 1 ignored its own measurement");
     }
 }
+
+/// One DDPM step through the U-Net score model equals the step computed on
+/// the CPU from a separate forward pass on the same x_t (eps, learned v, the
+/// respaced schedule), with the step's own noise read back.
+#[test]
+fn unet_ddpm_step_matches_cpu_formula() {
+    use tweedie::unet::UnetForward;
+    let gpu = gpu();
+    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let model = UnetScore::new(unet.clone(), 32, 32);
+    let o = SamplerOptions {
+        steps: 5,
+        seed: 3,
+        ..SamplerOptions::default()
+    };
+    let s = Sampler::new(&gpu, Method::Ddpm, &model, None, 2, &o).unwrap();
+    s.init(&gpu).unwrap();
+    let i = 3; // an inner step: noise is added
+    let x_t = s.x().read(&gpu).unwrap();
+    s.step(&gpu, i).unwrap();
+    let got = s.x().read(&gpu).unwrap();
+    let z = s.core.z.read(&gpu).unwrap();
+    let sch = &s.core.schedule;
+    let ts = sch.timestep_map[i] as f32;
+    let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
+    let out = fwd.run(&gpu, &x_t, &[ts, ts]).unwrap();
+    let per = 32 * 32;
+    let (ab, abp, b) = (
+        sch.alphas_cumprod[i],
+        if i > 0 { sch.alphas_cumprod[i - 1] } else { 1.0 },
+        sch.betas[i],
+    );
+    let post_var = |k: usize| {
+        let bk = sch.betas[k];
+        let (a, ap) = (
+            sch.alphas_cumprod[k],
+            if k > 0 { sch.alphas_cumprod[k - 1] } else { 1.0 },
+        );
+        bk * (1.0 - ap) / (1.0 - a)
+    };
+    let log_min = if i == 0 { post_var(1).ln() } else { post_var(i).ln() };
+    let mut want = vec![0f32; got.len()];
+    for n in 0..2 {
+        for p in 0..per {
+            let eps = out[n * 2 * per + p] as f64;
+            let v = out[n * 2 * per + per + p] as f64;
+            let x = x_t[n * per + p] as f64;
+            let x0 = (x / ab.sqrt() - (1.0 / ab - 1.0).sqrt() * eps).clamp(-1.0, 1.0);
+            let mean = b * abp.sqrt() / (1.0 - ab) * x0 + (1.0 - abp) * (1.0 - b).sqrt() / (1.0 - ab) * x;
+            let f = (v + 1.0) / 2.0;
+            let lv = f * b.ln() + (1.0 - f) * log_min;
+            want[n * per + p] = (mean + (0.5 * lv).exp() * z[n * per + p] as f64) as f32;
+        }
+    }
+    assert_close("ddpm step with the U-Net", &got, &want, 1e-4, 1e-3);
+}

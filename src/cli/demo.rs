@@ -23,10 +23,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "demo-out")]
     pub out: PathBuf,
     /// Reverse steps (respaced from 1000); chosen so the demo takes a few minutes on a software GPU.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 30)]
     pub steps: usize,
     /// How many of the shipped test images.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub count: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

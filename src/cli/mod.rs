@@ -11,6 +11,7 @@ mod gmm;
 mod info;
 mod operator;
 mod restore;
+mod sample;
 mod sampling;
 mod unet;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
     Restore(restore::RestoreArgs),
+    /// Unconditional DDPM samples from a model, as a grid image.
+    Sample(sample::SampleArgs),
     /// Evaluate a method on a folder of clean images: PSNR/SSIM per image and the mean.
     Eval(eval::EvalArgs),
     /// Combine the shard files of `tweedie eval --shard i/n` into results.json and results.csv.
@@ -58,6 +61,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Demo(a) => demo::run(a, cli.verbose),
         Command::Restore(a) => restore::run(a, cli.verbose),
+        Command::Sample(a) => sample::run(a, cli.verbose),
         Command::Eval(a) => eval::run(a, cli.verbose),
         Command::EvalMerge(a) => eval::run_merge(a, cli.verbose),
         Command::Info(a) => info::run(a, cli.verbose),
