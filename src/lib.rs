@@ -1,7 +1,54 @@
 //! tweedie: diffusion posterior sampling on the GPU, with every kernel
 //! hand-written in WGSL on wgpu.
 //!
-//! Data flows `gpu` -> `tensor` -> `kernels` -> `operators` -> samplers.
+//! Data flows `gpu` -> `tensor` -> `kernels` -> `operators` -> `samplers`;
+//! [`restore`] is the one call an application needs.
+//!
+//! # Embedding in an application that owns its wgpu device
+//!
+//! The engine runs on the caller's `wgpu::Device` and `Queue`, reads the
+//! measurement from a buffer the caller owns and writes the restoration into
+//! another, with no CPU round trip; a callback sees every step and can cancel.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use tweedie::operators::task::{build, TaskSpec};
+//! use tweedie::restore::restore_gpu;
+//! use tweedie::samplers::{Method, SamplerOptions, UnetScore};
+//! use tweedie::unet::Unet;
+//! use tweedie::{Gpu, Tensor};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The application's own device (here made on the spot).
+//! let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+//! let adapter = pollster::block_on(instance.request_adapter(&Default::default()))?;
+//! let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
+//! let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
+//!
+//! // The shipped 32x32 grayscale prior and a x2 super-resolution operator.
+//! let model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-32");
+//! let model = UnetScore::new(Arc::new(Unet::load(&gpu, model_dir.as_ref())?), 32, 32);
+//! let op = build(&gpu, &TaskSpec { factor: Some(2), ..TaskSpec::new("sr") }, [1, 32, 32], 0)?;
+//!
+//! // Buffers the application owns: a 16x16 measurement in, a 32x32 image out.
+//! let buffer = |bytes: u64| device.create_buffer(&wgpu::BufferDescriptor {
+//!     label: Some("app buffer"),
+//!     size: bytes,
+//!     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+//!     mapped_at_creation: false,
+//! });
+//! let y = Tensor { buffer: buffer(16 * 16 * 4), shape: vec![1, 1, 16, 16] };
+//! let out = Tensor { buffer: buffer(32 * 32 * 4), shape: vec![1, 1, 32, 32] };
+//!
+//! let opts = SamplerOptions { steps: 2, ..SamplerOptions::default() };
+//! restore_gpu(&gpu, &model, op.as_ref(), &y, 0.05, Method::Dmps, &opts, &out, &mut |done, total| {
+//!     eprintln!("step {done}/{total}");
+//!     true // false cancels
+//! })?;
+//! // `out` now holds the restoration, still on the GPU.
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod cli;
 pub mod gpu;

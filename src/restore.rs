@@ -234,3 +234,71 @@ pub fn mean_std(samples: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
     }
     (mean, std)
 }
+
+/// Restoration for an embedding application, entirely on the GPU: `y` [N,
+/// out_shape] (one measurement per image) and `out` [N, in_shape] are tensors
+/// on buffers the caller owns (`Tensor { buffer, shape }` wraps any storage
+/// buffer with COPY_SRC/STORAGE usage). Nothing is read back; the callback
+/// sees each step and can cancel.
+#[allow(clippy::too_many_arguments)]
+pub fn restore_gpu(
+    gpu: &Gpu,
+    model: &dyn ScoreModel,
+    op: &dyn Operator,
+    y: &Tensor,
+    sigma_y: f32,
+    method: Method,
+    opts: &SamplerOptions,
+    out: &Tensor,
+    on_step: &mut StepCallback<'_>,
+) -> Result<(), SamplerError> {
+    let per: usize = model.in_shape().iter().product();
+    let m_per: usize = op.out_shape().iter().product();
+    if per == 0 || out.numel() % per != 0 || out.numel() == 0 {
+        return Err(SamplerError::Invalid(format!(
+            "out has {} values, not a whole number of images of {per}",
+            out.numel()
+        )));
+    }
+    let n = out.numel() / per;
+    if y.numel() != n * m_per {
+        return Err(SamplerError::Invalid(format!(
+            "y has {} values, expected {n} measurements of {m_per}",
+            y.numel()
+        )));
+    }
+    if method == Method::Ddpm {
+        return Err(SamplerError::Invalid(
+            "restore_gpu needs a posterior method (dps, dmps, cdps)".into(),
+        ));
+    }
+    // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
+    let placeholder = vec![0f32; n * m_per];
+    let s = Sampler::new(
+        gpu,
+        method,
+        model,
+        Some(Measurement {
+            op,
+            y: &placeholder,
+            sigma_y,
+        }),
+        n,
+        opts,
+    )?;
+    s.load_measurement(gpu, y)?;
+    let steps = s.steps();
+    s.init(gpu)?;
+    for (done, i) in (0..steps).rev().enumerate() {
+        s.step(gpu, i)?;
+        if !on_step(done + 1, steps) {
+            return Err(SamplerError::Invalid("cancelled".into()));
+        }
+    }
+    let copy = Elementwise::new(gpu, Op::Affine, s.x(), out, 1.0, 0.0)?;
+    Plan {
+        steps: vec![copy.dispatch],
+    }
+    .run(gpu)?;
+    Ok(())
+}

@@ -75,6 +75,11 @@ pub struct CdpsBuffers<'a> {
 }
 
 impl Cdps {
+    /// The measurement y [N, m] the plan reads.
+    pub fn y(&self) -> &Tensor {
+        &self.keep[0]
+    }
+
     pub fn buffers(&self) -> CdpsBuffers<'_> {
         CdpsBuffers {
             y_t: &self.keep[1],

@@ -18,6 +18,11 @@ pub struct Dmps {
 }
 
 impl Dmps {
+    /// The measurement y [N, m] the plan reads.
+    pub fn y(&self) -> &Tensor {
+        &self._keep[0]
+    }
+
     pub(crate) fn plan(gpu: &Gpu, core: &mut Core, m: &Measurement<'_>) -> Result<(Dmps, Plan), SamplerError> {
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();

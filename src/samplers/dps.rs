@@ -23,6 +23,11 @@ pub struct Dps {
 }
 
 impl Dps {
+    /// The measurement y [N, m] the plan reads.
+    pub fn y(&self) -> &Tensor {
+        &self._keep[0]
+    }
+
     pub(crate) fn plan(
         gpu: &Gpu,
         core: &mut Core,

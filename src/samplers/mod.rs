@@ -472,6 +472,38 @@ impl Sampler {
         }
     }
 
+    /// Replaces the measurement with one already on the GPU (y [N, out_shape]
+    /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU copy, no
+    /// read-back. Call before [`Sampler::init`].
+    pub fn load_measurement(&self, gpu: &Gpu, y: &Tensor) -> Result<(), SamplerError> {
+        let own = match &self.kind {
+            Method_::Ddpm => return Err(SamplerError::Invalid("DDPM takes no measurement".into())),
+            Method_::Dps(d) => d.y(),
+            Method_::Dmps(d) => d.y(),
+            Method_::Cdps(c) => c.y(),
+        };
+        if y.numel() != own.numel() {
+            return Err(SamplerError::Invalid(format!(
+                "the measurement tensor has {} values, the sampler was planned for {}",
+                y.numel(),
+                own.numel()
+            )));
+        }
+        let copy = crate::kernels::elementwise::Elementwise::new(
+            gpu,
+            crate::kernels::elementwise::Op::Affine,
+            y,
+            own,
+            1.0,
+            0.0,
+        )?;
+        Plan {
+            steps: vec![copy.dispatch],
+        }
+        .run(gpu)?;
+        Ok(())
+    }
+
     /// The samples: x_t during a run, x_0 after it.
     pub fn x(&self) -> &Tensor {
         &self.core.x
