@@ -185,7 +185,8 @@ pub struct Job {
     pub sigma_y: f32,
 }
 
-/// Runs one job with the progress bar and returns the restoration.
+/// Runs one job with the progress bar; returns the restoration, the planning
+/// seconds and the operator's output shape.
 pub fn run_job(
     gpu: &Gpu,
     prior: &Prior,
@@ -195,7 +196,7 @@ pub fn run_job(
     samples: usize,
     batch: usize,
     pb: &indicatif::ProgressBar,
-) -> anyhow::Result<(Restoration, f64)> {
+) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
     let opts = sampling.options(default_zeta(&job.resolved.task), true, VarianceType::FixedLarge);
@@ -219,7 +220,7 @@ pub fn run_job(
         batch,
         &mut cb,
     )?;
-    Ok((r, plan_s))
+    Ok((r, plan_s, op.out_shape()))
 }
 
 /// Quality of the mean and of each sample against the clean image.
@@ -317,9 +318,8 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         pb.set_message(format!("{} {}", method_name(args.method), job.name));
-        let (r, plan_s) = run_job(&gpu, &prior, job, args.method, &args.sampling, args.samples, batch, &pb)?;
+        let (r, plan_s, op_out) = run_job(&gpu, &prior, job, args.method, &args.sampling, args.samples, batch, &pb)?;
         let t_write = Instant::now();
-        let op_out = job.resolved.build(&gpu)?.out_shape();
         write_outputs(&dir, job, &r, in_shape, op_out)?;
         let write_s = t_write.elapsed().as_secs_f64();
         let q = job.clean.as_ref().map(|c| quality(&r, c));
