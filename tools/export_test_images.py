@@ -28,6 +28,7 @@ def png_gray(path, rows):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--start", type=int, default=0, help="first test-split index (e.g. 100 for a tuning set beside the shipped 100)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     with gzip.open(os.path.join(DATA, "t10k-images-idx3-ubyte.gz")) as f:
@@ -35,7 +36,7 @@ def main():
     with gzip.open(os.path.join(DATA, "t10k-labels-idx1-ubyte.gz")) as f:
         lab = f.read()[8:]
     os.makedirs(a.out, exist_ok=True)
-    for i in range(a.count):
+    for i in range(a.start, a.start + a.count):
         px = img[i * 784 : (i + 1) * 784]
         rows = [[0] * 32 for _ in range(32)]
         for r in range(28):

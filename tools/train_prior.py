@@ -289,13 +289,31 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    ap.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue from DIR's model.safetensors and training.json (model and EMA start from the stored EMA "
+        "weights; the optimizer state is not stored, so AdamW starts afresh); --steps counts the total",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.from_numpy(load_split("train")).to(dev)
     model = UNetModel(CONFIG).to(dev)
+    step0, seconds0, history = 0, 0.0, []
+    if args.resume:
+        from safetensors.torch import load_file
+
+        with open(os.path.join(args.resume, "training.json")) as f:
+            prev = json.load(f)
+        state = load_file(os.path.join(args.resume, "model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        step0, seconds0 = prev["steps"], float(prev["seconds"])
+        history = prev.get("segments", [{"steps": step0, "seconds": prev["seconds"], "device": prev["device"]}])
+        print(f"resumed from {args.resume} at step {step0}", flush=True)
+    # A resumed run draws other batches than the run it continues.
+    torch.manual_seed(args.seed + step0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{nparams} parameters on {dev}, {len(data)} training images", flush=True)
@@ -303,7 +321,7 @@ def main():
     diff = Diffusion()
     for k in ("sqrt_ab", "sqrt_1mab", "sqrt_recip_ab", "sqrt_recipm1_ab", "post_logvar", "log_beta", "c1", "c2"):
         setattr(diff, k, getattr(diff, k).to(dev))
-    start, step, running = time.time(), 0, None
+    start, step, running = time.time(), step0, None
     os.makedirs(args.out, exist_ok=True)
     while step < args.steps:
         idx = torch.randint(0, len(data), (args.batch,), device=dev)
@@ -321,14 +339,19 @@ def main():
         running = mse if running is None else 0.99 * running + 0.01 * mse
         elapsed = time.time() - start
         if step % 200 == 0:
-            print(f"step {step} mse {running:.4f} {elapsed / step:.3f}s/step", flush=True)
+            print(f"step {step} mse {running:.4f} {elapsed / (step - step0):.3f}s/step", flush=True)
         if step % 1000 == 0 or step == args.steps or (args.minutes and elapsed > args.minutes * 60):
-            save(args, ema, step, elapsed, running, nparams, dev)
+            seg = {"steps": step - step0, "seconds": round(elapsed), "device": device_name(dev)}
+            save(args, ema, step, seconds0 + elapsed, running, nparams, dev, history + [seg])
         if args.minutes and elapsed > args.minutes * 60:
             break
 
 
-def save(args, ema, step, elapsed, mse, nparams, dev):
+def device_name(dev):
+    return dev + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else f" ({torch.get_num_threads()} threads)")
+
+
+def save(args, ema, step, elapsed, mse, nparams, dev, segments):
     from safetensors.torch import save_file
 
     dt = torch.float16 if args.dtype == "float16" else torch.float32
@@ -346,7 +369,8 @@ def save(args, ema, step, elapsed, mse, nparams, dev):
                 "optimizer": f"AdamW lr {args.lr}, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
                 "steps": step,
                 "seconds": round(elapsed),
-                "device": dev + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else f" ({torch.get_num_threads()} threads)"),
+                "device": device_name(dev),
+                "segments": segments,
                 "final_running_mse": round(mse, 5),
                 "parameters": nparams,
                 "stored_dtype": args.dtype,
