@@ -261,3 +261,69 @@ fn eval_shards_merge_into_the_whole_table() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--shard"));
 }
+
+#[test]
+fn eval_scores_the_mean_of_k_samples_and_the_single_samples() {
+    let images = root().join("weights/fashion-mnist-32/test-images");
+    let model = gray_model();
+    let run = |k: &str, name: &str| -> serde_json::Value {
+        let out = scratch(name);
+        let o = tweedie(&[
+            "eval",
+            "--model",
+            &model,
+            "--input",
+            s(&images),
+            "--limit",
+            "3",
+            "--task",
+            "inpaint-box",
+            "--box",
+            "12",
+            "--method",
+            "ddpm",
+            "--steps",
+            "3",
+            "--batch",
+            "2",
+            "--samples",
+            k,
+            "--quiet",
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+    };
+    let one = run("1", "eval-k1");
+    for r in one["images"].as_array().unwrap() {
+        assert_eq!(r["psnr"], r["sample_psnr"], "one sample: its mean is itself");
+    }
+    let three = run("3", "eval-k3");
+    assert_eq!(three["samples_per_image"], 3);
+    let rows = three["images"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    for (r, r1) in rows.iter().zip(one["images"].as_array().unwrap()) {
+        // Same measurement whatever K; the K samples differ, so their mean is not one of them.
+        assert_eq!(r["baseline_psnr"], r1["baseline_psnr"]);
+        let (m, single) = (r["psnr"].as_f64().unwrap(), r["sample_psnr"].as_f64().unwrap());
+        assert!(m.is_finite() && single.is_finite());
+        assert!((m - single).abs() > 1e-6, "{r}");
+    }
+    let o = tweedie(&[
+        "eval",
+        "--input",
+        s(&images),
+        "--task",
+        "sr",
+        "--method",
+        "dmps",
+        "--samples",
+        "0",
+        "--out",
+        s(&scratch("eval-k0")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--samples") && err.lines().count() == 1, "{err}");
+}

@@ -96,6 +96,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             &sampling,
             0.05,
             images.len().min(16),
+            1,
             args.quiet,
         )?;
         let m = mean_of(&rows);
