@@ -16,9 +16,11 @@ pub struct SamplingArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm).
+    /// The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8.
     #[arg(long)]
     pub zeta: Option<f32>,
-    /// DMPS lambda.
+    /// DMPS lambda (the paper's 1.75 is made for 1000 steps; with a few dozen respaced
+    /// steps it overshoots, and about 1 is stable).
     #[arg(long, default_value_t = 1.75)]
     pub lambda: f32,
     /// CG relative-residual tolerance.
