@@ -245,6 +245,13 @@ fn eval_shards_merge_into_the_whole_table() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6, "header + 4 images + mean");
     // Bad shard specs are one clear line.
+    eval_refuses("--shard", "2/2");
+}
+
+/// `tweedie eval` with one bad option value: refused with one line naming it.
+fn eval_refuses(flag: &str, value: &str) {
+    let images = root().join("weights/fashion-mnist-32/test-images");
+    let out = scratch(&format!("eval-refused{flag}"));
     let o = tweedie(&[
         "eval",
         "--input",
@@ -253,13 +260,14 @@ fn eval_shards_merge_into_the_whole_table() {
         "sr",
         "--method",
         "dmps",
-        "--shard",
-        "2/2",
+        flag,
+        value,
         "--out",
         s(&out),
     ]);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--shard"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(flag) && err.lines().count() == 1, "{err}");
 }
 
 #[test]
@@ -310,20 +318,5 @@ fn eval_scores_the_mean_of_k_samples_and_the_single_samples() {
         assert!(m.is_finite() && single.is_finite());
         assert!((m - single).abs() > 1e-6, "{r}");
     }
-    let o = tweedie(&[
-        "eval",
-        "--input",
-        s(&images),
-        "--task",
-        "sr",
-        "--method",
-        "dmps",
-        "--samples",
-        "0",
-        "--out",
-        s(&scratch("eval-k0")),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--samples") && err.lines().count() == 1, "{err}");
+    eval_refuses("--samples", "0");
 }
