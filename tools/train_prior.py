@@ -298,6 +298,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.from_numpy(load_split("train")).to(dev)
     model = UNetModel(CONFIG).to(dev)
@@ -312,8 +313,9 @@ def main():
         step0, seconds0 = prev["steps"], float(prev["seconds"])
         history = prev.get("segments", [{"steps": step0, "seconds": prev["seconds"], "device": prev["device"]}])
         print(f"resumed from {args.resume} at step {step0}", flush=True)
-    # A resumed run draws other batches than the run it continues.
-    torch.manual_seed(args.seed + step0)
+    if step0:
+        # A resumed run draws other batches than the run it continues.
+        torch.manual_seed(args.seed + step0)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{nparams} parameters on {dev}, {len(data)} training images", flush=True)
