@@ -194,36 +194,14 @@ fn restore_refuses_bad_input_with_one_line() {
 
 #[test]
 fn eval_shards_merge_into_the_whole_table() {
-    let images = root().join("weights/fashion-mnist-32/test-images");
     let out = scratch("eval");
     let whole = scratch("eval-whole");
-    let model = gray_model();
     let common = |o: &Path, extra: &[&str]| {
         let mut a = vec![
-            "eval",
-            "--model",
-            &model,
-            "--input",
-            s(&images),
-            "--limit",
-            "4",
-            "--task",
-            "sr",
-            "--factor",
-            "2",
-            "--method",
-            "dmps",
-            "--steps",
-            "2",
-            "--batch",
-            "2",
-            "--quiet",
-            "--out",
+            "--limit", "4", "--task", "sr", "--factor", "2", "--method", "dmps", "--steps", "2", "--batch", "2",
         ];
-        a.push(s(o));
         a.extend_from_slice(extra);
-        let o = tweedie(&a);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        eval_ok(o, &a);
     };
     common(&out, &["--shard", "0/2"]);
     common(&out, &["--shard", "1/2"]);
@@ -246,6 +224,24 @@ fn eval_shards_merge_into_the_whole_table() {
     assert_eq!(csv.lines().count(), 6, "header + 4 images + mean");
     // Bad shard specs are one clear line.
     eval_refuses("--shard", "2/2");
+}
+
+/// `tweedie eval` of the fixture model on the shipped test images into `out`; must succeed.
+fn eval_ok(out: &Path, args: &[&str]) {
+    let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
+    let mut a = vec![
+        "eval",
+        "--model",
+        &model,
+        "--input",
+        s(&images),
+        "--quiet",
+        "--out",
+        s(out),
+    ];
+    a.extend_from_slice(args);
+    let o = tweedie(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// `tweedie eval` with one bad option value: refused with one line naming it.
@@ -272,35 +268,27 @@ fn eval_refuses(flag: &str, value: &str) {
 
 #[test]
 fn eval_scores_the_mean_of_k_samples_and_the_single_samples() {
-    let images = root().join("weights/fashion-mnist-32/test-images");
-    let model = gray_model();
     let run = |k: &str, name: &str| -> serde_json::Value {
         let out = scratch(name);
-        let o = tweedie(&[
-            "eval",
-            "--model",
-            &model,
-            "--input",
-            s(&images),
-            "--limit",
-            "3",
-            "--task",
-            "inpaint-box",
-            "--box",
-            "12",
-            "--method",
-            "ddpm",
-            "--steps",
-            "3",
-            "--batch",
-            "2",
-            "--samples",
-            k,
-            "--quiet",
-            "--out",
-            s(&out),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        eval_ok(
+            &out,
+            &[
+                "--limit",
+                "3",
+                "--task",
+                "inpaint-box",
+                "--box",
+                "12",
+                "--method",
+                "ddpm",
+                "--steps",
+                "3",
+                "--batch",
+                "2",
+                "--samples",
+                k,
+            ],
+        );
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
     };
     let one = run("1", "eval-k1");
