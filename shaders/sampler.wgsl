@@ -147,13 +147,51 @@ fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(5) var<storage, read_write> c_ycur: array<f32>;
 @group(0) @binding(6) var<storage, read_write> c_w: array<f32>;
 
+fn chain_step(i: u32) -> f32 {
+    let yp = s.y_coef0 * c_y0[i] + s.y_coef1 * c_ycur[i] + s.y_std * c_zy[i];
+    c_ycur[i] = yp;
+    return yp;
+}
+
 @compute @workgroup_size(256)
 fn cdps_measure(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= arrayLength(&c_w)) { return; }
-    let yp = s.y_coef0 * c_y0[i] + s.y_coef1 * c_ycur[i] + s.y_std * c_zy[i];
-    c_ycur[i] = yp;
+    let yp = chain_step(i);
     c_w[i] = (yp + s.tw_coef * c_aeps[i]) / s.meas_var + noise_on() * c_e2[i] / sqrt(s.meas_var);
+}
+
+// The same in the spectral basis (y0 = y~ = U^T y / s, aeps = V^T eps): the
+// measurement variance is per component, Sigma_k = abar' sigma_y^2 / s_k^2 + 1 - abar',
+// so its precision pi_k = s_k^2 / (sigma_y2 + gamma s_k^2) with
+// sigma_y2 = abar' sigma_y^2 and gamma = 1 - abar' (DMPS's denominator);
+// s_k = 0 carries no information (pi_k = 0). pi goes to `c_pi` for the CG's weight.
+@group(0) @binding(7) var<storage, read> c_sing: array<f32>;
+@group(0) @binding(8) var<storage, read_write> c_pi: array<f32>;
+
+@compute @workgroup_size(256)
+fn cdps_measure_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&c_w)) { return; }
+    let yp = chain_step(i);
+    let sv = c_sing[i % s.m_per];
+    let den = s.sigma_y2 + s.gamma * sv * sv;
+    let pi = select(0.0, sv * sv / den, den > 0.0);
+    c_pi[i] = pi;
+    c_w[i] = pi * (yp + s.tw_coef * c_aeps[i]) + noise_on() * sqrt(pi) * c_e2[i];
+}
+
+// y~ = U^T y / s on the components with s > 0 (0 elsewhere), in place on the
+// spectral coefficients c = U^T y.
+@group(0) @binding(1) var<storage, read> u_sing: array<f32>;
+@group(0) @binding(2) var<storage, read_write> u_c: array<f32>;
+
+@compute @workgroup_size(256)
+fn cdps_whiten(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&u_c)) { return; }
+    let sv = u_sing[i % s.m_per];
+    u_c[i] = select(0.0, u_c[i] / sv, sv > 0.0);
 }
 
 // C-DPS x side: the diagonal D of the posterior precision and the right-hand

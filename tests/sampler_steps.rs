@@ -11,7 +11,7 @@ use rand::Rng;
 use tweedie::gpu::Plan;
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::operators::dense::Dense;
-use tweedie::samplers::{CdpsVariant, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
+use tweedie::samplers::{CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
 use tweedie::samplers::{ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
@@ -132,19 +132,24 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
     let mut r = rng(42);
     let zeta = 0.5;
     let lambda = 1.75;
+    use CdpsBasis::{Measurement as Meas, Spectral};
+    use CdpsVariant::{Forward, Reverse};
     let cases = [
-        (Method::Ddpm, CdpsVariant::Reverse, false),
-        (Method::Ddpm, CdpsVariant::Reverse, true),
-        (Method::Dps, CdpsVariant::Reverse, false),
-        (Method::Dps, CdpsVariant::Reverse, true),
-        (Method::Dmps, CdpsVariant::Reverse, false),
-        (Method::Dmps, CdpsVariant::Reverse, true),
-        (Method::Cdps, CdpsVariant::Reverse, false),
-        (Method::Cdps, CdpsVariant::Forward, false),
+        (Method::Ddpm, Reverse, Meas, false),
+        (Method::Ddpm, Reverse, Meas, true),
+        (Method::Dps, Reverse, Meas, false),
+        (Method::Dps, Reverse, Meas, true),
+        (Method::Dmps, Reverse, Meas, false),
+        (Method::Dmps, Reverse, Meas, true),
+        (Method::Cdps, Reverse, Meas, false),
+        (Method::Cdps, Forward, Meas, false),
+        (Method::Cdps, Reverse, Spectral, false),
+        (Method::Cdps, Reverse, Spectral, true),
     ];
-    for (method, variant, clip) in cases {
+    let (rows_v, y_spec, sing) = spectral_form(&gpu, &op, &s);
+    for (method, variant, basis, clip) in cases {
         for i in [0usize, 3, 27, STEPS - 1] {
-            let what = format!("{method:?} {variant:?} clip={clip} step {i}");
+            let what = format!("{method:?} {variant:?} {basis:?} clip={clip} step {i}");
             let opts = SamplerOptions {
                 steps: STEPS,
                 seed: 9,
@@ -155,6 +160,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                 cg_iters: 12,
                 cg_tol: 1e-6,
                 cdps_variant: variant,
+                cdps_basis: basis,
                 ..Default::default()
             };
             let meas = Measurement {
@@ -185,6 +191,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     f64s(&bf.z_y.read(&gpu).unwrap()),
                     f64s(&bf.e1.read(&gpu).unwrap()),
                     f64s(&bf.e2.read(&gpu).unwrap()),
+                    f64s(&bf.y0.read(&gpu).unwrap()),
                 )
             });
             for n in 0..N {
@@ -233,12 +240,31 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                         (0..D).map(|j| ddpm[j] + coef * g[j]).collect()
                     }
                     Method::Cdps => {
-                        let (y_after, zy, e1, e2) = cd.as_ref().unwrap();
+                        let (y_after, zy, e1, e2, y0) = cd.as_ref().unwrap();
                         let yb = f64s(&y_before.as_ref().unwrap()[n * M..(n + 1) * M]);
                         let prev = sched.alphas_cumprod_prev[i];
+                        // The chain's rows R, its y_0 and the per-component precision pi.
+                        let (rows, chain_y0, pi): (&[f64], &[f64], Vec<f64>) = match basis {
+                            Meas => (&s.a, &s.y, vec![1.0 / (prev * s.sigma_y * s.sigma_y + 1.0 - prev); M]),
+                            _ => (
+                                &rows_v,
+                                &y_spec,
+                                sing.iter()
+                                    .map(|sv| sv * sv / (prev * s.sigma_y * s.sigma_y + (1.0 - prev) * sv * sv))
+                                    .collect(),
+                            ),
+                        };
+                        for k in 0..M {
+                            let got = y0[n * M + k];
+                            assert!(
+                                (got - chain_y0[k]).abs() <= 1e-4 * (1.0 + chain_y0[k].abs()),
+                                "{what}: chain y_0 {got} vs {}",
+                                chain_y0[k]
+                            );
+                        }
                         let yp: Vec<f64> = (0..M)
                             .map(|k| {
-                                sched.posterior_mean_coef1[i] * s.y[k]
+                                sched.posterior_mean_coef1[i] * chain_y0[k]
                                     + sched.posterior_mean_coef2[i] * yb[k]
                                     + sched.posterior_variance[i].sqrt() * zy[n * M + k]
                             })
@@ -251,13 +277,12 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                                 yp[k]
                             );
                         }
-                        let sv = prev * s.sigma_y * s.sigma_y + 1.0 - prev;
                         let tw = (1.0 - prev) / b;
-                        let aeps = s.ax(&eps);
+                        let reps = matvec(rows, &eps);
                         let w: Vec<f64> = (0..M)
-                            .map(|k| (yp[k] + tw * aeps[k]) / sv + noise * e2[n * M + k] / sv.sqrt())
+                            .map(|k| pi[k] * (yp[k] + tw * reps[k]) + noise * pi[k].sqrt() * e2[n * M + k])
                             .collect();
-                        let atw = s.atv(&w);
+                        let atw = matvec_t(rows, &w);
                         let (dg, dm): (f64, Vec<f64>) = match variant {
                             CdpsVariant::Reverse => {
                                 let dg = (-logvar).exp();
@@ -274,8 +299,8 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                         let mut lam = vec![0f64; D * D];
                         for p in 0..D {
                             for q in 0..D {
-                                let g: f64 = (0..M).map(|k| s.a[k * D + p] * s.a[k * D + q]).sum();
-                                lam[p * D + q] = g / sv + if p == q { dg } else { 0.0 };
+                                let g: f64 = (0..M).map(|k| pi[k] * rows[k * D + p] * rows[k * D + q]).sum();
+                                lam[p * D + q] = g + if p == q { dg } else { 0.0 };
                             }
                         }
                         solve(lam, D, rhs)
@@ -287,6 +312,50 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
             assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
         }
     }
+}
+
+fn matvec(rows: &[f64], x: &[f64]) -> Vec<f64> {
+    (0..M).map(|k| (0..D).map(|j| rows[k * D + j] * x[j]).sum()).collect()
+}
+
+fn matvec_t(rows: &[f64], v: &[f64]) -> Vec<f64> {
+    (0..D).map(|j| (0..M).map(|k| rows[k * D + j] * v[k]).sum()).collect()
+}
+
+/// The dense operator's SVD form read back through its GPU plans: V^T as an
+/// [M, D] row matrix, y~ = U^T y / s, and s. Checks U diag(s) V^T = A first,
+/// so the replay's spectral basis is the operator's.
+fn spectral_form(gpu: &Gpu, op: &Dense, s: &Setup) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    use tweedie::operators::Operator;
+    let svd = op.svd().expect("dense has an SVD form");
+    let sing = f64s(&svd.singulars().read(gpu).unwrap());
+    let columns = |n: usize, plan: &dyn Fn(&Tensor, &Tensor) -> Plan| {
+        let mut eye = vec![0f32; n * n];
+        for j in 0..n {
+            eye[j * n + j] = 1.0;
+        }
+        let inp = Tensor::from_slice(gpu, "eye", &[n, n], &eye).unwrap();
+        let out = Tensor::zeros(gpu, "columns", &[n, M]).unwrap();
+        plan(&inp, &out).run(gpu).unwrap();
+        f64s(&out.read(gpu).unwrap()) // row j = (matrix) e_j
+    };
+    let vt_cols = columns(D, &|i, o| svd.vt(gpu, i, o).unwrap());
+    let ut_cols = columns(M, &|i, o| svd.ut(gpu, i, o).unwrap());
+    let vt: Vec<f64> = (0..M * D).map(|idx| vt_cols[(idx % D) * M + idx / D]).collect();
+    // U^T's columns e_j -> U^T e_j; U[j][k] = (U^T e_j)_k.
+    for p in 0..M {
+        for q in 0..D {
+            let a: f64 = (0..M).map(|k| ut_cols[p * M + k] * sing[k] * vt[k * D + q]).sum();
+            assert!((a - s.a[p * D + q]).abs() < 1e-4, "U S V^T [{p},{q}] = {a} vs A {}", s.a[p * D + q]);
+        }
+    }
+    let y_spec = (0..M)
+        .map(|k| {
+            let c: f64 = (0..M).map(|j| ut_cols[j * M + k] * s.y[j]).sum();
+            if sing[k] > 0.0 { c / sing[k] } else { 0.0 }
+        })
+        .collect();
+    (vt, y_spec, sing)
 }
 
 fn close_abar(base: &Schedule, sched: &Schedule, i: usize) {

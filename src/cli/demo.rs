@@ -15,7 +15,7 @@ use super::restore::{list_images, load_prior, prepare_out, DEFAULT_MODEL};
 use super::sampling::SamplingArgs;
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::TaskSpec;
-use crate::samplers::{CdpsVariant, DmpsSolver, Method};
+use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method};
 
 /// DMPS lambda for the demo's few respaced steps.
 const DEMO_LAMBDA: f32 = 1.0;
@@ -58,6 +58,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         cg_tol: 1e-5,
         cg_iters: 30,
         cdps_variant: CdpsVariant::Reverse,
+        cdps_basis: CdpsBasis::Auto,
         dmps_solver: DmpsSolver::Auto,
     };
     sampling.validate()?;

@@ -330,6 +330,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "lambda": args.sampling.lambda,
         "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
         "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
+        "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
         "batch": args.batch,
         "baseline": "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]",
         "adapter": gpu.report(),

@@ -338,6 +338,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "lambda": args.sampling.lambda,
             "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
             "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
+            "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
             "adapter": gpu.report(),
             "seconds": {"load_model": prior.load_seconds, "plan": plan_s, "sampling": r.seconds, "write": write_s},
             "steps_per_second": (r.steps * r.batches) as f64 / r.seconds,

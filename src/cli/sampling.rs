@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::samplers::{CdpsVariant, DmpsSolver, Method, SamplerOptions};
+use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
 use crate::schedule::VarianceType;
 
 /// Diffusion steps the models here were trained with.
@@ -32,6 +32,10 @@ pub struct SamplingArgs {
     /// C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.
     #[arg(long, value_enum, default_value_t = CdpsVariant::Reverse)]
     pub cdps_variant: CdpsVariant,
+    /// C-DPS measurement chain: in the operator's spectral basis (orthonormal rows, per-component
+    /// noise) when it has an SVD form (auto), or on y as given.
+    #[arg(long, value_enum, default_value_t = CdpsBasis::Auto)]
+    pub cdps_basis: CdpsBasis,
     /// DMPS linear solve: SVD form when available, or CG.
     #[arg(long, value_enum, default_value_t = DmpsSolver::Auto)]
     pub dmps_solver: DmpsSolver,
@@ -64,6 +68,7 @@ impl SamplingArgs {
             cg_tol: self.cg_tol,
             cg_iters: self.cg_iters,
             cdps_variant: self.cdps_variant,
+            cdps_basis: self.cdps_basis,
             dmps_solver: self.dmps_solver,
         }
     }

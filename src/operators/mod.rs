@@ -58,6 +58,45 @@ pub trait SvdForm: Send + Sync {
     fn u(&self, gpu: &Gpu, s: &Tensor, y: &Tensor) -> Result<Plan, OperatorError>;
 }
 
+/// The orthonormal-row half of an SVD form as an operator of its own:
+/// forward V^T (input -> spectral coefficients, shaped like the output),
+/// adjoint V. C-DPS's spectral chain measures x with it.
+pub struct SpectralRows<'a> {
+    op: &'a dyn Operator,
+    svd: &'a dyn SvdForm,
+    name: String,
+}
+
+impl<'a> SpectralRows<'a> {
+    /// None when `op` has no SVD form.
+    pub fn new(op: &'a dyn Operator) -> Option<SpectralRows<'a>> {
+        let svd = op.svd()?;
+        Some(SpectralRows {
+            op,
+            svd,
+            name: format!("{} (V^T)", op.name()),
+        })
+    }
+}
+
+impl Operator for SpectralRows<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn in_shape(&self) -> [usize; 3] {
+        self.op.in_shape()
+    }
+    fn out_shape(&self) -> [usize; 3] {
+        self.op.out_shape()
+    }
+    fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
+        self.svd.vt(gpu, x, y)
+    }
+    fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
+        self.svd.v(gpu, y, x)
+    }
+}
+
 /// Checks that `t` is [N, shape...] and returns N.
 pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result<usize, OperatorError> {
     let per: usize = shape.iter().product();

@@ -1,12 +1,14 @@
 //! Batched matrix-free conjugate gradients on the GPU (`shaders/cg.wgsl`):
 //! solves (diag(D) + gamma G) x = b per sample, G = A^T A on the operator's
-//! input space or A A^T on its output space, with the operator's own forward
+//! input space or A A^T on its output space (optionally A^T W A / A W A^T with
+//! a diagonal weight W), with the operator's own forward
 //! and adjoint plans for G p. Alpha and beta stay on the GPU; a fixed number of
 //! iterations is recorded and a converged sample's updates become no-ops, so a
 //! solve is one stretch of dispatches with no read-back. Iteration counts are
 //! kept per sample on the GPU and read back on request.
 
 use crate::gpu::{dispatch_groups, Dispatch, Plan, CG, WG1D};
+use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
 use crate::kernels::random::Noise;
 use crate::operators::{Operator, OperatorError};
 use crate::tensor::Tensor;
@@ -89,6 +91,26 @@ impl Cg {
         tol: f32,
         iters: usize,
     ) -> Result<Cg, OperatorError> {
+        Cg::weighted(gpu, op, space, b, x, diag, None, gamma, tol, iters)
+    }
+
+    /// As [`Cg::new`], with a diagonal weight W between the two halves of the
+    /// Gram matrix: G = A^T W A (input space) or A W A^T (output space).
+    /// `weight` is [N, other] (the space G passes through); the caller may
+    /// rewrite it between replays.
+    #[allow(clippy::too_many_arguments)]
+    pub fn weighted(
+        gpu: &Gpu,
+        op: &dyn Operator,
+        space: Space,
+        b: &Tensor,
+        x: &Tensor,
+        diag: &Tensor,
+        weight: Option<&Tensor>,
+        gamma: f32,
+        tol: f32,
+        iters: usize,
+    ) -> Result<Cg, OperatorError> {
         let in_per: usize = op.in_shape().iter().product();
         let out_per: usize = op.out_shape().iter().product();
         let (per, other) = match space {
@@ -103,6 +125,16 @@ impl Cg {
                     what: what.into(),
                     got: t.shape.clone(),
                     expected: vec![batch.max(1), per],
+                });
+            }
+        }
+        if let Some(wt) = weight {
+            if wt.numel() != batch * other {
+                return Err(OperatorError::Shape {
+                    task: format!("cg ({})", op.name()),
+                    what: "weight".into(),
+                    got: wt.shape.clone(),
+                    expected: vec![batch, other],
                 });
             }
         }
@@ -128,18 +160,15 @@ impl Cg {
         let prev = gpu.storage_buffer("cg prev", (batch * 2 * 4) as u64)?;
         let state = gpu.storage_buffer("cg state", (batch * STATE * 4) as u64)?;
 
-        let gram = match space {
-            Space::Input => {
-                let mut g = op.forward(gpu, &p, &tmp)?;
-                g.extend(op.adjoint(gpu, &tmp, &w)?);
-                g
-            }
-            Space::Output => {
-                let mut g = op.adjoint(gpu, &p, &tmp)?;
-                g.extend(op.forward(gpu, &tmp, &w)?);
-                g
-            }
+        let (first, second) = match space {
+            Space::Input => (op.forward(gpu, &p, &tmp)?, op.adjoint(gpu, &tmp, &w)?),
+            Space::Output => (op.adjoint(gpu, &p, &tmp)?, op.forward(gpu, &tmp, &w)?),
         };
+        let mut gram = first;
+        if let Some(wt) = weight {
+            gram.push(Elementwise::new(gpu, ElementOp::Mul, wt, &tmp, 0.0, 0.0)?.dispatch);
+        }
+        gram.extend(second);
         let mut plan = Plan::new();
         if per <= CHUNK {
             // One thread per sample: one fused dispatch per iteration.

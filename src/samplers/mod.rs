@@ -62,6 +62,17 @@ pub enum CdpsVariant {
     Forward,
 }
 
+/// Which coordinates C-DPS runs its measurement chain in (see [`cdps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CdpsBasis {
+    /// The spectral basis when the operator has an SVD form, the measurement otherwise.
+    Auto,
+    /// y itself, as the paper writes it: right when A has orthonormal rows.
+    Measurement,
+    /// y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component.
+    Spectral,
+}
+
 /// How DMPS applies (sigma_y^2 I + c A A^T)^{-1}.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DmpsSolver {
@@ -90,6 +101,7 @@ pub struct SamplerOptions {
     pub cg_tol: f32,
     pub cg_iters: usize,
     pub cdps_variant: CdpsVariant,
+    pub cdps_basis: CdpsBasis,
     pub dmps_solver: DmpsSolver,
 }
 
@@ -106,6 +118,7 @@ impl Default for SamplerOptions {
             cg_tol: 1e-5,
             cg_iters: 30,
             cdps_variant: CdpsVariant::Reverse,
+            cdps_basis: CdpsBasis::Auto,
             dmps_solver: DmpsSolver::Auto,
         }
     }
