@@ -346,13 +346,21 @@ fn spectral_form(gpu: &Gpu, op: &Dense, s: &Setup) -> (Vec<f64>, Vec<f64>, Vec<f
     for p in 0..M {
         for q in 0..D {
             let a: f64 = (0..M).map(|k| ut_cols[p * M + k] * sing[k] * vt[k * D + q]).sum();
-            assert!((a - s.a[p * D + q]).abs() < 1e-4, "U S V^T [{p},{q}] = {a} vs A {}", s.a[p * D + q]);
+            assert!(
+                (a - s.a[p * D + q]).abs() < 1e-4,
+                "U S V^T [{p},{q}] = {a} vs A {}",
+                s.a[p * D + q]
+            );
         }
     }
     let y_spec = (0..M)
         .map(|k| {
             let c: f64 = (0..M).map(|j| ut_cols[j * M + k] * s.y[j]).sum();
-            if sing[k] > 0.0 { c / sing[k] } else { 0.0 }
+            if sing[k] > 0.0 {
+                c / sing[k]
+            } else {
+                0.0
+            }
         })
         .collect();
     (vt, y_spec, sing)

@@ -290,18 +290,29 @@ fn samplers_against_exact_posterior() {
             .zip(&dmps_cg_x)
             .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(max_diff < 1e-2, "{name}: DMPS SVD vs CG samples differ by {max_diff}");
-        for (what, v) in [("dps", dps), ("dmps", dmps), ("cdps", cdps), ("cdps (measurement)", cdps_m)] {
+        for (what, v) in [
+            ("dps", dps),
+            ("dmps", dmps),
+            ("cdps", cdps),
+            ("cdps (measurement)", cdps_m),
+        ] {
             assert!(v > floor, "{name}: {what} {v} beats exact samples {floor}?");
         }
         // Conditioning helps: every posterior sampler is clearly closer than the prior.
         assert!(dps < 0.35 * prior, "{name}: DPS {dps} vs prior {prior}");
         assert!(dmps < 0.93 * prior, "{name}: DMPS {dmps} vs prior {prior}");
-        assert!(cdps_m < 0.96 * prior, "{name}: C-DPS (measurement basis) {cdps_m} vs prior {prior}");
+        assert!(
+            cdps_m < 0.96 * prior,
+            "{name}: C-DPS (measurement basis) {cdps_m} vs prior {prior}"
+        );
         // The spectral chain's noise matches A x_t's (orthonormal rows): level
         // with DMPS (measured 1.03x / 0.99x) where the measurement basis lags
         // (2.1x / 1.06x).
         assert!(cdps < 1.15 * dmps, "{name}: C-DPS (spectral) {cdps} vs DMPS {dmps}");
-        assert!(cdps < cdps_m, "{name}: C-DPS spectral {cdps} vs measurement basis {cdps_m}");
+        assert!(
+            cdps < cdps_m,
+            "{name}: C-DPS spectral {cdps} vs measurement basis {cdps_m}"
+        );
         // The slides' literal forward-kernel reading diverges (null-space drift).
         assert!(
             cdps_f > 5.0 * prior,

@@ -61,8 +61,8 @@
 use super::cg::{Cg, Space};
 use super::{CdpsBasis, CdpsVariant, Core, Measurement, Role, SamplerError, StepParams};
 use crate::gpu::Plan;
-use crate::operators::{Operator, SpectralRows};
 use crate::kernels::random::Noise;
+use crate::operators::{Operator, SpectralRows};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -131,7 +131,11 @@ impl Cdps {
             None => m.op,
         };
         let y = Tensor::from_slice(gpu, "y", &ms, &m.per_sample(n, m_per))?;
-        let y0 = if spectral { Tensor::zeros(gpu, "y~", &ms)? } else { y.clone() };
+        let y0 = if spectral {
+            Tensor::zeros(gpu, "y~", &ms)?
+        } else {
+            y.clone()
+        };
         let ycur = Tensor::zeros(gpu, "y_t", &ms)?;
         let zy = Tensor::zeros(gpu, "chain noise", &ms)?;
         let e2 = Tensor::zeros(gpu, "pw e2", &ms)?;
@@ -155,7 +159,14 @@ impl Cdps {
             core.opts.cg_iters,
         )?;
 
-        let chain = [&y0.buffer, &zy.buffer, &e2.buffer, &aeps.buffer, &ycur.buffer, &w.buffer];
+        let chain = [
+            &y0.buffer,
+            &zy.buffer,
+            &e2.buffer,
+            &aeps.buffer,
+            &ycur.buffer,
+            &w.buffer,
+        ];
         let measure = match m.op.svd() {
             Some(svd) if spectral => {
                 let mut b = chain.to_vec();
@@ -192,12 +203,7 @@ impl Cdps {
         let mut init = Plan::new();
         if let Some(svd) = m.op.svd().filter(|_| spectral) {
             init.extend(svd.ut(gpu, &y, &y0)?);
-            init.push(core.kernel(
-                gpu,
-                "cdps_whiten",
-                &[&svd.singulars().buffer, &y0.buffer],
-                n * m_per,
-            )?);
+            init.push(core.kernel(gpu, "cdps_whiten", &[&svd.singulars().buffer, &y0.buffer], n * m_per)?);
         }
         let zy_init = Noise::new(gpu, &zy, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
         init.push(zy_init.dispatch.clone());
