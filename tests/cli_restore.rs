@@ -157,6 +157,21 @@ fn restore_refuses_bad_input_with_one_line() {
             vec!["--task", "sr", "--method", "dmps", "--input", &img, "--steps", "1001"],
             "--steps",
         ),
+        (
+            vec![
+                "--task",
+                "deblur-motion",
+                "--kernel-size",
+                "9",
+                "--method",
+                "cdps",
+                "--cdps-basis",
+                "spectral",
+                "--input",
+                &img,
+            ],
+            "no SVD form",
+        ),
     ];
     for (args, needle) in cases {
         let out = scratch("bad");
