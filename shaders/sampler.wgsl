@@ -18,8 +18,8 @@ struct Step {
     guide: f32,         // coefficient of g in ddpm_step
     guide2: f32,        // coefficient of h in ddpm_step
     resid_scale: f32,   // r = y - resid_scale * (A x)
-    sigma_y2: f32,      // DMPS: sigma_y^2
-    gamma: f32,         // DMPS: (b / a)^2
+    sigma_y2: f32,      // DMPS: sigma_y^2; C-DPS spectral: abar_{t-1} sigma_y^2
+    gamma: f32,         // DMPS: (b / a)^2; C-DPS spectral: 1 - abar_{t-1}
     y_coef0: f32,       // C-DPS bridge: y_{t-1} = y_coef0 y_0 + y_coef1 y_t + y_std z
     y_coef1: f32,
     y_std: f32,
