@@ -254,14 +254,17 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                                     .collect(),
                             ),
                         };
-                        for k in 0..M {
-                            let got = y0[n * M + k];
-                            assert!(
-                                (got - chain_y0[k]).abs() <= 1e-4 * (1.0 + chain_y0[k].abs()),
-                                "{what}: chain y_0 {got} vs {}",
-                                chain_y0[k]
-                            );
-                        }
+                        let check_m = |name: &str, got: &[f64], want: &[f64]| {
+                            for k in 0..M {
+                                let g = got[n * M + k];
+                                assert!(
+                                    (g - want[k]).abs() <= 1e-4 * (1.0 + want[k].abs()),
+                                    "{what}: {name} {g} vs {}",
+                                    want[k]
+                                );
+                            }
+                        };
+                        check_m("chain y_0", y0, chain_y0);
                         let yp: Vec<f64> = (0..M)
                             .map(|k| {
                                 sched.posterior_mean_coef1[i] * chain_y0[k]
@@ -269,14 +272,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                                     + sched.posterior_variance[i].sqrt() * zy[n * M + k]
                             })
                             .collect();
-                        for k in 0..M {
-                            let got = y_after[n * M + k];
-                            assert!(
-                                (got - yp[k]).abs() <= 1e-4 * (1.0 + yp[k].abs()),
-                                "{what}: y chain {got} vs {}",
-                                yp[k]
-                            );
-                        }
+                        check_m("y chain", y_after, &yp);
                         let tw = (1.0 - prev) / b;
                         let reps = matvec(rows, &eps);
                         let w: Vec<f64> = (0..M)
