@@ -15,14 +15,7 @@ use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let near = root.join("../shared/fixtures/gmm");
-    let dir = if near.is_dir() {
-        near
-    } else {
-        root.join("../../shared/fixtures/gmm")
-    };
-    dir.join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gmm").join(name)
 }
 
 fn samples() -> usize {

@@ -1,6 +1,8 @@
 //! `tweedie restore` end to end on a fixture U-Net and a shipped test image:
 //! the outputs a user expects, and one clear line for bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -16,7 +18,7 @@ fn root() -> PathBuf {
 }
 
 fn gray_model() -> String {
-    root().join("../shared/fixtures/unet/adm_gray").display().to_string()
+    common::fixture("unet/adm_gray").display().to_string()
 }
 
 fn image() -> String {

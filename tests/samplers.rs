@@ -1,5 +1,5 @@
 //! Every sampler with the exact Gaussian-mixture prior, scored against exact
-//! posterior samples by sliced Wasserstein-2 (fixtures ../shared/fixtures/gmm).
+//! posterior samples by sliced Wasserstein-2 (fixtures in tests/fixtures/gmm).
 //! Bounds: the prior (no conditioning) above, fresh exact posterior samples
 //! (the sampling-noise floor) below.
 
@@ -15,17 +15,8 @@ use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
 
-/// `../shared/fixtures/gmm` beside the project root (one level further up from
-/// a helper's worktree in `wt/<name>`).
 fn fixture(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let near = root.join("../shared/fixtures/gmm");
-    let dir = if near.is_dir() {
-        near
-    } else {
-        root.join("../../shared/fixtures/gmm")
-    };
-    dir.join(name)
+    common::fixture(&format!("gmm/{name}"))
 }
 
 /// Sliced W2: 1000 random unit directions, sorted projections, RMS difference;

@@ -10,13 +10,8 @@ use std::path::PathBuf;
 use tweedie::io::TensorFile;
 use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
-/// `../shared/fixtures/unet` beside the project root; `TWEEDIE_FIXTURES`
-/// points elsewhere (a worktree whose parent has no `shared/`).
 fn fixture(name: &str) -> PathBuf {
-    let root = std::env::var_os("TWEEDIE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    root.join("unet").join(name)
+    common::fixture(&format!("unet/{name}"))
 }
 
 fn check(name: &str) {

@@ -14,9 +14,7 @@ use tweedie::unet::Unet;
 use tweedie::Tensor;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/unet")
-        .join(name)
+    common::fixture(&format!("unet/{name}"))
 }
 
 fn opts(steps: usize, seed: u64) -> SamplerOptions {

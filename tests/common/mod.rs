@@ -59,3 +59,10 @@ pub fn dot64(a: &[f32], b: &[f32]) -> f64 {
 pub fn norm64(a: &[f32]) -> f64 {
     dot64(a, a).sqrt()
 }
+
+/// A file or directory under `tests/fixtures/` (the reference data in the
+/// repository; see its README for provenance): `fixture("unet/adm_gray")`,
+/// `fixture("gmm/d8_m2.safetensors")`.
+pub fn fixture(rel: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
