@@ -66,6 +66,13 @@ impl TensorFile {
             path: path.clone(),
             err,
         })?;
+        Self::from_bytes(path, bytes)
+    }
+
+    /// A safetensors file already in memory (an embedded model); `label`
+    /// stands for its path in messages.
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<TensorFile, IoError> {
+        let path = label.into();
         SafeTensors::deserialize(&bytes).map_err(|e| IoError::Format {
             path: path.clone(),
             message: e.to_string(),
@@ -176,12 +183,26 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+    Ok(image_to_tensor(img))
+}
+
+/// As [`read_image`], from an encoded PNG/JPEG in memory; `label` names it in messages.
+pub fn read_image_bytes(label: &str, bytes: &[u8]) -> Result<HostTensor, IoError> {
+    let img = image::load_from_memory(bytes).map_err(|e| IoError::Image {
+        path: PathBuf::from(label),
+        message: e.to_string(),
+    })?;
+    Ok(image_to_tensor(img))
+}
+
+/// [1, C, H, W] on [-1, 1]: grayscale stays 1 channel, anything with colour is RGB.
+fn image_to_tensor(img: image::DynamicImage) -> HostTensor {
     let gray = !img.color().has_color();
     let (w, h) = (img.width() as usize, img.height() as usize);
     if gray {
         let g = img.to_luma8();
         let data = g.as_raw().iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
-        Ok(HostTensor::new(vec![1, 1, h, w], data))
+        HostTensor::new(vec![1, 1, h, w], data)
     } else {
         let rgb = img.to_rgb8();
         let raw = rgb.as_raw();
@@ -191,7 +212,7 @@ pub fn read_image(path: impl AsRef<Path>) -> Result<HostTensor, IoError> {
                 data[c * h * w + i] = raw[i * 3 + c] as f32 / 127.5 - 1.0;
             }
         }
-        Ok(HostTensor::new(vec![1, 3, h, w], data))
+        HostTensor::new(vec![1, 3, h, w], data)
     }
 }
 

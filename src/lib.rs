@@ -25,9 +25,9 @@
 //! let (device, queue) = pollster::block_on(adapter.request_device(&Default::default()))?;
 //! let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
 //!
-//! // The shipped 32x32 grayscale prior and a x2 super-resolution operator.
-//! let model_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-32");
-//! let model = UnetScore::new(Arc::new(Unet::load(&gpu, model_dir.as_ref())?), 32, 32);
+//! // The built-in 32x32 grayscale prior (`Unet::load(&gpu, dir)` reads any other)
+//! // and a x2 super-resolution operator.
+//! let model = UnetScore::new(Arc::new(Unet::load_embedded(&gpu)?), 32, 32);
 //! let op = build(&gpu, &TaskSpec { factor: Some(2), ..TaskSpec::new("sr") }, [1, 32, 32], 0)?;
 //!
 //! // Buffers the application owns: a 16x16 measurement in, a 32x32 image out.
@@ -51,6 +51,7 @@
 //! ```
 
 pub mod cli;
+pub mod embedded;
 pub mod gpu;
 pub mod io;
 pub mod kernels;

@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::eval::{evaluate, mean_of};
-use super::restore::{list_images, load_prior, prepare_out, DEFAULT_MODEL};
+use super::restore::{load_prior, prepare_out, ImageRef};
 use super::sampling::SamplingArgs;
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::TaskSpec;
@@ -33,7 +33,7 @@ pub struct DemoArgs {
     pub count: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Model directory; default: the shipped Fashion-MNIST prior.
+    /// Model directory; default: the built-in Fashion-MNIST prior.
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[arg(long)]
@@ -42,8 +42,7 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.count > 0, "--count must be at least 1");
-    let images_dir = PathBuf::from(DEFAULT_MODEL).join("test-images");
-    let mut images = list_images(&images_dir)?;
+    let mut images = ImageRef::embedded_test_images();
     images.truncate(args.count);
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
@@ -120,7 +119,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         results.push(json!({"task": name, "label": label, "images": rows, "mean": m, "seconds_sampling": seconds, "picture": picture.display().to_string()}));
     }
     let report = json!({
-        "model": prior.path.display().to_string(),
+        "model": prior.name,
         "method": "dmps",
         "lambda": DEMO_LAMBDA,
         "steps": args.steps,
@@ -146,7 +145,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
 /// size) | baseline | DMPS, 2-pixel gaps, everything scaled x3 for viewing.
 fn side_by_side(
     path: &std::path::Path,
-    images: &[PathBuf],
+    images: &[ImageRef],
     pictures: &[(Vec<f32>, Vec<f32>, Vec<f32>)],
     c: usize,
     size: usize,
@@ -162,7 +161,7 @@ fn side_by_side(
     let factor = if spec.task == "sr" { spec.factor.unwrap_or(4) } else { 1 };
     let ms = size.div_ceil(factor);
     for (r, (p, (x, base, y))) in images.iter().zip(pictures).enumerate() {
-        let clean = crate::io::read_image(p).with_context(|| p.display().to_string())?;
+        let clean = p.read().with_context(|| p.display())?;
         let clean = if clean.shape[1] == c {
             clean.data
         } else {

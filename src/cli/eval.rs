@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use super::restore::{list_images, load_clean, load_prior, prepare_out, progress, task_json, Prior};
+use super::restore::{list_images, load_clean, load_prior, prepare_out, progress, task_json, ImageRef, Prior};
 use super::sampling::{default_zeta, method_name, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
@@ -98,7 +98,7 @@ pub struct Row {
 pub fn evaluate(
     gpu: &Gpu,
     prior: &Prior,
-    images: &[PathBuf],
+    images: &[ImageRef],
     spec: &TaskSpec,
     method: Method,
     sampling: &SamplingArgs,
@@ -161,10 +161,7 @@ pub fn evaluate(
                 sample_ssim += ssim(x, clean, c, h, w) / samples as f64;
             }
             rows.push(Row {
-                image: p
-                    .file_name()
-                    .map(|f| f.to_string_lossy().to_string())
-                    .unwrap_or_default(),
+                image: p.file_name(),
                 psnr: psnr(&mean, clean),
                 ssim: ssim(&mean, clean, c, h, w),
                 sample_psnr,
@@ -180,11 +177,8 @@ pub fn evaluate(
 }
 
 /// FNV-1a of the file name.
-fn name_hash(p: &Path) -> u64 {
-    let name = p
-        .file_name()
-        .map(|f| f.to_string_lossy().to_string())
-        .unwrap_or_default();
+fn name_hash(p: &ImageRef) -> u64 {
+    let name = p.file_name();
     name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -317,7 +311,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         args.quiet,
     )?;
     let header = json!({
-        "model": prior.path.display().to_string(),
+        "model": prior.name,
         "task": args.spec.task,
         "task_options": task_json(&args.spec),
         "method": method_name(method),

@@ -20,12 +20,9 @@ use crate::tensor::HostTensor;
 use crate::unet::Unet;
 use crate::Gpu;
 
-/// The shipped prior: an ADM U-Net trained on Fashion-MNIST at 32x32.
-pub const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/fashion-mnist-32");
-
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// Model directory (model.safetensors + config.json); default: the shipped Fashion-MNIST prior.
+    /// Model directory (model.safetensors + config.json); default: the built-in Fashion-MNIST prior.
     #[arg(long)]
     pub model: Option<PathBuf>,
     #[command(flatten)]
@@ -59,22 +56,30 @@ pub struct RestoreArgs {
 
 /// A loaded model and its planned resolution.
 pub struct Prior {
-    pub path: PathBuf,
+    /// The model directory, or the built-in prior's name.
+    pub name: String,
     pub score: UnetScore,
     pub channels: usize,
     pub size: usize,
     pub load_seconds: f64,
 }
 
+/// Loads `--model`, or the built-in prior ([`crate::embedded`]) without one.
 pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
-    let path = model
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL));
     let start = Instant::now();
-    let unet = Unet::load(gpu, &path).with_context(|| format!("loading model {}", path.display()))?;
+    let (unet, name) = match model {
+        Some(path) => (
+            Unet::load(gpu, path).with_context(|| format!("loading model {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            Unet::load_embedded(gpu).context("loading the built-in prior")?,
+            crate::embedded::MODEL_NAME.to_string(),
+        ),
+    };
     let (channels, size) = (unet.config.in_channels(), unet.config.image_size());
     Ok(Prior {
-        path,
+        name,
         score: UnetScore::new(Arc::new(unet), size, size),
         channels,
         size,
@@ -82,16 +87,70 @@ pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
     })
 }
 
+/// A clean input image: a file, or one of the built-in test images.
+#[derive(Clone, Debug)]
+pub enum ImageRef {
+    File(PathBuf),
+    Embedded { name: &'static str, png: &'static [u8] },
+}
+
+impl ImageRef {
+    /// The built-in held-out test images ([`crate::embedded::TEST_IMAGES`]), sorted by name.
+    pub fn embedded_test_images() -> Vec<ImageRef> {
+        crate::embedded::TEST_IMAGES
+            .iter()
+            .map(|&(name, png)| ImageRef::Embedded { name, png })
+            .collect()
+    }
+
+    /// The file name (with extension).
+    pub fn file_name(&self) -> String {
+        match self {
+            ImageRef::File(p) => p
+                .file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default(),
+            ImageRef::Embedded { name, .. } => name.to_string(),
+        }
+    }
+
+    /// The file name without its extension.
+    pub fn stem(&self) -> String {
+        let name = self.file_name();
+        match name.rsplit_once('.') {
+            Some((stem, _)) if !stem.is_empty() => stem.to_string(),
+            _ => name,
+        }
+    }
+
+    /// How the image is named in messages: its path, or "built-in NAME".
+    pub fn display(&self) -> String {
+        match self {
+            ImageRef::File(p) => p.display().to_string(),
+            ImageRef::Embedded { name, .. } => format!("built-in {name}"),
+        }
+    }
+
+    /// Decodes it to [1, C, H, W] on [-1, 1].
+    pub fn read(&self) -> anyhow::Result<HostTensor> {
+        Ok(match self {
+            ImageRef::File(p) => read_image(p)?,
+            ImageRef::Embedded { name, png } => crate::io::read_image_bytes(name, png)?,
+        })
+    }
+}
+
 /// Reads a clean image and fits it to the model: channel conversion where it
 /// is unambiguous (said on stderr), size must match.
-pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<HostTensor> {
-    let img = read_image(path)?;
+pub fn load_clean(image: &ImageRef, prior: &Prior, quiet: bool) -> anyhow::Result<HostTensor> {
+    let img = image.read()?;
+    let path = image.display();
     let (c, h, w) = (img.shape[1], img.shape[2], img.shape[3]);
     if h != prior.size || w != prior.size {
         bail!(
             "{}: image is {w}x{h} but the model {} takes {}x{} images (resize or pad it first)",
-            path.display(),
-            prior.path.display(),
+            path,
+            prior.name,
             prior.size,
             prior.size
         );
@@ -102,7 +161,7 @@ pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<Hos
             if !quiet {
                 eprintln!(
                     "note: {}: RGB image converted to grayscale (mean of R, G, B) for a grayscale model",
-                    path.display()
+                    path
                 );
             }
             let hw = h * w;
@@ -115,7 +174,7 @@ pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<Hos
             if !quiet {
                 eprintln!(
                     "note: {}: grayscale image replicated to 3 channels for an RGB model",
-                    path.display()
+                    path
                 );
             }
             let mut data = img.data.clone();
@@ -123,13 +182,13 @@ pub fn load_clean(path: &Path, prior: &Prior, quiet: bool) -> anyhow::Result<Hos
             data.extend_from_slice(&img.data);
             HostTensor::new(vec![1, 3, h, w], data)
         }
-        (a, b) => bail!("{}: image has {a} channels but the model takes {b}", path.display()),
+        (a, b) => bail!("{}: image has {a} channels but the model takes {b}", path),
     };
     Ok(x)
 }
 
 /// Lists PNG/JPEG files: the file itself, or a directory's images sorted by name.
-pub fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn list_images(input: &Path) -> anyhow::Result<Vec<ImageRef>> {
     if input.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(input)
             .with_context(|| format!("reading directory {}", input.display()))?
@@ -144,9 +203,9 @@ pub fn list_images(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
         if v.is_empty() {
             bail!("{}: no PNG or JPEG images in this directory", input.display());
         }
-        Ok(v)
+        Ok(v.into_iter().map(ImageRef::File).collect())
     } else if input.exists() {
-        Ok(vec![input.to_path_buf()])
+        Ok(vec![ImageRef::File(input.to_path_buf())])
     } else {
         bail!("{}: no such file or directory", input.display())
     }
@@ -291,13 +350,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             let resolved = resolve(&args.spec, in_shape, seed)?;
             let op = resolved.build(&gpu)?;
             let y = measure(&gpu, op.as_ref(), &clean, args.sigma, seed)?;
-            let name = if inputs.len() > 1 {
-                p.file_stem()
-                    .map(|s| s.to_string_lossy().to_string())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
+            let name = if inputs.len() > 1 { p.stem() } else { String::new() };
             jobs.push(Job {
                 name,
                 clean: Some(clean),
@@ -325,7 +378,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         let q = job.clean.as_ref().map(|c| quality(&r, c));
         let report = json!({
             "tweedie": env!("CARGO_PKG_VERSION"),
-            "model": prior.path.display().to_string(),
+            "model": prior.name,
             "task": job.resolved.task,
             "task_options": task_json(&args.spec),
             "method": method_name(args.method),

@@ -14,7 +14,7 @@ use crate::tensor::HostTensor;
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// Model directory; default: the shipped Fashion-MNIST prior.
+    /// Model directory; default: the built-in Fashion-MNIST prior.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Number of samples (the grid is as square as it gets).

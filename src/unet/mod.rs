@@ -57,6 +57,15 @@ impl Unet {
         Ok(Unet { config, graph, weights })
     }
 
+    /// The built-in default prior ([`crate::embedded`]: the shipped
+    /// Fashion-MNIST U-Net, compiled into the library).
+    pub fn load_embedded(gpu: &Gpu) -> Result<Unet, WeightsError> {
+        let checked = weights::inspect_embedded()?;
+        let (config, graph, host) = weights::pack_checked(checked, weights::max_arena_elems(gpu))?;
+        let weights = Weights::upload(gpu, &host)?;
+        Ok(Unet { config, graph, weights })
+    }
+
     /// A model of `config` with random weights drawn from `seed` (benchmarks).
     pub fn random(gpu: &Gpu, config: &UnetConfig, seed: u64) -> Result<Unet, WeightsError> {
         let graph = Graph::build(config, false).map_err(|source| WeightsError::Graph {

@@ -238,18 +238,44 @@ pub fn inspect(path: &Path) -> Result<(UnetConfig, Graph, TensorFile), WeightsEr
     let files = ModelFiles::resolve(path)?;
     let config = UnetConfig::from_file(&files.config)?;
     let file = TensorFile::open(&files.weights)?;
+    check_model(config, &files.config, file)
+}
+
+/// As [`inspect`], on a config and a checkpoint already read (`config_path`
+/// names the config in messages).
+pub fn check_model(
+    config: UnetConfig,
+    config_path: &Path,
+    file: TensorFile,
+) -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
     let old_names = file.keys().iter().any(|k| k.ends_with(".query.weight"));
     let graph = Graph::build(&config, old_names).map_err(|source| WeightsError::Graph {
-        path: files.config.clone(),
+        path: config_path.to_path_buf(),
         source,
     })?;
     check_against(&graph, &file)?;
     Ok((config, graph, file))
 }
 
+/// The built-in default prior ([`crate::embedded`]), checked like a file.
+pub fn inspect_embedded() -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
+    use crate::embedded::{CONFIG_JSON, MODEL_NAME, MODEL_SAFETENSORS};
+    let label = Path::new(MODEL_NAME);
+    let config = UnetConfig::from_json_str(CONFIG_JSON, label)?;
+    let file = TensorFile::from_bytes(label, MODEL_SAFETENSORS.to_vec())?;
+    check_model(config, label, file)
+}
+
 /// Loads config + checkpoint, checks them against each other and packs the weights.
 pub fn load_host(path: &Path, max_arena: usize) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
-    let (config, graph, file) = inspect(path)?;
+    pack_checked(inspect(path)?, max_arena)
+}
+
+/// Packs a checked model's weights.
+pub fn pack_checked(
+    (config, graph, file): (UnetConfig, Graph, TensorFile),
+    max_arena: usize,
+) -> Result<(UnetConfig, Graph, HostWeights), WeightsError> {
     let host = HostWeights::pack(&graph, max_arena, |p| Ok(file.get(&p.name)?.data))?;
     Ok((config, graph, host))
 }
