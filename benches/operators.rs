@@ -17,7 +17,7 @@ fn quick() -> bool {
 }
 
 fn families() -> Vec<(&'static str, TaskSpec)> {
-    let t = TaskSpec::new;
+    let t = |name: &str| TaskSpec::new(name.parse().expect("a task name"));
     vec![
         ("denoise", t("denoise")),
         ("inpaint-random", t("inpaint-random")),

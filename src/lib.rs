@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use tweedie::operators::task::{build, TaskSpec};
+//! use tweedie::operators::task::{build, Task, TaskSpec};
 //! use tweedie::restore::restore_gpu;
 //! use tweedie::samplers::{Method, SamplerOptions, UnetScore};
 //! use tweedie::unet::Unet;
@@ -28,7 +28,7 @@
 //! // The built-in 32x32 grayscale prior (`Unet::load(&gpu, dir)` reads any other)
 //! // and a x2 super-resolution operator.
 //! let model = UnetScore::new(Arc::new(Unet::load_embedded(&gpu)?), 32, 32);
-//! let op = build(&gpu, &TaskSpec { factor: Some(2), ..TaskSpec::new("sr") }, [1, 32, 32], 0)?;
+//! let op = build(&gpu, &TaskSpec { factor: Some(2), ..TaskSpec::new(Task::Sr) }, [1, 32, 32], 0)?;
 //!
 //! // Buffers the application owns: a 16x16 measurement in, a 32x32 image out.
 //! let buffer = |bytes: u64| device.create_buffer(&wgpu::BufferDescriptor {

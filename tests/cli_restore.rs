@@ -148,6 +148,19 @@ fn restore_refuses_bad_input_with_one_line() {
             "no-such-task",
         ),
         (
+            vec![
+                "--task",
+                "inpaint-box",
+                "--box",
+                "0",
+                "--method",
+                "dps",
+                "--input",
+                &img,
+            ],
+            "--box 0",
+        ),
+        (
             vec!["--task", "sr", "--method", "dmps", "--input", s(&big_png)],
             "40x40",
         ),

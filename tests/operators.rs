@@ -14,7 +14,7 @@ use rand::Rng;
 use tweedie::gpu::Plan;
 use tweedie::io::{read_image, write_tensors, TensorFile};
 use tweedie::operators::sr::SrFilter;
-use tweedie::operators::task::{build, resolve, resolve_saved, Resolved, TaskSpec};
+use tweedie::operators::task::{build, resolve, resolve_saved, Resolved, Task, TaskSpec};
 use tweedie::operators::{Operator, OperatorError};
 use tweedie::{Gpu, HostTensor, Tensor};
 
@@ -221,7 +221,7 @@ fn numel(s: [usize; 3]) -> usize {
 }
 
 fn spec(task: &str) -> TaskSpec {
-    TaskSpec::new(task)
+    TaskSpec::new(task.parse().unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// The operators under test on small, awkward shapes (odd, non-square, a
@@ -420,7 +420,7 @@ fn svd_forms_reconstruct_the_operator() {
     for (i, (spec, n, shape)) in cases().into_iter().enumerate() {
         let op = build(&gpu, &spec, shape, 5 + i as u64).unwrap();
         let Some(svd) = op.svd() else {
-            assert_eq!(spec.task, "deblur-motion", "only motion blur lacks an SVD");
+            assert_eq!(spec.task, Task::DeblurMotion, "only motion blur lacks an SVD");
             continue;
         };
         let what = format!("{} {:?}", spec.task, shape);
@@ -478,7 +478,7 @@ fn forward_matches_cpu_references() {
         let [c, h, w] = shape;
         let x: Vec<f32> = randn(&mut r, n * numel(shape));
         let got = forward(&gpu, op.as_ref(), n, &x);
-        let want: Vec<f32> = match (&resolved.kind, spec.task.as_str()) {
+        let want: Vec<f32> = match (&resolved.kind, spec.task.name()) {
             (Resolved::Denoise, _) => x.clone(),
             (Resolved::Dense { matrix }, _) => {
                 let (m, d) = (matrix.shape[0], matrix.shape[1]);
@@ -691,8 +691,20 @@ fn build_err(task: TaskSpec, shape: [usize; 3]) -> String {
 fn factory_refuses_bad_tasks_and_options() {
     let e = build_err(spec("deblur-gaussian"), [3, 17, 13]);
     assert!(e.contains("--kernel-size") && e.contains("17x13"), "{e}");
-    let e = build_err(spec("nonsense"), [3, 8, 8]);
+    let e = "nonsense".parse::<Task>().unwrap_err();
     assert!(e.contains("unknown --task"), "{e}");
+    for t in Task::ALL {
+        assert_eq!(t.name().parse::<Task>(), Ok(t), "names round-trip");
+    }
+    // --box 0 is out of range like any other side (it used to become 1).
+    let e = build_err(
+        TaskSpec {
+            box_side: Some(0),
+            ..spec("inpaint-box")
+        },
+        [1, 8, 8],
+    );
+    assert!(e.contains("--box 0"), "{e}");
     let e = build_err(
         TaskSpec {
             factor: Some(2),
@@ -875,7 +887,7 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
         let y = file.get("y").unwrap();
         assert_eq!(file.get("sigma_y").unwrap().data, vec![0.0]);
         // Rebuild A from the file alone (its seed-drawn parts), apply it to the clean image.
-        let mut spec = TaskSpec::new(task);
+        let mut spec = spec(task);
         if task == "sr" {
             spec.factor = Some(2);
             spec.filter = Some(SrFilter::Block);

@@ -7,7 +7,7 @@ use common::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tweedie::operators::task::{build, TaskSpec};
+use tweedie::operators::task::{build, Task, TaskSpec};
 use tweedie::operators::Operator;
 use tweedie::samplers::{Measurement, Method, Sampler, SamplerOptions, UnetScore};
 use tweedie::unet::Unet;
@@ -62,7 +62,7 @@ fn every_sampler_runs_with_a_unet_and_uses_the_measurement() {
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         box_side: Some(12),
-        ..TaskSpec::new("inpaint-box")
+        ..TaskSpec::new(Task::InpaintBox)
     };
     let op = build(&gpu, &spec, [3, 32, 32], 3).unwrap();
     let y = measure(op.as_ref(), 3);
@@ -86,7 +86,7 @@ fn samplers_run_with_fixed_variance_and_diffusers_models() {
         let model = UnetScore::new(unet, 32, 32);
         let spec = TaskSpec {
             factor: Some(2),
-            ..TaskSpec::new("sr")
+            ..TaskSpec::new(Task::Sr)
         };
         let op = build(&gpu, &spec, [3, 32, 32], 0).unwrap();
         let y = measure(op.as_ref(), 3);
@@ -107,7 +107,7 @@ fn dps_first_image_does_not_depend_on_batch_size() {
     let spec = TaskSpec {
         factor: Some(2),
         filter: None,
-        ..TaskSpec::new("sr")
+        ..TaskSpec::new(Task::Sr)
     };
     let op = build(&gpu, &spec, [1, 32, 32], 0).unwrap();
     let y = measure(op.as_ref(), 1);
@@ -133,7 +133,7 @@ fn per_sample_measurements_match_single_image_runs() {
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         box_side: Some(10),
-        ..TaskSpec::new("inpaint-box")
+        ..TaskSpec::new(Task::InpaintBox)
     };
     let op = build(&gpu, &spec, [1, 32, 32], 2).unwrap();
     let y0 = measure(op.as_ref(), 1);
@@ -230,7 +230,7 @@ fn embedding_restores_between_caller_owned_buffers() {
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         factor: Some(2),
-        ..TaskSpec::new("sr")
+        ..TaskSpec::new(Task::Sr)
     };
     let op = build(&gpu, &spec, [1, 32, 32], 0).unwrap();
     let m = 16 * 16;

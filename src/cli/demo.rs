@@ -14,7 +14,7 @@ use super::eval::{evaluate, mean_of};
 use super::restore::{load_prior, prepare_out, ImageRef};
 use super::sampling::SamplingArgs;
 use crate::io::{write_atomic, write_image};
-use crate::operators::task::TaskSpec;
+use crate::operators::task::{Task, TaskSpec};
 use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method};
 
 /// DMPS lambda for the demo's few respaced steps.
@@ -66,7 +66,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             "inpaint-box",
             TaskSpec {
                 box_side: Some(12),
-                ..TaskSpec::new("inpaint-box")
+                ..TaskSpec::new(Task::InpaintBox)
             },
             "12x12 box inpainting",
         ),
@@ -74,7 +74,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             "sr",
             TaskSpec {
                 factor: Some(2),
-                ..TaskSpec::new("sr")
+                ..TaskSpec::new(Task::Sr)
             },
             "x2 super-resolution (bicubic)",
         ),
@@ -158,7 +158,11 @@ fn side_by_side(
         images.len() * tile + (images.len() + 1) * gap,
     );
     let mut canvas = vec![1.0f32; c * h * w];
-    let factor = if spec.task == "sr" { spec.factor.unwrap_or(4) } else { 1 };
+    let factor = if spec.task == Task::Sr {
+        spec.factor.unwrap_or(4)
+    } else {
+        1
+    };
     let ms = size.div_ceil(factor);
     for (r, (p, (x, base, y))) in images.iter().zip(pictures).enumerate() {
         let clean = p.read().with_context(|| p.display())?;

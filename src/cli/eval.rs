@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use super::restore::{list_images, load_clean, load_prior, prepare_out, progress, task_json, ImageRef, Prior};
+use super::restore::{list_images, load_clean, load_prior, prepare_out, progress, ImageRef, Prior};
 use super::sampling::{default_zeta, method_name, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
@@ -111,7 +111,7 @@ pub fn evaluate(
     let in_shape = [prior.channels, prior.size, prior.size];
     let resolved = resolve(spec, in_shape, sampling.seed)?;
     let op = resolved.build(gpu)?;
-    let opts = sampling.options(default_zeta(&resolved.task), true, VarianceType::FixedLarge);
+    let opts = sampling.options(default_zeta(resolved.task), true, VarianceType::FixedLarge);
     let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
     let per = c * h * w;
     let m_per: usize = op.out_shape().iter().product();
@@ -313,14 +313,14 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     let header = json!({
         "model": prior.name,
         "task": args.spec.task,
-        "task_options": task_json(&args.spec),
+        "task_options": args.spec.options_json(),
         "method": method_name(method),
         "steps": args.sampling.steps,
         "samples_per_image": args.samples,
         "scores": "psnr/ssim: the mean of the samples; sample_psnr/sample_ssim: averaged over single samples",
         "seed": args.sampling.seed,
         "sigma_y": args.sigma,
-        "zeta": args.sampling.zeta.unwrap_or(default_zeta(&args.spec.task)),
+        "zeta": args.sampling.zeta.unwrap_or(default_zeta(args.spec.task)),
         "lambda": args.sampling.lambda,
         "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
         "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),

@@ -57,7 +57,22 @@ pub enum Command {
 
 /// Parses arguments, runs the command, returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's message in one line, like every other error: the usage
+            // and "for more information" lines dropped, the rest joined.
+            let text = e.render().to_string();
+            let msg: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:"))
+                .collect();
+            eprintln!("{}", msg.join(" "));
+            return 2;
+        }
+    };
     let result = match cli.command {
         Command::Demo(a) => demo::run(a, cli.verbose),
         Command::Restore(a) => restore::run(a, cli.verbose),

@@ -258,7 +258,7 @@ pub fn run_job(
 ) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
-    let opts = sampling.options(default_zeta(&job.resolved.task), true, VarianceType::FixedLarge);
+    let opts = sampling.options(default_zeta(job.resolved.task), true, VarianceType::FixedLarge);
     let plan_s = t0.elapsed().as_secs_f64();
     pb.set_position(0);
     let mut cb = |done: usize, total: usize| {
@@ -380,14 +380,14 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "tweedie": env!("CARGO_PKG_VERSION"),
             "model": prior.name,
             "task": job.resolved.task,
-            "task_options": task_json(&args.spec),
+            "task_options": args.spec.options_json(),
             "method": method_name(args.method),
             "steps": r.steps,
             "samples": args.samples,
             "batch": batch,
             "seed": args.sampling.seed,
             "sigma_y": job.sigma_y,
-            "zeta": args.sampling.zeta.unwrap_or(default_zeta(&job.resolved.task)),
+            "zeta": args.sampling.zeta.unwrap_or(default_zeta(job.resolved.task)),
             "lambda": args.sampling.lambda,
             "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
             "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
@@ -420,15 +420,6 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         eprintln!("{} image(s) in {:.1} s", jobs.len(), started.elapsed().as_secs_f64());
     }
     Ok(())
-}
-
-pub fn task_json(spec: &TaskSpec) -> serde_json::Value {
-    json!({
-        "box": spec.box_side, "ratio": spec.ratio, "kernel_size": spec.kernel_size, "kernel_sigma": spec.kernel_sigma,
-        "intensity": spec.intensity, "factor": spec.factor, "filter": spec.filter.map(|f| format!("{f:?}").to_lowercase()),
-        "mask": spec.mask.as_ref().map(|p| p.display().to_string()), "kernel": spec.kernel.as_ref().map(|p| p.display().to_string()),
-        "matrix": spec.matrix.as_ref().map(|p| p.display().to_string()),
-    })
 }
 
 /// Measurement, samples, mean and std images, and the tensors.

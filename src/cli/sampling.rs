@@ -1,5 +1,6 @@
 //! Sampler options shared by `restore`, `eval`, `demo` and `gmm`.
 
+use crate::operators::task::Task;
 use clap::Args;
 
 use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
@@ -75,8 +76,8 @@ impl SamplingArgs {
 }
 
 /// DPS's official step sizes: 0.5 for inpainting, 0.3 for blur and SR.
-pub fn default_zeta(task: &str) -> f32 {
-    if task.starts_with("inpaint") {
+pub fn default_zeta(task: Task) -> f32 {
+    if task.is_inpainting() {
         0.5
     } else {
         0.3

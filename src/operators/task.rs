@@ -18,27 +18,112 @@ use crate::operators::{Operator, OperatorError};
 use crate::tensor::HostTensor;
 use crate::Gpu;
 
-/// Every task name, as the CLI spells it.
-pub const TASKS: &[&str] = &[
-    "denoise",
-    "inpaint-random",
-    "inpaint-box",
-    "deblur-gaussian",
-    "deblur-uniform",
-    "deblur-motion",
-    "sr",
-    "colorize",
-    "dense",
-];
+/// A measurement task, as `--task` spells it. Its options, defaults and
+/// validation live here and in [`resolve`]; a new task is one variant, its
+/// entry in [`Task::options`], its arm in [`resolve`] and its operator.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// y = x + noise.
+    Denoise,
+    /// Random pixels dropped (`--ratio`, or `--mask`).
+    InpaintRandom,
+    /// A square dropped (`--box`, or `--mask`).
+    InpaintBox,
+    /// DPS's 61x61 Gaussian blur, reflect boundary (`--kernel-size`, `--kernel-sigma`).
+    DeblurGaussian,
+    /// A uniform (box) blur (`--kernel-size`).
+    DeblurUniform,
+    /// A random-trajectory motion blur (`--kernel-size`, `--intensity`, or `--kernel`).
+    DeblurMotion,
+    /// Super-resolution (`--factor`, `--filter`).
+    Sr,
+    /// RGB to gray.
+    Colorize,
+    /// A dense matrix from a file (`--matrix`).
+    Dense,
+}
+
+/// A task option flag, as the CLI spells it.
+pub type TaskOption = &'static str;
+
+impl Task {
+    /// Every task, in the order the CLI lists them.
+    pub const ALL: [Task; 9] = [
+        Task::Denoise,
+        Task::InpaintRandom,
+        Task::InpaintBox,
+        Task::DeblurGaussian,
+        Task::DeblurUniform,
+        Task::DeblurMotion,
+        Task::Sr,
+        Task::Colorize,
+        Task::Dense,
+    ];
+
+    /// The name `--task` takes (`inpaint-box`, `sr`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Denoise => "denoise",
+            Task::InpaintRandom => "inpaint-random",
+            Task::InpaintBox => "inpaint-box",
+            Task::DeblurGaussian => "deblur-gaussian",
+            Task::DeblurUniform => "deblur-uniform",
+            Task::DeblurMotion => "deblur-motion",
+            Task::Sr => "sr",
+            Task::Colorize => "colorize",
+            Task::Dense => "dense",
+        }
+    }
+
+    /// The options this task takes.
+    pub fn options(self) -> &'static [TaskOption] {
+        match self {
+            Task::InpaintRandom => &["--ratio", "--mask"],
+            Task::InpaintBox => &["--box", "--mask"],
+            Task::DeblurGaussian => &["--kernel-size", "--kernel-sigma"],
+            Task::DeblurUniform => &["--kernel-size"],
+            Task::DeblurMotion => &["--kernel-size", "--intensity", "--kernel"],
+            Task::Sr => &["--factor", "--filter"],
+            Task::Dense => &["--matrix"],
+            Task::Denoise | Task::Colorize => &[],
+        }
+    }
+
+    /// Inpainting (a diagonal 0/1 operator): DPS's official zeta differs.
+    pub fn is_inpainting(self) -> bool {
+        matches!(self, Task::InpaintRandom | Task::InpaintBox)
+    }
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Task {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Task, String> {
+        Task::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+            format!("unknown --task {s} (one of: {})", names.join(", "))
+        })
+    }
+}
+
+impl serde::Serialize for Task {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
 
 /// A task and its options (`--task T [task options]` on every command that
 /// builds an operator).
-#[derive(clap::Args, Clone, Debug, Default)]
+#[derive(clap::Args, Clone, Debug)]
 pub struct TaskSpec {
-    /// denoise, inpaint-random, inpaint-box, deblur-gaussian, deblur-uniform,
-    /// deblur-motion, sr, colorize or dense.
-    #[arg(long)]
-    pub task: String,
+    /// The measurement task.
+    #[arg(long, value_enum)]
+    pub task: Task,
     /// inpaint-box: side of the dropped square (default half the smaller image side: 128 at 256).
     #[arg(long = "box", value_name = "SIDE")]
     pub box_side: Option<usize>,
@@ -72,11 +157,31 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
-    /// A spec with just a task name and default options.
-    pub fn new(task: &str) -> TaskSpec {
+    /// The options as given (null where left to the default), for reports.
+    pub fn options_json(&self) -> serde_json::Value {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        serde_json::json!({
+            "box": self.box_side, "ratio": self.ratio, "kernel_size": self.kernel_size,
+            "kernel_sigma": self.kernel_sigma, "intensity": self.intensity, "factor": self.factor,
+            "filter": self.filter.map(|f| format!("{f:?}").to_lowercase()),
+            "mask": path(&self.mask), "kernel": path(&self.kernel), "matrix": path(&self.matrix),
+        })
+    }
+
+    /// A spec with just a task and default options.
+    pub fn new(task: Task) -> TaskSpec {
         TaskSpec {
-            task: task.to_string(),
-            ..TaskSpec::default()
+            task,
+            box_side: None,
+            ratio: None,
+            kernel_size: None,
+            kernel_sigma: None,
+            intensity: None,
+            factor: None,
+            filter: None,
+            mask: None,
+            kernel: None,
+            matrix: None,
         }
     }
 }
@@ -113,37 +218,20 @@ pub enum Resolved {
 
 #[derive(Clone, Debug)]
 pub struct ResolvedTask {
-    pub task: String,
+    pub task: Task,
     pub in_shape: [usize; 3],
     pub kind: Resolved,
 }
 
-fn invalid(task: &str, message: impl Into<String>) -> OperatorError {
+fn invalid(task: impl std::fmt::Display, message: impl Into<String>) -> OperatorError {
     OperatorError::Invalid {
         task: task.to_string(),
         message: message.into(),
     }
 }
 
-/// Which options each task takes.
-fn allowed_options(task: &str) -> &'static [&'static str] {
-    match task {
-        "inpaint-random" => &["--ratio", "--mask"],
-        "inpaint-box" => &["--box", "--mask"],
-        "deblur-gaussian" => &["--kernel-size", "--kernel-sigma"],
-        "deblur-uniform" => &["--kernel-size"],
-        "deblur-motion" => &["--kernel-size", "--intensity", "--kernel"],
-        "sr" => &["--factor", "--filter"],
-        "dense" => &["--matrix"],
-        _ => &[],
-    }
-}
-
 fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
-    let task = spec.task.as_str();
-    if !TASKS.contains(&task) {
-        return Err(invalid(task, format!("unknown --task (one of: {})", TASKS.join(", "))));
-    }
+    let task = spec.task;
     let given = [
         ("--box", spec.box_side.is_some()),
         ("--ratio", spec.ratio.is_some()),
@@ -156,7 +244,7 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
         ("--kernel", spec.kernel.is_some()),
         ("--matrix", spec.matrix.is_some()),
     ];
-    let allowed = allowed_options(task);
+    let allowed = task.options();
     for (name, present) in given {
         if present && !allowed.contains(&name) {
             let takes = if allowed.is_empty() {
@@ -179,14 +267,14 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
     Ok(())
 }
 
-fn odd_size(task: &str, size: usize) -> Result<usize, OperatorError> {
+fn odd_size(task: Task, size: usize) -> Result<usize, OperatorError> {
     if size == 0 || size % 2 == 0 {
         return Err(invalid(task, format!("--kernel-size {size} must be odd and positive")));
     }
     Ok(size)
 }
 
-fn mask_from_png(task: &str, path: &Path, h: usize, w: usize) -> Result<Vec<f32>, OperatorError> {
+fn mask_from_png(task: Task, path: &Path, h: usize, w: usize) -> Result<Vec<f32>, OperatorError> {
     let img = read_image(path).map_err(|e| invalid(task, format!("--mask: {e}")))?;
     let (c, mh, mw) = (img.shape[1], img.shape[2], img.shape[3]);
     if (mh, mw) != (h, w) {
@@ -233,7 +321,7 @@ fn box_start(side: usize, boxlen: usize, rng: &mut StdRng) -> usize {
     }
 }
 
-fn box_mask(task: &str, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> Result<Vec<f32>, OperatorError> {
+fn box_mask(task: Task, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> Result<Vec<f32>, OperatorError> {
     if boxlen == 0 || boxlen > h || boxlen > w {
         return Err(invalid(
             task,
@@ -249,7 +337,7 @@ fn box_mask(task: &str, h: usize, w: usize, boxlen: usize, rng: &mut StdRng) -> 
     Ok(mask)
 }
 
-fn kernel_from_file(task: &str, path: &Path) -> Result<(Vec<f64>, usize, usize), OperatorError> {
+fn kernel_from_file(task: Task, path: &Path) -> Result<(Vec<f64>, usize, usize), OperatorError> {
     let is_st = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let (raw, kh, kw): (Vec<f64>, usize, usize) = if is_st {
         let f = TensorFile::open(path).map_err(|e| invalid(task, format!("--kernel: {e}")))?;
@@ -287,7 +375,7 @@ fn kernel_from_file(task: &str, path: &Path) -> Result<(Vec<f64>, usize, usize),
 }
 
 fn normalised_kernel(
-    task: &str,
+    task: Task,
     what: &str,
     mut k: Vec<f64>,
     kh: usize,
@@ -311,15 +399,15 @@ fn normalised_kernel(
 /// options against the task and the image shape [C, H, W].
 pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<ResolvedTask, OperatorError> {
     check_options(spec)?;
-    let task = spec.task.as_str();
+    let task = spec.task;
     let [c, h, w] = in_shape;
     if c == 0 || h == 0 || w == 0 {
         return Err(invalid(task, format!("image shape {in_shape:?} is empty")));
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let kind = match task {
-        "denoise" => Resolved::Denoise,
-        "inpaint-random" => {
+        Task::Denoise => Resolved::Denoise,
+        Task::InpaintRandom => {
             let mask = match &spec.mask {
                 Some(p) => mask_from_png(task, p, h, w)?,
                 None => {
@@ -338,14 +426,14 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             };
             Resolved::Inpaint { mask }
         }
-        "inpaint-box" => {
+        Task::InpaintBox => {
             let mask = match &spec.mask {
                 Some(p) => mask_from_png(task, p, h, w)?,
-                None => box_mask(task, h, w, spec.box_side.unwrap_or(h.min(w) / 2).max(1), &mut rng)?,
+                None => box_mask(task, h, w, spec.box_side.unwrap_or((h.min(w) / 2).max(1)), &mut rng)?,
             };
             Resolved::Inpaint { mask }
         }
-        "deblur-gaussian" => {
+        Task::DeblurGaussian => {
             let size = odd_size(task, spec.kernel_size.unwrap_or(61))?;
             let sigma = spec.kernel_sigma.unwrap_or(3.0);
             if !(sigma.is_finite() && sigma > 0.0) {
@@ -354,14 +442,14 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             let g = gaussian_taps(size, sigma);
             Resolved::SeparableBlur { gh: g.clone(), gw: g }
         }
-        "deblur-uniform" => {
+        Task::DeblurUniform => {
             let size = odd_size(task, spec.kernel_size.unwrap_or(9))?;
             Resolved::SeparableBlur {
                 gh: box_taps(size),
                 gw: box_taps(size),
             }
         }
-        "deblur-motion" => {
+        Task::DeblurMotion => {
             let (kernel, kh, kw) = match &spec.kernel {
                 Some(p) => kernel_from_file(task, p)?,
                 None => {
@@ -375,12 +463,12 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             };
             Resolved::Blur2d { kernel, kh, kw }
         }
-        "sr" => Resolved::Sr {
+        Task::Sr => Resolved::Sr {
             factor: spec.factor.unwrap_or(4),
             filter: spec.filter.unwrap_or(SrFilter::Bicubic),
         },
-        "colorize" => Resolved::Colorize,
-        "dense" => {
+        Task::Colorize => Resolved::Colorize,
+        Task::Dense => {
             let path = spec.matrix.as_ref().ok_or_else(|| {
                 invalid(
                     task,
@@ -392,13 +480,8 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             let matrix = file.get(key).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
             Resolved::Dense { matrix }
         }
-        _ => unreachable!("check_options refuses unknown tasks"),
     };
-    Ok(ResolvedTask {
-        task: task.to_string(),
-        in_shape,
-        kind,
-    })
+    Ok(ResolvedTask { task, in_shape, kind })
 }
 
 /// Like [`resolve`], but takes the drawn parts (the mask, the blur kernel)
@@ -406,9 +489,9 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
 /// exactly the one that made y.
 pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -> Result<ResolvedTask, OperatorError> {
     let mut r = resolve(spec, in_shape, 0)?;
-    let task = r.task.clone();
+    let task = r.task;
     let [_, h, w] = in_shape;
-    let load = |key: &str| file.get(key).map_err(|e| invalid(&task, e.to_string()));
+    let load = |key: &str| file.get(key).map_err(|e| invalid(task, e.to_string()));
     match &mut r.kind {
         Resolved::Dense { matrix } => {
             if file.has("matrix") {
@@ -419,7 +502,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             let m = load("mask")?;
             if m.numel() != h * w {
                 return Err(OperatorError::Shape {
-                    task,
+                    task: task.to_string(),
                     what: format!("mask in {}", file.path.display()),
                     got: m.shape,
                     expected: vec![h, w],
@@ -431,7 +514,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             let k = load("kernel")?;
             if k.shape.len() != 2 {
                 return Err(OperatorError::Shape {
-                    task,
+                    task: task.to_string(),
                     what: "kernel".into(),
                     got: k.shape,
                     expected: vec![*kh, *kw],
@@ -439,7 +522,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             }
             let raw = k.data.iter().map(|&v| v as f64).collect();
             (*kernel, *kh, *kw) =
-                normalised_kernel(&task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])?;
+                normalised_kernel(task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])?;
         }
         Resolved::SeparableBlur { gh, gw } => {
             // The saved 2-D kernel is g_h g_w^T with sum 1: its row and column
@@ -447,7 +530,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             let k = load("kernel")?;
             if k.shape.len() != 2 {
                 return Err(OperatorError::Shape {
-                    task,
+                    task: task.to_string(),
                     what: "kernel".into(),
                     got: k.shape,
                     expected: vec![gh.len(), gw.len()],
@@ -455,13 +538,13 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             }
             let (kh, kw) = (k.shape[0], k.shape[1]);
             let raw: Vec<f64> = k.data.iter().map(|&v| v as f64).collect();
-            let (kn, _, _) = normalised_kernel(&task, "kernel in the measurement file", raw, kh, kw)?;
+            let (kn, _, _) = normalised_kernel(task, "kernel in the measurement file", raw, kh, kw)?;
             let rows: Vec<f64> = (0..kh).map(|i| (0..kw).map(|j| kn[i * kw + j]).sum()).collect();
             let cols: Vec<f64> = (0..kw).map(|j| (0..kh).map(|i| kn[i * kw + j]).sum()).collect();
             let peak = kn.iter().fold(0f64, |m, v| m.max(v.abs()));
             let separable = (0..kh * kw).all(|i| (kn[i] - rows[i / kw] * cols[i % kw]).abs() <= 1e-5 * peak);
             if !separable {
-                return Err(invalid(&task, "the kernel in the measurement file is not separable"));
+                return Err(invalid(task, "the kernel in the measurement file is not separable"));
             }
             (*gh, *gw) = (rows, cols);
         }
@@ -479,7 +562,7 @@ pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Res
 impl ResolvedTask {
     pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
         let shape = self.in_shape;
-        let task = self.task.as_str();
+        let task = self.task.name();
         Ok(match &self.kind {
             Resolved::Denoise => Box::new(Denoise::new(gpu, shape)?),
             Resolved::Inpaint { mask } => Box::new(Inpaint::new(gpu, task, shape, mask)?),
