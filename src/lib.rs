@@ -13,7 +13,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use tweedie::operators::task::{build, Task, TaskSpec};
-//! use tweedie::restore::restore_gpu;
+//! use tweedie::restore::Restore;
 //! use tweedie::samplers::{Method, SamplerOptions, UnetScore};
 //! use tweedie::unet::Unet;
 //! use tweedie::{Gpu, Tensor};
@@ -41,9 +41,10 @@
 //! let out = Tensor { buffer: buffer(32 * 32 * 4), shape: vec![1, 1, 32, 32] };
 //!
 //! let opts = SamplerOptions { steps: 2, ..SamplerOptions::default() };
-//! restore_gpu(&gpu, &model, op.as_ref(), &y, 0.05, Method::Dmps, &opts, &out, &mut |done, total| {
+//! let job = Restore::new(&model, Method::Dmps, &opts).measured(op.as_ref(), 0.05);
+//! job.on_gpu(&gpu, &y, &out, &mut |done, total| {
 //!     eprintln!("step {done}/{total}");
-//!     true // false cancels
+//!     true // false cancels: Err(SamplerError::Cancelled)
 //! })?;
 //! // `out` now holds the restoration, still on the GPU.
 //! # Ok(())

@@ -81,112 +81,225 @@ impl Restoration {
 /// Progress of a run: (steps done, steps in all). Return `false` to cancel.
 pub type StepCallback<'a> = dyn FnMut(usize, usize) -> bool + 'a;
 
-/// Draws `samples` posterior samples in batches of `batch`: one planned
-/// sampler per batch, K reverse steps each, one submission per step. The
-/// callback sees every step and can cancel (then `Err(Cancelled)`).
-#[allow(clippy::too_many_arguments)]
-pub fn restore(
-    gpu: &Gpu,
-    model: &dyn ScoreModel,
-    op: Option<&dyn Operator>,
-    y: &[f32],
-    sigma_y: f32,
-    method: Method,
-    opts: &SamplerOptions,
-    samples: usize,
-    batch: usize,
-    on_step: &mut StepCallback<'_>,
-) -> Result<Restoration, SamplerError> {
-    if samples == 0 || batch == 0 {
-        return Err(SamplerError::Invalid(
-            "the number of samples and the batch size must be at least 1".into(),
-        ));
-    }
-    let start = Instant::now();
-    let per: usize = model.in_shape().iter().product();
-    let nb = samples.div_ceil(batch);
-    let mut out: Vec<Vec<f32>> = Vec::with_capacity(samples);
-    let mut cg: Vec<CgStats> = Vec::new();
-    let mut done = 0;
-    let mut steps = 0;
-    for b in 0..nb {
-        let n = batch.min(samples - b * batch);
-        // Each batch its own seed: independent draws, reproducible per (seed, batch index).
-        let o = SamplerOptions {
-            seed: opts.seed.wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
-            ..opts.clone()
-        };
-        let meas = op.map(|op| Measurement { op, y, sigma_y });
-        let s = Sampler::new(gpu, method, model, meas, n, &o)?;
-        steps = s.steps();
-        let total = nb * steps;
-        s.init(gpu)?;
-        for i in (0..steps).rev() {
-            s.step(gpu, i)?;
-            done += 1;
-            if !on_step(done, total) {
-                return Err(SamplerError::Invalid("cancelled".into()));
-            }
-        }
-        let x = s.x().read(gpu)?;
-        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-            return Err(SamplerError::Invalid(format!(
-                "sampling diverged: sample {} has a non-finite value (try a smaller --zeta or more --steps)",
-                b * batch + i / per
-            )));
-        }
-        cg.extend(s.stats(gpu)?.cg);
-        out.extend(x.chunks(per).map(|c| c.to_vec()));
-    }
-    let (mean, std) = mean_std(&out);
-    Ok(Restoration {
-        samples: out,
-        mean,
-        std,
-        steps,
-        batches: nb,
-        seconds: start.elapsed().as_secs_f64(),
-        cg,
-    })
+/// One restoration problem: the prior, the method and its options, and (for
+/// every method but DDPM) the operator and the measurement noise. The three
+/// entry points ([`Restore::samples`], [`Restore::images`], [`Restore::on_gpu`])
+/// share one loop: plan a sampler, draw x_T, K reverse steps with the callback
+/// after each (`false` ends the run with [`SamplerError::Cancelled`]).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use tweedie::operators::task::{build, Task, TaskSpec};
+/// use tweedie::restore::Restore;
+/// use tweedie::samplers::{Method, SamplerOptions, UnetScore};
+/// let gpu = tweedie::Gpu::new()?;
+/// let model = UnetScore::new(Arc::new(tweedie::unet::Unet::load_embedded(&gpu)?), 32, 32);
+/// let op = build(&gpu, &TaskSpec::new(Task::Denoise), [1, 32, 32], 0)?;
+/// let y = vec![0f32; 32 * 32];
+/// let opts = SamplerOptions { steps: 20, ..SamplerOptions::default() };
+/// let r = Restore::new(&model, Method::Dmps, &opts)
+///     .measured(op.as_ref(), 0.05)
+///     .samples(&gpu, &y, 4, 4, &mut |_, _| true)?;
+/// println!("{} samples, mean of {} pixels", r.samples.len(), r.mean.len());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Restore<'a> {
+    pub model: &'a dyn ScoreModel,
+    pub method: Method,
+    pub opts: &'a SamplerOptions,
+    /// The measurement operator (None for unconditional DDPM).
+    pub op: Option<&'a dyn Operator>,
+    pub sigma_y: f32,
 }
 
-/// N images restored at once, one sample each: `ys` holds one measurement
-/// per image [N, out_shape]. Returns the N samples [N, in_shape] flattened.
-#[allow(clippy::too_many_arguments)]
-pub fn restore_batch(
-    gpu: &Gpu,
-    model: &dyn ScoreModel,
-    op: &dyn Operator,
-    ys: &[f32],
-    sigma_y: f32,
-    method: Method,
-    opts: &SamplerOptions,
-    on_step: &mut StepCallback<'_>,
-) -> Result<Vec<f32>, SamplerError> {
-    let m_per: usize = op.out_shape().iter().product();
-    if m_per == 0 || ys.is_empty() || ys.len() % m_per != 0 {
-        return Err(SamplerError::Invalid(format!(
-            "{} measurement values do not split into images of {m_per}",
-            ys.len()
-        )));
-    }
-    let n = ys.len() / m_per;
-    let meas = (method != Method::Ddpm).then_some(Measurement { op, y: ys, sigma_y });
-    let s = Sampler::new(gpu, method, model, meas, n, opts)?;
-    let steps = s.steps();
-    s.init(gpu)?;
-    for (done, i) in (0..steps).rev().enumerate() {
-        s.step(gpu, i)?;
-        if !on_step(done + 1, steps) {
-            return Err(SamplerError::Invalid("cancelled".into()));
+/// Steps done and steps in all, across the sampler batches of one call.
+struct Ticks {
+    done: usize,
+    total: usize,
+}
+
+impl<'a> Restore<'a> {
+    /// Unconditional until [`Restore::measured`] gives it an operator.
+    pub fn new(model: &'a dyn ScoreModel, method: Method, opts: &'a SamplerOptions) -> Restore<'a> {
+        Restore {
+            model,
+            method,
+            opts,
+            op: None,
+            sigma_y: 0.0,
         }
     }
+
+    /// Conditions on y = A x + n, n ~ N(0, sigma_y^2 I).
+    pub fn measured(self, op: &'a dyn Operator, sigma_y: f32) -> Restore<'a> {
+        Restore {
+            op: Some(op),
+            sigma_y,
+            ..self
+        }
+    }
+
+    /// Plans a sampler for `n` samples with options `opts` on measurement `y`.
+    fn plan(&self, gpu: &Gpu, y: &[f32], n: usize, opts: &SamplerOptions) -> Result<Sampler, SamplerError> {
+        let meas = match (self.method, self.op) {
+            (Method::Ddpm, _) | (_, None) => None,
+            (_, Some(op)) => Some(Measurement {
+                op,
+                y,
+                sigma_y: self.sigma_y,
+            }),
+        };
+        Sampler::new(gpu, self.method, self.model, meas, n, opts)
+    }
+
+    /// The one loop: x_T, then the K reverse steps, the callback after each.
+    fn drive(gpu: &Gpu, s: &Sampler, ticks: &mut Ticks, on_step: &mut StepCallback<'_>) -> Result<(), SamplerError> {
+        s.init(gpu)?;
+        for i in (0..s.steps()).rev() {
+            s.step(gpu, i)?;
+            ticks.done += 1;
+            if !on_step(ticks.done, ticks.total) {
+                return Err(SamplerError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+
+    /// Draws `samples` posterior samples of one image in batches of `batch`:
+    /// one planned sampler per batch (each its own seed, reproducible per
+    /// (seed, batch index)), K reverse steps each, one submission per step.
+    pub fn samples(
+        &self,
+        gpu: &Gpu,
+        y: &[f32],
+        samples: usize,
+        batch: usize,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<Restoration, SamplerError> {
+        if samples == 0 || batch == 0 {
+            return Err(SamplerError::Invalid(
+                "the number of samples and the batch size must be at least 1".into(),
+            ));
+        }
+        let start = Instant::now();
+        let per: usize = self.model.in_shape().iter().product();
+        let nb = samples.div_ceil(batch);
+        let mut out: Vec<Vec<f32>> = Vec::with_capacity(samples);
+        let mut cg: Vec<CgStats> = Vec::new();
+        let mut ticks = Ticks { done: 0, total: 0 };
+        let mut steps = 0;
+        for b in 0..nb {
+            let n = batch.min(samples - b * batch);
+            let o = SamplerOptions {
+                seed: self
+                    .opts
+                    .seed
+                    .wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+                ..self.opts.clone()
+            };
+            let s = self.plan(gpu, y, n, &o)?;
+            steps = s.steps();
+            ticks.total = nb * steps;
+            Self::drive(gpu, &s, &mut ticks, on_step)?;
+            let x = read_finite(gpu, &s, "sample", b * batch)?;
+            cg.extend(s.stats(gpu)?.cg);
+            out.extend(x.chunks(per).map(|c| c.to_vec()));
+        }
+        let (mean, std) = mean_std(&out);
+        Ok(Restoration {
+            samples: out,
+            mean,
+            std,
+            steps,
+            batches: nb,
+            seconds: start.elapsed().as_secs_f64(),
+            cg,
+        })
+    }
+
+    /// N images restored at once, one sample each: `ys` holds one
+    /// measurement per image [N, out_shape]. Returns the N samples [N,
+    /// in_shape] flattened.
+    pub fn images(&self, gpu: &Gpu, ys: &[f32], on_step: &mut StepCallback<'_>) -> Result<Vec<f32>, SamplerError> {
+        let op = self
+            .op
+            .ok_or_else(|| SamplerError::Invalid("restoring images needs an operator".into()))?;
+        let m_per: usize = op.out_shape().iter().product();
+        if m_per == 0 || ys.is_empty() || ys.len() % m_per != 0 {
+            return Err(SamplerError::Invalid(format!(
+                "{} measurement values do not split into images of {m_per}",
+                ys.len()
+            )));
+        }
+        let s = self.plan(gpu, ys, ys.len() / m_per, self.opts)?;
+        let mut ticks = Ticks {
+            done: 0,
+            total: s.steps(),
+        };
+        Self::drive(gpu, &s, &mut ticks, on_step)?;
+        read_finite(gpu, &s, "image", 0)
+    }
+
+    /// Restoration for an embedding application, entirely on the GPU: `y`
+    /// [N, out_shape] (one measurement per image) and `out` [N, in_shape] are
+    /// tensors on buffers the caller owns (`Tensor { buffer, shape }` wraps
+    /// any storage buffer with COPY_SRC/COPY_DST/STORAGE usage). Nothing is
+    /// read back; the callback sees each step and can cancel.
+    pub fn on_gpu(
+        &self,
+        gpu: &Gpu,
+        y: &Tensor,
+        out: &Tensor,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<(), SamplerError> {
+        let op = match (self.method, self.op) {
+            (Method::Ddpm, _) | (_, None) => {
+                return Err(SamplerError::Invalid(
+                    "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
+                ))
+            }
+            (_, Some(op)) => op,
+        };
+        let per: usize = self.model.in_shape().iter().product();
+        let m_per: usize = op.out_shape().iter().product();
+        if per == 0 || out.numel() % per != 0 || out.numel() == 0 {
+            return Err(SamplerError::Invalid(format!(
+                "out has {} values, not a whole number of images of {per}",
+                out.numel()
+            )));
+        }
+        let n = out.numel() / per;
+        if y.numel() != n * m_per {
+            return Err(SamplerError::Invalid(format!(
+                "y has {} values, expected {n} measurements of {m_per}",
+                y.numel()
+            )));
+        }
+        // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
+        let s = self.plan(gpu, &vec![0f32; n * m_per], n, self.opts)?;
+        s.load_measurement(gpu, y)?;
+        let mut ticks = Ticks {
+            done: 0,
+            total: s.steps(),
+        };
+        Self::drive(gpu, &s, &mut ticks, on_step)?;
+        let bytes = (out.numel() * std::mem::size_of::<f32>()) as u64;
+        gpu.copy_buffer(&s.x().buffer, &out.buffer, bytes)?;
+        Ok(())
+    }
+}
+
+/// The samples of a finished run, refused when one went non-finite (`what`
+/// and `first` name it in the message: sample or image `first + i`).
+fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f32>, SamplerError> {
     let x = s.x().read(gpu)?;
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        let per = x.len() / n;
+        let per = x.len() / s.core.batch;
         return Err(SamplerError::Invalid(format!(
-            "sampling diverged: image {} has a non-finite value (try a smaller --zeta or more --steps)",
-            i / per
+            "sampling diverged: {what} {} has a non-finite value (try a smaller --zeta or more --steps)",
+            first + i / per
         )));
     }
     Ok(x)
@@ -233,72 +346,4 @@ pub fn mean_std(samples: &[Vec<f32>]) -> (Vec<f32>, Vec<f32>) {
         std[i] = v.sqrt() as f32;
     }
     (mean, std)
-}
-
-/// Restoration for an embedding application, entirely on the GPU: `y` [N,
-/// out_shape] (one measurement per image) and `out` [N, in_shape] are tensors
-/// on buffers the caller owns (`Tensor { buffer, shape }` wraps any storage
-/// buffer with COPY_SRC/STORAGE usage). Nothing is read back; the callback
-/// sees each step and can cancel.
-#[allow(clippy::too_many_arguments)]
-pub fn restore_gpu(
-    gpu: &Gpu,
-    model: &dyn ScoreModel,
-    op: &dyn Operator,
-    y: &Tensor,
-    sigma_y: f32,
-    method: Method,
-    opts: &SamplerOptions,
-    out: &Tensor,
-    on_step: &mut StepCallback<'_>,
-) -> Result<(), SamplerError> {
-    let per: usize = model.in_shape().iter().product();
-    let m_per: usize = op.out_shape().iter().product();
-    if per == 0 || out.numel() % per != 0 || out.numel() == 0 {
-        return Err(SamplerError::Invalid(format!(
-            "out has {} values, not a whole number of images of {per}",
-            out.numel()
-        )));
-    }
-    let n = out.numel() / per;
-    if y.numel() != n * m_per {
-        return Err(SamplerError::Invalid(format!(
-            "y has {} values, expected {n} measurements of {m_per}",
-            y.numel()
-        )));
-    }
-    if method == Method::Ddpm {
-        return Err(SamplerError::Invalid(
-            "restore_gpu needs a posterior method (dps, dmps, cdps)".into(),
-        ));
-    }
-    // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
-    let placeholder = vec![0f32; n * m_per];
-    let s = Sampler::new(
-        gpu,
-        method,
-        model,
-        Some(Measurement {
-            op,
-            y: &placeholder,
-            sigma_y,
-        }),
-        n,
-        opts,
-    )?;
-    s.load_measurement(gpu, y)?;
-    let steps = s.steps();
-    s.init(gpu)?;
-    for (done, i) in (0..steps).rev().enumerate() {
-        s.step(gpu, i)?;
-        if !on_step(done + 1, steps) {
-            return Err(SamplerError::Invalid("cancelled".into()));
-        }
-    }
-    let copy = Elementwise::new(gpu, Op::Affine, s.x(), out, 1.0, 0.0)?;
-    Plan {
-        steps: vec![copy.dispatch],
-    }
-    .run(gpu)?;
-    Ok(())
 }

@@ -4,23 +4,39 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
-/// A directory with only a copy of the binary in it.
-fn lone_binary(name: &str) -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("tweedie-lone-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let bin = dir.join("tweedie");
-    std::fs::copy(env!("CARGO_BIN_EXE_tweedie"), &bin).expect("copy the binary");
-    (dir, bin)
+/// A directory with only a copy of the binary in it, made once per test
+/// process (copying while another thread spawns a child can leave the new
+/// file open in that child: "text file busy").
+fn lone_binary() -> &'static (PathBuf, PathBuf) {
+    static LONE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    LONE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tweedie-lone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("tweedie");
+        std::fs::copy(env!("CARGO_BIN_EXE_tweedie"), &bin).expect("copy the binary");
+        (dir, bin)
+    })
+}
+
+/// A fresh working directory beside the copied binary.
+fn workdir(name: &str) -> PathBuf {
+    let d = lone_binary().0.join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 fn run(bin: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(bin)
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("run tweedie")
+    for _ in 0..20 {
+        match Command::new(bin).current_dir(cwd).args(args).output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            r => return r.expect("run tweedie"),
+        }
+    }
+    panic!("{}: text file busy", bin.display())
 }
 
 fn ok(out: &std::process::Output, what: &str) {
@@ -33,9 +49,9 @@ fn ok(out: &std::process::Output, what: &str) {
 
 #[test]
 fn demo_runs_from_a_copied_binary_with_no_source_tree() {
-    let (dir, bin) = lone_binary("demo");
+    let (dir, bin) = (workdir("demo"), &lone_binary().1);
     let out = run(
-        &bin,
+        bin,
         &dir,
         &["demo", "--count", "2", "--steps", "2", "--quiet", "--out", "d"],
     );
@@ -57,9 +73,9 @@ fn demo_runs_from_a_copied_binary_with_no_source_tree() {
 
 #[test]
 fn sample_and_restore_default_to_the_built_in_prior() {
-    let (dir, bin) = lone_binary("sample");
+    let (dir, bin) = (workdir("sample"), &lone_binary().1);
     let out = run(
-        &bin,
+        bin,
         &dir,
         &["sample", "--samples", "2", "--steps", "2", "--quiet", "--out", "s.png"],
     );
@@ -68,7 +84,7 @@ fn sample_and_restore_default_to_the_built_in_prior() {
     let (name, png) = tweedie::embedded::TEST_IMAGES[0];
     std::fs::write(dir.join(name), png).unwrap();
     let out = run(
-        &bin,
+        bin,
         &dir,
         &[
             "restore",

@@ -221,7 +221,8 @@ fn unet_ddpm_step_matches_cpu_formula() {
 /// callback that can cancel, and agrees with the host-side path.
 #[test]
 fn embedding_restores_between_caller_owned_buffers() {
-    use tweedie::restore::{restore_batch, restore_gpu};
+    use tweedie::restore::Restore;
+    use tweedie::samplers::SamplerError;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
@@ -256,23 +257,14 @@ fn embedding_restores_between_caller_owned_buffers() {
     };
     let o = opts(3, 9);
     let mut seen = Vec::new();
-    restore_gpu(
-        &gpu,
-        &model,
-        op.as_ref(),
-        &y_t,
-        0.05,
-        Method::Dmps,
-        &o,
-        &out_t,
-        &mut |d, t| {
-            seen.push((d, t));
-            true
-        },
-    )
+    let job = Restore::new(&model, Method::Dmps, &o).measured(op.as_ref(), 0.05);
+    job.on_gpu(&gpu, &y_t, &out_t, &mut |d, t| {
+        seen.push((d, t));
+        true
+    })
     .unwrap();
     assert_eq!(seen, vec![(1, 3), (2, 3), (3, 3)]);
-    let host = restore_batch(&gpu, &model, op.as_ref(), &y, 0.05, Method::Dmps, &o, &mut |_, _| true).unwrap();
+    let host = job.images(&gpu, &y, &mut |_, _| true).unwrap();
     assert_close(
         "GPU-buffer path vs host path",
         &out_t.read(&gpu).unwrap(),
@@ -281,16 +273,6 @@ fn embedding_restores_between_caller_owned_buffers() {
         1e-5,
     );
     // Cancellation from the callback.
-    let r = restore_gpu(
-        &gpu,
-        &model,
-        op.as_ref(),
-        &y_t,
-        0.05,
-        Method::Dmps,
-        &o,
-        &out_t,
-        &mut |d, _| d < 2,
-    );
-    assert!(r.is_err());
+    let r = job.on_gpu(&gpu, &y_t, &out_t, &mut |d, _| d < 2);
+    assert!(matches!(r, Err(SamplerError::Cancelled)), "{r:?}");
 }

@@ -16,7 +16,7 @@ use super::sampling::{default_zeta, method_name, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
-use crate::restore::{measure, pseudo_inverse, restore_batch};
+use crate::restore::{measure, pseudo_inverse, Restore};
 use crate::samplers::Method;
 use crate::schedule::VarianceType;
 use crate::Gpu;
@@ -145,7 +145,9 @@ pub fn evaluate(
             .chunks(m_per)
             .flat_map(|y| std::iter::repeat_n(y, samples).flatten().copied())
             .collect();
-        let xs = restore_batch(gpu, &prior.score, op.as_ref(), &ys_k, sigma, method, &o, &mut cb)?;
+        let xs = Restore::new(&prior.score, method, &o)
+            .measured(op.as_ref(), sigma)
+            .images(gpu, &ys_k, &mut cb)?;
         seconds += start.elapsed().as_secs_f64();
         let base = pseudo_inverse(gpu, op.as_ref(), &ys)?;
         for (k, p) in chunk.iter().enumerate() {

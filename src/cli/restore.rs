@@ -13,7 +13,7 @@ use super::sampling::{default_zeta, method_name, SamplingArgs};
 use crate::io::{read_image, write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, resolve_saved, ResolvedTask, TaskSpec};
-use crate::restore::{measure, restore, save_measurement, Restoration};
+use crate::restore::{measure, save_measurement, Restoration, Restore};
 use crate::samplers::{Method, UnetScore};
 use crate::schedule::VarianceType;
 use crate::tensor::HostTensor;
@@ -266,19 +266,9 @@ pub fn run_job(
         pb.set_position(done as u64);
         true
     };
-    let op_ref = (method != Method::Ddpm).then_some(op.as_ref());
-    let r = restore(
-        gpu,
-        &prior.score,
-        op_ref,
-        &job.y,
-        job.sigma_y,
-        method,
-        &opts,
-        samples,
-        batch,
-        &mut cb,
-    )?;
+    let r = Restore::new(&prior.score, method, &opts)
+        .measured(op.as_ref(), job.sigma_y)
+        .samples(gpu, &job.y, samples, batch, &mut cb)?;
     Ok((r, plan_s, op.out_shape()))
 }
 

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::restore::{load_prior, progress};
 use crate::io::{write_image, write_tensors};
-use crate::restore::restore;
+use crate::restore::Restore;
 use crate::samplers::{Method, SamplerOptions};
 use crate::schedule::VarianceType;
 use crate::tensor::HostTensor;
@@ -54,14 +54,9 @@ pub fn run(args: SampleArgs, verbose: bool) -> anyhow::Result<()> {
         pb.set_position(done as u64);
         true
     };
-    let r = restore(
+    let r = Restore::new(&prior.score, Method::Ddpm, &opts).samples(
         &gpu,
-        &prior.score,
-        None,
         &[],
-        0.0,
-        Method::Ddpm,
-        &opts,
         args.samples,
         args.samples.min(64),
         &mut cb,

@@ -350,6 +350,16 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Copies the first `bytes` of `src` into `dst` (one `copy_buffer_to_buffer`,
+    /// submitted; no wait). Both need COPY_SRC / COPY_DST usage.
+    pub fn copy_buffer(&self, src: &wgpu::Buffer, dst: &wgpu::Buffer, bytes: u64) -> Result<(), GpuError> {
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy") });
+        enc.copy_buffer_to_buffer(src, 0, dst, 0, bytes);
+        self.submit_checked("copy", enc)
+    }
+
     /// Submits an encoder inside error scopes.
     pub fn submit_checked(&self, context: &str, enc: wgpu::CommandEncoder) -> Result<(), GpuError> {
         self.scoped(context, || {

@@ -42,6 +42,9 @@ pub enum SamplerError {
     Schedule(#[from] ScheduleError),
     #[error("{0}")]
     Invalid(String),
+    /// A step callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// Which sampler.
