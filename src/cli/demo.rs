@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
+use super::common::{load_prior, prepare_out, ImageRef};
 use super::eval::{evaluate, mean_of};
-use super::restore::{load_prior, prepare_out, ImageRef};
 use super::sampling::SamplingArgs;
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::{Task, TaskSpec};

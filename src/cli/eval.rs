@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use super::restore::{list_images, load_clean, load_prior, prepare_out, progress, ImageRef, Prior};
+use super::common::{list_images, load_clean, load_prior, prepare_out, progress, ImageRef, Prior};
 use super::sampling::{default_zeta, method_name, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod common;
 mod degrade;
 mod demo;
 mod eval;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::restore::{load_prior, progress};
+use super::common::{load_prior, progress};
 use crate::io::{write_image, write_tensors};
 use crate::restore::Restore;
 use crate::samplers::{Method, SamplerOptions};
