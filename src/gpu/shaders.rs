@@ -35,4 +35,5 @@ shaders! {
     GMM => "gmm",
     CG => "cg",
     SAMPLER => "sampler",
+    SMC => "smc",
 }

@@ -13,4 +13,5 @@ pub mod mask;
 pub mod random;
 pub mod reduce;
 pub mod resample;
+pub mod smc;
 pub mod timestep;

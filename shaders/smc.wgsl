@@ -1,0 +1,278 @@
+// Sequential Monte Carlo on particle populations (src/samplers/smc.rs).
+// Particles are a batch laid out [G, P]: G independent populations of P
+// particles each. Everything stays on the GPU between steps:
+//   smc_normalize : one workgroup per population: log-sum-exp of the
+//                   log-weights, normalised weights, ESS = 1 / sum w^2, the
+//                   resampling decision (ESS < threshold P, or forced), stats
+//   smc_cumsum    : one workgroup per population: inclusive prefix sum of w
+//   smc_ancestors : one thread per particle: systematic resampling
+//                   (u_j = (j + u) / P, the first k with cdf_k > u_j), or the
+//                   identity where the population was not resampled
+//   smc_gather    : one thread per element: dst[k] = src[ancestor[k]]
+//   tds_weigh     : one thread per particle: the twisted-diffusion weight update
+//   tds_step      : one thread per element: the twisted proposal and its
+//                   per-element log p / q terms
+
+struct Smc {
+    particles: u32,    // P
+    populations: u32,  // G
+    force: u32,        // 1: resample whatever the ESS (the final draw), not counted in the stats
+    _pad: u32,
+    threshold: f32,    // resample when ESS < threshold * P
+    u: f32,            // systematic offset in [0, 1), drawn on the host each step
+    _pad1: u32,
+    _pad2: u32,
+}
+
+// Per-population statistics, STATS floats each (see src/kernels/smc.rs).
+const STATS: u32 = 4u;
+const STAT_ESS: u32 = 0u;       // ESS / P of the last weighing
+const STAT_RESAMPLED: u32 = 1u; // 1 when the last weighing resampled
+const STAT_ESS_SUM: u32 = 2u;   // sum of ESS / P over the counted weighings
+const STAT_EVENTS: u32 = 3u;    // resampling events (forced ones not counted)
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> c: Smc;
+@group(0) @binding(1) var<storage, read_write> n_logw: array<f32>;
+@group(0) @binding(2) var<storage, read_write> n_w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> n_stats: array<f32>;
+
+var<workgroup> red: array<f32, 256>;
+
+// Tree reductions over red[0..WG): every thread calls them (uniform control flow).
+fn reduce_max(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red[lid] = max(red[lid], red[lid + stride]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+        if (lid < stride) {
+            red[lid] += red[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(256)
+fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wid.x;
+    let np = c.particles;
+    let base = g * np;
+    var m = -3.4e38;
+    for (var i = lid; i < np; i += WG) {
+        m = max(m, n_logw[base + i]);
+    }
+    m = reduce_max(lid, m);
+    var s = 0.0;
+    for (var i = lid; i < np; i += WG) {
+        s += exp(n_logw[base + i] - m);
+    }
+    let total = reduce_sum(lid, s);
+    var q = 0.0;
+    for (var i = lid; i < np; i += WG) {
+        let w = exp(n_logw[base + i] - m) / total;
+        n_w[base + i] = w;
+        q += w * w;
+    }
+    let sumsq = reduce_sum(lid, q);
+    let ess = 1.0 / (sumsq * f32(np));
+    let resample = c.force != 0u || ess < c.threshold;
+    if (lid == 0u) {
+        let o = g * STATS;
+        n_stats[o + STAT_ESS] = ess;
+        n_stats[o + STAT_RESAMPLED] = select(0.0, 1.0, resample);
+        if (c.force == 0u) {
+            n_stats[o + STAT_ESS_SUM] += ess;
+            n_stats[o + STAT_EVENTS] += select(0.0, 1.0, resample);
+        }
+    }
+    // Log-weights kept normalised (bounded in f32), or equal after resampling.
+    let lz = m + log(total);
+    for (var i = lid; i < np; i += WG) {
+        n_logw[base + i] = select(n_logw[base + i] - lz, 0.0, resample);
+    }
+}
+
+// ---- inclusive prefix sum of the normalised weights, per population ----
+@group(0) @binding(1) var<storage, read_write> s_w: array<f32>;
+
+@compute @workgroup_size(256)
+fn smc_cumsum(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let np = c.particles;
+    let base = wid.x * np;
+    var carry = 0.0;
+    for (var start = 0u; start < np; start += WG) {
+        let i = start + lid;
+        var v = 0.0;
+        if (i < np) {
+            v = s_w[base + i];
+        }
+        red[lid] = v;
+        workgroupBarrier();
+        // Hillis-Steele inclusive scan over the chunk.
+        for (var off = 1u; off < WG; off = off * 2u) {
+            var add = 0.0;
+            if (lid >= off) {
+                add = red[lid - off];
+            }
+            workgroupBarrier();
+            red[lid] += add;
+            workgroupBarrier();
+        }
+        if (i < np) {
+            s_w[base + i] = carry + red[lid];
+        }
+        carry += red[WG - 1u];
+        workgroupBarrier();
+    }
+}
+
+// ---- systematic resampling: one thread per particle ----
+@group(0) @binding(1) var<storage, read> a_cdf: array<f32>;
+@group(0) @binding(2) var<storage, read> a_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> a_anc: array<u32>;
+
+@compute @workgroup_size(256)
+fn smc_ancestors(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    let np = c.particles;
+    if (k >= np * c.populations) { return; }
+    let g = k / np;
+    let j = k % np;
+    if (a_stats[g * STATS + STAT_RESAMPLED] < 0.5) {
+        a_anc[k] = k;
+        return;
+    }
+    let base = g * np;
+    // The cdf's last entry is 1 up to rounding: compare against a target
+    // scaled by it, so the last particle is always reachable.
+    let target_u = (f32(j) + c.u) / f32(np) * a_cdf[base + np - 1u];
+    var lo = 0u;
+    var hi = np - 1u;
+    while (lo < hi) {
+        let mid = (lo + hi) / 2u;
+        if (a_cdf[base + mid] > target_u) {
+            hi = mid;
+        } else {
+            lo = mid + 1u;
+        }
+    }
+    a_anc[k] = base + lo;
+}
+
+// ---- gather of per-particle state: dst[k, e] = src[ancestor[k], e] ----
+struct Gather {
+    per: u32,    // elements per particle
+    total: u32,  // particles * per
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> gp: Gather;
+@group(0) @binding(1) var<storage, read> g_anc: array<u32>;
+@group(0) @binding(2) var<storage, read> g_src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> g_dst: array<f32>;
+
+@compute @workgroup_size(256)
+fn smc_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= gp.total) { return; }
+    let k = i / gp.per;
+    g_dst[i] = g_src[g_anc[k] * gp.per + i % gp.per];
+}
+
+// ---- the twisted diffusion sampler's step (TDS, Wu et al. 2023) ----
+// Twist: log p~_t(y | x_t) = -|y - A x0hat(x_t)|^2 / (2 v_t), v_t = sigma_y^2 + (1 - abar_t) / abar_t.
+// Proposal: x' ~ N(mu(x_t) + Sigma grad log p~_t, Sigma), Sigma the reverse kernel's (diagonal) variance.
+struct Tds {
+    n: u32,             // elements in x
+    per: u32,           // elements per particle
+    flags: u32,         // 1: clip x0hat; 2: add noise (and guidance); 4: learned sigma
+    _pad: u32,
+    a_t: f32,
+    b_t: f32,
+    coef1: f32,
+    coef2: f32,
+    log_var_min: f32,
+    log_var_max: f32,
+    log_var_fixed: f32,
+    inv_twist_var: f32, // 1 / v_t
+}
+
+const CLIP: u32 = 1u;
+const NOISE: u32 = 2u;
+const LEARNED: u32 = 4u;
+
+@group(0) @binding(0) var<uniform> t: Tds;
+
+// One thread per particle: logw += twist_t(x_t) - twist_{t+1}(x_{t+1}) + log p/q of
+// the last proposal; prev_twist <- twist_t(x_t). rr = |y - A x0hat|^2 per particle.
+@group(0) @binding(1) var<storage, read> w_rr: array<f32>;
+@group(0) @binding(2) var<storage, read> w_lpq: array<f32>;
+@group(0) @binding(3) var<storage, read_write> w_prev: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_logw: array<f32>;
+
+@compute @workgroup_size(256)
+fn tds_weigh(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    if (k >= arrayLength(&w_logw)) { return; }
+    let twist = -0.5 * w_rr[k] * t.inv_twist_var;
+    w_logw[k] += twist - w_prev[k] + w_lpq[k];
+    w_prev[k] = twist;
+}
+
+// g = mask * A^T r / v_t (the gradient of the twist with respect to x0hat), h = J_eps^T g:
+// grad_{x_t} log p~_t = (g - b h) / a. With noise off (the last step) the
+// move is the plain mean and log p/q = 0.
+@group(0) @binding(1) var<storage, read> p_eps: array<f32>;
+@group(0) @binding(2) var<storage, read> p_v: array<f32>;
+@group(0) @binding(3) var<storage, read> p_z: array<f32>;
+@group(0) @binding(4) var<storage, read> p_g: array<f32>;
+@group(0) @binding(5) var<storage, read> p_h: array<f32>;
+@group(0) @binding(6) var<storage, read_write> p_x: array<f32>;
+@group(0) @binding(7) var<storage, read_write> p_lpq: array<f32>; // per element: log p(x'|x) - log q(x'|x)
+
+@compute @workgroup_size(256)
+fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = gid.x + gid.y * nwg.x * WG;
+    if (i >= t.n) { return; }
+    let x = p_x[i];
+    var x0 = (x - t.b_t * p_eps[i]) / t.a_t;
+    if ((t.flags & CLIP) != 0u) {
+        x0 = clamp(x0, -1.0, 1.0);
+    }
+    let mean = t.coef1 * x0 + t.coef2 * x;
+    var log_var = t.log_var_fixed;
+    if ((t.flags & LEARNED) != 0u) {
+        let frac = (p_v[min(i, arrayLength(&p_v) - 1u)] + 1.0) * 0.5;
+        log_var = frac * t.log_var_max + (1.0 - frac) * t.log_var_min;
+    }
+    if ((t.flags & NOISE) == 0u) {
+        p_x[i] = mean;
+        p_lpq[i] = 0.0;
+        return;
+    }
+    let var_ = exp(log_var);
+    let sigma = sqrt(var_);
+    let shift = var_ * (p_g[i] - t.b_t * p_h[i]) / t.a_t;
+    let z = p_z[i];
+    p_x[i] = mean + shift + sigma * z;
+    // log N(x'; mean, var) - log N(x'; mean + shift, var) with x' - mean - shift = sigma z
+    p_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
+}

@@ -1,0 +1,221 @@
+//! `shaders/smc.wgsl`: the particle machinery of sequential Monte Carlo, all
+//! on the GPU. A [`Population`] holds G independent populations of P particles
+//! ([G, P] in a batch): their log-weights, the weighing plan (log-sum-exp
+//! normalisation, effective sample size, the resampling decision, the prefix
+//! sum of the weights, systematic ancestors) and [`Population::gather`], which
+//! moves any per-particle tensor to its ancestors. Nothing is read back
+//! between steps; [`Population::stats`] reads the counters once at the end.
+
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, Plan, SMC, WG1D};
+use crate::tensor::Tensor;
+
+/// Mirrors `Smc` in shaders/smc.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SmcParams {
+    pub particles: u32,
+    pub populations: u32,
+    pub force: u32,
+    pub _pad: u32,
+    pub threshold: f32,
+    pub u: f32,
+    pub _pad1: u32,
+    pub _pad2: u32,
+}
+
+/// Mirrors `Gather` in shaders/smc.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GatherParams {
+    pub per: u32,
+    pub total: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+impl GatherParams {
+    pub fn new(particles: usize, per: usize) -> GatherParams {
+        GatherParams {
+            per: per as u32,
+            total: (particles * per) as u32,
+            ..GatherParams::default()
+        }
+    }
+}
+
+/// Mirrors `Tds` in shaders/smc.wgsl: the twisted diffusion sampler's step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TdsParams {
+    pub n: u32,
+    pub per: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    pub a_t: f32,
+    pub b_t: f32,
+    pub coef1: f32,
+    pub coef2: f32,
+    pub log_var_min: f32,
+    pub log_var_max: f32,
+    pub log_var_fixed: f32,
+    pub inv_twist_var: f32,
+}
+
+/// Floats of statistics per population (mirrors `STATS` in the WGSL), and
+/// their slots.
+pub const STATS: usize = 4;
+pub const STAT_ESS: usize = 0;
+pub const STAT_RESAMPLED: usize = 1;
+pub const STAT_ESS_SUM: usize = 2;
+pub const STAT_EVENTS: usize = 3;
+
+/// Workgroup size of the per-population kernels (mirrors `WG`).
+pub const WG: usize = 256;
+
+/// What the populations did over a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PopulationStats {
+    /// ESS / P after the last weighing, per population.
+    pub last_ess: Vec<f32>,
+    /// Mean ESS / P over the counted weighings, per population.
+    pub mean_ess: Vec<f64>,
+    /// Resampling events (the final forced draw not counted), per population.
+    pub events: Vec<u32>,
+}
+
+/// G populations of P particles: log-weights, normalised weights / their
+/// prefix sums, ancestors and statistics, and the weighing plan.
+pub struct Population {
+    pub particles: usize,
+    pub populations: usize,
+    /// log w [G * P]; kept normalised, zero after a resampling.
+    pub logw: Tensor,
+    /// Normalised weights, then their inclusive prefix sum per population [G * P].
+    pub cdf: Tensor,
+    /// Ancestor of each particle (global index) [G * P], u32.
+    pub ancestors: wgpu::Buffer,
+    /// [G, STATS] floats.
+    pub stats: Tensor,
+    pub uniform: wgpu::Buffer,
+    /// normalise + prefix sum + ancestors.
+    pub weigh: Plan,
+    threshold: f32,
+}
+
+impl Population {
+    /// `threshold`: resample when ESS < threshold * P (0 never, 1 always but for
+    /// equal weights).
+    pub fn new(gpu: &Gpu, particles: usize, populations: usize, threshold: f32) -> Result<Population, GpuError> {
+        if particles == 0 || populations == 0 {
+            return Err(GpuError::Other("a population needs at least one particle".into()));
+        }
+        let n = particles * populations;
+        let logw = Tensor::zeros(gpu, "smc log-weights", &[n])?;
+        let cdf = Tensor::zeros(gpu, "smc weights / cdf", &[n])?;
+        let ancestors = gpu.storage_buffer("smc ancestors", (n * 4) as u64)?;
+        let stats = Tensor::zeros(gpu, "smc stats", &[populations, STATS])?;
+        let params = SmcParams {
+            particles: particles as u32,
+            populations: populations as u32,
+            threshold,
+            ..SmcParams::default()
+        };
+        let uniform = gpu.uniform("smc params", &params);
+        let g = [populations as u32, 1, 1];
+        let mut weigh = Plan::new();
+        weigh.push(Dispatch::new(
+            gpu,
+            &SMC,
+            "smc_normalize",
+            &[],
+            &[&uniform, &logw.buffer, &cdf.buffer, &stats.buffer],
+            g,
+        )?);
+        weigh.push(Dispatch::new(
+            gpu,
+            &SMC,
+            "smc_cumsum",
+            &[],
+            &[&uniform, &cdf.buffer],
+            g,
+        )?);
+        weigh.push(Dispatch::new(
+            gpu,
+            &SMC,
+            "smc_ancestors",
+            &[],
+            &[&uniform, &cdf.buffer, &stats.buffer, &ancestors],
+            dispatch_groups(n, WG1D),
+        )?);
+        Ok(Population {
+            particles,
+            populations,
+            logw,
+            cdf,
+            ancestors,
+            stats,
+            uniform,
+            weigh,
+            threshold,
+        })
+    }
+
+    /// Queues the next weighing's systematic offset `u` in [0, 1) and whether
+    /// resampling is forced (the final draw).
+    pub fn set(&self, gpu: &Gpu, u: f32, force: bool) {
+        let params = SmcParams {
+            particles: self.particles as u32,
+            populations: self.populations as u32,
+            force: force as u32,
+            threshold: self.threshold,
+            u,
+            ..SmcParams::default()
+        };
+        gpu.queue.write_buffer(&self.uniform, 0, bytemuck::bytes_of(&params));
+    }
+
+    /// Resets log-weights and statistics (a new run).
+    pub fn reset(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        self.logw.write(gpu, &vec![0.0; self.logw.numel()])?;
+        self.stats.write(gpu, &vec![0.0; self.stats.numel()])?;
+        Ok(())
+    }
+
+    /// dst[k, :] = src[ancestor[k], :] for a per-particle tensor `src`
+    /// ([G * P, ...]); `dst` is a scratch tensor of the same size. Keep the
+    /// returned uniform alive with the dispatch.
+    pub fn gather(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor) -> Result<(Dispatch, wgpu::Buffer), GpuError> {
+        let n = self.particles * self.populations;
+        if src.numel() != dst.numel() || src.numel() % n != 0 {
+            return Err(GpuError::Shape {
+                what: "smc gather".into(),
+                expected: src.shape.clone(),
+                got: dst.shape.clone(),
+            });
+        }
+        let params = gpu.uniform("smc gather", &GatherParams::new(n, src.numel() / n));
+        let d = Dispatch::new(
+            gpu,
+            &SMC,
+            "smc_gather",
+            &[],
+            &[&params, &self.ancestors, &src.buffer, &dst.buffer],
+            dispatch_groups(src.numel(), WG1D),
+        )?;
+        Ok((d, params))
+    }
+
+    /// The counters so far (a read-back), after `weighings` counted weighings.
+    pub fn stats(&self, gpu: &Gpu, weighings: usize) -> Result<PopulationStats, GpuError> {
+        let s = self.stats.read(gpu)?;
+        let rows: Vec<&[f32]> = s.chunks(STATS).collect();
+        Ok(PopulationStats {
+            last_ess: rows.iter().map(|r| r[STAT_ESS]).collect(),
+            mean_ess: rows
+                .iter()
+                .map(|r| r[STAT_ESS_SUM] as f64 / weighings.max(1) as f64)
+                .collect(),
+            events: rows.iter().map(|r| r[STAT_EVENTS] as u32).collect(),
+        })
+    }
+}

@@ -1,0 +1,319 @@
+//! The SMC kernels (shaders/smc.wgsl) against plain-Rust references: the
+//! log-sum-exp normalisation and ESS, the prefix sum, systematic ancestors and
+//! the gather, on particle counts that are not multiples of the workgroup
+//! size, several populations at once, and a weight vector with one dominant
+//! particle; the twisted-diffusion weight update and proposal.
+
+mod common;
+use common::*;
+
+use rand::Rng;
+use tweedie::gpu::{dispatch_groups, Dispatch, Plan, SMC, WG1D};
+use tweedie::kernels::smc::{Population, TdsParams, STATS, STAT_ESS, STAT_ESS_SUM, STAT_EVENTS, STAT_RESAMPLED};
+use tweedie::Tensor;
+
+/// Normalised weights, ESS / P, and the inclusive cdf of one population (f64).
+fn normalise_cpu(logw: &[f32]) -> (Vec<f64>, f64, Vec<f64>) {
+    let m = logw.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let total: f64 = logw.iter().map(|&v| (v as f64 - m).exp()).sum();
+    let w: Vec<f64> = logw.iter().map(|&v| (v as f64 - m).exp() / total).collect();
+    let ess = 1.0 / w.iter().map(|v| v * v).sum::<f64>() / logw.len() as f64;
+    let mut acc = 0.0;
+    let cdf = w
+        .iter()
+        .map(|v| {
+            acc += v;
+            acc
+        })
+        .collect();
+    (w, ess, cdf)
+}
+
+/// Systematic resampling: particle j takes the first k with cdf_k > (j + u) / P.
+fn systematic_cpu(cdf: &[f64], u: f64) -> Vec<usize> {
+    let p = cdf.len();
+    let last = cdf[p - 1];
+    (0..p)
+        .map(|j| {
+            let target = (j as f64 + u) / p as f64 * last;
+            cdf.iter().position(|&c| c > target).unwrap_or(p - 1)
+        })
+        .collect()
+}
+
+fn run(plan: &Plan) {
+    plan.run(&gpu()).unwrap();
+}
+
+/// Log-weights for `g` populations of `p`: random, or with one particle far ahead.
+fn log_weights(p: usize, g: usize, dominant: bool, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    let mut v: Vec<f32> = (0..p * g).map(|_| 3.0 * r.random::<f32>() - 40.0).collect();
+    if dominant {
+        for k in 0..g {
+            v[k * p + (7 * k + 3) % p] = 60.0;
+        }
+    }
+    v
+}
+
+#[test]
+fn normalise_cumsum_and_ancestors_match_cpu() {
+    let gpu = gpu();
+    for &(p, g, dominant, threshold) in &[
+        (1usize, 1usize, false, 0.5f32),
+        (7, 3, false, 2.0), // threshold above 1: always resampled
+        (257, 2, false, 0.5),
+        (1000, 1, true, 0.5),
+        (1025, 3, true, 0.5),
+        (300, 2, false, 0.0), // never resampled
+    ] {
+        let what = format!("P {p} G {g} dominant {dominant} threshold {threshold}");
+        let pop = Population::new(&gpu, p, g, threshold).unwrap();
+        pop.reset(&gpu).unwrap();
+        let lw = log_weights(p, g, dominant, p as u64);
+        pop.logw.write(&gpu, &lw).unwrap();
+        let u = 0.37f32;
+        pop.set(&gpu, u, false);
+        run(&pop.weigh);
+        let cdf_gpu = pop.cdf.read(&gpu).unwrap();
+        let logw_after = pop.logw.read(&gpu).unwrap();
+        let stats = pop.stats.read(&gpu).unwrap();
+        let anc: Vec<u32> = gpu.read(&pop.ancestors, 0, p * g).unwrap();
+        for k in 0..g {
+            let (w, ess, cdf) = normalise_cpu(&lw[k * p..(k + 1) * p]);
+            let cdf32: Vec<f32> = cdf.iter().map(|&v| v as f32).collect();
+            assert_close(
+                &format!("{what}: cdf of population {k}"),
+                &cdf_gpu[k * p..(k + 1) * p],
+                &cdf32,
+                2e-5,
+                1e-4,
+            );
+            let s = &stats[k * STATS..(k + 1) * STATS];
+            assert!(
+                (s[STAT_ESS] as f64 - ess).abs() <= 1e-4 * ess.max(1e-3),
+                "{what}: ESS {} vs {ess}",
+                s[STAT_ESS]
+            );
+            assert!(
+                (s[STAT_ESS_SUM] as f64 - ess).abs() <= 1e-4 * ess.max(1e-3),
+                "{what}: ESS sum"
+            );
+            let resampled = (ess as f32) < threshold;
+            assert_eq!(s[STAT_RESAMPLED] == 1.0, resampled, "{what}: the decision");
+            assert_eq!(s[STAT_EVENTS], resampled as u32 as f32, "{what}: events");
+            if dominant {
+                assert!(ess < 1.5 / p as f64, "{what}: one dominant particle, ESS {ess}");
+            }
+            let want_anc: Vec<u32> = if resampled {
+                systematic_cpu(&cdf, u as f64)
+                    .iter()
+                    .map(|&a| (k * p + a) as u32)
+                    .collect()
+            } else {
+                (k * p..(k + 1) * p).map(|a| a as u32).collect()
+            };
+            let got = &anc[k * p..(k + 1) * p];
+            // Ties at a cdf step can go either way in f32: allow a neighbour.
+            let off = got
+                .iter()
+                .zip(&want_anc)
+                .filter(|(a, b)| (**a as i64 - **b as i64).abs() > 1)
+                .count();
+            let near = got.iter().zip(&want_anc).filter(|(a, b)| a != b).count();
+            assert_eq!(off, 0, "{what}: ancestors of population {k}: {got:?} vs {want_anc:?}");
+            assert!(near <= p / 50 + 1, "{what}: {near} ancestors off by one");
+            if dominant && resampled {
+                let d = (k * p + (7 * k + 3) % p) as u32;
+                assert!(
+                    got.iter().all(|&a| a == d),
+                    "{what}: every particle descends from the dominant one"
+                );
+            }
+            // Log-weights: normalised (log w), or zero after resampling.
+            for (j, &l) in logw_after[k * p..(k + 1) * p].iter().enumerate() {
+                let want = if resampled { 0.0 } else { w[j].ln() as f32 };
+                if want.is_finite() {
+                    assert!(
+                        (l - want).abs() <= 1e-3 * want.abs().max(1.0),
+                        "{what}: log w[{j}] {l} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn forced_resampling_is_not_counted_and_stats_accumulate() {
+    let gpu = gpu();
+    let (p, g) = (33, 2);
+    let pop = Population::new(&gpu, p, g, 0.0).unwrap();
+    pop.reset(&gpu).unwrap();
+    let lw = log_weights(p, g, false, 5);
+    for step in 0..3 {
+        pop.logw.write(&gpu, &lw).unwrap();
+        pop.set(&gpu, 0.5, step == 2);
+        run(&pop.weigh);
+    }
+    let st = pop.stats(&gpu, 2).unwrap();
+    for k in 0..g {
+        let (_, ess, _) = normalise_cpu(&lw[k * p..(k + 1) * p]);
+        assert!(
+            (st.mean_ess[k] - ess).abs() < 1e-4,
+            "mean ESS {} vs {ess}",
+            st.mean_ess[k]
+        );
+        assert_eq!(
+            st.events[k], 0,
+            "threshold 0 never resamples; the forced draw is not counted"
+        );
+    }
+    let s = pop.stats.read(&gpu).unwrap();
+    assert!(
+        s.chunks(STATS).all(|r| r[STAT_RESAMPLED] == 1.0),
+        "the forced draw resampled"
+    );
+    assert!(
+        pop.logw.read(&gpu).unwrap().iter().all(|&v| v == 0.0),
+        "equal weights after it"
+    );
+}
+
+#[test]
+fn gather_moves_rows_to_their_ancestors() {
+    let gpu = gpu();
+    for &(p, g, per) in &[(5usize, 1usize, 3usize), (257, 2, 7), (1000, 1, 1)] {
+        let n = p * g;
+        let pop = Population::new(&gpu, p, g, 2.0).unwrap();
+        let mut r = rng(n as u64);
+        let anc: Vec<u32> = (0..n).map(|k| ((k / p) * p + r.random_range(0..p)) as u32).collect();
+        gpu.queue.write_buffer(&pop.ancestors, 0, bytemuck::cast_slice(&anc));
+        let src_data = randn(&mut r, n * per);
+        let src = Tensor::from_slice(&gpu, "src", &[n, per], &src_data).unwrap();
+        let dst = Tensor::zeros(&gpu, "dst", &[n, per]).unwrap();
+        let (d, _keep) = pop.gather(&gpu, &src, &dst).unwrap();
+        run(&Plan { steps: vec![d] });
+        let want: Vec<f32> = (0..n * per)
+            .map(|i| src_data[anc[i / per] as usize * per + i % per])
+            .collect();
+        assert_eq!(dst.read(&gpu).unwrap(), want, "P {p} G {g} per {per}");
+    }
+}
+
+#[test]
+fn tds_weigh_and_step_match_cpu() {
+    let gpu = gpu();
+    let (n_part, per) = (37usize, 29usize);
+    let n = n_part * per;
+    let mut r = rng(11);
+    let mut vec = |k: usize| randn(&mut r, k);
+    let (eps, v, z, g, h, x) = (vec(n), vec(n), vec(n), vec(n), vec(n), vec(n));
+    let (rr, lpq, prev, logw): (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) = (
+        vec(n_part).iter().map(|a| a * a).collect(),
+        vec(n_part),
+        vec(n_part),
+        vec(n_part),
+    );
+    for flags in [1u32 | 2, 2 | 4, 0, 1] {
+        let params = TdsParams {
+            n: n as u32,
+            per: per as u32,
+            flags,
+            a_t: 0.6,
+            b_t: 0.8,
+            coef1: 0.3,
+            coef2: 0.9,
+            log_var_min: -4.0,
+            log_var_max: -2.0,
+            log_var_fixed: -3.0,
+            inv_twist_var: 2.5,
+            ..TdsParams::default()
+        };
+        let u = gpu.uniform("tds", &params);
+        let t = |name: &str, d: &[f32]| Tensor::from_slice(&gpu, name, &[d.len()], d).unwrap();
+        let (te, tv, tz, tg, th, tx) = (
+            t("eps", &eps),
+            t("v", &v),
+            t("z", &z),
+            t("g", &g),
+            t("h", &h),
+            t("x", &x),
+        );
+        let tl = Tensor::zeros(&gpu, "lpq", &[n]).unwrap();
+        let (trr, tlpq, tprev, tlogw) = (t("rr", &rr), t("lpq", &lpq), t("prev", &prev), t("logw", &logw));
+        let plan = Plan {
+            steps: vec![
+                Dispatch::new(
+                    &gpu,
+                    &SMC,
+                    "tds_step",
+                    &[],
+                    &[
+                        &u, &te.buffer, &tv.buffer, &tz.buffer, &tg.buffer, &th.buffer, &tx.buffer, &tl.buffer,
+                    ],
+                    dispatch_groups(n, WG1D),
+                )
+                .unwrap(),
+                Dispatch::new(
+                    &gpu,
+                    &SMC,
+                    "tds_weigh",
+                    &[],
+                    &[&u, &trr.buffer, &tlpq.buffer, &tprev.buffer, &tlogw.buffer],
+                    dispatch_groups(n_part, WG1D),
+                )
+                .unwrap(),
+            ],
+        };
+        plan.run(&gpu).unwrap();
+        // CPU reference, f64.
+        let (mut want_x, mut want_l) = (vec![0f32; n], vec![0f32; n]);
+        for i in 0..n {
+            let (a, b) = (params.a_t as f64, params.b_t as f64);
+            let xi = x[i] as f64;
+            let mut x0 = (xi - b * eps[i] as f64) / a;
+            if flags & 1 != 0 {
+                x0 = x0.clamp(-1.0, 1.0);
+            }
+            let mean = params.coef1 as f64 * x0 + params.coef2 as f64 * xi;
+            let lv = if flags & 4 != 0 {
+                let f = (v[i] as f64 + 1.0) / 2.0;
+                f * params.log_var_max as f64 + (1.0 - f) * params.log_var_min as f64
+            } else {
+                params.log_var_fixed as f64
+            };
+            if flags & 2 == 0 {
+                want_x[i] = mean as f32;
+                continue;
+            }
+            let var = lv.exp();
+            let shift = var * (g[i] as f64 - b * h[i] as f64) / a;
+            let xn = mean + shift + var.sqrt() * z[i] as f64;
+            // log N(xn; mean, var) - log N(xn; mean + shift, var), written out
+            let lp = -(xn - mean).powi(2) / (2.0 * var) + (xn - mean - shift).powi(2) / (2.0 * var);
+            want_x[i] = xn as f32;
+            want_l[i] = lp as f32;
+        }
+        let what = format!("tds_step flags {flags}");
+        assert_close(&format!("{what}: x"), &tx.read(&gpu).unwrap(), &want_x, 1e-5, 1e-5);
+        assert_close(
+            &format!("{what}: log p/q"),
+            &tl.read(&gpu).unwrap(),
+            &want_l,
+            1e-4,
+            1e-4,
+        );
+        let twist: Vec<f32> = rr.iter().map(|&q| -0.5 * q * params.inv_twist_var).collect();
+        let want_w: Vec<f32> = (0..n_part).map(|k| logw[k] + twist[k] - prev[k] + lpq[k]).collect();
+        assert_close("tds_weigh: log w", &tlogw.read(&gpu).unwrap(), &want_w, 1e-5, 1e-5);
+        assert_close(
+            "tds_weigh: the twist kept",
+            &tprev.read(&gpu).unwrap(),
+            &twist,
+            1e-6,
+            1e-6,
+        );
+    }
+}
