@@ -162,7 +162,9 @@ fn smc_ancestors(@builtin(global_invocation_id) gid: vec3<u32>) {
     let base = g * np;
     // The cdf's last entry is 1 up to rounding: compare against a target
     // scaled by it, so the last particle is always reachable.
-    let target_u = (f32(j) + c.u) / f32(np) * a_cdf[base + np - 1u];
+    // Each population its own offset (the golden-ratio sequence from the host's u).
+    let u = fract(c.u + f32(g) * 0.6180339887);
+    let target_u = (f32(j) + u) / f32(np) * a_cdf[base + np - 1u];
     var lo = 0u;
     var hi = np - 1u;
     while (lo < hi) {
@@ -222,37 +224,41 @@ const LEARNED: u32 = 4u;
 @group(0) @binding(0) var<uniform> t: Tds;
 
 // One thread per particle: logw += twist_t(x_t) - twist_{t+1}(x_{t+1}) + log p/q of
-// the last proposal; prev_twist <- twist_t(x_t). rr = |y - A x0hat|^2 per particle.
+// the last proposal (lpq, summed per particle); twist_out <- twist_t(x_t).
+// rr = |y - A x0hat|^2 per particle; twist_in is the last step's twist, resampled.
 @group(0) @binding(1) var<storage, read> w_rr: array<f32>;
 @group(0) @binding(2) var<storage, read> w_lpq: array<f32>;
-@group(0) @binding(3) var<storage, read_write> w_prev: array<f32>;
-@group(0) @binding(4) var<storage, read_write> w_logw: array<f32>;
+@group(0) @binding(3) var<storage, read> w_twist_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w_twist_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> w_logw: array<f32>;
 
 @compute @workgroup_size(256)
 fn tds_weigh(@builtin(global_invocation_id) gid: vec3<u32>) {
     let k = gid.x;
     if (k >= arrayLength(&w_logw)) { return; }
     let twist = -0.5 * w_rr[k] * t.inv_twist_var;
-    w_logw[k] += twist - w_prev[k] + w_lpq[k];
-    w_prev[k] = twist;
+    w_logw[k] += twist - w_twist_in[k] + w_lpq[k];
+    w_twist_out[k] = twist;
 }
 
-// g = mask * A^T r / v_t (the gradient of the twist with respect to x0hat), h = J_eps^T g:
-// grad_{x_t} log p~_t = (g - b h) / a. With noise off (the last step) the
-// move is the plain mean and log p/q = 0.
+// g = mask * A^T r (v_t times the gradient of the twist with respect to
+// x0hat), h = J_eps^T g: grad_{x_t} log p~_t = (g - b h) / (a v_t). With
+// noise off (the last step) the move is the plain mean and log p/q = 0.
+// x_in and x_out are separate (x_in is the resampled population).
 @group(0) @binding(1) var<storage, read> p_eps: array<f32>;
 @group(0) @binding(2) var<storage, read> p_v: array<f32>;
 @group(0) @binding(3) var<storage, read> p_z: array<f32>;
 @group(0) @binding(4) var<storage, read> p_g: array<f32>;
 @group(0) @binding(5) var<storage, read> p_h: array<f32>;
-@group(0) @binding(6) var<storage, read_write> p_x: array<f32>;
-@group(0) @binding(7) var<storage, read_write> p_lpq: array<f32>; // per element: log p(x'|x) - log q(x'|x)
+@group(0) @binding(6) var<storage, read> p_xin: array<f32>;
+@group(0) @binding(7) var<storage, read_write> p_x: array<f32>;
+@group(0) @binding(8) var<storage, read_write> p_lpq: array<f32>; // per element: log p(x'|x) - log q(x'|x)
 
 @compute @workgroup_size(256)
 fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= t.n) { return; }
-    let x = p_x[i];
+    let x = p_xin[i];
     var x0 = (x - t.b_t * p_eps[i]) / t.a_t;
     if ((t.flags & CLIP) != 0u) {
         x0 = clamp(x0, -1.0, 1.0);
@@ -270,7 +276,7 @@ fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     let var_ = exp(log_var);
     let sigma = sqrt(var_);
-    let shift = var_ * (p_g[i] - t.b_t * p_h[i]) / t.a_t;
+    let shift = var_ * t.inv_twist_var * (p_g[i] - t.b_t * p_h[i]) / t.a_t;
     let z = p_z[i];
     p_x[i] = mean + shift + sigma * z;
     // log N(x'; mean, var) - log N(x'; mean + shift, var) with x' - mean - shift = sigma z

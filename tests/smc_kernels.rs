@@ -32,6 +32,7 @@ fn normalise_cpu(logw: &[f32]) -> (Vec<f64>, f64, Vec<f64>) {
 /// Systematic resampling: particle j takes the first k with cdf_k > (j + u) / P.
 fn systematic_cpu(cdf: &[f64], u: f64) -> Vec<usize> {
     let p = cdf.len();
+    let u = u.fract();
     let last = cdf[p - 1];
     (0..p)
         .map(|j| {
@@ -107,7 +108,7 @@ fn normalise_cumsum_and_ancestors_match_cpu() {
                 assert!(ess < 1.5 / p as f64, "{what}: one dominant particle, ESS {ess}");
             }
             let want_anc: Vec<u32> = if resampled {
-                systematic_cpu(&cdf, u as f64)
+                systematic_cpu(&cdf, (u as f32 + k as f32 * 0.618_034) as f64)
                     .iter()
                     .map(|&a| (k * p + a) as u32)
                     .collect()
@@ -242,6 +243,8 @@ fn tds_weigh_and_step_match_cpu() {
             t("x", &x),
         );
         let tl = Tensor::zeros(&gpu, "lpq", &[n]).unwrap();
+        let tout = Tensor::zeros(&gpu, "x out", &[n]).unwrap();
+        let ttw = Tensor::zeros(&gpu, "twist out", &[n_part]).unwrap();
         let (trr, tlpq, tprev, tlogw) = (t("rr", &rr), t("lpq", &lpq), t("prev", &prev), t("logw", &logw));
         let plan = Plan {
             steps: vec![
@@ -251,7 +254,15 @@ fn tds_weigh_and_step_match_cpu() {
                     "tds_step",
                     &[],
                     &[
-                        &u, &te.buffer, &tv.buffer, &tz.buffer, &tg.buffer, &th.buffer, &tx.buffer, &tl.buffer,
+                        &u,
+                        &te.buffer,
+                        &tv.buffer,
+                        &tz.buffer,
+                        &tg.buffer,
+                        &th.buffer,
+                        &tx.buffer,
+                        &tout.buffer,
+                        &tl.buffer,
                     ],
                     dispatch_groups(n, WG1D),
                 )
@@ -261,7 +272,7 @@ fn tds_weigh_and_step_match_cpu() {
                     &SMC,
                     "tds_weigh",
                     &[],
-                    &[&u, &trr.buffer, &tlpq.buffer, &tprev.buffer, &tlogw.buffer],
+                    &[&u, &trr.buffer, &tlpq.buffer, &tprev.buffer, &ttw.buffer, &tlogw.buffer],
                     dispatch_groups(n_part, WG1D),
                 )
                 .unwrap(),
@@ -289,7 +300,7 @@ fn tds_weigh_and_step_match_cpu() {
                 continue;
             }
             let var = lv.exp();
-            let shift = var * (g[i] as f64 - b * h[i] as f64) / a;
+            let shift = var * params.inv_twist_var as f64 * (g[i] as f64 - b * h[i] as f64) / a;
             let xn = mean + shift + var.sqrt() * z[i] as f64;
             // log N(xn; mean, var) - log N(xn; mean + shift, var), written out
             let lp = -(xn - mean).powi(2) / (2.0 * var) + (xn - mean - shift).powi(2) / (2.0 * var);
@@ -297,7 +308,7 @@ fn tds_weigh_and_step_match_cpu() {
             want_l[i] = lp as f32;
         }
         let what = format!("tds_step flags {flags}");
-        assert_close(&format!("{what}: x"), &tx.read(&gpu).unwrap(), &want_x, 1e-5, 1e-5);
+        assert_close(&format!("{what}: x"), &tout.read(&gpu).unwrap(), &want_x, 1e-5, 1e-5);
         assert_close(
             &format!("{what}: log p/q"),
             &tl.read(&gpu).unwrap(),
@@ -310,7 +321,7 @@ fn tds_weigh_and_step_match_cpu() {
         assert_close("tds_weigh: log w", &tlogw.read(&gpu).unwrap(), &want_w, 1e-5, 1e-5);
         assert_close(
             "tds_weigh: the twist kept",
-            &tprev.read(&gpu).unwrap(),
+            &ttw.read(&gpu).unwrap(),
             &twist,
             1e-6,
             1e-6,
