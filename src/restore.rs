@@ -11,6 +11,7 @@ use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::random::Noise;
 use crate::operators::task::ResolvedTask;
 use crate::operators::Operator;
+use crate::kernels::smc::PopulationStats;
 use crate::samplers::{CgStats, Measurement, Method, Sampler, SamplerError, SamplerOptions, ScoreModel};
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
@@ -64,6 +65,8 @@ pub struct Restoration {
     pub seconds: f64,
     /// CG iteration counts, one entry per sampler batch (DMPS with CG, C-DPS).
     pub cg: Vec<CgStats>,
+    /// SMC populations' statistics, one entry per sampler batch.
+    pub smc: Vec<PopulationStats>,
 }
 
 impl Restoration {
@@ -75,6 +78,21 @@ impl Restoration {
             n += c.total.len() as f64 * c.solves as f64;
         }
         (n > 0.0).then(|| it / n)
+    }
+
+    /// SMC: resampling events per population and the mean ESS / P over all
+    /// populations and weighings (null for the other methods).
+    pub fn smc_json(&self) -> serde_json::Value {
+        if self.smc.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let events: Vec<u32> = self.smc.iter().flat_map(|s| s.events.iter().copied()).collect();
+        let ess: Vec<f64> = self.smc.iter().flat_map(|s| s.mean_ess.iter().copied()).collect();
+        serde_json::json!({
+            "populations": events.len(),
+            "resampling_events": events,
+            "mean_ess_fraction": ess.iter().sum::<f64>() / ess.len().max(1) as f64,
+        })
     }
 }
 
@@ -188,6 +206,7 @@ impl<'a> Restore<'a> {
         let nb = samples.div_ceil(batch);
         let mut out: Vec<Vec<f32>> = Vec::with_capacity(samples);
         let mut cg: Vec<CgStats> = Vec::new();
+        let mut smc: Vec<PopulationStats> = Vec::new();
         let mut ticks = Ticks { done: 0, total: 0 };
         let mut steps = 0;
         for b in 0..nb {
@@ -204,7 +223,9 @@ impl<'a> Restore<'a> {
             ticks.total = nb * steps;
             Self::drive(gpu, &s, &mut ticks, on_step)?;
             let x = read_finite(gpu, &s, "sample", b * batch)?;
-            cg.extend(s.stats(gpu)?.cg);
+            let stats = s.stats(gpu)?;
+            cg.extend(stats.cg);
+            smc.extend(stats.smc);
             out.extend(x.chunks(per).map(|c| c.to_vec()));
         }
         let (mean, std) = mean_std(&out);
@@ -216,6 +237,7 @@ impl<'a> Restore<'a> {
             batches: nb,
             seconds: start.elapsed().as_secs_f64(),
             cg,
+            smc,
         })
     }
 

@@ -205,6 +205,7 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     .map(|j| mean[j] + noise * (0.5 * logvar).exp() * z[n * D + j])
                     .collect();
                 let out: Vec<f64> = match method {
+                    Method::Smc => unreachable!("SMC's kernels are replayed in tests/smc_kernels.rs"),
                     Method::Ddpm => ddpm,
                     Method::Dps => {
                         let loss = |x: &[f64]| {

@@ -59,6 +59,8 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         cdps_variant: CdpsVariant::Reverse,
         cdps_basis: CdpsBasis::Auto,
         dmps_solver: DmpsSolver::Auto,
+        particles: None,
+        ess_threshold: 0.5,
     };
     sampling.validate()?;
     let tasks = [

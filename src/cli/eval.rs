@@ -111,7 +111,15 @@ pub fn evaluate(
     let in_shape = [prior.channels, prior.size, prior.size];
     let resolved = resolve(spec, in_shape, sampling.seed)?;
     let op = resolved.build(gpu)?;
-    let opts = sampling.options(default_zeta(resolved.task), true, VarianceType::FixedLarge);
+    let mut opts = sampling.options(default_zeta(resolved.task), true, VarianceType::FixedLarge);
+    if method == Method::Smc {
+        // One population per image: its K samples are the particles.
+        if sampling.particles.is_some_and(|p| p != samples) {
+            anyhow::bail!("eval --method smc: the particles are the samples of each image; give --samples P, not --particles");
+        }
+        anyhow::ensure!(samples >= 2, "eval --method smc needs --samples 2 or more (the particles per image)");
+        opts.particles = Some(samples);
+    }
     let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
     let per = c * h * w;
     let m_per: usize = op.out_shape().iter().product();
@@ -327,6 +335,8 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
         "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
         "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
+        "particles": (method == Method::Smc).then_some(args.samples),
+        "ess_threshold": args.sampling.ess_threshold,
         "batch": args.batch,
         "baseline": "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]",
         "adapter": gpu.report(),

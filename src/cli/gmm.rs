@@ -79,6 +79,16 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
             stats.steps,
             start.elapsed().as_secs_f64()
         );
+        if let Some(smc) = &stats.smc {
+            let events: u32 = smc.events.iter().sum();
+            let ess = smc.mean_ess.iter().sum::<f64>() / smc.mean_ess.len() as f64;
+            eprintln!(
+                "SMC: {} population(s), {events} resampling events, mean ESS {:.1}% of the particles, final ESS {:.1}%",
+                smc.events.len(),
+                100.0 * ess,
+                100.0 * smc.last_ess.iter().map(|&v| v as f64).sum::<f64>() / smc.last_ess.len() as f64
+            );
+        }
         if let Some(cg) = &stats.cg {
             eprintln!(
                 "CG: {:.2} iterations per solve on average, {} samples unconverged in the last solve",

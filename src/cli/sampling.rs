@@ -40,6 +40,12 @@ pub struct SamplingArgs {
     /// DMPS linear solve: SVD form when available, or CG.
     #[arg(long, value_enum, default_value_t = DmpsSolver::Auto)]
     pub dmps_solver: DmpsSolver,
+    /// SMC: particles per population (default: all the samples of a batch form one population).
+    #[arg(long)]
+    pub particles: Option<usize>,
+    /// SMC: resample when the effective sample size falls below this fraction of the particles.
+    #[arg(long, default_value_t = 0.5)]
+    pub ess_threshold: f32,
 }
 
 impl SamplingArgs {
@@ -50,6 +56,12 @@ impl SamplingArgs {
         }
         if !(self.cg_tol > 0.0) || self.cg_iters == 0 {
             anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
+        }
+        if self.particles.is_some_and(|p| p < 2) {
+            anyhow::bail!("--particles must be at least 2");
+        }
+        if !(0.0..=1.0).contains(&self.ess_threshold) {
+            anyhow::bail!("--ess-threshold {} must be in [0, 1]", self.ess_threshold);
         }
         if !self.zeta.unwrap_or(1.0).is_finite() || !self.lambda.is_finite() {
             anyhow::bail!("--zeta and --lambda must be finite numbers");
@@ -71,6 +83,8 @@ impl SamplingArgs {
             cdps_variant: self.cdps_variant,
             cdps_basis: self.cdps_basis,
             dmps_solver: self.dmps_solver,
+            particles: self.particles,
+            ess_threshold: self.ess_threshold,
         }
     }
 }
@@ -90,5 +104,6 @@ pub fn method_name(m: Method) -> &'static str {
         Method::Dps => "dps",
         Method::Dmps => "dmps",
         Method::Cdps => "cdps",
+        Method::Smc => "smc",
     }
 }

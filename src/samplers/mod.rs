@@ -15,6 +15,7 @@ pub mod dmps;
 pub mod dps;
 pub mod problem;
 pub mod score;
+pub mod smc;
 pub mod unet_score;
 
 use thiserror::Error;
@@ -54,6 +55,9 @@ pub enum Method {
     Dps,
     Dmps,
     Cdps,
+    /// Sequential Monte Carlo (the twisted diffusion sampler): particles
+    /// weighted by how well they explain y and resampled; asymptotically exact.
+    Smc,
 }
 
 /// Where C-DPS takes the factor in x_{t-1} from (see [`cdps`]).
@@ -106,6 +110,10 @@ pub struct SamplerOptions {
     pub cdps_variant: CdpsVariant,
     pub cdps_basis: CdpsBasis,
     pub dmps_solver: DmpsSolver,
+    /// SMC: particles per population (None: the whole batch is one population).
+    pub particles: Option<usize>,
+    /// SMC: resample when the effective sample size falls below this fraction of the particles.
+    pub ess_threshold: f32,
 }
 
 impl Default for SamplerOptions {
@@ -123,6 +131,8 @@ impl Default for SamplerOptions {
             cdps_variant: CdpsVariant::Reverse,
             cdps_basis: CdpsBasis::Auto,
             dmps_solver: DmpsSolver::Auto,
+            particles: None,
+            ess_threshold: 0.5,
         }
     }
 }
@@ -375,11 +385,15 @@ enum Method_ {
     Dps(dps::Dps),
     Dmps(dmps::Dmps),
     Cdps(cdps::Cdps),
+    Smc(smc::Smc),
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.
 pub struct Sampler {
     pub core: Core,
+    /// The samples asked for: x, or its first N rows when SMC rounds the
+    /// batch up to whole populations.
+    out: Tensor,
     pub method: Method,
     kind: Method_,
     step_plan: Plan,
@@ -393,6 +407,8 @@ pub struct RunStats {
     pub steps: usize,
     /// CG iteration counts (DMPS with CG, C-DPS).
     pub cg: Option<CgStats>,
+    /// SMC: resampling events and mean ESS / P per population.
+    pub smc: Option<crate::kernels::smc::PopulationStats>,
 }
 
 impl Sampler {
@@ -405,7 +421,22 @@ impl Sampler {
         batch: usize,
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
-        let mut core = Core::new(gpu, model, batch, opts)?;
+        // SMC runs whole populations: the batch rounded up to a multiple of P.
+        let particles = opts.particles.unwrap_or(batch).max(1);
+        let core_batch = if method == Method::Smc {
+            if let Some(m) = &meas {
+                let m_per: usize = m.op.out_shape().iter().product();
+                if m.y.len() != m_per && batch % particles != 0 {
+                    return Err(SamplerError::Invalid(format!(
+                        "SMC with one measurement per sample needs a batch that is a multiple of --particles ({batch} samples, {particles} particles)"
+                    )));
+                }
+            }
+            batch.div_ceil(particles) * particles
+        } else {
+            batch
+        };
+        let mut core = Core::new(gpu, model, core_batch, opts)?;
         let mut init_plan = Plan::new();
         init_plan.push(core.init_noise.dispatch.clone());
         let mut m_per = 0;
@@ -420,6 +451,7 @@ impl Sampler {
             }
             m_per = m.op.out_shape().iter().product();
             if m.y.len() != m_per && m.y.len() != m_per * batch {
+                // (per-sample measurements: batch rows, checked against the rounding above)
                 return Err(SamplerError::Invalid(format!(
                     "the measurement has {} values but operator {} produces {:?} per sample",
                     m.y.len(),
@@ -469,9 +501,19 @@ impl Sampler {
                 init_plan.extend(init);
                 (Method_::Cdps(d), plan)
             }
+            Method::Smc => {
+                let m = meas.ok_or_else(|| need("SMC"))?;
+                let (s, plan) = smc::Smc::plan(gpu, &mut core, model, &m, particles)?;
+                (Method_::Smc(s), plan)
+            }
+        };
+        let out = Tensor {
+            buffer: core.x.buffer.clone(),
+            shape: [&[batch][..], &core.x.shape[1..]].concat(),
         };
         Ok(Sampler {
             core,
+            out,
             method,
             kind,
             step_plan,
@@ -497,6 +539,7 @@ impl Sampler {
             Method_::Dps(d) => d.y(),
             Method_::Dmps(d) => d.y(),
             Method_::Cdps(c) => c.y(),
+            Method_::Smc(s) => s.y(),
         };
         if y.numel() != own.numel() {
             return Err(SamplerError::Invalid(format!(
@@ -522,7 +565,7 @@ impl Sampler {
 
     /// The samples: x_t during a run, x_0 after it.
     pub fn x(&self) -> &Tensor {
-        &self.core.x
+        &self.out
     }
 
     pub fn steps(&self) -> usize {
@@ -532,8 +575,10 @@ impl Sampler {
     /// Draws x_T ~ N(0, I) (and what a method draws once per run).
     pub fn init(&self, gpu: &Gpu) -> Result<(), SamplerError> {
         self.core.init_noise.set_stream(gpu, 0);
-        if let Method_::Cdps(c) = &self.kind {
-            c.prepare_init(gpu, &self.core, self.m_per)?;
+        match &self.kind {
+            Method_::Cdps(c) => c.prepare_init(gpu, &self.core, self.m_per)?,
+            Method_::Smc(s) => s.prepare_init(gpu)?,
+            _ => {}
         }
         self.init_plan.run(gpu)?;
         Ok(())
@@ -547,9 +592,13 @@ impl Sampler {
             Method_::Dps(d) => d.params(&self.core, i, &mut p),
             Method_::Dmps(d) => d.params(gpu, &self.core, i, &mut p),
             Method_::Cdps(c) => c.params(gpu, &self.core, i, &mut p),
+            Method_::Smc(s) => s.params(gpu, &self.core, i, &mut p),
         }
         self.core.prepare(gpu, i, &p)?;
         self.step_plan.run(gpu)?;
+        if let (Method_::Smc(s), 0) = (&self.kind, i) {
+            s.finish(gpu, &self.core, &p)?;
+        }
         Ok(())
     }
 
@@ -570,9 +619,14 @@ impl Sampler {
             Method_::Cdps(c) => Some(c.cg.stats(gpu)?),
             _ => None,
         };
+        let smc = match &self.kind {
+            Method_::Smc(s) => Some(s.stats(gpu, self.steps())?),
+            _ => None,
+        };
         Ok(RunStats {
             steps: self.steps(),
             cg,
+            smc,
         })
     }
 }
