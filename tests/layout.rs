@@ -1,0 +1,181 @@
+//! Device-free: every uniform struct a WGSL shader reads has a `#[repr(C)]`
+//! Rust twin with the same size, the same (non-padding) field names in the
+//! same order, and the same byte offsets. The WGSL side is read with naga, so
+//! the offsets are the ones the shader compiler uses.
+//!
+//! Adding or changing a uniform struct is one line in `TWINS` below. Fields
+//! whose names start with `_` are padding: they are not named in the table
+//! (Rust may spell them as an array, WGSL as single fields), but the sizes
+//! must still agree.
+
+use std::mem::{offset_of, size_of};
+
+use tweedie::gpu::{Shader, ALL_SHADERS};
+
+/// One Rust twin: the shader, the WGSL struct name, the Rust type's name and
+/// size, and its named fields with their offsets.
+struct Twin {
+    shader: &'static Shader,
+    wgsl: &'static str,
+    rust: &'static str,
+    size: usize,
+    fields: Vec<(&'static str, usize)>,
+}
+
+/// `twin!(SHADER, "WgslStruct" => path::RustStruct { field, field, ... })`:
+/// list the Rust fields in declaration order, padding left out.
+macro_rules! twin {
+    ($shader:expr, $wgsl:literal => $rust:ty { $($field:ident),* $(,)? }) => {
+        Twin {
+            shader: &$shader,
+            wgsl: $wgsl,
+            rust: stringify!($rust),
+            size: size_of::<$rust>(),
+            fields: vec![$((stringify!($field), offset_of!($rust, $field))),*],
+        }
+    };
+}
+
+fn twins() -> Vec<Twin> {
+    use tweedie::gpu::*;
+    use tweedie::kernels::*;
+    use tweedie::operators::dense::DenseParams;
+    use tweedie::samplers::{cg::CgParams, score::GmmParams, StepParams};
+    vec![
+        twin!(ELEMENTWISE, "Params" => elementwise::ElementwiseParams { n, per, a, b }),
+        twin!(REDUCE, "Params" => reduce::ReduceParams { per, chunks, take_sqrt }),
+        twin!(RANDOM, "Params" => random::NoiseParams { n, seed_lo, seed_hi, stream, mean, sigma }),
+        twin!(CONV_REFLECT, "Params" => conv_reflect::ConvParams { planes, h, w, kh, kw, rh, rw, ntaps }),
+        twin!(AXIS_MATMUL, "Params" => axis_matmul::AxisParams { outer, k, q, inner, transpose }),
+        twin!(MASK, "Params" => mask::MaskParams { n, per }),
+        twin!(COLORIZE, "Params" => colorize::ColorizeParams { batch, hw, channels, scale }),
+        twin!(CONV2D, "Params" => conv2d::Conv2dParams {
+            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
+            res_stride, out_scale
+        }),
+        twin!(GROUPNORM, "Params" => groupnorm::GroupNormParams {
+            n, c, hw, groups, eps, silu, scale_shift, gamma_off, beta_off, ss_off, chunk_len, chunks
+        }),
+        twin!(LINEAR, "Params" => linear::LinearParams { n, din, dout, silu_in, silu_out, w_off, b_off, x_off }),
+        twin!(ATTENTION, "Params" => attention::AttentionParams {
+            n, heads, ch, t, order, scale_q, scale_k, accumulate
+        }),
+        twin!(RESAMPLE, "Params" => resample::ResampleParams { n, c, h, w, ho, wo, c_total, c_off }),
+        twin!(TIMESTEP, "Params" => timestep::TimestepParams { n, dim, half, cos_first }),
+        twin!(DENSE, "Params" => DenseParams { rows, cols, batch }),
+        twin!(GMM, "Params" => GmmParams { batch, d, k, steps }),
+        twin!(CG, "Params" => CgParams { per, chunks, batch, tol2, gamma }),
+        twin!(SAMPLER, "Step" => StepParams {
+            n, per, m_per, flags, a_t, b_t, coef1, coef2, log_var_min, log_var_max, log_var_fixed, guide,
+            guide2, resid_scale, sigma_y2, gamma, y_coef0, y_coef1, y_std, meas_var, tw_coef, prec, h_coef,
+            variant
+        }),
+    ]
+}
+
+fn parse(shader: &Shader) -> naga::Module {
+    naga::front::wgsl::parse_str(shader.source)
+        .unwrap_or_else(|e| panic!("{}.wgsl: {}", shader.name, e.emit_to_string(shader.source)))
+}
+
+/// (WGSL struct name, its members as (name, offset), its span) for every
+/// struct bound as `var<uniform>` in the module.
+fn uniform_structs(module: &naga::Module) -> Vec<(String, Vec<(String, u32)>, u32)> {
+    let mut out: Vec<(String, Vec<(String, u32)>, u32)> = Vec::new();
+    for (_, var) in module.global_variables.iter() {
+        if var.space != naga::AddressSpace::Uniform {
+            continue;
+        }
+        let ty = &module.types[var.ty];
+        if let naga::TypeInner::Struct { members, span } = &ty.inner {
+            let name = ty.name.clone().unwrap_or_default();
+            if out.iter().any(|(n, ..)| *n == name) {
+                continue;
+            }
+            let fields = members
+                .iter()
+                .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
+                .collect();
+            out.push((name, fields, *span));
+        }
+    }
+    out
+}
+
+/// Compares one twin against its shader; returns readable mismatches.
+fn check(t: &Twin) -> Vec<String> {
+    let module = parse(t.shader);
+    let structs = uniform_structs(&module);
+    let Some((_, members, span)) = structs.iter().find(|(n, ..)| n == t.wgsl) else {
+        return vec![format!(
+            "{}.wgsl has no uniform struct `{}` (twin of {})",
+            t.shader.name, t.wgsl, t.rust
+        )];
+    };
+    let mut errs = Vec::new();
+    let tag = format!("{}.wgsl `{}` vs Rust `{}`", t.shader.name, t.wgsl, t.rust);
+    if *span as usize != t.size {
+        errs.push(format!("{tag}: size differs: WGSL {span} bytes, Rust {} bytes", t.size));
+    }
+    let named: Vec<&(String, u32)> = members.iter().filter(|(n, _)| !n.starts_with('_')).collect();
+    let wgsl_names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let rust_names: Vec<&str> = t.fields.iter().map(|(n, _)| *n).collect();
+    if wgsl_names != rust_names {
+        errs.push(format!(
+            "{tag}: field names differ\n  WGSL: {wgsl_names:?}\n  Rust: {rust_names:?}"
+        ));
+    }
+    for (name, rust_off) in &t.fields {
+        match named.iter().find(|(n, _)| n == name) {
+            Some((_, wgsl_off)) if *wgsl_off as usize != *rust_off => errs.push(format!(
+                "{tag}: field `{name}` at offset {wgsl_off} in WGSL but {rust_off} in Rust"
+            )),
+            Some(_) => {}
+            None => errs.push(format!("{tag}: Rust field `{name}` has no WGSL member")),
+        }
+    }
+    errs
+}
+
+#[test]
+fn uniform_structs_match_their_rust_twins() {
+    let errs: Vec<String> = twins().iter().flat_map(check).collect();
+    assert!(errs.is_empty(), "uniform layout mismatches:\n{}", errs.join("\n"));
+}
+
+/// Every uniform struct of every embedded shader is in the table, so a new
+/// kernel cannot skip the layout check.
+#[test]
+fn every_uniform_struct_has_a_twin() {
+    let twins = twins();
+    let mut missing = Vec::new();
+    for shader in ALL_SHADERS {
+        for (name, ..) in uniform_structs(&parse(shader)) {
+            if !twins.iter().any(|t| t.shader.name == shader.name && t.wgsl == name) {
+                missing.push(format!("{}.wgsl `{name}`", shader.name));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "uniform structs without a Rust twin in tests/layout.rs: {missing:?}"
+    );
+}
+
+/// The checker itself: a twin with a wrong offset, a wrong name order or a
+/// wrong size is reported with the struct, the field and both offsets.
+#[test]
+fn checker_reports_mismatches() {
+    let t = Twin {
+        shader: &tweedie::gpu::ELEMENTWISE,
+        wgsl: "Params",
+        rust: "Fake",
+        size: 20,
+        fields: vec![("n", 0), ("a", 4), ("per", 8), ("b", 12)],
+    };
+    let errs = check(&t).join("\n");
+    assert!(errs.contains("size differs: WGSL 16 bytes, Rust 20 bytes"), "{errs}");
+    assert!(errs.contains("field names differ"), "{errs}");
+    assert!(errs.contains("field `a` at offset 8 in WGSL but 4 in Rust"), "{errs}");
+    assert!(errs.contains("elementwise.wgsl `Params` vs Rust `Fake`"), "{errs}");
+}
