@@ -19,7 +19,7 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 }
 
 // y = a x + b y
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -27,7 +27,7 @@ fn axpby(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 }
 
 // y = a x + b (x and y may not alias; copy-and-affine)
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn affine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -35,7 +35,7 @@ fn affine(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 }
 
 // y = clamp(x, a, b)
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn clamp_range(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
@@ -43,7 +43,7 @@ fn clamp_range(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // y = x * y (elementwise product, e.g. a mask)
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }

@@ -26,6 +26,8 @@ struct Params {
 
 override WG: u32 = 256u;
 const MAX_WG: u32 = 1024u;
+// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
+const WG_SMALL: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -76,7 +78,7 @@ fn gn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 
 @group(0) @binding(1) var<storage, read> part_in: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn gn_stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gi = gid.x;
     if (gi >= p.n * p.groups) {
@@ -99,7 +101,7 @@ fn gn_stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Backward helper: sums the per-chunk pairs of gn_bwd_stats into one pair per group.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn gn_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gi = gid.x;
     if (gi >= p.n * p.groups) {

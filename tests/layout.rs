@@ -179,3 +179,88 @@ fn checker_reports_mismatches() {
     assert!(errs.contains("field `a` at offset 8 in WGSL but 4 in Rust"), "{errs}");
     assert!(errs.contains("elementwise.wgsl `Params` vs Rust `Fake`"), "{errs}");
 }
+
+/// The value of a WGSL `const` or the default of an `override` (integer or
+/// float), as f64.
+fn wgsl_value(module: &naga::Module, name: &str) -> Option<f64> {
+    let lit = |h: naga::Handle<naga::Expression>| match module.global_expressions[h] {
+        naga::Expression::Literal(l) => match l {
+            naga::Literal::U32(v) => Some(v as f64),
+            naga::Literal::I32(v) => Some(v as f64),
+            naga::Literal::F32(v) => Some(v as f64),
+            naga::Literal::AbstractInt(v) => Some(v as f64),
+            naga::Literal::AbstractFloat(v) => Some(v),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((_, c)) = module.constants.iter().find(|(_, c)| c.name.as_deref() == Some(name)) {
+        return lit(c.init);
+    }
+    let (_, o) = module.overrides.iter().find(|(_, o)| o.name.as_deref() == Some(name))?;
+    lit(o.init?)
+}
+
+/// Rust constants and the WGSL `const`s / `override` defaults they mirror:
+/// `(SHADER, "WGSL_NAME", rust value)`, one line each.
+fn mirrored_constants() -> Vec<(&'static Shader, &'static str, f64)> {
+    use tweedie::gpu::*;
+    use tweedie::kernels::*;
+    use tweedie::samplers::cg;
+    let mut v: Vec<(&'static Shader, &'static str, f64)> = vec![
+        (&ELEMENTWISE, "WG", WG1D as f64),
+        (&REDUCE, "WG", WG1D as f64),
+        (&REDUCE, "CHUNK", reduce::CHUNK as f64),
+        (&RANDOM, "WG", WG1D as f64),
+        (&DENSE, "WG", WG1D as f64),
+        (&GMM, "WG", WG1D as f64),
+        (&GMM, "WG_SMALL", WG_SMALL as f64),
+        (&CG, "WG", WG1D as f64),
+        (&CG, "WG_SMALL", WG_SMALL as f64),
+        (&CG, "CHUNK", cg::CHUNK as f64),
+        (&CG, "STATE", cg::STATE as f64),
+        (&SAMPLER, "WG", WG1D as f64),
+        (&GROUPNORM, "WG", groupnorm::WG as f64),
+        (&GROUPNORM, "WG_SMALL", WG_SMALL as f64),
+        (&CONV_REFLECT, "WG", WG1D as f64),
+        (&AXIS_MATMUL, "WG", WG1D as f64),
+        (&MASK, "WG", WG1D as f64),
+        (&COLORIZE, "WG", WG1D as f64),
+        (&LINEAR, "WG", linear::WG as f64),
+        (&ATTENTION, "WG", attention::WG as f64),
+        (&ATTENTION, "BLOCK", attention::BLOCK as f64),
+        (&RESAMPLE, "WG", resample::WG as f64),
+        (&TIMESTEP, "WG", timestep::WG as f64),
+        (&CONV2D, "RM", conv2d::RM as f64),
+        (&CONV2D, "RN", conv2d::RN as f64),
+        (&CONV2D, "MAX_TILE", conv2d::MAX_TILE as f64),
+        (&CONV2D, "WG_M", conv2d::ConvTiles::MEDIUM.wg_m as f64),
+        (&CONV2D, "WG_N", conv2d::ConvTiles::MEDIUM.wg_n as f64),
+        (&CONV2D, "TK", conv2d::ConvTiles::MEDIUM.tk as f64),
+    ];
+    // CG's per-sample state slots: `S_<FIELD>` is the field's f32 index.
+    macro_rules! slots {
+        ($($field:ident => $wgsl:literal),*) => {
+            $(v.push((&CG, $wgsl, (std::mem::offset_of!(cg::CgState, $field) / 4) as f64));)*
+        };
+    }
+    slots!(rr => "S_RR", bb => "S_BB", active => "S_ACTIVE", iters => "S_ITERS", total => "S_TOTAL", solves => "S_SOLVES");
+    v
+}
+
+#[test]
+fn wgsl_constants_match_rust() {
+    let mut errs = Vec::new();
+    for (shader, name, want) in mirrored_constants() {
+        match wgsl_value(&parse(shader), name) {
+            Some(got) if got == want => {}
+            Some(got) => errs.push(format!("{}.wgsl `{name}` = {got}, Rust mirror = {want}", shader.name)),
+            None => errs.push(format!("{}.wgsl has no const/override `{name}`", shader.name)),
+        }
+    }
+    assert!(
+        errs.is_empty(),
+        "WGSL constants out of step with Rust:\n{}",
+        errs.join("\n")
+    );
+}

@@ -1,7 +1,7 @@
 //! `shaders/groupnorm.wgsl`: GroupNorm statistics, then the normalisation
 //! fused with the time-embedding scale-shift and SiLU.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, GROUPNORM};
+use crate::gpu::{dispatch_groups, small_groups, Dispatch, Gpu, GpuError, GROUPNORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -97,7 +97,7 @@ pub fn group_norm(
         "gn_stats_finish",
         &ov,
         &[&u, &partial, stats],
-        [groups.div_ceil(64), 1, 1],
+        small_groups(groups as usize),
     )?;
     let apply = Dispatch::new(
         gpu,
@@ -166,7 +166,7 @@ pub fn group_norm_bwd(
         "gn_sum_finish",
         &ov,
         &[&u, &partial, &gstats],
-        [groups.div_ceil(64), 1, 1],
+        small_groups(groups as usize),
     )?;
     let apply = Dispatch::new(
         gpu,
