@@ -53,14 +53,17 @@ fn twins() -> Vec<Twin> {
             n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
             res_stride, out_scale
         }),
+        twin!(CONV2D, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
+            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale
+        }),
         twin!(GROUPNORM, "Params" => groupnorm::GroupNormParams {
-            n, c, hw, groups, eps, silu, scale_shift, gamma_off, beta_off, ss_off, chunk_len, chunks
+            n, c, hw, groups, eps, silu, scale_shift, gamma_off, beta_off, ss_off, chunk_len, chunks, accumulate
         }),
         twin!(LINEAR, "Params" => linear::LinearParams { n, din, dout, silu_in, silu_out, w_off, b_off, x_off }),
         twin!(ATTENTION, "Params" => attention::AttentionParams {
             n, heads, ch, t, order, scale_q, scale_k, accumulate
         }),
-        twin!(RESAMPLE, "Params" => resample::ResampleParams { n, c, h, w, ho, wo, c_total, c_off }),
+        twin!(RESAMPLE, "Params" => resample::ResampleParams { n, c, h, w, ho, wo, c_total, c_off, accumulate }),
         twin!(TIMESTEP, "Params" => timestep::TimestepParams { n, dim, half, cos_first }),
         twin!(DENSE, "Params" => DenseParams { rows, cols, batch }),
         twin!(GMM, "Params" => GmmParams { batch, d, k, steps }),

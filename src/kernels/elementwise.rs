@@ -12,6 +12,13 @@ pub struct ElementwiseParams {
     pub b: f32,
 }
 
+impl ElementwiseParams {
+    /// `n` elements with scalars `a`, `b` (one sample: `per` = `n`).
+    pub fn new(n: u32, a: f32, b: f32) -> ElementwiseParams {
+        ElementwiseParams { n, per: n, a, b }
+    }
+}
+
 /// Which elementwise update.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -54,7 +61,7 @@ impl Elementwise {
             });
         }
         let n = x.numel() as u32;
-        let params = gpu.uniform("elementwise params", &ElementwiseParams { n, per: n, a, b });
+        let params = gpu.uniform("elementwise params", &ElementwiseParams::new(n, a, b));
         let dispatch = Dispatch::new(
             gpu,
             &ELEMENTWISE,
@@ -70,12 +77,7 @@ impl Elementwise {
         gpu.queue.write_buffer(
             &self.params,
             0,
-            bytemuck::bytes_of(&ElementwiseParams {
-                n: self.n,
-                per: self.n,
-                a,
-                b,
-            }),
+            bytemuck::bytes_of(&ElementwiseParams::new(self.n, a, b)),
         );
     }
 }
