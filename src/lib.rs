@@ -37,8 +37,8 @@
 //!     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
 //!     mapped_at_creation: false,
 //! });
-//! let y = Tensor { buffer: buffer(16 * 16 * 4), shape: vec![1, 1, 16, 16] };
-//! let out = Tensor { buffer: buffer(32 * 32 * 4), shape: vec![1, 1, 32, 32] };
+//! let y = Tensor::wrap(buffer(16 * 16 * 4), &[1, 1, 16, 16]);
+//! let out = Tensor::wrap(buffer(32 * 32 * 4), &[1, 1, 32, 32]);
 //!
 //! let opts = SamplerOptions { steps: 2, ..SamplerOptions::default() };
 //! restore_gpu(&gpu, &model, op.as_ref(), &y, 0.05, Method::Dmps, &opts, &out, &mut |done, total| {
