@@ -81,10 +81,18 @@ fn parse(shader: &Shader) -> naga::Module {
         .unwrap_or_else(|e| panic!("{}.wgsl: {}", shader.name, e.emit_to_string(shader.source)))
 }
 
-/// (WGSL struct name, its members as (name, offset), its span) for every
-/// struct bound as `var<uniform>` in the module.
-fn uniform_structs(module: &naga::Module) -> Vec<(String, Vec<(String, u32)>, u32)> {
-    let mut out: Vec<(String, Vec<(String, u32)>, u32)> = Vec::new();
+/// A WGSL struct as naga lays it out.
+struct WgslStruct {
+    name: String,
+    /// (member name, byte offset), in declaration order.
+    members: Vec<(String, u32)>,
+    /// Size in bytes.
+    span: u32,
+}
+
+/// Every struct bound as `var<uniform>` in the module, once each.
+fn uniform_structs(module: &naga::Module) -> Vec<WgslStruct> {
+    let mut out: Vec<WgslStruct> = Vec::new();
     for (_, var) in module.global_variables.iter() {
         if var.space != naga::AddressSpace::Uniform {
             continue;
@@ -92,14 +100,18 @@ fn uniform_structs(module: &naga::Module) -> Vec<(String, Vec<(String, u32)>, u3
         let ty = &module.types[var.ty];
         if let naga::TypeInner::Struct { members, span } = &ty.inner {
             let name = ty.name.clone().unwrap_or_default();
-            if out.iter().any(|(n, ..)| *n == name) {
+            if out.iter().any(|w| w.name == name) {
                 continue;
             }
-            let fields = members
+            let members = members
                 .iter()
                 .map(|m| (m.name.clone().unwrap_or_default(), m.offset))
                 .collect();
-            out.push((name, fields, *span));
+            out.push(WgslStruct {
+                name,
+                members,
+                span: *span,
+            });
         }
     }
     out
@@ -109,7 +121,7 @@ fn uniform_structs(module: &naga::Module) -> Vec<(String, Vec<(String, u32)>, u3
 fn check(t: &Twin) -> Vec<String> {
     let module = parse(t.shader);
     let structs = uniform_structs(&module);
-    let Some((_, members, span)) = structs.iter().find(|(n, ..)| n == t.wgsl) else {
+    let Some(WgslStruct { members, span, .. }) = structs.iter().find(|w| w.name == t.wgsl) else {
         return vec![format!(
             "{}.wgsl has no uniform struct `{}` (twin of {})",
             t.shader.name, t.wgsl, t.rust
@@ -153,7 +165,7 @@ fn every_uniform_struct_has_a_twin() {
     let twins = twins();
     let mut missing = Vec::new();
     for shader in ALL_SHADERS {
-        for (name, ..) in uniform_structs(&parse(shader)) {
+        for WgslStruct { name, .. } in uniform_structs(&parse(shader)) {
             if !twins.iter().any(|t| t.shader.name == shader.name && t.wgsl == name) {
                 missing.push(format!("{}.wgsl `{name}`", shader.name));
             }

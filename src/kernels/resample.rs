@@ -168,7 +168,7 @@ pub fn copy_channels(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    copy_slice(
+    copy_into(
         gpu,
         ChannelSlice {
             n,
@@ -229,7 +229,7 @@ pub fn slice_channels(
     dx: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
-    slice_slice(
+    slice_from(
         gpu,
         ChannelSlice {
             n,
@@ -245,7 +245,7 @@ pub fn slice_channels(
 }
 
 /// [`copy_channels`] for a [`ChannelSlice`].
-pub fn copy_slice(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+pub fn copy_into(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
     s.check();
     dispatch(
         gpu,
@@ -258,7 +258,7 @@ pub fn copy_slice(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer
 }
 
 /// [`slice_channels`] for a [`ChannelSlice`].
-pub fn slice_slice(
+pub fn slice_from(
     gpu: &Gpu,
     s: ChannelSlice,
     dy: &wgpu::Buffer,

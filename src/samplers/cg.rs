@@ -314,6 +314,14 @@ impl Cg {
     }
 }
 
+/// When a solve stops: relative residual |r| / |b| <= `tol`, or after `iters`
+/// iterations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgStop {
+    pub tol: f32,
+    pub iters: usize,
+}
+
 /// A perturb-and-solve draw v ~ N(0, Lambda^{-1}), Lambda = diag(D) + gamma A^T A:
 /// v = Lambda^{-1} (sqrt(D) e1 + sqrt(gamma) A^T e2) with e1, e2 standard
 /// normal (its covariance is Lambda^{-1} Lambda Lambda^{-1}).
@@ -325,7 +333,6 @@ pub struct PwCgDraw {
 }
 
 impl PwCgDraw {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         op: &dyn Operator,
@@ -333,9 +340,9 @@ impl PwCgDraw {
         gamma: f32,
         out: &Tensor,
         seed: u64,
-        tol: f32,
-        iters: usize,
+        stop: CgStop,
     ) -> Result<PwCgDraw, OperatorError> {
+        let CgStop { tol, iters } = stop;
         let in_per: usize = op.in_shape().iter().product();
         let out_per: usize = op.out_shape().iter().product();
         let batch = out.numel() / in_per;
