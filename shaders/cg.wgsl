@@ -36,6 +36,8 @@ const S_SOLVES: u32 = 5u;  // solves since creation
 const STATE: u32 = 8u;
 
 const WG: u32 = 256u;
+// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
+const WG_SMALL: u32 = 64u;
 const PER_THREAD: u32 = 4u;
 const CHUNK: u32 = 1024u;
 
@@ -62,7 +64,7 @@ fn reduce_acc(lid: u32) {
 @group(0) @binding(4) var<storage, read_write> i_p: array<f32>;
 @group(0) @binding(5) var<storage, read_write> i_part: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cg_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
     let base = n * p.per;
@@ -88,7 +90,7 @@ fn cg_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
 @group(0) @binding(1) var<storage, read> f_part: array<f32>;
 @group(0) @binding(2) var<storage, read_write> f_state: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn cg_init_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if (n >= p.batch) { return; }
@@ -111,7 +113,7 @@ fn cg_init_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(4) var<storage, read_write> a_mp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> a_part: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
     let base = n * p.per;
@@ -142,7 +144,7 @@ fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 @group(0) @binding(7) var<storage, read_write> u_partB: array<f32>;
 @group(0) @binding(8) var<storage, read_write> u_prev: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
     let base = n * p.per;
@@ -187,7 +189,7 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 @group(0) @binding(4) var<storage, read_write> d_p: array<f32>;
 @group(0) @binding(5) var<storage, read_write> d_state: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
     let base = n * p.per;
@@ -230,7 +232,7 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 @group(0) @binding(3) var<storage, read> w_at: array<f32>;
 @group(0) @binding(4) var<storage, read_write> w_b: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn pw_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
     if (i >= p.per * p.batch) { return; }
@@ -246,7 +248,7 @@ fn pw_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 @group(0) @binding(4) var<storage, read_write> s_p: array<f32>;
 @group(0) @binding(5) var<storage, read_write> s_state: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn cg_small_init(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if (n >= p.batch) { return; }
@@ -274,7 +276,7 @@ fn cg_small_init(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(5) var<storage, read_write> t_p: array<f32>;
 @group(0) @binding(6) var<storage, read_write> t_state: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn cg_small_iter(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if (n >= p.batch) { return; }

@@ -33,6 +33,26 @@ struct Params {
     _pad2: u32,
 }
 
+// The backward-data pass's parameters: the forward geometry, then its own epilogue.
+struct BwdDataParams {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    ho: u32,
+    wo: u32,
+    ks: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    w_off: u32,
+    accumulate: u32,  // 1: dx += scale * ..., 0: dx = scale * ...
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
 override TK: u32 = 16u;
@@ -158,10 +178,10 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 // convolution as the same tiled GEMM,
 //   dX[ci, q] = scale * sum_k W[co, ci, ky, kx] * dY[co, (q + pad - (ky, kx)) / stride],
 // k = (co, ky, kx), q = (n, iy, ix); taps whose output position is not on the
-// stride grid or out of range contribute zero. res_mode doubles as the
-// accumulate flag (1: dx += ..., 0: dx = ...), out_scale as `scale`.
+// stride grid or out of range contribute zero. `accumulate` 1: dx += ...,
+// 0: dx = ....
 
-@group(0) @binding(0) var<uniform> pb: Params;
+@group(0) @binding(0) var<uniform> pb: BwdDataParams;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> wtb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
@@ -253,8 +273,8 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             let b = q / hw;
             let r = q - b * hw;
             let o = (b * pb.cin + ci) * hw + r;
-            var v = acc[i * RN + j] * pb.out_scale;
-            if (pb.res_mode == 1u) {
+            var v = acc[i * RN + j] * pb.scale;
+            if (pb.accumulate == 1u) {
                 v += dx[o];
             }
             dx[o] = v;

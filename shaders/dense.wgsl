@@ -19,7 +19,7 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dense_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
     if (idx >= p.rows * p.batch) { return; }
@@ -34,7 +34,7 @@ fn dense_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     dst[idx] = s;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dense_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * WG;
     if (idx >= p.cols * p.batch) { return; }

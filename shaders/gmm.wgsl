@@ -20,6 +20,8 @@ struct Params {
 }
 
 const WG: u32 = 256u;
+// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
+const WG_SMALL: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> prior: array<f32>;
@@ -50,7 +52,7 @@ fn var_at(k: u32, j: u32, ab: vec2<f32>) -> f32 {
 // logits[n, k] <- responsibilities r_k(x_n): one thread per sample computes
 // the K log-densities (up to the shared 2 pi term) and normalises them, so
 // the per-element kernels below need no exp.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn gmm_logits(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n = gid.x;
     if (n >= p.batch) { return; }
@@ -85,7 +87,7 @@ fn resp(n: u32, k: u32) -> f32 {
 @group(0) @binding(6) var<storage, read_write> eps: array<f32>;
 
 // eps[n, j] = -b s_j
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
     if (idx >= p.batch * p.d) { return; }
@@ -104,7 +106,7 @@ fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 @group(0) @binding(7) var<storage, read_write> dots: array<f32>;
 
 // dots[n, k] = r_k (s_k . g)
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
     if (idx >= p.batch * p.k) { return; }
@@ -123,7 +125,7 @@ fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 
 // dx[n, j] = -b (J^T g)_j
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
     if (idx >= p.batch * p.d) { return; }

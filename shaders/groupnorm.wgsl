@@ -15,17 +15,23 @@ struct Params {
     hw: u32,
     groups: u32,
     eps: f32,
-    silu: u32,
+    silu: u32,         // 1: SiLU after the affine
     scale_shift: u32,  // 1: ss holds [N, 2C] = [scale | shift] per sample
     gamma_off: u32,
     beta_off: u32,
     ss_off: u32,
     chunk_len: u32,   // elements per chunk of a group
     chunks: u32,      // chunks per group
+    accumulate: u32,  // backward: 1 adds into dx, 0 overwrites
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 256u;
 const MAX_WG: u32 = 1024u;
+// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
+const WG_SMALL: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -76,7 +82,7 @@ fn gn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
 
 @group(0) @binding(1) var<storage, read> part_in: array<f32>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn gn_stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gi = gid.x;
     if (gi >= p.n * p.groups) {
@@ -99,7 +105,7 @@ fn gn_stats_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Backward helper: sums the per-chunk pairs of gn_bwd_stats into one pair per group.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG_SMALL)
 fn gn_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
     let gi = gid.x;
     if (gi >= p.n * p.groups) {
@@ -151,7 +157,7 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 //   dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)).
 //   gn_bwd_stats : grid (chunks, n * groups) -> per chunk (sum dxhat, sum dxhat xhat),
 //                  summed per group by gn_sum_finish into gst[2i], gst[2i+1]
-//   gn_bwd_apply : one thread per element; `silu` bit 1 (value 2) set means accumulate into dx.
+//   gn_bwd_apply : one thread per element; `accumulate` 1 adds into dx.
 
 @group(0) @binding(0) var<uniform> r: Params;
 @group(0) @binding(1) var<storage, read> xb: array<f32>;
@@ -176,7 +182,7 @@ fn gn_bwd_elem(i: u32, n: u32, c: u32, gi: u32) -> vec2<f32> {
         g = g * s1;
     }
     var d = dyb[i];
-    if ((r.silu & 1u) == 1u) {
+    if (r.silu == 1u) {
         let sg = 1.0 / (1.0 + exp(-u));
         d = d * sg * (1.0 + u * (1.0 - sg));
     }
@@ -222,7 +228,7 @@ fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let len = f32((r.c / r.groups) * r.hw);
     let v = gn_bwd_elem(i, n, c, gi);
     var d = stb[2u * gi + 1u] * (v.y - gst[2u * gi] / len - v.x * gst[2u * gi + 1u] / len);
-    if ((r.silu & 2u) == 2u) {
+    if (r.accumulate == 1u) {
         d += dxb[i];
     }
     dxb[i] = d;

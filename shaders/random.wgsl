@@ -52,7 +52,7 @@ fn to_unit(u: u32) -> f32 {
     return (f32(u >> 8u) + 1.0) * (1.0 / 16777216.0);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn normal(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let k = gid.x + gid.y * nwg.x * WG;
     let base = k * 4u;

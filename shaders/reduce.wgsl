@@ -22,7 +22,7 @@ const CHUNK: u32 = 1024u; // WG * PER_THREAD
 
 var<workgroup> acc: array<f32, 256>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
     let base = n * p.per;
@@ -51,7 +51,7 @@ fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
 @group(0) @binding(1) var<storage, read> parts: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn dot_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.x;
     var s = 0.0;

@@ -13,6 +13,10 @@ struct Params {
     wo: u32,
     c_total: u32,  // copy_channels: channels of y
     c_off: u32,    // copy_channels: first channel written in y
+    accumulate: u32, // backward: 1 adds into dx, 0 overwrites
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override WG: u32 = 256u;
@@ -65,11 +69,10 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 // ---------------------------------------------------------------------------
-// Backward (adjoints) of the above; `c_off` doubles as the accumulate flag for
-// the pooling adjoints (1: dx += ..., 0: dx = ...):
+// Backward (adjoints) of the above; `accumulate` 1: dx += ..., 0: dx = ...:
 //   upsample_nearest2x_bwd : dx[n, c, y, x] = sum of the 2x2 dy block it was copied to
 //   avg_pool2x2_bwd        : dx = dy / 4 of the block it falls in (0 in a cut-off odd row/column)
-//   slice_channels_acc     : dx[n, c, :] (+)= dy[n, c_off + c, :]  (concat adjoint; `ho` is the flag)
+//   slice_channels         : dx[n, c, :] (+)= dy[n, c_off + c, :]  (concat adjoint)
 
 @compute @workgroup_size(WG)
 fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -82,7 +85,7 @@ fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let nc = i / (p.w * p.h);
     let b = (nc * p.ho + 2u * iy) * p.wo + 2u * ix;
     var v = (x[b] + x[b + 1u]) + (x[b + p.wo] + x[b + p.wo + 1u]);
-    if (p.c_off == 1u) {
+    if (p.accumulate == 1u) {
         v += y[i];
     }
     y[i] = v;
@@ -101,7 +104,7 @@ fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if (iy / 2u < p.ho && ix / 2u < p.wo) {
         v = 0.25 * x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u];
     }
-    if (p.c_off == 1u) {
+    if (p.accumulate == 1u) {
         v += y[i];
     }
     y[i] = v;
@@ -119,7 +122,7 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let c = nc % p.c;
     let n = nc / p.c;
     var v = x[(n * p.c_total + p.c_off + c) * hw + r];
-    if (p.ho == 1u) {
+    if (p.accumulate == 1u) {
         v += y[i];
     }
     y[i] = v;

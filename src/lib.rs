@@ -37,8 +37,8 @@
 //!     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
 //!     mapped_at_creation: false,
 //! });
-//! let y = Tensor { buffer: buffer(16 * 16 * 4), shape: vec![1, 1, 16, 16] };
-//! let out = Tensor { buffer: buffer(32 * 32 * 4), shape: vec![1, 1, 32, 32] };
+//! let y = Tensor::wrap(buffer(16 * 16 * 4), &[1, 1, 16, 16]);
+//! let out = Tensor::wrap(buffer(32 * 32 * 4), &[1, 1, 32, 32]);
 //!
 //! let opts = SamplerOptions { steps: 2, ..SamplerOptions::default() };
 //! let job = Restore::new(&model, Method::Dmps, &opts).measured(op.as_ref(), 0.05);

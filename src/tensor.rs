@@ -1,5 +1,6 @@
-//! Tensors: a GPU buffer plus a shape (f32, row-major, [N, C, H, W] for
-//! images), and the host-side twin used for files and CPU references.
+//! Tensors: a GPU buffer plus a shape and an element type (f32 unless asked
+//! otherwise; row-major, [N, C, H, W] for images), and the host-side twin used
+//! for files and CPU references.
 
 use crate::gpu::{Gpu, GpuError};
 
@@ -30,22 +31,103 @@ impl HostTensor {
     }
 }
 
-/// An f32 tensor on the GPU. Cloning shares the buffer.
+/// Element type of a GPU tensor. Kernels written against the WGSL alias `T`
+/// (see [`Shader::typed`](crate::gpu::Shader::typed)) run on either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DType {
+    #[default]
+    F32,
+    /// Needs the adapter's `shader-f16` feature.
+    F16,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub const fn size_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type name.
+    pub const fn wgsl(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+        }
+    }
+}
+
+/// A tensor on the GPU (f32 unless built with [`Tensor::zeros_typed`] or
+/// [`Tensor::from_f16`]). Cloning shares the buffer.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub buffer: wgpu::Buffer,
     pub shape: Vec<usize>,
+    pub dtype: DType,
 }
 
 impl Tensor {
-    /// A zero-filled tensor; refused up front if it exceeds the adapter's limits.
+    /// Wraps a storage buffer the caller owns as an f32 tensor.
+    pub fn wrap(buffer: wgpu::Buffer, shape: &[usize]) -> Tensor {
+        Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// A zero-filled f32 tensor; refused up front if it exceeds the adapter's limits.
     pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
+        Self::zeros_typed(gpu, label, shape, DType::F32)
+    }
+
+    /// A zero-filled tensor of element type `dtype`.
+    pub fn zeros_typed(gpu: &Gpu, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor, GpuError> {
         let n: usize = shape.iter().product();
-        let buffer = gpu.storage_buffer(label, n as u64 * 4)?;
+        let buffer = gpu.storage_buffer(label, (n * dtype.size_bytes()) as u64)?;
         Ok(Tensor {
             buffer,
             shape: shape.to_vec(),
+            dtype,
         })
+    }
+
+    /// An f16 tensor holding `data`.
+    pub fn from_f16(gpu: &Gpu, label: &str, shape: &[usize], data: &[half::f16]) -> Result<Tensor, GpuError> {
+        Self::check_len(label, shape, data.len())?;
+        Ok(Tensor {
+            buffer: gpu.upload(label, data)?,
+            shape: shape.to_vec(),
+            dtype: DType::F16,
+        })
+    }
+
+    fn check_len(what: &str, shape: &[usize], len: usize) -> Result<(), GpuError> {
+        if shape.iter().product::<usize>() != len {
+            return Err(GpuError::Shape {
+                what: what.to_string(),
+                expected: shape.to_vec(),
+                got: vec![len],
+            });
+        }
+        Ok(())
+    }
+
+    fn expect(&self, dtype: DType, what: &str) -> Result<(), GpuError> {
+        if self.dtype != dtype {
+            return Err(GpuError::Other(format!(
+                "{what}: tensor holds {:?}, not {dtype:?}",
+                self.dtype
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of the elements (the buffer may be rounded up past this).
+    pub fn size_bytes(&self) -> usize {
+        self.numel() * self.dtype.size_bytes()
     }
 
     pub fn from_slice(gpu: &Gpu, label: &str, shape: &[usize], data: &[f32]) -> Result<Tensor, GpuError> {
@@ -61,6 +143,7 @@ impl Tensor {
         Ok(Tensor {
             buffer,
             shape: shape.to_vec(),
+            dtype: DType::F32,
         })
     }
 
@@ -74,6 +157,7 @@ impl Tensor {
 
     /// Overwrites the contents (queued; ordered before the next submission).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> Result<(), GpuError> {
+        self.expect(DType::F32, "tensor write")?;
         if data.len() != self.numel() {
             return Err(GpuError::Shape {
                 what: "tensor write".into(),
@@ -85,9 +169,16 @@ impl Tensor {
         Ok(())
     }
 
-    /// Reads the whole tensor back (a sync point).
+    /// Reads the whole f32 tensor back (a sync point).
     pub fn read(&self, gpu: &Gpu) -> Result<Vec<f32>, GpuError> {
+        self.expect(DType::F32, "tensor read")?;
         gpu.read::<f32>(&self.buffer, 0, self.numel())
+    }
+
+    /// Reads the whole f16 tensor back (a sync point).
+    pub fn read_f16(&self, gpu: &Gpu) -> Result<Vec<half::f16>, GpuError> {
+        self.expect(DType::F16, "tensor read")?;
+        gpu.read::<half::f16>(&self.buffer, 0, self.numel())
     }
 
     pub fn to_host(&self, gpu: &Gpu) -> Result<HostTensor, GpuError> {
@@ -107,6 +198,7 @@ impl Tensor {
         Tensor {
             buffer: self.buffer.clone(),
             shape: shape.to_vec(),
+            dtype: self.dtype,
         }
     }
 }

@@ -24,10 +24,7 @@ fn runs_on_a_caller_created_device() {
     });
     gpu.queue
         .write_buffer(&x, 0, bytemuck::cast_slice(&[1.0f32, -2.0, 3.0]));
-    let x = Tensor {
-        buffer: x,
-        shape: vec![3],
-    };
+    let x = Tensor::wrap(x, &[3]);
     let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
     let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
     Plan {
@@ -52,10 +49,10 @@ fn runs_on_a_caller_created_device() {
 #[test]
 fn shader_errors_are_results_not_aborts() {
     let gpu = gpu();
-    static BAD: Shader = Shader {
-        name: "bad_for_test",
-        source: "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
-    };
+    static BAD: Shader = Shader::new(
+        "bad_for_test",
+        "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
+    );
     match gpu.pipeline(&BAD, "main", &[]) {
         Err(GpuError::Validation { context, .. }) => assert!(context.contains("bad_for_test"), "{context}"),
         Err(e) => panic!("expected a validation error, got {e}"),

@@ -353,7 +353,8 @@ fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
             .unwrap();
             for (adj, src, want) in [(false, &xt, &want_fwd), (true, &yt, &want_adj)] {
                 let mut plan = Plan::new();
-                plan.push(conv_reflect(&gpu, &taps, src, &out, planes, h, w, adj).unwrap());
+                let shape = tweedie::kernels::PlaneShape { planes, h, w };
+                plan.push(conv_reflect(&gpu, &taps, src, &out, shape, adj).unwrap());
                 run_plan(&gpu, plan);
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let what = format!(

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tweedie::operators::dense::Dense;
-use tweedie::samplers::cg::{Cg, PwCgDraw, Space};
+use tweedie::samplers::cg::{Cg, CgStop, PwCgDraw, Space};
 use tweedie::samplers::{GmmPrior, ScoreModel};
 use tweedie::schedule::Schedule;
 use tweedie::{HostTensor, Tensor};
@@ -286,7 +286,7 @@ fn pw_cg_draw_has_covariance_lambda_inverse() {
     let gamma = 2.0f32;
     let td = Tensor::from_slice(&gpu, "diag", &[batch, d], &diag).unwrap();
     let out = Tensor::zeros(&gpu, "v", &[batch, d]).unwrap();
-    let draw = PwCgDraw::new(&gpu, &op, &td, gamma, &out, 7, 1e-6, 12).unwrap();
+    let draw = PwCgDraw::new(&gpu, &op, &td, gamma, &out, 7, CgStop { tol: 1e-6, iters: 12 }).unwrap();
     let mut samples: Vec<f32> = Vec::new();
     for s in 0..3u32 {
         draw.set_stream(&gpu, s);

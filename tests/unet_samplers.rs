@@ -247,14 +247,8 @@ fn embedding_restores_between_caller_owned_buffers() {
     let y_buf = caller_buffer(2 * m);
     gpu.queue.write_buffer(&y_buf, 0, bytemuck::cast_slice(&y));
     let out_buf = caller_buffer(2 * 32 * 32);
-    let y_t = Tensor {
-        buffer: y_buf,
-        shape: vec![2, 1, 16, 16],
-    };
-    let out_t = Tensor {
-        buffer: out_buf,
-        shape: vec![2, 1, 32, 32],
-    };
+    let y_t = Tensor::wrap(y_buf, &[2, 1, 16, 16]);
+    let out_t = Tensor::wrap(out_buf, &[2, 1, 32, 32]);
     let o = opts(3, 9);
     let mut seen = Vec::new();
     let job = Restore::new(&model, Method::Dmps, &o).measured(op.as_ref(), 0.05);

@@ -115,9 +115,14 @@ pub fn evaluate(
     if method == Method::Smc {
         // One population per image: its K samples are the particles.
         if sampling.particles.is_some_and(|p| p != samples) {
-            anyhow::bail!("eval --method smc: the particles are the samples of each image; give --samples P, not --particles");
+            anyhow::bail!(
+                "eval --method smc: the particles are the samples of each image; give --samples P, not --particles"
+            );
         }
-        anyhow::ensure!(samples >= 2, "eval --method smc needs --samples 2 or more (the particles per image)");
+        anyhow::ensure!(
+            samples >= 2,
+            "eval --method smc needs --samples 2 or more (the particles per image)"
+        );
         opts.particles = Some(samples);
     }
     let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);

@@ -3,12 +3,14 @@ use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
 use super::GpuError;
+use crate::tensor::DType;
 
 /// Key of the pipeline cache: one compiled pipeline per (shader, entry point,
 /// override constants). Override values are keyed by their bit patterns.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
     shader: &'static str,
+    dtype: DType,
     entry: String,
     overrides: Vec<(String, u64)>,
 }
@@ -21,7 +23,7 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors no scope caught (they would abort the process with wgpu's default
     /// handler); surfaced as `Err` at the next [`Gpu::sync`].
@@ -205,6 +207,7 @@ impl Gpu {
     ) -> Result<wgpu::ComputePipeline, GpuError> {
         let key = PipelineKey {
             shader: shader.name,
+            dtype: shader.dtype,
             entry: entry.to_string(),
             overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
         };
@@ -212,7 +215,10 @@ impl Gpu {
             return Ok(p.clone());
         }
         let module = self.module(shader)?;
-        let context = format!("pipeline {}::{}", shader.name, entry);
+        let context = match shader.dtype {
+            DType::F32 => format!("pipeline {}::{}", shader.name, entry),
+            d => format!("pipeline {}<{}>::{}", shader.name, d.wgsl(), entry),
+        };
         let pipeline = self.scoped(&context, || {
             self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&context),
@@ -231,16 +237,23 @@ impl Gpu {
     }
 
     fn module(&self, shader: &Shader) -> Result<wgpu::ShaderModule, GpuError> {
-        if let Some(m) = self.modules.lock().unwrap().get(shader.name) {
+        let key = (shader.name, shader.dtype);
+        if let Some(m) = self.modules.lock().unwrap().get(&key) {
             return Ok(m.clone());
         }
-        let module = self.scoped(&format!("shader {}.wgsl", shader.name), || {
+        if shader.dtype == DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(GpuError::Other(format!(
+                "{}.wgsl for f16 needs the shader-f16 feature, which {} lacks",
+                shader.name, self.info.name
+            )));
+        }
+        let module = self.scoped(&format!("shader {}.wgsl ({:?})", shader.name, shader.dtype), || {
             self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader.name),
-                source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                source: wgpu::ShaderSource::Wgsl(shader.wgsl()),
             })
         })?;
-        self.modules.lock().unwrap().insert(shader.name, module.clone());
+        self.modules.lock().unwrap().insert(key, module.clone());
         Ok(module)
     }
 
@@ -287,11 +300,19 @@ impl Gpu {
         })
     }
 
-    /// A storage buffer holding `data`.
+    /// A storage buffer holding `data` (zero-padded to whole 4-byte words, so
+    /// an odd number of f16 values uploads too).
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer, GpuError> {
         let buf = self.storage_buffer(label, std::mem::size_of_val(data) as u64)?;
-        if !data.is_empty() {
-            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.len() % 4 == 0 {
+            if !bytes.is_empty() {
+                self.queue.write_buffer(&buf, 0, bytes);
+            }
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.queue.write_buffer(&buf, 0, &padded);
         }
         Ok(buf)
     }

@@ -16,3 +16,14 @@ pub use timing::time_plan;
 
 /// Workgroup size of the 1-D elementwise kernels (mirrored by `WG` in the WGSL).
 pub const WG1D: u32 = 256;
+
+/// Workgroup size of the small-grid kernels that run one thread per sample
+/// or per group (CG's per-sample updates, GroupNorm's statistics merge, the
+/// GMM logits); mirrored by `WG_SMALL` in the WGSL.
+pub const WG_SMALL: u32 = 64;
+
+/// A 1-D grid of `n` threads in workgroups of [`WG_SMALL`] (small `n` only:
+/// no spill into y).
+pub fn small_groups(n: usize) -> [u32; 3] {
+    [(n as u32).div_ceil(WG_SMALL), 1, 1]
+}

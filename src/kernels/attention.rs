@@ -15,6 +15,22 @@ pub struct AttentionParams {
     pub accumulate: u32,
 }
 
+impl AttentionParams {
+    /// The attention of shape `s`; `accumulate` (backward only) adds into dqkv.
+    pub fn new(s: &AttentionShape, accumulate: bool) -> AttentionParams {
+        AttentionParams {
+            n: s.n as u32,
+            heads: s.heads as u32,
+            ch: s.ch as u32,
+            t: s.t as u32,
+            order: s.split_order as u32,
+            scale_q: s.scale_q,
+            scale_k: s.scale_k,
+            accumulate: accumulate as u32,
+        }
+    }
+}
+
 /// Output channels one thread accumulates (mirrors `BLOCK`); wider heads
 /// take several threads per query, each recomputing the scores.
 pub const BLOCK: usize = 64;
@@ -49,16 +65,7 @@ pub fn attention(
     y: &wgpu::Buffer,
     lse: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let params = AttentionParams {
-        n: s.n as u32,
-        heads: s.heads as u32,
-        ch: s.ch as u32,
-        t: s.t as u32,
-        order: s.split_order as u32,
-        scale_q: s.scale_q,
-        scale_k: s.scale_k,
-        accumulate: 0,
-    };
+    let params = AttentionParams::new(s, false);
     let u = gpu.uniform("attention params", &params);
     Dispatch::new(
         gpu,
@@ -84,16 +91,7 @@ pub fn attention_bwd(
     dqkv: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let params = AttentionParams {
-        n: s.n as u32,
-        heads: s.heads as u32,
-        ch: s.ch as u32,
-        t: s.t as u32,
-        order: s.split_order as u32,
-        scale_q: s.scale_q,
-        scale_k: s.scale_k,
-        accumulate: accumulate as u32,
-    };
+    let params = AttentionParams::new(s, accumulate);
     let u = gpu.uniform("attention bwd params", &params);
     let ov = [("WG", WG as f64)];
     let d = Dispatch::new(

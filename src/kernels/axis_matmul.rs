@@ -1,6 +1,7 @@
 //! `shaders/axis_matmul.wgsl`: a small dense matrix applied along the H or W
 //! axis of [planes, H, W] tensors (SR resampling, Kronecker SVD factors).
 
+use super::PlaneShape;
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, AXIS_MATMUL, WG1D};
 use crate::tensor::Tensor;
 
@@ -13,6 +14,21 @@ pub struct AxisParams {
     pub inner: u32,
     pub transpose: u32,
     pub _pad: [u32; 3],
+}
+
+impl AxisParams {
+    /// [outer, k, inner] -> [outer, q, inner] with a [q, k] matrix (or the
+    /// transpose of a [k, q] one).
+    pub fn new(outer: usize, (k, q): (usize, usize), inner: usize, transpose: bool) -> AxisParams {
+        AxisParams {
+            outer: outer as u32,
+            k: k as u32,
+            q: q as u32,
+            inner: inner as u32,
+            transpose: transpose as u32,
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// Which image axis a matrix acts on.
@@ -49,20 +65,31 @@ impl AxisMatrix {
     }
 }
 
+/// A matrix applied along one axis, plain or transposed.
+#[derive(Clone, Copy)]
+pub struct AxisFactor<'a> {
+    pub m: &'a AxisMatrix,
+    pub transpose: bool,
+}
+
+impl<'a> AxisFactor<'a> {
+    pub fn new(m: &'a AxisMatrix, transpose: bool) -> AxisFactor<'a> {
+        AxisFactor { m, transpose }
+    }
+}
+
 /// Plans `dst = M src` along `axis` (or `M^T src` with `transpose`): src is
 /// [planes, h, w], dst has that axis replaced by M's output length.
-#[allow(clippy::too_many_arguments)]
 pub fn axis_matmul(
     gpu: &Gpu,
-    m: &AxisMatrix,
-    transpose: bool,
+    f: AxisFactor<'_>,
     axis: Axis,
     src: &Tensor,
     dst: &Tensor,
-    planes: usize,
-    h: usize,
-    w: usize,
+    shape: PlaneShape,
 ) -> Result<Dispatch, GpuError> {
+    let AxisFactor { m, transpose } = f;
+    let PlaneShape { planes, h, w } = shape;
     let (k, q) = m.lengths(transpose);
     let (outer, along, inner, out_shape) = match axis {
         Axis::H => (planes, h, w, vec![planes, q, w]),
@@ -75,14 +102,7 @@ pub fn axis_matmul(
             got: dst.shape.clone(),
         });
     }
-    let params = AxisParams {
-        outer: outer as u32,
-        k: k as u32,
-        q: q as u32,
-        inner: inner as u32,
-        transpose: transpose as u32,
-        _pad: [0; 3],
-    };
+    let params = AxisParams::new(outer, (k, q), inner, transpose);
     let ubuf = gpu.uniform("axis_matmul params", &params);
     Dispatch::new(
         gpu,

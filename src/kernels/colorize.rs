@@ -13,19 +13,36 @@ pub struct ColorizeParams {
     pub scale: f32,
 }
 
+/// `batch` images of `channels` colour planes of `hw` pixels each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColorShape {
+    pub batch: usize,
+    pub channels: usize,
+    pub hw: usize,
+}
+
+impl ColorizeParams {
+    pub fn new(s: ColorShape, scale: f32) -> ColorizeParams {
+        ColorizeParams {
+            batch: s.batch as u32,
+            hw: s.hw as u32,
+            channels: s.channels as u32,
+            scale,
+        }
+    }
+}
+
 /// Plans `gray = scale * sum_c color` (`transpose` false) or
 /// `color_c = scale * gray` (`transpose` true).
-#[allow(clippy::too_many_arguments)]
 pub fn gray(
     gpu: &Gpu,
     src: &Tensor,
     dst: &Tensor,
-    batch: usize,
-    channels: usize,
-    hw: usize,
+    shape: ColorShape,
     scale: f32,
     transpose: bool,
 ) -> Result<Dispatch, GpuError> {
+    let ColorShape { batch, channels, hw } = shape;
     let (n_src, n_dst) = if transpose {
         (batch * hw, batch * channels * hw)
     } else {
@@ -38,12 +55,7 @@ pub fn gray(
             got: vec![src.numel(), dst.numel()],
         });
     }
-    let params = ColorizeParams {
-        batch: batch as u32,
-        hw: hw as u32,
-        channels: channels as u32,
-        scale,
-    };
+    let params = ColorizeParams::new(shape, scale);
     let ubuf = gpu.uniform("colorize params", &params);
     let entry = if transpose { "gray_adj" } else { "gray_fwd" };
     Dispatch::new(

@@ -26,6 +26,94 @@ pub struct Conv2dParams {
     pub _pad: [u32; 3],
 }
 
+impl Conv2dParams {
+    /// The forward convolution of shape `s`: weights at `w_off`, bias at
+    /// `b_off`, the residual's mode and offsets from `res`.
+    pub fn forward(
+        s: &Conv2dShape,
+        w_off: usize,
+        b_off: usize,
+        res: &ConvResidual<'_>,
+        out_scale: f32,
+    ) -> Conv2dParams {
+        let (ho, wo) = s.out_hw();
+        let (res_mode, res_off, res_stride) = match *res {
+            ConvResidual::None => (0, 0, 0),
+            ConvResidual::Full(_, off) => (1, off, 0),
+            ConvResidual::Channel(_, off, stride) => (2, off, stride),
+        };
+        let u = |v: usize| v as u32;
+        Conv2dParams {
+            n: u(s.n),
+            cin: u(s.cin),
+            h: u(s.h),
+            w: u(s.w),
+            cout: u(s.cout),
+            ho: u(ho),
+            wo: u(wo),
+            ks: u(s.ks),
+            stride: u(s.stride),
+            pad_top: u(s.pad[0]),
+            pad_left: u(s.pad[1]),
+            w_off: u(w_off),
+            b_off: u(b_off),
+            res_mode,
+            res_off: u(res_off),
+            res_stride: u(res_stride),
+            out_scale,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Mirrors `BwdDataParams` in shaders/conv2d.wgsl: the forward geometry and
+/// the input-gradient epilogue dx (+)= scale * conv_transpose(dy, W).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Conv2dBwdDataParams {
+    pub n: u32,
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cout: u32,
+    pub ho: u32,
+    pub wo: u32,
+    pub ks: u32,
+    pub stride: u32,
+    pub pad_top: u32,
+    pub pad_left: u32,
+    pub w_off: u32,
+    /// 1: dx += scale * ..., 0: dx = scale * ...
+    pub accumulate: u32,
+    pub scale: f32,
+    pub _pad: [u32; 2],
+}
+
+impl Conv2dBwdDataParams {
+    /// The input gradient of the forward convolution of shape `s`.
+    pub fn backward_data(s: &Conv2dShape, w_off: usize, scale: f32, accumulate: bool) -> Conv2dBwdDataParams {
+        let (ho, wo) = s.out_hw();
+        let u = |v: usize| v as u32;
+        Conv2dBwdDataParams {
+            n: u(s.n),
+            cin: u(s.cin),
+            h: u(s.h),
+            w: u(s.w),
+            cout: u(s.cout),
+            ho: u(ho),
+            wo: u(wo),
+            ks: u(s.ks),
+            stride: u(s.stride),
+            pad_top: u(s.pad[0]),
+            pad_left: u(s.pad[1]),
+            w_off: u(w_off),
+            accumulate: accumulate as u32,
+            scale,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Register block per thread (mirrors `RM`, `RN` in the WGSL).
 pub const RM: u32 = 4;
 pub const RN: u32 = 4;
@@ -178,30 +266,10 @@ pub fn conv2d(
     dummy: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
     let (ho, wo) = s.out_hw();
-    let (res_mode, res_buf, res_off, res_stride) = match res {
-        ConvResidual::None => (0, dummy, 0, 0),
-        ConvResidual::Full(buf, off) => (1, buf, off, 0),
-        ConvResidual::Channel(buf, off, stride) => (2, buf, off, stride),
-    };
-    let params = Conv2dParams {
-        n: s.n as u32,
-        cin: s.cin as u32,
-        h: s.h as u32,
-        w: s.w as u32,
-        cout: s.cout as u32,
-        ho: ho as u32,
-        wo: wo as u32,
-        ks: s.ks as u32,
-        stride: s.stride as u32,
-        pad_top: s.pad[0] as u32,
-        pad_left: s.pad[1] as u32,
-        w_off: w.1 as u32,
-        b_off: b.1 as u32,
-        res_mode,
-        res_off: res_off as u32,
-        res_stride: res_stride as u32,
-        out_scale,
-        _pad: [0; 3],
+    let params = Conv2dParams::forward(s, w.1, b.1, &res, out_scale);
+    let res_buf = match res {
+        ConvResidual::None => dummy,
+        ConvResidual::Full(buf, _) | ConvResidual::Channel(buf, ..) => buf,
     };
     tiles.check();
     let pixels = (s.n * ho * wo) as u32;
@@ -230,27 +298,7 @@ pub fn conv2d_bwd_data(
     accumulate: bool,
     dx: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let (ho, wo) = s.out_hw();
-    let params = Conv2dParams {
-        n: s.n as u32,
-        cin: s.cin as u32,
-        h: s.h as u32,
-        w: s.w as u32,
-        cout: s.cout as u32,
-        ho: ho as u32,
-        wo: wo as u32,
-        ks: s.ks as u32,
-        stride: s.stride as u32,
-        pad_top: s.pad[0] as u32,
-        pad_left: s.pad[1] as u32,
-        w_off: w.1 as u32,
-        b_off: 0,
-        res_mode: accumulate as u32,
-        res_off: 0,
-        res_stride: 0,
-        out_scale: scale,
-        _pad: [0; 3],
-    };
+    let params = Conv2dBwdDataParams::backward_data(s, w.1, scale, accumulate);
     tiles.check();
     let pixels = (s.n * s.h * s.w) as u32;
     let groups = [pixels.div_ceil(tiles.tn()), (s.cin as u32).div_ceil(tiles.tm()), 1];

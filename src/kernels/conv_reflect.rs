@@ -1,6 +1,7 @@
 //! `shaders/conv_reflect.wgsl`: depthwise 2-D correlation with a reflect
 //! boundary (torch `ReflectionPad2d` + `conv2d`) and its exact adjoint.
 
+use super::PlaneShape;
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV_REFLECT, WG1D};
 use crate::tensor::Tensor;
 
@@ -15,6 +16,22 @@ pub struct ConvParams {
     pub rh: u32,
     pub rw: u32,
     pub ntaps: u32,
+}
+
+impl ConvParams {
+    /// `taps` over [planes, h, w] images.
+    pub fn new(taps: &ConvTaps, s: PlaneShape) -> ConvParams {
+        ConvParams {
+            planes: s.planes as u32,
+            h: s.h as u32,
+            w: s.w as u32,
+            kh: taps.kh as u32,
+            kw: taps.kw as u32,
+            rh: taps.rh as u32,
+            rw: taps.rw as u32,
+            ntaps: taps.sparse.unwrap_or(0) as u32,
+        }
+    }
 }
 
 /// Taps on the GPU for a `kh x kw` kernel whose tap (`rh`, `rw`) sits on the
@@ -89,18 +106,16 @@ impl ConvTaps {
 
 /// Plans `dst = conv(src)` (`adjoint` false) or its adjoint, over
 /// [planes, h, w] tensors of the same shape.
-#[allow(clippy::too_many_arguments)]
 pub fn conv_reflect(
     gpu: &Gpu,
     taps: &ConvTaps,
     src: &Tensor,
     dst: &Tensor,
-    planes: usize,
-    h: usize,
-    w: usize,
+    shape: PlaneShape,
     adjoint: bool,
 ) -> Result<Dispatch, GpuError> {
-    let n = planes * h * w;
+    let PlaneShape { planes, h, w } = shape;
+    let n = shape.numel();
     if src.numel() != n || dst.numel() != n {
         return Err(GpuError::Shape {
             what: "conv_reflect".into(),
@@ -114,16 +129,7 @@ pub fn conv_reflect(
         ah < h && aw < w,
         "conv_reflect reach ({ah}, {aw}) must be below the image side ({h}, {w})"
     );
-    let params = ConvParams {
-        planes: planes as u32,
-        h: h as u32,
-        w: w as u32,
-        kh: taps.kh as u32,
-        kw: taps.kw as u32,
-        rh: taps.rh as u32,
-        rw: taps.rw as u32,
-        ntaps: taps.sparse.unwrap_or(0) as u32,
-    };
+    let params = ConvParams::new(taps, shape);
     let ubuf = gpu.uniform("conv_reflect params", &params);
     let entry = match (taps.sparse.is_some(), adjoint) {
         (false, false) => "conv_fwd",

@@ -1,4 +1,5 @@
-//! `shaders/elementwise.wgsl`: axpby, affine, clamp, mul over flat buffers.
+//! `shaders/elementwise.wgsl`: axpby, affine, clamp, mul over flat buffers,
+//! in the tensors' element type (f32, or f16 where the adapter has `shader-f16`).
 
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, ELEMENTWISE, WG1D};
 use crate::tensor::Tensor;
@@ -10,6 +11,13 @@ pub struct ElementwiseParams {
     pub per: u32,
     pub a: f32,
     pub b: f32,
+}
+
+impl ElementwiseParams {
+    /// `n` elements with scalars `a`, `b` (one sample: `per` = `n`).
+    pub fn new(n: u32, a: f32, b: f32) -> ElementwiseParams {
+        ElementwiseParams { n, per: n, a, b }
+    }
 }
 
 /// Which elementwise update.
@@ -45,7 +53,14 @@ pub struct Elementwise {
 }
 
 impl Elementwise {
+    /// `x` and `y` must share an element type; `a`, `b` are rounded to it.
     pub fn new(gpu: &Gpu, op: Op, x: &Tensor, y: &Tensor, a: f32, b: f32) -> Result<Elementwise, GpuError> {
+        if x.dtype != y.dtype {
+            return Err(GpuError::Other(format!(
+                "elementwise {op:?}: x is {:?} but y is {:?}",
+                x.dtype, y.dtype
+            )));
+        }
         if x.numel() != y.numel() {
             return Err(GpuError::Shape {
                 what: format!("elementwise {op:?}"),
@@ -54,10 +69,10 @@ impl Elementwise {
             });
         }
         let n = x.numel() as u32;
-        let params = gpu.uniform("elementwise params", &ElementwiseParams { n, per: n, a, b });
+        let params = gpu.uniform("elementwise params", &ElementwiseParams::new(n, a, b));
         let dispatch = Dispatch::new(
             gpu,
-            &ELEMENTWISE,
+            &ELEMENTWISE.typed(x.dtype),
             op.entry(),
             &[],
             &[&params, &x.buffer, &y.buffer],
@@ -70,12 +85,7 @@ impl Elementwise {
         gpu.queue.write_buffer(
             &self.params,
             0,
-            bytemuck::bytes_of(&ElementwiseParams {
-                n: self.n,
-                per: self.n,
-                a,
-                b,
-            }),
+            bytemuck::bytes_of(&ElementwiseParams::new(self.n, a, b)),
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `shaders/groupnorm.wgsl`: GroupNorm statistics, then the normalisation
 //! fused with the time-embedding scale-shift and SiLU.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, GROUPNORM};
+use crate::gpu::{dispatch_groups, small_groups, Dispatch, Gpu, GpuError, GROUPNORM};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -18,6 +18,47 @@ pub struct GroupNormParams {
     pub ss_off: u32,
     pub chunk_len: u32,
     pub chunks: u32,
+    /// Backward: 1 adds into dx, 0 overwrites.
+    pub accumulate: u32,
+    pub _pad: [u32; 3],
+}
+
+impl GroupNormParams {
+    /// The forward GroupNorm of shape `s`: gamma and beta at their element
+    /// offsets, the scale-shift's offset where there is one.
+    pub fn forward(s: &GroupNormShape, gamma_off: usize, beta_off: usize, ss_off: Option<usize>, silu: bool) -> Self {
+        GroupNormParams {
+            n: s.n as u32,
+            c: s.c as u32,
+            hw: s.hw as u32,
+            groups: s.groups as u32,
+            eps: s.eps,
+            silu: silu as u32,
+            scale_shift: ss_off.is_some() as u32,
+            gamma_off: gamma_off as u32,
+            beta_off: beta_off as u32,
+            ss_off: ss_off.unwrap_or(0) as u32,
+            chunk_len: CHUNK as u32,
+            chunks: s.chunks() as u32,
+            accumulate: 0,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The input gradient of the same forward; `accumulate` adds into dx.
+    pub fn backward(
+        s: &GroupNormShape,
+        gamma_off: usize,
+        beta_off: usize,
+        ss_off: Option<usize>,
+        silu: bool,
+        accumulate: bool,
+    ) -> Self {
+        GroupNormParams {
+            accumulate: accumulate as u32,
+            ..Self::forward(s, gamma_off, beta_off, ss_off, silu)
+        }
+    }
 }
 
 /// Elements of a group one statistics workgroup reduces: a 256 px image's
@@ -64,21 +105,8 @@ pub fn group_norm(
         s.groups > 0 && s.c % s.groups == 0,
         "GroupNorm channels must split into groups"
     );
-    let (ss_buf, ss_off) = scale_shift.unwrap_or((dummy, 0));
-    let params = GroupNormParams {
-        n: s.n as u32,
-        c: s.c as u32,
-        hw: s.hw as u32,
-        groups: s.groups as u32,
-        eps: s.eps,
-        silu: silu as u32,
-        scale_shift: scale_shift.is_some() as u32,
-        gamma_off: gamma_off as u32,
-        beta_off: beta_off as u32,
-        ss_off: ss_off as u32,
-        chunk_len: CHUNK as u32,
-        chunks: s.chunks() as u32,
-    };
+    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
+    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
     let u = gpu.uniform("groupnorm params", &params);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
@@ -97,7 +125,7 @@ pub fn group_norm(
         "gn_stats_finish",
         &ov,
         &[&u, &partial, stats],
-        [groups.div_ceil(64), 1, 1],
+        small_groups(groups as usize),
     )?;
     let apply = Dispatch::new(
         gpu,
@@ -129,21 +157,9 @@ pub fn group_norm_bwd(
     accumulate: bool,
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let (ss_buf, ss_off) = scale_shift.unwrap_or((dummy, 0));
-    let params = GroupNormParams {
-        n: s.n as u32,
-        c: s.c as u32,
-        hw: s.hw as u32,
-        groups: s.groups as u32,
-        eps: s.eps,
-        silu: silu as u32 | (accumulate as u32) << 1,
-        scale_shift: scale_shift.is_some() as u32,
-        gamma_off: gamma_off as u32,
-        beta_off: beta_off as u32,
-        ss_off: ss_off as u32,
-        chunk_len: CHUNK as u32,
-        chunks: s.chunks() as u32,
-    };
+    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
+    let ss_off = scale_shift.map(|(_, o)| o);
+    let params = GroupNormParams::backward(s, gamma_off, beta_off, ss_off, silu, accumulate);
     let u = gpu.uniform("groupnorm bwd params", &params);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
@@ -166,7 +182,7 @@ pub fn group_norm_bwd(
         "gn_sum_finish",
         &ov,
         &[&u, &partial, &gstats],
-        [groups.div_ceil(64), 1, 1],
+        small_groups(groups as usize),
     )?;
     let apply = Dispatch::new(
         gpu,

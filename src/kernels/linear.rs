@@ -15,6 +15,33 @@ pub struct LinearParams {
     pub x_off: u32,
 }
 
+/// A dense layer over a batch: x [n, din] -> y [n, dout], with SiLU on the
+/// input and/or the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearShape {
+    pub n: usize,
+    pub din: usize,
+    pub dout: usize,
+    pub silu_in: bool,
+    pub silu_out: bool,
+}
+
+impl LinearParams {
+    /// W at element `w_off`, b at `b_off` of their buffers.
+    pub fn new(s: &LinearShape, w_off: usize, b_off: usize) -> LinearParams {
+        LinearParams {
+            n: s.n as u32,
+            din: s.din as u32,
+            dout: s.dout as u32,
+            silu_in: s.silu_in as u32,
+            silu_out: s.silu_out as u32,
+            w_off: w_off as u32,
+            b_off: b_off as u32,
+            x_off: 0,
+        }
+    }
+}
+
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 64;
 
@@ -32,23 +59,32 @@ pub fn linear(
     silu_out: bool,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let params = LinearParams {
-        n: n as u32,
-        din: din as u32,
-        dout: dout as u32,
-        silu_in: silu_in as u32,
-        silu_out: silu_out as u32,
-        w_off: w.1 as u32,
-        b_off: b.1 as u32,
-        x_off: 0,
+    let s = LinearShape {
+        n,
+        din,
+        dout,
+        silu_in,
+        silu_out,
     };
-    let u = gpu.uniform("linear params", &params);
+    linear_layer(gpu, &s, x, w, b, y)
+}
+
+/// [`linear`] for a [`LinearShape`].
+pub fn linear_layer(
+    gpu: &Gpu,
+    s: &LinearShape,
+    x: &wgpu::Buffer,
+    w: (&wgpu::Buffer, usize),
+    b: (&wgpu::Buffer, usize),
+    y: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let u = gpu.uniform("linear params", &LinearParams::new(s, w.1, b.1));
     Dispatch::new(
         gpu,
         &LINEAR,
         "linear",
         &[("WG", WG as f64)],
         &[&u, x, w.0, b.0, y],
-        dispatch_groups(n * dout, WG),
+        dispatch_groups(s.n * s.dout, WG),
     )
 }

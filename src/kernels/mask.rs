@@ -12,6 +12,17 @@ pub struct MaskParams {
     pub _pad: [u32; 2],
 }
 
+impl MaskParams {
+    /// `n` elements masked by a pattern of `per` values.
+    pub fn new(n: usize, per: usize) -> MaskParams {
+        MaskParams {
+            n: n as u32,
+            per: per as u32,
+            _pad: [0; 2],
+        }
+    }
+}
+
 /// Plans `y = mask (.) x`; `mask` holds `per` values repeated over x.
 pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
     let n = x.numel();
@@ -22,14 +33,7 @@ pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Te
             got: y.shape.clone(),
         });
     }
-    let ubuf = gpu.uniform(
-        "mask params",
-        &MaskParams {
-            n: n as u32,
-            per: per as u32,
-            _pad: [0; 2],
-        },
-    );
+    let ubuf = gpu.uniform("mask params", &MaskParams::new(n, per));
     Dispatch::new(
         gpu,
         &MASK,

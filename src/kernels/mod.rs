@@ -15,3 +15,17 @@ pub mod reduce;
 pub mod resample;
 pub mod smc;
 pub mod timestep;
+
+/// A stack of `planes` independent [h, w] images (N * C of an NCHW tensor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaneShape {
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl PlaneShape {
+    pub fn numel(&self) -> usize {
+        self.planes * self.h * self.w
+    }
+}

@@ -11,8 +11,23 @@ pub struct NoiseParams {
     pub seed_hi: u32,
     pub stream: u32,
     pub mean: f32,
-    pub std: f32,
+    pub sigma: f32,
     pub _pad: [u32; 2],
+}
+
+impl NoiseParams {
+    /// `n` draws of N(mean, sigma^2) from the Philox stream (seed, stream).
+    pub fn new(n: u32, seed: u64, stream: u32, mean: f32, sigma: f32) -> NoiseParams {
+        NoiseParams {
+            n,
+            seed_lo: seed as u32,
+            seed_hi: (seed >> 32) as u32,
+            stream,
+            mean,
+            sigma,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// Fills a tensor with N(mean, std^2) noise; `set_stream` selects an
@@ -26,15 +41,7 @@ pub struct Noise {
 impl Noise {
     pub fn new(gpu: &Gpu, out: &Tensor, seed: u64, stream: u32, mean: f32, std: f32) -> Result<Noise, GpuError> {
         let n = out.numel() as u32;
-        let base = NoiseParams {
-            n,
-            seed_lo: seed as u32,
-            seed_hi: (seed >> 32) as u32,
-            stream,
-            mean,
-            std,
-            _pad: [0; 2],
-        };
+        let base = NoiseParams::new(n, seed, stream, mean, std);
         let params = gpu.uniform("noise params", &base);
         let dispatch = Dispatch::new(
             gpu,

@@ -13,6 +13,18 @@ pub struct ReduceParams {
     pub _pad: u32,
 }
 
+impl ReduceParams {
+    /// Dot products over samples of `per` elements, `CHUNK` per workgroup.
+    pub fn new(per: usize, take_sqrt: bool) -> ReduceParams {
+        ReduceParams {
+            per: per as u32,
+            chunks: per.div_ceil(CHUNK).max(1) as u32,
+            take_sqrt: take_sqrt as u32,
+            _pad: 0,
+        }
+    }
+}
+
 /// Elements one `dot_partial` workgroup reduces (mirrors `CHUNK` in the WGSL).
 pub const CHUNK: usize = 1024;
 
@@ -36,15 +48,7 @@ impl BatchedDot {
         let chunks = per.div_ceil(CHUNK).max(1);
         let partial = gpu.storage_buffer("dot partials", (batch * chunks * 4) as u64)?;
         let out = Tensor::zeros(gpu, "dot out", &[batch])?;
-        let params = gpu.uniform(
-            "reduce params",
-            &ReduceParams {
-                per: per as u32,
-                chunks: chunks as u32,
-                take_sqrt: take_sqrt as u32,
-                _pad: 0,
-            },
-        );
+        let params = gpu.uniform("reduce params", &ReduceParams::new(per, take_sqrt));
         let mut plan = Plan::new();
         plan.push(Dispatch::new(
             gpu,

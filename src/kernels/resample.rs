@@ -14,33 +14,103 @@ pub struct ResampleParams {
     pub wo: u32,
     pub c_total: u32,
     pub c_off: u32,
+    /// Backward kernels: 1 adds into dx, 0 overwrites.
+    pub accumulate: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 256;
 
-#[allow(clippy::too_many_arguments)]
-fn params(
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    c_total: usize,
-    c_off: usize,
-) -> ResampleParams {
-    let u = |v: usize| v as u32;
-    ResampleParams {
-        n: u(n),
-        c: u(c),
-        h: u(h),
-        w: u(w),
-        ho: u(ho),
-        wo: u(wo),
-        c_total: u(c_total),
-        c_off: u(c_off),
+/// An image batch x [n, c, h, w].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nchw {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Nchw {
+    pub fn numel(&self) -> usize {
+        self.n * self.c * self.h * self.w
     }
+}
+
+/// Channels [c_off, c_off + c) of a [n, c_total, hw] tensor, against a
+/// [n, c, hw] one (one half of a skip-connection concat).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelSlice {
+    pub n: usize,
+    pub c: usize,
+    pub hw: usize,
+    pub c_total: usize,
+    pub c_off: usize,
+}
+
+impl ChannelSlice {
+    fn check(&self) {
+        assert!(self.c_off + self.c <= self.c_total, "channel slice out of range");
+    }
+}
+
+impl ResampleParams {
+    fn build(s: Nchw, (ho, wo): (usize, usize), (c_total, c_off): (usize, usize), accumulate: bool) -> ResampleParams {
+        let u = |v: usize| v as u32;
+        ResampleParams {
+            n: u(s.n),
+            c: u(s.c),
+            h: u(s.h),
+            w: u(s.w),
+            ho: u(ho),
+            wo: u(wo),
+            c_total: u(c_total),
+            c_off: u(c_off),
+            accumulate: accumulate as u32,
+            _pad: [0; 3],
+        }
+    }
+
+    /// x [n, c, h, w] -> y [n, c, 2h, 2w]; with `accumulate`, its adjoint.
+    pub fn upsample2x(s: Nchw, accumulate: bool) -> ResampleParams {
+        Self::build(s, (2 * s.h, 2 * s.w), (s.c, 0), accumulate)
+    }
+
+    /// x [n, c, h, w] -> y [n, c, h/2, w/2]; with `accumulate`, its adjoint.
+    pub fn avg_pool2x2(s: Nchw, accumulate: bool) -> ResampleParams {
+        Self::build(s, (s.h / 2, s.w / 2), (s.c, 0), accumulate)
+    }
+
+    /// copy_channels and its adjoint slice_channels: the [n, c, hw] side is
+    /// seen as h = hw, w = 1.
+    pub fn channels(s: ChannelSlice, accumulate: bool) -> ResampleParams {
+        let img = Nchw {
+            n: s.n,
+            c: s.c,
+            h: s.hw,
+            w: 1,
+        };
+        Self::build(img, (s.hw, 1), (s.c_total, s.c_off), accumulate)
+    }
+}
+
+fn dispatch(
+    gpu: &Gpu,
+    entry: &str,
+    params: &ResampleParams,
+    threads: usize,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let u = gpu.uniform(&format!("{entry} params"), params);
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        entry,
+        &[("WG", WG as f64)],
+        &[&u, src, dst],
+        dispatch_groups(threads, WG),
+    )
 }
 
 /// x [n, c, h, w] -> y [n, c, 2h, 2w].
@@ -53,14 +123,14 @@ pub fn upsample_nearest2x(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let u = gpu.uniform("upsample params", &params(n, c, h, w, 2 * h, 2 * w, c, 0));
-    Dispatch::new(
+    let s = Nchw { n, c, h, w };
+    dispatch(
         gpu,
-        &RESAMPLE,
         "upsample_nearest2x",
-        &[("WG", WG as f64)],
-        &[&u, x, y],
-        dispatch_groups(n * c * 4 * h * w, WG),
+        &ResampleParams::upsample2x(s, false),
+        4 * s.numel(),
+        x,
+        y,
     )
 }
 
@@ -74,15 +144,15 @@ pub fn avg_pool2x2(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let (ho, wo) = (h / 2, w / 2);
-    let u = gpu.uniform("avgpool params", &params(n, c, h, w, ho, wo, c, 0));
-    Dispatch::new(
+    let s = Nchw { n, c, h, w };
+    let threads = n * c * (h / 2) * (w / 2);
+    dispatch(
         gpu,
-        &RESAMPLE,
         "avg_pool2x2",
-        &[("WG", WG as f64)],
-        &[&u, x, y],
-        dispatch_groups(n * c * ho * wo, WG),
+        &ResampleParams::avg_pool2x2(s, false),
+        threads,
+        x,
+        y,
     )
 }
 
@@ -98,15 +168,17 @@ pub fn copy_channels(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    assert!(c_off + c <= c_total, "channel slice out of range");
-    let u = gpu.uniform("copy_channels params", &params(n, c, hw, 1, hw, 1, c_total, c_off));
-    Dispatch::new(
+    copy_into(
         gpu,
-        &RESAMPLE,
-        "copy_channels",
-        &[("WG", WG as f64)],
-        &[&u, x, y],
-        dispatch_groups(n * c * hw, WG),
+        ChannelSlice {
+            n,
+            c,
+            hw,
+            c_total,
+            c_off,
+        },
+        x,
+        y,
     )
 }
 
@@ -122,18 +194,9 @@ pub fn upsample_nearest2x_bwd(
     dx: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
-    let u = gpu.uniform(
-        "upsample bwd params",
-        &params(n, c, h, w, 2 * h, 2 * w, c, accumulate as usize),
-    );
-    Dispatch::new(
-        gpu,
-        &RESAMPLE,
-        "upsample_nearest2x_bwd",
-        &[("WG", WG as f64)],
-        &[&u, dy, dx],
-        dispatch_groups(n * c * h * w, WG),
-    )
+    let s = Nchw { n, c, h, w };
+    let params = ResampleParams::upsample2x(s, accumulate);
+    dispatch(gpu, "upsample_nearest2x_bwd", &params, s.numel(), dy, dx)
 }
 
 /// Adjoint of [`avg_pool2x2`]: dx [n, c, h, w] (+)= dy [n, c, h/2, w/2] / 4 spread over each block.
@@ -148,18 +211,9 @@ pub fn avg_pool2x2_bwd(
     dx: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
-    let u = gpu.uniform(
-        "avgpool bwd params",
-        &params(n, c, h, w, h / 2, w / 2, c, accumulate as usize),
-    );
-    Dispatch::new(
-        gpu,
-        &RESAMPLE,
-        "avg_pool2x2_bwd",
-        &[("WG", WG as f64)],
-        &[&u, dy, dx],
-        dispatch_groups(n * c * h * w, WG),
-    )
+    let s = Nchw { n, c, h, w };
+    let params = ResampleParams::avg_pool2x2(s, accumulate);
+    dispatch(gpu, "avg_pool2x2_bwd", &params, s.numel(), dy, dx)
 }
 
 /// Adjoint of [`copy_channels`]: dx [n, c, hw] (+)= channels [c_off, c_off + c) of dy [n, c_total, hw].
@@ -175,17 +229,49 @@ pub fn slice_channels(
     dx: &wgpu::Buffer,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
-    assert!(c_off + c <= c_total, "channel slice out of range");
-    let u = gpu.uniform(
-        "slice_channels params",
-        &params(n, c, hw, 1, accumulate as usize, 1, c_total, c_off),
-    );
-    Dispatch::new(
+    slice_from(
         gpu,
-        &RESAMPLE,
+        ChannelSlice {
+            n,
+            c,
+            hw,
+            c_total,
+            c_off,
+        },
+        dy,
+        dx,
+        accumulate,
+    )
+}
+
+/// [`copy_channels`] for a [`ChannelSlice`].
+pub fn copy_into(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
+    s.check();
+    dispatch(
+        gpu,
+        "copy_channels",
+        &ResampleParams::channels(s, false),
+        s.n * s.c * s.hw,
+        x,
+        y,
+    )
+}
+
+/// [`slice_channels`] for a [`ChannelSlice`].
+pub fn slice_from(
+    gpu: &Gpu,
+    s: ChannelSlice,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    s.check();
+    dispatch(
+        gpu,
         "slice_channels",
-        &[("WG", WG as f64)],
-        &[&u, dy, dx],
-        dispatch_groups(n * c * hw, WG),
+        &ResampleParams::channels(s, accumulate),
+        s.n * s.c * s.hw,
+        dy,
+        dx,
     )
 }

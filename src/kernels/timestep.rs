@@ -11,6 +11,18 @@ pub struct TimestepParams {
     pub cos_first: u32,
 }
 
+impl TimestepParams {
+    /// `n` embeddings of width `dim` (sin and cos halves, cos first or not).
+    pub fn new(n: usize, dim: usize, cos_first: bool) -> TimestepParams {
+        TimestepParams {
+            n: n as u32,
+            dim: dim as u32,
+            half: (dim / 2) as u32,
+            cos_first: cos_first as u32,
+        }
+    }
+}
+
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 64;
 
@@ -24,12 +36,7 @@ pub fn timestep_embedding(
     freqs: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let params = TimestepParams {
-        n: n as u32,
-        dim: dim as u32,
-        half: (dim / 2) as u32,
-        cos_first: cos_first as u32,
-    };
+    let params = TimestepParams::new(n, dim, cos_first);
     let u = gpu.uniform("timestep params", &params);
     let groups = ((n * dim) as u32).div_ceil(WG);
     Dispatch::new(

@@ -3,7 +3,7 @@
 //! 1/sqrt(C) and left vector 1, so U = I and V^T = sum / sqrt(C).
 
 use crate::gpu::Plan;
-use crate::kernels::colorize::gray;
+use crate::kernels::colorize::{gray, ColorShape};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::operators::{check_pair, Operator, OperatorError, SvdForm};
 use crate::tensor::Tensor;
@@ -42,7 +42,12 @@ impl Colorize {
             check_pair("colorize", src, self.shape, dst, self.out_shape())?
         };
         let mut plan = Plan::new();
-        plan.push(gray(gpu, src, dst, n, c, h * w, scale, transpose)?);
+        let shape = ColorShape {
+            batch: n,
+            channels: c,
+            hw: h * w,
+        };
+        plan.push(gray(gpu, src, dst, shape, scale, transpose)?);
         Ok(plan)
     }
 }

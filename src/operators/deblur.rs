@@ -5,6 +5,7 @@
 
 use crate::gpu::Plan;
 use crate::kernels::conv_reflect::{conv_reflect, ConvTaps};
+use crate::kernels::PlaneShape;
 use crate::operators::filters::{reflect_conv_matrix, trim_zero_border};
 use crate::operators::separable::KroneckerSvd;
 use crate::operators::{check_pair, Operator, OperatorError, SvdForm};
@@ -84,8 +85,9 @@ impl SeparableBlur {
             (&self.taps_w, &self.taps_h)
         };
         let mut plan = Plan::new();
-        plan.push(conv_reflect(gpu, first, src, &tmp, n * c, h, w, adjoint)?);
-        plan.push(conv_reflect(gpu, second, &tmp, dst, n * c, h, w, adjoint)?);
+        let shape = PlaneShape { planes: n * c, h, w };
+        plan.push(conv_reflect(gpu, first, src, &tmp, shape, adjoint)?);
+        plan.push(conv_reflect(gpu, second, &tmp, dst, shape, adjoint)?);
         Ok(plan)
     }
 }
@@ -154,14 +156,28 @@ impl Operator for Blur2d {
         let n = check_pair(&self.task, x, self.shape, y, self.shape)?;
         let [c, h, w] = self.shape;
         let mut plan = Plan::new();
-        plan.push(conv_reflect(gpu, &self.taps, x, y, n * c, h, w, false)?);
+        plan.push(conv_reflect(
+            gpu,
+            &self.taps,
+            x,
+            y,
+            PlaneShape { planes: n * c, h, w },
+            false,
+        )?);
         Ok(plan)
     }
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         let n = check_pair(&self.task, y, self.shape, x, self.shape)?;
         let [c, h, w] = self.shape;
         let mut plan = Plan::new();
-        plan.push(conv_reflect(gpu, &self.taps, y, x, n * c, h, w, true)?);
+        plan.push(conv_reflect(
+            gpu,
+            &self.taps,
+            y,
+            x,
+            PlaneShape { planes: n * c, h, w },
+            true,
+        )?);
         Ok(plan)
     }
 }

@@ -6,7 +6,8 @@
 //! another channel order).
 
 use crate::gpu::Plan;
-use crate::kernels::axis_matmul::{axis_matmul, Axis, AxisMatrix};
+use crate::kernels::axis_matmul::{axis_matmul, Axis, AxisFactor, AxisMatrix};
+use crate::kernels::PlaneShape;
 use crate::operators::{batch_of, OperatorError, SvdForm};
 use crate::tensor::Tensor;
 use crate::Gpu;
@@ -47,18 +48,17 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 
 /// Plans dst = (M_h along H) then (M_w along W) of src, each plain or
 /// transposed: src [N, C, h, w] -> tmp [N, C, h', w] -> dst [N, C, h', w'].
-#[allow(clippy::too_many_arguments)]
+/// `factors` is [along H, along W].
 pub fn separable_apply(
     gpu: &Gpu,
     task: &str,
-    mh: &AxisMatrix,
-    th: bool,
-    mw: &AxisMatrix,
-    tw: bool,
+    factors: [AxisFactor<'_>; 2],
     src: &Tensor,
     src_shape: [usize; 3],
     dst: &Tensor,
 ) -> Result<Plan, OperatorError> {
+    let [fh, fw] = factors;
+    let (mh, th, mw, tw) = (fh.m, fh.transpose, fw.m, fw.transpose);
     let [c, h, w] = src_shape;
     let n = batch_of(task, "input", src, src_shape)?;
     let (kh, qh) = mh.lengths(th);
@@ -74,8 +74,26 @@ pub fn separable_apply(
     }
     let tmp = Tensor::zeros(gpu, &format!("{task} temporary"), &[n, c, qh, w])?;
     let mut plan = Plan::new();
-    plan.push(axis_matmul(gpu, mh, th, Axis::H, src, &tmp, n * c, h, w)?);
-    plan.push(axis_matmul(gpu, mw, tw, Axis::W, &tmp, dst, n * c, qh, w)?);
+    plan.push(axis_matmul(
+        gpu,
+        fh,
+        Axis::H,
+        src,
+        &tmp,
+        PlaneShape { planes: n * c, h, w },
+    )?);
+    plan.push(axis_matmul(
+        gpu,
+        fw,
+        Axis::W,
+        &tmp,
+        dst,
+        PlaneShape {
+            planes: n * c,
+            h: qh,
+            w,
+        },
+    )?);
     Ok(plan)
 }
 
@@ -149,32 +167,40 @@ impl SvdForm for KroneckerSvd {
     }
     fn vt(&self, gpu: &Gpu, x: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
         let shape = [self.channels, self.in_hw[0], self.in_hw[1]];
-        separable_apply(gpu, &self.task, &self.vth, false, &self.vtw, false, x, shape, s)
+        separable_apply(
+            gpu,
+            &self.task,
+            [AxisFactor::new(&self.vth, false), AxisFactor::new(&self.vtw, false)],
+            x,
+            shape,
+            s,
+        )
     }
     fn v(&self, gpu: &Gpu, s: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(
             gpu,
             &self.task,
-            &self.vth,
-            true,
-            &self.vtw,
-            true,
+            [AxisFactor::new(&self.vth, true), AxisFactor::new(&self.vtw, true)],
             s,
             self.out_shape(),
             x,
         )
     }
     fn ut(&self, gpu: &Gpu, y: &Tensor, s: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, &self.task, &self.uh, true, &self.uw, true, y, self.out_shape(), s)
+        separable_apply(
+            gpu,
+            &self.task,
+            [AxisFactor::new(&self.uh, true), AxisFactor::new(&self.uw, true)],
+            y,
+            self.out_shape(),
+            s,
+        )
     }
     fn u(&self, gpu: &Gpu, s: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(
             gpu,
             &self.task,
-            &self.uh,
-            false,
-            &self.uw,
-            false,
+            [AxisFactor::new(&self.uh, false), AxisFactor::new(&self.uw, false)],
             s,
             self.out_shape(),
             y,

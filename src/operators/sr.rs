@@ -7,7 +7,7 @@
 use clap::ValueEnum;
 
 use crate::gpu::Plan;
-use crate::kernels::axis_matmul::AxisMatrix;
+use crate::kernels::axis_matmul::{AxisFactor, AxisMatrix};
 use crate::operators::filters::{block_matrix, cubic, resize_matrix};
 use crate::operators::separable::{separable_apply, KroneckerSvd};
 use crate::operators::{Operator, OperatorError, SvdForm};
@@ -75,10 +75,24 @@ impl Operator for Sr {
         self.out
     }
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, "sr", &self.mh, false, &self.mw, false, x, self.shape, y)
+        separable_apply(
+            gpu,
+            "sr",
+            [AxisFactor::new(&self.mh, false), AxisFactor::new(&self.mw, false)],
+            x,
+            self.shape,
+            y,
+        )
     }
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
-        separable_apply(gpu, "sr", &self.mh, true, &self.mw, true, y, self.out, x)
+        separable_apply(
+            gpu,
+            "sr",
+            [AxisFactor::new(&self.mh, true), AxisFactor::new(&self.mw, true)],
+            y,
+            self.out,
+            x,
+        )
     }
     fn svd(&self) -> Option<&dyn SvdForm> {
         Some(&self.svd)

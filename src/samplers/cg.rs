@@ -7,7 +7,7 @@
 //! solve is one stretch of dispatches with no read-back. Iteration counts are
 //! kept per sample on the GPU and read back on request.
 
-use crate::gpu::{dispatch_groups, Dispatch, Plan, CG, WG1D};
+use crate::gpu::{dispatch_groups, small_groups, Dispatch, Plan, CG, WG1D};
 use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
 use crate::kernels::random::Noise;
 use crate::operators::{Operator, OperatorError};
@@ -17,7 +17,6 @@ use crate::Gpu;
 /// Elements one CG workgroup covers (mirrors `CHUNK` in the WGSL); samples no
 /// larger than this take the one-thread-per-sample kernels.
 pub const CHUNK: usize = 1024;
-const STATE: usize = 8;
 
 /// Mirrors `Params` in shaders/cg.wgsl.
 #[repr(C)]
@@ -31,6 +30,45 @@ pub struct CgParams {
     pub gamma: f32,
     pub _pad1: [f32; 2],
 }
+
+impl CgParams {
+    /// `batch` systems of `per` unknowns, stopping at relative residual `tol`.
+    pub fn new(per: usize, batch: usize, tol: f32, gamma: f32) -> CgParams {
+        CgParams {
+            per: per as u32,
+            chunks: per.div_ceil(CHUNK).max(1) as u32,
+            batch: batch as u32,
+            _pad0: 0,
+            tol2: tol * tol,
+            gamma,
+            _pad1: [0.0; 2],
+        }
+    }
+}
+
+/// One sample's solver state: `state[n * STATE + S_*]` in shaders/cg.wgsl,
+/// one f32 slot per field (`rr` is `S_RR`, `active` is `S_ACTIVE`, ...).
+/// Counts are stored as f32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CgState {
+    /// r.r of the current iterate.
+    pub rr: f32,
+    /// b.b, the scale of the relative tolerance.
+    pub bb: f32,
+    /// 1 while the sample is above tolerance, 0 once converged.
+    pub active: f32,
+    /// Iterations of the current solve.
+    pub iters: f32,
+    /// Iterations over all solves since creation.
+    pub total: f32,
+    /// Solves since creation (kept in sample 0's slot).
+    pub solves: f32,
+    pub _pad: [f32; 2],
+}
+
+/// f32 slots per sample in the state buffer (mirrors `STATE` in the WGSL).
+pub const STATE: usize = std::mem::size_of::<CgState>() / 4;
 
 /// Which Gram matrix the system uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,16 +176,8 @@ impl Cg {
                 });
             }
         }
-        let chunks = per.div_ceil(CHUNK).max(1);
-        let base = CgParams {
-            per: per as u32,
-            chunks: chunks as u32,
-            batch: batch as u32,
-            _pad0: 0,
-            tol2: tol * tol,
-            gamma,
-            _pad1: [0.0; 2],
-        };
+        let base = CgParams::new(per, batch, tol, gamma);
+        let chunks = base.chunks as usize;
         let params = gpu.uniform("cg params", &base);
         let shape = vec![batch, per];
         let p = Tensor::zeros(gpu, "cg p", &shape)?;
@@ -172,7 +202,7 @@ impl Cg {
         let mut plan = Plan::new();
         if per <= CHUNK {
             // One thread per sample: one fused dispatch per iteration.
-            let groups = [batch.div_ceil(64) as u32, 1, 1];
+            let groups = small_groups(batch);
             plan.push(Dispatch::new(
                 gpu,
                 &CG,
@@ -217,7 +247,7 @@ impl Cg {
                 "cg_init_finish",
                 &[],
                 &[&params, &part_a, &state],
-                [batch.div_ceil(64) as u32, 1, 1],
+                small_groups(batch),
             )?);
             let apply = Dispatch::new(
                 gpu,
@@ -270,11 +300,11 @@ impl Cg {
 
     /// Reads the iteration counts back (a sync point; call after a run).
     pub fn stats(&self, gpu: &Gpu) -> Result<CgStats, OperatorError> {
-        let s = gpu.read::<f32>(&self.state, 0, self.batch * STATE)?;
-        let last: Vec<u32> = (0..self.batch).map(|n| s[n * STATE + 3] as u32).collect();
-        let total = (0..self.batch).map(|n| s[n * STATE + 4] as u32).collect();
-        let solves = s.get(5).copied().unwrap_or(0.0) as u32;
-        let unconverged = (0..self.batch).filter(|&n| s[n * STATE + 2] > 0.5).count();
+        let s = gpu.read::<CgState>(&self.state, 0, self.batch)?;
+        let last: Vec<u32> = s.iter().map(|st| st.iters as u32).collect();
+        let total = s.iter().map(|st| st.total as u32).collect();
+        let solves = s.first().map_or(0.0, |st| st.solves) as u32;
+        let unconverged = s.iter().filter(|st| st.active > 0.5).count();
         Ok(CgStats {
             last,
             total,
@@ -282,6 +312,14 @@ impl Cg {
             unconverged,
         })
     }
+}
+
+/// When a solve stops: relative residual |r| / |b| <= `tol`, or after `iters`
+/// iterations.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgStop {
+    pub tol: f32,
+    pub iters: usize,
 }
 
 /// A perturb-and-solve draw v ~ N(0, Lambda^{-1}), Lambda = diag(D) + gamma A^T A:
@@ -295,7 +333,6 @@ pub struct PwCgDraw {
 }
 
 impl PwCgDraw {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
         op: &dyn Operator,
@@ -303,9 +340,9 @@ impl PwCgDraw {
         gamma: f32,
         out: &Tensor,
         seed: u64,
-        tol: f32,
-        iters: usize,
+        stop: CgStop,
     ) -> Result<PwCgDraw, OperatorError> {
+        let CgStop { tol, iters } = stop;
         let in_per: usize = op.in_shape().iter().product();
         let out_per: usize = op.out_shape().iter().product();
         let batch = out.numel() / in_per;

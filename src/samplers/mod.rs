@@ -507,10 +507,7 @@ impl Sampler {
                 (Method_::Smc(s), plan)
             }
         };
-        let out = Tensor {
-            buffer: core.x.buffer.clone(),
-            shape: [&[batch][..], &core.x.shape[1..]].concat(),
-        };
+        let out = Tensor::wrap(core.x.buffer.clone(), &[&[batch][..], &core.x.shape[1..]].concat());
         Ok(Sampler {
             core,
             out,

@@ -10,7 +10,7 @@
 
 use thiserror::Error;
 
-use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, GMM, WG1D};
+use crate::gpu::{dispatch_groups, small_groups, Dispatch, GpuError, Plan, GMM, WG1D};
 use crate::operators::OperatorError;
 use crate::tensor::Tensor;
 use crate::Gpu;
@@ -173,7 +173,7 @@ impl GmmPrior {
             "gmm_logits",
             &[],
             &[params, &self.prior, &self.abar, &t.buffer, &x.buffer, logits],
-            [n.div_ceil(64) as u32, 1, 1],
+            small_groups(n),
         )
     }
 }

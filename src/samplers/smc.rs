@@ -264,7 +264,6 @@ impl Smc {
             inv_twist_var,
             ..TdsParams::default()
         }
-
     }
 
     /// Step i's scalars: the twist variance, the proposal's, the offset.
@@ -280,7 +279,9 @@ impl Smc {
     /// Before a run: equal weights, no previous twist or proposal term.
     pub(crate) fn prepare_init(&self, gpu: &Gpu) -> Result<(), SamplerError> {
         self.pop.reset(gpu)?;
-        self.gathered.twist.write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
+        self.gathered
+            .twist
+            .write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
         self.lpq_sum.out.write(gpu, &vec![0.0; self.lpq_sum.out.numel()])?;
         self.twist_out.write(gpu, &vec![0.0; self.twist_out.numel()])?;
         Ok(())
@@ -291,7 +292,8 @@ impl Smc {
     pub(crate) fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
         let t = Self::tds_params(p, 1.0 / self.sigma_y2);
         gpu.queue.write_buffer(&self.final_tds, 0, bytemuck::bytes_of(&t));
-        self.pop.set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
+        self.pop
+            .set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
         self.final_plan.run(gpu)?;
         let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
         gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;
