@@ -18,8 +18,11 @@
 //! # Ok(()) }
 //! ```
 
+mod adm;
 pub mod backward;
+mod builder;
 pub mod config;
+mod diffusers;
 pub mod forward;
 pub mod graph;
 pub mod profile;
