@@ -2,7 +2,7 @@
 //! activations, built once from a config. Every architecture lowers to the
 //! same few layer kinds (`adm.rs`, `diffusers.rs`, through the shared
 //! `builder.rs`), so the forward plan (and the backward pass after it) walks
-//! one list.
+//! one list; `shapes.rs` sizes each layer once N, H and W are known.
 //!
 //! Activations are batch- and resolution-free here: an image activation has a
 //! channel count and a downsample rate `ds` (its size is H/ds x W/ds); the
