@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use super::{Gpu, GpuError, Shader};
 
 /// One recorded kernel launch: pipeline, bind group and grid, built once and
@@ -65,7 +67,10 @@ impl Dispatch {
     }
 }
 
-/// An ordered list of dispatches, planned once and replayed.
+/// An ordered list of dispatches, planned once and replayed. The one way a
+/// plan reaches the GPU: [`Plan::record`] into a caller's pass,
+/// [`Plan::submit`] of several plans in one pass and one submission,
+/// [`Plan::run`] of one, and [`Plan::run_timed`] to time replays.
 #[derive(Clone, Default)]
 pub struct Plan {
     pub steps: Vec<Dispatch>,
@@ -81,6 +86,22 @@ impl Plan {
     pub fn extend(&mut self, other: Plan) {
         self.steps.extend(other.steps);
     }
+    /// `plans` one after the other in a new plan (dispatches are shared
+    /// handles: nothing is rebuilt).
+    pub fn concat<'a>(plans: impl IntoIterator<Item = &'a Plan>) -> Plan {
+        Plan {
+            steps: plans.into_iter().flat_map(|p| p.steps.iter().cloned()).collect(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+    pub fn iter(&self) -> std::slice::Iter<'_, Dispatch> {
+        self.steps.iter()
+    }
     /// Records every dispatch into one compute pass (wgpu inserts the barriers
     /// between dispatches that touch the same buffers).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
@@ -88,19 +109,47 @@ impl Plan {
             d.record(pass);
         }
     }
-    /// Records into a fresh encoder and submits it (one submission).
-    pub fn run(&self, gpu: &Gpu) -> Result<(), GpuError> {
+    /// Records `plans` in order into one compute pass of a fresh encoder, both
+    /// labelled `label`, and submits it (one submission).
+    pub fn submit<'a>(gpu: &Gpu, label: &str, plans: impl IntoIterator<Item = &'a Plan>) -> Result<(), GpuError> {
         let mut enc = gpu
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("plan") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("plan"),
+                label: Some(label),
                 timestamp_writes: None,
             });
-            self.record(&mut pass);
+            for p in plans {
+                p.record(&mut pass);
+            }
         }
-        gpu.submit_checked("plan", enc)
+        gpu.submit_checked(label, enc)
+    }
+    /// Records into a fresh encoder and submits it (one submission).
+    pub fn run(&self, gpu: &Gpu) -> Result<(), GpuError> {
+        Plan::submit(gpu, "plan", [self])
+    }
+    /// Wall time of `iters` replays, one submission each (labelled `label`),
+    /// with the wait for the GPU inside the timer; one warm-up replay first
+    /// (pipelines compile lazily on some drivers).
+    pub fn run_timed(&self, gpu: &Gpu, label: &str, iters: u64) -> Result<Duration, GpuError> {
+        Plan::submit(gpu, label, [self])?;
+        gpu.sync()?;
+        let start = Instant::now();
+        for _ in 0..iters {
+            Plan::submit(gpu, label, [self])?;
+        }
+        gpu.sync()?;
+        Ok(start.elapsed())
+    }
+}
+
+impl<'a> IntoIterator for &'a Plan {
+    type Item = &'a Dispatch;
+    type IntoIter = std::slice::Iter<'a, Dispatch>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.steps.iter()
     }
 }
 

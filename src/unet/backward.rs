@@ -9,14 +9,16 @@
 //!
 //! The time embedding depends on t only, so no gradient flows into it.
 
-use super::forward::{ForwardError, UnetForward};
-use super::graph::{Act, Layer, QkvOrder, Residual};
+use super::forward::{ForwardError, LayerRecord, UnetForward};
+use super::graph::{Act, Layer, Residual};
+use super::shapes::LayerShape;
+use super::weights::Weights;
 use super::Unet;
-use crate::gpu::{Dispatch, Gpu, GpuError};
-use crate::kernels::attention::{attention_bwd, AttentionShape};
-use crate::kernels::conv2d::{conv2d_bwd_data, Conv2dShape, ConvTiles};
+use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
+use crate::kernels::attention::attention_bwd;
+use crate::kernels::conv2d::{conv2d_bwd_data, ConvTiles};
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::groupnorm::{group_norm_bwd, GroupNormShape};
+use crate::kernels::groupnorm::group_norm_bwd;
 use crate::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
 use crate::tensor::Tensor;
 
@@ -24,7 +26,7 @@ use crate::tensor::Tensor;
 pub struct BackwardRecord {
     /// Index into the forward plan's `records`.
     pub layer: usize,
-    pub dispatches: Vec<Dispatch>,
+    pub dispatches: Plan,
 }
 
 /// d out / d x transposed, applied to a cotangent, planned for one forward plan.
@@ -63,7 +65,6 @@ impl UnetVjp {
         }
         let cotangent = cotangent.clone();
         let g = &unet.graph;
-        let n = fwd.batch;
         let acts = &fwd.acts;
         let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(acts.len());
         for (i, a) in g.acts.iter().enumerate() {
@@ -76,167 +77,21 @@ impl UnetVjp {
         // written[a]: a gradient has been stored into grads[a] already (accumulate from then on).
         let mut written = vec![false; acts.len()];
         written[g.output] = true;
-        let w = &unet.weights;
         let dummy = gpu.storage_buffer("unet bwd unused binding", 16)?;
         let mut scratch = Vec::new();
         let mut records = Vec::new();
-        let gb = |a: usize| &grads[a].as_ref().expect("image activation has a gradient").buffer;
+        let ctx = GradCtx {
+            gpu,
+            weights: &unet.weights,
+            acts,
+            grads: &grads,
+            dummy: &dummy,
+        };
         for (li, rec) in fwd.records.iter().enumerate().rev() {
-            let mut ds: Vec<Dispatch> = Vec::new();
-            let mut take = |a: usize| {
-                let acc = written[a];
-                written[a] = true;
-                acc
-            };
-            match &rec.layer {
-                Layer::Timestep { .. } | Layer::Linear { .. } => {}
-                Layer::Conv {
-                    x,
-                    y,
-                    w: wn,
-                    cin,
-                    cout,
-                    k,
-                    stride,
-                    pad,
-                    res,
-                    out_scale,
-                    ..
-                } => {
-                    let xs = &acts[*x].shape;
-                    let s = Conv2dShape {
-                        n,
-                        cin: *cin,
-                        h: xs[2],
-                        w: xs[3],
-                        cout: *cout,
-                        ks: *k,
-                        stride: *stride,
-                        pad: *pad,
-                    };
-                    let acc = take(*x);
-                    let tiles = ConvTiles::for_gemm(gpu, *cin, n * xs[2] * xs[3]);
-                    ds.push(conv2d_bwd_data(
-                        gpu,
-                        &tiles,
-                        &s,
-                        gb(*y),
-                        w.get(wn),
-                        *out_scale,
-                        acc,
-                        gb(*x),
-                    )?);
-                    if let Residual::Full(r) = res {
-                        let (dy, dr) = (grads[*y].as_ref().unwrap(), grads[*r].as_ref().unwrap());
-                        let e = if take(*r) {
-                            Elementwise::new(gpu, Op::Axpby, dy, dr, *out_scale, 1.0)?
-                        } else {
-                            Elementwise::new(gpu, Op::Affine, dy, dr, *out_scale, 0.0)?
-                        };
-                        ds.push(e.dispatch);
-                    }
-                }
-                Layer::GroupNorm {
-                    x,
-                    y,
-                    gamma,
-                    beta,
-                    c,
-                    groups,
-                    eps,
-                    silu,
-                    scale_shift,
-                } => {
-                    let xs = &acts[*x].shape;
-                    let s = GroupNormShape {
-                        n,
-                        c: *c,
-                        hw: xs[2] * xs[3],
-                        groups: *groups,
-                        eps: *eps,
-                    };
-                    let stats = rec.saved.as_ref().expect("GroupNorm keeps its statistics");
-                    let (wb, goff) = w.get(gamma);
-                    let (_, boff) = w.get(beta);
-                    let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
-                    let acc = take(*x);
-                    let d = group_norm_bwd(
-                        gpu,
-                        &s,
-                        &acts[*x].buffer,
-                        &stats.buffer,
-                        wb,
-                        goff,
-                        boff,
-                        ss,
-                        *silu,
-                        gb(*y),
-                        gb(*x),
-                        acc,
-                        &dummy,
-                    )?;
-                    ds.extend(d);
-                }
-                Layer::Attention {
-                    qkv,
-                    y,
-                    heads,
-                    ch,
-                    order,
-                    scale_q,
-                    scale_k,
-                } => {
-                    let qs = &acts[*qkv].shape;
-                    let t_len = qs[2] * qs[3];
-                    let s = AttentionShape {
-                        n,
-                        heads: *heads,
-                        ch: *ch,
-                        t: t_len,
-                        split_order: *order == QkvOrder::Split,
-                        scale_q: *scale_q,
-                        scale_k: *scale_k,
-                    };
-                    let lse = rec.saved.as_ref().expect("attention keeps its log-sum-exps");
-                    let dsum = gpu.storage_buffer("attention bwd D", (n * heads * t_len * 4) as u64)?;
-                    let acc = take(*qkv);
-                    let d = attention_bwd(
-                        gpu,
-                        &s,
-                        &acts[*qkv].buffer,
-                        &acts[*y].buffer,
-                        &lse.buffer,
-                        gb(*y),
-                        &dsum,
-                        gb(*qkv),
-                        acc,
-                    )?;
-                    ds.extend(d);
-                    scratch.push(dsum);
-                }
-                Layer::Upsample { x, y } => {
-                    let s = &acts[*x].shape;
-                    let acc = take(*x);
-                    ds.push(upsample_nearest2x_bwd(gpu, n, s[1], s[2], s[3], gb(*y), gb(*x), acc)?);
-                }
-                Layer::AvgPool { x, y } => {
-                    let s = &acts[*x].shape;
-                    let acc = take(*x);
-                    ds.push(avg_pool2x2_bwd(gpu, n, s[1], s[2], s[3], gb(*y), gb(*x), acc)?);
-                }
-                Layer::Concat { a, b, y } => {
-                    let (sa, sb) = (&acts[*a].shape, &acts[*b].shape);
-                    let hw = sa[2] * sa[3];
-                    let ct = sa[1] + sb[1];
-                    let acc = take(*a);
-                    ds.push(slice_channels(gpu, n, sa[1], hw, ct, 0, gb(*y), gb(*a), acc)?);
-                    let acc = take(*b);
-                    ds.push(slice_channels(gpu, n, sb[1], hw, ct, sa[1], gb(*y), gb(*b), acc)?);
-                }
-            }
+            let steps = ctx.layer(rec, &mut written, &mut scratch)?;
             records.push(BackwardRecord {
                 layer: li,
-                dispatches: ds,
+                dispatches: Plan { steps },
             });
         }
         assert!(written[g.input], "the input receives a gradient");
@@ -255,40 +110,26 @@ impl UnetVjp {
         self.grads[self.input].as_ref().expect("x is an image activation")
     }
 
+    /// The per-layer backward plans, in execution order (last layer first).
+    pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
+        self.records.iter().map(|r| &r.dispatches)
+    }
+
     /// Records the backward dispatches (after the forward ones) into a pass.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for r in &self.records {
-            for d in &r.dispatches {
-                d.record(pass);
-            }
+        for p in self.layer_plans() {
+            p.record(pass);
         }
     }
 
     /// The backward pass as a [`Plan`] (to follow the forward plan in a larger one).
-    pub fn plan(&self) -> crate::gpu::Plan {
-        let mut p = crate::gpu::Plan::new();
-        for r in &self.records {
-            for d in &r.dispatches {
-                p.push(d.clone());
-            }
-        }
-        p
+    pub fn plan(&self) -> Plan {
+        Plan::concat(self.layer_plans())
     }
 
     /// Forward then backward in one compute pass, one submission.
     pub fn submit(&self, gpu: &Gpu, fwd: &UnetForward) -> Result<(), GpuError> {
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("unet vjp"),
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("unet vjp"),
-                timestamp_writes: None,
-            });
-            fwd.record(&mut pass);
-            self.record(&mut pass);
-        }
-        gpu.submit_checked("unet vjp", enc)
+        Plan::submit(gpu, "unet vjp", fwd.layer_plans().chain(self.layer_plans()))
     }
 
     /// Writes x, t and the cotangent; returns (out, vjp).
@@ -311,5 +152,141 @@ impl UnetVjp {
         self.cotangent.write(gpu, cotangent)?;
         self.submit(gpu, fwd)?;
         Ok((fwd.output().read(gpu)?, self.dx().read(gpu)?))
+    }
+}
+
+/// What planning one layer's input gradient reads besides its forward record.
+struct GradCtx<'a> {
+    gpu: &'a Gpu,
+    weights: &'a Weights,
+    /// The forward plan's activations.
+    acts: &'a [Tensor],
+    grads: &'a [Option<Tensor>],
+    dummy: &'a wgpu::Buffer,
+}
+
+impl GradCtx<'_> {
+    /// The backward dispatches of one forward layer, at the sizes the forward
+    /// plan recorded. `written[a]`: a gradient has been stored into `grads[a]`
+    /// already (the next contribution accumulates); `scratch` keeps per-layer
+    /// temporaries alive.
+    fn layer(
+        &self,
+        rec: &LayerRecord,
+        written: &mut [bool],
+        scratch: &mut Vec<wgpu::Buffer>,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        let (gpu, w, acts, dummy) = (self.gpu, self.weights, self.acts, self.dummy);
+        let grads = self.grads;
+        let grad = move |a: usize| grads[a].as_ref().expect("image activation has a gradient");
+        let gb = move |a: usize| &grad(a).buffer;
+        let mut take = |a: usize| {
+            let acc = written[a];
+            written[a] = true;
+            acc
+        };
+        let mut ds: Vec<Dispatch> = Vec::new();
+        match (&rec.layer, rec.shape) {
+            (Layer::Timestep { .. }, _) | (Layer::Linear { .. }, _) => {}
+            (
+                Layer::Conv {
+                    x,
+                    y,
+                    w: wn,
+                    res,
+                    out_scale,
+                    ..
+                },
+                LayerShape::Conv { shape: s, .. },
+            ) => {
+                let acc = take(*x);
+                let tiles = ConvTiles::for_gemm(gpu, s.cin, s.n * s.h * s.w);
+                ds.push(conv2d_bwd_data(
+                    gpu,
+                    &tiles,
+                    &s,
+                    gb(*y),
+                    w.get(wn),
+                    *out_scale,
+                    acc,
+                    gb(*x),
+                )?);
+                if let Residual::Full(r) = res {
+                    let (dy, dr) = (grad(*y), grad(*r));
+                    let e = if take(*r) {
+                        Elementwise::new(gpu, Op::Axpby, dy, dr, *out_scale, 1.0)?
+                    } else {
+                        Elementwise::new(gpu, Op::Affine, dy, dr, *out_scale, 0.0)?
+                    };
+                    ds.push(e.dispatch);
+                }
+            }
+            (
+                Layer::GroupNorm {
+                    x,
+                    y,
+                    gamma,
+                    beta,
+                    silu,
+                    scale_shift,
+                    ..
+                },
+                LayerShape::GroupNorm(s),
+            ) => {
+                let stats = rec.saved.as_ref().expect("GroupNorm keeps its statistics");
+                let (wb, goff) = w.get(gamma);
+                let (_, boff) = w.get(beta);
+                let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
+                let acc = take(*x);
+                ds.extend(group_norm_bwd(
+                    gpu,
+                    &s,
+                    &acts[*x].buffer,
+                    &stats.buffer,
+                    wb,
+                    goff,
+                    boff,
+                    ss,
+                    *silu,
+                    gb(*y),
+                    gb(*x),
+                    acc,
+                    dummy,
+                )?);
+            }
+            (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
+                let lse = rec.saved.as_ref().expect("attention keeps its log-sum-exps");
+                let dsum = gpu.storage_buffer("attention bwd D", (s.n * s.heads * s.t * 4) as u64)?;
+                let acc = take(*qkv);
+                ds.extend(attention_bwd(
+                    gpu,
+                    &s,
+                    &acts[*qkv].buffer,
+                    &acts[*y].buffer,
+                    &lse.buffer,
+                    gb(*y),
+                    &dsum,
+                    gb(*qkv),
+                    acc,
+                )?);
+                scratch.push(dsum);
+            }
+            (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
+                let acc = take(*x);
+                ds.push(upsample_nearest2x_bwd(gpu, n, c, h, w, gb(*y), gb(*x), acc)?);
+            }
+            (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
+                let acc = take(*x);
+                ds.push(avg_pool2x2_bwd(gpu, n, c, h, w, gb(*y), gb(*x), acc)?);
+            }
+            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
+                let acc = take(*a);
+                ds.push(slice_channels(gpu, n, ca, hw, ca + cb, 0, gb(*y), gb(*a), acc)?);
+                let acc = take(*b);
+                ds.push(slice_channels(gpu, n, cb, hw, ca + cb, ca, gb(*y), gb(*b), acc)?);
+            }
+            _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
+        }
+        Ok(ds)
     }
 }

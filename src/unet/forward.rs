@@ -8,12 +8,14 @@
 
 use thiserror::Error;
 
-use super::graph::{Act, Layer, QkvOrder, Residual};
+use super::graph::{Layer, Residual};
+use super::shapes::LayerShape;
+use super::weights::Weights;
 use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
-use crate::kernels::attention::{attention, AttentionShape};
-use crate::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
-use crate::kernels::groupnorm::{group_norm, GroupNormShape};
+use crate::kernels::attention::attention;
+use crate::kernels::conv2d::{conv2d, ConvResidual, ConvTiles};
+use crate::kernels::groupnorm::group_norm;
 use crate::kernels::linear::linear;
 use crate::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
 use crate::kernels::timestep::timestep_embedding;
@@ -33,11 +35,13 @@ pub enum ForwardError {
     },
 }
 
-/// One planned layer: the graph's description, its dispatches, and what it
-/// saved for the backward pass (GroupNorm mean/rstd, attention lse).
+/// One planned layer: the graph's description, its sizes at this plan's
+/// batch and resolution, its dispatches, and what it saved for the backward
+/// pass (GroupNorm mean/rstd, attention lse).
 pub struct LayerRecord {
     pub layer: Layer,
-    pub dispatches: Vec<Dispatch>,
+    pub shape: LayerShape,
+    pub dispatches: Plan,
     pub saved: Option<Tensor>,
 }
 
@@ -95,12 +99,7 @@ impl UnetForward {
                 multiple: m,
             });
         }
-        let dims = |a: usize| -> Vec<usize> {
-            match g.acts[a] {
-                Act::Image { c, ds } => vec![batch, c, height / ds, width / ds],
-                Act::Vector { d } => vec![batch, d],
-            }
-        };
+        let dims = |a: usize| g.act_shape(a, batch, height, width);
         let acts = (0..g.acts.len())
             .map(|i| match &input {
                 Some(x) if i == g.input => Ok(x.clone()),
@@ -109,200 +108,35 @@ impl UnetForward {
             .collect::<Result<Vec<_>, _>>()?;
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
-        let w = &unet.weights;
+        let ctx = LayerCtx {
+            gpu,
+            weights: &unet.weights,
+            acts: &acts,
+            t: &t,
+            dummy: &dummy,
+        };
         let mut freqs = Vec::new();
         let mut records = Vec::new();
         for layer in &g.layers {
-            let mut saved = None;
-            let dispatches = match layer {
-                Layer::Timestep {
-                    y,
-                    dim,
-                    cos_first,
-                    freqs: f,
-                } => {
-                    let fb = gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
-                    let d = timestep_embedding(gpu, batch, *dim, *cos_first, &t.buffer, &fb, &acts[*y].buffer)?;
-                    freqs.push(fb);
-                    vec![d]
+            let shape = g.layer_shape(layer, batch, height, width);
+            if let LayerShape::Conv { shape: s, out } = shape {
+                if s.out_hw() != out {
+                    return Err(ForwardError::Resolution {
+                        h: height,
+                        w: width,
+                        multiple: m,
+                    });
                 }
-                Layer::Linear {
-                    x,
-                    y,
-                    w: wn,
-                    b: bn,
-                    din,
-                    dout,
-                    silu_in,
-                    silu_out,
-                } => {
-                    vec![linear(
-                        gpu,
-                        batch,
-                        *din,
-                        *dout,
-                        &acts[*x].buffer,
-                        w.get(wn),
-                        w.get(bn),
-                        *silu_in,
-                        *silu_out,
-                        &acts[*y].buffer,
-                    )?]
-                }
-                Layer::Conv {
-                    x,
-                    y,
-                    w: wn,
-                    b: bn,
-                    cin,
-                    cout,
-                    k,
-                    stride,
-                    pad,
-                    res,
-                    out_scale,
-                } => {
-                    let xs = &acts[*x].shape;
-                    let s = Conv2dShape {
-                        n: batch,
-                        cin: *cin,
-                        h: xs[2],
-                        w: xs[3],
-                        cout: *cout,
-                        ks: *k,
-                        stride: *stride,
-                        pad: *pad,
-                    };
-                    let (ho, wo) = s.out_hw();
-                    let ys = &acts[*y].shape;
-                    if [ho, wo] != [ys[2], ys[3]] {
-                        return Err(ForwardError::Resolution {
-                            h: height,
-                            w: width,
-                            multiple: m,
-                        });
-                    }
-                    let tiles = ConvTiles::for_gemm(gpu, *cout, batch * ho * wo);
-                    let r = match res {
-                        Residual::None => ConvResidual::None,
-                        Residual::Full(a) => ConvResidual::Full(&acts[*a].buffer, 0),
-                        Residual::Channel(a) => ConvResidual::Channel(&acts[*a].buffer, 0, acts[*a].shape[1]),
-                    };
-                    vec![conv2d(
-                        gpu,
-                        &tiles,
-                        &s,
-                        &acts[*x].buffer,
-                        w.get(wn),
-                        w.get(bn),
-                        r,
-                        *out_scale,
-                        &acts[*y].buffer,
-                        &dummy,
-                    )?]
-                }
-                Layer::GroupNorm {
-                    x,
-                    y,
-                    gamma,
-                    beta,
-                    c,
-                    groups,
-                    eps,
-                    silu,
-                    scale_shift,
-                } => {
-                    let xs = &acts[*x].shape;
-                    let s = GroupNormShape {
-                        n: batch,
-                        c: *c,
-                        hw: xs[2] * xs[3],
-                        groups: *groups,
-                        eps: *eps,
-                    };
-                    let stats = Tensor::zeros(gpu, "groupnorm stats", &[batch, *groups, 2])?;
-                    let (wb, goff) = w.get(gamma);
-                    let (wb2, boff) = w.get(beta);
-                    assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
-                    let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
-                    let d = group_norm(
-                        gpu,
-                        &s,
-                        &acts[*x].buffer,
-                        &stats.buffer,
-                        wb,
-                        goff,
-                        boff,
-                        ss,
-                        *silu,
-                        &acts[*y].buffer,
-                        &dummy,
-                    )?;
-                    saved = Some(stats);
-                    d.into()
-                }
-                Layer::Attention {
-                    qkv,
-                    y,
-                    heads,
-                    ch,
-                    order,
-                    scale_q,
-                    scale_k,
-                } => {
-                    let qs = &acts[*qkv].shape;
-                    let t_len = qs[2] * qs[3];
-                    let s = AttentionShape {
-                        n: batch,
-                        heads: *heads,
-                        ch: *ch,
-                        t: t_len,
-                        split_order: *order == QkvOrder::Split,
-                        scale_q: *scale_q,
-                        scale_k: *scale_k,
-                    };
-                    let lse = Tensor::zeros(gpu, "attention lse", &[batch, *heads, t_len])?;
-                    let d = attention(gpu, &s, &acts[*qkv].buffer, &acts[*y].buffer, &lse.buffer)?;
-                    saved = Some(lse);
-                    vec![d]
-                }
-                Layer::Upsample { x, y } => {
-                    let s = &acts[*x].shape;
-                    vec![upsample_nearest2x(
-                        gpu,
-                        batch,
-                        s[1],
-                        s[2],
-                        s[3],
-                        &acts[*x].buffer,
-                        &acts[*y].buffer,
-                    )?]
-                }
-                Layer::AvgPool { x, y } => {
-                    let s = &acts[*x].shape;
-                    vec![avg_pool2x2(
-                        gpu,
-                        batch,
-                        s[1],
-                        s[2],
-                        s[3],
-                        &acts[*x].buffer,
-                        &acts[*y].buffer,
-                    )?]
-                }
-                Layer::Concat { a, b, y } => {
-                    let (sa, sb) = (&acts[*a].shape, &acts[*b].shape);
-                    let hw = sa[2] * sa[3];
-                    let ct = sa[1] + sb[1];
-                    vec![
-                        copy_channels(gpu, batch, sa[1], hw, ct, 0, &acts[*a].buffer, &acts[*y].buffer)?,
-                        copy_channels(gpu, batch, sb[1], hw, ct, sa[1], &acts[*b].buffer, &acts[*y].buffer)?,
-                    ]
-                }
+            }
+            let saved = match shape.saved() {
+                Some((label, dims)) => Some(Tensor::zeros(gpu, label, &dims)?),
+                None => None,
             };
+            let dispatches = ctx.layer(layer, &shape, saved.as_ref(), &mut freqs)?;
             records.push(LayerRecord {
                 layer: layer.clone(),
-                dispatches,
+                shape,
+                dispatches: Plan { steps: dispatches },
                 saved,
             });
         }
@@ -330,39 +164,26 @@ impl UnetForward {
         &self.acts[self.output]
     }
 
+    /// The per-layer plans, in execution order.
+    pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
+        self.records.iter().map(|r| &r.dispatches)
+    }
+
     /// Records the whole forward pass into a compute pass (no submission).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for r in &self.records {
-            for d in &r.dispatches {
-                d.record(pass);
-            }
+        for p in self.layer_plans() {
+            p.record(pass);
         }
     }
 
     /// The forward pass as a [`Plan`] (for composing with other work).
     pub fn plan(&self) -> Plan {
-        let mut p = Plan::new();
-        for r in &self.records {
-            for d in &r.dispatches {
-                p.push(d.clone());
-            }
-        }
-        p
+        Plan::concat(self.layer_plans())
     }
 
     /// Submits the forward pass once (inputs already in `input()` and `t`).
     pub fn submit(&self, gpu: &Gpu) -> Result<(), GpuError> {
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("unet forward"),
-        });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("unet forward"),
-                timestamp_writes: None,
-            });
-            self.record(&mut pass);
-        }
-        gpu.submit_checked("unet forward", enc)
+        Plan::submit(gpu, "unet forward", self.layer_plans())
     }
 
     /// Writes x and t (checked against the planned shapes).
@@ -391,5 +212,133 @@ impl UnetForward {
         self.write_inputs(gpu, x, t)?;
         self.submit(gpu)?;
         Ok(self.output().read(gpu)?)
+    }
+}
+
+/// What planning one forward layer reads besides the layer itself.
+struct LayerCtx<'a> {
+    gpu: &'a Gpu,
+    weights: &'a Weights,
+    acts: &'a [Tensor],
+    t: &'a Tensor,
+    dummy: &'a wgpu::Buffer,
+}
+
+impl LayerCtx<'_> {
+    /// The dispatches of one layer at `shape` (from [`crate::unet::Graph::layer_shape`]);
+    /// `saved` is the buffer [`LayerShape::saved`] asked for, `freqs` keeps
+    /// uploaded timestep frequencies alive.
+    fn layer(
+        &self,
+        layer: &Layer,
+        shape: &LayerShape,
+        saved: Option<&Tensor>,
+        freqs: &mut Vec<wgpu::Buffer>,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        let (gpu, w, acts, dummy) = (self.gpu, self.weights, self.acts, self.dummy);
+        let buf = move |a: usize| &acts[a].buffer;
+        let saved = move || &saved.expect("LayerShape::saved allocated it").buffer;
+        Ok(match (layer, *shape) {
+            (
+                Layer::Timestep {
+                    y, cos_first, freqs: f, ..
+                },
+                LayerShape::Timestep { n, dim },
+            ) => {
+                let fb = gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
+                let d = timestep_embedding(gpu, n, dim, *cos_first, &self.t.buffer, &fb, buf(*y))?;
+                freqs.push(fb);
+                vec![d]
+            }
+            (
+                Layer::Linear {
+                    x,
+                    y,
+                    w: wn,
+                    b: bn,
+                    silu_in,
+                    silu_out,
+                    ..
+                },
+                LayerShape::Linear { n, din, dout },
+            ) => vec![linear(
+                gpu,
+                n,
+                din,
+                dout,
+                buf(*x),
+                w.get(wn),
+                w.get(bn),
+                *silu_in,
+                *silu_out,
+                buf(*y),
+            )?],
+            (
+                Layer::Conv {
+                    x,
+                    y,
+                    w: wn,
+                    b: bn,
+                    res,
+                    out_scale,
+                    ..
+                },
+                LayerShape::Conv {
+                    shape: s,
+                    out: (ho, wo),
+                },
+            ) => {
+                let tiles = ConvTiles::for_gemm(gpu, s.cout, s.n * ho * wo);
+                let r = match res {
+                    Residual::None => ConvResidual::None,
+                    Residual::Full(a) => ConvResidual::Full(buf(*a), 0),
+                    Residual::Channel(a) => ConvResidual::Channel(buf(*a), 0, acts[*a].shape[1]),
+                };
+                vec![conv2d(
+                    gpu,
+                    &tiles,
+                    &s,
+                    buf(*x),
+                    w.get(wn),
+                    w.get(bn),
+                    r,
+                    *out_scale,
+                    buf(*y),
+                    dummy,
+                )?]
+            }
+            (
+                Layer::GroupNorm {
+                    x,
+                    y,
+                    gamma,
+                    beta,
+                    silu,
+                    scale_shift,
+                    ..
+                },
+                LayerShape::GroupNorm(s),
+            ) => {
+                let (wb, goff) = w.get(gamma);
+                let (wb2, boff) = w.get(beta);
+                assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
+                let ss = scale_shift.map(|e| (buf(e), 0));
+                group_norm(gpu, &s, buf(*x), saved(), wb, goff, boff, ss, *silu, buf(*y), dummy)?.into()
+            }
+            (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
+                vec![attention(gpu, &s, buf(*qkv), buf(*y), saved())?]
+            }
+            (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
+                vec![upsample_nearest2x(gpu, n, c, h, w, buf(*x), buf(*y))?]
+            }
+            (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
+                vec![avg_pool2x2(gpu, n, c, h, w, buf(*x), buf(*y))?]
+            }
+            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => vec![
+                copy_channels(gpu, n, ca, hw, ca + cb, 0, buf(*a), buf(*y))?,
+                copy_channels(gpu, n, cb, hw, ca + cb, ca, buf(*b), buf(*y))?,
+            ],
+            _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
+        })
     }
 }

@@ -17,12 +17,44 @@
 //! // fwd.output(): [eps, v]; vjp.dx(): (d out / d x)^T cotangent.
 //! # Ok(()) }
 //! ```
+//!
+//! # Where things go
+//!
+//! | file | holds |
+//! |---|---|
+//! | `config.rs` | `UnetConfig`, one variant and parser per architecture |
+//! | `graph.rs` | the layer IR (`Act`, `Layer`, `Graph`) and `Graph::build`'s one line per architecture |
+//! | `builder.rs` | the shared `Builder`: layers, parameters, ResBlock and attention blocks |
+//! | `adm.rs`, `diffusers.rs` | one lowering per architecture, config -> `Graph` |
+//! | `shapes.rs` | each layer's sizes at (N, H, W): `Graph::layer_shape` -> `LayerShape` |
+//! | `forward.rs` / `backward.rs` | a layer's forward / input-gradient dispatches (`LayerCtx::layer`, `GradCtx::layer`) |
+//! | `profile.rs` | per-layer timing and its report labels (`describe`) |
+//!
+//! All three passes hold one [`crate::gpu::Plan`] per layer and reach the
+//! GPU only through `Plan`'s `record` / `submit` / `run` / `run_timed`.
+//!
+//! **A new layer type:** a `Layer` variant in `graph.rs` (and its flop count
+//! in `Graph::flops` if it multiplies), a builder method in `builder.rs`, a
+//! `LayerShape` variant and its arm in `shapes.rs`, an arm in
+//! `LayerCtx::layer` (`forward.rs`) and in `GradCtx::layer` (`backward.rs`;
+//! save what the gradient needs through `LayerShape::saved`), and an arm in
+//! `describe` (`profile.rs`). Its kernels go in `src/kernels/`.
+//!
+//! **A new architecture:** its config variant and parser in `config.rs`, a
+//! new `<arch>.rs` here with `pub(super) fn build(&Config) -> Result<Graph,
+//! GraphError>` written against `builder.rs`, `mod <arch>;` below, and one
+//! match arm in `Graph::build` (`graph.rs`). Forward, backward and profiling
+//! need nothing more as long as it lowers to existing layer kinds.
 
+mod adm;
 pub mod backward;
+mod builder;
 pub mod config;
+mod diffusers;
 pub mod forward;
 pub mod graph;
 pub mod profile;
+pub mod shapes;
 pub mod weights;
 
 use std::path::Path;
@@ -31,6 +63,7 @@ pub use backward::UnetVjp;
 pub use config::{AdmConfig, ConfigError, DiffusersConfig, UnetConfig};
 pub use forward::{ForwardError, UnetForward};
 pub use graph::{Graph, Layer};
+pub use shapes::LayerShape;
 pub use weights::{Weights, WeightsError};
 
 use crate::gpu::Gpu;

@@ -4,12 +4,10 @@
 //! per layer, so the sum exceeds one whole-graph replay; read it for where the
 //! time goes, not for the total.
 
-use std::time::Instant;
-
 use super::backward::UnetVjp;
 use super::forward::UnetForward;
 use super::graph::Layer;
-use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::gpu::{Gpu, GpuError, Plan};
 use crate::tensor::Tensor;
 
 /// One layer's share.
@@ -87,30 +85,10 @@ fn describe(layer: &Layer, acts: &[Tensor]) -> (&'static str, String, f64) {
     }
 }
 
-fn time_dispatches(gpu: &Gpu, ds: &[Dispatch], iters: usize) -> Result<f64, GpuError> {
-    let run = || -> Result<(), GpuError> {
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("profile"),
-                timestamp_writes: None,
-            });
-            for d in ds {
-                d.record(&mut pass);
-            }
-        }
-        gpu.submit_checked("profile", enc)
-    };
-    run()?;
-    gpu.sync()?;
-    let start = Instant::now();
-    for _ in 0..iters {
-        run()?;
-    }
-    gpu.sync()?;
-    Ok(start.elapsed().as_secs_f64() / iters.max(1) as f64)
+/// Seconds per replay of one layer's plan, submitted on its own `iters` times.
+fn time_layer(gpu: &Gpu, plan: &Plan, iters: usize) -> Result<f64, GpuError> {
+    let elapsed = plan.run_timed(gpu, "profile", iters as u64)?;
+    Ok(elapsed.as_secs_f64() / iters.max(1) as f64)
 }
 
 /// Times every layer of the forward plan (and of the VJP when given).
@@ -118,7 +96,7 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
     let mut out = Vec::new();
     for r in &fwd.records {
         let (kind, label, flops) = describe(&r.layer, &fwd.acts);
-        let seconds = time_dispatches(gpu, &r.dispatches, iters)?;
+        let seconds = time_layer(gpu, &r.dispatches, iters)?;
         out.push(LayerTime {
             kind,
             pass: "forward",
@@ -136,7 +114,7 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
             // The input gradient of a convolution costs what its forward does;
             // the other backward layers are counted as memory-bound.
             let flops = if kind == "conv" { flops } else { 0.0 };
-            let seconds = time_dispatches(gpu, &r.dispatches, iters)?;
+            let seconds = time_layer(gpu, &r.dispatches, iters)?;
             out.push(LayerTime {
                 kind,
                 pass: "backward",
