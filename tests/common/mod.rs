@@ -1,6 +1,8 @@
 //! Shared test helpers: the one GPU, comparisons, random data.
 #![allow(dead_code)]
 
+pub mod gmm;
+
 use std::sync::{Arc, OnceLock};
 
 use rand::{rngs::StdRng, Rng, SeedableRng};

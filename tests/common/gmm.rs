@@ -1,0 +1,196 @@
+//! Gaussian-mixture inverse problems (tests/fixtures/gmm): loading, prior
+//! and exact posterior samples, and the sliced Wasserstein-2 score every
+//! posterior-accuracy test uses.
+
+use rand::Rng;
+use tweedie::io::TensorFile;
+use tweedie::operators::dense::Dense;
+use tweedie::samplers::problem::GmmProblem;
+use tweedie::samplers::{GmmPrior, Measurement, Method, RunStats, Sampler, SamplerOptions};
+use tweedie::schedule::Schedule;
+
+use super::{fixture, randn, rng};
+
+/// Sliced W2: 1000 random unit directions, sorted projections, RMS difference;
+/// when the sample counts differ the larger set is read at the smaller set's
+/// quantile levels (linear interpolation).
+pub fn sliced_w2(a: &[f32], b: &[f32], d: usize, seed: u64) -> f64 {
+    let mut r = rng(seed);
+    let (na, nb) = (a.len() / d, b.len() / d);
+    let (small, ns, large, nl) = if na <= nb { (a, na, b, nb) } else { (b, nb, a, na) };
+    let mut total = 0.0;
+    let dirs = 1000;
+    for _ in 0..dirs {
+        let mut u: Vec<f64> = randn(&mut r, d).iter().map(|&v| v as f64).collect();
+        let nrm = u.iter().map(|v| v * v).sum::<f64>().sqrt();
+        u.iter_mut().for_each(|v| *v /= nrm);
+        let proj = |x: &[f32], n: usize| {
+            let mut p: Vec<f64> = (0..n)
+                .map(|i| (0..d).map(|j| x[i * d + j] as f64 * u[j]).sum())
+                .collect();
+            p.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            p
+        };
+        let ps = proj(small, ns);
+        let pl = proj(large, nl);
+        let mut s = 0.0;
+        for (k, v) in ps.iter().enumerate() {
+            let q = (k as f64 + 0.5) / ns as f64 * nl as f64 - 0.5;
+            let lo = q.floor().clamp(0.0, (nl - 1) as f64) as usize;
+            let hi = (lo + 1).min(nl - 1);
+            let f = (q - lo as f64).clamp(0.0, 1.0);
+            let w = pl[lo] * (1.0 - f) + pl[hi] * f;
+            s += (v - w).powi(2);
+        }
+        total += s / ns as f64;
+    }
+    (total / dirs as f64).sqrt()
+}
+
+fn pick(r: &mut rand::rngs::StdRng, logw: &[f64]) -> usize {
+    let mx = logw.iter().cloned().fold(f64::MIN, f64::max);
+    let w: Vec<f64> = logw.iter().map(|l| (l - mx).exp()).collect();
+    let mut u = r.random::<f64>() * w.iter().sum::<f64>();
+    for (k, &wk) in w.iter().enumerate() {
+        if u < wk {
+            return k;
+        }
+        u -= wk;
+    }
+    w.len() - 1
+}
+
+pub fn prior_samples(p: &GmmProblem, n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rng(seed);
+    let logw: Vec<f64> = p.weights.iter().map(|&w| (w as f64).ln()).collect();
+    let mut out = Vec::with_capacity(n * p.d);
+    for _ in 0..n {
+        let k = pick(&mut r, &logw);
+        let z = randn(&mut r, p.d);
+        for j in 0..p.d {
+            out.push(p.means[k * p.d + j] + p.vars[k * p.d + j].sqrt() * z[j]);
+        }
+    }
+    out
+}
+
+fn cholesky(m: &[f64], n: usize) -> Vec<f64> {
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
+            l[i * n + j] = if i == j {
+                (m[i * n + i] - s).sqrt()
+            } else {
+                (m[i * n + j] - s) / l[j * n + j]
+            };
+        }
+    }
+    l
+}
+
+/// Exact posterior samples: a mixture of Gaussians with precision
+/// diag(1/Sigma_k) + A^T A / sigma^2 and weights w_k N(y; A mu_k, A Sigma_k A^T + sigma^2 I).
+pub fn exact_posterior_samples(p: &GmmProblem, n: usize, seed: u64) -> Vec<f32> {
+    let (d, m) = (p.d, p.m);
+    let a = |i: usize, j: usize| p.a.data[i * d + j] as f64;
+    let s2 = (p.sigma_y as f64).powi(2);
+    let mut comps = Vec::new();
+    let mut logw = Vec::new();
+    for k in 0..p.k {
+        let v = |j: usize| p.vars[k * d + j] as f64;
+        let mu = |j: usize| p.means[k * d + j] as f64;
+        let mut lam = vec![0f64; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                lam[i * d + j] =
+                    (0..m).map(|r| a(r, i) * a(r, j)).sum::<f64>() / s2 + if i == j { 1.0 / v(i) } else { 0.0 };
+            }
+        }
+        let l = cholesky(&lam, d);
+        let rhs: Vec<f64> = (0..d)
+            .map(|j| mu(j) / v(j) + (0..m).map(|r| a(r, j) * p.y[r] as f64).sum::<f64>() / s2)
+            .collect();
+        // mean = Lambda^{-1} rhs
+        let mut z = vec![0f64; d];
+        for i in 0..d {
+            z[i] = (rhs[i] - (0..i).map(|q| l[i * d + q] * z[q]).sum::<f64>()) / l[i * d + i];
+        }
+        let mut mean = vec![0f64; d];
+        for i in (0..d).rev() {
+            mean[i] = (z[i] - (i + 1..d).map(|q| l[q * d + i] * mean[q]).sum::<f64>()) / l[i * d + i];
+        }
+        // evidence N(y; A mu, A Sigma A^T + s2 I)
+        let mut c = vec![0f64; m * m];
+        for i in 0..m {
+            for j in 0..m {
+                c[i * m + j] = (0..d).map(|q| a(i, q) * v(q) * a(j, q)).sum::<f64>() + if i == j { s2 } else { 0.0 };
+            }
+        }
+        let lc = cholesky(&c, m);
+        let res: Vec<f64> = (0..m)
+            .map(|i| p.y[i] as f64 - (0..d).map(|q| a(i, q) * mu(q)).sum::<f64>())
+            .collect();
+        let mut u = vec![0f64; m];
+        for i in 0..m {
+            u[i] = (res[i] - (0..i).map(|q| lc[i * m + q] * u[q]).sum::<f64>()) / lc[i * m + i];
+        }
+        let logdet: f64 = (0..m).map(|i| lc[i * m + i].ln()).sum();
+        logw.push((p.weights[k] as f64).ln() - 0.5 * u.iter().map(|x| x * x).sum::<f64>() - logdet);
+        comps.push((mean, l));
+    }
+    let mut r = rng(seed);
+    let mut out = Vec::with_capacity(n * d);
+    for _ in 0..n {
+        let (mean, l) = &comps[pick(&mut r, &logw)];
+        let z: Vec<f64> = randn(&mut r, d).iter().map(|&v| v as f64).collect();
+        // x = mean + L^{-T} z has covariance Lambda^{-1}
+        let mut x = vec![0f64; d];
+        for i in (0..d).rev() {
+            x[i] = (z[i] - (i + 1..d).map(|q| l[q * d + i] * x[q]).sum::<f64>()) / l[i * d + i];
+        }
+        out.extend(x.iter().zip(mean).map(|(x, m)| (x + m) as f32));
+    }
+    out
+}
+
+pub struct Case {
+    pub problem: GmmProblem,
+    pub reference: Vec<f32>,
+}
+
+pub fn load(name: &str) -> Case {
+    let problem = GmmProblem::load(fixture(&format!("gmm/{name}.safetensors"))).unwrap();
+    let reference = TensorFile::open(fixture(&format!("gmm/{name}.ref.safetensors")))
+        .unwrap()
+        .get("reference")
+        .unwrap()
+        .data;
+    Case { problem, reference }
+}
+
+/// `n` samples of `method` on the problem with its exact mixture score;
+/// returns them and the mean CG iterations per solve (when it solves).
+pub fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, Option<f64>) {
+    let (x, stats) = sample_stats(case, method, opts, n);
+    (x, stats.cg.map(|c| c.mean_per_solve()))
+}
+
+/// As [`sample`], with the whole run report.
+pub fn sample_stats(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, RunStats) {
+    let gpu = super::gpu();
+    let p = &case.problem;
+    let base = Schedule::linear(1000, 1000).unwrap();
+    let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
+    let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
+    let meas = Measurement {
+        op: &op,
+        y: &p.y,
+        sigma_y: p.sigma_y,
+    };
+    let s = Sampler::new(&gpu, method, &model, Some(meas), n, opts).unwrap();
+    let stats = s.run(&gpu).unwrap();
+    let x = s.x().read(&gpu).unwrap();
+    assert!(x.iter().all(|v| v.is_finite()), "{method:?}: non-finite samples");
+    (x, stats)
+}
