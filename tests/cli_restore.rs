@@ -161,6 +161,25 @@ fn restore_refuses_bad_input_with_one_line() {
             "--box 0",
         ),
         (
+            vec![
+                "--task",
+                "inpaint-box",
+                "--method",
+                "smc",
+                "--particles",
+                "1",
+                "--input",
+                &img,
+            ],
+            "--particles",
+        ),
+        (
+            vec![
+                "--task", "sr", "--method", "smc", "--sigma", "0", "--input", &img, "--steps", "2",
+            ],
+            "sigma_y > 0",
+        ),
+        (
             vec!["--task", "sr", "--method", "dmps", "--input", s(&big_png)],
             "40x40",
         ),
