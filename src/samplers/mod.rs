@@ -7,6 +7,30 @@
 //! (one uniform block), the per-sample timesteps and the noise streams with
 //! `queue.write_buffer`, and replays its plan in one submission with no
 //! read-back.
+//!
+//! The pieces: [`Core`] is the state every method shares (schedule, x_t, the
+//! model call, the step uniform, the DDPM noise); a method is one file
+//! implementing [`MethodStep`] (what it adds: its buffers, its step plan, its
+//! scalars); [`Sampler`] holds the core and the method as `Box<dyn MethodStep>`.
+//!
+//! # Adding a method
+//!
+//! 1. Write `src/samplers/<name>.rs` with a type implementing [`MethodStep`]
+//!    (see [`dmps`] for a short one): [`MethodStep::plan`] builds the type
+//!    (named fields for every buffer its plan reads) and its step plan from the
+//!    [`Core`]'s pieces; [`MethodStep::params`] writes step i's scalars, either
+//!    the shared guidance fields of [`StepParams`] (`guide`, `guide2`,
+//!    `resid_scale`) or its own `#[repr(C)]` block laid over
+//!    [`StepParams::method`] with [`MethodBlock::of`], read in the shader
+//!    through accessors beside its kernels in `shaders/sampler.wgsl`. The other
+//!    trait methods have defaults (no measurement, no init work, no CG).
+//! 2. Declare the module (`pub mod <name>;`) and add one line to the registry
+//!    at [`Method`]'s definition (`methods! { ... }` below): `Name =>
+//!    name::Type,` makes `Method::Name` (the CLI value `name`) and plans it.
+//!
+//! Code outside this module that matches on [`Method`] by hand (display
+//! names in `src/cli/sampling.rs`) needs its arm too; the compiler points
+//! there.
 
 pub mod cdps;
 pub mod cg;
@@ -16,6 +40,8 @@ pub mod dps;
 pub mod problem;
 pub mod score;
 pub mod unet_score;
+
+use std::any::Any;
 
 use thiserror::Error;
 
@@ -44,13 +70,38 @@ pub enum SamplerError {
     Invalid(String),
 }
 
-/// Which sampler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Method {
-    Ddpm,
-    Dps,
-    Dmps,
-    Cdps,
+/// The method registry: one line per method, `Variant => module::Type`. It
+/// defines [`Method`] (a `clap::ValueEnum`: the CLI value is the variant's
+/// name in lower case) and `plan_method`, the one place a [`Method`] becomes
+/// its [`MethodStep`].
+macro_rules! methods {
+    ($($variant:ident => $ty:ty,)+) => {
+        /// Which sampler.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        pub enum Method {
+            $($variant,)+
+        }
+
+        /// Plans `method` on `core` (the registry's dispatch).
+        fn plan_method(
+            method: Method,
+            gpu: &Gpu,
+            core: &mut Core,
+            model: &dyn ScoreModel,
+            meas: Option<&Measurement<'_>>,
+        ) -> Result<Planned, SamplerError> {
+            match method {
+                $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, model, meas),)+
+            }
+        }
+    };
+}
+
+methods! {
+    Ddpm => ddpm::Ddpm,
+    Dps => dps::Dps,
+    Dmps => dmps::Dmps,
+    Cdps => cdps::Cdps,
 }
 
 /// Where C-DPS takes the factor in x_{t-1} from (see [`cdps`]).
@@ -145,34 +196,66 @@ impl Measurement<'_> {
     }
 }
 
-/// Mirrors `Step` in shaders/sampler.wgsl.
+/// Mirrors `Step` in shaders/sampler.wgsl: the head every method shares, then
+/// the method's own block.
+///
+/// [`Core::base_params`] fills the head from the schedule; a method's
+/// [`MethodStep::params`] sets the guidance fields its plan's shared kernels
+/// read and lays its own scalars over `method`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepParams {
+    /// elements in x (batch * per)
     pub n: u32,
+    /// elements per sample of x
     pub per: u32,
+    /// elements per sample of the measurement (0 without one)
     pub m_per: u32,
+    /// [`FLAG_CLIP`] | [`FLAG_NOISE`] | [`FLAG_LEARNED`]
     pub flags: u32,
+    /// sqrt(abar_t)
     pub a_t: f32,
+    /// sqrt(1 - abar_t)
     pub b_t: f32,
+    /// posterior mean coefficient on x0hat
     pub coef1: f32,
+    /// posterior mean coefficient on x_t
     pub coef2: f32,
+    /// log beta~ (clipped)
     pub log_var_min: f32,
+    /// log beta
     pub log_var_max: f32,
+    /// the fixed-small / fixed-large log variance
     pub log_var_fixed: f32,
+    /// `ddpm_step`: the coefficient of g (0 for DDPM)
     pub guide: f32,
+    /// `ddpm_step`: the coefficient of h
     pub guide2: f32,
+    /// `residual`: r = y - resid_scale (A x)
     pub resid_scale: f32,
-    pub sigma_y2: f32,
-    pub gamma: f32,
-    pub y_coef0: f32,
-    pub y_coef1: f32,
-    pub y_std: f32,
-    pub meas_var: f32,
-    pub tw_coef: f32,
-    pub prec: f32,
-    pub h_coef: f32,
-    pub variant: u32,
+    /// aligns `method` to 16 bytes, as WGSL's uniform layout does
+    pad: [u32; 2],
+    /// the method's own scalars (see [`MethodBlock`])
+    pub method: MethodBlock,
+}
+
+/// The method-owned tail of [`StepParams`] (12 words, `method: array<vec4<f32>, 3>`
+/// in WGSL): a union each method lays its own `#[repr(C)]` block over with
+/// [`MethodBlock::of`] and reads in the shader through its accessors
+/// (`dmps_gamma()`, `cdps_meas_var()`, ...).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MethodBlock(pub [u32; 12]);
+
+impl MethodBlock {
+    /// `block`'s bytes at the start of the tail, zeros after.
+    pub fn of<T: bytemuck::Pod>(block: &T) -> MethodBlock {
+        const { assert!(std::mem::size_of::<T>() <= std::mem::size_of::<MethodBlock>()) };
+        let mut out = MethodBlock::default();
+        let bytes = bytemuck::bytes_of(block);
+        bytemuck::bytes_of_mut(&mut out.0)[..bytes.len()].copy_from_slice(bytes);
+        out
+    }
 }
 
 pub const FLAG_CLIP: u32 = 1;
@@ -196,7 +279,10 @@ pub struct Core {
     pub schedule: Schedule,
     pub opts: SamplerOptions,
     pub batch: usize,
+    /// elements per sample of x
     pub per: usize,
+    /// elements per sample of the measurement (0 without one)
+    pub m_per: usize,
     pub learned: bool,
     /// x_t: [N, C, H, W]
     pub x: Tensor,
@@ -248,6 +334,7 @@ impl Core {
             opts: opts.clone(),
             batch,
             per,
+            m_per: 0,
             learned,
             x,
             t,
@@ -261,7 +348,8 @@ impl Core {
         })
     }
 
-    /// A noise generator for `role` filling `out`, re-streamed every step.
+    /// A noise generator for `role` filling `out`, re-streamed every step
+    /// (its dispatch goes into the method's step plan).
     fn noise(&mut self, gpu: &Gpu, out: &Tensor, role: Role) -> Result<Dispatch, SamplerError> {
         let n = Noise::new(gpu, out, role_seed(self.opts.seed, role), 0, 0.0, 1.0)?;
         let d = n.dispatch.clone();
@@ -269,6 +357,7 @@ impl Core {
         Ok(d)
     }
 
+    /// The DDPM noise z's dispatch (a step plan pushes it before [`Core::ddpm_step`]).
     fn z_dispatch(&self) -> Dispatch {
         self.noises[0].dispatch.clone()
     }
@@ -313,8 +402,9 @@ impl Core {
         )?)
     }
 
-    /// The scalars of step i shared by every sampler.
-    fn base_params(&self, i: usize, m_per: usize) -> StepParams {
+    /// The scalars of step i shared by every sampler (the head of
+    /// [`StepParams`]; no guidance, an empty method block).
+    pub fn base_params(&self, i: usize) -> StepParams {
         let s = &self.schedule;
         let abar = s.alphas_cumprod[i];
         let mut flags = 0;
@@ -330,7 +420,7 @@ impl Core {
         StepParams {
             n: (self.batch * self.per) as u32,
             per: self.per as u32,
-            m_per: m_per as u32,
+            m_per: self.m_per as u32,
             flags,
             a_t: abar.sqrt() as f32,
             b_t: (1.0 - abar).sqrt() as f32,
@@ -344,7 +434,7 @@ impl Core {
     }
 
     /// Queues step i's scalars, timesteps and noise streams.
-    fn prepare(&self, gpu: &Gpu, i: usize, params: &StepParams) -> Result<(), SamplerError> {
+    pub fn prepare(&self, gpu: &Gpu, i: usize, params: &StepParams) -> Result<(), SamplerError> {
         gpu.queue
             .write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(params));
         let ts = self.schedule.timestep_map[i] as f32;
@@ -366,22 +456,98 @@ fn role_seed(seed: u64, role: Role) -> u64 {
     seed ^ (role as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// What a method adds to the shared core.
-enum Method_ {
-    Ddpm,
-    Dps(dps::Dps),
-    Dmps(dmps::Dmps),
-    Cdps(cdps::Cdps),
+/// What a method adds to the shared [`Core`]: its buffers, its step plan and
+/// its per-step scalars. One implementation per file (`ddpm.rs`, `dps.rs`,
+/// `dmps.rs`, `cdps.rs`), registered in one line of `methods!`.
+pub trait MethodStep: Any {
+    /// Builds the method on `core`: its buffers (named fields of `Self`), the
+    /// plan of one reverse step (usually `core.eps_plan`, the method's
+    /// dispatches, then `core.z_dispatch()` and `core.ddpm_step(..)`) and
+    /// what [`Sampler::init`] runs once per run. `meas` has been validated
+    /// against the model's shape; a method that needs it says so with
+    /// [`need_measurement`].
+    fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        model: &dyn ScoreModel,
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError>
+    where
+        Self: Sized;
+
+    /// The display name in messages ("C-DPS").
+    fn label(&self) -> &'static str;
+
+    /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method
+    /// sets what its kernels read (and host-driven state such as a CG's
+    /// gamma). Default: nothing (plain DDPM).
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+        let _ = (gpu, core, i, p);
+    }
+
+    /// What [`Sampler::init`] does before replaying the init plan (after
+    /// x_T's noise stream is set): uniform values, noise streams. Default:
+    /// nothing.
+    fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
+        let _ = (gpu, core);
+        Ok(())
+    }
+
+    /// The measurement y [N, m] the plan reads ([`Sampler::load_measurement`]
+    /// copies into it). Default: none (the method takes no measurement).
+    fn y(&self) -> Option<&Tensor> {
+        None
+    }
+
+    /// CG iteration counts so far (a read-back). Default: no CG.
+    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+        let _ = gpu;
+        Ok(None)
+    }
+}
+
+/// What [`MethodStep::plan`] hands the sampler.
+pub struct Planned {
+    pub method: Box<dyn MethodStep>,
+    /// One reverse step, replayed by [`Sampler::step`] after
+    /// [`MethodStep::params`].
+    pub step: Plan,
+    /// Run once per run by [`Sampler::init`], after x_T's draw.
+    pub init: Plan,
+}
+
+impl Planned {
+    /// `method` with its step plan and no init work.
+    pub fn new(method: impl MethodStep, step: Plan) -> Planned {
+        Planned {
+            method: Box::new(method),
+            step,
+            init: Plan::new(),
+        }
+    }
+
+    /// Adds work [`Sampler::init`] runs once per run.
+    pub fn with_init(mut self, init: Plan) -> Planned {
+        self.init = init;
+        self
+    }
+}
+
+/// `meas`, or the error that `what` ("DPS") needs one.
+pub fn need_measurement<'a, 'm>(
+    meas: Option<&'a Measurement<'m>>,
+    what: &str,
+) -> Result<&'a Measurement<'m>, SamplerError> {
+    meas.ok_or_else(|| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)")))
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.
 pub struct Sampler {
     pub core: Core,
     pub method: Method,
-    kind: Method_,
+    kind: Box<dyn MethodStep>,
     step_plan: Plan,
     init_plan: Plan,
-    m_per: usize,
 }
 
 /// What a run reports.
@@ -403,9 +569,6 @@ impl Sampler {
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
         let mut core = Core::new(gpu, model, batch, opts)?;
-        let mut init_plan = Plan::new();
-        init_plan.push(core.init_noise.dispatch.clone());
-        let mut m_per = 0;
         if let Some(m) = &meas {
             if m.op.in_shape() != model.in_shape() {
                 return Err(SamplerError::Invalid(format!(
@@ -415,7 +578,7 @@ impl Sampler {
                     model.in_shape()
                 )));
             }
-            m_per = m.op.out_shape().iter().product();
+            let m_per: usize = m.op.out_shape().iter().product();
             if m.y.len() != m_per && m.y.len() != m_per * batch {
                 return Err(SamplerError::Invalid(format!(
                     "the measurement has {} values but operator {} produces {:?} per sample",
@@ -435,66 +598,40 @@ impl Sampler {
                     m.sigma_y
                 )));
             }
+            core.m_per = m_per;
         }
-        let need = |what: &str| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)"));
-        let (kind, step_plan) = match method {
-            Method::Ddpm => {
-                let mut plan = core.eps_plan.clone();
-                plan.push(core.z_dispatch());
-                plan.push(core.ddpm_step(gpu, &core.eps, &core.eps)?);
-                (Method_::Ddpm, plan)
-            }
-            Method::Dps => {
-                let m = meas.ok_or_else(|| need("DPS"))?;
-                let (d, plan) = dps::Dps::plan(gpu, &mut core, model, &m)?;
-                (Method_::Dps(d), plan)
-            }
-            Method::Dmps => {
-                let m = meas.ok_or_else(|| need("DMPS"))?;
-                let (d, plan) = dmps::Dmps::plan(gpu, &mut core, &m)?;
-                (Method_::Dmps(d), plan)
-            }
-            Method::Cdps => {
-                let m = meas.ok_or_else(|| need("C-DPS"))?;
-                if m.sigma_y <= 0.0 {
-                    // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
-                    return Err(SamplerError::Invalid(
-                        "C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into(),
-                    ));
-                }
-                let (d, plan, init) = cdps::Cdps::plan(gpu, &mut core, &m)?;
-                init_plan.extend(init);
-                (Method_::Cdps(d), plan)
-            }
-        };
+        let planned = plan_method(method, gpu, &mut core, model, meas.as_ref())?;
+        let mut init_plan = Plan::new();
+        init_plan.push(core.init_noise.dispatch.clone());
+        init_plan.extend(planned.init);
         Ok(Sampler {
             core,
             method,
-            kind,
-            step_plan,
+            kind: planned.method,
+            step_plan: planned.step,
             init_plan,
-            m_per,
         })
+    }
+
+    /// The method's own state when it is a `T` (`sampler.method_state::<cdps::Cdps>()`).
+    pub fn method_state<T: MethodStep>(&self) -> Option<&T> {
+        let any: &dyn Any = self.kind.as_ref();
+        any.downcast_ref::<T>()
     }
 
     /// C-DPS's chain and noise buffers (None for the other methods).
     pub fn cdps_buffers(&self) -> Option<cdps::CdpsBuffers<'_>> {
-        match &self.kind {
-            Method_::Cdps(c) => Some(c.buffers()),
-            _ => None,
-        }
+        self.method_state::<cdps::Cdps>().map(|c| c.buffers())
     }
 
     /// Replaces the measurement with one already on the GPU (y [N, out_shape]
-    /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU copy, no
-    /// read-back. Call before [`Sampler::init`].
+    /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU buffer copy
+    /// (one submission), no read-back. Call before [`Sampler::init`].
     pub fn load_measurement(&self, gpu: &Gpu, y: &Tensor) -> Result<(), SamplerError> {
-        let own = match &self.kind {
-            Method_::Ddpm => return Err(SamplerError::Invalid("DDPM takes no measurement".into())),
-            Method_::Dps(d) => d.y(),
-            Method_::Dmps(d) => d.y(),
-            Method_::Cdps(c) => c.y(),
-        };
+        let own = self
+            .kind
+            .y()
+            .ok_or_else(|| SamplerError::Invalid(format!("{} takes no measurement", self.kind.label())))?;
         if y.numel() != own.numel() {
             return Err(SamplerError::Invalid(format!(
                 "the measurement tensor has {} values, the sampler was planned for {}",
@@ -502,18 +639,11 @@ impl Sampler {
                 own.numel()
             )));
         }
-        let copy = crate::kernels::elementwise::Elementwise::new(
-            gpu,
-            crate::kernels::elementwise::Op::Affine,
-            y,
-            own,
-            1.0,
-            0.0,
-        )?;
-        Plan {
-            steps: vec![copy.dispatch],
-        }
-        .run(gpu)?;
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("load measurement"),
+        });
+        enc.copy_buffer_to_buffer(&y.buffer, 0, &own.buffer, 0, (own.numel() * 4) as u64);
+        gpu.submit_checked("load measurement", enc)?;
         Ok(())
     }
 
@@ -529,22 +659,15 @@ impl Sampler {
     /// Draws x_T ~ N(0, I) (and what a method draws once per run).
     pub fn init(&self, gpu: &Gpu) -> Result<(), SamplerError> {
         self.core.init_noise.set_stream(gpu, 0);
-        if let Method_::Cdps(c) = &self.kind {
-            c.prepare_init(gpu, &self.core, self.m_per)?;
-        }
+        self.kind.prepare_init(gpu, &self.core)?;
         self.init_plan.run(gpu)?;
         Ok(())
     }
 
     /// Reverse step i (K-1 down to 0): one submission, no read-back.
     pub fn step(&self, gpu: &Gpu, i: usize) -> Result<(), SamplerError> {
-        let mut p = self.core.base_params(i, self.m_per);
-        match &self.kind {
-            Method_::Ddpm => {}
-            Method_::Dps(d) => d.params(&self.core, i, &mut p),
-            Method_::Dmps(d) => d.params(gpu, &self.core, i, &mut p),
-            Method_::Cdps(c) => c.params(gpu, &self.core, i, &mut p),
-        }
+        let mut p = self.core.base_params(i);
+        self.kind.params(gpu, &self.core, i, &mut p);
         self.core.prepare(gpu, i, &p)?;
         self.step_plan.run(gpu)?;
         Ok(())
@@ -562,14 +685,9 @@ impl Sampler {
 
     /// Iteration counts so far (a read-back).
     pub fn stats(&self, gpu: &Gpu) -> Result<RunStats, SamplerError> {
-        let cg = match &self.kind {
-            Method_::Dmps(d) => d.cg_stats(gpu)?,
-            Method_::Cdps(c) => Some(c.cg.stats(gpu)?),
-            _ => None,
-        };
         Ok(RunStats {
             steps: self.steps(),
-            cg,
+            cg: self.kind.cg_stats(gpu)?,
         })
     }
 }
