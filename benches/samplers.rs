@@ -15,7 +15,9 @@ use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gmm").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gmm")
+        .join(name)
 }
 
 fn samples() -> usize {

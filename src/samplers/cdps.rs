@@ -60,8 +60,8 @@
 
 use super::cg::{Cg, CgStats, Space};
 use super::{
-    need_measurement, CdpsBasis, CdpsVariant, Core, Measurement, MethodBlock, MethodStep, Planned, Role,
-    SamplerError, ScoreModel, StepParams,
+    need_measurement, CdpsBasis, CdpsVariant, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
+    ScoreModel, StepParams,
 };
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;

@@ -18,12 +18,15 @@
 //! 1. Write `src/samplers/<name>.rs` with a type implementing [`MethodStep`]
 //!    (see [`dmps`] for a short one): [`MethodStep::plan`] builds the type
 //!    (named fields for every buffer its plan reads) and its step plan from the
-//!    [`Core`]'s pieces; [`MethodStep::params`] writes step i's scalars, either
-//!    the shared guidance fields of [`StepParams`] (`guide`, `guide2`,
-//!    `resid_scale`) or its own `#[repr(C)]` block laid over
-//!    [`StepParams::method`] with [`MethodBlock::of`], read in the shader
-//!    through accessors beside its kernels in `shaders/sampler.wgsl`. The other
-//!    trait methods have defaults (no measurement, no init work, no CG).
+//!    [`Core`]'s pieces (`eps_plan`, `kernel`, `noise`, `z_dispatch`,
+//!    `ddpm_step`: visible to the child modules of this one);
+//!    [`MethodStep::params`] writes step i's scalars: the shared guidance
+//!    fields of [`StepParams`] (`guide`, `guide2`, `resid_scale`) and/or its
+//!    own `#[repr(C)]` block laid over [`StepParams::method`] with
+//!    [`MethodBlock::of`], read in the shader through accessors beside its
+//!    kernels in `shaders/sampler.wgsl`. Besides `plan` only `label` is
+//!    required; the other trait methods default to no measurement, no init
+//!    work, no CG.
 //! 2. Declare the module (`pub mod <name>;`) and add one line to the registry
 //!    at [`Method`]'s definition (`methods! { ... }` below): `Name =>
 //!    name::Type,` makes `Method::Name` (the CLI value `name`) and plans it.
@@ -434,7 +437,7 @@ impl Core {
     }
 
     /// Queues step i's scalars, timesteps and noise streams.
-    pub fn prepare(&self, gpu: &Gpu, i: usize, params: &StepParams) -> Result<(), SamplerError> {
+    fn prepare(&self, gpu: &Gpu, i: usize, params: &StepParams) -> Result<(), SamplerError> {
         gpu.queue
             .write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(params));
         let ts = self.schedule.timestep_map[i] as f32;
@@ -626,7 +629,8 @@ impl Sampler {
 
     /// Replaces the measurement with one already on the GPU (y [N, out_shape]
     /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU buffer copy
-    /// (one submission), no read-back. Call before [`Sampler::init`].
+    /// (`copy_buffer_to_buffer`, one submission; y's buffer needs COPY_SRC
+    /// usage), no read-back. Call before [`Sampler::init`].
     pub fn load_measurement(&self, gpu: &Gpu, y: &Tensor) -> Result<(), SamplerError> {
         let own = self
             .kind

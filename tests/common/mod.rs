@@ -64,5 +64,7 @@ pub fn norm64(a: &[f32]) -> f64 {
 /// repository; see its README for provenance): `fixture("unet/adm_gray")`,
 /// `fixture("gmm/d8_m2.safetensors")`.
 pub fn fixture(rel: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
