@@ -3,6 +3,11 @@
 // submission; one thread per element, no shared memory.
 // Notation: a = sqrt(abar_t), b = sqrt(1 - abar_t), x0hat = (x - b eps) / a.
 
+// Mirrors `StepParams` in src/samplers/mod.rs. The head is the same for every
+// method (`Core::base_params`, plus the guidance and residual scale the method
+// sets); `method` is a union: each method lays its own block over it (`DmpsStep`
+// in dmps.rs, `CdpsStep` in cdps.rs) and reads it through the accessors beside
+// its kernels below.
 struct Step {
     n: u32,          // elements in x (batch * per)
     per: u32,        // elements per sample of x
@@ -15,19 +20,12 @@ struct Step {
     log_var_min: f32,   // log beta~ (clipped)
     log_var_max: f32,   // log beta
     log_var_fixed: f32, // fixed-small / fixed-large log variance
-    guide: f32,         // coefficient of g in ddpm_step
-    guide2: f32,        // coefficient of h in ddpm_step
-    resid_scale: f32,   // r = y - resid_scale * (A x)
-    sigma_y2: f32,      // DMPS: sigma_y^2; C-DPS spectral: abar_{t-1} sigma_y^2
-    gamma: f32,         // DMPS: (b / a)^2; C-DPS spectral: 1 - abar_{t-1}
-    y_coef0: f32,       // C-DPS bridge: y_{t-1} = y_coef0 y_0 + y_coef1 y_t + y_std z
-    y_coef1: f32,
-    y_std: f32,
-    meas_var: f32,      // C-DPS: Sigma_{y|x} = abar_{t-1} sigma_y^2 + 1 - abar_{t-1}
-    tw_coef: f32,       // C-DPS: (1 - abar_{t-1}) / b, so b_meas = -tw_coef A eps
-    prec: f32,          // C-DPS forward-kernel reading: c = (1 - beta) / beta
-    h_coef: f32,        // C-DPS forward-kernel reading: sqrt(1 - beta) / beta
-    variant: u32,       // C-DPS: 0 reverse kernel, 1 forward kernel
+    guide: f32,         // ddpm_step: coefficient of g (set by the method, 0 for DDPM)
+    guide2: f32,        // ddpm_step: coefficient of h
+    resid_scale: f32,   // residual: r = y - resid_scale * (A x)
+    _pad0: u32,
+    _pad1: u32,
+    method: array<vec4<f32>, 3>, // the method's own block (12 words)
 }
 
 const WG: u32 = 256u;
@@ -123,6 +121,10 @@ fn dps_direction(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     q_r[i] = select(0.0, -q_r[i] / nrm, nrm > 0.0);
 }
 
+// DMPS's block (`DmpsStep` in src/samplers/dmps.rs).
+fn dmps_sigma_y2() -> f32 { return s.method[0].x; } // sigma_y^2
+fn dmps_gamma() -> f32 { return s.method[0].y; }    // (b / a)^2
+
 // DMPS via the SVD: in place on the spectral coefficients of r,
 // c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2)
 @group(0) @binding(1) var<storage, read> k_sing: array<f32>;
@@ -133,9 +135,24 @@ fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let i = index(gid, nwg);
     if (i >= arrayLength(&k_c)) { return; }
     let sv = k_sing[i % s.m_per];
-    let den = s.sigma_y2 + s.gamma * sv * sv;
+    let den = dmps_sigma_y2() + dmps_gamma() * sv * sv;
     k_c[i] = select(0.0, k_c[i] * sv / den, den > 0.0);
 }
+
+// C-DPS's block (`CdpsStep` in src/samplers/cdps.rs).
+// The chain's bridge: y_{t-1} = y_coef0 y_0 + y_coef1 y_t + y_std z.
+fn cdps_y_coef0() -> f32 { return s.method[0].x; }
+fn cdps_y_coef1() -> f32 { return s.method[0].y; }
+fn cdps_y_std() -> f32 { return s.method[0].z; }
+// Sigma_{y|x} = abar_{t-1} sigma_y^2 + 1 - abar_{t-1} = noise_var + diffusion_var
+fn cdps_meas_var() -> f32 { return s.method[0].w; }
+// (1 - abar_{t-1}) / b, so b_meas = -tw_coef A eps
+fn cdps_tw_coef() -> f32 { return s.method[1].x; }
+fn cdps_noise_var() -> f32 { return s.method[1].y; }     // abar_{t-1} sigma_y^2
+fn cdps_diffusion_var() -> f32 { return s.method[1].z; } // 1 - abar_{t-1}
+fn cdps_prec() -> f32 { return s.method[1].w; }   // forward-kernel reading: c = (1 - beta) / beta
+fn cdps_h_coef() -> f32 { return s.method[2].x; } // forward-kernel reading: sqrt(1 - beta) / beta
+fn cdps_variant() -> u32 { return bitcast<u32>(s.method[2].y); } // 0 reverse kernel, 1 forward kernel
 
 // C-DPS measurement side: step the measurement chain y_t -> y_{t-1} (a draw
 // of q(y_{t-1} | y_t, y_0)) and form w = (y_{t-1} - b_meas) / S + e2 / sqrt(S),
@@ -148,7 +165,7 @@ fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 @group(0) @binding(6) var<storage, read_write> c_w: array<f32>;
 
 fn chain_step(i: u32) -> f32 {
-    let yp = s.y_coef0 * c_y0[i] + s.y_coef1 * c_ycur[i] + s.y_std * c_zy[i];
+    let yp = cdps_y_coef0() * c_y0[i] + cdps_y_coef1() * c_ycur[i] + cdps_y_std() * c_zy[i];
     c_ycur[i] = yp;
     return yp;
 }
@@ -158,13 +175,13 @@ fn cdps_measure(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = index(gid, nwg);
     if (i >= arrayLength(&c_w)) { return; }
     let yp = chain_step(i);
-    c_w[i] = (yp + s.tw_coef * c_aeps[i]) / s.meas_var + noise_on() * c_e2[i] / sqrt(s.meas_var);
+    c_w[i] = (yp + cdps_tw_coef() * c_aeps[i]) / cdps_meas_var() + noise_on() * c_e2[i] / sqrt(cdps_meas_var());
 }
 
 // The same in the spectral basis (y0 = y~ = U^T y / s, aeps = V^T eps): the
 // measurement variance is per component, Sigma_k = abar' sigma_y^2 / s_k^2 + 1 - abar',
-// so its precision pi_k = s_k^2 / (sigma_y2 + gamma s_k^2) with
-// sigma_y2 = abar' sigma_y^2 and gamma = 1 - abar' (DMPS's denominator);
+// so its precision pi_k = s_k^2 / (noise_var + diffusion_var s_k^2) with
+// noise_var = abar' sigma_y^2 and diffusion_var = 1 - abar' (DMPS's denominator);
 // s_k = 0 carries no information (pi_k = 0). pi goes to `c_pi` for the CG's weight.
 @group(0) @binding(7) var<storage, read> c_sing: array<f32>;
 @group(0) @binding(8) var<storage, read_write> c_pi: array<f32>;
@@ -175,10 +192,10 @@ fn cdps_measure_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
     if (i >= arrayLength(&c_w)) { return; }
     let yp = chain_step(i);
     let sv = c_sing[i % s.m_per];
-    let den = s.sigma_y2 + s.gamma * sv * sv;
+    let den = cdps_noise_var() + cdps_diffusion_var() * sv * sv;
     let pi = select(0.0, sv * sv / den, den > 0.0);
     c_pi[i] = pi;
-    c_w[i] = pi * (yp + s.tw_coef * c_aeps[i]) + noise_on() * sqrt(pi) * c_e2[i];
+    c_w[i] = pi * (yp + cdps_tw_coef() * c_aeps[i]) + noise_on() * sqrt(pi) * c_e2[i];
 }
 
 // y~ = U^T y / s on the components with s > 0 (0 elsewhere), in place on the
@@ -213,13 +230,13 @@ fn cdps_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let x = h_x[i];
     var dm = 0.0;
     var dg = 0.0;
-    if (s.variant == 0u) {
+    if (cdps_variant() == 0u) {
         let mean = s.coef1 * tweedie_x0(x, h_eps[i]) + s.coef2 * x;
         dg = exp(-log_variance(h_v[min(i, arrayLength(&h_v) - 1u)]));
         dm = dg * mean;
     } else {
-        dg = s.prec;
-        dm = s.h_coef * x;
+        dg = cdps_prec();
+        dm = cdps_h_coef() * x;
     }
     h_diag[i] = dg;
     h_rhs[i] = dm + noise_on() * sqrt(dg) * h_e1[i] + h_atw[i];

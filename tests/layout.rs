@@ -70,8 +70,7 @@ fn twins() -> Vec<Twin> {
         twin!(CG, "Params" => CgParams { per, chunks, batch, tol2, gamma }),
         twin!(SAMPLER, "Step" => StepParams {
             n, per, m_per, flags, a_t, b_t, coef1, coef2, log_var_min, log_var_max, log_var_fixed, guide,
-            guide2, resid_scale, sigma_y2, gamma, y_coef0, y_coef1, y_std, meas_var, tw_coef, prec, h_coef,
-            variant
+            guide2, resid_scale, method
         }),
         twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, threshold, u }),
         twin!(SMC, "Gather" => smc::GatherParams { per, total }),

@@ -2,10 +2,17 @@
 //! posterior samples by sliced Wasserstein-2 (fixtures in tests/fixtures/gmm).
 //! Bounds: the prior (no conditioning) above, fresh exact posterior samples
 //! (the sampling-noise floor) below.
+//!
+//! One test per problem and sampler configuration (`dps_d8_m2`,
+//! `cdps_measurement_d80_m4`, ...), so a failure names what failed. Each
+//! problem's bounds and each configuration's run are computed once
+//! (`OnceLock`) and shared by the tests that compare against them, e.g.
+//! `cdps_*` against DMPS and against the measurement-basis chain.
 
 mod common;
-
 use common::gmm::*;
+
+use std::sync::OnceLock;
 
 use tweedie::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
 use tweedie::schedule::VarianceType;
@@ -22,11 +29,46 @@ fn opts(steps: usize) -> SamplerOptions {
     }
 }
 
-#[test]
-fn samplers_against_exact_posterior() {
-    let mut table = Vec::new();
-    // (problem, steps, samples): lavapipe runs d = 80 at ~20 ms per step.
-    for (name, steps, n) in [("d8_m2", 1000, 2000), ("d80_m4", 250, 1000)] {
+/// The two problems: (name, steps, samples). Lavapipe runs d = 80 at ~20 ms
+/// per step.
+#[derive(Clone, Copy)]
+enum Prob {
+    D8M2 = 0,
+    D80M4 = 1,
+}
+
+impl Prob {
+    fn spec(self) -> (&'static str, usize, usize) {
+        match self {
+            Prob::D8M2 => ("d8_m2", 1000, 2000),
+            Prob::D80M4 => ("d80_m4", 250, 1000),
+        }
+    }
+}
+
+/// A problem with its bounds: `prior` (prior samples' distance to the
+/// reference), `floor` (fresh exact posterior samples'), `split` (the
+/// reference's two halves').
+struct Problem {
+    name: &'static str,
+    steps: usize,
+    n: usize,
+    case: Case,
+    prior: f64,
+    floor: f64,
+    split: f64,
+}
+
+impl Problem {
+    fn sw(&self, x: &[f32]) -> f64 {
+        sliced_w2(x, &self.case.reference, self.case.problem.d, 99)
+    }
+}
+
+fn problem(which: Prob) -> &'static Problem {
+    static PROBLEMS: [OnceLock<Problem>; 2] = [OnceLock::new(), OnceLock::new()];
+    PROBLEMS[which as usize].get_or_init(|| {
+        let (name, steps, n) = which.spec();
         let case = load(name);
         let p = &case.problem;
         let sw = |x: &[f32]| sliced_w2(x, &case.reference, p.d, 99);
@@ -38,94 +80,290 @@ fn samplers_against_exact_posterior() {
             p.d,
             99,
         );
-        table.push(format!(
-            "{name}: prior {prior:.4}  exact(fresh, N={n}) {floor:.4}  reference split {split:.4}"
-        ));
-        let mut o = opts(steps);
-        let (ddpm_x, _) = sample(&case, Method::Ddpm, &o, n);
-        let ddpm = sw(&ddpm_x);
-        // DDPM with the exact score samples the prior: its distance to fresh
-        // prior samples is at the sampling floor's scale.
-        let prior_ref = prior_samples(p, 2 * n, 3);
-        let ddpm_vs_prior = sliced_w2(&ddpm_x, &prior_ref, p.d, 98);
-        let prior_floor = sliced_w2(&prior_samples(p, n, 4), &prior_ref, p.d, 98);
-        let (dmps_x, _) = sample(&case, Method::Dmps, &o, n);
-        let dmps = sw(&dmps_x);
-        o.dmps_solver = DmpsSolver::Cg;
-        let (dmps_cg_x, it_dmps) = sample(&case, Method::Dmps, &o, n);
-        let dmps_cg = sw(&dmps_cg_x);
-        o.dmps_solver = DmpsSolver::Auto;
-        let (cdps, it_cdps) = sample(&case, Method::Cdps, &o, n);
-        let cdps = sw(&cdps);
-        o.cdps_basis = CdpsBasis::Measurement;
-        let (cdps_m, it_cdps_m) = sample(&case, Method::Cdps, &o, n);
-        let cdps_m = sw(&cdps_m);
-        o.cdps_variant = CdpsVariant::Forward;
-        let (cdps_f, _) = sample(&case, Method::Cdps, &o, n);
-        let cdps_f = sw(&cdps_f);
-        o.cdps_variant = CdpsVariant::Reverse;
-        o.cdps_basis = CdpsBasis::Auto;
-        let (dps, _) = sample(&case, Method::Dps, &o, n);
-        let dps = sw(&dps);
-        table.push(format!(
-            "{name} ({steps} steps, N={n}): ddpm {ddpm:.4} (vs prior samples {ddpm_vs_prior:.4}, prior vs prior {prior_floor:.4})  dps(zeta 1) {dps:.4}  dmps(svd) {dmps:.4}  dmps(cg) {dmps_cg:.4} [cg it/solve {:.2}]  cdps(reverse, spectral) {cdps:.4} [cg it/solve {:.2}]  cdps(reverse, measurement) {cdps_m:.4} [cg it/solve {:.2}]  cdps(forward, measurement) {cdps_f:.4}",
-            it_dmps.unwrap_or(0.0),
-            it_cdps.unwrap_or(0.0),
-            it_cdps_m.unwrap_or(0.0)
-        ));
-        println!("{}", table.join("\n"));
-
-        // Bounds measured on lavapipe (see the report), asserted with margin.
-        // The floor: fresh exact samples and the reference's own halves agree.
-        assert!(
-            floor < 0.15 && split < 0.15,
-            "{name}: exact floor {floor}, split {split}"
-        );
-        assert!(prior > 1.5, "{name}: prior {prior}");
-        assert!(
-            ddpm_vs_prior < 2.5 * prior_floor,
-            "{name}: DDPM vs prior samples {ddpm_vs_prior}, prior vs prior {prior_floor}"
-        );
-        assert!(
-            (ddpm - prior).abs() < 0.1 * prior,
-            "{name}: DDPM {ddpm} vs prior {prior}"
-        );
-        // The two DMPS solvers compute the same update.
-        let max_diff = dmps_x
-            .iter()
-            .zip(&dmps_cg_x)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-        assert!(max_diff < 1e-2, "{name}: DMPS SVD vs CG samples differ by {max_diff}");
-        for (what, v) in [
-            ("dps", dps),
-            ("dmps", dmps),
-            ("cdps", cdps),
-            ("cdps (measurement)", cdps_m),
-        ] {
-            assert!(v > floor, "{name}: {what} {v} beats exact samples {floor}?");
+        println!("{name}: prior {prior:.4}  exact(fresh, N={n}) {floor:.4}  reference split {split:.4}");
+        Problem {
+            name,
+            steps,
+            n,
+            prior,
+            floor,
+            split,
+            case,
         }
-        // Conditioning helps: every posterior sampler is clearly closer than the prior.
-        assert!(dps < 0.35 * prior, "{name}: DPS {dps} vs prior {prior}");
-        assert!(dmps < 0.93 * prior, "{name}: DMPS {dmps} vs prior {prior}");
-        assert!(
-            cdps_m < 0.96 * prior,
-            "{name}: C-DPS (measurement basis) {cdps_m} vs prior {prior}"
-        );
-        // The spectral chain's noise matches A x_t's (orthonormal rows): level
-        // with DMPS (measured 1.03x / 0.99x) where the measurement basis lags
-        // (2.1x / 1.06x).
-        assert!(cdps < 1.15 * dmps, "{name}: C-DPS (spectral) {cdps} vs DMPS {dmps}");
-        assert!(
-            cdps < cdps_m,
-            "{name}: C-DPS spectral {cdps} vs measurement basis {cdps_m}"
-        );
-        // The slides' literal forward-kernel reading diverges (null-space drift).
-        assert!(
-            cdps_f > 5.0 * prior,
-            "{name}: C-DPS forward-kernel reading {cdps_f} vs prior {prior}"
-        );
-        for it in [it_cdps, it_cdps_m] {
-            assert!(it.unwrap() <= (p.m + 1) as f64, "{name}: C-DPS CG iterations {it:?}");
+    })
+}
+
+/// The sampler configurations the tests score.
+#[derive(Clone, Copy, Debug)]
+enum Config {
+    Ddpm = 0,
+    /// DPS, zeta 1
+    Dps = 1,
+    /// DMPS through the operator's SVD form (the default solver)
+    Dmps = 2,
+    /// DMPS through CG
+    DmpsCg = 3,
+    /// C-DPS, reverse kernel, spectral basis (the defaults)
+    Cdps = 4,
+    /// C-DPS, reverse kernel, measurement basis
+    CdpsMeasurement = 5,
+    /// C-DPS, the slides' forward kernel, measurement basis
+    CdpsForward = 6,
+}
+
+impl Config {
+    fn method_and_options(self, steps: usize) -> (Method, SamplerOptions) {
+        let o = opts(steps);
+        match self {
+            Config::Ddpm => (Method::Ddpm, o),
+            Config::Dps => (Method::Dps, o),
+            Config::Dmps => (Method::Dmps, o),
+            Config::DmpsCg => (
+                Method::Dmps,
+                SamplerOptions {
+                    dmps_solver: DmpsSolver::Cg,
+                    ..o
+                },
+            ),
+            Config::Cdps => (Method::Cdps, o),
+            Config::CdpsMeasurement => (
+                Method::Cdps,
+                SamplerOptions {
+                    cdps_basis: CdpsBasis::Measurement,
+                    ..o
+                },
+            ),
+            Config::CdpsForward => (
+                Method::Cdps,
+                SamplerOptions {
+                    cdps_basis: CdpsBasis::Measurement,
+                    cdps_variant: CdpsVariant::Forward,
+                    ..o
+                },
+            ),
         }
     }
+}
+
+/// One configuration's samples, their sliced W2 to the reference and the
+/// mean CG iterations per solve.
+struct Run {
+    x: Vec<f32>,
+    sw: f64,
+    cg_it: Option<f64>,
+}
+
+/// `config` on `which`, sampled once per test binary.
+fn run(which: Prob, config: Config) -> &'static Run {
+    static RUNS: [[OnceLock<Run>; 7]; 2] = [const { [const { OnceLock::new() }; 7] }; 2];
+    RUNS[which as usize][config as usize].get_or_init(|| {
+        let p = problem(which);
+        let (method, o) = config.method_and_options(p.steps);
+        let (x, cg_it) = sample(&p.case, method, &o, p.n);
+        let sw = p.sw(&x);
+        println!(
+            "{} ({} steps, N={}): {config:?} {sw:.4}{}",
+            p.name,
+            p.steps,
+            p.n,
+            cg_it.map(|it| format!(" [cg it/solve {it:.2}]")).unwrap_or_default()
+        );
+        Run { x, sw, cg_it }
+    })
+}
+
+// Bounds measured on lavapipe (see the report), asserted with margin.
+
+/// The floor: fresh exact samples and the reference's own halves agree; the
+/// prior is far.
+fn check_bounds(which: Prob) {
+    let p = problem(which);
+    let (name, floor, split, prior) = (p.name, p.floor, p.split, p.prior);
+    assert!(
+        floor < 0.15 && split < 0.15,
+        "{name}: exact floor {floor}, split {split}"
+    );
+    assert!(prior > 1.5, "{name}: prior {prior}");
+}
+
+/// DDPM with the exact score samples the prior: its distance to fresh prior
+/// samples is at the sampling floor's scale.
+fn check_ddpm(which: Prob) {
+    let p = problem(which);
+    let (name, prior, gp, n) = (p.name, p.prior, &p.case.problem, p.n);
+    let r = run(which, Config::Ddpm);
+    let prior_ref = prior_samples(gp, 2 * n, 3);
+    let ddpm_vs_prior = sliced_w2(&r.x, &prior_ref, gp.d, 98);
+    let prior_floor = sliced_w2(&prior_samples(gp, n, 4), &prior_ref, gp.d, 98);
+    println!("{name}: ddpm vs prior samples {ddpm_vs_prior:.4}, prior vs prior {prior_floor:.4}");
+    assert!(
+        ddpm_vs_prior < 2.5 * prior_floor,
+        "{name}: DDPM vs prior samples {ddpm_vs_prior}, prior vs prior {prior_floor}"
+    );
+    let ddpm = r.sw;
+    assert!(
+        (ddpm - prior).abs() < 0.1 * prior,
+        "{name}: DDPM {ddpm} vs prior {prior}"
+    );
+}
+
+/// A posterior sampler does not beat exact samples.
+fn check_above_floor(which: Prob, what: &str, v: f64) {
+    let p = problem(which);
+    let (name, floor) = (p.name, p.floor);
+    assert!(v > floor, "{name}: {what} {v} beats exact samples {floor}?");
+}
+
+/// C-DPS's CG converges in at most m + 1 iterations.
+fn check_cdps_iterations(which: Prob, it: Option<f64>) {
+    let p = problem(which);
+    let name = p.name;
+    assert!(
+        it.unwrap() <= (p.case.problem.m + 1) as f64,
+        "{name}: C-DPS CG iterations {it:?}"
+    );
+}
+
+/// Conditioning helps: DPS is clearly closer than the prior.
+fn check_dps(which: Prob) {
+    let (name, prior) = (problem(which).name, problem(which).prior);
+    let dps = run(which, Config::Dps).sw;
+    check_above_floor(which, "dps", dps);
+    assert!(dps < 0.35 * prior, "{name}: DPS {dps} vs prior {prior}");
+}
+
+fn check_dmps(which: Prob) {
+    let (name, prior) = (problem(which).name, problem(which).prior);
+    let dmps = run(which, Config::Dmps).sw;
+    check_above_floor(which, "dmps", dmps);
+    assert!(dmps < 0.93 * prior, "{name}: DMPS {dmps} vs prior {prior}");
+}
+
+/// The two DMPS solvers compute the same update.
+fn check_dmps_cg(which: Prob) {
+    let name = problem(which).name;
+    let svd = run(which, Config::Dmps);
+    let cg = run(which, Config::DmpsCg);
+    let max_diff = svd.x.iter().zip(&cg.x).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(max_diff < 1e-2, "{name}: DMPS SVD vs CG samples differ by {max_diff}");
+}
+
+/// The spectral chain's noise matches A x_t's (orthonormal rows): level with
+/// DMPS (measured 1.03x / 0.99x) where the measurement basis lags (2.1x /
+/// 1.06x).
+fn check_cdps(which: Prob) {
+    let name = problem(which).name;
+    let r = run(which, Config::Cdps);
+    let cdps = r.sw;
+    check_above_floor(which, "cdps", cdps);
+    let dmps = run(which, Config::Dmps).sw;
+    assert!(cdps < 1.15 * dmps, "{name}: C-DPS (spectral) {cdps} vs DMPS {dmps}");
+    let cdps_m = run(which, Config::CdpsMeasurement).sw;
+    assert!(
+        cdps < cdps_m,
+        "{name}: C-DPS spectral {cdps} vs measurement basis {cdps_m}"
+    );
+    check_cdps_iterations(which, r.cg_it);
+}
+
+fn check_cdps_measurement(which: Prob) {
+    let (name, prior) = (problem(which).name, problem(which).prior);
+    let r = run(which, Config::CdpsMeasurement);
+    let cdps_m = r.sw;
+    check_above_floor(which, "cdps (measurement)", cdps_m);
+    assert!(
+        cdps_m < 0.96 * prior,
+        "{name}: C-DPS (measurement basis) {cdps_m} vs prior {prior}"
+    );
+    check_cdps_iterations(which, r.cg_it);
+}
+
+/// The slides' literal forward-kernel reading diverges (null-space drift).
+fn check_cdps_forward(which: Prob) {
+    let (name, prior) = (problem(which).name, problem(which).prior);
+    let cdps_f = run(which, Config::CdpsForward).sw;
+    assert!(
+        cdps_f > 5.0 * prior,
+        "{name}: C-DPS forward-kernel reading {cdps_f} vs prior {prior}"
+    );
+}
+
+#[test]
+fn bounds_d8_m2() {
+    check_bounds(Prob::D8M2);
+}
+
+#[test]
+fn bounds_d80_m4() {
+    check_bounds(Prob::D80M4);
+}
+
+#[test]
+fn ddpm_d8_m2() {
+    check_ddpm(Prob::D8M2);
+}
+
+#[test]
+fn ddpm_d80_m4() {
+    check_ddpm(Prob::D80M4);
+}
+
+#[test]
+fn dps_d8_m2() {
+    check_dps(Prob::D8M2);
+}
+
+#[test]
+fn dps_d80_m4() {
+    check_dps(Prob::D80M4);
+}
+
+#[test]
+fn dmps_d8_m2() {
+    check_dmps(Prob::D8M2);
+}
+
+#[test]
+fn dmps_d80_m4() {
+    check_dmps(Prob::D80M4);
+}
+
+#[test]
+fn dmps_cg_d8_m2() {
+    check_dmps_cg(Prob::D8M2);
+}
+
+#[test]
+fn dmps_cg_d80_m4() {
+    check_dmps_cg(Prob::D80M4);
+}
+
+#[test]
+fn cdps_d8_m2() {
+    check_cdps(Prob::D8M2);
+}
+
+#[test]
+fn cdps_d80_m4() {
+    check_cdps(Prob::D80M4);
+}
+
+#[test]
+fn cdps_measurement_d8_m2() {
+    check_cdps_measurement(Prob::D8M2);
+}
+
+#[test]
+fn cdps_measurement_d80_m4() {
+    check_cdps_measurement(Prob::D80M4);
+}
+
+#[test]
+fn cdps_forward_d8_m2() {
+    check_cdps_forward(Prob::D8M2);
+}
+
+#[test]
+fn cdps_forward_d80_m4() {
+    check_cdps_forward(Prob::D80M4);
 }

@@ -58,23 +58,77 @@
 //! as every Gaussian-approximation step does on a prior whose modes are 8
 //! apart. The solver is not the limit (CG converges in <= m + 1 iterations).
 
-use super::cg::{Cg, Space};
-use super::{CdpsBasis, CdpsVariant, Core, Measurement, Role, SamplerError, StepParams};
+use super::cg::{Cg, CgStats, Space};
+use super::{
+    need_measurement, CdpsBasis, CdpsVariant, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
+    ScoreModel, StepParams,
+};
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;
 use crate::operators::{Operator, SpectralRows};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
+/// C-DPS's block of the step uniform (the `cdps_*()` accessors in
+/// shaders/sampler.wgsl), read by `cdps_measure`, `cdps_measure_spectral` and
+/// `cdps_rhs`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CdpsStep {
+    /// the chain's bridge y_{t-1} = y_coef0 y_0 + y_coef1 y_t + y_std z
+    pub y_coef0: f32,
+    pub y_coef1: f32,
+    pub y_std: f32,
+    /// Sigma_{y|x} = noise_var + diffusion_var
+    pub meas_var: f32,
+    /// (1 - abar_{t-1}) / b_t, so b_meas = -tw_coef A eps
+    pub tw_coef: f32,
+    /// abar_{t-1} sigma_y^2, the measurement noise's share of Sigma_{y|x}
+    /// (the spectral basis divides it by s_k^2 per component)
+    pub noise_var: f32,
+    /// 1 - abar_{t-1}, the diffusion's share of Sigma_{y|x}
+    pub diffusion_var: f32,
+    /// forward-kernel reading: D = (1 - beta_t) / beta_t
+    pub prec: f32,
+    /// forward-kernel reading: D m = h_coef x_t, h_coef = sqrt(1 - beta_t) / beta_t
+    pub h_coef: f32,
+    /// 0: the reverse kernel, 1: the forward kernel ([`CdpsVariant`])
+    pub variant: u32,
+}
+
+/// C-DPS's buffers, solver and init noise. The chain and noise buffers are
+/// read through [`Cdps::buffers`]; the rest are held for the plan's bind
+/// groups.
+#[allow(dead_code)]
 pub struct Cdps {
     pub cg: Cg,
     zy_init: Noise,
     sigma_y2: f64,
     spectral: bool,
-    /// y, the chain's y_0 (y itself or y~), y_t, chain noise, e2, e1, ...
-    keep: Vec<Tensor>,
+    /// the measurement y [N, m]
+    y: Tensor,
+    /// the chain's y_0 [N, m]: y itself, or y~ = U^T y / s in the spectral basis
+    y0: Tensor,
+    /// the chain's current y_t [N, m]
+    y_t: Tensor,
+    /// the chain noise [N, m]
+    z_y: Tensor,
+    /// the PW-CG noises: e2 [N, m], e1 [N, ...]
+    e2: Tensor,
+    e1: Tensor,
+    /// A eps (V^T eps in the spectral basis) [N, m]
+    aeps: Tensor,
+    /// the measurement side of the right-hand side, w [N, m]
+    w: Tensor,
+    /// the spectral basis's per-component precision pi [N, m] (the CG's weight)
+    pi: Tensor,
+    /// A^T w [N, ...]
+    atw: Tensor,
+    /// the CG's right-hand side D m + sqrt(D) e1 + A^T w [N, ...]
+    rhs: Tensor,
+    /// the precision's diagonal D [N, ...]
+    diag: Tensor,
 }
-
 /// The C-DPS buffers a test needs to replay a step on the CPU.
 pub struct CdpsBuffers<'a> {
     /// the chain's y_0 [N, m]: y, or y~ = U^T y / s in the spectral basis
@@ -91,25 +145,32 @@ pub struct CdpsBuffers<'a> {
 }
 
 impl Cdps {
-    /// The measurement y [N, m] the plan reads.
-    pub fn y(&self) -> &Tensor {
-        &self.keep[0]
-    }
-
     pub fn buffers(&self) -> CdpsBuffers<'_> {
         CdpsBuffers {
-            y0: &self.keep[1],
-            y_t: &self.keep[2],
-            z_y: &self.keep[3],
-            e2: &self.keep[4],
-            e1: &self.keep[5],
+            y0: &self.y0,
+            y_t: &self.y_t,
+            z_y: &self.z_y,
+            e2: &self.e2,
+            e1: &self.e1,
             spectral: self.spectral,
         }
     }
 }
 
-impl Cdps {
-    pub(crate) fn plan(gpu: &Gpu, core: &mut Core, m: &Measurement<'_>) -> Result<(Cdps, Plan, Plan), SamplerError> {
+impl MethodStep for Cdps {
+    fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        _model: &dyn ScoreModel,
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError> {
+        let m = need_measurement(meas, "C-DPS")?;
+        if m.sigma_y <= 0.0 {
+            // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
+            return Err(SamplerError::Invalid(
+                "C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into(),
+            ));
+        }
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let xs = core.x.shape.clone();
@@ -136,8 +197,8 @@ impl Cdps {
         } else {
             y.clone()
         };
-        let ycur = Tensor::zeros(gpu, "y_t", &ms)?;
-        let zy = Tensor::zeros(gpu, "chain noise", &ms)?;
+        let y_t = Tensor::zeros(gpu, "y_t", &ms)?;
+        let z_y = Tensor::zeros(gpu, "chain noise", &ms)?;
         let e2 = Tensor::zeros(gpu, "pw e2", &ms)?;
         let aeps = Tensor::zeros(gpu, "A eps", &ms)?;
         let w = Tensor::zeros(gpu, "measurement rhs", &ms)?;
@@ -161,10 +222,10 @@ impl Cdps {
 
         let chain = [
             &y0.buffer,
-            &zy.buffer,
+            &z_y.buffer,
             &e2.buffer,
             &aeps.buffer,
-            &ycur.buffer,
+            &y_t.buffer,
             &w.buffer,
         ];
         let measure = match m.op.svd() {
@@ -177,7 +238,7 @@ impl Cdps {
         };
         let mut plan = core.eps_plan.clone();
         plan.extend(chain_op.forward(gpu, &core.eps, &aeps)?);
-        plan.push(core.noise(gpu, &zy, Role::MeasChain)?);
+        plan.push(core.noise(gpu, &z_y, Role::MeasChain)?);
         plan.push(core.noise(gpu, &e2, Role::E2)?);
         plan.push(core.noise(gpu, &e1, Role::E1)?);
         plan.push(measure.clone());
@@ -205,32 +266,49 @@ impl Cdps {
             init.extend(svd.ut(gpu, &y, &y0)?);
             init.push(core.kernel(gpu, "cdps_whiten", &[&svd.singulars().buffer, &y0.buffer], n * m_per)?);
         }
-        let zy_init = Noise::new(gpu, &zy, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
+        let zy_init = Noise::new(gpu, &z_y, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
         init.push(zy_init.dispatch.clone());
         init.push(measure);
         let sigma_y2 = (m.sigma_y as f64).powi(2);
-        Ok((
-            Cdps {
-                cg,
-                zy_init,
-                sigma_y2,
-                spectral,
-                keep: vec![y, y0, ycur, zy, e2, e1, aeps, w, pi, atw, rhs, diag],
-            },
-            plan,
-            init,
-        ))
+        let cdps = Cdps {
+            cg,
+            zy_init,
+            sigma_y2,
+            spectral,
+            y,
+            y0,
+            y_t,
+            z_y,
+            e2,
+            e1,
+            aeps,
+            w,
+            pi,
+            atw,
+            rhs,
+            diag,
+        };
+        Ok(Planned::new(cdps, plan).with_init(init))
     }
 
-    pub(crate) fn prepare_init(&self, gpu: &Gpu, core: &Core, m_per: usize) -> Result<(), SamplerError> {
+    fn label(&self) -> &'static str {
+        "C-DPS"
+    }
+
+    /// The chain's start y_T ~ N(sqrt(abar_T) y_0, (1 - abar_T) I), drawn by
+    /// the init plan's `cdps_measure` with a bridge of y_coef1 = 0.
+    fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
         let last = core.schedule.len() - 1;
         let abar = core.schedule.alphas_cumprod[last];
         let p = StepParams {
-            m_per: m_per as u32,
-            y_coef0: abar.sqrt() as f32,
-            y_coef1: 0.0,
-            y_std: (1.0 - abar).sqrt() as f32,
-            meas_var: 1.0,
+            m_per: core.m_per as u32,
+            method: MethodBlock::of(&CdpsStep {
+                y_coef0: abar.sqrt() as f32,
+                y_coef1: 0.0,
+                y_std: (1.0 - abar).sqrt() as f32,
+                meas_var: 1.0,
+                ..CdpsStep::default()
+            }),
             ..StepParams::default()
         };
         gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&p));
@@ -238,28 +316,38 @@ impl Cdps {
         Ok(())
     }
 
-    pub(crate) fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let s = &core.schedule;
         let abar_prev = s.alphas_cumprod_prev[i];
         let beta = s.betas[i];
         let b_t = (1.0 - s.alphas_cumprod[i]).sqrt();
         let meas_var = abar_prev * self.sigma_y2 + (1.0 - abar_prev);
-        p.y_coef0 = s.posterior_mean_coef1[i] as f32;
-        p.y_coef1 = s.posterior_mean_coef2[i] as f32;
-        p.y_std = s.posterior_variance[i].max(0.0).sqrt() as f32;
-        p.meas_var = meas_var as f32;
-        // Spectral basis: Sigma_k = sigma_y2 / s_k^2 + gamma (see cdps_measure_spectral).
-        p.sigma_y2 = (abar_prev * self.sigma_y2) as f32;
-        p.gamma = (1.0 - abar_prev) as f32;
-        p.tw_coef = ((1.0 - abar_prev) / b_t) as f32;
-        p.prec = ((1.0 - beta) / beta) as f32;
-        p.h_coef = ((1.0 - beta).sqrt() / beta) as f32;
-        p.variant = match core.opts.cdps_variant {
-            CdpsVariant::Reverse => 0,
-            CdpsVariant::Forward => 1,
-        };
+        p.method = MethodBlock::of(&CdpsStep {
+            y_coef0: s.posterior_mean_coef1[i] as f32,
+            y_coef1: s.posterior_mean_coef2[i] as f32,
+            y_std: s.posterior_variance[i].max(0.0).sqrt() as f32,
+            meas_var: meas_var as f32,
+            tw_coef: ((1.0 - abar_prev) / b_t) as f32,
+            // Spectral basis: Sigma_k = noise_var / s_k^2 + diffusion_var (see cdps_measure_spectral).
+            noise_var: (abar_prev * self.sigma_y2) as f32,
+            diffusion_var: (1.0 - abar_prev) as f32,
+            prec: ((1.0 - beta) / beta) as f32,
+            h_coef: ((1.0 - beta).sqrt() / beta) as f32,
+            variant: match core.opts.cdps_variant {
+                CdpsVariant::Reverse => 0,
+                CdpsVariant::Forward => 1,
+            },
+        });
         // The spectral weights carry 1 / Sigma_k themselves.
         let gamma = if self.spectral { 1.0 } else { 1.0 / meas_var };
         self.cg.set_gamma(gpu, gamma as f32);
+    }
+
+    fn y(&self) -> Option<&Tensor> {
+        Some(&self.y)
+    }
+
+    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+        Ok(Some(self.cg.stats(gpu)?))
     }
 }

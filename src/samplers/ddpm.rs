@@ -1,4 +1,28 @@
 //! DDPM: unconditional ancestral sampling (guided-diffusion's `p_sample`),
 //! x_{t-1} = coef1 x0hat + coef2 x_t + sigma_t z, the base step of every other
-//! sampler. The step itself is `ddpm_step` in shaders/sampler.wgsl, planned by
-//! [`super::Sampler`] with zero guidance.
+//! sampler. The step itself is `ddpm_step` in shaders/sampler.wgsl with zero
+//! guidance; DDPM adds nothing to the [`Core`] (a measurement, if given, is
+//! ignored).
+
+use super::{Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel};
+use crate::Gpu;
+
+pub struct Ddpm;
+
+impl MethodStep for Ddpm {
+    fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        _model: &dyn ScoreModel,
+        _meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError> {
+        let mut step = core.eps_plan.clone();
+        step.push(core.z_dispatch());
+        step.push(core.ddpm_step(gpu, &core.eps, &core.eps)?);
+        Ok(Planned::new(Ddpm, step))
+    }
+
+    fn label(&self) -> &'static str {
+        "DDPM"
+    }
+}

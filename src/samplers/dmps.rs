@@ -6,24 +6,58 @@
 //! in measurement space followed by A^T.
 
 use super::cg::{Cg, CgStats, Space};
-use super::{Core, DmpsSolver, Measurement, SamplerError, StepParams};
-use crate::gpu::Plan;
+use super::{
+    need_measurement, Core, DmpsSolver, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
+    StepParams,
+};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
-pub struct Dmps {
-    cg: Option<Cg>,
-    sigma_y2: f32,
-    _keep: Vec<Tensor>,
+/// DMPS's block of the step uniform (`dmps_sigma_y2()`, `dmps_gamma()` in
+/// shaders/sampler.wgsl), read by `dmps_spectral`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DmpsStep {
+    /// sigma_y^2
+    pub sigma_y2: f32,
+    /// c = (b_t / a_t)^2, the weight of A A^T
+    pub gamma: f32,
 }
 
-impl Dmps {
-    /// The measurement y [N, m] the plan reads.
-    pub fn y(&self) -> &Tensor {
-        &self._keep[0]
-    }
+/// DMPS's buffers and solver. Only `y` and `cg` are read from the host side;
+/// the others are held for the plan's bind groups.
+#[allow(dead_code)]
+pub struct Dmps {
+    /// the measurement y [N, m]
+    y: Tensor,
+    /// A x_t [N, m]
+    ax: Tensor,
+    /// r = y - A x_t / a_t [N, m]
+    r: Tensor,
+    /// how (sigma_y^2 I + c A A^T)^{-1} is applied
+    solve: Solve,
+    /// the direction A^T (sigma_y^2 I + c A A^T)^{-1} r [N, ...]
+    g: Tensor,
+    sigma_y2: f32,
+}
 
-    pub(crate) fn plan(gpu: &Gpu, core: &mut Core, m: &Measurement<'_>) -> Result<(Dmps, Plan), SamplerError> {
+/// DMPS's solve of (sigma_y^2 I + c A A^T) u = r.
+#[allow(dead_code)]
+enum Solve {
+    /// Through the SVD form: `coeffs` holds U^T r, scaled in place.
+    Svd { coeffs: Tensor },
+    /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2.
+    Cg { cg: Cg, u: Tensor, diag: Tensor },
+}
+
+impl MethodStep for Dmps {
+    fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        _model: &dyn ScoreModel,
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError> {
+        let m = need_measurement(meas, "DMPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
@@ -47,19 +81,17 @@ impl Dmps {
             DmpsSolver::Cg => false,
         };
         let sigma_y2 = m.sigma_y * m.sigma_y;
-        let mut keep = vec![y, ax];
-        let mut cg = None;
-        if use_svd {
+        let solve = if use_svd {
             let svd = m.op.svd().expect("checked above");
             let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
             plan.extend(svd.ut(gpu, &r, &c)?);
             plan.push(core.kernel(gpu, "dmps_spectral", &[&svd.singulars().buffer, &c.buffer], n * m_per)?);
             plan.extend(svd.v(gpu, &c, &g)?);
-            keep.push(c);
+            Solve::Svd { coeffs: c }
         } else {
             let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
             let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
-            let solver = Cg::new(
+            let cg = Cg::new(
                 gpu,
                 m.op,
                 Space::Output,
@@ -70,46 +102,53 @@ impl Dmps {
                 core.opts.cg_tol,
                 core.opts.cg_iters,
             )?;
-            plan.extend(solver.plan.clone());
+            plan.extend(cg.plan.clone());
             plan.extend(m.op.adjoint(gpu, &u, &g)?);
-            keep.push(u);
-            keep.push(diag);
-            cg = Some(solver);
-        }
+            Solve::Cg { cg, u, diag }
+        };
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);
-        keep.push(r);
-        keep.push(g);
-        Ok((
-            Dmps {
-                cg,
-                sigma_y2,
-                _keep: keep,
-            },
-            plan,
-        ))
+        let dmps = Dmps {
+            y,
+            ax,
+            r,
+            solve,
+            g,
+            sigma_y2,
+        };
+        Ok(Planned::new(dmps, plan))
     }
 
-    pub(crate) fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+    fn label(&self) -> &'static str {
+        "DMPS"
+    }
+
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let s = &core.schedule;
         let abar = s.alphas_cumprod[i];
         let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
         let alpha = 1.0 - s.betas[i];
         let c = (b / a) * (b / a);
         p.resid_scale = (1.0 / a) as f32;
-        p.sigma_y2 = self.sigma_y2;
-        p.gamma = c as f32;
         p.guide = (core.opts.lambda as f64 * (1.0 - alpha) / alpha.sqrt() / a) as f32;
         p.guide2 = 0.0;
-        if let Some(cg) = &self.cg {
+        p.method = MethodBlock::of(&DmpsStep {
+            sigma_y2: self.sigma_y2,
+            gamma: c as f32,
+        });
+        if let Solve::Cg { cg, .. } = &self.solve {
             cg.set_gamma(gpu, c as f32);
         }
     }
 
-    pub(crate) fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
-        Ok(match &self.cg {
-            Some(cg) => Some(cg.stats(gpu)?),
-            None => None,
+    fn y(&self) -> Option<&Tensor> {
+        Some(&self.y)
+    }
+
+    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+        Ok(match &self.solve {
+            Solve::Cg { cg, .. } => Some(cg.stats(gpu)?),
+            Solve::Svd { .. } => None,
         })
     }
 }

@@ -5,35 +5,49 @@
 //! gradient is (g0 - b_t J^T g0) / a_t with g0 = -A^T r / |r| masked and J the
 //! Jacobian of eps (the model's VJP).
 
-use super::{Core, Measurement, SamplerError, ScoreModel, StepParams};
-use crate::gpu::{Dispatch, Plan, SAMPLER};
-
-/// Measurements up to this size per sample take the one-thread-per-sample norm
-/// (a shared-memory reduction per 2-element row costs more than the math).
-const ROWS_MAX: usize = 1024;
+use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
+use crate::gpu::{Dispatch, SAMPLER};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
+/// Measurements up to this size per sample take the one-thread-per-sample norm
+/// (a shared-memory reduction per 2-element row costs more than the math).
+const ROWS_MAX: usize = 1024;
+
+/// DPS's buffers. Only `y` is read from the host side; the others are held
+/// for the plan's bind groups.
+#[allow(dead_code)]
 pub struct Dps {
-    _keep: Vec<Tensor>,
-    _mask: Elementwise,
-    _norm: Option<BatchedDot>,
+    /// the measurement y [N, m]
+    y: Tensor,
+    /// x0hat(x_t), clamped when clipping [N, ...]
+    x0: Tensor,
+    /// the clamp's derivative (1 inside [-1, 1]) [N, ...]
+    mask: Tensor,
+    /// A x0hat [N, m]
+    ax: Tensor,
+    /// the residual y - A x0hat, then the direction -r / |r| in place [N, m]
+    r: Tensor,
+    /// g0 = mask * A^T direction, the gradient at x0hat [N, ...]
+    g0: Tensor,
+    /// h = J^T g0, the model's VJP [N, ...]
+    h: Tensor,
+    /// g0 *= mask
+    masker: Elementwise,
+    /// |r| per sample, for measurements over `ROWS_MAX` per sample
+    norm: Option<BatchedDot>,
 }
 
-impl Dps {
-    /// The measurement y [N, m] the plan reads.
-    pub fn y(&self) -> &Tensor {
-        &self._keep[0]
-    }
-
-    pub(crate) fn plan(
+impl MethodStep for Dps {
+    fn plan(
         gpu: &Gpu,
         core: &mut Core,
         model: &dyn ScoreModel,
-        m: &Measurement<'_>,
-    ) -> Result<(Dps, Plan), SamplerError> {
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError> {
+        let m = need_measurement(meas, "DPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
@@ -77,20 +91,34 @@ impl Dps {
         plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g0, &h)?);
-        Ok((
-            Dps {
-                _keep: vec![y, x0, mask, ax, r, g0, h],
-                _mask: masker,
-                _norm: norm,
-            },
-            plan,
-        ))
+        let dps = Dps {
+            y,
+            x0,
+            mask,
+            ax,
+            r,
+            g0,
+            h,
+            masker,
+            norm,
+        };
+        Ok(Planned::new(dps, plan))
     }
 
-    pub(crate) fn params(&self, core: &Core, _i: usize, p: &mut StepParams) {
+    fn label(&self) -> &'static str {
+        "DPS"
+    }
+
+    /// guide = -zeta / a_t, guide2 = zeta b_t / a_t: the DDPM step minus
+    /// zeta (g0 - b_t h) / a_t.
+    fn params(&self, _gpu: &Gpu, core: &Core, _i: usize, p: &mut StepParams) {
         let zeta = core.opts.zeta;
         p.resid_scale = 1.0;
         p.guide = -zeta / p.a_t;
         p.guide2 = zeta * p.b_t / p.a_t;
+    }
+
+    fn y(&self) -> Option<&Tensor> {
+        Some(&self.y)
     }
 }

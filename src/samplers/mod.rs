@@ -7,6 +7,33 @@
 //! (one uniform block), the per-sample timesteps and the noise streams with
 //! `queue.write_buffer`, and replays its plan in one submission with no
 //! read-back.
+//!
+//! The pieces: [`Core`] is the state every method shares (schedule, x_t, the
+//! model call, the step uniform, the DDPM noise); a method is one file
+//! implementing [`MethodStep`] (what it adds: its buffers, its step plan, its
+//! scalars); [`Sampler`] holds the core and the method as `Box<dyn MethodStep>`.
+//!
+//! # Adding a method
+//!
+//! 1. Write `src/samplers/<name>.rs` with a type implementing [`MethodStep`]
+//!    (see [`dmps`] for a short one): [`MethodStep::plan`] builds the type
+//!    (named fields for every buffer its plan reads) and its step plan from the
+//!    [`Core`]'s pieces (`eps_plan`, `kernel`, `noise`, `z_dispatch`,
+//!    `ddpm_step`: visible to the child modules of this one);
+//!    [`MethodStep::params`] writes step i's scalars: the shared guidance
+//!    fields of [`StepParams`] (`guide`, `guide2`, `resid_scale`) and/or its
+//!    own `#[repr(C)]` block laid over [`StepParams::method`] with
+//!    [`MethodBlock::of`], read in the shader through accessors beside its
+//!    kernels in `shaders/sampler.wgsl`. Besides `plan` only `label` is
+//!    required; the other trait methods default to no measurement, no init
+//!    work, no CG.
+//! 2. Declare the module (`pub mod <name>;`) and add one line to the registry
+//!    at [`Method`]'s definition (`methods! { ... }` below): `Name =>
+//!    name::Type,` makes `Method::Name` (the CLI value `name`) and plans it.
+//!
+//! Code outside this module that matches on [`Method`] by hand (display
+//! names in `src/cli/sampling.rs`) needs its arm too; the compiler points
+//! there.
 
 pub mod cdps;
 pub mod cg;
@@ -18,6 +45,8 @@ pub mod score;
 pub mod smc;
 pub mod unet_score;
 
+use std::any::Any;
+
 use thiserror::Error;
 
 use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, SAMPLER, WG1D};
@@ -27,6 +56,7 @@ use crate::schedule::{Schedule, ScheduleError, VarianceType};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
+pub use crate::kernels::smc::PopulationStats;
 pub use cg::CgStats;
 pub use score::{GmmPrior, ScoreError, ScoreModel};
 pub use unet_score::UnetScore;
@@ -48,16 +78,46 @@ pub enum SamplerError {
     Cancelled,
 }
 
-/// Which sampler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Method {
-    Ddpm,
-    Dps,
-    Dmps,
-    Cdps,
-    /// Sequential Monte Carlo (the twisted diffusion sampler): particles
-    /// weighted by how well they explain y and resampled; asymptotically exact.
-    Smc,
+/// The method registry: one line per method, `Variant => module::Type`. It
+/// defines [`Method`] (a `clap::ValueEnum`: the CLI value is the variant's
+/// name in lower case) and `plan_method`, the one place a [`Method`] becomes
+/// its [`MethodStep`].
+macro_rules! methods {
+    ($($variant:ident => $ty:ty,)+) => {
+        /// Which sampler.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        pub enum Method {
+            $($variant,)+
+        }
+
+        /// The batch `method` runs for `batch` samples asked for (the registry's dispatch).
+        fn method_batch(method: Method, batch: usize, opts: &SamplerOptions) -> usize {
+            match method {
+                $(Method::$variant => <$ty as MethodStep>::batch(batch, opts),)+
+            }
+        }
+
+        /// Plans `method` on `core` (the registry's dispatch).
+        fn plan_method(
+            method: Method,
+            gpu: &Gpu,
+            core: &mut Core,
+            model: &dyn ScoreModel,
+            meas: Option<&Measurement<'_>>,
+        ) -> Result<Planned, SamplerError> {
+            match method {
+                $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, model, meas),)+
+            }
+        }
+    };
+}
+
+methods! {
+    Ddpm => ddpm::Ddpm,
+    Dps => dps::Dps,
+    Dmps => dmps::Dmps,
+    Cdps => cdps::Cdps,
+    Smc => smc::Smc,
 }
 
 /// Where C-DPS takes the factor in x_{t-1} from (see [`cdps`]).
@@ -158,34 +218,66 @@ impl Measurement<'_> {
     }
 }
 
-/// Mirrors `Step` in shaders/sampler.wgsl.
+/// Mirrors `Step` in shaders/sampler.wgsl: the head every method shares, then
+/// the method's own block.
+///
+/// [`Core::base_params`] fills the head from the schedule; a method's
+/// [`MethodStep::params`] sets the guidance fields its plan's shared kernels
+/// read and lays its own scalars over `method`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepParams {
+    /// elements in x (batch * per)
     pub n: u32,
+    /// elements per sample of x
     pub per: u32,
+    /// elements per sample of the measurement (0 without one)
     pub m_per: u32,
+    /// [`FLAG_CLIP`] | [`FLAG_NOISE`] | [`FLAG_LEARNED`]
     pub flags: u32,
+    /// sqrt(abar_t)
     pub a_t: f32,
+    /// sqrt(1 - abar_t)
     pub b_t: f32,
+    /// posterior mean coefficient on x0hat
     pub coef1: f32,
+    /// posterior mean coefficient on x_t
     pub coef2: f32,
+    /// log beta~ (clipped)
     pub log_var_min: f32,
+    /// log beta
     pub log_var_max: f32,
+    /// the fixed-small / fixed-large log variance
     pub log_var_fixed: f32,
+    /// `ddpm_step`: the coefficient of g (0 for DDPM)
     pub guide: f32,
+    /// `ddpm_step`: the coefficient of h
     pub guide2: f32,
+    /// `residual`: r = y - resid_scale (A x)
     pub resid_scale: f32,
-    pub sigma_y2: f32,
-    pub gamma: f32,
-    pub y_coef0: f32,
-    pub y_coef1: f32,
-    pub y_std: f32,
-    pub meas_var: f32,
-    pub tw_coef: f32,
-    pub prec: f32,
-    pub h_coef: f32,
-    pub variant: u32,
+    /// aligns `method` to 16 bytes, as WGSL's uniform layout does
+    _pad: [u32; 2],
+    /// the method's own scalars (see [`MethodBlock`])
+    pub method: MethodBlock,
+}
+
+/// The method-owned tail of [`StepParams`] (12 words, `method: array<vec4<f32>, 3>`
+/// in WGSL): a union each method lays its own `#[repr(C)]` block over with
+/// [`MethodBlock::of`] and reads in the shader through its accessors
+/// (`dmps_gamma()`, `cdps_meas_var()`, ...).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MethodBlock(pub [u32; 12]);
+
+impl MethodBlock {
+    /// `block`'s bytes at the start of the tail, zeros after.
+    pub fn of<T: bytemuck::Pod>(block: &T) -> MethodBlock {
+        const { assert!(std::mem::size_of::<T>() <= std::mem::size_of::<MethodBlock>()) };
+        let mut out = MethodBlock::default();
+        let bytes = bytemuck::bytes_of(block);
+        bytemuck::bytes_of_mut(&mut out.0)[..bytes.len()].copy_from_slice(bytes);
+        out
+    }
 }
 
 pub const FLAG_CLIP: u32 = 1;
@@ -209,7 +301,10 @@ pub struct Core {
     pub schedule: Schedule,
     pub opts: SamplerOptions,
     pub batch: usize,
+    /// elements per sample of x
     pub per: usize,
+    /// elements per sample of the measurement (0 without one)
+    pub m_per: usize,
     pub learned: bool,
     /// x_t: [N, C, H, W]
     pub x: Tensor,
@@ -261,6 +356,7 @@ impl Core {
             opts: opts.clone(),
             batch,
             per,
+            m_per: 0,
             learned,
             x,
             t,
@@ -274,7 +370,8 @@ impl Core {
         })
     }
 
-    /// A noise generator for `role` filling `out`, re-streamed every step.
+    /// A noise generator for `role` filling `out`, re-streamed every step
+    /// (its dispatch goes into the method's step plan).
     fn noise(&mut self, gpu: &Gpu, out: &Tensor, role: Role) -> Result<Dispatch, SamplerError> {
         let n = Noise::new(gpu, out, role_seed(self.opts.seed, role), 0, 0.0, 1.0)?;
         let d = n.dispatch.clone();
@@ -282,6 +379,7 @@ impl Core {
         Ok(d)
     }
 
+    /// The DDPM noise z's dispatch (a step plan pushes it before [`Core::ddpm_step`]).
     fn z_dispatch(&self) -> Dispatch {
         self.noises[0].dispatch.clone()
     }
@@ -326,8 +424,9 @@ impl Core {
         )?)
     }
 
-    /// The scalars of step i shared by every sampler.
-    fn base_params(&self, i: usize, m_per: usize) -> StepParams {
+    /// The scalars of step i shared by every sampler (the head of
+    /// [`StepParams`]; no guidance, an empty method block).
+    pub fn base_params(&self, i: usize) -> StepParams {
         let s = &self.schedule;
         let abar = s.alphas_cumprod[i];
         let mut flags = 0;
@@ -343,7 +442,7 @@ impl Core {
         StepParams {
             n: (self.batch * self.per) as u32,
             per: self.per as u32,
-            m_per: m_per as u32,
+            m_per: self.m_per as u32,
             flags,
             a_t: abar.sqrt() as f32,
             b_t: (1.0 - abar).sqrt() as f32,
@@ -379,26 +478,125 @@ fn role_seed(seed: u64, role: Role) -> u64 {
     seed ^ (role as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-/// What a method adds to the shared core.
-enum Method_ {
-    Ddpm,
-    Dps(dps::Dps),
-    Dmps(dmps::Dmps),
-    Cdps(cdps::Cdps),
-    Smc(smc::Smc),
+/// What a method adds to the shared [`Core`]: its buffers, its step plan and
+/// its per-step scalars. One implementation per file (`ddpm.rs`, `dps.rs`,
+/// `dmps.rs`, `cdps.rs`), registered in one line of `methods!`.
+pub trait MethodStep: Any {
+    /// Builds the method on `core`: its buffers (named fields of `Self`), the
+    /// plan of one reverse step (usually `core.eps_plan`, the method's
+    /// dispatches, then `core.z_dispatch()` and `core.ddpm_step(..)`) and
+    /// what [`Sampler::init`] runs once per run. `meas` has been validated
+    /// against the model's shape; a method that needs it says so with
+    /// [`need_measurement`].
+    fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        model: &dyn ScoreModel,
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError>
+    where
+        Self: Sized;
+
+    /// The display name in messages ("C-DPS").
+    fn label(&self) -> &'static str;
+
+    /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method
+    /// sets what its kernels read (and host-driven state such as a CG's
+    /// gamma). Default: nothing (plain DDPM).
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+        let _ = (gpu, core, i, p);
+    }
+
+    /// What [`Sampler::init`] does before replaying the init plan (after
+    /// x_T's noise stream is set): uniform values, noise streams. Default:
+    /// nothing.
+    fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
+        let _ = (gpu, core);
+        Ok(())
+    }
+
+    /// The measurement y [N, m] the plan reads ([`Sampler::load_measurement`]
+    /// copies into it). Default: none (the method takes no measurement).
+    fn y(&self) -> Option<&Tensor> {
+        None
+    }
+
+    /// CG iteration counts so far (a read-back). Default: no CG.
+    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+        let _ = gpu;
+        Ok(None)
+    }
+
+    /// How many samples the method runs for `batch` asked for (SMC: whole
+    /// populations); [`Sampler::x`] shows the first `batch`. Default: `batch`.
+    fn batch(batch: usize, opts: &SamplerOptions) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = opts;
+        batch
+    }
+
+    /// After the last reverse step (i = 0), with its scalars: work that ends
+    /// a run (SMC's final weighing and resampling). Default: nothing.
+    fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
+        let _ = (gpu, core, p);
+        Ok(())
+    }
+
+    /// Particle-population statistics after `steps` weighings (a read-back).
+    /// Default: none.
+    fn population_stats(&self, gpu: &Gpu, steps: usize) -> Result<Option<PopulationStats>, SamplerError> {
+        let _ = (gpu, steps);
+        Ok(None)
+    }
+}
+
+/// What [`MethodStep::plan`] hands the sampler.
+pub struct Planned {
+    pub method: Box<dyn MethodStep>,
+    /// One reverse step, replayed by [`Sampler::step`] after
+    /// [`MethodStep::params`].
+    pub step: Plan,
+    /// Run once per run by [`Sampler::init`], after x_T's draw.
+    pub init: Plan,
+}
+
+impl Planned {
+    /// `method` with its step plan and no init work.
+    pub fn new(method: impl MethodStep, step: Plan) -> Planned {
+        Planned {
+            method: Box::new(method),
+            step,
+            init: Plan::new(),
+        }
+    }
+
+    /// Adds work [`Sampler::init`] runs once per run.
+    pub fn with_init(mut self, init: Plan) -> Planned {
+        self.init = init;
+        self
+    }
+}
+
+/// `meas`, or the error that `what` ("DPS") needs one.
+pub fn need_measurement<'a, 'm>(
+    meas: Option<&'a Measurement<'m>>,
+    what: &str,
+) -> Result<&'a Measurement<'m>, SamplerError> {
+    meas.ok_or_else(|| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)")))
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.
 pub struct Sampler {
     pub core: Core,
-    /// The samples asked for: x, or its first N rows when SMC rounds the
-    /// batch up to whole populations.
+    /// The samples asked for: x, or its first rows when the method runs more
+    /// (SMC rounds up to whole populations).
     out: Tensor,
     pub method: Method,
-    kind: Method_,
+    kind: Box<dyn MethodStep>,
     step_plan: Plan,
     init_plan: Plan,
-    m_per: usize,
 }
 
 /// What a run reports.
@@ -408,7 +606,7 @@ pub struct RunStats {
     /// CG iteration counts (DMPS with CG, C-DPS).
     pub cg: Option<CgStats>,
     /// SMC: resampling events and mean ESS / P per population.
-    pub smc: Option<crate::kernels::smc::PopulationStats>,
+    pub smc: Option<PopulationStats>,
 }
 
 impl Sampler {
@@ -421,25 +619,7 @@ impl Sampler {
         batch: usize,
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
-        // SMC runs whole populations: the batch rounded up to a multiple of P.
-        let particles = opts.particles.unwrap_or(batch).max(1);
-        let core_batch = if method == Method::Smc {
-            if let Some(m) = &meas {
-                let m_per: usize = m.op.out_shape().iter().product();
-                if m.y.len() != m_per && batch % particles != 0 {
-                    return Err(SamplerError::Invalid(format!(
-                        "SMC with one measurement per sample needs a batch that is a multiple of --particles ({batch} samples, {particles} particles)"
-                    )));
-                }
-            }
-            batch.div_ceil(particles) * particles
-        } else {
-            batch
-        };
-        let mut core = Core::new(gpu, model, core_batch, opts)?;
-        let mut init_plan = Plan::new();
-        init_plan.push(core.init_noise.dispatch.clone());
-        let mut m_per = 0;
+        let mut core = Core::new(gpu, model, method_batch(method, batch, opts), opts)?;
         if let Some(m) = &meas {
             if m.op.in_shape() != model.in_shape() {
                 return Err(SamplerError::Invalid(format!(
@@ -449,9 +629,8 @@ impl Sampler {
                     model.in_shape()
                 )));
             }
-            m_per = m.op.out_shape().iter().product();
+            let m_per: usize = m.op.out_shape().iter().product();
             if m.y.len() != m_per && m.y.len() != m_per * batch {
-                // (per-sample measurements: batch rows, checked against the rounding above)
                 return Err(SamplerError::Invalid(format!(
                     "the measurement has {} values but operator {} produces {:?} per sample",
                     m.y.len(),
@@ -470,74 +649,43 @@ impl Sampler {
                     m.sigma_y
                 )));
             }
+            core.m_per = m_per;
         }
-        let need = |what: &str| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)"));
-        let (kind, step_plan) = match method {
-            Method::Ddpm => {
-                let mut plan = core.eps_plan.clone();
-                plan.push(core.z_dispatch());
-                plan.push(core.ddpm_step(gpu, &core.eps, &core.eps)?);
-                (Method_::Ddpm, plan)
-            }
-            Method::Dps => {
-                let m = meas.ok_or_else(|| need("DPS"))?;
-                let (d, plan) = dps::Dps::plan(gpu, &mut core, model, &m)?;
-                (Method_::Dps(d), plan)
-            }
-            Method::Dmps => {
-                let m = meas.ok_or_else(|| need("DMPS"))?;
-                let (d, plan) = dmps::Dmps::plan(gpu, &mut core, &m)?;
-                (Method_::Dmps(d), plan)
-            }
-            Method::Cdps => {
-                let m = meas.ok_or_else(|| need("C-DPS"))?;
-                if m.sigma_y <= 0.0 {
-                    // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
-                    return Err(SamplerError::Invalid(
-                        "C-DPS needs sigma_y > 0 (its last step conditions on y with variance sigma_y^2)".into(),
-                    ));
-                }
-                let (d, plan, init) = cdps::Cdps::plan(gpu, &mut core, &m)?;
-                init_plan.extend(init);
-                (Method_::Cdps(d), plan)
-            }
-            Method::Smc => {
-                let m = meas.ok_or_else(|| need("SMC"))?;
-                let (s, plan) = smc::Smc::plan(gpu, &mut core, model, &m, particles)?;
-                (Method_::Smc(s), plan)
-            }
-        };
+        let planned = plan_method(method, gpu, &mut core, model, meas.as_ref())?;
+        let mut init_plan = Plan::new();
+        init_plan.push(core.init_noise.dispatch.clone());
+        init_plan.extend(planned.init);
         let out = Tensor::wrap(core.x.buffer.clone(), &[&[batch][..], &core.x.shape[1..]].concat());
         Ok(Sampler {
             core,
             out,
             method,
-            kind,
-            step_plan,
+            kind: planned.method,
+            step_plan: planned.step,
             init_plan,
-            m_per,
         })
+    }
+
+    /// The method's own state when it is a `T` (`sampler.method_state::<cdps::Cdps>()`).
+    pub fn method_state<T: MethodStep>(&self) -> Option<&T> {
+        let any: &dyn Any = self.kind.as_ref();
+        any.downcast_ref::<T>()
     }
 
     /// C-DPS's chain and noise buffers (None for the other methods).
     pub fn cdps_buffers(&self) -> Option<cdps::CdpsBuffers<'_>> {
-        match &self.kind {
-            Method_::Cdps(c) => Some(c.buffers()),
-            _ => None,
-        }
+        self.method_state::<cdps::Cdps>().map(|c| c.buffers())
     }
 
     /// Replaces the measurement with one already on the GPU (y [N, out_shape]
-    /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU copy, no
-    /// read-back. Call before [`Sampler::init`].
+    /// or [out_shape]-per-sample layout as planned): a GPU-to-GPU buffer copy
+    /// (`copy_buffer_to_buffer`, one submission; y's buffer needs COPY_SRC
+    /// usage), no read-back. Call before [`Sampler::init`].
     pub fn load_measurement(&self, gpu: &Gpu, y: &Tensor) -> Result<(), SamplerError> {
-        let own = match &self.kind {
-            Method_::Ddpm => return Err(SamplerError::Invalid("DDPM takes no measurement".into())),
-            Method_::Dps(d) => d.y(),
-            Method_::Dmps(d) => d.y(),
-            Method_::Cdps(c) => c.y(),
-            Method_::Smc(s) => s.y(),
-        };
+        let own = self
+            .kind
+            .y()
+            .ok_or_else(|| SamplerError::Invalid(format!("{} takes no measurement", self.kind.label())))?;
         if y.numel() != own.numel() {
             return Err(SamplerError::Invalid(format!(
                 "the measurement tensor has {} values, the sampler was planned for {}",
@@ -545,18 +693,11 @@ impl Sampler {
                 own.numel()
             )));
         }
-        let copy = crate::kernels::elementwise::Elementwise::new(
-            gpu,
-            crate::kernels::elementwise::Op::Affine,
-            y,
-            own,
-            1.0,
-            0.0,
-        )?;
-        Plan {
-            steps: vec![copy.dispatch],
-        }
-        .run(gpu)?;
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("load measurement"),
+        });
+        enc.copy_buffer_to_buffer(&y.buffer, 0, &own.buffer, 0, (own.numel() * 4) as u64);
+        gpu.submit_checked("load measurement", enc)?;
         Ok(())
     }
 
@@ -572,29 +713,19 @@ impl Sampler {
     /// Draws x_T ~ N(0, I) (and what a method draws once per run).
     pub fn init(&self, gpu: &Gpu) -> Result<(), SamplerError> {
         self.core.init_noise.set_stream(gpu, 0);
-        match &self.kind {
-            Method_::Cdps(c) => c.prepare_init(gpu, &self.core, self.m_per)?,
-            Method_::Smc(s) => s.prepare_init(gpu)?,
-            _ => {}
-        }
+        self.kind.prepare_init(gpu, &self.core)?;
         self.init_plan.run(gpu)?;
         Ok(())
     }
 
     /// Reverse step i (K-1 down to 0): one submission, no read-back.
     pub fn step(&self, gpu: &Gpu, i: usize) -> Result<(), SamplerError> {
-        let mut p = self.core.base_params(i, self.m_per);
-        match &self.kind {
-            Method_::Ddpm => {}
-            Method_::Dps(d) => d.params(&self.core, i, &mut p),
-            Method_::Dmps(d) => d.params(gpu, &self.core, i, &mut p),
-            Method_::Cdps(c) => c.params(gpu, &self.core, i, &mut p),
-            Method_::Smc(s) => s.params(gpu, &self.core, i, &mut p),
-        }
+        let mut p = self.core.base_params(i);
+        self.kind.params(gpu, &self.core, i, &mut p);
         self.core.prepare(gpu, i, &p)?;
         self.step_plan.run(gpu)?;
-        if let (Method_::Smc(s), 0) = (&self.kind, i) {
-            s.finish(gpu, &self.core, &p)?;
+        if i == 0 {
+            self.kind.finish(gpu, &self.core, &p)?;
         }
         Ok(())
     }
@@ -611,19 +742,10 @@ impl Sampler {
 
     /// Iteration counts so far (a read-back).
     pub fn stats(&self, gpu: &Gpu) -> Result<RunStats, SamplerError> {
-        let cg = match &self.kind {
-            Method_::Dmps(d) => d.cg_stats(gpu)?,
-            Method_::Cdps(c) => Some(c.cg.stats(gpu)?),
-            _ => None,
-        };
-        let smc = match &self.kind {
-            Method_::Smc(s) => Some(s.stats(gpu, self.steps())?),
-            _ => None,
-        };
         Ok(RunStats {
             steps: self.steps(),
-            cg,
-            smc,
+            cg: self.kind.cg_stats(gpu)?,
+            smc: self.kind.population_stats(gpu, self.steps())?,
         })
     }
 }

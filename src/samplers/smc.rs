@@ -50,7 +50,7 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::{Core, Measurement, SamplerError, ScoreModel, StepParams};
+use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel, StepParams};
 use crate::gpu::{dispatch_groups, Dispatch, Plan, SMC, WG1D};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
@@ -90,31 +90,33 @@ pub struct Smc {
     _rr: BatchedDot,
 }
 
-impl Smc {
-    /// The measurement y [N, m] the plan reads.
-    pub fn y(&self) -> &Tensor {
-        &self.y
-    }
-
-    pub(crate) fn plan(
+impl MethodStep for Smc {
+    fn plan(
         gpu: &Gpu,
         core: &mut Core,
         model: &dyn ScoreModel,
-        m: &Measurement<'_>,
-        particles: usize,
-    ) -> Result<(Smc, Plan), SamplerError> {
+        meas: Option<&Measurement<'_>>,
+    ) -> Result<Planned, SamplerError> {
+        let m = need_measurement(meas, "SMC")?;
+        let particles = core.opts.particles.unwrap_or(core.batch);
         if !(m.sigma_y > 0.0) {
             return Err(SamplerError::Invalid(
                 "SMC needs sigma_y > 0 (its final weight is the likelihood N(y; A x0, sigma_y^2))".into(),
             ));
         }
         let n = core.batch;
-        if particles < 2 || n % particles != 0 {
+        if particles < 2 {
             return Err(SamplerError::Invalid(format!(
-                "SMC needs at least 2 particles per population and a batch that is a whole number of populations ({n} samples, {particles} particles)"
+                "SMC needs at least 2 particles per population, got {particles}"
             )));
         }
         let m_per: usize = m.op.out_shape().iter().product();
+        if m.y.len() != m_per && m.y.len() != n * m_per {
+            return Err(SamplerError::Invalid(format!(
+                "SMC with one measurement per sample needs a batch that is a multiple of --particles ({} samples, {particles} particles)",
+                m.y.len() / m_per
+            )));
+        }
         let per = core.per;
         let shape = core.x.shape.clone();
         let z = |label: &str| Tensor::zeros(gpu, label, &shape);
@@ -222,7 +224,7 @@ impl Smc {
         final_plan.extend(pop.weigh.clone());
         gather(&core.x, &gathered.x, &mut final_plan)?;
 
-        Ok((
+        Ok(Planned::new(
             Smc {
                 pop,
                 particles,
@@ -242,6 +244,59 @@ impl Smc {
             plan,
         ))
     }
+
+    fn label(&self) -> &'static str {
+        "SMC"
+    }
+
+    /// Whole populations: the batch rounded up to a multiple of the particles.
+    fn batch(batch: usize, opts: &SamplerOptions) -> usize {
+        let p = opts.particles.unwrap_or(batch).max(1);
+        batch.div_ceil(p) * p
+    }
+
+    fn y(&self) -> Option<&Tensor> {
+        Some(&self.y)
+    }
+
+    /// Step i's scalars: the twist variance, the proposal's, the offset.
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+        p.resid_scale = 1.0;
+        let abar = core.schedule.alphas_cumprod[i];
+        let v = self.sigma_y2 as f64 + (1.0 - abar) / abar;
+        let t = Self::tds_params(p, (1.0 / v) as f32);
+        gpu.queue.write_buffer(&self.tds, 0, bytemuck::bytes_of(&t));
+        self.pop.set(gpu, Self::offset(core.opts.seed, i), false);
+    }
+
+    /// Before a run: equal weights, no previous twist or proposal term.
+    fn prepare_init(&self, gpu: &Gpu, _core: &Core) -> Result<(), SamplerError> {
+        self.pop.reset(gpu)?;
+        self.gathered.twist.write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
+        self.lpq_sum.out.write(gpu, &vec![0.0; self.lpq_sum.out.numel()])?;
+        self.twist_out.write(gpu, &vec![0.0; self.twist_out.numel()])?;
+        Ok(())
+    }
+
+    /// After step 0: the exact likelihood, the forced final resampling, and the
+    /// resampled population copied into x.
+    fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
+        let t = Self::tds_params(p, 1.0 / self.sigma_y2);
+        gpu.queue.write_buffer(&self.final_tds, 0, bytemuck::bytes_of(&t));
+        self.pop.set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
+        self.final_plan.run(gpu)?;
+        let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
+        gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;
+        Ok(())
+    }
+
+    /// Resampling events and mean ESS per population (a read-back).
+    fn population_stats(&self, gpu: &Gpu, steps: usize) -> Result<Option<PopulationStats>, SamplerError> {
+        Ok(Some(self.pop.stats(gpu, steps)?))
+    }
+}
+
+impl Smc {
 
     /// The systematic offset of weighing `i` (K for the final one), from the seed.
     fn offset(seed: u64, i: usize) -> f32 {
@@ -264,44 +319,5 @@ impl Smc {
             inv_twist_var,
             ..TdsParams::default()
         }
-    }
-
-    /// Step i's scalars: the twist variance, the proposal's, the offset.
-    pub(crate) fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
-        p.resid_scale = 1.0;
-        let abar = core.schedule.alphas_cumprod[i];
-        let v = self.sigma_y2 as f64 + (1.0 - abar) / abar;
-        let t = Self::tds_params(p, (1.0 / v) as f32);
-        gpu.queue.write_buffer(&self.tds, 0, bytemuck::bytes_of(&t));
-        self.pop.set(gpu, Self::offset(core.opts.seed, i), false);
-    }
-
-    /// Before a run: equal weights, no previous twist or proposal term.
-    pub(crate) fn prepare_init(&self, gpu: &Gpu) -> Result<(), SamplerError> {
-        self.pop.reset(gpu)?;
-        self.gathered
-            .twist
-            .write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
-        self.lpq_sum.out.write(gpu, &vec![0.0; self.lpq_sum.out.numel()])?;
-        self.twist_out.write(gpu, &vec![0.0; self.twist_out.numel()])?;
-        Ok(())
-    }
-
-    /// After step 0: the exact likelihood, the forced final resampling, and the
-    /// resampled population copied into x.
-    pub(crate) fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
-        let t = Self::tds_params(p, 1.0 / self.sigma_y2);
-        gpu.queue.write_buffer(&self.final_tds, 0, bytemuck::bytes_of(&t));
-        self.pop
-            .set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
-        self.final_plan.run(gpu)?;
-        let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
-        gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;
-        Ok(())
-    }
-
-    /// Resampling events and mean ESS per population (a read-back), after `steps` weighings.
-    pub fn stats(&self, gpu: &Gpu, steps: usize) -> Result<PopulationStats, SamplerError> {
-        Ok(self.pop.stats(gpu, steps)?)
     }
 }
