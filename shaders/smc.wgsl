@@ -282,3 +282,31 @@ fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     // log N(x'; mean, var) - log N(x'; mean + shift, var) with x' - mean - shift = sigma z
     p_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
 }
+
+// ---- per-particle row reductions for short rows (one thread per row) ----
+// out[k] = sum_j a[k, j]^2 (square = 1) or sum_j a[k, j] (square = 0). For rows
+// up to ROWS_MAX elements: a workgroup per row would leave most of its threads
+// idle (src/kernels/smc.rs picks the two-level reduction above that).
+struct Rows {
+    rows: u32,
+    per: u32,
+    square: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> rp: Rows;
+@group(0) @binding(1) var<storage, read> ro_a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ro_out: array<f32>;
+
+@compute @workgroup_size(256)
+fn smc_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let k = gid.x;
+    if (k >= rp.rows) { return; }
+    let base = k * rp.per;
+    var s = 0.0;
+    for (var j = 0u; j < rp.per; j++) {
+        let v = ro_a[base + j];
+        s += select(v, v * v, rp.square != 0u);
+    }
+    ro_out[k] = s;
+}

@@ -328,3 +328,32 @@ fn tds_weigh_and_step_match_cpu() {
         );
     }
 }
+
+#[test]
+fn row_reductions_match_cpu_short_and_long_rows() {
+    use tweedie::kernels::smc::{RowReduce, ROWS_MAX};
+    let gpu = gpu();
+    for &(rows, per) in &[(37usize, 7usize), (300, 1), (5, ROWS_MAX + 476)] {
+        let data = randn(&mut rng((rows * per) as u64), rows * per);
+        let a = Tensor::from_slice(&gpu, "a", &[rows, per], &data).unwrap();
+        for square in [false, true] {
+            let r = RowReduce::new(&gpu, &a, rows, square).unwrap();
+            run(&r.plan);
+            let want: Vec<f32> = data
+                .chunks(per)
+                .map(|c| {
+                    c.iter()
+                        .map(|&v| if square { v as f64 * v as f64 } else { v as f64 })
+                        .sum::<f64>() as f32
+                })
+                .collect();
+            assert_close(
+                &format!("{rows} rows of {per}, square {square}"),
+                &r.out.read(&gpu).unwrap(),
+                &want,
+                1e-4 * (per as f32).sqrt(),
+                1e-5,
+            );
+        }
+    }
+}

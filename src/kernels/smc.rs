@@ -61,6 +61,83 @@ pub struct TdsParams {
     pub inv_twist_var: f32,
 }
 
+/// Mirrors `Rows` in shaders/smc.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RowsParams {
+    pub rows: u32,
+    pub per: u32,
+    pub square: u32,
+    pub _pad: u32,
+}
+
+/// Rows up to this length are reduced one thread per row ([`RowReduce`]).
+pub const ROWS_MAX: usize = 1024;
+
+/// out[k] = sum_j a[k, j]^2 or sum_j a[k, j] over the rows of `a` [rows, per]:
+/// one thread per row up to [`ROWS_MAX`] elements, the two-level reduction
+/// (`kernels::reduce`) above it.
+pub struct RowReduce {
+    pub out: Tensor,
+    pub plan: Plan,
+    _keep: Vec<wgpu::Buffer>,
+    _dot: Option<crate::kernels::reduce::BatchedDot>,
+}
+
+impl RowReduce {
+    pub fn new(gpu: &Gpu, a: &Tensor, rows: usize, square: bool) -> Result<RowReduce, GpuError> {
+        if rows == 0 || a.numel() % rows != 0 {
+            return Err(GpuError::Shape {
+                what: "smc row reduction".into(),
+                expected: vec![rows],
+                got: a.shape.clone(),
+            });
+        }
+        let per = a.numel() / rows;
+        if per > ROWS_MAX {
+            let ones;
+            let b = if square {
+                a
+            } else {
+                ones = Tensor::from_slice(gpu, "ones", &a.shape, &vec![1.0; a.numel()])?;
+                &ones
+            };
+            let dot = crate::kernels::reduce::BatchedDot::new(gpu, a, b, rows, false)?;
+            return Ok(RowReduce {
+                out: Tensor::wrap(dot.out.buffer.clone(), &[rows]),
+                plan: dot.plan.clone(),
+                _keep: if square { Vec::new() } else { vec![b.buffer.clone()] },
+                _dot: Some(dot),
+            });
+        }
+        let out = Tensor::zeros(gpu, "row sums", &[rows])?;
+        let params = gpu.uniform(
+            "smc rows",
+            &RowsParams {
+                rows: rows as u32,
+                per: per as u32,
+                square: square as u32,
+                _pad: 0,
+            },
+        );
+        let mut plan = Plan::new();
+        plan.push(Dispatch::new(
+            gpu,
+            &SMC,
+            "smc_rows",
+            &[],
+            &[&params, &a.buffer, &out.buffer],
+            dispatch_groups(rows, WG1D),
+        )?);
+        Ok(RowReduce {
+            out,
+            plan,
+            _keep: vec![params],
+            _dot: None,
+        })
+    }
+}
+
 /// Floats of statistics per population (mirrors `STATS` in the WGSL), and
 /// their slots.
 pub const STATS: usize = 4;

@@ -50,11 +50,12 @@
 
 use rand::{Rng, SeedableRng};
 
-use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel, StepParams};
+use super::{
+    need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel, StepParams,
+};
 use crate::gpu::{dispatch_groups, Dispatch, Plan, SMC, WG1D};
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::reduce::BatchedDot;
-use crate::kernels::smc::{Population, PopulationStats, TdsParams};
+use crate::kernels::smc::{Population, PopulationStats, RowReduce, TdsParams};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -81,13 +82,13 @@ pub struct Smc {
     final_plan: Plan,
     sigma_y2: f32,
     /// log p/q per particle from the last proposal (the next weighing reads it).
-    lpq_sum: BatchedDot,
+    lpq_sum: RowReduce,
     twist_out: Tensor,
     gathered: Gathered,
     _keep: Vec<Tensor>,
     _uniforms: Vec<wgpu::Buffer>,
     _mask: Elementwise,
-    _rr: BatchedDot,
+    _rr: RowReduce,
 }
 
 impl MethodStep for Smc {
@@ -128,7 +129,6 @@ impl MethodStep for Smc {
         let g = z("A^T r")?;
         let h = z("eps vjp")?;
         let lpq = z("log p/q per element")?;
-        let ones = Tensor::from_slice(gpu, "ones", &shape, &vec![1.0; n * per])?;
         let twist_out = Tensor::zeros(gpu, "twist", &[n])?;
         let gathered = Gathered {
             x: z("resampled x_t")?,
@@ -142,8 +142,8 @@ impl MethodStep for Smc {
         let tds = gpu.uniform("tds step", &TdsParams::default());
         let final_tds = gpu.uniform("tds final", &TdsParams::default());
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
-        let rr = BatchedDot::new(gpu, &r, &r, n, false)?;
-        let lpq_sum = BatchedDot::new(gpu, &lpq, &ones, n, false)?;
+        let rr = RowReduce::new(gpu, &r, n, true)?;
+        let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
         let weigh = |uniform: &wgpu::Buffer| {
             Dispatch::new(
                 gpu,
@@ -236,7 +236,7 @@ impl MethodStep for Smc {
                 lpq_sum,
                 twist_out,
                 gathered,
-                _keep: vec![x0, mask, ax, r, g, h, lpq, ones],
+                _keep: vec![x0, mask, ax, r, g, h, lpq],
                 _uniforms: uniforms,
                 _mask: masker,
                 _rr: rr,
@@ -272,7 +272,9 @@ impl MethodStep for Smc {
     /// Before a run: equal weights, no previous twist or proposal term.
     fn prepare_init(&self, gpu: &Gpu, _core: &Core) -> Result<(), SamplerError> {
         self.pop.reset(gpu)?;
-        self.gathered.twist.write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
+        self.gathered
+            .twist
+            .write(gpu, &vec![0.0; self.gathered.twist.numel()])?;
         self.lpq_sum.out.write(gpu, &vec![0.0; self.lpq_sum.out.numel()])?;
         self.twist_out.write(gpu, &vec![0.0; self.twist_out.numel()])?;
         Ok(())
@@ -283,7 +285,8 @@ impl MethodStep for Smc {
     fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
         let t = Self::tds_params(p, 1.0 / self.sigma_y2);
         gpu.queue.write_buffer(&self.final_tds, 0, bytemuck::bytes_of(&t));
-        self.pop.set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
+        self.pop
+            .set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
         self.final_plan.run(gpu)?;
         let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
         gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;
@@ -297,7 +300,6 @@ impl MethodStep for Smc {
 }
 
 impl Smc {
-
     /// The systematic offset of weighing `i` (K for the final one), from the seed.
     fn offset(seed: u64, i: usize) -> f32 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
