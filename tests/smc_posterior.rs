@@ -2,8 +2,9 @@
 //! posteriors: it converges as the population grows, and with 1000
 //! particles it closes most of the prior-to-posterior gap that DPS, DMPS and
 //! C-DPS leave (sliced W2 against the fixtures' exact posterior samples).
-//! 100 respaced steps keep each run to seconds on lavapipe; 4000 samples
-//! (several populations) keep the W2 estimate's own noise small.
+//! 250 respaced steps (as the d80 row of tests/samplers.rs); 4000 samples
+//! (several populations) keep the W2 estimate's own noise small: one
+//! population's final resampling repeats particles, which inflates W2.
 
 mod common;
 use common::gmm::*;
@@ -38,7 +39,7 @@ fn smc_converges_as_the_population_grows_d8_m2() {
     let n = 4000;
     let mut w2 = Vec::new();
     for particles in [10, 100, 1000] {
-        let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(100, particles, 7), n);
+        let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(250, particles, 7), n);
         let smc = stats.smc.expect("SMC reports its populations");
         assert_eq!(smc.events.len(), n / particles, "populations");
         let (frac, v, prior, floor) = closed(&case, &x, n);
@@ -50,18 +51,20 @@ fn smc_converges_as_the_population_grows_d8_m2() {
         );
         w2.push((particles, v, frac));
     }
-    // Measured on lavapipe: 0.885 / 0.189 / 0.134 (exact floor 0.07, prior 7.1).
-    for pair in w2.windows(2) {
-        assert!(pair[1].1 < pair[0].1, "W2 must fall as particles grow: {w2:?}");
-    }
+    // Measured on lavapipe: 0.928 / 0.200 / 0.192. From about 100 particles on
+    // the distance left is the 250-step chain's own (its x_0 marginal is the
+    // prior up to discretisation): at 1000 steps both 100 and 1000 particles
+    // reach 0.11 against an exact floor of 0.08 (README, "Posterior accuracy").
+    assert!(w2[1].1 < 0.5 * w2[0].1, "10 -> 100 particles must close in: {w2:?}");
+    assert!(w2[2].1 < 1.1 * w2[1].1, "1000 particles no worse than 100: {w2:?}");
     assert!(w2[2].2 > 0.95, "1000 particles close at least 95% of the gap: {w2:?}");
 }
 
 #[test]
 fn smc_closes_the_gap_d80_m4() {
     let case = load("d80_m4");
-    let n = 2000;
-    let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(100, 1000, 3), n);
+    let n = 4000;
+    let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(250, 1000, 3), n);
     let (frac, v, prior, floor) = closed(&case, &x, n);
     let smc = stats.smc.unwrap();
     println!(
@@ -69,7 +72,7 @@ fn smc_closes_the_gap_d80_m4() {
         100.0 * frac,
         smc.events
     );
-    // Measured 90% (W2 0.274); DPS leaves 61-72% of the gap, DMPS 86%.
+    // Measured: see the printout; DPS at these settings closes 80%, DMPS 10%.
     assert!(
         frac > 0.75,
         "SMC with 1000 particles closes {:.1}% of the gap",
