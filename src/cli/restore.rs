@@ -169,7 +169,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         }
     }
 
-    let pb = progress(args.quiet, method_name(args.method));
+    let pb = progress(args.quiet, &method_name(args.method));
     let mut summary = Vec::new();
     for job in &jobs {
         let dir = if job.name.is_empty() {

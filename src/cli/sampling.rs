@@ -98,12 +98,11 @@ pub fn default_zeta(task: Task) -> f32 {
     }
 }
 
-pub fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Ddpm => "ddpm",
-        Method::Dps => "dps",
-        Method::Dmps => "dmps",
-        Method::Cdps => "cdps",
-        Method::Smc => "smc",
-    }
+/// The method's CLI name (`dmps`), as clap spells its value: no list to keep
+/// in step with the registry.
+pub fn method_name(m: Method) -> String {
+    use clap::ValueEnum;
+    m.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{m:?}").to_lowercase())
 }

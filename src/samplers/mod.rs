@@ -1,4 +1,4 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS) over any [`ScoreModel`] and
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC) over any [`ScoreModel`] and
 //! [`Operator`], sharing one step-kernel family (`shaders/sampler.wgsl`), the
 //! schedule code and the batched CG solver.
 //!
@@ -31,9 +31,8 @@
 //!    at [`Method`]'s definition (`methods! { ... }` below): `Name =>
 //!    name::Type,` makes `Method::Name` (the CLI value `name`) and plans it.
 //!
-//! Code outside this module that matches on [`Method`] by hand (display
-//! names in `src/cli/sampling.rs`) needs its arm too; the compiler points
-//! there.
+//! Nothing outside this module lists the methods: the CLI takes their names
+//! from clap's `ValueEnum` (`cli::sampling::method_name`).
 
 pub mod cdps;
 pub mod cg;

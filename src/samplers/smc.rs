@@ -70,7 +70,20 @@ struct Gathered {
     twist: Tensor,
 }
 
+/// Per-step buffers only the plans read.
+#[allow(dead_code)]
+struct Scratch {
+    x0: Tensor,
+    mask: Tensor,
+    ax: Tensor,
+    r: Tensor,
+    g: Tensor,
+    h: Tensor,
+    lpq: Tensor,
+}
+
 /// The buffers and plans of one SMC run.
+#[allow(dead_code)]
 pub struct Smc {
     pub pop: Population,
     /// Particles per population.
@@ -85,10 +98,16 @@ pub struct Smc {
     lpq_sum: RowReduce,
     twist_out: Tensor,
     gathered: Gathered,
-    _keep: Vec<Tensor>,
-    _uniforms: Vec<wgpu::Buffer>,
-    _mask: Elementwise,
-    _rr: RowReduce,
+    /// Held for the plans' bind groups: x0hat and the clamp mask [N, ...],
+    /// A x0hat and the residual [N, m], g = mask A^T r and h = J^T g [N, ...],
+    /// log p/q per element [N, ...].
+    scratch: Scratch,
+    /// The gathers' uniforms.
+    gather_uniforms: Vec<wgpu::Buffer>,
+    /// g *= mask
+    masker: Elementwise,
+    /// |y - A x0hat|^2 per particle
+    rr: RowReduce,
 }
 
 impl MethodStep for Smc {
@@ -236,10 +255,18 @@ impl MethodStep for Smc {
                 lpq_sum,
                 twist_out,
                 gathered,
-                _keep: vec![x0, mask, ax, r, g, h, lpq],
-                _uniforms: uniforms,
-                _mask: masker,
-                _rr: rr,
+                scratch: Scratch {
+                    x0,
+                    mask,
+                    ax,
+                    r,
+                    g,
+                    h,
+                    lpq,
+                },
+                gather_uniforms: uniforms,
+                masker,
+                rr,
             },
             plan,
         ))
