@@ -108,7 +108,7 @@ fn normalise_cumsum_and_ancestors_match_cpu() {
                 assert!(ess < 1.5 / p as f64, "{what}: one dominant particle, ESS {ess}");
             }
             let want_anc: Vec<u32> = if resampled {
-                systematic_cpu(&cdf, (u as f32 + k as f32 * 0.618_034) as f64)
+                systematic_cpu(&cdf, (u + k as f32 * 0.618_034) as f64)
                     .iter()
                     .map(|&a| (k * p + a) as u32)
                     .collect()

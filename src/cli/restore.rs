@@ -62,18 +62,18 @@ pub struct Job {
     pub sigma_y: f32,
 }
 
-/// Runs one job with the progress bar; returns the restoration, the planning
-/// seconds and the operator's output shape.
+/// Runs one job (`args`' method, sampling options and sample count, `batch`
+/// samples at a time) with the progress bar; returns the restoration, the
+/// planning seconds and the operator's output shape.
 pub fn run_job(
     gpu: &Gpu,
     prior: &Prior,
     job: &Job,
-    method: Method,
-    sampling: &SamplingArgs,
-    samples: usize,
+    args: &RestoreArgs,
     batch: usize,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
+    let (method, sampling, samples) = (args.method, &args.sampling, args.samples);
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
     let opts = sampling.options(default_zeta(job.resolved.task), true, VarianceType::FixedLarge);
@@ -179,7 +179,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         pb.set_message(format!("{} {}", method_name(args.method), job.name));
-        let (r, plan_s, op_out) = run_job(&gpu, &prior, job, args.method, &args.sampling, args.samples, batch, &pb)?;
+        let (r, plan_s, op_out) = run_job(&gpu, &prior, job, &args, batch, &pb)?;
         let t_write = Instant::now();
         write_outputs(&dir, job, &r, in_shape, op_out)?;
         let write_s = t_write.elapsed().as_secs_f64();
