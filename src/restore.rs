@@ -266,7 +266,7 @@ impl<'a> Restore<'a> {
 
     /// Restoration for an embedding application, entirely on the GPU: `y`
     /// [N, out_shape] (one measurement per image) and `out` [N, in_shape] are
-    /// tensors on buffers the caller owns (`Tensor { buffer, shape }` wraps
+    /// tensors on buffers the caller owns (`Tensor::wrap(buffer, shape)` wraps
     /// any storage buffer with COPY_SRC/COPY_DST/STORAGE usage). Nothing is
     /// read back; the callback sees each step and can cancel.
     pub fn on_gpu(
