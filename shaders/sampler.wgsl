@@ -260,3 +260,59 @@ fn dps_direction_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
         o_r[base + i] = select(0.0, -o_r[base + i] / nrm, nrm > 0.0);
     }
 }
+
+// ---- SMC, the twisted diffusion sampler (src/samplers/smc.rs) ----
+// Twist: log p~_t(y | x_t) = -|y - A x0hat(x_t)|^2 / (2 v_t); its method block
+// holds 1 / v_t (1 / sigma_y^2 for the final, exact weighing).
+fn smc_inv_twist_var() -> f32 { return s.method[0].x; }
+
+// One thread per particle: logw += twist_t(x_t) - twist_{t+1}(x_{t+1}) + log p/q of
+// the last proposal (lpq, summed per particle); twist_out <- twist_t(x_t).
+// rr = |y - A x0hat|^2 per particle; twist_in is the last step's twist, resampled.
+@group(0) @binding(1) var<storage, read> tw_rr: array<f32>;
+@group(0) @binding(2) var<storage, read> tw_lpq: array<f32>;
+@group(0) @binding(3) var<storage, read> tw_twist_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> tw_twist_out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> tw_logw: array<f32>;
+
+@compute @workgroup_size(256)
+fn tds_weigh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let k = index(gid, nwg);
+    if (k >= arrayLength(&tw_logw)) { return; }
+    let twist = -0.5 * tw_rr[k] * smc_inv_twist_var();
+    tw_logw[k] += twist - tw_twist_in[k] + tw_lpq[k];
+    tw_twist_out[k] = twist;
+}
+
+// The proposal: x' ~ N(mean + shift, sigma^2) with shift = sigma^2 (g - b h) / (a v_t),
+// g = mask A^T r and h = J_eps^T g (so (g - b h) / (a v_t) is the twist's gradient),
+// and per element log p(x'|x) - log q(x'|x) = -shift^2 / (2 sigma^2) - shift z / sigma.
+// With noise off (the last step) the move is the plain mean and log p/q = 0.
+// x_in (the resampled population) and x are separate.
+@group(0) @binding(1) var<storage, read> tp_eps: array<f32>;
+@group(0) @binding(2) var<storage, read> tp_v: array<f32>;
+@group(0) @binding(3) var<storage, read> tp_z: array<f32>;
+@group(0) @binding(4) var<storage, read> tp_g: array<f32>;
+@group(0) @binding(5) var<storage, read> tp_h: array<f32>;
+@group(0) @binding(6) var<storage, read> tp_xin: array<f32>;
+@group(0) @binding(7) var<storage, read_write> tp_x: array<f32>;
+@group(0) @binding(8) var<storage, read_write> tp_lpq: array<f32>;
+
+@compute @workgroup_size(256)
+fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let x = tp_xin[i];
+    let mean = s.coef1 * tweedie_x0(x, tp_eps[i]) + s.coef2 * x;
+    if (noise_on() == 0.0) {
+        tp_x[i] = mean;
+        tp_lpq[i] = 0.0;
+        return;
+    }
+    let var_ = exp(log_variance(tp_v[min(i, arrayLength(&tp_v) - 1u)]));
+    let sigma = sqrt(var_);
+    let shift = var_ * smc_inv_twist_var() * (tp_g[i] - s.b_t * tp_h[i]) / s.a_t;
+    let z = tp_z[i];
+    tp_x[i] = mean + shift + sigma * z;
+    tp_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
+}

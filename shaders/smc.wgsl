@@ -9,9 +9,9 @@
 //                   (u_j = (j + u) / P, the first k with cdf_k > u_j), or the
 //                   identity where the population was not resampled
 //   smc_gather    : one thread per element: dst[k] = src[ancestor[k]]
-//   tds_weigh     : one thread per particle: the twisted-diffusion weight update
-//   tds_step      : one thread per element: the twisted proposal and its
-//                   per-element log p / q terms
+//   smc_rows      : one thread per particle: row sums for short rows
+// The twisted diffusion sampler's own step (tds_weigh, tds_step) reads the
+// shared step uniform and lives in shaders/sampler.wgsl.
 
 struct Smc {
     particles: u32,    // P
@@ -197,90 +197,6 @@ fn smc_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (i >= gp.total) { return; }
     let k = i / gp.per;
     g_dst[i] = g_src[g_anc[k] * gp.per + i % gp.per];
-}
-
-// ---- the twisted diffusion sampler's step (TDS, Wu et al. 2023) ----
-// Twist: log p~_t(y | x_t) = -|y - A x0hat(x_t)|^2 / (2 v_t), v_t = sigma_y^2 + (1 - abar_t) / abar_t.
-// Proposal: x' ~ N(mu(x_t) + Sigma grad log p~_t, Sigma), Sigma the reverse kernel's (diagonal) variance.
-struct Tds {
-    n: u32,             // elements in x
-    per: u32,           // elements per particle
-    flags: u32,         // 1: clip x0hat; 2: add noise (and guidance); 4: learned sigma
-    _pad: u32,
-    a_t: f32,
-    b_t: f32,
-    coef1: f32,
-    coef2: f32,
-    log_var_min: f32,
-    log_var_max: f32,
-    log_var_fixed: f32,
-    inv_twist_var: f32, // 1 / v_t
-}
-
-const CLIP: u32 = 1u;
-const NOISE: u32 = 2u;
-const LEARNED: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> t: Tds;
-
-// One thread per particle: logw += twist_t(x_t) - twist_{t+1}(x_{t+1}) + log p/q of
-// the last proposal (lpq, summed per particle); twist_out <- twist_t(x_t).
-// rr = |y - A x0hat|^2 per particle; twist_in is the last step's twist, resampled.
-@group(0) @binding(1) var<storage, read> w_rr: array<f32>;
-@group(0) @binding(2) var<storage, read> w_lpq: array<f32>;
-@group(0) @binding(3) var<storage, read> w_twist_in: array<f32>;
-@group(0) @binding(4) var<storage, read_write> w_twist_out: array<f32>;
-@group(0) @binding(5) var<storage, read_write> w_logw: array<f32>;
-
-@compute @workgroup_size(256)
-fn tds_weigh(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let k = gid.x;
-    if (k >= arrayLength(&w_logw)) { return; }
-    let twist = -0.5 * w_rr[k] * t.inv_twist_var;
-    w_logw[k] += twist - w_twist_in[k] + w_lpq[k];
-    w_twist_out[k] = twist;
-}
-
-// g = mask * A^T r (v_t times the gradient of the twist with respect to
-// x0hat), h = J_eps^T g: grad_{x_t} log p~_t = (g - b h) / (a v_t). With
-// noise off (the last step) the move is the plain mean and log p/q = 0.
-// x_in and x_out are separate (x_in is the resampled population).
-@group(0) @binding(1) var<storage, read> p_eps: array<f32>;
-@group(0) @binding(2) var<storage, read> p_v: array<f32>;
-@group(0) @binding(3) var<storage, read> p_z: array<f32>;
-@group(0) @binding(4) var<storage, read> p_g: array<f32>;
-@group(0) @binding(5) var<storage, read> p_h: array<f32>;
-@group(0) @binding(6) var<storage, read> p_xin: array<f32>;
-@group(0) @binding(7) var<storage, read_write> p_x: array<f32>;
-@group(0) @binding(8) var<storage, read_write> p_lpq: array<f32>; // per element: log p(x'|x) - log q(x'|x)
-
-@compute @workgroup_size(256)
-fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
-    if (i >= t.n) { return; }
-    let x = p_xin[i];
-    var x0 = (x - t.b_t * p_eps[i]) / t.a_t;
-    if ((t.flags & CLIP) != 0u) {
-        x0 = clamp(x0, -1.0, 1.0);
-    }
-    let mean = t.coef1 * x0 + t.coef2 * x;
-    var log_var = t.log_var_fixed;
-    if ((t.flags & LEARNED) != 0u) {
-        let frac = (p_v[min(i, arrayLength(&p_v) - 1u)] + 1.0) * 0.5;
-        log_var = frac * t.log_var_max + (1.0 - frac) * t.log_var_min;
-    }
-    if ((t.flags & NOISE) == 0u) {
-        p_x[i] = mean;
-        p_lpq[i] = 0.0;
-        return;
-    }
-    let var_ = exp(log_var);
-    let sigma = sqrt(var_);
-    let shift = var_ * t.inv_twist_var * (p_g[i] - t.b_t * p_h[i]) / t.a_t;
-    let z = p_z[i];
-    p_x[i] = mean + shift + sigma * z;
-    // log N(x'; mean, var) - log N(x'; mean + shift, var) with x' - mean - shift = sigma z
-    p_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
 }
 
 // ---- per-particle row reductions for short rows (one thread per row) ----

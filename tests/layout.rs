@@ -75,9 +75,6 @@ fn twins() -> Vec<Twin> {
         twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, threshold, u }),
         twin!(SMC, "Gather" => smc::GatherParams { per, total }),
         twin!(SMC, "Rows" => smc::RowsParams { rows, per, square }),
-        twin!(SMC, "Tds" => smc::TdsParams {
-            n, per, flags, a_t, b_t, coef1, coef2, log_var_min, log_var_max, log_var_fixed, inv_twist_var
-        }),
     ]
 }
 

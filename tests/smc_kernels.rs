@@ -2,14 +2,17 @@
 //! log-sum-exp normalisation and ESS, the prefix sum, systematic ancestors and
 //! the gather, on particle counts that are not multiples of the workgroup
 //! size, several populations at once, and a weight vector with one dominant
-//! particle; the twisted-diffusion weight update and proposal.
+//! particle; the twisted-diffusion weight update and proposal (in
+//! shaders/sampler.wgsl, on the shared step uniform).
 
 mod common;
 use common::*;
 
 use rand::Rng;
-use tweedie::gpu::{dispatch_groups, Dispatch, Plan, SMC, WG1D};
-use tweedie::kernels::smc::{Population, TdsParams, STATS, STAT_ESS, STAT_ESS_SUM, STAT_EVENTS, STAT_RESAMPLED};
+use tweedie::gpu::{dispatch_groups, Dispatch, Plan, SAMPLER, WG1D};
+use tweedie::kernels::smc::{Population, STATS, STAT_ESS, STAT_ESS_SUM, STAT_EVENTS, STAT_RESAMPLED};
+use tweedie::samplers::smc::SmcStep;
+use tweedie::samplers::{MethodBlock, StepParams};
 use tweedie::Tensor;
 
 /// Normalised weights, ESS / P, and the inclusive cdf of one population (f64).
@@ -218,7 +221,8 @@ fn tds_weigh_and_step_match_cpu() {
         vec(n_part),
     );
     for flags in [1u32 | 2, 2 | 4, 0, 1] {
-        let params = TdsParams {
+        let inv_twist_var = 2.5f32;
+        let params = StepParams {
             n: n as u32,
             per: per as u32,
             flags,
@@ -229,8 +233,8 @@ fn tds_weigh_and_step_match_cpu() {
             log_var_min: -4.0,
             log_var_max: -2.0,
             log_var_fixed: -3.0,
-            inv_twist_var: 2.5,
-            ..TdsParams::default()
+            method: MethodBlock::of(&SmcStep { inv_twist_var }),
+            ..StepParams::default()
         };
         let u = gpu.uniform("tds", &params);
         let t = |name: &str, d: &[f32]| Tensor::from_slice(&gpu, name, &[d.len()], d).unwrap();
@@ -250,7 +254,7 @@ fn tds_weigh_and_step_match_cpu() {
             steps: vec![
                 Dispatch::new(
                     &gpu,
-                    &SMC,
+                    &SAMPLER,
                     "tds_step",
                     &[],
                     &[
@@ -269,7 +273,7 @@ fn tds_weigh_and_step_match_cpu() {
                 .unwrap(),
                 Dispatch::new(
                     &gpu,
-                    &SMC,
+                    &SAMPLER,
                     "tds_weigh",
                     &[],
                     &[&u, &trr.buffer, &tlpq.buffer, &tprev.buffer, &ttw.buffer, &tlogw.buffer],
@@ -300,7 +304,7 @@ fn tds_weigh_and_step_match_cpu() {
                 continue;
             }
             let var = lv.exp();
-            let shift = var * params.inv_twist_var as f64 * (g[i] as f64 - b * h[i] as f64) / a;
+            let shift = var * inv_twist_var as f64 * (g[i] as f64 - b * h[i] as f64) / a;
             let xn = mean + shift + var.sqrt() * z[i] as f64;
             // log N(xn; mean, var) - log N(xn; mean + shift, var), written out
             let lp = -(xn - mean).powi(2) / (2.0 * var) + (xn - mean - shift).powi(2) / (2.0 * var);
@@ -316,7 +320,7 @@ fn tds_weigh_and_step_match_cpu() {
             1e-4,
             1e-4,
         );
-        let twist: Vec<f32> = rr.iter().map(|&q| -0.5 * q * params.inv_twist_var).collect();
+        let twist: Vec<f32> = rr.iter().map(|&q| -0.5 * q * inv_twist_var).collect();
         let want_w: Vec<f32> = (0..n_part).map(|k| logw[k] + twist[k] - prev[k] + lpq[k]).collect();
         assert_close("tds_weigh: log w", &tlogw.read(&gpu).unwrap(), &want_w, 1e-5, 1e-5);
         assert_close(

@@ -43,24 +43,6 @@ impl GatherParams {
     }
 }
 
-/// Mirrors `Tds` in shaders/smc.wgsl: the twisted diffusion sampler's step.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-pub struct TdsParams {
-    pub n: u32,
-    pub per: u32,
-    pub flags: u32,
-    pub _pad: u32,
-    pub a_t: f32,
-    pub b_t: f32,
-    pub coef1: f32,
-    pub coef2: f32,
-    pub log_var_min: f32,
-    pub log_var_max: f32,
-    pub log_var_fixed: f32,
-    pub inv_twist_var: f32,
-}
-
 /// Mirrors `Rows` in shaders/smc.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]

@@ -255,7 +255,7 @@ pub struct StepParams {
     /// `residual`: r = y - resid_scale (A x)
     pub resid_scale: f32,
     /// aligns `method` to 16 bytes, as WGSL's uniform layout does
-    _pad: [u32; 2],
+    pub _pad: [u32; 2],
     /// the method's own scalars (see [`MethodBlock`])
     pub method: MethodBlock,
 }

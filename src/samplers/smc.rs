@@ -51,11 +51,12 @@
 use rand::{Rng, SeedableRng};
 
 use super::{
-    need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel, StepParams,
+    need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel,
+    StepParams,
 };
-use crate::gpu::{dispatch_groups, Dispatch, Plan, SMC, WG1D};
+use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::smc::{Population, PopulationStats, RowReduce, TdsParams};
+use crate::kernels::smc::{Population, PopulationStats, RowReduce};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -68,6 +69,14 @@ struct Gathered {
     g: Tensor,
     h: Tensor,
     twist: Tensor,
+}
+
+/// SMC's block of the step uniform (`smc_inv_twist_var()` in shaders/sampler.wgsl).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SmcStep {
+    /// 1 / v_t, v_t = sigma_y^2 + (1 - abar_t) / abar_t; 1 / sigma_y^2 at the end
+    pub inv_twist_var: f32,
 }
 
 /// Per-step buffers only the plans read.
@@ -89,8 +98,6 @@ pub struct Smc {
     /// Particles per population.
     pub particles: usize,
     y: Tensor,
-    tds: wgpu::Buffer,
-    final_tds: wgpu::Buffer,
     /// Runs after step 0: the exact likelihood, the final forced resampling.
     final_plan: Plan,
     sigma_y2: f32,
@@ -158,28 +165,22 @@ impl MethodStep for Smc {
             twist: Tensor::zeros(gpu, "resampled twist", &[n])?,
         };
         let pop = Population::new(gpu, particles, n / particles, core.opts.ess_threshold)?;
-        let tds = gpu.uniform("tds step", &TdsParams::default());
-        let final_tds = gpu.uniform("tds final", &TdsParams::default());
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
-        let weigh = |uniform: &wgpu::Buffer| {
-            Dispatch::new(
-                gpu,
-                &SMC,
-                "tds_weigh",
-                &[],
-                &[
-                    uniform,
-                    &rr.out.buffer,
-                    &lpq_sum.out.buffer,
-                    &gathered.twist.buffer,
-                    &twist_out.buffer,
-                    &pop.logw.buffer,
-                ],
-                dispatch_groups(n, WG1D),
-            )
-        };
+        // Reads the step uniform's method block (1 / v_t, or 1 / sigma_y^2 at the end).
+        let weigh = core.kernel(
+            gpu,
+            "tds_weigh",
+            &[
+                &rr.out.buffer,
+                &lpq_sum.out.buffer,
+                &gathered.twist.buffer,
+                &twist_out.buffer,
+                &pop.logw.buffer,
+            ],
+            n,
+        )?;
         let mut uniforms = Vec::new();
 
         // 1. The twist and its gradient at x_t.
@@ -197,7 +198,7 @@ impl MethodStep for Smc {
         plan.push(masker.dispatch.clone());
         plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g, &h)?);
         // 2-3. Weigh, normalise, resample, gather what the proposal reads.
-        plan.push(weigh(&tds)?);
+        plan.push(weigh.clone());
         plan.extend(pop.weigh.clone());
         let mut gather = |src: &Tensor, dst: &Tensor, plan: &mut Plan| -> Result<(), SamplerError> {
             let (d, u) = pop.gather(gpu, src, dst)?;
@@ -215,13 +216,10 @@ impl MethodStep for Smc {
         gather(&twist_out, &gathered.twist, &mut plan)?;
         // 4. The twisted proposal and its log p/q per particle.
         plan.push(core.z_dispatch());
-        plan.push(Dispatch::new(
+        plan.push(core.kernel(
             gpu,
-            &SMC,
             "tds_step",
-            &[],
             &[
-                &tds,
                 &gathered.eps.buffer,
                 &gathered.v.as_ref().unwrap_or(&core.v).buffer,
                 &core.z.buffer,
@@ -231,7 +229,7 @@ impl MethodStep for Smc {
                 &core.x.buffer,
                 &lpq.buffer,
             ],
-            dispatch_groups(n * per, WG1D),
+            n * per,
         )?);
         plan.extend(lpq_sum.plan.clone());
 
@@ -239,7 +237,7 @@ impl MethodStep for Smc {
         let mut final_plan = m.op.forward(gpu, &core.x, &ax)?;
         final_plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
         final_plan.extend(rr.plan.clone());
-        final_plan.push(weigh(&final_tds)?);
+        final_plan.push(weigh);
         final_plan.extend(pop.weigh.clone());
         gather(&core.x, &gathered.x, &mut final_plan)?;
 
@@ -248,8 +246,6 @@ impl MethodStep for Smc {
                 pop,
                 particles,
                 y,
-                tds,
-                final_tds,
                 final_plan,
                 sigma_y2: m.sigma_y * m.sigma_y,
                 lpq_sum,
@@ -291,8 +287,9 @@ impl MethodStep for Smc {
         p.resid_scale = 1.0;
         let abar = core.schedule.alphas_cumprod[i];
         let v = self.sigma_y2 as f64 + (1.0 - abar) / abar;
-        let t = Self::tds_params(p, (1.0 / v) as f32);
-        gpu.queue.write_buffer(&self.tds, 0, bytemuck::bytes_of(&t));
+        p.method = MethodBlock::of(&SmcStep {
+            inv_twist_var: (1.0 / v) as f32,
+        });
         self.pop.set(gpu, Self::offset(core.opts.seed, i), false);
     }
 
@@ -310,8 +307,14 @@ impl MethodStep for Smc {
     /// After step 0: the exact likelihood, the forced final resampling, and the
     /// resampled population copied into x.
     fn finish(&self, gpu: &Gpu, core: &Core, p: &StepParams) -> Result<(), SamplerError> {
-        let t = Self::tds_params(p, 1.0 / self.sigma_y2);
-        gpu.queue.write_buffer(&self.final_tds, 0, bytemuck::bytes_of(&t));
+        // The exact likelihood: step 0's scalars with 1 / sigma_y^2 as the twist's.
+        let last = StepParams {
+            method: MethodBlock::of(&SmcStep {
+                inv_twist_var: 1.0 / self.sigma_y2,
+            }),
+            ..*p
+        };
+        gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&last));
         self.pop
             .set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
         self.final_plan.run(gpu)?;
@@ -331,22 +334,5 @@ impl Smc {
     fn offset(seed: u64, i: usize) -> f32 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         rng.random::<f32>()
-    }
-
-    fn tds_params(p: &StepParams, inv_twist_var: f32) -> TdsParams {
-        TdsParams {
-            n: p.n,
-            per: p.per,
-            flags: p.flags,
-            a_t: p.a_t,
-            b_t: p.b_t,
-            coef1: p.coef1,
-            coef2: p.coef2,
-            log_var_min: p.log_var_min,
-            log_var_max: p.log_var_max,
-            log_var_fixed: p.log_var_fixed,
-            inv_twist_var,
-            ..TdsParams::default()
-        }
     }
 }
