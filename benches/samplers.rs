@@ -33,7 +33,15 @@ fn bench(c: &mut Criterion) {
     let base = Schedule::linear(1000, 1000).unwrap();
     for name in ["d8_m2", "d80_m4"] {
         let p = GmmProblem::load(fixture(&format!("{name}.safetensors"))).unwrap();
-        let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
+        let model = GmmPrior::new(
+            &gpu,
+            &p.weights,
+            &p.means,
+            &p.vars,
+            p.d,
+            &tweedie::process::Process::default(),
+        )
+        .unwrap();
         let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
         let mut group = c.benchmark_group(format!("gmm/{name}/N={n}"));
         group

@@ -1,11 +1,15 @@
-// Exact noise prediction of a Gaussian-mixture prior with diagonal covariances,
-// and its vector-Jacobian product. At timestep t (a = sqrt(abar_t), b = sqrt(1 - abar_t)):
+// Exact prediction of a Gaussian-mixture prior with diagonal covariances, and its
+// vector-Jacobian product, for a VP diffusion (the noise eps; a = sqrt(abar_t),
+// b = sqrt(1 - abar_t), t a timestep index) or a flow (the velocity
+// u = E[eps - x0 | x_t]; a = 1 - t, b = t, t in [0, 1]):
 //   p_t(x) = sum_k w_k N(x; a mu_k, diag(var_kt)),   var_kt = a^2 Sigma_k + b^2
 //   s_k = -(x - a mu_k) / var_kt,   r_k = responsibilities,   s = sum_k r_k s_k
-//   eps = -b s
-// The Jacobian of s is sum_k r_k diag(-1/var_kt) + sum_k r_k s_k (s_k - s)^T (the
-// responsibilities move with x: grad r_k = r_k (s_k - s)); it is symmetric, so
-//   J^T g = sum_k r_k [ -g / var_kt + (s_k - s) (s_k . g) ],   d eps/dx^T g = -b J^T g.
+// Both outputs are sum_k r_k f_k with f_k = c_k (x - a mu_k) + m mu_k:
+//   eps:      c_k = b / var_kt,                 m = 0   (eps = -b s)
+//   velocity: c_k = (b - a Sigma_k) / var_kt,   m = -1  (E[eps|x,k] - E[x0|x,k]),
+// finite at a = 0 where the flow starts. The responsibilities move with x
+// (grad r_k = r_k (s_k - s)), so
+//   (d out / dx)^T g = sum_k r_k [ c_k g + (s_k - s) (f_k . g) ].
 // gmm_logits is one thread per sample (it normalises the responsibilities in
 // place), the others one thread per (sample, component) or (sample, element);
 // no shared memory: K and d are small and lavapipe barriers are slow.
@@ -17,6 +21,10 @@ struct Params {
     d: u32,
     k: u32,
     steps: u32,  // entries in the abar table (timesteps are clamped into it)
+    flow: u32,   // 1: flow process, velocity output; 0: VP, eps output
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const WG: u32 = 256u;
@@ -36,6 +44,10 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 
 // (a_t, b_t) of sample n's timestep.
 fn coeffs(n: u32) -> vec2<f32> {
+    if (p.flow != 0u) {
+        let t = clamp(tsteps[n], 0.0, 1.0);
+        return vec2<f32>(1.0 - t, t);
+    }
     let ti = u32(clamp(round(tsteps[n]), 0.0, f32(p.steps - 1u)));
     let ab = abar[ti];
     return vec2<f32>(sqrt(ab), sqrt(1.0 - ab));
@@ -45,8 +57,26 @@ fn mean_at(k: u32, j: u32) -> f32 {
     return prior[p.k + k * p.d + j];
 }
 
+fn sigma_at(k: u32, j: u32) -> f32 {
+    return prior[p.k + p.k * p.d + k * p.d + j];
+}
+
 fn var_at(k: u32, j: u32, ab: vec2<f32>) -> f32 {
-    return ab.x * ab.x * prior[p.k + p.k * p.d + k * p.d + j] + ab.y * ab.y;
+    return ab.x * ab.x * sigma_at(k, j) + ab.y * ab.y;
+}
+
+// c_k of the output's per-component map (see the top).
+fn out_coef(k: u32, j: u32, ab: vec2<f32>) -> f32 {
+    if (p.flow != 0u) {
+        return (ab.y - ab.x * sigma_at(k, j)) / var_at(k, j, ab);
+    }
+    return ab.y / var_at(k, j, ab);
+}
+
+// f_k(x)_j, component k's output.
+fn out_k(k: u32, j: u32, xj: f32, ab: vec2<f32>) -> f32 {
+    let f = out_coef(k, j, ab) * (xj - ab.x * mean_at(k, j));
+    return select(f, f - mean_at(k, j), p.flow != 0u);
 }
 
 // logits[n, k] <- responsibilities r_k(x_n): one thread per sample computes
@@ -86,7 +116,7 @@ fn resp(n: u32, k: u32) -> f32 {
 
 @group(0) @binding(6) var<storage, read_write> eps: array<f32>;
 
-// eps[n, j] = -b s_j
+// eps[n, j] (or the velocity) = sum_k r_k f_k
 @compute @workgroup_size(WG)
 fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
@@ -95,17 +125,17 @@ fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let j = idx % p.d;
     let ab = coeffs(n);
     let xj = x[idx];
-    var s = 0.0;
+    var o = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+        o += resp(n, k) * out_k(k, j, xj, ab);
     }
-    eps[idx] = -ab.y * s;
+    eps[idx] = o;
 }
 
 @group(0) @binding(6) var<storage, read> cot: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dots: array<f32>;
 
-// dots[n, k] = r_k (s_k . g)
+// dots[n, k] = r_k (f_k . g)
 @compute @workgroup_size(WG)
 fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
@@ -115,8 +145,7 @@ fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let ab = coeffs(n);
     var c = 0.0;
     for (var j = 0u; j < p.d; j++) {
-        let sk = -(x[n * p.d + j] - ab.x * mean_at(k, j)) / var_at(k, j, ab);
-        c += sk * cot[n * p.d + j];
+        c += out_k(k, j, x[n * p.d + j], ab) * cot[n * p.d + j];
     }
     dots[idx] = resp(n, k) * c;
 }
@@ -124,7 +153,7 @@ fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @group(0) @binding(7) var<storage, read> dots_in: array<f32>;
 @group(0) @binding(8) var<storage, read_write> dx: array<f32>;
 
-// dx[n, j] = -b (J^T g)_j
+// dx[n, j] = sum_k r_k c_k g_j + (s_k - s)_j dots[n, k]
 @compute @workgroup_size(WG)
 fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
@@ -142,7 +171,7 @@ fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     for (var k = 0u; k < p.k; k++) {
         let v = var_at(k, j, ab);
         let sk = -(xj - ab.x * mean_at(k, j)) / v;
-        acc += -resp(n, k) * g / v + (sk - s) * dots_in[n * p.k + k];
+        acc += resp(n, k) * out_coef(k, j, ab) * g + (sk - s) * dots_in[n * p.k + k];
     }
-    dx[idx] = -ab.y * acc;
+    dx[idx] = acc;
 }

@@ -1,7 +1,10 @@
 // The reverse-step kernels shared by the samplers (src/samplers/). Per-step
 // scalars arrive in one uniform block the sampler rewrites before each
 // submission; one thread per element, no shared memory.
-// Notation: a = sqrt(abar_t), b = sqrt(1 - abar_t), x0hat = (x - b eps) / a.
+// Notation: x_t = a x0 + b eps (VP: a = sqrt(abar_t), b = sqrt(1 - abar_t); flow:
+// a = 1 - t, b = t). The model's output o (called eps in the buffer names: the
+// noise for an eps-model, else x0, v or a velocity) maps to the estimates
+// x0hat = x0_x x + x0_out o and epshat = eps_x x + eps_out o (src/process.rs).
 
 // Mirrors `StepParams` in src/samplers/mod.rs. The head is the same for every
 // method (`Core::base_params`, plus the guidance and residual scale the method
@@ -23,6 +26,10 @@ struct Step {
     guide: f32,         // ddpm_step: coefficient of g (set by the method, 0 for DDPM)
     guide2: f32,        // ddpm_step: coefficient of h
     resid_scale: f32,   // residual: r = y - resid_scale * (A x)
+    x0_x: f32,          // x0hat = x0_x x + x0_out o
+    x0_out: f32,
+    eps_x: f32,         // epshat = eps_x x + eps_out o
+    eps_out: f32,
     _pad0: u32,
     _pad1: u32,
     method: array<vec4<f32>, 3>, // the method's own block (12 words)
@@ -39,8 +46,12 @@ fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }
 
+fn raw_x0(x: f32, o: f32) -> f32 {
+    return s.x0_x * x + s.x0_out * o;
+}
+
 fn tweedie_x0(x: f32, e: f32) -> f32 {
-    let x0 = (x - s.b_t * e) / s.a_t;
+    let x0 = raw_x0(x, e);
     if ((s.flags & CLIP) != 0u) {
         return clamp(x0, -1.0, 1.0);
     }
@@ -77,6 +88,19 @@ fn ddpm_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     d_x[i] = mean + noise_on() * sigma * d_z[i] + s.guide * d_g[i] + s.guide2 * d_h[i];
 }
 
+// ---- epshat = eps_x x + eps_out o, for a method that needs the noise estimate
+// itself of a model that predicts something else (C-DPS's A eps) ----
+@group(0) @binding(1) var<storage, read> e_x: array<f32>;
+@group(0) @binding(2) var<storage, read> e_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> e_eps: array<f32>;
+
+@compute @workgroup_size(256)
+fn eps_estimate(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    e_eps[i] = s.eps_x * e_x[i] + s.eps_out * e_out[i];
+}
+
 // ---- x0hat and the clamp's derivative mask (DPS) ----
 @group(0) @binding(1) var<storage, read> w_x: array<f32>;
 @group(0) @binding(2) var<storage, read> w_eps: array<f32>;
@@ -87,7 +111,7 @@ fn ddpm_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 fn x0_and_mask(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= s.n) { return; }
-    let raw = (w_x[i] - s.b_t * w_eps[i]) / s.a_t;
+    let raw = raw_x0(w_x[i], w_eps[i]);
     var inside = true;
     if ((s.flags & CLIP) != 0u) {
         inside = raw >= -1.0 && raw <= 1.0;
@@ -284,8 +308,8 @@ fn tds_weigh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     tw_twist_out[k] = twist;
 }
 
-// The proposal: x' ~ N(mean + shift, sigma^2) with shift = sigma^2 (g - b h) / (a v_t),
-// g = mask A^T r and h = J_eps^T g (so (g - b h) / (a v_t) is the twist's gradient),
+// The proposal: x' ~ N(mean + shift, sigma^2) with shift = sigma^2 (x0_x g + x0_out h) / v_t,
+// g = mask A^T r and h = J_o^T g (so (x0_x g + x0_out h) / v_t is the twist's gradient),
 // and per element log p(x'|x) - log q(x'|x) = -shift^2 / (2 sigma^2) - shift z / sigma.
 // With noise off (the last step) the move is the plain mean and log p/q = 0.
 // x_in (the resampled population) and x are separate.
@@ -311,7 +335,7 @@ fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
     let var_ = exp(log_variance(tp_v[min(i, arrayLength(&tp_v) - 1u)]));
     let sigma = sqrt(var_);
-    let shift = var_ * smc_inv_twist_var() * (tp_g[i] - s.b_t * tp_h[i]) / s.a_t;
+    let shift = var_ * smc_inv_twist_var() * (s.x0_x * tp_g[i] + s.x0_out * tp_h[i]);
     let z = tp_z[i];
     tp_x[i] = mean + shift + sigma * z;
     tp_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;

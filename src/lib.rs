@@ -58,6 +58,7 @@ pub mod io;
 pub mod kernels;
 pub mod metrics;
 pub mod operators;
+pub mod process;
 pub mod tensor;
 
 pub use gpu::{Gpu, GpuError};

@@ -66,11 +66,11 @@ fn twins() -> Vec<Twin> {
         twin!(RESAMPLE, "Params" => resample::ResampleParams { n, c, h, w, ho, wo, c_total, c_off, accumulate }),
         twin!(TIMESTEP, "Params" => timestep::TimestepParams { n, dim, half, cos_first }),
         twin!(DENSE, "Params" => DenseParams { rows, cols, batch }),
-        twin!(GMM, "Params" => GmmParams { batch, d, k, steps }),
+        twin!(GMM, "Params" => GmmParams { batch, d, k, steps, flow }),
         twin!(CG, "Params" => CgParams { per, chunks, batch, tol2, gamma }),
         twin!(SAMPLER, "Step" => StepParams {
             n, per, m_per, flags, a_t, b_t, coef1, coef2, log_var_min, log_var_max, log_var_fixed, guide,
-            guide2, resid_scale, method
+            guide2, resid_scale, x0_x, x0_out, eps_x, eps_out, method
         }),
         twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, threshold, u }),
         twin!(SMC, "Gather" => smc::GatherParams { per, total }),

@@ -127,7 +127,15 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
     let s = setup();
     let base = Schedule::linear(1000, 1000).unwrap();
     let sched = Schedule::linear(1000, STEPS).unwrap();
-    let model = GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &base.alphas_cumprod).unwrap();
+    let model = GmmPrior::new(
+        &gpu,
+        &s.w32,
+        &s.mu32,
+        &s.var32,
+        D,
+        &tweedie::process::Process::default(),
+    )
+    .unwrap();
     let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
     let mut r = rng(42);
     let zeta = 0.5;
@@ -410,10 +418,17 @@ impl ScoreModel for LearnedSigma {
 fn learned_sigma_variance_is_used() {
     let gpu = gpu();
     let s = setup();
-    let base = Schedule::linear(1000, 1000).unwrap();
     let sched = Schedule::linear(1000, STEPS).unwrap();
     let model = LearnedSigma {
-        inner: GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &base.alphas_cumprod).unwrap(),
+        inner: GmmPrior::new(
+            &gpu,
+            &s.w32,
+            &s.mu32,
+            &s.var32,
+            D,
+            &tweedie::process::Process::default(),
+        )
+        .unwrap(),
     };
     let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
     let mut r = rng(43);

@@ -115,7 +115,7 @@ fn gmm_eps_and_vjp_gpu_match_cpu() {
     let (k, d) = (5, 13);
     let (mix, w, mu, var) = Mix::random(&mut r, k, d);
     let sched = Schedule::linear(1000, 1000).unwrap();
-    let model = GmmPrior::new(&gpu, &w, &mu, &var, d, &sched.alphas_cumprod).unwrap();
+    let model = GmmPrior::new(&gpu, &w, &mu, &var, d, &tweedie::process::Process::default()).unwrap();
     assert_eq!(model.in_shape(), [d, 1, 1]);
     assert!(!model.learned_sigma());
     let n = TS.len() * 60 + 3; // > one workgroup of threads, not a multiple

@@ -85,9 +85,15 @@ fn smc_refuses_what_it_cannot_run() {
     let case = load("d8_m2");
     let gpu = common::gpu();
     let p = &case.problem;
-    let base = tweedie::schedule::Schedule::linear(1000, 1000).unwrap();
-    let model =
-        tweedie::samplers::GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
+    let model = tweedie::samplers::GmmPrior::new(
+        &gpu,
+        &p.weights,
+        &p.means,
+        &p.vars,
+        p.d,
+        &tweedie::process::Process::default(),
+    )
+    .unwrap();
     let op = tweedie::operators::dense::Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
     let run = |sigma_y: f32, y: &[f32], n: usize, particles: usize| {
         let meas = tweedie::samplers::Measurement { op: &op, y, sigma_y };

@@ -181,7 +181,7 @@ fn unet_ddpm_step_matches_cpu_formula() {
     s.step(&gpu, i).unwrap();
     let got = s.x().read(&gpu).unwrap();
     let z = s.core.z.read(&gpu).unwrap();
-    let sch = &s.core.schedule;
+    let sch = s.core.schedule();
     let ts = sch.timestep_map[i] as f32;
     let fwd = UnetForward::new(&gpu, &unet, 2, 32, 32).unwrap();
     let out = fwd.run(&gpu, &x_t, &[ts, ts]).unwrap();

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train tweedie's shipped prior: a small guided-diffusion (ADM) U-Net on Fashion-MNIST.
+"""Train tweedie's shipped priors: a small guided-diffusion (ADM) U-Net on Fashion-MNIST.
 
 Data: Debian's `dataset-fashion-mnist` package (training split only; the test
 split stays for evaluation), 28x28 images zero-padded to 32x32 (background is
@@ -8,6 +8,11 @@ Model: the guided-diffusion `UNetModel` layout (same module tree and state-dict
 key names, so tweedie's loader reads it directly), learned sigma (out = [eps, v]).
 Loss: improved-DDPM's hybrid loss, L_simple + 0.001 * L_vlb (the variance
 head learns from L_vlb with the mean stopped), linear betas, 1000 steps.
+With --objective flow the same U-Net (one output channel) learns the velocity
+of the flow x_t = (1 - t) x0 + t eps (conditional flow matching / rectified
+flow, data at t = 0, the network sees 1000 t): loss |u(x_t, t) - (eps - x0)|^2,
+t ~ U(0, 1). --init DIR starts from another prior's weights (every tensor of
+matching shape; the output convolution keeps its first channel).
 Writes model.safetensors (float16 by default) + config.json in tweedie's format.
 
 This file is a self-contained re-implementation of guided-diffusion's UNetModel
@@ -15,6 +20,8 @@ for the configuration options the shipped prior uses; it is never needed at
 run time.
 
     python3 tools/train_prior.py --out weights/fashion-mnist-32 --steps 20000
+    python3 tools/train_prior.py --objective flow --init weights/fashion-mnist-32 \
+        --out weights/fashion-mnist-32-flow --steps 20000
 """
 import argparse
 import gzip
@@ -254,6 +261,24 @@ class Diffusion:
         return (mse + 0.001 * vlb).mean(), mse.mean().item()
 
 
+class Flow:
+    """Conditional flow matching: x_t = (1 - t) x0 + t eps, target u = eps - x0."""
+
+    TIME_SCALE = 1000.0
+
+    def loss(self, model, x0):
+        n = x0.shape[0]
+        t = torch.rand(n, device=x0.device)
+        noise = torch.randn_like(x0)
+        tt = t[:, None, None, None]
+        xt = (1 - tt) * x0 + tt * noise
+        out = model(xt, t * self.TIME_SCALE)
+        mse = ((out - (noise - x0)) ** 2).mean()
+        return mse, mse.item()
+
+
+FLOW_FIELDS = {"process": "flow", "prediction_type": "velocity", "flow_data_time": 0, "time_scale": 1000}
+
 CONFIG = {
     "architecture": "guided-diffusion",
     "image_size": 32,
@@ -289,6 +314,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--minutes", type=float, default=0, help="stop after this wall time (0: no limit)")
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    ap.add_argument("--objective", choices=["diffusion", "flow"], default="diffusion")
+    ap.add_argument("--init", metavar="DIR", help="start from DIR's model.safetensors (tensors of matching shape)")
     ap.add_argument(
         "--resume",
         metavar="DIR",
@@ -301,7 +328,22 @@ def main():
     torch.manual_seed(args.seed)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     data = torch.from_numpy(load_split("train")).to(dev)
+    global CONFIG
+    if args.objective == "flow":
+        CONFIG = dict(CONFIG, out_channels=1, **FLOW_FIELDS)
     model = UNetModel(CONFIG).to(dev)
+    if args.init and not args.resume:
+        from safetensors.torch import load_file
+
+        src = load_file(os.path.join(args.init, "model.safetensors"))
+        own = model.state_dict()
+        for k, v in src.items():
+            if k in own and own[k].shape == v.shape:
+                own[k] = v.float()
+            elif k in own and k.startswith("out.2."):
+                own[k] = v.float()[: own[k].shape[0]]
+        model.load_state_dict(own)
+        print(f"initialised from {args.init}", flush=True)
     step0, seconds0, history = 0, 0.0, []
     if args.resume:
         from safetensors.torch import load_file
@@ -320,9 +362,12 @@ def main():
     nparams = sum(p.numel() for p in model.parameters())
     print(f"{nparams} parameters on {dev}, {len(data)} training images", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    diff = Diffusion()
-    for k in ("sqrt_ab", "sqrt_1mab", "sqrt_recip_ab", "sqrt_recipm1_ab", "post_logvar", "log_beta", "c1", "c2"):
-        setattr(diff, k, getattr(diff, k).to(dev))
+    if args.objective == "flow":
+        diff = Flow()
+    else:
+        diff = Diffusion()
+        for k in ("sqrt_ab", "sqrt_1mab", "sqrt_recip_ab", "sqrt_recipm1_ab", "post_logvar", "log_beta", "c1", "c2"):
+            setattr(diff, k, getattr(diff, k).to(dev))
     start, step, running = time.time(), step0, None
     os.makedirs(args.out, exist_ok=True)
     while step < args.steps:
@@ -349,6 +394,12 @@ def main():
             break
 
 
+LOSS = {
+    "diffusion": "hybrid: L_simple + 0.001 L_vlb (improved DDPM), linear betas 1e-4..0.02, 1000 steps",
+    "flow": "conditional flow matching: |u(x_t, 1000 t) - (eps - x0)|^2, x_t = (1 - t) x0 + t eps, t ~ U(0, 1)",
+}
+
+
 def device_name(dev):
     return dev + (f" ({torch.cuda.get_device_name()})" if dev == "cuda" else f" ({torch.get_num_threads()} threads)")
 
@@ -367,7 +418,8 @@ def save(args, ema, step, elapsed, mse, nparams, dev, segments):
         json.dump(
             {
                 "data": "Fashion-MNIST training split (60000 images, Debian dataset-fashion-mnist), 28x28 padded to 32x32 with -1, random horizontal flips",
-                "loss": "hybrid: L_simple + 0.001 L_vlb (improved DDPM), linear betas 1e-4..0.02, 1000 steps",
+                "loss": LOSS[args.objective],
+                "init": args.init,
                 "optimizer": f"AdamW lr {args.lr}, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
                 "steps": step,
                 "seconds": round(elapsed),

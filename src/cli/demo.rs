@@ -53,7 +53,9 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         zeta: None,
         // The paper's 1.75 is made for 1000 steps; on this few it overshoots and
         // leaves speckle noise (README, "The shipped prior").
-        lambda: DEMO_LAMBDA,
+        lambda: Some(DEMO_LAMBDA),
+        sampler: None,
+        eta: None,
         cg_tol: 1e-5,
         cg_iters: 30,
         cdps_variant: CdpsVariant::Reverse,

@@ -111,7 +111,12 @@ pub fn evaluate(
     let in_shape = [prior.channels, prior.size, prior.size];
     let resolved = resolve(spec, in_shape, sampling.seed)?;
     let op = resolved.build(gpu)?;
-    let mut opts = sampling.options(default_zeta(resolved.task), true, VarianceType::FixedLarge);
+    let mut opts = sampling.options(
+        default_zeta(resolved.task),
+        true,
+        VarianceType::FixedLarge,
+        &prior.score.unet().process,
+    );
     if method == Method::Smc {
         // One population per image: its K samples are the particles.
         if sampling.particles.is_some_and(|p| p != samples) {
@@ -336,7 +341,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "seed": args.sampling.seed,
         "sigma_y": args.sigma,
         "zeta": args.sampling.zeta.unwrap_or(default_zeta(args.spec.task)),
-        "lambda": args.sampling.lambda,
+        "lambda": args.sampling.lambda(&prior.score.unet().process),
         "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
         "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
         "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),

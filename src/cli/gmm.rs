@@ -8,12 +8,29 @@ use clap::Args;
 
 use crate::io::write_tensors;
 use crate::operators::dense::Dense;
+use crate::process::Process;
 use crate::samplers::problem::GmmProblem;
 use crate::samplers::{GmmPrior, Measurement, Method, Sampler};
-use crate::schedule::{Schedule, VarianceType};
+use crate::schedule::VarianceType;
 use crate::HostTensor;
 
-use super::sampling::{SamplingArgs, BASE_STEPS};
+use super::sampling::SamplingArgs;
+
+/// `tweedie gmm --process`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GmmProcess {
+    Ddpm,
+    Flow,
+}
+
+impl GmmProcess {
+    pub fn process(self) -> Process {
+        match self {
+            GmmProcess::Ddpm => Process::default(),
+            GmmProcess::Flow => Process::flow(1.0),
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct GmmArgs {
@@ -25,6 +42,10 @@ pub struct GmmArgs {
     /// Number of posterior samples.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
+    /// The mixture's process: a VP diffusion (linear betas, 1000 steps, the exact eps) or a
+    /// flow x_t = (1 - t) x0 + t eps (the exact velocity, Euler steps).
+    #[arg(long, value_enum, default_value_t = GmmProcess::Ddpm)]
+    pub process: GmmProcess,
     /// Output safetensors file (key "samples" [N, d]).
     #[arg(long)]
     pub out: PathBuf,
@@ -39,19 +60,19 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     args.sampling.validate()?;
     let problem = GmmProblem::load(&args.problem)?;
     let gpu = super::open_gpu(verbose)?;
-    let base = Schedule::linear(BASE_STEPS, BASE_STEPS)?;
+    let process = args.process.process();
     let model = GmmPrior::new(
         &gpu,
         &problem.weights,
         &problem.means,
         &problem.vars,
         problem.d,
-        &base.alphas_cumprod,
+        &process,
     )?;
     let op =
         Dense::new(&gpu, &problem.a, [problem.d, 1, 1]).with_context(|| format!("{}: A", args.problem.display()))?;
     // The mixture's samples are not images: no [-1, 1] clipping.
-    let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge);
+    let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge, &process);
     let meas = Measurement {
         op: &op,
         y: &problem.y,

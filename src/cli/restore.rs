@@ -76,7 +76,12 @@ pub fn run_job(
     let (method, sampling, samples) = (args.method, &args.sampling, args.samples);
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
-    let opts = sampling.options(default_zeta(job.resolved.task), true, VarianceType::FixedLarge);
+    let opts = sampling.options(
+        default_zeta(job.resolved.task),
+        true,
+        VarianceType::FixedLarge,
+        &prior.score.unet().process,
+    );
     let plan_s = t0.elapsed().as_secs_f64();
     pb.set_position(0);
     let mut cb = |done: usize, total: usize| {
@@ -196,7 +201,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "seed": args.sampling.seed,
             "sigma_y": job.sigma_y,
             "zeta": args.sampling.zeta.unwrap_or(default_zeta(job.resolved.task)),
-            "lambda": args.sampling.lambda,
+            "lambda": args.sampling.lambda(&prior.score.unet().process),
             "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
             "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
             "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),

@@ -3,27 +3,38 @@
 use crate::operators::task::Task;
 use clap::Args;
 
-use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
+use crate::process::Process;
+use crate::samplers::{BaseSampler, CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
 use crate::schedule::VarianceType;
 
-/// Diffusion steps the models here were trained with.
-pub const BASE_STEPS: usize = 1000;
+/// DMPS's lambda on a VP diffusion (the paper's DDPM value).
+pub const DMPS_LAMBDA_VP: f32 = 1.75;
+/// DMPS's lambda on a flow model (the paper's Algorithm 2 default).
+pub const DMPS_LAMBDA_FLOW: f32 = 2.0;
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
-    /// Reverse steps (1..=1000; fewer respaces the 1000-step schedule as guided-diffusion does).
+    /// Reverse steps: a VP model's training steps at most (fewer respaces its schedule as
+    /// guided-diffusion does); a flow model's Euler steps from t = 1 to 0.
     #[arg(long, default_value_t = 1000)]
     pub steps: usize,
+    /// Base step of a VP diffusion model: DDPM's ancestral step or DDIM (a flow model always
+    /// takes Euler steps of its ODE).
+    #[arg(long, value_enum)]
+    pub sampler: Option<BaseSampler>,
+    /// DDIM's noise level (0: deterministic, 1: DDPM-like); needs --sampler ddim.
+    #[arg(long)]
+    pub eta: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm).
     /// The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8.
     #[arg(long)]
     pub zeta: Option<f32>,
-    /// DMPS lambda (the paper's 1.75 is made for 1000 steps; with a few dozen respaced
-    /// steps it overshoots, and about 1 is stable).
-    #[arg(long, default_value_t = 1.75)]
-    pub lambda: f32,
+    /// DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model; 1.75 is
+    /// made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable).
+    #[arg(long)]
+    pub lambda: Option<f32>,
     /// CG relative-residual tolerance.
     #[arg(long, default_value_t = 1e-5)]
     pub cg_tol: f32,
@@ -51,8 +62,14 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// Checks the ranges; one clear line on failure.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.steps == 0 || self.steps > BASE_STEPS {
-            anyhow::bail!("--steps must be between 1 and {BASE_STEPS}, got {}", self.steps);
+        if self.steps == 0 {
+            anyhow::bail!("--steps must be at least 1");
+        }
+        if self.eta.is_some() && self.sampler != Some(BaseSampler::Ddim) {
+            anyhow::bail!("--eta needs --sampler ddim");
+        }
+        if self.eta.is_some_and(|e| !(e.is_finite() && e >= 0.0)) {
+            anyhow::bail!("--eta must be a non-negative number");
         }
         if !(self.cg_tol > 0.0) || self.cg_iters == 0 {
             anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
@@ -63,21 +80,32 @@ impl SamplingArgs {
         if !(0.0..=1.0).contains(&self.ess_threshold) {
             anyhow::bail!("--ess-threshold {} must be in [0, 1]", self.ess_threshold);
         }
-        if !self.zeta.unwrap_or(1.0).is_finite() || !self.lambda.is_finite() {
+        if !self.zeta.unwrap_or(1.0).is_finite() || !self.lambda.unwrap_or(1.0).is_finite() {
             anyhow::bail!("--zeta and --lambda must be finite numbers");
         }
         Ok(())
     }
 
-    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType) -> SamplerOptions {
+    /// DMPS's lambda for a model of `process`: --lambda, or the paper's default for it.
+    pub fn lambda(&self, process: &Process) -> f32 {
+        self.lambda.unwrap_or(if process.is_flow() {
+            DMPS_LAMBDA_FLOW
+        } else {
+            DMPS_LAMBDA_VP
+        })
+    }
+
+    /// The sampler options for a model of `process`.
+    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType, process: &Process) -> SamplerOptions {
         SamplerOptions {
             steps: self.steps,
-            base_steps: BASE_STEPS,
+            sampler: self.sampler,
+            eta: self.eta,
             seed: self.seed,
             variance,
             clip,
             zeta: self.zeta.unwrap_or(default_zeta),
-            lambda: self.lambda,
+            lambda: self.lambda(process),
             cg_tol: self.cg_tol,
             cg_iters: self.cg_iters,
             cdps_variant: self.cdps_variant,

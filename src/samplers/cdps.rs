@@ -66,6 +66,7 @@ use super::{
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;
 use crate::operators::{Operator, SpectralRows};
+use crate::process::Prediction;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -118,6 +119,8 @@ pub struct Cdps {
     e1: Tensor,
     /// A eps (V^T eps in the spectral basis) [N, m]
     aeps: Tensor,
+    /// the noise estimate (the model's output for an eps-model) [N, ...]
+    eps_hat: Tensor,
     /// the measurement side of the right-hand side, w [N, m]
     w: Tensor,
     /// the spectral basis's per-component precision pi [N, m] (the CG's weight)
@@ -161,10 +164,15 @@ impl MethodStep for Cdps {
     fn plan(
         gpu: &Gpu,
         core: &mut Core,
-        _model: &dyn ScoreModel,
+        model: &dyn ScoreModel,
         meas: Option<&Measurement<'_>>,
     ) -> Result<Planned, SamplerError> {
         let m = need_measurement(meas, "C-DPS")?;
+        core.require_ddpm(
+            "C-DPS",
+            "its x_{t-1} is an exact Gaussian draw from the reverse kernel N(m, sigma_t^2 I) times the \
+             measurement factor, and an ODE or DDIM step has no such kernel (sigma_t = 0 leaves a point mass)",
+        )?;
         if m.sigma_y <= 0.0 {
             // Sigma_{y|x} = sigma_y^2 at the last step: its precision would be infinite.
             return Err(SamplerError::Invalid(
@@ -237,7 +245,20 @@ impl MethodStep for Cdps {
             _ => core.kernel(gpu, "cdps_measure", &chain, n * m_per)?,
         };
         let mut plan = core.eps_plan.clone();
-        plan.extend(chain_op.forward(gpu, &core.eps, &aeps)?);
+        // b_meas needs the noise estimate itself: the model's output when it predicts eps.
+        let eps_hat = if model.process().prediction == Prediction::Epsilon {
+            core.eps.clone()
+        } else {
+            let e = Tensor::zeros(gpu, "eps estimate", &xs)?;
+            plan.push(core.kernel(
+                gpu,
+                "eps_estimate",
+                &[&core.x.buffer, &core.eps.buffer, &e.buffer],
+                n * core.per,
+            )?);
+            e
+        };
+        plan.extend(chain_op.forward(gpu, &eps_hat, &aeps)?);
         plan.push(core.noise(gpu, &z_y, Role::MeasChain)?);
         plan.push(core.noise(gpu, &e2, Role::E2)?);
         plan.push(core.noise(gpu, &e1, Role::E1)?);
@@ -282,6 +303,7 @@ impl MethodStep for Cdps {
             e2,
             e1,
             aeps,
+            eps_hat,
             w,
             pi,
             atw,
@@ -298,8 +320,8 @@ impl MethodStep for Cdps {
     /// The chain's start y_T ~ N(sqrt(abar_T) y_0, (1 - abar_T) I), drawn by
     /// the init plan's `cdps_measure` with a bridge of y_coef1 = 0.
     fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
-        let last = core.schedule.len() - 1;
-        let abar = core.schedule.alphas_cumprod[last];
+        let last = core.steps() - 1;
+        let abar = core.schedule().alphas_cumprod[last];
         let p = StepParams {
             m_per: core.m_per as u32,
             method: MethodBlock::of(&CdpsStep {
@@ -317,7 +339,7 @@ impl MethodStep for Cdps {
     }
 
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
-        let s = &core.schedule;
+        let s = core.schedule();
         let abar_prev = s.alphas_cumprod_prev[i];
         let beta = s.betas[i];
         let b_t = (1.0 - s.alphas_cumprod[i]).sqrt();

@@ -4,12 +4,33 @@
 //! through the operator's SVD form, A^T (sigma^2 + c A A^T)^{-1} = V diag(s / (sigma^2 + c s^2)) U^T,
 //! or, for operators without one, by matrix-free CG on (sigma_y^2 I + c A A^T)
 //! in measurement space followed by A^T.
+//!
+//! **On other base steps and on flow models** (the DMPS paper's Algorithm 2).
+//! Every step here is x' = a' x0hat + c epshat (+ noise), epshat = -b grad log p_t;
+//! replacing the prior score by the posterior's, grad log p_t + grad log p(y | x_t),
+//! moves x' by b (a' b / a - c) grad log p(y | x_t) (times lambda). For a flow
+//! (a = 1 - t, b = t, an Euler step of dt: a' = a + dt, c = b' = b - dt) this is
+//! b (a'_t b_t - a_t b'_t) / a_t lambda grad log p(y | x_t) dt with the
+//! derivatives in the sampler's direction, i.e. the paper's added term
+//! -b (a'b - ab') / a lambda grad dt in forward time, and the score
+//! (a u - a' x) / (b (a' b - a b')) from the velocity u (its eq. 8) is what the
+//! Euler step x - dt u already follows. For DDIM, c = sqrt(b'^2 - sigma^2).
+//! DDPM keeps the paper's (1 - alpha_t) / sqrt(alpha_t).
+//!
+//! grad log p(y | x_t) = (1 / a) A^T (sigma_y^2 I + (b / a)^2 A A^T)^{-1} (y - A x_t / a)
+//! is the same in every case. At the noise end of a flow (a_t = 0, t = 1) x_t
+//! carries no information about x0, so the true likelihood p(y | x_t) is flat
+//! and its gradient is 0; the approximation's 1 / a terms are not evaluated
+//! there (the step is the plain Euler step) and nothing divides by a.
 
 use super::cg::{Cg, CgStats, Space};
 use super::{
     need_measurement, Core, DmpsSolver, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
-    StepParams,
+    StepKind, StepParams,
 };
+
+/// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
+const A_FLAT: f64 = 1e-9;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -124,13 +145,23 @@ impl MethodStep for Dmps {
     }
 
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
-        let s = &core.schedule;
-        let abar = s.alphas_cumprod[i];
-        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let alpha = 1.0 - s.betas[i];
-        let c = (b / a) * (b / a);
-        p.resid_scale = (1.0 / a) as f32;
-        p.guide = (core.opts.lambda as f64 * (1.0 - alpha) / alpha.sqrt() / a) as f32;
+        let g = &core.grid;
+        let (a, b) = (g.a[i], g.b[i]);
+        // a = 0 only at a flow's t = 1, where p(y | x_t) is flat: no guidance (see above).
+        let (guide, c, resid_scale) = if a <= A_FLAT {
+            (0.0, 0.0, 0.0)
+        } else {
+            let weight = match core.kind {
+                StepKind::Ddpm => {
+                    let alpha = 1.0 - core.schedule().betas[i];
+                    (1.0 - alpha) / alpha.sqrt()
+                }
+                StepKind::Ddim(_) | StepKind::Euler => b * (g.a_next[i] * b / a - core.eps_coef(i)),
+            };
+            (core.opts.lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a)
+        };
+        p.resid_scale = resid_scale as f32;
+        p.guide = guide as f32;
         p.guide2 = 0.0;
         p.method = MethodBlock::of(&DmpsStep {
             sigma_y2: self.sigma_y2,

@@ -1,9 +1,13 @@
-//! DPS (Chung et al., 2023): x_{t-1} = DDPM_step(x_t) - zeta grad_{x_t} |y - A x0hat(x_t)|,
-//! the non-squared norm per sample. With clipping on, x0hat is clamped to
+//! DPS (Chung et al., 2023): x_{t-1} = base_step(x_t) - zeta grad_{x_t} |y - A x0hat(x_t)|,
+//! the non-squared norm per sample. The base step is DDPM's, DDIM's or, on a
+//! flow model, an Euler step of its ODE; x0hat comes from whatever the model
+//! predicts (for a flow's velocity u, x0hat = x_t - t u, and the gradient runs
+//! through the velocity network's VJP). With clipping on, x0hat is clamped to
 //! [-1, 1] inside the norm and the clamp's derivative (0 outside the range)
 //! masks the gradient, as autograd through `clamp` does upstream. The
-//! gradient is (g0 - b_t J^T g0) / a_t with g0 = -A^T r / |r| masked and J the
-//! Jacobian of eps (the model's VJP).
+//! gradient is x0_x g0 + x0_out J^T g0 with g0 = -A^T r / |r| masked and J the
+//! Jacobian of the model's output (its VJP): (g0 - b_t J^T g0) / a_t for an
+//! eps-model.
 
 use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
 use crate::gpu::{Dispatch, SAMPLER};
@@ -109,13 +113,14 @@ impl MethodStep for Dps {
         "DPS"
     }
 
-    /// guide = -zeta / a_t, guide2 = zeta b_t / a_t: the DDPM step minus
-    /// zeta (g0 - b_t h) / a_t.
+    /// The base step minus zeta (d x0hat / d x)^T g0 = zeta (x0_x g0 + x0_out h):
+    /// guide = -zeta x0_x, guide2 = -zeta x0_out (for an eps-model -zeta / a_t
+    /// and zeta b_t / a_t; for a flow's velocity -zeta and zeta b_t).
     fn params(&self, _gpu: &Gpu, core: &Core, _i: usize, p: &mut StepParams) {
         let zeta = core.opts.zeta;
         p.resid_scale = 1.0;
-        p.guide = -zeta / p.a_t;
-        p.guide2 = zeta * p.b_t / p.a_t;
+        p.guide = -zeta * p.x0_x;
+        p.guide2 = -zeta * p.x0_out;
     }
 
     fn y(&self) -> Option<&Tensor> {

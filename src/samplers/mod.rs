@@ -51,6 +51,7 @@ use thiserror::Error;
 use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, SAMPLER, WG1D};
 use crate::kernels::random::Noise;
 use crate::operators::{Operator, OperatorError};
+use crate::process::{Grid, Process};
 use crate::schedule::{Schedule, ScheduleError, VarianceType};
 use crate::tensor::Tensor;
 use crate::Gpu;
@@ -148,13 +149,77 @@ pub enum DmpsSolver {
     Cg,
 }
 
+/// The base reverse step of a VP diffusion (a flow always takes Euler steps of its ODE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaseSampler {
+    /// Ancestral sampling (guided-diffusion's `p_sample`).
+    Ddpm,
+    /// DDIM (Song et al.) with noise level eta (0: deterministic).
+    Ddim,
+}
+
+/// The step a run takes, resolved from the process and the options.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StepKind {
+    /// DDPM ancestral step (VP)
+    Ddpm,
+    /// DDIM with this eta (VP)
+    Ddim(f64),
+    /// an Euler step of the flow ODE x <- x - dt u (flow)
+    Euler,
+}
+
+impl StepKind {
+    /// The step `opts` ask for on `process`, or a one-line refusal.
+    pub fn resolve(process: &Process, opts: &SamplerOptions) -> Result<StepKind, SamplerError> {
+        if process.is_flow() {
+            if opts.sampler.is_some() {
+                return Err(SamplerError::Invalid(
+                    "--sampler ddpm|ddim applies to VP diffusion models; a flow model takes Euler steps of its ODE"
+                        .into(),
+                ));
+            }
+            if opts.eta.is_some() {
+                return Err(SamplerError::Invalid(
+                    "--eta applies to DDIM on a VP diffusion model; a flow model's Euler sampler has no eta".into(),
+                ));
+            }
+            return Ok(StepKind::Euler);
+        }
+        match (opts.sampler.unwrap_or(BaseSampler::Ddpm), opts.eta) {
+            (BaseSampler::Ddpm, Some(_)) => Err(SamplerError::Invalid("--eta needs --sampler ddim".into())),
+            (BaseSampler::Ddpm, None) => Ok(StepKind::Ddpm),
+            (BaseSampler::Ddim, eta) => {
+                let eta = eta.unwrap_or(0.0) as f64;
+                if !(eta.is_finite() && eta >= 0.0) {
+                    return Err(SamplerError::Invalid(format!(
+                        "--eta must be a non-negative number, got {eta}"
+                    )));
+                }
+                Ok(StepKind::Ddim(eta))
+            }
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StepKind::Ddpm => "DDPM",
+            StepKind::Ddim(_) => "DDIM",
+            StepKind::Euler => "Euler",
+        }
+    }
+}
+
 /// Everything a sampler run is configured by.
 #[derive(Clone, Debug)]
 pub struct SamplerOptions {
-    /// Reverse steps (respaced from `base_steps` as guided-diffusion does).
+    /// Reverse steps: a VP model's training schedule respaced as guided-diffusion
+    /// does (at most its training steps); a flow's uniform grid from t = 1 to 0.
     pub steps: usize,
-    /// Steps of the schedule the model was trained with.
-    pub base_steps: usize,
+    /// The base step of a VP model (None: DDPM); must be None for a flow.
+    pub sampler: Option<BaseSampler>,
+    /// DDIM's eta (None: 0); only with `sampler: Some(Ddim)`.
+    pub eta: Option<f32>,
     pub seed: u64,
     /// Variance of models without learned sigma.
     pub variance: VarianceType,
@@ -179,7 +244,8 @@ impl Default for SamplerOptions {
     fn default() -> Self {
         SamplerOptions {
             steps: 1000,
-            base_steps: 1000,
+            sampler: None,
+            eta: None,
             seed: 0,
             variance: VarianceType::FixedLarge,
             clip: true,
@@ -234,9 +300,9 @@ pub struct StepParams {
     pub m_per: u32,
     /// [`FLAG_CLIP`] | [`FLAG_NOISE`] | [`FLAG_LEARNED`]
     pub flags: u32,
-    /// sqrt(abar_t)
+    /// a_t of x_t = a_t x0 + b_t eps (VP: sqrt(abar_t); flow: 1 - t)
     pub a_t: f32,
-    /// sqrt(1 - abar_t)
+    /// b_t (VP: sqrt(1 - abar_t); flow: t)
     pub b_t: f32,
     /// posterior mean coefficient on x0hat
     pub coef1: f32,
@@ -254,6 +320,12 @@ pub struct StepParams {
     pub guide2: f32,
     /// `residual`: r = y - resid_scale (A x)
     pub resid_scale: f32,
+    /// x0hat = x0_x x + x0_out o (o: the model's output, see [`Process::coefficients`])
+    pub x0_x: f32,
+    pub x0_out: f32,
+    /// epshat = eps_x x + eps_out o
+    pub eps_x: f32,
+    pub eps_out: f32,
     /// aligns `method` to 16 bytes, as WGSL's uniform layout does
     pub _pad: [u32; 2],
     /// the method's own scalars (see [`MethodBlock`])
@@ -297,7 +369,14 @@ pub(crate) enum Role {
 /// The state every sampler shares: schedule, x_t, the model call, the step
 /// uniform, the DDPM noise.
 pub struct Core {
-    pub schedule: Schedule,
+    /// The model's process.
+    pub process: Process,
+    /// The base step every method's step builds on.
+    pub kind: StepKind,
+    /// The respaced VP schedule (None for a flow).
+    pub vp: Option<Schedule>,
+    /// Per-step (a, b), the next step's, and the network's time.
+    pub grid: Grid,
     pub opts: SamplerOptions,
     pub batch: usize,
     /// elements per sample of x
@@ -326,32 +405,43 @@ impl Core {
         if batch == 0 {
             return Err(SamplerError::Invalid("the number of samples must be at least 1".into()));
         }
-        if opts.steps == 0 || opts.steps > opts.base_steps {
-            return Err(SamplerError::Invalid(format!(
-                "steps must be between 1 and {} (the model's diffusion steps), got {}",
-                opts.base_steps, opts.steps
-            )));
+        let process = model.process();
+        let max = process.max_steps();
+        if opts.steps == 0 || max.is_some_and(|m| opts.steps > m) {
+            return Err(SamplerError::Invalid(match max {
+                Some(m) => format!(
+                    "--steps must be between 1 and {m} (the model's diffusion steps), got {}",
+                    opts.steps
+                ),
+                None => "--steps must be at least 1".into(),
+            }));
         }
-        let schedule = Schedule::linear(opts.base_steps, opts.steps)?;
+        let kind = StepKind::resolve(&process, opts)?;
+        let vp = process.schedule(opts.steps)?;
+        let grid = process.grid(opts.steps, vp.as_ref());
         let [c, h, w] = model.in_shape();
         let per = c * h * w;
         let shape = [batch, c, h, w];
-        let learned = model.learned_sigma();
+        // DDIM and Euler steps have their own variance: the learned one goes unused.
+        let learned = model.learned_sigma() && kind == StepKind::Ddpm;
         let x = Tensor::zeros(gpu, "x_t", &shape)?;
         let t = Tensor::zeros(gpu, "timesteps", &[batch])?;
         let eps = Tensor::zeros(gpu, "eps", &shape)?;
-        let v = if learned {
+        let v = if model.learned_sigma() {
             Tensor::zeros(gpu, "v", &shape)?
         } else {
             Tensor::zeros(gpu, "v (unused)", &[1])?
         };
         let z = Tensor::zeros(gpu, "ddpm noise", &shape)?;
-        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, learned.then_some(&v))?;
+        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, model.learned_sigma().then_some(&v))?;
         let step_uniform = gpu.uniform("sampler step", &StepParams::default());
         let init_noise = Noise::new(gpu, &x, role_seed(opts.seed, Role::Init), 0, 0.0, 1.0)?;
         let zn = Noise::new(gpu, &z, role_seed(opts.seed, Role::Step), 0, 0.0, 1.0)?;
         Ok(Core {
-            schedule,
+            process,
+            kind,
+            vp,
+            grid,
             opts: opts.clone(),
             batch,
             per,
@@ -424,41 +514,109 @@ impl Core {
     }
 
     /// The scalars of step i shared by every sampler (the head of
-    /// [`StepParams`]; no guidance, an empty method block).
+    /// [`StepParams`]; no guidance, an empty method block): the base step as
+    /// x' = coef1 x0hat + coef2 x + sigma z and the model-output maps.
     pub fn base_params(&self, i: usize) -> StepParams {
-        let s = &self.schedule;
-        let abar = s.alphas_cumprod[i];
+        let g = &self.grid;
+        let (a, b, an) = (g.a[i], g.b[i], g.a_next[i]);
+        let c = self.process.coefficients(a, b);
         let mut flags = 0;
         if self.opts.clip {
             flags |= FLAG_CLIP;
         }
-        if i > 0 {
-            flags |= FLAG_NOISE;
-        }
-        if self.learned {
-            flags |= FLAG_LEARNED;
-        }
-        StepParams {
+        let mut p = StepParams {
             n: (self.batch * self.per) as u32,
             per: self.per as u32,
             m_per: self.m_per as u32,
-            flags,
-            a_t: abar.sqrt() as f32,
-            b_t: (1.0 - abar).sqrt() as f32,
-            coef1: s.posterior_mean_coef1[i] as f32,
-            coef2: s.posterior_mean_coef2[i] as f32,
-            log_var_min: s.posterior_log_variance_clipped[i] as f32,
-            log_var_max: s.betas[i].ln() as f32,
-            log_var_fixed: s.fixed_log_variance(self.opts.variance, i) as f32,
+            a_t: a as f32,
+            b_t: b as f32,
+            x0_x: c.x0_x as f32,
+            x0_out: c.x0_out as f32,
+            eps_x: c.eps_x as f32,
+            eps_out: c.eps_out as f32,
             ..StepParams::default()
+        };
+        match (self.kind, &self.vp) {
+            (StepKind::Ddpm, Some(s)) => {
+                if i > 0 {
+                    flags |= FLAG_NOISE;
+                }
+                if self.learned {
+                    flags |= FLAG_LEARNED;
+                }
+                p.coef1 = s.posterior_mean_coef1[i] as f32;
+                p.coef2 = s.posterior_mean_coef2[i] as f32;
+                p.log_var_min = s.posterior_log_variance_clipped[i] as f32;
+                p.log_var_max = s.betas[i].ln() as f32;
+                p.log_var_fixed = s.fixed_log_variance(self.opts.variance, i) as f32;
+            }
+            _ => {
+                // x' = an x0hat + ce epshat + sigma z with epshat re-derived from
+                // the (clipped) x0hat, (x - a x0hat) / b, as guided-diffusion's DDIM does.
+                let sigma = self.ddim_sigma(i);
+                let ce = self.eps_coef(i);
+                p.coef1 = (an - ce * a / b) as f32;
+                p.coef2 = (ce / b) as f32;
+                if sigma > 0.0 && i > 0 {
+                    flags |= FLAG_NOISE;
+                    p.log_var_fixed = (2.0 * sigma.ln()) as f32;
+                }
+            }
         }
+        p.flags = flags;
+        p
+    }
+
+    /// DDIM's sigma at step i (0 for Euler and eta = 0).
+    fn ddim_sigma(&self, i: usize) -> f64 {
+        match self.kind {
+            StepKind::Ddim(eta) if eta > 0.0 => {
+                let g = &self.grid;
+                let (ab, abn) = (g.a[i] * g.a[i], g.a_next[i] * g.a_next[i]);
+                eta * ((1.0 - abn) / (1.0 - ab) * (1.0 - ab / abn)).max(0.0).sqrt()
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The coefficient of epshat in a DDIM / Euler step i: sqrt(b'^2 - sigma^2)
+    /// (b' for Euler and eta = 0).
+    pub fn eps_coef(&self, i: usize) -> f64 {
+        let bn = self.grid.b_next[i];
+        let sigma = self.ddim_sigma(i);
+        (bn * bn - sigma * sigma).max(0.0).sqrt()
+    }
+
+    /// The respaced VP schedule, for methods that run only on one (their
+    /// `plan` refuses a flow with [`Core::require_ddpm`]).
+    pub fn schedule(&self) -> &Schedule {
+        self.vp
+            .as_ref()
+            .expect("a DDPM-only method was planned on a flow process")
+    }
+
+    /// Refuses a base step other than DDPM's for `what` (C-DPS, SMC), saying why.
+    pub fn require_ddpm(&self, what: &str, why: &str) -> Result<(), SamplerError> {
+        if self.kind == StepKind::Ddpm {
+            return Ok(());
+        }
+        Err(SamplerError::Invalid(format!(
+            "{what} runs on DDPM's ancestral step of a VP diffusion, not {} ({}): {why}",
+            self.kind.label(),
+            self.process.describe()
+        )))
+    }
+
+    /// Number of reverse steps.
+    pub fn steps(&self) -> usize {
+        self.grid.a.len()
     }
 
     /// Queues step i's scalars, timesteps and noise streams.
     fn prepare(&self, gpu: &Gpu, i: usize, params: &StepParams) -> Result<(), SamplerError> {
         gpu.queue
             .write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(params));
-        let ts = self.schedule.timestep_map[i] as f32;
+        let ts = self.grid.net_time[i];
         self.t.write(gpu, &vec![ts; self.batch])?;
         for n in &self.noises {
             n.set_stream(gpu, i as u32);
@@ -469,7 +627,7 @@ impl Core {
     /// The log variance sigma_t^2 of the reverse kernel at step i for a model
     /// without learned sigma (C-DPS reverse reading, host side).
     pub fn log_variance(&self, i: usize) -> f64 {
-        self.schedule.fixed_log_variance(self.opts.variance, i)
+        self.schedule().fixed_log_variance(self.opts.variance, i)
     }
 }
 
@@ -706,7 +864,7 @@ impl Sampler {
     }
 
     pub fn steps(&self) -> usize {
-        self.core.schedule.len()
+        self.core.steps()
     }
 
     /// Draws x_T ~ N(0, I) (and what a method draws once per run).

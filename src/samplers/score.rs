@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::gpu::{dispatch_groups, small_groups, Dispatch, GpuError, Plan, GMM, WG1D};
 use crate::operators::OperatorError;
+use crate::process::{Kind, Prediction, Process};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -39,7 +40,8 @@ impl From<ScoreError> for OperatorError {
     }
 }
 
-/// A noise-prediction model eps_theta(x_t, t).
+/// A denoising model out_theta(x_t, t): the noise eps, or x0, v or a flow's
+/// velocity as [`ScoreModel::process`] says.
 pub trait ScoreModel: Send + Sync {
     /// Short name for messages.
     fn name(&self) -> &str;
@@ -48,6 +50,12 @@ pub trait ScoreModel: Send + Sync {
     /// Whether the model also outputs the variance interpolation v
     /// (guided-diffusion's learned-range sigma).
     fn learned_sigma(&self) -> bool;
+    /// The process the model was trained on and what it predicts (its output
+    /// is called `eps` below whatever it is; the samplers map it through
+    /// [`Process::coefficients`]). Default: DDPM, eps-prediction.
+    fn process(&self) -> Process {
+        Process::default()
+    }
     /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
     /// [N, C, H, W], t is [N] (f32 original timesteps).
     fn plan_eps(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, eps: &Tensor, v: Option<&Tensor>)
@@ -66,14 +74,19 @@ pub struct GmmParams {
     pub d: u32,
     pub k: u32,
     pub steps: u32,
+    /// 1: flow process (velocity output, t in [0, 1]); 0: VP (eps, t a timestep index)
+    pub flow: u32,
+    pub _pad: [u32; 3],
 }
 
-/// A Gaussian mixture sum_k w_k N(mu_k, diag(Sigma_k)) as a diffusion prior:
-/// its noise prediction is exact at every t, computed on the GPU.
+/// A Gaussian mixture sum_k w_k N(mu_k, diag(Sigma_k)) as a diffusion or flow
+/// prior: its noise prediction (VP) or velocity (flow) is exact at every t,
+/// computed on the GPU.
 pub struct GmmPrior {
     d: usize,
     k: usize,
     steps: usize,
+    process: Process,
     /// [log w (K) | means (K*d) | vars (K*d)]
     prior: wgpu::Buffer,
     /// abar_t of the base (un-respaced) schedule, indexed by timestep.
@@ -82,19 +95,37 @@ pub struct GmmPrior {
 
 impl GmmPrior {
     /// `weights` [K] (positive; normalised here), `means` and `vars` [K*d]
-    /// (vars positive), `abar` the base schedule's alphas_cumprod.
+    /// (vars positive), under `process`: a VP diffusion with eps-prediction
+    /// (the timesteps index its training schedule) or a flow with velocity
+    /// prediction (data at t = 0, network time t).
     pub fn new(
         gpu: &Gpu,
         weights: &[f32],
         means: &[f32],
         vars: &[f32],
         d: usize,
-        abar: &[f64],
+        process: &Process,
     ) -> Result<GmmPrior, ScoreError> {
         let k = weights.len();
         let invalid = |message: String| ScoreError::Invalid {
             model: "gmm".into(),
             message,
+        };
+        let abar = match process.kind {
+            Kind::Vp { .. } if process.prediction == Prediction::Epsilon => {
+                process.train_alphas_cumprod().unwrap_or_default()
+            }
+            Kind::Flow {
+                data_at_one: false,
+                time_scale,
+            } if time_scale == 1.0 => vec![1.0],
+            _ => {
+                return Err(invalid(format!(
+                    "the mixture prior runs as a VP diffusion predicting eps or a flow (data at t = 0, time t) \
+                     predicting the velocity, not {}",
+                    process.describe()
+                )))
+            }
         };
         if k == 0 || d == 0 || means.len() != k * d || vars.len() != k * d || abar.is_empty() {
             return Err(invalid(format!(
@@ -113,6 +144,7 @@ impl GmmPrior {
             d,
             k,
             steps: abar.len(),
+            process: *process,
             prior: gpu.upload("gmm prior", &packed)?,
             abar: gpu.upload("gmm abar", &abar32)?,
         })
@@ -130,6 +162,8 @@ impl GmmPrior {
                 d: self.d as u32,
                 k: self.k as u32,
                 steps: self.steps as u32,
+                flow: u32::from(self.process.is_flow()),
+                _pad: [0; 3],
             },
         )
     }
@@ -187,6 +221,9 @@ impl ScoreModel for GmmPrior {
     }
     fn learned_sigma(&self) -> bool {
         false
+    }
+    fn process(&self) -> Process {
+        self.process
     }
 
     fn plan_eps(

@@ -125,6 +125,10 @@ impl MethodStep for Smc {
         meas: Option<&Measurement<'_>>,
     ) -> Result<Planned, SamplerError> {
         let m = need_measurement(meas, "SMC")?;
+        core.require_ddpm(
+            "SMC",
+            "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
+        )?;
         let particles = core.opts.particles.unwrap_or(core.batch);
         if !(m.sigma_y > 0.0) {
             return Err(SamplerError::Invalid(
@@ -285,8 +289,8 @@ impl MethodStep for Smc {
     /// Step i's scalars: the twist variance, the proposal's, the offset.
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         p.resid_scale = 1.0;
-        let abar = core.schedule.alphas_cumprod[i];
-        let v = self.sigma_y2 as f64 + (1.0 - abar) / abar;
+        let (a, b) = (core.grid.a[i], core.grid.b[i]);
+        let v = self.sigma_y2 as f64 + (b / a) * (b / a);
         p.method = MethodBlock::of(&SmcStep {
             inv_twist_var: (1.0 / v) as f32,
         });
@@ -315,8 +319,7 @@ impl MethodStep for Smc {
             ..*p
         };
         gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&last));
-        self.pop
-            .set(gpu, Self::offset(core.opts.seed, core.schedule.len()), true);
+        self.pop.set(gpu, Self::offset(core.opts.seed, core.steps()), true);
         self.final_plan.run(gpu)?;
         let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
         gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;

@@ -72,6 +72,10 @@ impl ScoreModel for UnetScore {
         self.unet.config.learned_sigma()
     }
 
+    fn process(&self) -> crate::process::Process {
+        self.unet.process
+    }
+
     fn plan_eps(
         &self,
         gpu: &Gpu,

@@ -261,7 +261,11 @@ impl Reader<'_> {
         let unknown: Vec<String> = self
             .obj
             .keys()
-            .filter(|k| !k.starts_with('_') && !known.contains(&k.as_str()))
+            .filter(|k| {
+                !k.starts_with('_')
+                    && !known.contains(&k.as_str())
+                    && !crate::process::CONFIG_KEYS.contains(&k.as_str())
+            })
             .cloned()
             .collect();
         if !unknown.is_empty() {

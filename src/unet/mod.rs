@@ -67,10 +67,13 @@ pub use shapes::LayerShape;
 pub use weights::{Weights, WeightsError};
 
 use crate::gpu::Gpu;
+use crate::process::Process;
 
 /// A U-Net with its weights resident on the GPU.
 pub struct Unet {
     pub config: UnetConfig,
+    /// The process the model was trained on (from `scheduler_config.json` or `config.json`).
+    pub process: Process,
     pub graph: Graph,
     pub weights: Weights,
 }
@@ -85,9 +88,16 @@ impl Unet {
     /// As [`Unet::load`], packing the weights into arenas of at most
     /// `max_arena_elems` floats (the adapter's binding limit by default).
     pub fn load_with_arena_limit(gpu: &Gpu, path: &Path, max_arena_elems: usize) -> Result<Unet, WeightsError> {
+        let files = weights::ModelFiles::resolve(path)?;
+        let process = Process::for_model(&files.config)?;
         let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
         let weights = Weights::upload(gpu, &host)?;
-        Ok(Unet { config, graph, weights })
+        Ok(Unet {
+            config,
+            process,
+            graph,
+            weights,
+        })
     }
 
     /// The built-in default prior ([`crate::embedded`]: the shipped
@@ -95,8 +105,14 @@ impl Unet {
     pub fn load_embedded(gpu: &Gpu) -> Result<Unet, WeightsError> {
         let checked = weights::inspect_embedded()?;
         let (config, graph, host) = weights::pack_checked(checked, weights::max_arena_elems(gpu))?;
+        let process = Process::from_config_json(crate::embedded::CONFIG_JSON, Path::new(crate::embedded::MODEL_NAME))?;
         let weights = Weights::upload(gpu, &host)?;
-        Ok(Unet { config, graph, weights })
+        Ok(Unet {
+            config,
+            process,
+            graph,
+            weights,
+        })
     }
 
     /// A model of `config` with random weights drawn from `seed` (benchmarks).
@@ -109,6 +125,7 @@ impl Unet {
         let weights = Weights::upload(gpu, &host)?;
         Ok(Unet {
             config: config.clone(),
+            process: Process::default(),
             graph,
             weights,
         })

@@ -19,6 +19,8 @@ use crate::io::{IoError, TensorFile};
 pub enum WeightsError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("{path}: {source}")]
     Graph { path: PathBuf, source: GraphError },
     #[error(transparent)]

@@ -7,7 +7,6 @@ use tweedie::io::TensorFile;
 use tweedie::operators::dense::Dense;
 use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{GmmPrior, Measurement, Method, RunStats, Sampler, SamplerOptions};
-use tweedie::schedule::Schedule;
 
 use super::{fixture, randn, rng};
 
@@ -180,8 +179,15 @@ pub fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (
 pub fn sample_stats(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, RunStats) {
     let gpu = super::gpu();
     let p = &case.problem;
-    let base = Schedule::linear(1000, 1000).unwrap();
-    let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, &base.alphas_cumprod).unwrap();
+    let model = GmmPrior::new(
+        &gpu,
+        &p.weights,
+        &p.means,
+        &p.vars,
+        p.d,
+        &tweedie::process::Process::default(),
+    )
+    .unwrap();
     let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
     let meas = Measurement {
         op: &op,
