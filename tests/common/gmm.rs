@@ -5,6 +5,7 @@
 use rand::Rng;
 use tweedie::io::TensorFile;
 use tweedie::operators::dense::Dense;
+use tweedie::process::Process;
 use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{GmmPrior, Measurement, Method, RunStats, Sampler, SamplerOptions};
 
@@ -177,17 +178,20 @@ pub fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (
 
 /// As [`sample`], with the whole run report.
 pub fn sample_stats(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, RunStats) {
+    sample_process(case, method, opts, n, &Process::default())
+}
+
+/// As [`sample_stats`], with the mixture run as `process` (DDPM or a flow).
+pub fn sample_process(
+    case: &Case,
+    method: Method,
+    opts: &SamplerOptions,
+    n: usize,
+    process: &Process,
+) -> (Vec<f32>, RunStats) {
     let gpu = super::gpu();
     let p = &case.problem;
-    let model = GmmPrior::new(
-        &gpu,
-        &p.weights,
-        &p.means,
-        &p.vars,
-        p.d,
-        &tweedie::process::Process::default(),
-    )
-    .unwrap();
+    let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, process).unwrap();
     let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
     let meas = Measurement {
         op: &op,
