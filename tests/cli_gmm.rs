@@ -104,11 +104,56 @@ fn bad_input_is_refused_with_one_line() {
     cases.push(("NaN in y", p, vec![], "non-finite"));
     cases.push(("too many steps", good(), vec!["--steps", "1001"], "--steps"));
     cases.push(("no samples", good(), vec!["--samples", "0"], "--samples"));
+    cases.push((
+        "eta without ddim",
+        good(),
+        vec!["--eta", "0.5"],
+        "--eta needs --sampler ddim",
+    ));
+    cases.push((
+        "negative eta",
+        good(),
+        vec!["--sampler", "ddim", "--eta=-1"],
+        "--eta must be",
+    ));
+    cases.push((
+        "eta on a flow",
+        good(),
+        vec!["--process", "flow", "--eta", "0.5"],
+        "a flow model's Euler sampler has no eta",
+    ));
+    cases.push((
+        "ddim on a flow",
+        good(),
+        vec!["--process", "flow", "--sampler", "ddim"],
+        "a flow model takes Euler steps",
+    ));
+    cases.push((
+        "cdps on a flow",
+        good(),
+        vec!["--process", "flow", "--method", "cdps"],
+        "C-DPS runs on DDPM's ancestral step",
+    ));
+    cases.push((
+        "smc on a flow",
+        good(),
+        vec!["--process", "flow", "--method", "smc"],
+        "SMC runs on DDPM's ancestral step",
+    ));
+    cases.push((
+        "cdps on ddim",
+        good(),
+        vec!["--sampler", "ddim", "--method", "cdps"],
+        "not DDIM",
+    ));
     for (what, p, extra, needle) in cases {
         let prob = tmp(&format!("bad-{}.safetensors", what.replace(' ', "_")));
         write(&prob, &p);
         let out = tmp(&format!("bad-out-{}.safetensors", what.replace(' ', "_")));
-        let mut args = vec!["--method", "dmps"];
+        let mut args = vec![];
+        if !extra.contains(&"--method") {
+            args.extend(["--method", "dmps"]);
+        }
         if !extra.contains(&"--samples") {
             args.extend(["--samples", "4"]);
         }

@@ -357,3 +357,60 @@ fn eval_scores_the_mean_of_k_samples_and_the_single_samples() {
     }
     eval_refuses("--samples", "0");
 }
+
+/// A model directory whose process tweedie cannot run is refused with one line
+/// naming it: an unknown prediction_type, a flow with eps-prediction, a
+/// scheduler_config.json with an unsupported flow shift.
+#[test]
+fn restore_refuses_model_processes_it_cannot_run() {
+    let src = PathBuf::from(gray_model());
+    let config = std::fs::read_to_string(src.join("config.json")).unwrap();
+    let img = image();
+    let cases: [(&str, Option<&str>, &str); 3] = [
+        (
+            r#""prediction_type": "noise""#,
+            None,
+            "unknown prediction_type \"noise\"",
+        ),
+        (
+            r#""process": "flow", "prediction_type": "epsilon""#,
+            None,
+            "a flow model with prediction_type \"epsilon\"",
+        ),
+        (
+            r#""process": "vp""#,
+            Some(r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}"#),
+            "\"shift\" = 3",
+        ),
+    ];
+    for (i, (fields, scheduler, needle)) in cases.into_iter().enumerate() {
+        let dir = scratch(&format!("badproc{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+        let patched = config.replacen('{', &format!("{{{fields}, "), 1);
+        std::fs::write(dir.join("config.json"), patched).unwrap();
+        if let Some(s) = scheduler {
+            std::fs::write(dir.join("scheduler_config.json"), s).unwrap();
+        }
+        let out = dir.join("out");
+        let o = tweedie(&[
+            "restore",
+            "--model",
+            s(&dir),
+            "--quiet",
+            "--task",
+            "sr",
+            "--method",
+            "dmps",
+            "--input",
+            &img,
+            "--out",
+            s(&out),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{fields}: succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{fields}: {err}");
+        assert!(err.contains(needle), "{fields}: {err}");
+        assert!(!out.join("report.json").exists());
+    }
+}

@@ -65,9 +65,6 @@ impl SamplingArgs {
         if self.steps == 0 {
             anyhow::bail!("--steps must be at least 1");
         }
-        if self.eta.is_some() && self.sampler != Some(BaseSampler::Ddim) {
-            anyhow::bail!("--eta needs --sampler ddim");
-        }
         if self.eta.is_some_and(|e| !(e.is_finite() && e >= 0.0)) {
             anyhow::bail!("--eta must be a non-negative number");
         }

@@ -173,15 +173,15 @@ impl StepKind {
     /// The step `opts` ask for on `process`, or a one-line refusal.
     pub fn resolve(process: &Process, opts: &SamplerOptions) -> Result<StepKind, SamplerError> {
         if process.is_flow() {
+            if opts.eta.is_some() {
+                return Err(SamplerError::Invalid(
+                    "--eta applies to DDIM on a VP diffusion model; a flow model's Euler sampler has no eta".into(),
+                ));
+            }
             if opts.sampler.is_some() {
                 return Err(SamplerError::Invalid(
                     "--sampler ddpm|ddim applies to VP diffusion models; a flow model takes Euler steps of its ODE"
                         .into(),
-                ));
-            }
-            if opts.eta.is_some() {
-                return Err(SamplerError::Invalid(
-                    "--eta applies to DDIM on a VP diffusion model; a flow model's Euler sampler has no eta".into(),
                 ));
             }
             return Ok(StepKind::Euler);
