@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Compares tweedie's U-Net forward with the training script's own PyTorch forward
-on a stored checkpoint: a batch of random inputs at several t, max abs error.
+on a stored checkpoint (the diffusion prior or the flow prior: the network is
+built from the model's own config.json): a batch of random inputs at several
+network times, max abs error.
 
-    python3 tools/check_prior_parity.py [--model weights/fashion-mnist-32] [--tweedie target/release/tweedie]
+    python3 tools/check_prior_parity.py [--model weights/fashion-mnist-32 | weights/fashion-mnist-32-flow] [--tweedie target/release/tweedie]
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +26,8 @@ def main():
     ap.add_argument("--model", default="weights/fashion-mnist-32")
     ap.add_argument("--tweedie", default="target/release/tweedie")
     a = ap.parse_args()
-    m = train_prior.UNetModel(train_prior.CONFIG)
+    with open(os.path.join(a.model, "config.json")) as f:
+        m = train_prior.UNetModel(json.load(f))
     m.load_state_dict({k: v.float() for k, v in load_file(os.path.join(a.model, "model.safetensors")).items()})
     m.eval()
     g = torch.Generator().manual_seed(0)

@@ -332,6 +332,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     )?;
     let header = json!({
         "model": prior.name,
+        "process": prior.score.unet().process.describe(),
         "task": args.spec.task,
         "task_options": args.spec.options_json(),
         "method": method_name(method),
@@ -342,6 +343,8 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "sigma_y": args.sigma,
         "zeta": args.sampling.zeta.unwrap_or(default_zeta(args.spec.task)),
         "lambda": args.sampling.lambda(&prior.score.unet().process),
+            "sampler": args.sampling.sampler.map(|s| format!("{s:?}").to_lowercase()),
+            "eta": args.sampling.eta,
         "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
         "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
         "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),

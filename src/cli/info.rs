@@ -41,6 +41,8 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
 /// and shapes are checked against the config on the way.
 fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
     let (config, graph, _) = crate::unet::weights::inspect(path)?;
+    let files = crate::unet::weights::ModelFiles::resolve(path)?;
+    let process = crate::process::Process::for_model(&files.config)?;
     let size = config.image_size();
     let sigma = if config.learned_sigma() {
         " (eps + learned variance)"
@@ -49,6 +51,7 @@ fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
     };
     println!("model: {}", path.display());
     println!("  architecture      {}", config.architecture());
+    println!("  process           {}", process.describe());
     println!(
         "  channels          {} in, {} out{sigma}",
         config.in_channels(),

@@ -36,7 +36,7 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Restore image(s): posterior samples, their mean and per-pixel std, report.json.
     Restore(restore::RestoreArgs),
-    /// Unconditional DDPM samples from a model, as a grid image.
+    /// Unconditional samples from a model (DDPM/DDIM for a VP diffusion, Euler for a flow), as a grid image.
     Sample(sample::SampleArgs),
     /// Evaluate a method on a folder of clean images: PSNR/SSIM per image and the mean.
     Eval(eval::EvalArgs),

@@ -192,6 +192,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         let report = json!({
             "tweedie": env!("CARGO_PKG_VERSION"),
             "model": prior.name,
+            "process": prior.score.unet().process.describe(),
             "task": job.resolved.task,
             "task_options": args.spec.options_json(),
             "method": method_name(args.method),
@@ -202,6 +203,8 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "sigma_y": job.sigma_y,
             "zeta": args.sampling.zeta.unwrap_or(default_zeta(job.resolved.task)),
             "lambda": args.sampling.lambda(&prior.score.unet().process),
+            "sampler": args.sampling.sampler.map(|s| format!("{s:?}").to_lowercase()),
+            "eta": args.sampling.eta,
             "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
             "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
             "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
