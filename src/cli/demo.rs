@@ -52,7 +52,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         seed: args.seed,
         zeta: None,
         // The paper's 1.75 is made for 1000 steps; on this few it overshoots and
-        // leaves speckle noise (README, "The shipped prior").
+        // leaves speckle noise (README, "The shipped priors").
         lambda: Some(DEMO_LAMBDA),
         sampler: None,
         eta: None,

@@ -57,6 +57,19 @@
 //! The spectral chain is level with DMPS; both stay far from the 0.08 floor,
 //! as every Gaussian-approximation step does on a prior whose modes are 8
 //! apart. The solver is not the limit (CG converges in <= m + 1 iterations).
+//!
+//! **No flow form (nor a DDIM one): refused.** The step is an exact Gaussian
+//! draw from (x-factor) x p(y_{t-1} | x_{t-1}), and both readings of the
+//! x-factor are Gaussian kernels with a variance: the forward kernel's beta_t,
+//! the reverse kernel's sigma_t^2. A flow's sampler is the ODE: its step
+//! x_{t-dt} = x_t - dt u(x_t) is a point mass (sigma = 0, D = 1 / sigma^2
+//! infinite), so the product with the measurement factor is that same point
+//! mass and y never enters; DDIM with eta = 0 is the same. The flow has no
+//! forward kernel between grid times either (x_t = (1 - t) x0 + t eps is
+//! defined by its marginals, not a Markov chain). What would run is C-DPS on
+//! the VP diffusion the flow is a rescaling of (x_t / ((1 - t)^2 + t^2)^{1/2}
+//! has abar = (1 - t)^2 / ((1 - t)^2 + t^2)), i.e. C-DPS on a diffusion model,
+//! not a flow form of it; `plan` refuses flows and DDIM with this reason.
 
 use super::cg::{Cg, CgStats, Space};
 use super::{
