@@ -475,3 +475,186 @@ fn learned_sigma_variance_is_used() {
     }
     assert_close("learned-sigma DDPM step", &got, &want, 1e-4, 1e-3);
 }
+
+impl Setup {
+    /// The mixture's flow velocity u = E[eps - x0 | x_t] at a = 1 - t, b = t,
+    /// from the per-component posteriors: E[x0 | x, k] = mu + a Sigma (x - a mu) / var,
+    /// E[eps | x, k] = b (x - a mu) / var, var = a^2 Sigma + b^2.
+    fn velocity(&self, x: &[f64], t: f64) -> Vec<f64> {
+        let (a, b) = (1.0 - t, t);
+        let mut logits = [0f64; K];
+        for c in 0..K {
+            let mut q = 0.0;
+            for j in 0..D {
+                let v = a * a * self.var[c * D + j] + b * b;
+                let r = x[j] - a * self.mu[c * D + j];
+                q += r * r / v + v.ln();
+            }
+            logits[c] = self.w[c].ln() - 0.5 * q;
+        }
+        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        (0..D)
+            .map(|j| {
+                (0..K)
+                    .map(|c| {
+                        let (mu, sg) = (self.mu[c * D + j], self.var[c * D + j]);
+                        let v = a * a * sg + b * b;
+                        let r = x[j] - a * mu;
+                        let e_x0 = mu + a * sg * r / v;
+                        let e_eps = b * r / v;
+                        (logits[c] - mx).exp() / tot * (e_eps - e_x0)
+                    })
+                    .sum::<f64>()
+            })
+            .collect()
+    }
+
+    /// DMPS's direction A^T (sigma_y^2 I + c A A^T)^{-1} (y - A x / a).
+    fn dmps_direction(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
+        let c = (b / a).powi(2);
+        let mut sys = vec![0f64; M * M];
+        for p in 0..M {
+            for q in 0..M {
+                let g: f64 = (0..D).map(|k| self.a[p * D + k] * self.a[q * D + k]).sum();
+                sys[p * M + q] = c * g + if p == q { self.sigma_y * self.sigma_y } else { 0.0 };
+            }
+        }
+        let ax = self.ax(x);
+        let res: Vec<f64> = (0..M).map(|k| self.y[k] - ax[k] / a).collect();
+        self.atv(&solve(sys, M, res))
+    }
+}
+
+/// One step of DDPM (Euler), DPS and DMPS (Algorithm 2) on the flow mixture,
+/// and of DDIM (eta 0.5) under DDPM and DMPS on the VP mixture, against f64
+/// CPU replays written from the formulas (the flow's velocity from the
+/// per-component posteriors; DDIM from Song et al.), at the noise end (t = 1,
+/// a = 0), inside, and the last step.
+#[test]
+fn one_flow_and_ddim_step_matches_cpu_replay() {
+    use tweedie::process::Process;
+    use tweedie::samplers::BaseSampler;
+    let gpu = gpu();
+    let s = setup();
+    let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
+    let mut r = rng(43);
+    let (zeta, lambda, eta) = (0.5f32, 2.0f32, 0.5f64);
+    let sched = Schedule::linear(1000, STEPS).unwrap();
+    for flow in [true, false] {
+        let process = if flow { Process::flow(1.0) } else { Process::default() };
+        let model = GmmPrior::new(&gpu, &s.w32, &s.mu32, &s.var32, D, &process).unwrap();
+        let methods: &[Method] = if flow {
+            &[Method::Ddpm, Method::Dps, Method::Dmps]
+        } else {
+            &[Method::Ddpm, Method::Dmps]
+        };
+        for &method in methods {
+            for clip in [false, true] {
+                for i in [0usize, 7, STEPS - 1] {
+                    let what = format!("flow={flow} {method:?} clip={clip} step {i}");
+                    let opts = SamplerOptions {
+                        steps: STEPS,
+                        seed: 11,
+                        clip,
+                        zeta,
+                        lambda,
+                        sampler: (!flow).then_some(BaseSampler::Ddim),
+                        eta: (!flow).then_some(eta as f32),
+                        ..Default::default()
+                    };
+                    let meas = Measurement {
+                        op: &op,
+                        y: &s.y32,
+                        sigma_y: s.sigma_y as f32,
+                    };
+                    let smp = Sampler::new(&gpu, method, &model, Some(meas), N, &opts).unwrap();
+                    smp.init(&gpu).unwrap();
+                    let x_in: Vec<f32> = randn(&mut r, N * D);
+                    smp.x().write(&gpu, &x_in).unwrap();
+                    smp.step(&gpu, i).unwrap();
+                    let got = smp.x().read(&gpu).unwrap();
+                    let z = f64s(&smp.core.z.read(&gpu).unwrap());
+                    let clipf = |v: f64| if clip { v.clamp(-1.0, 1.0) } else { v };
+                    // (a, b) now and next, epshat's coefficient ce and the noise sigma.
+                    let (a, b, an, ce, sigma) = if flow {
+                        let (t, tn) = ((i + 1) as f64 / STEPS as f64, i as f64 / STEPS as f64);
+                        (1.0 - t, t, 1.0 - tn, tn, 0.0)
+                    } else {
+                        let (ab, abn) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
+                        let sg = eta * ((1.0 - abn) / (1.0 - ab) * (1.0 - ab / abn)).sqrt();
+                        let sg = if i > 0 { sg } else { 0.0 };
+                        let ce = (1.0 - abn - sg * sg).max(0.0).sqrt();
+                        (ab.sqrt(), (1.0 - ab).sqrt(), abn.sqrt(), ce, sg)
+                    };
+                    // x0hat (clipped) of the model at x.
+                    let x0_at = |x: &[f64]| -> Vec<f64> {
+                        if flow {
+                            let u = s.velocity(x, b);
+                            (0..D).map(|j| clipf(x[j] - b * u[j])).collect()
+                        } else {
+                            let e = s.eps(x, a, b);
+                            (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect()
+                        }
+                    };
+                    let mut want = Vec::with_capacity(N * D);
+                    for n in 0..N {
+                        let x = f64s(&x_in[n * D..(n + 1) * D]);
+                        let x0 = x0_at(&x);
+                        let base: Vec<f64> = (0..D)
+                            .map(|j| {
+                                let eh = (x[j] - a * x0[j]) / b;
+                                an * x0[j] + ce * eh + sigma * z[n * D + j]
+                            })
+                            .collect();
+                        if flow && !clip {
+                            // Without clipping the step is plain Euler: x - dt u.
+                            let u = s.velocity(&x, b);
+                            for j in 0..D {
+                                let euler = x[j] - (b - ce) * u[j];
+                                assert!((euler - base[j]).abs() < 1e-9 * (1.0 + euler.abs()), "{what}: Euler");
+                            }
+                        }
+                        let out: Vec<f64> = match method {
+                            Method::Ddpm => base,
+                            Method::Dps => {
+                                let loss = |x: &[f64]| {
+                                    let ax = s.ax(&x0_at(x));
+                                    (0..M).map(|k| (s.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
+                                };
+                                let h = 1e-6;
+                                (0..D)
+                                    .map(|j| {
+                                        let mut xp = x.clone();
+                                        let mut xm = x.clone();
+                                        xp[j] += h;
+                                        xm[j] -= h;
+                                        base[j] - zeta as f64 * (loss(&xp) - loss(&xm)) / (2.0 * h)
+                                    })
+                                    .collect()
+                            }
+                            Method::Dmps if a == 0.0 => base,
+                            Method::Dmps => {
+                                // grad log p(y | x_t) = g / a. Flow: the paper's
+                                // -b (a'_t b - a b'_t) / a lambda grad dt with a'_t = -1,
+                                // b'_t = 1, dt = 1 / K; DDIM: lambda b (a' b / a - c) grad.
+                                let g = s.dmps_direction(&x, a, b);
+                                let coef = if flow {
+                                    let dt = 1.0 / STEPS as f64;
+                                    -b * (-1.0 * b - a * 1.0) / a * lambda as f64 * dt / a
+                                } else {
+                                    lambda as f64 * b * (an * b / a - ce) / a
+                                };
+                                (0..D).map(|j| base[j] + coef * g[j]).collect()
+                            }
+                            _ => unreachable!(),
+                        };
+                        want.extend(out.iter().map(|&v| v as f32));
+                    }
+                    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+                    assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+                }
+            }
+        }
+    }
+}
