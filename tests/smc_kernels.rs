@@ -228,6 +228,9 @@ fn tds_weigh_and_step_match_cpu() {
             flags,
             a_t: 0.6,
             b_t: 0.8,
+            // an eps-model: x0hat = (x - b eps) / a
+            x0_x: 1.0 / 0.6,
+            x0_out: -0.8 / 0.6,
             coef1: 0.3,
             coef2: 0.9,
             log_var_min: -4.0,
