@@ -11,7 +11,7 @@ use tweedie::operators::Operator;
 use tweedie::samplers::cg::{Cg, Space};
 use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
-use tweedie::schedule::{Schedule, VarianceType};
+use tweedie::schedule::VarianceType;
 use tweedie::{Gpu, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -30,7 +30,6 @@ fn samples() -> usize {
 fn bench(c: &mut Criterion) {
     let gpu = Gpu::new().expect("benches need a GPU adapter");
     let n = samples();
-    let base = Schedule::linear(1000, 1000).unwrap();
     for name in ["d8_m2", "d80_m4"] {
         let p = GmmProblem::load(fixture(&format!("{name}.safetensors"))).unwrap();
         let model = GmmPrior::new(

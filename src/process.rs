@@ -360,8 +360,8 @@ impl Process {
                 let data_at_one = match r.obj.get("flow_data_time") {
                     None => false,
                     Some(v) => match v.as_f64() {
-                        Some(x) if x == 0.0 => false,
-                        Some(x) if x == 1.0 => true,
+                        Some(0.0) => false,
+                        Some(1.0) => true,
                         _ => return Err(r.bad(format!("\"flow_data_time\" must be 0 or 1, got {v}"))),
                     },
                 };

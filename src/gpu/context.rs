@@ -180,7 +180,7 @@ impl Gpu {
             device_type: format!("{:?}", self.info.device_type),
             driver: self.info.driver.clone(),
             driver_info: self.info.driver_info.clone(),
-            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: self.limits.max_storage_buffer_binding_size,
             max_buffer_size: self.limits.max_buffer_size,
             max_compute_workgroup_storage_size: self.limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: self.limits.max_compute_invocations_per_workgroup,
@@ -273,7 +273,10 @@ impl Gpu {
 
     /// Refuses a buffer the adapter cannot bind, with a message that names it.
     pub fn check_binding_size(&self, what: &str, bytes: u64) -> Result<(), GpuError> {
-        let limit = (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size);
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
         if bytes > limit {
             return Err(GpuError::TooLarge {
                 what: what.to_string(),

@@ -117,8 +117,8 @@ impl GmmPrior {
             }
             Kind::Flow {
                 data_at_one: false,
-                time_scale,
-            } if time_scale == 1.0 => vec![1.0],
+                time_scale: 1.0,
+            } => vec![1.0],
             _ => {
                 return Err(invalid(format!(
                     "the mixture prior runs as a VP diffusion predicting eps or a flow (data at t = 0, time t) \
