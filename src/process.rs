@@ -20,7 +20,10 @@
 //! x0hat = x - u would otherwise be written (x - b eps) / a.
 //!
 //! A model directory says which process it uses: diffusers'
-//! `scheduler_config.json` beside the model when present, else these fields of
+//! `scheduler_config.json` beside the model when present (its `beta_schedule`,
+//! `beta_start`, `beta_end`, `num_train_timesteps`, `prediction_type` and
+//! `variance_type`; `FlowMatchEulerDiscreteScheduler` is a flow fed
+//! `num_train_timesteps` t), else these fields of
 //! `config.json` (all optional; without them a model is VP, linear betas, 1000
 //! steps, eps-prediction):
 //!
@@ -39,7 +42,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::schedule::{Schedule, ScheduleError};
+use crate::schedule::{Schedule, ScheduleError, VarianceType};
 
 #[derive(Debug, Error)]
 pub enum ProcessError {
@@ -146,6 +149,11 @@ pub enum Kind {
 pub struct Process {
     pub kind: Kind,
     pub prediction: Prediction,
+    /// The reverse-step variance a diffusers scheduler names (`variance_type`:
+    /// fixed_small / fixed_large); None: the sampler's choice (tweedie uses
+    /// fixed-large, as DPS does). A learned variance comes from the model's
+    /// output channels, not from here.
+    pub variance: Option<VarianceType>,
 }
 
 impl Default for Process {
@@ -185,6 +193,7 @@ impl Process {
                 train_steps,
             },
             prediction: Prediction::Epsilon,
+            variance: None,
         }
     }
 
@@ -196,6 +205,7 @@ impl Process {
                 time_scale,
             },
             prediction: Prediction::Velocity,
+            variance: None,
         }
     }
 
@@ -418,7 +428,15 @@ impl Process {
         }
         let betas = r.betas()?;
         let prediction = r.prediction(Prediction::Epsilon)?;
-        check(Kind::Vp { betas, train_steps }, prediction, path)
+        let variance = match r.str_or("variance_type", "")? {
+            "" | "learned" | "learned_range" => None,
+            "fixed_small" | "fixed_small_log" => Some(VarianceType::FixedSmall),
+            "fixed_large" | "fixed_large_log" => Some(VarianceType::FixedLarge),
+            other => return Err(r.bad(format!("variance_type {other:?} is not supported"))),
+        };
+        let mut p = check(Kind::Vp { betas, train_steps }, prediction, path)?;
+        p.variance = variance;
+        Ok(p)
     }
 }
 
@@ -454,7 +472,11 @@ fn check(kind: Kind, prediction: Prediction, path: &Path) -> Result<Process, Pro
         (Kind::Flow { time_scale, .. }, _) if !(time_scale.is_finite() && time_scale > 0.0) => {
             Err(bad(format!("\"time_scale\" must be a positive number, got {time_scale}")))
         }
-        _ => Ok(Process { kind, prediction }),
+        _ => Ok(Process {
+            kind,
+            prediction,
+            variance: None,
+        }),
     }
 }
 
@@ -622,6 +644,37 @@ mod tests {
             let e = cfg(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn diffusers_scheduler_configs() {
+        let p = Process::from_scheduler_json(
+            r#"{"_class_name": "DDPMScheduler", "beta_schedule": "squaredcos_cap_v2",
+                "prediction_type": "v_prediction", "variance_type": "fixed_small", "clip_sample": true}"#,
+            Path::new("scheduler_config.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            p.kind,
+            Kind::Vp {
+                betas: Betas::Cosine,
+                train_steps: 1000
+            }
+        );
+        assert_eq!(p.prediction, Prediction::V);
+        assert_eq!(p.variance, Some(VarianceType::FixedSmall));
+        let f = Process::from_scheduler_json(
+            r#"{"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}"#,
+            Path::new("scheduler_config.json"),
+        )
+        .unwrap();
+        assert_eq!(f, Process::flow(1000.0));
+        let e = Process::from_scheduler_json(
+            r#"{"_class_name": "DDIMScheduler", "rescale_betas_zero_snr": true}"#,
+            Path::new("scheduler_config.json"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("zero-terminal-SNR"), "{e}");
     }
 
     #[test]

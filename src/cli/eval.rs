@@ -114,7 +114,7 @@ pub fn evaluate(
     let mut opts = sampling.options(
         default_zeta(resolved.task),
         true,
-        VarianceType::FixedLarge,
+        prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge),
         &prior.score.unet().process,
     );
     if method == Method::Smc {

@@ -79,7 +79,7 @@ pub fn run_job(
     let opts = sampling.options(
         default_zeta(job.resolved.task),
         true,
-        VarianceType::FixedLarge,
+        prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge),
         &prior.score.unet().process,
     );
     let plan_s = t0.elapsed().as_secs_f64();

@@ -49,7 +49,7 @@ pub fn run(args: SampleArgs, verbose: bool) -> anyhow::Result<()> {
         sampler: args.sampler,
         eta: args.eta,
         seed: args.seed,
-        variance: VarianceType::FixedLarge,
+        variance: prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge),
         clip: true,
         ..SamplerOptions::default()
     };
