@@ -46,9 +46,14 @@ def load_split(kind):
 
 
 # ---------------------------------------------------------------- the U-Net
+def at_least_f32(x):
+    """x in float32, or float64 when it is (the fixtures run the network in float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class GroupNorm32(nn.GroupNorm):
     def forward(self, x):
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(at_least_f32(x)).type(x.dtype)
 
 
 def norm(ch):
@@ -142,7 +147,7 @@ class AttentionBlock(nn.Module):
         q, k, v = qkv.reshape(bs * self.heads, ch * 3, length).split(ch, dim=1)
         scale = 1 / math.sqrt(math.sqrt(ch))
         w = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-        w = torch.softmax(w.float(), dim=-1).type(w.dtype)
+        w = torch.softmax(at_least_f32(w), dim=-1).type(w.dtype)
         a = torch.einsum("bts,bcs->bct", w, v).reshape(bs, -1, length)
         return (xf + self.proj_out(a)).reshape(b, c, hh, ww)
 
@@ -195,7 +200,8 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(norm(ch), nn.SiLU(), zero(nn.Conv2d(mc, cfg["out_channels"], 3, padding=1)))
 
     def forward(self, x, t):
-        emb = self.time_embed(timestep_embedding(t, self.mc))
+        # The sinusoids in float32 as guided-diffusion computes them, then the network's dtype.
+        emb = self.time_embed(timestep_embedding(t, self.mc).to(x.dtype))
         hs, h = [], x
         for m in self.input_blocks:
             h = m(h, emb)
