@@ -216,35 +216,14 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     Method::Smc => unreachable!("SMC's kernels are replayed in tests/smc_kernels.rs"),
                     Method::Ddpm => ddpm,
                     Method::Dps => {
-                        let loss = |x: &[f64]| {
+                        let grad = s.dps_grad(&x, |x| {
                             let e = s.eps(x, a, b);
-                            let x0: Vec<f64> = (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect();
-                            let ax = s.ax(&x0);
-                            (0..M).map(|k| (s.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
-                        };
-                        let h = 1e-6;
-                        (0..D)
-                            .map(|j| {
-                                let mut xp = x.clone();
-                                let mut xm = x.clone();
-                                xp[j] += h;
-                                xm[j] -= h;
-                                ddpm[j] - zeta as f64 * (loss(&xp) - loss(&xm)) / (2.0 * h)
-                            })
-                            .collect()
+                            (0..D).map(|j| clipf((x[j] - b * e[j]) / a)).collect()
+                        });
+                        (0..D).map(|j| ddpm[j] - zeta as f64 * grad[j]).collect()
                     }
                     Method::Dmps => {
-                        let c = (b / a).powi(2);
-                        let mut sys = vec![0f64; M * M];
-                        for p in 0..M {
-                            for q in 0..M {
-                                let g: f64 = (0..D).map(|k| s.a[p * D + k] * s.a[q * D + k]).sum();
-                                sys[p * M + q] = c * g + if p == q { s.sigma_y * s.sigma_y } else { 0.0 };
-                            }
-                        }
-                        let ax = s.ax(&x);
-                        let res: Vec<f64> = (0..M).map(|k| s.y[k] - ax[k] / a).collect();
-                        let g = s.atv(&solve(sys, M, res));
+                        let g = s.dmps_direction(&x, a, b);
                         let coef = lambda as f64 * beta / (1.0 - beta).sqrt() / a;
                         (0..D).map(|j| ddpm[j] + coef * g[j]).collect()
                     }
@@ -510,6 +489,24 @@ impl Setup {
             .collect()
     }
 
+    /// grad_x |y - A x0hat(x)| by central finite differences.
+    fn dps_grad(&self, x: &[f64], x0hat: impl Fn(&[f64]) -> Vec<f64>) -> Vec<f64> {
+        let loss = |x: &[f64]| {
+            let ax = self.ax(&x0hat(x));
+            (0..M).map(|k| (self.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
+        };
+        let h = 1e-6;
+        (0..D)
+            .map(|j| {
+                let mut xp = x.to_vec();
+                let mut xm = x.to_vec();
+                xp[j] += h;
+                xm[j] -= h;
+                (loss(&xp) - loss(&xm)) / (2.0 * h)
+            })
+            .collect()
+    }
+
     /// DMPS's direction A^T (sigma_y^2 I + c A A^T)^{-1} (y - A x / a).
     fn dmps_direction(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
         let c = (b / a).powi(2);
@@ -618,20 +615,8 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
                         let out: Vec<f64> = match method {
                             Method::Ddpm => base,
                             Method::Dps => {
-                                let loss = |x: &[f64]| {
-                                    let ax = s.ax(&x0_at(x));
-                                    (0..M).map(|k| (s.y[k] - ax[k]).powi(2)).sum::<f64>().sqrt()
-                                };
-                                let h = 1e-6;
-                                (0..D)
-                                    .map(|j| {
-                                        let mut xp = x.clone();
-                                        let mut xm = x.clone();
-                                        xp[j] += h;
-                                        xm[j] -= h;
-                                        base[j] - zeta as f64 * (loss(&xp) - loss(&xm)) / (2.0 * h)
-                                    })
-                                    .collect()
+                                let grad = s.dps_grad(&x, &x0_at);
+                                (0..D).map(|j| base[j] - zeta as f64 * grad[j]).collect()
                             }
                             Method::Dmps if a == 0.0 => base,
                             Method::Dmps => {
