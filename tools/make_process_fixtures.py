@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_prior import UNetModel  # noqa: E402
+from train_prior import CONFIG, UNetModel  # noqa: E402
 
 STEPS_RUN = 3
 
@@ -63,33 +63,20 @@ def io_tensors(fwd, x, t, seed):
 
 
 # ---------------------------------------------------------------- the ADM flow model
-ADM_FLOW = {
-    "architecture": "guided-diffusion",
-    "image_size": 16,
-    "in_channels": 1,
-    "model_channels": 32,
-    "out_channels": 1,
-    "num_res_blocks": 1,
-    "attention_resolutions": [2],
-    "dropout": 0.0,
-    "channel_mult": [1, 1],
-    "conv_resample": True,
-    "dims": 2,
-    "num_classes": None,
-    "use_checkpoint": False,
-    "use_fp16": False,
-    "num_heads": 4,
-    "num_head_channels": 16,
-    "num_heads_upsample": -1,
-    "use_scale_shift_norm": True,
-    "resblock_updown": True,
-    "use_new_attention_order": False,
-    "process": "flow",
-    "prediction_type": "velocity",
-    "flow_data_time": 1,
-    "time_scale": "(N-1)t",
-    "diffusion_steps": 1000,
-}
+# The shipped prior's layout, smaller, as a data-at-1 flow.
+ADM_FLOW = dict(
+    CONFIG,
+    image_size=16,
+    out_channels=1,
+    attention_resolutions=[2],
+    channel_mult=[1, 1],
+    num_head_channels=16,
+    process="flow",
+    prediction_type="velocity",
+    flow_data_time=1,
+    time_scale="(N-1)t",
+    diffusion_steps=1000,
+)
 
 
 def make_adm_flow(out):
