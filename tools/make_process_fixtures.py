@@ -18,6 +18,15 @@ own process files, the forward + VJP, and the first sampler steps, in float64.
   `step` (1000 inference steps, eta 0: timesteps 999, 998, 997), its
   alphas_cumprod recomputed in float64.
 
+Both `steps.safetensors` also hold single steps from fresh N(0, 1) states in
+the middle of the run (where a_t and b_t are both of order 1; at timestep 999
+of the cosine schedule sqrt(abar) is ~5e-5) and at its last step:
+`single_time` [2] (the model's own time at the start of the step: s for the
+flow, the diffusers timestep for the VP run), `x_single` [2,N,C,H,W] and
+`x_single_next` [2,N,C,H,W]. The flow's are s = 0.5 and s = 0.9 (the last
+step, to s = 1); the VP run's timesteps 500 and 0 (the last step, to
+alphas_cumprod 1, diffusers' `set_alpha_to_one`).
+
 Every parameter is drawn at random (the zero-initialised output convolutions
 too) and stored as float32; everything is then run in float64 on exactly those
 weights. `io.safetensors` holds x, t (network times), out = model(x, t),
@@ -102,8 +111,23 @@ def make_adm_flow(out):
             s = j / k
             xs = xs + (1.0 / k) * fwd(xs, torch.full((3,), 999.0 * s, dtype=torch.float64))
             steps.append(xs.clone())
+    # Single steps from s = 0.5 and s = 0.9 (the last one), fresh states.
+    g1 = torch.Generator().manual_seed(7)
+    single_s = [0.5, 0.9]
+    x1 = torch.randn(len(single_s), 3, 1, 16, 16, generator=g1, dtype=torch.float64)
+    with torch.no_grad():
+        nxt = torch.stack(
+            [x1[i] + (1.0 / k) * fwd(x1[i], torch.full((3,), 999.0 * s, dtype=torch.float64)) for i, s in enumerate(single_s)]
+        )
     save_file(
-        {"x_T": x_t.float(), "x_steps": torch.stack(steps).float().contiguous(), "K": torch.tensor([float(k)])},
+        {
+            "x_T": x_t.float(),
+            "x_steps": torch.stack(steps).float().contiguous(),
+            "K": torch.tensor([float(k)]),
+            "single_time": torch.tensor(single_s, dtype=torch.float32),
+            "x_single": x1.float().contiguous(),
+            "x_single_next": nxt.float().contiguous(),
+        },
         os.path.join(d, "steps.safetensors"),
     )
 
@@ -152,8 +176,25 @@ def make_diffusers_vpred(out):
             out = fwd(xs, torch.full((3,), float(ts), dtype=torch.float64))
             xs = sched.step(out, ts, xs, eta=0.0).prev_sample
             steps.append(xs.clone())
+    # Single steps from timestep 500 and 0 (the last one), fresh states.
+    g1 = torch.Generator().manual_seed(8)
+    single_t = [500, 0]
+    x1 = torch.randn(len(single_t), 3, 3, 16, 16, generator=g1, dtype=torch.float64)
+    with torch.no_grad():
+        nxt = []
+        for i, ts in enumerate(single_t):
+            ts = sched.timesteps[sched.timesteps == ts][0]
+            out = fwd(x1[i], torch.full((3,), float(ts), dtype=torch.float64))
+            nxt.append(sched.step(out, ts, x1[i], eta=0.0).prev_sample)
     save_file(
-        {"x_T": x_t.float(), "x_steps": torch.stack(steps).float().contiguous(), "K": torch.tensor([1000.0])},
+        {
+            "x_T": x_t.float(),
+            "x_steps": torch.stack(steps).float().contiguous(),
+            "K": torch.tensor([1000.0]),
+            "single_time": torch.tensor(single_t, dtype=torch.float32),
+            "x_single": x1.float().contiguous(),
+            "x_single_next": torch.stack(nxt).float().contiguous(),
+        },
         os.path.join(d, "steps.safetensors"),
     )
 
