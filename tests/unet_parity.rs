@@ -418,17 +418,3 @@ fn plans_read_caller_tensors() {
     let bad = Tensor::zeros(&gpu, "wrong channels", &[2, 4, 32, 32]).unwrap();
     assert!(UnetForward::with_input(&gpu, &unet, &bad).is_err());
 }
-
-// The process fixtures (tools/make_process_fixtures.py): a flow model in
-// guided-diffusion's layout and a diffusers v-prediction model.
-#[test]
-fn adm_flow_matches_its_twin() {
-    check("adm_flow");
-    check_vjp("adm_flow");
-}
-
-#[test]
-fn ddpm_vpred_cosine_matches_diffusers() {
-    check("ddpm_vpred_cosine");
-    check_vjp("ddpm_vpred_cosine");
-}
