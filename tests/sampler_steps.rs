@@ -643,3 +643,43 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
         }
     }
 }
+
+/// `eps_estimate` (C-DPS's noise estimate for models that predict x0, v or a
+/// velocity) against the CPU on an odd size that is not a multiple of the
+/// workgroup, with the v-prediction maps of one step.
+#[test]
+fn eps_estimate_kernel_matches_cpu() {
+    use tweedie::gpu::{dispatch_groups, Dispatch, SAMPLER, WG1D};
+    use tweedie::process::Process;
+    let gpu = gpu();
+    let n = 3 * 347;
+    let mut r = rng(44);
+    let x = randn(&mut r, n);
+    let o = randn(&mut r, n);
+    let mut v = Process::default();
+    v.prediction = tweedie::process::Prediction::V;
+    let c = v.coefficients(0.6, 0.8);
+    let params = tweedie::samplers::StepParams {
+        n: n as u32,
+        eps_x: c.eps_x as f32,
+        eps_out: c.eps_out as f32,
+        ..Default::default()
+    };
+    let u = gpu.uniform("eps estimate", &params);
+    let tx = Tensor::from_slice(&gpu, "x", &[n], &x).unwrap();
+    let to = Tensor::from_slice(&gpu, "o", &[n], &o).unwrap();
+    let te = Tensor::zeros(&gpu, "eps", &[n]).unwrap();
+    let d = Dispatch::new(
+        &gpu,
+        &SAMPLER,
+        "eps_estimate",
+        &[],
+        &[&u, &tx.buffer, &to.buffer, &te.buffer],
+        dispatch_groups(n, WG1D),
+    )
+    .unwrap();
+    Plan { steps: vec![d] }.run(&gpu).unwrap();
+    // v = a eps - b x0 and x = a x0 + b eps give eps = b x + a v.
+    let want: Vec<f32> = (0..n).map(|i| (0.8 * x[i] as f64 + 0.6 * o[i] as f64) as f32).collect();
+    assert_close("eps_estimate", &te.read(&gpu).unwrap(), &want, 1e-6, 1e-6);
+}
