@@ -8,6 +8,8 @@
 //              writes stats[2i] = mean, stats[2i+1] = rstd (kept for the backward pass).
 //   gn_apply : one thread per element:
 //              y = silu?( ((x - mean) rstd gamma + beta) (1 + scale) + shift )
+//   gn_onepass : all three in one dispatch, one workgroup per (sample, group):
+//              fewer dispatches, fewer workgroups (the U-Net plans use it).
 
 struct Params {
     n: u32,
@@ -129,6 +131,19 @@ fn gn_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 @group(0) @binding(4) var<storage, read> ss: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ya: array<f32>;
 
+// The normalised, scale-shifted and SiLU'd value of x = v at sample n, channel c.
+fn gn_out(v: f32, mean: f32, rstd: f32, n: u32, c: u32) -> f32 {
+    var u = (v - mean) * rstd * wts[q.gamma_off + c] + wts[q.beta_off + c];
+    if (q.scale_shift == 1u) {
+        let e = q.ss_off + n * 2u * q.c;
+        u = u * (1.0 + ss[e + c]) + ss[e + q.c + c];
+    }
+    if (q.silu == 1u) {
+        u = u / (1.0 + exp(-u));
+    }
+    return u;
+}
+
 @compute @workgroup_size(WG)
 fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * WG;
@@ -140,15 +155,38 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let c = nc % q.c;
     let n = nc / q.c;
     let gi = n * q.groups + c / (q.c / q.groups);
-    var v = (xa[i] - st[2u * gi]) * st[2u * gi + 1u] * wts[q.gamma_off + c] + wts[q.beta_off + c];
-    if (q.scale_shift == 1u) {
-        let e = q.ss_off + n * 2u * q.c;
-        v = v * (1.0 + ss[e + c]) + ss[e + q.c + c];
+    ya[i] = gn_out(xa[i], st[2u * gi], st[2u * gi + 1u], n, c);
+}
+
+// One workgroup per (sample, group), grid (n * groups): the statistics (mean,
+// then the centred sum of squares), kept in `stats` for the backward pass, and
+// the normalisation, in one dispatch.
+@compute @workgroup_size(WG)
+fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gi = wid.x;
+    let cpg = q.c / q.groups;
+    let len = cpg * q.hw;
+    let base = gi * len;
+    var s = 0.0;
+    for (var i = lid; i < len; i += WG) {
+        s += xa[base + i];
     }
-    if (q.silu == 1u) {
-        v = v / (1.0 + exp(-v));
+    let mean = block_sum(lid, s) / f32(len);
+    var m2 = 0.0;
+    for (var i = lid; i < len; i += WG) {
+        let d = xa[base + i] - mean;
+        m2 += d * d;
     }
-    ya[i] = v;
+    let rstd = inverseSqrt(block_sum(lid, m2) / f32(len) + q.eps);
+    if (lid == 0u) {
+        stats[2u * gi] = mean;
+        stats[2u * gi + 1u] = rstd;
+    }
+    let n = gi / q.groups;
+    let c0 = (gi % q.groups) * cpg;
+    for (var i = lid; i < len; i += WG) {
+        ya[base + i] = gn_out(xa[base + i], mean, rstd, n, c0 + i / q.hw);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -169,6 +207,8 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 @group(0) @binding(6) var<storage, read> gst: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dxb: array<f32>;
+// gn_bwd_onepass's dx (it has no sums buffer, so dx takes binding 6).
+@group(0) @binding(6) var<storage, read_write> dxo: array<f32>;
 
 // (xhat, dxhat) of element i of sample n, channel c, group gi.
 fn gn_bwd_elem(i: u32, n: u32, c: u32, gi: u32) -> vec2<f32> {
@@ -232,4 +272,35 @@ fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
         d += dxb[i];
     }
     dxb[i] = d;
+}
+
+// One workgroup per (sample, group), grid (n * groups): both sums of the
+// group, then its gradient, in one dispatch (no sums buffer).
+@compute @workgroup_size(WG)
+fn gn_bwd_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gi = wid.x;
+    let cpg = r.c / r.groups;
+    let len = cpg * r.hw;
+    let n = gi / r.groups;
+    let c0 = (gi % r.groups) * cpg;
+    let base = gi * len;
+    var sa = 0.0;
+    var sb = 0.0;
+    for (var j = lid; j < len; j += WG) {
+        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
+        sa += v.y;
+        sb += v.x * v.y;
+    }
+    let lf = f32(len);
+    let ma = block_sum(lid, sa) / lf;
+    let mb = block_sum(lid, sb) / lf;
+    let rstd = stb[2u * gi + 1u];
+    for (var j = lid; j < len; j += WG) {
+        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
+        var d = rstd * (v.y - ma - v.x * mb);
+        if (r.accumulate == 1u) {
+            d += dxo[base + j];
+        }
+        dxo[base + j] = d;
+    }
 }

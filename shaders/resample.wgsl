@@ -3,6 +3,7 @@
 //   avg_pool2x2        : y = mean of the 2x2 block at (2 oy, 2 ox), stride 2 (floor sizes)
 //   copy_channels      : y[n, c_off + c, :] = x[n, c, :], y having c_total channels
 //                        (two of these make a channel concat of the skip connections)
+//   concat_channels    : y = cat([a, b], channels) in one dispatch, a having c_off channels
 
 struct Params {
     n: u32,
@@ -126,4 +127,61 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
         v += y[i];
     }
     y[i] = v;
+}
+
+// ---------------------------------------------------------------------------
+// The skip-connection concat in one dispatch, and its adjoint in one:
+//   concat_channels : y [n, c_total, hw] = [x [n, c_off, hw]; x2 [n, c_total - c_off, hw]]
+//   split_channels  : y (+)= dy[:, :c_off], y3 (+)= dy[:, c_off:] (dy in x); accumulate bit 0
+//                     for the first part, bit 1 for the second
+// p.h holds hw (p.w = 1); one thread per element of the concatenated tensor.
+
+@group(0) @binding(2) var<storage, read> x2: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y3: array<f32>;
+
+@compute @workgroup_size(WG)
+fn concat_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let hw = p.h;
+    if (i >= p.n * p.c_total * hw) {
+        return;
+    }
+    let r = i % hw;
+    let nc = i / hw;
+    let c = nc % p.c_total;
+    let n = nc / p.c_total;
+    let cb = p.c_total - p.c_off;
+    if (c < p.c_off) {
+        y3[i] = x[(n * p.c_off + c) * hw + r];
+    } else {
+        y3[i] = x2[(n * cb + c - p.c_off) * hw + r];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn split_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    let hw = p.h;
+    if (i >= p.n * p.c_total * hw) {
+        return;
+    }
+    let r = i % hw;
+    let nc = i / hw;
+    let c = nc % p.c_total;
+    let n = nc / p.c_total;
+    let cb = p.c_total - p.c_off;
+    var v = x[i];
+    if (c < p.c_off) {
+        let j = (n * p.c_off + c) * hw + r;
+        if ((p.accumulate & 1u) != 0u) {
+            v += y[j];
+        }
+        y[j] = v;
+    } else {
+        let j = (n * cb + c - p.c_off) * hw + r;
+        if ((p.accumulate & 2u) != 0u) {
+            v += y3[j];
+        }
+        y3[j] = v;
+    }
 }

@@ -7,9 +7,9 @@ use common::*;
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
-use tweedie::kernels::groupnorm::{group_norm, GroupNormShape, CHUNK};
+use tweedie::kernels::groupnorm::{group_norm, group_norm_onepass, GroupNormShape, CHUNK};
 use tweedie::kernels::linear::linear;
-use tweedie::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
+use tweedie::kernels::resample::{avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x};
 use tweedie::kernels::timestep::timestep_embedding;
 use tweedie::unet::graph::timestep_freqs;
 
@@ -269,29 +269,21 @@ fn group_norm_matches_cpu() {
             zeros(&gpu, s.n * s.groups * 2),
             zeros(&gpu, 4),
         );
-        let d = group_norm(
-            &gpu,
-            &s,
-            &xb,
-            &stats,
-            &ab,
-            3,
-            3 + s.c,
-            with_ss.then_some((&sb, 0)),
-            silu_on,
-            &yb,
-            &dummy,
-        )
-        .unwrap();
+        let ss = with_ss.then_some((&sb, 0));
+        let d = group_norm(&gpu, &s, &xb, &stats, &ab, 3, 3 + s.c, ss, silu_on, &yb, &dummy).unwrap();
         run(&gpu, d.into());
         let got = gpu.read::<f32>(&yb, 0, x.len()).unwrap();
-        assert_close(
-            &format!("group_norm {s:?} silu {silu_on} ss {with_ss}"),
-            &got,
-            &want,
-            1e-5,
-            1e-4,
-        );
+        let label = format!("group_norm {s:?} silu {silu_on} ss {with_ss}");
+        assert_close(&label, &got, &want, 1e-5, 1e-4);
+        let chunked_stats = gpu.read::<f32>(&stats, 0, s.n * s.groups * 2).unwrap();
+        // The one-pass form: same output, same saved statistics.
+        let (yb1, stats1) = (zeros(&gpu, x.len()), zeros(&gpu, s.n * s.groups * 2));
+        let d = group_norm_onepass(&gpu, &s, &xb, &stats1, &ab, 3, 3 + s.c, ss, silu_on, &yb1, &dummy).unwrap();
+        run(&gpu, vec![d]);
+        let got = gpu.read::<f32>(&yb1, 0, x.len()).unwrap();
+        assert_close(&format!("{label} one-pass"), &got, &want, 1e-5, 1e-4);
+        let stats1 = gpu.read::<f32>(&stats1, 0, s.n * s.groups * 2).unwrap();
+        assert_close(&format!("{label} one-pass stats"), &stats1, &chunked_stats, 1e-5, 1e-5);
     }
 }
 
@@ -461,6 +453,54 @@ fn resample_kernels_match_cpu() {
         ],
     );
     assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
+    // The same concat in one dispatch.
+    let cb1 = zeros(&gpu, cat.len());
+    run(&gpu, vec![concat_channels(&gpu, n, 3, 2, hw, &xb, &zb, &cb1).unwrap()]);
+    assert_close(
+        "concat one dispatch",
+        &gpu.read::<f32>(&cb1, 0, cat.len()).unwrap(),
+        &cat,
+        0.0,
+        0.0,
+    );
+}
+
+/// The one-dispatch concat's adjoint: both slices, every accumulate pairing,
+/// odd channel counts and a pixel count off the workgroup size.
+#[test]
+fn split_channels_is_the_concat_adjoint() {
+    let gpu = gpu();
+    let mut r = rng(37);
+    let (n, ca, cb, hw) = (3, 5, 2, 37);
+    let ct = ca + cb;
+    let dy = randn(&mut r, n * ct * hw);
+    let (pa, pb) = (randn(&mut r, n * ca * hw), randn(&mut r, n * cb * hw));
+    let dyb = buf(&gpu, &dy);
+    for (acc_a, acc_b) in [(false, false), (true, false), (false, true), (true, true)] {
+        let (da, db) = (buf(&gpu, &pa), buf(&gpu, &pb));
+        run(
+            &gpu,
+            vec![split_channels(&gpu, n, ca, cb, hw, &dyb, &da, &db, (acc_a, acc_b)).unwrap()],
+        );
+        let (mut wa, mut wb) = (vec![0f32; pa.len()], vec![0f32; pb.len()]);
+        for i in 0..n {
+            for c in 0..ct {
+                for p in 0..hw {
+                    let v = dy[(i * ct + c) * hw + p];
+                    if c < ca {
+                        let j = (i * ca + c) * hw + p;
+                        wa[j] = v + if acc_a { pa[j] } else { 0.0 };
+                    } else {
+                        let j = (i * cb + c - ca) * hw + p;
+                        wb[j] = v + if acc_b { pb[j] } else { 0.0 };
+                    }
+                }
+            }
+        }
+        let label = format!("split acc ({acc_a}, {acc_b})");
+        assert_close(&label, &gpu.read::<f32>(&da, 0, pa.len()).unwrap(), &wa, 0.0, 0.0);
+        assert_close(&label, &gpu.read::<f32>(&db, 0, pb.len()).unwrap(), &wb, 0.0, 0.0);
+    }
 }
 
 // ---------------------------------------------------------------- timestep
@@ -517,7 +557,7 @@ fn timestep_freqs_follow_torch_f32() {
 
 use tweedie::kernels::attention::attention_bwd;
 use tweedie::kernels::conv2d::conv2d_bwd_data;
-use tweedie::kernels::groupnorm::group_norm_bwd;
+use tweedie::kernels::groupnorm::{group_norm_bwd, group_norm_bwd_onepass};
 use tweedie::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
 
 fn f64s(v: &[f32]) -> Vec<f64> {
@@ -832,24 +872,44 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
         let ss = with_ss.then_some((&sb, 0));
         let fwd = group_norm(&gpu, &s, &xb, &stats, &ab, 1, 1 + s.c, ss, silu_on, &yb, &dummy).unwrap();
         run(&gpu, fwd.into());
-        for accumulate in [true, false] {
-            let d = group_norm_bwd(
-                &gpu,
-                &s,
-                &xb,
-                &stats,
-                &ab,
-                1,
-                1 + s.c,
-                ss,
-                silu_on,
-                &gb,
-                &dxb,
-                accumulate,
-                &dummy,
-            )
-            .unwrap();
-            run(&gpu, d.into());
+        for (accumulate, onepass) in [(true, false), (false, false), (true, true), (false, true)] {
+            let d = if onepass {
+                vec![group_norm_bwd_onepass(
+                    &gpu,
+                    &s,
+                    &xb,
+                    &stats,
+                    &ab,
+                    1,
+                    1 + s.c,
+                    ss,
+                    silu_on,
+                    &gb,
+                    &dxb,
+                    accumulate,
+                    &dummy,
+                )
+                .unwrap()]
+            } else {
+                group_norm_bwd(
+                    &gpu,
+                    &s,
+                    &xb,
+                    &stats,
+                    &ab,
+                    1,
+                    1 + s.c,
+                    ss,
+                    silu_on,
+                    &gb,
+                    &dxb,
+                    accumulate,
+                    &dummy,
+                )
+                .unwrap()
+                .into()
+            };
+            run(&gpu, d);
             let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
             let want: Vec<f32> = grad
                 .iter()
@@ -857,7 +917,7 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
                 .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
                 .collect();
             assert_close(
-                &format!("group_norm_bwd {s:?} acc {accumulate}"),
+                &format!("group_norm_bwd {s:?} acc {accumulate} one-pass {onepass}"),
                 &got,
                 &want,
                 1e-4,

@@ -1,5 +1,8 @@
 //! `shaders/groupnorm.wgsl`: GroupNorm statistics, then the normalisation
-//! fused with the time-embedding scale-shift and SiLU.
+//! fused with the time-embedding scale-shift and SiLU. Two forms of each
+//! direction: chunked (three dispatches; many workgroups per group, for large
+//! images on large GPUs) and one-pass (one dispatch, one workgroup per group;
+//! what the U-Net plans use).
 
 use crate::gpu::{dispatch_groups, small_groups, Dispatch, Gpu, GpuError, GROUPNORM};
 
@@ -136,6 +139,72 @@ pub fn group_norm(
         dispatch_groups(s.n * s.c * s.hw, WG),
     )?;
     Ok([part, finish, apply])
+}
+
+/// [`group_norm`] in one dispatch (`gn_onepass`): one workgroup per (sample,
+/// group) reduces its group and normalises it. Same arguments and results
+/// (y, and `stats` for the backward pass); no partial-statistics buffer.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_onepass(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&wgpu::Buffer, usize)>,
+    silu: bool,
+    y: &wgpu::Buffer,
+    dummy: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    assert!(
+        s.groups > 0 && s.c % s.groups == 0,
+        "GroupNorm channels must split into groups"
+    );
+    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
+    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
+    let u = gpu.uniform("groupnorm params", &params);
+    Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_onepass",
+        &[("WG", WG as f64)],
+        &[&u, x, stats, weights, ss_buf, y],
+        [(s.n * s.groups) as u32, 1, 1],
+    )
+}
+
+/// [`group_norm_bwd`] in one dispatch (`gn_bwd_onepass`): one workgroup per
+/// (sample, group) sums its group and writes its gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm_bwd_onepass(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    stats: &wgpu::Buffer,
+    weights: &wgpu::Buffer,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&wgpu::Buffer, usize)>,
+    silu: bool,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    accumulate: bool,
+    dummy: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
+    let ss_off = scale_shift.map(|(_, o)| o);
+    let params = GroupNormParams::backward(s, gamma_off, beta_off, ss_off, silu, accumulate);
+    let u = gpu.uniform("groupnorm bwd params", &params);
+    Dispatch::new(
+        gpu,
+        &GROUPNORM,
+        "gn_bwd_onepass",
+        &[("WG", WG as f64)],
+        &[&u, x, stats, weights, ss_buf, dy, dx],
+        [(s.n * s.groups) as u32, 1, 1],
+    )
 }
 
 /// The input gradient of [`group_norm`] (same shape, weights, scale-shift and

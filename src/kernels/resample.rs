@@ -275,3 +275,69 @@ pub fn slice_from(
         dx,
     )
 }
+
+/// Params of the one-dispatch concat and its adjoint: a [n, ca, hw], b [n, cb, hw].
+fn concat_params(n: usize, ca: usize, cb: usize, hw: usize, accumulate: u32) -> ResampleParams {
+    ResampleParams {
+        accumulate,
+        ..ResampleParams::channels(
+            ChannelSlice {
+                n,
+                c: ca + cb,
+                hw,
+                c_total: ca + cb,
+                c_off: ca,
+            },
+            false,
+        )
+    }
+}
+
+/// y [n, ca + cb, hw] = cat([a [n, ca, hw], b [n, cb, hw]], channels), one dispatch.
+#[allow(clippy::too_many_arguments)]
+pub fn concat_channels(
+    gpu: &Gpu,
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch, GpuError> {
+    let u = gpu.uniform("concat_channels params", &concat_params(n, ca, cb, hw, 0));
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        "concat_channels",
+        &[("WG", WG as f64)],
+        &[&u, a, b, y],
+        dispatch_groups(n * (ca + cb) * hw, WG),
+    )
+}
+
+/// Adjoint of [`concat_channels`], one dispatch: da (+)= dy[:, :ca], db (+)=
+/// dy[:, ca:], each adding into its target or overwriting it as its flag says.
+#[allow(clippy::too_many_arguments)]
+pub fn split_channels(
+    gpu: &Gpu,
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+    dy: &wgpu::Buffer,
+    da: &wgpu::Buffer,
+    db: &wgpu::Buffer,
+    (acc_a, acc_b): (bool, bool),
+) -> Result<Dispatch, GpuError> {
+    let acc = acc_a as u32 | (acc_b as u32) << 1;
+    let u = gpu.uniform("split_channels params", &concat_params(n, ca, cb, hw, acc));
+    Dispatch::new(
+        gpu,
+        &RESAMPLE,
+        "split_channels",
+        &[("WG", WG as f64)],
+        &[&u, dy, da, db],
+        dispatch_groups(n * (ca + cb) * hw, WG),
+    )
+}
