@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tweedie::gpu::{Dispatch, Plan};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::unet::memory::PlanKind;
 use tweedie::unet::{AdmConfig, Unet, UnetConfig, UnetForward, UnetVjp};
 use tweedie::{Gpu, Tensor};
 
@@ -56,7 +57,7 @@ fn bench_forward(c: &mut Criterion, gpu: &Gpu, name: &str, config: &UnetConfig, 
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500));
     for &batch in batches {
-        let fwd = UnetForward::new(gpu, &unet, batch, side, side).expect("forward plan");
+        let fwd = UnetForward::new_kind(gpu, &unet, batch, side, side, PlanKind::ForwardVjp).expect("forward plan");
         let x: Vec<f32> = (0..fwd.input().numel())
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();

@@ -53,6 +53,7 @@
 
 pub mod cli;
 pub mod embedded;
+pub mod figures;
 pub mod gpu;
 pub mod io;
 pub mod kernels;

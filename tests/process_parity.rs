@@ -22,6 +22,7 @@ use std::sync::Arc;
 use tweedie::io::TensorFile;
 use tweedie::process::{Betas, Kind, Prediction};
 use tweedie::samplers::{BaseSampler, Method, Sampler, SamplerOptions, UnetScore};
+use tweedie::unet::memory::PlanKind;
 use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
 /// The tolerance of every comparison here: the U-Net parity measure.
@@ -67,7 +68,7 @@ fn forward_and_vjp(name: &str) {
         io.get("vjp").unwrap(),
     );
     let n = x.shape[0];
-    let fwd = UnetForward::new(&gpu, &unet, n, x.shape[2], x.shape[3]).unwrap();
+    let fwd = UnetForward::new_kind(&gpu, &unet, n, x.shape[2], x.shape[3], PlanKind::ForwardVjp).unwrap();
     let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
     assert_eq!(fwd.output().shape, out.shape, "{name}: output shape");
     per_sample(&format!("{name}: forward"), &got, &out.data, n, &t.data);

@@ -381,8 +381,9 @@ impl ScoreModel for LearnedSigma {
         t: &Tensor,
         eps: &Tensor,
         v: Option<&Tensor>,
+        vjp: bool,
     ) -> Result<Plan, ScoreError> {
-        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None)?;
+        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None, vjp)?;
         let v = v.expect("learned sigma gets a v buffer");
         // v = 0 * x + V
         plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);

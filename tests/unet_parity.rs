@@ -8,6 +8,7 @@ use common::*;
 use std::path::PathBuf;
 
 use tweedie::io::TensorFile;
+use tweedie::unet::memory::PlanKind;
 use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
 fn fixture(name: &str) -> PathBuf {
@@ -278,7 +279,7 @@ fn check_vjp(name: &str) {
         io.get("vjp").unwrap(),
     );
     let n = x.shape[0];
-    let fwd = UnetForward::new(&gpu, &unet, n, x.shape[2], x.shape[3]).unwrap();
+    let fwd = UnetForward::new_kind(&gpu, &unet, n, x.shape[2], x.shape[3], PlanKind::ForwardVjp).unwrap();
     let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
     let (got_out, got) = vjp.run(&gpu, &fwd, &x.data, &t.data, &cot.data).unwrap();
     assert!(
@@ -382,7 +383,7 @@ fn dps_ffhq_prior_plans_and_runs() {
         .max_storage_buffer_binding_size
         .min(gpu.limits.max_buffer_size) as usize;
     assert!(unet.weights.arenas.len() >= (unet.num_params() * 4).div_ceil(limit));
-    let fwd = UnetForward::new(&gpu, &unet, 1, 32, 32).unwrap();
+    let fwd = UnetForward::new_kind(&gpu, &unet, 1, 32, 32, PlanKind::ForwardVjp).unwrap();
     let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
     let mut r = rng(5);
     let x = randn(&mut r, 3 * 32 * 32);
@@ -409,7 +410,7 @@ fn plans_read_caller_tensors() {
     );
     let xt = Tensor::from_host(&gpu, "sampler x_t", &x).unwrap();
     let ct = Tensor::from_host(&gpu, "sampler cotangent", &cot).unwrap();
-    let fwd = UnetForward::with_input(&gpu, &unet, &xt).unwrap();
+    let fwd = UnetForward::with_input_kind(&gpu, &unet, &xt, PlanKind::ForwardVjp).unwrap();
     let v = UnetVjp::with_cotangent(&gpu, &unet, &fwd, &ct).unwrap();
     fwd.t.write(&gpu, &t.data).unwrap();
     v.submit(&gpu, &fwd).unwrap();

@@ -7,6 +7,7 @@ use common::*;
 
 use tweedie::gpu::Plan;
 use tweedie::io::TensorFile;
+use tweedie::unet::memory::PlanKind;
 use tweedie::unet::profile::{profile, report};
 use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
@@ -17,7 +18,7 @@ fn forward_vjp_and_profile_replay_the_same_layer_plans() {
     let unet = Unet::load(&gpu, &dir).unwrap();
     let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
     let (x, t, cot) = (io.get("x").unwrap(), io.get("t").unwrap(), io.get("cotangent").unwrap());
-    let fwd = UnetForward::new(&gpu, &unet, x.shape[0], x.shape[2], x.shape[3]).unwrap();
+    let fwd = UnetForward::new_kind(&gpu, &unet, x.shape[0], x.shape[2], x.shape[3], PlanKind::ForwardVjp).unwrap();
     let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
     let (out, dx) = vjp.run(&gpu, &fwd, &x.data, &t.data, &cot.data).unwrap();
 

@@ -1,14 +1,42 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
 use clap::Args;
+
+use crate::figures::{Figures, PlanFigure};
+use crate::process::Process;
+use crate::unet::{Unet, UnetConfig};
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// A model directory (model.safetensors + config.json) to describe.
+    /// A model directory (model.safetensors + config.json) to describe; a
+    /// directory with config.json alone is planned with random weights.
     pub model: Option<std::path::PathBuf>,
+    /// Resolution the plans are made for (default: the model's image size).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Images per plan.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Storage precision of weights and activations.
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    /// Print the model's figures as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Storage precision of a plan's weights and activations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    F32,
+    F16,
 }
 
 pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     if let Some(path) = &args.model {
-        return model_report(path);
+        return model_report(path, &args, verbose);
     }
     println!("adapters wgpu can see:");
     for a in crate::Gpu::list_adapters() {
@@ -37,19 +65,69 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Architecture, parameter count and FLOPs of a model; the checkpoint's keys
-/// and shapes are checked against the config on the way.
-fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
-    let (config, graph, _) = crate::unet::weights::inspect(path)?;
-    let files = crate::unet::weights::ModelFiles::resolve(path)?;
-    let process = crate::process::Process::for_model(&files.config)?;
-    let size = config.image_size();
+/// A model's weights on the GPU: the checkpoint, or random weights where the
+/// directory has a config alone. Returns the model and whether it is random.
+fn load_for_plans(gpu: &crate::Gpu, path: &Path) -> anyhow::Result<(Unet, bool)> {
+    let config = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    let has_weights = crate::unet::weights::ModelFiles::resolve(path).is_ok();
+    if has_weights {
+        let unet = Unet::load(gpu, path).with_context(|| format!("loading model {}", path.display()))?;
+        return Ok((unet, false));
+    }
+    if !config.is_file() || config.extension().is_some_and(|e| e == "safetensors") {
+        // Resolve again for its error: the missing file, named.
+        crate::unet::weights::ModelFiles::resolve(path)?;
+    }
+    let cfg = UnetConfig::from_file(&config)?;
+    let mut unet = Unet::random(gpu, &cfg, 0)?;
+    unet.process = Process::for_model(&config)?;
+    Ok((unet, true))
+}
+
+/// Architecture, parameter count, FLOPs, and the memory and dispatches of
+/// every plan at `--image-size` and `--batch` (checkpoint keys and shapes
+/// are checked against the config on the way).
+fn model_report(path: &Path, args: &InfoArgs, verbose: bool) -> anyhow::Result<()> {
+    if args.precision == Precision::F16 {
+        bail!("--precision f16: this build's U-Net kernels run in f32 only");
+    }
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let gpu = super::open_gpu(verbose)?;
+    let (unet, random) = load_for_plans(&gpu, path)?;
+    let size = args.image_size.unwrap_or(unet.config.image_size());
+    let m = unet.graph.max_ds;
+    if size == 0 || size % m != 0 {
+        bail!("--image-size {size}: this U-Net needs a positive multiple of {m}");
+    }
+    let process = unet.process;
+    let (config, graph) = (unet.config.clone(), unet.graph.clone());
+    let figures = crate::figures::measure(&gpu, Arc::new(unet), size, args.batch)?;
+    if args.json {
+        let mut v = serde_json::to_value(&figures)?;
+        v["model"] = path.display().to_string().into();
+        v["architecture"] = config.architecture().into();
+        v["process"] = process.describe().into();
+        v["random_weights"] = random.into();
+        v["adapter"] = gpu.describe().into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     let sigma = if config.learned_sigma() {
         " (eps + learned variance)"
     } else {
         ""
     };
-    println!("model: {}", path.display());
+    println!(
+        "model: {}{}",
+        path.display(),
+        if random { " (config only: random weights)" } else { "" }
+    );
     println!("  architecture      {}", config.architecture());
     println!("  process           {}", process.describe());
     println!(
@@ -58,7 +136,8 @@ fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
         config.out_channels()
     );
     println!(
-        "  image size        {size}x{size} (any multiple of {} works)",
+        "  image size        {0}x{0} (any multiple of {1} works)",
+        config.image_size(),
         graph.max_ds
     );
     println!(
@@ -66,12 +145,29 @@ fn model_report(path: &std::path::Path) -> anyhow::Result<()> {
         graph.num_params(),
         graph.num_params() as f64 / 1e6
     );
-    println!(
-        "  FLOPs per forward {:.2} GFLOP at {size}x{size}, batch 1",
-        graph.flops(size, size) / 1e9
-    );
     println!("  layers            {}", graph.layers.len());
-    let mib = graph.activation_bytes(size, size) as f64 / (1 << 20) as f64;
-    println!("  activations       {mib:.0} MiB per image at {size}x{size} (about twice that with the VJP)");
+    print!("{}", plan_table(&figures, &gpu.describe()));
     Ok(())
+}
+
+/// The figures as `tweedie info` prints them.
+pub fn plan_table(f: &Figures, adapter: &str) -> String {
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let mut out = format!(
+        "plans at {0}x{0}, batch {1}, {2} (on {adapter}):\n  FLOPs per forward {3:.2} GFLOP\n  weights           {4:.1} MiB\n",
+        f.image_size,
+        f.batch,
+        f.precision,
+        f.flops / 1e9,
+        mib(f.weights_bytes)
+    );
+    let mut row = |name: &str, p: &PlanFigure| {
+        out += &format!("  {name:<18}{:>9.1} MiB {:>6} dispatches\n", mib(p.bytes), p.dispatches);
+    };
+    row("forward", &f.plans.forward);
+    row("forward + VJP", &f.plans.forward_vjp);
+    for (name, p) in &f.plans.steps {
+        row(&format!("{name} step"), p);
+    }
+    out
 }

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::io::{write_tensors, TensorFile};
 use crate::tensor::HostTensor;
+use crate::unet::memory::PlanKind;
 use crate::unet::{Unet, UnetForward, UnetVjp};
 
 #[derive(Args)]
@@ -73,7 +74,12 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
     } else {
         None
     };
-    let fwd = UnetForward::new(&gpu, &unet, n, h, w)?;
+    let kind = if cotangent.is_some() {
+        PlanKind::ForwardVjp
+    } else {
+        PlanKind::Forward
+    };
+    let fwd = UnetForward::new_kind(&gpu, &unet, n, h, w, kind)?;
     let start = std::time::Instant::now();
     let flops = unet.graph.flops(h, w) * n as f64 / 1e9;
     let shape = fwd.output().shape.clone();

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
@@ -28,6 +29,30 @@ pub struct Gpu {
     /// Errors no scope caught (they would abort the process with wgpu's default
     /// handler); surfaced as `Err` at the next [`Gpu::sync`].
     uncaptured: Arc<Mutex<Vec<String>>>,
+    /// Bytes of every storage and uniform buffer made so far ([`Gpu::allocated`]).
+    storage_bytes: AtomicU64,
+    uniform_bytes: AtomicU64,
+}
+
+/// Bytes of the buffers a [`Gpu`] has made (never decreases: dropping a buffer
+/// does not subtract it). The difference across a planning call is what that
+/// plan allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Allocated {
+    /// Storage buffers (tensors, weights, scratch).
+    pub storage: u64,
+    /// Uniform parameter blocks.
+    pub uniform: u64,
+}
+
+impl std::ops::Sub for Allocated {
+    type Output = Allocated;
+    fn sub(self, o: Allocated) -> Allocated {
+        Allocated {
+            storage: self.storage - o.storage,
+            uniform: self.uniform - o.uniform,
+        }
+    }
 }
 
 /// What `tweedie info` prints about an adapter.
@@ -170,6 +195,8 @@ impl Gpu {
             modules: Mutex::default(),
             pipelines: Mutex::default(),
             uncaptured,
+            storage_bytes: AtomicU64::new(0),
+            uniform_bytes: AtomicU64::new(0),
         }
     }
 
@@ -288,11 +315,21 @@ impl Gpu {
         Ok(())
     }
 
+    /// Bytes of the buffers made so far through [`Gpu::storage_buffer`],
+    /// [`Gpu::upload`] and [`Gpu::uniform`].
+    pub fn allocated(&self) -> Allocated {
+        Allocated {
+            storage: self.storage_bytes.load(Ordering::Relaxed),
+            uniform: self.uniform_bytes.load(Ordering::Relaxed),
+        }
+    }
+
     /// A storage buffer of `bytes` (rounded up to 4), usable as copy source and
     /// destination. Zero-initialised by wgpu.
     pub fn storage_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
         let bytes = bytes.max(4).div_ceil(4) * 4;
         self.check_binding_size(label, bytes)?;
+        self.storage_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.scoped(label, || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -324,6 +361,7 @@ impl Gpu {
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
         let bytes = bytemuck::bytes_of(value);
         let size = (bytes.len() as u64).max(16).div_ceil(16) * 16;
+        self.uniform_bytes.fetch_add(size, Ordering::Relaxed);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,

@@ -57,8 +57,13 @@ impl Dispatch {
         })
     }
 
+    /// A grid with no workgroups: recording it records nothing.
+    pub fn is_empty(&self) -> bool {
+        self.groups.contains(&0)
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        if self.groups.contains(&0) {
+        if self.is_empty() {
             return;
         }
         pass.set_pipeline(&self.pipeline);

@@ -8,7 +8,7 @@ mod error;
 mod shaders;
 mod timing;
 
-pub use context::{AdapterReport, Gpu};
+pub use context::{AdapterReport, Allocated, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
 pub use error::GpuError;
 pub use shaders::*;

@@ -45,6 +45,10 @@ pub struct Dps {
 }
 
 impl MethodStep for Dps {
+    fn uses_vjp() -> bool {
+        true
+    }
+
     fn plan(
         gpu: &Gpu,
         core: &mut Core,

@@ -97,6 +97,13 @@ macro_rules! methods {
             }
         }
 
+        /// Whether `method` takes the model's VJP (the registry's dispatch).
+        fn method_uses_vjp(method: Method) -> bool {
+            match method {
+                $(Method::$variant => <$ty as MethodStep>::uses_vjp(),)+
+            }
+        }
+
         /// Plans `method` on `core` (the registry's dispatch).
         fn plan_method(
             method: Method,
@@ -401,7 +408,14 @@ pub struct Core {
 }
 
 impl Core {
-    fn new(gpu: &Gpu, model: &dyn ScoreModel, batch: usize, opts: &SamplerOptions) -> Result<Core, SamplerError> {
+    /// `vjp`: the method also plans the model's VJP.
+    fn new(
+        gpu: &Gpu,
+        model: &dyn ScoreModel,
+        batch: usize,
+        opts: &SamplerOptions,
+        vjp: bool,
+    ) -> Result<Core, SamplerError> {
         if batch == 0 {
             return Err(SamplerError::Invalid("the number of samples must be at least 1".into()));
         }
@@ -433,7 +447,7 @@ impl Core {
             Tensor::zeros(gpu, "v (unused)", &[1])?
         };
         let z = Tensor::zeros(gpu, "ddpm noise", &shape)?;
-        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, model.learned_sigma().then_some(&v))?;
+        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, model.learned_sigma().then_some(&v), vjp)?;
         let step_uniform = gpu.uniform("sampler step", &StepParams::default());
         let init_noise = Noise::new(gpu, &x, role_seed(opts.seed, Role::Init), 0, 0.0, 1.0)?;
         let zn = Noise::new(gpu, &z, role_seed(opts.seed, Role::Step), 0, 0.0, 1.0)?;
@@ -657,6 +671,15 @@ pub trait MethodStep: Any {
     /// The display name in messages ("C-DPS").
     fn label(&self) -> &'static str;
 
+    /// Whether the step takes the model's VJP (its U-Net forward then keeps
+    /// what the VJP needs).
+    fn uses_vjp() -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
+
     /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method
     /// sets what its kernels read (and host-driven state such as a CG's
     /// gamma). Default: nothing (plain DDPM).
@@ -776,7 +799,13 @@ impl Sampler {
         batch: usize,
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
-        let mut core = Core::new(gpu, model, method_batch(method, batch, opts), opts)?;
+        let mut core = Core::new(
+            gpu,
+            model,
+            method_batch(method, batch, opts),
+            opts,
+            method_uses_vjp(method),
+        )?;
         if let Some(m) = &meas {
             if m.op.in_shape() != model.in_shape() {
                 return Err(SamplerError::Invalid(format!(
@@ -861,6 +890,11 @@ impl Sampler {
     /// The samples: x_t during a run, x_0 after it.
     pub fn x(&self) -> &Tensor {
         &self.out
+    }
+
+    /// Compute dispatches one reverse step records.
+    pub fn step_dispatches(&self) -> usize {
+        crate::figures::dispatches(&self.step_plan)
     }
 
     pub fn steps(&self) -> usize {

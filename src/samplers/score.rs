@@ -57,9 +57,17 @@ pub trait ScoreModel: Send + Sync {
         Process::default()
     }
     /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
-    /// [N, C, H, W], t is [N] (f32 original timesteps).
-    fn plan_eps(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, eps: &Tensor, v: Option<&Tensor>)
-        -> Result<Plan, ScoreError>;
+    /// [N, C, H, W], t is [N] (f32 original timesteps). `vjp`: a VJP will be
+    /// planned after this forward (a model that saves state for it keeps it).
+    fn plan_eps(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        t: &Tensor,
+        eps: &Tensor,
+        v: Option<&Tensor>,
+        vjp: bool,
+    ) -> Result<Plan, ScoreError>;
     /// Plans dx = (d eps / d x)^T cotangent for the same x and t. A model may
     /// reuse state its `plan_eps` plan left behind for the same x: callers
     /// replay this plan after that plan, in the same or a later submission.
@@ -233,6 +241,7 @@ impl ScoreModel for GmmPrior {
         t: &Tensor,
         eps: &Tensor,
         v: Option<&Tensor>,
+        _vjp: bool,
     ) -> Result<Plan, ScoreError> {
         let n = self.batch(x)?;
         self.check("t", t, n, 1)?;

@@ -118,6 +118,10 @@ pub struct Smc {
 }
 
 impl MethodStep for Smc {
+    fn uses_vjp() -> bool {
+        true
+    }
+
     fn plan(
         gpu: &Gpu,
         core: &mut Core,

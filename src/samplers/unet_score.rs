@@ -8,6 +8,7 @@ use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::resample::{copy_channels, slice_channels};
 use crate::tensor::Tensor;
+use crate::unet::memory::PlanKind;
 use crate::unet::{ForwardError, Unet, UnetForward, UnetVjp};
 use crate::Gpu;
 
@@ -83,6 +84,7 @@ impl ScoreModel for UnetScore {
         t: &Tensor,
         eps: &Tensor,
         v: Option<&Tensor>,
+        vjp: bool,
     ) -> Result<Plan, ScoreError> {
         let c = self.unet.config.in_channels();
         let per = c * self.height * self.width;
@@ -107,13 +109,14 @@ impl ScoreModel for UnetScore {
                 expected: vec![batch],
             });
         }
-        let fwd = UnetForward::new(gpu, &self.unet, batch, self.height, self.width).map_err(score_err)?;
+        let kind = if vjp { PlanKind::ForwardVjp } else { PlanKind::Forward };
+        let x4 = x.reshaped(&[batch, c, self.height, self.width]);
+        let fwd = UnetForward::with_input_kind(gpu, &self.unet, &x4, kind).map_err(score_err)?;
         let hw = self.height * self.width;
         let out_c = self.unet.config.out_channels();
         let mut plan = Plan::new();
-        // Copies in (x, t) and out ([eps, v] channel halves): the forward owns
-        // its activation buffers, the sampler owns its state.
-        plan.push(Elementwise::new(gpu, Op::Affine, x, fwd.input(), 1.0, 0.0)?.dispatch);
+        // The forward reads x in place; t is copied in and [eps, v] (channel
+        // halves of the output) out: the sampler owns its state.
         plan.push(Elementwise::new(gpu, Op::Affine, t, &fwd.t, 1.0, 0.0)?.dispatch);
         plan.extend(fwd.plan());
         plan.push(slice_channels(

@@ -1,16 +1,19 @@
 //! The vector-Jacobian product with respect to the input x, through the same
 //! planned graph: the forward plan's layer records walked in reverse, each
 //! layer's input gradient computed from the activations and statistics the
-//! forward pass kept. Gradient buffers are allocated once; the first
-//! contribution to a gradient overwrites it and later ones accumulate (an
-//! activation feeding several layers: ResBlock input to its norm and its skip,
-//! skip tensors to the next block and to the concat), so no clearing pass is
-//! needed and forward + backward replay in one compute pass.
+//! forward pass kept. Gradient buffers are the forward plan's (pooled with its
+//! activations, [`crate::unet::memory`]); the first contribution to a gradient
+//! overwrites it and later ones accumulate (an activation feeding several
+//! layers: ResBlock input to its norm and its skip, skip tensors to the next
+//! block and to the concat), so no clearing pass is needed and forward +
+//! backward replay in one compute pass. A residual's gradient that is dy itself
+//! shares dy's buffer and costs no dispatch.
 //!
 //! The time embedding depends on t only, so no gradient flows into it.
 
 use super::forward::{ForwardError, LayerRecord, UnetForward};
-use super::graph::{Act, Layer, Residual};
+use super::graph::{Layer, Residual};
+use super::memory::PlanKind;
 use super::shapes::LayerShape;
 use super::weights::Weights;
 use super::Unet;
@@ -18,8 +21,8 @@ use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention_bwd;
 use crate::kernels::conv2d::{conv2d_bwd_data, ConvTiles};
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::groupnorm::group_norm_bwd;
-use crate::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
+use crate::kernels::groupnorm::group_norm_bwd_onepass;
+use crate::kernels::resample::{avg_pool2x2_bwd, split_channels, upsample_nearest2x_bwd};
 use crate::tensor::Tensor;
 
 /// The backward dispatches of one forward layer.
@@ -63,15 +66,20 @@ impl UnetVjp {
                 got: cotangent.shape.clone(),
             });
         }
+        if fwd.memory.kind != PlanKind::ForwardVjp {
+            return Err(ForwardError::NotPlannedForVjp);
+        }
         let cotangent = cotangent.clone();
         let g = &unet.graph;
         let acts = &fwd.acts;
         let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(acts.len());
-        for (i, a) in g.acts.iter().enumerate() {
-            grads.push(match a {
-                Act::Image { .. } if i == g.output => Some(cotangent.clone()),
-                Act::Image { .. } => Some(Tensor::zeros(gpu, &format!("unet gradient {i}"), &acts[i].shape)?),
-                Act::Vector { .. } => None,
+        for (i, act) in acts.iter().enumerate() {
+            grads.push(if i == g.output {
+                Some(cotangent.clone())
+            } else if i == g.input {
+                Some(Tensor::zeros(gpu, "unet input gradient", &act.shape)?)
+            } else {
+                fwd.memory.grad_slot[i].map(|s| Tensor::wrap(fwd.slots[s].clone(), &act.shape))
             });
         }
         // written[a]: a gradient has been stored into grads[a] already (accumulate from then on).
@@ -88,7 +96,7 @@ impl UnetVjp {
             dummy: &dummy,
         };
         for (li, rec) in fwd.records.iter().enumerate().rev() {
-            let steps = ctx.layer(rec, &mut written, &mut scratch)?;
+            let steps = ctx.layer(rec, fwd.memory.residual_alias[li], &mut written, &mut scratch)?;
             records.push(BackwardRecord {
                 layer: li,
                 dispatches: Plan { steps },
@@ -167,12 +175,14 @@ struct GradCtx<'a> {
 
 impl GradCtx<'_> {
     /// The backward dispatches of one forward layer, at the sizes the forward
-    /// plan recorded. `written[a]`: a gradient has been stored into `grads[a]`
+    /// plan recorded. `residual_alias`: the residual's gradient is dy's buffer
+    /// already. `written[a]`: a gradient has been stored into `grads[a]`
     /// already (the next contribution accumulates); `scratch` keeps per-layer
     /// temporaries alive.
     fn layer(
         &self,
         rec: &LayerRecord,
+        residual_alias: bool,
         written: &mut [bool],
         scratch: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
@@ -211,7 +221,10 @@ impl GradCtx<'_> {
                     acc,
                     gb(*x),
                 )?);
-                if let Residual::Full(r) = res {
+                if let (Residual::Full(r), true) = (res, residual_alias) {
+                    // d r = dy, in dy's own buffer (the memory plan shares it).
+                    assert!(!take(*r), "an aliased residual gradient is its first contribution");
+                } else if let Residual::Full(r) = res {
                     let (dy, dr) = (grad(*y), grad(*r));
                     let e = if take(*r) {
                         Elementwise::new(gpu, Op::Axpby, dy, dr, *out_scale, 1.0)?
@@ -238,7 +251,7 @@ impl GradCtx<'_> {
                 let (_, boff) = w.get(beta);
                 let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
                 let acc = take(*x);
-                ds.extend(group_norm_bwd(
+                ds.push(group_norm_bwd_onepass(
                     gpu,
                     &s,
                     &acts[*x].buffer,
@@ -280,10 +293,8 @@ impl GradCtx<'_> {
                 ds.push(avg_pool2x2_bwd(gpu, n, c, h, w, gb(*y), gb(*x), acc)?);
             }
             (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
-                let acc = take(*a);
-                ds.push(slice_channels(gpu, n, ca, hw, ca + cb, 0, gb(*y), gb(*a), acc)?);
-                let acc = take(*b);
-                ds.push(slice_channels(gpu, n, cb, hw, ca + cb, ca, gb(*y), gb(*b), acc)?);
+                let acc = (take(*a), take(*b));
+                ds.push(split_channels(gpu, n, ca, cb, hw, gb(*y), gb(*a), gb(*b), acc)?);
             }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         }

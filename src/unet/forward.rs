@@ -1,23 +1,27 @@
-//! The forward plan: every activation buffer allocated once per (model, batch,
-//! resolution), every bind group built once, the whole network recorded as one
-//! list of dispatches and replayed into one encoder with one submission.
+//! The forward plan: every buffer allocated once per (model, batch,
+//! resolution, plan kind) as the [`MemoryPlan`] lays them out, every bind group
+//! built once, the whole network recorded as one list of dispatches and
+//! replayed into one encoder with one submission.
 //!
-//! Every activation of the graph keeps its own buffer (nothing is reused in
-//! place), together with the GroupNorm statistics and attention log-sum-exps,
-//! so the backward pass can walk `records` in reverse over the saved values.
+//! Activations share pooled buffers once they are dead. A plan of kind
+//! [`PlanKind::ForwardVjp`] keeps what the VJP reads (GroupNorm inputs and
+//! statistics, attention inputs, outputs and log-sum-exps) and holds the
+//! VJP's gradient buffers too, so the backward pass can walk `records` in
+//! reverse over the saved values.
 
 use thiserror::Error;
 
 use super::graph::{Layer, Residual};
+use super::memory::{MemoryPlan, PlanKind};
 use super::shapes::LayerShape;
 use super::weights::Weights;
 use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention;
 use crate::kernels::conv2d::{conv2d, ConvResidual, ConvTiles};
-use crate::kernels::groupnorm::group_norm;
+use crate::kernels::groupnorm::group_norm_onepass;
 use crate::kernels::linear::linear;
-use crate::kernels::resample::{avg_pool2x2, copy_channels, upsample_nearest2x};
+use crate::kernels::resample::{avg_pool2x2, concat_channels, upsample_nearest2x};
 use crate::kernels::timestep::timestep_embedding;
 use crate::tensor::Tensor;
 
@@ -27,6 +31,8 @@ pub enum ForwardError {
     Gpu(#[from] GpuError),
     #[error("input of {h}x{w} pixels: this U-Net needs height and width that are positive multiples of {multiple}")]
     Resolution { h: usize, w: usize, multiple: usize },
+    #[error("the U-Net's VJP needs a forward plan made for it (PlanKind::ForwardVjp); this one is forward-only")]
+    NotPlannedForVjp,
     #[error("{what}: expected {expected:?}, got {got:?}")]
     Shape {
         what: String,
@@ -50,8 +56,14 @@ pub struct UnetForward {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
-    /// One tensor per graph activation; `acts[graph.input]` is x.
+    /// One tensor per graph activation; `acts[graph.input]` is x. Pooled
+    /// activations share buffers: only x and the output keep their values
+    /// after the pass.
     pub acts: Vec<Tensor>,
+    /// Where every tensor of the plan lives.
+    pub memory: MemoryPlan,
+    /// The pooled buffers (`memory.slots`).
+    pub(crate) slots: Vec<wgpu::Buffer>,
     /// Timesteps [N] (float, in the model's original 0..T-1 scale).
     pub t: Tensor,
     pub records: Vec<LayerRecord>,
@@ -64,16 +76,34 @@ pub struct UnetForward {
 impl UnetForward {
     /// Plans a forward pass for `batch` images of `height` x `width`; x and t
     /// live in buffers of the plan ([`UnetForward::input`], [`UnetForward::t`]).
+    /// The plan is forward-only ([`UnetForward::new_kind`] for one a VJP can follow).
     pub fn new(gpu: &Gpu, unet: &Unet, batch: usize, height: usize, width: usize) -> Result<UnetForward, ForwardError> {
-        Self::plan_with(gpu, unet, batch, height, width, None)
+        Self::plan_with(gpu, unet, batch, height, width, None, PlanKind::Forward)
     }
 
-    /// Plans a forward pass that reads x [N, C, H, W] straight from the
+    /// As [`UnetForward::new`], of plan kind `kind`.
+    pub fn new_kind(
+        gpu: &Gpu,
+        unet: &Unet,
+        batch: usize,
+        height: usize,
+        width: usize,
+        kind: PlanKind,
+    ) -> Result<UnetForward, ForwardError> {
+        Self::plan_with(gpu, unet, batch, height, width, None, kind)
+    }
+
+    /// Plans a forward-only pass that reads x [N, C, H, W] straight from the
     /// caller's tensor (a sampler's x_t), so no copy precedes each call.
     pub fn with_input(gpu: &Gpu, unet: &Unet, x: &Tensor) -> Result<UnetForward, ForwardError> {
+        Self::with_input_kind(gpu, unet, x, PlanKind::Forward)
+    }
+
+    /// As [`UnetForward::with_input`], of plan kind `kind`.
+    pub fn with_input_kind(gpu: &Gpu, unet: &Unet, x: &Tensor, kind: PlanKind) -> Result<UnetForward, ForwardError> {
         let c = unet.config.in_channels();
         match x.shape[..] {
-            [n, xc, h, w] if xc == c => Self::plan_with(gpu, unet, n, h, w, Some(x.clone())),
+            [n, xc, h, w] if xc == c => Self::plan_with(gpu, unet, n, h, w, Some(x.clone()), kind),
             _ => Err(ForwardError::Shape {
                 what: "U-Net input x".into(),
                 expected: vec![0, c, 0, 0],
@@ -89,6 +119,7 @@ impl UnetForward {
         height: usize,
         width: usize,
         input: Option<Tensor>,
+        kind: PlanKind,
     ) -> Result<UnetForward, ForwardError> {
         let g = &unet.graph;
         let m = g.max_ds;
@@ -100,9 +131,17 @@ impl UnetForward {
             });
         }
         let dims = |a: usize| g.act_shape(a, batch, height, width);
+        let memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none());
+        let slots = memory
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| gpu.storage_buffer(&format!("unet pool buffer {i}"), bytes))
+            .collect::<Result<Vec<_>, _>>()?;
         let acts = (0..g.acts.len())
-            .map(|i| match &input {
-                Some(x) if i == g.input => Ok(x.clone()),
+            .map(|i| match (&input, memory.act_slot[i]) {
+                (Some(x), _) if i == g.input => Ok(x.clone()),
+                (_, Some(s)) => Ok(Tensor::wrap(slots[s].clone(), &dims(i))),
                 _ => Tensor::zeros(gpu, &format!("unet activation {i} {:?}", dims(i)), &dims(i)),
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -145,6 +184,8 @@ impl UnetForward {
             height,
             width,
             acts,
+            memory,
+            slots,
             t,
             records,
             input: g.input,
@@ -323,7 +364,19 @@ impl LayerCtx<'_> {
                 let (wb2, boff) = w.get(beta);
                 assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
                 let ss = scale_shift.map(|e| (buf(e), 0));
-                group_norm(gpu, &s, buf(*x), saved(), wb, goff, boff, ss, *silu, buf(*y), dummy)?.into()
+                vec![group_norm_onepass(
+                    gpu,
+                    &s,
+                    buf(*x),
+                    saved(),
+                    wb,
+                    goff,
+                    boff,
+                    ss,
+                    *silu,
+                    buf(*y),
+                    dummy,
+                )?]
             }
             (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
                 vec![attention(gpu, &s, buf(*qkv), buf(*y), saved())?]
@@ -334,10 +387,9 @@ impl LayerCtx<'_> {
             (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
                 vec![avg_pool2x2(gpu, n, c, h, w, buf(*x), buf(*y))?]
             }
-            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => vec![
-                copy_channels(gpu, n, ca, hw, ca + cb, 0, buf(*a), buf(*y))?,
-                copy_channels(gpu, n, cb, hw, ca + cb, ca, buf(*b), buf(*y))?,
-            ],
+            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
+                vec![concat_channels(gpu, n, ca, cb, hw, buf(*a), buf(*b), buf(*y))?]
+            }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         })
     }

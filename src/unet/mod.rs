@@ -4,12 +4,12 @@
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use tweedie::unet::{Unet, UnetForward, UnetVjp};
+//! use tweedie::unet::{memory::PlanKind, Unet, UnetForward, UnetVjp};
 //! let gpu = tweedie::Gpu::new()?;
 //! let unet = Unet::load(&gpu, std::path::Path::new("weights/ffhq256"))?;
 //! let x_t = tweedie::Tensor::zeros(&gpu, "x_t", &[4, 3, 256, 256])?;
-//! // Planned once: buffers, bind groups, dispatches.
-//! let fwd = UnetForward::with_input(&gpu, &unet, &x_t)?;
+//! // Planned once: buffers, bind groups, dispatches (kept for a VJP to follow).
+//! let fwd = UnetForward::with_input_kind(&gpu, &unet, &x_t, PlanKind::ForwardVjp)?;
 //! let vjp = UnetVjp::new(&gpu, &unet, &fwd)?;
 //! // Per step: write t (and the cotangent), record both into one pass, submit once.
 //! fwd.t.write(&gpu, &[999.0; 4])?;
@@ -27,6 +27,7 @@
 //! | `builder.rs` | the shared `Builder`: layers, parameters, ResBlock and attention blocks |
 //! | `adm.rs`, `diffusers.rs` | one lowering per architecture, config -> `Graph` |
 //! | `shapes.rs` | each layer's sizes at (N, H, W): `Graph::layer_shape` -> `LayerShape` |
+//! | `memory.rs` | the memory plan: tensor lifetimes and the pooled buffers they share |
 //! | `forward.rs` / `backward.rs` | a layer's forward / input-gradient dispatches (`LayerCtx::layer`, `GradCtx::layer`) |
 //! | `profile.rs` | per-layer timing and its report labels (`describe`) |
 //!
@@ -53,6 +54,7 @@ pub mod config;
 mod diffusers;
 pub mod forward;
 pub mod graph;
+pub mod memory;
 pub mod profile;
 pub mod shapes;
 pub mod weights;

@@ -190,6 +190,11 @@ impl Weights {
         (&self.arenas[e.arena], e.offset)
     }
 
+    /// Bytes of the weight buffers on the GPU.
+    pub fn bytes(&self) -> u64 {
+        self.arenas.iter().map(|b| b.size()).sum()
+    }
+
     pub fn total_elems(&self) -> usize {
         self.table.values().map(|e| e.shape.iter().product::<usize>()).sum()
     }
