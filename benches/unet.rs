@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tweedie::gpu::{Dispatch, Plan};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::tensor::DType;
 use tweedie::unet::memory::PlanKind;
 use tweedie::unet::{AdmConfig, Unet, UnetConfig, UnetForward, UnetVjp};
 use tweedie::{Gpu, Tensor};
@@ -111,6 +112,7 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize
     for (name, tiles) in std::iter::once(("chosen", chosen)).chain(families) {
         let d: Dispatch = conv2d(
             gpu,
+            DType::F32,
             &tiles,
             &s,
             &x.buffer,

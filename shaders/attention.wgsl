@@ -11,6 +11,10 @@
 // blocks, each recomputing the scores; heads of up to BLOCK channels (ADM's 64)
 // take one. lse[n, h, t] = max + log(sum) is kept for the backward pass.
 
+// Tensor storage type: f32 as written; `Shader::typed` makes the f16 instance.
+// Scores, softmax statistics (lse, D: f32 buffers) and sums run in f32.
+alias T = f32;
+
 struct Params {
     n: u32,
     heads: u32,
@@ -26,8 +30,8 @@ override WG: u32 = 64u;
 const BLOCK: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 // Thread -> (n, h, channel block, token); the token varies fastest so a
@@ -86,7 +90,7 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     for (var s = 0u; s < p.t; s++) {
         var score = 0.0;
         for (var c = 0u; c < p.ch; c++) {
-            score = fma(qkv[(b.x + c) * p.t + w.t], qkv[(b.y + c) * p.t + s], score);
+            score = fma(f32(qkv[(b.x + c) * p.t + w.t]), f32(qkv[(b.y + c) * p.t + s]), score);
         }
         score *= sc;
         let m_new = max(m, score);
@@ -94,13 +98,13 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         let e = exp(score - m_new);
         l = l * corr + e;
         for (var c = w.c0; c < w.c1; c++) {
-            acc[c - w.c0] = fma(acc[c - w.c0], corr, e * qkv[(b.z + c) * p.t + s]);
+            acc[c - w.c0] = fma(acc[c - w.c0], corr, e * f32(qkv[(b.z + c) * p.t + s]));
         }
         m = m_new;
     }
     let out = (w.n * p.heads * p.ch + w.h * p.ch) * p.t + w.t;
     for (var c = w.c0; c < w.c1; c++) {
-        y[out + c * p.t] = acc[c - w.c0] / l;
+        y[out + c * p.t] = T(acc[c - w.c0] / l);
     }
     if (w.c0 == 0u) {
         lse[w.nh * p.t + w.t] = m + log(l);
@@ -120,21 +124,21 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // attn_bwd_q and attn_bwd_kv bind (params, qkv, lse, dy, D, dqkv);
 // attn_bwd_d binds (params, dy, y, D).
 @group(0) @binding(0) var<uniform> pb: Params;
-@group(0) @binding(1) var<storage, read> qkv_b: array<f32>;
+@group(0) @binding(1) var<storage, read> qkv_b: array<T>;
 @group(0) @binding(2) var<storage, read> lse_b: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read> dy: array<T>;
 @group(0) @binding(4) var<storage, read> dsum_r: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dqkv: array<T>;
 
-@group(0) @binding(1) var<storage, read> d_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> d_y: array<f32>;
+@group(0) @binding(1) var<storage, read> d_dy: array<T>;
+@group(0) @binding(2) var<storage, read> d_y: array<T>;
 @group(0) @binding(3) var<storage, read_write> d_out: array<f32>;
 
 fn store_grad(i: u32, v: f32) {
     if (pb.accumulate == 1u) {
-        dqkv[i] += v;
+        dqkv[i] = T(f32(dqkv[i]) + v);
     } else {
-        dqkv[i] = v;
+        dqkv[i] = T(v);
     }
 }
 
@@ -143,8 +147,8 @@ fn score_and_dp(b: vec3<u32>, ob: u32, t: u32, s: u32) -> vec2<f32> {
     var score = 0.0;
     var dp = 0.0;
     for (var c = 0u; c < pb.ch; c++) {
-        score = fma(qkv_b[(b.x + c) * pb.t + t], qkv_b[(b.y + c) * pb.t + s], score);
-        dp = fma(dy[ob + c * pb.t + t], qkv_b[(b.z + c) * pb.t + s], dp);
+        score = fma(f32(qkv_b[(b.x + c) * pb.t + t]), f32(qkv_b[(b.y + c) * pb.t + s]), score);
+        dp = fma(f32(dy[ob + c * pb.t + t]), f32(qkv_b[(b.z + c) * pb.t + s]), dp);
     }
     return vec2<f32>(score * pb.scale_q * pb.scale_k, dp);
 }
@@ -160,7 +164,7 @@ fn attn_bwd_d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let out = nh * pb.ch * pb.t + t;
     var d = 0.0;
     for (var c = 0u; c < pb.ch; c++) {
-        d = fma(d_dy[out + c * pb.t], d_y[out + c * pb.t], d);
+        d = fma(f32(d_dy[out + c * pb.t]), f32(d_y[out + c * pb.t]), d);
     }
     d_out[i] = d;
 }
@@ -185,7 +189,7 @@ fn attn_bwd_q(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         let sd = score_and_dp(b, ob, w.t, s);
         let ds = exp(sd.x - l) * (sd.y - d);
         for (var c = w.c0; c < w.c1; c++) {
-            acc[c - w.c0] = fma(ds, qkv_b[(b.y + c) * pb.t + s], acc[c - w.c0]);
+            acc[c - w.c0] = fma(ds, f32(qkv_b[(b.y + c) * pb.t + s]), acc[c - w.c0]);
         }
     }
     let sc = pb.scale_q * pb.scale_k;
@@ -216,8 +220,8 @@ fn attn_bwd_kv(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         let pr = exp(sd.x - lse_b[w.nh * pb.t + t]);
         let ds = pr * (sd.y - dsum_r[w.nh * pb.t + t]);
         for (var c = w.c0; c < w.c1; c++) {
-            dv[c - w.c0] = fma(pr, dy[ob + c * pb.t + t], dv[c - w.c0]);
-            dk[c - w.c0] = fma(ds, qkv_b[(b.x + c) * pb.t + t], dk[c - w.c0]);
+            dv[c - w.c0] = fma(pr, f32(dy[ob + c * pb.t + t]), dv[c - w.c0]);
+            dk[c - w.c0] = fma(ds, f32(qkv_b[(b.x + c) * pb.t + t]), dk[c - w.c0]);
         }
     }
     let sc = pb.scale_q * pb.scale_k;

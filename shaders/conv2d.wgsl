@@ -10,6 +10,10 @@
 // Epilogue: y = (acc + b[co] + residual) * out_scale, residual either a tensor of
 // y's shape (res_mode 1) or a per-(n, co) vector broadcast over pixels (res_mode 2).
 
+// Tensor and weight storage type: f32 as written; `Shader::typed` makes the f16
+// instance. Every sum, statistic and softmax runs in f32.
+alias T = f32;
+
 struct Params {
     n: u32,
     cin: u32,
@@ -62,11 +66,11 @@ const RN: u32 = 4u;
 const MAX_TILE: u32 = 2048u; // >= TK * WG_M * RM and >= TK * WG_N * RN
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> wt: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read> res: array<T>;
+@group(0) @binding(5) var<storage, read_write> y: array<T>;
 
 // Tiles are stored as vec4 along M and N: a thread's RM = 4 rows (RN = 4
 // columns) are one 16-byte shared-memory load per k step.
@@ -114,7 +118,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             let m = m0 + ml;
             var v = 0.0;
             if (m < p.cout && ka < kdim) {
-                v = wt[p.w_off + m * kdim + ka];
+                v = f32(wt[p.w_off + m * kdim + ka]);
             }
             a_tile[(a_kl * tm + ml) / 4u][ml % 4u] = v;
         }
@@ -130,7 +134,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
                 let iy = iy0 + i32(ky);
                 let ix = ix0 + i32(kx);
                 if (iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-                    v = x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)];
+                    v = f32(x[x_base + (ci * p.h + u32(iy)) * p.w + u32(ix)]);
                 }
             }
             b_tile[(kl * tn + b_pl) / 4u][b_pl % 4u] = v;
@@ -162,13 +166,13 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             let b = pix / hwo;
             let r = pix - b * hwo;
             let o = (b * p.cout + m) * hwo + r;
-            var v = acc[i * RN + j] + bias[p.b_off + m];
+            var v = acc[i * RN + j] + f32(bias[p.b_off + m]);
             if (p.res_mode == 1u) {
-                v += res[p.res_off + o];
+                v += f32(res[p.res_off + o]);
             } else if (p.res_mode == 2u) {
-                v += res[p.res_off + b * p.res_stride + m];
+                v += f32(res[p.res_off + b * p.res_stride + m]);
             }
-            y[o] = v * p.out_scale;
+            y[o] = T(v * p.out_scale);
         }
     }
 }
@@ -182,9 +186,9 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 // 0: dx = ....
 
 @group(0) @binding(0) var<uniform> pb: BwdDataParams;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> wtb: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> dy: array<T>;
+@group(0) @binding(2) var<storage, read> wtb: array<T>;
+@group(0) @binding(3) var<storage, read_write> dx: array<T>;
 
 @compute @workgroup_size(WG_N, WG_M)
 fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -224,7 +228,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             let ci = m0 + ml;
             var v = 0.0;
             if (ci < pb.cin && ka < kdim) {
-                v = wtb[pb.w_off + (co_a * pb.cin + ci) * kk + kr_a];
+                v = f32(wtb[pb.w_off + (co_a * pb.cin + ci) * kk + kr_a]);
             }
             a_tile[(a_kl * tm + ml) / 4u][ml % 4u] = v;
         }
@@ -242,7 +246,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
                     let oy = u32(sy) / pb.stride;
                     let ox = u32(sx) / pb.stride;
                     if (oy * pb.stride == u32(sy) && ox * pb.stride == u32(sx) && oy < pb.ho && ox < pb.wo) {
-                        v = dy[dy_base + co * hwo + oy * pb.wo + ox];
+                        v = f32(dy[dy_base + co * hwo + oy * pb.wo + ox]);
                     }
                 }
             }
@@ -275,9 +279,9 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             let o = (b * pb.cin + ci) * hw + r;
             var v = acc[i * RN + j] * pb.scale;
             if (pb.accumulate == 1u) {
-                v += dx[o];
+                v += f32(dx[o]);
             }
-            dx[o] = v;
+            dx[o] = T(v);
         }
     }
 }

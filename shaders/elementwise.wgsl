@@ -52,3 +52,23 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     if (i >= p.n) { return; }
     y[i] = x[i] * y[i];
 }
+
+// ---------------------------------------------------------------------------
+// Casts between f32 and T at a half-precision plan's edges (identity copies in
+// the f32 instance): from_f32 y[i] = T(xf[i]); to_f32 yf[i] = f32(x[i]).
+@group(0) @binding(1) var<storage, read> xf: array<f32>;
+@group(0) @binding(2) var<storage, read_write> yf: array<f32>;
+
+@compute @workgroup_size(WG)
+fn from_f32(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    y[i] = T(xf[i]);
+}
+
+@compute @workgroup_size(WG)
+fn to_f32(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    yf[i] = f32(x[i]);
+}

@@ -11,6 +11,10 @@
 //   gn_onepass : all three in one dispatch, one workgroup per (sample, group):
 //              fewer dispatches, fewer workgroups (the U-Net plans use it).
 
+// Tensor and weight storage type: f32 as written; `Shader::typed` makes the f16
+// instance. Statistics (kept in f32 buffers) and every sum run in f32.
+alias T = f32;
+
 struct Params {
     n: u32,
     c: u32,
@@ -36,7 +40,7 @@ const MAX_WG: u32 = 1024u;
 const WG_SMALL: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 
 var<workgroup> red: array<f32, MAX_WG>;
@@ -64,13 +68,13 @@ fn gn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invoca
     let base = gi * len;
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) {
-        s += x[base + i];
+        s += f32(x[base + i]);
     }
     let count = f32(end - start);
     let mean = block_sum(lid, s) / count;
     var q = 0.0;
     for (var i = start + lid; i < end; i += WG) {
-        let d = x[base + i] - mean;
+        let d = f32(x[base + i]) - mean;
         q += d * d;
     }
     let m2 = block_sum(lid, q);
@@ -125,18 +129,18 @@ fn gn_sum_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 @group(0) @binding(0) var<uniform> q: Params;
-@group(0) @binding(1) var<storage, read> xa: array<f32>;
+@group(0) @binding(1) var<storage, read> xa: array<T>;
 @group(0) @binding(2) var<storage, read> st: array<f32>;
-@group(0) @binding(3) var<storage, read> wts: array<f32>;
-@group(0) @binding(4) var<storage, read> ss: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ya: array<f32>;
+@group(0) @binding(3) var<storage, read> wts: array<T>;
+@group(0) @binding(4) var<storage, read> ss: array<T>;
+@group(0) @binding(5) var<storage, read_write> ya: array<T>;
 
 // The normalised, scale-shifted and SiLU'd value of x = v at sample n, channel c.
 fn gn_out(v: f32, mean: f32, rstd: f32, n: u32, c: u32) -> f32 {
-    var u = (v - mean) * rstd * wts[q.gamma_off + c] + wts[q.beta_off + c];
+    var u = (v - mean) * rstd * f32(wts[q.gamma_off + c]) + f32(wts[q.beta_off + c]);
     if (q.scale_shift == 1u) {
         let e = q.ss_off + n * 2u * q.c;
-        u = u * (1.0 + ss[e + c]) + ss[e + q.c + c];
+        u = u * (1.0 + f32(ss[e + c])) + f32(ss[e + q.c + c]);
     }
     if (q.silu == 1u) {
         u = u / (1.0 + exp(-u));
@@ -155,7 +159,7 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     let c = nc % q.c;
     let n = nc / q.c;
     let gi = n * q.groups + c / (q.c / q.groups);
-    ya[i] = gn_out(xa[i], st[2u * gi], st[2u * gi + 1u], n, c);
+    ya[i] = T(gn_out(f32(xa[i]), st[2u * gi], st[2u * gi + 1u], n, c));
 }
 
 // One workgroup per (sample, group), grid (n * groups): the statistics (mean,
@@ -169,12 +173,12 @@ fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let base = gi * len;
     var s = 0.0;
     for (var i = lid; i < len; i += WG) {
-        s += xa[base + i];
+        s += f32(xa[base + i]);
     }
     let mean = block_sum(lid, s) / f32(len);
     var m2 = 0.0;
     for (var i = lid; i < len; i += WG) {
-        let d = xa[base + i] - mean;
+        let d = f32(xa[base + i]) - mean;
         m2 += d * d;
     }
     let rstd = inverseSqrt(block_sum(lid, m2) / f32(len) + q.eps);
@@ -185,7 +189,7 @@ fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     let n = gi / q.groups;
     let c0 = (gi % q.groups) * cpg;
     for (var i = lid; i < len; i += WG) {
-        ya[base + i] = gn_out(xa[base + i], mean, rstd, n, c0 + i / q.hw);
+        ya[base + i] = T(gn_out(f32(xa[base + i]), mean, rstd, n, c0 + i / q.hw));
     }
 }
 
@@ -198,30 +202,30 @@ fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
 //   gn_bwd_apply : one thread per element; `accumulate` 1 adds into dx.
 
 @group(0) @binding(0) var<uniform> r: Params;
-@group(0) @binding(1) var<storage, read> xb: array<f32>;
+@group(0) @binding(1) var<storage, read> xb: array<T>;
 @group(0) @binding(2) var<storage, read> stb: array<f32>;
-@group(0) @binding(3) var<storage, read> wtb: array<f32>;
-@group(0) @binding(4) var<storage, read> ssb: array<f32>;
-@group(0) @binding(5) var<storage, read> dyb: array<f32>;
+@group(0) @binding(3) var<storage, read> wtb: array<T>;
+@group(0) @binding(4) var<storage, read> ssb: array<T>;
+@group(0) @binding(5) var<storage, read> dyb: array<T>;
 @group(0) @binding(6) var<storage, read_write> gstats: array<f32>;
 
 @group(0) @binding(6) var<storage, read> gst: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dxb: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dxb: array<T>;
 // gn_bwd_onepass's dx (it has no sums buffer, so dx takes binding 6).
-@group(0) @binding(6) var<storage, read_write> dxo: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dxo: array<T>;
 
 // (xhat, dxhat) of element i of sample n, channel c, group gi.
 fn gn_bwd_elem(i: u32, n: u32, c: u32, gi: u32) -> vec2<f32> {
-    let xhat = (xb[i] - stb[2u * gi]) * stb[2u * gi + 1u];
-    var g = wtb[r.gamma_off + c];
-    var u = xhat * g + wtb[r.beta_off + c];
+    let xhat = (f32(xb[i]) - stb[2u * gi]) * stb[2u * gi + 1u];
+    var g = f32(wtb[r.gamma_off + c]);
+    var u = xhat * g + f32(wtb[r.beta_off + c]);
     if (r.scale_shift == 1u) {
         let e = r.ss_off + n * 2u * r.c;
-        let s1 = 1.0 + ssb[e + c];
-        u = u * s1 + ssb[e + r.c + c];
+        let s1 = 1.0 + f32(ssb[e + c]);
+        u = u * s1 + f32(ssb[e + r.c + c]);
         g = g * s1;
     }
-    var d = dyb[i];
+    var d = f32(dyb[i]);
     if (r.silu == 1u) {
         let sg = 1.0 / (1.0 + exp(-u));
         d = d * sg * (1.0 + u * (1.0 - sg));
@@ -269,9 +273,9 @@ fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let v = gn_bwd_elem(i, n, c, gi);
     var d = stb[2u * gi + 1u] * (v.y - gst[2u * gi] / len - v.x * gst[2u * gi + 1u] / len);
     if (r.accumulate == 1u) {
-        d += dxb[i];
+        d += f32(dxb[i]);
     }
-    dxb[i] = d;
+    dxb[i] = T(d);
 }
 
 // One workgroup per (sample, group), grid (n * groups): both sums of the
@@ -299,8 +303,8 @@ fn gn_bwd_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocati
         let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
         var d = rstd * (v.y - ma - v.x * mb);
         if (r.accumulate == 1u) {
-            d += dxo[base + j];
+            d += f32(dxo[base + j]);
         }
-        dxo[base + j] = d;
+        dxo[base + j] = T(d);
     }
 }

@@ -2,6 +2,10 @@
 // row-major (PyTorch's Linear layout); act = SiLU where flagged. One thread per
 // output: the time-embedding MLPs this serves are a few hundred wide.
 
+// Tensor and weight storage type: f32 as written; `Shader::typed` makes the
+// f16 instance (the dot products run in f32).
+alias T = f32;
+
 struct Params {
     n: u32,
     din: u32,
@@ -16,10 +20,10 @@ struct Params {
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> wt: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> y: array<T>;
 
 fn silu(v: f32) -> f32 {
     return v / (1.0 + exp(-v));
@@ -35,15 +39,15 @@ fn linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let o = i - n * p.dout;
     var s = 0.0;
     for (var k = 0u; k < p.din; k++) {
-        var v = x[p.x_off + n * p.din + k];
+        var v = f32(x[p.x_off + n * p.din + k]);
         if (p.silu_in == 1u) {
             v = silu(v);
         }
-        s = fma(wt[p.w_off + o * p.din + k], v, s);
+        s = fma(f32(wt[p.w_off + o * p.din + k]), v, s);
     }
-    var r = s + bias[p.b_off + o];
+    var r = s + f32(bias[p.b_off + o]);
     if (p.silu_out == 1u) {
         r = silu(r);
     }
-    y[i] = r;
+    y[i] = T(r);
 }

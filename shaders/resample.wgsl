@@ -5,6 +5,10 @@
 //                        (two of these make a channel concat of the skip connections)
 //   concat_channels    : y = cat([a, b], channels) in one dispatch, a having c_off channels
 
+// Tensor storage type: f32 as written; `Shader::typed` makes the f16 instance
+// (sums run in f32).
+alias T = f32;
+
 struct Params {
     n: u32,
     c: u32,
@@ -23,8 +27,8 @@ struct Params {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
 
 fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
@@ -52,7 +56,7 @@ fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let oy = (i / p.wo) % p.ho;
     let nc = i / (p.wo * p.ho);
     let b = (nc * p.h + 2u * oy) * p.w + 2u * ox;
-    y[i] = 0.25 * ((x[b] + x[b + 1u]) + (x[b + p.w] + x[b + p.w + 1u]));
+    y[i] = T(0.25 * ((f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.w]) + f32(x[b + p.w + 1u]))));
 }
 
 @compute @workgroup_size(WG)
@@ -85,11 +89,11 @@ fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     let iy = (i / p.w) % p.h;
     let nc = i / (p.w * p.h);
     let b = (nc * p.ho + 2u * iy) * p.wo + 2u * ix;
-    var v = (x[b] + x[b + 1u]) + (x[b + p.wo] + x[b + p.wo + 1u]);
+    var v = (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.wo]) + f32(x[b + p.wo + 1u]));
     if (p.accumulate == 1u) {
-        v += y[i];
+        v += f32(y[i]);
     }
-    y[i] = v;
+    y[i] = T(v);
 }
 
 @compute @workgroup_size(WG)
@@ -103,12 +107,12 @@ fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let nc = i / (p.w * p.h);
     var v = 0.0;
     if (iy / 2u < p.ho && ix / 2u < p.wo) {
-        v = 0.25 * x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u];
+        v = 0.25 * f32(x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u]);
     }
     if (p.accumulate == 1u) {
-        v += y[i];
+        v += f32(y[i]);
     }
-    y[i] = v;
+    y[i] = T(v);
 }
 
 @compute @workgroup_size(WG)
@@ -122,11 +126,11 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let nc = i / hw;
     let c = nc % p.c;
     let n = nc / p.c;
-    var v = x[(n * p.c_total + p.c_off + c) * hw + r];
+    var v = f32(x[(n * p.c_total + p.c_off + c) * hw + r]);
     if (p.accumulate == 1u) {
-        v += y[i];
+        v += f32(y[i]);
     }
-    y[i] = v;
+    y[i] = T(v);
 }
 
 // ---------------------------------------------------------------------------
@@ -136,8 +140,8 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 //                     for the first part, bit 1 for the second
 // p.h holds hw (p.w = 1); one thread per element of the concatenated tensor.
 
-@group(0) @binding(2) var<storage, read> x2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y3: array<f32>;
+@group(0) @binding(2) var<storage, read> x2: array<T>;
+@group(0) @binding(3) var<storage, read_write> y3: array<T>;
 
 @compute @workgroup_size(WG)
 fn concat_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -170,18 +174,18 @@ fn split_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     let c = nc % p.c_total;
     let n = nc / p.c_total;
     let cb = p.c_total - p.c_off;
-    var v = x[i];
+    var v = f32(x[i]);
     if (c < p.c_off) {
         let j = (n * p.c_off + c) * hw + r;
         if ((p.accumulate & 1u) != 0u) {
-            v += y[j];
+            v += f32(y[j]);
         }
-        y[j] = v;
+        y[j] = T(v);
     } else {
         let j = (n * cb + c - p.c_off) * hw + r;
         if ((p.accumulate & 2u) != 0u) {
-            v += y3[j];
+            v += f32(y3[j]);
         }
-        y3[j] = v;
+        y3[j] = T(v);
     }
 }

@@ -5,6 +5,10 @@
 // done here (Cody-Waite, pi/2 split in three, exact products for |k| < 2^13)
 // followed by minimax polynomials on [-pi/4, pi/4]: about 1 ulp, like torch's f32.
 
+// Output storage type: f32 as written; `Shader::typed` makes the f16 instance
+// (t and the frequencies stay f32).
+alias T = f32;
+
 struct Params {
     n: u32,
     dim: u32,
@@ -17,7 +21,7 @@ override WG: u32 = 64u;
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> t: array<f32>;
 @group(0) @binding(2) var<storage, read> freqs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<T>;
 
 // (sin a, cos a) for |a| up to ~1e4.
 fn sincos(a: f32) -> vec2<f32> {
@@ -60,5 +64,5 @@ fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
             v = sc.x;
         }
     }
-    y[i] = v;
+    y[i] = T(v);
 }

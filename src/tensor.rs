@@ -78,6 +78,16 @@ impl Tensor {
         }
     }
 
+    /// Wraps a storage buffer the caller owns as a tensor of `dtype` (the
+    /// buffer may be larger than the tensor: kernels touch its prefix).
+    pub fn wrap_typed(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Tensor {
+        Tensor {
+            buffer,
+            shape: shape.to_vec(),
+            dtype,
+        }
+    }
+
     /// A zero-filled f32 tensor; refused up front if it exceeds the adapter's limits.
     pub fn zeros(gpu: &Gpu, label: &str, shape: &[usize]) -> Result<Tensor, GpuError> {
         Self::zeros_typed(gpu, label, shape, DType::F32)

@@ -44,7 +44,7 @@ fn generic_shaders_validate_for_f16() {
 #[test]
 #[should_panic(expected = "cannot run on F16")]
 fn non_generic_shader_refuses_f16() {
-    let _ = tweedie::gpu::CONV2D.typed(DType::F16);
+    let _ = tweedie::gpu::CG.typed(DType::F16);
 }
 
 /// 1,000,003 elements: odd (the f16 buffer's last word is half used) and not a

@@ -4,6 +4,8 @@
 mod common;
 use common::*;
 
+use tweedie::tensor::DType;
+
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
@@ -104,6 +106,7 @@ fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_sc
     };
     let d = conv2d(
         gpu,
+        DType::F32,
         tiles,
         &s,
         &xb,
@@ -278,7 +281,21 @@ fn group_norm_matches_cpu() {
         let chunked_stats = gpu.read::<f32>(&stats, 0, s.n * s.groups * 2).unwrap();
         // The one-pass form: same output, same saved statistics.
         let (yb1, stats1) = (zeros(&gpu, x.len()), zeros(&gpu, s.n * s.groups * 2));
-        let d = group_norm_onepass(&gpu, &s, &xb, &stats1, &ab, 3, 3 + s.c, ss, silu_on, &yb1, &dummy).unwrap();
+        let d = group_norm_onepass(
+            &gpu,
+            DType::F32,
+            &s,
+            &xb,
+            &stats1,
+            &ab,
+            3,
+            3 + s.c,
+            ss,
+            silu_on,
+            &yb1,
+            &dummy,
+        )
+        .unwrap();
         run(&gpu, vec![d]);
         let got = gpu.read::<f32>(&yb1, 0, x.len()).unwrap();
         assert_close(&format!("{label} one-pass"), &got, &want, 1e-5, 1e-4);
@@ -316,7 +333,20 @@ fn linear_matches_cpu() {
             }
         }
         let (xb, ab, yb) = (buf(&gpu, &x), buf(&gpu, &arena), zeros(&gpu, n * dout));
-        let d = linear(&gpu, n, din, dout, &xb, (&ab, 5), (&ab, 5 + w.len()), si, so, &yb).unwrap();
+        let d = linear(
+            &gpu,
+            DType::F32,
+            n,
+            din,
+            dout,
+            &xb,
+            (&ab, 5),
+            (&ab, 5 + w.len()),
+            si,
+            so,
+            &yb,
+        )
+        .unwrap();
         run(&gpu, vec![d]);
         let got = gpu.read::<f32>(&yb, 0, n * dout).unwrap();
         assert_close(&format!("linear {n}x{din}->{dout}"), &got, &want, 1e-5, 1e-4);
@@ -387,7 +417,7 @@ fn attention_matches_cpu() {
         let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t).iter().map(|v| 1.5 * v).collect();
         let want = attention_ref(&s, &qkv);
         let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
-        run(&gpu, vec![attention(&gpu, &s, &qb, &yb, &lse).unwrap()]);
+        run(&gpu, vec![attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()]);
         let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
         assert_close(&format!("attention {s:?}"), &got, &want, 1e-5, 1e-4);
     }
@@ -412,7 +442,10 @@ fn resample_kernels_match_cpu() {
         }
     }
     let yb = zeros(&gpu, up.len());
-    run(&gpu, vec![upsample_nearest2x(&gpu, n, c, h, w, &xb, &yb).unwrap()]);
+    run(
+        &gpu,
+        vec![upsample_nearest2x(&gpu, DType::F32, n, c, h, w, &xb, &yb).unwrap()],
+    );
     assert_close("upsample", &gpu.read::<f32>(&yb, 0, up.len()).unwrap(), &up, 0.0, 0.0);
 
     let (ho, wo) = (h / 2, w / 2);
@@ -426,7 +459,7 @@ fn resample_kernels_match_cpu() {
         }
     }
     let pb = zeros(&gpu, pool.len());
-    run(&gpu, vec![avg_pool2x2(&gpu, n, c, h, w, &xb, &pb).unwrap()]);
+    run(&gpu, vec![avg_pool2x2(&gpu, DType::F32, n, c, h, w, &xb, &pb).unwrap()]);
     assert_close(
         "avg_pool",
         &gpu.read::<f32>(&pb, 0, pool.len()).unwrap(),
@@ -455,7 +488,10 @@ fn resample_kernels_match_cpu() {
     assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
     // The same concat in one dispatch.
     let cb1 = zeros(&gpu, cat.len());
-    run(&gpu, vec![concat_channels(&gpu, n, 3, 2, hw, &xb, &zb, &cb1).unwrap()]);
+    run(
+        &gpu,
+        vec![concat_channels(&gpu, DType::F32, n, 3, 2, hw, &xb, &zb, &cb1).unwrap()],
+    );
     assert_close(
         "concat one dispatch",
         &gpu.read::<f32>(&cb1, 0, cat.len()).unwrap(),
@@ -480,7 +516,7 @@ fn split_channels_is_the_concat_adjoint() {
         let (da, db) = (buf(&gpu, &pa), buf(&gpu, &pb));
         run(
             &gpu,
-            vec![split_channels(&gpu, n, ca, cb, hw, &dyb, &da, &db, (acc_a, acc_b)).unwrap()],
+            vec![split_channels(&gpu, DType::F32, n, ca, cb, hw, &dyb, &da, &db, (acc_a, acc_b)).unwrap()],
         );
         let (mut wa, mut wb) = (vec![0f32; pa.len()], vec![0f32; pb.len()]);
         for i in 0..n {
@@ -529,7 +565,7 @@ fn timestep_embedding_matches_f64_of_f32_arguments() {
         let (tb, fb, yb) = (buf(&gpu, &t), buf(&gpu, &freqs), zeros(&gpu, want.len()));
         run(
             &gpu,
-            vec![timestep_embedding(&gpu, t.len(), dim, cos_first, &tb, &fb, &yb).unwrap()],
+            vec![timestep_embedding(&gpu, DType::F32, t.len(), dim, cos_first, &tb, &fb, &yb).unwrap()],
         );
         let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
         assert_close(&format!("timestep dim {dim}"), &got, &want, 5e-7, 0.0);
@@ -681,7 +717,7 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
             if !accumulate {
                 gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
             }
-            let d = conv2d_bwd_data(&gpu, &tiles, &s, &gb, (&wb, 0), scale, accumulate, &dxb).unwrap();
+            let d = conv2d_bwd_data(&gpu, DType::F32, &tiles, &s, &gb, (&wb, 0), scale, accumulate, &dxb).unwrap();
             run(&gpu, vec![d]);
             let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
             let want: Vec<f32> = grad
@@ -876,6 +912,7 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
             let d = if onepass {
                 vec![group_norm_bwd_onepass(
                     &gpu,
+                    DType::F32,
                     &s,
                     &xb,
                     &stats,
@@ -1044,9 +1081,9 @@ fn attention_bwd_matches_cpu_and_finite_differences() {
             zeros(&gpu, n * heads * t),
             buf(&gpu, &prior),
         );
-        run(&gpu, vec![attention(&gpu, &s, &qb, &yb, &lse).unwrap()]);
+        run(&gpu, vec![attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()]);
         for accumulate in [true, false] {
-            let d = attention_bwd(&gpu, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
+            let d = attention_bwd(&gpu, DType::F32, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
             run(&gpu, d.into());
             let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
             let want: Vec<f32> = grad
@@ -1086,8 +1123,8 @@ fn resample_adjoints_match_cpu() {
         (
             "upsample",
             n * c * 4 * h * w,
-            Box::new(move |a, b| upsample_nearest2x(g, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| upsample_nearest2x(g, DType::F32, n, c, h, w, a, b).unwrap()),
+            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
             Box::new(move |dy| {
                 let mut dx = vec![0f64; n * c * h * w];
                 for nc in 0..n * c {
@@ -1103,8 +1140,8 @@ fn resample_adjoints_match_cpu() {
         (
             "avg_pool",
             n * c * (h / 2) * (w / 2),
-            Box::new(move |a, b| avg_pool2x2(g, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| avg_pool2x2(g, DType::F32, n, c, h, w, a, b).unwrap()),
+            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
             Box::new(move |dy| {
                 let (ho, wo) = (h / 2, w / 2);
                 let mut dx = vec![0f64; n * c * h * w];

@@ -1,8 +1,8 @@
 //! The memory plan against the buffers a planned pass really creates, the
 //! forward-only plan against the VJP plan, and the figures `tweedie info`
 //! prints for DPS's FFHQ-256 configuration (issue targets: forward <= 256 MiB,
-//! forward + VJP <= 1 GiB in f32; <= 450 dispatches per DPS step, <= 250 per
-//! DMPS step).
+//! forward + VJP <= 1 GiB in f32, half that in f16; weights <= 200 MB in f16;
+//! <= 450 dispatches per DPS step, <= 250 per DMPS step).
 
 mod common;
 use common::*;
@@ -11,21 +11,34 @@ use std::sync::Arc;
 
 use tweedie::figures;
 use tweedie::io::TensorFile;
-use tweedie::tensor::Tensor;
+use tweedie::tensor::{DType, Tensor};
 use tweedie::unet::memory::{buffer_bytes, MemoryPlan, PlanKind};
 use tweedie::unet::{Graph, Unet, UnetConfig, UnetForward, UnetVjp};
 
 const MIB: u64 = 1 << 20;
 
+/// The precisions this adapter runs.
+fn dtypes(gpu: &tweedie::Gpu) -> Vec<DType> {
+    if gpu.features.contains(wgpu::Features::SHADER_F16) {
+        vec![DType::F32, DType::F16]
+    } else {
+        eprintln!("f16 skipped: {} has no shader-f16", gpu.describe());
+        vec![DType::F32]
+    }
+}
+
 /// Every byte a forward (and VJP) plan allocates is the memory plan's, for
-/// both plan kinds, own and borrowed x, batch 1 and 3, square and not, and two
-/// architectures (one with attention).
+/// both plan kinds, own and borrowed x, batch 1 and 3, square and not, two
+/// architectures (one with attention), in each precision.
 #[test]
 fn planned_bytes_equal_the_buffers_a_pass_creates() {
     // A device of its own: the allocation meter counts every buffer made on it.
     let gpu = tweedie::Gpu::new().unwrap();
-    for name in ["unet/adm_scale_shift", "unet/ddpm_small"] {
-        let unet = Unet::load(&gpu, &common::fixture(name)).unwrap();
+    for (name, dtype) in ["unet/adm_scale_shift", "unet/ddpm_small"]
+        .into_iter()
+        .flat_map(|n| dtypes(&gpu).into_iter().map(move |d| (n, d)))
+    {
+        let unet = Unet::load_as(&gpu, &common::fixture(name), dtype).unwrap();
         let c = unet.config.in_channels();
         for (n, h, w) in [(1, 32, 32), (3, 32, 64)] {
             for kind in [PlanKind::Forward, PlanKind::ForwardVjp] {
@@ -43,8 +56,8 @@ fn planned_bytes_equal_the_buffers_a_pass_creates() {
                         cotangent = buffer_bytes(fwd.output().size_bytes() as u64);
                     }
                     let made = (gpu.allocated() - before).storage;
-                    let planned = MemoryPlan::new(&unet.graph, n, h, w, kind, own_input);
-                    let what = format!("{name} n {n} {h}x{w} {kind:?} own x {own_input}");
+                    let planned = MemoryPlan::new(&unet.graph, n, h, w, kind, own_input, dtype);
+                    let what = format!("{name} {dtype:?} n {n} {h}x{w} {kind:?} own x {own_input}");
                     assert_eq!(fwd.memory.bytes(), planned.bytes(), "{what}");
                     assert_eq!(made, planned.bytes() + cotangent, "{what}: buffers made vs planned");
                     assert!(planned.pool_bytes() >= planned.peak, "{what}");
@@ -77,27 +90,33 @@ fn forward_only_plans_are_smaller_and_refuse_a_vjp() {
     assert!(rel_max_err(&a, &io.get("out").unwrap().data) <= 1e-4);
 }
 
-/// The FFHQ-256 figures from the planner alone (no GPU): the issue's f32 targets.
+/// The FFHQ-256 figures from the planner alone (no GPU): the issue's targets.
 #[test]
 fn ffhq256_memory_targets_hold() {
     let g = Graph::build(&UnetConfig::dps_ffhq256(), false).unwrap();
-    let fwd = MemoryPlan::new(&g, 1, 256, 256, PlanKind::Forward, true);
-    let vjp = MemoryPlan::new(&g, 1, 256, 256, PlanKind::ForwardVjp, true);
-    eprintln!(
-        "ffhq256 f32: forward {} MiB (peak {}), forward + VJP {} MiB (peak {})",
-        fwd.bytes() / MIB,
-        fwd.peak / MIB,
-        vjp.bytes() / MIB,
-        vjp.peak / MIB
-    );
-    assert!(fwd.bytes() <= 256 * MIB, "forward plan {} bytes", fwd.bytes());
-    assert!(vjp.bytes() <= 1024 * MIB, "forward + VJP plan {} bytes", vjp.bytes());
-    // The figures scale with the batch.
-    let fwd4 = MemoryPlan::new(&g, 4, 256, 256, PlanKind::Forward, true);
-    assert!(fwd4.pool_bytes() == 4 * fwd.pool_bytes(), "pool grows with the batch");
-    // Every residual ResBlock / attention skip gradient is dy's buffer itself.
-    let aliased = vjp.residual_alias.iter().filter(|&&a| a).count();
-    assert!(aliased >= 25, "{aliased} residual gradients aliased");
+    for (dtype, fwd_max, vjp_max) in [(DType::F32, 256 * MIB, 1024 * MIB), (DType::F16, 128 * MIB, 512 * MIB)] {
+        let fwd = MemoryPlan::new(&g, 1, 256, 256, PlanKind::Forward, true, dtype);
+        let vjp = MemoryPlan::new(&g, 1, 256, 256, PlanKind::ForwardVjp, true, dtype);
+        eprintln!(
+            "ffhq256 {dtype:?}: forward {:.1} MiB (peak {:.1}), forward + VJP {:.1} MiB (peak {:.1})",
+            fwd.bytes() as f64 / MIB as f64,
+            fwd.peak as f64 / MIB as f64,
+            vjp.bytes() as f64 / MIB as f64,
+            vjp.peak as f64 / MIB as f64
+        );
+        assert!(fwd.bytes() <= fwd_max, "{dtype:?} forward plan {} bytes", fwd.bytes());
+        assert!(
+            vjp.bytes() <= vjp_max,
+            "{dtype:?} forward + VJP plan {} bytes",
+            vjp.bytes()
+        );
+        // The figures scale with the batch.
+        let fwd4 = MemoryPlan::new(&g, 4, 256, 256, PlanKind::Forward, true, dtype);
+        assert!(fwd4.pool_bytes() == 4 * fwd.pool_bytes(), "pool grows with the batch");
+        // Every residual ResBlock / attention skip gradient is dy's buffer itself.
+        let aliased = vjp.residual_alias.iter().filter(|&&a| a).count();
+        assert!(aliased >= 25, "{aliased} residual gradients aliased");
+    }
 }
 
 /// Dispatch counts of DPS's FFHQ configuration (random weights; counts do not
@@ -124,7 +143,8 @@ fn ffhq_dispatch_targets_hold() {
             64,
             64,
             PlanKind::Forward,
-            true
+            true,
+            DType::F32
         )
         .bytes()
     );

@@ -315,6 +315,18 @@ impl Gpu {
         Ok(())
     }
 
+    /// Refuses `dtype` storage where the adapter cannot run it (f16 needs
+    /// `shader-f16`), in one line naming the adapter.
+    pub fn require_dtype(&self, dtype: crate::tensor::DType) -> Result<(), GpuError> {
+        if dtype == crate::tensor::DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(GpuError::Other(format!(
+                "precision f16 needs the adapter's shader-f16 feature, which {} does not have (use --precision f32)",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Bytes of the buffers made so far through [`Gpu::storage_buffer`],
     /// [`Gpu::upload`] and [`Gpu::uniform`].
     pub fn allocated(&self) -> Allocated {

@@ -1,6 +1,7 @@
 //! `shaders/attention.wgsl`: fused multi-head self-attention from a qkv tensor.
 
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, ATTENTION};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -60,6 +61,7 @@ impl AttentionShape {
 
 pub fn attention(
     gpu: &Gpu,
+    dtype: DType,
     s: &AttentionShape,
     qkv: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -69,7 +71,7 @@ pub fn attention(
     let u = gpu.uniform("attention params", &params);
     Dispatch::new(
         gpu,
-        &ATTENTION,
+        &ATTENTION.typed(dtype),
         "attention",
         &[("WG", WG as f64)],
         &[&u, qkv, y, lse],
@@ -82,6 +84,7 @@ pub fn attention(
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd(
     gpu: &Gpu,
+    dtype: DType,
     s: &AttentionShape,
     qkv: &wgpu::Buffer,
     y: &wgpu::Buffer,
@@ -96,7 +99,7 @@ pub fn attention_bwd(
     let ov = [("WG", WG as f64)];
     let d = Dispatch::new(
         gpu,
-        &ATTENTION,
+        &ATTENTION.typed(dtype),
         "attn_bwd_d",
         &ov,
         &[&u, dy, y, dsum],
@@ -105,7 +108,7 @@ pub fn attention_bwd(
     let groups = dispatch_groups(s.threads(), WG);
     let dq = Dispatch::new(
         gpu,
-        &ATTENTION,
+        &ATTENTION.typed(dtype),
         "attn_bwd_q",
         &ov,
         &[&u, qkv, lse, dy, dsum, dqkv],
@@ -113,7 +116,7 @@ pub fn attention_bwd(
     )?;
     let dkv = Dispatch::new(
         gpu,
-        &ATTENTION,
+        &ATTENTION.typed(dtype),
         "attn_bwd_kv",
         &ov,
         &[&u, qkv, lse, dy, dsum, dqkv],

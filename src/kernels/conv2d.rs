@@ -2,6 +2,7 @@
 //! GEMM with shared-memory tiles and register blocking.
 
 use crate::gpu::{Dispatch, Gpu, GpuError, CONV2D};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -255,6 +256,7 @@ pub enum ConvResidual<'a> {
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     gpu: &Gpu,
+    dtype: DType,
     tiles: &ConvTiles,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
@@ -277,7 +279,7 @@ pub fn conv2d(
     let u = gpu.uniform("conv2d params", &params);
     Dispatch::new(
         gpu,
-        &CONV2D,
+        &CONV2D.typed(dtype),
         "conv2d",
         &tiles.overrides(),
         &[&u, x, w.0, b.0, res_buf, y],
@@ -290,6 +292,7 @@ pub fn conv2d(
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_bwd_data(
     gpu: &Gpu,
+    dtype: DType,
     tiles: &ConvTiles,
     s: &Conv2dShape,
     dy: &wgpu::Buffer,
@@ -305,7 +308,7 @@ pub fn conv2d_bwd_data(
     let u = gpu.uniform("conv2d bwd params", &params);
     Dispatch::new(
         gpu,
-        &CONV2D,
+        &CONV2D.typed(dtype),
         "conv2d_bwd_data",
         &tiles.overrides(),
         &[&u, dy, w.0, dx],

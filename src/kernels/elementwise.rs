@@ -89,3 +89,33 @@ impl Elementwise {
         );
     }
 }
+
+/// y = x converted between f32 and another element type (`from_f32` /
+/// `to_f32`; a plain copy when both are f32): the edges of a half-precision
+/// plan. Shapes must hold the same number of elements.
+pub fn cast(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    use crate::tensor::DType;
+    if x.numel() != y.numel() {
+        return Err(GpuError::Shape {
+            what: "cast".into(),
+            expected: y.shape.clone(),
+            got: x.shape.clone(),
+        });
+    }
+    let (dtype, entry) = match (x.dtype, y.dtype) {
+        (DType::F32, DType::F32) => (DType::F32, "affine"),
+        (DType::F32, t) => (t, "from_f32"),
+        (t, DType::F32) => (t, "to_f32"),
+        (a, b) => return Err(GpuError::Other(format!("cast: {a:?} to {b:?} (one side must be f32)"))),
+    };
+    let n = x.numel() as u32;
+    let params = gpu.uniform("cast params", &ElementwiseParams::new(n, 1.0, 0.0));
+    Dispatch::new(
+        gpu,
+        &ELEMENTWISE.typed(dtype),
+        entry,
+        &[],
+        &[&params, &x.buffer, &y.buffer],
+        dispatch_groups(n as usize, WG1D),
+    )
+}

@@ -5,6 +5,7 @@
 //! what the U-Net plans use).
 
 use crate::gpu::{dispatch_groups, small_groups, Dispatch, Gpu, GpuError, GROUPNORM};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -147,6 +148,7 @@ pub fn group_norm(
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_onepass(
     gpu: &Gpu,
+    dtype: DType,
     s: &GroupNormShape,
     x: &wgpu::Buffer,
     stats: &wgpu::Buffer,
@@ -167,7 +169,7 @@ pub fn group_norm_onepass(
     let u = gpu.uniform("groupnorm params", &params);
     Dispatch::new(
         gpu,
-        &GROUPNORM,
+        &GROUPNORM.typed(dtype),
         "gn_onepass",
         &[("WG", WG as f64)],
         &[&u, x, stats, weights, ss_buf, y],
@@ -180,6 +182,7 @@ pub fn group_norm_onepass(
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_bwd_onepass(
     gpu: &Gpu,
+    dtype: DType,
     s: &GroupNormShape,
     x: &wgpu::Buffer,
     stats: &wgpu::Buffer,
@@ -199,7 +202,7 @@ pub fn group_norm_bwd_onepass(
     let u = gpu.uniform("groupnorm bwd params", &params);
     Dispatch::new(
         gpu,
-        &GROUPNORM,
+        &GROUPNORM.typed(dtype),
         "gn_bwd_onepass",
         &[("WG", WG as f64)],
         &[&u, x, stats, weights, ss_buf, dy, dx],

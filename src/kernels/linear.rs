@@ -1,6 +1,7 @@
 //! `shaders/linear.wgsl`: dense layers with optional SiLU on input and output.
 
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, LINEAR};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -49,6 +50,7 @@ pub const WG: u32 = 64;
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     din: usize,
     dout: usize,
@@ -66,12 +68,13 @@ pub fn linear(
         silu_in,
         silu_out,
     };
-    linear_layer(gpu, &s, x, w, b, y)
+    linear_layer(gpu, dtype, &s, x, w, b, y)
 }
 
 /// [`linear`] for a [`LinearShape`].
 pub fn linear_layer(
     gpu: &Gpu,
+    dtype: DType,
     s: &LinearShape,
     x: &wgpu::Buffer,
     w: (&wgpu::Buffer, usize),
@@ -81,7 +84,7 @@ pub fn linear_layer(
     let u = gpu.uniform("linear params", &LinearParams::new(s, w.1, b.1));
     Dispatch::new(
         gpu,
-        &LINEAR,
+        &LINEAR.typed(dtype),
         "linear",
         &[("WG", WG as f64)],
         &[&u, x, w.0, b.0, y],

@@ -2,6 +2,7 @@
 //! copies into channel slices (skip-connection concat).
 
 use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, RESAMPLE};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -96,6 +97,7 @@ impl ResampleParams {
 
 fn dispatch(
     gpu: &Gpu,
+    dtype: DType,
     entry: &str,
     params: &ResampleParams,
     threads: usize,
@@ -105,7 +107,7 @@ fn dispatch(
     let u = gpu.uniform(&format!("{entry} params"), params);
     Dispatch::new(
         gpu,
-        &RESAMPLE,
+        &RESAMPLE.typed(dtype),
         entry,
         &[("WG", WG as f64)],
         &[&u, src, dst],
@@ -116,6 +118,7 @@ fn dispatch(
 /// x [n, c, h, w] -> y [n, c, 2h, 2w].
 pub fn upsample_nearest2x(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     c: usize,
     h: usize,
@@ -126,6 +129,7 @@ pub fn upsample_nearest2x(
     let s = Nchw { n, c, h, w };
     dispatch(
         gpu,
+        dtype,
         "upsample_nearest2x",
         &ResampleParams::upsample2x(s, false),
         4 * s.numel(),
@@ -137,6 +141,7 @@ pub fn upsample_nearest2x(
 /// x [n, c, h, w] -> y [n, c, h/2, w/2] (floor).
 pub fn avg_pool2x2(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     c: usize,
     h: usize,
@@ -148,6 +153,7 @@ pub fn avg_pool2x2(
     let threads = n * c * (h / 2) * (w / 2);
     dispatch(
         gpu,
+        dtype,
         "avg_pool2x2",
         &ResampleParams::avg_pool2x2(s, false),
         threads,
@@ -186,6 +192,7 @@ pub fn copy_channels(
 #[allow(clippy::too_many_arguments)]
 pub fn upsample_nearest2x_bwd(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     c: usize,
     h: usize,
@@ -196,13 +203,14 @@ pub fn upsample_nearest2x_bwd(
 ) -> Result<Dispatch, GpuError> {
     let s = Nchw { n, c, h, w };
     let params = ResampleParams::upsample2x(s, accumulate);
-    dispatch(gpu, "upsample_nearest2x_bwd", &params, s.numel(), dy, dx)
+    dispatch(gpu, dtype, "upsample_nearest2x_bwd", &params, s.numel(), dy, dx)
 }
 
 /// Adjoint of [`avg_pool2x2`]: dx [n, c, h, w] (+)= dy [n, c, h/2, w/2] / 4 spread over each block.
 #[allow(clippy::too_many_arguments)]
 pub fn avg_pool2x2_bwd(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     c: usize,
     h: usize,
@@ -213,7 +221,7 @@ pub fn avg_pool2x2_bwd(
 ) -> Result<Dispatch, GpuError> {
     let s = Nchw { n, c, h, w };
     let params = ResampleParams::avg_pool2x2(s, accumulate);
-    dispatch(gpu, "avg_pool2x2_bwd", &params, s.numel(), dy, dx)
+    dispatch(gpu, dtype, "avg_pool2x2_bwd", &params, s.numel(), dy, dx)
 }
 
 /// Adjoint of [`copy_channels`]: dx [n, c, hw] (+)= channels [c_off, c_off + c) of dy [n, c_total, hw].
@@ -249,6 +257,7 @@ pub fn copy_into(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer)
     s.check();
     dispatch(
         gpu,
+        DType::F32,
         "copy_channels",
         &ResampleParams::channels(s, false),
         s.n * s.c * s.hw,
@@ -268,6 +277,7 @@ pub fn slice_from(
     s.check();
     dispatch(
         gpu,
+        DType::F32,
         "slice_channels",
         &ResampleParams::channels(s, accumulate),
         s.n * s.c * s.hw,
@@ -297,6 +307,7 @@ fn concat_params(n: usize, ca: usize, cb: usize, hw: usize, accumulate: u32) -> 
 #[allow(clippy::too_many_arguments)]
 pub fn concat_channels(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     ca: usize,
     cb: usize,
@@ -308,7 +319,7 @@ pub fn concat_channels(
     let u = gpu.uniform("concat_channels params", &concat_params(n, ca, cb, hw, 0));
     Dispatch::new(
         gpu,
-        &RESAMPLE,
+        &RESAMPLE.typed(dtype),
         "concat_channels",
         &[("WG", WG as f64)],
         &[&u, a, b, y],
@@ -321,6 +332,7 @@ pub fn concat_channels(
 #[allow(clippy::too_many_arguments)]
 pub fn split_channels(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     ca: usize,
     cb: usize,
@@ -334,7 +346,7 @@ pub fn split_channels(
     let u = gpu.uniform("split_channels params", &concat_params(n, ca, cb, hw, acc));
     Dispatch::new(
         gpu,
-        &RESAMPLE,
+        &RESAMPLE.typed(dtype),
         "split_channels",
         &[("WG", WG as f64)],
         &[&u, dy, da, db],

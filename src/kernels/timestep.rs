@@ -1,6 +1,7 @@
 //! `shaders/timestep.wgsl`: sinusoidal timestep embedding.
 
 use crate::gpu::{Dispatch, Gpu, GpuError, TIMESTEP};
+use crate::tensor::DType;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -29,6 +30,7 @@ pub const WG: u32 = 64;
 /// y [n, dim] from t [n] and freqs [dim / 2].
 pub fn timestep_embedding(
     gpu: &Gpu,
+    dtype: DType,
     n: usize,
     dim: usize,
     cos_first: bool,
@@ -41,7 +43,7 @@ pub fn timestep_embedding(
     let groups = ((n * dim) as u32).div_ceil(WG);
     Dispatch::new(
         gpu,
-        &TIMESTEP,
+        &TIMESTEP.typed(dtype),
         "timestep_embedding",
         &[("WG", WG as f64)],
         &[&u, t, freqs, y],

@@ -196,11 +196,7 @@ impl ScoreModel for UnetScore {
             &cotangent.buffer,
             &vjp.cotangent.buffer,
         )?);
-        for r in &vjp.records {
-            for d in &r.dispatches {
-                plan.push(d.clone());
-            }
-        }
+        plan.extend(vjp.plan());
         plan.push(Elementwise::new(gpu, Op::Affine, vjp.dx(), dx, 1.0, 0.0)?.dispatch);
         Ok(plan)
     }

@@ -20,10 +20,11 @@ use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention_bwd;
 use crate::kernels::conv2d::{conv2d_bwd_data, ConvTiles};
+use crate::kernels::elementwise::cast;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::groupnorm::group_norm_bwd_onepass;
 use crate::kernels::resample::{avg_pool2x2_bwd, split_channels, upsample_nearest2x_bwd};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// The backward dispatches of one forward layer.
 pub struct BackwardRecord {
@@ -39,7 +40,11 @@ pub struct UnetVjp {
     /// Gradient per activation (image activations only).
     pub grads: Vec<Option<Tensor>>,
     pub records: Vec<BackwardRecord>,
-    input: usize,
+    /// dx as the caller sees it, f32 (the input's gradient itself in an f32 plan).
+    dx_f32: Tensor,
+    /// The casts into and out of a half-precision plan (empty in f32).
+    prologue: Plan,
+    epilogue: Plan,
     _scratch: Vec<wgpu::Buffer>,
 }
 
@@ -72,16 +77,33 @@ impl UnetVjp {
         let cotangent = cotangent.clone();
         let g = &unet.graph;
         let acts = &fwd.acts;
+        let dt = fwd.dtype;
+        let (mut prologue, mut epilogue) = (Plan::new(), Plan::new());
         let mut grads: Vec<Option<Tensor>> = Vec::with_capacity(acts.len());
         for (i, act) in acts.iter().enumerate() {
-            grads.push(if i == g.output {
+            grads.push(if i == g.output && dt == DType::F32 {
                 Some(cotangent.clone())
-            } else if i == g.input {
-                Some(Tensor::zeros(gpu, "unet input gradient", &act.shape)?)
+            } else if i == g.input || i == g.output {
+                let label = if i == g.input {
+                    "unet input gradient"
+                } else {
+                    "unet cotangent copy"
+                };
+                Some(Tensor::zeros_typed(gpu, label, &act.shape, dt)?)
             } else {
-                fwd.memory.grad_slot[i].map(|s| Tensor::wrap(fwd.slots[s].clone(), &act.shape))
+                fwd.memory.grad_slot[i].map(|s| Tensor::wrap_typed(fwd.slots[s].clone(), &act.shape, dt))
             });
         }
+        let dx = grads[g.input].clone().expect("x is an image activation");
+        let dx_f32 = if dt == DType::F32 {
+            dx
+        } else {
+            let dx_f32 = Tensor::zeros(gpu, "unet input gradient (f32)", &dx.shape)?;
+            let out_grad = grads[g.output].as_ref().expect("the output has a gradient");
+            prologue.push(cast(gpu, &cotangent, out_grad)?);
+            epilogue.push(cast(gpu, &dx, &dx_f32)?);
+            dx_f32
+        };
         // written[a]: a gradient has been stored into grads[a] already (accumulate from then on).
         let mut written = vec![false; acts.len()];
         written[g.output] = true;
@@ -90,6 +112,7 @@ impl UnetVjp {
         let mut records = Vec::new();
         let ctx = GradCtx {
             gpu,
+            dt,
             weights: &unet.weights,
             acts,
             grads: &grads,
@@ -108,19 +131,27 @@ impl UnetVjp {
             cotangent,
             grads,
             records,
-            input: g.input,
+            dx_f32,
+            prologue,
+            epilogue,
             _scratch: scratch,
         })
     }
 
-    /// The VJP, (d out / d x)^T cotangent, shaped like x.
+    /// The VJP, (d out / d x)^T cotangent, shaped like x, f32.
     pub fn dx(&self) -> &Tensor {
-        self.grads[self.input].as_ref().expect("x is an image activation")
+        &self.dx_f32
     }
 
-    /// The per-layer backward plans, in execution order (last layer first).
+    /// The per-layer backward plans, in execution order (last layer first;
+    /// after the cast of the cotangent and before the cast of dx in a
+    /// half-precision plan).
     pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
-        self.records.iter().map(|r| &r.dispatches)
+        let edge = |p: &Plan| !p.is_empty();
+        std::iter::once(&self.prologue)
+            .filter(move |p| edge(p))
+            .chain(self.records.iter().map(|r| &r.dispatches))
+            .chain(std::iter::once(&self.epilogue).filter(move |p| edge(p)))
     }
 
     /// Records the backward dispatches (after the forward ones) into a pass.
@@ -166,6 +197,7 @@ impl UnetVjp {
 /// What planning one layer's input gradient reads besides its forward record.
 struct GradCtx<'a> {
     gpu: &'a Gpu,
+    dt: DType,
     weights: &'a Weights,
     /// The forward plan's activations.
     acts: &'a [Tensor],
@@ -186,7 +218,7 @@ impl GradCtx<'_> {
         written: &mut [bool],
         scratch: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (gpu, w, acts, dummy) = (self.gpu, self.weights, self.acts, self.dummy);
+        let (gpu, dt, w, acts, dummy) = (self.gpu, self.dt, self.weights, self.acts, self.dummy);
         let grads = self.grads;
         let grad = move |a: usize| grads[a].as_ref().expect("image activation has a gradient");
         let gb = move |a: usize| &grad(a).buffer;
@@ -213,6 +245,7 @@ impl GradCtx<'_> {
                 let tiles = ConvTiles::for_gemm(gpu, s.cin, s.n * s.h * s.w);
                 ds.push(conv2d_bwd_data(
                     gpu,
+                    dt,
                     &tiles,
                     &s,
                     gb(*y),
@@ -253,6 +286,7 @@ impl GradCtx<'_> {
                 let acc = take(*x);
                 ds.push(group_norm_bwd_onepass(
                     gpu,
+                    dt,
                     &s,
                     &acts[*x].buffer,
                     &stats.buffer,
@@ -273,6 +307,7 @@ impl GradCtx<'_> {
                 let acc = take(*qkv);
                 ds.extend(attention_bwd(
                     gpu,
+                    dt,
                     &s,
                     &acts[*qkv].buffer,
                     &acts[*y].buffer,
@@ -286,15 +321,15 @@ impl GradCtx<'_> {
             }
             (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
                 let acc = take(*x);
-                ds.push(upsample_nearest2x_bwd(gpu, n, c, h, w, gb(*y), gb(*x), acc)?);
+                ds.push(upsample_nearest2x_bwd(gpu, dt, n, c, h, w, gb(*y), gb(*x), acc)?);
             }
             (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
                 let acc = take(*x);
-                ds.push(avg_pool2x2_bwd(gpu, n, c, h, w, gb(*y), gb(*x), acc)?);
+                ds.push(avg_pool2x2_bwd(gpu, dt, n, c, h, w, gb(*y), gb(*x), acc)?);
             }
             (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
                 let acc = (take(*a), take(*b));
-                ds.push(split_channels(gpu, n, ca, cb, hw, gb(*y), gb(*a), gb(*b), acc)?);
+                ds.push(split_channels(gpu, dt, n, ca, cb, hw, gb(*y), gb(*a), gb(*b), acc)?);
             }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         }

@@ -19,11 +19,12 @@ use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention;
 use crate::kernels::conv2d::{conv2d, ConvResidual, ConvTiles};
+use crate::kernels::elementwise::cast;
 use crate::kernels::groupnorm::group_norm_onepass;
 use crate::kernels::linear::linear;
 use crate::kernels::resample::{avg_pool2x2, concat_channels, upsample_nearest2x};
 use crate::kernels::timestep::timestep_embedding;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Error)]
 pub enum ForwardError {
@@ -56,10 +57,19 @@ pub struct UnetForward {
     pub batch: usize,
     pub height: usize,
     pub width: usize,
-    /// One tensor per graph activation; `acts[graph.input]` is x. Pooled
-    /// activations share buffers: only x and the output keep their values
-    /// after the pass.
+    /// One tensor per graph activation, in the model's storage type;
+    /// `acts[graph.input]` is x. Pooled activations share buffers: only x and
+    /// the output keep their values after the pass.
     pub acts: Vec<Tensor>,
+    /// Storage type of the activations (the weights').
+    pub dtype: DType,
+    /// x and the output as the caller sees them, in f32 (the activations
+    /// themselves for an f32 model; cast at the edges otherwise).
+    input_f32: Tensor,
+    output_f32: Tensor,
+    /// The casts into and out of a half-precision plan (empty in f32).
+    prologue: Plan,
+    epilogue: Plan,
     /// Where every tensor of the plan lives.
     pub memory: MemoryPlan,
     /// The pooled buffers (`memory.slots`).
@@ -67,8 +77,6 @@ pub struct UnetForward {
     /// Timesteps [N] (float, in the model's original 0..T-1 scale).
     pub t: Tensor,
     pub records: Vec<LayerRecord>,
-    input: usize,
-    output: usize,
     _freqs: Vec<wgpu::Buffer>,
     _dummy: wgpu::Buffer,
 }
@@ -131,7 +139,8 @@ impl UnetForward {
             });
         }
         let dims = |a: usize| g.act_shape(a, batch, height, width);
-        let memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none());
+        let dt = unet.dtype();
+        let memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none(), dt);
         let slots = memory
             .slots
             .iter()
@@ -140,15 +149,29 @@ impl UnetForward {
             .collect::<Result<Vec<_>, _>>()?;
         let acts = (0..g.acts.len())
             .map(|i| match (&input, memory.act_slot[i]) {
-                (Some(x), _) if i == g.input => Ok(x.clone()),
-                (_, Some(s)) => Ok(Tensor::wrap(slots[s].clone(), &dims(i))),
-                _ => Tensor::zeros(gpu, &format!("unet activation {i} {:?}", dims(i)), &dims(i)),
+                (Some(x), _) if i == g.input && dt == DType::F32 => Ok(x.clone()),
+                (_, Some(s)) => Ok(Tensor::wrap_typed(slots[s].clone(), &dims(i), dt)),
+                _ => Tensor::zeros_typed(gpu, &format!("unet activation {i} {:?}", dims(i)), &dims(i), dt),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (mut prologue, mut epilogue) = (Plan::new(), Plan::new());
+        let (input_f32, output_f32) = if dt == DType::F32 {
+            (acts[g.input].clone(), acts[g.output].clone())
+        } else {
+            let x = match &input {
+                Some(x) => x.clone(),
+                None => Tensor::zeros(gpu, "unet input (f32)", &dims(g.input))?,
+            };
+            let out = Tensor::zeros(gpu, "unet output (f32)", &dims(g.output))?;
+            prologue.push(cast(gpu, &x, &acts[g.input])?);
+            epilogue.push(cast(gpu, &acts[g.output], &out)?);
+            (x, out)
+        };
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
         let ctx = LayerCtx {
             gpu,
+            dt,
             weights: &unet.weights,
             acts: &acts,
             t: &t,
@@ -184,30 +207,38 @@ impl UnetForward {
             height,
             width,
             acts,
+            dtype: dt,
+            input_f32,
+            output_f32,
+            prologue,
+            epilogue,
             memory,
             slots,
             t,
             records,
-            input: g.input,
-            output: g.output,
             _freqs: freqs,
             _dummy: dummy,
         })
     }
 
-    /// x [N, C, H, W].
+    /// x [N, C, H, W], f32.
     pub fn input(&self) -> &Tensor {
-        &self.acts[self.input]
+        &self.input_f32
     }
 
     /// The model output [N, out_channels, H, W] (eps, or [eps, v] with learned sigma).
     pub fn output(&self) -> &Tensor {
-        &self.acts[self.output]
+        &self.output_f32
     }
 
-    /// The per-layer plans, in execution order.
+    /// The per-layer plans, in execution order (after the cast of x and
+    /// before the cast of the output in a half-precision plan).
     pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
-        self.records.iter().map(|r| &r.dispatches)
+        let edge = |p: &Plan| !p.is_empty();
+        std::iter::once(&self.prologue)
+            .filter(move |p| edge(p))
+            .chain(self.records.iter().map(|r| &r.dispatches))
+            .chain(std::iter::once(&self.epilogue).filter(move |p| edge(p)))
     }
 
     /// Records the whole forward pass into a compute pass (no submission).
@@ -259,6 +290,8 @@ impl UnetForward {
 /// What planning one forward layer reads besides the layer itself.
 struct LayerCtx<'a> {
     gpu: &'a Gpu,
+    /// Storage type of activations and weights.
+    dt: DType,
     weights: &'a Weights,
     acts: &'a [Tensor],
     t: &'a Tensor,
@@ -276,7 +309,7 @@ impl LayerCtx<'_> {
         saved: Option<&Tensor>,
         freqs: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (gpu, w, acts, dummy) = (self.gpu, self.weights, self.acts, self.dummy);
+        let (gpu, dt, w, acts, dummy) = (self.gpu, self.dt, self.weights, self.acts, self.dummy);
         let buf = move |a: usize| &acts[a].buffer;
         let saved = move || &saved.expect("LayerShape::saved allocated it").buffer;
         Ok(match (layer, *shape) {
@@ -287,7 +320,7 @@ impl LayerCtx<'_> {
                 LayerShape::Timestep { n, dim },
             ) => {
                 let fb = gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
-                let d = timestep_embedding(gpu, n, dim, *cos_first, &self.t.buffer, &fb, buf(*y))?;
+                let d = timestep_embedding(gpu, dt, n, dim, *cos_first, &self.t.buffer, &fb, buf(*y))?;
                 freqs.push(fb);
                 vec![d]
             }
@@ -304,6 +337,7 @@ impl LayerCtx<'_> {
                 LayerShape::Linear { n, din, dout },
             ) => vec![linear(
                 gpu,
+                dt,
                 n,
                 din,
                 dout,
@@ -337,6 +371,7 @@ impl LayerCtx<'_> {
                 };
                 vec![conv2d(
                     gpu,
+                    dt,
                     &tiles,
                     &s,
                     buf(*x),
@@ -366,6 +401,7 @@ impl LayerCtx<'_> {
                 let ss = scale_shift.map(|e| (buf(e), 0));
                 vec![group_norm_onepass(
                     gpu,
+                    dt,
                     &s,
                     buf(*x),
                     saved(),
@@ -379,16 +415,16 @@ impl LayerCtx<'_> {
                 )?]
             }
             (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
-                vec![attention(gpu, &s, buf(*qkv), buf(*y), saved())?]
+                vec![attention(gpu, dt, &s, buf(*qkv), buf(*y), saved())?]
             }
             (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![upsample_nearest2x(gpu, n, c, h, w, buf(*x), buf(*y))?]
+                vec![upsample_nearest2x(gpu, dt, n, c, h, w, buf(*x), buf(*y))?]
             }
             (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![avg_pool2x2(gpu, n, c, h, w, buf(*x), buf(*y))?]
+                vec![avg_pool2x2(gpu, dt, n, c, h, w, buf(*x), buf(*y))?]
             }
             (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
-                vec![concat_channels(gpu, n, ca, cb, hw, buf(*a), buf(*b), buf(*y))?]
+                vec![concat_channels(gpu, dt, n, ca, cb, hw, buf(*a), buf(*b), buf(*y))?]
             }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         })

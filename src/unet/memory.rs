@@ -37,6 +37,7 @@
 
 use super::graph::{Act, ActId, Graph, Layer, Residual};
 use super::shapes::LayerShape;
+use crate::tensor::DType;
 
 /// What a plan holds on to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,8 +151,13 @@ impl MemoryPlan {
     /// its own x buffer (else it reads the caller's). The VJP's cotangent is
     /// the caller's (or the one [`crate::unet::UnetVjp::new`] makes) and is
     /// not part of the plan.
-    pub fn new(g: &Graph, n: usize, h: usize, w: usize, kind: PlanKind, own_input: bool) -> MemoryPlan {
-        let elem = 4usize;
+    ///
+    /// `dtype` is the storage type of activations and gradients. Below f32,
+    /// x, the output and dx keep an f32 twin for the caller (cast at the
+    /// plan's edges), and the VJP an f32-to-`dtype` copy of the cotangent.
+    pub fn new(g: &Graph, n: usize, h: usize, w: usize, kind: PlanKind, own_input: bool, dtype: DType) -> MemoryPlan {
+        let elem = dtype.size_bytes();
+        let half = dtype != DType::F32;
         let nl = g.layers.len();
         let na = g.acts.len();
         let act_bytes = |a: ActId| (g.act_shape(a, n, h, w).iter().product::<usize>() * elem) as u64;
@@ -287,10 +293,17 @@ impl MemoryPlan {
                 bytes: buffer_bytes(bytes),
             })
         };
+        let f32_bytes = |a: ActId| act_bytes(a) / elem as u64 * 4;
         for a in 0..na {
-            if !pooled(a) && (a != g.input || own_input) {
+            if !pooled(a) && (a != g.input || own_input || half) {
                 push(format!("activation {a}"), act_bytes(a));
             }
+        }
+        if half {
+            if own_input {
+                push("input (f32)".into(), f32_bytes(g.input));
+            }
+            push("output (f32)".into(), f32_bytes(g.output));
         }
         push("timesteps".into(), (n * 4) as u64);
         push("unused binding".into(), 16);
@@ -304,6 +317,10 @@ impl MemoryPlan {
         }
         if vjp {
             push("input gradient".into(), act_bytes(g.input));
+            if half {
+                push("input gradient (f32)".into(), f32_bytes(g.input));
+                push("cotangent copy".into(), act_bytes(g.output));
+            }
             push("bwd unused binding".into(), 16);
             for l in &g.layers {
                 if let LayerShape::Attention(s) = g.layer_shape(l, n, h, w) {
@@ -345,7 +362,7 @@ mod tests {
     fn pooled_tensors_never_overlap() {
         let g = Graph::build(&UnetConfig::dps_ffhq256(), false).unwrap();
         for kind in [PlanKind::Forward, PlanKind::ForwardVjp] {
-            let m = MemoryPlan::new(&g, 2, 64, 96, kind, true);
+            let m = MemoryPlan::new(&g, 2, 64, 96, kind, true, DType::F32);
             assert!(m.pool_bytes() >= m.peak);
             // Re-derive each tensor's interval from the plan's rules and check slot by slot.
             let nl = g.layers.len();

@@ -70,6 +70,7 @@ pub use weights::{Weights, WeightsError};
 
 use crate::gpu::Gpu;
 use crate::process::Process;
+use crate::tensor::DType;
 
 /// A U-Net with its weights resident on the GPU.
 pub struct Unet {
@@ -84,7 +85,21 @@ impl Unet {
     /// Loads `config.json` + `model.safetensors` (a directory, or the weights
     /// file with its config beside it); every key and shape is checked.
     pub fn load(gpu: &Gpu, path: &Path) -> Result<Unet, WeightsError> {
-        Self::load_with_arena_limit(gpu, path, weights::max_arena_elems(gpu))
+        Self::load_as(gpu, path, DType::F32)
+    }
+
+    /// As [`Unet::load`], the weights (and every plan of the model) in `dtype`.
+    pub fn load_as(gpu: &Gpu, path: &Path, dtype: DType) -> Result<Unet, WeightsError> {
+        let files = weights::ModelFiles::resolve(path)?;
+        let process = Process::for_model(&files.config)?;
+        let (config, graph, host) = weights::load_host(path, weights::max_arena_elems(gpu))?;
+        let weights = Weights::upload_as(gpu, &host, dtype)?;
+        Ok(Unet {
+            config,
+            process,
+            graph,
+            weights,
+        })
     }
 
     /// As [`Unet::load`], packing the weights into arenas of at most
@@ -105,10 +120,15 @@ impl Unet {
     /// The built-in default prior ([`crate::embedded`]: the shipped
     /// Fashion-MNIST U-Net, compiled into the library).
     pub fn load_embedded(gpu: &Gpu) -> Result<Unet, WeightsError> {
+        Self::load_embedded_as(gpu, DType::F32)
+    }
+
+    /// As [`Unet::load_embedded`], in `dtype`.
+    pub fn load_embedded_as(gpu: &Gpu, dtype: DType) -> Result<Unet, WeightsError> {
         let checked = weights::inspect_embedded()?;
         let (config, graph, host) = weights::pack_checked(checked, weights::max_arena_elems(gpu))?;
         let process = Process::from_config_json(crate::embedded::CONFIG_JSON, Path::new(crate::embedded::MODEL_NAME))?;
-        let weights = Weights::upload(gpu, &host)?;
+        let weights = Weights::upload_as(gpu, &host, dtype)?;
         Ok(Unet {
             config,
             process,
@@ -119,18 +139,28 @@ impl Unet {
 
     /// A model of `config` with random weights drawn from `seed` (benchmarks).
     pub fn random(gpu: &Gpu, config: &UnetConfig, seed: u64) -> Result<Unet, WeightsError> {
+        Self::random_as(gpu, config, seed, DType::F32)
+    }
+
+    /// As [`Unet::random`], in `dtype`.
+    pub fn random_as(gpu: &Gpu, config: &UnetConfig, seed: u64, dtype: DType) -> Result<Unet, WeightsError> {
         let graph = Graph::build(config, false).map_err(|source| WeightsError::Graph {
             path: "<config>".into(),
             source,
         })?;
         let host = weights::random_host(&graph, seed, weights::max_arena_elems(gpu))?;
-        let weights = Weights::upload(gpu, &host)?;
+        let weights = Weights::upload_as(gpu, &host, dtype)?;
         Ok(Unet {
             config: config.clone(),
             process: Process::default(),
             graph,
             weights,
         })
+    }
+
+    /// Storage type of the weights and of every plan of the model.
+    pub fn dtype(&self) -> DType {
+        self.weights.dtype
     }
 
     pub fn num_params(&self) -> usize {

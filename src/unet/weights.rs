@@ -14,6 +14,7 @@ use super::config::{ConfigError, UnetConfig};
 use super::graph::{Graph, GraphError, Param};
 use crate::gpu::{Gpu, GpuError};
 use crate::io::{IoError, TensorFile};
+use crate::tensor::DType;
 
 #[derive(Debug, Error)]
 pub enum WeightsError {
@@ -164,19 +165,39 @@ impl HostWeights {
 pub struct Weights {
     pub arenas: Vec<wgpu::Buffer>,
     pub table: HashMap<String, WeightEntry>,
+    /// Element type of the arenas (and of the plans that read them).
+    pub dtype: DType,
 }
 
 impl Weights {
+    /// Uploads in f32.
     pub fn upload(gpu: &Gpu, host: &HostWeights) -> Result<Weights, GpuError> {
+        Self::upload_as(gpu, host, DType::F32)
+    }
+
+    /// Uploads in `dtype` (f16: 2 bytes per weight on the GPU, rounded to
+    /// nearest; the element offsets are the same).
+    pub fn upload_as(gpu: &Gpu, host: &HostWeights, dtype: DType) -> Result<Weights, GpuError> {
+        gpu.require_dtype(dtype)?;
         let arenas = host
             .arenas
             .iter()
             .enumerate()
-            .map(|(i, a)| gpu.upload(&format!("unet weights {i}"), a))
+            .map(|(i, a)| {
+                let label = format!("unet weights {i}");
+                match dtype {
+                    DType::F32 => gpu.upload(&label, a),
+                    DType::F16 => {
+                        let h: Vec<half::f16> = a.iter().map(|&v| half::f16::from_f32(v)).collect();
+                        gpu.upload(&label, &h)
+                    }
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Weights {
             arenas,
             table: host.table.clone(),
+            dtype,
         })
     }
 
