@@ -114,7 +114,7 @@ pub fn measure(gpu: &Gpu, unet: Arc<Unet>, size: usize, batch: usize) -> Result<
     Ok(Figures {
         image_size: size,
         batch,
-        precision: "f32",
+        precision: unet.dtype().wgsl(),
         weights_bytes: unet.weights.bytes(),
         parameters: g.num_params(),
         flops: g.flops(size, size) * batch as f64,

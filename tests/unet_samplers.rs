@@ -1,5 +1,7 @@
 //! Every sampler end to end with a U-Net (the fixture models) on 32x32
 //! problems: the same code path as with the Gaussian-mixture prior after eps.
+//! Each test runs with f32 models (`f32::`) and with f16 ones (`f16::`, where
+//! the adapter has shader-f16).
 
 mod common;
 use common::*;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use tweedie::operators::task::{build, Task, TaskSpec};
 use tweedie::operators::Operator;
 use tweedie::samplers::{Measurement, Method, Sampler, SamplerOptions, UnetScore};
+use tweedie::tensor::DType;
 use tweedie::unet::Unet;
 use tweedie::Tensor;
 
@@ -55,10 +58,9 @@ fn sample(
     s.x().read(&gpu).unwrap()
 }
 
-#[test]
-fn every_sampler_runs_with_a_unet_and_uses_the_measurement() {
+fn every_sampler_runs_with_a_unet_and_uses_the_measurement(dtype: DType) {
     let gpu = gpu();
-    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_scale_shift")).unwrap());
+    let unet = Arc::new(Unet::load_as(&gpu, &fixture("adm_scale_shift"), dtype).unwrap());
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         box_side: Some(12),
@@ -78,11 +80,10 @@ fn every_sampler_runs_with_a_unet_and_uses_the_measurement() {
     }
 }
 
-#[test]
-fn samplers_run_with_fixed_variance_and_diffusers_models() {
+fn samplers_run_with_fixed_variance_and_diffusers_models(dtype: DType) {
     let gpu = gpu();
     for name in ["adm_plain", "ddpm_small"] {
-        let unet = Arc::new(Unet::load(&gpu, &fixture(name)).unwrap());
+        let unet = Arc::new(Unet::load_as(&gpu, &fixture(name), dtype).unwrap());
         let model = UnetScore::new(unet, 32, 32);
         let spec = TaskSpec {
             factor: Some(2),
@@ -99,10 +100,9 @@ fn samplers_run_with_fixed_variance_and_diffusers_models() {
 
 /// The official DPS code takes one norm over the whole batch; ours is per
 /// image, so a sample does not depend on what else is in the batch.
-#[test]
-fn dps_first_image_does_not_depend_on_batch_size() {
+fn dps_first_image_does_not_depend_on_batch_size(dtype: DType) {
     let gpu = gpu();
-    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let unet = Arc::new(Unet::load_as(&gpu, &fixture("adm_gray"), dtype).unwrap());
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         factor: Some(2),
@@ -126,10 +126,9 @@ fn dps_first_image_does_not_depend_on_batch_size() {
 
 /// N images at once: one measurement per sample gives, for each sample, what
 /// restoring that image alone gives (eval batches images this way).
-#[test]
-fn per_sample_measurements_match_single_image_runs() {
+fn per_sample_measurements_match_single_image_runs(dtype: DType) {
     let gpu = gpu();
-    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let unet = Arc::new(Unet::load_as(&gpu, &fixture("adm_gray"), dtype).unwrap());
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         box_side: Some(10),
@@ -163,11 +162,10 @@ fn per_sample_measurements_match_single_image_runs() {
 /// One DDPM step through the U-Net score model equals the step computed on
 /// the CPU from a separate forward pass on the same x_t (eps, learned v, the
 /// respaced schedule), with the step's own noise read back.
-#[test]
-fn unet_ddpm_step_matches_cpu_formula() {
+fn unet_ddpm_step_matches_cpu_formula(dtype: DType) {
     use tweedie::unet::UnetForward;
     let gpu = gpu();
-    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let unet = Arc::new(Unet::load_as(&gpu, &fixture("adm_gray"), dtype).unwrap());
     let model = UnetScore::new(unet.clone(), 32, 32);
     let o = SamplerOptions {
         steps: 5,
@@ -219,15 +217,30 @@ fn unet_ddpm_step_matches_cpu_formula() {
 /// A graphics application's own device and buffers: the engine restores from
 /// the caller's y buffer into the caller's output buffer, stepping through a
 /// callback that can cancel, and agrees with the host-side path.
-#[test]
-fn embedding_restores_between_caller_owned_buffers() {
+fn embedding_restores_between_caller_owned_buffers(dtype: DType) {
     use tweedie::restore::Restore;
     use tweedie::samplers::SamplerError;
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    if dtype == DType::F16 {
+        // A device made without shader-f16 refuses an f16 model in one line.
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+        let plain = tweedie::Gpu::from_device(device, queue, Some(adapter.get_info()));
+        let err = Unet::load_as(&plain, &fixture("adm_gray"), dtype).err().expect("f16 refused");
+        assert!(err.to_string().contains("shader-f16"), "{err}");
+    }
+    // The application asks for what the precision needs.
+    let features = match dtype {
+        DType::F16 => wgpu::Features::SHADER_F16,
+        DType::F32 => wgpu::Features::empty(),
+    };
+    let desc = wgpu::DeviceDescriptor {
+        required_features: features,
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
     let gpu = tweedie::Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
-    let unet = Arc::new(Unet::load(&gpu, &fixture("adm_gray")).unwrap());
+    let unet = Arc::new(Unet::load_as(&gpu, &fixture("adm_gray"), dtype).unwrap());
     let model = UnetScore::new(unet, 32, 32);
     let spec = TaskSpec {
         factor: Some(2),
@@ -270,3 +283,28 @@ fn embedding_restores_between_caller_owned_buffers() {
     let r = job.on_gpu(&gpu, &y_t, &out_t, &mut |d, _| d < 2);
     assert!(matches!(r, Err(SamplerError::Cancelled)), "{r:?}");
 }
+
+/// One `#[test]` per precision for each test above.
+macro_rules! in_each_precision {
+    ($($name:ident),* $(,)?) => {
+        mod f32 {
+            $(#[test]
+            fn $name() {
+                super::$name(super::DType::F32)
+            })*
+        }
+        mod f16 {
+            $(#[test]
+            fn $name() {
+                let gpu = super::gpu();
+                if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+                    eprintln!("skipping: {} has no shader-f16", gpu.describe());
+                    return;
+                }
+                super::$name(super::DType::F16)
+            })*
+        }
+    };
+}
+
+in_each_precision!(every_sampler_runs_with_a_unet_and_uses_the_measurement, samplers_run_with_fixed_variance_and_diffusers_models, dps_first_image_does_not_depend_on_batch_size, per_sample_measurements_match_single_image_runs, unet_ddpm_step_matches_cpu_formula, embedding_restores_between_caller_owned_buffers);

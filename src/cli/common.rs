@@ -11,9 +11,37 @@ use anyhow::{bail, Context};
 
 use crate::io::read_image;
 use crate::samplers::UnetScore;
-use crate::tensor::HostTensor;
+use crate::tensor::{DType, HostTensor};
 use crate::unet::Unet;
 use crate::Gpu;
+
+/// Storage precision of a model's weights and activations (`--precision`).
+/// Every sum, statistic and softmax runs in f32 either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    /// 4 bytes per weight and activation: the default (on lavapipe f16 is no
+    /// faster and restores within 0.05 dB; see the README).
+    #[default]
+    F32,
+    /// 2 bytes per weight and activation; needs the adapter's shader-f16.
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+}
 
 /// A loaded model and its planned resolution.
 pub struct Prior {
@@ -22,19 +50,21 @@ pub struct Prior {
     pub score: UnetScore,
     pub channels: usize,
     pub size: usize,
+    pub precision: Precision,
     pub load_seconds: f64,
 }
 
 /// Loads `--model`, or the built-in prior ([`crate::embedded`]) without one.
-pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
+pub fn load_prior(gpu: &Gpu, model: Option<&Path>, precision: Precision) -> anyhow::Result<Prior> {
     let start = Instant::now();
+    gpu.require_dtype(precision.dtype())?;
     let (unet, name) = match model {
         Some(path) => (
-            Unet::load(gpu, path).with_context(|| format!("loading model {}", path.display()))?,
+            Unet::load_as(gpu, path, precision.dtype()).with_context(|| format!("loading model {}", path.display()))?,
             path.display().to_string(),
         ),
         None => (
-            Unet::load_embedded(gpu).context("loading the built-in prior")?,
+            Unet::load_embedded_as(gpu, precision.dtype()).context("loading the built-in prior")?,
             crate::embedded::MODEL_NAME.to_string(),
         ),
     };
@@ -44,6 +74,7 @@ pub fn load_prior(gpu: &Gpu, model: Option<&Path>) -> anyhow::Result<Prior> {
         score: UnetScore::new(Arc::new(unet), size, size),
         channels,
         size,
+        precision,
         load_seconds: start.elapsed().as_secs_f64(),
     })
 }

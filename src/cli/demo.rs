@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
+
+use super::common::Precision;
 use serde_json::json;
 
 use super::common::{load_prior, prepare_out, ImageRef};
@@ -38,6 +40,9 @@ pub struct DemoArgs {
     pub model: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
+    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
@@ -46,7 +51,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     images.truncate(args.count);
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref())?;
+    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
     let sampling = SamplingArgs {
         steps: args.steps,
         seed: args.seed,

@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+
+use super::common::Precision;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, load_prior, prepare_out, progress, ImageRef, Prior};
@@ -57,6 +59,9 @@ pub struct EvalArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub quiet: bool,
+    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -317,7 +322,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     }
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref())?;
+    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
     let (rows, _, seconds) = evaluate(
         &gpu,
         &prior,
@@ -336,6 +341,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "task": args.spec.task,
         "task_options": args.spec.options_json(),
         "method": method_name(method),
+        "precision": prior.precision.name(),
         "steps": args.sampling.steps,
         "samples_per_image": args.samples,
         "scores": "psnr/ssim: the mean of the samples; sample_psnr/sample_ssim: averaged over single samples",

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 
+use super::common::Precision;
 use crate::figures::{Figures, PlanFigure};
 use crate::process::Process;
 use crate::unet::{Unet, UnetConfig};
@@ -25,13 +26,6 @@ pub struct InfoArgs {
     /// Print the model's figures as one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Storage precision of a plan's weights and activations.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Precision {
-    F32,
-    F16,
 }
 
 pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
@@ -67,7 +61,9 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
 
 /// A model's weights on the GPU: the checkpoint, or random weights where the
 /// directory has a config alone. Returns the model and whether it is random.
-fn load_for_plans(gpu: &crate::Gpu, path: &Path) -> anyhow::Result<(Unet, bool)> {
+fn load_for_plans(gpu: &crate::Gpu, path: &Path, precision: Precision) -> anyhow::Result<(Unet, bool)> {
+    let dtype = precision.dtype();
+    gpu.require_dtype(dtype)?;
     let config = if path.is_dir() {
         path.join("config.json")
     } else {
@@ -75,7 +71,7 @@ fn load_for_plans(gpu: &crate::Gpu, path: &Path) -> anyhow::Result<(Unet, bool)>
     };
     let has_weights = crate::unet::weights::ModelFiles::resolve(path).is_ok();
     if has_weights {
-        let unet = Unet::load(gpu, path).with_context(|| format!("loading model {}", path.display()))?;
+        let unet = Unet::load_as(gpu, path, dtype).with_context(|| format!("loading model {}", path.display()))?;
         return Ok((unet, false));
     }
     if !config.is_file() || config.extension().is_some_and(|e| e == "safetensors") {
@@ -83,7 +79,7 @@ fn load_for_plans(gpu: &crate::Gpu, path: &Path) -> anyhow::Result<(Unet, bool)>
         crate::unet::weights::ModelFiles::resolve(path)?;
     }
     let cfg = UnetConfig::from_file(&config)?;
-    let mut unet = Unet::random(gpu, &cfg, 0)?;
+    let mut unet = Unet::random_as(gpu, &cfg, 0, dtype)?;
     unet.process = Process::for_model(&config)?;
     Ok((unet, true))
 }
@@ -92,14 +88,11 @@ fn load_for_plans(gpu: &crate::Gpu, path: &Path) -> anyhow::Result<(Unet, bool)>
 /// every plan at `--image-size` and `--batch` (checkpoint keys and shapes
 /// are checked against the config on the way).
 fn model_report(path: &Path, args: &InfoArgs, verbose: bool) -> anyhow::Result<()> {
-    if args.precision == Precision::F16 {
-        bail!("--precision f16: this build's U-Net kernels run in f32 only");
-    }
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
     let gpu = super::open_gpu(verbose)?;
-    let (unet, random) = load_for_plans(&gpu, path)?;
+    let (unet, random) = load_for_plans(&gpu, path, args.precision)?;
     let size = args.image_size.unwrap_or(unet.config.image_size());
     let m = unet.graph.max_ds;
     if size == 0 || size % m != 0 {

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+
+use super::common::Precision;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, load_prior, prepare_out, progress, Prior};
@@ -51,6 +53,9 @@ pub struct RestoreArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 /// One image's restoration inputs.
@@ -127,7 +132,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     prepare_out(&args.out)?;
     let started = Instant::now();
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref())?;
+    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
     let batch = args.batch.unwrap_or(args.samples.min(16));
     let in_shape = [prior.channels, prior.size, prior.size];
 
@@ -196,6 +201,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "task": job.resolved.task,
             "task_options": args.spec.options_json(),
             "method": method_name(args.method),
+            "precision": prior.precision.name(),
             "steps": r.steps,
             "samples": args.samples,
             "batch": batch,

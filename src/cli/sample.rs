@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::common::Precision;
+
 use super::common::{load_prior, progress};
 use crate::io::{write_image, write_tensors};
 use crate::restore::Restore;
@@ -37,13 +39,16 @@ pub struct SampleArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub quiet: bool,
+    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
 }
 
 pub fn run(args: SampleArgs, verbose: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
     anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref())?;
+    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
     let opts = SamplerOptions {
         steps: args.steps,
         sampler: args.sampler,
