@@ -226,7 +226,9 @@ fn embedding_restores_between_caller_owned_buffers(dtype: DType) {
         // A device made without shader-f16 refuses an f16 model in one line.
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
         let plain = tweedie::Gpu::from_device(device, queue, Some(adapter.get_info()));
-        let err = Unet::load_as(&plain, &fixture("adm_gray"), dtype).err().expect("f16 refused");
+        let err = Unet::load_as(&plain, &fixture("adm_gray"), dtype)
+            .err()
+            .expect("f16 refused");
         assert!(err.to_string().contains("shader-f16"), "{err}");
     }
     // The application asks for what the precision needs.
@@ -307,4 +309,11 @@ macro_rules! in_each_precision {
     };
 }
 
-in_each_precision!(every_sampler_runs_with_a_unet_and_uses_the_measurement, samplers_run_with_fixed_variance_and_diffusers_models, dps_first_image_does_not_depend_on_batch_size, per_sample_measurements_match_single_image_runs, unet_ddpm_step_matches_cpu_formula, embedding_restores_between_caller_owned_buffers);
+in_each_precision!(
+    every_sampler_runs_with_a_unet_and_uses_the_measurement,
+    samplers_run_with_fixed_variance_and_diffusers_models,
+    dps_first_image_does_not_depend_on_batch_size,
+    per_sample_measurements_match_single_image_runs,
+    unet_ddpm_step_matches_cpu_formula,
+    embedding_restores_between_caller_owned_buffers
+);

@@ -1,0 +1,405 @@
+//! Every U-Net kernel's f16 instance against its f32 instance (which
+//! `unet_kernels.rs` checks against CPU references and finite differences) on
+//! the same f16-representable inputs and weights, on awkward shapes (odd sizes,
+//! sizes off the tile and workgroup, batch > 1, accumulate on and off). The
+//! kernels accumulate in f32 either way, so the f16 outputs must sit within
+//! f16 rounding of the f32 ones: |f16 - f32| <= 2e-3 max(1, |f32|) elementwise.
+//! Skipped, saying why, on an adapter without `shader-f16`.
+
+mod common;
+use common::*;
+
+use half::f16;
+use tweedie::gpu::{Dispatch, Gpu};
+use tweedie::kernels::attention::{attention, attention_bwd, AttentionShape};
+use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
+use tweedie::kernels::linear::linear;
+use tweedie::kernels::resample::{
+    avg_pool2x2, avg_pool2x2_bwd, concat_channels, split_channels, upsample_nearest2x, upsample_nearest2x_bwd,
+};
+use tweedie::tensor::DType;
+
+/// Rounds to the nearest f16 (the inputs both instances see).
+fn r16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| f16::from_f32(x).to_f32()).collect()
+}
+
+fn up(gpu: &Gpu, dtype: DType, v: &[f32]) -> wgpu::Buffer {
+    match dtype {
+        DType::F32 => gpu.upload("t", v).unwrap(),
+        DType::F16 => gpu
+            .upload("t", &v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>())
+            .unwrap(),
+    }
+}
+
+fn down(gpu: &Gpu, dtype: DType, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
+    match dtype {
+        DType::F32 => gpu.read::<f32>(b, 0, n).unwrap(),
+        DType::F16 => gpu.read::<f16>(b, 0, n).unwrap().iter().map(|x| x.to_f32()).collect(),
+    }
+}
+
+fn f32_zeros(gpu: &Gpu, n: usize) -> wgpu::Buffer {
+    gpu.storage_buffer("z", (n * 4) as u64).unwrap()
+}
+
+fn run(gpu: &Gpu, ds: Vec<Dispatch>) {
+    tweedie::gpu::Plan { steps: ds }.run(gpu).unwrap();
+}
+
+/// Runs `case` in f32 and in f16 and compares.
+fn compare(what: &str, case: impl Fn(DType) -> Vec<f32>) {
+    let (a, b) = (case(DType::F32), case(DType::F16));
+    assert!(a.iter().all(|v| v.is_finite()), "{what}: f32 not finite");
+    let scale = a.iter().fold(1f32, |m, v| m.max(v.abs()));
+    assert_close(&format!("{what} f16 vs f32"), &b, &a, 2e-3 * scale, 2e-3);
+}
+
+fn has_f16() -> bool {
+    let gpu = gpu();
+    let ok = gpu.features.contains(wgpu::Features::SHADER_F16);
+    if !ok {
+        eprintln!("skipping: {} has no shader-f16", gpu.describe());
+    }
+    ok
+}
+
+#[test]
+fn conv2d_forward_and_backward_data_in_f16() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut r = rng(41);
+    for s in [
+        Conv2dShape {
+            n: 2,
+            cin: 5,
+            h: 7,
+            w: 9,
+            cout: 6,
+            ks: 3,
+            stride: 1,
+            pad: [1, 1, 1, 1],
+        },
+        Conv2dShape {
+            n: 3,
+            cin: 3,
+            h: 9,
+            w: 6,
+            cout: 67,
+            ks: 3,
+            stride: 2,
+            pad: [0, 0, 1, 1],
+        },
+        Conv2dShape {
+            n: 1,
+            cin: 70,
+            h: 5,
+            w: 5,
+            cout: 9,
+            ks: 1,
+            stride: 1,
+            pad: [0; 4],
+        },
+    ] {
+        let (ho, wo) = s.out_hw();
+        let ny = s.n * s.cout * ho * wo;
+        let nx = s.n * s.cin * s.h * s.w;
+        let x = r16(&randn(&mut r, nx));
+        let wts = r16(&randn(&mut r, 1 + s.cout * s.cin * s.ks * s.ks + s.cout));
+        let res = r16(&randn(&mut r, ny));
+        let dy = r16(&randn(&mut r, ny));
+        let prior = r16(&randn(&mut r, nx));
+        let b_off = 1 + s.cout * s.cin * s.ks * s.ks;
+        compare(&format!("conv2d {s:?}"), |dt| {
+            let (xb, wb, rb, yb, dummy) = (
+                up(&gpu, dt, &x),
+                up(&gpu, dt, &wts),
+                up(&gpu, dt, &res),
+                up(&gpu, dt, &vec![0.0; ny]),
+                f32_zeros(&gpu, 4),
+            );
+            let tiles = ConvTiles::for_gemm(&gpu, s.cout, s.n * ho * wo);
+            let d = conv2d(
+                &gpu,
+                dt,
+                &tiles,
+                &s,
+                &xb,
+                (&wb, 1),
+                (&wb, b_off),
+                ConvResidual::Full(&rb, 0),
+                0.7,
+                &yb,
+                &dummy,
+            )
+            .unwrap();
+            run(&gpu, vec![d]);
+            down(&gpu, dt, &yb, ny)
+        });
+        for accumulate in [false, true] {
+            compare(&format!("conv2d_bwd_data {s:?} acc {accumulate}"), |dt| {
+                let (gb, wb, dxb) = (up(&gpu, dt, &dy), up(&gpu, dt, &wts), up(&gpu, dt, &prior));
+                let tiles = ConvTiles::for_gemm(&gpu, s.cin, s.n * s.h * s.w);
+                let d = conv2d_bwd_data(&gpu, dt, &tiles, &s, &gb, (&wb, 1), 0.7, accumulate, &dxb).unwrap();
+                run(&gpu, vec![d]);
+                down(&gpu, dt, &dxb, nx)
+            });
+        }
+    }
+}
+
+#[test]
+fn group_norm_one_pass_in_f16() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut r = rng(43);
+    for (s, silu, with_ss) in [
+        (
+            GroupNormShape {
+                n: 2,
+                c: 6,
+                hw: 35,
+                groups: 3,
+                eps: 1e-5,
+            },
+            true,
+            true,
+        ),
+        (
+            GroupNormShape {
+                n: 3,
+                c: 64,
+                hw: 9,
+                groups: 32,
+                eps: 1e-6,
+            },
+            false,
+            false,
+        ),
+    ] {
+        let len = s.n * s.c * s.hw;
+        let x: Vec<f32> = r16(&randn(&mut r, len).iter().map(|v| 2.0 * v + 1.0).collect::<Vec<_>>());
+        let wts = r16(&randn(&mut r, 1 + 2 * s.c));
+        let ss = r16(&randn(&mut r, s.n * 2 * s.c).iter().map(|v| 0.3 * v).collect::<Vec<_>>());
+        let dy = r16(&randn(&mut r, len));
+        let prior = r16(&randn(&mut r, len));
+        let (y_f32, stats_f32) = {
+            let (xb, wb, sb, yb, st, dummy) = (
+                up(&gpu, DType::F32, &x),
+                up(&gpu, DType::F32, &wts),
+                up(&gpu, DType::F32, &ss),
+                f32_zeros(&gpu, len),
+                f32_zeros(&gpu, s.n * s.groups * 2),
+                f32_zeros(&gpu, 4),
+            );
+            let ssr = with_ss.then_some((&sb, 0));
+            let d =
+                group_norm_onepass(&gpu, DType::F32, &s, &xb, &st, &wb, 1, 1 + s.c, ssr, silu, &yb, &dummy).unwrap();
+            run(&gpu, vec![d]);
+            (
+                down(&gpu, DType::F32, &yb, len),
+                gpu.read::<f32>(&st, 0, s.n * s.groups * 2).unwrap(),
+            )
+        };
+        // Forward: output and the saved statistics (f32 in both instances).
+        let (xb, wb, sb, yb, st, dummy) = (
+            up(&gpu, DType::F16, &x),
+            up(&gpu, DType::F16, &wts),
+            up(&gpu, DType::F16, &ss),
+            up(&gpu, DType::F16, &vec![0.0; len]),
+            f32_zeros(&gpu, s.n * s.groups * 2),
+            f32_zeros(&gpu, 4),
+        );
+        let ssr = with_ss.then_some((&sb, 0));
+        let d = group_norm_onepass(&gpu, DType::F16, &s, &xb, &st, &wb, 1, 1 + s.c, ssr, silu, &yb, &dummy).unwrap();
+        run(&gpu, vec![d]);
+        let scale = y_f32.iter().fold(1f32, |m, v| m.max(v.abs()));
+        assert_close(
+            &format!("group_norm {s:?} f16"),
+            &down(&gpu, DType::F16, &yb, len),
+            &y_f32,
+            2e-3 * scale,
+            2e-3,
+        );
+        let st16 = gpu.read::<f32>(&st, 0, s.n * s.groups * 2).unwrap();
+        assert_close(&format!("group_norm {s:?} f16 stats"), &st16, &stats_f32, 1e-5, 1e-5);
+        for accumulate in [false, true] {
+            compare(&format!("group_norm_bwd {s:?} acc {accumulate}"), |dt| {
+                let (xb, wb, sb, gb, dxb, st, dummy) = (
+                    up(&gpu, dt, &x),
+                    up(&gpu, dt, &wts),
+                    up(&gpu, dt, &ss),
+                    up(&gpu, dt, &dy),
+                    up(&gpu, dt, &prior),
+                    gpu.upload("stats", &stats_f32).unwrap(),
+                    f32_zeros(&gpu, 4),
+                );
+                let ssr = with_ss.then_some((&sb, 0));
+                let d = group_norm_bwd_onepass(
+                    &gpu,
+                    dt,
+                    &s,
+                    &xb,
+                    &st,
+                    &wb,
+                    1,
+                    1 + s.c,
+                    ssr,
+                    silu,
+                    &gb,
+                    &dxb,
+                    accumulate,
+                    &dummy,
+                )
+                .unwrap();
+                run(&gpu, vec![d]);
+                down(&gpu, dt, &dxb, len)
+            });
+        }
+    }
+}
+
+#[test]
+fn attention_forward_and_backward_in_f16() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut r = rng(47);
+    for (n, heads, ch, t, split) in [(2, 3, 5, 7, false), (2, 2, 16, 33, true), (1, 2, 70, 6, true)] {
+        let sc = 1.0 / (ch as f32).sqrt().sqrt();
+        let s = AttentionShape {
+            n,
+            heads,
+            ch,
+            t,
+            split_order: split,
+            scale_q: sc,
+            scale_k: sc,
+        };
+        let ny = n * heads * ch * t;
+        let qkv = r16(&randn(&mut r, n * 3 * heads * ch * t));
+        let dy = r16(&randn(&mut r, ny));
+        let prior = r16(&randn(&mut r, qkv.len()));
+        compare(&format!("attention {s:?}"), |dt| {
+            let (qb, yb, lse) = (
+                up(&gpu, dt, &qkv),
+                up(&gpu, dt, &vec![0.0; ny]),
+                f32_zeros(&gpu, n * heads * t),
+            );
+            run(&gpu, vec![attention(&gpu, dt, &s, &qb, &yb, &lse).unwrap()]);
+            down(&gpu, dt, &yb, ny)
+        });
+        for accumulate in [false, true] {
+            compare(&format!("attention_bwd {s:?} acc {accumulate}"), |dt| {
+                let (qb, yb, lse, gb, dsum, dq) = (
+                    up(&gpu, dt, &qkv),
+                    up(&gpu, dt, &vec![0.0; ny]),
+                    f32_zeros(&gpu, n * heads * t),
+                    up(&gpu, dt, &dy),
+                    f32_zeros(&gpu, n * heads * t),
+                    up(&gpu, dt, &prior),
+                );
+                run(&gpu, vec![attention(&gpu, dt, &s, &qb, &yb, &lse).unwrap()]);
+                let d = attention_bwd(&gpu, dt, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
+                run(&gpu, d.into());
+                down(&gpu, dt, &dq, qkv.len())
+            });
+        }
+    }
+}
+
+#[test]
+fn linear_and_resampling_in_f16() {
+    if !has_f16() {
+        return;
+    }
+    let gpu = gpu();
+    let mut r = rng(53);
+    let (n, din, dout) = (3, 37, 70);
+    let x = r16(&randn(&mut r, n * din));
+    let wts = r16(&randn(&mut r, 5 + dout * din + dout));
+    for (si, so) in [(false, false), (true, true)] {
+        compare(&format!("linear silu ({si}, {so})"), |dt| {
+            let (xb, wb, yb) = (up(&gpu, dt, &x), up(&gpu, dt, &wts), up(&gpu, dt, &vec![0.0; n * dout]));
+            let d = linear(
+                &gpu,
+                dt,
+                n,
+                din,
+                dout,
+                &xb,
+                (&wb, 5),
+                (&wb, 5 + dout * din),
+                si,
+                so,
+                &yb,
+            )
+            .unwrap();
+            run(&gpu, vec![d]);
+            down(&gpu, dt, &yb, n * dout)
+        });
+    }
+    let (n, c, h, w) = (2, 3, 5, 7);
+    let img = r16(&randn(&mut r, n * c * h * w));
+    let big = r16(&randn(&mut r, n * c * 4 * h * w));
+    let small = r16(&randn(&mut r, n * c * (h / 2) * (w / 2)));
+    let other = r16(&randn(&mut r, n * 2 * h * w));
+    let cat = r16(&randn(&mut r, n * (c + 2) * h * w));
+    compare("upsample", |dt| {
+        let (xb, yb) = (up(&gpu, dt, &img), up(&gpu, dt, &vec![0.0; big.len()]));
+        run(&gpu, vec![upsample_nearest2x(&gpu, dt, n, c, h, w, &xb, &yb).unwrap()]);
+        down(&gpu, dt, &yb, big.len())
+    });
+    compare("avg_pool", |dt| {
+        let (xb, yb) = (up(&gpu, dt, &img), up(&gpu, dt, &vec![0.0; small.len()]));
+        run(&gpu, vec![avg_pool2x2(&gpu, dt, n, c, h, w, &xb, &yb).unwrap()]);
+        down(&gpu, dt, &yb, small.len())
+    });
+    compare("concat", |dt| {
+        let (a, b, y) = (
+            up(&gpu, dt, &img),
+            up(&gpu, dt, &other),
+            up(&gpu, dt, &vec![0.0; cat.len()]),
+        );
+        run(
+            &gpu,
+            vec![concat_channels(&gpu, dt, n, c, 2, h * w, &a, &b, &y).unwrap()],
+        );
+        down(&gpu, dt, &y, cat.len())
+    });
+    for acc in [false, true] {
+        compare(&format!("upsample_bwd acc {acc}"), |dt| {
+            let (gb, dx) = (up(&gpu, dt, &big), up(&gpu, dt, &img));
+            run(
+                &gpu,
+                vec![upsample_nearest2x_bwd(&gpu, dt, n, c, h, w, &gb, &dx, acc).unwrap()],
+            );
+            down(&gpu, dt, &dx, img.len())
+        });
+        compare(&format!("avg_pool_bwd acc {acc}"), |dt| {
+            let (gb, dx) = (up(&gpu, dt, &small), up(&gpu, dt, &img));
+            run(
+                &gpu,
+                vec![avg_pool2x2_bwd(&gpu, dt, n, c, h, w, &gb, &dx, acc).unwrap()],
+            );
+            down(&gpu, dt, &dx, img.len())
+        });
+        compare(&format!("split acc {acc}"), |dt| {
+            let (gb, da, db) = (up(&gpu, dt, &cat), up(&gpu, dt, &img), up(&gpu, dt, &other));
+            run(
+                &gpu,
+                vec![split_channels(&gpu, dt, n, c, 2, h * w, &gb, &da, &db, (acc, !acc)).unwrap()],
+            );
+            let mut v = down(&gpu, dt, &da, img.len());
+            v.extend(down(&gpu, dt, &db, other.len()));
+            v
+        });
+    }
+}
