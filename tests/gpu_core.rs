@@ -113,3 +113,32 @@ fn pipelines_are_cached() {
     let c = gpu.pipeline(&ELEMENTWISE, "affine", &[]).unwrap();
     assert_ne!(a, c);
 }
+
+/// Timestamp timing: one median per plan, each a real duration, and the
+/// plans' work done (every replay ran them). On an adapter without timestamp
+/// queries the call says so with `None`.
+#[test]
+fn gpu_times_times_each_plan() {
+    let gpu = gpu();
+    let n = 1 << 16;
+    let x = Tensor::from_slice(&gpu, "x", &[n], &vec![1.0; n]).unwrap();
+    let y = Tensor::zeros(&gpu, "y", &[n]).unwrap();
+    let one = Elementwise::new(&gpu, Op::Axpby, &x, &y, 1.0, 1.0).unwrap();
+    let a = Plan {
+        steps: vec![one.dispatch.clone()],
+    };
+    let b = Plan {
+        steps: vec![one.dispatch.clone(); 3],
+    };
+    let iters = 5;
+    match tweedie::gpu::gpu_times(&gpu, &[&a, &b, &Plan::new()], iters).unwrap() {
+        Some(t) => {
+            assert_eq!(t.len(), 3);
+            assert!(t[0].as_nanos() > 0 && t[1].as_nanos() > 0, "{t:?}");
+            // Warm-up + iters replays of 1 + 3 axpbys of y += x.
+            let got = y.read(&gpu).unwrap();
+            assert_eq!(got[n - 1], 4.0 * (iters + 1) as f32);
+        }
+        None => eprintln!("{} has no timestamp queries", gpu.describe()),
+    }
+}

@@ -12,7 +12,7 @@ pub use context::{AdapterReport, Allocated, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
 pub use error::GpuError;
 pub use shaders::*;
-pub use timing::time_plan;
+pub use timing::{gpu_times, time_plan};
 
 /// Workgroup size of the 1-D elementwise kernels (mirrored by `WG` in the WGSL).
 pub const WG1D: u32 = 256;

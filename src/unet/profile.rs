@@ -1,13 +1,15 @@
 //! Per-layer timing of a planned forward / VJP, for tuning kernels on new
-//! hardware: each layer's dispatches are submitted on their own `iters`
-//! times with the GPU wait inside the timer. The isolation adds a submission
-//! per layer, so the sum exceeds one whole-graph replay; read it for where the
-//! time goes, not for the total.
+//! hardware. Where the adapter has timestamp queries, each layer's GPU time
+//! is read from timestamps around its own compute pass (the whole graph in one
+//! submission per replay; the median of `iters` replays). Elsewhere each
+//! layer's dispatches are submitted on their own `iters` times with the GPU
+//! wait inside a wall-clock timer, which adds a submission per layer: read
+//! that for where the time goes, not for the total.
 
 use super::backward::UnetVjp;
 use super::forward::UnetForward;
 use super::graph::Layer;
-use crate::gpu::{Gpu, GpuError, Plan};
+use crate::gpu::{gpu_times, Gpu, GpuError, Plan};
 use crate::tensor::Tensor;
 
 /// One layer's share.
@@ -94,14 +96,15 @@ fn time_layer(gpu: &Gpu, plan: &Plan, iters: usize) -> Result<f64, GpuError> {
 /// Times every layer of the forward plan (and of the VJP when given).
 pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize) -> Result<Vec<LayerTime>, GpuError> {
     let mut out = Vec::new();
+    let mut plans: Vec<&Plan> = Vec::new();
     for r in &fwd.records {
         let (kind, label, flops) = describe(&r.layer, &fwd.acts);
-        let seconds = time_layer(gpu, &r.dispatches, iters)?;
+        plans.push(&r.dispatches);
         out.push(LayerTime {
             kind,
             pass: "forward",
             label,
-            seconds,
+            seconds: 0.0,
             flops,
         });
     }
@@ -114,14 +117,26 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
             // The input gradient of a convolution costs what its forward does;
             // the other backward layers are counted as memory-bound.
             let flops = if kind == "conv" { flops } else { 0.0 };
-            let seconds = time_layer(gpu, &r.dispatches, iters)?;
+            plans.push(&r.dispatches);
             out.push(LayerTime {
                 kind,
                 pass: "backward",
                 label,
-                seconds,
+                seconds: 0.0,
                 flops,
             });
+        }
+    }
+    match gpu_times(gpu, &plans, iters)? {
+        Some(times) => {
+            for (o, t) in out.iter_mut().zip(times) {
+                o.seconds = t.as_secs_f64();
+            }
+        }
+        None => {
+            for (o, p) in out.iter_mut().zip(&plans) {
+                o.seconds = time_layer(gpu, p, iters)?;
+            }
         }
     }
     Ok(out)
