@@ -51,6 +51,7 @@
 //! # }
 //! ```
 
+pub mod bench;
 pub mod cli;
 pub mod embedded;
 pub mod figures;

@@ -10,7 +10,12 @@ use crate::Tensor;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Image side for the image-sized kernels (images are side x side x 3).
+    /// A model directory (or a directory with only config.json: random
+    /// weights) to benchmark layer by layer, as whole passes and as one step
+    /// of each sampler; without it, the elementwise / reduction / noise kernels.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// Image side (the model's resolution, or the image-sized kernels' side x side x 3).
     #[arg(long, default_value_t = 256)]
     pub image_size: usize,
     /// Batch size.
@@ -19,6 +24,16 @@ pub struct BenchArgs {
     /// Replays per kernel.
     #[arg(long, default_value_t = 50)]
     pub iters: u64,
+    /// With --model: one JSON record per line (the fields tools/bench_torch.py prints).
+    #[arg(long)]
+    pub json: bool,
+    /// The adapter's peak TFLOP/s the fractions are taken of (default: the
+    /// built-in table's FP32 figure for known GPUs).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    /// The adapter's peak memory bandwidth in GB/s (default: the built-in table).
+    #[arg(long)]
+    pub peak_gbps: Option<f64>,
     /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
@@ -32,6 +47,9 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
         "--image-size, --batch and --iters must be positive"
     );
     let gpu = super::open_gpu(verbose)?;
+    if let Some(model) = &args.model {
+        return model_bench(&gpu, model, &args);
+    }
     println!("device: {}", gpu.describe());
     let n = args.batch * 3 * args.image_size * args.image_size;
     let dtype = args.precision.dtype();
@@ -69,5 +87,45 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
         },
         4.0 * n as f64,
     )?;
+    Ok(())
+}
+
+/// `tweedie bench --model`: the harness of [`crate::bench`], as a table or JSON lines.
+fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    let (unet, random) = super::common::load_for_plans(gpu, model, args.precision)?;
+    let m = unet.graph.max_ds;
+    anyhow::ensure!(
+        args.image_size % m == 0,
+        "--image-size {}: this U-Net needs a multiple of {m}",
+        args.image_size
+    );
+    let peak = crate::bench::PeakOverride {
+        tflops: args.peak_tflops,
+        gbps: args.peak_gbps,
+    };
+    let records = crate::bench::bench_model(
+        gpu,
+        std::sync::Arc::new(unet),
+        args.image_size,
+        args.batch,
+        args.iters as usize,
+        peak,
+    )?;
+    if args.json {
+        for r in &records {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{} ({}) on {}: {3}x{3}, batch {4}, {5}",
+        model.display(),
+        if random { "random weights" } else { "checkpoint" },
+        gpu.describe(),
+        args.image_size,
+        args.batch,
+        args.precision.name(),
+    );
+    print!("{}", crate::bench::table(&records));
     Ok(())
 }

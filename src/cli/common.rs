@@ -10,9 +10,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use crate::io::read_image;
+use crate::process::Process;
 use crate::samplers::UnetScore;
 use crate::tensor::{DType, HostTensor};
-use crate::unet::Unet;
+use crate::unet::{Unet, UnetConfig};
 use crate::Gpu;
 
 /// Storage precision of a model's weights and activations (`--precision`).
@@ -77,6 +78,31 @@ pub fn load_prior(gpu: &Gpu, model: Option<&Path>, precision: Precision) -> anyh
         precision,
         load_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A model's weights on the GPU: the checkpoint, or random weights where the
+/// directory has a config alone. Returns the model and whether it is random.
+pub fn load_for_plans(gpu: &Gpu, path: &Path, precision: Precision) -> anyhow::Result<(Unet, bool)> {
+    let dtype = precision.dtype();
+    gpu.require_dtype(dtype)?;
+    let config = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.to_path_buf()
+    };
+    let has_weights = crate::unet::weights::ModelFiles::resolve(path).is_ok();
+    if has_weights {
+        let unet = Unet::load_as(gpu, path, dtype).with_context(|| format!("loading model {}", path.display()))?;
+        return Ok((unet, false));
+    }
+    if !config.is_file() || config.extension().is_some_and(|e| e == "safetensors") {
+        // Resolve again for its error: the missing file, named.
+        crate::unet::weights::ModelFiles::resolve(path)?;
+    }
+    let cfg = UnetConfig::from_file(&config)?;
+    let mut unet = Unet::random_as(gpu, &cfg, 0, dtype)?;
+    unet.process = Process::for_model(&config)?;
+    Ok((unet, true))
 }
 
 /// A clean input image: a file, or one of the built-in test images.

@@ -1,13 +1,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 
 use super::common::Precision;
 use crate::figures::{Figures, PlanFigure};
-use crate::process::Process;
-use crate::unet::{Unet, UnetConfig};
 
 #[derive(Args)]
 pub struct InfoArgs {
@@ -59,31 +57,6 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A model's weights on the GPU: the checkpoint, or random weights where the
-/// directory has a config alone. Returns the model and whether it is random.
-fn load_for_plans(gpu: &crate::Gpu, path: &Path, precision: Precision) -> anyhow::Result<(Unet, bool)> {
-    let dtype = precision.dtype();
-    gpu.require_dtype(dtype)?;
-    let config = if path.is_dir() {
-        path.join("config.json")
-    } else {
-        path.to_path_buf()
-    };
-    let has_weights = crate::unet::weights::ModelFiles::resolve(path).is_ok();
-    if has_weights {
-        let unet = Unet::load_as(gpu, path, dtype).with_context(|| format!("loading model {}", path.display()))?;
-        return Ok((unet, false));
-    }
-    if !config.is_file() || config.extension().is_some_and(|e| e == "safetensors") {
-        // Resolve again for its error: the missing file, named.
-        crate::unet::weights::ModelFiles::resolve(path)?;
-    }
-    let cfg = UnetConfig::from_file(&config)?;
-    let mut unet = Unet::random_as(gpu, &cfg, 0, dtype)?;
-    unet.process = Process::for_model(&config)?;
-    Ok((unet, true))
-}
-
 /// Architecture, parameter count, FLOPs, and the memory and dispatches of
 /// every plan at `--image-size` and `--batch` (checkpoint keys and shapes
 /// are checked against the config on the way).
@@ -92,7 +65,7 @@ fn model_report(path: &Path, args: &InfoArgs, verbose: bool) -> anyhow::Result<(
         bail!("--batch must be at least 1");
     }
     let gpu = super::open_gpu(verbose)?;
-    let (unet, random) = load_for_plans(&gpu, path, args.precision)?;
+    let (unet, random) = super::common::load_for_plans(&gpu, path, args.precision)?;
     let size = args.image_size.unwrap_or(unet.config.image_size());
     let m = unet.graph.max_ds;
     if size == 0 || size % m != 0 {

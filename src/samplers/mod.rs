@@ -892,6 +892,12 @@ impl Sampler {
         &self.out
     }
 
+    /// The plan of one reverse step ([`Sampler::step`] writes step i's
+    /// scalars, then replays it).
+    pub fn step_plan(&self) -> &Plan {
+        &self.step_plan
+    }
+
     /// Compute dispatches one reverse step records.
     pub fn step_dispatches(&self) -> usize {
         crate::figures::dispatches(&self.step_plan)

@@ -1,0 +1,438 @@
+//! The model benchmark behind `tweedie bench --model`: every distinct layer
+//! shape of a U-Net (convolutions forward and backward-data by resolution and
+//! channels, GroupNorm, attention, linear), then one forward, one forward +
+//! VJP and one reverse step of each sampler. Each record has the median GPU
+//! time (timestamp queries where the adapter has them, wall time otherwise),
+//! the achieved TFLOP/s or GB/s, and the fraction of the adapter's peak from
+//! [`peak_for`] (or the caller's figures).
+//!
+//! Records are JSON objects with the same fields `tools/bench_torch.py`
+//! prints, so `tools/bench_compare.py` can put the two side by side; a layer
+//! record carries its `shape`, which is what `bench_torch.py --shapes` runs
+//! in PyTorch.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use crate::gpu::{gpu_times, Gpu, Plan};
+use crate::operators::task::{self, Task, TaskSpec};
+use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, UnetScore};
+use crate::unet::graph::Layer;
+use crate::unet::memory::PlanKind;
+use crate::unet::{LayerShape, Unet, UnetForward, UnetVjp};
+
+/// An adapter's datasheet peaks: FP32 (SIMT) and dense FP16 tensor-core
+/// TFLOP/s, and memory GB/s.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Peak {
+    pub name: &'static str,
+    pub fp32_tflops: f64,
+    pub fp16_tensor_tflops: f64,
+    pub gbps: f64,
+}
+
+/// Datasheet peaks of common GPUs, matched by a substring of the adapter name
+/// (first match wins, so the more specific names come first).
+pub const PEAKS: &[Peak] = &[
+    Peak {
+        name: "H200",
+        fp32_tflops: 67.0,
+        fp16_tensor_tflops: 989.5,
+        gbps: 4800.0,
+    },
+    Peak {
+        name: "H100 PCIe",
+        fp32_tflops: 51.2,
+        fp16_tensor_tflops: 756.5,
+        gbps: 2000.0,
+    },
+    Peak {
+        name: "H100",
+        fp32_tflops: 67.0,
+        fp16_tensor_tflops: 989.5,
+        gbps: 3350.0,
+    },
+    Peak {
+        name: "A100 80GB",
+        fp32_tflops: 19.5,
+        fp16_tensor_tflops: 312.0,
+        gbps: 2039.0,
+    },
+    Peak {
+        name: "A100",
+        fp32_tflops: 19.5,
+        fp16_tensor_tflops: 312.0,
+        gbps: 1555.0,
+    },
+    Peak {
+        name: "L4",
+        fp32_tflops: 30.3,
+        fp16_tensor_tflops: 121.0,
+        gbps: 300.0,
+    },
+    Peak {
+        name: "RTX 4090",
+        fp32_tflops: 82.6,
+        fp16_tensor_tflops: 165.2,
+        gbps: 1008.0,
+    },
+    Peak {
+        name: "RTX 4080",
+        fp32_tflops: 48.7,
+        fp16_tensor_tflops: 97.5,
+        gbps: 716.8,
+    },
+    Peak {
+        name: "RTX 4070",
+        fp32_tflops: 29.1,
+        fp16_tensor_tflops: 58.3,
+        gbps: 504.2,
+    },
+    Peak {
+        name: "M3 Max",
+        fp32_tflops: 16.4,
+        fp16_tensor_tflops: 16.4,
+        gbps: 400.0,
+    },
+    Peak {
+        name: "M2 Max",
+        fp32_tflops: 13.6,
+        fp16_tensor_tflops: 13.6,
+        gbps: 400.0,
+    },
+    Peak {
+        name: "M1 Max",
+        fp32_tflops: 10.4,
+        fp16_tensor_tflops: 10.4,
+        gbps: 400.0,
+    },
+    Peak {
+        name: "Apple M3",
+        fp32_tflops: 4.1,
+        fp16_tensor_tflops: 4.1,
+        gbps: 100.0,
+    },
+    Peak {
+        name: "Apple M2",
+        fp32_tflops: 3.6,
+        fp16_tensor_tflops: 3.6,
+        gbps: 100.0,
+    },
+    Peak {
+        name: "Apple M1",
+        fp32_tflops: 2.6,
+        fp16_tensor_tflops: 2.6,
+        gbps: 68.3,
+    },
+];
+
+/// The peak of the adapter called `adapter` (case-insensitive substring match).
+pub fn peak_for(adapter: &str) -> Option<Peak> {
+    let a = adapter.to_lowercase();
+    PEAKS.iter().copied().find(|p| a.contains(&p.name.to_lowercase()))
+}
+
+/// What the fractions are taken of.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeakOverride {
+    pub tflops: Option<f64>,
+    pub gbps: Option<f64>,
+}
+
+/// One benchmark row's work: the plan, and its FLOPs or bytes moved.
+struct Row {
+    name: String,
+    kind: &'static str,
+    plan: Plan,
+    flops: f64,
+    bytes: f64,
+    /// How many layers of the model have this shape.
+    count: usize,
+    shape: Value,
+}
+
+fn conv_name(prefix: &str, s: &crate::kernels::conv2d::Conv2dShape) -> String {
+    format!(
+        "{prefix} {k}x{k}/{st} {cin}->{cout} at {h}x{w}",
+        k = s.ks,
+        st = s.stride,
+        cin = s.cin,
+        cout = s.cout,
+        h = s.h,
+        w = s.w
+    )
+}
+
+/// The distinct layer shapes of a planned forward (and VJP), one row each.
+fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut add = |row: Row| {
+        rows.entry(row.name.clone()).and_modify(|r| r.count += 1).or_insert(row);
+    };
+    let bwd: BTreeMap<usize, &Plan> = vjp.records.iter().map(|r| (r.layer, &r.dispatches)).collect();
+    for (li, rec) in fwd.records.iter().enumerate() {
+        match (&rec.layer, rec.shape) {
+            (
+                Layer::Conv { .. },
+                LayerShape::Conv {
+                    shape: s,
+                    out: (ho, wo),
+                },
+            ) => {
+                let flops = 2.0 * (s.cin * s.cout * s.ks * s.ks * s.n * ho * wo) as f64;
+                let shape = json!({"op": "conv", "n": s.n, "cin": s.cin, "h": s.h, "w": s.w,
+                    "cout": s.cout, "k": s.ks, "stride": s.stride, "pad": s.pad});
+                add(Row {
+                    name: conv_name("conv", &s),
+                    kind: "conv",
+                    plan: rec.dispatches.clone(),
+                    flops,
+                    bytes: 0.0,
+                    count: 1,
+                    shape: shape.clone(),
+                });
+                if let Some(p) = bwd.get(&li) {
+                    add(Row {
+                        name: conv_name("conv_bwd", &s),
+                        kind: "conv_bwd",
+                        plan: (*p).clone(),
+                        flops,
+                        bytes: 0.0,
+                        count: 1,
+                        shape,
+                    });
+                }
+            }
+            (Layer::GroupNorm { silu, scale_shift, .. }, LayerShape::GroupNorm(s)) => {
+                let side = (s.hw as f64).sqrt() as usize;
+                add(Row {
+                    name: format!(
+                        "groupnorm {}/{} at {side}x{side}{}{}",
+                        s.c,
+                        s.groups,
+                        if scale_shift.is_some() { " ss" } else { "" },
+                        if *silu { " silu" } else { "" }
+                    ),
+                    kind: "groupnorm",
+                    plan: rec.dispatches.clone(),
+                    flops: 0.0,
+                    // One pass: x read twice for the statistics, once more
+                    // for the normalisation, y written.
+                    bytes: 4.0 * (s.n * s.c * s.hw) as f64 * elem,
+                    count: 1,
+                    shape: json!({"op": "groupnorm", "n": s.n, "c": s.c, "hw": s.hw, "groups": s.groups,
+                        "silu": silu, "scale_shift": scale_shift.is_some()}),
+                });
+            }
+            (Layer::Attention { .. }, LayerShape::Attention(s)) => {
+                let flops = 4.0 * (s.n * s.t * s.t * s.heads * s.ch) as f64;
+                let shape = json!({"op": "attention", "n": s.n, "heads": s.heads, "ch": s.ch, "t": s.t});
+                add(Row {
+                    name: format!("attention {}x{} at t={}", s.heads, s.ch, s.t),
+                    kind: "attention",
+                    plan: rec.dispatches.clone(),
+                    flops,
+                    bytes: 0.0,
+                    count: 1,
+                    shape: shape.clone(),
+                });
+                if let Some(p) = bwd.get(&li) {
+                    add(Row {
+                        name: format!("attention_bwd {}x{} at t={}", s.heads, s.ch, s.t),
+                        kind: "attention_bwd",
+                        plan: (*p).clone(),
+                        flops: 2.0 * flops,
+                        bytes: 0.0,
+                        count: 1,
+                        shape,
+                    });
+                }
+            }
+            (Layer::Linear { .. }, LayerShape::Linear { n, din, dout }) => add(Row {
+                name: format!("linear {din}->{dout}"),
+                kind: "linear",
+                plan: rec.dispatches.clone(),
+                flops: 2.0 * (n * din * dout) as f64,
+                bytes: 0.0,
+                count: 1,
+                shape: json!({"op": "linear", "n": n, "din": din, "dout": dout}),
+            }),
+            _ => {}
+        }
+    }
+    rows.into_values().collect()
+}
+
+/// Benchmarks `unet` at `size` x `size`, `batch` images: the layer rows, the
+/// whole passes, and one step of each sampler (box inpainting). `iters`
+/// replays per row (median).
+pub fn bench_model(
+    gpu: &Gpu,
+    unet: Arc<Unet>,
+    size: usize,
+    batch: usize,
+    iters: usize,
+    peak: PeakOverride,
+) -> Result<Vec<Value>, SamplerError> {
+    let plan_err = |e: crate::unet::ForwardError| SamplerError::Invalid(e.to_string());
+    let dtype = unet.dtype();
+    let elem = dtype.size_bytes() as f64;
+    let fwd = UnetForward::new_kind(gpu, &unet, batch, size, size, PlanKind::ForwardVjp).map_err(plan_err)?;
+    let vjp = UnetVjp::new(gpu, &unet, &fwd).map_err(plan_err)?;
+    let flops = unet.graph.flops(size, size) * batch as f64;
+    let mut rows = layer_rows(&fwd, &vjp, elem);
+    rows.push(Row {
+        name: "forward".into(),
+        kind: "model",
+        plan: fwd.plan(),
+        flops,
+        bytes: 0.0,
+        count: 1,
+        shape: Value::Null,
+    });
+    rows.push(Row {
+        name: "forward_vjp".into(),
+        kind: "model",
+        plan: crate::gpu::Plan::concat([&fwd.plan(), &vjp.plan()]),
+        flops: 2.0 * flops,
+        bytes: 0.0,
+        count: 1,
+        shape: Value::Null,
+    });
+    let mut out = time_rows(gpu, &rows, iters, dtype, size, batch, peak)?;
+    drop((rows, vjp, fwd));
+
+    // One reverse step of each sampler, in its own plan (each sampler holds
+    // its own U-Net plan; one at a time keeps the memory down).
+    let score = UnetScore::new(unet.clone(), size, size);
+    let in_shape = [unet.config.in_channels(), size, size];
+    for (name, method, model_flops) in [
+        ("step ddpm", Method::Ddpm, flops),
+        ("step dps", Method::Dps, 2.0 * flops),
+        ("step dmps", Method::Dmps, flops),
+        ("step cdps", Method::Cdps, flops),
+    ] {
+        let opts = SamplerOptions {
+            steps: unet.process.max_steps().unwrap_or(1000).min(1000),
+            ..SamplerOptions::default()
+        };
+        let op = task::build(gpu, &TaskSpec::new(Task::InpaintBox), in_shape, 0)?;
+        let y = vec![0f32; op.out_shape().iter().product()];
+        let meas = (method != Method::Ddpm).then_some(Measurement {
+            op: op.as_ref(),
+            y: &y,
+            sigma_y: 0.05,
+        });
+        let s = match Sampler::new(gpu, method, &score, meas, batch, &opts) {
+            Ok(s) => s,
+            Err(SamplerError::Invalid(_)) if unet.process.is_flow() => continue,
+            Err(e) => return Err(e),
+        };
+        s.init(gpu)?;
+        // A mid-run step's scalars, then its plan replayed.
+        s.step(gpu, opts.steps / 2)?;
+        let row = Row {
+            name: name.into(),
+            kind: "step",
+            plan: s.step_plan().clone(),
+            flops: model_flops,
+            bytes: 0.0,
+            count: 1,
+            shape: Value::Null,
+        };
+        out.extend(time_rows(gpu, &[row], iters, dtype, size, batch, peak)?);
+        gpu.sync()?;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn time_rows(
+    gpu: &Gpu,
+    rows: &[Row],
+    iters: usize,
+    dtype: crate::tensor::DType,
+    size: usize,
+    batch: usize,
+    peak: PeakOverride,
+) -> Result<Vec<Value>, SamplerError> {
+    let plans: Vec<&Plan> = rows.iter().map(|r| &r.plan).collect();
+    let (times, timer) = match gpu_times(gpu, &plans, iters)? {
+        Some(t) => (t.iter().map(|d| d.as_secs_f64()).collect::<Vec<_>>(), "gpu timestamps"),
+        None => {
+            let mut t = Vec::new();
+            for p in &plans {
+                let start = Instant::now();
+                p.run_timed(gpu, "bench", iters as u64)?;
+                t.push(start.elapsed().as_secs_f64() / iters.max(1) as f64);
+            }
+            (t, "wall clock")
+        }
+    };
+    let table = peak_for(&gpu.info.name);
+    let peak_tflops = peak.tflops.or(table.map(|p| p.fp32_tflops));
+    let peak_gbps = peak.gbps.or(table.map(|p| p.gbps));
+    Ok(rows
+        .iter()
+        .zip(times)
+        .map(|(r, s)| {
+            let tflops = (r.flops > 0.0).then(|| r.flops / s / 1e12);
+            let gbps = (r.bytes > 0.0).then(|| r.bytes / s / 1e9);
+            let fraction = match (tflops, gbps) {
+                (Some(t), _) => peak_tflops.map(|p| t / p),
+                (None, Some(g)) => peak_gbps.map(|p| g / p),
+                _ => None,
+            };
+            json!({
+                "engine": concat!("tweedie ", env!("CARGO_PKG_VERSION")),
+                "device": gpu.describe(),
+                "name": r.name,
+                "kind": r.kind,
+                "image_size": size,
+                "batch": batch,
+                "precision": dtype.wgsl(),
+                "median_ms": s * 1e3,
+                "timer": timer,
+                "layers": r.count,
+                "dispatches": crate::figures::dispatches(&r.plan),
+                "flops": r.flops,
+                "bytes_moved": r.bytes,
+                "tflops": tflops,
+                "gbps": gbps,
+                "peak_fraction": fraction,
+                "shape": r.shape,
+            })
+        })
+        .collect())
+}
+
+/// The records as a text table: name, layers of that shape, median time,
+/// achieved rate and fraction of peak.
+pub fn table(records: &[Value]) -> String {
+    let mut out = format!(
+        "{:<44} {:>6} {:>11} {:>14} {:>8}\n",
+        "row", "layers", "median", "rate", "of peak"
+    );
+    for r in records {
+        let rate = match (r["tflops"].as_f64(), r["gbps"].as_f64()) {
+            (Some(t), _) => format!("{:.3} TFLOP/s", t),
+            (None, Some(g)) => format!("{:.1} GB/s", g),
+            _ => "-".into(),
+        };
+        let frac = r["peak_fraction"]
+            .as_f64()
+            .map_or("-".into(), |f| format!("{:.1}%", 100.0 * f));
+        out += &format!(
+            "{:<44} {:>6} {:>8.3} ms {:>14} {:>8}\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["layers"].as_u64().unwrap_or(1),
+            r["median_ms"].as_f64().unwrap_or(f64::NAN),
+            rate,
+            frac
+        );
+    }
+    out
+}

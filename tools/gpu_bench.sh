@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The datacenter-GPU run, in well under 10 minutes with no network: given the
+# release binary (and, where the machine has no Vulkan loader of its own, the
+# loader library beside it), writes every figure as JSON under one folder:
+#   info-<precision>.json      tweedie info on DPS's FFHQ-256 configuration
+#   tweedie-<precision>.jsonl  tweedie bench --model (layers, passes, steps)
+#   torch-<precision>.jsonl    tools/bench_torch.py on the same shapes (when torch imports)
+#   compare-<precision>.txt    tools/bench_compare.py of the two
+#   device.txt                 the adapter list, nvidia-smi
+#
+#   tools/gpu_bench.sh [--bin target/release/tweedie] [--out gpu-bench] [--image-size 256] [--batch 1] [--iters 20]
+set -euo pipefail
+BIN=target/release/tweedie
+OUT=gpu-bench
+SIZE=256
+BATCH=1
+ITERS=20
+CONFIG=configs/ffhq256-dps
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --bin) BIN=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        --image-size) SIZE=$2; shift 2 ;;
+        --batch) BATCH=$2; shift 2 ;;
+        --iters) ITERS=$2; shift 2 ;;
+        --config) CONFIG=$2; shift 2 ;;
+        *) echo "gpu_bench.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+mkdir -p "$OUT"
+# A loader shipped beside the binary (libvulkan.so.1) is found first.
+export LD_LIBRARY_PATH="$(cd "$(dirname "$BIN")" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+{
+    "$BIN" info || true
+    command -v nvidia-smi > /dev/null && nvidia-smi || true
+} > "$OUT/device.txt" 2>&1
+TORCH_DEV=cpu
+if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
+    TORCH_DEV=cuda
+fi
+HAVE_TORCH=0
+python3 -c "import torch" 2> /dev/null && HAVE_TORCH=1
+for P in f32 f16; do
+    TDT=float32
+    [ "$P" = f16 ] && TDT=float16
+    if ! "$BIN" info "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" --json > "$OUT/info-$P.json" 2> "$OUT/info-$P.err"; then
+        echo "info $P failed: $(tail -1 "$OUT/info-$P.err")"
+        continue
+    fi
+    timeout 240 "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
+        --iters "$ITERS" --json > "$OUT/tweedie-$P.jsonl" 2> "$OUT/tweedie-$P.err" || echo "bench $P: exit $?"
+    if [ "$HAVE_TORCH" = 1 ]; then
+        timeout 150 python3 tools/bench_torch.py --config "$CONFIG/config.json" --image-size "$SIZE" --batch "$BATCH" \
+            --device "$TORCH_DEV" --dtype "$TDT" --iters "$ITERS" --shapes "$OUT/tweedie-$P.jsonl" --json \
+            > "$OUT/torch-$P.jsonl" 2> "$OUT/torch-$P.err" || echo "torch $P: exit $?"
+        python3 tools/bench_compare.py "$OUT/tweedie-$P.jsonl" "$OUT/torch-$P.jsonl" > "$OUT/compare-$P.txt" 2>&1 || true
+    fi
+done
+ls -la "$OUT"
