@@ -42,9 +42,9 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Combine the shard files of `tweedie eval --shard i/n` into results.json and results.csv.
     EvalMerge(eval::MergeArgs),
-    /// Report the GPU adapters (and, given a model, its architecture, parameters and FLOPs).
+    /// Report the GPU adapters (and, given a model, its architecture, parameters, FLOPs, and every plan's memory and dispatches).
     Info(info::InfoArgs),
-    /// Time each kernel family on this GPU.
+    /// Time each kernel family on this GPU, or (--model) every layer shape, pass and sampler step of a model.
     Bench(bench::BenchArgs),
     /// Make a measurement y = A x + sigma_y n from a clean image.
     Degrade(degrade::DegradeArgs),
