@@ -116,6 +116,7 @@ fn dispatch(
 }
 
 /// x [n, c, h, w] -> y [n, c, 2h, 2w].
+#[allow(clippy::too_many_arguments)]
 pub fn upsample_nearest2x(
     gpu: &Gpu,
     dtype: DType,
@@ -139,6 +140,7 @@ pub fn upsample_nearest2x(
 }
 
 /// x [n, c, h, w] -> y [n, c, h/2, w/2] (floor).
+#[allow(clippy::too_many_arguments)]
 pub fn avg_pool2x2(
     gpu: &Gpu,
     dtype: DType,

@@ -28,6 +28,7 @@ impl TimestepParams {
 pub const WG: u32 = 64;
 
 /// y [n, dim] from t [n] and freqs [dim / 2].
+#[allow(clippy::too_many_arguments)]
 pub fn timestep_embedding(
     gpu: &Gpu,
     dtype: DType,
