@@ -13,13 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::gpu::{gpu_times, Gpu, Plan};
-use crate::operators::task::{self, Task, TaskSpec};
-use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, UnetScore};
+use crate::samplers::{Method, SamplerError, UnetScore};
 use crate::unet::graph::Layer;
 use crate::unet::memory::PlanKind;
 use crate::unet::{LayerShape, Unet, UnetForward, UnetVjp};
@@ -326,34 +324,16 @@ pub fn bench_model(
     // One reverse step of each sampler, in its own plan (each sampler holds
     // its own U-Net plan; one at a time keeps the memory down).
     let score = UnetScore::new(unet.clone(), size, size);
-    let in_shape = [unet.config.in_channels(), size, size];
-    for (name, method, model_flops) in [
-        ("step ddpm", Method::Ddpm, flops),
-        ("step dps", Method::Dps, 2.0 * flops),
-        ("step dmps", Method::Dmps, flops),
-        ("step cdps", Method::Cdps, flops),
-    ] {
-        let opts = SamplerOptions {
-            steps: unet.process.max_steps().unwrap_or(1000).min(1000),
-            ..SamplerOptions::default()
-        };
-        let op = task::build(gpu, &TaskSpec::new(Task::InpaintBox), in_shape, 0)?;
-        let y = vec![0f32; op.out_shape().iter().product()];
-        let meas = (method != Method::Ddpm).then_some(Measurement {
-            op: op.as_ref(),
-            y: &y,
-            sigma_y: 0.05,
-        });
-        let s = match Sampler::new(gpu, method, &score, meas, batch, &opts) {
-            Ok(s) => s,
-            Err(SamplerError::Invalid(_)) if unet.process.is_flow() => continue,
-            Err(e) => return Err(e),
+    for (name, method) in crate::figures::STEP_METHODS {
+        let model_flops = if method == Method::Dps { 2.0 * flops } else { flops };
+        let Some(s) = crate::figures::box_inpainting_sampler(gpu, &unet, &score, method, batch)? else {
+            continue;
         };
         s.init(gpu)?;
         // A mid-run step's scalars, then its plan replayed.
-        s.step(gpu, opts.steps / 2)?;
+        s.step(gpu, s.steps() / 2)?;
         let row = Row {
-            name: name.into(),
+            name: format!("step {name}"),
             kind: "step",
             plan: s.step_plan().clone(),
             flops: model_flops,
@@ -383,9 +363,9 @@ fn time_rows(
         None => {
             let mut t = Vec::new();
             for p in &plans {
-                let start = Instant::now();
-                p.run_timed(gpu, "bench", iters as u64)?;
-                t.push(start.elapsed().as_secs_f64() / iters.max(1) as f64);
+                // run_timed's own clock: the warm-up replay is outside it.
+                let elapsed = p.run_timed(gpu, "bench", iters.max(1) as u64)?;
+                t.push(elapsed.as_secs_f64() / iters.max(1) as f64);
             }
             (t, "wall clock")
         }

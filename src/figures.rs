@@ -51,6 +51,47 @@ pub fn dispatches(plan: &Plan) -> usize {
     plan.iter().filter(|d| !d.is_empty()).count()
 }
 
+/// The samplers whose steps `tweedie info` and `tweedie bench` report.
+pub const STEP_METHODS: [(&str, Method); 4] = [
+    ("ddpm", Method::Ddpm),
+    ("dps", Method::Dps),
+    ("dmps", Method::Dmps),
+    ("cdps", Method::Cdps),
+];
+
+/// `method` planned on box inpainting (a zero measurement, sigma_y 0.05) for
+/// `batch` samples at the score model's resolution, at most 1000 steps;
+/// `None` for a method the model's process does not support (C-DPS on a flow).
+pub fn box_inpainting_sampler(
+    gpu: &Gpu,
+    unet: &Unet,
+    score: &UnetScore,
+    method: Method,
+    batch: usize,
+) -> Result<Option<Sampler>, SamplerError> {
+    let opts = SamplerOptions {
+        steps: unet.process.max_steps().unwrap_or(1000).min(1000),
+        ..SamplerOptions::default()
+    };
+    let op = task::build(
+        gpu,
+        &TaskSpec::new(Task::InpaintBox),
+        crate::samplers::ScoreModel::in_shape(score),
+        0,
+    )?;
+    let y = vec![0f32; op.out_shape().iter().product()];
+    let meas = (method != Method::Ddpm).then_some(Measurement {
+        op: op.as_ref(),
+        y: &y,
+        sigma_y: 0.05,
+    });
+    match Sampler::new(gpu, method, score, meas, batch, &opts) {
+        Ok(s) => Ok(Some(s)),
+        Err(SamplerError::Invalid(_)) if unet.process.is_flow() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Plans everything for `batch` images of `size` x `size` and reports the figures.
 pub fn measure(gpu: &Gpu, unet: Arc<Unet>, size: usize, batch: usize) -> Result<Figures, SamplerError> {
     let g = &unet.graph;
@@ -73,41 +114,18 @@ pub fn measure(gpu: &Gpu, unet: Arc<Unet>, size: usize, batch: usize) -> Result<
         }
     };
     gpu.sync()?;
-    let process = unet.process;
     let score = UnetScore::new(unet.clone(), size, size);
-    let in_shape = [unet.config.in_channels(), size, size];
     let mut steps = std::collections::BTreeMap::new();
-    for (name, method) in [
-        ("ddpm", Method::Ddpm),
-        ("dps", Method::Dps),
-        ("dmps", Method::Dmps),
-        ("cdps", Method::Cdps),
-    ] {
-        let opts = SamplerOptions {
-            steps: process.max_steps().unwrap_or(1000).min(1000),
-            ..SamplerOptions::default()
-        };
+    for (name, method) in STEP_METHODS {
         let before = gpu.allocated();
-        let op = task::build(gpu, &TaskSpec::new(Task::InpaintBox), in_shape, 0)?;
-        let y = vec![0f32; op.out_shape().iter().product()];
-        let meas = (method != Method::Ddpm).then_some(Measurement {
-            op: op.as_ref(),
-            y: &y,
-            sigma_y: 0.05,
-        });
-        match Sampler::new(gpu, method, &score, meas, batch, &opts) {
-            Ok(s) => {
-                steps.insert(
-                    name,
-                    PlanFigure {
-                        bytes: (gpu.allocated() - before).storage,
-                        dispatches: s.step_dispatches(),
-                    },
-                );
-            }
-            // A method the model's process does not support (C-DPS on a flow).
-            Err(SamplerError::Invalid(_)) if process.is_flow() => {}
-            Err(e) => return Err(e),
+        if let Some(s) = box_inpainting_sampler(gpu, &unet, &score, method, batch)? {
+            steps.insert(
+                name,
+                PlanFigure {
+                    bytes: (gpu.allocated() - before).storage,
+                    dispatches: s.step_dispatches(),
+                },
+            );
         }
         gpu.sync()?;
     }

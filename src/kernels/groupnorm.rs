@@ -89,6 +89,46 @@ impl GroupNormShape {
     }
 }
 
+/// The scale-shift binding (`dummy` without one) and the parameter uniform
+/// of a forward GroupNorm, chunked or one-pass.
+#[allow(clippy::too_many_arguments)]
+fn forward_binds<'a>(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    gamma_off: usize,
+    beta_off: usize,
+    scale_shift: Option<(&'a wgpu::Buffer, usize)>,
+    silu: bool,
+    dummy: &'a wgpu::Buffer,
+) -> (&'a wgpu::Buffer, wgpu::Buffer) {
+    assert!(
+        s.groups > 0 && s.c % s.groups == 0,
+        "GroupNorm channels must split into groups"
+    );
+    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
+    (
+        scale_shift.map_or(dummy, |(b, _)| b),
+        gpu.uniform("groupnorm params", &params),
+    )
+}
+
+/// The same for the input gradient, chunked or one-pass.
+fn backward_binds<'a>(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    (gamma_off, beta_off): (usize, usize),
+    scale_shift: Option<(&'a wgpu::Buffer, usize)>,
+    silu: bool,
+    accumulate: bool,
+    dummy: &'a wgpu::Buffer,
+) -> (&'a wgpu::Buffer, wgpu::Buffer) {
+    let params = GroupNormParams::backward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu, accumulate);
+    (
+        scale_shift.map_or(dummy, |(b, _)| b),
+        gpu.uniform("groupnorm bwd params", &params),
+    )
+}
+
 /// The three dispatches of one GroupNorm (partial statistics, their merge, the normalisation). `weights` holds gamma at `gamma_off`
 /// and beta at `beta_off`; `scale_shift` is ([N, 2C] buffer, element offset).
 #[allow(clippy::too_many_arguments)]
@@ -105,13 +145,7 @@ pub fn group_norm(
     y: &wgpu::Buffer,
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
-    assert!(
-        s.groups > 0 && s.c % s.groups == 0,
-        "GroupNorm channels must split into groups"
-    );
-    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
-    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
-    let u = gpu.uniform("groupnorm params", &params);
+    let (ss_buf, u) = forward_binds(gpu, s, gamma_off, beta_off, scale_shift, silu, dummy);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
     let partial = gpu.storage_buffer("groupnorm partial stats", (s.n * s.groups * s.chunks() * 3 * 4) as u64)?;
@@ -160,13 +194,7 @@ pub fn group_norm_onepass(
     y: &wgpu::Buffer,
     dummy: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    assert!(
-        s.groups > 0 && s.c % s.groups == 0,
-        "GroupNorm channels must split into groups"
-    );
-    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
-    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
-    let u = gpu.uniform("groupnorm params", &params);
+    let (ss_buf, u) = forward_binds(gpu, s, gamma_off, beta_off, scale_shift, silu, dummy);
     Dispatch::new(
         gpu,
         &GROUPNORM.typed(dtype),
@@ -196,10 +224,7 @@ pub fn group_norm_bwd_onepass(
     accumulate: bool,
     dummy: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
-    let ss_off = scale_shift.map(|(_, o)| o);
-    let params = GroupNormParams::backward(s, gamma_off, beta_off, ss_off, silu, accumulate);
-    let u = gpu.uniform("groupnorm bwd params", &params);
+    let (ss_buf, u) = backward_binds(gpu, s, (gamma_off, beta_off), scale_shift, silu, accumulate, dummy);
     Dispatch::new(
         gpu,
         &GROUPNORM.typed(dtype),
@@ -229,10 +254,7 @@ pub fn group_norm_bwd(
     accumulate: bool,
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let ss_buf = scale_shift.map_or(dummy, |(b, _)| b);
-    let ss_off = scale_shift.map(|(_, o)| o);
-    let params = GroupNormParams::backward(s, gamma_off, beta_off, ss_off, silu, accumulate);
-    let u = gpu.uniform("groupnorm bwd params", &params);
+    let (ss_buf, u) = backward_binds(gpu, s, (gamma_off, beta_off), scale_shift, silu, accumulate, dummy);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
     let partial = gpu.storage_buffer(
