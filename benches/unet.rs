@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tweedie::gpu::{Dispatch, Plan};
-use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
+use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::tensor::DType;
 use tweedie::unet::memory::PlanKind;
 use tweedie::unet::{AdmConfig, Unet, UnetConfig, UnetForward, UnetVjp};
@@ -98,22 +99,25 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize
     let w = Tensor::zeros(gpu, "w", &[cout * cin * 9 + cout]).unwrap();
     let y = Tensor::zeros(gpu, "y", &[1, cout, side, side]).unwrap();
     let dummy = gpu.storage_buffer("dummy", 16).unwrap();
-    let chosen = ConvTiles::for_gemm(gpu, cout, side * side);
+    let chosen = conv_choice::choose(gpu, ConvPass::Forward, &s, DType::F32);
     let mut g = c.benchmark_group(format!("conv2d_3x3/{side}x{side}x{cin}->{cout}"));
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500));
     g.throughput(Throughput::Elements(s.flops() as u64));
-    let families = [
-        ("large", ConvTiles::LARGE),
-        ("medium", ConvTiles::MEDIUM),
-        ("small", ConvTiles::SMALL),
-    ];
-    for (name, tiles) in std::iter::once(("chosen", chosen)).chain(families) {
-        let d: Dispatch = conv2d(
+    let families = ConvTiles::FAMILIES
+        .into_iter()
+        .filter(|(_, t)| t.fits(gpu))
+        .map(|(n, t)| (n, ConvKernel::simt(t)));
+    let scratch = gpu
+        .storage_buffer("split-K scratch", (4 * cout * side * side * 4) as u64)
+        .unwrap();
+    let split = ("small/split4", ConvKernel::simt(ConvTiles::SMALL).split(4));
+    for (name, kernel) in std::iter::once(("chosen", chosen)).chain(families).chain([split]) {
+        let steps: Vec<Dispatch> = conv2d(
             gpu,
             DType::F32,
-            &tiles,
+            &kernel,
             &s,
             &x.buffer,
             (&w.buffer, 0),
@@ -122,9 +126,10 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize
             1.0,
             &y.buffer,
             &dummy,
+            Some(&scratch),
         )
         .unwrap();
-        let plan = Plan { steps: vec![d] };
+        let plan = Plan { steps };
         g.bench_function(name, |b| {
             b.iter_custom(|it| time(gpu, &|| plan.run(gpu).expect("conv"), it))
         });

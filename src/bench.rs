@@ -17,6 +17,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::gpu::{gpu_times, Gpu, Plan};
+use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvKernel, ConvResidual};
+use crate::kernels::conv_choice::{self, ConvPass, TuneCache};
 use crate::samplers::{Method, SamplerError, UnetScore};
 use crate::unet::graph::Layer;
 use crate::unet::memory::PlanKind;
@@ -33,6 +35,9 @@ pub struct Peak {
     pub fp32_tflops: f64,
     pub fp16_tensor_tflops: f64,
     pub gbps: f64,
+    /// Streaming multiprocessors (NVIDIA) or GPU cores (Apple): how many
+    /// workgroups run at once, in units the kernel choice fills.
+    pub sms: u32,
 }
 
 /// Datasheet peaks of common GPUs, matched by pieces of the adapter name
@@ -44,6 +49,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 67.0,
         fp16_tensor_tflops: 989.5,
         gbps: 4800.0,
+        sms: 132,
     },
     Peak {
         name: "H100 PCIe",
@@ -51,6 +57,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 51.2,
         fp16_tensor_tflops: 756.5,
         gbps: 2000.0,
+        sms: 114,
     },
     Peak {
         name: "H100",
@@ -58,6 +65,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 67.0,
         fp16_tensor_tflops: 989.5,
         gbps: 3350.0,
+        sms: 132,
     },
     Peak {
         name: "A100 80GB",
@@ -65,6 +73,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 19.5,
         fp16_tensor_tflops: 312.0,
         gbps: 2039.0,
+        sms: 108,
     },
     Peak {
         name: "A100",
@@ -72,6 +81,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 19.5,
         fp16_tensor_tflops: 312.0,
         gbps: 1555.0,
+        sms: 108,
     },
     Peak {
         name: "L4",
@@ -79,6 +89,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 30.3,
         fp16_tensor_tflops: 121.0,
         gbps: 300.0,
+        sms: 58,
     },
     Peak {
         name: "RTX 4090",
@@ -86,6 +97,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 82.6,
         fp16_tensor_tflops: 165.2,
         gbps: 1008.0,
+        sms: 128,
     },
     Peak {
         name: "RTX 4080",
@@ -93,6 +105,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 48.7,
         fp16_tensor_tflops: 97.5,
         gbps: 716.8,
+        sms: 76,
     },
     Peak {
         name: "RTX 4070",
@@ -100,6 +113,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 29.1,
         fp16_tensor_tflops: 58.3,
         gbps: 504.2,
+        sms: 46,
     },
     Peak {
         name: "M3 Max",
@@ -107,6 +121,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 16.4,
         fp16_tensor_tflops: 16.4,
         gbps: 400.0,
+        sms: 40,
     },
     Peak {
         name: "M2 Max",
@@ -114,6 +129,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 13.6,
         fp16_tensor_tflops: 13.6,
         gbps: 400.0,
+        sms: 38,
     },
     Peak {
         name: "M1 Max",
@@ -121,6 +137,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 10.4,
         fp16_tensor_tflops: 10.4,
         gbps: 400.0,
+        sms: 32,
     },
     Peak {
         name: "Apple M3",
@@ -128,6 +145,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 4.1,
         fp16_tensor_tflops: 4.1,
         gbps: 100.0,
+        sms: 10,
     },
     Peak {
         name: "Apple M2",
@@ -135,6 +153,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 3.6,
         fp16_tensor_tflops: 3.6,
         gbps: 100.0,
+        sms: 10,
     },
     Peak {
         name: "Apple M1",
@@ -142,6 +161,7 @@ pub const PEAKS: &[Peak] = &[
         fp32_tflops: 2.6,
         fp16_tensor_tflops: 2.6,
         gbps: 68.3,
+        sms: 8,
     },
 ];
 
@@ -168,6 +188,8 @@ struct Row {
     /// How many layers of the model have this shape.
     count: usize,
     shape: Value,
+    /// The convolution kernel the plan chose for this shape (conv rows).
+    kernel: Option<String>,
 }
 
 fn conv_name(prefix: &str, s: &crate::kernels::conv2d::Conv2dShape) -> String {
@@ -183,7 +205,8 @@ fn conv_name(prefix: &str, s: &crate::kernels::conv2d::Conv2dShape) -> String {
 }
 
 /// The distinct layer shapes of a planned forward (and VJP), one row each.
-fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
+fn layer_rows(gpu: &Gpu, fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
+    let chosen = |pass, s: &Conv2dShape| Some(conv_choice::choose(gpu, pass, s, fwd.dtype).describe());
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let mut add = |row: Row| {
         rows.entry(row.name.clone()).and_modify(|r| r.count += 1).or_insert(row);
@@ -209,6 +232,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                     bytes: 0.0,
                     count: 1,
                     shape: shape.clone(),
+                    kernel: chosen(ConvPass::Forward, &s),
                 });
                 if let Some(p) = bwd.get(&li) {
                     add(Row {
@@ -219,6 +243,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                         bytes: 0.0,
                         count: 1,
                         shape,
+                        kernel: chosen(ConvPass::BwdData, &s),
                     });
                 }
             }
@@ -241,6 +266,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                     count: 1,
                     shape: json!({"op": "groupnorm", "n": s.n, "c": s.c, "hw": s.hw, "groups": s.groups,
                         "silu": silu, "scale_shift": scale_shift.is_some()}),
+                    kernel: None,
                 });
             }
             (Layer::Attention { .. }, LayerShape::Attention(s)) => {
@@ -254,6 +280,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                     bytes: 0.0,
                     count: 1,
                     shape: shape.clone(),
+                    kernel: None,
                 });
                 if let Some(p) = bwd.get(&li) {
                     add(Row {
@@ -264,6 +291,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                         bytes: 0.0,
                         count: 1,
                         shape,
+                        kernel: None,
                     });
                 }
             }
@@ -275,6 +303,7 @@ fn layer_rows(fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
                 bytes: 0.0,
                 count: 1,
                 shape: json!({"op": "linear", "n": n, "din": din, "dout": dout}),
+                kernel: None,
             }),
             _ => {}
         }
@@ -299,7 +328,7 @@ pub fn bench_model(
     let fwd = UnetForward::new_kind(gpu, &unet, batch, size, size, PlanKind::ForwardVjp).map_err(plan_err)?;
     let vjp = UnetVjp::new(gpu, &unet, &fwd).map_err(plan_err)?;
     let flops = unet.graph.flops(size, size) * batch as f64;
-    let mut rows = layer_rows(&fwd, &vjp, elem);
+    let mut rows = layer_rows(gpu, &fwd, &vjp, elem);
     rows.push(Row {
         name: "forward".into(),
         kind: "model",
@@ -308,6 +337,7 @@ pub fn bench_model(
         bytes: 0.0,
         count: 1,
         shape: Value::Null,
+        kernel: None,
     });
     rows.push(Row {
         name: "forward_vjp".into(),
@@ -317,6 +347,7 @@ pub fn bench_model(
         bytes: 0.0,
         count: 1,
         shape: Value::Null,
+        kernel: None,
     });
     let mut out = time_rows(gpu, &rows, iters, dtype, size, batch, peak)?;
     drop((rows, vjp, fwd));
@@ -340,6 +371,7 @@ pub fn bench_model(
             bytes: 0.0,
             count: 1,
             shape: Value::Null,
+            kernel: None,
         };
         out.extend(time_rows(gpu, &[row], iters, dtype, size, batch, peak)?);
         gpu.sync()?;
@@ -402,9 +434,141 @@ fn time_rows(
                 "gbps": gbps,
                 "peak_fraction": fraction,
                 "shape": r.shape,
+                "kernel": r.kernel,
             })
         })
         .collect())
+}
+
+/// `tweedie bench --tune`: times every candidate kernel
+/// ([`conv_choice::candidates`]) on each distinct convolution of `unet` at
+/// this size, batch and precision, forward and backward-data, and records
+/// the fastest in the autotune cache ([`conv_choice::cache_path`]) under
+/// this adapter. Returns one record per layer shape and pass: the
+/// heuristic's kernel and time, the best kernel and time, and every
+/// candidate's time. Needs timestamp queries (wall-clock timing of single
+/// dispatches is too coarse to rank kernels).
+pub fn tune_model(gpu: &Gpu, unet: &Unet, size: usize, batch: usize, iters: usize) -> Result<Vec<Value>, SamplerError> {
+    let gerr = |e: crate::gpu::GpuError| SamplerError::Invalid(e.to_string());
+    if !gpu.features.contains(wgpu::Features::TIMESTAMP_QUERY) {
+        return Err(SamplerError::Invalid(format!(
+            "--tune needs GPU timestamp queries, which {} does not offer",
+            gpu.describe()
+        )));
+    }
+    let path = conv_choice::cache_path().ok_or_else(|| {
+        SamplerError::Invalid("--tune: no cache location (TWEEDIE_TUNE_CACHE is off and no HOME)".into())
+    })?;
+    let mut cache = TuneCache::read(&path).map_err(SamplerError::Invalid)?;
+    cache.version = 1;
+    let dtype = unet.dtype();
+    let g = &unet.graph;
+    let mut shapes: Vec<Conv2dShape> = Vec::new();
+    for l in &g.layers {
+        if let LayerShape::Conv { shape, .. } = g.layer_shape(l, batch, size, size) {
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
+        }
+    }
+    let elem = dtype.size_bytes() as u64;
+    let mut out = Vec::new();
+    let entries = cache.adapters.entry(conv_choice::adapter_key(gpu)).or_default();
+    for s in &shapes {
+        let (ho, wo) = s.out_hw();
+        let x = gpu
+            .storage_buffer("tune x", (s.n * s.cin * s.h * s.w) as u64 * elem)
+            .map_err(gerr)?;
+        let y = gpu
+            .storage_buffer("tune y", (s.n * s.cout * ho * wo) as u64 * elem)
+            .map_err(gerr)?;
+        let w = gpu
+            .storage_buffer("tune w", (s.cout * s.cin * s.ks * s.ks + s.cout) as u64 * elem)
+            .map_err(gerr)?;
+        let dummy = gpu.storage_buffer("tune dummy", 16).map_err(gerr)?;
+        for pass in [ConvPass::Forward, ConvPass::BwdData] {
+            let (m, p, k) = pass.gemm(s);
+            let cands = conv_choice::candidates(gpu, pass, s, dtype);
+            let heuristic = conv_choice::heuristic(gpu, pass, s, dtype);
+            let scratch_bytes = cands.iter().map(|c| c.scratch_bytes(m, p, k)).max().unwrap_or(0);
+            let scratch = gpu
+                .storage_buffer("tune split-K scratch", scratch_bytes.max(16))
+                .map_err(gerr)?;
+            let plan_of = |c: &ConvKernel| -> Result<Plan, crate::gpu::GpuError> {
+                let steps = match pass {
+                    ConvPass::Forward => conv2d(
+                        gpu,
+                        dtype,
+                        c,
+                        s,
+                        &x,
+                        (&w, 0),
+                        (&w, s.cout * s.cin * s.ks * s.ks),
+                        ConvResidual::None,
+                        1.0,
+                        &y,
+                        &dummy,
+                        Some(&scratch),
+                    )?,
+                    ConvPass::BwdData => {
+                        conv2d_bwd_data(gpu, dtype, c, s, &y, (&w, 0), 1.0, false, &x, Some(&scratch))?
+                    }
+                };
+                Ok(Plan { steps })
+            };
+            let plans = cands.iter().map(plan_of).collect::<Result<Vec<_>, _>>().map_err(gerr)?;
+            let refs: Vec<&Plan> = plans.iter().collect();
+            let times = gpu_times(gpu, &refs, iters).map_err(gerr)?.unwrap_or_default();
+            gpu.sync().map_err(gerr)?;
+            let timed: Vec<(ConvKernel, f64)> = cands
+                .iter()
+                .copied()
+                .zip(times.iter().map(|d| d.as_secs_f64()))
+                .collect();
+            let Some(&(best, best_s)) = timed.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+                continue;
+            };
+            let heur_s = timed.iter().find(|(c, _)| *c == heuristic).map(|t| t.1);
+            entries.insert(conv_choice::layer_key(pass, s, dtype), conv_choice::spec(&best));
+            let flops = s.flops();
+            out.push(json!({
+                "kind": "tune",
+                "device": gpu.describe(),
+                "name": conv_name(if pass == ConvPass::Forward { "conv" } else { "conv_bwd" }, s),
+                "precision": dtype.wgsl(),
+                "heuristic": heuristic.describe(),
+                "heuristic_ms": heur_s.map(|t| t * 1e3),
+                "best": best.describe(),
+                "best_ms": best_s * 1e3,
+                "best_tflops": flops / best_s / 1e12,
+                "candidates": timed.iter().map(|(c, t)| json!({"kernel": c.describe(), "ms": t * 1e3})).collect::<Vec<_>>(),
+            }));
+        }
+    }
+    cache.write(&path).map_err(SamplerError::Invalid)?;
+    Ok(out)
+}
+
+/// The tuning records as a text table.
+pub fn tune_table(records: &[Value]) -> String {
+    let mut out = format!(
+        "{:<44} {:>18} {:>10} {:>18} {:>10} {:>8}\n",
+        "layer", "heuristic", "ms", "best", "ms", "speedup"
+    );
+    for r in records {
+        let h = r["heuristic_ms"].as_f64();
+        let b = r["best_ms"].as_f64().unwrap_or(f64::NAN);
+        out += &format!(
+            "{:<44} {:>18} {:>10} {:>18} {:>10.3} {:>8}\n",
+            r["name"].as_str().unwrap_or("?"),
+            r["heuristic"].as_str().unwrap_or("?"),
+            h.map_or("-".into(), |h| format!("{h:.3}")),
+            r["best"].as_str().unwrap_or("?"),
+            b,
+            h.map_or("-".into(), |h| format!("{:.2}x", h / b)),
+        );
+    }
+    out
 }
 
 /// The records as a text table: name, layers of that shape, median time,

@@ -51,10 +51,19 @@ fn twins() -> Vec<Twin> {
         twin!(COLORIZE, "Params" => colorize::ColorizeParams { batch, hw, channels, scale }),
         twin!(CONV2D, "Params" => conv2d::Conv2dParams {
             n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
-            res_stride, out_scale
+            res_stride, out_scale, k_split, splits
         }),
         twin!(CONV2D, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
-            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale
+            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale, k_split,
+            splits, stride_shift
+        }),
+        twin!(CONV2D_COOP, "Params" => conv2d::Conv2dParams {
+            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
+            res_stride, out_scale, k_split, splits
+        }),
+        twin!(CONV2D_COOP, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
+            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale, k_split,
+            splits, stride_shift
         }),
         twin!(GROUPNORM, "Params" => groupnorm::GroupNormParams {
             n, c, hw, groups, eps, silu, scale_shift, gamma_off, beta_off, ss_off, chunk_len, chunks, accumulate
@@ -254,9 +263,16 @@ fn mirrored_constants() -> Vec<(&'static Shader, &'static str, f64)> {
         (&ATTENTION, "BLOCK", attention::BLOCK as f64),
         (&RESAMPLE, "WG", resample::WG as f64),
         (&TIMESTEP, "WG", timestep::WG as f64),
-        (&CONV2D, "RM", conv2d::RM as f64),
-        (&CONV2D, "RN", conv2d::RN as f64),
+        (&CONV2D, "RM", conv2d::ConvTiles::MEDIUM.rm as f64),
+        (&CONV2D, "RN", conv2d::ConvTiles::MEDIUM.rn as f64),
         (&CONV2D, "MAX_TILE", conv2d::MAX_TILE as f64),
+        (&CONV2D, "MAX_LD", conv2d::MAX_LD as f64),
+        (&CONV2D, "MAX_ACC", conv2d::MAX_ACC as f64),
+        (&CONV2D, "WG1", conv2d::WG_FIXUP as f64),
+        (&CONV2D_COOP, "TM", conv_coop::TM as f64),
+        (&CONV2D_COOP, "TN", conv_coop::TN as f64),
+        (&CONV2D_COOP, "TK", conv_coop::TK as f64),
+        (&CONV2D_COOP, "WG", conv_coop::WG as f64),
         (&CONV2D, "WG_M", conv2d::ConvTiles::MEDIUM.wg_m as f64),
         (&CONV2D, "WG_N", conv2d::ConvTiles::MEDIUM.wg_n as f64),
         (&CONV2D, "TK", conv2d::ConvTiles::MEDIUM.tk as f64),

@@ -12,7 +12,8 @@ use common::*;
 use half::f16;
 use tweedie::gpu::{Dispatch, Gpu};
 use tweedie::kernels::attention::{attention, attention_bwd, AttentionShape};
-use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
+use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
 use tweedie::kernels::linear::linear;
 use tweedie::kernels::resample::{
@@ -122,11 +123,11 @@ fn conv2d_forward_and_backward_data_in_f16() {
                 up(&gpu, dt, &vec![0.0; ny]),
                 f32_zeros(&gpu, 4),
             );
-            let tiles = ConvTiles::for_gemm(&gpu, s.cout, s.n * ho * wo);
+            let kernel = conv_choice::choose(&gpu, ConvPass::Forward, &s, dt);
             let d = conv2d(
                 &gpu,
                 dt,
-                &tiles,
+                &kernel,
                 &s,
                 &xb,
                 (&wb, 1),
@@ -135,17 +136,18 @@ fn conv2d_forward_and_backward_data_in_f16() {
                 0.7,
                 &yb,
                 &dummy,
+                None,
             )
             .unwrap();
-            run(&gpu, vec![d]);
+            run(&gpu, d);
             down(&gpu, dt, &yb, ny)
         });
         for accumulate in [false, true] {
             compare(&format!("conv2d_bwd_data {s:?} acc {accumulate}"), |dt| {
                 let (gb, wb, dxb) = (up(&gpu, dt, &dy), up(&gpu, dt, &wts), up(&gpu, dt, &prior));
-                let tiles = ConvTiles::for_gemm(&gpu, s.cin, s.n * s.h * s.w);
-                let d = conv2d_bwd_data(&gpu, dt, &tiles, &s, &gb, (&wb, 1), 0.7, accumulate, &dxb).unwrap();
-                run(&gpu, vec![d]);
+                let kernel = conv_choice::choose(&gpu, ConvPass::BwdData, &s, dt);
+                let d = conv2d_bwd_data(&gpu, dt, &kernel, &s, &gb, (&wb, 1), 0.7, accumulate, &dxb, None).unwrap();
+                run(&gpu, d);
                 down(&gpu, dt, &dxb, nx)
             });
         }
@@ -272,7 +274,17 @@ fn attention_forward_and_backward_in_f16() {
     }
     let gpu = gpu();
     let mut r = rng(47);
-    for (n, heads, ch, t, split) in [(2, 3, 5, 7, false), (2, 2, 16, 33, true), (1, 2, 70, 6, true)] {
+    // Off the 16-row blocks and the key tiles, head widths of 1, off the 4
+    // lanes, one block and several (the last partial), t = 1.
+    for (n, heads, ch, t, split) in [
+        (2, 3, 5, 7, false),
+        (2, 2, 16, 33, true),
+        (1, 2, 70, 6, true),
+        (2, 4, 1, 37, false),
+        (1, 3, 33, 1, true),
+        (2, 2, 64, 37, false),
+        (1, 1, 256, 20, true),
+    ] {
         let sc = 1.0 / (ch as f32).sqrt().sqrt();
         let s = AttentionShape {
             n,

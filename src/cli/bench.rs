@@ -37,6 +37,14 @@ pub struct BenchArgs {
     /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// With --model: time every candidate convolution kernel (tile family,
+    /// split-K, tensor cores) on each of the model's convolution shapes at
+    /// this size, batch and precision, and save the fastest in the autotune
+    /// cache ($TWEEDIE_TUNE_CACHE, else $XDG_CACHE_HOME/tweedie/tune.json or
+    /// ~/.cache/tweedie/tune.json) for this adapter. Plans built afterwards
+    /// use it. Needs GPU timestamp queries.
+    #[arg(long, requires = "model")]
+    pub tune: bool,
 }
 
 /// A quick timing of each kernel family on this machine's GPU (the criterion
@@ -99,6 +107,28 @@ fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> a
         "--image-size {}: this U-Net needs a multiple of {m}",
         args.image_size
     );
+    if args.tune {
+        let records = crate::bench::tune_model(gpu, &unet, args.image_size, args.batch, args.iters as usize)?;
+        if args.json {
+            for r in &records {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        } else {
+            println!(
+                "tuned {} on {}: {2}x{2}, batch {3}, {4}",
+                model.display(),
+                gpu.describe(),
+                args.image_size,
+                args.batch,
+                args.precision.name()
+            );
+            print!("{}", crate::bench::tune_table(&records));
+            if let Some(p) = crate::kernels::conv_choice::cache_path() {
+                println!("saved to {}", p.display());
+            }
+        }
+        return Ok(());
+    }
     let peak = crate::bench::PeakOverride {
         tflops: args.peak_tflops,
         gbps: args.peak_gbps,

@@ -24,6 +24,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// The cooperative-matrix configurations the adapter reports (empty
+    /// without the experimental feature).
+    pub cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
     modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors no scope caught (they would abort the process with wgpu's default
@@ -70,6 +73,9 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
+    /// Whether the cooperative-matrix (tensor-core) convolution can run here,
+    /// and if not, why.
+    pub cooperative_matrix: String,
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u32 {
@@ -142,8 +148,19 @@ impl Gpu {
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let features = adapter.features() & optional;
+        let cooperative_matrix = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
+        let features = if cooperative_matrix.is_empty() {
+            features - wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        } else {
+            features
+        };
         // The adapter's real limits, not wgpu's conservative defaults (NVIDIA
         // offers 48 KiB of workgroup memory where the default is 16 KiB).
         let limits = adapter.limits();
@@ -152,13 +169,24 @@ impl Gpu {
                 label: Some("tweedie"),
                 required_features: features,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                // Experimental features are enabled only when the adapter has
+                // cooperative matrices, which need them; the kernels that use
+                // them are chosen per adapter and tested where they run.
+                experimental_features: if cooperative_matrix.is_empty() {
+                    wgpu::ExperimentalFeatures::disabled()
+                } else {
+                    // SAFETY: only the cooperative-matrix feature is requested
+                    // through this token; its shaders are validated by naga.
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
             .await
             .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
-        Ok(Self::from_device(device, queue, Some(info)))
+        let mut gpu = Self::from_device(device, queue, Some(info));
+        gpu.cooperative_matrix = cooperative_matrix;
+        Ok(gpu)
     }
 
     /// Builds a context on a device the caller already owns (a graphics
@@ -189,6 +217,7 @@ impl Gpu {
         Gpu {
             limits: device.limits(),
             features: device.features(),
+            cooperative_matrix: Vec::new(),
             device,
             queue,
             info,
@@ -214,6 +243,10 @@ impl Gpu {
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: match crate::kernels::conv_coop::unsupported(self) {
+                None => "yes".into(),
+                Some(why) => format!("no: {why}"),
+            },
         }
     }
 
@@ -347,6 +380,27 @@ impl Gpu {
                 label: Some(label),
                 size: bytes,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 4) that can also hold
+    /// indirect-dispatch args ([`crate::gpu::Dispatch::indirect`]): kernels
+    /// write it as storage, later dispatches read their grid from it.
+    /// Zero-initialised by wgpu.
+    pub fn indirect_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = bytes.max(12).div_ceil(4) * 4;
+        self.check_binding_size(label, bytes)?;
+        self.storage_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.scoped(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::INDIRECT
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         })

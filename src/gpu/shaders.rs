@@ -60,6 +60,7 @@ impl Shader {
                 let alias = format!("alias T = {};", dtype.wgsl());
                 let body = self.source.replacen(ALIAS_F32, &alias, 1);
                 Cow::Owned(match dtype {
+                    DType::F16 if body.contains("enable f16;") => body,
                     DType::F16 => format!("enable f16;\n{body}"),
                     DType::F32 => body,
                 })
@@ -85,6 +86,7 @@ shaders! {
     MASK => "mask",
     COLORIZE => "colorize",
     CONV2D => "conv2d",
+    CONV2D_COOP => "conv2d_coop",
     GROUPNORM => "groupnorm",
     LINEAR => "linear",
     ATTENTION => "attention",

@@ -1,7 +1,7 @@
 //! `shaders/conv2d.wgsl`: 2-D convolution + bias (+ residual) as an implicit
 //! GEMM with shared-memory tiles and register blocking.
 
-use crate::gpu::{Dispatch, Gpu, GpuError, CONV2D};
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV2D};
 use crate::tensor::DType;
 
 #[repr(C)]
@@ -24,7 +24,11 @@ pub struct Conv2dParams {
     pub res_off: u32,
     pub res_stride: u32,
     pub out_scale: f32,
-    pub _pad: [u32; 3],
+    /// K elements per split (a multiple of TK; K when not split).
+    pub k_split: u32,
+    /// 1: the epilogue in place; > 1: f32 partial sums for the fix-up pass.
+    pub splits: u32,
+    pub _pad: u32,
 }
 
 impl Conv2dParams {
@@ -62,7 +66,9 @@ impl Conv2dParams {
             res_off: u(res_off),
             res_stride: u(res_stride),
             out_scale,
-            _pad: [0; 3],
+            k_split: u(s.cin * s.ks * s.ks),
+            splits: 1,
+            _pad: 0,
         }
     }
 }
@@ -87,7 +93,11 @@ pub struct Conv2dBwdDataParams {
     /// 1: dx += scale * ..., 0: dx = scale * ...
     pub accumulate: u32,
     pub scale: f32,
-    pub _pad: [u32; 2],
+    pub k_split: u32,
+    pub splits: u32,
+    /// log2(stride) when the stride is a power of two, else 32.
+    pub stride_shift: u32,
+    pub _pad: [u32; 3],
 }
 
 impl Conv2dBwdDataParams {
@@ -110,45 +120,91 @@ impl Conv2dBwdDataParams {
             w_off: u(w_off),
             accumulate: accumulate as u32,
             scale,
-            _pad: [0; 2],
+            k_split: u(s.cout * s.ks * s.ks),
+            splits: 1,
+            stride_shift: if s.stride.is_power_of_two() {
+                s.stride.trailing_zeros()
+            } else {
+                32
+            },
+            _pad: [0; 3],
         }
     }
 }
 
-/// Register block per thread (mirrors `RM`, `RN` in the WGSL).
-pub const RM: u32 = 4;
-pub const RN: u32 = 4;
-/// Capacity of each shared tile in floats (mirrors `MAX_TILE`).
+/// Capacity of each workgroup tile in floats (mirrors `MAX_TILE`): a tile
+/// uses TK * (TM + 4) of them (one vec4 of padding per k row).
 pub const MAX_TILE: u32 = 2048;
+/// Per-thread loads per slice and the register block, at most (mirror
+/// `MAX_LD`, `MAX_ACC`).
+pub const MAX_LD: u32 = 8;
+pub const MAX_ACC: u32 = 64;
+/// Threads per workgroup of the split-K fix-up (mirrors `WG1`).
+pub const WG_FIXUP: u32 = 256;
 
-/// Workgroup geometry: WG_M x WG_N threads, TK-deep tiles. The output tile
-/// is (WG_M * RM) x (WG_N * RN).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Workgroup geometry of the SIMT kernels: WG_M x WG_N threads, each owning
+/// an RM x RN register block, TK-deep tiles. The output tile is
+/// (WG_M * RM) x (WG_N * RN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvTiles {
     pub wg_m: u32,
     pub wg_n: u32,
     pub tk: u32,
+    /// Rows and columns per thread: 4 or 8.
+    pub rm: u32,
+    pub rn: u32,
 }
 
 impl ConvTiles {
-    /// 128 x 128 outputs: 32 x 32 threads, 16 deep (1024 invocations).
+    /// 128 x 128 outputs: 16 x 16 threads with 8 x 8 blocks, 8 deep (the
+    /// large-GEMM family: twice the arithmetic per shared-memory load).
+    pub const WIDE: ConvTiles = ConvTiles {
+        wg_m: 16,
+        wg_n: 16,
+        tk: 8,
+        rm: 8,
+        rn: 8,
+    };
+    /// 128 x 128 outputs: 32 x 32 threads with 4 x 4 blocks, 8 deep (1024
+    /// invocations).
     pub const LARGE: ConvTiles = ConvTiles {
         wg_m: 32,
         wg_n: 32,
-        tk: 16,
+        tk: 8,
+        rm: 4,
+        rn: 4,
     };
     /// 64 x 64 outputs: 16 x 16 threads, 16 deep (the default).
     pub const MEDIUM: ConvTiles = ConvTiles {
         wg_m: 16,
         wg_n: 16,
         tk: 16,
+        rm: 4,
+        rn: 4,
     };
     /// 32 x 32 outputs: 8 x 8 threads, 16 deep (fits any adapter).
     pub const SMALL: ConvTiles = ConvTiles {
         wg_m: 8,
         wg_n: 8,
         tk: 16,
+        rm: 4,
+        rn: 4,
     };
+    /// Every family, largest first.
+    pub const FAMILIES: [(&'static str, ConvTiles); 4] = [
+        ("wide", Self::WIDE),
+        ("large", Self::LARGE),
+        ("medium", Self::MEDIUM),
+        ("small", Self::SMALL),
+    ];
+
+    /// The family's name in [`Self::FAMILIES`], or "custom".
+    pub fn name(&self) -> &'static str {
+        Self::FAMILIES
+            .iter()
+            .find(|(_, t)| t == self)
+            .map_or("custom", |(n, _)| n)
+    }
 
     /// Whether the adapter's limits allow these tiles.
     pub fn fits(&self, gpu: &Gpu) -> bool {
@@ -159,60 +215,144 @@ impl ConvTiles {
             && l.max_compute_workgroup_storage_size >= 2 * MAX_TILE * 4
     }
 
-    /// The default tiles where the adapter's limits allow them.
-    pub fn for_gpu(gpu: &Gpu) -> ConvTiles {
-        if Self::MEDIUM.fits(gpu) {
-            Self::MEDIUM
-        } else {
-            Self::SMALL
-        }
-    }
-
-    /// Tiles for a GEMM of `rows` x `cols` outputs: the default, or 32 x 32
-    /// where 64 x 64 would leave too few workgroups to fill a big GPU (the 8x8
-    /// and 16x16 levels of a 256 px U-Net) or pad the GEMM by more than 30%
-    /// (few output channels). LARGE is measured by benches/unet.rs but not
-    /// chosen until hardware shows it pays. The thresholds are a first guess,
-    /// not yet tuned on hardware.
-    pub fn for_gemm(gpu: &Gpu, rows: usize, cols: usize) -> ConvTiles {
-        let t = Self::for_gpu(gpu);
-        let (gr, gc) = ((rows as u32).div_ceil(t.tm()), (cols as u32).div_ceil(t.tn()));
-        let padded = (gr * t.tm()) as f64 * (gc * t.tn()) as f64;
-        if gr * gc >= 128 && padded <= 1.3 * (rows * cols) as f64 {
-            t
-        } else {
-            Self::SMALL
-        }
-    }
-
     /// The loaders assume every thread keeps fixed tile columns: the thread
-    /// count must be a multiple of TK and of TN (so WG_M a multiple of RN).
-    fn check(&self) {
+    /// count must be a multiple of TK and of TN, TM a multiple of the rows
+    /// one pass of the W loader covers, and the loads and blocks fit their
+    /// register arrays.
+    pub fn valid(&self) -> Result<(), String> {
         let threads = self.wg_m * self.wg_n;
-        assert!(
-            threads % self.tk == 0 && threads % self.tn() == 0,
-            "conv tiles {self:?} do not fit the loaders"
-        );
-        assert!(
-            self.tk * self.tm() <= MAX_TILE && self.tk * self.tn() <= MAX_TILE,
-            "conv tiles {self:?} exceed MAX_TILE"
-        );
+        let ok = matches!(self.rm, 4 | 8)
+            && matches!(self.rn, 4 | 8)
+            && self.tk > 0
+            && threads % self.tk == 0
+            && threads % self.tn() == 0
+            && self.tm() % (threads / self.tk) == 0
+            && self.tm() / (threads / self.tk) <= MAX_LD
+            && self.tk / (threads / self.tn()) <= MAX_LD
+            && self.tk * (self.tm() + 4) <= MAX_TILE
+            && self.tk * (self.tn() + 4) <= MAX_TILE;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("conv tiles {self:?} do not fit the loaders"))
+        }
     }
 
     pub fn tm(&self) -> u32 {
-        self.wg_m * RM
+        self.wg_m * self.rm
     }
 
     pub fn tn(&self) -> u32 {
-        self.wg_n * RN
+        self.wg_n * self.rn
     }
 
-    fn overrides(&self) -> [(&'static str, f64); 3] {
-        [
+    fn overrides(&self, round_f16: bool) -> Vec<(&'static str, f64)> {
+        vec![
             ("WG_M", self.wg_m as f64),
             ("WG_N", self.wg_n as f64),
             ("TK", self.tk as f64),
+            ("RM", self.rm as f64),
+            ("RN", self.rn as f64),
+            ("ROUND_F16", round_f16 as u32 as f64),
         ]
+    }
+}
+
+/// How one convolution runs: the SIMT kernel with a tile family and a
+/// split-K factor, or the cooperative-matrix (tensor-core) kernel. Chosen
+/// once when a plan is built ([`crate::kernels::conv_choice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvKernel {
+    pub tiles: ConvTiles,
+    /// Workgroups along K; 1 runs the epilogue in place.
+    pub splits: u32,
+    /// Round the operands to f16 in the SIMT kernel (the cooperative path's
+    /// numerics, emulated).
+    pub round_f16: bool,
+    /// The cooperative-matrix kernel (`conv2d_coop.wgsl`) instead of SIMT.
+    pub coop: bool,
+}
+
+impl ConvKernel {
+    /// The SIMT kernel with `tiles`, unsplit.
+    pub const fn simt(tiles: ConvTiles) -> ConvKernel {
+        ConvKernel {
+            tiles,
+            splits: 1,
+            round_f16: false,
+            coop: false,
+        }
+    }
+
+    pub const fn split(self, splits: u32) -> ConvKernel {
+        ConvKernel { splits, ..self }
+    }
+
+    /// (K elements per split, splits actually used) for a reduction of
+    /// `kdim`: each split covers whole TK slices and none is empty.
+    pub fn split_plan(&self, kdim: usize) -> (u32, u32) {
+        let tk = self.k_step();
+        let slices = (kdim as u32).div_ceil(tk).max(1);
+        let per = slices.div_ceil(self.splits.clamp(1, slices));
+        let k_split = per * tk;
+        (k_split, (kdim as u32).div_ceil(k_split).max(1))
+    }
+
+    /// The K step of a workgroup: TK for SIMT, the fragment depth for the
+    /// cooperative kernel.
+    fn k_step(&self) -> u32 {
+        if self.coop {
+            crate::kernels::conv_coop::TK
+        } else {
+            self.tiles.tk
+        }
+    }
+
+    /// Bytes of f32 partial sums a split run of a `rows` x `cols` GEMM
+    /// needs (0 unsplit).
+    pub fn scratch_bytes(&self, rows: usize, cols: usize, kdim: usize) -> u64 {
+        let (_, splits) = self.split_plan(kdim);
+        if splits > 1 {
+            (splits as usize * rows * cols * 4) as u64
+        } else {
+            0
+        }
+    }
+
+    /// Dispatches per convolution: the GEMM, plus the fix-up when split.
+    pub fn dispatches(&self, kdim: usize) -> usize {
+        1 + (self.split_plan(kdim).1 > 1) as usize
+    }
+
+    /// Workgroups of the GEMM dispatch for a `rows` x `cols` output.
+    pub fn workgroups(&self, rows: usize, cols: usize, kdim: usize) -> u64 {
+        let (tm, tn) = self.tile_mn();
+        let (_, splits) = self.split_plan(kdim);
+        (rows as u64).div_ceil(tm as u64) * (cols as u64).div_ceil(tn as u64) * splits as u64
+    }
+
+    fn tile_mn(&self) -> (u32, u32) {
+        if self.coop {
+            (crate::kernels::conv_coop::TM, crate::kernels::conv_coop::TN)
+        } else {
+            (self.tiles.tm(), self.tiles.tn())
+        }
+    }
+
+    /// A short description: "medium", "wide/split4", "coop".
+    pub fn describe(&self) -> String {
+        let mut s = if self.coop {
+            "coop".to_string()
+        } else {
+            self.tiles.name().to_string()
+        };
+        if self.splits > 1 {
+            s += &format!("/split{}", self.splits);
+        }
+        if self.round_f16 && !self.coop {
+            s += "/f16-operands";
+        }
+        s
     }
 }
 
@@ -252,12 +392,39 @@ pub enum ConvResidual<'a> {
     Channel(&'a wgpu::Buffer, usize, usize),
 }
 
-/// One planned convolution. `dummy` is bound where no residual is read.
+/// The split-K scratch a kernel needs, or an error naming the layer when the
+/// caller gave none (or too little).
+fn split_scratch<'a>(
+    kernel: &ConvKernel,
+    what: &str,
+    rows: usize,
+    cols: usize,
+    kdim: usize,
+    scratch: Option<&'a wgpu::Buffer>,
+) -> Result<Option<&'a wgpu::Buffer>, GpuError> {
+    let need = kernel.scratch_bytes(rows, cols, kdim);
+    if need == 0 {
+        return Ok(None);
+    }
+    match scratch {
+        Some(b) if b.size() >= need => Ok(Some(b)),
+        _ => Err(GpuError::Other(format!(
+            "{what}: split-K over {} needs {need} bytes of scratch, got {}",
+            kernel.splits,
+            scratch.map_or(0, |b| b.size())
+        ))),
+    }
+}
+
+/// One planned convolution: y = (conv(x, W) + b + residual) * out_scale.
+/// `dummy` is bound where no residual is read; `scratch` holds the split-K
+/// partials ([`ConvKernel::scratch_bytes`]) and may be `None` when unsplit.
+/// One dispatch, or two when split (the GEMM, then the fix-up).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     gpu: &Gpu,
     dtype: DType,
-    tiles: &ConvTiles,
+    kernel: &ConvKernel,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     w: (&wgpu::Buffer, usize),
@@ -266,52 +433,109 @@ pub fn conv2d(
     out_scale: f32,
     y: &wgpu::Buffer,
     dummy: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
+    scratch: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>, GpuError> {
     let (ho, wo) = s.out_hw();
-    let params = Conv2dParams::forward(s, w.1, b.1, &res, out_scale);
+    let pixels = s.n * ho * wo;
+    let kdim = s.cin * s.ks * s.ks;
+    let mut params = Conv2dParams::forward(s, w.1, b.1, &res, out_scale);
+    let (k_split, splits) = kernel.split_plan(kdim);
+    params.k_split = k_split;
+    params.splits = splits;
     let res_buf = match res {
         ConvResidual::None => dummy,
         ConvResidual::Full(buf, _) | ConvResidual::Channel(buf, ..) => buf,
     };
-    tiles.check();
-    let pixels = (s.n * ho * wo) as u32;
-    let groups = [pixels.div_ceil(tiles.tn()), (s.cout as u32).div_ceil(tiles.tm()), 1];
+    let part = split_scratch(kernel, "conv2d", s.cout, pixels, kdim, scratch)?;
     let u = gpu.uniform("conv2d params", &params);
-    Dispatch::new(
+    if kernel.coop {
+        return crate::kernels::conv_coop::forward(gpu, dtype, s, &u, x, w.0, b.0, res_buf, y, part, splits, pixels);
+    }
+    kernel.tiles.valid().map_err(GpuError::Other)?;
+    let t = &kernel.tiles;
+    let groups = [
+        (pixels as u32).div_ceil(t.tn()),
+        (s.cout as u32).div_ceil(t.tm()),
+        splits,
+    ];
+    let shader = CONV2D.typed(dtype);
+    let ov = t.overrides(kernel.round_f16);
+    let gemm = Dispatch::new(
         gpu,
-        &CONV2D.typed(dtype),
+        &shader,
         "conv2d",
-        &tiles.overrides(),
-        &[&u, x, w.0, b.0, res_buf, y],
+        &ov,
+        &[&u, x, w.0, b.0, res_buf, y, part.unwrap_or(y)],
         groups,
-    )
+    )?;
+    let mut out = vec![gemm];
+    if let Some(part) = part {
+        out.push(Dispatch::new(
+            gpu,
+            &shader,
+            "conv2d_splitk",
+            &[("WG1", WG_FIXUP as f64)],
+            &[&u, part, b.0, res_buf, y],
+            dispatch_groups(s.cout * pixels, WG_FIXUP),
+        )?);
+    }
+    Ok(out)
 }
 
 /// The input gradient of [`conv2d`]: dx (+)= scale * conv_transpose(dy, W).
 /// `s` is the forward shape; dy is [n, cout, ho, wo], dx [n, cin, h, w].
+/// One dispatch, or two when split.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_bwd_data(
     gpu: &Gpu,
     dtype: DType,
-    tiles: &ConvTiles,
+    kernel: &ConvKernel,
     s: &Conv2dShape,
     dy: &wgpu::Buffer,
     w: (&wgpu::Buffer, usize),
     scale: f32,
     accumulate: bool,
     dx: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    let params = Conv2dBwdDataParams::backward_data(s, w.1, scale, accumulate);
-    tiles.check();
-    let pixels = (s.n * s.h * s.w) as u32;
-    let groups = [pixels.div_ceil(tiles.tn()), (s.cin as u32).div_ceil(tiles.tm()), 1];
+    scratch: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let pixels = s.n * s.h * s.w;
+    let kdim = s.cout * s.ks * s.ks;
+    let mut params = Conv2dBwdDataParams::backward_data(s, w.1, scale, accumulate);
+    let (k_split, splits) = kernel.split_plan(kdim);
+    params.k_split = k_split;
+    params.splits = splits;
+    let part = split_scratch(kernel, "conv2d_bwd_data", s.cin, pixels, kdim, scratch)?;
     let u = gpu.uniform("conv2d bwd params", &params);
-    Dispatch::new(
+    if kernel.coop {
+        return crate::kernels::conv_coop::backward_data(gpu, dtype, s, &u, dy, w.0, dx, part, splits, pixels);
+    }
+    kernel.tiles.valid().map_err(GpuError::Other)?;
+    let t = &kernel.tiles;
+    let groups = [
+        (pixels as u32).div_ceil(t.tn()),
+        (s.cin as u32).div_ceil(t.tm()),
+        splits,
+    ];
+    let shader = CONV2D.typed(dtype);
+    let ov = t.overrides(kernel.round_f16);
+    let gemm = Dispatch::new(
         gpu,
-        &CONV2D.typed(dtype),
+        &shader,
         "conv2d_bwd_data",
-        &tiles.overrides(),
-        &[&u, dy, w.0, dx],
+        &ov,
+        &[&u, dy, w.0, dx, part.unwrap_or(dx)],
         groups,
-    )
+    )?;
+    let mut out = vec![gemm];
+    if let Some(part) = part {
+        out.push(Dispatch::new(
+            gpu,
+            &shader,
+            "conv2d_bwd_splitk",
+            &[("WG1", WG_FIXUP as f64)],
+            &[&u, part, dx],
+            dispatch_groups(s.cin * pixels, WG_FIXUP),
+        )?);
+    }
+    Ok(out)
 }

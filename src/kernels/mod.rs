@@ -5,6 +5,8 @@ pub mod attention;
 pub mod axis_matmul;
 pub mod colorize;
 pub mod conv2d;
+pub mod conv_choice;
+pub mod conv_coop;
 pub mod conv_reflect;
 pub mod elementwise;
 pub mod groupnorm;

@@ -19,7 +19,8 @@ use super::weights::Weights;
 use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention_bwd;
-use crate::kernels::conv2d::{conv2d_bwd_data, ConvTiles};
+use crate::kernels::conv2d::conv2d_bwd_data;
+use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::cast;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::groupnorm::group_norm_bwd_onepass;
@@ -117,6 +118,7 @@ impl UnetVjp {
             acts,
             grads: &grads,
             dummy: &dummy,
+            split_scratch: fwd.split_scratch.as_ref(),
         };
         for (li, rec) in fwd.records.iter().enumerate().rev() {
             let steps = ctx.layer(rec, fwd.memory.residual_alias[li], &mut written, &mut scratch)?;
@@ -203,6 +205,8 @@ struct GradCtx<'a> {
     acts: &'a [Tensor],
     grads: &'a [Option<Tensor>],
     dummy: &'a wgpu::Buffer,
+    /// The forward plan's split-K scratch.
+    split_scratch: Option<&'a wgpu::Buffer>,
 }
 
 impl GradCtx<'_> {
@@ -242,17 +246,18 @@ impl GradCtx<'_> {
                 LayerShape::Conv { shape: s, .. },
             ) => {
                 let acc = take(*x);
-                let tiles = ConvTiles::for_gemm(gpu, s.cin, s.n * s.h * s.w);
-                ds.push(conv2d_bwd_data(
+                let kernel = conv_choice::choose(gpu, ConvPass::BwdData, &s, dt);
+                ds.extend(conv2d_bwd_data(
                     gpu,
                     dt,
-                    &tiles,
+                    &kernel,
                     &s,
                     gb(*y),
                     w.get(wn),
                     *out_scale,
                     acc,
                     gb(*x),
+                    self.split_scratch,
                 )?);
                 if let (Residual::Full(r), true) = (res, residual_alias) {
                     // d r = dy, in dy's own buffer (the memory plan shares it).

@@ -12,13 +12,14 @@
 use thiserror::Error;
 
 use super::graph::{Layer, Residual};
-use super::memory::{MemoryPlan, PlanKind};
+use super::memory::{buffer_bytes, MemoryPlan, OwnBuffer, PlanKind};
 use super::shapes::LayerShape;
 use super::weights::Weights;
 use super::Unet;
 use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
 use crate::kernels::attention::attention;
-use crate::kernels::conv2d::{conv2d, ConvResidual, ConvTiles};
+use crate::kernels::conv2d::{conv2d, ConvResidual};
+use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::cast;
 use crate::kernels::groupnorm::group_norm_onepass;
 use crate::kernels::linear::linear;
@@ -79,6 +80,9 @@ pub struct UnetForward {
     pub records: Vec<LayerRecord>,
     _freqs: Vec<wgpu::Buffer>,
     _dummy: wgpu::Buffer,
+    /// Split-K partial sums, shared by every split convolution of this pass
+    /// and of the VJP that follows it (`None` when no layer splits).
+    pub(crate) split_scratch: Option<wgpu::Buffer>,
 }
 
 impl UnetForward {
@@ -140,7 +144,17 @@ impl UnetForward {
         }
         let dims = |a: usize| g.act_shape(a, batch, height, width);
         let dt = unet.dtype();
-        let memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none(), dt);
+        let mut memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none(), dt);
+        let scratch_bytes = split_scratch_bytes(gpu, g, batch, height, width, kind, dt);
+        let split_scratch = if scratch_bytes > 0 {
+            memory.own.push(OwnBuffer {
+                label: "split-K scratch".into(),
+                bytes: buffer_bytes(scratch_bytes),
+            });
+            Some(gpu.storage_buffer("unet split-K scratch", scratch_bytes)?)
+        } else {
+            None
+        };
         let slots = memory
             .slots
             .iter()
@@ -176,6 +190,7 @@ impl UnetForward {
             acts: &acts,
             t: &t,
             dummy: &dummy,
+            split_scratch: split_scratch.as_ref(),
         };
         let mut freqs = Vec::new();
         let mut records = Vec::new();
@@ -218,6 +233,7 @@ impl UnetForward {
             records,
             _freqs: freqs,
             _dummy: dummy,
+            split_scratch,
         })
     }
 
@@ -296,6 +312,38 @@ struct LayerCtx<'a> {
     acts: &'a [Tensor],
     t: &'a Tensor,
     dummy: &'a wgpu::Buffer,
+    split_scratch: Option<&'a wgpu::Buffer>,
+}
+
+/// Bytes of split-K scratch the plan's convolutions need at most: their
+/// forward kernels, and their backward-data kernels in a VJP plan.
+pub(crate) fn split_scratch_bytes(
+    gpu: &Gpu,
+    g: &crate::unet::Graph,
+    batch: usize,
+    height: usize,
+    width: usize,
+    kind: PlanKind,
+    dt: DType,
+) -> u64 {
+    let passes: &[ConvPass] = match kind {
+        PlanKind::Forward => &[ConvPass::Forward],
+        PlanKind::ForwardVjp => &[ConvPass::Forward, ConvPass::BwdData],
+    };
+    g.layers
+        .iter()
+        .filter_map(|l| match g.layer_shape(l, batch, height, width) {
+            LayerShape::Conv { shape, .. } => Some(shape),
+            _ => None,
+        })
+        .flat_map(|s| {
+            passes.iter().map(move |&pass| {
+                let (m, p, k) = pass.gemm(&s);
+                conv_choice::choose(gpu, pass, &s, dt).scratch_bytes(m, p, k)
+            })
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 impl LayerCtx<'_> {
@@ -358,21 +406,18 @@ impl LayerCtx<'_> {
                     out_scale,
                     ..
                 },
-                LayerShape::Conv {
-                    shape: s,
-                    out: (ho, wo),
-                },
+                LayerShape::Conv { shape: s, .. },
             ) => {
-                let tiles = ConvTiles::for_gemm(gpu, s.cout, s.n * ho * wo);
+                let kernel = conv_choice::choose(gpu, ConvPass::Forward, &s, dt);
                 let r = match res {
                     Residual::None => ConvResidual::None,
                     Residual::Full(a) => ConvResidual::Full(buf(*a), 0),
                     Residual::Channel(a) => ConvResidual::Channel(buf(*a), 0, acts[*a].shape[1]),
                 };
-                vec![conv2d(
+                conv2d(
                     gpu,
                     dt,
-                    &tiles,
+                    &kernel,
                     &s,
                     buf(*x),
                     w.get(wn),
@@ -381,7 +426,8 @@ impl LayerCtx<'_> {
                     *out_scale,
                     buf(*y),
                     dummy,
-                )?]
+                    self.split_scratch,
+                )?
             }
             (
                 Layer::GroupNorm {

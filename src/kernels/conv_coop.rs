@@ -1,0 +1,145 @@
+//! `shaders/conv2d_coop.wgsl`: the convolution GEMMs on tensor cores through
+//! wgpu's experimental cooperative matrices (f16 operands, f32 sums,
+//! 16x16x16 fragments). The parameters, bindings and split-K fix-up are the
+//! SIMT kernel's ([`crate::kernels::conv2d`]); only the GEMM dispatch
+//! differs. Chosen by [`crate::kernels::conv_choice`] only where the adapter
+//! reports the configuration ([`supported`]).
+
+use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV2D, CONV2D_COOP};
+use crate::kernels::conv2d::{Conv2dShape, WG_FIXUP};
+use crate::tensor::DType;
+
+/// Output tile and K step of a workgroup (mirror `TM`, `TN`, `TK`).
+pub const TM: u32 = 64;
+pub const TN: u32 = 64;
+pub const TK: u32 = 16;
+/// Invocations per workgroup, and the subgroup size the quadrant layout
+/// assumes (four subgroups of 32).
+pub const WG: u32 = 128;
+pub const SUBGROUP: u32 = 32;
+/// Workgroup memory the kernel declares: W and gather slices in f16, the
+/// f32 output tile.
+pub const WORKGROUP_BYTES: u32 = (1536 + 1152) * 2 + 4096 * 4;
+
+/// Why the cooperative path cannot run on this adapter, or `None` when it can:
+/// the feature, a 16x16x16 f16 x f16 -> f32 configuration, shader-f16,
+/// subgroups of exactly 32 and the workgroup memory.
+pub fn unsupported(gpu: &Gpu) -> Option<String> {
+    if !gpu.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Some("the adapter does not expose wgpu's experimental cooperative-matrix feature".into());
+    }
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return Some("the adapter has no shader-f16".into());
+    }
+    let found = gpu.cooperative_matrix.iter().any(|c| {
+        use wgpu::CooperativeScalarType as S;
+        (c.m_size, c.n_size, c.k_size) == (16, 16, 16) && c.ab_type == S::F16 && c.cr_type == S::F32
+    });
+    if !found {
+        return Some(format!(
+            "no 16x16x16 f16 -> f32 configuration among {:?}",
+            gpu.cooperative_matrix
+        ));
+    }
+    let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
+    if (lo, hi) != (SUBGROUP, SUBGROUP) {
+        return Some(format!("subgroups of {lo}..{hi} invocations, not exactly {SUBGROUP}"));
+    }
+    if gpu.limits.max_compute_workgroup_storage_size < WORKGROUP_BYTES {
+        return Some(format!(
+            "{} bytes of workgroup memory, the kernel needs {WORKGROUP_BYTES}",
+            gpu.limits.max_compute_workgroup_storage_size
+        ));
+    }
+    None
+}
+
+pub fn supported(gpu: &Gpu) -> bool {
+    unsupported(gpu).is_none()
+}
+
+fn check(gpu: &Gpu) -> Result<(), GpuError> {
+    match unsupported(gpu) {
+        None => Ok(()),
+        Some(why) => Err(GpuError::Other(format!("cooperative-matrix convolution: {why}"))),
+    }
+}
+
+/// The forward GEMM (and the SIMT kernel's fix-up when split); `u` holds
+/// [`crate::kernels::conv2d::Conv2dParams`] with the split already set.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    gpu: &Gpu,
+    dtype: DType,
+    s: &Conv2dShape,
+    u: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    res: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+    part: Option<&wgpu::Buffer>,
+    splits: u32,
+    pixels: usize,
+) -> Result<Vec<Dispatch>, GpuError> {
+    check(gpu)?;
+    let groups = [(pixels as u32).div_ceil(TN), (s.cout as u32).div_ceil(TM), splits];
+    let gemm = Dispatch::new(
+        gpu,
+        &CONV2D_COOP.typed(dtype),
+        "conv2d_coop",
+        &[],
+        &[u, x, w, b, res, y, part.unwrap_or(y)],
+        groups,
+    )?;
+    let mut out = vec![gemm];
+    if let Some(part) = part {
+        out.push(Dispatch::new(
+            gpu,
+            &CONV2D.typed(dtype),
+            "conv2d_splitk",
+            &[("WG1", WG_FIXUP as f64)],
+            &[u, part, b, res, y],
+            dispatch_groups(s.cout * pixels, WG_FIXUP),
+        )?);
+    }
+    Ok(out)
+}
+
+/// The backward-data GEMM (and the fix-up when split).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_data(
+    gpu: &Gpu,
+    dtype: DType,
+    s: &Conv2dShape,
+    u: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    w: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+    part: Option<&wgpu::Buffer>,
+    splits: u32,
+    pixels: usize,
+) -> Result<Vec<Dispatch>, GpuError> {
+    check(gpu)?;
+    let groups = [(pixels as u32).div_ceil(TN), (s.cin as u32).div_ceil(TM), splits];
+    let gemm = Dispatch::new(
+        gpu,
+        &CONV2D_COOP.typed(dtype),
+        "conv2d_coop_bwd_data",
+        &[],
+        &[u, dy, w, dx, part.unwrap_or(dx)],
+        groups,
+    )?;
+    let mut out = vec![gemm];
+    if let Some(part) = part {
+        out.push(Dispatch::new(
+            gpu,
+            &CONV2D.typed(dtype),
+            "conv2d_bwd_splitk",
+            &[("WG1", WG_FIXUP as f64)],
+            &[u, part, dx],
+            dispatch_groups(s.cin * pixels, WG_FIXUP),
+        )?);
+    }
+    Ok(out)
+}

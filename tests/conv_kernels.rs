@@ -1,0 +1,364 @@
+//! The convolution kernels shaped for real GPUs, against plain-Rust
+//! references on awkward shapes: every candidate kernel of a shape (tile
+//! families, split-K on and off), the tensor-core path's numerics emulated
+//! in the SIMT kernel (operands rounded to f16, f32 sums), the
+//! cooperative-matrix kernel itself where the adapter has it, and the
+//! plan-time choice. tests/unet_kernels.rs has the finite-difference test of
+//! the backward kernel and the residual / scale epilogues.
+
+mod common;
+use common::*;
+
+use tweedie::gpu::{Dispatch, Plan};
+use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
+use tweedie::kernels::conv_choice::{self, ConvPass};
+use tweedie::kernels::conv_coop;
+use tweedie::tensor::DType;
+use tweedie::Gpu;
+
+fn sh(n: usize, cin: usize, h: usize, w: usize, cout: usize, ks: usize, stride: usize, pad: [usize; 4]) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    }
+}
+
+/// Awkward shapes: odd sizes, K not a multiple of any TK, channel counts not
+/// multiples of a tile, batch > 1, strides 1 and 2, asymmetric padding,
+/// and one deep enough (K = 1152) for 16-way splits.
+fn shapes() -> Vec<Conv2dShape> {
+    vec![
+        sh(2, 5, 7, 9, 11, 3, 1, [1; 4]),
+        sh(3, 13, 5, 3, 70, 1, 1, [0; 4]),
+        sh(2, 6, 9, 7, 5, 3, 2, [1; 4]),
+        sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]),
+        sh(2, 67, 5, 6, 9, 3, 1, [1; 4]),
+        sh(1, 128, 4, 4, 33, 3, 1, [1; 4]),
+    ]
+}
+
+/// f32 -> f16 -> f32, round to nearest even (the tensor cores' operand rounding).
+fn r16(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
+}
+
+/// y = conv(x, W) + b in f64 over operands optionally rounded to f16.
+fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
+    let q = |v: f32| if round { r16(v) as f64 } else { v as f64 };
+    let (ho, wo) = s.out_hw();
+    let mut y = vec![0f32; s.n * s.cout * ho * wo];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut acc = 0f64;
+                    for ci in 0..s.cin {
+                        for ky in 0..s.ks {
+                            for kx in 0..s.ks {
+                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
+                                let wv = w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
+                                acc += q(xv) * q(wv);
+                            }
+                        }
+                    }
+                    y[((n * s.cout + co) * ho + oy) * wo + ox] = (acc + b[co] as f64) as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+/// dx = conv_transpose(dy, W) in f64 over optionally rounded operands.
+fn conv_bwd_ref(s: &Conv2dShape, dy: &[f32], w: &[f32], round: bool) -> Vec<f32> {
+    let q = |v: f32| if round { r16(v) as f64 } else { v as f64 };
+    let (ho, wo) = s.out_hw();
+    let mut dx = vec![0f64; s.n * s.cin * s.h * s.w];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let g = q(dy[((n * s.cout + co) * ho + oy) * wo + ox]);
+                    for ci in 0..s.cin {
+                        for ky in 0..s.ks {
+                            for kx in 0..s.ks {
+                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
+                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
+                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let wv = q(w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx]);
+                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] += g * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx.into_iter().map(|v| v as f32).collect()
+}
+
+fn run(gpu: &Gpu, steps: Vec<Dispatch>) {
+    Plan { steps }.run(gpu).unwrap();
+}
+
+/// Runs the forward and backward-data kernels `k` of shape `s` on random
+/// data and returns (y, dx) next to the inputs.
+struct Case {
+    x: Vec<f32>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    dy: Vec<f32>,
+}
+
+impl Case {
+    fn new(s: &Conv2dShape, seed: u64) -> Case {
+        let mut r = rng(seed);
+        let (ho, wo) = s.out_hw();
+        Case {
+            x: randn(&mut r, s.n * s.cin * s.h * s.w),
+            w: randn(&mut r, s.cout * s.cin * s.ks * s.ks),
+            b: randn(&mut r, s.cout),
+            dy: randn(&mut r, s.n * s.cout * ho * wo),
+        }
+    }
+
+    fn run(&self, gpu: &Gpu, s: &Conv2dShape, k: &ConvKernel, dtype: DType) -> (Vec<f32>, Vec<f32>) {
+        let (ho, wo) = s.out_hw();
+        let up = |v: &[f32]| match dtype {
+            DType::F32 => gpu.upload("t", v).unwrap(),
+            DType::F16 => gpu
+                .upload("t", &v.iter().map(|&a| half::f16::from_f32(a)).collect::<Vec<_>>())
+                .unwrap(),
+        };
+        let down = |b: &wgpu::Buffer, n: usize| match dtype {
+            DType::F32 => gpu.read::<f32>(b, 0, n).unwrap(),
+            DType::F16 => {
+                let h = gpu.read::<half::f16>(b, 0, n).unwrap();
+                h.iter().map(|v| v.to_f32()).collect()
+            }
+        };
+        let mut arena = self.w.clone();
+        arena.extend(&self.b);
+        let (xb, wb, dyb) = (up(&self.x), up(&arena), up(&self.dy));
+        let ny = s.n * s.cout * ho * wo;
+        let nx = self.x.len();
+        let yb = up(&vec![0.0; ny]);
+        let dxb = up(&vec![0.0; nx]);
+        let dummy = gpu.storage_buffer("dummy", 16).unwrap();
+        let (m, p, kd) = ConvPass::Forward.gemm(s);
+        let (mb, pb, kb) = ConvPass::BwdData.gemm(s);
+        let bytes = k.scratch_bytes(m, p, kd).max(k.scratch_bytes(mb, pb, kb)).max(16);
+        let scratch = gpu.storage_buffer("split-K scratch", bytes).unwrap();
+        let f = conv2d(
+            gpu,
+            dtype,
+            k,
+            s,
+            &xb,
+            (&wb, 0),
+            (&wb, self.w.len()),
+            ConvResidual::None,
+            1.0,
+            &yb,
+            &dummy,
+            Some(&scratch),
+        )
+        .unwrap();
+        assert_eq!(f.len(), k.dispatches(kd), "{k:?}: forward dispatches");
+        run(gpu, f);
+        let bw = conv2d_bwd_data(gpu, dtype, k, s, &dyb, (&wb, 0), 1.0, false, &dxb, Some(&scratch)).unwrap();
+        assert_eq!(bw.len(), k.dispatches(kb), "{k:?}: backward dispatches");
+        run(gpu, bw);
+        (down(&yb, ny), down(&dxb, nx))
+    }
+}
+
+/// Every candidate the autotuner would time gives the same convolution:
+/// each tile family, unsplit and split 2..16 ways.
+#[test]
+fn every_candidate_kernel_matches_the_reference() {
+    let gpu = gpu();
+    for (i, s) in shapes().iter().enumerate() {
+        let c = Case::new(s, 10 + i as u64);
+        let want_y = conv_ref(s, &c.x, &c.w, &c.b, false);
+        let want_dx = conv_bwd_ref(s, &c.dy, &c.w, false);
+        let mut kernels = conv_choice::candidates(&gpu, ConvPass::Forward, s, DType::F32);
+        kernels.extend(conv_choice::candidates(&gpu, ConvPass::BwdData, s, DType::F32));
+        kernels.dedup();
+        assert!(kernels.iter().any(|k| k.splits > 1) || s.cin * s.ks * s.ks < 128);
+        for k in kernels {
+            let (y, dx) = c.run(&gpu, s, &k, DType::F32);
+            assert_close(&format!("conv2d {s:?} {}", k.describe()), &y, &want_y, 1e-4, 1e-4);
+            assert_close(
+                &format!("conv2d_bwd_data {s:?} {}", k.describe()),
+                &dx,
+                &want_dx,
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}
+
+/// Split-K edge cases: more splits asked than K has slices (clamped, no
+/// empty split), and a split count that does not divide the slices.
+#[test]
+fn split_plans_cover_k_exactly_once() {
+    for kdim in [1usize, 15, 16, 17, 27, 603, 1152, 4608] {
+        for splits in [1u32, 2, 3, 5, 16, 64] {
+            let k = ConvKernel::simt(ConvTiles::MEDIUM).split(splits);
+            let (k_split, used) = k.split_plan(kdim);
+            assert_eq!(k_split % 16, 0, "K {kdim} splits {splits}: whole TK slices");
+            assert!(
+                used >= 1 && used <= splits.max(1),
+                "K {kdim} splits {splits}: used {used}"
+            );
+            // Every split starts inside K and together they cover it.
+            assert!((used - 1) * k_split < kdim as u32 && used * k_split >= kdim as u32);
+        }
+    }
+    let gpu = gpu();
+    let s = sh(2, 3, 5, 5, 7, 3, 1, [1; 4]); // K = 27: two slices
+    let c = Case::new(&s, 3);
+    let k = ConvKernel::simt(ConvTiles::SMALL).split(16);
+    assert_eq!(k.split_plan(27), (16, 2));
+    let (y, dx) = c.run(&gpu, &s, &k, DType::F32);
+    assert_close(
+        "over-split forward",
+        &y,
+        &conv_ref(&s, &c.x, &c.w, &c.b, false),
+        1e-4,
+        1e-4,
+    );
+    assert_close(
+        "over-split backward",
+        &dx,
+        &conv_bwd_ref(&s, &c.dy, &c.w, false),
+        1e-4,
+        1e-4,
+    );
+}
+
+/// The tensor cores' numerics, emulated on any adapter: the SIMT kernel with
+/// operands rounded to f16 as they enter workgroup memory matches a
+/// reference that rounds the same way to f32 accuracy, and differs from the
+/// unrounded reference by the rounding (so the emulation is really on).
+#[test]
+fn f16_operand_rounding_is_emulated_exactly() {
+    let gpu = gpu();
+    for (i, s) in shapes().iter().enumerate() {
+        let c = Case::new(s, 40 + i as u64);
+        let want_y = conv_ref(s, &c.x, &c.w, &c.b, true);
+        let want_dx = conv_bwd_ref(s, &c.dy, &c.w, true);
+        let plain_y = conv_ref(s, &c.x, &c.w, &c.b, false);
+        for (tiles, splits) in [(ConvTiles::MEDIUM, 1), (ConvTiles::WIDE, 3), (ConvTiles::SMALL, 2)] {
+            let k = ConvKernel {
+                round_f16: true,
+                ..ConvKernel::simt(tiles).split(splits)
+            };
+            let (y, dx) = c.run(&gpu, s, &k, DType::F32);
+            assert_close(
+                &format!("rounded conv2d {s:?} {}", k.describe()),
+                &y,
+                &want_y,
+                2e-5,
+                2e-5,
+            );
+            assert_close(
+                &format!("rounded conv2d_bwd {s:?} {}", k.describe()),
+                &dx,
+                &want_dx,
+                2e-5,
+                2e-5,
+            );
+            let moved = rel_max_err(&y, &plain_y);
+            assert!(
+                moved > 1e-5,
+                "{s:?}: f16 operands should move the result off the f32 one (moved {moved})"
+            );
+        }
+    }
+}
+
+/// The cooperative-matrix kernel itself, where the adapter has a matching
+/// configuration; elsewhere (lavapipe) it says why it was skipped.
+#[test]
+fn cooperative_matrix_kernel_matches_the_rounded_reference() {
+    let gpu = gpu();
+    if let Some(why) = conv_coop::unsupported(&gpu) {
+        eprintln!("cooperative-matrix kernel skipped on {}: {why}", gpu.describe());
+        // Asking for it anyway is a clear error, not a crash.
+        let s = sh(1, 4, 4, 4, 4, 3, 1, [1; 4]);
+        let c = Case::new(&s, 1);
+        let k = ConvKernel {
+            coop: true,
+            ..ConvKernel::simt(ConvTiles::MEDIUM)
+        };
+        let buf = gpu.upload("x", &c.x).unwrap();
+        let Err(err) = conv2d_bwd_data(&gpu, DType::F32, &k, &s, &buf, (&buf, 0), 1.0, false, &buf, None) else {
+            panic!("the cooperative kernel planned on an adapter without it");
+        };
+        assert!(err.to_string().contains("cooperative"), "{err}");
+        return;
+    }
+    for (i, s) in shapes().iter().enumerate() {
+        let c = Case::new(s, 70 + i as u64);
+        // f16 storage: the reference sees the stored (rounded) values.
+        let want_y = conv_ref(s, &c.x, &c.w, &c.b, true);
+        let want_dx = conv_bwd_ref(s, &c.dy, &c.w, true);
+        for splits in [1, 3] {
+            let k = ConvKernel {
+                coop: true,
+                ..ConvKernel::simt(ConvTiles::MEDIUM).split(splits)
+            };
+            let (y, dx) = c.run(&gpu, s, &k, DType::F16);
+            // Outputs are stored in f16: half an ulp of f16 on top of the sums.
+            assert!(rel_max_err(&y, &want_y) < 2e-3, "coop conv2d {s:?} split {splits}");
+            assert!(
+                rel_max_err(&dx, &want_dx) < 2e-3,
+                "coop conv2d_bwd {s:?} split {splits}"
+            );
+        }
+    }
+}
+
+/// The plan-time choice: on a CPU adapter (lavapipe) never split-K or tensor
+/// cores; every choice is among the candidates and fits the adapter.
+#[test]
+fn the_choice_fits_the_adapter() {
+    let gpu = gpu();
+    let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    for s in shapes().into_iter().chain([
+        sh(1, 512, 8, 8, 512, 3, 1, [1; 4]),
+        sh(1, 128, 256, 256, 128, 3, 1, [1; 4]),
+    ]) {
+        for pass in [ConvPass::Forward, ConvPass::BwdData] {
+            for dtype in [DType::F32, DType::F16] {
+                let k = conv_choice::heuristic(&gpu, pass, &s, dtype);
+                assert!(k.coop || k.tiles.fits(&gpu), "{s:?}: {k:?} does not fit");
+                if cpu {
+                    assert_eq!(k.splits, 1, "{s:?}: no split-K on a CPU adapter");
+                    assert!(!k.coop);
+                }
+                if dtype == DType::F32 {
+                    assert!(!k.coop, "f32 models stay on SIMT");
+                }
+                let cands = conv_choice::candidates(&gpu, pass, &s, dtype);
+                assert!(cands.contains(&k), "{s:?} {pass:?}: {k:?} not among the candidates");
+            }
+        }
+    }
+}
