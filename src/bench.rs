@@ -416,6 +416,12 @@ fn time_rows(
                 (None, Some(g)) => peak_gbps.map(|p| g / p),
                 _ => None,
             };
+            // f16 rows are also put against the dense FP16 tensor peak (the
+            // cooperative-matrix path's ceiling).
+            let tensor_fraction = match (dtype, tflops, table) {
+                (crate::tensor::DType::F16, Some(t), Some(p)) => Some(t / p.fp16_tensor_tflops),
+                _ => None,
+            };
             json!({
                 "engine": concat!("tweedie ", env!("CARGO_PKG_VERSION")),
                 "device": gpu.describe(),
@@ -433,6 +439,7 @@ fn time_rows(
                 "tflops": tflops,
                 "gbps": gbps,
                 "peak_fraction": fraction,
+                "tensor_peak_fraction": tensor_fraction,
                 "shape": r.shape,
                 "kernel": r.kernel,
             })

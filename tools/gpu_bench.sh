@@ -3,12 +3,15 @@
 # release binary (and, where the machine has no Vulkan loader of its own, the
 # loader library beside it), writes every figure as JSON under one folder:
 #   info-<precision>.json      tweedie info on DPS's FFHQ-256 configuration
+#   tune-<precision>.jsonl     tweedie bench --tune: every candidate convolution kernel per
+#                              layer shape, the heuristic's pick and the fastest (saved in
+#                              tune.json, which the bench below then uses; --no-tune skips it)
 #   tweedie-<precision>.jsonl  tweedie bench --model (layers, passes, steps)
 #   torch-<precision>.jsonl    tools/bench_torch.py on the same shapes (when torch imports)
 #   compare-<precision>.txt    tools/bench_compare.py of the two
 #   device.txt                 the adapter list, nvidia-smi
 #
-#   tools/gpu_bench.sh [--bin target/release/tweedie] [--out gpu-bench] [--image-size 256] [--batch 1] [--iters 20]
+#   tools/gpu_bench.sh [--bin target/release/tweedie] [--out gpu-bench] [--image-size 256] [--batch 1] [--iters 20] [--no-tune]
 set -euo pipefail
 BIN=target/release/tweedie
 OUT=gpu-bench
@@ -16,6 +19,7 @@ SIZE=256
 BATCH=1
 ITERS=20
 CONFIG=configs/ffhq256-dps
+TUNE=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -24,10 +28,13 @@ while [ $# -gt 0 ]; do
         --batch) BATCH=$2; shift 2 ;;
         --iters) ITERS=$2; shift 2 ;;
         --config) CONFIG=$2; shift 2 ;;
+        --no-tune) TUNE=0; shift ;;
         *) echo "gpu_bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$OUT"
+# The autotune cache of this run only (never the user's own).
+export TWEEDIE_TUNE_CACHE="$(cd "$OUT" && pwd)/tune.json"
 # A loader shipped beside the binary (libvulkan.so.1) is found first.
 export LD_LIBRARY_PATH="$(cd "$(dirname "$BIN")" && pwd)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
@@ -46,6 +53,10 @@ for P in f32 f16; do
     if ! "$BIN" info "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" --json > "$OUT/info-$P.json" 2> "$OUT/info-$P.err"; then
         echo "info $P failed: $(tail -1 "$OUT/info-$P.err")"
         continue
+    fi
+    if [ "$TUNE" = 1 ]; then
+        timeout 90 "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
+            --iters 5 --tune --json > "$OUT/tune-$P.jsonl" 2> "$OUT/tune-$P.err" || echo "tune $P: exit $?"
     fi
     timeout 240 "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
         --iters "$ITERS" --json > "$OUT/tweedie-$P.jsonl" 2> "$OUT/tweedie-$P.err" || echo "bench $P: exit $?"

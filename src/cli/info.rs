@@ -54,6 +54,15 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
         "  shader-f16 {}  subgroups {}  timestamps {}",
         r.shader_f16, r.subgroups, r.timestamp_query
     );
+    println!("  tensor-core convolution {}", r.cooperative_matrix);
+    let sms = crate::kernels::conv_choice::multiprocessors(&gpu);
+    println!(
+        "  kernel choice           {}; autotune cache {}",
+        sms.map_or("CPU adapter: no split-K".into(), |n| format!(
+            "fills {n} multiprocessors"
+        )),
+        crate::kernels::conv_choice::cache_path().map_or("off".into(), |p| p.display().to_string())
+    );
     Ok(())
 }
 

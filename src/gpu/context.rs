@@ -151,39 +151,51 @@ impl Gpu {
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES
             | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let features = adapter.features() & optional;
-        let cooperative_matrix = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        // Cooperative matrices (wgpu experimental) unless TWEEDIE_COOPERATIVE_MATRIX=off.
+        let coop_off = std::env::var("TWEEDIE_COOPERATIVE_MATRIX").is_ok_and(|v| v == "off" || v == "0");
+        let mut cooperative_matrix = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) && !coop_off
+        {
             adapter.cooperative_matrix_properties()
         } else {
             Vec::new()
         };
-        let features = if cooperative_matrix.is_empty() {
-            features - wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
-        } else {
-            features
-        };
         // The adapter's real limits, not wgpu's conservative defaults (NVIDIA
         // offers 48 KiB of workgroup memory where the default is 16 KiB).
         let limits = adapter.limits();
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
+        let request = |coop: bool| {
+            let mut f = features;
+            if !coop {
+                f.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+            }
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("tweedie"),
-                required_features: features,
+                required_features: f,
                 required_limits: limits.clone(),
-                // Experimental features are enabled only when the adapter has
-                // cooperative matrices, which need them; the kernels that use
-                // them are chosen per adapter and tested where they run.
-                experimental_features: if cooperative_matrix.is_empty() {
-                    wgpu::ExperimentalFeatures::disabled()
-                } else {
+                // Experimental features are enabled only for cooperative
+                // matrices, which need them; the kernels that use them are
+                // chosen per adapter and tested where they run.
+                experimental_features: if coop {
                     // SAFETY: only the cooperative-matrix feature is requested
                     // through this token; its shaders are validated by naga.
                     unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
                 },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
-            .await
-            .map_err(|e| GpuError::RequestDevice(e.to_string()))?;
+        };
+        let (device, queue) = match request(!cooperative_matrix.is_empty()).await {
+            Ok(dq) => dq,
+            // An experimental feature must never cost the device: without it.
+            Err(_) if !cooperative_matrix.is_empty() => {
+                cooperative_matrix.clear();
+                request(false)
+                    .await
+                    .map_err(|e| GpuError::RequestDevice(e.to_string()))?
+            }
+            Err(e) => return Err(GpuError::RequestDevice(e.to_string())),
+        };
         let mut gpu = Self::from_device(device, queue, Some(info));
         gpu.cooperative_matrix = cooperative_matrix;
         Ok(gpu)
@@ -514,7 +526,18 @@ impl Gpu {
 }
 
 fn instance() -> wgpu::Instance {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    // wgpu validates indirect-dispatch args by default with one extra
+    // dispatch (plus barriers) before every indirect one, which doubles the
+    // cost of CG's gated iterations on lavapipe. The args tweedie writes are
+    // always a grid `Dispatch::new` checked against the limits, or zero
+    // (`Dispatch::indirect`), so the check is dropped, except on Windows:
+    // without it D3D12 reports `num_workgroups` as 0 in indirect dispatches,
+    // and the kernels use it. `WGPU_VALIDATION_INDIRECT_CALL=1` turns it back on.
+    if !cfg!(windows) {
+        desc.flags.remove(wgpu::InstanceFlags::VALIDATION_INDIRECT_CALL);
+    }
+    let mut desc = desc.with_env();
     if std::env::var_os("WGPU_BACKEND").is_none() {
         desc.backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
     }
