@@ -7,8 +7,8 @@ use common::*;
 use tweedie::tensor::DType;
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
-use tweedie::kernels::attention::{attention, AttentionShape};
-use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvResidual, ConvTiles};
+use tweedie::kernels::attention::{attention, attention_tiled, AttentionShape, AttentionTiles};
+use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
 use tweedie::kernels::groupnorm::{group_norm, group_norm_onepass, GroupNormShape, CHUNK};
 use tweedie::kernels::linear::linear;
 use tweedie::kernels::resample::{avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x};
@@ -74,7 +74,7 @@ fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], res: &[f32], res_m
     y
 }
 
-fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_scale: f32, seed: u64) {
+fn conv_case(gpu: &Gpu, kernel: &ConvKernel, s: Conv2dShape, res_mode: u32, out_scale: f32, seed: u64) {
     let mut r = rng(seed);
     let (ho, wo) = s.out_hw();
     let x = randn(&mut r, s.n * s.cin * s.h * s.w);
@@ -104,10 +104,14 @@ fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_sc
         2 => ConvResidual::Channel(&rb, 0, s.cout),
         _ => ConvResidual::None,
     };
+    let scratch = zeros(
+        gpu,
+        (kernel.scratch_bytes(s.cout, s.n * ho * wo, s.cin * s.ks * s.ks) as usize / 4).max(1),
+    );
     let d = conv2d(
         gpu,
         DType::F32,
-        tiles,
+        kernel,
         &s,
         &xb,
         (&ab, w_off),
@@ -116,12 +120,13 @@ fn conv_case(gpu: &Gpu, tiles: &ConvTiles, s: Conv2dShape, res_mode: u32, out_sc
         out_scale,
         &yb,
         &dummy,
+        Some(&scratch),
     )
     .unwrap();
-    run(gpu, vec![d]);
+    run(gpu, d);
     let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
     assert_close(
-        &format!("conv2d {s:?} res {res_mode} tiles {tiles:?}"),
+        &format!("conv2d {s:?} res {res_mode} kernel {kernel:?}"),
         &got,
         &want,
         1e-4,
@@ -137,6 +142,8 @@ fn conv2d_matches_cpu() {
         wg_m: 8,
         wg_n: 8,
         tk: 8,
+        rm: 4,
+        rn: 4,
     };
     let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
         n,
@@ -148,17 +155,29 @@ fn conv2d_matches_cpu() {
         stride,
         pad,
     };
-    for tiles in [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL, shallow] {
+    // Every tile family, unsplit and split along K.
+    let kernels = [
+        ConvTiles::WIDE,
+        ConvTiles::LARGE,
+        ConvTiles::MEDIUM,
+        ConvTiles::SMALL,
+        shallow,
+    ]
+    .into_iter()
+    .flat_map(|t| [ConvKernel::simt(t), ConvKernel::simt(t).split(3)]);
+    for k in kernels {
         // 3x3 pad 1, odd sizes, cout not a multiple of the tile, batch 2.
-        conv_case(&gpu, &tiles, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
+        conv_case(&gpu, &k, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
         // 1x1 with a full residual and an output scale (diffusers' skip).
-        conv_case(&gpu, &tiles, sh(2, 13, 5, 3, 70, 1, 1, [0; 4]), 1, 0.5, 2);
+        conv_case(&gpu, &k, sh(2, 13, 5, 3, 70, 1, 1, [0; 4]), 1, 0.5, 2);
         // Additive time embedding per (n, channel).
-        conv_case(&gpu, &tiles, sh(2, 4, 6, 5, 3, 3, 1, [1; 4]), 2, 1.0, 3);
+        conv_case(&gpu, &k, sh(2, 4, 6, 5, 3, 3, 1, [1; 4]), 2, 1.0, 3);
         // Stride 2, pad 1 (guided-diffusion Downsample) on odd input.
-        conv_case(&gpu, &tiles, sh(2, 6, 9, 7, 5, 3, 2, [1; 4]), 0, 1.0, 4);
+        conv_case(&gpu, &k, sh(2, 6, 9, 7, 5, 3, 2, [1; 4]), 0, 1.0, 4);
         // Stride 2, pad (0, 0, 1, 1) (diffusers downsample_padding = 0).
-        conv_case(&gpu, &tiles, sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]), 1, 1.0, 5);
+        conv_case(&gpu, &k, sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]), 1, 1.0, 5);
+        // K = 603: many slices, not a multiple of TK, uneven splits.
+        conv_case(&gpu, &k, sh(2, 67, 5, 6, 9, 3, 1, [1; 4]), 2, 1.0, 6);
     }
 }
 
@@ -392,34 +411,66 @@ fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Shapes off every tile: token counts of 1, not a multiple of the 16-row
+/// block or of the 4/8/16-token tiles; head widths of 1, 3, off the 4 lanes
+/// (33), exactly one 64-channel block, and wider heads split into blocks
+/// whose last one is partial (80, 130, 160) or full (256); batch > 1; 1-4
+/// heads; both head orders.
+const ATTENTION_CASES: [(usize, usize, usize, usize, bool); 17] = [
+    (2, 3, 5, 7, false),
+    (2, 2, 16, 65, true),
+    (1, 1, 33, 9, false),
+    (2, 4, 8, 20, true),
+    (2, 1, 130, 10, true),
+    (1, 2, 64, 12, false),
+    (1, 1, 1, 1, false),
+    (2, 4, 1, 37, true),
+    (3, 2, 3, 7, true),
+    (2, 3, 8, 70, false),
+    (1, 4, 33, 37, true),
+    (2, 2, 64, 70, true),
+    (1, 1, 64, 16, false),
+    (1, 3, 80, 37, false),
+    (2, 1, 256, 37, true),
+    (1, 2, 160, 1, false),
+    (2, 2, 160, 23, true),
+];
+
+fn attention_shape(n: usize, heads: usize, ch: usize, t: usize, split_order: bool) -> AttentionShape {
+    let sc = 1.0 / (ch as f32).sqrt().sqrt();
+    AttentionShape {
+        n,
+        heads,
+        ch,
+        t,
+        split_order,
+        scale_q: sc,
+        scale_k: sc,
+    }
+}
+
+/// The tilings a shape runs with here: the device's choice, and the smallest
+/// tiles (4 keys / tokens) a device with little workgroup memory would get.
+fn attention_tilings(gpu: &Gpu, s: &AttentionShape) -> Vec<AttentionTiles> {
+    let chosen = s.tiles(gpu).unwrap();
+    vec![chosen, AttentionTiles { bk: 4, bs: 4, ..chosen }]
+}
+
 #[test]
 fn attention_matches_cpu() {
     let gpu = gpu();
     let mut r = rng(13);
-    // Heads wider than one channel block (64) take several threads per query.
-    for (n, heads, ch, t, split) in [
-        (2, 3, 5, 7, false),
-        (2, 2, 16, 65, true),
-        (1, 1, 33, 9, false),
-        (2, 4, 8, 20, true),
-        (2, 1, 130, 10, true),
-        (1, 2, 64, 12, false),
-    ] {
-        let s = AttentionShape {
-            n,
-            heads,
-            ch,
-            t,
-            split_order: split,
-            scale_q: 1.0 / (ch as f32).sqrt().sqrt(),
-            scale_k: 1.0 / (ch as f32).sqrt().sqrt(),
-        };
+    for (n, heads, ch, t, split) in ATTENTION_CASES {
+        let s = attention_shape(n, heads, ch, t, split);
         let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t).iter().map(|v| 1.5 * v).collect();
         let want = attention_ref(&s, &qkv);
-        let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
-        run(&gpu, vec![attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()]);
-        let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
-        assert_close(&format!("attention {s:?}"), &got, &want, 1e-5, 1e-4);
+        for tiles in attention_tilings(&gpu, &s) {
+            let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
+            let d = attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap();
+            run(&gpu, vec![d]);
+            let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
+            assert_close(&format!("attention {s:?} {tiles:?}"), &got, &want, 1e-5, 1e-4);
+        }
     }
 }
 
@@ -591,7 +642,7 @@ fn timestep_freqs_follow_torch_f32() {
 // direction), then the GPU kernel against that reference, overwriting and
 // accumulating.
 
-use tweedie::kernels::attention::attention_bwd;
+use tweedie::kernels::attention::{attention_bwd, attention_bwd_tiled};
 use tweedie::kernels::conv2d::conv2d_bwd_data;
 use tweedie::kernels::groupnorm::{group_norm_bwd, group_norm_bwd_onepass};
 use tweedie::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
@@ -709,7 +760,12 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
         let grad = conv_bwd_f64(&s, &g, &w);
         check_fd(&format!("conv {s:?}"), &|x| conv_f64(&s, x, &w), &x, &g, &grad, &v);
 
-        let tiles = [ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL][s.cin % 3];
+        let tiles = [ConvTiles::WIDE, ConvTiles::LARGE, ConvTiles::MEDIUM, ConvTiles::SMALL][s.cin % 4];
+        let kernel = ConvKernel::simt(tiles).split(1 + (s.cout % 3) as u32);
+        let scratch = zeros(
+            &gpu,
+            (kernel.scratch_bytes(s.cin, s.n * s.h * s.w, s.cout * s.ks * s.ks) as usize / 4).max(1),
+        );
         let scale = 0.75f32;
         let prior = randn(&mut r, x.len());
         let (gb, wb, dxb) = (buf(&gpu, &f32s(&g)), buf(&gpu, &f32s(&w)), buf(&gpu, &prior));
@@ -717,8 +773,20 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
             if !accumulate {
                 gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
             }
-            let d = conv2d_bwd_data(&gpu, DType::F32, &tiles, &s, &gb, (&wb, 0), scale, accumulate, &dxb).unwrap();
-            run(&gpu, vec![d]);
+            let d = conv2d_bwd_data(
+                &gpu,
+                DType::F32,
+                &kernel,
+                &s,
+                &gb,
+                (&wb, 0),
+                scale,
+                accumulate,
+                &dxb,
+                Some(&scratch),
+            )
+            .unwrap();
+            run(&gpu, d);
             let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
             let want: Vec<f32> = grad
                 .iter()
@@ -726,7 +794,7 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
                 .map(|(gv, p)| (scale as f64 * gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
                 .collect();
             assert_close(
-                &format!("conv2d_bwd_data {s:?} acc {accumulate}"),
+                &format!("conv2d_bwd_data {s:?} acc {accumulate} {kernel:?}"),
                 &got,
                 &want,
                 1e-4,
@@ -1043,22 +1111,11 @@ fn attention_bwd_f64(s: &AttentionShape, qkv: &[f64], dy: &[f64]) -> Vec<f64> {
 fn attention_bwd_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut r = rng(29);
-    for (n, heads, ch, t, split) in [
-        (2, 3, 5, 7, false),
-        (2, 2, 16, 33, true),
-        (1, 1, 9, 5, false),
-        (1, 2, 70, 6, true),
-    ] {
-        let sc = 1.0 / (ch as f32).sqrt().sqrt();
-        let s = AttentionShape {
-            n,
-            heads,
-            ch,
-            t,
-            split_order: split,
-            scale_q: sc,
-            scale_k: sc,
-        };
+    for (n, heads, ch, t, split) in [(1, 1, 9, 5, false), (1, 2, 70, 6, true), (2, 2, 16, 33, true)]
+        .into_iter()
+        .chain(ATTENTION_CASES)
+    {
+        let s = attention_shape(n, heads, ch, t, split);
         let qkv = f64s(&randn(&mut r, n * 3 * heads * ch * t));
         let g = f64s(&randn(&mut r, n * heads * ch * t));
         let v = f64s(&randn(&mut r, qkv.len()));
@@ -1073,34 +1130,83 @@ fn attention_bwd_matches_cpu_and_finite_differences() {
         );
 
         let prior = randn(&mut r, qkv.len());
-        let (qb, yb, lse, gb, dsum, dq) = (
-            buf(&gpu, &f32s(&qkv)),
-            zeros(&gpu, g.len()),
-            zeros(&gpu, n * heads * t),
-            buf(&gpu, &f32s(&g)),
-            zeros(&gpu, n * heads * t),
-            buf(&gpu, &prior),
-        );
-        run(&gpu, vec![attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()]);
-        for accumulate in [true, false] {
-            let d = attention_bwd(&gpu, DType::F32, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
-            run(&gpu, d.into());
-            let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
-            let want: Vec<f32> = grad
-                .iter()
-                .zip(&prior)
-                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
-                .collect();
-            assert_close(
-                &format!("attention_bwd {s:?} acc {accumulate}"),
-                &got,
-                &want,
-                1e-4,
-                1e-4,
+        for tiles in attention_tilings(&gpu, &s) {
+            let (qb, yb, lse, gb, dsum, dq) = (
+                buf(&gpu, &f32s(&qkv)),
+                zeros(&gpu, g.len()),
+                zeros(&gpu, n * heads * t),
+                buf(&gpu, &f32s(&g)),
+                zeros(&gpu, n * heads * t),
+                buf(&gpu, &prior),
             );
-            gpu.queue.write_buffer(&dq, 0, bytemuck::cast_slice(&prior));
+            let d = attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap();
+            run(&gpu, vec![d]);
+            for accumulate in [true, false] {
+                let bwd = |acc| attention_bwd_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse, &gb, &dsum, &dq, acc);
+                run(&gpu, bwd(accumulate).unwrap().into());
+                let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
+                let want: Vec<f32> = grad
+                    .iter()
+                    .zip(&prior)
+                    .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+                    .collect();
+                assert_close(
+                    &format!("attention_bwd {s:?} {tiles:?} acc {accumulate}"),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
+                gpu.queue.write_buffer(&dq, 0, bytemuck::cast_slice(&prior));
+            }
         }
     }
+}
+
+/// The public entry points pick the device's tiles and keep the dispatch
+/// counts the U-Net plans assume: one forward dispatch, three backward.
+#[test]
+fn attention_entry_points_use_the_device_tiles() {
+    let gpu = gpu();
+    let mut r = rng(31);
+    let s = attention_shape(2, 3, 33, 37, false);
+    let qkv = randn(&mut r, 2 * 3 * 3 * 33 * 37);
+    let dy = randn(&mut r, 2 * 3 * 33 * 37);
+    let out = |plain: bool| {
+        let (qb, yb, lse, gb, dsum, dq) = (
+            buf(&gpu, &qkv),
+            zeros(&gpu, dy.len()),
+            zeros(&gpu, 2 * 3 * 37),
+            buf(&gpu, &dy),
+            zeros(&gpu, 2 * 3 * 37),
+            zeros(&gpu, qkv.len()),
+        );
+        let tiles = s.tiles(&gpu).unwrap();
+        let fwd = if plain {
+            attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()
+        } else {
+            attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap()
+        };
+        let bwd = if plain {
+            attention_bwd(&gpu, DType::F32, &s, &qb, &yb, &lse, &gb, &dsum, &dq, false).unwrap()
+        } else {
+            attention_bwd_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse, &gb, &dsum, &dq, false).unwrap()
+        };
+        run(&gpu, vec![fwd]);
+        run(&gpu, bwd.into());
+        let y = gpu.read::<f32>(&yb, 0, dy.len()).unwrap();
+        (y, gpu.read::<f32>(&dq, 0, qkv.len()).unwrap())
+    };
+    let (plain, tiled) = (out(true), out(false));
+    assert_eq!(plain, tiled);
+    assert!(plain.1.iter().any(|v| *v != 0.0));
+    // Tiles that do not suit the heads are refused, not run.
+    let bad = AttentionTiles { hd: 64, bk: 16, bs: 8 };
+    let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, dy.len()), zeros(&gpu, 2 * 3 * 37));
+    assert!(attention_tiled(&gpu, DType::F32, &s, &bad, &qb, &yb, &lse).is_err());
+    let mut odd = s.tiles(&gpu).unwrap();
+    odd.bk = 6;
+    assert!(attention_tiled(&gpu, DType::F32, &s, &odd, &qb, &yb, &lse).is_err());
 }
 
 /// The resampling adjoints: <A x, y> = <x, A^T y> with the forward kernels,
