@@ -9,6 +9,12 @@
 //                  the new state (rr, converged, iteration count)
 // A sample whose relative residual |r| <= tol |b| is converged: its alpha is 0
 // and p is left alone, so the remaining recorded iterations are no-ops for it.
+// Early exit: every dispatch of an iteration (the Gram product's included) is
+// indirect, its grid read from that iteration's slot of an args buffer;
+// cg_gate_start (after init) zeroes all slots and opens iteration 0, and the
+// cg_gate closing each iteration opens the next only while some sample of the
+// batch is still active and the cap is not reached. Once all samples have
+// converged the remaining iterations dispatch zero workgroups.
 // Each kernel reads per-sample scalars only from buffers no workgroup of the
 // same dispatch writes (state -> prev -> state), so there are no races.
 //
@@ -309,4 +315,81 @@ fn cg_small_iter(@builtin(global_invocation_id) gid: vec3<u32>) {
     t_state[o + S_ITERS] += 1.0;
     t_state[o + S_TOTAL] += 1.0;
     t_state[o + S_ACTIVE] = select(1.0, 0.0, rr <= p.tol2 * t_state[o + S_BB]);
+}
+
+// ---- Early exit: the iteration gates ----
+// ctl (u32): [G_K] dispatches per iteration (the gate included), [G_ITERS] the
+// iteration cap, [G_RUN] iterations run in the current solve, [G_RUN_TOTAL]
+// iterations run since creation, then from G_TEMPLATE the full grids of one
+// iteration's dispatches (K x {x, y, z}). Iteration i's slot, K grids, lives in
+// the even args buffer for even i and the odd one for odd i, at (i / 2) * K * 3
+// words: the gate closing iteration i reads its own grid from one buffer and
+// writes the other (a dispatch cannot bind its own args buffer as storage).
+const G_K: u32 = 0u;
+const G_ITERS: u32 = 1u;
+const G_RUN: u32 = 2u;
+const G_RUN_TOTAL: u32 = 3u;
+const G_TEMPLATE: u32 = 4u;
+
+@group(0) @binding(1) var<storage, read> gs_state: array<f32>;
+@group(0) @binding(2) var<storage, read_write> gs_ctl: array<u32>;
+@group(0) @binding(3) var<storage, read_write> gs_even: array<u32>;
+@group(0) @binding(4) var<storage, read_write> gs_odd: array<u32>;
+
+// After init: every iteration's slot zeroed, iteration 0's opened when some
+// sample is active (its b is nonzero), the solve's run count reset.
+@compute @workgroup_size(WG_SMALL)
+fn cg_gate_start(@builtin(local_invocation_index) lid: u32) {
+    let words = gs_ctl[G_K] * 3u;
+    let iters = gs_ctl[G_ITERS];
+    var go = false;
+    for (var n = 0u; n < p.batch && iters > 0u; n++) {
+        go = go || gs_state[n * STATE + S_ACTIVE] > 0.5;
+    }
+    let n_even = ((iters + 1u) / 2u) * words;
+    let n_odd = (iters / 2u) * words;
+    for (var w = lid; w < n_even; w += WG_SMALL) {
+        var v = 0u;
+        if (w < words && go) {
+            v = gs_ctl[G_TEMPLATE + w];
+        }
+        gs_even[w] = v;
+    }
+    for (var w = lid; w < n_odd; w += WG_SMALL) {
+        gs_odd[w] = 0u;
+    }
+    storageBarrier();
+    if (lid == 0u) {
+        gs_ctl[G_RUN] = 0u;
+    }
+}
+
+@group(0) @binding(1) var<storage, read> g_state: array<f32>;
+@group(0) @binding(2) var<storage, read_write> g_ctl: array<u32>;
+@group(0) @binding(3) var<storage, read_write> g_next: array<u32>;
+
+// Closes an iteration (it runs only when the iteration did): counts it, and
+// opens the next one (the other parity's buffer) while some sample is active
+// and the cap is not reached; otherwise the next slot stays zero, and so do
+// all later ones (their gates never run).
+@compute @workgroup_size(WG_SMALL)
+fn cg_gate(@builtin(local_invocation_index) lid: u32) {
+    let run = g_ctl[G_RUN] + 1u;
+    let total = g_ctl[G_RUN_TOTAL] + 1u;
+    let words = g_ctl[G_K] * 3u;
+    var go = false;
+    for (var n = 0u; n < p.batch && run < g_ctl[G_ITERS]; n++) {
+        go = go || g_state[n * STATE + S_ACTIVE] > 0.5;
+    }
+    storageBarrier();
+    if (lid == 0u) {
+        g_ctl[G_RUN] = run;
+        g_ctl[G_RUN_TOTAL] = total;
+    }
+    if (go) {
+        let base = (run / 2u) * words;
+        for (var w = lid; w < words; w += WG_SMALL) {
+            g_next[base + w] = g_ctl[G_TEMPLATE + w];
+        }
+    }
 }

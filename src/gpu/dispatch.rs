@@ -4,12 +4,19 @@ use super::{Gpu, GpuError, Shader};
 
 /// One recorded kernel launch: pipeline, bind group and grid, built once and
 /// replayed into as many passes as needed (nothing is rebuilt in a hot loop).
+///
+/// A dispatch is direct (its grid fixed at creation) or, through
+/// [`Dispatch::indirect`], reads its grid at replay time from an args buffer
+/// that kernels earlier in the same pass may rewrite (e.g. to zero, to skip it).
 #[derive(Clone)]
 pub struct Dispatch {
     pub label: String,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    /// `Some((args, offset))`: the grid is read from `args` at `offset`
+    /// (a `wgpu::util::DispatchIndirectArgs`: x, y, z as u32) at replay time.
+    indirect: Option<(wgpu::Buffer, u64)>,
 }
 
 impl Dispatch {
@@ -54,7 +61,34 @@ impl Dispatch {
             pipeline,
             bind_group,
             groups,
+            indirect: None,
         })
+    }
+
+    /// The same kernel and bindings, its grid read at replay time from `args`
+    /// at byte `offset` (three u32: x, y, z) instead of the fixed grid. `args`
+    /// needs `INDIRECT` usage ([`Gpu::indirect_buffer`]), `offset` a multiple
+    /// of 4. The caller keeps the args within [`Dispatch::groups`] (the grid
+    /// this dispatch was made for, which its kernel's bounds checks assume) or
+    /// zero; a kernel writing `args` must be a separate dispatch earlier in the
+    /// pass (a dispatch cannot bind its own args buffer as writable storage).
+    /// Nothing is rebuilt: pipeline and bind group are shared handles.
+    pub fn indirect(&self, args: &wgpu::Buffer, offset: u64) -> Dispatch {
+        Dispatch {
+            indirect: Some((args.clone(), offset)),
+            ..self.clone()
+        }
+    }
+
+    /// The grid this dispatch was created with (for an indirect one, the most
+    /// its args should ask for).
+    pub fn groups(&self) -> [u32; 3] {
+        self.groups
+    }
+
+    /// Whether the grid is read from an args buffer at replay time.
+    pub fn is_indirect(&self) -> bool {
+        self.indirect.is_some()
     }
 
     /// A grid with no workgroups: recording it records nothing.
@@ -68,7 +102,10 @@ impl Dispatch {
         }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+        match &self.indirect {
+            None => pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]),
+            Some((args, offset)) => pass.dispatch_workgroups_indirect(args, *offset),
+        }
     }
 }
 

@@ -6,6 +6,20 @@
 //! iterations is recorded and a converged sample's updates become no-ops, so a
 //! solve is one stretch of dispatches with no read-back. Iteration counts are
 //! kept per sample on the GPU and read back on request.
+//!
+//! Early exit without read-back: every dispatch of an iteration, the operator's
+//! Gram product included, is indirect ([`Dispatch::indirect`]), its grid read
+//! from that iteration's slot of an args buffer. A gate kernel after init
+//! (`cg_gate_start`, a direct dispatch inside the plan, so every replay starts
+//! afresh) zeroes every slot and opens iteration 0; the gate closing each
+//! iteration (`cg_gate`, itself indirect) opens the next one only while some
+//! sample of the batch is active and the cap is not reached. After the whole
+//! batch has converged, each remaining iteration still records its dispatches,
+//! but they run zero workgroups. (Where wgpu validates indirect args, which
+//! `Gpu::new` turns off except on Windows and an embedding application's
+//! instance decides, each indirect dispatch also costs one one-thread
+//! validation dispatch, run or skipped.) Results are those of the full-length
+//! solve: the skipped iterations were no-ops for every sample.
 
 use crate::gpu::{dispatch_groups, small_groups, Dispatch, Plan, CG, WG1D};
 use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
@@ -13,6 +27,7 @@ use crate::kernels::random::Noise;
 use crate::operators::{Operator, OperatorError};
 use crate::tensor::Tensor;
 use crate::Gpu;
+use wgpu::util::DispatchIndirectArgs;
 
 /// Elements one CG workgroup covers (mirrors `CHUNK` in the WGSL); samples no
 /// larger than this take the one-thread-per-sample kernels.
@@ -90,6 +105,11 @@ pub struct CgStats {
     pub solves: u32,
     /// Samples of the latest solve still above tolerance when the cap was hit.
     pub unconverged: usize,
+    /// Iterations whose dispatches ran in the latest solve (the batch's
+    /// largest count: the rest, up to the cap, were skipped).
+    pub executed_last: u32,
+    /// Iterations whose dispatches ran, summed over all solves.
+    pub executed_total: u32,
 }
 
 impl CgStats {
@@ -109,8 +129,73 @@ pub struct Cg {
     params: wgpu::Buffer,
     base: CgParams,
     state: wgpu::Buffer,
+    /// The gates' control words (`ctl` in shaders/cg.wgsl: `G_*`).
+    ctl: wgpu::Buffer,
     batch: usize,
     pub iters: usize,
+}
+
+/// Word of the gates' control buffer holding the iterations run in the
+/// current solve (mirrors `G_RUN` in shaders/cg.wgsl).
+pub const G_RUN: usize = 2;
+/// Word holding the iterations run since creation (mirrors `G_RUN_TOTAL`).
+pub const G_RUN_TOTAL: usize = 3;
+
+/// The early-exit gating of `iters` recorded iterations of `body`: every
+/// dispatch of iteration i reads its grid from i's slot of the args buffers,
+/// which the gates open (full grids) or leave closed (zero). Returns the plan
+/// of the iterations (the start gate first) and the control buffer.
+fn gated_iterations(
+    gpu: &Gpu,
+    params: &wgpu::Buffer,
+    state: &wgpu::Buffer,
+    body: &[Dispatch],
+    iters: usize,
+) -> Result<(Plan, wgpu::Buffer), OperatorError> {
+    // A dispatch with an empty grid records nothing and one already indirect
+    // keeps its own args: neither is gated.
+    let gated: Vec<bool> = body.iter().map(|d| !d.is_empty() && !d.is_indirect()).collect();
+    let k = gated.iter().filter(|&&g| g).count() + 1; // + the closing gate
+    let mut ctl: Vec<u32> = vec![k as u32, iters as u32, 0, 0];
+    for d in body.iter().zip(&gated).filter(|(_, &g)| g).map(|(d, _)| d) {
+        ctl.extend(d.groups());
+    }
+    ctl.extend([1, 1, 1]);
+    let ctl = gpu.upload("cg gate control", &ctl)?;
+    let slot = (k * std::mem::size_of::<DispatchIndirectArgs>()) as u64;
+    let even = gpu.indirect_buffer("cg args (even iterations)", iters.div_ceil(2) as u64 * slot)?;
+    let odd = gpu.indirect_buffer("cg args (odd iterations)", (iters / 2) as u64 * slot)?;
+    let mut plan = Plan::new();
+    if iters == 0 {
+        return Ok((plan, ctl));
+    }
+    plan.push(Dispatch::new(
+        gpu,
+        &CG,
+        "cg_gate_start",
+        &[],
+        &[params, state, &ctl, &even, &odd],
+        [1, 1, 1],
+    )?);
+    // The gate closing an even iteration opens the next (odd) one, and back.
+    let to_odd = Dispatch::new(gpu, &CG, "cg_gate", &[], &[params, state, &ctl, &odd], [1, 1, 1])?;
+    let to_even = Dispatch::new(gpu, &CG, "cg_gate", &[], &[params, state, &ctl, &even], [1, 1, 1])?;
+    let args_size = std::mem::size_of::<DispatchIndirectArgs>() as u64;
+    for i in 0..iters {
+        let (args, gate) = if i % 2 == 0 { (&even, &to_odd) } else { (&odd, &to_even) };
+        let base = (i / 2) as u64 * slot;
+        let mut e = 0u64;
+        for (d, &g) in body.iter().zip(&gated) {
+            if g {
+                plan.push(d.indirect(args, base + e * args_size));
+                e += 1;
+            } else {
+                plan.push(d.clone());
+            }
+        }
+        plan.push(gate.indirect(args, base + e * args_size));
+    }
+    Ok((plan, ctl))
 }
 
 impl Cg {
@@ -200,7 +285,7 @@ impl Cg {
         }
         gram.extend(second);
         let mut plan = Plan::new();
-        if per <= CHUNK {
+        let (gated, ctl) = if per <= CHUNK {
             // One thread per sample: one fused dispatch per iteration.
             let groups = small_groups(batch);
             plan.push(Dispatch::new(
@@ -227,10 +312,9 @@ impl Cg {
                 ],
                 groups,
             )?;
-            for _ in 0..iters {
-                plan.extend(gram.clone());
-                plan.push(iter.clone());
-            }
+            let mut body = gram.steps.clone();
+            body.push(iter);
+            gated_iterations(gpu, &params, &state, &body, iters)?
         } else {
             let grid = [chunks as u32, batch as u32, 1];
             plan.push(Dispatch::new(
@@ -275,18 +359,17 @@ impl Cg {
                 &[&params, &prev, &part_b, &r.buffer, &p.buffer, &state],
                 grid,
             )?;
-            for _ in 0..iters {
-                plan.extend(gram.clone());
-                plan.push(apply.clone());
-                plan.push(update.clone());
-                plan.push(direction.clone());
-            }
-        }
+            let mut body = gram.steps.clone();
+            body.extend([apply, update, direction]);
+            gated_iterations(gpu, &params, &state, &body, iters)?
+        };
+        plan.extend(gated);
         Ok(Cg {
             plan,
             params,
             base,
             state,
+            ctl,
             batch,
             iters,
         })
@@ -305,11 +388,14 @@ impl Cg {
         let total = s.iter().map(|st| st.total as u32).collect();
         let solves = s.first().map_or(0.0, |st| st.solves) as u32;
         let unconverged = s.iter().filter(|st| st.active > 0.5).count();
+        let ctl = gpu.read::<u32>(&self.ctl, 0, G_RUN_TOTAL + 1)?;
         Ok(CgStats {
             last,
             total,
             solves,
             unconverged,
+            executed_last: ctl[G_RUN],
+            executed_total: ctl[G_RUN_TOTAL],
         })
     }
 }
