@@ -85,43 +85,10 @@ var<workgroup> a_sh: array<f16, 1536>;  // [TM][LDA]
 var<workgroup> b_sh: array<f16, 1152>;  // [TK][LDB]
 var<workgroup> c_sh: array<f32, 4096>;  // [TM][LDC]
 
-// One 16-deep slice: four multiply-adds into the quadrant's fragments.
-struct Quad {
-    c00: coop_mat16x16<f32, C>,
-    c01: coop_mat16x16<f32, C>,
-    c10: coop_mat16x16<f32, C>,
-    c11: coop_mat16x16<f32, C>,
-}
-
-fn mma_slice(q: Quad, qm: u32, qn: u32) -> Quad {
-    let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u) * LDA], LDA);
-    let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u + 16u) * LDA], LDA);
-    let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u], LDB);
-    let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u + 16u], LDB);
-    var r: Quad;
-    r.c00 = coopMultiplyAdd(a0, b0, q.c00);
-    r.c01 = coopMultiplyAdd(a0, b1, q.c01);
-    r.c10 = coopMultiplyAdd(a1, b0, q.c10);
-    r.c11 = coopMultiplyAdd(a1, b1, q.c11);
-    return r;
-}
-
-fn store_quad(q: Quad, qm: u32, qn: u32) {
-    let base = qm * 32u * LDC + qn * 32u;
-    coopStoreT(q.c00, &c_sh[base], LDC);
-    coopStoreT(q.c01, &c_sh[base + 16u], LDC);
-    coopStoreT(q.c10, &c_sh[base + 16u * LDC], LDC);
-    coopStoreT(q.c11, &c_sh[base + 16u * LDC + 16u], LDC);
-}
-
-fn zero_quad() -> Quad {
-    var q: Quad;
-    q.c00 = coop_mat16x16<f32, C>();
-    q.c01 = coop_mat16x16<f32, C>();
-    q.c10 = coop_mat16x16<f32, C>();
-    q.c11 = coop_mat16x16<f32, C>();
-    return q;
-}
+// Each subgroup's 2 x 2 accumulator fragments are four local variables,
+// loaded, multiplied and stored inline in each entry point (no structs or
+// function parameters of cooperative-matrix type, which not every driver
+// accepts).
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
@@ -184,7 +151,10 @@ fn conv2d_coop(
         goff[j] = i32(ci * hw) + i32(ky) * w_i + i32(kx);
     }
 
-    var q = zero_quad();
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         for (var e = 0u; e < 8u; e++) {
             let m = m0 + a_row;
@@ -219,10 +189,25 @@ fn conv2d_coop(
             }
         }
         workgroupBarrier();
-        q = mma_slice(q, qm, qn);
+        {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u) * LDA], LDA);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u + 16u) * LDA], LDA);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u], LDB);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u + 16u], LDB);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
         workgroupBarrier();
     }
-    store_quad(q, qm, qn);
+    {
+        let base = qm * 32u * LDC + qn * 32u;
+        coopStoreT(c00, &c_sh[base], LDC);
+        coopStoreT(c01, &c_sh[base + 16u], LDC);
+        coopStoreT(c10, &c_sh[base + 16u * LDC], LDC);
+        coopStoreT(c11, &c_sh[base + 16u * LDC + 16u], LDC);
+    }
     workgroupBarrier();
 
     // Epilogue: invocation tid writes columns tid % 64 of rows tid / 64 + 2 r.
@@ -344,7 +329,10 @@ fn conv2d_coop_bwd_data(
         goff[j] = dy_base + co * hwo;
     }
 
-    var q = zero_quad();
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         // (co, kr) of this invocation's first k', stepped without division.
         let ka = k0 + a_k;
@@ -383,10 +371,25 @@ fn conv2d_coop_bwd_data(
             }
         }
         workgroupBarrier();
-        q = mma_slice(q, qm, qn);
+        {
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u) * LDA], LDA);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&a_sh[(qm * 32u + 16u) * LDA], LDA);
+            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u], LDB);
+            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&b_sh[qn * 32u + 16u], LDB);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
         workgroupBarrier();
     }
-    store_quad(q, qm, qn);
+    {
+        let base = qm * 32u * LDC + qn * 32u;
+        coopStoreT(c00, &c_sh[base], LDC);
+        coopStoreT(c01, &c_sh[base + 16u], LDC);
+        coopStoreT(c10, &c_sh[base + 16u * LDC], LDC);
+        coopStoreT(c11, &c_sh[base + 16u * LDC + 16u], LDC);
+    }
     workgroupBarrier();
 
     let col = tid % TN;
