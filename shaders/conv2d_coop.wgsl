@@ -1,3 +1,6 @@
+enable f16;
+enable wgpu_cooperative_matrix;
+
 // 2-D convolution (forward and backward-data) on tensor cores, through
 // wgpu's experimental cooperative matrices: the same implicit GEMM as
 // conv2d.wgsl, Y[M, P] = W[M, K] X_col[K, P], with f16 operands and f32
@@ -19,9 +22,6 @@
 // configuration, subgroups of exactly 32 and the workgroup memory below
 // (22.5 KiB); the SIMT kernel's ROUND_F16 instance emulates these numerics
 // (operands rounded to f16, f32 sums) on every adapter.
-
-enable f16;
-enable wgpu_cooperative_matrix;
 
 alias T = f32;
 
