@@ -123,7 +123,10 @@ fn conv2d_forward_and_backward_data_in_f16() {
                 up(&gpu, dt, &vec![0.0; ny]),
                 f32_zeros(&gpu, 4),
             );
+            // The plan's own choice (split-K on a big GPU: its scratch too).
             let kernel = conv_choice::choose(&gpu, ConvPass::Forward, &s, dt);
+            let (m, p, k) = ConvPass::Forward.gemm(&s);
+            let scratch = f32_zeros(&gpu, (kernel.scratch_bytes(m, p, k) as usize / 4).max(1));
             let d = conv2d(
                 &gpu,
                 dt,
@@ -136,7 +139,7 @@ fn conv2d_forward_and_backward_data_in_f16() {
                 0.7,
                 &yb,
                 &dummy,
-                None,
+                Some(&scratch),
             )
             .unwrap();
             run(&gpu, d);
@@ -146,7 +149,21 @@ fn conv2d_forward_and_backward_data_in_f16() {
             compare(&format!("conv2d_bwd_data {s:?} acc {accumulate}"), |dt| {
                 let (gb, wb, dxb) = (up(&gpu, dt, &dy), up(&gpu, dt, &wts), up(&gpu, dt, &prior));
                 let kernel = conv_choice::choose(&gpu, ConvPass::BwdData, &s, dt);
-                let d = conv2d_bwd_data(&gpu, dt, &kernel, &s, &gb, (&wb, 1), 0.7, accumulate, &dxb, None).unwrap();
+                let (m, p, k) = ConvPass::BwdData.gemm(&s);
+                let scratch = f32_zeros(&gpu, (kernel.scratch_bytes(m, p, k) as usize / 4).max(1));
+                let d = conv2d_bwd_data(
+                    &gpu,
+                    dt,
+                    &kernel,
+                    &s,
+                    &gb,
+                    (&wb, 1),
+                    0.7,
+                    accumulate,
+                    &dxb,
+                    Some(&scratch),
+                )
+                .unwrap();
                 run(&gpu, d);
                 down(&gpu, dt, &dxb, nx)
             });
