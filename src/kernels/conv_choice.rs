@@ -83,25 +83,58 @@ pub fn multiprocessors(gpu: &Gpu) -> Option<u32> {
     }
 }
 
+/// What the heuristic needs to know of an adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct AdapterTraits {
+    /// Multiprocessors to fill; `None` for a CPU adapter.
+    pub multiprocessors: Option<u32>,
+    /// Whether the cooperative-matrix kernel runs ([`conv_coop::supported`]).
+    pub coop: bool,
+    /// Whether each of [`ConvTiles::FAMILIES`] fits the adapter's limits.
+    pub fits: [bool; 4],
+}
+
+impl AdapterTraits {
+    pub fn of(gpu: &Gpu) -> AdapterTraits {
+        AdapterTraits {
+            multiprocessors: multiprocessors(gpu),
+            coop: conv_coop::supported(gpu),
+            fits: ConvTiles::FAMILIES.map(|(_, t)| t.fits(gpu)),
+        }
+    }
+
+    fn fits(&self, t: &ConvTiles) -> bool {
+        ConvTiles::FAMILIES
+            .iter()
+            .zip(self.fits)
+            .any(|((_, f), ok)| f == t && ok)
+    }
+}
+
 /// The choice without a cache entry (see the module docs).
 pub fn heuristic(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> ConvKernel {
+    heuristic_for(&AdapterTraits::of(gpu), pass, s, dtype)
+}
+
+/// [`heuristic`] for an adapter described by `a` (testable without that adapter).
+pub fn heuristic_for(a: &AdapterTraits, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> ConvKernel {
     let (m, p, k) = pass.gemm(s);
     let padded_ok = |tm: u32, tn: u32| {
         let padded = (m as u64).div_ceil(tm as u64) * tm as u64 * (p as u64).div_ceil(tn as u64) * tn as u64;
         padded as f64 <= 1.3 * (m * p) as f64
     };
     let groups = |tm: u32, tn: u32| (m as u64).div_ceil(tm as u64) * (p as u64).div_ceil(tn as u64);
-    let Some(sms) = multiprocessors(gpu) else {
+    let Some(sms) = a.multiprocessors else {
         // A CPU has a few cores: larger tiles, fewer workgroups (64 x 64 ran
         // about 20% faster than 32 x 32 on lavapipe in `bench --tune`).
-        let t = if ConvTiles::MEDIUM.fits(gpu) && padded_ok(64, 64) {
+        let t = if a.fits(&ConvTiles::MEDIUM) && padded_ok(64, 64) {
             ConvTiles::MEDIUM
         } else {
             ConvTiles::SMALL
         };
         return ConvKernel::simt(t);
     };
-    let base = if dtype == DType::F16 && m >= 32 && conv_coop::supported(gpu) {
+    let base = if dtype == DType::F16 && m >= 32 && a.coop {
         ConvKernel {
             coop: true,
             ..ConvKernel::simt(ConvTiles::MEDIUM)
@@ -109,7 +142,7 @@ pub fn heuristic(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> Co
     } else {
         let family = [ConvTiles::WIDE, ConvTiles::MEDIUM]
             .into_iter()
-            .find(|t| t.fits(gpu) && groups(t.tm(), t.tn()) >= 2 * sms as u64 && padded_ok(t.tm(), t.tn()));
+            .find(|t| a.fits(t) && groups(t.tm(), t.tn()) >= 2 * sms as u64 && padded_ok(t.tm(), t.tn()));
         ConvKernel::simt(family.unwrap_or(ConvTiles::SMALL))
     };
     let g = base.workgroups(m, p, k);
@@ -117,11 +150,11 @@ pub fn heuristic(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> Co
     if g >= sms as u64 || slices < 8 {
         return base;
     }
-    // A power of two (the candidates the tuner times), halved until every
-    // split has work.
-    let want = (sms as u64).div_ceil(g).min(slices / 4).clamp(1, 16) as u32;
-    let mut splits = 1 << (31 - want.leading_zeros());
-    while splits > 1 && base.split(splits).split_plan(k).1 != splits {
+    // The power of two (the candidates the tuner times) that reaches a wave,
+    // at most 16, halved while a split would get fewer than 4 slices of K or
+    // none at all.
+    let mut splits = ((sms as u64).div_ceil(g).next_power_of_two().min(16)) as u32;
+    while splits > 1 && (4 * splits as u64 > slices || base.split(splits).split_plan(k).1 != splits) {
         splits /= 2;
     }
     base.split(splits)
@@ -277,6 +310,51 @@ fn cached(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> Option<Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// DPS's FFHQ-256 U-Net on an H100-like adapter (132 multiprocessors):
+    /// the 256 px layers take 128 x 128 tiles, every layer short of a wave is split
+    /// along K until it has a wave of workgroups (or K runs out), f16 goes
+    /// to tensor cores where they exist, and a CPU adapter never splits.
+    #[test]
+    fn the_heuristic_fills_a_datacenter_gpu() {
+        let g = crate::unet::Graph::build(&crate::unet::UnetConfig::dps_ffhq256(), false).unwrap();
+        let h100 = AdapterTraits {
+            multiprocessors: Some(132),
+            coop: false,
+            fits: [true; 4],
+        };
+        let cpu = AdapterTraits {
+            multiprocessors: None,
+            ..h100
+        };
+        let mut split_layers = 0;
+        for l in &g.layers {
+            let crate::unet::LayerShape::Conv { shape: s, .. } = g.layer_shape(l, 1, 256, 256) else {
+                continue;
+            };
+            for pass in [ConvPass::Forward, ConvPass::BwdData] {
+                let (m, p, k) = pass.gemm(&s);
+                let c = heuristic_for(&h100, pass, &s, DType::F32);
+                assert!(!c.coop);
+                let groups = c.workgroups(m, p, k);
+                let slices = k.div_ceil(16) as u64;
+                assert!(
+                    groups >= 132 || slices < 8 || c.splits == 16 || (c.splits as u64) * 8 > slices,
+                    "{s:?} {pass:?}: {c:?} gives {groups} workgroups"
+                );
+                if m >= 128 && p >= 256 * 256 {
+                    assert_eq!(c.tiles, ConvTiles::WIDE, "{s:?} {pass:?}");
+                }
+                split_layers += (c.splits > 1) as usize;
+                let f16 = heuristic_for(&AdapterTraits { coop: true, ..h100 }, pass, &s, DType::F16);
+                assert_eq!(f16.coop, m >= 32, "{s:?} {pass:?}");
+                let c = heuristic_for(&cpu, pass, &s, DType::F32);
+                assert_eq!(c.splits, 1);
+                assert!(!c.coop);
+            }
+        }
+        assert!(split_layers >= 20, "the 8x8 to 32x32 levels split ({split_layers})");
+    }
 
     #[test]
     fn specs_round_trip() {
