@@ -17,7 +17,7 @@
 //   tile rows, whose (channel, ky, kx) decomposition is advanced by TK per
 //   slice with at most two carries (stride-2 backward taps use shifts).
 // - The next K slice is loaded into registers while the current one is
-//   multiplied (one workgroup barrier pair per slice).
+//   multiplied (one load site, one workgroup barrier pair per slice).
 // - Split-K: workgroup z covers K range [z k_split, (z+1) k_split) and writes
 //   raw f32 partial sums; `conv2d_splitk` then adds the splits and applies
 //   the epilogue. A layer whose output tiles do not fill the GPU uses it.
@@ -231,10 +231,22 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 
     var a_reg: array<f32, MAX_LD>;
     var b_reg: array<f32, MAX_LD>;
-    // Loads slice k0 into registers and advances the gather rows by TK.
-    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-        if (k0 == k_begin) {
-            // Prologue: the first slice.
+    // A software pipeline with one load site: iteration k0 stores the slice
+    // the registers hold (k0 - TK) into workgroup memory, loads slice k0 into
+    // the registers, then multiplies slice k0 - TK while those loads are in
+    // flight. The first iteration only loads; the last only multiplies.
+    for (var k0 = k_begin; k0 < k_end + TK; k0 += TK) {
+        let have = k0 > k_begin;
+        if (have) {
+            for (var i = 0u; i < a_ld; i++) {
+                store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
+            }
+            for (var j = 0u; j < b_ld; j++) {
+                store_b(tid / tn + j * b_step, b_pl, b_reg[j]);
+            }
+            workgroupBarrier();
+        }
+        if (k0 < k_end) {
             let ka = k0 + a_kl;
             for (var i = 0u; i < a_ld; i++) {
                 let m = m0 + tid / TK + i * a_step;
@@ -245,51 +257,24 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
                 a_reg[i] = v;
             }
             for (var j = 0u; j < b_ld; j++) {
-                let gj = g[j];
-                var v = 0.0;
-                let iy = iy0 + gj.ky;
-                let ix = ix0 + gj.kx;
-                if (pix_ok && gj.k < k_end && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < w_i) {
-                    v = f32(x[u32(x_org + gj.off)]);
-                }
-                b_reg[j] = v;
-            }
-        }
-        for (var i = 0u; i < a_ld; i++) {
-            store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
-        }
-        for (var j = 0u; j < b_ld; j++) {
-            store_b(tid / tn + j * b_step, b_pl, b_reg[j]);
-        }
-        workgroupBarrier();
-        // Prefetch the next slice while this one is multiplied.
-        let kn = k0 + TK;
-        if (kn < k_end) {
-            let ka = kn + a_kl;
-            for (var i = 0u; i < a_ld; i++) {
-                let m = m0 + tid / TK + i * a_step;
-                var v = 0.0;
-                if (m < p.cout && ka < k_end) {
-                    v = f32(wt[p.w_off + m * kdim + ka]);
-                }
-                a_reg[i] = v;
-            }
-            for (var j = 0u; j < b_ld; j++) {
                 var gj = g[j];
-                gj.k += TK;
-                gj.kx += i32(dkx);
-                gj.ky += i32(dky);
-                gj.off += d_off;
-                if (gj.kx >= ks) {
-                    gj.kx -= ks;
-                    gj.ky += 1;
-                    gj.off += w_i - ks;
+                if (have) {
+                    // Advance this gather row by TK: (dci, dky, dkx) and carries.
+                    gj.k += TK;
+                    gj.kx += i32(dkx);
+                    gj.ky += i32(dky);
+                    gj.off += d_off;
+                    if (gj.kx >= ks) {
+                        gj.kx -= ks;
+                        gj.ky += 1;
+                        gj.off += w_i - ks;
+                    }
+                    if (gj.ky >= ks) {
+                        gj.ky -= ks;
+                        gj.off += i32(hw) - ks * w_i;
+                    }
+                    g[j] = gj;
                 }
-                if (gj.ky >= ks) {
-                    gj.ky -= ks;
-                    gj.off += i32(hw) - ks * w_i;
-                }
-                g[j] = gj;
                 var v = 0.0;
                 let iy = iy0 + gj.ky;
                 let ix = ix0 + gj.kx;
@@ -299,8 +284,10 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
                 b_reg[j] = v;
             }
         }
-        multiply_slice(lid, &acc);
-        workgroupBarrier();
+        if (have) {
+            multiply_slice(lid, &acc);
+            workgroupBarrier();
+        }
     }
 
     for (var r = 0u; r < RM / 4u; r++) {
@@ -496,40 +483,28 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
 
     var a_reg: array<f32, MAX_LD>;
     var b_reg: array<f32, MAX_LD>;
-    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-        if (k0 == k_begin) {
+    // The forward kernel's one-load-site pipeline.
+    for (var k0 = k_begin; k0 < k_end + TK; k0 += TK) {
+        let have = k0 > k_begin;
+        if (have) {
             for (var i = 0u; i < a_ld; i++) {
-                let ci = m0 + tid / TK + i * a_step;
-                var v = 0.0;
-                if (ci < pb.cin && wl.k < k_end) {
-                    v = f32(wtb[pb.w_off + wl.off + ci * kk]);
-                }
-                a_reg[i] = v;
+                store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
             }
             for (var j = 0u; j < b_ld; j++) {
-                var v = 0.0;
-                if (q_ok && g[j].k < k_end) {
-                    v = dy_tap(u32(g[j].off), iy, ix, g[j].ky, g[j].kx);
-                }
-                b_reg[j] = v;
+                store_b(tid / tn + j * b_step, b_ql, b_reg[j]);
             }
+            workgroupBarrier();
         }
-        for (var i = 0u; i < a_ld; i++) {
-            store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
-        }
-        for (var j = 0u; j < b_ld; j++) {
-            store_b(tid / tn + j * b_step, b_ql, b_reg[j]);
-        }
-        workgroupBarrier();
-        let kn = k0 + TK;
-        if (kn < k_end) {
-            // Advance the weight lane by TK: dco channels and dkr taps.
-            wl.k += TK;
-            wl.kr += dkr;
-            wl.off += dco * pb.cin * kk + dkr;
-            if (wl.kr >= kk) {
-                wl.kr -= kk;
-                wl.off += pb.cin * kk - kk;
+        if (k0 < k_end) {
+            if (have) {
+                // Advance the weight lane by TK: dco channels and dkr taps.
+                wl.k += TK;
+                wl.kr += dkr;
+                wl.off += dco * pb.cin * kk + dkr;
+                if (wl.kr >= kk) {
+                    wl.kr -= kk;
+                    wl.off += pb.cin * kk - kk;
+                }
             }
             for (var i = 0u; i < a_ld; i++) {
                 let ci = m0 + tid / TK + i * a_step;
@@ -541,19 +516,21 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             }
             for (var j = 0u; j < b_ld; j++) {
                 var gj = g[j];
-                gj.k += TK;
-                gj.kx += i32(dkx);
-                gj.ky += i32(dky);
-                gj.off += i32(dco * hwo);
-                if (gj.kx >= ks) {
-                    gj.kx -= ks;
-                    gj.ky += 1;
+                if (have) {
+                    gj.k += TK;
+                    gj.kx += i32(dkx);
+                    gj.ky += i32(dky);
+                    gj.off += i32(dco * hwo);
+                    if (gj.kx >= ks) {
+                        gj.kx -= ks;
+                        gj.ky += 1;
+                    }
+                    if (gj.ky >= ks) {
+                        gj.ky -= ks;
+                        gj.off += i32(hwo);
+                    }
+                    g[j] = gj;
                 }
-                if (gj.ky >= ks) {
-                    gj.ky -= ks;
-                    gj.off += i32(hwo);
-                }
-                g[j] = gj;
                 var v = 0.0;
                 if (q_ok && gj.k < k_end) {
                     v = dy_tap(u32(gj.off), iy, ix, gj.ky, gj.kx);
@@ -561,8 +538,10 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
                 b_reg[j] = v;
             }
         }
-        multiply_slice(lid, &acc);
-        workgroupBarrier();
+        if (have) {
+            multiply_slice(lid, &acc);
+            workgroupBarrier();
+        }
     }
     for (var r = 0u; r < RM / 4u; r++) {
         for (var i = 0u; i < 4u; i++) {
