@@ -20,7 +20,7 @@ enable wgpu_cooperative_matrix;
 //
 // Chosen only when the adapter reports a 16x16x16 f16 x f16 -> f32
 // configuration, subgroups of exactly 32 and the workgroup memory below
-// (22.5 KiB); the SIMT kernel's ROUND_F16 instance emulates these numerics
+// (21.25 KiB); the SIMT kernel's ROUND_F16 instance emulates these numerics
 // (operands rounded to f16, f32 sums) on every adapter.
 
 alias T = f32;
