@@ -304,8 +304,9 @@ impl Gpu {
                 cache: None,
             })
         })?;
-        self.pipelines.lock().unwrap().insert(key, pipeline.clone());
-        Ok(pipeline)
+        // Another thread may have built the same pipeline meanwhile: the
+        // first one cached is the one every caller gets.
+        Ok(self.pipelines.lock().unwrap().entry(key).or_insert(pipeline).clone())
     }
 
     fn module(&self, shader: &Shader) -> Result<wgpu::ShaderModule, GpuError> {
@@ -325,8 +326,7 @@ impl Gpu {
                 source: wgpu::ShaderSource::Wgsl(shader.wgsl()),
             })
         })?;
-        self.modules.lock().unwrap().insert(key, module.clone());
-        Ok(module)
+        Ok(self.modules.lock().unwrap().entry(key).or_insert(module).clone())
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a
