@@ -48,66 +48,31 @@ fn r16(v: f32) -> f32 {
     half::f16::from_f32(v).to_f32()
 }
 
-/// y = conv(x, W) + b in f64 over operands optionally rounded to f16.
-fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
-    let q = |v: f32| if round { r16(v) as f64 } else { v as f64 };
-    let (ho, wo) = s.out_hw();
-    let mut y = vec![0f32; s.n * s.cout * ho * wo];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = 0f64;
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
-                                let wv = w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
-                                acc += q(xv) * q(wv);
-                            }
-                        }
-                    }
-                    y[((n * s.cout + co) * ho + oy) * wo + ox] = (acc + b[co] as f64) as f32;
-                }
-            }
-        }
-    }
-    y
+fn f64s(v: &[f32], round: bool) -> Vec<f64> {
+    v.iter()
+        .map(|&a| if round { r16(a) as f64 } else { a as f64 })
+        .collect()
 }
 
-/// dx = conv_transpose(dy, W) in f64 over optionally rounded operands.
-fn conv_bwd_ref(s: &Conv2dShape, dy: &[f32], w: &[f32], round: bool) -> Vec<f32> {
-    let q = |v: f32| if round { r16(v) as f64 } else { v as f64 };
+/// y = conv(x, W) + b ([`common::conv::conv_f64`]) over operands optionally
+/// rounded to f16.
+fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
     let (ho, wo) = s.out_hw();
-    let mut dx = vec![0f64; s.n * s.cin * s.h * s.w];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = q(dy[((n * s.cout + co) * ho + oy) * wo + ox]);
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let wv = q(w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx]);
-                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] += g * wv;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    dx.into_iter().map(|v| v as f32).collect()
+    let y = common::conv::conv_f64(s, &f64s(x, round), &f64s(w, round));
+    let hw = ho * wo;
+    y.iter()
+        .enumerate()
+        .map(|(i, v)| (v + b[(i / hw) % s.cout] as f64) as f32)
+        .collect()
+}
+
+/// dx = conv_transpose(dy, W) ([`common::conv::conv_bwd_f64`]) over operands
+/// optionally rounded to f16.
+fn conv_bwd_ref(s: &Conv2dShape, dy: &[f32], w: &[f32], round: bool) -> Vec<f32> {
+    common::conv::conv_bwd_f64(s, &f64s(dy, round), &f64s(w, round))
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 fn run(gpu: &Gpu, steps: Vec<Dispatch>) {

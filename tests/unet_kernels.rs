@@ -2,6 +2,7 @@
 //! shapes: odd H/W, channel counts that are not multiples of the tiles, batch 2.
 
 mod common;
+use common::conv::{conv_bwd_f64, conv_f64};
 use common::*;
 
 use tweedie::tensor::DType;
@@ -671,64 +672,6 @@ fn check_fd(what: &str, f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], g: &[f64], gr
         (fd - an).abs() <= 1e-6 * (1.0 + an.abs()),
         "{what}: finite difference {fd} vs analytic {an}"
     );
-}
-
-fn conv_f64(s: &Conv2dShape, x: &[f64], w: &[f64]) -> Vec<f64> {
-    let (ho, wo) = s.out_hw();
-    let mut y = vec![0f64; s.n * s.cout * ho * wo];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = 0.0;
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                acc += x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize]
-                                    * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
-                            }
-                        }
-                    }
-                    y[((n * s.cout + co) * ho + oy) * wo + ox] = acc;
-                }
-            }
-        }
-    }
-    y
-}
-
-/// dx = conv^T(dy): scatter every output gradient back along its taps.
-fn conv_bwd_f64(s: &Conv2dShape, dy: &[f64], w: &[f64]) -> Vec<f64> {
-    let (ho, wo) = s.out_hw();
-    let mut dx = vec![0f64; s.n * s.cin * s.h * s.w];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox];
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] +=
-                                    g * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    dx
 }
 
 #[test]

@@ -392,6 +392,26 @@ pub enum ConvResidual<'a> {
     Channel(&'a wgpu::Buffer, usize, usize),
 }
 
+/// The split-K fix-up dispatch `entry` (`conv2d_splitk` or
+/// `conv2d_bwd_splitk`) over `outputs` elements, bound as the entry declares;
+/// the SIMT and cooperative GEMMs share it.
+pub(crate) fn splitk_fixup(
+    gpu: &Gpu,
+    dtype: DType,
+    entry: &str,
+    buffers: &[&wgpu::Buffer],
+    outputs: usize,
+) -> Result<Dispatch, GpuError> {
+    Dispatch::new(
+        gpu,
+        &CONV2D.typed(dtype),
+        entry,
+        &[("WG1", WG_FIXUP as f64)],
+        buffers,
+        dispatch_groups(outputs, WG_FIXUP),
+    )
+}
+
 /// The split-K scratch a kernel needs, or an error naming the layer when the
 /// caller gave none (or too little).
 fn split_scratch<'a>(
@@ -470,13 +490,12 @@ pub fn conv2d(
     )?;
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(Dispatch::new(
+        out.push(splitk_fixup(
             gpu,
-            &shader,
+            dtype,
             "conv2d_splitk",
-            &[("WG1", WG_FIXUP as f64)],
             &[&u, part, b.0, res_buf, y],
-            dispatch_groups(s.cout * pixels, WG_FIXUP),
+            s.cout * pixels,
         )?);
     }
     Ok(out)
@@ -528,13 +547,12 @@ pub fn conv2d_bwd_data(
     )?;
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(Dispatch::new(
+        out.push(splitk_fixup(
             gpu,
-            &shader,
+            dtype,
             "conv2d_bwd_splitk",
-            &[("WG1", WG_FIXUP as f64)],
             &[&u, part, dx],
-            dispatch_groups(s.cin * pixels, WG_FIXUP),
+            s.cin * pixels,
         )?);
     }
     Ok(out)

@@ -5,8 +5,8 @@
 //! differs. Chosen by [`crate::kernels::conv_choice`] only where the adapter
 //! reports the configuration ([`supported`]).
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV2D, CONV2D_COOP};
-use crate::kernels::conv2d::{Conv2dShape, WG_FIXUP};
+use crate::gpu::{Dispatch, Gpu, GpuError, CONV2D_COOP};
+use crate::kernels::conv2d::{splitk_fixup, Conv2dShape};
 use crate::tensor::DType;
 
 /// Output tile and K step of a workgroup (mirror `TM`, `TN`, `TK`).
@@ -94,13 +94,12 @@ pub(crate) fn forward(
     )?;
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(Dispatch::new(
+        out.push(splitk_fixup(
             gpu,
-            &CONV2D.typed(dtype),
+            dtype,
             "conv2d_splitk",
-            &[("WG1", WG_FIXUP as f64)],
             &[u, part, b, res, y],
-            dispatch_groups(s.cout * pixels, WG_FIXUP),
+            s.cout * pixels,
         )?);
     }
     Ok(out)
@@ -132,13 +131,12 @@ pub(crate) fn backward_data(
     )?;
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(Dispatch::new(
+        out.push(splitk_fixup(
             gpu,
-            &CONV2D.typed(dtype),
+            dtype,
             "conv2d_bwd_splitk",
-            &[("WG1", WG_FIXUP as f64)],
             &[u, part, dx],
-            dispatch_groups(s.cin * pixels, WG_FIXUP),
+            s.cin * pixels,
         )?);
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! Shared test helpers: the one GPU, comparisons, random data.
 #![allow(dead_code)]
 
+pub mod conv;
 pub mod gmm;
 
 use std::sync::{Arc, OnceLock};
