@@ -127,3 +127,67 @@ fn bench_and_info_refuse_bad_input_in_one_line() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `bench --tune`: one record per convolution shape and pass, the best of the
+/// candidates timed (never slower than the heuristic's own time), saved in
+/// the cache the environment names under this adapter; without `--model` it
+/// is refused in one line. (The adapter needs timestamp queries; lavapipe
+/// has them.)
+#[test]
+fn bench_tune_times_candidates_and_fills_the_cache() {
+    let dir = std::env::temp_dir().join(format!("tweedie-cli-tune-{}", std::process::id()));
+    let cache = dir.join("tune.json");
+    let m = model();
+    let out = Command::new(env!("CARGO_BIN_EXE_tweedie"))
+        .args([
+            "bench",
+            "--model",
+            &m,
+            "--image-size",
+            "16",
+            "--iters",
+            "1",
+            "--tune",
+            "--json",
+        ])
+        .env("TWEEDIE_TUNE_CACHE", &cache)
+        .output()
+        .expect("run tweedie");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("timestamp queries") {
+        eprintln!("skipped: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.len() >= 4, "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["kind"], "tune");
+        let cands = r["candidates"].as_array().unwrap();
+        assert!(cands.len() >= 2, "{r}");
+        let best = r["best_ms"].as_f64().unwrap();
+        let fastest = cands
+            .iter()
+            .map(|c| c["ms"].as_f64().unwrap())
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(best, fastest, "{r}");
+        if let Some(h) = r["heuristic_ms"].as_f64() {
+            assert!(best <= h, "{r}");
+        }
+    }
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let adapters = saved["adapters"].as_object().unwrap();
+    assert_eq!(adapters.len(), 1);
+    let entries = adapters.values().next().unwrap().as_object().unwrap();
+    assert_eq!(entries.len(), rows.len(), "one cache entry per layer shape and pass");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let out = tweedie(&["bench", "--tune"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--model") && err.trim().lines().count() == 1, "{err}");
+}
