@@ -10,7 +10,8 @@ use tweedie::operators::dense::Dense;
 use tweedie::operators::Operator;
 use tweedie::samplers::cg::{Cg, Space};
 use tweedie::samplers::problem::GmmProblem;
-use tweedie::samplers::{CdpsVariant, DmpsSolver, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
+use tweedie::samplers::cg::{self as cgopt, CgStop, CgSystem};
+use tweedie::samplers::{GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
 use tweedie::schedule::VarianceType;
 use tweedie::{Gpu, Tensor};
 
@@ -61,7 +62,16 @@ fn bench(c: &mut Criterion) {
         .unwrap();
         let x = Tensor::zeros(&gpu, "x", &[n, d]).unwrap();
         let diag = Tensor::from_slice(&gpu, "diag", &[n, d], &vec![4.0; n * d]).unwrap();
-        let cg = Cg::new(&gpu, &op, Space::Input, &b, &x, &diag, 1.0 / 0.0025, 1e-5, 10).unwrap();
+        let sys = CgSystem {
+            op: &op,
+            space: Space::Input,
+            b: &b,
+            x: &x,
+            diag: &diag,
+            weight: None,
+            gamma: 1.0 / 0.0025,
+        };
+        let cg = Cg::new(&gpu, sys, CgStop { tol: 1e-5, iters: 10 }).unwrap();
         cg.plan.run(&gpu).unwrap();
         let st = cg.stats(&gpu).unwrap();
         eprintln!(
@@ -80,20 +90,14 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        let methods: [(&str, Method, CdpsVariant); 4] = [
-            ("ddpm", Method::Ddpm, CdpsVariant::Reverse),
-            ("dps", Method::Dps, CdpsVariant::Reverse),
-            ("dmps", Method::Dmps, CdpsVariant::Reverse),
-            ("cdps", Method::Cdps, CdpsVariant::Reverse),
-        ];
-        for (label, method, variant) in methods {
+        let cg_iters = 8;
+        for &method in Method::all() {
+            let label = method.name();
             let opts = SamplerOptions {
                 steps: 1000,
                 clip: false,
                 variance: VarianceType::FixedLarge,
-                cdps_variant: variant,
-                dmps_solver: DmpsSolver::Auto,
-                cg_iters: 8,
+                method: MethodOptions::default().with(cgopt::ITERS.name, cg_iters).unwrap(),
                 ..Default::default()
             };
             let meas = Measurement {
@@ -101,7 +105,13 @@ fn bench(c: &mut Criterion) {
                 y: &p.y,
                 sigma_y: p.sigma_y,
             };
-            let s = Sampler::new(&gpu, method, &model, Some(meas), n, &opts).unwrap();
+            let s = match Sampler::new(&gpu, method, &model, Some(meas), n, &opts) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{name}: {label} skipped: {e}");
+                    continue;
+                }
+            };
             s.init(&gpu).unwrap();
             let mid = 500;
             group.bench_function(format!("step/{label}"), |bch| {
@@ -114,11 +124,10 @@ fn bench(c: &mut Criterion) {
                     t.elapsed()
                 })
             });
-            if let Some(cg) = s.stats(&gpu).unwrap().cg {
+            if let Some(cg) = s.stats(&gpu).unwrap().cg() {
                 eprintln!(
-                    "{name}: {label} step, CG {:.2} iterations per solve (cap {})",
+                    "{name}: {label} step, CG {:.2} iterations per solve (cap {cg_iters})",
                     cg.mean_per_solve(),
-                    opts.cg_iters
                 );
             }
         }

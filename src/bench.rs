@@ -355,8 +355,8 @@ pub fn bench_model(
     // One reverse step of each sampler, in its own plan (each sampler holds
     // its own U-Net plan; one at a time keeps the memory down).
     let score = UnetScore::new(unet.clone(), size, size);
-    for (name, method) in crate::figures::STEP_METHODS {
-        let model_flops = if method == Method::Dps { 2.0 * flops } else { flops };
+    for &method in Method::all() {
+        let model_flops = method.model_passes() as f64 * flops;
         let Some(s) = crate::figures::box_inpainting_sampler(gpu, &unet, &score, method, batch)? else {
             continue;
         };
@@ -364,7 +364,7 @@ pub fn bench_model(
         // A mid-run step's scalars, then its plan replayed.
         s.step(gpu, s.steps() / 2)?;
         let row = Row {
-            name: format!("step {name}"),
+            name: format!("step {}", method.name()),
             kind: "step",
             plan: s.step_plan().clone(),
             flops: model_flops,
@@ -433,7 +433,7 @@ fn time_rows(
                 "median_ms": s * 1e3,
                 "timer": timer,
                 "layers": r.count,
-                "dispatches": crate::figures::dispatches(&r.plan),
+                "dispatches": r.plan.dispatches(),
                 "flops": r.flops,
                 "bytes_moved": r.bytes,
                 "tflops": tflops,

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::gpu::{Gpu, Plan};
+use crate::gpu::Gpu;
 use crate::operators::task::{self, Task, TaskSpec};
 use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, UnetScore};
 use crate::unet::memory::PlanKind;
@@ -42,26 +42,16 @@ pub struct Figures {
 pub struct Plans {
     pub forward: PlanFigure,
     pub forward_vjp: PlanFigure,
-    /// One reverse step per sampler the model supports (ddpm, dps, dmps, cdps).
+    /// One reverse step per sampler the model supports at this batch (every
+    /// method of the registry but those that refuse it: C-DPS and SMC on a
+    /// flow, SMC with one particle).
     pub steps: std::collections::BTreeMap<&'static str, PlanFigure>,
 }
 
-/// Dispatches a plan records (those with an empty grid record nothing).
-pub fn dispatches(plan: &Plan) -> usize {
-    plan.iter().filter(|d| !d.is_empty()).count()
-}
-
-/// The samplers whose steps `tweedie info` and `tweedie bench` report.
-pub const STEP_METHODS: [(&str, Method); 4] = [
-    ("ddpm", Method::Ddpm),
-    ("dps", Method::Dps),
-    ("dmps", Method::Dmps),
-    ("cdps", Method::Cdps),
-];
-
 /// `method` planned on box inpainting (a zero measurement, sigma_y 0.05) for
 /// `batch` samples at the score model's resolution, at most 1000 steps;
-/// `None` for a method the model's process does not support (C-DPS on a flow).
+/// `None` for a method that refuses this model or batch (C-DPS on a flow,
+/// SMC with one particle).
 pub fn box_inpainting_sampler(
     gpu: &Gpu,
     unet: &Unet,
@@ -80,14 +70,14 @@ pub fn box_inpainting_sampler(
         0,
     )?;
     let y = vec![0f32; op.out_shape().iter().product()];
-    let meas = (method != Method::Ddpm).then_some(Measurement {
+    let meas = method.takes_measurement().then_some(Measurement {
         op: op.as_ref(),
         y: &y,
         sigma_y: 0.05,
     });
     match Sampler::new(gpu, method, score, meas, batch, &opts) {
         Ok(s) => Ok(Some(s)),
-        Err(SamplerError::Invalid(_)) if unet.process.is_flow() => Ok(None),
+        Err(SamplerError::Invalid(_)) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -101,7 +91,7 @@ pub fn measure(gpu: &Gpu, unet: Arc<Unet>, size: usize, batch: usize) -> Result<
         let fwd = UnetForward::new_kind(gpu, &unet, batch, size, size, PlanKind::Forward).map_err(plan_err)?;
         PlanFigure {
             bytes: (gpu.allocated() - before).storage,
-            dispatches: dispatches(&fwd.plan()),
+            dispatches: fwd.plan().dispatches(),
         }
     };
     let forward_vjp = {
@@ -110,17 +100,17 @@ pub fn measure(gpu: &Gpu, unet: Arc<Unet>, size: usize, batch: usize) -> Result<
         let vjp = UnetVjp::new(gpu, &unet, &fwd).map_err(plan_err)?;
         PlanFigure {
             bytes: (gpu.allocated() - before).storage,
-            dispatches: dispatches(&fwd.plan()) + dispatches(&vjp.plan()),
+            dispatches: fwd.plan().dispatches() + vjp.plan().dispatches(),
         }
     };
     gpu.sync()?;
     let score = UnetScore::new(unet.clone(), size, size);
     let mut steps = std::collections::BTreeMap::new();
-    for (name, method) in STEP_METHODS {
+    for &method in Method::all() {
         let before = gpu.allocated();
         if let Some(s) = box_inpainting_sampler(gpu, &unet, &score, method, batch)? {
             steps.insert(
-                name,
+                method.name(),
                 PlanFigure {
                     bytes: (gpu.allocated() - before).storage,
                     dispatches: s.step_dispatches(),

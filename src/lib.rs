@@ -41,7 +41,8 @@
 //! let out = Tensor::wrap(buffer(32 * 32 * 4), &[1, 1, 32, 32]);
 //!
 //! let opts = SamplerOptions { steps: 2, ..SamplerOptions::default() };
-//! let job = Restore::new(&model, Method::Dmps, &opts).measured(op.as_ref(), 0.05);
+//! let dmps = Method::from_name("dmps").expect("a registered method");
+//! let job = Restore::new(&model, dmps, &opts).measured(op.as_ref(), 0.05);
 //! job.on_gpu(&gpu, &y, &out, &mut |done, total| {
 //!     eprintln!("step {done}/{total}");
 //!     true // false cancels: Err(SamplerError::Cancelled)

@@ -9,10 +9,9 @@ use crate::gpu::Plan;
 use crate::io::{write_tensors, IoError};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::random::Noise;
-use crate::kernels::smc::PopulationStats;
 use crate::operators::task::ResolvedTask;
-use crate::operators::Operator;
-use crate::samplers::{CgStats, Measurement, Method, Sampler, SamplerError, SamplerOptions, ScoreModel};
+use crate::operators::{LinearOperator, Operator};
+use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, ScoreModel, Stat};
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
 
@@ -63,17 +62,17 @@ pub struct Restoration {
     /// Sampler batches run (K / batch, rounded up).
     pub batches: usize,
     pub seconds: f64,
-    /// CG iteration counts, one entry per sampler batch (DMPS with CG, C-DPS).
-    pub cg: Vec<CgStats>,
-    /// SMC populations' statistics, one entry per sampler batch.
-    pub smc: Vec<PopulationStats>,
+    /// What the method reported, each sampler batch's in turn (CG
+    /// iterations, SMC populations; see [`Stat`]).
+    pub stats: Vec<Stat>,
 }
 
 impl Restoration {
     /// Mean CG iterations per solve over all batches, samples and solves.
     pub fn cg_mean_per_solve(&self) -> Option<f64> {
         let (mut it, mut n) = (0f64, 0f64);
-        for c in &self.cg {
+        for s in &self.stats {
+            let Stat::Cg(c) = s else { continue };
             it += c.total.iter().map(|&t| t as f64).sum::<f64>();
             n += c.total.len() as f64 * c.solves as f64;
         }
@@ -83,11 +82,19 @@ impl Restoration {
     /// SMC: resampling events per population and the mean ESS / P over all
     /// populations and weighings (null for the other methods).
     pub fn smc_json(&self) -> serde_json::Value {
-        if self.smc.is_empty() {
+        let pops: Vec<_> = self
+            .stats
+            .iter()
+            .filter_map(|s| match s {
+                Stat::Populations(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        if pops.is_empty() {
             return serde_json::Value::Null;
         }
-        let events: Vec<u32> = self.smc.iter().flat_map(|s| s.events.iter().copied()).collect();
-        let ess: Vec<f64> = self.smc.iter().flat_map(|s| s.mean_ess.iter().copied()).collect();
+        let events: Vec<u32> = pops.iter().flat_map(|s| s.events.iter().copied()).collect();
+        let ess: Vec<f64> = pops.iter().flat_map(|s| s.mean_ess.iter().copied()).collect();
         serde_json::json!({
             "populations": events.len(),
             "resampling_events": events,
@@ -116,7 +123,8 @@ pub type StepCallback<'a> = dyn FnMut(usize, usize) -> bool + 'a;
 /// let op = build(&gpu, &TaskSpec::new(Task::Denoise), [1, 32, 32], 0)?;
 /// let y = vec![0f32; 32 * 32];
 /// let opts = SamplerOptions { steps: 20, ..SamplerOptions::default() };
-/// let r = Restore::new(&model, Method::Dmps, &opts)
+/// let dmps = Method::from_name("dmps").expect("a registered method");
+/// let r = Restore::new(&model, dmps, &opts)
 ///     .measured(op.as_ref(), 0.05)
 ///     .samples(&gpu, &y, 4, 4, &mut |_, _| true)?;
 /// println!("{} samples, mean of {} pixels", r.samples.len(), r.mean.len());
@@ -161,15 +169,18 @@ impl<'a> Restore<'a> {
 
     /// Plans a sampler for `n` samples with options `opts` on measurement `y`.
     fn plan(&self, gpu: &Gpu, y: &[f32], n: usize, opts: &SamplerOptions) -> Result<Sampler, SamplerError> {
-        let meas = match (self.method, self.op) {
-            (Method::Ddpm, _) | (_, None) => None,
-            (_, Some(op)) => Some(Measurement {
-                op,
-                y,
-                sigma_y: self.sigma_y,
-            }),
-        };
+        let meas = self.measurement_op().map(|op| Measurement {
+            op,
+            y,
+            sigma_y: self.sigma_y,
+        });
         Sampler::new(gpu, self.method, self.model, meas, n, opts)
+    }
+
+    /// The operator the method conditions on (None for an unconditional
+    /// method, or without one).
+    fn measurement_op(&self) -> Option<&'a dyn Operator> {
+        self.op.filter(|_| self.method.takes_measurement())
     }
 
     /// The one loop: x_T, then the K reverse steps, the callback after each.
@@ -205,8 +216,7 @@ impl<'a> Restore<'a> {
         let per: usize = self.model.in_shape().iter().product();
         let nb = samples.div_ceil(batch);
         let mut out: Vec<Vec<f32>> = Vec::with_capacity(samples);
-        let mut cg: Vec<CgStats> = Vec::new();
-        let mut smc: Vec<PopulationStats> = Vec::new();
+        let mut stats: Vec<Stat> = Vec::new();
         let mut ticks = Ticks { done: 0, total: 0 };
         let mut steps = 0;
         for b in 0..nb {
@@ -223,9 +233,7 @@ impl<'a> Restore<'a> {
             ticks.total = nb * steps;
             Self::drive(gpu, &s, &mut ticks, on_step)?;
             let x = read_finite(gpu, &s, "sample", b * batch)?;
-            let stats = s.stats(gpu)?;
-            cg.extend(stats.cg);
-            smc.extend(stats.smc);
+            stats.extend(s.stats(gpu)?.method);
             out.extend(x.chunks(per).map(|c| c.to_vec()));
         }
         let (mean, std) = mean_std(&out);
@@ -236,8 +244,7 @@ impl<'a> Restore<'a> {
             steps,
             batches: nb,
             seconds: start.elapsed().as_secs_f64(),
-            cg,
-            smc,
+            stats,
         })
     }
 
@@ -276,14 +283,11 @@ impl<'a> Restore<'a> {
         out: &Tensor,
         on_step: &mut StepCallback<'_>,
     ) -> Result<(), SamplerError> {
-        let op = match (self.method, self.op) {
-            (Method::Ddpm, _) | (_, None) => {
-                return Err(SamplerError::Invalid(
-                    "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
-                ))
-            }
-            (_, Some(op)) => op,
-        };
+        let op = self.measurement_op().ok_or_else(|| {
+            SamplerError::Invalid(
+                "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
+            )
+        })?;
         let per: usize = self.model.in_shape().iter().product();
         let m_per: usize = op.out_shape().iter().product();
         if per == 0 || out.numel() % per != 0 || out.numel() == 0 {
@@ -307,8 +311,7 @@ impl<'a> Restore<'a> {
             total: s.steps(),
         };
         Self::drive(gpu, &s, &mut ticks, on_step)?;
-        let bytes = (out.numel() * std::mem::size_of::<f32>()) as u64;
-        gpu.copy_buffer(&s.x().buffer, &out.buffer, bytes)?;
+        gpu.copy_buffer(&s.x().buffer, &out.buffer, out.size_bytes() as u64)?;
         Ok(())
     }
 }
@@ -330,7 +333,7 @@ fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f
 /// The plain baseline: the pseudo-inverse A^+ y = V S^+ U^T y through the SVD
 /// form (zero-filled inpainting, the least-squares upsampling for SR), or
 /// A^T y for operators without one. `ys` is [N, out_shape].
-pub fn pseudo_inverse(gpu: &Gpu, op: &dyn Operator, ys: &[f32]) -> Result<Vec<f32>, SamplerError> {
+pub fn pseudo_inverse(gpu: &Gpu, op: &dyn LinearOperator, ys: &[f32]) -> Result<Vec<f32>, SamplerError> {
     let [oc, oh, ow] = op.out_shape();
     let [c, h, w] = op.in_shape();
     let n = ys.len() / (oc * oh * ow);

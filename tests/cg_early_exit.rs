@@ -13,8 +13,8 @@ use common::*;
 use tweedie::gpu::Plan;
 use tweedie::kernels::elementwise::{Elementwise, Op as ElementOp};
 use tweedie::operators::dense::Dense;
-use tweedie::operators::{Operator, OperatorError};
-use tweedie::samplers::cg::{Cg, CgStats, Space};
+use tweedie::operators::{LinearOperator, Operator, OperatorError};
+use tweedie::samplers::cg::{Cg, CgStats, CgStop, CgSystem, Space};
 use tweedie::{Gpu, HostTensor, Tensor};
 
 /// A dense operator that counts its forward applications on the GPU.
@@ -54,6 +54,12 @@ impl Operator for Counting {
         p.push(self.bump.dispatch.clone());
         Ok(p)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Counting {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         self.inner.adjoint(gpu, y, x)
     }
@@ -136,18 +142,16 @@ fn setup(gpu: &Gpu, a: Vec<f32>, m: usize, d: usize, batch: usize, diag_host: Ve
 
 impl Setup {
     fn cg(&self, gpu: &Gpu, gamma: f32, tol: f32, iters: usize) -> Cg {
-        Cg::new(
-            gpu,
-            &self.op,
-            Space::Input,
-            &self.b,
-            &self.x,
-            &self.diag,
+        let sys = CgSystem {
+            op: &self.op,
+            space: Space::Input,
+            b: &self.b,
+            x: &self.x,
+            diag: &self.diag,
+            weight: None,
             gamma,
-            tol,
-            iters,
-        )
-        .unwrap()
+        };
+        Cg::new(gpu, sys, CgStop { tol, iters }).unwrap()
     }
 
     /// Runs `cg` once on right-hand side `b`: (x, stats, Gram products run).

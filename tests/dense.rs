@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 use tweedie::operators::dense::Dense;
-use tweedie::operators::Operator;
+use tweedie::operators::{LinearOperator, Operator};
 use tweedie::{HostTensor, Tensor};
 
 const CASES: &[(usize, usize, usize, [usize; 3])] = &[

@@ -63,7 +63,7 @@ fn score(name: &'static str, method: Method, steps: usize, flow: bool, sampler: 
         o.eta = Some(eta);
     }
     if flow {
-        o.lambda = 2.0;
+        o.method.set("lambda", "2").unwrap();
     }
     let process = if flow { Process::flow(1.0) } else { Process::default() };
     let (x, _) = sample_process(c, method, &o, SAMPLES, &process);

@@ -15,7 +15,7 @@ use tweedie::gpu::Plan;
 use tweedie::io::{read_image, write_tensors, TensorFile};
 use tweedie::operators::sr::SrFilter;
 use tweedie::operators::task::{build, resolve, resolve_saved, Resolved, Task, TaskSpec};
-use tweedie::operators::{Operator, OperatorError};
+use tweedie::operators::{LinearOperator, Operator, OperatorError};
 use tweedie::{Gpu, HostTensor, Tensor};
 
 // ---------- CPU references ----------
@@ -209,7 +209,7 @@ fn forward(gpu: &Gpu, op: &dyn Operator, n: usize, x: &[f32]) -> Vec<f32> {
     yt.read(gpu).unwrap()
 }
 
-fn adjoint(gpu: &Gpu, op: &dyn Operator, n: usize, y: &[f32]) -> Vec<f32> {
+fn adjoint(gpu: &Gpu, op: &dyn LinearOperator, n: usize, y: &[f32]) -> Vec<f32> {
     let yt = Tensor::from_slice(gpu, "y", &shape4(n, op.out_shape()), y).unwrap();
     let xt = Tensor::zeros(gpu, "x", &shape4(n, op.in_shape())).unwrap();
     run_plan(gpu, op.adjoint(gpu, &yt, &xt).unwrap());
@@ -394,7 +394,7 @@ fn every_operator_has_an_exact_adjoint() {
 
 // ---------- SVD forms ----------
 
-fn svd_apply(gpu: &Gpu, op: &dyn Operator, n: usize, which: &str, src: &[f32]) -> Vec<f32> {
+fn svd_apply(gpu: &Gpu, op: &dyn LinearOperator, n: usize, which: &str, src: &[f32]) -> Vec<f32> {
     let svd = op.svd().unwrap();
     let (si, so) = match which {
         "vt" => (op.in_shape(), op.out_shape()),

@@ -11,7 +11,7 @@ use rand::Rng;
 use tweedie::gpu::Plan;
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::operators::dense::Dense;
-use tweedie::samplers::{CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, Sampler, SamplerOptions};
+use tweedie::samplers::{CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
 use tweedie::samplers::{ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
@@ -162,13 +162,15 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                 steps: STEPS,
                 seed: 9,
                 clip,
-                zeta,
-                lambda,
                 variance: VarianceType::FixedLarge,
-                cg_iters: 12,
-                cg_tol: 1e-6,
-                cdps_variant: variant,
-                cdps_basis: basis,
+                method: MethodOptions::default()
+                    .with("zeta", zeta)
+                    .and_then(|o| o.with("lambda", lambda))
+                    .and_then(|o| o.with("cg-iters", 12))
+                    .and_then(|o| o.with("cg-tol", 1e-6))
+                    .and_then(|o| o.with("cdps-variant", variant.name()))
+                    .and_then(|o| o.with("cdps-basis", basis.name()))
+                    .unwrap(),
                 ..Default::default()
             };
             let meas = Measurement {
@@ -310,7 +312,7 @@ fn matvec_t(rows: &[f64], v: &[f64]) -> Vec<f64> {
 /// [M, D] row matrix, y~ = U^T y / s, and s. Checks U diag(s) V^T = A first,
 /// so the replay's spectral basis is the operator's.
 fn spectral_form(gpu: &Gpu, op: &Dense, s: &Setup) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    use tweedie::operators::Operator;
+    use tweedie::operators::LinearOperator;
     let svd = op.svd().expect("dense has an SVD form");
     let sing = f64s(&svd.singulars().read(gpu).unwrap());
     let columns = |n: usize, plan: &dyn Fn(&Tensor, &Tensor) -> Plan| {
@@ -555,8 +557,10 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
                         steps: STEPS,
                         seed: 11,
                         clip,
-                        zeta,
-                        lambda,
+                        method: MethodOptions::default()
+                            .with("zeta", zeta)
+                            .and_then(|o| o.with("lambda", lambda))
+                            .unwrap(),
                         sampler: (!flow).then_some(BaseSampler::Ddim),
                         eta: (!flow).then_some(eta as f32),
                         ..Default::default()

@@ -14,7 +14,7 @@ use common::gmm::*;
 
 use std::sync::OnceLock;
 
-use tweedie::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
+use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
 use tweedie::schedule::VarianceType;
 
 fn opts(steps: usize) -> SamplerOptions {
@@ -23,8 +23,11 @@ fn opts(steps: usize) -> SamplerOptions {
         clip: false,
         seed: 5,
         variance: VarianceType::FixedLarge,
-        cg_iters: 8,
-        cg_tol: 1e-5,
+        method: MethodOptions::default()
+            .with("cg-iters", 8)
+            .unwrap()
+            .with("cg-tol", 1e-5)
+            .unwrap(),
         ..Default::default()
     }
 }
@@ -116,32 +119,29 @@ enum Config {
 impl Config {
     fn method_and_options(self, steps: usize) -> (Method, SamplerOptions) {
         let o = opts(steps);
+        let with = |settings: &[(&str, &str)]| {
+            let mut o = o.clone();
+            for (k, v) in settings {
+                o.method.set(k, v).unwrap();
+            }
+            o
+        };
         match self {
             Config::Ddpm => (Method::Ddpm, o),
             Config::Dps => (Method::Dps, o),
             Config::Dmps => (Method::Dmps, o),
             Config::DmpsCg => (
                 Method::Dmps,
-                SamplerOptions {
-                    dmps_solver: DmpsSolver::Cg,
-                    ..o
-                },
+                with(&[("dmps-solver", "cg")]),
             ),
             Config::Cdps => (Method::Cdps, o),
             Config::CdpsMeasurement => (
                 Method::Cdps,
-                SamplerOptions {
-                    cdps_basis: CdpsBasis::Measurement,
-                    ..o
-                },
+                with(&[("cdps-basis", "measurement")]),
             ),
             Config::CdpsForward => (
                 Method::Cdps,
-                SamplerOptions {
-                    cdps_basis: CdpsBasis::Measurement,
-                    cdps_variant: CdpsVariant::Forward,
-                    ..o
-                },
+                with(&[("cdps-basis", "measurement"), ("cdps-variant", "forward")]),
             ),
             Config::Smc => (Method::Smc, o),
         }

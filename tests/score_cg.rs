@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use tweedie::operators::dense::Dense;
-use tweedie::samplers::cg::{Cg, CgStop, PwCgDraw, Space};
+use tweedie::samplers::cg::{Cg, CgStop, CgSystem, PwCgDraw, Space};
 use tweedie::samplers::{GmmPrior, ScoreModel};
 use tweedie::schedule::Schedule;
 use tweedie::{HostTensor, Tensor};
@@ -232,7 +232,16 @@ fn cg_matches_dense_solve_in_both_spaces() {
             let tw = weight
                 .as_ref()
                 .map(|w| Tensor::from_slice(&gpu, "weight", &[batch, other], w).unwrap());
-            let cg = Cg::weighted(&gpu, &op, space, &tb, &tx, &td, tw.as_ref(), 0.3, 1e-6, 80).unwrap();
+            let sys = CgSystem {
+                op: &op,
+                space,
+                b: &tb,
+                x: &tx,
+                diag: &td,
+                weight: tw.as_ref(),
+                gamma: 0.3,
+            };
+            let cg = Cg::new(&gpu, sys, CgStop { tol: 1e-6, iters: 80 }).unwrap();
             cg.set_gamma(&gpu, gamma);
             cg.plan.run(&gpu).unwrap();
             let got = tx.read(&gpu).unwrap();

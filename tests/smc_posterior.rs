@@ -9,7 +9,7 @@
 mod common;
 use common::gmm::*;
 
-use tweedie::samplers::{Method, SamplerOptions};
+use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
 use tweedie::schedule::VarianceType;
 
 fn smc_opts(steps: usize, particles: usize, seed: u64) -> SamplerOptions {
@@ -18,7 +18,7 @@ fn smc_opts(steps: usize, particles: usize, seed: u64) -> SamplerOptions {
         clip: false,
         seed,
         variance: VarianceType::FixedLarge,
-        particles: Some(particles),
+        method: MethodOptions::default().with("particles", particles).unwrap(),
         ..Default::default()
     }
 }
@@ -40,7 +40,7 @@ fn smc_converges_as_the_population_grows_d8_m2() {
     let mut w2 = Vec::new();
     for particles in [10, 100, 1000] {
         let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(250, particles, 7), n);
-        let smc = stats.smc.expect("SMC reports its populations");
+        let smc = stats.populations().expect("SMC reports its populations");
         assert_eq!(smc.events.len(), n / particles, "populations");
         let (frac, v, prior, floor) = closed(&case, &x, n);
         println!(
@@ -66,7 +66,7 @@ fn smc_closes_the_gap_d80_m4() {
     let n = 4000;
     let (x, stats) = sample_stats(&case, Method::Smc, &smc_opts(250, 1000, 3), n);
     let (frac, v, prior, floor) = closed(&case, &x, n);
-    let smc = stats.smc.unwrap();
+    let smc = stats.populations().unwrap();
     println!(
         "d80_m4, 1000 particles: sliced W2 {v:.4} (prior {prior:.4}, exact {floor:.4}), gap closed {:.1}%, events {:?}",
         100.0 * frac,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use tweedie::operators::task::{build, Task, TaskSpec};
 use tweedie::operators::Operator;
-use tweedie::samplers::{Measurement, Method, Sampler, SamplerOptions, UnetScore};
+use tweedie::samplers::{Measurement, Method, MethodOptions, Sampler, SamplerOptions, UnetScore};
 use tweedie::tensor::DType;
 use tweedie::unet::Unet;
 use tweedie::Tensor;
@@ -24,7 +24,7 @@ fn opts(steps: usize, seed: u64) -> SamplerOptions {
     SamplerOptions {
         steps,
         seed,
-        zeta: 0.5,
+        method: MethodOptions::default().with("zeta", 0.5).unwrap(),
         ..SamplerOptions::default()
     }
 }

@@ -1,6 +1,6 @@
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PrecisionArg;
 
 use crate::gpu::{time_plan, Plan};
 use crate::kernels::elementwise::{Elementwise, Op};
@@ -34,9 +34,8 @@ pub struct BenchArgs {
     /// The adapter's peak memory bandwidth in GB/s (default: the built-in table).
     #[arg(long)]
     pub peak_gbps: Option<f64>,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// With --model: time every candidate convolution kernel (tile family,
     /// split-K, tensor cores) on each of the model's convolution shapes at
     /// this size, batch and precision, and save the fastest in the autotune
@@ -60,7 +59,7 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
     }
     println!("device: {}", gpu.describe());
     let n = args.batch * 3 * args.image_size * args.image_size;
-    let dtype = args.precision.dtype();
+    let dtype = args.precision.precision.dtype();
     gpu.require_dtype(dtype)?;
     let (x32, y32) = (Tensor::zeros(&gpu, "x", &[n])?, Tensor::zeros(&gpu, "y", &[n])?);
     let x = Tensor::zeros_typed(&gpu, "x", &[n], dtype)?;
@@ -75,7 +74,7 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
         args.batch,
         args.image_size,
         args.image_size,
-        args.precision.name()
+        args.precision.precision.name()
     );
     let axpby = Elementwise::new(&gpu, Op::Axpby, &x, &y, 0.5, 0.5)?;
     report(
@@ -100,7 +99,7 @@ pub fn run(args: BenchArgs, verbose: bool) -> anyhow::Result<()> {
 
 /// `tweedie bench --model`: the harness of [`crate::bench`], as a table or JSON lines.
 fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
-    let (unet, random) = super::common::load_for_plans(gpu, model, args.precision)?;
+    let (unet, random) = super::common::load_for_plans(gpu, model, args.precision.precision)?;
     let m = unet.graph.max_ds;
     anyhow::ensure!(
         args.image_size % m == 0,
@@ -120,7 +119,7 @@ fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> a
                 gpu.describe(),
                 args.image_size,
                 args.batch,
-                args.precision.name()
+                args.precision.precision.name()
             );
             print!("{}", crate::bench::tune_table(&records));
             if let Some(p) = crate::kernels::conv_choice::cache_path() {
@@ -154,7 +153,7 @@ fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> a
         gpu.describe(),
         args.image_size,
         args.batch,
-        args.precision.name(),
+        args.precision.precision.name(),
     );
     print!("{}", crate::bench::table(&records));
     Ok(())

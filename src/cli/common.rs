@@ -44,6 +44,32 @@ impl Precision {
     }
 }
 
+/// `--precision`, as every command that plans a model takes it.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct PrecisionArg {
+    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+}
+
+/// `--model` (a directory, or the built-in prior without one) and
+/// `--precision`: the prior of `restore`, `demo`, `eval` and `sample`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PriorArgs {
+    /// Model directory (model.safetensors + config.json); default: the built-in Fashion-MNIST prior.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
+}
+
+impl PriorArgs {
+    /// Loads the prior ([`load_prior`]).
+    pub fn load(&self, gpu: &Gpu) -> anyhow::Result<Prior> {
+        load_prior(gpu, self.model.as_deref(), self.precision.precision)
+    }
+}
+
 /// A loaded model and its planned resolution.
 pub struct Prior {
     /// The model directory, or the built-in prior's name.

@@ -9,15 +9,18 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PriorArgs;
 use serde_json::json;
 
-use super::common::{load_prior, prepare_out, ImageRef};
-use super::eval::{evaluate, mean_of};
-use super::sampling::SamplingArgs;
+use super::common::{prepare_out, ImageRef};
+use super::eval::{evaluate, mean_of, EvalRun};
+use super::sampling::{MethodArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::{Task, TaskSpec};
-use crate::samplers::{CdpsBasis, CdpsVariant, DmpsSolver, Method};
+use crate::samplers::{dmps, Method};
+
+/// The demo's method (the README's figures are DMPS's).
+const DEMO_METHOD: &str = "dmps";
 
 /// DMPS lambda for the demo's few respaced steps.
 const DEMO_LAMBDA: f32 = 1.0;
@@ -35,14 +38,10 @@ pub struct DemoArgs {
     pub count: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Model directory; default: the built-in Fashion-MNIST prior.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub prior: PriorArgs,
     #[arg(long)]
     pub quiet: bool,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
 }
 
 pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
@@ -51,23 +50,16 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     images.truncate(args.count);
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
+    let prior = args.prior.load(&gpu)?;
+    let method = Method::from_name(DEMO_METHOD).expect("the demo's method is registered");
     let sampling = SamplingArgs {
         steps: args.steps,
         seed: args.seed,
-        zeta: None,
-        // The paper's 1.75 is made for 1000 steps; on this few it overshoots and
-        // leaves speckle noise (README, "The shipped priors").
-        lambda: Some(DEMO_LAMBDA),
         sampler: None,
         eta: None,
-        cg_tol: 1e-5,
-        cg_iters: 30,
-        cdps_variant: CdpsVariant::Reverse,
-        cdps_basis: CdpsBasis::Auto,
-        dmps_solver: DmpsSolver::Auto,
-        particles: None,
-        ess_threshold: 0.5,
+        // The paper's 1.75 is made for 1000 steps; on this few it overshoots and
+        // leaves speckle noise (README, "The shipped priors").
+        method: MethodArgs::given(&[(dmps::LAMBDA.name, DEMO_LAMBDA.to_string())]),
     };
     sampling.validate()?;
     let tasks = [
@@ -101,18 +93,16 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut results = Vec::new();
     for (name, spec, label) in &tasks {
-        let (rows, pictures, seconds) = evaluate(
-            &gpu,
-            &prior,
-            &images,
+        let run = EvalRun {
             spec,
-            Method::Dmps,
-            &sampling,
-            0.05,
-            images.len().min(16),
-            1,
-            args.quiet,
-        )?;
+            method,
+            sampling: &sampling,
+            sigma: 0.05,
+            batch: images.len().min(16),
+            samples: 1,
+            quiet: args.quiet,
+        };
+        let (rows, pictures, seconds) = evaluate(&gpu, &prior, &images, &run)?;
         let m = mean_of(&rows);
         println!(
             "{:<32} {:>9.2} dB {:>8.4} {:>11.2} dB {:>8.4} {:>9.2}",
@@ -129,7 +119,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     }
     let report = json!({
         "model": prior.name,
-        "method": "dmps",
+        "method": DEMO_METHOD,
         "lambda": DEMO_LAMBDA,
         "steps": args.steps,
         "seed": args.seed,

@@ -10,16 +10,16 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PriorArgs;
 use serde_json::json;
 
-use super::common::{list_images, load_clean, load_prior, prepare_out, progress, ImageRef, Prior};
-use super::sampling::{default_zeta, method_name, SamplingArgs};
+use super::common::{list_images, load_clean, prepare_out, progress, ImageRef, Prior};
+use super::sampling::{default_zeta, method_parser, settings_json, with_settings, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
 use crate::restore::{measure, pseudo_inverse, Restore};
-use crate::samplers::Method;
+use crate::samplers::{smc, Method, SamplerOptions};
 use crate::schedule::VarianceType;
 use crate::Gpu;
 
@@ -28,12 +28,11 @@ pub struct EvalArgs {
     /// Directory of clean PNG/JPEG images (or one image).
     #[arg(long)]
     pub input: PathBuf,
-    /// Model directory; default: the shipped Fashion-MNIST prior.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub prior: PriorArgs,
     #[command(flatten)]
     pub spec: TaskSpec,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = method_parser())]
     pub method: Method,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -59,9 +58,6 @@ pub struct EvalArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub quiet: bool,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
 }
 
 fn parse_shard(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -95,50 +91,73 @@ pub struct Row {
     pub baseline_ssim: f64,
 }
 
+/// What [`evaluate`] runs: one task and method with its settings, the
+/// measurement noise, images per sampler batch and samples per image.
+pub struct EvalRun<'a> {
+    pub spec: &'a TaskSpec,
+    pub method: Method,
+    pub sampling: &'a SamplingArgs,
+    pub sigma: f32,
+    pub batch: usize,
+    pub samples: usize,
+    pub quiet: bool,
+}
+
+impl EvalRun<'_> {
+    /// The sampler options on `prior`: DPS's step size by the task, and for a
+    /// method with particle populations one population per image (its K
+    /// samples are the particles).
+    fn options(&self, prior: &Prior) -> anyhow::Result<SamplerOptions> {
+        let (method, samples) = (self.method, self.samples);
+        let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
+        let mut opts = self.sampling.options(default_zeta(self.spec.task), true, variance)?;
+        if method.takes(smc::PARTICLES.name) {
+            if opts.method.count(smc::PARTICLES.name).is_some_and(|p| p != samples) {
+                anyhow::bail!(
+                    "eval --method {}: the particles are the samples of each image; give --samples P, not --particles",
+                    method.name()
+                );
+            }
+            anyhow::ensure!(
+                samples >= 2,
+                "eval --method {} needs --samples 2 or more (the particles per image)",
+                method.name()
+            );
+            opts.method.set(smc::PARTICLES.name, &samples.to_string())?;
+        }
+        Ok(opts)
+    }
+}
+
 /// Restores `images` in batches under one operator (drawn once from the
-/// seed), `samples` posterior samples per image, and scores method and
+/// seed), `run.samples` posterior samples per image, and scores method and
 /// baseline. Also returns the restorations (posterior mean, baseline,
 /// measurement) for pictures.
-#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
 pub fn evaluate(
     gpu: &Gpu,
     prior: &Prior,
     images: &[ImageRef],
-    spec: &TaskSpec,
-    method: Method,
-    sampling: &SamplingArgs,
-    sigma: f32,
-    batch: usize,
-    samples: usize,
-    quiet: bool,
+    run: &EvalRun<'_>,
 ) -> anyhow::Result<(Vec<Row>, Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>, f64)> {
+    let EvalRun {
+        spec,
+        method,
+        sampling,
+        sigma,
+        batch,
+        samples,
+        quiet,
+    } = *run;
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
     let in_shape = [prior.channels, prior.size, prior.size];
     let resolved = resolve(spec, in_shape, sampling.seed)?;
     let op = resolved.build(gpu)?;
-    let mut opts = sampling.options(
-        default_zeta(resolved.task),
-        true,
-        prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge),
-        &prior.score.unet().process,
-    );
-    if method == Method::Smc {
-        // One population per image: its K samples are the particles.
-        if sampling.particles.is_some_and(|p| p != samples) {
-            anyhow::bail!(
-                "eval --method smc: the particles are the samples of each image; give --samples P, not --particles"
-            );
-        }
-        anyhow::ensure!(
-            samples >= 2,
-            "eval --method smc needs --samples 2 or more (the particles per image)"
-        );
-        opts.particles = Some(samples);
-    }
+    let opts = run.options(prior)?;
     let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
     let per = c * h * w;
     let m_per: usize = op.out_shape().iter().product();
-    let pb = progress(quiet, &format!("{} {}", method_name(method), resolved.task));
+    let pb = progress(quiet, &format!("{} {}", method.name(), resolved.task));
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     let mut seconds = 0.0;
@@ -159,7 +178,7 @@ pub fn evaluate(
             pb.set_position((bi * total + done) as u64);
             true
         };
-        let o = crate::samplers::SamplerOptions {
+        let o = SamplerOptions {
             seed: opts.seed.wrapping_add(bi as u64 * 7919),
             ..opts.clone()
         };
@@ -322,40 +341,31 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     }
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
-    let (rows, _, seconds) = evaluate(
-        &gpu,
-        &prior,
-        &images,
-        &args.spec,
+    let prior = args.prior.load(&gpu)?;
+    let run = EvalRun {
+        spec: &args.spec,
         method,
-        &args.sampling,
-        args.sigma,
-        args.batch,
-        args.samples,
-        args.quiet,
-    )?;
+        sampling: &args.sampling,
+        sigma: args.sigma,
+        batch: args.batch,
+        samples: args.samples,
+        quiet: args.quiet,
+    };
+    let (rows, _, seconds) = evaluate(&gpu, &prior, &images, &run)?;
+    let mut settings = settings_json(&run.options(&prior)?, &prior.score.unet().process);
+    settings["particles"] = json!(method.takes(smc::PARTICLES.name).then_some(args.samples));
     let header = json!({
         "model": prior.name,
         "process": prior.score.unet().process.describe(),
         "task": args.spec.task,
         "task_options": args.spec.options_json(),
-        "method": method_name(method),
+        "method": method.name(),
         "precision": prior.precision.name(),
         "steps": args.sampling.steps,
         "samples_per_image": args.samples,
         "scores": "psnr/ssim: the mean of the samples; sample_psnr/sample_ssim: averaged over single samples",
         "seed": args.sampling.seed,
         "sigma_y": args.sigma,
-        "zeta": args.sampling.zeta.unwrap_or(default_zeta(args.spec.task)),
-        "lambda": args.sampling.lambda(&prior.score.unet().process),
-            "sampler": args.sampling.sampler.map(|s| format!("{s:?}").to_lowercase()),
-            "eta": args.sampling.eta,
-        "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters},
-        "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
-        "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
-        "particles": (method == Method::Smc).then_some(args.samples),
-        "ess_threshold": args.sampling.ess_threshold,
         "batch": args.batch,
         "baseline": "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]",
         "adapter": gpu.report(),
@@ -363,6 +373,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "seconds_sampling": seconds,
         "seconds_per_image": seconds / rows.len() as f64,
     });
+    let header = with_settings(header, settings);
     let stem = match shard {
         Some((i, n)) => format!("shard-{i:04}-of-{n:04}"),
         None => "results".to_string(),
@@ -379,7 +390,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     };
     println!(
         "{} {} on {} images: PSNR {:.2} dB (baseline {:.2}), SSIM {:.4} (baseline {:.4}){single}, {:.2} s/image",
-        method_name(method),
+        method.name(),
         args.spec.task,
         rows.len(),
         m.psnr,

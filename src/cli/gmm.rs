@@ -14,7 +14,7 @@ use crate::samplers::{GmmPrior, Measurement, Method, Sampler};
 use crate::schedule::VarianceType;
 use crate::HostTensor;
 
-use super::sampling::SamplingArgs;
+use super::sampling::{method_parser, SamplingArgs};
 
 /// `tweedie gmm --process`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,7 +37,7 @@ pub struct GmmArgs {
     /// Problem file: prior.weights [K], prior.means [K,d], prior.vars [K,d], A [m,d], y [m], sigma_y [1].
     #[arg(long)]
     pub problem: PathBuf,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = method_parser())]
     pub method: Method,
     /// Number of posterior samples.
     #[arg(long, default_value_t = 1000)]
@@ -72,7 +72,7 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     let op =
         Dense::new(&gpu, &problem.a, [problem.d, 1, 1]).with_context(|| format!("{}: A", args.problem.display()))?;
     // The mixture's samples are not images: no [-1, 1] clipping.
-    let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge, &process);
+    let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge)?;
     let meas = Measurement {
         op: &op,
         y: &problem.y,
@@ -100,22 +100,8 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
             stats.steps,
             start.elapsed().as_secs_f64()
         );
-        if let Some(smc) = &stats.smc {
-            let events: u32 = smc.events.iter().sum();
-            let ess = smc.mean_ess.iter().sum::<f64>() / smc.mean_ess.len() as f64;
-            eprintln!(
-                "SMC: {} population(s), {events} resampling events, mean ESS {:.1}% of the particles, final ESS {:.1}%",
-                smc.events.len(),
-                100.0 * ess,
-                100.0 * smc.last_ess.iter().map(|&v| v as f64).sum::<f64>() / smc.last_ess.len() as f64
-            );
-        }
-        if let Some(cg) = &stats.cg {
-            eprintln!(
-                "CG: {:.2} iterations per solve on average, {} samples unconverged in the last solve",
-                cg.mean_per_solve(),
-                cg.unconverged
-            );
+        for stat in &stats.method {
+            eprintln!("{}", stat.summary());
         }
     }
     Ok(())

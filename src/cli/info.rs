@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PrecisionArg;
 use crate::figures::{Figures, PlanFigure};
 
 #[derive(Args)]
@@ -18,9 +18,8 @@ pub struct InfoArgs {
     /// Images per plan.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
-    /// Storage precision of weights and activations.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
     /// Print the model's figures as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -74,7 +73,7 @@ fn model_report(path: &Path, args: &InfoArgs, verbose: bool) -> anyhow::Result<(
         bail!("--batch must be at least 1");
     }
     let gpu = super::open_gpu(verbose)?;
-    let (unet, random) = super::common::load_for_plans(&gpu, path, args.precision)?;
+    let (unet, random) = super::common::load_for_plans(&gpu, path, args.precision.precision)?;
     let size = args.image_size.unwrap_or(unet.config.image_size());
     let m = unet.graph.max_ds;
     if size == 0 || size % m != 0 {

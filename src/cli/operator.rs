@@ -1,5 +1,5 @@
-//! `tweedie operator`: applies one measurement operator (forward or adjoint)
-//! to a batch of tensors from a file.
+//! `tweedie operator`: applies one measurement operator (forward, adjoint,
+//! or the vector-Jacobian product) to a batch of tensors from a file.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,8 @@ pub enum Mode {
     Forward,
     /// x = A^T y (the input is in the output space of A)
     Adjoint,
+    /// J_A(x)^T v at x (the file also holds "v", shaped like y): A^T v for a linear operator
+    Vjp,
 }
 
 #[derive(Args)]
@@ -33,7 +35,7 @@ pub struct OperatorArgs {
     /// Seed of the operator's random parts (masks, motion kernels).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// safetensors file with key "x" [N, C', H', W'].
+    /// safetensors file with key "x" [N, C', H', W'] (and, for --mode vjp, "v" shaped like y).
     #[arg(long)]
     pub input: PathBuf,
     /// safetensors file to write, key "y".
@@ -50,24 +52,32 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
     let (want, out_per) = match args.mode {
         Mode::Forward => (op.in_shape(), op.out_shape()),
         Mode::Adjoint => (op.out_shape(), op.in_shape()),
+        Mode::Vjp => (op.in_shape(), op.in_shape()),
     };
-    if x.shape.len() != 4 || x.shape[0] == 0 || x.shape[1..] != want {
-        bail!(
-            "{}: tensor \"x\" has shape {:?}, expected [N, {}, {}, {}] for --mode {:?} of {} at --image-size {} --channels {}",
-            args.input.display(),
-            x.shape,
-            want[0],
-            want[1],
-            want[2],
-            args.mode,
-            op.name(),
-            args.image_size,
-            args.channels
-        );
-    }
-    if x.data.iter().any(|v| !v.is_finite()) {
-        bail!("{}: tensor \"x\" holds NaN or infinite values", args.input.display());
-    }
+    // Checks a tensor of the file against [N, per]: one line naming it.
+    let check = |name: &str, t: &HostTensor, per: [usize; 3], n: Option<usize>| -> anyhow::Result<()> {
+        let n_ok = n.is_none_or(|n| t.shape.first() == Some(&n));
+        if t.shape.len() != 4 || t.shape[0] == 0 || t.shape[1..] != per || !n_ok {
+            bail!(
+                "{}: tensor \"{name}\" has shape {:?}, expected [{}, {}, {}, {}] for --mode {:?} of {} at --image-size {} --channels {}",
+                args.input.display(),
+                t.shape,
+                n.map_or("N".to_string(), |n| n.to_string()),
+                per[0],
+                per[1],
+                per[2],
+                args.mode,
+                op.name(),
+                args.image_size,
+                args.channels
+            );
+        }
+        if t.data.iter().any(|v| !v.is_finite()) {
+            bail!("{}: tensor \"{name}\" holds NaN or infinite values", args.input.display());
+        }
+        Ok(())
+    };
+    check("x", &x, want, None)?;
     let n = x.shape[0];
     let out_shape = [n, out_per[0], out_per[1], out_per[2]];
     let xt = Tensor::from_host(&gpu, "operator input", &x)?;
@@ -75,6 +85,12 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
     let plan = match args.mode {
         Mode::Forward => op.forward(&gpu, &xt, &yt)?,
         Mode::Adjoint => op.adjoint(&gpu, &xt, &yt)?,
+        Mode::Vjp => {
+            let v = file.get("v")?;
+            check("v", &v, op.out_shape(), Some(n))?;
+            let vt = Tensor::from_host(&gpu, "operator cotangent", &v)?;
+            op.vjp(&gpu, &xt, &vt, &yt)?
+        }
     };
     plan.run(&gpu)?;
     let y = HostTensor::new(out_shape.to_vec(), yt.read(&gpu)?);

@@ -7,28 +7,27 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PriorArgs;
 use serde_json::json;
 
-use super::common::{list_images, load_clean, load_prior, prepare_out, progress, Prior};
-use super::sampling::{default_zeta, method_name, SamplingArgs};
+use super::common::{list_images, load_clean, prepare_out, progress, Prior};
+use super::sampling::{default_zeta, method_parser, settings_json, with_settings, SamplingArgs};
 use crate::io::{write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, resolve_saved, ResolvedTask, TaskSpec};
 use crate::restore::{measure, save_measurement, Restoration, Restore};
-use crate::samplers::Method;
+use crate::samplers::{Method, SamplerOptions};
 use crate::schedule::VarianceType;
 use crate::tensor::HostTensor;
 use crate::Gpu;
 
 #[derive(Args)]
 pub struct RestoreArgs {
-    /// Model directory (model.safetensors + config.json); default: the built-in Fashion-MNIST prior.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub prior: PriorArgs,
     #[command(flatten)]
     pub spec: TaskSpec,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = method_parser())]
     pub method: Method,
     /// Clean image(s): a PNG/JPEG file or a directory of them; the measurement is made from each.
     #[arg(long, conflicts_with = "measurement", required_unless_present = "measurement")]
@@ -53,9 +52,6 @@ pub struct RestoreArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
 }
 
 /// One image's restoration inputs.
@@ -78,15 +74,10 @@ pub fn run_job(
     batch: usize,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
-    let (method, sampling, samples) = (args.method, &args.sampling, args.samples);
+    let (method, samples) = (args.method, args.samples);
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
-    let opts = sampling.options(
-        default_zeta(job.resolved.task),
-        true,
-        prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge),
-        &prior.score.unet().process,
-    );
+    let opts = job_options(args, prior, job)?;
     let plan_s = t0.elapsed().as_secs_f64();
     pb.set_position(0);
     let mut cb = |done: usize, total: usize| {
@@ -98,6 +89,12 @@ pub fn run_job(
         .measured(op.as_ref(), job.sigma_y)
         .samples(gpu, &job.y, samples, batch, &mut cb)?;
     Ok((r, plan_s, op.out_shape()))
+}
+
+/// The sampler options of one job: `args`' settings, DPS's step size by the job's task.
+fn job_options(args: &RestoreArgs, prior: &Prior, job: &Job) -> anyhow::Result<SamplerOptions> {
+    let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
+    args.sampling.options(default_zeta(job.resolved.task), true, variance)
 }
 
 /// Quality of the mean and of each sample against the clean image.
@@ -132,7 +129,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     prepare_out(&args.out)?;
     let started = Instant::now();
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
+    let prior = args.prior.load(&gpu)?;
     let batch = args.batch.unwrap_or(args.samples.min(16));
     let in_shape = [prior.channels, prior.size, prior.size];
 
@@ -179,7 +176,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         }
     }
 
-    let pb = progress(args.quiet, &method_name(args.method));
+    let pb = progress(args.quiet, args.method.name());
     let mut summary = Vec::new();
     for job in &jobs {
         let dir = if job.name.is_empty() {
@@ -188,34 +185,27 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             args.out.join(&job.name)
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        pb.set_message(format!("{} {}", method_name(args.method), job.name));
+        pb.set_message(format!("{} {}", args.method.name(), job.name));
         let (r, plan_s, op_out) = run_job(&gpu, &prior, job, &args, batch, &pb)?;
         let t_write = Instant::now();
         write_outputs(&dir, job, &r, in_shape, op_out)?;
         let write_s = t_write.elapsed().as_secs_f64();
         let q = job.clean.as_ref().map(|c| quality(&r, c));
+        let settings = settings_json(&job_options(&args, &prior, job)?, &prior.score.unet().process);
         let report = json!({
             "tweedie": env!("CARGO_PKG_VERSION"),
             "model": prior.name,
             "process": prior.score.unet().process.describe(),
             "task": job.resolved.task,
             "task_options": args.spec.options_json(),
-            "method": method_name(args.method),
+            "method": args.method.name(),
             "precision": prior.precision.name(),
             "steps": r.steps,
             "samples": args.samples,
             "batch": batch,
             "seed": args.sampling.seed,
             "sigma_y": job.sigma_y,
-            "zeta": args.sampling.zeta.unwrap_or(default_zeta(job.resolved.task)),
-            "lambda": args.sampling.lambda(&prior.score.unet().process),
-            "sampler": args.sampling.sampler.map(|s| format!("{s:?}").to_lowercase()),
-            "eta": args.sampling.eta,
-            "cg": {"tol": args.sampling.cg_tol, "max_iters": args.sampling.cg_iters, "mean_iters_per_solve": r.cg_mean_per_solve()},
-            "cdps_variant": format!("{:?}", args.sampling.cdps_variant).to_lowercase(),
-            "cdps_basis": format!("{:?}", args.sampling.cdps_basis).to_lowercase(),
-            "particles": args.sampling.particles,
-            "ess_threshold": args.sampling.ess_threshold,
+            "cg": {"mean_iters_per_solve": r.cg_mean_per_solve()},
             "smc": r.smc_json(),
             "adapter": gpu.report(),
             "seconds": {"load_model": prior.load_seconds, "plan": plan_s, "sampling": r.seconds, "write": write_s},
@@ -223,6 +213,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "quality": q,
             "std_image_scale": "std.png maps a per-pixel std of 0..0.5 (on the [-1, 1] scale) to black..white",
         });
+        let report = with_settings(report, settings);
         write_atomic(
             &dir.join("report.json"),
             serde_json::to_string_pretty(&report)?.as_bytes(),

@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::common::Precision;
-
-use super::common::{load_prior, progress};
+use super::common::{progress, PriorArgs};
+use super::sampling::base_sampler_parser;
 use crate::io::{write_image, write_tensors};
 use crate::restore::Restore;
 use crate::samplers::{Method, SamplerOptions};
@@ -17,9 +16,8 @@ use crate::tensor::HostTensor;
 
 #[derive(Args)]
 pub struct SampleArgs {
-    /// Model directory; default: the built-in Fashion-MNIST prior.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub prior: PriorArgs,
     /// Number of samples (the grid is as square as it gets).
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
@@ -27,7 +25,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
     /// Base step of a VP diffusion model (default ddpm); a flow model always takes Euler steps.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = base_sampler_parser())]
     pub sampler: Option<crate::samplers::BaseSampler>,
     /// DDIM's noise level (needs --sampler ddim).
     #[arg(long)]
@@ -39,16 +37,13 @@ pub struct SampleArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub quiet: bool,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
 }
 
 pub fn run(args: SampleArgs, verbose: bool) -> anyhow::Result<()> {
     anyhow::ensure!(args.samples > 0, "--samples must be at least 1");
     anyhow::ensure!(args.steps > 0, "--steps must be at least 1");
     let gpu = super::open_gpu(verbose)?;
-    let prior = load_prior(&gpu, args.model.as_deref(), args.precision)?;
+    let prior = args.prior.load(&gpu)?;
     let opts = SamplerOptions {
         steps: args.steps,
         sampler: args.sampler,
@@ -64,7 +59,7 @@ pub fn run(args: SampleArgs, verbose: bool) -> anyhow::Result<()> {
         pb.set_position(done as u64);
         true
     };
-    let r = Restore::new(&prior.score, Method::Ddpm, &opts).samples(
+    let r = Restore::new(&prior.score, Method::unconditional(), &opts).samples(
         &gpu,
         &[],
         args.samples,

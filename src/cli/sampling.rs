@@ -1,16 +1,17 @@
-//! Sampler options shared by `restore`, `eval`, `demo` and `gmm`.
+//! Sampler options shared by `restore`, `eval`, `demo` and `gmm`: the run's
+//! own flags (steps, base step, seed) and one flag per method setting, made
+//! from the samplers' registry ([`crate::samplers::option_specs`]) so a new
+//! method's settings need no line here.
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::parser::ValueSource;
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use crate::operators::task::Task;
-use clap::Args;
-
 use crate::process::Process;
-use crate::samplers::{BaseSampler, CdpsBasis, CdpsVariant, DmpsSolver, Method, SamplerOptions};
+use crate::samplers::options::{Choice, Kind, MethodOptions, OptionSpec};
+use crate::samplers::{cdps, cg, dmps, dps, option_specs, smc, BaseSampler, Method, SamplerOptions};
 use crate::schedule::VarianceType;
-
-/// DMPS's lambda on a VP diffusion (the paper's DDPM value).
-pub const DMPS_LAMBDA_VP: f32 = 1.75;
-/// DMPS's lambda on a flow model (the paper's Algorithm 2 default).
-pub const DMPS_LAMBDA_FLOW: f32 = 2.0;
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
@@ -20,43 +21,110 @@ pub struct SamplingArgs {
     pub steps: usize,
     /// Base step of a VP diffusion model: DDPM's ancestral step or DDIM (a flow model always
     /// takes Euler steps of its ODE).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = base_sampler_parser())]
     pub sampler: Option<BaseSampler>,
     /// DDIM's noise level (0: deterministic, 1: DDPM-like); needs --sampler ddim.
     #[arg(long)]
     pub eta: Option<f32>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm).
-    /// The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8.
-    #[arg(long)]
-    pub zeta: Option<f32>,
-    /// DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model; 1.75 is
-    /// made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable).
-    #[arg(long)]
-    pub lambda: Option<f32>,
-    /// CG relative-residual tolerance.
-    #[arg(long, default_value_t = 1e-5)]
-    pub cg_tol: f32,
-    /// CG iteration cap.
-    #[arg(long, default_value_t = 30)]
-    pub cg_iters: usize,
-    /// C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.
-    #[arg(long, value_enum, default_value_t = CdpsVariant::Reverse)]
-    pub cdps_variant: CdpsVariant,
-    /// C-DPS measurement chain: in the operator's spectral basis (orthonormal rows, per-component
-    /// noise) when it has an SVD form (auto), or on y as given.
-    #[arg(long, value_enum, default_value_t = CdpsBasis::Auto)]
-    pub cdps_basis: CdpsBasis,
-    /// DMPS linear solve: SVD form when available, or CG.
-    #[arg(long, value_enum, default_value_t = DmpsSolver::Auto)]
-    pub dmps_solver: DmpsSolver,
-    /// SMC: particles per population (default: all the samples of a batch form one population).
-    #[arg(long)]
-    pub particles: Option<usize>,
-    /// SMC: resample when the effective sample size falls below this fraction of the particles.
-    #[arg(long, default_value_t = 0.5)]
-    pub ess_threshold: f32,
+    #[command(flatten)]
+    pub method: MethodArgs,
+}
+
+/// Parses `--sampler ddpm|ddim`.
+pub fn base_sampler_parser() -> impl TypedValueParser<Value = BaseSampler> {
+    choices(BaseSampler::CHOICES).map(|s: String| BaseSampler::from_choice(&s).expect("a listed choice"))
+}
+
+/// A clap parser of one of `choices`, each with its help in `--help`.
+pub fn choices(choices: &'static [Choice]) -> PossibleValuesParser {
+    PossibleValuesParser::new(choices.iter().map(|c| {
+        let v = PossibleValue::new(c.name);
+        if c.help.is_empty() {
+            v
+        } else {
+            v.help(c.help)
+        }
+    }))
+}
+
+/// The methods' settings given on the command line, as written (each
+/// checked by its spec when the options are built): one `--<name>` flag per
+/// [`OptionSpec`] of the registry.
+#[derive(Clone, Debug, Default)]
+pub struct MethodArgs {
+    given: Vec<(&'static str, String)>,
+}
+
+impl MethodArgs {
+    /// Settings as if given on the command line (`demo`'s fixed choices).
+    pub fn given(settings: &[(&'static str, String)]) -> MethodArgs {
+        MethodArgs {
+            given: settings.to_vec(),
+        }
+    }
+
+    /// The library's settings: each given value parsed and range-checked.
+    pub fn options(&self) -> anyhow::Result<MethodOptions> {
+        let mut out = MethodOptions::default();
+        for (name, text) in &self.given {
+            out.set(name, text)?;
+        }
+        out.validate()?;
+        Ok(out)
+    }
+}
+
+/// The flag of one method setting.
+fn flag(spec: &'static OptionSpec) -> Arg {
+    // The value name derive would give a field of this name (`CG_TOL`);
+    // clap keeps names as &'static str, and the flags are built once per run.
+    let value_name: &'static str = Box::leak(spec.name.to_uppercase().replace('-', "_").into_boxed_str());
+    let arg = Arg::new(spec.name)
+        .long(spec.name)
+        .help(spec.help)
+        .value_name(value_name)
+        .action(ArgAction::Set);
+    let arg = match spec.kind {
+        Kind::Number => arg.value_parser(value_parser!(f32)),
+        Kind::Count => arg.value_parser(value_parser!(usize)),
+        Kind::Choice(c) => arg.value_parser(choices(c)),
+    };
+    match spec.default {
+        Some(d) => arg.default_value(d),
+        None => arg,
+    }
+}
+
+impl FromArgMatches for MethodArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut given = Vec::new();
+        for spec in option_specs() {
+            if m.value_source(spec.name) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            if let Some(text) = m.get_raw(spec.name).and_then(|mut v| v.next()) {
+                given.push((spec.name, text.to_string_lossy().into_owned()));
+            }
+        }
+        Ok(MethodArgs { given })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = MethodArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for MethodArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        option_specs().into_iter().fold(cmd, |cmd, spec| cmd.arg(flag(spec)))
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        MethodArgs::augment_args(cmd)
+    }
 }
 
 impl SamplingArgs {
@@ -68,50 +136,61 @@ impl SamplingArgs {
         if self.eta.is_some_and(|e| !(e.is_finite() && e >= 0.0)) {
             anyhow::bail!("--eta must be a non-negative number");
         }
-        if !(self.cg_tol > 0.0) || self.cg_iters == 0 {
-            anyhow::bail!("--cg-tol must be positive and --cg-iters at least 1");
-        }
-        if self.particles.is_some_and(|p| p < 2) {
-            anyhow::bail!("--particles must be at least 2");
-        }
-        if !(0.0..=1.0).contains(&self.ess_threshold) {
-            anyhow::bail!("--ess-threshold {} must be in [0, 1]", self.ess_threshold);
-        }
-        if !self.zeta.unwrap_or(1.0).is_finite() || !self.lambda.unwrap_or(1.0).is_finite() {
-            anyhow::bail!("--zeta and --lambda must be finite numbers");
-        }
+        self.method.options()?;
         Ok(())
     }
 
-    /// DMPS's lambda for a model of `process`: --lambda, or the paper's default for it.
-    pub fn lambda(&self, process: &Process) -> f32 {
-        self.lambda.unwrap_or(if process.is_flow() {
-            DMPS_LAMBDA_FLOW
-        } else {
-            DMPS_LAMBDA_VP
-        })
-    }
-
-    /// The sampler options for a model of `process`.
-    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType, process: &Process) -> SamplerOptions {
-        SamplerOptions {
+    /// The sampler options for a model of `process`; DPS's step size
+    /// defaults to `default_zeta` when `--zeta` is not given.
+    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType) -> anyhow::Result<SamplerOptions> {
+        let mut method = self.method.options()?;
+        if !method.is_set(dps::ZETA.name) {
+            method.set(dps::ZETA.name, &default_zeta.to_string())?;
+        }
+        Ok(SamplerOptions {
             steps: self.steps,
             sampler: self.sampler,
             eta: self.eta,
             seed: self.seed,
             variance,
             clip,
-            zeta: self.zeta.unwrap_or(default_zeta),
-            lambda: self.lambda(process),
-            cg_tol: self.cg_tol,
-            cg_iters: self.cg_iters,
-            cdps_variant: self.cdps_variant,
-            cdps_basis: self.cdps_basis,
-            dmps_solver: self.dmps_solver,
-            particles: self.particles,
-            ess_threshold: self.ess_threshold,
+            method,
+        })
+    }
+}
+
+/// The settings a run used, for report.json and results.json (settings
+/// `opts` on a model of `process`): the base step and the methods' settings,
+/// each the value given or the one the method uses.
+pub fn settings_json(opts: &SamplerOptions, process: &Process) -> serde_json::Value {
+    let m = &opts.method;
+    serde_json::json!({
+        "zeta": m.number(dps::ZETA.name),
+        "lambda": dmps::lambda(m, process),
+        "sampler": opts.sampler.map(BaseSampler::name),
+        "eta": opts.eta,
+        "cg": {"tol": m.number(cg::TOL.name), "max_iters": m.count(cg::ITERS.name)},
+        "cdps_variant": m.choice(cdps::VARIANT.name),
+        "cdps_basis": m.choice(cdps::BASIS.name),
+        "particles": m.count(smc::PARTICLES.name),
+        "ess_threshold": m.number(smc::ESS_THRESHOLD.name),
+    })
+}
+
+/// Merges `settings` ([`settings_json`]) into `report`.
+pub fn with_settings(mut report: serde_json::Value, settings: serde_json::Value) -> serde_json::Value {
+    if let (Some(r), serde_json::Value::Object(s)) = (report.as_object_mut(), settings) {
+        for (k, v) in s {
+            match (r.get_mut(&k), v) {
+                // Nested objects ("cg") gain the setting keys beside their own.
+                (Some(serde_json::Value::Object(inner)), serde_json::Value::Object(extra)) => inner.extend(extra),
+                (_, v) => {
+                    r.insert(k, v);
+                }
+            }
         }
     }
+    report
 }
 
 /// DPS's official step sizes: 0.5 for inpainting, 0.3 for blur and SR.
@@ -123,11 +202,9 @@ pub fn default_zeta(task: Task) -> f32 {
     }
 }
 
-/// The method's CLI name (`dmps`), as clap spells its value: no list to keep
-/// in step with the registry.
-pub fn method_name(m: Method) -> String {
-    use clap::ValueEnum;
-    m.to_possible_value()
-        .map(|v| v.get_name().to_string())
-        .unwrap_or_else(|| format!("{m:?}").to_lowercase())
+/// Parses `--method NAME` against the registry: clap's own "invalid value"
+/// error lists the names.
+pub fn method_parser() -> impl TypedValueParser<Value = Method> {
+    PossibleValuesParser::new(Method::all().iter().map(|m| PossibleValue::new(m.name())))
+        .map(|s: String| Method::from_name(&s).expect("a listed method"))
 }

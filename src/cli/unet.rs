@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::common::Precision;
+use super::common::PrecisionArg;
 
 use crate::io::{write_tensors, TensorFile};
 use crate::tensor::HostTensor;
@@ -30,9 +30,8 @@ pub struct UnetArgs {
     /// Also time every layer (each on its own, N times) and print where the time goes.
     #[arg(long, value_name = "N")]
     pub profile: Option<usize>,
-    /// Storage precision of the model's weights and activations (f16 needs the adapter's shader-f16).
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub precision: PrecisionArg,
 }
 
 pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
@@ -59,8 +58,8 @@ pub fn run(args: UnetArgs, verbose: bool) -> anyhow::Result<()> {
         bail!("{}: t has a non-finite value at index {i}", args.input.display());
     }
     let gpu = super::open_gpu(verbose)?;
-    gpu.require_dtype(args.precision.dtype())?;
-    let unet = Unet::load_as(&gpu, &args.model, args.precision.dtype())
+    gpu.require_dtype(args.precision.precision.dtype())?;
+    let unet = Unet::load_as(&gpu, &args.model, args.precision.precision.dtype())
         .with_context(|| format!("loading {}", args.model.display()))?;
     if c != unet.config.in_channels() {
         bail!(

@@ -144,6 +144,11 @@ impl Plan {
     pub fn iter(&self) -> std::slice::Iter<'_, Dispatch> {
         self.steps.iter()
     }
+    /// Compute dispatches one execution records (those with an empty grid
+    /// record nothing): what `tweedie info` and `bench` report per plan.
+    pub fn dispatches(&self) -> usize {
+        self.steps.iter().filter(|d| !d.is_empty()).count()
+    }
     /// Records every dispatch into one compute pass (wgpu inserts the barriers
     /// between dispatches that touch the same buffers).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {

@@ -5,7 +5,7 @@
 use crate::gpu::Plan;
 use crate::kernels::colorize::{gray, ColorShape};
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::operators::{check_pair, Operator, OperatorError, SvdForm};
+use crate::operators::{check_pair, LinearOperator, Operator, OperatorError, SvdForm};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -65,6 +65,12 @@ impl Operator for Colorize {
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
         self.gray_plan(gpu, x, y, 1.0 / self.shape[0] as f32, false)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Colorize {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         self.gray_plan(gpu, y, x, 1.0 / self.shape[0] as f32, true)
     }

@@ -8,7 +8,7 @@ use crate::kernels::conv_reflect::{conv_reflect, ConvTaps};
 use crate::kernels::PlaneShape;
 use crate::operators::filters::{reflect_conv_matrix, trim_zero_border};
 use crate::operators::separable::KroneckerSvd;
-use crate::operators::{check_pair, Operator, OperatorError, SvdForm};
+use crate::operators::{check_pair, LinearOperator, Operator, OperatorError, SvdForm};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -105,6 +105,12 @@ impl Operator for SeparableBlur {
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
         self.plan(gpu, x, y, false)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for SeparableBlur {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         self.plan(gpu, y, x, true)
     }
@@ -166,6 +172,12 @@ impl Operator for Blur2d {
         )?);
         Ok(plan)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Blur2d {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         let n = check_pair(&self.task, y, self.shape, x, self.shape)?;
         let [c, h, w] = self.shape;

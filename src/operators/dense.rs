@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, DENSE, WG1D};
 use crate::io::TensorFile;
-use crate::operators::{batch_of, Operator, OperatorError, SvdForm};
+use crate::operators::{batch_of, LinearOperator, Operator, OperatorError, SvdForm};
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
 
@@ -222,6 +222,12 @@ impl Operator for Dense {
         batch_of(TASK, "x", x, self.in_shape)?;
         self.a.apply(gpu, &x.reshaped(&[x.numel()]), y, false)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Dense {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         batch_of(TASK, "y", y, [self.m, 1, 1])?;
         self.a.apply(gpu, y, x, true)

@@ -4,7 +4,7 @@
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::mask::mask_apply;
-use crate::operators::{check_pair, Operator, OperatorError, SvdForm};
+use crate::operators::{check_pair, LinearOperator, Operator, OperatorError, SvdForm};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -76,6 +76,12 @@ impl Operator for Denoise {
         check_pair("denoise", x, self.svd.shape, y, self.svd.shape)?;
         copy(gpu, x, y)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Denoise {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         check_pair("denoise", y, self.svd.shape, x, self.svd.shape)?;
         copy(gpu, y, x)
@@ -134,6 +140,12 @@ impl Operator for Inpaint {
         plan.push(mask_apply(gpu, &self.mask, h * w, x, y)?);
         Ok(plan)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Inpaint {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         // diag(mask) is symmetric.
         self.forward(gpu, y, x)

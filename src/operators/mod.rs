@@ -1,5 +1,8 @@
-//! Measurement operators y = A x: forward `A`, exact adjoint `A^T`, and where
-//! one exists cheaply an SVD form A = U diag(s) V^T.
+//! Measurements y = A(x): the forward map and its vector-Jacobian product
+//! J_A(x)^T v ([`Operator`]), which is all DPS and SMC need; linear ones
+//! ([`LinearOperator`]) add the exact adjoint `A^T` and, where one exists
+//! cheaply, an SVD form A = U diag(s) V^T, which DMPS, C-DPS and the CG
+//! solves ask for.
 //!
 //! Images are [N, C, H, W] f32 in [-1, 1]; an operator maps each sample of
 //! shape `in_shape` = [C, H, W] to one of `out_shape` = [C', H', W'].
@@ -27,7 +30,7 @@ pub enum OperatorError {
     },
 }
 
-/// A linear measurement operator with an exact adjoint.
+/// A measurement y = A(x), possibly non-linear.
 pub trait Operator: Send + Sync {
     /// The task name as the CLI spells it (`deblur-gaussian`, ...).
     fn name(&self) -> &str;
@@ -35,8 +38,32 @@ pub trait Operator: Send + Sync {
     fn in_shape(&self) -> [usize; 3];
     /// Per-sample output shape [C', H', W'].
     fn out_shape(&self) -> [usize; 3];
-    /// Plans y = A x for a batch: x [N, in_shape], y [N, out_shape].
+    /// Plans y = A(x) for a batch: x [N, in_shape], y [N, out_shape].
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError>;
+    /// Plans out = J_A(x)^T v for a batch: x [N, in_shape], v [N, out_shape],
+    /// out [N, in_shape]. Planned once; x is read when the plan is replayed,
+    /// so a sampler can linearise at each step's x0hat. The default is the
+    /// adjoint of [`Operator::linear`] (J_A = A for a linear map); a
+    /// non-linear operator must override it.
+    fn vjp(&self, gpu: &Gpu, x: &Tensor, v: &Tensor, out: &Tensor) -> Result<Plan, OperatorError> {
+        let _ = x;
+        match self.linear() {
+            Some(lin) => lin.adjoint(gpu, v, out),
+            None => Err(OperatorError::Invalid {
+                task: self.name().into(),
+                message: "a non-linear measurement must implement its own vjp".into(),
+            }),
+        }
+    }
+    /// The operator as a linear one, when it is (`Some(self)` for every
+    /// [`LinearOperator`]): methods that need A^T or an SVD form ask here.
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        None
+    }
+}
+
+/// A linear measurement y = A x with an exact adjoint.
+pub trait LinearOperator: Operator {
     /// Plans x = A^T y for a batch (exact adjoint of `forward`).
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError>;
     /// The SVD form, where the operator has a cheap one.
@@ -62,14 +89,14 @@ pub trait SvdForm: Send + Sync {
 /// forward V^T (input -> spectral coefficients, shaped like the output),
 /// adjoint V. C-DPS's spectral chain measures x with it.
 pub struct SpectralRows<'a> {
-    op: &'a dyn Operator,
+    op: &'a dyn LinearOperator,
     svd: &'a dyn SvdForm,
     name: String,
 }
 
 impl<'a> SpectralRows<'a> {
     /// None when `op` has no SVD form.
-    pub fn new(op: &'a dyn Operator) -> Option<SpectralRows<'a>> {
+    pub fn new(op: &'a dyn LinearOperator) -> Option<SpectralRows<'a>> {
         let svd = op.svd()?;
         Some(SpectralRows {
             op,
@@ -92,6 +119,12 @@ impl Operator for SpectralRows<'_> {
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
         self.svd.vt(gpu, x, y)
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for SpectralRows<'_> {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         self.svd.v(gpu, y, x)
     }

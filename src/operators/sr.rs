@@ -10,7 +10,7 @@ use crate::gpu::Plan;
 use crate::kernels::axis_matmul::{AxisFactor, AxisMatrix};
 use crate::operators::filters::{block_matrix, cubic, resize_matrix};
 use crate::operators::separable::{separable_apply, KroneckerSvd};
-use crate::operators::{Operator, OperatorError, SvdForm};
+use crate::operators::{LinearOperator, Operator, OperatorError, SvdForm};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -84,6 +84,12 @@ impl Operator for Sr {
             y,
         )
     }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for Sr {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         separable_apply(
             gpu,

@@ -14,7 +14,7 @@ use crate::operators::deblur::{Blur2d, SeparableBlur};
 use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
 use crate::operators::sr::{Sr, SrFilter};
-use crate::operators::{Operator, OperatorError};
+use crate::operators::{LinearOperator, OperatorError};
 use crate::tensor::HostTensor;
 use crate::Gpu;
 
@@ -555,12 +555,12 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
 
 /// Builds the operator for task `spec` on images of shape [C, H, W], drawing
 /// masks and kernels from `seed`.
-pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn Operator>, OperatorError> {
+pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn LinearOperator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
 impl ResolvedTask {
-    pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
+    pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn LinearOperator>, OperatorError> {
         let shape = self.in_shape;
         let task = self.task.name();
         Ok(match &self.kind {

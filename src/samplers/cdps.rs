@@ -48,7 +48,7 @@
 //! same information, measured by V^T (orthonormal rows), with a per-component
 //! Sigma_k = abar_{t-1} sigma_y^2 / s_k^2 + (1 - abar_{t-1}) and components
 //! with s_k = 0 dropped. The precision becomes diag(D) + V diag(1 / Sigma) V^T
-//! (CG with a diagonal weight, [`Cg::weighted`]); everything else is the
+//! (CG with a diagonal weight, [`CgSystem::weight`]); everything else is the
 //! paper's step with A -> V^T, y -> y~. `Measurement` keeps the paper's chain
 //! on y for every operator (and is the only choice without an SVD form).
 //!
@@ -71,14 +71,56 @@
 //! has abar = (1 - t)^2 / ((1 - t)^2 + t^2)), i.e. C-DPS on a diffusion model,
 //! not a flow form of it; `plan` refuses flows and DDIM with this reason.
 
-use super::cg::{Cg, CgStats, Space};
+use super::cg::{self, Cg, CgStop, CgSystem, Space};
+use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
-    need_measurement, CdpsBasis, CdpsVariant, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
-    ScoreModel, StepParams,
+    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
+    ScoreModel, Stat, StepParams,
 };
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;
-use crate::operators::{Operator, SpectralRows};
+use crate::operators::{LinearOperator, SpectralRows};
+
+choice_enum! {
+    /// Where C-DPS takes the factor in x_{t-1} from.
+    pub enum CdpsVariant {
+        /// The learned reverse kernel p_theta(x_{t-1} | x_t) = N(m_theta, sigma_t^2 I): the default.
+        Reverse => "reverse", "The learned reverse kernel p_theta(x_{t-1} | x_t) = N(m_theta, sigma_t^2 I): the default",
+        /// The seed slides read literally: the forward kernel p(x_t | x_{t-1}).
+        Forward => "forward", "The seed slides read literally: the forward kernel p(x_t | x_{t-1})",
+    }
+}
+
+choice_enum! {
+    /// Which coordinates C-DPS runs its measurement chain in.
+    pub enum CdpsBasis {
+        /// The spectral basis when the operator has an SVD form, the measurement otherwise.
+        Auto => "auto", "The spectral basis when the operator has an SVD form, the measurement otherwise",
+        /// y itself, as the paper writes it: right when A has orthonormal rows.
+        Measurement => "measurement", "y itself, as the paper writes it: right when A has orthonormal rows",
+        /// y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component.
+        Spectral => "spectral", "y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component",
+    }
+}
+
+/// `--cdps-variant`.
+pub const VARIANT: OptionSpec = OptionSpec {
+    name: "cdps-variant",
+    help: "C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.",
+    kind: Kind::Choice(CdpsVariant::CHOICES),
+    default: Some("reverse"),
+    check: opt::any,
+};
+
+/// `--cdps-basis`.
+pub const BASIS: OptionSpec = OptionSpec {
+    name: "cdps-basis",
+    help: "C-DPS measurement chain: in the operator's spectral basis (orthonormal rows, per-component \
+           noise) when it has an SVD form (auto), or on y as given.",
+    kind: Kind::Choice(CdpsBasis::CHOICES),
+    default: Some("auto"),
+    check: opt::any,
+};
 use crate::process::Prediction;
 use crate::tensor::Tensor;
 use crate::Gpu;
@@ -174,6 +216,13 @@ impl Cdps {
 }
 
 impl MethodStep for Cdps {
+    fn name() -> &'static str {
+        "cdps"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&cg::TOL, &cg::ITERS, &VARIANT, &BASIS]
+    }
     fn plan(
         gpu: &Gpu,
         core: &mut Core,
@@ -181,6 +230,7 @@ impl MethodStep for Cdps {
         meas: Option<&Measurement<'_>>,
     ) -> Result<Planned, SamplerError> {
         let m = need_measurement(meas, "C-DPS")?;
+        let op = need_linear(m, "C-DPS")?;
         core.require_ddpm(
             "C-DPS",
             "its x_{t-1} is an exact Gaussian draw from the reverse kernel N(m, sigma_t^2 I) times the \
@@ -196,10 +246,11 @@ impl MethodStep for Cdps {
         let m_per: usize = m.op.out_shape().iter().product();
         let xs = core.x.shape.clone();
         let ms = [n, m_per];
-        let rows = match core.opts.cdps_basis {
+        let basis = CdpsBasis::from_choice(core.opts.method.choice(BASIS.name)).expect("a checked choice");
+        let rows = match basis {
             CdpsBasis::Measurement => None,
-            CdpsBasis::Auto => SpectralRows::new(m.op),
-            CdpsBasis::Spectral => Some(SpectralRows::new(m.op).ok_or_else(|| {
+            CdpsBasis::Auto => SpectralRows::new(op),
+            CdpsBasis::Spectral => Some(SpectralRows::new(op).ok_or_else(|| {
                 SamplerError::Invalid(format!(
                     "operator {} has no SVD form; use --cdps-basis measurement",
                     m.op.name()
@@ -208,9 +259,9 @@ impl MethodStep for Cdps {
         };
         let spectral = rows.is_some();
         // The operator the chain measures x with: A, or V^T (orthonormal rows).
-        let chain_op: &dyn Operator = match &rows {
+        let chain_op: &dyn LinearOperator = match &rows {
             Some(r) => r,
-            None => m.op,
+            None => op,
         };
         let y = Tensor::from_slice(gpu, "y", &ms, &m.per_sample(n, m_per))?;
         let y0 = if spectral {
@@ -228,18 +279,16 @@ impl MethodStep for Cdps {
         let atw = Tensor::zeros(gpu, "A^T w", &xs)?;
         let rhs = Tensor::zeros(gpu, "cdps rhs", &xs)?;
         let diag = Tensor::zeros(gpu, "cdps precision diag", &xs)?;
-        let cg = Cg::weighted(
-            gpu,
-            chain_op,
-            Space::Input,
-            &rhs,
-            &core.x,
-            &diag,
-            spectral.then_some(&pi),
-            1.0,
-            core.opts.cg_tol,
-            core.opts.cg_iters,
-        )?;
+        let sys = CgSystem {
+            op: chain_op,
+            space: Space::Input,
+            b: &rhs,
+            x: &core.x,
+            diag: &diag,
+            weight: spectral.then_some(&pi),
+            gamma: 1.0,
+        };
+        let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
 
         let chain = [
             &y0.buffer,
@@ -249,7 +298,7 @@ impl MethodStep for Cdps {
             &y_t.buffer,
             &w.buffer,
         ];
-        let measure = match m.op.svd() {
+        let measure = match op.svd() {
             Some(svd) if spectral => {
                 let mut b = chain.to_vec();
                 b.extend([&svd.singulars().buffer, &pi.buffer]);
@@ -296,7 +345,7 @@ impl MethodStep for Cdps {
         // Init: y~ from y (spectral basis), then y_T from the chain's
         // marginal, through the same kernel.
         let mut init = Plan::new();
-        if let Some(svd) = m.op.svd().filter(|_| spectral) {
+        if let Some(svd) = op.svd().filter(|_| spectral) {
             init.extend(svd.ut(gpu, &y, &y0)?);
             init.push(core.kernel(gpu, "cdps_whiten", &[&svd.singulars().buffer, &y0.buffer], n * m_per)?);
         }
@@ -368,9 +417,9 @@ impl MethodStep for Cdps {
             diffusion_var: (1.0 - abar_prev) as f32,
             prec: ((1.0 - beta) / beta) as f32,
             h_coef: ((1.0 - beta).sqrt() / beta) as f32,
-            variant: match core.opts.cdps_variant {
-                CdpsVariant::Reverse => 0,
-                CdpsVariant::Forward => 1,
+            variant: match CdpsVariant::from_choice(core.opts.method.choice(VARIANT.name)) {
+                Some(CdpsVariant::Forward) => 1,
+                _ => 0,
             },
         });
         // The spectral weights carry 1 / Sigma_k themselves.
@@ -382,7 +431,7 @@ impl MethodStep for Cdps {
         Some(&self.y)
     }
 
-    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
-        Ok(Some(self.cg.stats(gpu)?))
+    fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {
+        Ok(vec![Stat::Cg(self.cg.stats(gpu)?)])
     }
 }

@@ -21,10 +21,11 @@
 //! validation dispatch, run or skipped.) Results are those of the full-length
 //! solve: the skipped iterations were no-ops for every sample.
 
+use super::options::{Kind, MethodOptions, OptionSpec, Value};
 use crate::gpu::{dispatch_groups, small_groups, Dispatch, Plan, CG, WG1D};
 use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
 use crate::kernels::random::Noise;
-use crate::operators::{Operator, OperatorError};
+use crate::operators::{LinearOperator, OperatorError};
 use crate::tensor::Tensor;
 use crate::Gpu;
 use wgpu::util::DispatchIndirectArgs;
@@ -199,41 +200,19 @@ fn gated_iterations(
 }
 
 impl Cg {
-    /// Plans the solve for right-hand side `b` into `x` (both [N, per] in the
-    /// chosen space), with diagonal `diag` (same shape). `tol` is the relative
-    /// residual |r| / |b| at which a sample stops; `iters` the cap.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        gpu: &Gpu,
-        op: &dyn Operator,
-        space: Space,
-        b: &Tensor,
-        x: &Tensor,
-        diag: &Tensor,
-        gamma: f32,
-        tol: f32,
-        iters: usize,
-    ) -> Result<Cg, OperatorError> {
-        Cg::weighted(gpu, op, space, b, x, diag, None, gamma, tol, iters)
-    }
-
-    /// As [`Cg::new`], with a diagonal weight W between the two halves of the
-    /// Gram matrix: G = A^T W A (input space) or A W A^T (output space).
-    /// `weight` is [N, other] (the space G passes through); the caller may
-    /// rewrite it between replays.
-    #[allow(clippy::too_many_arguments)]
-    pub fn weighted(
-        gpu: &Gpu,
-        op: &dyn Operator,
-        space: Space,
-        b: &Tensor,
-        x: &Tensor,
-        diag: &Tensor,
-        weight: Option<&Tensor>,
-        gamma: f32,
-        tol: f32,
-        iters: usize,
-    ) -> Result<Cg, OperatorError> {
+    /// Plans the solve of `sys`, stopping each sample at relative residual
+    /// |r| / |b| <= `stop.tol` or after `stop.iters` iterations.
+    pub fn new(gpu: &Gpu, sys: CgSystem<'_>, stop: CgStop) -> Result<Cg, OperatorError> {
+        let CgSystem {
+            op,
+            space,
+            b,
+            x,
+            diag,
+            weight,
+            gamma,
+        } = sys;
+        let CgStop { tol, iters } = stop;
         let in_per: usize = op.in_shape().iter().product();
         let out_per: usize = op.out_shape().iter().product();
         let (per, other) = match space {
@@ -400,6 +379,23 @@ impl Cg {
     }
 }
 
+/// One batch of systems (diag(D) + gamma G) x = b for [`Cg::new`]: `b`, `x`
+/// and `diag` are [N, per] in the chosen space.
+#[derive(Clone, Copy)]
+pub struct CgSystem<'a> {
+    pub op: &'a dyn LinearOperator,
+    pub space: Space,
+    pub b: &'a Tensor,
+    pub x: &'a Tensor,
+    pub diag: &'a Tensor,
+    /// A diagonal weight W between the two halves of the Gram matrix: G =
+    /// A^T W A (input space) or A W A^T (output space), [N, other] (the
+    /// space G passes through); the caller may rewrite it between replays.
+    /// None: G = A^T A or A A^T.
+    pub weight: Option<&'a Tensor>,
+    pub gamma: f32,
+}
+
 /// When a solve stops: relative residual |r| / |b| <= `tol`, or after `iters`
 /// iterations.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -407,6 +403,48 @@ pub struct CgStop {
     pub tol: f32,
     pub iters: usize,
 }
+
+impl CgStop {
+    /// `--cg-tol` and `--cg-iters` of a run.
+    pub fn from_options(opts: &MethodOptions) -> CgStop {
+        CgStop {
+            tol: opts.number(TOL.name).expect("--cg-tol has a default"),
+            iters: opts.count(ITERS.name).expect("--cg-iters has a default"),
+        }
+    }
+}
+
+/// The check `--cg-tol` and `--cg-iters` share.
+fn positive(v: Value) -> Result<(), String> {
+    let ok = match v {
+        Value::Number(x) => x > 0.0,
+        Value::Count(n) => n > 0,
+        Value::Choice(_) => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("--cg-tol must be positive and --cg-iters at least 1".into())
+    }
+}
+
+/// `--cg-tol`, for every method that solves with CG.
+pub const TOL: OptionSpec = OptionSpec {
+    name: "cg-tol",
+    help: "CG relative-residual tolerance.",
+    kind: Kind::Number,
+    default: Some("0.00001"),
+    check: positive,
+};
+
+/// `--cg-iters`, for every method that solves with CG.
+pub const ITERS: OptionSpec = OptionSpec {
+    name: "cg-iters",
+    help: "CG iteration cap.",
+    kind: Kind::Count,
+    default: Some("30"),
+    check: positive,
+};
 
 /// A perturb-and-solve draw v ~ N(0, Lambda^{-1}), Lambda = diag(D) + gamma A^T A:
 /// v = Lambda^{-1} (sqrt(D) e1 + sqrt(gamma) A^T e2) with e1, e2 standard
@@ -421,14 +459,13 @@ pub struct PwCgDraw {
 impl PwCgDraw {
     pub fn new(
         gpu: &Gpu,
-        op: &dyn Operator,
+        op: &dyn LinearOperator,
         diag: &Tensor,
         gamma: f32,
         out: &Tensor,
         seed: u64,
         stop: CgStop,
     ) -> Result<PwCgDraw, OperatorError> {
-        let CgStop { tol, iters } = stop;
         let in_per: usize = op.in_shape().iter().product();
         let out_per: usize = op.out_shape().iter().product();
         let batch = out.numel() / in_per;
@@ -438,7 +475,16 @@ impl PwCgDraw {
         let b = Tensor::zeros(gpu, "pw rhs", &[batch, in_per])?;
         let e1 = Noise::new(gpu, &e1t, seed, 0, 0.0, 1.0)?;
         let e2 = Noise::new(gpu, &e2t, seed ^ 0x9e37_79b9_7f4a_7c15, 0, 0.0, 1.0)?;
-        let cg = Cg::new(gpu, op, Space::Input, &b, out, diag, gamma, tol, iters)?;
+        let sys = CgSystem {
+            op,
+            space: Space::Input,
+            b: &b,
+            x: out,
+            diag,
+            weight: None,
+            gamma,
+        };
+        let cg = Cg::new(gpu, sys, stop)?;
         let mut plan = Plan::new();
         plan.push(e1.dispatch.clone());
         plan.push(e2.dispatch.clone());

@@ -10,6 +10,13 @@ use crate::Gpu;
 pub struct Ddpm;
 
 impl MethodStep for Ddpm {
+    fn name() -> &'static str {
+        "ddpm"
+    }
+
+    fn takes_measurement() -> bool {
+        false
+    }
     fn plan(
         gpu: &Gpu,
         core: &mut Core,

@@ -23,16 +23,58 @@
 //! and its gradient is 0; the approximation's 1 / a terms are not evaluated
 //! there (the step is the plain Euler step) and nothing divides by a.
 
-use super::cg::{Cg, CgStats, Space};
+use super::cg::{self, Cg, CgStop, CgSystem, Space};
+use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
-    need_measurement, Core, DmpsSolver, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
-    StepKind, StepParams,
+    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
+    Stat, StepKind, StepParams,
 };
+use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
 const A_FLAT: f64 = 1e-9;
 use crate::tensor::Tensor;
 use crate::Gpu;
+
+/// DMPS's lambda on a VP diffusion (the paper's DDPM value).
+pub const LAMBDA_VP: f32 = 1.75;
+/// DMPS's lambda on a flow model (the paper's Algorithm 2 default).
+pub const LAMBDA_FLOW: f32 = 2.0;
+
+/// `--lambda`.
+pub const LAMBDA: OptionSpec = OptionSpec {
+    name: "lambda",
+    help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model; 1.75 is \
+           made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable).",
+    kind: Kind::Number,
+    default: None,
+    check: super::dps::finite,
+};
+
+choice_enum! {
+    /// How DMPS applies (sigma_y^2 I + c A A^T)^{-1}.
+    pub enum DmpsSolver {
+        /// The SVD form when the operator has one, CG otherwise.
+        Auto => "auto", "The SVD form when the operator has one, CG otherwise",
+        Svd => "svd", "",
+        Cg => "cg", "",
+    }
+}
+
+/// `--dmps-solver`.
+pub const SOLVER: OptionSpec = OptionSpec {
+    name: "dmps-solver",
+    help: "DMPS linear solve: SVD form when available, or CG.",
+    kind: Kind::Choice(DmpsSolver::CHOICES),
+    default: Some("auto"),
+    check: opt::any,
+};
+
+/// DMPS's lambda in `opts` on `process`: the one given, or the paper's default for it.
+pub fn lambda(opts: &opt::MethodOptions, process: &Process) -> f32 {
+    opts.number(LAMBDA.name)
+        .unwrap_or(if process.is_flow() { LAMBDA_FLOW } else { LAMBDA_VP })
+}
 
 /// DMPS's block of the step uniform (`dmps_sigma_y2()`, `dmps_gamma()` in
 /// shaders/sampler.wgsl), read by `dmps_spectral`.
@@ -72,6 +114,13 @@ enum Solve {
 }
 
 impl MethodStep for Dmps {
+    fn name() -> &'static str {
+        "dmps"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&LAMBDA, &cg::TOL, &cg::ITERS, &SOLVER]
+    }
     fn plan(
         gpu: &Gpu,
         core: &mut Core,
@@ -79,6 +128,7 @@ impl MethodStep for Dmps {
         meas: Option<&Measurement<'_>>,
     ) -> Result<Planned, SamplerError> {
         let m = need_measurement(meas, "DMPS")?;
+        let op = need_linear(m, "DMPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
@@ -86,12 +136,13 @@ impl MethodStep for Dmps {
         let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
         let g = Tensor::zeros(gpu, "dmps direction", &core.x.shape)?;
         let mut plan = core.eps_plan.clone();
-        plan.extend(m.op.forward(gpu, &core.x, &ax)?);
+        plan.extend(op.forward(gpu, &core.x, &ax)?);
         plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
-        let use_svd = match core.opts.dmps_solver {
-            DmpsSolver::Auto => m.op.svd().is_some(),
+        let solver = DmpsSolver::from_choice(core.opts.method.choice(SOLVER.name)).expect("a checked choice");
+        let use_svd = match solver {
+            DmpsSolver::Auto => op.svd().is_some(),
             DmpsSolver::Svd => {
-                if m.op.svd().is_none() {
+                if op.svd().is_none() {
                     return Err(SamplerError::Invalid(format!(
                         "operator {} has no SVD form; use CG",
                         m.op.name()
@@ -103,7 +154,7 @@ impl MethodStep for Dmps {
         };
         let sigma_y2 = m.sigma_y * m.sigma_y;
         let solve = if use_svd {
-            let svd = m.op.svd().expect("checked above");
+            let svd = op.svd().expect("checked above");
             let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
             plan.extend(svd.ut(gpu, &r, &c)?);
             plan.push(core.kernel(gpu, "dmps_spectral", &[&svd.singulars().buffer, &c.buffer], n * m_per)?);
@@ -112,19 +163,18 @@ impl MethodStep for Dmps {
         } else {
             let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
             let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
-            let cg = Cg::new(
-                gpu,
-                m.op,
-                Space::Output,
-                &r,
-                &u,
-                &diag,
-                0.0,
-                core.opts.cg_tol,
-                core.opts.cg_iters,
-            )?;
+            let sys = CgSystem {
+                op,
+                space: Space::Output,
+                b: &r,
+                x: &u,
+                diag: &diag,
+                weight: None,
+                gamma: 0.0,
+            };
+            let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
             plan.extend(cg.plan.clone());
-            plan.extend(m.op.adjoint(gpu, &u, &g)?);
+            plan.extend(op.adjoint(gpu, &u, &g)?);
             Solve::Cg { cg, u, diag }
         };
         plan.push(core.z_dispatch());
@@ -158,7 +208,8 @@ impl MethodStep for Dmps {
                 }
                 StepKind::Ddim(_) | StepKind::Euler => b * (g.a_next[i] * b / a - core.eps_coef(i)),
             };
-            (core.opts.lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a)
+            let lambda = lambda(&core.opts.method, &core.process);
+            (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a)
         };
         p.resid_scale = resid_scale as f32;
         p.guide = guide as f32;
@@ -176,10 +227,10 @@ impl MethodStep for Dmps {
         Some(&self.y)
     }
 
-    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
+    fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {
         Ok(match &self.solve {
-            Solve::Cg { cg, .. } => Some(cg.stats(gpu)?),
-            Solve::Svd { .. } => None,
+            Solve::Cg { cg, .. } => vec![Stat::Cg(cg.stats(gpu)?)],
+            Solve::Svd { .. } => Vec::new(),
         })
     }
 }

@@ -5,10 +5,12 @@
 //! through the velocity network's VJP). With clipping on, x0hat is clamped to
 //! [-1, 1] inside the norm and the clamp's derivative (0 outside the range)
 //! masks the gradient, as autograd through `clamp` does upstream. The
-//! gradient is x0_x g0 + x0_out J^T g0 with g0 = -A^T r / |r| masked and J the
-//! Jacobian of the model's output (its VJP): (g0 - b_t J^T g0) / a_t for an
-//! eps-model.
+//! gradient is x0_x g0 + x0_out J^T g0 with g0 = -J_A(x0hat)^T r / |r| masked
+//! (-A^T r / |r| for a linear measurement; a non-linear one supplies its own
+//! VJP) and J the Jacobian of the model's output (its VJP): (g0 - b_t J^T g0)
+//! / a_t for an eps-model.
 
+use super::options::{Kind, OptionSpec, Value};
 use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
 use crate::gpu::{Dispatch, SAMPLER};
 use crate::kernels::elementwise::{Elementwise, Op};
@@ -19,6 +21,28 @@ use crate::Gpu;
 /// Measurements up to this size per sample take the one-thread-per-sample norm
 /// (a shared-memory reduction per 2-element row costs more than the math).
 const ROWS_MAX: usize = 1024;
+
+/// DPS's step size when neither the caller nor `--zeta` gives one (the
+/// command line gives DPS's official 0.5 for inpainting, 0.3 otherwise).
+pub const DEFAULT_ZETA: f32 = 1.0;
+
+/// `--zeta`.
+pub const ZETA: OptionSpec = OptionSpec {
+    name: "zeta",
+    help: "DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm). \
+           The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8.",
+    kind: Kind::Number,
+    default: None,
+    check: finite,
+};
+
+/// The check `--zeta` and `--lambda` share.
+pub fn finite(v: Value) -> Result<(), String> {
+    match v {
+        Value::Number(x) if !x.is_finite() => Err("--zeta and --lambda must be finite numbers".into()),
+        _ => Ok(()),
+    }
+}
 
 /// DPS's buffers. Only `y` is read from the host side; the others are held
 /// for the plan's bind groups.
@@ -45,6 +69,14 @@ pub struct Dps {
 }
 
 impl MethodStep for Dps {
+    fn name() -> &'static str {
+        "dps"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&ZETA]
+    }
+
     fn uses_vjp() -> bool {
         true
     }
@@ -93,7 +125,8 @@ impl MethodStep for Dps {
             plan.push(core.kernel(gpu, "dps_direction", &[&dot.out.buffer, &r.buffer], n * m_per)?);
             norm = Some(dot);
         }
-        plan.extend(m.op.adjoint(gpu, &r, &g0)?);
+        // J_A(x0hat)^T of the direction: A^T r for a linear measurement.
+        plan.extend(m.op.vjp(gpu, &x0, &r, &g0)?);
         plan.push(masker.dispatch.clone());
         // The model VJP sees the same (x_t, t) as the eps plan above.
         plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
@@ -121,7 +154,7 @@ impl MethodStep for Dps {
     /// guide = -zeta x0_x, guide2 = -zeta x0_out (for an eps-model -zeta / a_t
     /// and zeta b_t / a_t; for a flow's velocity -zeta and zeta b_t).
     fn params(&self, _gpu: &Gpu, core: &Core, _i: usize, p: &mut StepParams) {
-        let zeta = core.opts.zeta;
+        let zeta = core.opts.method.number(ZETA.name).unwrap_or(DEFAULT_ZETA);
         p.resid_scale = 1.0;
         p.guide = -zeta * p.x0_x;
         p.guide2 = -zeta * p.x0_out;

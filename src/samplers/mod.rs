@@ -20,25 +20,33 @@
 //!    (named fields for every buffer its plan reads) and its step plan from the
 //!    [`Core`]'s pieces (`eps_plan`, `kernel`, `noise`, `z_dispatch`,
 //!    `ddpm_step`: visible to the child modules of this one);
+//!    [`MethodStep::name`] gives the name the command line and reports use,
+//!    [`MethodStep::options`] the settings it reads (its own [`OptionSpec`]s,
+//!    declared in its file; the CLI makes a flag of each) and
 //!    [`MethodStep::params`] writes step i's scalars: the shared guidance
 //!    fields of [`StepParams`] (`guide`, `guide2`, `resid_scale`) and/or its
 //!    own `#[repr(C)]` block laid over [`StepParams::method`] with
 //!    [`MethodBlock::of`], read in the shader through accessors beside its
-//!    kernels in `shaders/sampler.wgsl`. Besides `plan` only `label` is
-//!    required; the other trait methods default to no measurement, no init
-//!    work, no CG.
+//!    kernels in `shaders/sampler.wgsl`. Besides `plan`, `name` and `label`
+//!    nothing is required; the other trait methods default to no settings,
+//!    no init work, no statistics. What it reports about a run (CG
+//!    iterations, particle populations) goes out as [`Stat`]s from
+//!    [`MethodStep::stats`].
 //! 2. Declare the module (`pub mod <name>;`) and add one line to the registry
 //!    at [`Method`]'s definition (`methods! { ... }` below): `Name =>
-//!    name::Type,` makes `Method::Name` (the CLI value `name`) and plans it.
+//!    name::Type,` makes `Method::Name` and plans it.
 //!
-//! Nothing outside this module lists the methods: the CLI takes their names
-//! from clap's `ValueEnum` (`cli::sampling::method_name`).
+//! Nothing outside this module names a method's variant: callers look
+//! methods up by name ([`Method::from_name`]) or walk [`Method::all`], and
+//! ask a method what it needs ([`Method::takes_measurement`],
+//! [`Method::model_passes`], [`Method::options`]).
 
 pub mod cdps;
 pub mod cg;
 pub mod ddpm;
 pub mod dmps;
 pub mod dps;
+pub mod options;
 pub mod problem;
 pub mod score;
 pub mod smc;
@@ -50,14 +58,17 @@ use thiserror::Error;
 
 use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, SAMPLER, WG1D};
 use crate::kernels::random::Noise;
-use crate::operators::{Operator, OperatorError};
+use crate::operators::{LinearOperator, Operator, OperatorError};
 use crate::process::{Grid, Process};
 use crate::schedule::{Schedule, ScheduleError, VarianceType};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
 pub use crate::kernels::smc::PopulationStats;
+pub use cdps::{CdpsBasis, CdpsVariant};
 pub use cg::CgStats;
+pub use dmps::DmpsSolver;
+pub use options::{MethodOptions, OptionSpec};
 pub use score::{GmmPrior, ScoreError, ScoreModel};
 pub use unet_score::UnetScore;
 
@@ -79,41 +90,68 @@ pub enum SamplerError {
 }
 
 /// The method registry: one line per method, `Variant => module::Type`. It
-/// defines [`Method`] (a `clap::ValueEnum`: the CLI value is the variant's
-/// name in lower case) and `plan_method`, the one place a [`Method`] becomes
-/// its [`MethodStep`].
+/// defines [`Method`] and its lookups, and `plan`, the one place a [`Method`]
+/// becomes its [`MethodStep`].
 macro_rules! methods {
     ($($variant:ident => $ty:ty,)+) => {
         /// Which sampler.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         pub enum Method {
             $($variant,)+
         }
 
-        /// The batch `method` runs for `batch` samples asked for (the registry's dispatch).
-        fn method_batch(method: Method, batch: usize, opts: &SamplerOptions) -> usize {
-            match method {
-                $(Method::$variant => <$ty as MethodStep>::batch(batch, opts),)+
+        impl Method {
+            /// Every method, in the registry's order.
+            pub fn all() -> &'static [Method] {
+                &[$(Method::$variant,)+]
             }
-        }
 
-        /// Whether `method` takes the model's VJP (the registry's dispatch).
-        fn method_uses_vjp(method: Method) -> bool {
-            match method {
-                $(Method::$variant => <$ty as MethodStep>::uses_vjp(),)+
+            /// The name the command line and reports use (`dmps`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::name(),)+
+                }
             }
-        }
 
-        /// Plans `method` on `core` (the registry's dispatch).
-        fn plan_method(
-            method: Method,
-            gpu: &Gpu,
-            core: &mut Core,
-            model: &dyn ScoreModel,
-            meas: Option<&Measurement<'_>>,
-        ) -> Result<Planned, SamplerError> {
-            match method {
-                $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, model, meas),)+
+            /// The settings the method reads.
+            pub fn options(self) -> &'static [&'static OptionSpec] {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::options(),)+
+                }
+            }
+
+            /// Whether the method conditions on a measurement (all but DDPM).
+            pub fn takes_measurement(self) -> bool {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::takes_measurement(),)+
+                }
+            }
+
+            /// Whether a step takes the model's VJP.
+            pub fn uses_vjp(self) -> bool {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::uses_vjp(),)+
+                }
+            }
+
+            /// The batch the method runs for `batch` samples asked for.
+            fn batch(self, batch: usize, opts: &SamplerOptions) -> usize {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::batch(batch, opts),)+
+                }
+            }
+
+            /// Plans the method on `core`.
+            fn plan(
+                self,
+                gpu: &Gpu,
+                core: &mut Core,
+                model: &dyn ScoreModel,
+                meas: Option<&Measurement<'_>>,
+            ) -> Result<Planned, SamplerError> {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, model, meas),)+
+                }
             }
         }
     };
@@ -127,42 +165,54 @@ methods! {
     Smc => smc::Smc,
 }
 
-/// Where C-DPS takes the factor in x_{t-1} from (see [`cdps`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CdpsVariant {
-    /// The learned reverse kernel p_theta(x_{t-1} | x_t) = N(m_theta, sigma_t^2 I): the default.
-    Reverse,
-    /// The seed slides read literally: the forward kernel p(x_t | x_{t-1}).
-    Forward,
+impl Method {
+    /// The method called `name` ([`Method::name`]), if there is one.
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::all().iter().copied().find(|m| m.name() == name)
+    }
+
+    /// The method that draws from the prior alone (DDPM's, or DDIM's or
+    /// Euler's by [`SamplerOptions::sampler`] and the process).
+    pub fn unconditional() -> Method {
+        *Method::all()
+            .iter()
+            .find(|m| !m.takes_measurement())
+            .expect("the registry has an unconditional method")
+    }
+
+    /// Whether the method reads setting `name`.
+    pub fn takes(self, name: &str) -> bool {
+        self.options().iter().any(|o| o.name == name)
+    }
+
+    /// Model evaluations one step costs, in forward passes: 1, plus 1 for
+    /// the VJP (a backward pass costs about a forward's FLOPs here).
+    pub fn model_passes(self) -> usize {
+        1 + usize::from(self.uses_vjp())
+    }
 }
 
-/// Which coordinates C-DPS runs its measurement chain in (see [`cdps`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum CdpsBasis {
-    /// The spectral basis when the operator has an SVD form, the measurement otherwise.
-    Auto,
-    /// y itself, as the paper writes it: right when A has orthonormal rows.
-    Measurement,
-    /// y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component.
-    Spectral,
+/// Every method's settings, each once, in the registry's order.
+pub fn option_specs() -> Vec<&'static OptionSpec> {
+    let mut out: Vec<&'static OptionSpec> = Vec::new();
+    for m in Method::all() {
+        for o in m.options() {
+            if !out.iter().any(|x| x.name == o.name) {
+                out.push(o);
+            }
+        }
+    }
+    out
 }
 
-/// How DMPS applies (sigma_y^2 I + c A A^T)^{-1}.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum DmpsSolver {
-    /// The SVD form when the operator has one, CG otherwise.
-    Auto,
-    Svd,
-    Cg,
-}
-
-/// The base reverse step of a VP diffusion (a flow always takes Euler steps of its ODE).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum BaseSampler {
-    /// Ancestral sampling (guided-diffusion's `p_sample`).
-    Ddpm,
-    /// DDIM (Song et al.) with noise level eta (0: deterministic).
-    Ddim,
+options::choice_enum! {
+    /// The base reverse step of a VP diffusion (a flow always takes Euler steps of its ODE).
+    pub enum BaseSampler {
+        /// Ancestral sampling (guided-diffusion's `p_sample`).
+        Ddpm => "ddpm", "Ancestral sampling (guided-diffusion's `p_sample`)",
+        /// DDIM (Song et al.) with noise level eta (0: deterministic).
+        Ddim => "ddim", "DDIM (Song et al.) with noise level eta (0: deterministic)",
+    }
 }
 
 /// The step a run takes, resolved from the process and the options.
@@ -232,19 +282,9 @@ pub struct SamplerOptions {
     pub variance: VarianceType,
     /// Clip x0hat to [-1, 1] (images yes, the Gaussian-mixture checks no).
     pub clip: bool,
-    /// DPS step size.
-    pub zeta: f32,
-    /// DMPS lambda.
-    pub lambda: f32,
-    pub cg_tol: f32,
-    pub cg_iters: usize,
-    pub cdps_variant: CdpsVariant,
-    pub cdps_basis: CdpsBasis,
-    pub dmps_solver: DmpsSolver,
-    /// SMC: particles per population (None: the whole batch is one population).
-    pub particles: Option<usize>,
-    /// SMC: resample when the effective sample size falls below this fraction of the particles.
-    pub ess_threshold: f32,
+    /// The methods' own settings (DPS's zeta, CG's tolerance, ...), each
+    /// declared by the method that reads it.
+    pub method: MethodOptions,
 }
 
 impl Default for SamplerOptions {
@@ -256,15 +296,7 @@ impl Default for SamplerOptions {
             seed: 0,
             variance: VarianceType::FixedLarge,
             clip: true,
-            zeta: 1.0,
-            lambda: 1.75,
-            cg_tol: 1e-5,
-            cg_iters: 30,
-            cdps_variant: CdpsVariant::Reverse,
-            cdps_basis: CdpsBasis::Auto,
-            dmps_solver: DmpsSolver::Auto,
-            particles: None,
-            ess_threshold: 0.5,
+            method: MethodOptions::default(),
         }
     }
 }
@@ -668,8 +700,29 @@ pub trait MethodStep: Any {
     where
         Self: Sized;
 
+    /// The name the command line and reports use ("cdps").
+    fn name() -> &'static str
+    where
+        Self: Sized;
+
     /// The display name in messages ("C-DPS").
     fn label(&self) -> &'static str;
+
+    /// The settings the method reads (see [`options`]). Default: none.
+    fn options() -> &'static [&'static OptionSpec]
+    where
+        Self: Sized,
+    {
+        &[]
+    }
+
+    /// Whether the method conditions on a measurement. Default: yes.
+    fn takes_measurement() -> bool
+    where
+        Self: Sized,
+    {
+        true
+    }
 
     /// Whether the step takes the model's VJP (its U-Net forward then keeps
     /// what the VJP needs).
@@ -701,11 +754,6 @@ pub trait MethodStep: Any {
         None
     }
 
-    /// CG iteration counts so far (a read-back). Default: no CG.
-    fn cg_stats(&self, gpu: &Gpu) -> Result<Option<CgStats>, SamplerError> {
-        let _ = gpu;
-        Ok(None)
-    }
 
     /// How many samples the method runs for `batch` asked for (SMC: whole
     /// populations); [`Sampler::x`] shows the first `batch`. Default: `batch`.
@@ -724,11 +772,43 @@ pub trait MethodStep: Any {
         Ok(())
     }
 
-    /// Particle-population statistics after `steps` weighings (a read-back).
-    /// Default: none.
-    fn population_stats(&self, gpu: &Gpu, steps: usize) -> Result<Option<PopulationStats>, SamplerError> {
+    /// What the method reports about the run so far, `steps` steps in (a
+    /// read-back): CG iterations, particle populations. Default: nothing.
+    fn stats(&self, gpu: &Gpu, steps: usize) -> Result<Vec<Stat>, SamplerError> {
         let _ = (gpu, steps);
-        Ok(None)
+        Ok(Vec::new())
+    }
+}
+
+/// One statistic a method reports about a run.
+#[derive(Clone, Debug)]
+pub enum Stat {
+    /// CG iteration counts (DMPS with CG, C-DPS).
+    Cg(CgStats),
+    /// SMC: resampling events and ESS / P per population.
+    Populations(PopulationStats),
+}
+
+impl Stat {
+    /// One line for a verbose log.
+    pub fn summary(&self) -> String {
+        match self {
+            Stat::Cg(cg) => format!(
+                "CG: {:.2} iterations per solve on average, {} samples unconverged in the last solve",
+                cg.mean_per_solve(),
+                cg.unconverged
+            ),
+            Stat::Populations(smc) => {
+                let events: u32 = smc.events.iter().sum();
+                let ess = smc.mean_ess.iter().sum::<f64>() / smc.mean_ess.len() as f64;
+                format!(
+                    "SMC: {} population(s), {events} resampling events, mean ESS {:.1}% of the particles, final ESS {:.1}%",
+                    smc.events.len(),
+                    100.0 * ess,
+                    100.0 * smc.last_ess.iter().map(|&v| v as f64).sum::<f64>() / smc.last_ess.len() as f64
+                )
+            }
+        }
     }
 }
 
@@ -767,6 +847,17 @@ pub fn need_measurement<'a, 'm>(
     meas.ok_or_else(|| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)")))
 }
 
+/// The measurement's operator as a linear one, or the one-line refusal that
+/// `what` ("DMPS") needs A^T (or an SVD form) and this measurement has none.
+pub fn need_linear<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn LinearOperator, SamplerError> {
+    meas.op.linear().ok_or_else(|| {
+        SamplerError::Invalid(format!(
+            "{what} needs a linear measurement; {} is not",
+            meas.op.name()
+        ))
+    })
+}
+
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.
 pub struct Sampler {
     pub core: Core,
@@ -783,10 +874,26 @@ pub struct Sampler {
 #[derive(Clone, Debug)]
 pub struct RunStats {
     pub steps: usize,
-    /// CG iteration counts (DMPS with CG, C-DPS).
-    pub cg: Option<CgStats>,
-    /// SMC: resampling events and mean ESS / P per population.
-    pub smc: Option<PopulationStats>,
+    /// What the method reports ([`MethodStep::stats`]).
+    pub method: Vec<Stat>,
+}
+
+impl RunStats {
+    /// The CG statistic, when the method solved with CG.
+    pub fn cg(&self) -> Option<&CgStats> {
+        self.method.iter().find_map(|s| match s {
+            Stat::Cg(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// The particle populations' statistic, when the method has populations.
+    pub fn populations(&self) -> Option<&PopulationStats> {
+        self.method.iter().find_map(|s| match s {
+            Stat::Populations(p) => Some(p),
+            _ => None,
+        })
+    }
 }
 
 impl Sampler {
@@ -799,13 +906,8 @@ impl Sampler {
         batch: usize,
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
-        let mut core = Core::new(
-            gpu,
-            model,
-            method_batch(method, batch, opts),
-            opts,
-            method_uses_vjp(method),
-        )?;
+        opts.method.validate()?;
+        let mut core = Core::new(gpu, model, method.batch(batch, opts), opts, method.uses_vjp())?;
         if let Some(m) = &meas {
             if m.op.in_shape() != model.in_shape() {
                 return Err(SamplerError::Invalid(format!(
@@ -837,7 +939,7 @@ impl Sampler {
             }
             core.m_per = m_per;
         }
-        let planned = plan_method(method, gpu, &mut core, model, meas.as_ref())?;
+        let planned = method.plan(gpu, &mut core, model, meas.as_ref())?;
         let mut init_plan = Plan::new();
         init_plan.push(core.init_noise.dispatch.clone());
         init_plan.extend(planned.init);
@@ -882,7 +984,7 @@ impl Sampler {
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("load measurement"),
         });
-        enc.copy_buffer_to_buffer(&y.buffer, 0, &own.buffer, 0, (own.numel() * 4) as u64);
+        enc.copy_buffer_to_buffer(&y.buffer, 0, &own.buffer, 0, own.size_bytes() as u64);
         gpu.submit_checked("load measurement", enc)?;
         Ok(())
     }
@@ -900,7 +1002,7 @@ impl Sampler {
 
     /// Compute dispatches one reverse step records.
     pub fn step_dispatches(&self) -> usize {
-        crate::figures::dispatches(&self.step_plan)
+        self.step_plan.dispatches()
     }
 
     pub fn steps(&self) -> usize {
@@ -941,8 +1043,7 @@ impl Sampler {
     pub fn stats(&self, gpu: &Gpu) -> Result<RunStats, SamplerError> {
         Ok(RunStats {
             steps: self.steps(),
-            cg: self.kind.cg_stats(gpu)?,
-            smc: self.kind.population_stats(gpu, self.steps())?,
+            method: self.kind.stats(gpu, self.steps())?,
         })
     }
 }

@@ -6,8 +6,9 @@
 //! # Why TDS
 //! Of the three particle methods the literature offers for linear inverse
 //! problems (MCGdiff, TDS, FPS-SMC), TDS is the one that works with every
-//! operator here and with any score model: it needs A x and A^T r only (motion
-//! blur has no SVD form, which MCGdiff and FPS-SMC's spectral chains need),
+//! operator here and with any score model: it needs A x and A^T r only
+//! (J_A(x0hat)^T r for a non-linear measurement; motion blur has no SVD form,
+//! which MCGdiff and FPS-SMC's spectral chains need),
 //! and its proposal is DPS's guided step, which we already plan (model forward
 //! plus one VJP per step). Its target is exactly the model's posterior: the
 //! twisting functions only change the proposal and the intermediate weights;
@@ -50,13 +51,40 @@
 
 use rand::{Rng, SeedableRng};
 
+use super::options::{Kind, OptionSpec, Value};
 use super::{
     need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel,
-    StepParams,
+    Stat, StepParams,
 };
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::smc::{Population, PopulationStats, RowReduce};
+use crate::kernels::smc::{Population, RowReduce};
+
+/// `--particles`.
+pub const PARTICLES: OptionSpec = OptionSpec {
+    name: "particles",
+    help: "SMC: particles per population (default: all the samples of a batch form one population).",
+    kind: Kind::Count,
+    default: None,
+    check: |v| match v {
+        Value::Count(p) if p < 2 => {
+            Err(format!("--particles must be at least 2 (SMC needs at least 2 particles per population), got {p}"))
+        }
+        _ => Ok(()),
+    },
+};
+
+/// `--ess-threshold`.
+pub const ESS_THRESHOLD: OptionSpec = OptionSpec {
+    name: "ess-threshold",
+    help: "SMC: resample when the effective sample size falls below this fraction of the particles.",
+    kind: Kind::Number,
+    default: Some("0.5"),
+    check: |v| match v {
+        Value::Number(t) if !(0.0..=1.0).contains(&t) => Err(format!("--ess-threshold {t} must be in [0, 1]")),
+        _ => Ok(()),
+    },
+};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -118,6 +146,13 @@ pub struct Smc {
 }
 
 impl MethodStep for Smc {
+    fn name() -> &'static str {
+        "smc"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&PARTICLES, &ESS_THRESHOLD]
+    }
     fn uses_vjp() -> bool {
         true
     }
@@ -133,7 +168,7 @@ impl MethodStep for Smc {
             "SMC",
             "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
         )?;
-        let particles = core.opts.particles.unwrap_or(core.batch);
+        let particles = core.opts.method.count(PARTICLES.name).unwrap_or(core.batch);
         if !(m.sigma_y > 0.0) {
             return Err(SamplerError::Invalid(
                 "SMC needs sigma_y > 0 (its final weight is the likelihood N(y; A x0, sigma_y^2))".into(),
@@ -172,7 +207,8 @@ impl MethodStep for Smc {
             h: z("resampled h")?,
             twist: Tensor::zeros(gpu, "resampled twist", &[n])?,
         };
-        let pop = Population::new(gpu, particles, n / particles, core.opts.ess_threshold)?;
+        let threshold = core.opts.method.number(ESS_THRESHOLD.name).expect("--ess-threshold has a default");
+        let pop = Population::new(gpu, particles, n / particles, threshold)?;
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
@@ -202,7 +238,8 @@ impl MethodStep for Smc {
         plan.extend(m.op.forward(gpu, &x0, &ax)?);
         plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
         plan.extend(rr.plan.clone());
-        plan.extend(m.op.adjoint(gpu, &r, &g)?);
+        // J_A(x0hat)^T r: A^T r for a linear measurement.
+        plan.extend(m.op.vjp(gpu, &x0, &r, &g)?);
         plan.push(masker.dispatch.clone());
         plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g, &h)?);
         // 2-3. Weigh, normalise, resample, gather what the proposal reads.
@@ -282,7 +319,7 @@ impl MethodStep for Smc {
 
     /// Whole populations: the batch rounded up to a multiple of the particles.
     fn batch(batch: usize, opts: &SamplerOptions) -> usize {
-        let p = opts.particles.unwrap_or(batch).max(1);
+        let p = opts.method.count(PARTICLES.name).unwrap_or(batch).max(1);
         batch.div_ceil(p) * p
     }
 
@@ -325,14 +362,13 @@ impl MethodStep for Smc {
         gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&last));
         self.pop.set(gpu, Self::offset(core.opts.seed, core.steps()), true);
         self.final_plan.run(gpu)?;
-        let bytes = (core.x.numel() * std::mem::size_of::<f32>()) as u64;
-        gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, bytes)?;
+        gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, core.x.size_bytes() as u64)?;
         Ok(())
     }
 
     /// Resampling events and mean ESS per population (a read-back).
-    fn population_stats(&self, gpu: &Gpu, steps: usize) -> Result<Option<PopulationStats>, SamplerError> {
-        Ok(Some(self.pop.stats(gpu, steps)?))
+    fn stats(&self, gpu: &Gpu, steps: usize) -> Result<Vec<Stat>, SamplerError> {
+        Ok(vec![Stat::Populations(self.pop.stats(gpu, steps)?)])
     }
 }
 

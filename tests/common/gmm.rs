@@ -173,7 +173,7 @@ pub fn load(name: &str) -> Case {
 /// returns them and the mean CG iterations per solve (when it solves).
 pub fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, Option<f64>) {
     let (x, stats) = sample_stats(case, method, opts, n);
-    (x, stats.cg.map(|c| c.mean_per_solve()))
+    (x, stats.cg().map(|c| c.mean_per_solve()))
 }
 
 /// As [`sample`], with the whole run report.
