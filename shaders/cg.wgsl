@@ -142,12 +142,12 @@ fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 
 // ---- cg_update ----
 @group(0) @binding(1) var<storage, read> u_state: array<f32>;
-@group(0) @binding(2) var<storage, read> u_partA: array<f32>;
+@group(0) @binding(2) var<storage, read> u_part_a: array<f32>;
 @group(0) @binding(3) var<storage, read> u_p: array<f32>;
 @group(0) @binding(4) var<storage, read> u_mp: array<f32>;
 @group(0) @binding(5) var<storage, read_write> u_x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> u_r: array<f32>;
-@group(0) @binding(7) var<storage, read_write> u_partB: array<f32>;
+@group(0) @binding(7) var<storage, read_write> u_part_b: array<f32>;
 @group(0) @binding(8) var<storage, read_write> u_prev: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -157,7 +157,7 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     if (lid == 0u) {
         var pmp = 0.0;
         for (var c = 0u; c < p.chunks; c++) {
-            pmp += u_partA[n * p.chunks + c];
+            pmp += u_part_a[n * p.chunks + c];
         }
         shared_sum = pmp;
     }
@@ -180,7 +180,7 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     acc[lid] = s;
     reduce_acc(lid);
     if (lid == 0u) {
-        u_partB[n * p.chunks + wid.x] = acc[0];
+        u_part_b[n * p.chunks + wid.x] = acc[0];
         if (wid.x == 0u) {
             u_prev[n * 2u] = rr;
             u_prev[n * 2u + 1u] = select(0.0, 1.0, live);
@@ -190,7 +190,7 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 
 // ---- cg_direction ----
 @group(0) @binding(1) var<storage, read> d_prev: array<f32>;
-@group(0) @binding(2) var<storage, read> d_partB: array<f32>;
+@group(0) @binding(2) var<storage, read> d_part_b: array<f32>;
 @group(0) @binding(3) var<storage, read> d_r: array<f32>;
 @group(0) @binding(4) var<storage, read_write> d_p: array<f32>;
 @group(0) @binding(5) var<storage, read_write> d_state: array<f32>;
@@ -202,7 +202,7 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     if (lid == 0u) {
         var rr = 0.0;
         for (var c = 0u; c < p.chunks; c++) {
-            rr += d_partB[n * p.chunks + c];
+            rr += d_part_b[n * p.chunks + c];
         }
         shared_sum = rr;
     }

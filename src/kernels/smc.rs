@@ -6,8 +6,58 @@
 //! moves any per-particle tensor to its ancestors. Nothing is read back
 //! between steps; [`Population::stats`] reads the counters once at the end.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, Plan, SMC, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, Plan, SMC, WG1D};
 use crate::tensor::Tensor;
+
+bindings! {
+    /// `smc_normalize`: log-sum-exp normalisation of each population's
+    /// weights, its ESS and the resampling decision.
+    pub struct SmcNormalize for SMC: ["smc_normalize"] {
+        c: uniform,
+        logw: read_write f32,
+        w: read_write f32,
+        stats: read_write f32,
+    }
+
+    /// `smc_cumsum`: the inclusive prefix sum of each population's weights.
+    pub struct SmcCumsum for SMC: ["smc_cumsum"] {
+        c: uniform,
+        w: read_write f32,
+    }
+
+    /// `smc_ancestors`: systematic resampling's ancestor of each particle.
+    pub struct SmcAncestors for SMC: ["smc_ancestors"] {
+        c: uniform,
+        cdf: read f32,
+        stats: read f32,
+        anc: read_write u32,
+    }
+
+    /// `smc_gather`: dst[k, :] = src[ancestor[k], :].
+    pub struct SmcGather for SMC: ["smc_gather"] {
+        gp: uniform,
+        anc: read u32,
+        src: read f32,
+        dst: read_write f32,
+    }
+
+    /// `smc_rows`: one sum (or sum of squares) per row.
+    pub struct SmcRows for SMC: ["smc_rows"] {
+        rp: uniform,
+        a: read f32,
+        out: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[
+    SmcNormalize::SIG,
+    SmcCumsum::SIG,
+    SmcAncestors::SIG,
+    SmcGather::SIG,
+    SmcRows::SIG,
+];
 
 /// Mirrors `Smc` in shaders/smc.wgsl.
 #[repr(C)]
@@ -103,14 +153,8 @@ impl RowReduce {
             },
         );
         let mut plan = Plan::new();
-        plan.push(Dispatch::new(
-            gpu,
-            &SMC,
-            "smc_rows",
-            &[],
-            &[&params, &a.buffer, &out.buffer],
-            dispatch_groups(rows, WG1D),
-        )?);
+        let b = SmcRows { rp: &params, a, out: &out };
+        plan.push(Dispatch::typed(gpu, "smc_rows", &[], &b, dispatch_groups(rows, WG1D))?);
         Ok(RowReduce {
             out,
             plan,
@@ -182,30 +226,22 @@ impl Population {
         let uniform = gpu.uniform("smc params", &params);
         let g = [populations as u32, 1, 1];
         let mut weigh = Plan::new();
-        weigh.push(Dispatch::new(
-            gpu,
-            &SMC,
-            "smc_normalize",
-            &[],
-            &[&uniform, &logw.buffer, &cdf.buffer, &stats.buffer],
-            g,
-        )?);
-        weigh.push(Dispatch::new(
-            gpu,
-            &SMC,
-            "smc_cumsum",
-            &[],
-            &[&uniform, &cdf.buffer],
-            g,
-        )?);
-        weigh.push(Dispatch::new(
-            gpu,
-            &SMC,
-            "smc_ancestors",
-            &[],
-            &[&uniform, &cdf.buffer, &stats.buffer, &ancestors],
-            dispatch_groups(n, WG1D),
-        )?);
+        let b = SmcNormalize {
+            c: &uniform,
+            logw: &logw,
+            w: &cdf,
+            stats: &stats,
+        };
+        weigh.push(Dispatch::typed(gpu, "smc_normalize", &[], &b, g)?);
+        let b = SmcCumsum { c: &uniform, w: &cdf };
+        weigh.push(Dispatch::typed(gpu, "smc_cumsum", &[], &b, g)?);
+        let b = SmcAncestors {
+            c: &uniform,
+            cdf: &cdf,
+            stats: &stats,
+            anc: &ancestors,
+        };
+        weigh.push(Dispatch::typed(gpu, "smc_ancestors", &[], &b, dispatch_groups(n, WG1D))?);
         Ok(Population {
             particles,
             populations,
@@ -253,14 +289,13 @@ impl Population {
             });
         }
         let params = gpu.uniform("smc gather", &GatherParams::new(n, src.numel() / n));
-        let d = Dispatch::new(
-            gpu,
-            &SMC,
-            "smc_gather",
-            &[],
-            &[&params, &self.ancestors, &src.buffer, &dst.buffer],
-            dispatch_groups(src.numel(), WG1D),
-        )?;
+        let b = SmcGather {
+            gp: &params,
+            anc: &self.ancestors,
+            src,
+            dst,
+        };
+        let d = Dispatch::typed(gpu, "smc_gather", &[], &b, dispatch_groups(src.numel(), WG1D))?;
         Ok((d, params))
     }
 

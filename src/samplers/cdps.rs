@@ -72,6 +72,7 @@
 //! not a flow form of it; `plan` refuses flows and DDIM with this reason.
 
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
+use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, Spectral};
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
     need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
@@ -290,21 +291,34 @@ impl MethodStep for Cdps {
         };
         let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
 
-        let chain = [
-            &y0.buffer,
-            &z_y.buffer,
-            &e2.buffer,
-            &aeps.buffer,
-            &y_t.buffer,
-            &w.buffer,
-        ];
+        let s = &core.step_uniform;
         let measure = match op.svd() {
             Some(svd) if spectral => {
-                let mut b = chain.to_vec();
-                b.extend([&svd.singulars().buffer, &pi.buffer]);
-                core.kernel(gpu, "cdps_measure_spectral", &b, n * m_per)?
+                let b = CdpsMeasureSpectral {
+                    s,
+                    y0: &y0,
+                    zy: &z_y,
+                    e2: &e2,
+                    aeps: &aeps,
+                    ycur: &y_t,
+                    w: &w,
+                    sing: svd.singulars(),
+                    pi: &pi,
+                };
+                core.launch(gpu, "cdps_measure_spectral", &b, n * m_per)?
             }
-            _ => core.kernel(gpu, "cdps_measure", &chain, n * m_per)?,
+            _ => {
+                let b = CdpsMeasure {
+                    s,
+                    y0: &y0,
+                    zy: &z_y,
+                    e2: &e2,
+                    aeps: &aeps,
+                    ycur: &y_t,
+                    w: &w,
+                };
+                core.launch(gpu, "cdps_measure", &b, n * m_per)?
+            }
         };
         let mut plan = core.eps_plan.clone();
         // b_meas needs the noise estimate itself: the model's output when it predicts eps.
@@ -312,12 +326,13 @@ impl MethodStep for Cdps {
             core.eps.clone()
         } else {
             let e = Tensor::zeros(gpu, "eps estimate", &xs)?;
-            plan.push(core.kernel(
-                gpu,
-                "eps_estimate",
-                &[&core.x.buffer, &core.eps.buffer, &e.buffer],
-                n * core.per,
-            )?);
+            let b = EpsEstimate {
+                s: &core.step_uniform,
+                x: &core.x,
+                out: &core.eps,
+                eps: &e,
+            };
+            plan.push(core.launch(gpu, "eps_estimate", &b, n * core.per)?);
             e
         };
         plan.extend(chain_op.forward(gpu, &eps_hat, &aeps)?);
@@ -326,20 +341,17 @@ impl MethodStep for Cdps {
         plan.push(core.noise(gpu, &e1, Role::E1)?);
         plan.push(measure.clone());
         plan.extend(chain_op.adjoint(gpu, &w, &atw)?);
-        plan.push(core.kernel(
-            gpu,
-            "cdps_rhs",
-            &[
-                &core.x.buffer,
-                &core.eps.buffer,
-                &core.v.buffer,
-                &e1.buffer,
-                &atw.buffer,
-                &rhs.buffer,
-                &diag.buffer,
-            ],
-            n * core.per,
-        )?);
+        let b = CdpsRhs {
+            s: &core.step_uniform,
+            x: &core.x,
+            eps: &core.eps,
+            v: &core.v,
+            e1: &e1,
+            atw: &atw,
+            rhs: &rhs,
+            diag: &diag,
+        };
+        plan.push(core.launch(gpu, "cdps_rhs", &b, n * core.per)?);
         plan.extend(cg.plan.clone());
 
         // Init: y~ from y (spectral basis), then y_T from the chain's
@@ -347,7 +359,12 @@ impl MethodStep for Cdps {
         let mut init = Plan::new();
         if let Some(svd) = op.svd().filter(|_| spectral) {
             init.extend(svd.ut(gpu, &y, &y0)?);
-            init.push(core.kernel(gpu, "cdps_whiten", &[&svd.singulars().buffer, &y0.buffer], n * m_per)?);
+            let b = Spectral {
+                s: &core.step_uniform,
+                sing: svd.singulars(),
+                c: &y0,
+            };
+            init.push(core.launch(gpu, "cdps_whiten", &b, n * m_per)?);
         }
         let zy_init = Noise::new(gpu, &z_y, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
         init.push(zy_init.dispatch.clone());

@@ -22,7 +22,9 @@
 //! solve: the skipped iterations were no-ops for every sample.
 
 use super::options::{Kind, MethodOptions, OptionSpec, Value};
-use crate::gpu::{dispatch_groups, small_groups, Dispatch, Plan, CG, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, small_groups, Bindings, Dispatch, KernelSig, Plan, CG, WG1D};
+use crate::tensor::DType;
 use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
 use crate::kernels::random::Noise;
 use crate::operators::{LinearOperator, OperatorError};
@@ -33,6 +35,119 @@ use wgpu::util::DispatchIndirectArgs;
 /// Elements one CG workgroup covers (mirrors `CHUNK` in the WGSL); samples no
 /// larger than this take the one-thread-per-sample kernels.
 pub const CHUNK: usize = 1024;
+
+bindings! {
+    /// `cg_small_init`: x = 0, r = p = b, the state's r.r and b.b (one thread per sample).
+    pub struct CgSmallInit for CG: ["cg_small_init"] {
+        p: uniform,
+        b: read f32,
+        x: read_write f32,
+        r: read_write f32,
+        s_p: read_write f32,
+        state: read_write f32,
+    }
+
+    /// `cg_small_iter`: one whole iteration given w = G p (one thread per sample).
+    pub struct CgSmallIter for CG: ["cg_small_iter"] {
+        p: uniform,
+        diag: read f32,
+        w: read f32,
+        x: read_write f32,
+        r: read_write f32,
+        t_p: read_write f32,
+        state: read_write f32,
+    }
+
+    /// `cg_init`: x = 0, r = p = b, per-chunk partial sums of |b|^2.
+    pub struct CgInit for CG: ["cg_init"] {
+        p: uniform,
+        b: read f32,
+        x: read_write f32,
+        r: read_write f32,
+        i_p: read_write f32,
+        part: read_write f32,
+    }
+
+    /// `cg_init_finish`: the partial sums into the state.
+    pub struct CgInitFinish for CG: ["cg_init_finish"] {
+        p: uniform,
+        part: read f32,
+        state: read_write f32,
+    }
+
+    /// `cg_apply`: Mp = D p + gamma w and the partial sums of p.Mp.
+    pub struct CgApply for CG: ["cg_apply"] {
+        p: uniform,
+        a_p: read f32,
+        diag: read f32,
+        w: read f32,
+        mp: read_write f32,
+        part: read_write f32,
+    }
+
+    /// `cg_update`: x += alpha p, r -= alpha Mp, the partial sums of r.r.
+    pub struct CgUpdate for CG: ["cg_update"] {
+        p: uniform,
+        state: read f32,
+        part_a: read f32,
+        u_p: read f32,
+        mp: read f32,
+        x: read_write f32,
+        r: read_write f32,
+        part_b: read_write f32,
+        prev: read_write f32,
+    }
+
+    /// `cg_direction`: p = r + beta p and the state's convergence flags.
+    pub struct CgDirection for CG: ["cg_direction"] {
+        p: uniform,
+        prev: read f32,
+        part_b: read f32,
+        r: read f32,
+        d_p: read_write f32,
+        state: read_write f32,
+    }
+
+    /// `pw_rhs`: the perturb-and-solve right-hand side sqrt(D) e1 + sqrt(gamma) A^T e2.
+    pub struct PwRhs for CG: ["pw_rhs"] {
+        p: uniform,
+        diag: read f32,
+        e1: read f32,
+        at: read f32,
+        b: read_write f32,
+    }
+
+    /// `cg_gate_start`: zeroes every iteration's indirect args, opens iteration 0.
+    pub struct CgGateStart for CG: ["cg_gate_start"] {
+        p: uniform,
+        state: read f32,
+        ctl: read_write u32,
+        even: read_write u32,
+        odd: read_write u32,
+    }
+
+    /// `cg_gate`: opens the next iteration while a sample is active.
+    pub struct CgGate for CG: ["cg_gate"] {
+        p: uniform,
+        state: read f32,
+        ctl: read_write u32,
+        next: read_write u32,
+    }
+}
+
+/// The binding signatures of the CG kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[
+    CgSmallInit::SIG,
+    CgSmallIter::SIG,
+    CgInit::SIG,
+    CgInitFinish::SIG,
+    CgApply::SIG,
+    CgUpdate::SIG,
+    CgDirection::SIG,
+    PwRhs::SIG,
+    CgGateStart::SIG,
+    CgGate::SIG,
+];
 
 /// Mirrors `Params` in shaders/cg.wgsl.
 #[repr(C)]
@@ -84,7 +199,7 @@ pub struct CgState {
 }
 
 /// f32 slots per sample in the state buffer (mirrors `STATE` in the WGSL).
-pub const STATE: usize = std::mem::size_of::<CgState>() / 4;
+pub const STATE: usize = std::mem::size_of::<CgState>() / DType::F32.size_bytes();
 
 /// Which Gram matrix the system uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,17 +285,25 @@ fn gated_iterations(
     if iters == 0 {
         return Ok((plan, ctl));
     }
-    plan.push(Dispatch::new(
-        gpu,
-        &CG,
-        "cg_gate_start",
-        &[],
-        &[params, state, &ctl, &even, &odd],
-        [1, 1, 1],
-    )?);
+    let start = CgGateStart {
+        p: params,
+        state,
+        ctl: &ctl,
+        even: &even,
+        odd: &odd,
+    };
+    plan.push(Dispatch::typed(gpu, "cg_gate_start", &[], &start, [1, 1, 1])?);
     // The gate closing an even iteration opens the next (odd) one, and back.
-    let to_odd = Dispatch::new(gpu, &CG, "cg_gate", &[], &[params, state, &ctl, &odd], [1, 1, 1])?;
-    let to_even = Dispatch::new(gpu, &CG, "cg_gate", &[], &[params, state, &ctl, &even], [1, 1, 1])?;
+    let gate = |next: &wgpu::Buffer| {
+        let b = CgGate {
+            p: params,
+            state,
+            ctl: &ctl,
+            next,
+        };
+        Dispatch::typed(gpu, "cg_gate", &[], &b, [1, 1, 1])
+    };
+    let (to_odd, to_even) = (gate(&odd)?, gate(&even)?);
     let args_size = std::mem::size_of::<DispatchIndirectArgs>() as u64;
     for i in 0..iters {
         let (args, gate) = if i % 2 == 0 { (&even, &to_odd) } else { (&odd, &to_even) };
@@ -249,10 +372,11 @@ impl Cg {
         let w = Tensor::zeros(gpu, "cg w", &shape)?;
         let mp = Tensor::zeros(gpu, "cg Mp", &shape)?;
         let tmp = Tensor::zeros(gpu, "cg tmp", &[batch, other])?;
-        let part_a = gpu.storage_buffer("cg partials A", (batch * chunks * 4) as u64)?;
-        let part_b = gpu.storage_buffer("cg partials B", (batch * chunks * 4) as u64)?;
-        let prev = gpu.storage_buffer("cg prev", (batch * 2 * 4) as u64)?;
-        let state = gpu.storage_buffer("cg state", (batch * STATE * 4) as u64)?;
+        let f32s = |n: usize| (n * DType::F32.size_bytes()) as u64;
+        let part_a = gpu.storage_buffer("cg partials A", f32s(batch * chunks))?;
+        let part_b = gpu.storage_buffer("cg partials B", f32s(batch * chunks))?;
+        let prev = gpu.storage_buffer("cg prev", f32s(batch * 2))?;
+        let state = gpu.storage_buffer("cg state", f32s(batch * STATE))?;
 
         let (first, second) = match space {
             Space::Input => (op.forward(gpu, &p, &tmp)?, op.adjoint(gpu, &tmp, &w)?),
@@ -267,77 +391,75 @@ impl Cg {
         let (gated, ctl) = if per <= CHUNK {
             // One thread per sample: one fused dispatch per iteration.
             let groups = small_groups(batch);
-            plan.push(Dispatch::new(
-                gpu,
-                &CG,
-                "cg_small_init",
-                &[],
-                &[&params, &b.buffer, &x.buffer, &r.buffer, &p.buffer, &state],
-                groups,
-            )?);
-            let iter = Dispatch::new(
-                gpu,
-                &CG,
-                "cg_small_iter",
-                &[],
-                &[
-                    &params,
-                    &diag.buffer,
-                    &w.buffer,
-                    &x.buffer,
-                    &r.buffer,
-                    &p.buffer,
-                    &state,
-                ],
-                groups,
-            )?;
+            let init = CgSmallInit {
+                p: &params,
+                b,
+                x,
+                r: &r,
+                s_p: &p,
+                state: &state,
+            };
+            plan.push(Dispatch::typed(gpu, "cg_small_init", &[], &init, groups)?);
+            let iter = CgSmallIter {
+                p: &params,
+                diag,
+                w: &w,
+                x,
+                r: &r,
+                t_p: &p,
+                state: &state,
+            };
+            let iter = Dispatch::typed(gpu, "cg_small_iter", &[], &iter, groups)?;
             let mut body = gram.steps.clone();
             body.push(iter);
             gated_iterations(gpu, &params, &state, &body, iters)?
         } else {
             let grid = [chunks as u32, batch as u32, 1];
-            plan.push(Dispatch::new(
-                gpu,
-                &CG,
-                "cg_init",
-                &[],
-                &[&params, &b.buffer, &x.buffer, &r.buffer, &p.buffer, &part_a],
-                grid,
-            )?);
-            plan.push(Dispatch::new(
-                gpu,
-                &CG,
-                "cg_init_finish",
-                &[],
-                &[&params, &part_a, &state],
-                small_groups(batch),
-            )?);
-            let apply = Dispatch::new(
-                gpu,
-                &CG,
-                "cg_apply",
-                &[],
-                &[&params, &p.buffer, &diag.buffer, &w.buffer, &mp.buffer, &part_a],
-                grid,
-            )?;
-            let update = Dispatch::new(
-                gpu,
-                &CG,
-                "cg_update",
-                &[],
-                &[
-                    &params, &state, &part_a, &p.buffer, &mp.buffer, &x.buffer, &r.buffer, &part_b, &prev,
-                ],
-                grid,
-            )?;
-            let direction = Dispatch::new(
-                gpu,
-                &CG,
-                "cg_direction",
-                &[],
-                &[&params, &prev, &part_b, &r.buffer, &p.buffer, &state],
-                grid,
-            )?;
+            let init = CgInit {
+                p: &params,
+                b,
+                x,
+                r: &r,
+                i_p: &p,
+                part: &part_a,
+            };
+            plan.push(Dispatch::typed(gpu, "cg_init", &[], &init, grid)?);
+            let finish = CgInitFinish {
+                p: &params,
+                part: &part_a,
+                state: &state,
+            };
+            plan.push(Dispatch::typed(gpu, "cg_init_finish", &[], &finish, small_groups(batch))?);
+            let apply = CgApply {
+                p: &params,
+                a_p: &p,
+                diag,
+                w: &w,
+                mp: &mp,
+                part: &part_a,
+            };
+            let apply = Dispatch::typed(gpu, "cg_apply", &[], &apply, grid)?;
+            let update = CgUpdate {
+                p: &params,
+                state: &state,
+                part_a: &part_a,
+                u_p: &p,
+                mp: &mp,
+                x,
+                r: &r,
+                part_b: &part_b,
+                prev: &prev,
+            };
+            let update = Dispatch::typed(gpu, "cg_update", &[], &update, grid)?;
+            let direction = CgDirection {
+                p: &params,
+                prev: &prev,
+                part_b: &part_b,
+                r: &r,
+                d_p: &p,
+                state: &state,
+            };
+            let direction = Dispatch::typed(gpu, "cg_direction", &[], &direction, grid)?;
             let mut body = gram.steps.clone();
             body.extend([apply, update, direction]);
             gated_iterations(gpu, &params, &state, &body, iters)?
@@ -489,14 +611,14 @@ impl PwCgDraw {
         plan.push(e1.dispatch.clone());
         plan.push(e2.dispatch.clone());
         plan.extend(op.adjoint(gpu, &e2t, &at)?);
-        plan.push(Dispatch::new(
-            gpu,
-            &CG,
-            "pw_rhs",
-            &[],
-            &[&cg.params, &diag.buffer, &e1t.buffer, &at.buffer, &b.buffer],
-            dispatch_groups(batch * in_per, WG1D),
-        )?);
+        let rhs = PwRhs {
+            p: &cg.params,
+            diag,
+            e1: &e1t,
+            at: &at,
+            b: &b,
+        };
+        plan.push(Dispatch::typed(gpu, "pw_rhs", &[], &rhs, dispatch_groups(batch * in_per, WG1D))?);
         plan.extend(cg.plan.clone());
         Ok(PwCgDraw { plan, cg, e1, e2 })
     }

@@ -24,6 +24,7 @@
 //! there (the step is the plain Euler step) and nothing divides by a.
 
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
+use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
     need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
@@ -137,7 +138,7 @@ impl MethodStep for Dmps {
         let g = Tensor::zeros(gpu, "dmps direction", &core.x.shape)?;
         let mut plan = core.eps_plan.clone();
         plan.extend(op.forward(gpu, &core.x, &ax)?);
-        plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
+        plan.push(core.residual(gpu, &y, &ax, &r)?);
         let solver = DmpsSolver::from_choice(core.opts.method.choice(SOLVER.name)).expect("a checked choice");
         let use_svd = match solver {
             DmpsSolver::Auto => op.svd().is_some(),
@@ -157,7 +158,12 @@ impl MethodStep for Dmps {
             let svd = op.svd().expect("checked above");
             let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
             plan.extend(svd.ut(gpu, &r, &c)?);
-            plan.push(core.kernel(gpu, "dmps_spectral", &[&svd.singulars().buffer, &c.buffer], n * m_per)?);
+            let b = Spectral {
+                s: &core.step_uniform,
+                sing: svd.singulars(),
+                c: &c,
+            };
+            plan.push(core.launch(gpu, "dmps_spectral", &b, n * m_per)?);
             plan.extend(svd.v(gpu, &c, &g)?);
             Solve::Svd { coeffs: c }
         } else {

@@ -12,7 +12,8 @@
 
 use super::options::{Kind, OptionSpec, Value};
 use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
-use crate::gpu::{Dispatch, SAMPLER};
+use super::kernels::{DpsDirection, DpsDirectionRows};
+use crate::gpu::Dispatch;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
 use crate::tensor::Tensor;
@@ -100,29 +101,26 @@ impl MethodStep for Dps {
         let h = Tensor::zeros(gpu, "eps vjp", &shape)?;
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g0, 0.0, 0.0)?;
         let mut plan = core.eps_plan.clone();
-        plan.push(core.kernel(
-            gpu,
-            "x0_and_mask",
-            &[&core.x.buffer, &core.eps.buffer, &x0.buffer, &mask.buffer],
-            n * core.per,
-        )?);
+        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
         plan.extend(m.op.forward(gpu, &x0, &ax)?);
-        plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
+        plan.push(core.residual(gpu, &y, &ax, &r)?);
         let mut norm = None;
         if m_per <= ROWS_MAX {
             let groups = [n.div_ceil(64) as u32, 1, 1];
-            plan.push(Dispatch::new(
-                gpu,
-                &SAMPLER,
-                "dps_direction_rows",
-                &[],
-                &[&core.step_uniform, &r.buffer],
-                groups,
-            )?);
+            let b = DpsDirectionRows {
+                s: &core.step_uniform,
+                r: &r,
+            };
+            plan.push(Dispatch::typed(gpu, "dps_direction_rows", &[], &b, groups)?);
         } else {
             let dot = BatchedDot::new(gpu, &r, &r, n, true)?;
             plan.extend(dot.plan.clone());
-            plan.push(core.kernel(gpu, "dps_direction", &[&dot.out.buffer, &r.buffer], n * m_per)?);
+            let b = DpsDirection {
+                s: &core.step_uniform,
+                norm: &dot.out,
+                r: &r,
+            };
+            plan.push(core.launch(gpu, "dps_direction", &b, n * m_per)?);
             norm = Some(dot);
         }
         // J_A(x0hat)^T of the direction: A^T r for a linear measurement.

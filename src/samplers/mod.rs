@@ -46,6 +46,7 @@ pub mod cg;
 pub mod ddpm;
 pub mod dmps;
 pub mod dps;
+pub mod kernels;
 pub mod options;
 pub mod problem;
 pub mod score;
@@ -56,7 +57,7 @@ use std::any::Any;
 
 use thiserror::Error;
 
-use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, SAMPLER, WG1D};
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, WG1D};
 use crate::kernels::random::Noise;
 use crate::operators::{LinearOperator, Operator, OperatorError};
 use crate::process::{Grid, Process};
@@ -521,42 +522,45 @@ impl Core {
 
     /// The DDPM step x <- mean + sigma z + guide g + guide2 h (in place).
     fn ddpm_step(&self, gpu: &Gpu, g: &Tensor, h: &Tensor) -> Result<Dispatch, SamplerError> {
-        Ok(Dispatch::new(
-            gpu,
-            &SAMPLER,
-            "ddpm_step",
-            &[],
-            &[
-                &self.step_uniform,
-                &self.eps.buffer,
-                &self.v.buffer,
-                &self.z.buffer,
-                &g.buffer,
-                &h.buffer,
-                &self.x.buffer,
-            ],
-            dispatch_groups(self.batch * self.per, WG1D),
-        )?)
+        let b = kernels::DdpmStep {
+            s: &self.step_uniform,
+            eps: &self.eps,
+            v: &self.v,
+            z: &self.z,
+            g,
+            h,
+            x: &self.x,
+        };
+        self.launch(gpu, "ddpm_step", &b, self.batch * self.per)
     }
 
-    /// One dispatch of a sampler.wgsl entry over `threads` threads.
-    fn kernel(
-        &self,
-        gpu: &Gpu,
-        entry: &str,
-        buffers: &[&wgpu::Buffer],
-        threads: usize,
-    ) -> Result<Dispatch, SamplerError> {
-        let mut all = vec![&self.step_uniform];
-        all.extend_from_slice(buffers);
-        Ok(Dispatch::new(
-            gpu,
-            &SAMPLER,
-            entry,
-            &[],
-            &all,
-            dispatch_groups(threads, WG1D),
-        )?)
+    /// r = y - resid_scale (A x) over the [N, m] measurement space.
+    fn residual(&self, gpu: &Gpu, y: &Tensor, ax: &Tensor, r: &Tensor) -> Result<Dispatch, SamplerError> {
+        let b = kernels::Residual {
+            s: &self.step_uniform,
+            y,
+            ax,
+            out: r,
+        };
+        self.launch(gpu, "residual", &b, r.numel())
+    }
+
+    /// x0hat(x_t) into `x0` (clamped when clipping) and the clamp's derivative into `mask`.
+    fn x0_and_mask(&self, gpu: &Gpu, x0: &Tensor, mask: &Tensor) -> Result<Dispatch, SamplerError> {
+        let b = kernels::X0AndMask {
+            s: &self.step_uniform,
+            x: &self.x,
+            eps: &self.eps,
+            x0,
+            mask,
+        };
+        self.launch(gpu, "x0_and_mask", &b, self.batch * self.per)
+    }
+
+    /// One dispatch of a sampler.wgsl entry over `threads` threads (its
+    /// bindings start with the step uniform, [`Core::step_uniform`]).
+    fn launch<B: Bindings>(&self, gpu: &Gpu, entry: &str, b: &B, threads: usize) -> Result<Dispatch, SamplerError> {
+        Ok(Dispatch::typed(gpu, entry, &[], b, dispatch_groups(threads, WG1D))?)
     }
 
     /// The scalars of step i shared by every sampler (the head of
@@ -679,8 +683,8 @@ impl Core {
 
 /// Every binding signature of the kernels this module launches itself
 /// (`Dispatch::typed`), for `tests/bindings.rs`.
-pub fn bindings() -> Vec<crate::gpu::KernelSig> {
-    Vec::new()
+pub fn bindings() -> Vec<KernelSig> {
+    [kernels::BINDINGS, cg::BINDINGS, score::BINDINGS].concat()
 }
 
 fn role_seed(seed: u64, role: Role) -> u64 {

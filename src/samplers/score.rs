@@ -10,11 +10,68 @@
 
 use thiserror::Error;
 
-use crate::gpu::{dispatch_groups, small_groups, Dispatch, GpuError, Plan, GMM, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, small_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, GMM, WG1D};
 use crate::operators::OperatorError;
 use crate::process::{Kind, Prediction, Process};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::Gpu;
+
+bindings! {
+    /// `gmm_logits`: each component's log-responsibility at (x_t, t).
+    pub struct GmmLogits for GMM: ["gmm_logits"] {
+        p: uniform,
+        prior: read f32,
+        abar: read f32,
+        tsteps: read f32,
+        x: read f32,
+        logits: read_write f32,
+    }
+
+    /// `gmm_eps`: the exact noise prediction from the logits.
+    pub struct GmmEps for GMM: ["gmm_eps"] {
+        p: uniform,
+        prior: read f32,
+        abar: read f32,
+        tsteps: read f32,
+        x: read f32,
+        logits: read_write f32,
+        eps: read_write f32,
+    }
+
+    /// `gmm_vjp_dots`: per-component dots of the cotangent, the VJP's first pass.
+    pub struct GmmVjpDots for GMM: ["gmm_vjp_dots"] {
+        p: uniform,
+        prior: read f32,
+        abar: read f32,
+        tsteps: read f32,
+        x: read f32,
+        logits: read_write f32,
+        cot: read f32,
+        dots: read_write f32,
+    }
+
+    /// `gmm_vjp`: J_eps(x)^T cot from the dots.
+    pub struct GmmVjp for GMM: ["gmm_vjp"] {
+        p: uniform,
+        prior: read f32,
+        abar: read f32,
+        tsteps: read f32,
+        x: read f32,
+        logits: read_write f32,
+        cot: read f32,
+        dots_in: read f32,
+        dx: read_write f32,
+    }
+}
+
+/// The binding signatures of `shaders/gmm.wgsl` (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[GmmLogits::SIG, GmmEps::SIG, GmmVjpDots::SIG, GmmVjp::SIG];
+
+/// Bytes of `n` f32 values.
+fn f32_bytes(n: usize) -> u64 {
+    (n * DType::F32.size_bytes()) as u64
+}
 
 #[derive(Debug, Error)]
 pub enum ScoreError {
@@ -209,14 +266,15 @@ impl GmmPrior {
         logits: &wgpu::Buffer,
         n: usize,
     ) -> Result<Dispatch, GpuError> {
-        Dispatch::new(
-            gpu,
-            &GMM,
-            "gmm_logits",
-            &[],
-            &[params, &self.prior, &self.abar, &t.buffer, &x.buffer, logits],
-            small_groups(n),
-        )
+        let b = GmmLogits {
+            p: params,
+            prior: &self.prior,
+            abar: &self.abar,
+            tsteps: t,
+            x,
+            logits,
+        };
+        Dispatch::typed(gpu, "gmm_logits", &[], &b, small_groups(n))
     }
 }
 
@@ -253,25 +311,19 @@ impl ScoreModel for GmmPrior {
             });
         }
         let params = self.params(gpu, n);
-        let logits = gpu.storage_buffer("gmm logits", (n * self.k * 4) as u64)?;
+        let logits = gpu.storage_buffer("gmm logits", f32_bytes(n * self.k))?;
         let mut plan = Plan::new();
         plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
-        plan.push(Dispatch::new(
-            gpu,
-            &GMM,
-            "gmm_eps",
-            &[],
-            &[
-                &params,
-                &self.prior,
-                &self.abar,
-                &t.buffer,
-                &x.buffer,
-                &logits,
-                &eps.buffer,
-            ],
-            dispatch_groups(n * self.d, WG1D),
-        )?);
+        let b = GmmEps {
+            p: &params,
+            prior: &self.prior,
+            abar: &self.abar,
+            tsteps: t,
+            x,
+            logits: &logits,
+            eps,
+        };
+        plan.push(Dispatch::typed(gpu, "gmm_eps", &[], &b, dispatch_groups(n * self.d, WG1D))?);
         Ok(plan)
     }
 
@@ -282,38 +334,33 @@ impl ScoreModel for GmmPrior {
         self.check("dx", dx, n, self.d)?;
         let params = self.params(gpu, n);
         // Own logits (cheap to recompute), so this plan stands alone.
-        let logits = gpu.storage_buffer("gmm vjp logits", (n * self.k * 4) as u64)?;
-        let dots = gpu.storage_buffer("gmm vjp dots", (n * self.k * 4) as u64)?;
-        let common: [&wgpu::Buffer; 7] = [
-            &params,
-            &self.prior,
-            &self.abar,
-            &t.buffer,
-            &x.buffer,
-            &logits,
-            &cotangent.buffer,
-        ];
+        let logits = gpu.storage_buffer("gmm vjp logits", f32_bytes(n * self.k))?;
+        let dots = gpu.storage_buffer("gmm vjp dots", f32_bytes(n * self.k))?;
         let mut plan = Plan::new();
         plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
-        let mut b = common.to_vec();
-        b.push(&dots);
-        plan.push(Dispatch::new(
-            gpu,
-            &GMM,
-            "gmm_vjp_dots",
-            &[],
-            &b,
-            dispatch_groups(n * self.k, WG1D),
-        )?);
-        b.push(&dx.buffer);
-        plan.push(Dispatch::new(
-            gpu,
-            &GMM,
-            "gmm_vjp",
-            &[],
-            &b,
-            dispatch_groups(n * self.d, WG1D),
-        )?);
+        let b = GmmVjpDots {
+            p: &params,
+            prior: &self.prior,
+            abar: &self.abar,
+            tsteps: t,
+            x,
+            logits: &logits,
+            cot: cotangent,
+            dots: &dots,
+        };
+        plan.push(Dispatch::typed(gpu, "gmm_vjp_dots", &[], &b, dispatch_groups(n * self.k, WG1D))?);
+        let b = GmmVjp {
+            p: &params,
+            prior: &self.prior,
+            abar: &self.abar,
+            tsteps: t,
+            x,
+            logits: &logits,
+            cot: cotangent,
+            dots_in: &dots,
+            dx,
+        };
+        plan.push(Dispatch::typed(gpu, "gmm_vjp", &[], &b, dispatch_groups(n * self.d, WG1D))?);
         Ok(plan)
     }
 }

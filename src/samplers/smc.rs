@@ -51,6 +51,7 @@
 
 use rand::{Rng, SeedableRng};
 
+use super::kernels::{TdsStep, TdsWeigh};
 use super::options::{Kind, OptionSpec, Value};
 use super::{
     need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel,
@@ -213,30 +214,22 @@ impl MethodStep for Smc {
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
         // Reads the step uniform's method block (1 / v_t, or 1 / sigma_y^2 at the end).
-        let weigh = core.kernel(
-            gpu,
-            "tds_weigh",
-            &[
-                &rr.out.buffer,
-                &lpq_sum.out.buffer,
-                &gathered.twist.buffer,
-                &twist_out.buffer,
-                &pop.logw.buffer,
-            ],
-            n,
-        )?;
+        let b = TdsWeigh {
+            s: &core.step_uniform,
+            rr: &rr.out,
+            lpq: &lpq_sum.out,
+            twist_in: &gathered.twist,
+            twist_out: &twist_out,
+            logw: &pop.logw,
+        };
+        let weigh = core.launch(gpu, "tds_weigh", &b, n)?;
         let mut uniforms = Vec::new();
 
         // 1. The twist and its gradient at x_t.
         let mut plan = core.eps_plan.clone();
-        plan.push(core.kernel(
-            gpu,
-            "x0_and_mask",
-            &[&core.x.buffer, &core.eps.buffer, &x0.buffer, &mask.buffer],
-            n * per,
-        )?);
+        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
         plan.extend(m.op.forward(gpu, &x0, &ax)?);
-        plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
+        plan.push(core.residual(gpu, &y, &ax, &r)?);
         plan.extend(rr.plan.clone());
         // J_A(x0hat)^T r: A^T r for a linear measurement.
         plan.extend(m.op.vjp(gpu, &x0, &r, &g)?);
@@ -261,26 +254,23 @@ impl MethodStep for Smc {
         gather(&twist_out, &gathered.twist, &mut plan)?;
         // 4. The twisted proposal and its log p/q per particle.
         plan.push(core.z_dispatch());
-        plan.push(core.kernel(
-            gpu,
-            "tds_step",
-            &[
-                &gathered.eps.buffer,
-                &gathered.v.as_ref().unwrap_or(&core.v).buffer,
-                &core.z.buffer,
-                &gathered.g.buffer,
-                &gathered.h.buffer,
-                &gathered.x.buffer,
-                &core.x.buffer,
-                &lpq.buffer,
-            ],
-            n * per,
-        )?);
+        let b = TdsStep {
+            s: &core.step_uniform,
+            eps: &gathered.eps,
+            v: gathered.v.as_ref().unwrap_or(&core.v),
+            z: &core.z,
+            g: &gathered.g,
+            h: &gathered.h,
+            xin: &gathered.x,
+            x: &core.x,
+            lpq: &lpq,
+        };
+        plan.push(core.launch(gpu, "tds_step", &b, n * per)?);
         plan.extend(lpq_sum.plan.clone());
 
         // The end: the exact likelihood at x_0, a forced resampling into gathered.x.
         let mut final_plan = m.op.forward(gpu, &core.x, &ax)?;
-        final_plan.push(core.kernel(gpu, "residual", &[&y.buffer, &ax.buffer, &r.buffer], n * m_per)?);
+        final_plan.push(core.residual(gpu, &y, &ax, &r)?);
         final_plan.extend(rr.plan.clone());
         final_plan.push(weigh);
         final_plan.extend(pop.weigh.clone());

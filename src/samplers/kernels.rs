@@ -1,0 +1,142 @@
+//! The bind groups of `shaders/sampler.wgsl`'s entry points, the step
+//! kernels every method plans through [`super::Core::launch`]: each binds
+//! the step uniform `s` first, then its own buffers (WGSL names after the
+//! entry's prefix: `eps` binds `d_eps`).
+
+use crate::bindings;
+use crate::gpu::{Bindings, KernelSig, SAMPLER};
+
+bindings! {
+    /// `ddpm_step`: x <- mean + sigma z + guide g + guide2 h (in place).
+    pub struct DdpmStep for SAMPLER: ["ddpm_step"] {
+        s: uniform,
+        eps: read f32,
+        v: read f32,
+        z: read f32,
+        g: read f32,
+        h: read f32,
+        x: read_write f32,
+    }
+
+    /// `eps_estimate`: the noise estimate from x_t and the model's output.
+    pub struct EpsEstimate for SAMPLER: ["eps_estimate"] {
+        s: uniform,
+        x: read f32,
+        out: read f32,
+        eps: read_write f32,
+    }
+
+    /// `x0_and_mask`: x0hat (clamped when clipping) and the clamp's derivative.
+    pub struct X0AndMask for SAMPLER: ["x0_and_mask"] {
+        s: uniform,
+        x: read f32,
+        eps: read f32,
+        x0: read_write f32,
+        mask: read_write f32,
+    }
+
+    /// `residual`: r = y - resid_scale (A x).
+    pub struct Residual for SAMPLER: ["residual"] {
+        s: uniform,
+        y: read f32,
+        ax: read f32,
+        out: read_write f32,
+    }
+
+    /// `dps_direction`: r <- -r / |r| with |r| per sample from a reduction.
+    pub struct DpsDirection for SAMPLER: ["dps_direction"] {
+        s: uniform,
+        norm: read f32,
+        r: read_write f32,
+    }
+
+    /// `dps_direction_rows`: r <- -r / |r|, one thread per sample.
+    pub struct DpsDirectionRows for SAMPLER: ["dps_direction_rows"] {
+        s: uniform,
+        r: read_write f32,
+    }
+
+    /// `dmps_spectral` and `cdps_whiten`: a per-component scaling of
+    /// spectral coefficients `c` by the singular values.
+    pub struct Spectral for SAMPLER: ["dmps_spectral", "cdps_whiten"] {
+        s: uniform,
+        sing: read f32,
+        c: read_write f32,
+    }
+
+    /// `cdps_measure`: the measurement chain's bridge step and the right-hand side w.
+    pub struct CdpsMeasure for SAMPLER: ["cdps_measure"] {
+        s: uniform,
+        y0: read f32,
+        zy: read f32,
+        e2: read f32,
+        aeps: read f32,
+        ycur: read_write f32,
+        w: read_write f32,
+    }
+
+    /// `cdps_measure_spectral`: as `cdps_measure` in the spectral basis, with
+    /// the per-component precision pi.
+    pub struct CdpsMeasureSpectral for SAMPLER: ["cdps_measure_spectral"] {
+        s: uniform,
+        y0: read f32,
+        zy: read f32,
+        e2: read f32,
+        aeps: read f32,
+        ycur: read_write f32,
+        w: read_write f32,
+        sing: read f32,
+        pi: read_write f32,
+    }
+
+    /// `cdps_rhs`: the CG's right-hand side D m + sqrt(D) e1 + A^T w and D.
+    pub struct CdpsRhs for SAMPLER: ["cdps_rhs"] {
+        s: uniform,
+        x: read f32,
+        eps: read f32,
+        v: read f32,
+        e1: read f32,
+        atw: read f32,
+        rhs: read_write f32,
+        diag: read_write f32,
+    }
+
+    /// `tds_weigh`: the SMC log-weight update of one weighing.
+    pub struct TdsWeigh for SAMPLER: ["tds_weigh"] {
+        s: uniform,
+        rr: read f32,
+        lpq: read f32,
+        twist_in: read f32,
+        twist_out: read_write f32,
+        logw: read_write f32,
+    }
+
+    /// `tds_step`: the twisted proposal and its log p/q per element.
+    pub struct TdsStep for SAMPLER: ["tds_step"] {
+        s: uniform,
+        eps: read f32,
+        v: read f32,
+        z: read f32,
+        g: read f32,
+        h: read f32,
+        xin: read f32,
+        x: read_write f32,
+        lpq: read_write f32,
+    }
+}
+
+/// The binding signatures of `shaders/sampler.wgsl` (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[
+    DdpmStep::SIG,
+    EpsEstimate::SIG,
+    X0AndMask::SIG,
+    Residual::SIG,
+    DpsDirection::SIG,
+    DpsDirectionRows::SIG,
+    Spectral::SIG,
+    CdpsMeasure::SIG,
+    CdpsMeasureSpectral::SIG,
+    CdpsRhs::SIG,
+    TdsWeigh::SIG,
+    TdsStep::SIG,
+];
