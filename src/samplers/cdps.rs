@@ -107,7 +107,7 @@ choice_enum! {
 /// `--cdps-variant`.
 pub const VARIANT: OptionSpec = OptionSpec {
     name: "cdps-variant",
-    help: "C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel.",
+    help: "C-DPS x-factor: the learned reverse kernel (right) or the slides' forward kernel",
     kind: Kind::Choice(CdpsVariant::CHOICES),
     default: Some("reverse"),
     check: opt::any,
@@ -117,7 +117,7 @@ pub const VARIANT: OptionSpec = OptionSpec {
 pub const BASIS: OptionSpec = OptionSpec {
     name: "cdps-basis",
     help: "C-DPS measurement chain: in the operator's spectral basis (orthonormal rows, per-component \
-           noise) when it has an SVD form (auto), or on y as given.",
+           noise) when it has an SVD form (auto), or on y as given",
     kind: Kind::Choice(CdpsBasis::CHOICES),
     default: Some("auto"),
     check: opt::any,

@@ -553,7 +553,7 @@ fn positive(v: Value) -> Result<(), String> {
 /// `--cg-tol`, for every method that solves with CG.
 pub const TOL: OptionSpec = OptionSpec {
     name: "cg-tol",
-    help: "CG relative-residual tolerance.",
+    help: "CG relative-residual tolerance",
     kind: Kind::Number,
     default: Some("0.00001"),
     check: positive,
@@ -562,7 +562,7 @@ pub const TOL: OptionSpec = OptionSpec {
 /// `--cg-iters`, for every method that solves with CG.
 pub const ITERS: OptionSpec = OptionSpec {
     name: "cg-iters",
-    help: "CG iteration cap.",
+    help: "CG iteration cap",
     kind: Kind::Count,
     default: Some("30"),
     check: positive,

@@ -46,7 +46,7 @@ pub const LAMBDA_FLOW: f32 = 2.0;
 pub const LAMBDA: OptionSpec = OptionSpec {
     name: "lambda",
     help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model; 1.75 is \
-           made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable).",
+           made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable)",
     kind: Kind::Number,
     default: None,
     check: super::dps::finite,
@@ -65,7 +65,7 @@ choice_enum! {
 /// `--dmps-solver`.
 pub const SOLVER: OptionSpec = OptionSpec {
     name: "dmps-solver",
-    help: "DMPS linear solve: SVD form when available, or CG.",
+    help: "DMPS linear solve: SVD form when available, or CG",
     kind: Kind::Choice(DmpsSolver::CHOICES),
     default: Some("auto"),
     check: opt::any,

@@ -64,7 +64,7 @@ use crate::kernels::smc::{Population, RowReduce};
 /// `--particles`.
 pub const PARTICLES: OptionSpec = OptionSpec {
     name: "particles",
-    help: "SMC: particles per population (default: all the samples of a batch form one population).",
+    help: "SMC: particles per population (default: all the samples of a batch form one population)",
     kind: Kind::Count,
     default: None,
     check: |v| match v {
@@ -78,7 +78,7 @@ pub const PARTICLES: OptionSpec = OptionSpec {
 /// `--ess-threshold`.
 pub const ESS_THRESHOLD: OptionSpec = OptionSpec {
     name: "ess-threshold",
-    help: "SMC: resample when the effective sample size falls below this fraction of the particles.",
+    help: "SMC: resample when the effective sample size falls below this fraction of the particles",
     kind: Kind::Number,
     default: Some("0.5"),
     check: |v| match v {
