@@ -39,14 +39,7 @@ pub fn base_sampler_parser() -> impl TypedValueParser<Value = BaseSampler> {
 
 /// A clap parser of one of `choices`, each with its help in `--help`.
 pub fn choices(choices: &'static [Choice]) -> PossibleValuesParser {
-    PossibleValuesParser::new(choices.iter().map(|c| {
-        let v = PossibleValue::new(c.name);
-        if c.help.is_empty() {
-            v
-        } else {
-            v.help(c.help)
-        }
-    }))
+    PossibleValuesParser::new(choices.iter().map(|c| PossibleValue::new(c.name).help(c.help)))
 }
 
 /// The methods' settings given on the command line, as written (each

@@ -85,9 +85,7 @@ use crate::operators::{LinearOperator, SpectralRows};
 choice_enum! {
     /// Where C-DPS takes the factor in x_{t-1} from.
     pub enum CdpsVariant {
-        /// The learned reverse kernel p_theta(x_{t-1} | x_t) = N(m_theta, sigma_t^2 I): the default.
         Reverse => "reverse", "The learned reverse kernel p_theta(x_{t-1} | x_t) = N(m_theta, sigma_t^2 I): the default",
-        /// The seed slides read literally: the forward kernel p(x_t | x_{t-1}).
         Forward => "forward", "The seed slides read literally: the forward kernel p(x_t | x_{t-1})",
     }
 }
@@ -95,11 +93,8 @@ choice_enum! {
 choice_enum! {
     /// Which coordinates C-DPS runs its measurement chain in.
     pub enum CdpsBasis {
-        /// The spectral basis when the operator has an SVD form, the measurement otherwise.
         Auto => "auto", "The spectral basis when the operator has an SVD form, the measurement otherwise",
-        /// y itself, as the paper writes it: right when A has orthonormal rows.
         Measurement => "measurement", "y itself, as the paper writes it: right when A has orthonormal rows",
-        /// y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component.
         Spectral => "spectral", "y~ = diag(s)^+ U^T y = V^T x + n~: orthonormal rows, noise sigma_y / s per component",
     }
 }

@@ -55,10 +55,9 @@ pub const LAMBDA: OptionSpec = OptionSpec {
 choice_enum! {
     /// How DMPS applies (sigma_y^2 I + c A A^T)^{-1}.
     pub enum DmpsSolver {
-        /// The SVD form when the operator has one, CG otherwise.
         Auto => "auto", "The SVD form when the operator has one, CG otherwise",
-        Svd => "svd", "",
-        Cg => "cg", "",
+        Svd => "svd", "The SVD form (refused for an operator without one)",
+        Cg => "cg", "Matrix-free CG in measurement space",
     }
 }
 

@@ -18,7 +18,8 @@
 //! 1. Write `src/samplers/<name>.rs` with a type implementing [`MethodStep`]
 //!    (see [`dmps`] for a short one): [`MethodStep::plan`] builds the type
 //!    (named fields for every buffer its plan reads) and its step plan from the
-//!    [`Core`]'s pieces (`eps_plan`, `kernel`, `noise`, `z_dispatch`,
+//!    [`Core`]'s pieces (`eps_plan`, `launch` with a bindings struct of
+//!    [`kernels`], `residual`, `x0_and_mask`, `noise`, `z_dispatch`,
 //!    `ddpm_step`: visible to the child modules of this one);
 //!    [`MethodStep::name`] gives the name the command line and reports use,
 //!    [`MethodStep::options`] the settings it reads (its own [`OptionSpec`]s,
@@ -209,9 +210,7 @@ pub fn option_specs() -> Vec<&'static OptionSpec> {
 options::choice_enum! {
     /// The base reverse step of a VP diffusion (a flow always takes Euler steps of its ODE).
     pub enum BaseSampler {
-        /// Ancestral sampling (guided-diffusion's `p_sample`).
         Ddpm => "ddpm", "Ancestral sampling (guided-diffusion's `p_sample`)",
-        /// DDIM (Song et al.) with noise level eta (0: deterministic).
         Ddim => "ddim", "DDIM (Song et al.) with noise level eta (0: deterministic)",
     }
 }

@@ -157,14 +157,14 @@ impl MethodOptions {
 }
 
 /// A fieldless enum whose values are the [`Choice`]s of one setting: the
-/// `CHOICES` table and `from_choice` come from one list of
-/// `Variant => "name", "help"` lines.
+/// `CHOICES` table, `from_choice`, `name` and each variant's doc come from
+/// one list of `Variant => "name", "help"` lines.
 macro_rules! choice_enum {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal, $help:literal,)+ }) => {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident => $text:literal, $help:literal,)+ }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         $vis enum $name {
-            $($(#[$vmeta])* $variant,)+
+            $(#[doc = $help] $variant,)+
         }
 
         impl $name {
