@@ -138,8 +138,8 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
     .unwrap();
     let op = Dense::new(&gpu, &HostTensor::new(vec![M, D], s.a32.clone()), [D, 1, 1]).unwrap();
     let mut r = rng(42);
-    let zeta = 0.5;
-    let lambda = 1.75;
+    let zeta = 0.5f32;
+    let lambda = 1.75f32;
     use CdpsBasis::{Measurement as Meas, Spectral};
     use CdpsVariant::{Forward, Reverse};
     let cases = [

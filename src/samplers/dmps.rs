@@ -110,7 +110,7 @@ enum Solve {
     /// Through the SVD form: `coeffs` holds U^T r, scaled in place.
     Svd { coeffs: Tensor },
     /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2.
-    Cg { cg: Cg, u: Tensor, diag: Tensor },
+    Cg { cg: Box<Cg>, u: Tensor, diag: Tensor },
 }
 
 impl MethodStep for Dmps {
@@ -180,7 +180,11 @@ impl MethodStep for Dmps {
             let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
             plan.extend(cg.plan.clone());
             plan.extend(op.adjoint(gpu, &u, &g)?);
-            Solve::Cg { cg, u, diag }
+            Solve::Cg {
+                cg: Box::new(cg),
+                u,
+                diag,
+            }
         };
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);

@@ -170,7 +170,7 @@ impl MethodStep for Smc {
             "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
         )?;
         let particles = core.opts.method.count(PARTICLES.name).unwrap_or(core.batch);
-        if !(m.sigma_y > 0.0) {
+        if m.sigma_y.is_nan() || m.sigma_y <= 0.0 {
             return Err(SamplerError::Invalid(
                 "SMC needs sigma_y > 0 (its final weight is the likelihood N(y; A x0, sigma_y^2))".into(),
             ));
