@@ -2,6 +2,7 @@
 //! otherwise; row-major, [N, C, H, W] for images), and the host-side twin used
 //! for files and CPU references.
 
+pub use crate::gpu::DType;
 use crate::gpu::{Gpu, GpuError};
 
 /// f32 data on the host, row-major.
@@ -28,34 +29,6 @@ impl HostTensor {
     }
     pub fn numel(&self) -> usize {
         self.data.len()
-    }
-}
-
-/// Element type of a GPU tensor. Kernels written against the WGSL alias `T`
-/// (see [`Shader::typed`](crate::gpu::Shader::typed)) run on either.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum DType {
-    #[default]
-    F32,
-    /// Needs the adapter's `shader-f16` feature.
-    F16,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub const fn size_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-
-    /// The WGSL scalar type name.
-    pub const fn wgsl(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        }
     }
 }
 

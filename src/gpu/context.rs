@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::shaders::Shader;
 use super::GpuError;
-use crate::tensor::DType;
+use super::DType;
 
 /// Key of the pipeline cache: one compiled pipeline per (shader, entry point,
 /// override constants). Override values are keyed by their bit patterns.
@@ -73,8 +73,8 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
-    /// Whether the cooperative-matrix (tensor-core) convolution can run here,
-    /// and if not, why.
+    /// Whether the device multiplies 16x16x16 f16 tiles into f32 with
+    /// cooperative matrices (tensor cores), and if not, why.
     pub cooperative_matrix: String,
 }
 
@@ -255,7 +255,7 @@ impl Gpu {
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            cooperative_matrix: match crate::kernels::conv_coop::unsupported(self) {
+            cooperative_matrix: match self.f16_cooperative_matrix_missing() {
                 None => "yes".into(),
                 Some(why) => format!("no: {why}"),
             },
@@ -362,8 +362,8 @@ impl Gpu {
 
     /// Refuses `dtype` storage where the adapter cannot run it (f16 needs
     /// `shader-f16`), in one line naming the adapter.
-    pub fn require_dtype(&self, dtype: crate::tensor::DType) -> Result<(), GpuError> {
-        if dtype == crate::tensor::DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
+    pub fn require_dtype(&self, dtype: DType) -> Result<(), GpuError> {
+        if dtype == DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
             return Err(GpuError::Other(format!(
                 "precision f16 needs the adapter's shader-f16 feature, which {} does not have (use --precision f32)",
                 self.info.name

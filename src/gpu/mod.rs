@@ -4,13 +4,17 @@
 
 mod context;
 mod dispatch;
+mod dtype;
 mod error;
+mod hardware;
 mod shaders;
 mod timing;
 
 pub use context::{AdapterReport, Allocated, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
+pub use dtype::DType;
 pub use error::GpuError;
+pub use hardware::{multiprocessors, peak_for, Peak, PEAKS};
 pub use shaders::*;
 pub use timing::{gpu_times, time_plan};
 

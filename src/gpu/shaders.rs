@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 
-use crate::tensor::DType;
+use super::DType;
 
 /// The line an element-type generic shader declares its scalar type with.
 pub const ALIAS_F32: &str = "alias T = f32;";

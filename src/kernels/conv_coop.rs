@@ -25,21 +25,8 @@ pub const WORKGROUP_BYTES: u32 = (1536 + 1152) * 2 + 4096 * 4;
 /// the feature, a 16x16x16 f16 x f16 -> f32 configuration, shader-f16,
 /// subgroups of exactly 32 and the workgroup memory.
 pub fn unsupported(gpu: &Gpu) -> Option<String> {
-    if !gpu.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-        return Some("the adapter does not expose wgpu's experimental cooperative-matrix feature".into());
-    }
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
-        return Some("the adapter has no shader-f16".into());
-    }
-    let found = gpu.cooperative_matrix.iter().any(|c| {
-        use wgpu::CooperativeScalarType as S;
-        (c.m_size, c.n_size, c.k_size) == (16, 16, 16) && c.ab_type == S::F16 && c.cr_type == S::F32
-    });
-    if !found {
-        return Some(format!(
-            "no 16x16x16 f16 -> f32 configuration among {:?}",
-            gpu.cooperative_matrix
-        ));
+    if let Some(why) = gpu.f16_cooperative_matrix_missing() {
+        return Some(why);
     }
     let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
     if (lo, hi) != (SUBGROUP, SUBGROUP) {
