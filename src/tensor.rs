@@ -3,7 +3,7 @@
 //! for files and CPU references.
 
 pub use crate::gpu::DType;
-use crate::gpu::{Gpu, GpuError};
+use crate::gpu::{Bindable, Gpu, GpuError};
 
 /// f32 data on the host, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,5 +183,19 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype: self.dtype,
         }
+    }
+}
+
+/// Tensors bind with their dtype known, so typed bindings check it and
+/// instantiate generic kernels for it.
+impl Bindable for Tensor {
+    fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    fn dtype(&self) -> Option<DType> {
+        Some(self.dtype)
+    }
+    fn bytes(&self) -> u64 {
+        self.size_bytes() as u64
     }
 }

@@ -5,14 +5,16 @@ mod common;
 use common::conv::{conv_bwd_f64, conv_f64};
 use common::*;
 
-use tweedie::tensor::DType;
+use tweedie::tensor::{DType, Tensor};
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionShape, AttentionTiles};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
 use tweedie::kernels::groupnorm::{group_norm, group_norm_onepass, GroupNormShape, CHUNK};
 use tweedie::kernels::linear::linear;
-use tweedie::kernels::resample::{avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x};
+use tweedie::kernels::resample::{
+    avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x, ChannelSlice, Concat, Nchw,
+};
 use tweedie::kernels::timestep::timestep_embedding;
 use tweedie::unet::graph::timestep_freqs;
 
@@ -22,6 +24,22 @@ fn buf(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
 
 fn zeros(gpu: &Gpu, n: usize) -> wgpu::Buffer {
     gpu.storage_buffer("test out", (n * 4) as u64).unwrap()
+}
+
+/// Channels [c_off, c_off + c) of a 5-channel [n, 5, hw] tensor (the concat tests).
+fn slice5(n: usize, c: usize, hw: usize, c_off: usize) -> ChannelSlice {
+    ChannelSlice {
+        n,
+        c,
+        hw,
+        c_total: 5,
+        c_off,
+    }
+}
+
+/// The whole f32 buffer as a flat tensor (the launchers that take tensors).
+fn t32(b: &wgpu::Buffer) -> Tensor {
+    Tensor::wrap(b.clone(), &[b.size() as usize / 4])
 }
 
 fn run(gpu: &Gpu, ds: Vec<Dispatch>) {
@@ -496,7 +514,7 @@ fn resample_kernels_match_cpu() {
     let yb = zeros(&gpu, up.len());
     run(
         &gpu,
-        vec![upsample_nearest2x(&gpu, DType::F32, n, c, h, w, &xb, &yb).unwrap()],
+        vec![upsample_nearest2x(&gpu, Nchw { n, c, h, w }, &t32(&xb), &t32(&yb)).unwrap()],
     );
     assert_close("upsample", &gpu.read::<f32>(&yb, 0, up.len()).unwrap(), &up, 0.0, 0.0);
 
@@ -511,7 +529,10 @@ fn resample_kernels_match_cpu() {
         }
     }
     let pb = zeros(&gpu, pool.len());
-    run(&gpu, vec![avg_pool2x2(&gpu, DType::F32, n, c, h, w, &xb, &pb).unwrap()]);
+    run(
+        &gpu,
+        vec![avg_pool2x2(&gpu, Nchw { n, c, h, w }, &t32(&xb), &t32(&pb)).unwrap()],
+    );
     assert_close(
         "avg_pool",
         &gpu.read::<f32>(&pb, 0, pool.len()).unwrap(),
@@ -533,8 +554,8 @@ fn resample_kernels_match_cpu() {
     run(
         &gpu,
         vec![
-            copy_channels(&gpu, n, 3, hw, 5, 0, &xb, &cb).unwrap(),
-            copy_channels(&gpu, n, 2, hw, 5, 3, &zb, &cb).unwrap(),
+            copy_channels(&gpu, slice5(n, 3, hw, 0), &t32(&xb), &t32(&cb)).unwrap(),
+            copy_channels(&gpu, slice5(n, 2, hw, 3), &t32(&zb), &t32(&cb)).unwrap(),
         ],
     );
     assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
@@ -542,7 +563,7 @@ fn resample_kernels_match_cpu() {
     let cb1 = zeros(&gpu, cat.len());
     run(
         &gpu,
-        vec![concat_channels(&gpu, DType::F32, n, 3, 2, hw, &xb, &zb, &cb1).unwrap()],
+        vec![concat_channels(&gpu, Concat { n, ca: 3, cb: 2, hw }, &t32(&xb), &t32(&zb), &t32(&cb1)).unwrap()],
     );
     assert_close(
         "concat one dispatch",
@@ -568,7 +589,14 @@ fn split_channels_is_the_concat_adjoint() {
         let (da, db) = (buf(&gpu, &pa), buf(&gpu, &pb));
         run(
             &gpu,
-            vec![split_channels(&gpu, DType::F32, n, ca, cb, hw, &dyb, &da, &db, (acc_a, acc_b)).unwrap()],
+            vec![split_channels(
+                &gpu,
+                Concat { n, ca, cb, hw },
+                &t32(&dyb),
+                (&t32(&da), &t32(&db)),
+                (acc_a, acc_b),
+            )
+            .unwrap()],
         );
         let (mut wa, mut wb) = (vec![0f32; pa.len()], vec![0f32; pb.len()]);
         for i in 0..n {
@@ -1172,8 +1200,8 @@ fn resample_adjoints_match_cpu() {
         (
             "upsample",
             n * c * 4 * h * w,
-            Box::new(move |a, b| upsample_nearest2x(g, DType::F32, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| upsample_nearest2x(g, Nchw { n, c, h, w }, &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, Nchw { n, c, h, w }, &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let mut dx = vec![0f64; n * c * h * w];
                 for nc in 0..n * c {
@@ -1189,8 +1217,8 @@ fn resample_adjoints_match_cpu() {
         (
             "avg_pool",
             n * c * (h / 2) * (w / 2),
-            Box::new(move |a, b| avg_pool2x2(g, DType::F32, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| avg_pool2x2(g, Nchw { n, c, h, w }, &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, Nchw { n, c, h, w }, &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let (ho, wo) = (h / 2, w / 2);
                 let mut dx = vec![0f64; n * c * h * w];
@@ -1210,8 +1238,8 @@ fn resample_adjoints_match_cpu() {
         (
             "concat slice",
             n * 5 * h * w,
-            Box::new(move |a, b| copy_channels(g, n, c, h * w, 5, 2, a, b).unwrap()),
-            Box::new(move |a, b, acc| slice_channels(g, n, c, h * w, 5, 2, a, b, acc).unwrap()),
+            Box::new(move |a, b| copy_channels(g, slice5(n, c, h * w, 2), &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| slice_channels(g, slice5(n, c, h * w, 2), &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let hw = h * w;
                 let mut dx = vec![0f64; n * c * hw];

@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use super::bindings::{KernelSig, Slot};
 use super::shaders::Shader;
-use super::GpuError;
 use super::DType;
+use super::GpuError;
 
 /// Key of the pipeline cache: one compiled pipeline per (shader, entry point,
 /// override constants). Override values are keyed by their bit patterns.

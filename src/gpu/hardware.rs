@@ -158,9 +158,7 @@ pub fn peak_for(adapter: &str) -> Option<Peak> {
 pub fn multiprocessors(gpu: &Gpu) -> Option<u32> {
     match gpu.info.device_type {
         wgpu::DeviceType::Cpu => None,
-        t => Some(
-            peak_for(&gpu.info.name).map_or(if t == wgpu::DeviceType::DiscreteGpu { 64 } else { 16 }, |p| p.sms),
-        ),
+        t => Some(peak_for(&gpu.info.name).map_or(if t == wgpu::DeviceType::DiscreteGpu { 64 } else { 16 }, |p| p.sms)),
     }
 }
 
