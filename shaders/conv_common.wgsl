@@ -111,35 +111,55 @@ fn gather_advance(g: Gather, s: GatherStep) -> Gather {
     return r;
 }
 
-// ---- forward: the input's im2col, X_col[k, pix]
-
-// An output pixel's column: whether it exists, the top-left input position
-// of its window and that position's element offset in x.
-struct XColumn {
+// A GEMM column's place in the operand it gathers from: whether the column
+// exists, a position (y, x) and an element offset `base`. Forward: the
+// top-left tap of the output pixel's window in x, and that tap's offset.
+// Backward: the input pixel itself, and its sample's offset in dy.
+struct Column {
     ok: bool,
-    iy0: i32,
-    ix0: i32,
-    org: i32,
+    y: i32,
+    x: i32,
+    base: i32,
 }
 
-fn x_column(pix: u32) -> XColumn {
+// im2col row k = (channel, ky, kx) of a kernel ks wide.
+fn tap_of(k: u32, ks: u32) -> vec3<u32> {
+    let kk = ks * ks;
+    let c = k / kk;
+    let kr = k - c * kk;
+    let ky = kr / ks;
+    return vec3(c, ky, kr - ky * ks);
+}
+
+// Column i of a GEMM over images `w` wide with `plane` pixels each:
+// (image, row, column).
+fn column_pos(i: u32, plane: u32, w: u32) -> vec3<u32> {
+    let b = i / plane;
+    let r = i - b * plane;
+    let row = r / w;
+    return vec3(b, row, r - row * w);
+}
+
+// The NCHW element of channel c at column i (image, pixel) of a tensor of
+// `channels` channels with `plane` pixels each.
+fn nchw_index(c: u32, channels: u32, i: u32, plane: u32) -> u32 {
+    let b = i / plane;
+    return (b * channels + c) * plane + (i - b * plane);
+}
+
+// ---- forward: the input's im2col, X_col[k, pix]
+
+fn x_column(pix: u32) -> Column {
     let hwo = p.ho * p.wo;
-    let b = pix / hwo;
-    let r = pix - b * hwo;
-    let oy = r / p.wo;
-    let ox = r - oy * p.wo;
-    let iy0 = i32(oy * p.stride) - i32(p.pad_top);
-    let ix0 = i32(ox * p.stride) - i32(p.pad_left);
-    return XColumn(pix < p.n * hwo, iy0, ix0, i32(b * p.cin * p.h * p.w) + iy0 * i32(p.w) + ix0);
+    let o = column_pos(pix, hwo, p.wo);
+    let iy0 = i32(o.y * p.stride) - i32(p.pad_top);
+    let ix0 = i32(o.z * p.stride) - i32(p.pad_left);
+    return Column(pix < p.n * hwo, iy0, ix0, i32(o.x * p.cin * p.h * p.w) + iy0 * i32(p.w) + ix0);
 }
 
 fn x_gather_at(k: u32) -> Gather {
-    let kk = p.ks * p.ks;
-    let ci = k / kk;
-    let kr = k - ci * kk;
-    let ky = kr / p.ks;
-    let kx = kr - ky * p.ks;
-    return Gather(k, i32(ky), i32(kx), i32(ci * p.h * p.w) + i32(ky) * i32(p.w) + i32(kx));
+    let t = tap_of(k, p.ks);
+    return Gather(k, i32(t.y), i32(t.z), i32(t.x * p.h * p.w) + i32(t.y) * i32(p.w) + i32(t.z));
 }
 
 fn x_gather_step(tk: u32) -> GatherStep {
@@ -153,20 +173,18 @@ fn x_gather_step(tk: u32) -> GatherStep {
 }
 
 // x at gather row g of column c, 0 in the padding and past K.
-fn x_tap(c: XColumn, g: Gather, k_end: u32) -> f32 {
-    let iy = c.iy0 + g.ky;
-    let ix = c.ix0 + g.kx;
+fn x_tap(c: Column, g: Gather, k_end: u32) -> f32 {
+    let iy = c.y + g.ky;
+    let ix = c.x + g.kx;
     if (c.ok && g.k < k_end && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w)) {
-        return f32(x[u32(c.org + g.off)]);
+        return f32(x[u32(c.base + g.off)]);
     }
     return 0.0;
 }
 
 // Output element of GEMM row m (channel), column pix (n, oy, ox).
 fn conv_out_index(m: u32, pix: u32) -> u32 {
-    let hwo = p.ho * p.wo;
-    let b = pix / hwo;
-    return (b * p.cout + m) * hwo + (pix - b * hwo);
+    return nchw_index(m, p.cout, pix, p.ho * p.wo);
 }
 
 // Element of the residual binding added to output (m, pix), or none.
@@ -198,30 +216,16 @@ fn conv_store(z: u32, m: u32, pix: u32, acc: f32) {
 // ---- backward w.r.t. the input: dy's transposed im2col, dY_col[k', q],
 // k' = (co, ky, kx), q = (n, iy, ix)
 
-// An input pixel's column: whether it exists, its position and the offset
-// of its sample in dy.
-struct DyColumn {
-    ok: bool,
-    iy: u32,
-    ix: u32,
-    base: u32,
-}
-
-fn dy_column(q: u32) -> DyColumn {
+fn dy_column(q: u32) -> Column {
     let hw = pb.h * pb.w;
-    let b = q / hw;
-    let r = q - b * hw;
-    let iy = r / pb.w;
-    return DyColumn(q < pb.n * hw, iy, r - iy * pb.w, b * pb.cout * pb.ho * pb.wo);
+    let i = column_pos(q, hw, pb.w);
+    return Column(q < pb.n * hw, i32(i.y), i32(i.z), i32(i.x * pb.cout * pb.ho * pb.wo));
 }
 
 // The gather row k' of column c: `off` is its output channel's offset in dy.
-fn dy_gather_at(c: DyColumn, k: u32) -> Gather {
-    let kk = pb.ks * pb.ks;
-    let co = k / kk;
-    let kr = k - co * kk;
-    let ky = kr / pb.ks;
-    return Gather(k, i32(ky), i32(kr - ky * pb.ks), i32(c.base + co * pb.ho * pb.wo));
+fn dy_gather_at(c: Column, k: u32) -> Gather {
+    let t = tap_of(k, pb.ks);
+    return Gather(k, i32(t.y), i32(t.z), c.base + i32(t.x * pb.ho * pb.wo));
 }
 
 fn dy_gather_step(tk: u32) -> GatherStep {
@@ -265,18 +269,16 @@ fn dy_at(cbase: u32, iy: u32, ix: u32, ky: i32, kx: i32) -> f32 {
 }
 
 // dy at gather row g of column c, 0 past K.
-fn dy_tap(c: DyColumn, g: Gather, k_end: u32) -> f32 {
+fn dy_tap(c: Column, g: Gather, k_end: u32) -> f32 {
     if (c.ok && g.k < k_end) {
-        return dy_at(u32(g.off), c.iy, c.ix, g.ky, g.kx);
+        return dy_at(u32(g.off), u32(c.y), u32(c.x), g.ky, g.kx);
     }
     return 0.0;
 }
 
 // dx's element for input channel ci, column q = (n, iy, ix).
 fn dx_index(ci: u32, q: u32) -> u32 {
-    let hw = pb.h * pb.w;
-    let b = q / hw;
-    return (b * pb.cin + ci) * hw + (q - b * hw);
+    return nchw_index(ci, pb.cin, q, pb.h * pb.w);
 }
 
 fn store_dx(ci: u32, q: u32, acc: f32) {

@@ -54,16 +54,10 @@ fn f64s(v: &[f32], round: bool) -> Vec<f64> {
         .collect()
 }
 
-/// y = conv(x, W) + b ([`common::conv::conv_f64`]) over operands optionally
+/// y = conv(x, W) + b ([`common::conv::conv_out`]) over operands optionally
 /// rounded to f16.
 fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
-    let (ho, wo) = s.out_hw();
-    let y = common::conv::conv_f64(s, &f64s(x, round), &f64s(w, round));
-    let hw = ho * wo;
-    y.iter()
-        .enumerate()
-        .map(|(i, v)| (v + b[(i / hw) % s.cout] as f64) as f32)
-        .collect()
+    common::conv::conv_out(s, &f64s(x, round), &f64s(w, round), b, common::conv::Residual::None, 1.0)
 }
 
 /// dx = conv_transpose(dy, W) ([`common::conv::conv_bwd_f64`]) over operands
@@ -274,6 +268,16 @@ fn coop_required() -> bool {
     std::env::var("TWEEDIE_REQUIRE_COOP").is_ok_and(|v| v == "1")
 }
 
+/// Fails when the cooperative-matrix kernel is required but cannot run (`why`).
+#[track_caller]
+fn allow_no_coop(gpu: &Gpu, why: &str) {
+    assert!(
+        !coop_required(),
+        "TWEEDIE_REQUIRE_COOP=1 but {} cannot run the cooperative-matrix kernel: {why}",
+        gpu.describe()
+    );
+}
+
 /// The cooperative-matrix kernel itself, where the adapter has a matching
 /// configuration; elsewhere (lavapipe) it says why it was skipped, or fails
 /// with TWEEDIE_REQUIRE_COOP=1.
@@ -281,11 +285,7 @@ fn coop_required() -> bool {
 fn cooperative_matrix_kernel_matches_the_rounded_reference() {
     let gpu = gpu();
     if let Some(why) = conv_coop::unsupported(&gpu) {
-        assert!(
-            !coop_required(),
-            "TWEEDIE_REQUIRE_COOP=1 but {} cannot run the cooperative-matrix kernel: {why}",
-            gpu.describe()
-        );
+        allow_no_coop(&gpu, &why);
         eprintln!("cooperative-matrix kernel skipped on {}: {why}", gpu.describe());
         // Asking for it anyway is a clear error, not a crash.
         let s = sh(1, 4, 4, 4, 4, 3, 1, [1; 4]);
@@ -333,11 +333,7 @@ fn coop_mode(gpu: &Gpu) -> Option<bool> {
     let Some(why) = conv_coop::unsupported(gpu) else {
         return Some(false);
     };
-    assert!(
-        !coop_required(),
-        "TWEEDIE_REQUIRE_COOP=1 but {} cannot run the cooperative-matrix kernel: {why}",
-        gpu.describe()
-    );
+    allow_no_coop(gpu, &why);
     match conv_coop::emulation_unsupported(gpu) {
         None => {
             eprintln!("{}: {why}; running the emulated instance", gpu.describe());
