@@ -71,7 +71,7 @@ if [ "$RUN_CHECKS" = 1 ]; then
         exit 2
     fi
     if ! timeout 300 "${CHECK_CMD[@]}" > "$OUT/checks.txt" 2>&1; then
-        echo "cooperative-matrix checks failed (see $OUT/checks.txt): $(grep -m1 -E 'panicked|error' "$OUT/checks.txt" || tail -1 "$OUT/checks.txt")" >&2
+        echo "cooperative-matrix checks failed (see $OUT/checks.txt): $(grep -m1 -A1 -E 'panicked|error' "$OUT/checks.txt" | tr '\n' ' ' || tail -1 "$OUT/checks.txt")" >&2
         exit 1
     fi
     grep -E '^test result' "$OUT/checks.txt" || true
