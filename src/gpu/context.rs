@@ -16,6 +16,9 @@ struct PipelineKey {
     overrides: Vec<(String, u64)>,
 }
 
+/// Shader modules by (instance name, dtype), each with its source's length.
+type ModuleCache = HashMap<(&'static str, DType), (usize, wgpu::ShaderModule)>;
+
 /// A GPU context: adapter facts, device, queue, and the caches every kernel
 /// launch goes through. Cheap to share behind an `Arc`.
 pub struct Gpu {
@@ -31,7 +34,7 @@ pub struct Gpu {
     /// `conv2d_coop[emulated]`) and dtype; the value keeps the length of the
     /// source it was built from, so that two sources under one name are an
     /// error rather than a silently shared module.
-    modules: Mutex<HashMap<(&'static str, DType), (usize, wgpu::ShaderModule)>>,
+    modules: Mutex<ModuleCache>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors no scope caught (they would abort the process with wgpu's default
     /// handler); surfaced as `Err` at the next [`Gpu::sync`].
