@@ -20,6 +20,9 @@ struct PipelineKey {
     layout: Option<Vec<Slot>>,
 }
 
+/// Shader modules by (instance name, dtype), each with its source's length.
+type ModuleCache = HashMap<(&'static str, DType), (usize, wgpu::ShaderModule)>;
+
 /// A GPU context: adapter facts, device, queue, and the caches every kernel
 /// launch goes through. Cheap to share behind an `Arc`.
 pub struct Gpu {
@@ -31,7 +34,11 @@ pub struct Gpu {
     /// The cooperative-matrix configurations the adapter reports (empty
     /// without the experimental feature).
     pub cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
-    modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
+    /// One module per instance: its name (a variant's names the variant,
+    /// `conv2d_coop[emulated]`) and dtype; the value keeps the length of the
+    /// source it was built from, so that two sources under one name are an
+    /// error rather than a silently shared module.
+    modules: Mutex<ModuleCache>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors no scope caught (they would abort the process with wgpu's default
     /// handler); surfaced as `Err` at the next [`Gpu::sync`].
@@ -339,7 +346,13 @@ impl Gpu {
 
     fn module(&self, shader: &Shader) -> Result<wgpu::ShaderModule, GpuError> {
         let key = (shader.name, shader.dtype);
-        if let Some(m) = self.modules.lock().unwrap().get(&key) {
+        if let Some((len, m)) = self.modules.lock().unwrap().get(&key) {
+            if *len != shader.source.len() {
+                return Err(GpuError::Other(format!(
+                    "two different WGSL sources are both named {}",
+                    shader.name
+                )));
+            }
             return Ok(m.clone());
         }
         if shader.dtype == DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
@@ -354,7 +367,8 @@ impl Gpu {
                 source: wgpu::ShaderSource::Wgsl(shader.wgsl()),
             })
         })?;
-        Ok(self.modules.lock().unwrap().entry(key).or_insert(module).clone())
+        let len = shader.source.len();
+        Ok(self.modules.lock().unwrap().entry(key).or_insert((len, module)).1.clone())
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a
