@@ -23,7 +23,15 @@ use crate::gpu::KernelSig;
 /// Every binding signature of the kernels in this module (each kernel
 /// module's `BINDINGS`), for `tests/bindings.rs`.
 pub fn bindings() -> Vec<KernelSig> {
-    [mask::BINDINGS, smc::BINDINGS].concat()
+    [
+        axis_matmul::BINDINGS,
+        colorize::BINDINGS,
+        conv_reflect::BINDINGS,
+        mask::BINDINGS,
+        resample::BINDINGS,
+        smc::BINDINGS,
+    ]
+    .concat()
 }
 
 /// A stack of `planes` independent [h, w] images (N * C of an NCHW tensor).

@@ -24,7 +24,7 @@ use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::cast;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::groupnorm::group_norm_bwd_onepass;
-use crate::kernels::resample::{avg_pool2x2_bwd, split_channels, upsample_nearest2x_bwd};
+use crate::kernels::resample::{avg_pool2x2_bwd, split_channels, upsample_nearest2x_bwd, Concat, Nchw};
 use crate::tensor::{DType, Tensor};
 
 /// The backward dispatches of one forward layer.
@@ -326,15 +326,27 @@ impl GradCtx<'_> {
             }
             (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
                 let acc = take(*x);
-                ds.push(upsample_nearest2x_bwd(gpu, dt, n, c, h, w, gb(*y), gb(*x), acc)?);
+                ds.push(upsample_nearest2x_bwd(
+                    gpu,
+                    Nchw { n, c, h, w },
+                    grad(*y),
+                    grad(*x),
+                    acc,
+                )?);
             }
             (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
                 let acc = take(*x);
-                ds.push(avg_pool2x2_bwd(gpu, dt, n, c, h, w, gb(*y), gb(*x), acc)?);
+                ds.push(avg_pool2x2_bwd(gpu, Nchw { n, c, h, w }, grad(*y), grad(*x), acc)?);
             }
             (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
                 let acc = (take(*a), take(*b));
-                ds.push(split_channels(gpu, dt, n, ca, cb, hw, gb(*y), gb(*a), gb(*b), acc)?);
+                ds.push(split_channels(
+                    gpu,
+                    Concat { n, ca, cb, hw },
+                    grad(*y),
+                    (grad(*a), grad(*b)),
+                    acc,
+                )?);
             }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         }

@@ -23,7 +23,7 @@ use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::cast;
 use crate::kernels::groupnorm::group_norm_onepass;
 use crate::kernels::linear::linear;
-use crate::kernels::resample::{avg_pool2x2, concat_channels, upsample_nearest2x};
+use crate::kernels::resample::{avg_pool2x2, concat_channels, upsample_nearest2x, Concat, Nchw};
 use crate::kernels::timestep::timestep_embedding;
 use crate::tensor::{DType, Tensor};
 
@@ -464,13 +464,19 @@ impl LayerCtx<'_> {
                 vec![attention(gpu, dt, &s, buf(*qkv), buf(*y), saved())?]
             }
             (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![upsample_nearest2x(gpu, dt, n, c, h, w, buf(*x), buf(*y))?]
+                vec![upsample_nearest2x(gpu, Nchw { n, c, h, w }, &acts[*x], &acts[*y])?]
             }
             (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![avg_pool2x2(gpu, dt, n, c, h, w, buf(*x), buf(*y))?]
+                vec![avg_pool2x2(gpu, Nchw { n, c, h, w }, &acts[*x], &acts[*y])?]
             }
             (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
-                vec![concat_channels(gpu, dt, n, ca, cb, hw, buf(*a), buf(*b), buf(*y))?]
+                vec![concat_channels(
+                    gpu,
+                    Concat { n, ca, cb, hw },
+                    &acts[*a],
+                    &acts[*b],
+                    &acts[*y],
+                )?]
             }
             _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
         })
