@@ -54,7 +54,7 @@ fn smc_converges_as_the_population_grows_d8_m2() {
     // Measured on lavapipe: 0.928 / 0.200 / 0.192. From about 100 particles on
     // the distance left is the 250-step chain's own (its x_0 marginal is the
     // prior up to discretisation): at 1000 steps both 100 and 1000 particles
-    // reach 0.11 against an exact floor of 0.08 (README, "Posterior accuracy").
+    // reach 0.11 against an exact floor of 0.08 (docs/accuracy.md, "Posterior accuracy").
     assert!(w2[1].1 < 0.5 * w2[0].1, "10 -> 100 particles must close in: {w2:?}");
     assert!(w2[2].1 < 1.1 * w2[1].1, "1000 particles no worse than 100: {w2:?}");
     assert!(w2[2].2 > 0.95, "1000 particles close at least 95% of the gap: {w2:?}");

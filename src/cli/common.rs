@@ -21,7 +21,7 @@ use crate::Gpu;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Precision {
     /// 4 bytes per weight and activation: the default (on lavapipe f16 is no
-    /// faster; see the README's Performance section).
+    /// faster; see docs/models.md, "Precision").
     #[default]
     F32,
     /// 2 bytes per weight and activation; needs the adapter's shader-f16.

@@ -19,7 +19,7 @@ use crate::io::{write_atomic, write_image};
 use crate::operators::task::{Task, TaskSpec};
 use crate::samplers::{dmps, Method};
 
-/// The demo's method (the README's figures are DMPS's).
+/// The demo's method (the figures in docs/accuracy.md are DMPS's).
 const DEMO_METHOD: &str = "dmps";
 
 /// DMPS lambda for the demo's few respaced steps.
@@ -58,7 +58,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         sampler: None,
         eta: None,
         // The paper's 1.75 is made for 1000 steps; on this few it overshoots and
-        // leaves speckle noise (README, "The shipped priors").
+        // leaves speckle noise (docs/accuracy.md, "Step sizes at 20 steps").
         method: MethodArgs::given(&[(dmps::LAMBDA.name, DEMO_LAMBDA.to_string())]),
     };
     sampling.validate()?;

@@ -1,4 +1,4 @@
-//! The `tweedie` command line (contract in DESIGN.md). Each subcommand lives in
+//! The `tweedie` command line (contract in docs/cli.md). Each subcommand lives in
 //! its own module; errors end as one line on stderr and a non-zero exit.
 
 use clap::{Parser, Subcommand};
