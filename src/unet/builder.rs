@@ -4,6 +4,7 @@
 //! key names so each architecture only supplies its naming and block order.
 
 use super::graph::{Act, ActId, Graph, GraphError, Layer, Param, QkvOrder, Residual};
+use super::layers::{Attention, AvgPool, Concat, Conv, GroupNorm, Linear, Timestep, Upsample};
 
 pub(super) struct Builder {
     g: Graph,
@@ -59,6 +60,10 @@ impl Builder {
         }
     }
 
+    fn push(&mut self, layer: impl Into<Layer>) {
+        self.g.layers.push(layer.into());
+    }
+
     pub(super) fn act(&mut self, a: Act) -> ActId {
         if let Act::Image { ds, .. } = a {
             self.g.max_ds = self.g.max_ds.max(ds);
@@ -70,7 +75,7 @@ impl Builder {
     /// The sinusoidal embedding of t, a new [N, dim] activation.
     pub(super) fn timestep(&mut self, dim: usize, cos_first: bool, freqs: Vec<f32>) -> ActId {
         let y = self.act(Act::Vector { d: dim });
-        self.g.layers.push(Layer::Timestep {
+        self.push(Timestep {
             y,
             dim,
             cos_first,
@@ -99,7 +104,7 @@ impl Builder {
             (format!("{prefix}.bias"), vec![dout]),
         ]);
         let y = self.act(Act::Vector { d: dout });
-        self.g.layers.push(Layer::Linear {
+        self.push(Linear {
             x,
             y,
             w: format!("{prefix}.weight"),
@@ -134,7 +139,7 @@ impl Builder {
             c: cout,
             ds: ds * stride,
         });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x,
             y,
             w: format!("{prefix}.weight"),
@@ -174,7 +179,7 @@ impl Builder {
             (format!("{prefix}.bias"), vec![c]),
         ]);
         let y = self.act(Act::Image { c, ds });
-        self.g.layers.push(Layer::GroupNorm {
+        self.push(GroupNorm {
             x,
             y,
             gamma: format!("{prefix}.weight"),
@@ -192,11 +197,11 @@ impl Builder {
         let (c, ds) = self.image(x);
         if up {
             let y = self.act(Act::Image { c, ds: ds / 2 });
-            self.g.layers.push(Layer::Upsample { x, y });
+            self.push(Upsample { x, y });
             y
         } else {
             let y = self.act(Act::Image { c, ds: ds * 2 });
-            self.g.layers.push(Layer::AvgPool { x, y });
+            self.push(AvgPool { x, y });
             y
         }
     }
@@ -206,7 +211,7 @@ impl Builder {
         let (cb, dsb) = self.image(b);
         assert_eq!(ds, dsb, "concat of different resolutions");
         let y = self.act(Act::Image { c: ca + cb, ds });
-        self.g.layers.push(Layer::Concat { a, b, y });
+        self.push(Concat { a, b, y });
         y
     }
 
@@ -280,7 +285,7 @@ impl Builder {
         self.params(n.qkv_w.iter().map(|k| (k.clone(), shape(per))).collect());
         self.params(n.qkv_b.iter().map(|k| (k.clone(), vec![per])).collect());
         let qkv = self.act(Act::Image { c: 3 * c, ds });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x: h,
             y: qkv,
             w: n.qkv_w[0].clone(),
@@ -302,7 +307,7 @@ impl Builder {
         } else {
             ((1.0 / (ch as f64).sqrt()) as f32, 1.0)
         };
-        self.g.layers.push(Layer::Attention {
+        self.push(Attention {
             qkv,
             y: a,
             heads,
@@ -313,7 +318,7 @@ impl Builder {
         });
         self.params(vec![(n.proj_w.clone(), shape(c)), (n.proj_b.clone(), vec![c])]);
         let y = self.act(Act::Image { c, ds });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x: a,
             y,
             w: n.proj_w.clone(),

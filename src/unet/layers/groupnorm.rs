@@ -1,0 +1,191 @@
+//! GroupNorm, with SiLU and the scale-shift of a time embedding fused in.
+
+use serde_json::json;
+
+use super::{BenchRow, Label, LayerKind, Sizes};
+use crate::gpu::{Dispatch, Gpu, Plan};
+use crate::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
+use crate::tensor::{DType, Tensor};
+use crate::unet::backward::{GradCtx, GradState};
+use crate::unet::forward::{ForwardCtx, ForwardError};
+use crate::unet::graph::ActId;
+use crate::unet::memory::{OwnBuffer, PlanKind};
+
+/// y = silu?( GN(x) [* (1 + scale) + shift] ), scale/shift = halves of `scale_shift` [N, 2C].
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    pub x: ActId,
+    pub y: ActId,
+    pub gamma: String,
+    pub beta: String,
+    pub c: usize,
+    pub groups: usize,
+    pub eps: f32,
+    pub silu: bool,
+    pub scale_shift: Option<ActId>,
+}
+
+impl GroupNorm {
+    pub fn shape(&self, at: &Sizes) -> GroupNormShape {
+        let xs = at.dims(self.x);
+        GroupNormShape {
+            n: at.n,
+            c: self.c,
+            hw: xs[2] * xs[3],
+            groups: self.groups,
+            eps: self.eps,
+        }
+    }
+}
+
+impl LayerKind for GroupNorm {
+    fn output(&self) -> ActId {
+        self.y
+    }
+
+    fn inputs(&self) -> Vec<ActId> {
+        std::iter::once(self.x).chain(self.scale_shift).collect()
+    }
+
+    fn saved_for_backward(&self) -> Vec<ActId> {
+        self.inputs()
+    }
+
+    /// The scale-shift is the time embedding, which does not depend on x.
+    fn gradient_targets(&self) -> Vec<ActId> {
+        vec![self.x]
+    }
+
+    fn residual_passthrough(&self) -> Option<ActId> {
+        None
+    }
+
+    fn fits(&self, at: &Sizes) -> bool {
+        let (ys, s) = (at.dims(self.y), self.shape(at));
+        ys[1] * ys[2] * ys[3] == s.c * s.hw
+    }
+
+    fn flops(&self, _: &Sizes) -> f64 {
+        0.0
+    }
+
+    fn backward_flops(&self, _: &Sizes) -> f64 {
+        0.0
+    }
+
+    fn saved(&self, at: &Sizes) -> Option<(&'static str, Vec<usize>)> {
+        let s = self.shape(at);
+        Some(("groupnorm stats", vec![s.n, s.groups, 2]))
+    }
+
+    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+        vec![]
+    }
+
+    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+        vec![]
+    }
+
+    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
+        0
+    }
+
+    fn forward(
+        &self,
+        ctx: &ForwardCtx,
+        at: &Sizes,
+        saved: Option<&Tensor>,
+        _: &mut Vec<wgpu::Buffer>,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        let acts = ctx.acts;
+        let stats = saved.expect("the forward plan allocates what `saved` asks for");
+        let (wb, goff) = ctx.weights.get(&self.gamma);
+        let (wb2, boff) = ctx.weights.get(&self.beta);
+        assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
+        let ss = self.scale_shift.map(|e| (&acts[e].buffer, 0));
+        Ok(vec![group_norm_onepass(
+            ctx.gpu,
+            ctx.dt,
+            &self.shape(at),
+            &acts[self.x].buffer,
+            &stats.buffer,
+            wb,
+            goff,
+            boff,
+            ss,
+            self.silu,
+            &acts[self.y].buffer,
+            ctx.dummy,
+        )?])
+    }
+
+    fn backward(
+        &self,
+        ctx: &GradCtx,
+        at: &Sizes,
+        saved: Option<&Tensor>,
+        _: bool,
+        state: &mut GradState,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        let acts = ctx.acts;
+        let stats = saved.expect("GroupNorm keeps its statistics");
+        let (wb, goff) = ctx.weights.get(&self.gamma);
+        let (_, boff) = ctx.weights.get(&self.beta);
+        let ss = self.scale_shift.map(|e| (&acts[e].buffer, 0));
+        let acc = state.take(self.x);
+        Ok(vec![group_norm_bwd_onepass(
+            ctx.gpu,
+            ctx.dt,
+            &self.shape(at),
+            &acts[self.x].buffer,
+            &stats.buffer,
+            wb,
+            goff,
+            boff,
+            ss,
+            self.silu,
+            &ctx.grad(self.y).buffer,
+            &ctx.grad(self.x).buffer,
+            acc,
+            ctx.dummy,
+        )?])
+    }
+
+    fn label(&self, at: &Sizes) -> Label {
+        Label {
+            kind: "groupnorm",
+            text: format!(
+                "groupnorm {} at {}{}{}",
+                self.c,
+                at.hw(self.x),
+                if self.scale_shift.is_some() {
+                    " +scale-shift"
+                } else {
+                    ""
+                },
+                if self.silu { " +silu" } else { "" }
+            ),
+        }
+    }
+
+    fn bench_rows(&self, _: &Gpu, dt: DType, at: &Sizes, fwd: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
+        let s = self.shape(at);
+        let (silu, ss) = (self.silu, self.scale_shift.is_some());
+        let side = (s.hw as f64).sqrt() as usize;
+        let name = format!(
+            "groupnorm {}/{} at {side}x{side}{}{}",
+            s.c,
+            s.groups,
+            if ss { " ss" } else { "" },
+            if silu { " silu" } else { "" }
+        );
+        let shape = json!({"op": "groupnorm", "n": s.n, "c": s.c, "hw": s.hw, "groups": s.groups,
+            "silu": silu, "scale_shift": ss});
+        vec![BenchRow {
+            // One pass: x read twice for the statistics, once more for the
+            // normalisation, y written.
+            bytes: 4.0 * (s.n * s.c * s.hw) as f64 * dt.size_bytes() as f64,
+            ..BenchRow::layer(name, "groupnorm", fwd, shape)
+        }]
+    }
+}

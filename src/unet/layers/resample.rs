@@ -1,0 +1,119 @@
+//! Nearest-neighbour x2 upsampling and 2x2 average pooling: the same
+//! bookkeeping around a different kernel pair, so one macro implements both.
+
+use super::{BenchRow, Label, LayerKind, Sizes};
+use crate::gpu::{Dispatch, Gpu, Plan};
+use crate::kernels::resample::{avg_pool2x2, avg_pool2x2_bwd, upsample_nearest2x, upsample_nearest2x_bwd};
+use crate::tensor::{DType, Tensor};
+use crate::unet::backward::{GradCtx, GradState};
+use crate::unet::forward::{ForwardCtx, ForwardError};
+use crate::unet::graph::ActId;
+use crate::unet::memory::{OwnBuffer, PlanKind};
+
+/// Nearest-neighbour x2.
+#[derive(Debug, Clone)]
+pub struct Upsample {
+    pub x: ActId,
+    pub y: ActId,
+}
+
+/// 2x2 average pool, stride 2.
+#[derive(Debug, Clone)]
+pub struct AvgPool {
+    pub x: ActId,
+    pub y: ActId,
+}
+
+macro_rules! resample_kind {
+    ($kind:ident, $name:literal, $fwd:ident, $bwd:ident) => {
+        impl LayerKind for $kind {
+            fn output(&self) -> ActId {
+                self.y
+            }
+
+            fn inputs(&self) -> Vec<ActId> {
+                vec![self.x]
+            }
+
+            fn saved_for_backward(&self) -> Vec<ActId> {
+                vec![]
+            }
+
+            fn gradient_targets(&self) -> Vec<ActId> {
+                vec![self.x]
+            }
+
+            fn residual_passthrough(&self) -> Option<ActId> {
+                None
+            }
+
+            fn fits(&self, _: &Sizes) -> bool {
+                true
+            }
+
+            fn flops(&self, _: &Sizes) -> f64 {
+                0.0
+            }
+
+            fn backward_flops(&self, _: &Sizes) -> f64 {
+                0.0
+            }
+
+            fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
+                None
+            }
+
+            fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+                vec![]
+            }
+
+            fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+                vec![]
+            }
+
+            fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
+                0
+            }
+
+            fn forward(
+                &self,
+                ctx: &ForwardCtx,
+                at: &Sizes,
+                _: Option<&Tensor>,
+                _: &mut Vec<wgpu::Buffer>,
+            ) -> Result<Vec<Dispatch>, ForwardError> {
+                let s = at.dims(self.x);
+                let (x, y) = (&ctx.acts[self.x].buffer, &ctx.acts[self.y].buffer);
+                Ok(vec![$fwd(ctx.gpu, ctx.dt, s[0], s[1], s[2], s[3], x, y)?])
+            }
+
+            fn backward(
+                &self,
+                ctx: &GradCtx,
+                at: &Sizes,
+                _: Option<&Tensor>,
+                _: bool,
+                state: &mut GradState,
+            ) -> Result<Vec<Dispatch>, ForwardError> {
+                let s = at.dims(self.x);
+                let acc = state.take(self.x);
+                let (dy, dx) = (&ctx.grad(self.y).buffer, &ctx.grad(self.x).buffer);
+                Ok(vec![$bwd(ctx.gpu, ctx.dt, s[0], s[1], s[2], s[3], dy, dx, acc)?])
+            }
+
+            fn label(&self, at: &Sizes) -> Label {
+                Label {
+                    kind: "resample",
+                    text: format!(concat!($name, " at {}"), at.hw(self.x)),
+                }
+            }
+
+            fn bench_rows(&self, _: &Gpu, _: DType, _: &Sizes, _: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
+                vec![]
+            }
+        }
+    };
+}
+
+resample_kind!(Upsample, "upsample", upsample_nearest2x, upsample_nearest2x_bwd);
+resample_kind!(AvgPool, "avgpool", avg_pool2x2, avg_pool2x2_bwd);

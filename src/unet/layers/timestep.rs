@@ -1,0 +1,127 @@
+//! Sinusoidal embedding of the timesteps.
+
+use super::{BenchRow, Label, LayerKind, Sizes};
+use crate::gpu::{Dispatch, Gpu, Plan};
+use crate::kernels::timestep::timestep_embedding;
+use crate::tensor::{DType, Tensor};
+use crate::unet::backward::{GradCtx, GradState};
+use crate::unet::forward::{ForwardCtx, ForwardError};
+use crate::unet::graph::ActId;
+use crate::unet::memory::{OwnBuffer, PlanKind};
+
+/// t [N] -> y [N, dim]. `freqs` are computed on the host in f32 exactly as
+/// upstream does.
+#[derive(Debug, Clone)]
+pub struct Timestep {
+    pub y: ActId,
+    pub dim: usize,
+    pub cos_first: bool,
+    pub freqs: Vec<f32>,
+}
+
+impl Timestep {
+    /// The uploaded frequencies (one zero where there are none: a binding
+    /// cannot be empty).
+    fn freqs(&self) -> &[f32] {
+        if self.freqs.is_empty() {
+            &[0f32]
+        } else {
+            &self.freqs
+        }
+    }
+}
+
+impl LayerKind for Timestep {
+    fn output(&self) -> ActId {
+        self.y
+    }
+
+    fn inputs(&self) -> Vec<ActId> {
+        vec![]
+    }
+
+    fn saved_for_backward(&self) -> Vec<ActId> {
+        vec![]
+    }
+
+    /// The embedding depends on t only: no gradient flows through it.
+    fn gradient_targets(&self) -> Vec<ActId> {
+        vec![]
+    }
+
+    fn residual_passthrough(&self) -> Option<ActId> {
+        None
+    }
+
+    fn fits(&self, _: &Sizes) -> bool {
+        true
+    }
+
+    fn flops(&self, _: &Sizes) -> f64 {
+        0.0
+    }
+
+    fn backward_flops(&self, _: &Sizes) -> f64 {
+        0.0
+    }
+
+    fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
+        None
+    }
+
+    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+        vec![OwnBuffer::new("timestep freqs", (self.freqs().len() * 4) as u64)]
+    }
+
+    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
+        vec![]
+    }
+
+    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
+        0
+    }
+
+    fn forward(
+        &self,
+        ctx: &ForwardCtx,
+        at: &Sizes,
+        _: Option<&Tensor>,
+        keep: &mut Vec<wgpu::Buffer>,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        let fb = ctx.gpu.upload("timestep freqs", self.freqs())?;
+        let d = timestep_embedding(
+            ctx.gpu,
+            ctx.dt,
+            at.n,
+            self.dim,
+            self.cos_first,
+            &ctx.t.buffer,
+            &fb,
+            &ctx.acts[self.y].buffer,
+        )?;
+        keep.push(fb);
+        Ok(vec![d])
+    }
+
+    fn backward(
+        &self,
+        _: &GradCtx,
+        _: &Sizes,
+        _: Option<&Tensor>,
+        _: bool,
+        _: &mut GradState,
+    ) -> Result<Vec<Dispatch>, ForwardError> {
+        Ok(vec![])
+    }
+
+    fn label(&self, _: &Sizes) -> Label {
+        Label {
+            kind: "timestep",
+            text: format!("timestep embedding {}", self.dim),
+        }
+    }
+
+    fn bench_rows(&self, _: &Gpu, _: DType, _: &Sizes, _: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
+        vec![]
+    }
+}
