@@ -198,7 +198,7 @@ impl UnetForward {
                     multiple: m,
                 });
             }
-            let saved = match kind.saved(&at) {
+            let saved = match kind.buffers(&at).saved {
                 Some((label, dims)) => Some(Tensor::zeros(gpu, label, &dims)?),
                 None => None,
             };

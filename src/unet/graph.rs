@@ -102,7 +102,7 @@ impl Graph {
     /// linear layers, attention products; the elementwise rest is left out).
     pub fn flops(&self, h: usize, w: usize) -> f64 {
         let at = Sizes::of_graph(self, 1, h, w);
-        self.layers.iter().map(|l| l.kind().flops(&at)).sum()
+        self.layers.iter().map(|l| l.kind().flops(&at).forward).sum()
     }
 
     /// Bytes of activations one image keeps at h x w (every activation has

@@ -36,7 +36,7 @@
 //! no dispatch runs for it ([`MemoryPlan::residual_alias`]).
 
 use super::graph::{Act, ActId, Graph};
-use super::layers::{Layer, Sizes};
+use super::layers::{Buffers, Dataflow, Sizes};
 use crate::tensor::DType;
 
 /// What a plan holds on to.
@@ -124,14 +124,15 @@ impl MemoryPlan {
         // Forward activations.
         let mut def = vec![usize::MAX; na];
         let mut last = vec![0usize; na];
-        for (li, l) in g.layers.iter().map(Layer::kind).enumerate() {
-            def[l.output()] = li;
-            last[l.output()] = last[l.output()].max(li);
-            for a in l.inputs() {
+        let flows: Vec<Dataflow> = g.layers.iter().map(|l| l.kind().dataflow()).collect();
+        for (li, l) in flows.iter().enumerate() {
+            def[l.output] = li;
+            last[l.output] = last[l.output].max(li);
+            for &a in &l.inputs {
                 last[a] = last[a].max(li);
             }
             if vjp {
-                for a in l.saved_for_backward() {
+                for &a in &l.saved_for_backward {
                     last[a] = last[a].max(tb(li));
                 }
             }
@@ -145,16 +146,16 @@ impl MemoryPlan {
         let mut gend = vec![0usize; na];
         if vjp {
             let mut first_writer = vec![usize::MAX; na];
-            for (li, l) in g.layers.iter().map(Layer::kind).enumerate().rev() {
-                for a in l.gradient_targets() {
+            for (li, l) in flows.iter().enumerate().rev() {
+                for &a in &l.gradient_targets {
                     if first_writer[a] == usize::MAX {
                         first_writer[a] = li;
                     }
                 }
             }
-            for (li, l) in g.layers.iter().map(Layer::kind).enumerate().rev() {
-                let y = l.output();
-                if let Some(r) = l.residual_passthrough() {
+            for (li, l) in flows.iter().enumerate().rev() {
+                let y = l.output;
+                if let Some(r) = l.residual_passthrough {
                     if pooled(r) && pooled(y) && first_writer[r] == li {
                         residual_alias[li] = true;
                         group[r] = group[y];
@@ -253,12 +254,13 @@ impl MemoryPlan {
         push("timesteps".into(), (n * 4) as u64);
         push("unused binding".into(), 16);
         let at = Sizes::of_graph(g, n, h, w);
-        for l in g.layers.iter().map(Layer::kind) {
-            for b in l.forward_buffers(&at) {
-                push(b.label, b.bytes);
+        let buffers: Vec<Buffers> = g.layers.iter().map(|l| l.kind().buffers(&at)).collect();
+        for b in &buffers {
+            for o in &b.forward {
+                push(o.label.clone(), o.bytes);
             }
-            if let Some((label, dims)) = l.saved(&at) {
-                push(label.into(), (dims.iter().product::<usize>() * 4) as u64);
+            if let Some((label, dims)) = &b.saved {
+                push(label.to_string(), (dims.iter().product::<usize>() * 4) as u64);
             }
         }
         if vjp {
@@ -268,10 +270,8 @@ impl MemoryPlan {
                 push("cotangent copy".into(), act_bytes(g.output));
             }
             push("bwd unused binding".into(), 16);
-            for l in g.layers.iter().map(Layer::kind) {
-                for b in l.backward_buffers(&at) {
-                    push(b.label, b.bytes);
-                }
+            for o in buffers.iter().flat_map(|b| &b.backward) {
+                push(o.label.clone(), o.bytes);
             }
         }
         MemoryPlan {
@@ -315,31 +315,27 @@ mod tests {
             let tb = |li: usize| 2 * nl - 1 - li;
             let mut iv: Vec<(usize, usize, usize, u64)> = Vec::new(); // (slot, start, end, bytes)
             let bytes = |a: ActId| (g.act_shape(a, 2, 64, 96).iter().product::<usize>() * 4) as u64;
-            for (li, l) in g.layers.iter().map(Layer::kind).enumerate() {
-                let y = l.output();
+            let flows: Vec<_> = g.layers.iter().map(|l| l.kind().dataflow()).collect();
+            for (li, l) in flows.iter().enumerate() {
+                let y = l.output;
                 if let Some(s) = m.act_slot[y] {
                     let mut end = li;
-                    for (lj, l2) in g.layers.iter().map(Layer::kind).enumerate() {
-                        if l2.inputs().contains(&y) {
+                    for (lj, l2) in flows.iter().enumerate() {
+                        if l2.inputs.contains(&y) {
                             end = end.max(lj);
                         }
-                        if kind == PlanKind::ForwardVjp && l2.saved_for_backward().contains(&y) {
+                        if kind == PlanKind::ForwardVjp && l2.saved_for_backward.contains(&y) {
                             end = end.max(tb(lj));
                         }
                     }
                     iv.push((s, li, end, bytes(y)));
                 }
                 if let Some(s) = m.grad_slot[y] {
-                    let first = g
-                        .layers
-                        .iter()
-                        .rposition(|l2| l2.kind().gradient_targets().contains(&y))
-                        .unwrap();
-                    let aliased_into = g
-                        .layers
+                    let first = flows.iter().rposition(|l2| l2.gradient_targets.contains(&y)).unwrap();
+                    let aliased_into = flows
                         .iter()
                         .enumerate()
-                        .any(|(lj, l2)| m.residual_alias[lj] && l2.kind().residual_passthrough() == Some(y));
+                        .any(|(lj, l2)| m.residual_alias[lj] && l2.residual_passthrough == Some(y));
                     // An aliased residual gradient starts inside dy's interval, which holds the slot already.
                     if !aliased_into {
                         iv.push((s, tb(first), tb(li), bytes(y)));

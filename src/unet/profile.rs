@@ -44,7 +44,7 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
             pass: "forward",
             label: label.text,
             seconds: 0.0,
-            flops: layer.flops(&at),
+            flops: layer.flops(&at).forward,
         });
     }
     if let Some(v) = vjp {
@@ -60,7 +60,7 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
                 pass: "backward",
                 label: label.text,
                 seconds: 0.0,
-                flops: layer.backward_flops(&at),
+                flops: layer.flops(&at).backward,
             });
         }
     }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::attention::{attention, attention_bwd, AttentionShape};
 use crate::tensor::{DType, Tensor};
@@ -45,24 +45,14 @@ impl Attention {
 }
 
 impl LayerKind for Attention {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        vec![self.qkv]
-    }
-
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        vec![self.qkv, self.y]
-    }
-
-    fn gradient_targets(&self) -> Vec<ActId> {
-        vec![self.qkv]
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        None
+    fn dataflow(&self) -> Dataflow {
+        Dataflow {
+            output: self.y,
+            inputs: vec![self.qkv],
+            saved_for_backward: vec![self.qkv, self.y],
+            gradient_targets: vec![self.qkv],
+            residual_passthrough: None,
+        }
     }
 
     fn fits(&self, at: &Sizes) -> bool {
@@ -70,28 +60,23 @@ impl LayerKind for Attention {
         [ys[1], ys[2] * ys[3]] == [s.heads * s.ch, s.t]
     }
 
-    /// q^T k and (softmax) v: two products of t x t x heads x ch.
-    fn flops(&self, at: &Sizes) -> f64 {
+    /// q^T k and (softmax) v: two products of t x t x heads x ch. The
+    /// profile counts the backward as memory-bound.
+    fn flops(&self, at: &Sizes) -> Flops {
         let t = at.dims(self.y)[2..].iter().product::<usize>() as f64;
-        4.0 * at.n as f64 * t * t * (self.heads * self.ch) as f64
+        Flops {
+            forward: 4.0 * at.n as f64 * t * t * (self.heads * self.ch) as f64,
+            backward: 0.0,
+        }
     }
 
-    /// Counted as memory-bound in the profile.
-    fn backward_flops(&self, _: &Sizes) -> f64 {
-        0.0
-    }
-
-    fn saved(&self, at: &Sizes) -> Option<(&'static str, Vec<usize>)> {
+    fn buffers(&self, at: &Sizes) -> Buffers {
         let s = self.shape(at);
-        Some(("attention lse", vec![s.n, s.heads, s.t]))
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
-    }
-
-    fn backward_buffers(&self, at: &Sizes) -> Vec<OwnBuffer> {
-        vec![OwnBuffer::new("attention bwd D", self.dsum_bytes(at))]
+        Buffers {
+            saved: Some(("attention lse", vec![s.n, s.heads, s.t])),
+            forward: vec![],
+            backward: vec![OwnBuffer::new("attention bwd D", self.dsum_bytes(at))],
+        }
     }
 
     fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
@@ -154,7 +139,7 @@ impl LayerKind for Attention {
 
     fn bench_rows(&self, _: &Gpu, _: DType, at: &Sizes, fwd: &Plan, bwd: Option<&Plan>) -> Vec<BenchRow> {
         let s = self.shape(at);
-        let flops = self.flops(at);
+        let flops = self.flops(at).forward;
         let shape = json!({"op": "attention", "n": s.n, "heads": s.heads, "ch": s.ch, "t": s.t});
         let fwd_row = BenchRow {
             flops,

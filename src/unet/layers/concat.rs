@@ -1,13 +1,13 @@
 //! Channel concatenation of a skip connection with the decoder's tensor.
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::resample::{concat_channels, split_channels};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::PlanKind;
 
 /// y = cat([a, b], channels).
 #[derive(Debug, Clone)]
@@ -26,24 +26,14 @@ impl Concat {
 }
 
 impl LayerKind for Concat {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        vec![self.a, self.b]
-    }
-
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    fn gradient_targets(&self) -> Vec<ActId> {
-        vec![self.a, self.b]
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        None
+    fn dataflow(&self) -> Dataflow {
+        Dataflow {
+            output: self.y,
+            inputs: vec![self.a, self.b],
+            saved_for_backward: vec![],
+            gradient_targets: vec![self.a, self.b],
+            residual_passthrough: None,
+        }
     }
 
     fn fits(&self, at: &Sizes) -> bool {
@@ -51,24 +41,12 @@ impl LayerKind for Concat {
         [ys[1], ys[2] * ys[3]] == [ca + cb, hw]
     }
 
-    fn flops(&self, _: &Sizes) -> f64 {
-        0.0
+    fn flops(&self, _: &Sizes) -> Flops {
+        Flops::NONE
     }
 
-    fn backward_flops(&self, _: &Sizes) -> f64 {
-        0.0
-    }
-
-    fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
-        None
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
-    }
-
-    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
+    fn buffers(&self, _: &Sizes) -> Buffers {
+        Buffers::NONE
     }
 
     fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Label, Layer, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, Layer, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
 use crate::kernels::conv_choice::{self, ConvPass};
@@ -12,7 +12,7 @@ use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::{ActId, Graph, Residual};
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::PlanKind;
 
 /// y = (conv(x, W) + b + residual) * out_scale; padding [top, left, bottom, right].
 #[derive(Debug, Clone)]
@@ -77,34 +77,21 @@ impl Graph {
 }
 
 impl LayerKind for Conv {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        match self.res {
-            Residual::None => vec![self.x],
-            Residual::Full(r) | Residual::Channel(r) => vec![self.x, r],
-        }
-    }
-
-    /// The input gradient needs only the weights and dy.
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    /// A channel residual is the time embedding, which does not depend on x.
-    fn gradient_targets(&self) -> Vec<ActId> {
-        match self.res {
-            Residual::Full(r) => vec![self.x, r],
-            Residual::None | Residual::Channel(_) => vec![self.x],
-        }
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        match self.res {
-            Residual::Full(r) if self.out_scale == 1.0 && r != self.x => Some(r),
-            Residual::Full(_) | Residual::None | Residual::Channel(_) => None,
+    fn dataflow(&self) -> Dataflow {
+        let (x, out_scale) = (self.x, self.out_scale);
+        let (inputs, gradient_targets, residual_passthrough) = match self.res {
+            Residual::None => (vec![x], vec![x], None),
+            // A channel residual is the time embedding, which does not depend on x.
+            Residual::Channel(r) => (vec![x, r], vec![x], None),
+            Residual::Full(r) => (vec![x, r], vec![x, r], (out_scale == 1.0 && r != x).then_some(r)),
+        };
+        Dataflow {
+            output: self.y,
+            inputs,
+            // The input gradient needs only the weights and dy.
+            saved_for_backward: vec![],
+            gradient_targets,
+            residual_passthrough,
         }
     }
 
@@ -112,25 +99,17 @@ impl LayerKind for Conv {
         self.shape(at).out_hw() == self.planned_out(at)
     }
 
-    fn flops(&self, at: &Sizes) -> f64 {
-        2.0 * (self.cin * self.cout * self.k * self.k) as f64 * at.pixels(self.y)
-    }
-
     /// The input gradient is a transposed convolution of the same size.
-    fn backward_flops(&self, at: &Sizes) -> f64 {
-        self.flops(at)
+    fn flops(&self, at: &Sizes) -> Flops {
+        let f = 2.0 * (self.cin * self.cout * self.k * self.k) as f64 * at.pixels(self.y);
+        Flops {
+            forward: f,
+            backward: f,
+        }
     }
 
-    fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
-        None
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
-    }
-
-    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
+    fn buffers(&self, _: &Sizes) -> Buffers {
+        Buffers::NONE
     }
 
     fn split_scratch_bytes(&self, gpu: &Gpu, at: &Sizes, kind: PlanKind, dt: DType) -> u64 {
@@ -230,7 +209,7 @@ impl LayerKind for Conv {
         let row = |pass: ConvPass, plan: &Plan| {
             let kind = if pass == ConvPass::Forward { "conv" } else { "conv_bwd" };
             BenchRow {
-                flops: self.flops(at),
+                flops: self.flops(at).forward,
                 kernel: Some(conv_choice::choose(gpu, pass, &s, dt).describe()),
                 ..BenchRow::layer(conv_name(kind, &s), kind, plan, shape.clone())
             }

@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::PlanKind;
 
 /// y = silu?( GN(x) [* (1 + scale) + shift] ), scale/shift = halves of `scale_shift` [N, 2C].
 #[derive(Debug, Clone)]
@@ -39,25 +39,16 @@ impl GroupNorm {
 }
 
 impl LayerKind for GroupNorm {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        std::iter::once(self.x).chain(self.scale_shift).collect()
-    }
-
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        self.inputs()
-    }
-
-    /// The scale-shift is the time embedding, which does not depend on x.
-    fn gradient_targets(&self) -> Vec<ActId> {
-        vec![self.x]
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        None
+    fn dataflow(&self) -> Dataflow {
+        let inputs: Vec<ActId> = std::iter::once(self.x).chain(self.scale_shift).collect();
+        Dataflow {
+            output: self.y,
+            saved_for_backward: inputs.clone(),
+            inputs,
+            // The scale-shift is the time embedding, which does not depend on x.
+            gradient_targets: vec![self.x],
+            residual_passthrough: None,
+        }
     }
 
     fn fits(&self, at: &Sizes) -> bool {
@@ -65,25 +56,16 @@ impl LayerKind for GroupNorm {
         ys[1] * ys[2] * ys[3] == s.c * s.hw
     }
 
-    fn flops(&self, _: &Sizes) -> f64 {
-        0.0
+    fn flops(&self, _: &Sizes) -> Flops {
+        Flops::NONE
     }
 
-    fn backward_flops(&self, _: &Sizes) -> f64 {
-        0.0
-    }
-
-    fn saved(&self, at: &Sizes) -> Option<(&'static str, Vec<usize>)> {
+    fn buffers(&self, at: &Sizes) -> Buffers {
         let s = self.shape(at);
-        Some(("groupnorm stats", vec![s.n, s.groups, 2]))
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
-    }
-
-    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
+        Buffers {
+            saved: Some(("groupnorm stats", vec![s.n, s.groups, 2])),
+            ..Buffers::NONE
+        }
     }
 
     fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {

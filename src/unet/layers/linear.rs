@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::linear::linear;
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::PlanKind;
 
 /// y = act_out(W act_in(x) + b), W [dout, din].
 #[derive(Debug, Clone)]
@@ -25,49 +25,30 @@ pub struct Linear {
 }
 
 impl LayerKind for Linear {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        vec![self.x]
-    }
-
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    /// Linear layers act on the time embedding only, which does not depend on x.
-    fn gradient_targets(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        None
+    fn dataflow(&self) -> Dataflow {
+        Dataflow {
+            output: self.y,
+            inputs: vec![self.x],
+            saved_for_backward: vec![],
+            // Linear layers act on the time embedding only, which does not depend on x.
+            gradient_targets: vec![],
+            residual_passthrough: None,
+        }
     }
 
     fn fits(&self, _: &Sizes) -> bool {
         true
     }
 
-    fn flops(&self, at: &Sizes) -> f64 {
-        2.0 * (self.din * self.dout * at.n) as f64
+    fn flops(&self, at: &Sizes) -> Flops {
+        Flops {
+            forward: 2.0 * (self.din * self.dout * at.n) as f64,
+            backward: 0.0,
+        }
     }
 
-    fn backward_flops(&self, _: &Sizes) -> f64 {
-        0.0
-    }
-
-    fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
-        None
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
-    }
-
-    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
+    fn buffers(&self, _: &Sizes) -> Buffers {
+        Buffers::NONE
     }
 
     fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
@@ -118,7 +99,7 @@ impl LayerKind for Linear {
         let (n, din, dout) = (at.n, self.din, self.dout);
         let shape = json!({"op": "linear", "n": n, "din": din, "dout": dout});
         vec![BenchRow {
-            flops: self.flops(at),
+            flops: self.flops(at).forward,
             ..BenchRow::layer(format!("linear {din}->{dout}"), "linear", fwd, shape)
         }]
     }

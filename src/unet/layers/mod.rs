@@ -121,54 +121,80 @@ impl BenchRow {
     }
 }
 
+/// Which activations a layer reads and writes, and which of them its
+/// backward pass reads and sends gradients to: what the memory plan's
+/// lifetimes come from. Every field is stated by every kind.
+pub struct Dataflow {
+    /// The activation it writes.
+    pub output: ActId,
+    /// The activations its forward reads.
+    pub inputs: Vec<ActId>,
+    /// The activations its input-gradient pass reads (beyond dy): kept
+    /// alive until then.
+    pub saved_for_backward: Vec<ActId>,
+    /// The image activations its backward contributes gradients to.
+    pub gradient_targets: Vec<ActId>,
+    /// A residual whose gradient is dy itself (added with scale 1, not the
+    /// layer's own input): the memory plan may give that gradient dy's
+    /// buffer, and the backward pass then runs no dispatch for it.
+    pub residual_passthrough: Option<ActId>,
+}
+
+/// What a layer allocates at planned sizes besides activations, gradients
+/// and split-K scratch.
+pub struct Buffers {
+    /// The f32 tensor its forward keeps for the backward pass, (label,
+    /// shape): GroupNorm's [mean, rstd], attention's log-sum-exps.
+    pub saved: Option<(&'static str, Vec<usize>)>,
+    /// Buffers of its own its forward plan makes (beyond `saved`).
+    pub forward: Vec<OwnBuffer>,
+    /// Buffers of its own its backward plan makes.
+    pub backward: Vec<OwnBuffer>,
+}
+
+impl Buffers {
+    pub const NONE: Buffers = Buffers {
+        saved: None,
+        forward: Vec::new(),
+        backward: Vec::new(),
+    };
+}
+
+/// Multiply-adds x 2 at planned sizes (0 for the memory-bound kinds).
+#[derive(Clone, Copy)]
+pub struct Flops {
+    pub forward: f64,
+    /// What the profiler counts for the input gradient (0 where it reads it as memory-bound).
+    pub backward: f64,
+}
+
+impl Flops {
+    pub const NONE: Flops = Flops {
+        forward: 0.0,
+        backward: 0.0,
+    };
+}
+
 /// Every pass's view of one layer kind. No method has a default: a new kind
 /// states, for each pass, what it does there (often nothing).
 pub trait LayerKind: std::fmt::Debug {
-    /// The activation it writes.
-    fn output(&self) -> ActId;
-
-    /// The activations its forward reads.
-    fn inputs(&self) -> Vec<ActId>;
-
-    /// The activations its input-gradient pass reads (beyond dy): the memory
-    /// plan keeps them alive until then.
-    fn saved_for_backward(&self) -> Vec<ActId>;
-
-    /// The image activations its backward contributes gradients to.
-    fn gradient_targets(&self) -> Vec<ActId>;
-
-    /// A residual whose gradient is dy itself (added with scale 1, not the
-    /// layer's own input): the memory plan may give that gradient dy's buffer
-    /// and the backward pass then skips its dispatch.
-    fn residual_passthrough(&self) -> Option<ActId>;
+    /// For the memory plan's lifetimes.
+    fn dataflow(&self) -> Dataflow;
 
     /// Whether its sizes at `at` agree with the activations it reads and
     /// writes (a convolution's kernel output with its planned output): else
     /// the resolution is one this graph cannot run at.
     fn fits(&self, at: &Sizes) -> bool;
 
-    /// Multiply-adds x 2 of its forward at `at` (0 for the memory-bound kinds).
-    fn flops(&self, at: &Sizes) -> f64;
+    fn flops(&self, at: &Sizes) -> Flops;
 
-    /// What the profiler counts for its input gradient (FLOPs; 0 where it is
-    /// read as memory-bound).
-    fn backward_flops(&self, at: &Sizes) -> f64;
-
-    /// The f32 tensor its forward keeps for the backward pass besides
-    /// activations, (label, shape): GroupNorm's [mean, rstd], attention's
-    /// log-sum-exps.
-    fn saved(&self, at: &Sizes) -> Option<(&'static str, Vec<usize>)>;
-
-    /// Buffers of its own (outside the pool and `saved`) its forward plan makes.
-    fn forward_buffers(&self, at: &Sizes) -> Vec<OwnBuffer>;
-
-    /// Buffers of its own its backward plan makes.
-    fn backward_buffers(&self, at: &Sizes) -> Vec<OwnBuffer>;
+    /// For the memory plan, and allocated by the forward / backward plans.
+    fn buffers(&self, at: &Sizes) -> Buffers;
 
     /// Bytes of split-K scratch its kernels need in a plan of `kind`.
     fn split_scratch_bytes(&self, gpu: &Gpu, at: &Sizes, kind: PlanKind, dt: DType) -> u64;
 
-    /// Its forward dispatches; `saved` is the tensor [`LayerKind::saved`]
+    /// Its forward dispatches; `saved` is the tensor [`Buffers::saved`]
     /// asked for, `keep` holds buffers the dispatches bind that nothing else owns.
     fn forward(
         &self,
@@ -179,7 +205,7 @@ pub trait LayerKind: std::fmt::Debug {
     ) -> Result<Vec<Dispatch>, ForwardError>;
 
     /// Its input-gradient dispatches. `residual_alias`: the memory plan gave
-    /// the residual of [`LayerKind::residual_passthrough`] dy's buffer.
+    /// the residual of [`Dataflow::residual_passthrough`] dy's buffer.
     fn backward(
         &self,
         ctx: &GradCtx,
@@ -254,7 +280,7 @@ mod tests {
         for layer in &g.layers {
             let k = layer.kind();
             assert!(k.fits(&at), "{layer:?}");
-            if let Some((_, dims)) = k.saved(&at) {
+            if let Some((_, dims)) = k.buffers(&at).saved {
                 assert_eq!(dims[0], 2, "{layer:?} saves per sample");
             }
         }

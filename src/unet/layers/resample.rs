@@ -1,14 +1,14 @@
 //! Nearest-neighbour x2 upsampling and 2x2 average pooling: the same
 //! bookkeeping around a different kernel pair, so one macro implements both.
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::resample::{avg_pool2x2, avg_pool2x2_bwd, upsample_nearest2x, upsample_nearest2x_bwd};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::PlanKind;
 
 /// Nearest-neighbour x2.
 #[derive(Debug, Clone)]
@@ -27,48 +27,26 @@ pub struct AvgPool {
 macro_rules! resample_kind {
     ($kind:ident, $name:literal, $fwd:ident, $bwd:ident) => {
         impl LayerKind for $kind {
-            fn output(&self) -> ActId {
-                self.y
-            }
-
-            fn inputs(&self) -> Vec<ActId> {
-                vec![self.x]
-            }
-
-            fn saved_for_backward(&self) -> Vec<ActId> {
-                vec![]
-            }
-
-            fn gradient_targets(&self) -> Vec<ActId> {
-                vec![self.x]
-            }
-
-            fn residual_passthrough(&self) -> Option<ActId> {
-                None
+            fn dataflow(&self) -> Dataflow {
+                Dataflow {
+                    output: self.y,
+                    inputs: vec![self.x],
+                    saved_for_backward: vec![],
+                    gradient_targets: vec![self.x],
+                    residual_passthrough: None,
+                }
             }
 
             fn fits(&self, _: &Sizes) -> bool {
                 true
             }
 
-            fn flops(&self, _: &Sizes) -> f64 {
-                0.0
+            fn flops(&self, _: &Sizes) -> Flops {
+                Flops::NONE
             }
 
-            fn backward_flops(&self, _: &Sizes) -> f64 {
-                0.0
-            }
-
-            fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
-                None
-            }
-
-            fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-                vec![]
-            }
-
-            fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-                vec![]
+            fn buffers(&self, _: &Sizes) -> Buffers {
+                Buffers::NONE
             }
 
             fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {

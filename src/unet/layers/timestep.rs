@@ -1,6 +1,6 @@
 //! Sinusoidal embedding of the timesteps.
 
-use super::{BenchRow, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::timestep::timestep_embedding;
 use crate::tensor::{DType, Tensor};
@@ -32,49 +32,30 @@ impl Timestep {
 }
 
 impl LayerKind for Timestep {
-    fn output(&self) -> ActId {
-        self.y
-    }
-
-    fn inputs(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    fn saved_for_backward(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    /// The embedding depends on t only: no gradient flows through it.
-    fn gradient_targets(&self) -> Vec<ActId> {
-        vec![]
-    }
-
-    fn residual_passthrough(&self) -> Option<ActId> {
-        None
+    fn dataflow(&self) -> Dataflow {
+        Dataflow {
+            output: self.y,
+            inputs: vec![],
+            saved_for_backward: vec![],
+            // The embedding depends on t only: no gradient flows through it.
+            gradient_targets: vec![],
+            residual_passthrough: None,
+        }
     }
 
     fn fits(&self, _: &Sizes) -> bool {
         true
     }
 
-    fn flops(&self, _: &Sizes) -> f64 {
-        0.0
+    fn flops(&self, _: &Sizes) -> Flops {
+        Flops::NONE
     }
 
-    fn backward_flops(&self, _: &Sizes) -> f64 {
-        0.0
-    }
-
-    fn saved(&self, _: &Sizes) -> Option<(&'static str, Vec<usize>)> {
-        None
-    }
-
-    fn forward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![OwnBuffer::new("timestep freqs", (self.freqs().len() * 4) as u64)]
-    }
-
-    fn backward_buffers(&self, _: &Sizes) -> Vec<OwnBuffer> {
-        vec![]
+    fn buffers(&self, _: &Sizes) -> Buffers {
+        Buffers {
+            forward: vec![OwnBuffer::new("timestep freqs", (self.freqs().len() * 4) as u64)],
+            ..Buffers::NONE
+        }
     }
 
     fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
