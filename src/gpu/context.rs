@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::bindings::{KernelSig, Slot};
 use super::shaders::Shader;
 use super::GpuError;
 use crate::tensor::DType;
@@ -14,6 +15,9 @@ struct PipelineKey {
     dtype: DType,
     entry: String,
     overrides: Vec<(String, u64)>,
+    /// The explicit bind-group layout's slots (typed bindings), or None for
+    /// the layout derived from the shader.
+    layout: Option<Vec<Slot>>,
 }
 
 /// A GPU context: adapter facts, device, queue, and the caches every kernel
@@ -277,11 +281,24 @@ impl Gpu {
         entry: &str,
         overrides: &[(&str, f64)],
     ) -> Result<wgpu::ComputePipeline, GpuError> {
+        self.pipeline_for(shader, entry, overrides, None)
+    }
+
+    /// [`Gpu::pipeline`] with the bind-group layout made from `sig`'s slots
+    /// (typed bindings) instead of derived from the shader.
+    pub fn pipeline_for(
+        &self,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        sig: Option<&KernelSig>,
+    ) -> Result<wgpu::ComputePipeline, GpuError> {
         let key = PipelineKey {
             shader: shader.name,
             dtype: shader.dtype,
             entry: entry.to_string(),
             overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_bits())).collect(),
+            layout: sig.map(|s| s.slots.to_vec()),
         };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
@@ -292,9 +309,20 @@ impl Gpu {
             d => format!("pipeline {}<{}>::{}", shader.name, d.wgsl(), entry),
         };
         let pipeline = self.scoped(&context, || {
+            let layout = sig.map(|sig| {
+                let group = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&context),
+                    entries: &sig.layout_entries(),
+                });
+                self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&context),
+                    bind_group_layouts: &[Some(&group)],
+                    immediate_size: 0,
+                })
+            });
             self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(&context),
-                layout: None,
+                layout: layout.as_ref(),
                 module: &module,
                 entry_point: Some(entry),
                 compilation_options: wgpu::PipelineCompilationOptions {

@@ -1,5 +1,6 @@
 use std::time::{Duration, Instant};
 
+use super::bindings::Bindings;
 use super::{Gpu, GpuError, Shader};
 
 /// One recorded kernel launch: pipeline, bind group and grid, built once and
@@ -20,6 +21,39 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// Records `entry` of the bindings' shader over `groups`, instantiated for
+    /// the dtype of the tensors bound as `T` (see [`crate::gpu::bindings`]);
+    /// the bind-group layout is made from the bindings' slots.
+    pub fn typed<B: Bindings>(
+        gpu: &Gpu,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        bindings: &B,
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        Self::typed_on(gpu, B::SIG.shader, entry, overrides, bindings, groups)
+    }
+
+    /// [`Dispatch::typed`] on a variant of the bindings' shader (same name and
+    /// declarations, e.g. an emulated instance); its dtype is still taken
+    /// from the tensors.
+    pub fn typed_on<B: Bindings>(
+        gpu: &Gpu,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        bindings: &B,
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        let sig = B::SIG;
+        debug_assert_eq!(shader.name, sig.shader.name, "typed bindings bound to another shader");
+        let values = bindings.values();
+        let dtype = sig.instance_dtype(entry, &values)?;
+        let shader = if dtype == shader.dtype { *shader } else { shader.typed(dtype) };
+        let buffers: Vec<&wgpu::Buffer> = values.iter().map(|v| v.buffer()).collect();
+        Self::build(gpu, &shader, entry, overrides, Some(&sig), &buffers, groups)
+    }
+
     /// Binds `buffers` to group 0, bindings 0, 1, 2, ... in order (the WGSL
     /// declares them in that order; uniforms and storage alike).
     pub fn new(
@@ -27,6 +61,18 @@ impl Dispatch {
         shader: &Shader,
         entry: &str,
         overrides: &[(&str, f64)],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        Self::build(gpu, shader, entry, overrides, None, buffers, groups)
+    }
+
+    fn build(
+        gpu: &Gpu,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        sig: Option<&super::KernelSig>,
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
@@ -39,7 +85,7 @@ impl Dispatch {
                 limit: max,
             });
         }
-        let pipeline = gpu.pipeline(shader, entry, overrides)?;
+        let pipeline = gpu.pipeline_for(shader, entry, overrides, sig)?;
         let layout = pipeline.get_bind_group_layout(0);
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()

@@ -2,12 +2,14 @@
 //! dispatch records and error capture. Everything above this module talks to
 //! wgpu through these few types.
 
+pub mod bindings;
 mod context;
 mod dispatch;
 mod error;
 mod shaders;
 mod timing;
 
+pub use bindings::{Access, Bindable, Bindings, Elem, KernelSig, Slot};
 pub use context::{AdapterReport, Allocated, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
 pub use error::GpuError;

@@ -1,7 +1,8 @@
 //! `shaders/mask.wgsl`: y = mask (.) x with one [H, W] mask broadcast over
 //! samples and channels.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, MASK, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, MASK, WG1D};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -23,6 +24,19 @@ impl MaskParams {
     }
 }
 
+bindings! {
+    /// `mask_apply`: y = mask (.) x.
+    pub struct MaskApply for MASK: ["mask_apply"] {
+        p: uniform,
+        mask: read f32,
+        x: read f32,
+        y: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[MaskApply::SIG];
+
 /// Plans `y = mask (.) x`; `mask` holds `per` values repeated over x.
 pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
     let n = x.numel();
@@ -34,12 +48,16 @@ pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Te
         });
     }
     let ubuf = gpu.uniform("mask params", &MaskParams::new(n, per));
-    Dispatch::new(
+    Dispatch::typed(
         gpu,
-        &MASK,
         "mask_apply",
         &[],
-        &[&ubuf, mask, &x.buffer, &y.buffer],
+        &MaskApply {
+            p: &ubuf,
+            mask,
+            x,
+            y,
+        },
         dispatch_groups(n, WG1D),
     )
 }

@@ -18,6 +18,14 @@ pub mod resample;
 pub mod smc;
 pub mod timestep;
 
+use crate::gpu::KernelSig;
+
+/// Every binding signature of the kernels in this module (each kernel
+/// module's `BINDINGS`), for `tests/bindings.rs`.
+pub fn bindings() -> Vec<KernelSig> {
+    [mask::BINDINGS].concat()
+}
+
 /// A stack of `planes` independent [h, w] images (N * C of an NCHW tensor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PlaneShape {

@@ -97,6 +97,12 @@ impl Operator for SpectralRows<'_> {
     }
 }
 
+/// Every binding signature of the kernels this module launches itself
+/// (`Dispatch::typed`), for `tests/bindings.rs`.
+pub fn bindings() -> Vec<crate::gpu::KernelSig> {
+    Vec::new()
+}
+
 /// Checks that `t` is [N, shape...] and returns N.
 pub fn batch_of(task: &str, what: &str, t: &Tensor, shape: [usize; 3]) -> Result<usize, OperatorError> {
     let per: usize = shape.iter().product();

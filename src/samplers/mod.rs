@@ -645,6 +645,12 @@ impl Core {
     }
 }
 
+/// Every binding signature of the kernels this module launches itself
+/// (`Dispatch::typed`), for `tests/bindings.rs`.
+pub fn bindings() -> Vec<crate::gpu::KernelSig> {
+    Vec::new()
+}
+
 fn role_seed(seed: u64, role: Role) -> u64 {
     seed ^ (role as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
