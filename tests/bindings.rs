@@ -12,7 +12,12 @@ use tweedie::gpu::{Access, Elem, KernelSig, Shader, ALL_SHADERS};
 use tweedie::tensor::DType;
 
 fn signatures() -> Vec<KernelSig> {
-    [tweedie::kernels::bindings(), tweedie::operators::bindings(), tweedie::samplers::bindings()].concat()
+    [
+        tweedie::kernels::bindings(),
+        tweedie::operators::bindings(),
+        tweedie::samplers::bindings(),
+    ]
+    .concat()
 }
 
 fn parse(shader: &Shader) -> (naga::Module, naga::valid::ModuleInfo) {
@@ -52,9 +57,7 @@ fn declared(module: &naga::Module, info: &naga::valid::ModuleInfo, entry: &str) 
         assert_eq!(rb.group, 0, "{entry}: `{:?}` is in group {}", var.name, rb.group);
         let access = match var.space {
             naga::AddressSpace::Uniform => Access::Uniform,
-            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
-                Access::ReadWrite
-            }
+            naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => Access::ReadWrite,
             naga::AddressSpace::Storage { .. } => Access::Read,
             other => panic!("{entry}: binding {} in address space {other:?}", rb.binding),
         };
@@ -126,7 +129,10 @@ fn typed_bindings_match_the_wgsl_declarations() {
                         ));
                     }
                     if d.access != s.access {
-                        failures.push(format!("{at}: `{}` is {:?} in the WGSL, {:?} in Rust", s.name, d.access, s.access));
+                        failures.push(format!(
+                            "{at}: `{}` is {:?} in the WGSL, {:?} in Rust",
+                            s.name, d.access, s.access
+                        ));
                     }
                     if let Some(want) = expected_scalar(s.elem, shader.dtype) {
                         if d.scalar != Some(want) {
@@ -140,7 +146,12 @@ fn typed_bindings_match_the_wgsl_declarations() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -164,5 +175,9 @@ fn every_entry_point_has_typed_bindings() {
             }
         }
     }
-    assert!(missing.is_empty(), "entry points without typed bindings ({}): {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "entry points without typed bindings ({}): {missing:?}",
+        missing.len()
+    );
 }

@@ -49,7 +49,11 @@ impl Dispatch {
         debug_assert_eq!(shader.name, sig.shader.name, "typed bindings bound to another shader");
         let values = bindings.values();
         let dtype = sig.instance_dtype(entry, &values)?;
-        let shader = if dtype == shader.dtype { *shader } else { shader.typed(dtype) };
+        let shader = if dtype == shader.dtype {
+            *shader
+        } else {
+            shader.typed(dtype)
+        };
         let buffers: Vec<&wgpu::Buffer> = values.iter().map(|v| v.buffer()).collect();
         Self::build(gpu, &shader, entry, overrides, Some(&sig), &buffers, groups)
     }

@@ -52,12 +52,7 @@ pub fn mask_apply(gpu: &Gpu, mask: &wgpu::Buffer, per: usize, x: &Tensor, y: &Te
         gpu,
         "mask_apply",
         &[],
-        &MaskApply {
-            p: &ubuf,
-            mask,
-            x,
-            y,
-        },
+        &MaskApply { p: &ubuf, mask, x, y },
         dispatch_groups(n, WG1D),
     )
 }

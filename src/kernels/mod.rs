@@ -23,7 +23,16 @@ use crate::gpu::KernelSig;
 /// Every binding signature of the kernels in this module (each kernel
 /// module's `BINDINGS`), for `tests/bindings.rs`.
 pub fn bindings() -> Vec<KernelSig> {
-    [mask::BINDINGS].concat()
+    [
+        mask::BINDINGS,
+        elementwise::BINDINGS,
+        reduce::BINDINGS,
+        random::BINDINGS,
+        timestep::BINDINGS,
+        linear::BINDINGS,
+        groupnorm::BINDINGS,
+    ]
+    .concat()
 }
 
 /// A stack of `planes` independent [h, w] images (N * C of an NCHW tensor).

@@ -2,9 +2,9 @@
 //! lowered to the layer IR: `input_blocks.*`, `middle_block.*`,
 //! `output_blocks.*` keys, legacy or split qkv order, scale-shift norm.
 
-use super::builder::{AttnNames, Builder, ResNames, ResOpts, UpDown};
+use super::builder::{AttnNames, AttnOpts, Builder, ConvSpec, ResNames, ResOpts, UpDown};
 use super::config::AdmConfig;
-use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder, Residual};
+use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder};
 
 fn adm_res_names(p: &str) -> ResNames {
     ResNames {
@@ -89,12 +89,14 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
                 h = b.attention(
                     h,
                     &adm_attn_names(&format!("{p}.1")),
-                    heads_for(ch, c.num_heads)?,
-                    order,
-                    true,
-                    32,
-                    1e-5,
-                    1.0,
+                    &AttnOpts {
+                        heads: heads_for(ch, c.num_heads)?,
+                        order: order,
+                        legacy_scale: true,
+                        groups: 32,
+                        eps: 1e-5,
+                        out_scale: 1.0,
+                    },
                 )?;
             }
             hs.push(h);
@@ -105,7 +107,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             h = if c.resblock_updown {
                 b.resblock(h, emb, &adm_res_names(&p), ch, &ro(UpDown::Down))?
             } else if c.conv_resample {
-                b.conv(h, &format!("{p}.op"), ch, 3, 2, [1; 4], Residual::None, 1.0)
+                b.conv(h, &format!("{p}.op"), ConvSpec::new(ch, 3, 2, [1; 4]))
             } else {
                 b.resample(h, false)
             };
@@ -118,12 +120,14 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
     h = b.attention(
         h,
         &adm_attn_names("middle_block.1"),
-        heads_for(ch, c.num_heads)?,
-        order,
-        true,
-        32,
-        1e-5,
-        1.0,
+        &AttnOpts {
+            heads: heads_for(ch, c.num_heads)?,
+            order: order,
+            legacy_scale: true,
+            groups: 32,
+            eps: 1e-5,
+            out_scale: 1.0,
+        },
     )?;
     h = b.resblock(h, emb, &adm_res_names("middle_block.2"), ch, &ro(UpDown::None))?;
 
@@ -140,12 +144,14 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
                 h = b.attention(
                     h,
                     &adm_attn_names(&format!("{p}.1")),
-                    heads_for(ch, heads_up)?,
-                    order,
-                    true,
-                    32,
-                    1e-5,
-                    1.0,
+                    &AttnOpts {
+                        heads: heads_for(ch, heads_up)?,
+                        order: order,
+                        legacy_scale: true,
+                        groups: 32,
+                        eps: 1e-5,
+                        out_scale: 1.0,
+                    },
                 )?;
                 sub += 1;
             }

@@ -35,6 +35,45 @@ pub(super) struct ResOpts {
     pub(super) updown: UpDown,
 }
 
+/// A convolution's output channels, k x k geometry and epilogue.
+#[derive(Clone, Copy)]
+pub(super) struct ConvSpec {
+    pub(super) cout: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    /// [top, left, bottom, right]
+    pub(super) pad: [usize; 4],
+    pub(super) res: Residual,
+    pub(super) out_scale: f32,
+}
+
+impl ConvSpec {
+    /// No residual, output scale 1.
+    pub(super) fn new(cout: usize, k: usize, stride: usize, pad: [usize; 4]) -> ConvSpec {
+        ConvSpec {
+            cout,
+            k,
+            stride,
+            pad,
+            res: Residual::None,
+            out_scale: 1.0,
+        }
+    }
+}
+
+/// An attention block's heads, qkv layout and scaling, and its GroupNorm.
+#[derive(Clone, Copy)]
+pub(super) struct AttnOpts {
+    pub(super) heads: usize,
+    pub(super) order: QkvOrder,
+    /// guided-diffusion's q and k each scaled by ch^-1/4 (else the scores by ch^-1/2).
+    pub(super) legacy_scale: bool,
+    pub(super) groups: usize,
+    pub(super) eps: f32,
+    /// The block's output is divided by this (diffusers' rescale_output_factor).
+    pub(super) out_scale: f32,
+}
+
 pub(super) struct AttnNames {
     pub(super) norm: Option<String>,
     /// Members of the qkv projection (one fused conv, or q, k, v), weights then biases.
@@ -118,18 +157,15 @@ impl Builder {
     }
 
     /// A k x k convolution (weights [cout, cin, k, k]) registered under `prefix`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn conv(
-        &mut self,
-        x: ActId,
-        prefix: &str,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: [usize; 4],
-        res: Residual,
-        out_scale: f32,
-    ) -> ActId {
+    pub(super) fn conv(&mut self, x: ActId, prefix: &str, spec: ConvSpec) -> ActId {
+        let ConvSpec {
+            cout,
+            k,
+            stride,
+            pad,
+            res,
+            out_scale,
+        } = spec;
         let (cin, ds) = self.image(x);
         self.params(vec![
             (format!("{prefix}.weight"), vec![cout, cin, k, k]),
@@ -156,7 +192,7 @@ impl Builder {
     }
 
     pub(super) fn conv3(&mut self, x: ActId, prefix: &str, cout: usize) -> ActId {
-        self.conv(x, prefix, cout, 3, 1, [1; 4], Residual::None, 1.0)
+        self.conv(x, prefix, ConvSpec::new(cout, 3, 1, [1; 4]))
     }
 
     pub(super) fn group_norm(
@@ -237,38 +273,35 @@ impl Builder {
             let h = self.conv3(h, &n.in_conv, cout);
             self.group_norm(h, &n.out_norm, o.groups, o.eps, true, Some(e))?
         } else {
-            let h = self.conv(h, &n.in_conv, cout, 3, 1, [1; 4], Residual::Channel(e), 1.0);
+            let spec = ConvSpec {
+                res: Residual::Channel(e),
+                ..ConvSpec::new(cout, 3, 1, [1; 4])
+            };
+            let h = self.conv(h, &n.in_conv, spec);
             self.group_norm(h, &n.out_norm, o.groups, o.eps, true, None)?
         };
         let skip = if cin != cout {
-            self.conv(xs, &n.skip, cout, 1, 1, [0; 4], Residual::None, 1.0)
+            self.conv(xs, &n.skip, ConvSpec::new(cout, 1, 1, [0; 4]))
         } else {
             xs
         };
-        Ok(self.conv(
-            h,
-            &n.out_conv,
-            cout,
-            3,
-            1,
-            [1; 4],
-            Residual::Full(skip),
-            1.0 / o.out_scale,
-        ))
+        let spec = ConvSpec {
+            res: Residual::Full(skip),
+            out_scale: 1.0 / o.out_scale,
+            ..ConvSpec::new(cout, 3, 1, [1; 4])
+        };
+        Ok(self.conv(h, &n.out_conv, spec))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention(
-        &mut self,
-        x: ActId,
-        n: &AttnNames,
-        heads: usize,
-        order: QkvOrder,
-        legacy_scale: bool,
-        groups: usize,
-        eps: f32,
-        out_scale: f32,
-    ) -> Result<ActId, GraphError> {
+    pub(super) fn attention(&mut self, x: ActId, n: &AttnNames, o: &AttnOpts) -> Result<ActId, GraphError> {
+        let AttnOpts {
+            heads,
+            order,
+            legacy_scale,
+            groups,
+            eps,
+            out_scale,
+        } = *o;
         let (c, ds) = self.image(x);
         if heads == 0 || c % heads != 0 {
             return Err(GraphError::Unsupported(format!(

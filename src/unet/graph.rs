@@ -11,6 +11,7 @@
 use super::config::UnetConfig;
 pub use super::layers::Layer;
 use super::layers::Sizes;
+use crate::tensor::DType;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -105,10 +106,10 @@ impl Graph {
         self.layers.iter().map(|l| l.kind().flops(&at).forward).sum()
     }
 
-    /// Bytes of activations one image keeps at h x w (every activation has
-    /// its own buffer, for the backward pass); the VJP adds about as much again
-    /// for the gradients.
-    pub fn activation_bytes(&self, h: usize, w: usize) -> usize {
+    /// Bytes of activations one image keeps at h x w in `dtype` (every
+    /// activation has its own buffer, for the backward pass); the VJP adds
+    /// about as much again for the gradients.
+    pub fn activation_bytes(&self, h: usize, w: usize, dtype: DType) -> usize {
         self.acts
             .iter()
             .map(|a| match *a {
@@ -116,7 +117,7 @@ impl Graph {
                 Act::Vector { d } => d,
             })
             .sum::<usize>()
-            * 4
+            * dtype.size_bytes()
     }
 
     /// Builds the graph of a config. `old_attention_names` selects diffusers'
@@ -153,7 +154,7 @@ mod tests {
         eprintln!(
             "ffhq: {} params, {f:.1} GFLOP, {} MiB activations",
             g.num_params(),
-            g.activation_bytes(256, 256) >> 20
+            g.activation_bytes(256, 256, DType::F32) >> 20
         );
         assert!((p - 93.6).abs() < 0.05, "{p} M parameters");
         assert!((f - 388.0).abs() < 5.0, "{f} GFLOP");

@@ -4,12 +4,15 @@ use serde_json::json;
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
+use crate::kernels::groupnorm::{
+    group_norm_bwd_onepass, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape,
+};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
 use crate::unet::memory::PlanKind;
+use crate::unet::weights::Weights;
 
 /// y = silu?( GN(x) [* (1 + scale) + shift] ), scale/shift = halves of `scale_shift` [N, 2C].
 #[derive(Debug, Clone)]
@@ -34,6 +37,21 @@ impl GroupNorm {
             hw: xs[2] * xs[3],
             groups: self.groups,
             eps: self.eps,
+        }
+    }
+}
+
+impl GroupNorm {
+    /// Its gamma, beta (one parameter group), scale-shift and SiLU.
+    fn affine<'a>(&self, w: &'a Weights, acts: &'a [Tensor]) -> GroupNormAffine<'a> {
+        let (weights, gamma_off) = w.get(&self.gamma);
+        let (_, beta_off) = w.get(&self.beta);
+        GroupNormAffine {
+            weights,
+            gamma_off,
+            beta_off,
+            scale_shift: self.scale_shift.map(|e| (&acts[e], 0)),
+            silu: self.silu,
         }
     }
 }
@@ -79,24 +97,18 @@ impl LayerKind for GroupNorm {
         saved: Option<&Tensor>,
         _: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let acts = ctx.acts;
         let stats = saved.expect("the forward plan allocates what `saved` asks for");
-        let (wb, goff) = ctx.weights.get(&self.gamma);
-        let (wb2, boff) = ctx.weights.get(&self.beta);
-        assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
-        let ss = self.scale_shift.map(|e| (&acts[e].buffer, 0));
+        let (wb2, _) = ctx.weights.get(&self.beta);
+        let a = self.affine(ctx.weights, ctx.acts);
+        assert!(std::ptr::eq(a.weights, wb2), "gamma and beta share a parameter group");
+        let (x, y) = (&ctx.acts[self.x], &ctx.acts[self.y]);
         Ok(vec![group_norm_onepass(
             ctx.gpu,
-            ctx.dt,
             &self.shape(at),
-            &acts[self.x].buffer,
-            &stats.buffer,
-            wb,
-            goff,
-            boff,
-            ss,
-            self.silu,
-            &acts[self.y].buffer,
+            x,
+            stats,
+            &a,
+            y,
             ctx.dummy,
         )?])
     }
@@ -109,26 +121,21 @@ impl LayerKind for GroupNorm {
         _: bool,
         state: &mut GradState,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let acts = ctx.acts;
         let stats = saved.expect("GroupNorm keeps its statistics");
-        let (wb, goff) = ctx.weights.get(&self.gamma);
-        let (_, boff) = ctx.weights.get(&self.beta);
-        let ss = self.scale_shift.map(|e| (&acts[e].buffer, 0));
-        let acc = state.take(self.x);
+        let a = self.affine(ctx.weights, ctx.acts);
+        let g = GroupNormGrad {
+            dy: ctx.grad(self.y),
+            dx: ctx.grad(self.x),
+            accumulate: state.take(self.x),
+        };
+        let x = &ctx.acts[self.x];
         Ok(vec![group_norm_bwd_onepass(
             ctx.gpu,
-            ctx.dt,
             &self.shape(at),
-            &acts[self.x].buffer,
-            &stats.buffer,
-            wb,
-            goff,
-            boff,
-            ss,
-            self.silu,
-            &ctx.grad(self.y).buffer,
-            &ctx.grad(self.x).buffer,
-            acc,
+            x,
+            stats,
+            &a,
+            &g,
             ctx.dummy,
         )?])
     }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::linear::linear;
+use crate::kernels::linear::{linear, LinearShape};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
@@ -62,19 +62,15 @@ impl LayerKind for Linear {
         _: Option<&Tensor>,
         _: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        Ok(vec![linear(
-            ctx.gpu,
-            ctx.dt,
-            at.n,
-            self.din,
-            self.dout,
-            &ctx.acts[self.x].buffer,
-            ctx.weights.get(&self.w),
-            ctx.weights.get(&self.b),
-            self.silu_in,
-            self.silu_out,
-            &ctx.acts[self.y].buffer,
-        )?])
+        let s = LinearShape {
+            n: at.n,
+            din: self.din,
+            dout: self.dout,
+            silu_in: self.silu_in,
+            silu_out: self.silu_out,
+        };
+        let (w, b) = (ctx.weights.get(&self.w), ctx.weights.get(&self.b));
+        Ok(vec![linear(ctx.gpu, &s, &ctx.acts[self.x], w, b, &ctx.acts[self.y])?])
     }
 
     fn backward(

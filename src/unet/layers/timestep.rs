@@ -2,7 +2,7 @@
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::timestep::timestep_embedding;
+use crate::kernels::timestep::{timestep_embedding, TimestepShape};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
@@ -69,18 +69,15 @@ impl LayerKind for Timestep {
         _: Option<&Tensor>,
         keep: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let fb = ctx.gpu.upload("timestep freqs", self.freqs())?;
-        let d = timestep_embedding(
-            ctx.gpu,
-            ctx.dt,
-            at.n,
-            self.dim,
-            self.cos_first,
-            &ctx.t.buffer,
-            &fb,
-            &ctx.acts[self.y].buffer,
-        )?;
-        keep.push(fb);
+        let f = self.freqs();
+        let freqs = Tensor::from_slice(ctx.gpu, "timestep freqs", &[f.len()], f)?;
+        let s = TimestepShape {
+            n: at.n,
+            dim: self.dim,
+            cos_first: self.cos_first,
+        };
+        let d = timestep_embedding(ctx.gpu, &s, ctx.t, &freqs, &ctx.acts[self.y])?;
+        keep.push(freqs.buffer);
         Ok(vec![d])
     }
 
