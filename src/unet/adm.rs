@@ -56,6 +56,15 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
     } else {
         QkvOrder::Legacy
     };
+    // guided-diffusion's attention blocks: GroupNorm(32, 1e-5) first, q and k scaled by ch^-1/4.
+    let ao = |heads| AttnOpts {
+        heads,
+        order,
+        legacy_scale: true,
+        groups: 32,
+        eps: 1e-5,
+        out_scale: 1.0,
+    };
     let ro = |updown| ResOpts {
         scale_shift: c.use_scale_shift_norm,
         groups: 32,
@@ -86,18 +95,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             h = b.resblock(h, emb, &adm_res_names(&format!("{p}.0")), mult(m), &ro(UpDown::None))?;
             ch = mult(m);
             if c.attention_resolutions.contains(&ds) {
-                h = b.attention(
-                    h,
-                    &adm_attn_names(&format!("{p}.1")),
-                    &AttnOpts {
-                        heads: heads_for(ch, c.num_heads)?,
-                        order: order,
-                        legacy_scale: true,
-                        groups: 32,
-                        eps: 1e-5,
-                        out_scale: 1.0,
-                    },
-                )?;
+                h = b.attention(h, &adm_attn_names(&format!("{p}.1")), &ao(heads_for(ch, c.num_heads)?))?;
             }
             hs.push(h);
             idx += 1;
@@ -117,18 +115,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
         }
     }
     h = b.resblock(h, emb, &adm_res_names("middle_block.0"), ch, &ro(UpDown::None))?;
-    h = b.attention(
-        h,
-        &adm_attn_names("middle_block.1"),
-        &AttnOpts {
-            heads: heads_for(ch, c.num_heads)?,
-            order: order,
-            legacy_scale: true,
-            groups: 32,
-            eps: 1e-5,
-            out_scale: 1.0,
-        },
-    )?;
+    h = b.attention(h, &adm_attn_names("middle_block.1"), &ao(heads_for(ch, c.num_heads)?))?;
     h = b.resblock(h, emb, &adm_res_names("middle_block.2"), ch, &ro(UpDown::None))?;
 
     let mut idx = 0;
@@ -141,18 +128,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             ch = mult(m);
             let mut sub = 1;
             if c.attention_resolutions.contains(&ds) {
-                h = b.attention(
-                    h,
-                    &adm_attn_names(&format!("{p}.1")),
-                    &AttnOpts {
-                        heads: heads_for(ch, heads_up)?,
-                        order: order,
-                        legacy_scale: true,
-                        groups: 32,
-                        eps: 1e-5,
-                        out_scale: 1.0,
-                    },
-                )?;
+                h = b.attention(h, &adm_attn_names(&format!("{p}.1")), &ao(heads_for(ch, heads_up)?))?;
                 sub += 1;
             }
             if level > 0 && i == c.num_res_blocks {

@@ -13,6 +13,15 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
     let ted = c.time_embedding_dim.unwrap_or(boc[0] * 4);
     let groups = c.norm_num_groups;
     let eps = c.norm_eps;
+    // diffusers' attention blocks: split qkv order, scores scaled by ch^-1/2.
+    let ao = |heads, groups, out_scale| AttnOpts {
+        heads,
+        order: QkvOrder::Split,
+        legacy_scale: false,
+        groups,
+        eps,
+        out_scale,
+    };
     let ro = |out_scale: f32| ResOpts {
         scale_shift: c.scale_shift,
         groups,
@@ -78,14 +87,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
                 h = b.attention(
                     h,
                     &attn_names(&format!("{p}.attentions.{j}"), true),
-                    &AttnOpts {
-                        heads: heads(cout)?,
-                        order: QkvOrder::Split,
-                        legacy_scale: false,
-                        groups: groups,
-                        eps: eps,
-                        out_scale: 1.0,
-                    },
+                    &ao(heads(cout)?, groups, 1.0),
                 )?;
             }
             hs.push(h);
@@ -114,14 +116,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
             h = b.attention(
                 h,
                 &attn_names("mid_block.attentions.0", attn_groups.is_some()),
-                &AttnOpts {
-                    heads: heads(cm)?,
-                    order: QkvOrder::Split,
-                    legacy_scale: false,
-                    groups: attn_groups.unwrap_or(groups),
-                    eps: eps,
-                    out_scale: f,
-                },
+                &ao(heads(cm)?, attn_groups.unwrap_or(groups), f),
             )?;
         }
         h = b.resblock(h, emb, &res_names("mid_block.resnets.1"), cm, &ro(f))?;
@@ -141,14 +136,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
                 h = b.attention(
                     h,
                     &attn_names(&format!("{p}.attentions.{j}"), true),
-                    &AttnOpts {
-                        heads: heads(cout)?,
-                        order: QkvOrder::Split,
-                        legacy_scale: false,
-                        groups: groups,
-                        eps: eps,
-                        out_scale: 1.0,
-                    },
+                    &ao(heads(cout)?, groups, 1.0),
                 )?;
             }
         }

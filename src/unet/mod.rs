@@ -35,11 +35,13 @@
 //! GPU only through `Plan`'s `record` / `submit` / `run` / `run_timed`.
 //!
 //! **A new layer kind:** one new module `layers/<kind>.rs` with the kind's
-//! struct and its `impl LayerKind` (sizes and `fits`, what the memory plan
-//! keeps for its backward: `saved_for_backward`, `saved`, its own buffers;
-//! its forward and backward dispatches, FLOPs, profile label and bench
-//! rows), and one registration line: its name in the `layers!` list of
-//! `layers/mod.rs` (beside its `mod` line). The trait has no default
+//! struct and its `impl LayerKind`: `dataflow` (what it reads and writes,
+//! what the memory plan keeps alive for its backward), `fits` (its sizes
+//! against its activations), `flops`, `buffers` (the tensor it saves for
+//! the backward, its own buffers), `split_scratch_bytes`, `forward`,
+//! `backward`, `label` (profile) and `bench_rows`; and one registration
+//! line: `<kind>::<Kind>` in the `layers!` list of `layers/mod.rs` (beside
+//! its `mod` line). The trait has no default
 //! methods, so a kind that leaves out a pass does not compile; the passes
 //! (memory plan, forward, backward, profile, `tweedie bench`) need nothing
 //! more. Then a builder method in `builder.rs` to emit it, and its kernels in
