@@ -32,52 +32,7 @@
 // instance. Every sum, statistic and softmax runs in f32.
 alias T = f32;
 
-struct Params {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    ks: u32,          // kernel size (square)
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    w_off: u32,       // element offsets into the weight arenas
-    b_off: u32,
-    res_mode: u32,    // 0 none, 1 full tensor, 2 per-(n, co) vector
-    res_off: u32,     // element offset into res
-    res_stride: u32,  // per-sample stride of the res vector (mode 2)
-    out_scale: f32,
-    k_split: u32,     // K elements per split (a multiple of TK; K when not split)
-    splits: u32,      // 1: epilogue in place; > 1: f32 partial sums to `part`
-    _pad0: u32,
-}
-
-// The backward-data pass's parameters: the forward geometry, then its own epilogue.
-struct BwdDataParams {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    ho: u32,
-    wo: u32,
-    ks: u32,
-    stride: u32,
-    pad_top: u32,
-    pad_left: u32,
-    w_off: u32,
-    accumulate: u32,  // 1: dx += scale * ..., 0: dx = scale * ...
-    scale: f32,
-    k_split: u32,
-    splits: u32,
-    stride_shift: u32, // log2(stride) when stride is a power of two, else 32
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
+//!include conv_common
 
 override WG_M: u32 = 16u;
 override WG_N: u32 = 16u;
@@ -92,16 +47,6 @@ const MAX_TILE: u32 = 2048u;
 // accumulators (RM * RN) at most.
 const MAX_LD: u32 = 8u;
 const MAX_ACC: u32 = 64u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<T>;
-@group(0) @binding(2) var<storage, read> wt: array<T>;
-@group(0) @binding(3) var<storage, read> bias: array<T>;
-@group(0) @binding(4) var<storage, read> res: array<T>;
-@group(0) @binding(5) var<storage, read_write> y: array<T>;
-// Split-K partial sums [splits, M, P] (f32 whatever T is). Unsplit passes
-// bind the output here; it is not touched.
-@group(0) @binding(6) var<storage, read_write> part: array<f32>;
 
 var<workgroup> a_tile: array<vec4<f32>, MAX_TILE / 4u>; // [TK][TM / 4 + 1]
 var<workgroup> b_tile: array<vec4<f32>, MAX_TILE / 4u>; // [TK][TN / 4 + 1]
@@ -162,71 +107,64 @@ fn multiply_slice(lid: vec3<u32>, acc: ptr<function, array<f32, MAX_ACC>>) {
     }
 }
 
-// A thread's fixed gather rows: the im2col row k and its decomposition,
-// advanced by TK per slice without division. `off` is the element offset of
-// tap (ci, ky, kx) relative to the thread's pixel origin.
-struct Gather {
-    k: u32,
-    ky: i32,
-    kx: i32,
-    off: i32,
+// Which tile elements thread `tid` loads each slice, in both passes: the A
+// operand at k lane `a_kl` of rows tid / TK + i a_step (i < a_ld), the B
+// operand (the gather) in column `b_col` of k rows b_row0 + j b_step (j < b_ld).
+struct SimtLoads {
+    a_kl: u32,
+    a_step: u32,
+    a_ld: u32,
+    b_col: u32,
+    b_row0: u32,
+    b_step: u32,
+    b_ld: u32,
+}
+
+fn simt_loads(tid: u32) -> SimtLoads {
+    let nthreads = WG_M * WG_N;
+    let tn = WG_N * RN;
+    let a_step = nthreads / TK;
+    let b_step = nthreads / tn;
+    return SimtLoads(tid % TK, a_step, WG_M * RM / a_step, tid % tn, tid / tn, b_step, TK / b_step);
+}
+
+// Stores the slice the registers hold into workgroup memory, then waits for
+// the whole tile.
+fn stage_slice(
+    l: SimtLoads,
+    tid: u32,
+    a_reg: ptr<function, array<f32, MAX_LD>>,
+    b_reg: ptr<function, array<f32, MAX_LD>>,
+) {
+    for (var i = 0u; i < l.a_ld; i++) {
+        store_a(l.a_kl, tid / TK + i * l.a_step, (*a_reg)[i]);
+    }
+    for (var j = 0u; j < l.b_ld; j++) {
+        store_b(l.b_row0 + j * l.b_step, l.b_col, (*b_reg)[j]);
+    }
+    workgroupBarrier();
 }
 
 @compute @workgroup_size(WG_N, WG_M)
 fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tm = WG_M * RM;
-    let tn = WG_N * RN;
-    let kk = p.ks * p.ks;
-    let kdim = p.cin * kk;
-    let hw = p.h * p.w;
-    let hwo = p.ho * p.wo;
-    let pdim = p.n * hwo;
-    let m0 = wid.y * tm;
-    let p0 = wid.x * tn;
+    let kdim = p.cin * p.ks * p.ks;
+    let pdim = p.n * p.ho * p.wo;
+    let m0 = wid.y * WG_M * RM;
+    let p0 = wid.x * WG_N * RN;
     let k_begin = wid.z * p.k_split;
     let k_end = min(kdim, k_begin + p.k_split);
-    let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
+    let l = simt_loads(tid);
 
+    // Function variables start at zero: the accumulators too.
     var acc: array<f32, MAX_ACC>;
-    for (var i = 0u; i < RM * RN; i++) {
-        acc[i] = 0.0;
-    }
-
-    // W loads: k lane a_kl (contiguous in [Cout, Cin, KS, KS]), rows
-    // tid / TK + i a_step.
-    let a_kl = tid % TK;
-    let a_step = nthreads / TK;
-    let a_ld = tm / a_step;
-    // Gather loads: pixel column b_pl, k rows tid / tn + j b_step.
-    let b_pl = tid % tn;
-    let b_step = nthreads / tn;
-    let b_ld = TK / b_step;
-    let pix = p0 + b_pl;
-    let pix_ok = pix < pdim;
-    let pb_ = pix / hwo;
-    let pr = pix - pb_ * hwo;
-    let oy = pr / p.wo;
-    let ox = pr - oy * p.wo;
-    let iy0 = i32(oy * p.stride) - i32(p.pad_top);
-    let ix0 = i32(ox * p.stride) - i32(p.pad_left);
-    let x_org = i32(pb_ * p.cin * hw) + iy0 * i32(p.w) + ix0;
-    // The decomposition of TK: dci channels, dky rows, dkx columns.
-    let dci = TK / kk;
-    let dky = (TK % kk) / p.ks;
-    let dkx = TK % p.ks;
-    let ks = i32(p.ks);
-    let w_i = i32(p.w);
-    let d_off = i32(dci * hw) + i32(dky) * w_i + i32(dkx);
-
+    // W loads are contiguous along k in [Cout, Cin, KS, KS]; the gather rows
+    // are fixed per thread and stepped by TK per slice.
+    let col = x_column(p0 + l.b_col);
+    let step = x_gather_step(TK);
     var g: array<Gather, MAX_LD>;
-    for (var j = 0u; j < b_ld; j++) {
-        let k = k_begin + tid / tn + j * b_step;
-        let ci = k / kk;
-        let kr = k - ci * kk;
-        let ky = kr / p.ks;
-        let kx = kr - ky * p.ks;
-        g[j] = Gather(k, i32(ky), i32(kx), i32(ci * hw) + i32(ky) * w_i + i32(kx));
+    for (var j = 0u; j < l.b_ld; j++) {
+        g[j] = x_gather_at(k_begin + l.b_row0 + j * l.b_step);
     }
 
     var a_reg: array<f32, MAX_LD>;
@@ -238,50 +176,23 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     for (var k0 = k_begin; k0 < k_end + TK; k0 += TK) {
         let have = k0 > k_begin;
         if (have) {
-            for (var i = 0u; i < a_ld; i++) {
-                store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
-            }
-            for (var j = 0u; j < b_ld; j++) {
-                store_b(tid / tn + j * b_step, b_pl, b_reg[j]);
-            }
-            workgroupBarrier();
+            stage_slice(l, tid, &a_reg, &b_reg);
         }
         if (k0 < k_end) {
-            let ka = k0 + a_kl;
-            for (var i = 0u; i < a_ld; i++) {
-                let m = m0 + tid / TK + i * a_step;
+            let ka = k0 + l.a_kl;
+            for (var i = 0u; i < l.a_ld; i++) {
+                let m = m0 + tid / TK + i * l.a_step;
                 var v = 0.0;
                 if (m < p.cout && ka < k_end) {
                     v = f32(wt[p.w_off + m * kdim + ka]);
                 }
                 a_reg[i] = v;
             }
-            for (var j = 0u; j < b_ld; j++) {
-                var gj = g[j];
+            for (var j = 0u; j < l.b_ld; j++) {
                 if (have) {
-                    // Advance this gather row by TK: (dci, dky, dkx) and carries.
-                    gj.k += TK;
-                    gj.kx += i32(dkx);
-                    gj.ky += i32(dky);
-                    gj.off += d_off;
-                    if (gj.kx >= ks) {
-                        gj.kx -= ks;
-                        gj.ky += 1;
-                        gj.off += w_i - ks;
-                    }
-                    if (gj.ky >= ks) {
-                        gj.ky -= ks;
-                        gj.off += i32(hw) - ks * w_i;
-                    }
-                    g[j] = gj;
+                    g[j] = gather_advance(g[j], step);
                 }
-                var v = 0.0;
-                let iy = iy0 + gj.ky;
-                let ix = ix0 + gj.kx;
-                if (pix_ok && gj.k < k_end && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < w_i) {
-                    v = f32(x[u32(x_org + gj.off)]);
-                }
-                b_reg[j] = v;
+                b_reg[j] = x_tap(col, g[j], k_end);
             }
         }
         if (have) {
@@ -299,42 +210,13 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
             for (var c = 0u; c < RN / 4u; c++) {
                 for (var j = 0u; j < 4u; j++) {
                     let pix = p0 + tile_row(lid.x, WG_N, c, j);
-                    if (pix >= pdim) {
-                        continue;
-                    }
-                    let a = acc[(r * 4u + i) * RN + c * 4u + j];
-                    if (p.splits > 1u) {
-                        part[(wid.z * p.cout + m) * pdim + pix] = a;
-                    } else {
-                        y[conv_out_index(m, pix)] = T(conv_epilogue(m, pix, a));
+                    if (pix < pdim) {
+                        conv_store(wid.z, m, pix, acc[(r * 4u + i) * RN + c * 4u + j]);
                     }
                 }
             }
         }
     }
-}
-
-// Output element of GEMM row m (channel), column pix (n, oy, ox).
-fn conv_out_index(m: u32, pix: u32) -> u32 {
-    let hwo = p.ho * p.wo;
-    let b = pix / hwo;
-    return (b * p.cout + m) * hwo + (pix - b * hwo);
-}
-
-// Element of the residual binding added to output (m, pix), or none.
-fn res_index(m: u32, pix: u32) -> u32 {
-    if (p.res_mode == 1u) {
-        return p.res_off + conv_out_index(m, pix);
-    }
-    return p.res_off + (pix / (p.ho * p.wo)) * p.res_stride + m;
-}
-
-fn conv_epilogue(m: u32, pix: u32, acc: f32) -> f32 {
-    var v = acc + f32(bias[p.b_off + m]);
-    if (p.res_mode != 0u) {
-        v += f32(res[res_index(m, pix)]);
-    }
-    return v * p.out_scale;
 }
 
 // Split-K fix-up: one thread per output, the sum of the splits' partials,
@@ -375,46 +257,6 @@ fn conv2d_splitk(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // 0: dx = .... The loaders advance (co, ky, kx) by TK per slice as the
 // forward gather does; a stride that is a power of two is undone by shifts.
 
-@group(0) @binding(0) var<uniform> pb: BwdDataParams;
-@group(0) @binding(1) var<storage, read> dy: array<T>;
-@group(0) @binding(2) var<storage, read> wtb: array<T>;
-@group(0) @binding(3) var<storage, read_write> dx: array<T>;
-// Split-K partial sums [splits, Cin, Q]; unsplit passes bind dx here.
-@group(0) @binding(4) var<storage, read_write> bpart: array<f32>;
-
-// dy's element for tap (ky, kx) of input position (iy, ix) relative to
-// channel base `cbase`, or 0 when the tap is off the stride grid or outside.
-fn dy_tap(cbase: u32, iy: u32, ix: u32, ky: i32, kx: i32) -> f32 {
-    let sy = i32(iy + pb.pad_top) - ky;
-    let sx = i32(ix + pb.pad_left) - kx;
-    if (sy < 0 || sx < 0) {
-        return 0.0;
-    }
-    var oy: u32;
-    var ox: u32;
-    if (pb.stride == 1u) {
-        oy = u32(sy);
-        ox = u32(sx);
-    } else if (pb.stride_shift < 32u) {
-        let mask = pb.stride - 1u;
-        if ((u32(sy) & mask) != 0u || (u32(sx) & mask) != 0u) {
-            return 0.0;
-        }
-        oy = u32(sy) >> pb.stride_shift;
-        ox = u32(sx) >> pb.stride_shift;
-    } else {
-        oy = u32(sy) / pb.stride;
-        ox = u32(sx) / pb.stride;
-        if (oy * pb.stride != u32(sy) || ox * pb.stride != u32(sx)) {
-            return 0.0;
-        }
-    }
-    if (oy >= pb.ho || ox >= pb.wo) {
-        return 0.0;
-    }
-    return f32(dy[cbase + oy * pb.wo + ox]);
-}
-
 // A thread's fixed k lane of the transposed weights: k = (co, kr), and the
 // element offset co * cin * kk + kr.
 struct WLane {
@@ -425,60 +267,34 @@ struct WLane {
 
 @compute @workgroup_size(WG_N, WG_M)
 fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tm = WG_M * RM;
-    let tn = WG_N * RN;
     let kk = pb.ks * pb.ks;
     let kdim = pb.cout * kk;
-    let hw = pb.h * pb.w;
-    let hwo = pb.ho * pb.wo;
-    let qdim = pb.n * hw;
-    let m0 = wid.y * tm;
-    let q0 = wid.x * tn;
+    let qdim = pb.n * pb.h * pb.w;
+    let m0 = wid.y * WG_M * RM;
+    let q0 = wid.x * WG_N * RN;
     let k_begin = wid.z * pb.k_split;
     let k_end = min(kdim, k_begin + pb.k_split);
-    let nthreads = WG_M * WG_N;
     let tid = lid.y * WG_N + lid.x;
+    let l = simt_loads(tid);
 
     var acc: array<f32, MAX_ACC>;
-    for (var i = 0u; i < RM * RN; i++) {
-        acc[i] = 0.0;
-    }
-    let a_kl = tid % TK;
-    let a_step = nthreads / TK;
-    let a_ld = tm / a_step;
-    let b_ql = tid % tn;
-    let b_step = nthreads / tn;
-    let b_ld = TK / b_step;
-    let q = q0 + b_ql;
-    let q_ok = q < qdim;
-    let qb = q / hw;
-    let qr = q - qb * hw;
-    let iy = qr / pb.w;
-    let ix = qr - iy * pb.w;
-    let dy_base = qb * pb.cout * hwo;
-    let ks = i32(pb.ks);
+    let col = dy_column(q0 + l.b_col);
+    let step = dy_gather_step(TK);
     // TK = dco output channels + dkr taps.
     let dco = TK / kk;
     let dkr = TK % kk;
-    let dky = dkr / pb.ks;
-    let dkx = dkr % pb.ks;
 
     // The weight lane (k = k_begin + a_kl and onwards).
     var wl: WLane;
     {
-        let k = k_begin + a_kl;
+        let k = k_begin + l.a_kl;
         let co = k / kk;
         let kr = k - co * kk;
         wl = WLane(k, kr, co * pb.cin * kk + kr);
     }
-    // The gather rows: (co base of dy, ky, kx) per j.
     var g: array<Gather, MAX_LD>;
-    for (var j = 0u; j < b_ld; j++) {
-        let k = k_begin + tid / tn + j * b_step;
-        let co = k / kk;
-        let kr = k - co * kk;
-        let ky = kr / pb.ks;
-        g[j] = Gather(k, i32(ky), i32(kr - ky * pb.ks), i32(dy_base + co * hwo));
+    for (var j = 0u; j < l.b_ld; j++) {
+        g[j] = dy_gather_at(col, k_begin + l.b_row0 + j * l.b_step);
     }
 
     var a_reg: array<f32, MAX_LD>;
@@ -487,13 +303,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     for (var k0 = k_begin; k0 < k_end + TK; k0 += TK) {
         let have = k0 > k_begin;
         if (have) {
-            for (var i = 0u; i < a_ld; i++) {
-                store_a(a_kl, tid / TK + i * a_step, a_reg[i]);
-            }
-            for (var j = 0u; j < b_ld; j++) {
-                store_b(tid / tn + j * b_step, b_ql, b_reg[j]);
-            }
-            workgroupBarrier();
+            stage_slice(l, tid, &a_reg, &b_reg);
         }
         if (k0 < k_end) {
             if (have) {
@@ -506,36 +316,19 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
                     wl.off += pb.cin * kk - kk;
                 }
             }
-            for (var i = 0u; i < a_ld; i++) {
-                let ci = m0 + tid / TK + i * a_step;
+            for (var i = 0u; i < l.a_ld; i++) {
+                let ci = m0 + tid / TK + i * l.a_step;
                 var v = 0.0;
                 if (ci < pb.cin && wl.k < k_end) {
                     v = f32(wtb[pb.w_off + wl.off + ci * kk]);
                 }
                 a_reg[i] = v;
             }
-            for (var j = 0u; j < b_ld; j++) {
-                var gj = g[j];
+            for (var j = 0u; j < l.b_ld; j++) {
                 if (have) {
-                    gj.k += TK;
-                    gj.kx += i32(dkx);
-                    gj.ky += i32(dky);
-                    gj.off += i32(dco * hwo);
-                    if (gj.kx >= ks) {
-                        gj.kx -= ks;
-                        gj.ky += 1;
-                    }
-                    if (gj.ky >= ks) {
-                        gj.ky -= ks;
-                        gj.off += i32(hwo);
-                    }
-                    g[j] = gj;
+                    g[j] = gather_advance(g[j], step);
                 }
-                var v = 0.0;
-                if (q_ok && gj.k < k_end) {
-                    v = dy_tap(u32(gj.off), iy, ix, gj.ky, gj.kx);
-                }
-                b_reg[j] = v;
+                b_reg[j] = dy_tap(col, g[j], k_end);
             }
         }
         if (have) {
@@ -552,35 +345,13 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             for (var c = 0u; c < RN / 4u; c++) {
                 for (var j = 0u; j < 4u; j++) {
                     let q = q0 + tile_row(lid.x, WG_N, c, j);
-                    if (q >= qdim) {
-                        continue;
-                    }
-                    let a = acc[(r * 4u + i) * RN + c * 4u + j];
-                    if (pb.splits > 1u) {
-                        bpart[(wid.z * pb.cin + ci) * qdim + q] = a;
-                    } else {
-                        store_dx(ci, q, a);
+                    if (q < qdim) {
+                        dx_store(wid.z, ci, q, acc[(r * 4u + i) * RN + c * 4u + j]);
                     }
                 }
             }
         }
     }
-}
-
-// dx's element for input channel ci, column q = (n, iy, ix).
-fn dx_index(ci: u32, q: u32) -> u32 {
-    let hw = pb.h * pb.w;
-    let b = q / hw;
-    return (b * pb.cin + ci) * hw + (q - b * hw);
-}
-
-fn store_dx(ci: u32, q: u32, acc: f32) {
-    let o = dx_index(ci, q);
-    var v = acc * pb.scale;
-    if (pb.accumulate == 1u) {
-        v += f32(dx[o]);
-    }
-    dx[o] = T(v);
 }
 
 // Split-K fix-up of the backward pass: binds (params, partials, dx).

@@ -2,7 +2,8 @@
 //! otherwise; row-major, [N, C, H, W] for images), and the host-side twin used
 //! for files and CPU references.
 
-use crate::gpu::{Gpu, GpuError};
+pub use crate::gpu::DType;
+use crate::gpu::{Bindable, Gpu, GpuError};
 
 /// f32 data on the host, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,34 +29,6 @@ impl HostTensor {
     }
     pub fn numel(&self) -> usize {
         self.data.len()
-    }
-}
-
-/// Element type of a GPU tensor. Kernels written against the WGSL alias `T`
-/// (see [`Shader::typed`](crate::gpu::Shader::typed)) run on either.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum DType {
-    #[default]
-    F32,
-    /// Needs the adapter's `shader-f16` feature.
-    F16,
-}
-
-impl DType {
-    /// Bytes per element.
-    pub const fn size_bytes(self) -> usize {
-        match self {
-            DType::F32 => 4,
-            DType::F16 => 2,
-        }
-    }
-
-    /// The WGSL scalar type name.
-    pub const fn wgsl(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-        }
     }
 }
 
@@ -210,5 +183,19 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype: self.dtype,
         }
+    }
+}
+
+/// Tensors bind with their dtype known, so typed bindings check it and
+/// instantiate generic kernels for it.
+impl Bindable for Tensor {
+    fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+    fn dtype(&self) -> Option<DType> {
+        Some(self.dtype)
+    }
+    fn bytes(&self) -> u64 {
+        self.size_bytes() as u64
     }
 }

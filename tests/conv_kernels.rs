@@ -54,16 +54,17 @@ fn f64s(v: &[f32], round: bool) -> Vec<f64> {
         .collect()
 }
 
-/// y = conv(x, W) + b ([`common::conv::conv_f64`]) over operands optionally
+/// y = conv(x, W) + b ([`common::conv::conv_out`]) over operands optionally
 /// rounded to f16.
 fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
-    let (ho, wo) = s.out_hw();
-    let y = common::conv::conv_f64(s, &f64s(x, round), &f64s(w, round));
-    let hw = ho * wo;
-    y.iter()
-        .enumerate()
-        .map(|(i, v)| (v + b[(i / hw) % s.cout] as f64) as f32)
-        .collect()
+    common::conv::conv_out(
+        s,
+        &f64s(x, round),
+        &f64s(w, round),
+        b,
+        common::conv::Residual::None,
+        1.0,
+    )
 }
 
 /// dx = conv_transpose(dy, W) ([`common::conv::conv_bwd_f64`]) over operands
@@ -101,6 +102,18 @@ impl Case {
     }
 
     fn run(&self, gpu: &Gpu, s: &Conv2dShape, k: &ConvKernel, dtype: DType) -> (Vec<f32>, Vec<f32>) {
+        self.runs(gpu, s, k, dtype, 1).remove(0)
+    }
+
+    /// (y, dx) of `times` runs of one forward and one backward plan.
+    fn runs(
+        &self,
+        gpu: &Gpu,
+        s: &Conv2dShape,
+        k: &ConvKernel,
+        dtype: DType,
+        times: usize,
+    ) -> Vec<(Vec<f32>, Vec<f32>)> {
         let (ho, wo) = s.out_hw();
         let up = |v: &[f32]| match dtype {
             DType::F32 => gpu.upload("t", v).unwrap(),
@@ -143,11 +156,15 @@ impl Case {
         )
         .unwrap();
         assert_eq!(f.len(), k.dispatches(kd), "{k:?}: forward dispatches");
-        run(gpu, f);
         let bw = conv2d_bwd_data(gpu, dtype, k, s, &dyb, (&wb, 0), 1.0, false, &dxb, Some(&scratch)).unwrap();
         assert_eq!(bw.len(), k.dispatches(kb), "{k:?}: backward dispatches");
-        run(gpu, bw);
-        (down(&yb, ny), down(&dxb, nx))
+        (0..times)
+            .map(|_| {
+                run(gpu, f.clone());
+                run(gpu, bw.clone());
+                (down(&yb, ny), down(&dxb, nx))
+            })
+            .collect()
     }
 }
 
@@ -258,12 +275,31 @@ fn f16_operand_rounding_is_emulated_exactly() {
     }
 }
 
+/// Whether the cooperative-matrix kernel must run on this adapter
+/// (`TWEEDIE_REQUIRE_COOP=1`, as tools/gpu_bench.sh sets on datacenter GPUs):
+/// then an adapter without it fails the tests instead of skipping them.
+fn coop_required() -> bool {
+    std::env::var("TWEEDIE_REQUIRE_COOP").is_ok_and(|v| v == "1")
+}
+
+/// Fails when the cooperative-matrix kernel is required but cannot run (`why`).
+#[track_caller]
+fn allow_no_coop(gpu: &Gpu, why: &str) {
+    assert!(
+        !coop_required(),
+        "TWEEDIE_REQUIRE_COOP=1 but {} cannot run the cooperative-matrix kernel: {why}",
+        gpu.describe()
+    );
+}
+
 /// The cooperative-matrix kernel itself, where the adapter has a matching
-/// configuration; elsewhere (lavapipe) it says why it was skipped.
+/// configuration; elsewhere (lavapipe) it says why it was skipped, or fails
+/// with TWEEDIE_REQUIRE_COOP=1.
 #[test]
 fn cooperative_matrix_kernel_matches_the_rounded_reference() {
     let gpu = gpu();
     if let Some(why) = conv_coop::unsupported(&gpu) {
+        allow_no_coop(&gpu, &why);
         eprintln!("cooperative-matrix kernel skipped on {}: {why}", gpu.describe());
         // Asking for it anyway is a clear error, not a crash.
         let s = sh(1, 4, 4, 4, 4, 3, 1, [1; 4]);
@@ -285,16 +321,161 @@ fn cooperative_matrix_kernel_matches_the_rounded_reference() {
         let want_y = conv_ref(s, &c.x, &c.w, &c.b, true);
         let want_dx = conv_bwd_ref(s, &c.dy, &c.w, true);
         for splits in [1, 3] {
-            let k = ConvKernel {
-                coop: true,
-                ..ConvKernel::simt(ConvTiles::MEDIUM).split(splits)
-            };
+            let k = coop_kernel(splits);
             let (y, dx) = c.run(&gpu, s, &k, DType::F16);
             // Outputs are stored in f16: half an ulp of f16 on top of the sums.
             assert!(rel_max_err(&y, &want_y) < 2e-3, "coop conv2d {s:?} split {splits}");
             assert!(
                 rel_max_err(&dx, &want_dx) < 2e-3,
                 "coop conv2d_bwd {s:?} split {splits}"
+            );
+        }
+    }
+}
+
+fn coop_kernel(splits: u32) -> ConvKernel {
+    ConvKernel {
+        coop: true,
+        ..ConvKernel::simt(ConvTiles::MEDIUM).split(splits)
+    }
+}
+
+/// How this adapter runs the cooperative kernel: `Some(false)` the kernel
+/// itself, `Some(true)` its emulated instance (no cooperative matrices here;
+/// a failure instead with TWEEDIE_REQUIRE_COOP=1), `None` neither.
+fn coop_mode(gpu: &Gpu) -> Option<bool> {
+    let Some(why) = conv_coop::unsupported(gpu) else {
+        return Some(false);
+    };
+    allow_no_coop(gpu, &why);
+    match conv_coop::emulation_unsupported(gpu) {
+        None => {
+            eprintln!("{}: {why}; running the emulated instance", gpu.describe());
+            Some(true)
+        }
+        Some(also) => {
+            eprintln!("{}: {why}; nor the emulated instance: {also}", gpu.describe());
+            None
+        }
+    }
+}
+
+/// `f` with the cooperative kernel launched as the mode says.
+fn in_mode<R>(emulated: bool, f: impl FnOnce() -> R) -> R {
+    if emulated {
+        conv_coop::emulated(f)
+    } else {
+        f()
+    }
+}
+
+/// The cooperative kernel's own indexing (tiles, quadrants, fragment loads
+/// and stores, strides, the gathers, the epilogue, split-K), run through its
+/// emulated instance on any adapter: the result is the reference's over
+/// f16-rounded operands to f32 accuracy (f32 storage), forward and backward,
+/// on the awkward shapes, split-K off and on.
+#[test]
+fn emulated_cooperative_kernel_matches_the_rounded_reference() {
+    let gpu = gpu();
+    if let Some(why) = conv_coop::emulation_unsupported(&gpu) {
+        eprintln!("emulated cooperative kernel skipped on {}: {why}", gpu.describe());
+        return;
+    }
+    for (i, s) in shapes().iter().enumerate() {
+        let c = Case::new(s, 90 + i as u64);
+        let want_y = conv_ref(s, &c.x, &c.w, &c.b, true);
+        let want_dx = conv_bwd_ref(s, &c.dy, &c.w, true);
+        for splits in [1, 3] {
+            let k = coop_kernel(splits);
+            let (y, dx) = conv_coop::emulated(|| c.run(&gpu, s, &k, DType::F32));
+            let what = format!("emulated coop {s:?} split {splits}");
+            assert_close(&format!("{what} forward"), &y, &want_y, 2e-5, 2e-5);
+            assert_close(&format!("{what} backward"), &dx, &want_dx, 2e-5, 2e-5);
+        }
+        // f16 storage, as the tensor-core path runs f16 models.
+        let k = coop_kernel(2);
+        let (y, dx) = conv_coop::emulated(|| c.run(&gpu, s, &k, DType::F16));
+        assert!(rel_max_err(&y, &want_y) < 2e-3, "emulated coop f16 conv2d {s:?}");
+        assert!(rel_max_err(&dx, &want_dx) < 2e-3, "emulated coop f16 conv2d_bwd {s:?}");
+    }
+}
+
+/// The orientation canary (tools/gpu_bench.sh runs it before timing): a 1x1
+/// convolution by a permutation matrix through the cooperative kernel (its
+/// emulation without the hardware) moves channels exactly, forward (y[co] =
+/// x[perm co]) and backward (dx[perm co] = dy[co]). A fragment loaded or
+/// stored transposed, or a quadrant misplaced, moves them elsewhere.
+#[test]
+fn coop_orientation_canary() {
+    let gpu = gpu();
+    let Some(emulated) = coop_mode(&gpu) else {
+        return;
+    };
+    // 70 channels: two M tiles, five K slices (the last partial); batch 2 of
+    // 5 x 7 pixels: one partial column tile.
+    let ch = 70;
+    let s = sh(2, ch, 5, 7, ch, 1, 1, [0; 4]);
+    let perm: Vec<usize> = (0..ch).map(|co| (co * 3 + 5) % ch).collect();
+    let mut w = vec![0.0f32; ch * ch];
+    for (co, &ci) in perm.iter().enumerate() {
+        w[co * ch + ci] = 1.0;
+    }
+    // Small integers: exact in f16, their sums with zeros exact in f32.
+    let ints = |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| ((i * 7 + seed) % 17) as f32 - 8.0).collect() };
+    let hw = s.h * s.w;
+    let c = Case {
+        x: ints(s.n * ch * hw, 1),
+        w,
+        b: vec![0.0; ch],
+        dy: ints(s.n * ch * hw, 5),
+    };
+    for dtype in [DType::F16, DType::F32] {
+        for splits in [1, 2] {
+            let (y, dx) = in_mode(emulated, || c.run(&gpu, &s, &coop_kernel(splits), dtype));
+            for n in 0..s.n {
+                for (co, &ci) in perm.iter().enumerate() {
+                    for i in 0..hw {
+                        let (o, src) = ((n * ch + co) * hw + i, (n * ch + ci) * hw + i);
+                        assert_eq!(
+                            y[o], c.x[src],
+                            "{dtype:?} split {splits}: y[n {n}, co {co}, pixel {i}] should be x[ci {ci}] (emulated {emulated})"
+                        );
+                        assert_eq!(
+                            dx[src], c.dy[o],
+                            "{dtype:?} split {splits}: dx[n {n}, ci {ci}, pixel {i}] should be dy[co {co}] (emulated {emulated})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Run-to-run determinism (tools/gpu_bench.sh runs it before timing): the
+/// cooperative kernel (its emulation without the hardware), split-K on and
+/// off, gives bitwise the same forward and backward outputs in 20 runs of one
+/// plan on the same inputs.
+#[test]
+fn coop_runs_are_bit_identical() {
+    let gpu = gpu();
+    let Some(emulated) = coop_mode(&gpu) else {
+        return;
+    };
+    let s = sh(2, 40, 9, 7, 70, 3, 1, [1; 4]);
+    let c = Case::new(&s, 17);
+    let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();
+    for splits in [1, 3] {
+        let k = coop_kernel(splits);
+        let runs = in_mode(emulated, || c.runs(&gpu, &s, &k, DType::F16, 20));
+        let first = &runs[0];
+        for (i, (y, dx)) in runs.iter().enumerate().skip(1) {
+            assert!(
+                bits(y) == bits(&first.0),
+                "split {splits}: forward run {i} differs from the first"
+            );
+            assert!(
+                bits(dx) == bits(&first.1),
+                "split {splits}: backward run {i} differs from the first"
             );
         }
     }

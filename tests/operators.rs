@@ -30,23 +30,31 @@ fn refl(m: i64, n: i64) -> usize {
     r as usize
 }
 
-/// ReflectionPad2d(k // 2) then conv2d (correlation), depthwise, planes of [h, w].
-fn conv_reflect_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize) -> Vec<f32> {
-    conv_reflect_at_cpu(x, h, w, k, kh, kw, kh / 2, kw / 2)
-}
-
-/// The same with tap (rh, rw) on the output pixel.
-#[allow(clippy::too_many_arguments)]
-fn conv_reflect_at_cpu(
-    x: &[f32],
-    h: usize,
-    w: usize,
-    k: &[f64],
+/// A row-major [kh, kw] kernel `k` whose tap (rh, rw) sits on the output pixel.
+#[derive(Clone, Copy)]
+struct CpuTaps<'a> {
+    k: &'a [f64],
     kh: usize,
     kw: usize,
     rh: usize,
     rw: usize,
-) -> Vec<f32> {
+}
+
+/// ReflectionPad2d(k // 2) then conv2d (correlation), depthwise, planes of [h, w].
+fn conv_reflect_cpu(x: &[f32], h: usize, w: usize, k: &[f64], kh: usize, kw: usize) -> Vec<f32> {
+    let taps = CpuTaps {
+        k,
+        kh,
+        kw,
+        rh: kh / 2,
+        rw: kw / 2,
+    };
+    conv_reflect_at_cpu(x, h, w, taps)
+}
+
+/// The same with any tap on the output pixel.
+fn conv_reflect_at_cpu(x: &[f32], h: usize, w: usize, taps: CpuTaps<'_>) -> Vec<f32> {
+    let CpuTaps { k, kh, kw, rh, rw } = taps;
     let (rh, rw) = (rh as i64, rw as i64);
     let planes = x.len() / (h * w);
     let mut y = vec![0f32; x.len()];
@@ -70,17 +78,8 @@ fn conv_reflect_at_cpu(
 }
 
 /// The adjoint of `conv_reflect_at_cpu` as a scatter (the GPU gathers).
-#[allow(clippy::too_many_arguments)]
-fn conv_reflect_adj_cpu(
-    y: &[f32],
-    h: usize,
-    w: usize,
-    k: &[f64],
-    kh: usize,
-    kw: usize,
-    rh: usize,
-    rw: usize,
-) -> Vec<f32> {
+fn conv_reflect_adj_cpu(y: &[f32], h: usize, w: usize, taps: CpuTaps<'_>) -> Vec<f32> {
+    let CpuTaps { k, kh, kw, rh, rw } = taps;
     let planes = y.len() / (h * w);
     let mut x = vec![0f64; y.len()];
     for p in 0..planes {
@@ -339,8 +338,15 @@ fn conv_reflect_kernel_dense_and_sparse_match_cpu() {
         let k64: Vec<f64> = k.iter().map(|&v| v as f64).collect();
         let x = randn(&mut r, planes * h * w);
         let y = randn(&mut r, planes * h * w);
-        let want_fwd = conv_reflect_at_cpu(&x, h, w, &k64, kh, kw, rh, rw);
-        let want_adj = conv_reflect_adj_cpu(&y, h, w, &k64, kh, kw, rh, rw);
+        let taps = CpuTaps {
+            k: &k64,
+            kh,
+            kw,
+            rh,
+            rw,
+        };
+        let want_fwd = conv_reflect_at_cpu(&x, h, w, taps);
+        let want_adj = conv_reflect_adj_cpu(&y, h, w, taps);
         let xt = Tensor::from_slice(&gpu, "x", &[planes, h, w], &x).unwrap();
         let yt = Tensor::from_slice(&gpu, "y", &[planes, h, w], &y).unwrap();
         let out = Tensor::zeros(&gpu, "out", &[planes, h, w]).unwrap();
@@ -832,7 +838,14 @@ fn cli_operator_forward_matches_cpu_and_refuses_bad_input() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let xa = TensorFile::open(&out_adj).unwrap().get("y").unwrap();
     let k = dps_gaussian_2d(61, 3.0);
-    let want = conv_reflect_adj_cpu(&x.data, s, s, &k, 61, 61, 30, 30);
+    let taps = CpuTaps {
+        k: &k,
+        kh: 61,
+        kw: 61,
+        rh: 30,
+        rw: 30,
+    };
+    let want = conv_reflect_adj_cpu(&x.data, s, s, taps);
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     assert_close("cli deblur-gaussian adjoint", &xa.data, &want, 1e-5 * scale, 1e-5);
 

@@ -2,10 +2,12 @@
 //! shapes: odd H/W, channel counts that are not multiples of the tiles, batch 2.
 
 mod common;
-use common::conv::{conv_bwd_f64, conv_f64};
+use common::attention::{attention_bwd_f64, attention_f64};
+use common::conv::{conv_bwd_f64, conv_f64, conv_out, Residual};
+use common::groupnorm::{gn_bwd_f64, gn_f64, GnCase};
 use common::*;
 
-use tweedie::tensor::DType;
+use tweedie::tensor::{DType, Tensor};
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionShape, AttentionTiles};
@@ -14,9 +16,10 @@ use tweedie::kernels::groupnorm::{
     group_norm, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape, CHUNK,
 };
 use tweedie::kernels::linear::{linear, LinearShape};
-use tweedie::kernels::resample::{avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x};
+use tweedie::kernels::resample::{
+    avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x, ChannelSlice, Concat, Nchw,
+};
 use tweedie::kernels::timestep::{timestep_embedding, TimestepShape};
-use tweedie::tensor::Tensor;
 use tweedie::unet::graph::timestep_freqs;
 
 fn buf(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
@@ -27,6 +30,22 @@ fn zeros(gpu: &Gpu, n: usize) -> wgpu::Buffer {
     gpu.storage_buffer("test out", (n * 4) as u64).unwrap()
 }
 
+/// Channels [c_off, c_off + c) of a 5-channel [n, 5, hw] tensor (the concat tests).
+fn slice5(n: usize, c: usize, hw: usize, c_off: usize) -> ChannelSlice {
+    ChannelSlice {
+        n,
+        c,
+        hw,
+        c_total: 5,
+        c_off,
+    }
+}
+
+/// The whole f32 buffer as a flat tensor (the launchers that take tensors).
+fn t32(b: &wgpu::Buffer) -> Tensor {
+    Tensor::wrap(b.clone(), &[b.size() as usize / 4])
+}
+
 fn run(gpu: &Gpu, ds: Vec<Dispatch>) {
     let mut p = Plan::new();
     for d in ds {
@@ -35,48 +54,7 @@ fn run(gpu: &Gpu, ds: Vec<Dispatch>) {
     p.run(gpu).unwrap();
 }
 
-fn silu(v: f64) -> f64 {
-    v / (1.0 + (-v).exp())
-}
-
 // ---------------------------------------------------------------- conv2d
-
-#[allow(clippy::too_many_arguments)]
-fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], res: &[f32], res_mode: u32, out_scale: f32) -> Vec<f32> {
-    let (ho, wo) = s.out_hw();
-    let mut y = vec![0f32; s.n * s.cout * ho * wo];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let mut acc = b[co] as f64;
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize];
-                                let wv = w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
-                                acc += xv as f64 * wv as f64;
-                            }
-                        }
-                    }
-                    let o = ((n * s.cout + co) * ho + oy) * wo + ox;
-                    match res_mode {
-                        1 => acc += res[o] as f64,
-                        2 => acc += res[n * s.cout + co] as f64,
-                        _ => {}
-                    }
-                    y[o] = (acc * out_scale as f64) as f32;
-                }
-            }
-        }
-    }
-    y
-}
 
 fn conv_case(gpu: &Gpu, kernel: &ConvKernel, s: Conv2dShape, res_mode: u32, out_scale: f32, seed: u64) {
     let mut r = rng(seed);
@@ -95,7 +73,12 @@ fn conv_case(gpu: &Gpu, kernel: &ConvKernel, s: Conv2dShape, res_mode: u32, out_
         2 => randn(&mut r, s.n * s.cout),
         _ => vec![0.0],
     };
-    let want = conv_ref(&s, &x, &w, &b, &res, res_mode, out_scale);
+    let residual = match res_mode {
+        1 => Residual::Full(&res),
+        2 => Residual::Channel(&res),
+        _ => Residual::None,
+    };
+    let want = conv_out(&s, &f64s(&x), &f64s(&w), &b, residual, out_scale);
     let (xb, ab, rb, yb, dummy) = (
         buf(gpu, &x),
         buf(gpu, &arena),
@@ -187,34 +170,6 @@ fn conv2d_matches_cpu() {
 
 // ---------------------------------------------------------------- groupnorm
 
-#[allow(clippy::too_many_arguments)]
-fn gn_ref(s: &GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32], ss: Option<&[f32]>, silu_on: bool) -> Vec<f32> {
-    let cpg = s.c / s.groups;
-    let len = cpg * s.hw;
-    let mut y = vec![0f32; x.len()];
-    for n in 0..s.n {
-        for g in 0..s.groups {
-            let base = (n * s.c + g * cpg) * s.hw;
-            let xs = &x[base..base + len];
-            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
-            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
-            let rstd = 1.0 / (var + s.eps as f64).sqrt();
-            for i in 0..len {
-                let c = g * cpg + i / s.hw;
-                let mut v = (xs[i] as f64 - mean) * rstd * gamma[c] as f64 + beta[c] as f64;
-                if let Some(e) = ss {
-                    v = v * (1.0 + e[n * 2 * s.c + c] as f64) + e[n * 2 * s.c + s.c + c] as f64;
-                }
-                if silu_on {
-                    v = silu(v);
-                }
-                y[base + i] = v as f32;
-            }
-        }
-    }
-    y
-}
-
 #[test]
 fn group_norm_matches_cpu() {
     let gpu = gpu();
@@ -286,7 +241,14 @@ fn group_norm_matches_cpu() {
         let mut arena = vec![0f32; 3];
         arena.extend(&gamma);
         arena.extend(&beta);
-        let want = gn_ref(&s, &x, &gamma, &beta, with_ss.then_some(&ss[..]), silu_on);
+        let gn = GnCase {
+            s,
+            gamma: f64s(&gamma),
+            beta: f64s(&beta),
+            ss: with_ss.then(|| f64s(&ss)),
+            silu: silu_on,
+        };
+        let want = f32s(&gn_f64(&gn, &f64s(&x)));
         let (xb, ab, sb, yb, stats, dummy) = (
             buf(&gpu, &x),
             buf(&gpu, &arena),
@@ -375,43 +337,6 @@ fn linear_matches_cpu() {
 
 // ---------------------------------------------------------------- attention
 
-fn attention_ref(s: &AttentionShape, qkv: &[f32]) -> Vec<f32> {
-    let c_all = s.heads * s.ch;
-    let mut y = vec![0f32; s.n * c_all * s.t];
-    for n in 0..s.n {
-        for h in 0..s.heads {
-            let base = n * 3 * c_all;
-            let (qc, kc, vc) = if s.split_order {
-                (base + h * s.ch, base + c_all + h * s.ch, base + 2 * c_all + h * s.ch)
-            } else {
-                (
-                    base + 3 * h * s.ch,
-                    base + 3 * h * s.ch + s.ch,
-                    base + 3 * h * s.ch + 2 * s.ch,
-                )
-            };
-            let at = |c: usize, t: usize| qkv[c * s.t + t] as f64;
-            for t in 0..s.t {
-                let scores: Vec<f64> = (0..s.t)
-                    .map(|u| {
-                        (0..s.ch)
-                            .map(|c| at(qc + c, t) * s.scale_q as f64 * at(kc + c, u) * s.scale_k as f64)
-                            .sum()
-                    })
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let e: Vec<f64> = scores.iter().map(|v| (v - m).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for c in 0..s.ch {
-                    let v: f64 = (0..s.t).map(|u| e[u] / z * at(vc + c, u)).sum();
-                    y[(n * c_all + h * s.ch + c) * s.t + t] = v as f32;
-                }
-            }
-        }
-    }
-    y
-}
-
 /// Shapes off every tile: token counts of 1, not a multiple of the 16-row
 /// block or of the 4/8/16-token tiles; head widths of 1, 3, off the 4 lanes
 /// (33), exactly one 64-channel block, and wider heads split into blocks
@@ -464,7 +389,7 @@ fn attention_matches_cpu() {
     for (n, heads, ch, t, split) in ATTENTION_CASES {
         let s = attention_shape(n, heads, ch, t, split);
         let qkv: Vec<f32> = randn(&mut r, n * 3 * heads * ch * t).iter().map(|v| 1.5 * v).collect();
-        let want = attention_ref(&s, &qkv);
+        let want = f32s(&attention_f64(&s, &f64s(&qkv)));
         for tiles in attention_tilings(&gpu, &s) {
             let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
             let d = attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap();
@@ -496,7 +421,7 @@ fn resample_kernels_match_cpu() {
     let yb = zeros(&gpu, up.len());
     run(
         &gpu,
-        vec![upsample_nearest2x(&gpu, DType::F32, n, c, h, w, &xb, &yb).unwrap()],
+        vec![upsample_nearest2x(&gpu, Nchw { n, c, h, w }, &t32(&xb), &t32(&yb)).unwrap()],
     );
     assert_close("upsample", &gpu.read::<f32>(&yb, 0, up.len()).unwrap(), &up, 0.0, 0.0);
 
@@ -511,7 +436,10 @@ fn resample_kernels_match_cpu() {
         }
     }
     let pb = zeros(&gpu, pool.len());
-    run(&gpu, vec![avg_pool2x2(&gpu, DType::F32, n, c, h, w, &xb, &pb).unwrap()]);
+    run(
+        &gpu,
+        vec![avg_pool2x2(&gpu, Nchw { n, c, h, w }, &t32(&xb), &t32(&pb)).unwrap()],
+    );
     assert_close(
         "avg_pool",
         &gpu.read::<f32>(&pb, 0, pool.len()).unwrap(),
@@ -533,8 +461,8 @@ fn resample_kernels_match_cpu() {
     run(
         &gpu,
         vec![
-            copy_channels(&gpu, n, 3, hw, 5, 0, &xb, &cb).unwrap(),
-            copy_channels(&gpu, n, 2, hw, 5, 3, &zb, &cb).unwrap(),
+            copy_channels(&gpu, slice5(n, 3, hw, 0), &t32(&xb), &t32(&cb)).unwrap(),
+            copy_channels(&gpu, slice5(n, 2, hw, 3), &t32(&zb), &t32(&cb)).unwrap(),
         ],
     );
     assert_close("concat", &gpu.read::<f32>(&cb, 0, cat.len()).unwrap(), &cat, 0.0, 0.0);
@@ -542,7 +470,7 @@ fn resample_kernels_match_cpu() {
     let cb1 = zeros(&gpu, cat.len());
     run(
         &gpu,
-        vec![concat_channels(&gpu, DType::F32, n, 3, 2, hw, &xb, &zb, &cb1).unwrap()],
+        vec![concat_channels(&gpu, Concat { n, ca: 3, cb: 2, hw }, &t32(&xb), &t32(&zb), &t32(&cb1)).unwrap()],
     );
     assert_close(
         "concat one dispatch",
@@ -568,7 +496,14 @@ fn split_channels_is_the_concat_adjoint() {
         let (da, db) = (buf(&gpu, &pa), buf(&gpu, &pb));
         run(
             &gpu,
-            vec![split_channels(&gpu, DType::F32, n, ca, cb, hw, &dyb, &da, &db, (acc_a, acc_b)).unwrap()],
+            vec![split_channels(
+                &gpu,
+                Concat { n, ca, cb, hw },
+                &t32(&dyb),
+                (&t32(&da), &t32(&db)),
+                (acc_a, acc_b),
+            )
+            .unwrap()],
         );
         let (mut wa, mut wb) = (vec![0f32; pa.len()], vec![0f32; pb.len()]);
         for i in 0..n {
@@ -651,18 +586,6 @@ use tweedie::kernels::attention::{attention_bwd, attention_bwd_tiled};
 use tweedie::kernels::conv2d::conv2d_bwd_data;
 use tweedie::kernels::groupnorm::{group_norm_bwd, group_norm_bwd_onepass};
 use tweedie::kernels::resample::{avg_pool2x2_bwd, slice_channels, upsample_nearest2x_bwd};
-
-fn f64s(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
-}
-
-fn f32s(v: &[f64]) -> Vec<f32> {
-    v.iter().map(|&x| x as f32).collect()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
 
 /// Central difference of <g, f(x)> along v vs <grad, v>.
 #[track_caller]
@@ -750,79 +673,6 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
             gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
         }
     }
-}
-
-struct GnCase {
-    s: GroupNormShape,
-    gamma: Vec<f64>,
-    beta: Vec<f64>,
-    ss: Option<Vec<f64>>,
-    silu: bool,
-}
-
-fn gn_f64(c: &GnCase, x: &[f64]) -> Vec<f64> {
-    let s = &c.s;
-    let cpg = s.c / s.groups;
-    let len = cpg * s.hw;
-    let mut y = vec![0f64; x.len()];
-    for n in 0..s.n {
-        for g in 0..s.groups {
-            let base = (n * s.c + g * cpg) * s.hw;
-            let xs = &x[base..base + len];
-            let mean = xs.iter().sum::<f64>() / len as f64;
-            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
-            let rstd = 1.0 / (var + s.eps as f64).sqrt();
-            for i in 0..len {
-                let ch = g * cpg + i / s.hw;
-                let mut u = (xs[i] - mean) * rstd * c.gamma[ch] + c.beta[ch];
-                if let Some(e) = &c.ss {
-                    u = u * (1.0 + e[n * 2 * s.c + ch]) + e[n * 2 * s.c + s.c + ch];
-                }
-                y[base + i] = if c.silu { silu(u) } else { u };
-            }
-        }
-    }
-    y
-}
-
-fn gn_bwd_f64(c: &GnCase, x: &[f64], dy: &[f64]) -> Vec<f64> {
-    let s = &c.s;
-    let cpg = s.c / s.groups;
-    let len = cpg * s.hw;
-    let mut dx = vec![0f64; x.len()];
-    for n in 0..s.n {
-        for g in 0..s.groups {
-            let base = (n * s.c + g * cpg) * s.hw;
-            let xs = &x[base..base + len];
-            let mean = xs.iter().sum::<f64>() / len as f64;
-            let var = xs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / len as f64;
-            let rstd = 1.0 / (var + s.eps as f64).sqrt();
-            let mut xhat = vec![0f64; len];
-            let mut dxhat = vec![0f64; len];
-            for i in 0..len {
-                let ch = g * cpg + i / s.hw;
-                xhat[i] = (xs[i] - mean) * rstd;
-                let (mut u, mut gain) = (xhat[i] * c.gamma[ch] + c.beta[ch], c.gamma[ch]);
-                if let Some(e) = &c.ss {
-                    let s1 = 1.0 + e[n * 2 * s.c + ch];
-                    u = u * s1 + e[n * 2 * s.c + s.c + ch];
-                    gain *= s1;
-                }
-                let mut d = dy[base + i];
-                if c.silu {
-                    let sg = 1.0 / (1.0 + (-u).exp());
-                    d *= sg * (1.0 + u * (1.0 - sg));
-                }
-                dxhat[i] = d * gain;
-            }
-            let ma = dxhat.iter().sum::<f64>() / len as f64;
-            let mb = dot(&dxhat, &xhat) / len as f64;
-            for i in 0..len {
-                dx[base + i] = rstd * (dxhat[i] - ma - xhat[i] * mb);
-            }
-        }
-    }
-    dx
 }
 
 #[test]
@@ -967,80 +817,6 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
     }
 }
 
-fn attention_f64(s: &AttentionShape, qkv: &[f64]) -> Vec<f64> {
-    let c_all = s.heads * s.ch;
-    let mut y = vec![0f64; s.n * c_all * s.t];
-    for n in 0..s.n {
-        for h in 0..s.heads {
-            let (qc, kc, vc) = heads_bases(s, n, h);
-            for t in 0..s.t {
-                let p = attention_row(s, qkv, qc, kc, t);
-                for c in 0..s.ch {
-                    y[(n * c_all + h * s.ch + c) * s.t + t] = (0..s.t).map(|u| p[u] * qkv[(vc + c) * s.t + u]).sum();
-                }
-            }
-        }
-    }
-    y
-}
-
-fn heads_bases(s: &AttentionShape, n: usize, h: usize) -> (usize, usize, usize) {
-    let c_all = s.heads * s.ch;
-    let base = n * 3 * c_all;
-    if s.split_order {
-        (base + h * s.ch, base + c_all + h * s.ch, base + 2 * c_all + h * s.ch)
-    } else {
-        (
-            base + 3 * h * s.ch,
-            base + 3 * h * s.ch + s.ch,
-            base + 3 * h * s.ch + 2 * s.ch,
-        )
-    }
-}
-
-fn attention_row(s: &AttentionShape, qkv: &[f64], qc: usize, kc: usize, t: usize) -> Vec<f64> {
-    let (sq, sk) = (s.scale_q as f64, s.scale_k as f64);
-    let sc: Vec<f64> = (0..s.t)
-        .map(|u| {
-            (0..s.ch)
-                .map(|c| sq * qkv[(qc + c) * s.t + t] * sk * qkv[(kc + c) * s.t + u])
-                .sum()
-        })
-        .collect();
-    let m = sc.iter().cloned().fold(f64::MIN, f64::max);
-    let e: Vec<f64> = sc.iter().map(|v| (v - m).exp()).collect();
-    let z: f64 = e.iter().sum();
-    e.iter().map(|v| v / z).collect()
-}
-
-fn attention_bwd_f64(s: &AttentionShape, qkv: &[f64], dy: &[f64]) -> Vec<f64> {
-    let c_all = s.heads * s.ch;
-    let (sq, sk) = (s.scale_q as f64, s.scale_k as f64);
-    let mut d = vec![0f64; qkv.len()];
-    for n in 0..s.n {
-        for h in 0..s.heads {
-            let (qc, kc, vc) = heads_bases(s, n, h);
-            let ob = (n * c_all + h * s.ch) * s.t;
-            for t in 0..s.t {
-                let p = attention_row(s, qkv, qc, kc, t);
-                let dp: Vec<f64> = (0..s.t)
-                    .map(|u| (0..s.ch).map(|c| dy[ob + c * s.t + t] * qkv[(vc + c) * s.t + u]).sum())
-                    .collect();
-                let dd: f64 = (0..s.t).map(|u| p[u] * dp[u]).sum();
-                for u in 0..s.t {
-                    let ds = p[u] * (dp[u] - dd);
-                    for c in 0..s.ch {
-                        d[(qc + c) * s.t + t] += sq * sk * ds * qkv[(kc + c) * s.t + u];
-                        d[(kc + c) * s.t + u] += sq * sk * ds * qkv[(qc + c) * s.t + t];
-                        d[(vc + c) * s.t + u] += p[u] * dy[ob + c * s.t + t];
-                    }
-                }
-            }
-        }
-    }
-    d
-}
-
 #[test]
 fn attention_bwd_matches_cpu_and_finite_differences() {
     let gpu = gpu();
@@ -1163,8 +939,8 @@ fn resample_adjoints_match_cpu() {
         (
             "upsample",
             n * c * 4 * h * w,
-            Box::new(move |a, b| upsample_nearest2x(g, DType::F32, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| upsample_nearest2x(g, Nchw { n, c, h, w }, &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| upsample_nearest2x_bwd(g, Nchw { n, c, h, w }, &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let mut dx = vec![0f64; n * c * h * w];
                 for nc in 0..n * c {
@@ -1180,8 +956,8 @@ fn resample_adjoints_match_cpu() {
         (
             "avg_pool",
             n * c * (h / 2) * (w / 2),
-            Box::new(move |a, b| avg_pool2x2(g, DType::F32, n, c, h, w, a, b).unwrap()),
-            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, DType::F32, n, c, h, w, a, b, acc).unwrap()),
+            Box::new(move |a, b| avg_pool2x2(g, Nchw { n, c, h, w }, &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| avg_pool2x2_bwd(g, Nchw { n, c, h, w }, &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let (ho, wo) = (h / 2, w / 2);
                 let mut dx = vec![0f64; n * c * h * w];
@@ -1201,8 +977,8 @@ fn resample_adjoints_match_cpu() {
         (
             "concat slice",
             n * 5 * h * w,
-            Box::new(move |a, b| copy_channels(g, n, c, h * w, 5, 2, a, b).unwrap()),
-            Box::new(move |a, b, acc| slice_channels(g, n, c, h * w, 5, 2, a, b, acc).unwrap()),
+            Box::new(move |a, b| copy_channels(g, slice5(n, c, h * w, 2), &t32(a), &t32(b)).unwrap()),
+            Box::new(move |a, b, acc| slice_channels(g, slice5(n, c, h * w, 2), &t32(a), &t32(b), acc).unwrap()),
             Box::new(move |dy| {
                 let hw = h * w;
                 let mut dx = vec![0f64; n * c * hw];

@@ -19,7 +19,8 @@ use tweedie::kernels::groupnorm::{
 };
 use tweedie::kernels::linear::{linear, LinearShape};
 use tweedie::kernels::resample::{
-    avg_pool2x2, avg_pool2x2_bwd, concat_channels, split_channels, upsample_nearest2x, upsample_nearest2x_bwd,
+    avg_pool2x2, avg_pool2x2_bwd, concat_channels, split_channels, upsample_nearest2x, upsample_nearest2x_bwd, Concat,
+    Nchw,
 };
 use tweedie::tensor::{DType, Tensor};
 
@@ -42,6 +43,11 @@ fn down(gpu: &Gpu, dtype: DType, b: &wgpu::Buffer, n: usize) -> Vec<f32> {
         DType::F32 => gpu.read::<f32>(b, 0, n).unwrap(),
         DType::F16 => gpu.read::<f16>(b, 0, n).unwrap().iter().map(|x| x.to_f32()).collect(),
     }
+}
+
+/// The whole buffer as a flat `dtype` tensor (the launchers that take tensors).
+fn ten(dtype: DType, b: &wgpu::Buffer) -> Tensor {
+    Tensor::wrap_typed(b.clone(), &[b.size() as usize / dtype.size_bytes()], dtype)
 }
 
 fn f32_zeros(gpu: &Gpu, n: usize) -> wgpu::Buffer {
@@ -406,14 +412,27 @@ fn linear_and_resampling_in_f16() {
     let small = r16(&randn(&mut r, n * c * (h / 2) * (w / 2)));
     let other = r16(&randn(&mut r, n * 2 * h * w));
     let cat = r16(&randn(&mut r, n * (c + 2) * h * w));
+    let nchw = Nchw { n, c, h, w };
+    let concat = Concat {
+        n,
+        ca: c,
+        cb: 2,
+        hw: h * w,
+    };
     compare("upsample", |dt| {
         let (xb, yb) = (up(&gpu, dt, &img), up(&gpu, dt, &vec![0.0; big.len()]));
-        run(&gpu, vec![upsample_nearest2x(&gpu, dt, n, c, h, w, &xb, &yb).unwrap()]);
+        run(
+            &gpu,
+            vec![upsample_nearest2x(&gpu, nchw, &ten(dt, &xb), &ten(dt, &yb)).unwrap()],
+        );
         down(&gpu, dt, &yb, big.len())
     });
     compare("avg_pool", |dt| {
         let (xb, yb) = (up(&gpu, dt, &img), up(&gpu, dt, &vec![0.0; small.len()]));
-        run(&gpu, vec![avg_pool2x2(&gpu, dt, n, c, h, w, &xb, &yb).unwrap()]);
+        run(
+            &gpu,
+            vec![avg_pool2x2(&gpu, nchw, &ten(dt, &xb), &ten(dt, &yb)).unwrap()],
+        );
         down(&gpu, dt, &yb, small.len())
     });
     compare("concat", |dt| {
@@ -424,7 +443,7 @@ fn linear_and_resampling_in_f16() {
         );
         run(
             &gpu,
-            vec![concat_channels(&gpu, dt, n, c, 2, h * w, &a, &b, &y).unwrap()],
+            vec![concat_channels(&gpu, concat, &ten(dt, &a), &ten(dt, &b), &ten(dt, &y)).unwrap()],
         );
         down(&gpu, dt, &y, cat.len())
     });
@@ -433,7 +452,7 @@ fn linear_and_resampling_in_f16() {
             let (gb, dx) = (up(&gpu, dt, &big), up(&gpu, dt, &img));
             run(
                 &gpu,
-                vec![upsample_nearest2x_bwd(&gpu, dt, n, c, h, w, &gb, &dx, acc).unwrap()],
+                vec![upsample_nearest2x_bwd(&gpu, nchw, &ten(dt, &gb), &ten(dt, &dx), acc).unwrap()],
             );
             down(&gpu, dt, &dx, img.len())
         });
@@ -441,7 +460,7 @@ fn linear_and_resampling_in_f16() {
             let (gb, dx) = (up(&gpu, dt, &small), up(&gpu, dt, &img));
             run(
                 &gpu,
-                vec![avg_pool2x2_bwd(&gpu, dt, n, c, h, w, &gb, &dx, acc).unwrap()],
+                vec![avg_pool2x2_bwd(&gpu, nchw, &ten(dt, &gb), &ten(dt, &dx), acc).unwrap()],
             );
             down(&gpu, dt, &dx, img.len())
         });
@@ -449,7 +468,7 @@ fn linear_and_resampling_in_f16() {
             let (gb, da, db) = (up(&gpu, dt, &cat), up(&gpu, dt, &img), up(&gpu, dt, &other));
             run(
                 &gpu,
-                vec![split_channels(&gpu, dt, n, c, 2, h * w, &gb, &da, &db, (acc, !acc)).unwrap()],
+                vec![split_channels(&gpu, concat, &ten(dt, &gb), (&ten(dt, &da), &ten(dt, &db)), (acc, !acc)).unwrap()],
             );
             let mut v = down(&gpu, dt, &da, img.len());
             v.extend(down(&gpu, dt, &db, other.len()));

@@ -10,8 +10,18 @@
 #   torch-<precision>.jsonl    tools/bench_torch.py on the same shapes (when torch imports)
 #   compare-<precision>.txt    tools/bench_compare.py of the two
 #   device.txt                 the adapter list, nvidia-smi
+#   checks.txt                 the cooperative-matrix kernel's checks, run before any timing
+#                              (TWEEDIE_REQUIRE_COOP=1: an adapter without it fails them):
+#                              the orientation canary (a 1x1 convolution by a permutation
+#                              matrix, exact) and 20-run bit identity, from tests/conv_kernels.rs;
+#                              a failure stops the run (--no-checks skips them)
 #
 #   tools/gpu_bench.sh [--bin target/release/tweedie] [--out gpu-bench] [--image-size 256] [--batch 1] [--iters 20] [--no-tune]
+#                      [--checks target/release/deps/conv_kernels-HASH] [--no-checks]
+#
+# --checks names the built test binary (`cargo test --release --test conv_kernels --no-run`
+# prints it); without it the newest target/release/deps/conv_kernels-* is used, or cargo runs
+# the tests.
 set -euo pipefail
 BIN=target/release/tweedie
 OUT=gpu-bench
@@ -20,6 +30,8 @@ BATCH=1
 ITERS=20
 CONFIG=configs/ffhq256-dps
 TUNE=1
+CHECKS=
+RUN_CHECKS=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --bin) BIN=$2; shift 2 ;;
@@ -29,6 +41,8 @@ while [ $# -gt 0 ]; do
         --iters) ITERS=$2; shift 2 ;;
         --config) CONFIG=$2; shift 2 ;;
         --no-tune) TUNE=0; shift ;;
+        --checks) CHECKS=$2; shift 2 ;;
+        --no-checks) RUN_CHECKS=0; shift ;;
         *) echo "gpu_bench.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -41,6 +55,27 @@ export LD_LIBRARY_PATH="$(cd "$(dirname "$BIN")" && pwd)${LD_LIBRARY_PATH:+:$LD_
     "$BIN" info || true
     command -v nvidia-smi > /dev/null && nvidia-smi || true
 } > "$OUT/device.txt" 2>&1
+# The cooperative-matrix kernel must run here, and run right, before it is timed.
+export TWEEDIE_REQUIRE_COOP=1
+COOP_CHECKS=(coop_orientation_canary coop_runs_are_bit_identical)
+if [ "$RUN_CHECKS" = 1 ]; then
+    if [ -z "$CHECKS" ]; then
+        CHECKS=$(ls -t target/release/deps/conv_kernels-* 2> /dev/null | grep -v '\.d$' | head -1 || true)
+    fi
+    if [ -n "$CHECKS" ]; then
+        CHECK_CMD=("$CHECKS" --exact "${COOP_CHECKS[@]}")
+    elif command -v cargo > /dev/null; then
+        CHECK_CMD=(cargo test --release --test conv_kernels -- --exact "${COOP_CHECKS[@]}")
+    else
+        echo "gpu_bench.sh: no conv_kernels test binary (--checks) and no cargo to build one; --no-checks skips the checks" >&2
+        exit 2
+    fi
+    if ! timeout 300 "${CHECK_CMD[@]}" > "$OUT/checks.txt" 2>&1; then
+        echo "cooperative-matrix checks failed (see $OUT/checks.txt): $(grep -m1 -A1 -E 'panicked|error' "$OUT/checks.txt" | tr '\n' ' ' || tail -1 "$OUT/checks.txt")" >&2
+        exit 1
+    fi
+    grep -E '^test result' "$OUT/checks.txt" || true
+fi
 TORCH_DEV=cpu
 if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2> /dev/null; then
     TORCH_DEV=cuda

@@ -22,7 +22,7 @@
 //! binds `d_eps`). Access is `uniform`, `read` or `read_write`; the element
 //! type of a storage binding is `T` (the instance's dtype, see
 //! [`Shader::typed`](super::Shader::typed)), `f32`, `u32`, `i32` or `any`
-//! (structs, atomics). A field takes anything [`Bindable`]: a [`Tensor`]
+//! (structs, atomics). A field takes anything [`Bindable`]: a [`Tensor`](crate::tensor::Tensor)
 //! (its dtype is checked against the slot) or a raw `wgpu::Buffer`
 //! (uniforms, indirect args, scalars).
 //!
@@ -32,8 +32,7 @@
 //! its structs' [`KernelSig`]s in a `pub const BINDINGS`, and the layout test
 //! also checks that every entry point of every shader is covered.
 
-use crate::gpu::{GpuError, Shader};
-use crate::tensor::{DType, Tensor};
+use crate::gpu::{DType, GpuError, Shader};
 
 /// How a kernel uses a binding (the WGSL address space and access mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -96,18 +95,6 @@ pub trait Bindable {
     /// The bytes a kernel may touch (a tensor's elements; a buffer's size).
     fn bytes(&self) -> u64 {
         self.buffer().size()
-    }
-}
-
-impl Bindable for Tensor {
-    fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
-    }
-    fn dtype(&self) -> Option<DType> {
-        Some(self.dtype)
-    }
-    fn bytes(&self) -> u64 {
-        self.size_bytes() as u64
     }
 }
 

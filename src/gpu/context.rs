@@ -4,8 +4,8 @@ use std::sync::{Arc, Mutex};
 
 use super::bindings::{KernelSig, Slot};
 use super::shaders::Shader;
+use super::DType;
 use super::GpuError;
-use crate::tensor::DType;
 
 /// Key of the pipeline cache: one compiled pipeline per (shader, entry point,
 /// override constants). Override values are keyed by their bit patterns.
@@ -20,6 +20,9 @@ struct PipelineKey {
     layout: Option<Vec<Slot>>,
 }
 
+/// Shader modules by (instance name, dtype), each with its source's length.
+type ModuleCache = HashMap<(&'static str, DType), (usize, wgpu::ShaderModule)>;
+
 /// A GPU context: adapter facts, device, queue, and the caches every kernel
 /// launch goes through. Cheap to share behind an `Arc`.
 pub struct Gpu {
@@ -31,7 +34,11 @@ pub struct Gpu {
     /// The cooperative-matrix configurations the adapter reports (empty
     /// without the experimental feature).
     pub cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
-    modules: Mutex<HashMap<(&'static str, DType), wgpu::ShaderModule>>,
+    /// One module per instance: its name (a variant's names the variant,
+    /// `conv2d_coop[emulated]`) and dtype; the value keeps the length of the
+    /// source it was built from, so that two sources under one name are an
+    /// error rather than a silently shared module.
+    modules: Mutex<ModuleCache>,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// Errors no scope caught (they would abort the process with wgpu's default
     /// handler); surfaced as `Err` at the next [`Gpu::sync`].
@@ -77,8 +84,8 @@ pub struct AdapterReport {
     pub shader_f16: bool,
     pub subgroups: bool,
     pub timestamp_query: bool,
-    /// Whether the cooperative-matrix (tensor-core) convolution can run here,
-    /// and if not, why.
+    /// Whether the device multiplies 16x16x16 f16 tiles into f32 with
+    /// cooperative matrices (tensor cores), and if not, why.
     pub cooperative_matrix: String,
 }
 
@@ -259,7 +266,7 @@ impl Gpu {
             shader_f16: self.features.contains(wgpu::Features::SHADER_F16),
             subgroups: self.features.contains(wgpu::Features::SUBGROUP),
             timestamp_query: self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            cooperative_matrix: match crate::kernels::conv_coop::unsupported(self) {
+            cooperative_matrix: match self.f16_cooperative_matrix_missing() {
                 None => "yes".into(),
                 Some(why) => format!("no: {why}"),
             },
@@ -339,7 +346,13 @@ impl Gpu {
 
     fn module(&self, shader: &Shader) -> Result<wgpu::ShaderModule, GpuError> {
         let key = (shader.name, shader.dtype);
-        if let Some(m) = self.modules.lock().unwrap().get(&key) {
+        if let Some((len, m)) = self.modules.lock().unwrap().get(&key) {
+            if *len != shader.source.len() {
+                return Err(GpuError::Other(format!(
+                    "two different WGSL sources are both named {}",
+                    shader.name
+                )));
+            }
             return Ok(m.clone());
         }
         if shader.dtype == DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
@@ -354,7 +367,15 @@ impl Gpu {
                 source: wgpu::ShaderSource::Wgsl(shader.wgsl()),
             })
         })?;
-        Ok(self.modules.lock().unwrap().entry(key).or_insert(module).clone())
+        let len = shader.source.len();
+        Ok(self
+            .modules
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_insert((len, module))
+            .1
+            .clone())
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a
@@ -390,8 +411,8 @@ impl Gpu {
 
     /// Refuses `dtype` storage where the adapter cannot run it (f16 needs
     /// `shader-f16`), in one line naming the adapter.
-    pub fn require_dtype(&self, dtype: crate::tensor::DType) -> Result<(), GpuError> {
-        if dtype == crate::tensor::DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
+    pub fn require_dtype(&self, dtype: DType) -> Result<(), GpuError> {
+        if dtype == DType::F16 && !self.features.contains(wgpu::Features::SHADER_F16) {
             return Err(GpuError::Other(format!(
                 "precision f16 needs the adapter's shader-f16 feature, which {} does not have (use --precision f32)",
                 self.info.name

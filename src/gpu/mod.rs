@@ -5,14 +5,18 @@
 pub mod bindings;
 mod context;
 mod dispatch;
+mod dtype;
 mod error;
+mod hardware;
 mod shaders;
 mod timing;
 
 pub use bindings::{Access, Bindable, Bindings, Elem, KernelSig, Slot};
 pub use context::{AdapterReport, Allocated, Gpu};
 pub use dispatch::{dispatch_groups, Dispatch, Plan};
+pub use dtype::DType;
 pub use error::GpuError;
+pub use hardware::{multiprocessors, peak_for, Peak, PEAKS};
 pub use shaders::*;
 pub use timing::{gpu_times, time_plan};
 

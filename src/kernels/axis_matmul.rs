@@ -2,7 +2,8 @@
 //! axis of [planes, H, W] tensors (SR resampling, Kronecker SVD factors).
 
 use super::PlaneShape;
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, AXIS_MATMUL, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, AXIS_MATMUL, WG1D};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -30,6 +31,19 @@ impl AxisParams {
         }
     }
 }
+
+bindings! {
+    /// `axis_matmul`: `m` holds the matrix ([`AxisMatrix::buffer`]).
+    pub struct AxisMatmul for AXIS_MATMUL: ["axis_matmul"] {
+        p: uniform,
+        m: read f32,
+        src: read f32,
+        dst: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[AxisMatmul::SIG];
 
 /// Which image axis a matrix acts on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,12 +118,16 @@ pub fn axis_matmul(
     }
     let params = AxisParams::new(outer, (k, q), inner, transpose);
     let ubuf = gpu.uniform("axis_matmul params", &params);
-    Dispatch::new(
+    Dispatch::typed(
         gpu,
-        &AXIS_MATMUL,
         "axis_matmul",
         &[],
-        &[&ubuf, &m.buffer, &src.buffer, &dst.buffer],
+        &AxisMatmul {
+            p: &ubuf,
+            m: &m.buffer,
+            src,
+            dst,
+        },
         dispatch_groups(outer * q * inner, WG1D),
     )
 }

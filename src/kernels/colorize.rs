@@ -1,7 +1,8 @@
 //! `shaders/colorize.wgsl`: scaled channel sum [N, C, HW] -> [N, 1, HW] and
 //! its transpose (broadcast back over channels).
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, COLORIZE, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, COLORIZE, WG1D};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -12,6 +13,18 @@ pub struct ColorizeParams {
     pub channels: u32,
     pub scale: f32,
 }
+
+bindings! {
+    /// `gray_fwd` (channel sum) and `gray_adj` (broadcast back).
+    pub struct Gray for COLORIZE: ["gray_fwd", "gray_adj"] {
+        p: uniform,
+        src: read f32,
+        dst: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Gray::SIG];
 
 /// `batch` images of `channels` colour planes of `hw` pixels each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,12 +71,11 @@ pub fn gray(
     let params = ColorizeParams::new(shape, scale);
     let ubuf = gpu.uniform("colorize params", &params);
     let entry = if transpose { "gray_adj" } else { "gray_fwd" };
-    Dispatch::new(
+    Dispatch::typed(
         gpu,
-        &COLORIZE,
         entry,
         &[],
-        &[&ubuf, &src.buffer, &dst.buffer],
+        &Gray { p: &ubuf, src, dst },
         dispatch_groups(n_dst, WG1D),
     )
 }

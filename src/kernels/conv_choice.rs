@@ -9,7 +9,7 @@
 //!   GEMM by more than 30%, else 32 x 32; no split-K (a CPU has few cores
 //!   to fill, and fewer, larger workgroups run faster there).
 //! - GPUs: the largest family that gives at least two waves of workgroups
-//!   over the GPU's multiprocessors (the [`crate::bench::PEAKS`] table, or 64
+//!   over the GPU's multiprocessors (the [`crate::gpu::PEAKS`] table, or 64
 //!   for an unknown discrete GPU) without that padding; else 32 x 32 tiles,
 //!   split along K until the layer fills the GPU (at least 4 slices of K per
 //!   split, at most 16 splits).
@@ -29,6 +29,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::gpu::multiprocessors;
 use crate::gpu::Gpu;
 use crate::kernels::conv2d::{Conv2dShape, ConvKernel, ConvTiles};
 use crate::kernels::conv_coop;
@@ -70,17 +71,6 @@ pub fn choose(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> ConvK
         return k;
     }
     heuristic(gpu, pass, s, dtype)
-}
-
-/// Multiprocessors to fill on this adapter; `None` for a CPU adapter.
-pub fn multiprocessors(gpu: &Gpu) -> Option<u32> {
-    match gpu.info.device_type {
-        wgpu::DeviceType::Cpu => None,
-        t => Some(
-            crate::bench::peak_for(&gpu.info.name)
-                .map_or(if t == wgpu::DeviceType::DiscreteGpu { 64 } else { 16 }, |p| p.sms),
-        ),
-    }
 }
 
 /// What the heuristic needs to know of an adapter.

@@ -4,8 +4,14 @@
 //! SIMT kernel's ([`crate::kernels::conv2d`]); only the GEMM dispatch
 //! differs. Chosen by [`crate::kernels::conv_choice`] only where the adapter
 //! reports the configuration ([`supported`]).
+//!
+//! The kernel file has a second instance, `emulated`, in which the fragment
+//! operations are plain loops ([`emulated`] launches it), so that the
+//! kernel's own indexing runs where cooperative matrices do not (lavapipe).
 
-use crate::gpu::{Dispatch, Gpu, GpuError, CONV2D_COOP};
+use std::cell::Cell;
+
+use crate::gpu::{Dispatch, Gpu, GpuError, Shader, CONV2D_COOP};
 use crate::kernels::conv2d::{splitk_fixup, Conv2dShape};
 use crate::tensor::DType;
 
@@ -21,37 +27,68 @@ pub const SUBGROUP: u32 = 32;
 /// f32 output tile.
 pub const WORKGROUP_BYTES: u32 = (1536 + 1152) * 2 + 4096 * 4;
 
+thread_local! {
+    static EMULATED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread's cooperative-matrix launches built from the
+/// kernel's `emulated` instance, on any adapter with shader-f16 and the
+/// workgroup memory: the tests of the kernel's indexing where the hardware
+/// path cannot run. Scoped to the thread, so parallel tests do not see it.
+pub fn emulated<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            EMULATED.with(|e| e.set(self.0));
+        }
+    }
+    let _restore = Restore(EMULATED.with(|e| e.replace(true)));
+    f()
+}
+
+/// The kernel instance launches on this thread use.
+fn shader(dtype: DType) -> Shader {
+    if EMULATED.with(|e| e.get()) {
+        CONV2D_COOP.variant("emulated").typed(dtype)
+    } else {
+        CONV2D_COOP.typed(dtype)
+    }
+}
+
 /// Why the cooperative path cannot run on this adapter, or `None` when it can:
 /// the feature, a 16x16x16 f16 x f16 -> f32 configuration, shader-f16,
-/// subgroups of exactly 32 and the workgroup memory.
+/// subgroups (the kernel's fragments follow the subgroup ids) of exactly 32
+/// and the workgroup memory.
 pub fn unsupported(gpu: &Gpu) -> Option<String> {
-    if !gpu.features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-        return Some("the adapter does not expose wgpu's experimental cooperative-matrix feature".into());
+    if let Some(why) = gpu.f16_cooperative_matrix_missing() {
+        return Some(why);
     }
-    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
-        return Some("the adapter has no shader-f16".into());
-    }
-    let found = gpu.cooperative_matrix.iter().any(|c| {
-        use wgpu::CooperativeScalarType as S;
-        (c.m_size, c.n_size, c.k_size) == (16, 16, 16) && c.ab_type == S::F16 && c.cr_type == S::F32
-    });
-    if !found {
-        return Some(format!(
-            "no 16x16x16 f16 -> f32 configuration among {:?}",
-            gpu.cooperative_matrix
-        ));
+    if !gpu.features.contains(wgpu::Features::SUBGROUP) {
+        return Some("the adapter has no subgroup builtins".into());
     }
     let (lo, hi) = (gpu.info.subgroup_min_size, gpu.info.subgroup_max_size);
     if (lo, hi) != (SUBGROUP, SUBGROUP) {
         return Some(format!("subgroups of {lo}..{hi} invocations, not exactly {SUBGROUP}"));
     }
-    if gpu.limits.max_compute_workgroup_storage_size < WORKGROUP_BYTES {
-        return Some(format!(
+    workgroup_memory(gpu)
+}
+
+fn workgroup_memory(gpu: &Gpu) -> Option<String> {
+    (gpu.limits.max_compute_workgroup_storage_size < WORKGROUP_BYTES).then(|| {
+        format!(
             "{} bytes of workgroup memory, the kernel needs {WORKGROUP_BYTES}",
             gpu.limits.max_compute_workgroup_storage_size
-        ));
+        )
+    })
+}
+
+/// Why the emulated instance cannot run here: it needs shader-f16 and the
+/// kernel's workgroup memory, nothing else.
+pub fn emulation_unsupported(gpu: &Gpu) -> Option<String> {
+    if !gpu.features.contains(wgpu::Features::SHADER_F16) {
+        return Some("the adapter has no shader-f16".into());
     }
-    None
+    workgroup_memory(gpu)
 }
 
 pub fn supported(gpu: &Gpu) -> bool {
@@ -59,7 +96,12 @@ pub fn supported(gpu: &Gpu) -> bool {
 }
 
 fn check(gpu: &Gpu) -> Result<(), GpuError> {
-    match unsupported(gpu) {
+    let why = if EMULATED.with(|e| e.get()) {
+        emulation_unsupported(gpu)
+    } else {
+        unsupported(gpu)
+    };
+    match why {
         None => Ok(()),
         Some(why) => Err(GpuError::Other(format!("cooperative-matrix convolution: {why}"))),
     }
@@ -86,7 +128,7 @@ pub(crate) fn forward(
     let groups = [(pixels as u32).div_ceil(TN), (s.cout as u32).div_ceil(TM), splits];
     let gemm = Dispatch::new(
         gpu,
-        &CONV2D_COOP.typed(dtype),
+        &shader(dtype),
         "conv2d_coop",
         &[],
         &[u, x, w, b, res, y, part.unwrap_or(y)],
@@ -123,7 +165,7 @@ pub(crate) fn backward_data(
     let groups = [(pixels as u32).div_ceil(TN), (s.cin as u32).div_ceil(TM), splits];
     let gemm = Dispatch::new(
         gpu,
-        &CONV2D_COOP.typed(dtype),
+        &shader(dtype),
         "conv2d_coop_bwd_data",
         &[],
         &[u, dy, w, dx, part.unwrap_or(dx)],

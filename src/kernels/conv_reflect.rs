@@ -2,7 +2,8 @@
 //! boundary (torch `ReflectionPad2d` + `conv2d`) and its exact adjoint.
 
 use super::PlaneShape;
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV_REFLECT, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, CONV_REFLECT, WG1D};
 use crate::tensor::Tensor;
 
 #[repr(C)]
@@ -33,6 +34,20 @@ impl ConvParams {
         }
     }
 }
+
+bindings! {
+    /// The dense and sparse correlations and their adjoints: `k` holds the
+    /// taps ([`ConvTaps::buffer`]).
+    pub struct ConvReflect for CONV_REFLECT: ["conv_fwd", "conv_adj", "conv_sparse_fwd", "conv_sparse_adj"] {
+        p: uniform,
+        k: read f32,
+        src: read f32,
+        dst: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[ConvReflect::SIG];
 
 /// Taps on the GPU for a `kh x kw` kernel whose tap (`rh`, `rw`) sits on the
 /// output pixel: all of them (dense), or only the nonzero ones as
@@ -137,12 +152,16 @@ pub fn conv_reflect(
         (true, false) => "conv_sparse_fwd",
         (true, true) => "conv_sparse_adj",
     };
-    Dispatch::new(
+    Dispatch::typed(
         gpu,
-        &CONV_REFLECT,
         entry,
         &[],
-        &[&ubuf, &taps.buffer, &src.buffer, &dst.buffer],
+        &ConvReflect {
+            p: &ubuf,
+            k: &taps.buffer,
+            src,
+            dst,
+        },
         dispatch_groups(n, WG1D),
     )
 }

@@ -24,7 +24,11 @@ use crate::gpu::KernelSig;
 /// module's `BINDINGS`), for `tests/bindings.rs`.
 pub fn bindings() -> Vec<KernelSig> {
     [
+        axis_matmul::BINDINGS,
+        colorize::BINDINGS,
+        conv_reflect::BINDINGS,
         mask::BINDINGS,
+        resample::BINDINGS,
         elementwise::BINDINGS,
         reduce::BINDINGS,
         random::BINDINGS,

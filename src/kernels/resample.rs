@@ -1,8 +1,9 @@
 //! `shaders/resample.wgsl`: nearest x2 upsampling, 2x2 average pooling, and
 //! copies into channel slices (skip-connection concat).
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, RESAMPLE};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, RESAMPLE};
+use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,6 +36,11 @@ pub struct Nchw {
 impl Nchw {
     pub fn numel(&self) -> usize {
         self.n * self.c * self.h * self.w
+    }
+
+    /// Elements of the same batch with each side scaled by `num / den` (floor).
+    fn scaled(&self, num: usize, den: usize) -> usize {
+        self.n * self.c * (self.h * num / den) * (self.w * num / den)
     }
 }
 
@@ -95,263 +101,218 @@ impl ResampleParams {
     }
 }
 
+bindings! {
+    /// The one-input kernels: `dst` from `x` (forward: x -> y; adjoint: dy
+    /// in `x`, dx in `y`).
+    pub struct Resample for RESAMPLE: [
+        "upsample_nearest2x",
+        "avg_pool2x2",
+        "copy_channels",
+        "upsample_nearest2x_bwd",
+        "avg_pool2x2_bwd",
+        "slice_channels",
+    ] {
+        p: uniform,
+        x: read T,
+        y: read_write T,
+    }
+
+    /// `concat_channels`: y3 = cat([x, x2], channels).
+    pub struct ConcatChannels for RESAMPLE: ["concat_channels"] {
+        p: uniform,
+        x: read T,
+        x2: read T,
+        y3: read_write T,
+    }
+
+    /// `split_channels`: y (+)= x[:, :c_off], y3 (+)= x[:, c_off:].
+    pub struct SplitChannels for RESAMPLE: ["split_channels"] {
+        p: uniform,
+        x: read T,
+        y: read_write T,
+        y3: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Resample::SIG, ConcatChannels::SIG, SplitChannels::SIG];
+
+/// A skip-connection concat: a [n, ca, hw] and b [n, cb, hw] side by side
+/// along channels in y [n, ca + cb, hw].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Concat {
+    pub n: usize,
+    pub ca: usize,
+    pub cb: usize,
+    pub hw: usize,
+}
+
+impl Concat {
+    fn numel(&self) -> usize {
+        self.n * (self.ca + self.cb) * self.hw
+    }
+
+    /// Params of the concat and its adjoint (`accumulate`: bit 0 for a, bit 1 for b).
+    fn params(&self, accumulate: u32) -> ResampleParams {
+        ResampleParams {
+            accumulate,
+            ..ResampleParams::channels(
+                ChannelSlice {
+                    n: self.n,
+                    c: self.ca + self.cb,
+                    hw: self.hw,
+                    c_total: self.ca + self.cb,
+                    c_off: self.ca,
+                },
+                false,
+            )
+        }
+    }
+}
+
+/// Refuses a tensor with fewer elements than the kernel touches through it
+/// (the buffer of an arena slot may be larger than the tensor; not smaller).
+fn check_len(what: &str, t: &Tensor, numel: usize) -> Result<(), GpuError> {
+    if t.numel() < numel {
+        return Err(GpuError::Shape {
+            what: what.to_string(),
+            expected: vec![numel],
+            got: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// One of the one-input kernels ([`Resample`]) over `threads` threads, `x`
+/// holding `nx` elements and `y` `ny`.
 fn dispatch(
     gpu: &Gpu,
-    dtype: DType,
     entry: &str,
     params: &ResampleParams,
     threads: usize,
-    src: &wgpu::Buffer,
-    dst: &wgpu::Buffer,
+    (x, nx): (&Tensor, usize),
+    (y, ny): (&Tensor, usize),
 ) -> Result<Dispatch, GpuError> {
+    check_len(&format!("{entry} input"), x, nx)?;
+    check_len(&format!("{entry} output"), y, ny)?;
     let u = gpu.uniform(&format!("{entry} params"), params);
-    Dispatch::new(
+    Dispatch::typed(
         gpu,
-        &RESAMPLE.typed(dtype),
         entry,
         &[("WG", WG as f64)],
-        &[&u, src, dst],
+        &Resample { p: &u, x, y },
         dispatch_groups(threads, WG),
     )
 }
 
 /// x [n, c, h, w] -> y [n, c, 2h, 2w].
-#[allow(clippy::too_many_arguments)]
-pub fn upsample_nearest2x(
-    gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    let s = Nchw { n, c, h, w };
-    dispatch(
-        gpu,
-        dtype,
-        "upsample_nearest2x",
-        &ResampleParams::upsample2x(s, false),
-        4 * s.numel(),
-        x,
-        y,
-    )
+pub fn upsample_nearest2x(gpu: &Gpu, s: Nchw, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    let params = ResampleParams::upsample2x(s, false);
+    let big = s.scaled(2, 1);
+    dispatch(gpu, "upsample_nearest2x", &params, big, (x, s.numel()), (y, big))
 }
 
 /// x [n, c, h, w] -> y [n, c, h/2, w/2] (floor).
-#[allow(clippy::too_many_arguments)]
-pub fn avg_pool2x2(
-    gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    let s = Nchw { n, c, h, w };
-    let threads = n * c * (h / 2) * (w / 2);
-    dispatch(
-        gpu,
-        dtype,
-        "avg_pool2x2",
-        &ResampleParams::avg_pool2x2(s, false),
-        threads,
-        x,
-        y,
-    )
-}
-
-/// x [n, c, hw] -> channels [c_off, c_off + c) of y [n, c_total, hw].
-#[allow(clippy::too_many_arguments)]
-pub fn copy_channels(
-    gpu: &Gpu,
-    n: usize,
-    c: usize,
-    hw: usize,
-    c_total: usize,
-    c_off: usize,
-    x: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    copy_into(
-        gpu,
-        ChannelSlice {
-            n,
-            c,
-            hw,
-            c_total,
-            c_off,
-        },
-        x,
-        y,
-    )
+pub fn avg_pool2x2(gpu: &Gpu, s: Nchw, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    let params = ResampleParams::avg_pool2x2(s, false);
+    let small = s.scaled(1, 2);
+    dispatch(gpu, "avg_pool2x2", &params, small, (x, s.numel()), (y, small))
 }
 
 /// Adjoint of [`upsample_nearest2x`]: dx [n, c, h, w] (+)= 2x2 block sums of dy [n, c, 2h, 2w].
-#[allow(clippy::too_many_arguments)]
 pub fn upsample_nearest2x_bwd(
     gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
+    s: Nchw,
+    dy: &Tensor,
+    dx: &Tensor,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
-    let s = Nchw { n, c, h, w };
     let params = ResampleParams::upsample2x(s, accumulate);
-    dispatch(gpu, dtype, "upsample_nearest2x_bwd", &params, s.numel(), dy, dx)
+    let n = s.numel();
+    dispatch(gpu, "upsample_nearest2x_bwd", &params, n, (dy, s.scaled(2, 1)), (dx, n))
 }
 
 /// Adjoint of [`avg_pool2x2`]: dx [n, c, h, w] (+)= dy [n, c, h/2, w/2] / 4 spread over each block.
-#[allow(clippy::too_many_arguments)]
-pub fn avg_pool2x2_bwd(
-    gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    accumulate: bool,
-) -> Result<Dispatch, GpuError> {
-    let s = Nchw { n, c, h, w };
+pub fn avg_pool2x2_bwd(gpu: &Gpu, s: Nchw, dy: &Tensor, dx: &Tensor, accumulate: bool) -> Result<Dispatch, GpuError> {
     let params = ResampleParams::avg_pool2x2(s, accumulate);
-    dispatch(gpu, dtype, "avg_pool2x2_bwd", &params, s.numel(), dy, dx)
+    let n = s.numel();
+    dispatch(gpu, "avg_pool2x2_bwd", &params, n, (dy, s.scaled(1, 2)), (dx, n))
+}
+
+/// x [n, c, hw] -> channels [c_off, c_off + c) of y [n, c_total, hw].
+pub fn copy_channels(gpu: &Gpu, s: ChannelSlice, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    s.check();
+    let n = s.n * s.c * s.hw;
+    let total = s.n * s.c_total * s.hw;
+    dispatch(
+        gpu,
+        "copy_channels",
+        &ResampleParams::channels(s, false),
+        n,
+        (x, n),
+        (y, total),
+    )
 }
 
 /// Adjoint of [`copy_channels`]: dx [n, c, hw] (+)= channels [c_off, c_off + c) of dy [n, c_total, hw].
-#[allow(clippy::too_many_arguments)]
 pub fn slice_channels(
     gpu: &Gpu,
-    n: usize,
-    c: usize,
-    hw: usize,
-    c_total: usize,
-    c_off: usize,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    accumulate: bool,
-) -> Result<Dispatch, GpuError> {
-    slice_from(
-        gpu,
-        ChannelSlice {
-            n,
-            c,
-            hw,
-            c_total,
-            c_off,
-        },
-        dy,
-        dx,
-        accumulate,
-    )
-}
-
-/// [`copy_channels`] for a [`ChannelSlice`].
-pub fn copy_into(gpu: &Gpu, s: ChannelSlice, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch, GpuError> {
-    s.check();
-    dispatch(
-        gpu,
-        DType::F32,
-        "copy_channels",
-        &ResampleParams::channels(s, false),
-        s.n * s.c * s.hw,
-        x,
-        y,
-    )
-}
-
-/// [`slice_channels`] for a [`ChannelSlice`].
-pub fn slice_from(
-    gpu: &Gpu,
     s: ChannelSlice,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
+    dy: &Tensor,
+    dx: &Tensor,
     accumulate: bool,
 ) -> Result<Dispatch, GpuError> {
     s.check();
-    dispatch(
-        gpu,
-        DType::F32,
-        "slice_channels",
-        &ResampleParams::channels(s, accumulate),
-        s.n * s.c * s.hw,
-        dy,
-        dx,
-    )
-}
-
-/// Params of the one-dispatch concat and its adjoint: a [n, ca, hw], b [n, cb, hw].
-fn concat_params(n: usize, ca: usize, cb: usize, hw: usize, accumulate: u32) -> ResampleParams {
-    ResampleParams {
-        accumulate,
-        ..ResampleParams::channels(
-            ChannelSlice {
-                n,
-                c: ca + cb,
-                hw,
-                c_total: ca + cb,
-                c_off: ca,
-            },
-            false,
-        )
-    }
+    let n = s.n * s.c * s.hw;
+    let total = s.n * s.c_total * s.hw;
+    let params = ResampleParams::channels(s, accumulate);
+    dispatch(gpu, "slice_channels", &params, n, (dy, total), (dx, n))
 }
 
 /// y [n, ca + cb, hw] = cat([a [n, ca, hw], b [n, cb, hw]], channels), one dispatch.
-#[allow(clippy::too_many_arguments)]
-pub fn concat_channels(
-    gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    ca: usize,
-    cb: usize,
-    hw: usize,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    let u = gpu.uniform("concat_channels params", &concat_params(n, ca, cb, hw, 0));
-    Dispatch::new(
+pub fn concat_channels(gpu: &Gpu, s: Concat, a: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    check_len("concat_channels a", a, s.n * s.ca * s.hw)?;
+    check_len("concat_channels b", b, s.n * s.cb * s.hw)?;
+    check_len("concat_channels output", y, s.numel())?;
+    let u = gpu.uniform("concat_channels params", &s.params(0));
+    Dispatch::typed(
         gpu,
-        &RESAMPLE.typed(dtype),
         "concat_channels",
         &[("WG", WG as f64)],
-        &[&u, a, b, y],
-        dispatch_groups(n * (ca + cb) * hw, WG),
+        &ConcatChannels {
+            p: &u,
+            x: a,
+            x2: b,
+            y3: y,
+        },
+        dispatch_groups(s.numel(), WG),
     )
 }
 
 /// Adjoint of [`concat_channels`], one dispatch: da (+)= dy[:, :ca], db (+)=
 /// dy[:, ca:], each adding into its target or overwriting it as its flag says.
-#[allow(clippy::too_many_arguments)]
 pub fn split_channels(
     gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    ca: usize,
-    cb: usize,
-    hw: usize,
-    dy: &wgpu::Buffer,
-    da: &wgpu::Buffer,
-    db: &wgpu::Buffer,
+    s: Concat,
+    dy: &Tensor,
+    (da, db): (&Tensor, &Tensor),
     (acc_a, acc_b): (bool, bool),
 ) -> Result<Dispatch, GpuError> {
+    check_len("split_channels input", dy, s.numel())?;
+    check_len("split_channels da", da, s.n * s.ca * s.hw)?;
+    check_len("split_channels db", db, s.n * s.cb * s.hw)?;
     let acc = acc_a as u32 | (acc_b as u32) << 1;
-    let u = gpu.uniform("split_channels params", &concat_params(n, ca, cb, hw, acc));
-    Dispatch::new(
+    let u = gpu.uniform("split_channels params", &s.params(acc));
+    Dispatch::typed(
         gpu,
-        &RESAMPLE.typed(dtype),
         "split_channels",
         &[("WG", WG as f64)],
-        &[&u, dy, da, db],
-        dispatch_groups(n * (ca + cb) * hw, WG),
+        &SplitChannels {
+            p: &u,
+            x: dy,
+            y: da,
+            y3: db,
+        },
+        dispatch_groups(s.numel(), WG),
     )
 }

@@ -8,7 +8,8 @@
 
 use std::path::Path;
 
-use crate::gpu::{dispatch_groups, Dispatch, GpuError, Plan, DENSE, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, DENSE, WG1D};
 use crate::io::TensorFile;
 use crate::operators::{batch_of, Operator, OperatorError, SvdForm};
 use crate::tensor::{HostTensor, Tensor};
@@ -25,6 +26,19 @@ pub struct DenseParams {
     pub batch: u32,
     pub _pad: u32,
 }
+
+bindings! {
+    /// `dense_fwd` (M x) and `dense_adj` (M^T y): `mat` holds M ([`GpuMatrix`]).
+    pub struct DenseApply for DENSE: ["dense_fwd", "dense_adj"] {
+        p: uniform,
+        mat: read f32,
+        src: read f32,
+        dst: read_write f32,
+    }
+}
+
+/// The binding signatures of the kernels this module launches (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[DenseApply::SIG];
 
 /// A matrix on the GPU, applied to batches as M x (`dense_fwd`) or M^T y (`dense_adj`).
 struct GpuMatrix {
@@ -69,12 +83,16 @@ impl GpuMatrix {
         );
         let entry = if transpose { "dense_adj" } else { "dense_fwd" };
         let mut plan = Plan::new();
-        plan.push(Dispatch::new(
+        plan.push(Dispatch::typed(
             gpu,
-            &DENSE,
             entry,
             &[],
-            &[&params, &self.buffer, &src.buffer, &dst.buffer],
+            &DenseApply {
+                p: &params,
+                mat: &self.buffer,
+                src,
+                dst,
+            },
             dispatch_groups(batch * n_out, WG1D),
         )?);
         Ok(plan)

@@ -100,7 +100,7 @@ impl Operator for SpectralRows<'_> {
 /// Every binding signature of the kernels this module launches itself
 /// (`Dispatch::typed`), for `tests/bindings.rs`.
 pub fn bindings() -> Vec<crate::gpu::KernelSig> {
-    Vec::new()
+    dense::BINDINGS.to_vec()
 }
 
 /// Checks that `t` is [N, shape...] and returns N.

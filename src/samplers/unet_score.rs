@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::score::{ScoreError, ScoreModel};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::resample::{copy_channels, slice_channels};
+use crate::kernels::resample::{copy_channels, slice_channels, ChannelSlice};
 use crate::tensor::Tensor;
 use crate::unet::memory::PlanKind;
 use crate::unet::{ForwardError, Unet, UnetForward, UnetVjp};
@@ -119,17 +119,14 @@ impl ScoreModel for UnetScore {
         // halves of the output) out: the sampler owns its state.
         plan.push(Elementwise::new(gpu, Op::Affine, t, &fwd.t, 1.0, 0.0)?.dispatch);
         plan.extend(fwd.plan());
-        plan.push(slice_channels(
-            gpu,
-            batch,
+        let half = |c_off| ChannelSlice {
+            n: batch,
             c,
             hw,
-            out_c,
-            0,
-            &fwd.output().buffer,
-            &eps.buffer,
-            false,
-        )?);
+            c_total: out_c,
+            c_off,
+        };
+        plan.push(slice_channels(gpu, half(0), fwd.output(), eps, false)?);
         if let Some(v) = v {
             if !self.learned_sigma() {
                 return Err(ScoreError::Invalid {
@@ -137,17 +134,7 @@ impl ScoreModel for UnetScore {
                     message: "v asked of a model without learned sigma".into(),
                 });
             }
-            plan.push(slice_channels(
-                gpu,
-                batch,
-                c,
-                hw,
-                out_c,
-                c,
-                &fwd.output().buffer,
-                &v.buffer,
-                false,
-            )?);
+            plan.push(slice_channels(gpu, half(c), fwd.output(), v, false)?);
         }
         *self.forward.lock().unwrap() = Some(Arc::new(fwd));
         Ok(plan)
@@ -186,16 +173,14 @@ impl ScoreModel for UnetScore {
         let mut plan = Plan::new();
         // The cotangent of [eps, v]: eps's part from the sampler, v's stays 0
         // (the buffer is zeroed at creation and never written elsewhere).
-        plan.push(copy_channels(
-            gpu,
-            fwd.batch,
+        let eps_half = ChannelSlice {
+            n: fwd.batch,
             c,
             hw,
-            self.unet.config.out_channels(),
-            0,
-            &cotangent.buffer,
-            &vjp.cotangent.buffer,
-        )?);
+            c_total: self.unet.config.out_channels(),
+            c_off: 0,
+        };
+        plan.push(copy_channels(gpu, eps_half, cotangent, &vjp.cotangent)?);
         plan.extend(vjp.plan());
         plan.push(Elementwise::new(gpu, Op::Affine, vjp.dx(), dx, 1.0, 0.0)?.dispatch);
         Ok(plan)

@@ -62,3 +62,32 @@ pub fn conv_bwd_f64(s: &Conv2dShape, dy: &[f64], w: &[f64]) -> Vec<f64> {
     }
     dx
 }
+
+/// The residual the forward kernel adds before scaling.
+pub enum Residual<'a> {
+    None,
+    /// A tensor of the output's shape.
+    Full(&'a [f32]),
+    /// One value per (sample, output channel), broadcast over pixels.
+    Channel(&'a [f32]),
+}
+
+/// y = (conv(x, W) + b + residual) * out_scale ([`conv_f64`] and the forward
+/// kernel's epilogue) in f64, rounded to f32.
+pub fn conv_out(s: &Conv2dShape, x: &[f64], w: &[f64], b: &[f32], res: Residual<'_>, out_scale: f32) -> Vec<f32> {
+    let (ho, wo) = s.out_hw();
+    let hw = ho * wo;
+    conv_f64(s, x, w)
+        .iter()
+        .enumerate()
+        .map(|(o, v)| {
+            let (n, co) = (o / (s.cout * hw), (o / hw) % s.cout);
+            let r = match res {
+                Residual::None => 0.0,
+                Residual::Full(t) => t[o] as f64,
+                Residual::Channel(t) => t[n * s.cout + co] as f64,
+            };
+            ((v + b[co] as f64 + r) * out_scale as f64) as f32
+        })
+        .collect()
+}

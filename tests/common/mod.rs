@@ -1,8 +1,10 @@
 //! Shared test helpers: the one GPU, comparisons, random data.
 #![allow(dead_code)]
 
+pub mod attention;
 pub mod conv;
 pub mod gmm;
+pub mod groupnorm;
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,6 +55,26 @@ pub fn randn(rng: &mut StdRng, n: usize) -> Vec<f32> {
 
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
+}
+
+/// f32 values widened to f64 (the references' precision).
+pub fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// f64 values rounded to f32.
+pub fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The f64 inner product.
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// x sigmoid(x), the activation GroupNorm and the linear layers fuse.
+pub fn silu(v: f64) -> f64 {
+    v / (1.0 + (-v).exp())
 }
 
 pub fn dot64(a: &[f32], b: &[f32]) -> f64 {

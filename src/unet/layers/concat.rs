@@ -2,7 +2,7 @@
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::resample::{concat_channels, split_channels};
+use crate::kernels::resample::{concat_channels, split_channels, Concat as ConcatShape};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
@@ -18,10 +18,15 @@ pub struct Concat {
 }
 
 impl Concat {
-    /// (n, ca, cb, hw): a [n, ca, hw] and b [n, cb, hw] -> y [n, ca + cb, hw].
-    fn sizes(&self, at: &Sizes) -> (usize, usize, usize, usize) {
+    /// a [n, ca, hw] and b [n, cb, hw] -> y [n, ca + cb, hw].
+    fn shape(&self, at: &Sizes) -> ConcatShape {
         let (sa, sb) = (at.dims(self.a), at.dims(self.b));
-        (at.n, sa[1], sb[1], sa[2] * sa[3])
+        ConcatShape {
+            n: at.n,
+            ca: sa[1],
+            cb: sb[1],
+            hw: sa[2] * sa[3],
+        }
     }
 }
 
@@ -37,8 +42,8 @@ impl LayerKind for Concat {
     }
 
     fn fits(&self, at: &Sizes) -> bool {
-        let (ys, (_, ca, cb, hw)) = (at.dims(self.y), self.sizes(at));
-        [ys[1], ys[2] * ys[3]] == [ca + cb, hw]
+        let (ys, s) = (at.dims(self.y), self.shape(at));
+        [ys[1], ys[2] * ys[3]] == [s.ca + s.cb, s.hw]
     }
 
     fn flops(&self, _: &Sizes) -> Flops {
@@ -60,18 +65,14 @@ impl LayerKind for Concat {
         _: Option<&Tensor>,
         _: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (n, ca, cb, hw) = self.sizes(at);
-        let buf = |a: ActId| &ctx.acts[a].buffer;
+        let acts = ctx.acts;
+        let s = self.shape(at);
         Ok(vec![concat_channels(
             ctx.gpu,
-            ctx.dt,
-            n,
-            ca,
-            cb,
-            hw,
-            buf(self.a),
-            buf(self.b),
-            buf(self.y),
+            s,
+            &acts[self.a],
+            &acts[self.b],
+            &acts[self.y],
         )?])
     }
 
@@ -83,19 +84,13 @@ impl LayerKind for Concat {
         _: bool,
         state: &mut GradState,
     ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (n, ca, cb, hw) = self.sizes(at);
         let acc = (state.take(self.a), state.take(self.b));
-        let gb = |a: ActId| &ctx.grad(a).buffer;
+        let (da, db) = (ctx.grad(self.a), ctx.grad(self.b));
         Ok(vec![split_channels(
             ctx.gpu,
-            ctx.dt,
-            n,
-            ca,
-            cb,
-            hw,
-            gb(self.y),
-            gb(self.a),
-            gb(self.b),
+            self.shape(at),
+            ctx.grad(self.y),
+            (da, db),
             acc,
         )?])
     }

@@ -3,7 +3,7 @@
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::resample::{avg_pool2x2, avg_pool2x2_bwd, upsample_nearest2x, upsample_nearest2x_bwd};
+use crate::kernels::resample::{avg_pool2x2, avg_pool2x2_bwd, upsample_nearest2x, upsample_nearest2x_bwd, Nchw};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
@@ -22,6 +22,17 @@ pub struct Upsample {
 pub struct AvgPool {
     pub x: ActId,
     pub y: ActId,
+}
+
+/// x's [n, c, h, w].
+fn nchw(at: &Sizes, x: ActId) -> Nchw {
+    let s = at.dims(x);
+    Nchw {
+        n: s[0],
+        c: s[1],
+        h: s[2],
+        w: s[3],
+    }
 }
 
 macro_rules! resample_kind {
@@ -60,9 +71,8 @@ macro_rules! resample_kind {
                 _: Option<&Tensor>,
                 _: &mut Vec<wgpu::Buffer>,
             ) -> Result<Vec<Dispatch>, ForwardError> {
-                let s = at.dims(self.x);
-                let (x, y) = (&ctx.acts[self.x].buffer, &ctx.acts[self.y].buffer);
-                Ok(vec![$fwd(ctx.gpu, ctx.dt, s[0], s[1], s[2], s[3], x, y)?])
+                let s = nchw(at, self.x);
+                Ok(vec![$fwd(ctx.gpu, s, &ctx.acts[self.x], &ctx.acts[self.y])?])
             }
 
             fn backward(
@@ -73,10 +83,9 @@ macro_rules! resample_kind {
                 _: bool,
                 state: &mut GradState,
             ) -> Result<Vec<Dispatch>, ForwardError> {
-                let s = at.dims(self.x);
                 let acc = state.take(self.x);
-                let (dy, dx) = (&ctx.grad(self.y).buffer, &ctx.grad(self.x).buffer);
-                Ok(vec![$bwd(ctx.gpu, ctx.dt, s[0], s[1], s[2], s[3], dy, dx, acc)?])
+                let (dy, dx) = (ctx.grad(self.y), ctx.grad(self.x));
+                Ok(vec![$bwd(ctx.gpu, nchw(at, self.x), dy, dx, acc)?])
             }
 
             fn label(&self, at: &Sizes) -> Label {
