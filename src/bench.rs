@@ -20,9 +20,9 @@ use crate::gpu::{gpu_times, peak_for, Gpu, Plan};
 use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvKernel, ConvResidual};
 use crate::kernels::conv_choice::{self, ConvPass, TuneCache};
 use crate::samplers::{Method, SamplerError, UnetScore};
-use crate::unet::graph::Layer;
+use crate::unet::layers::{conv_name, BenchRow as Row};
 use crate::unet::memory::PlanKind;
-use crate::unet::{LayerShape, Unet, UnetForward, UnetVjp};
+use crate::unet::{Sizes, Unet, UnetForward, UnetVjp};
 
 /// What the fractions are taken of.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,134 +31,15 @@ pub struct PeakOverride {
     pub gbps: Option<f64>,
 }
 
-/// One benchmark row's work: the plan, and its FLOPs or bytes moved.
-struct Row {
-    name: String,
-    kind: &'static str,
-    plan: Plan,
-    flops: f64,
-    bytes: f64,
-    /// How many layers of the model have this shape.
-    count: usize,
-    shape: Value,
-    /// The convolution kernel the plan chose for this shape (conv rows).
-    kernel: Option<String>,
-}
-
-fn conv_name(prefix: &str, s: &crate::kernels::conv2d::Conv2dShape) -> String {
-    format!(
-        "{prefix} {k}x{k}/{st} {cin}->{cout} at {h}x{w}",
-        k = s.ks,
-        st = s.stride,
-        cin = s.cin,
-        cout = s.cout,
-        h = s.h,
-        w = s.w
-    )
-}
-
 /// The distinct layer shapes of a planned forward (and VJP), one row each.
-fn layer_rows(gpu: &Gpu, fwd: &UnetForward, vjp: &UnetVjp, elem: f64) -> Vec<Row> {
-    let chosen = |pass, s: &Conv2dShape| Some(conv_choice::choose(gpu, pass, s, fwd.dtype).describe());
+fn layer_rows(gpu: &Gpu, fwd: &UnetForward, vjp: &UnetVjp) -> Vec<Row> {
+    let at = Sizes::of_tensors(fwd.batch, &fwd.acts);
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut add = |row: Row| {
-        rows.entry(row.name.clone()).and_modify(|r| r.count += 1).or_insert(row);
-    };
     let bwd: BTreeMap<usize, &Plan> = vjp.records.iter().map(|r| (r.layer, &r.dispatches)).collect();
     for (li, rec) in fwd.records.iter().enumerate() {
-        match (&rec.layer, rec.shape) {
-            (
-                Layer::Conv { .. },
-                LayerShape::Conv {
-                    shape: s,
-                    out: (ho, wo),
-                },
-            ) => {
-                let flops = 2.0 * (s.cin * s.cout * s.ks * s.ks * s.n * ho * wo) as f64;
-                let shape = json!({"op": "conv", "n": s.n, "cin": s.cin, "h": s.h, "w": s.w,
-                    "cout": s.cout, "k": s.ks, "stride": s.stride, "pad": s.pad});
-                add(Row {
-                    name: conv_name("conv", &s),
-                    kind: "conv",
-                    plan: rec.dispatches.clone(),
-                    flops,
-                    bytes: 0.0,
-                    count: 1,
-                    shape: shape.clone(),
-                    kernel: chosen(ConvPass::Forward, &s),
-                });
-                if let Some(p) = bwd.get(&li) {
-                    add(Row {
-                        name: conv_name("conv_bwd", &s),
-                        kind: "conv_bwd",
-                        plan: (*p).clone(),
-                        flops,
-                        bytes: 0.0,
-                        count: 1,
-                        shape,
-                        kernel: chosen(ConvPass::BwdData, &s),
-                    });
-                }
-            }
-            (Layer::GroupNorm { silu, scale_shift, .. }, LayerShape::GroupNorm(s)) => {
-                let side = (s.hw as f64).sqrt() as usize;
-                add(Row {
-                    name: format!(
-                        "groupnorm {}/{} at {side}x{side}{}{}",
-                        s.c,
-                        s.groups,
-                        if scale_shift.is_some() { " ss" } else { "" },
-                        if *silu { " silu" } else { "" }
-                    ),
-                    kind: "groupnorm",
-                    plan: rec.dispatches.clone(),
-                    flops: 0.0,
-                    // One pass: x read twice for the statistics, once more
-                    // for the normalisation, y written.
-                    bytes: 4.0 * (s.n * s.c * s.hw) as f64 * elem,
-                    count: 1,
-                    shape: json!({"op": "groupnorm", "n": s.n, "c": s.c, "hw": s.hw, "groups": s.groups,
-                        "silu": silu, "scale_shift": scale_shift.is_some()}),
-                    kernel: None,
-                });
-            }
-            (Layer::Attention { .. }, LayerShape::Attention(s)) => {
-                let flops = 4.0 * (s.n * s.t * s.t * s.heads * s.ch) as f64;
-                let shape = json!({"op": "attention", "n": s.n, "heads": s.heads, "ch": s.ch, "t": s.t});
-                add(Row {
-                    name: format!("attention {}x{} at t={}", s.heads, s.ch, s.t),
-                    kind: "attention",
-                    plan: rec.dispatches.clone(),
-                    flops,
-                    bytes: 0.0,
-                    count: 1,
-                    shape: shape.clone(),
-                    kernel: None,
-                });
-                if let Some(p) = bwd.get(&li) {
-                    add(Row {
-                        name: format!("attention_bwd {}x{} at t={}", s.heads, s.ch, s.t),
-                        kind: "attention_bwd",
-                        plan: (*p).clone(),
-                        flops: 2.0 * flops,
-                        bytes: 0.0,
-                        count: 1,
-                        shape,
-                        kernel: None,
-                    });
-                }
-            }
-            (Layer::Linear { .. }, LayerShape::Linear { n, din, dout }) => add(Row {
-                name: format!("linear {din}->{dout}"),
-                kind: "linear",
-                plan: rec.dispatches.clone(),
-                flops: 2.0 * (n * din * dout) as f64,
-                bytes: 0.0,
-                count: 1,
-                shape: json!({"op": "linear", "n": n, "din": din, "dout": dout}),
-                kernel: None,
-            }),
-            _ => {}
+        let bwd = bwd.get(&li).copied();
+        for row in rec.layer.kind().bench_rows(gpu, fwd.dtype, &at, &rec.dispatches, bwd) {
+            rows.entry(row.name.clone()).and_modify(|r| r.count += 1).or_insert(row);
         }
     }
     rows.into_values().collect()
@@ -177,11 +58,10 @@ pub fn bench_model(
 ) -> Result<Vec<Value>, SamplerError> {
     let plan_err = |e: crate::unet::ForwardError| SamplerError::Invalid(e.to_string());
     let dtype = unet.dtype();
-    let elem = dtype.size_bytes() as f64;
     let fwd = UnetForward::new_kind(gpu, &unet, batch, size, size, PlanKind::ForwardVjp).map_err(plan_err)?;
     let vjp = UnetVjp::new(gpu, &unet, &fwd).map_err(plan_err)?;
     let flops = unet.graph.flops(size, size) * batch as f64;
-    let mut rows = layer_rows(gpu, &fwd, &vjp, elem);
+    let mut rows = layer_rows(gpu, &fwd, &vjp);
     rows.push(Row {
         name: "forward".into(),
         kind: "model",
@@ -322,13 +202,10 @@ pub fn tune_model(gpu: &Gpu, unet: &Unet, size: usize, batch: usize, iters: usiz
     let mut cache = TuneCache::read(&path).map_err(SamplerError::Invalid)?;
     cache.version = 1;
     let dtype = unet.dtype();
-    let g = &unet.graph;
     let mut shapes: Vec<Conv2dShape> = Vec::new();
-    for l in &g.layers {
-        if let LayerShape::Conv { shape, .. } = g.layer_shape(l, batch, size, size) {
-            if !shapes.contains(&shape) {
-                shapes.push(shape);
-            }
+    for shape in unet.graph.conv_shapes(batch, size, size) {
+        if !shapes.contains(&shape) {
+            shapes.push(shape);
         }
     }
     let elem = dtype.size_bytes() as u64;

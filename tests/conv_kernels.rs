@@ -57,7 +57,14 @@ fn f64s(v: &[f32], round: bool) -> Vec<f64> {
 /// y = conv(x, W) + b ([`common::conv::conv_out`]) over operands optionally
 /// rounded to f16.
 fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], b: &[f32], round: bool) -> Vec<f32> {
-    common::conv::conv_out(s, &f64s(x, round), &f64s(w, round), b, common::conv::Residual::None, 1.0)
+    common::conv::conv_out(
+        s,
+        &f64s(x, round),
+        &f64s(w, round),
+        b,
+        common::conv::Residual::None,
+        1.0,
+    )
 }
 
 /// dx = conv_transpose(dy, W) ([`common::conv::conv_bwd_f64`]) over operands
@@ -99,7 +106,14 @@ impl Case {
     }
 
     /// (y, dx) of `times` runs of one forward and one backward plan.
-    fn runs(&self, gpu: &Gpu, s: &Conv2dShape, k: &ConvKernel, dtype: DType, times: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+    fn runs(
+        &self,
+        gpu: &Gpu,
+        s: &Conv2dShape,
+        k: &ConvKernel,
+        dtype: DType,
+        times: usize,
+    ) -> Vec<(Vec<f32>, Vec<f32>)> {
         let (ho, wo) = s.out_hw();
         let up = |v: &[f32]| match dtype {
             DType::F32 => gpu.upload("t", v).unwrap(),
@@ -455,8 +469,14 @@ fn coop_runs_are_bit_identical() {
         let runs = in_mode(emulated, || c.runs(&gpu, &s, &k, DType::F16, 20));
         let first = &runs[0];
         for (i, (y, dx)) in runs.iter().enumerate().skip(1) {
-            assert!(bits(y) == bits(&first.0), "split {splits}: forward run {i} differs from the first");
-            assert!(bits(dx) == bits(&first.1), "split {splits}: backward run {i} differs from the first");
+            assert!(
+                bits(y) == bits(&first.0),
+                "split {splits}: forward run {i} differs from the first"
+            );
+            assert!(
+                bits(dx) == bits(&first.1),
+                "split {splits}: backward run {i} differs from the first"
+            );
         }
     }
 }

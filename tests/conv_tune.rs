@@ -12,7 +12,7 @@ use tweedie::kernels::conv2d::{ConvKernel, ConvTiles};
 use tweedie::kernels::conv_choice::{self, ConvPass, TuneCache};
 use tweedie::tensor::DType;
 use tweedie::unet::memory::{buffer_bytes, MemoryPlan, PlanKind};
-use tweedie::unet::{LayerShape, Unet, UnetForward, UnetVjp};
+use tweedie::unet::{Unet, UnetForward, UnetVjp};
 
 #[test]
 fn cached_kernels_are_what_plans_run() {
@@ -50,14 +50,7 @@ fn cached_kernels_are_what_plans_run() {
 
     // Cache every convolution of the model as 32 x 32 tiles split 4 ways (or
     // as far as K allows), and one entry this build cannot parse.
-    let convs: Vec<_> = plain
-        .records
-        .iter()
-        .filter_map(|r| match r.shape {
-            LayerShape::Conv { shape, .. } => Some(shape),
-            _ => None,
-        })
-        .collect();
+    let convs = unet.graph.conv_shapes(n, h, w);
     let split = ConvKernel::simt(ConvTiles::SMALL).split(4);
     let mut cache = TuneCache {
         version: 1,

@@ -114,9 +114,17 @@ const HLSL_CANNOT: &[(&str, &str)] = &[(
 fn every_shader_translates_to_msl() {
     for s in instances() {
         let text = msl(&s).unwrap_or_else(|e| panic!("{}.wgsl ({:?}) to MSL: {e}", s.name, s.dtype));
-        assert!(text.contains("kernel void"), "{}: no compute entry point in the MSL", s.name);
+        assert!(
+            text.contains("kernel void"),
+            "{}: no compute entry point in the MSL",
+            s.name
+        );
         if uses_cooperative_matrices(&s) {
-            assert!(text.contains("simdgroup_"), "{}: cooperative matrices as simdgroup matrices", s.name);
+            assert!(
+                text.contains("simdgroup_"),
+                "{}: cooperative matrices as simdgroup matrices",
+                s.name
+            );
         }
     }
 }
@@ -143,7 +151,11 @@ fn every_shader_translates_to_hlsl() {
             continue;
         }
         let text = hlsl(&s).unwrap_or_else(|e| panic!("{}.wgsl ({:?}) to HLSL: {e}", s.name, s.dtype));
-        assert!(text.contains("[numthreads("), "{}: no compute entry point in the HLSL", s.name);
+        assert!(
+            text.contains("[numthreads("),
+            "{}: no compute entry point in the HLSL",
+            s.name
+        );
     }
     // Both element types of the real cooperative kernel, nothing else.
     assert_eq!(skipped, ["conv2d_coop", "conv2d_coop"]);
@@ -176,13 +188,24 @@ fn the_cooperative_kernel_has_an_emulated_variant() {
     assert_eq!(emu.dtype, DType::F16);
     let src = emu.wgsl();
     let code: String = src.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
-    for gone in ["coop_mat", "coopLoad", "coopStore", "coopMultiplyAdd(", "wgpu_cooperative_matrix", "subgroup_id"] {
+    for gone in [
+        "coop_mat",
+        "coopLoad",
+        "coopStore",
+        "coopMultiplyAdd(",
+        "wgpu_cooperative_matrix",
+        "subgroup_id",
+    ] {
         assert!(!code.contains(gone), "the emulated instance still has `{gone}`");
     }
     assert!(!directive(&src), "the emulated instance is fully expanded");
     assert!(!uses_cooperative_matrices(&emu));
     // The SIMT kernel and the cooperative one share conv_common.wgsl.
-    let common = tweedie::gpu::LIBRARIES.iter().find(|(n, _)| *n == "conv_common").unwrap().1;
+    let common = tweedie::gpu::LIBRARIES
+        .iter()
+        .find(|(n, _)| *n == "conv_common")
+        .unwrap()
+        .1;
     assert!(tweedie::gpu::CONV2D.source.contains(common) && CONV2D_COOP.source.contains(common));
 }
 

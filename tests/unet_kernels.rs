@@ -12,12 +12,14 @@ use tweedie::tensor::{DType, Tensor};
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionShape, AttentionTiles};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
-use tweedie::kernels::groupnorm::{group_norm, group_norm_onepass, GroupNormShape, CHUNK};
-use tweedie::kernels::linear::linear;
+use tweedie::kernels::groupnorm::{
+    group_norm, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape, CHUNK,
+};
+use tweedie::kernels::linear::{linear, LinearShape};
 use tweedie::kernels::resample::{
     avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x, ChannelSlice, Concat, Nchw,
 };
-use tweedie::kernels::timestep::timestep_embedding;
+use tweedie::kernels::timestep::{timestep_embedding, TimestepShape};
 use tweedie::unet::graph::timestep_freqs;
 
 fn buf(gpu: &Gpu, data: &[f32]) -> wgpu::Buffer {
@@ -255,8 +257,20 @@ fn group_norm_matches_cpu() {
             zeros(&gpu, s.n * s.groups * 2),
             zeros(&gpu, 4),
         );
-        let ss = with_ss.then_some((&sb, 0));
-        let d = group_norm(&gpu, &s, &xb, &stats, &ab, 3, 3 + s.c, ss, silu_on, &yb, &dummy).unwrap();
+        let sbt = Tensor::wrap(sb, &[ss.len()]);
+        let a = GroupNormAffine {
+            weights: &ab,
+            gamma_off: 3,
+            beta_off: 3 + s.c,
+            scale_shift: with_ss.then_some((&sbt, 0)),
+            silu: silu_on,
+        };
+        let (xt, stt, yt) = (
+            Tensor::wrap(xb, &[x.len()]),
+            Tensor::wrap(stats.clone(), &[s.n * s.groups * 2]),
+            Tensor::wrap(yb.clone(), &[x.len()]),
+        );
+        let d = group_norm(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
         run(&gpu, d.into());
         let got = gpu.read::<f32>(&yb, 0, x.len()).unwrap();
         let label = format!("group_norm {s:?} silu {silu_on} ss {with_ss}");
@@ -264,21 +278,11 @@ fn group_norm_matches_cpu() {
         let chunked_stats = gpu.read::<f32>(&stats, 0, s.n * s.groups * 2).unwrap();
         // The one-pass form: same output, same saved statistics.
         let (yb1, stats1) = (zeros(&gpu, x.len()), zeros(&gpu, s.n * s.groups * 2));
-        let d = group_norm_onepass(
-            &gpu,
-            DType::F32,
-            &s,
-            &xb,
-            &stats1,
-            &ab,
-            3,
-            3 + s.c,
-            ss,
-            silu_on,
-            &yb1,
-            &dummy,
-        )
-        .unwrap();
+        let (yt1, stt1) = (
+            Tensor::wrap(yb1.clone(), &[x.len()]),
+            Tensor::wrap(stats1.clone(), &[s.n * s.groups * 2]),
+        );
+        let d = group_norm_onepass(&gpu, &s, &xt, &stt1, &a, &yt1, &dummy).unwrap();
         run(&gpu, vec![d]);
         let got = gpu.read::<f32>(&yb1, 0, x.len()).unwrap();
         assert_close(&format!("{label} one-pass"), &got, &want, 1e-5, 1e-4);
@@ -316,20 +320,15 @@ fn linear_matches_cpu() {
             }
         }
         let (xb, ab, yb) = (buf(&gpu, &x), buf(&gpu, &arena), zeros(&gpu, n * dout));
-        let d = linear(
-            &gpu,
-            DType::F32,
+        let s = LinearShape {
             n,
             din,
             dout,
-            &xb,
-            (&ab, 5),
-            (&ab, 5 + w.len()),
-            si,
-            so,
-            &yb,
-        )
-        .unwrap();
+            silu_in: si,
+            silu_out: so,
+        };
+        let (xt, yt) = (Tensor::wrap(xb, &[n, din]), Tensor::wrap(yb.clone(), &[n, dout]));
+        let d = linear(&gpu, &s, &xt, (&ab, 5), (&ab, 5 + w.len()), &yt).unwrap();
         run(&gpu, vec![d]);
         let got = gpu.read::<f32>(&yb, 0, n * dout).unwrap();
         assert_close(&format!("linear {n}x{din}->{dout}"), &got, &want, 1e-5, 1e-4);
@@ -551,10 +550,14 @@ fn timestep_embedding_matches_f64_of_f32_arguments() {
             }
         }
         let (tb, fb, yb) = (buf(&gpu, &t), buf(&gpu, &freqs), zeros(&gpu, want.len()));
-        run(
-            &gpu,
-            vec![timestep_embedding(&gpu, DType::F32, t.len(), dim, cos_first, &tb, &fb, &yb).unwrap()],
-        );
+        let s = TimestepShape {
+            n: t.len(),
+            dim,
+            cos_first,
+        };
+        let (tt, ft) = (Tensor::wrap(tb, &[t.len()]), Tensor::wrap(fb, &[half]));
+        let yt = Tensor::wrap(yb.clone(), &[want.len()]);
+        run(&gpu, vec![timestep_embedding(&gpu, &s, &tt, &ft, &yt).unwrap()]);
         let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
         assert_close(&format!("timestep dim {dim}"), &got, &want, 5e-7, 0.0);
     }
@@ -767,46 +770,33 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
             buf(&gpu, &prior),
             zeros(&gpu, 4),
         );
-        let ss = with_ss.then_some((&sb, 0));
-        let fwd = group_norm(&gpu, &s, &xb, &stats, &ab, 1, 1 + s.c, ss, silu_on, &yb, &dummy).unwrap();
+        let sbt = Tensor::wrap(sb, &[ssv.len()]);
+        let a = GroupNormAffine {
+            weights: &ab,
+            gamma_off: 1,
+            beta_off: 1 + s.c,
+            scale_shift: with_ss.then_some((&sbt, 0)),
+            silu: silu_on,
+        };
+        let (xt, stt, yt, gt, dxt) = (
+            Tensor::wrap(xb, &[x.len()]),
+            Tensor::wrap(stats, &[s.n * s.groups * 2]),
+            Tensor::wrap(yb, &[x.len()]),
+            Tensor::wrap(gb, &[x.len()]),
+            Tensor::wrap(dxb.clone(), &[x.len()]),
+        );
+        let fwd = group_norm(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
         run(&gpu, fwd.into());
         for (accumulate, onepass) in [(true, false), (false, false), (true, true), (false, true)] {
+            let g = GroupNormGrad {
+                dy: &gt,
+                dx: &dxt,
+                accumulate,
+            };
             let d = if onepass {
-                vec![group_norm_bwd_onepass(
-                    &gpu,
-                    DType::F32,
-                    &s,
-                    &xb,
-                    &stats,
-                    &ab,
-                    1,
-                    1 + s.c,
-                    ss,
-                    silu_on,
-                    &gb,
-                    &dxb,
-                    accumulate,
-                    &dummy,
-                )
-                .unwrap()]
+                vec![group_norm_bwd_onepass(&gpu, &s, &xt, &stt, &a, &g, &dummy).unwrap()]
             } else {
-                group_norm_bwd(
-                    &gpu,
-                    &s,
-                    &xb,
-                    &stats,
-                    &ab,
-                    1,
-                    1 + s.c,
-                    ss,
-                    silu_on,
-                    &gb,
-                    &dxb,
-                    accumulate,
-                    &dummy,
-                )
-                .unwrap()
-                .into()
+                group_norm_bwd(&gpu, &s, &xt, &stt, &a, &g, &dummy).unwrap().into()
             };
             run(&gpu, d);
             let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();

@@ -14,8 +14,10 @@ use tweedie::gpu::{Dispatch, Gpu};
 use tweedie::kernels::attention::{attention, attention_bwd, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
 use tweedie::kernels::conv_choice::{self, ConvPass};
-use tweedie::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormShape};
-use tweedie::kernels::linear::linear;
+use tweedie::kernels::groupnorm::{
+    group_norm_bwd_onepass, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape,
+};
+use tweedie::kernels::linear::{linear, LinearShape};
 use tweedie::kernels::resample::{
     avg_pool2x2, avg_pool2x2_bwd, concat_channels, split_channels, upsample_nearest2x, upsample_nearest2x_bwd, Concat,
     Nchw,
@@ -223,9 +225,20 @@ fn group_norm_one_pass_in_f16() {
                 f32_zeros(&gpu, s.n * s.groups * 2),
                 f32_zeros(&gpu, 4),
             );
-            let ssr = with_ss.then_some((&sb, 0));
-            let d =
-                group_norm_onepass(&gpu, DType::F32, &s, &xb, &st, &wb, 1, 1 + s.c, ssr, silu, &yb, &dummy).unwrap();
+            let sbt = Tensor::wrap(sb, &[ss.len()]);
+            let a = GroupNormAffine {
+                weights: &wb,
+                gamma_off: 1,
+                beta_off: 1 + s.c,
+                scale_shift: with_ss.then_some((&sbt, 0)),
+                silu,
+            };
+            let (xt, stt, yt) = (
+                Tensor::wrap(xb, &[len]),
+                Tensor::wrap(st.clone(), &[s.n * s.groups * 2]),
+                Tensor::wrap(yb.clone(), &[len]),
+            );
+            let d = group_norm_onepass(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
             run(&gpu, vec![d]);
             (
                 down(&gpu, DType::F32, &yb, len),
@@ -241,8 +254,20 @@ fn group_norm_one_pass_in_f16() {
             f32_zeros(&gpu, s.n * s.groups * 2),
             f32_zeros(&gpu, 4),
         );
-        let ssr = with_ss.then_some((&sb, 0));
-        let d = group_norm_onepass(&gpu, DType::F16, &s, &xb, &st, &wb, 1, 1 + s.c, ssr, silu, &yb, &dummy).unwrap();
+        let sbt = Tensor::wrap_typed(sb, &[ss.len()], DType::F16);
+        let a = GroupNormAffine {
+            weights: &wb,
+            gamma_off: 1,
+            beta_off: 1 + s.c,
+            scale_shift: with_ss.then_some((&sbt, 0)),
+            silu,
+        };
+        let (xt, stt, yt) = (
+            Tensor::wrap_typed(xb, &[len], DType::F16),
+            Tensor::wrap(st.clone(), &[s.n * s.groups * 2]),
+            Tensor::wrap_typed(yb.clone(), &[len], DType::F16),
+        );
+        let d = group_norm_onepass(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
         run(&gpu, vec![d]);
         let scale = y_f32.iter().fold(1f32, |m, v| m.max(v.abs()));
         assert_close(
@@ -265,24 +290,26 @@ fn group_norm_one_pass_in_f16() {
                     gpu.upload("stats", &stats_f32).unwrap(),
                     f32_zeros(&gpu, 4),
                 );
-                let ssr = with_ss.then_some((&sb, 0));
-                let d = group_norm_bwd_onepass(
-                    &gpu,
-                    dt,
-                    &s,
-                    &xb,
-                    &st,
-                    &wb,
-                    1,
-                    1 + s.c,
-                    ssr,
+                let sbt = Tensor::wrap_typed(sb, &[ss.len()], dt);
+                let a = GroupNormAffine {
+                    weights: &wb,
+                    gamma_off: 1,
+                    beta_off: 1 + s.c,
+                    scale_shift: with_ss.then_some((&sbt, 0)),
                     silu,
-                    &gb,
-                    &dxb,
+                };
+                let (xt, stt, gt, dxt) = (
+                    Tensor::wrap_typed(xb, &[len], dt),
+                    Tensor::wrap(st, &[s.n * s.groups * 2]),
+                    Tensor::wrap_typed(gb, &[len], dt),
+                    Tensor::wrap_typed(dxb.clone(), &[len], dt),
+                );
+                let g = GroupNormGrad {
+                    dy: &gt,
+                    dx: &dxt,
                     accumulate,
-                    &dummy,
-                )
-                .unwrap();
+                };
+                let d = group_norm_bwd_onepass(&gpu, &s, &xt, &stt, &a, &g, &dummy).unwrap();
                 run(&gpu, vec![d]);
                 down(&gpu, dt, &dxb, len)
             });
@@ -363,20 +390,18 @@ fn linear_and_resampling_in_f16() {
     for (si, so) in [(false, false), (true, true)] {
         compare(&format!("linear silu ({si}, {so})"), |dt| {
             let (xb, wb, yb) = (up(&gpu, dt, &x), up(&gpu, dt, &wts), up(&gpu, dt, &vec![0.0; n * dout]));
-            let d = linear(
-                &gpu,
-                dt,
+            let s = LinearShape {
                 n,
                 din,
                 dout,
-                &xb,
-                (&wb, 5),
-                (&wb, 5 + dout * din),
-                si,
-                so,
-                &yb,
-            )
-            .unwrap();
+                silu_in: si,
+                silu_out: so,
+            };
+            let (xt, yt) = (
+                Tensor::wrap_typed(xb, &[n, din], dt),
+                Tensor::wrap_typed(yb.clone(), &[n, dout], dt),
+            );
+            let d = linear(&gpu, &s, &xt, (&wb, 5), (&wb, 5 + dout * din), &yt).unwrap();
             run(&gpu, vec![d]);
             down(&gpu, dt, &yb, n * dout)
         });

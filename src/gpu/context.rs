@@ -368,7 +368,14 @@ impl Gpu {
             })
         })?;
         let len = shader.source.len();
-        Ok(self.modules.lock().unwrap().entry(key).or_insert((len, module)).1.clone())
+        Ok(self
+            .modules
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_insert((len, module))
+            .1
+            .clone())
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns a

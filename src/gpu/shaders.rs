@@ -379,7 +379,10 @@ fn apply_rewrites(name: &str, text: &str) -> String {
                 let ok = matches!(pat.first(), Some(Piece::Text(_)))
                     && pat.windows(2).all(|w| !matches!(w, [Piece::Hole(_), Piece::Hole(_)]))
                     && matches!(pat.last(), Some(Piece::Text(_)));
-                assert!(ok, "{name}: a rewrite pattern starts and ends with text, holes apart: {rule}");
+                assert!(
+                    ok,
+                    "{name}: a rewrite pattern starts and ends with text, holes apart: {rule}"
+                );
                 rules.push((rule.to_string(), pat, pieces(rep)));
             }
             None => body.push_str(line),
@@ -512,7 +515,8 @@ mod tests {
 
     #[test]
     fn rewrites_match_balanced_holes() {
-        let text = "//!rewrite load<A>(&$1[$2], $3) => load_a(&$1, $2, $3)\nx = load<A>(&sh[(q * 2u) + f(1, 2)], LD);\n";
+        let text =
+            "//!rewrite load<A>(&$1[$2], $3) => load_a(&$1, $2, $3)\nx = load<A>(&sh[(q * 2u) + f(1, 2)], LD);\n";
         assert_eq!(apply_rewrites("t", text), "x = load_a(&sh, (q * 2u) + f(1, 2), LD);\n");
     }
 

@@ -318,10 +318,7 @@ mod tests {
             ..h100
         };
         let mut split_layers = 0;
-        for l in &g.layers {
-            let crate::unet::LayerShape::Conv { shape: s, .. } = g.layer_shape(l, 1, 256, 256) else {
-                continue;
-            };
+        for s in g.conv_shapes(1, 256, 256) {
             for pass in [ConvPass::Forward, ConvPass::BwdData] {
                 let (m, p, k) = pass.gemm(&s);
                 let c = heuristic_for(&h100, pass, &s, DType::F32);

@@ -1,8 +1,33 @@
 //! `shaders/elementwise.wgsl`: axpby, affine, clamp, mul over flat buffers,
 //! in the tensors' element type (f32, or f16 where the adapter has `shader-f16`).
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, ELEMENTWISE, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, ELEMENTWISE, WG1D};
 use crate::tensor::Tensor;
+
+bindings! {
+    /// The updates y = f(x, y): axpby, affine, clamp, mul.
+    pub struct Update for ELEMENTWISE: ["axpby", "affine", "clamp_range", "mul"] {
+        p: uniform,
+        x: read T,
+        y: read_write T,
+    }
+    /// y = T(xf): into a half-precision plan.
+    pub struct FromF32 for ELEMENTWISE: ["from_f32"] {
+        p: uniform,
+        xf: read f32,
+        y: read_write T,
+    }
+    /// yf = f32(x): out of a half-precision plan.
+    pub struct ToF32 for ELEMENTWISE: ["to_f32"] {
+        p: uniform,
+        x: read T,
+        yf: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Update::SIG, FromF32::SIG, ToF32::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -70,12 +95,11 @@ impl Elementwise {
         }
         let n = x.numel() as u32;
         let params = gpu.uniform("elementwise params", &ElementwiseParams::new(n, a, b));
-        let dispatch = Dispatch::new(
+        let dispatch = Dispatch::typed(
             gpu,
-            &ELEMENTWISE.typed(x.dtype),
             op.entry(),
             &[],
-            &[&params, &x.buffer, &y.buffer],
+            &Update { p: &params, x, y },
             dispatch_groups(n as usize, WG1D),
         )?;
         Ok(Elementwise { dispatch, params, n })
@@ -102,20 +126,13 @@ pub fn cast(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
             got: x.shape.clone(),
         });
     }
-    let (dtype, entry) = match (x.dtype, y.dtype) {
-        (DType::F32, DType::F32) => (DType::F32, "affine"),
-        (DType::F32, t) => (t, "from_f32"),
-        (t, DType::F32) => (t, "to_f32"),
-        (a, b) => return Err(GpuError::Other(format!("cast: {a:?} to {b:?} (one side must be f32)"))),
-    };
     let n = x.numel() as u32;
-    let params = gpu.uniform("cast params", &ElementwiseParams::new(n, 1.0, 0.0));
-    Dispatch::new(
-        gpu,
-        &ELEMENTWISE.typed(dtype),
-        entry,
-        &[],
-        &[&params, &x.buffer, &y.buffer],
-        dispatch_groups(n as usize, WG1D),
-    )
+    let p = &gpu.uniform("cast params", &ElementwiseParams::new(n, 1.0, 0.0));
+    let groups = dispatch_groups(n as usize, WG1D);
+    match (x.dtype, y.dtype) {
+        (DType::F32, DType::F32) => Dispatch::typed(gpu, "affine", &[], &Update { p, x, y }, groups),
+        (DType::F32, _) => Dispatch::typed(gpu, "from_f32", &[], &FromF32 { p, xf: x, y }, groups),
+        (_, DType::F32) => Dispatch::typed(gpu, "to_f32", &[], &ToF32 { p, x, yf: y }, groups),
+        (a, b) => Err(GpuError::Other(format!("cast: {a:?} to {b:?} (one side must be f32)"))),
+    }
 }

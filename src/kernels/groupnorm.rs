@@ -4,8 +4,105 @@
 //! images on large GPUs) and one-pass (one dispatch, one workgroup per group;
 //! what the U-Net plans use).
 
-use crate::gpu::{dispatch_groups, small_groups, Dispatch, Gpu, GpuError, GROUPNORM};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{dispatch_groups, small_groups, Bindable, Bindings, Dispatch, Gpu, GpuError, KernelSig, GROUPNORM};
+use crate::tensor::Tensor;
+
+bindings! {
+    /// Chunked forward, 1/3: per-chunk (count, mean, M2) of each group.
+    pub struct StatsPartial for GROUPNORM: ["gn_stats_partial"] {
+        p: uniform,
+        x: read T,
+        stats: read_write f32,
+    }
+    /// Chunked, 2/3: the chunks merged per group (statistics or gradient sums).
+    pub struct StatsFinish for GROUPNORM: ["gn_stats_finish", "gn_sum_finish"] {
+        p: uniform,
+        part_in: read f32,
+        stats: read_write f32,
+    }
+    /// Chunked forward, 3/3: the normalisation from the merged statistics.
+    pub struct Apply for GROUPNORM: ["gn_apply"] {
+        q: uniform,
+        xa: read T,
+        st: read f32,
+        wts: read T,
+        ss: read T,
+        ya: read_write T,
+    }
+    /// One-pass forward: statistics and normalisation, one workgroup per group.
+    pub struct OnePass for GROUPNORM: ["gn_onepass"] {
+        q: uniform,
+        xa: read T,
+        stats: read_write f32,
+        wts: read T,
+        ss: read T,
+        ya: read_write T,
+    }
+    /// Chunked backward, 1/3: per-chunk sums of the gradient terms.
+    pub struct BwdStats for GROUPNORM: ["gn_bwd_stats"] {
+        r: uniform,
+        xb: read T,
+        stb: read f32,
+        wtb: read T,
+        ssb: read T,
+        dyb: read T,
+        gstats: read_write f32,
+    }
+    /// Chunked backward, 3/3: dx from the merged sums.
+    pub struct BwdApply for GROUPNORM: ["gn_bwd_apply"] {
+        r: uniform,
+        xb: read T,
+        stb: read f32,
+        wtb: read T,
+        ssb: read T,
+        dyb: read T,
+        gst: read f32,
+        dxb: read_write T,
+    }
+    /// One-pass backward.
+    pub struct BwdOnePass for GROUPNORM: ["gn_bwd_onepass"] {
+        r: uniform,
+        xb: read T,
+        stb: read f32,
+        wtb: read T,
+        ssb: read T,
+        dyb: read T,
+        dxo: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[
+    StatsPartial::SIG,
+    StatsFinish::SIG,
+    Apply::SIG,
+    OnePass::SIG,
+    BwdStats::SIG,
+    BwdApply::SIG,
+    BwdOnePass::SIG,
+];
+
+/// What a GroupNorm applies after normalising: gamma and beta (in one weight
+/// buffer of the activations' dtype), the time embedding's scale-shift
+/// ([N, 2C] tensor and element offset) and SiLU.
+#[derive(Clone, Copy)]
+pub struct GroupNormAffine<'a> {
+    pub weights: &'a wgpu::Buffer,
+    pub gamma_off: usize,
+    pub beta_off: usize,
+    pub scale_shift: Option<(&'a Tensor, usize)>,
+    pub silu: bool,
+}
+
+/// The input gradient's tensors: dx (+)= J^T dy.
+#[derive(Clone, Copy)]
+pub struct GroupNormGrad<'a> {
+    pub dy: &'a Tensor,
+    pub dx: &'a Tensor,
+    /// Add into dx (else overwrite it).
+    pub accumulate: bool,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -90,87 +187,82 @@ impl GroupNormShape {
 }
 
 /// The scale-shift binding (`dummy` without one) and the parameter uniform
-/// of a forward GroupNorm, chunked or one-pass.
-#[allow(clippy::too_many_arguments)]
-fn forward_binds<'a>(
+/// of a GroupNorm, forward or input gradient, chunked or one-pass.
+fn binds<'a>(
     gpu: &Gpu,
     s: &GroupNormShape,
-    gamma_off: usize,
-    beta_off: usize,
-    scale_shift: Option<(&'a wgpu::Buffer, usize)>,
-    silu: bool,
+    a: &GroupNormAffine<'a>,
+    accumulate: Option<bool>,
     dummy: &'a wgpu::Buffer,
-) -> (&'a wgpu::Buffer, wgpu::Buffer) {
+) -> (&'a dyn Bindable, wgpu::Buffer) {
     assert!(
         s.groups > 0 && s.c % s.groups == 0,
         "GroupNorm channels must split into groups"
     );
-    let params = GroupNormParams::forward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu);
-    (
-        scale_shift.map_or(dummy, |(b, _)| b),
-        gpu.uniform("groupnorm params", &params),
-    )
+    let ss_off = a.scale_shift.map(|(_, o)| o);
+    let (label, params) = match accumulate {
+        None => (
+            "groupnorm params",
+            GroupNormParams::forward(s, a.gamma_off, a.beta_off, ss_off, a.silu),
+        ),
+        Some(acc) => (
+            "groupnorm bwd params",
+            GroupNormParams::backward(s, a.gamma_off, a.beta_off, ss_off, a.silu, acc),
+        ),
+    };
+    let ss: &dyn Bindable = match a.scale_shift {
+        Some((t, _)) => t,
+        None => dummy,
+    };
+    (ss, gpu.uniform(label, &params))
 }
 
-/// The same for the input gradient, chunked or one-pass.
-fn backward_binds<'a>(
-    gpu: &Gpu,
-    s: &GroupNormShape,
-    (gamma_off, beta_off): (usize, usize),
-    scale_shift: Option<(&'a wgpu::Buffer, usize)>,
-    silu: bool,
-    accumulate: bool,
-    dummy: &'a wgpu::Buffer,
-) -> (&'a wgpu::Buffer, wgpu::Buffer) {
-    let params = GroupNormParams::backward(s, gamma_off, beta_off, scale_shift.map(|(_, o)| o), silu, accumulate);
-    (
-        scale_shift.map_or(dummy, |(b, _)| b),
-        gpu.uniform("groupnorm bwd params", &params),
-    )
-}
-
-/// The three dispatches of one GroupNorm (partial statistics, their merge, the normalisation). `weights` holds gamma at `gamma_off`
-/// and beta at `beta_off`; `scale_shift` is ([N, 2C] buffer, element offset).
-#[allow(clippy::too_many_arguments)]
+/// The three dispatches of one GroupNorm (partial statistics, their merge,
+/// the normalisation), leaving per-(n, group) [mean, rstd] in `stats`.
 pub fn group_norm(
     gpu: &Gpu,
     s: &GroupNormShape,
-    x: &wgpu::Buffer,
-    stats: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    gamma_off: usize,
-    beta_off: usize,
-    scale_shift: Option<(&wgpu::Buffer, usize)>,
-    silu: bool,
-    y: &wgpu::Buffer,
+    x: &Tensor,
+    stats: &Tensor,
+    a: &GroupNormAffine,
+    y: &Tensor,
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let (ss_buf, u) = forward_binds(gpu, s, gamma_off, beta_off, scale_shift, silu, dummy);
+    let (ss, u) = binds(gpu, s, a, None, dummy);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
-    let partial = gpu.storage_buffer("groupnorm partial stats", (s.n * s.groups * s.chunks() * 3 * 4) as u64)?;
-    let part = Dispatch::new(
+    let partial = Tensor::zeros(gpu, "groupnorm partial stats", &[s.n * s.groups * s.chunks() * 3])?;
+    let p = &u;
+    let part = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_stats_partial",
         &ov,
-        &[&u, x, &partial],
+        &StatsPartial { p, x, stats: &partial },
         [s.chunks() as u32, groups, 1],
     )?;
-    let finish = Dispatch::new(
+    let finish = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_stats_finish",
         &ov,
-        &[&u, &partial, stats],
+        &StatsFinish {
+            p,
+            part_in: &partial,
+            stats,
+        },
         small_groups(groups as usize),
     )?;
-    let apply = Dispatch::new(
+    let apply = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_apply",
         &ov,
-        &[&u, x, stats, weights, ss_buf, y],
+        &Apply {
+            q: p,
+            xa: x,
+            st: stats,
+            wts: a.weights,
+            ss,
+            ya: y,
+        },
         dispatch_groups(s.n * s.c * s.hw, WG),
     )?;
     Ok([part, finish, apply])
@@ -179,111 +271,118 @@ pub fn group_norm(
 /// [`group_norm`] in one dispatch (`gn_onepass`): one workgroup per (sample,
 /// group) reduces its group and normalises it. Same arguments and results
 /// (y, and `stats` for the backward pass); no partial-statistics buffer.
-#[allow(clippy::too_many_arguments)]
 pub fn group_norm_onepass(
     gpu: &Gpu,
-    dtype: DType,
     s: &GroupNormShape,
-    x: &wgpu::Buffer,
-    stats: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    gamma_off: usize,
-    beta_off: usize,
-    scale_shift: Option<(&wgpu::Buffer, usize)>,
-    silu: bool,
-    y: &wgpu::Buffer,
+    x: &Tensor,
+    stats: &Tensor,
+    a: &GroupNormAffine,
+    y: &Tensor,
     dummy: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let (ss_buf, u) = forward_binds(gpu, s, gamma_off, beta_off, scale_shift, silu, dummy);
-    Dispatch::new(
+    let (ss, u) = binds(gpu, s, a, None, dummy);
+    Dispatch::typed(
         gpu,
-        &GROUPNORM.typed(dtype),
         "gn_onepass",
         &[("WG", WG as f64)],
-        &[&u, x, stats, weights, ss_buf, y],
+        &OnePass {
+            q: &u,
+            xa: x,
+            stats,
+            wts: a.weights,
+            ss,
+            ya: y,
+        },
         [(s.n * s.groups) as u32, 1, 1],
     )
 }
 
 /// [`group_norm_bwd`] in one dispatch (`gn_bwd_onepass`): one workgroup per
 /// (sample, group) sums its group and writes its gradient.
-#[allow(clippy::too_many_arguments)]
 pub fn group_norm_bwd_onepass(
     gpu: &Gpu,
-    dtype: DType,
     s: &GroupNormShape,
-    x: &wgpu::Buffer,
-    stats: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    gamma_off: usize,
-    beta_off: usize,
-    scale_shift: Option<(&wgpu::Buffer, usize)>,
-    silu: bool,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    accumulate: bool,
+    x: &Tensor,
+    stats: &Tensor,
+    a: &GroupNormAffine,
+    g: &GroupNormGrad,
     dummy: &wgpu::Buffer,
 ) -> Result<Dispatch, GpuError> {
-    let (ss_buf, u) = backward_binds(gpu, s, (gamma_off, beta_off), scale_shift, silu, accumulate, dummy);
-    Dispatch::new(
+    let (ss, u) = binds(gpu, s, a, Some(g.accumulate), dummy);
+    Dispatch::typed(
         gpu,
-        &GROUPNORM.typed(dtype),
         "gn_bwd_onepass",
         &[("WG", WG as f64)],
-        &[&u, x, stats, weights, ss_buf, dy, dx],
+        &BwdOnePass {
+            r: &u,
+            xb: x,
+            stb: stats,
+            wtb: a.weights,
+            ssb: ss,
+            dyb: g.dy,
+            dxo: g.dx,
+        },
         [(s.n * s.groups) as u32, 1, 1],
     )
 }
 
-/// The input gradient of [`group_norm`] (same shape, weights, scale-shift and
-/// SiLU flag; `stats` as the forward left them): dx (+)= J^T dy. Three
-/// dispatches (per-chunk sums, their totals, the gradient).
-#[allow(clippy::too_many_arguments)]
+/// The input gradient of [`group_norm`] (same shape and affine part; `stats`
+/// as the forward left them). Three dispatches (per-chunk sums, their
+/// totals, the gradient).
 pub fn group_norm_bwd(
     gpu: &Gpu,
     s: &GroupNormShape,
-    x: &wgpu::Buffer,
-    stats: &wgpu::Buffer,
-    weights: &wgpu::Buffer,
-    gamma_off: usize,
-    beta_off: usize,
-    scale_shift: Option<(&wgpu::Buffer, usize)>,
-    silu: bool,
-    dy: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    accumulate: bool,
+    x: &Tensor,
+    stats: &Tensor,
+    a: &GroupNormAffine,
+    g: &GroupNormGrad,
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let (ss_buf, u) = backward_binds(gpu, s, (gamma_off, beta_off), scale_shift, silu, accumulate, dummy);
+    let (ss, u) = binds(gpu, s, a, Some(g.accumulate), dummy);
     let ov = [("WG", WG as f64)];
     let groups = (s.n * s.groups) as u32;
-    let partial = gpu.storage_buffer(
-        "groupnorm bwd partial sums",
-        (s.n * s.groups * s.chunks() * 2 * 4) as u64,
-    )?;
-    let gstats = gpu.storage_buffer("groupnorm bwd sums", (s.n * s.groups * 2 * 4) as u64)?;
-    let st = Dispatch::new(
+    let partial = Tensor::zeros(gpu, "groupnorm bwd partial sums", &[s.n * s.groups * s.chunks() * 2])?;
+    let gstats = Tensor::zeros(gpu, "groupnorm bwd sums", &[s.n * s.groups * 2])?;
+    let st = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_bwd_stats",
         &ov,
-        &[&u, x, stats, weights, ss_buf, dy, &partial],
+        &BwdStats {
+            r: &u,
+            xb: x,
+            stb: stats,
+            wtb: a.weights,
+            ssb: ss,
+            dyb: g.dy,
+            gstats: &partial,
+        },
         [s.chunks() as u32, groups, 1],
     )?;
-    let finish = Dispatch::new(
+    let finish = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_sum_finish",
         &ov,
-        &[&u, &partial, &gstats],
+        &StatsFinish {
+            p: &u,
+            part_in: &partial,
+            stats: &gstats,
+        },
         small_groups(groups as usize),
     )?;
-    let apply = Dispatch::new(
+    let apply = Dispatch::typed(
         gpu,
-        &GROUPNORM,
         "gn_bwd_apply",
         &ov,
-        &[&u, x, stats, weights, ss_buf, dy, &gstats, dx],
+        &BwdApply {
+            r: &u,
+            xb: x,
+            stb: stats,
+            wtb: a.weights,
+            ssb: ss,
+            dyb: g.dy,
+            gst: &gstats,
+            dxb: g.dx,
+        },
         dispatch_groups(s.n * s.c * s.hw, WG),
     )?;
     Ok([st, finish, apply])

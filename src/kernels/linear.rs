@@ -1,7 +1,22 @@
 //! `shaders/linear.wgsl`: dense layers with optional SiLU on input and output.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, LINEAR};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, LINEAR};
+use crate::tensor::Tensor;
+
+bindings! {
+    /// y = silu_out?(W silu_in?(x) + b), W and b in weight buffers.
+    pub struct Linear for LINEAR: ["linear"] {
+        p: uniform,
+        x: read T,
+        wt: read T,
+        bias: read T,
+        y: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Linear::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -46,48 +61,28 @@ impl LinearParams {
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 64;
 
-/// y [n, dout] = silu_out?(W silu_in?(x) + b), W [dout, din] at `w`, b at `b`.
-#[allow(clippy::too_many_arguments)]
+/// y [n, dout] = silu_out?(W silu_in?(x) + b): W [dout, din] at element
+/// `w.1` of buffer `w.0`, b at `b.1` of `b.0` (weight arenas of x's dtype).
 pub fn linear(
     gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    din: usize,
-    dout: usize,
-    x: &wgpu::Buffer,
-    w: (&wgpu::Buffer, usize),
-    b: (&wgpu::Buffer, usize),
-    silu_in: bool,
-    silu_out: bool,
-    y: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    let s = LinearShape {
-        n,
-        din,
-        dout,
-        silu_in,
-        silu_out,
-    };
-    linear_layer(gpu, dtype, &s, x, w, b, y)
-}
-
-/// [`linear`] for a [`LinearShape`].
-pub fn linear_layer(
-    gpu: &Gpu,
-    dtype: DType,
     s: &LinearShape,
-    x: &wgpu::Buffer,
+    x: &Tensor,
     w: (&wgpu::Buffer, usize),
     b: (&wgpu::Buffer, usize),
-    y: &wgpu::Buffer,
+    y: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    let u = gpu.uniform("linear params", &LinearParams::new(s, w.1, b.1));
-    Dispatch::new(
+    let p = &gpu.uniform("linear params", &LinearParams::new(s, w.1, b.1));
+    Dispatch::typed(
         gpu,
-        &LINEAR.typed(dtype),
         "linear",
         &[("WG", WG as f64)],
-        &[&u, x, w.0, b.0, y],
+        &Linear {
+            p,
+            x,
+            wt: w.0,
+            bias: b.0,
+            y,
+        },
         dispatch_groups(s.n * s.dout, WG),
     )
 }

@@ -30,6 +30,12 @@ pub fn bindings() -> Vec<KernelSig> {
         mask::BINDINGS,
         resample::BINDINGS,
         smc::BINDINGS,
+        elementwise::BINDINGS,
+        reduce::BINDINGS,
+        random::BINDINGS,
+        timestep::BINDINGS,
+        linear::BINDINGS,
+        groupnorm::BINDINGS,
     ]
     .concat()
 }

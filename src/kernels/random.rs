@@ -1,7 +1,19 @@
 //! `shaders/random.wgsl`: seeded Gaussian noise (Philox4x32-10 + Box-Muller).
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, RANDOM, WG1D};
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, RANDOM, WG1D};
 use crate::tensor::Tensor;
+
+bindings! {
+    /// `normal`: out = N(mean, sigma^2) draws.
+    pub struct Normal for RANDOM: ["normal"] {
+        p: uniform,
+        out: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Normal::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -43,12 +55,11 @@ impl Noise {
         let n = out.numel() as u32;
         let base = NoiseParams::new(n, seed, stream, mean, std);
         let params = gpu.uniform("noise params", &base);
-        let dispatch = Dispatch::new(
+        let dispatch = Dispatch::typed(
             gpu,
-            &RANDOM,
             "normal",
             &[],
-            &[&params, &out.buffer],
+            &Normal { p: &params, out },
             dispatch_groups((n as usize).div_ceil(4), WG1D),
         )?;
         Ok(Noise { dispatch, params, base })

@@ -1,8 +1,28 @@
 //! `shaders/reduce.wgsl`: batched dot products and norms, two-level reduction,
 //! result kept on the GPU.
 
-use crate::gpu::{Dispatch, Gpu, GpuError, Plan, REDUCE};
+use crate::bindings;
+use crate::gpu::{Bindings, Dispatch, Gpu, GpuError, KernelSig, Plan, REDUCE};
 use crate::tensor::Tensor;
+
+bindings! {
+    /// Per-workgroup partial dot products of x and y.
+    pub struct DotPartial for REDUCE: ["dot_partial"] {
+        p: uniform,
+        x: read f32,
+        y: read f32,
+        partial: read_write f32,
+    }
+    /// The partials summed per sample (square-rooted for norms).
+    pub struct DotFinish for REDUCE: ["dot_finish"] {
+        q: uniform,
+        parts: read f32,
+        out: read_write f32,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[DotPartial::SIG, DotFinish::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -50,20 +70,27 @@ impl BatchedDot {
         let out = Tensor::zeros(gpu, "dot out", &[batch])?;
         let params = gpu.uniform("reduce params", &ReduceParams::new(per, take_sqrt));
         let mut plan = Plan::new();
-        plan.push(Dispatch::new(
+        plan.push(Dispatch::typed(
             gpu,
-            &REDUCE,
             "dot_partial",
             &[],
-            &[&params, &x.buffer, &y.buffer, &partial],
+            &DotPartial {
+                p: &params,
+                x,
+                y,
+                partial: &partial,
+            },
             [chunks as u32, batch as u32, 1],
         )?);
-        plan.push(Dispatch::new(
+        plan.push(Dispatch::typed(
             gpu,
-            &REDUCE,
             "dot_finish",
             &[],
-            &[&params, &partial, &out.buffer],
+            &DotFinish {
+                q: &params,
+                parts: &partial,
+                out: &out,
+            },
             [batch as u32, 1, 1],
         )?);
         Ok(BatchedDot {

@@ -1,7 +1,29 @@
 //! `shaders/timestep.wgsl`: sinusoidal timestep embedding.
 
-use crate::gpu::{Dispatch, Gpu, GpuError, TIMESTEP};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{Bindings, Dispatch, Gpu, GpuError, KernelSig, TIMESTEP};
+use crate::tensor::Tensor;
+
+bindings! {
+    /// y [n, dim] from t [n] and freqs [dim / 2].
+    pub struct TimestepEmbedding for TIMESTEP: ["timestep_embedding"] {
+        p: uniform,
+        t: read f32,
+        freqs: read f32,
+        y: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[TimestepEmbedding::SIG];
+
+/// `n` embeddings of width `dim`, sin half first or cos half first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestepShape {
+    pub n: usize,
+    pub dim: usize,
+    pub cos_first: bool,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -13,13 +35,12 @@ pub struct TimestepParams {
 }
 
 impl TimestepParams {
-    /// `n` embeddings of width `dim` (sin and cos halves, cos first or not).
-    pub fn new(n: usize, dim: usize, cos_first: bool) -> TimestepParams {
+    pub fn new(s: &TimestepShape) -> TimestepParams {
         TimestepParams {
-            n: n as u32,
-            dim: dim as u32,
-            half: (dim / 2) as u32,
-            cos_first: cos_first as u32,
+            n: s.n as u32,
+            dim: s.dim as u32,
+            half: (s.dim / 2) as u32,
+            cos_first: s.cos_first as u32,
         }
     }
 }
@@ -27,27 +48,21 @@ impl TimestepParams {
 /// Threads per workgroup (mirrors `WG`).
 pub const WG: u32 = 64;
 
-/// y [n, dim] from t [n] and freqs [dim / 2].
-#[allow(clippy::too_many_arguments)]
+/// y [n, dim] from t [n] and freqs [dim / 2] (y's dtype picks the instance).
 pub fn timestep_embedding(
     gpu: &Gpu,
-    dtype: DType,
-    n: usize,
-    dim: usize,
-    cos_first: bool,
-    t: &wgpu::Buffer,
-    freqs: &wgpu::Buffer,
-    y: &wgpu::Buffer,
+    s: &TimestepShape,
+    t: &Tensor,
+    freqs: &Tensor,
+    y: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    let params = TimestepParams::new(n, dim, cos_first);
-    let u = gpu.uniform("timestep params", &params);
-    let groups = ((n * dim) as u32).div_ceil(WG);
-    Dispatch::new(
+    let p = &gpu.uniform("timestep params", &TimestepParams::new(s));
+    let groups = ((s.n * s.dim) as u32).div_ceil(WG);
+    Dispatch::typed(
         gpu,
-        &TIMESTEP.typed(dtype),
         "timestep_embedding",
         &[("WG", WG as f64)],
-        &[&u, t, freqs, y],
+        &TimestepEmbedding { p, t, freqs, y },
         [groups, 1, 1],
     )
 }

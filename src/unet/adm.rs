@@ -2,9 +2,9 @@
 //! lowered to the layer IR: `input_blocks.*`, `middle_block.*`,
 //! `output_blocks.*` keys, legacy or split qkv order, scale-shift norm.
 
-use super::builder::{AttnNames, Builder, ResNames, ResOpts, UpDown};
+use super::builder::{AttnNames, AttnOpts, Builder, ConvSpec, ResNames, ResOpts, UpDown};
 use super::config::AdmConfig;
-use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder, Residual};
+use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder};
 
 fn adm_res_names(p: &str) -> ResNames {
     ResNames {
@@ -56,6 +56,15 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
     } else {
         QkvOrder::Legacy
     };
+    // guided-diffusion's attention blocks: GroupNorm(32, 1e-5) first, q and k scaled by ch^-1/4.
+    let ao = |heads| AttnOpts {
+        heads,
+        order,
+        legacy_scale: true,
+        groups: 32,
+        eps: 1e-5,
+        out_scale: 1.0,
+    };
     let ro = |updown| ResOpts {
         scale_shift: c.use_scale_shift_norm,
         groups: 32,
@@ -86,16 +95,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             h = b.resblock(h, emb, &adm_res_names(&format!("{p}.0")), mult(m), &ro(UpDown::None))?;
             ch = mult(m);
             if c.attention_resolutions.contains(&ds) {
-                h = b.attention(
-                    h,
-                    &adm_attn_names(&format!("{p}.1")),
-                    heads_for(ch, c.num_heads)?,
-                    order,
-                    true,
-                    32,
-                    1e-5,
-                    1.0,
-                )?;
+                h = b.attention(h, &adm_attn_names(&format!("{p}.1")), &ao(heads_for(ch, c.num_heads)?))?;
             }
             hs.push(h);
             idx += 1;
@@ -105,7 +105,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             h = if c.resblock_updown {
                 b.resblock(h, emb, &adm_res_names(&p), ch, &ro(UpDown::Down))?
             } else if c.conv_resample {
-                b.conv(h, &format!("{p}.op"), ch, 3, 2, [1; 4], Residual::None, 1.0)
+                b.conv(h, &format!("{p}.op"), ConvSpec::new(ch, 3, 2, [1; 4]))
             } else {
                 b.resample(h, false)
             };
@@ -115,16 +115,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
         }
     }
     h = b.resblock(h, emb, &adm_res_names("middle_block.0"), ch, &ro(UpDown::None))?;
-    h = b.attention(
-        h,
-        &adm_attn_names("middle_block.1"),
-        heads_for(ch, c.num_heads)?,
-        order,
-        true,
-        32,
-        1e-5,
-        1.0,
-    )?;
+    h = b.attention(h, &adm_attn_names("middle_block.1"), &ao(heads_for(ch, c.num_heads)?))?;
     h = b.resblock(h, emb, &adm_res_names("middle_block.2"), ch, &ro(UpDown::None))?;
 
     let mut idx = 0;
@@ -137,16 +128,7 @@ pub(super) fn build(c: &AdmConfig) -> Result<Graph, GraphError> {
             ch = mult(m);
             let mut sub = 1;
             if c.attention_resolutions.contains(&ds) {
-                h = b.attention(
-                    h,
-                    &adm_attn_names(&format!("{p}.1")),
-                    heads_for(ch, heads_up)?,
-                    order,
-                    true,
-                    32,
-                    1e-5,
-                    1.0,
-                )?;
+                h = b.attention(h, &adm_attn_names(&format!("{p}.1")), &ao(heads_for(ch, heads_up)?))?;
                 sub += 1;
             }
             if level > 0 && i == c.num_res_blocks {

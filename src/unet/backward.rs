@@ -11,20 +11,13 @@
 //!
 //! The time embedding depends on t only, so no gradient flows into it.
 
-use super::forward::{ForwardError, LayerRecord, UnetForward};
-use super::graph::{Layer, Residual};
+use super::forward::{ForwardError, UnetForward};
+use super::layers::Sizes;
 use super::memory::PlanKind;
-use super::shapes::LayerShape;
 use super::weights::Weights;
 use super::Unet;
-use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
-use crate::kernels::attention::attention_bwd;
-use crate::kernels::conv2d::conv2d_bwd_data;
-use crate::kernels::conv_choice::{self, ConvPass};
+use crate::gpu::{Gpu, GpuError, Plan};
 use crate::kernels::elementwise::cast;
-use crate::kernels::elementwise::{Elementwise, Op};
-use crate::kernels::groupnorm::group_norm_bwd_onepass;
-use crate::kernels::resample::{avg_pool2x2_bwd, split_channels, upsample_nearest2x_bwd, Concat, Nchw};
 use crate::tensor::{DType, Tensor};
 
 /// The backward dispatches of one forward layer.
@@ -105,11 +98,12 @@ impl UnetVjp {
             epilogue.push(cast(gpu, &dx, &dx_f32)?);
             dx_f32
         };
-        // written[a]: a gradient has been stored into grads[a] already (accumulate from then on).
-        let mut written = vec![false; acts.len()];
-        written[g.output] = true;
+        let mut state = GradState {
+            written: vec![false; acts.len()],
+            scratch: Vec::new(),
+        };
+        state.written[g.output] = true;
         let dummy = gpu.storage_buffer("unet bwd unused binding", 16)?;
-        let mut scratch = Vec::new();
         let mut records = Vec::new();
         let ctx = GradCtx {
             gpu,
@@ -120,14 +114,20 @@ impl UnetVjp {
             dummy: &dummy,
             split_scratch: fwd.split_scratch.as_ref(),
         };
+        let at = Sizes::of_graph(g, fwd.batch, fwd.height, fwd.width);
         for (li, rec) in fwd.records.iter().enumerate().rev() {
-            let steps = ctx.layer(rec, fwd.memory.residual_alias[li], &mut written, &mut scratch)?;
+            let alias = fwd.memory.residual_alias[li];
+            let steps = rec
+                .layer
+                .kind()
+                .backward(&ctx, &at, rec.saved.as_ref(), alias, &mut state)?;
             records.push(BackwardRecord {
                 layer: li,
                 dispatches: Plan { steps },
             });
         }
-        assert!(written[g.input], "the input receives a gradient");
+        assert!(state.written[g.input], "the input receives a gradient");
+        let mut scratch = state.scratch;
         scratch.push(dummy);
         Ok(UnetVjp {
             cotangent,
@@ -197,159 +197,37 @@ impl UnetVjp {
 }
 
 /// What planning one layer's input gradient reads besides its forward record.
-struct GradCtx<'a> {
-    gpu: &'a Gpu,
-    dt: DType,
-    weights: &'a Weights,
+pub struct GradCtx<'a> {
+    pub(crate) gpu: &'a Gpu,
+    pub(crate) dt: DType,
+    pub(crate) weights: &'a Weights,
     /// The forward plan's activations.
-    acts: &'a [Tensor],
+    pub(crate) acts: &'a [Tensor],
     grads: &'a [Option<Tensor>],
-    dummy: &'a wgpu::Buffer,
+    pub(crate) dummy: &'a wgpu::Buffer,
     /// The forward plan's split-K scratch.
-    split_scratch: Option<&'a wgpu::Buffer>,
+    pub(crate) split_scratch: Option<&'a wgpu::Buffer>,
 }
 
 impl GradCtx<'_> {
-    /// The backward dispatches of one forward layer, at the sizes the forward
-    /// plan recorded. `residual_alias`: the residual's gradient is dy's buffer
-    /// already. `written[a]`: a gradient has been stored into `grads[a]`
-    /// already (the next contribution accumulates); `scratch` keeps per-layer
-    /// temporaries alive.
-    fn layer(
-        &self,
-        rec: &LayerRecord,
-        residual_alias: bool,
-        written: &mut [bool],
-        scratch: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (gpu, dt, w, acts, dummy) = (self.gpu, self.dt, self.weights, self.acts, self.dummy);
-        let grads = self.grads;
-        let grad = move |a: usize| grads[a].as_ref().expect("image activation has a gradient");
-        let gb = move |a: usize| &grad(a).buffer;
-        let mut take = |a: usize| {
-            let acc = written[a];
-            written[a] = true;
-            acc
-        };
-        let mut ds: Vec<Dispatch> = Vec::new();
-        match (&rec.layer, rec.shape) {
-            (Layer::Timestep { .. }, _) | (Layer::Linear { .. }, _) => {}
-            (
-                Layer::Conv {
-                    x,
-                    y,
-                    w: wn,
-                    res,
-                    out_scale,
-                    ..
-                },
-                LayerShape::Conv { shape: s, .. },
-            ) => {
-                let acc = take(*x);
-                let kernel = conv_choice::choose(gpu, ConvPass::BwdData, &s, dt);
-                ds.extend(conv2d_bwd_data(
-                    gpu,
-                    dt,
-                    &kernel,
-                    &s,
-                    gb(*y),
-                    w.get(wn),
-                    *out_scale,
-                    acc,
-                    gb(*x),
-                    self.split_scratch,
-                )?);
-                if let (Residual::Full(r), true) = (res, residual_alias) {
-                    // d r = dy, in dy's own buffer (the memory plan shares it).
-                    assert!(!take(*r), "an aliased residual gradient is its first contribution");
-                } else if let Residual::Full(r) = res {
-                    let (dy, dr) = (grad(*y), grad(*r));
-                    let e = if take(*r) {
-                        Elementwise::new(gpu, Op::Axpby, dy, dr, *out_scale, 1.0)?
-                    } else {
-                        Elementwise::new(gpu, Op::Affine, dy, dr, *out_scale, 0.0)?
-                    };
-                    ds.push(e.dispatch);
-                }
-            }
-            (
-                Layer::GroupNorm {
-                    x,
-                    y,
-                    gamma,
-                    beta,
-                    silu,
-                    scale_shift,
-                    ..
-                },
-                LayerShape::GroupNorm(s),
-            ) => {
-                let stats = rec.saved.as_ref().expect("GroupNorm keeps its statistics");
-                let (wb, goff) = w.get(gamma);
-                let (_, boff) = w.get(beta);
-                let ss = scale_shift.map(|e| (&acts[e].buffer, 0));
-                let acc = take(*x);
-                ds.push(group_norm_bwd_onepass(
-                    gpu,
-                    dt,
-                    &s,
-                    &acts[*x].buffer,
-                    &stats.buffer,
-                    wb,
-                    goff,
-                    boff,
-                    ss,
-                    *silu,
-                    gb(*y),
-                    gb(*x),
-                    acc,
-                    dummy,
-                )?);
-            }
-            (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
-                let lse = rec.saved.as_ref().expect("attention keeps its log-sum-exps");
-                let dsum = gpu.storage_buffer("attention bwd D", (s.n * s.heads * s.t * 4) as u64)?;
-                let acc = take(*qkv);
-                ds.extend(attention_bwd(
-                    gpu,
-                    dt,
-                    &s,
-                    &acts[*qkv].buffer,
-                    &acts[*y].buffer,
-                    &lse.buffer,
-                    gb(*y),
-                    &dsum,
-                    gb(*qkv),
-                    acc,
-                )?);
-                scratch.push(dsum);
-            }
-            (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                let acc = take(*x);
-                ds.push(upsample_nearest2x_bwd(
-                    gpu,
-                    Nchw { n, c, h, w },
-                    grad(*y),
-                    grad(*x),
-                    acc,
-                )?);
-            }
-            (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                let acc = take(*x);
-                ds.push(avg_pool2x2_bwd(gpu, Nchw { n, c, h, w }, grad(*y), grad(*x), acc)?);
-            }
-            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
-                let acc = (take(*a), take(*b));
-                ds.push(split_channels(
-                    gpu,
-                    Concat { n, ca, cb, hw },
-                    grad(*y),
-                    (grad(*a), grad(*b)),
-                    acc,
-                )?);
-            }
-            _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
-        }
-        Ok(ds)
+    /// The gradient of image activation `a`.
+    pub(crate) fn grad(&self, a: usize) -> &Tensor {
+        self.grads[a].as_ref().expect("image activation has a gradient")
+    }
+}
+
+/// What the backward layers hand on to each other while the VJP is planned.
+pub struct GradState {
+    /// written[a]: a gradient has been stored into grads[a] already, so the
+    /// next contribution accumulates (no clearing pass).
+    written: Vec<bool>,
+    /// Per-layer temporaries the dispatches bind.
+    pub(crate) scratch: Vec<wgpu::Buffer>,
+}
+
+impl GradState {
+    /// Whether a contribution to `a`'s gradient accumulates; later ones will.
+    pub(crate) fn take(&mut self, a: usize) -> bool {
+        std::mem::replace(&mut self.written[a], true)
     }
 }

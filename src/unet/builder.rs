@@ -4,6 +4,7 @@
 //! key names so each architecture only supplies its naming and block order.
 
 use super::graph::{Act, ActId, Graph, GraphError, Layer, Param, QkvOrder, Residual};
+use super::layers::{Attention, AvgPool, Concat, Conv, GroupNorm, Linear, Timestep, Upsample};
 
 pub(super) struct Builder {
     g: Graph,
@@ -34,6 +35,45 @@ pub(super) struct ResOpts {
     pub(super) updown: UpDown,
 }
 
+/// A convolution's output channels, k x k geometry and epilogue.
+#[derive(Clone, Copy)]
+pub(super) struct ConvSpec {
+    pub(super) cout: usize,
+    pub(super) k: usize,
+    pub(super) stride: usize,
+    /// [top, left, bottom, right]
+    pub(super) pad: [usize; 4],
+    pub(super) res: Residual,
+    pub(super) out_scale: f32,
+}
+
+impl ConvSpec {
+    /// No residual, output scale 1.
+    pub(super) fn new(cout: usize, k: usize, stride: usize, pad: [usize; 4]) -> ConvSpec {
+        ConvSpec {
+            cout,
+            k,
+            stride,
+            pad,
+            res: Residual::None,
+            out_scale: 1.0,
+        }
+    }
+}
+
+/// An attention block's heads, qkv layout and scaling, and its GroupNorm.
+#[derive(Clone, Copy)]
+pub(super) struct AttnOpts {
+    pub(super) heads: usize,
+    pub(super) order: QkvOrder,
+    /// guided-diffusion's q and k each scaled by ch^-1/4 (else the scores by ch^-1/2).
+    pub(super) legacy_scale: bool,
+    pub(super) groups: usize,
+    pub(super) eps: f32,
+    /// The block's output is divided by this (diffusers' rescale_output_factor).
+    pub(super) out_scale: f32,
+}
+
 pub(super) struct AttnNames {
     pub(super) norm: Option<String>,
     /// Members of the qkv projection (one fused conv, or q, k, v), weights then biases.
@@ -59,6 +99,10 @@ impl Builder {
         }
     }
 
+    fn push(&mut self, layer: impl Into<Layer>) {
+        self.g.layers.push(layer.into());
+    }
+
     pub(super) fn act(&mut self, a: Act) -> ActId {
         if let Act::Image { ds, .. } = a {
             self.g.max_ds = self.g.max_ds.max(ds);
@@ -70,7 +114,7 @@ impl Builder {
     /// The sinusoidal embedding of t, a new [N, dim] activation.
     pub(super) fn timestep(&mut self, dim: usize, cos_first: bool, freqs: Vec<f32>) -> ActId {
         let y = self.act(Act::Vector { d: dim });
-        self.g.layers.push(Layer::Timestep {
+        self.push(Timestep {
             y,
             dim,
             cos_first,
@@ -99,7 +143,7 @@ impl Builder {
             (format!("{prefix}.bias"), vec![dout]),
         ]);
         let y = self.act(Act::Vector { d: dout });
-        self.g.layers.push(Layer::Linear {
+        self.push(Linear {
             x,
             y,
             w: format!("{prefix}.weight"),
@@ -113,18 +157,15 @@ impl Builder {
     }
 
     /// A k x k convolution (weights [cout, cin, k, k]) registered under `prefix`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn conv(
-        &mut self,
-        x: ActId,
-        prefix: &str,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: [usize; 4],
-        res: Residual,
-        out_scale: f32,
-    ) -> ActId {
+    pub(super) fn conv(&mut self, x: ActId, prefix: &str, spec: ConvSpec) -> ActId {
+        let ConvSpec {
+            cout,
+            k,
+            stride,
+            pad,
+            res,
+            out_scale,
+        } = spec;
         let (cin, ds) = self.image(x);
         self.params(vec![
             (format!("{prefix}.weight"), vec![cout, cin, k, k]),
@@ -134,7 +175,7 @@ impl Builder {
             c: cout,
             ds: ds * stride,
         });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x,
             y,
             w: format!("{prefix}.weight"),
@@ -151,7 +192,7 @@ impl Builder {
     }
 
     pub(super) fn conv3(&mut self, x: ActId, prefix: &str, cout: usize) -> ActId {
-        self.conv(x, prefix, cout, 3, 1, [1; 4], Residual::None, 1.0)
+        self.conv(x, prefix, ConvSpec::new(cout, 3, 1, [1; 4]))
     }
 
     pub(super) fn group_norm(
@@ -174,7 +215,7 @@ impl Builder {
             (format!("{prefix}.bias"), vec![c]),
         ]);
         let y = self.act(Act::Image { c, ds });
-        self.g.layers.push(Layer::GroupNorm {
+        self.push(GroupNorm {
             x,
             y,
             gamma: format!("{prefix}.weight"),
@@ -192,11 +233,11 @@ impl Builder {
         let (c, ds) = self.image(x);
         if up {
             let y = self.act(Act::Image { c, ds: ds / 2 });
-            self.g.layers.push(Layer::Upsample { x, y });
+            self.push(Upsample { x, y });
             y
         } else {
             let y = self.act(Act::Image { c, ds: ds * 2 });
-            self.g.layers.push(Layer::AvgPool { x, y });
+            self.push(AvgPool { x, y });
             y
         }
     }
@@ -206,7 +247,7 @@ impl Builder {
         let (cb, dsb) = self.image(b);
         assert_eq!(ds, dsb, "concat of different resolutions");
         let y = self.act(Act::Image { c: ca + cb, ds });
-        self.g.layers.push(Layer::Concat { a, b, y });
+        self.push(Concat { a, b, y });
         y
     }
 
@@ -232,38 +273,35 @@ impl Builder {
             let h = self.conv3(h, &n.in_conv, cout);
             self.group_norm(h, &n.out_norm, o.groups, o.eps, true, Some(e))?
         } else {
-            let h = self.conv(h, &n.in_conv, cout, 3, 1, [1; 4], Residual::Channel(e), 1.0);
+            let spec = ConvSpec {
+                res: Residual::Channel(e),
+                ..ConvSpec::new(cout, 3, 1, [1; 4])
+            };
+            let h = self.conv(h, &n.in_conv, spec);
             self.group_norm(h, &n.out_norm, o.groups, o.eps, true, None)?
         };
         let skip = if cin != cout {
-            self.conv(xs, &n.skip, cout, 1, 1, [0; 4], Residual::None, 1.0)
+            self.conv(xs, &n.skip, ConvSpec::new(cout, 1, 1, [0; 4]))
         } else {
             xs
         };
-        Ok(self.conv(
-            h,
-            &n.out_conv,
-            cout,
-            3,
-            1,
-            [1; 4],
-            Residual::Full(skip),
-            1.0 / o.out_scale,
-        ))
+        let spec = ConvSpec {
+            res: Residual::Full(skip),
+            out_scale: 1.0 / o.out_scale,
+            ..ConvSpec::new(cout, 3, 1, [1; 4])
+        };
+        Ok(self.conv(h, &n.out_conv, spec))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention(
-        &mut self,
-        x: ActId,
-        n: &AttnNames,
-        heads: usize,
-        order: QkvOrder,
-        legacy_scale: bool,
-        groups: usize,
-        eps: f32,
-        out_scale: f32,
-    ) -> Result<ActId, GraphError> {
+    pub(super) fn attention(&mut self, x: ActId, n: &AttnNames, o: &AttnOpts) -> Result<ActId, GraphError> {
+        let AttnOpts {
+            heads,
+            order,
+            legacy_scale,
+            groups,
+            eps,
+            out_scale,
+        } = *o;
         let (c, ds) = self.image(x);
         if heads == 0 || c % heads != 0 {
             return Err(GraphError::Unsupported(format!(
@@ -280,7 +318,7 @@ impl Builder {
         self.params(n.qkv_w.iter().map(|k| (k.clone(), shape(per))).collect());
         self.params(n.qkv_b.iter().map(|k| (k.clone(), vec![per])).collect());
         let qkv = self.act(Act::Image { c: 3 * c, ds });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x: h,
             y: qkv,
             w: n.qkv_w[0].clone(),
@@ -302,7 +340,7 @@ impl Builder {
         } else {
             ((1.0 / (ch as f64).sqrt()) as f32, 1.0)
         };
-        self.g.layers.push(Layer::Attention {
+        self.push(Attention {
             qkv,
             y: a,
             heads,
@@ -313,7 +351,7 @@ impl Builder {
         });
         self.params(vec![(n.proj_w.clone(), shape(c)), (n.proj_b.clone(), vec![c])]);
         let y = self.act(Act::Image { c, ds });
-        self.g.layers.push(Layer::Conv {
+        self.push(Conv {
             x: a,
             y,
             w: n.proj_w.clone(),

@@ -2,9 +2,9 @@
 //! the layer IR: `down_blocks.*`, `mid_block.*`, `up_blocks.*` keys, separate
 //! q/k/v projections (new or pre-0.14 names), split qkv order.
 
-use super::builder::{AttnNames, Builder, ResNames, ResOpts, UpDown};
+use super::builder::{AttnNames, AttnOpts, Builder, ConvSpec, ResNames, ResOpts, UpDown};
 use super::config::DiffusersConfig;
-use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder, Residual};
+use super::graph::{timestep_freqs, Act, Graph, GraphError, QkvOrder};
 
 /// diffusers `UNet2DModel.__init__` / `forward`, block for block.
 pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, GraphError> {
@@ -13,6 +13,15 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
     let ted = c.time_embedding_dim.unwrap_or(boc[0] * 4);
     let groups = c.norm_num_groups;
     let eps = c.norm_eps;
+    // diffusers' attention blocks: split qkv order, scores scaled by ch^-1/2.
+    let ao = |heads, groups, out_scale| AttnOpts {
+        heads,
+        order: QkvOrder::Split,
+        legacy_scale: false,
+        groups,
+        eps,
+        out_scale,
+    };
     let ro = |out_scale: f32| ResOpts {
         scale_shift: c.scale_shift,
         groups,
@@ -78,12 +87,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
                 h = b.attention(
                     h,
                     &attn_names(&format!("{p}.attentions.{j}"), true),
-                    heads(cout)?,
-                    QkvOrder::Split,
-                    false,
-                    groups,
-                    eps,
-                    1.0,
+                    &ao(heads(cout)?, groups, 1.0),
                 )?;
             }
             hs.push(h);
@@ -95,12 +99,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
             h = b.conv(
                 h,
                 &format!("down_blocks.{i}.downsamplers.0.conv"),
-                cout,
-                3,
-                2,
-                pad,
-                Residual::None,
-                1.0,
+                ConvSpec::new(cout, 3, 2, pad),
             );
             hs.push(h);
         }
@@ -117,12 +116,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
             h = b.attention(
                 h,
                 &attn_names("mid_block.attentions.0", attn_groups.is_some()),
-                heads(cm)?,
-                QkvOrder::Split,
-                false,
-                attn_groups.unwrap_or(groups),
-                eps,
-                f,
+                &ao(heads(cm)?, attn_groups.unwrap_or(groups), f),
             )?;
         }
         h = b.resblock(h, emb, &res_names("mid_block.resnets.1"), cm, &ro(f))?;
@@ -142,12 +136,7 @@ pub(super) fn build(c: &DiffusersConfig, old_names: bool) -> Result<Graph, Graph
                 h = b.attention(
                     h,
                     &attn_names(&format!("{p}.attentions.{j}"), true),
-                    heads(cout)?,
-                    QkvOrder::Split,
-                    false,
-                    groups,
-                    eps,
-                    1.0,
+                    &ao(heads(cout)?, groups, 1.0),
                 )?;
             }
         }

@@ -11,20 +11,13 @@
 
 use thiserror::Error;
 
-use super::graph::{Layer, Residual};
-use super::memory::{buffer_bytes, MemoryPlan, OwnBuffer, PlanKind};
-use super::shapes::LayerShape;
+use super::graph::Layer;
+use super::layers::Sizes;
+use super::memory::{MemoryPlan, OwnBuffer, PlanKind};
 use super::weights::Weights;
 use super::Unet;
-use crate::gpu::{Dispatch, Gpu, GpuError, Plan};
-use crate::kernels::attention::attention;
-use crate::kernels::conv2d::{conv2d, ConvResidual};
-use crate::kernels::conv_choice::{self, ConvPass};
+use crate::gpu::{Gpu, GpuError, Plan};
 use crate::kernels::elementwise::cast;
-use crate::kernels::groupnorm::group_norm_onepass;
-use crate::kernels::linear::linear;
-use crate::kernels::resample::{avg_pool2x2, concat_channels, upsample_nearest2x, Concat, Nchw};
-use crate::kernels::timestep::timestep_embedding;
 use crate::tensor::{DType, Tensor};
 
 #[derive(Debug, Error)]
@@ -43,12 +36,10 @@ pub enum ForwardError {
     },
 }
 
-/// One planned layer: the graph's description, its sizes at this plan's
-/// batch and resolution, its dispatches, and what it saved for the backward
-/// pass (GroupNorm mean/rstd, attention lse).
+/// One planned layer: the graph's description, its dispatches, and what it
+/// saved for the backward pass (GroupNorm mean/rstd, attention lse).
 pub struct LayerRecord {
     pub layer: Layer,
-    pub shape: LayerShape,
     pub dispatches: Plan,
     pub saved: Option<Tensor>,
 }
@@ -145,12 +136,16 @@ impl UnetForward {
         let dims = |a: usize| g.act_shape(a, batch, height, width);
         let dt = unet.dtype();
         let mut memory = MemoryPlan::new(g, batch, height, width, kind, input.is_none(), dt);
-        let scratch_bytes = split_scratch_bytes(gpu, g, batch, height, width, kind, dt);
+        let at = Sizes::of_graph(g, batch, height, width);
+        // Split-K partial sums: as large as the largest any layer needs.
+        let scratch_bytes = g
+            .layers
+            .iter()
+            .map(|l| l.kind().split_scratch_bytes(gpu, &at, kind, dt))
+            .max()
+            .unwrap_or(0);
         let split_scratch = if scratch_bytes > 0 {
-            memory.own.push(OwnBuffer {
-                label: "split-K scratch".into(),
-                bytes: buffer_bytes(scratch_bytes),
-            });
+            memory.own.push(OwnBuffer::new("split-K scratch", scratch_bytes));
             Some(gpu.storage_buffer("unet split-K scratch", scratch_bytes)?)
         } else {
             None
@@ -183,7 +178,7 @@ impl UnetForward {
         };
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
-        let ctx = LayerCtx {
+        let ctx = ForwardCtx {
             gpu,
             dt,
             weights: &unet.weights,
@@ -195,25 +190,22 @@ impl UnetForward {
         let mut freqs = Vec::new();
         let mut records = Vec::new();
         for layer in &g.layers {
-            let shape = g.layer_shape(layer, batch, height, width);
-            if let LayerShape::Conv { shape: s, out } = shape {
-                if s.out_hw() != out {
-                    return Err(ForwardError::Resolution {
-                        h: height,
-                        w: width,
-                        multiple: m,
-                    });
-                }
+            let kind = layer.kind();
+            if !kind.fits(&at) {
+                return Err(ForwardError::Resolution {
+                    h: height,
+                    w: width,
+                    multiple: m,
+                });
             }
-            let saved = match shape.saved() {
+            let saved = match kind.buffers(&at).saved {
                 Some((label, dims)) => Some(Tensor::zeros(gpu, label, &dims)?),
                 None => None,
             };
-            let dispatches = ctx.layer(layer, &shape, saved.as_ref(), &mut freqs)?;
+            let steps = kind.forward(&ctx, &at, saved.as_ref(), &mut freqs)?;
             records.push(LayerRecord {
                 layer: layer.clone(),
-                shape,
-                dispatches: Plan { steps: dispatches },
+                dispatches: Plan { steps },
                 saved,
             });
         }
@@ -304,181 +296,13 @@ impl UnetForward {
 }
 
 /// What planning one forward layer reads besides the layer itself.
-struct LayerCtx<'a> {
-    gpu: &'a Gpu,
+pub struct ForwardCtx<'a> {
+    pub(crate) gpu: &'a Gpu,
     /// Storage type of activations and weights.
-    dt: DType,
-    weights: &'a Weights,
-    acts: &'a [Tensor],
-    t: &'a Tensor,
-    dummy: &'a wgpu::Buffer,
-    split_scratch: Option<&'a wgpu::Buffer>,
-}
-
-/// Bytes of split-K scratch the plan's convolutions need at most: their
-/// forward kernels, and their backward-data kernels in a VJP plan.
-pub(crate) fn split_scratch_bytes(
-    gpu: &Gpu,
-    g: &crate::unet::Graph,
-    batch: usize,
-    height: usize,
-    width: usize,
-    kind: PlanKind,
-    dt: DType,
-) -> u64 {
-    let passes: &[ConvPass] = match kind {
-        PlanKind::Forward => &[ConvPass::Forward],
-        PlanKind::ForwardVjp => &[ConvPass::Forward, ConvPass::BwdData],
-    };
-    g.layers
-        .iter()
-        .filter_map(|l| match g.layer_shape(l, batch, height, width) {
-            LayerShape::Conv { shape, .. } => Some(shape),
-            _ => None,
-        })
-        .flat_map(|s| {
-            passes.iter().map(move |&pass| {
-                let (m, p, k) = pass.gemm(&s);
-                conv_choice::choose(gpu, pass, &s, dt).scratch_bytes(m, p, k)
-            })
-        })
-        .max()
-        .unwrap_or(0)
-}
-
-impl LayerCtx<'_> {
-    /// The dispatches of one layer at `shape` (from [`crate::unet::Graph::layer_shape`]);
-    /// `saved` is the buffer [`LayerShape::saved`] asked for, `freqs` keeps
-    /// uploaded timestep frequencies alive.
-    fn layer(
-        &self,
-        layer: &Layer,
-        shape: &LayerShape,
-        saved: Option<&Tensor>,
-        freqs: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let (gpu, dt, w, acts, dummy) = (self.gpu, self.dt, self.weights, self.acts, self.dummy);
-        let buf = move |a: usize| &acts[a].buffer;
-        let saved = move || &saved.expect("LayerShape::saved allocated it").buffer;
-        Ok(match (layer, *shape) {
-            (
-                Layer::Timestep {
-                    y, cos_first, freqs: f, ..
-                },
-                LayerShape::Timestep { n, dim },
-            ) => {
-                let fb = gpu.upload("timestep freqs", if f.is_empty() { &[0f32][..] } else { f })?;
-                let d = timestep_embedding(gpu, dt, n, dim, *cos_first, &self.t.buffer, &fb, buf(*y))?;
-                freqs.push(fb);
-                vec![d]
-            }
-            (
-                Layer::Linear {
-                    x,
-                    y,
-                    w: wn,
-                    b: bn,
-                    silu_in,
-                    silu_out,
-                    ..
-                },
-                LayerShape::Linear { n, din, dout },
-            ) => vec![linear(
-                gpu,
-                dt,
-                n,
-                din,
-                dout,
-                buf(*x),
-                w.get(wn),
-                w.get(bn),
-                *silu_in,
-                *silu_out,
-                buf(*y),
-            )?],
-            (
-                Layer::Conv {
-                    x,
-                    y,
-                    w: wn,
-                    b: bn,
-                    res,
-                    out_scale,
-                    ..
-                },
-                LayerShape::Conv { shape: s, .. },
-            ) => {
-                let kernel = conv_choice::choose(gpu, ConvPass::Forward, &s, dt);
-                let r = match res {
-                    Residual::None => ConvResidual::None,
-                    Residual::Full(a) => ConvResidual::Full(buf(*a), 0),
-                    Residual::Channel(a) => ConvResidual::Channel(buf(*a), 0, acts[*a].shape[1]),
-                };
-                conv2d(
-                    gpu,
-                    dt,
-                    &kernel,
-                    &s,
-                    buf(*x),
-                    w.get(wn),
-                    w.get(bn),
-                    r,
-                    *out_scale,
-                    buf(*y),
-                    dummy,
-                    self.split_scratch,
-                )?
-            }
-            (
-                Layer::GroupNorm {
-                    x,
-                    y,
-                    gamma,
-                    beta,
-                    silu,
-                    scale_shift,
-                    ..
-                },
-                LayerShape::GroupNorm(s),
-            ) => {
-                let (wb, goff) = w.get(gamma);
-                let (wb2, boff) = w.get(beta);
-                assert!(std::ptr::eq(wb, wb2), "gamma and beta share a parameter group");
-                let ss = scale_shift.map(|e| (buf(e), 0));
-                vec![group_norm_onepass(
-                    gpu,
-                    dt,
-                    &s,
-                    buf(*x),
-                    saved(),
-                    wb,
-                    goff,
-                    boff,
-                    ss,
-                    *silu,
-                    buf(*y),
-                    dummy,
-                )?]
-            }
-            (Layer::Attention { qkv, y, .. }, LayerShape::Attention(s)) => {
-                vec![attention(gpu, dt, &s, buf(*qkv), buf(*y), saved())?]
-            }
-            (Layer::Upsample { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![upsample_nearest2x(gpu, Nchw { n, c, h, w }, &acts[*x], &acts[*y])?]
-            }
-            (Layer::AvgPool { x, y }, LayerShape::Resample { n, c, h, w }) => {
-                vec![avg_pool2x2(gpu, Nchw { n, c, h, w }, &acts[*x], &acts[*y])?]
-            }
-            (Layer::Concat { a, b, y }, LayerShape::Concat { n, ca, cb, hw }) => {
-                vec![concat_channels(
-                    gpu,
-                    Concat { n, ca, cb, hw },
-                    &acts[*a],
-                    &acts[*b],
-                    &acts[*y],
-                )?]
-            }
-            _ => unreachable!("Graph::layer_shape keeps the layer's kind"),
-        })
-    }
+    pub(crate) dt: DType,
+    pub(crate) weights: &'a Weights,
+    pub(crate) acts: &'a [Tensor],
+    pub(crate) t: &'a Tensor,
+    pub(crate) dummy: &'a wgpu::Buffer,
+    pub(crate) split_scratch: Option<&'a wgpu::Buffer>,
 }

@@ -1,14 +1,17 @@
 //! The layer IR: the U-Net as a flat list of typed layers over named
 //! activations, built once from a config. Every architecture lowers to the
 //! same few layer kinds (`adm.rs`, `diffusers.rs`, through the shared
-//! `builder.rs`), so the forward plan (and the backward pass after it) walks
-//! one list; `shapes.rs` sizes each layer once N, H and W are known.
+//! `builder.rs`; each kind is a module of `layers/`), so the forward plan
+//! (and the backward pass after it) walks one list.
 //!
 //! Activations are batch- and resolution-free here: an image activation has a
 //! channel count and a downsample rate `ds` (its size is H/ds x W/ds); the
 //! planner resolves sizes once H, W and N are known.
 
 use super::config::UnetConfig;
+pub use super::layers::Layer;
+use super::layers::Sizes;
+use crate::tensor::DType;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -57,74 +60,6 @@ pub enum QkvOrder {
     Split,
 }
 
-/// One layer. Weight references are upstream key names; `w` of a fused group
-/// (diffusers' to_q/to_k/to_v) names its first member, the others follow it
-/// contiguously in the weight buffer.
-#[derive(Debug, Clone)]
-pub enum Layer {
-    /// Sinusoidal embedding of the timesteps t [N] -> y [N, dim]. `freqs`
-    /// are computed on the host in f32 exactly as upstream does.
-    Timestep {
-        y: ActId,
-        dim: usize,
-        cos_first: bool,
-        freqs: Vec<f32>,
-    },
-    /// y = act_out(W act_in(x) + b), W [dout, din].
-    Linear {
-        x: ActId,
-        y: ActId,
-        w: String,
-        b: String,
-        din: usize,
-        dout: usize,
-        silu_in: bool,
-        silu_out: bool,
-    },
-    /// y = (conv(x, W) + b + residual) * out_scale; padding [top, left, bottom, right].
-    Conv {
-        x: ActId,
-        y: ActId,
-        w: String,
-        b: String,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        pad: [usize; 4],
-        res: Residual,
-        out_scale: f32,
-    },
-    /// y = silu?( GN(x) [* (1 + scale) + shift] ), scale/shift = halves of `scale_shift` [N, 2C].
-    GroupNorm {
-        x: ActId,
-        y: ActId,
-        gamma: String,
-        beta: String,
-        c: usize,
-        groups: usize,
-        eps: f32,
-        silu: bool,
-        scale_shift: Option<ActId>,
-    },
-    /// y [N, C, T] = softmax(scale_q q^T . scale_k k) v per head, from qkv [N, 3C, T].
-    Attention {
-        qkv: ActId,
-        y: ActId,
-        heads: usize,
-        ch: usize,
-        order: QkvOrder,
-        scale_q: f32,
-        scale_k: f32,
-    },
-    /// Nearest-neighbour x2.
-    Upsample { x: ActId, y: ActId },
-    /// 2x2 average pool, stride 2.
-    AvgPool { x: ActId, y: ActId },
-    /// y = cat([a, b], channels).
-    Concat { a: ActId, b: ActId, y: ActId },
-}
-
 /// A named weight of the checkpoint and the shape it must have.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Param {
@@ -155,31 +90,26 @@ impl Graph {
         self.params().map(|p| p.shape.iter().product::<usize>()).sum()
     }
 
+    /// Shape of activation `a` for `n` images of `h` x `w`:
+    /// [n, c, h/ds, w/ds] or [n, d].
+    pub fn act_shape(&self, a: ActId, n: usize, h: usize, w: usize) -> Vec<usize> {
+        match self.acts[a] {
+            Act::Image { c, ds } => vec![n, c, h / ds, w / ds],
+            Act::Vector { d } => vec![n, d],
+        }
+    }
+
     /// Multiply-adds x 2 of one forward at batch 1 and h x w (convolutions,
     /// linear layers, attention products; the elementwise rest is left out).
     pub fn flops(&self, h: usize, w: usize) -> f64 {
-        let px = |a: ActId| match self.acts[a] {
-            Act::Image { ds, .. } => ((h / ds) * (w / ds)) as f64,
-            Act::Vector { .. } => 1.0,
-        };
-        self.layers
-            .iter()
-            .map(|l| match l {
-                Layer::Linear { din, dout, .. } => 2.0 * (*din * *dout) as f64,
-                Layer::Conv { y, cin, cout, k, .. } => 2.0 * (*cin * *cout * k * k) as f64 * px(*y),
-                Layer::Attention { y, heads, ch, .. } => {
-                    let t = px(*y);
-                    4.0 * t * t * (*heads * *ch) as f64
-                }
-                _ => 0.0,
-            })
-            .sum()
+        let at = Sizes::of_graph(self, 1, h, w);
+        self.layers.iter().map(|l| l.kind().flops(&at).forward).sum()
     }
 
-    /// Bytes of activations one image keeps at h x w (every activation has
-    /// its own buffer, for the backward pass); the VJP adds about as much again
-    /// for the gradients.
-    pub fn activation_bytes(&self, h: usize, w: usize) -> usize {
+    /// Bytes of activations one image keeps at h x w in `dtype` (every
+    /// activation has its own buffer, for the backward pass); the VJP adds
+    /// about as much again for the gradients.
+    pub fn activation_bytes(&self, h: usize, w: usize, dtype: DType) -> usize {
         self.acts
             .iter()
             .map(|a| match *a {
@@ -187,7 +117,7 @@ impl Graph {
                 Act::Vector { d } => d,
             })
             .sum::<usize>()
-            * 4
+            * dtype.size_bytes()
     }
 
     /// Builds the graph of a config. `old_attention_names` selects diffusers'
@@ -224,7 +154,7 @@ mod tests {
         eprintln!(
             "ffhq: {} params, {f:.1} GFLOP, {} MiB activations",
             g.num_params(),
-            g.activation_bytes(256, 256) >> 20
+            g.activation_bytes(256, 256, DType::F32) >> 20
         );
         assert!((p - 93.6).abs() < 0.05, "{p} M parameters");
         assert!((f - 388.0).abs() < 5.0, "{f} GFLOP");

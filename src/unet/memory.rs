@@ -35,8 +35,8 @@
 //! itself: r's gradient takes over dy's buffer (which dies at that point) and
 //! no dispatch runs for it ([`MemoryPlan::residual_alias`]).
 
-use super::graph::{Act, ActId, Graph, Layer, Residual};
-use super::shapes::LayerShape;
+use super::graph::{Act, ActId, Graph};
+use super::layers::{Buffers, Dataflow, Sizes};
 use crate::tensor::DType;
 
 /// What a plan holds on to.
@@ -53,6 +53,16 @@ pub enum PlanKind {
 pub struct OwnBuffer {
     pub label: String,
     pub bytes: u64,
+}
+
+impl OwnBuffer {
+    /// A buffer asked for `bytes`, at the size the GPU gives it ([`buffer_bytes`]).
+    pub fn new(label: impl Into<String>, bytes: u64) -> OwnBuffer {
+        OwnBuffer {
+            label: label.into(),
+            bytes: buffer_bytes(bytes),
+        }
+    }
 }
 
 /// The memory plan of one U-Net pass (see the module docs).
@@ -92,60 +102,6 @@ struct Interval {
     bytes: u64,
 }
 
-impl Layer {
-    /// The activation a layer writes.
-    pub fn output(&self) -> ActId {
-        match *self {
-            Layer::Timestep { y, .. }
-            | Layer::Linear { y, .. }
-            | Layer::Conv { y, .. }
-            | Layer::GroupNorm { y, .. }
-            | Layer::Attention { y, .. }
-            | Layer::Upsample { y, .. }
-            | Layer::AvgPool { y, .. }
-            | Layer::Concat { y, .. } => y,
-        }
-    }
-
-    /// The activations a layer's forward reads.
-    pub fn inputs(&self) -> Vec<ActId> {
-        match self {
-            Layer::Timestep { .. } => vec![],
-            Layer::Linear { x, .. } | Layer::Upsample { x, .. } | Layer::AvgPool { x, .. } => vec![*x],
-            Layer::Conv { x, res, .. } => match res {
-                Residual::None => vec![*x],
-                Residual::Full(r) | Residual::Channel(r) => vec![*x, *r],
-            },
-            Layer::GroupNorm { x, scale_shift, .. } => std::iter::once(*x).chain(*scale_shift).collect(),
-            Layer::Attention { qkv, .. } => vec![*qkv],
-            Layer::Concat { a, b, .. } => vec![*a, *b],
-        }
-    }
-
-    /// The activations a layer's input-gradient pass reads (beyond dy).
-    pub fn saved_for_backward(&self) -> Vec<ActId> {
-        match self {
-            Layer::GroupNorm { x, scale_shift, .. } => std::iter::once(*x).chain(*scale_shift).collect(),
-            Layer::Attention { qkv, y, .. } => vec![*qkv, *y],
-            _ => vec![],
-        }
-    }
-
-    /// The image activations a layer's backward contributes gradients to.
-    pub fn gradient_targets(&self) -> Vec<ActId> {
-        match self {
-            Layer::Timestep { .. } | Layer::Linear { .. } => vec![],
-            Layer::Conv { x, res, .. } => match res {
-                Residual::Full(r) => vec![*x, *r],
-                _ => vec![*x],
-            },
-            Layer::GroupNorm { x, .. } | Layer::Upsample { x, .. } | Layer::AvgPool { x, .. } => vec![*x],
-            Layer::Attention { qkv, .. } => vec![*qkv],
-            Layer::Concat { a, b, .. } => vec![*a, *b],
-        }
-    }
-}
-
 impl MemoryPlan {
     /// Plans `kind` for `n` images of `h` x `w`. `own_input`: the pass makes
     /// its own x buffer (else it reads the caller's). The VJP's cotangent is
@@ -168,14 +124,15 @@ impl MemoryPlan {
         // Forward activations.
         let mut def = vec![usize::MAX; na];
         let mut last = vec![0usize; na];
-        for (li, l) in g.layers.iter().enumerate() {
-            def[l.output()] = li;
-            last[l.output()] = last[l.output()].max(li);
-            for a in l.inputs() {
+        let flows: Vec<Dataflow> = g.layers.iter().map(|l| l.kind().dataflow()).collect();
+        for (li, l) in flows.iter().enumerate() {
+            def[l.output] = li;
+            last[l.output] = last[l.output].max(li);
+            for &a in &l.inputs {
                 last[a] = last[a].max(li);
             }
             if vjp {
-                for a in l.saved_for_backward() {
+                for &a in &l.saved_for_backward {
                     last[a] = last[a].max(tb(li));
                 }
             }
@@ -189,23 +146,17 @@ impl MemoryPlan {
         let mut gend = vec![0usize; na];
         if vjp {
             let mut first_writer = vec![usize::MAX; na];
-            for (li, l) in g.layers.iter().enumerate().rev() {
-                for a in l.gradient_targets() {
+            for (li, l) in flows.iter().enumerate().rev() {
+                for &a in &l.gradient_targets {
                     if first_writer[a] == usize::MAX {
                         first_writer[a] = li;
                     }
                 }
             }
-            for (li, l) in g.layers.iter().enumerate().rev() {
-                if let Layer::Conv {
-                    x,
-                    y,
-                    res: Residual::Full(r),
-                    out_scale,
-                    ..
-                } = *l
-                {
-                    if out_scale == 1.0 && r != x && pooled(r) && pooled(y) && first_writer[r] == li {
+            for (li, l) in flows.iter().enumerate().rev() {
+                let y = l.output;
+                if let Some(r) = l.residual_passthrough {
+                    if pooled(r) && pooled(y) && first_writer[r] == li {
                         residual_alias[li] = true;
                         group[r] = group[y];
                     }
@@ -287,12 +238,7 @@ impl MemoryPlan {
 
         // Buffers of their own, in the order the forward and VJP plans make them.
         let mut own = Vec::new();
-        let mut push = |label: String, bytes: u64| {
-            own.push(OwnBuffer {
-                label,
-                bytes: buffer_bytes(bytes),
-            })
-        };
+        let mut push = |label: String, bytes: u64| own.push(OwnBuffer::new(label, bytes));
         let f32_bytes = |a: ActId| act_bytes(a) / elem as u64 * 4;
         for a in 0..na {
             if !pooled(a) && (a != g.input || own_input || half) {
@@ -307,12 +253,14 @@ impl MemoryPlan {
         }
         push("timesteps".into(), (n * 4) as u64);
         push("unused binding".into(), 16);
-        for l in &g.layers {
-            if let Layer::Timestep { freqs, .. } = l {
-                push("timestep freqs".into(), (freqs.len().max(1) * 4) as u64);
+        let at = Sizes::of_graph(g, n, h, w);
+        let buffers: Vec<Buffers> = g.layers.iter().map(|l| l.kind().buffers(&at)).collect();
+        for b in &buffers {
+            for o in &b.forward {
+                push(o.label.clone(), o.bytes);
             }
-            if let Some((label, dims)) = g.layer_shape(l, n, h, w).saved() {
-                push(label.into(), (dims.iter().product::<usize>() * 4) as u64);
+            if let Some((label, dims)) = &b.saved {
+                push(label.to_string(), (dims.iter().product::<usize>() * 4) as u64);
             }
         }
         if vjp {
@@ -322,10 +270,8 @@ impl MemoryPlan {
                 push("cotangent copy".into(), act_bytes(g.output));
             }
             push("bwd unused binding".into(), 16);
-            for l in &g.layers {
-                if let LayerShape::Attention(s) = g.layer_shape(l, n, h, w) {
-                    push("attention bwd D".into(), (s.n * s.heads * s.t * 4) as u64);
-                }
+            for o in buffers.iter().flat_map(|b| &b.backward) {
+                push(o.label.clone(), o.bytes);
             }
         }
         MemoryPlan {
@@ -369,29 +315,27 @@ mod tests {
             let tb = |li: usize| 2 * nl - 1 - li;
             let mut iv: Vec<(usize, usize, usize, u64)> = Vec::new(); // (slot, start, end, bytes)
             let bytes = |a: ActId| (g.act_shape(a, 2, 64, 96).iter().product::<usize>() * 4) as u64;
-            for (li, l) in g.layers.iter().enumerate() {
-                let y = l.output();
+            let flows: Vec<_> = g.layers.iter().map(|l| l.kind().dataflow()).collect();
+            for (li, l) in flows.iter().enumerate() {
+                let y = l.output;
                 if let Some(s) = m.act_slot[y] {
                     let mut end = li;
-                    for (lj, l2) in g.layers.iter().enumerate() {
-                        if l2.inputs().contains(&y) {
+                    for (lj, l2) in flows.iter().enumerate() {
+                        if l2.inputs.contains(&y) {
                             end = end.max(lj);
                         }
-                        if kind == PlanKind::ForwardVjp && l2.saved_for_backward().contains(&y) {
+                        if kind == PlanKind::ForwardVjp && l2.saved_for_backward.contains(&y) {
                             end = end.max(tb(lj));
                         }
                     }
                     iv.push((s, li, end, bytes(y)));
                 }
                 if let Some(s) = m.grad_slot[y] {
-                    let first = g
-                        .layers
+                    let first = flows.iter().rposition(|l2| l2.gradient_targets.contains(&y)).unwrap();
+                    let aliased_into = flows
                         .iter()
-                        .rposition(|l2| l2.gradient_targets().contains(&y))
-                        .unwrap();
-                    let aliased_into = g.layers.iter().enumerate().any(|(lj, l2)| {
-                        m.residual_alias[lj] && matches!(l2, Layer::Conv { res: Residual::Full(r), .. } if *r == y)
-                    });
+                        .enumerate()
+                        .any(|(lj, l2)| m.residual_alias[lj] && l2.residual_passthrough == Some(y));
                     // An aliased residual gradient starts inside dy's interval, which holds the slot already.
                     if !aliased_into {
                         iv.push((s, tb(first), tb(li), bytes(y)));

@@ -23,23 +23,29 @@
 //! | file | holds |
 //! |---|---|
 //! | `config.rs` | `UnetConfig`, one variant and parser per architecture |
-//! | `graph.rs` | the layer IR (`Act`, `Layer`, `Graph`) and `Graph::build`'s one line per architecture |
+//! | `graph.rs` | the IR (`Act`, `Graph`, `Graph::act_shape`) and `Graph::build`'s one line per architecture |
+//! | `layers/` | one module per layer kind, each a struct implementing [`LayerKind`]; `layers/mod.rs` holds the trait and the registry that makes the `Layer` enum |
 //! | `builder.rs` | the shared `Builder`: layers, parameters, ResBlock and attention blocks |
 //! | `adm.rs`, `diffusers.rs` | one lowering per architecture, config -> `Graph` |
-//! | `shapes.rs` | each layer's sizes at (N, H, W): `Graph::layer_shape` -> `LayerShape` |
 //! | `memory.rs` | the memory plan: tensor lifetimes and the pooled buffers they share |
-//! | `forward.rs` / `backward.rs` | a layer's forward / input-gradient dispatches (`LayerCtx::layer`, `GradCtx::layer`) |
-//! | `profile.rs` | per-layer timing and its report labels (`describe`) |
+//! | `forward.rs` / `backward.rs` | the forward / VJP plans: buffers, then each layer's `LayerKind::forward` / `backward` |
+//! | `profile.rs` | per-layer timing, labelled by `LayerKind::label` |
 //!
 //! All three passes hold one [`crate::gpu::Plan`] per layer and reach the
 //! GPU only through `Plan`'s `record` / `submit` / `run` / `run_timed`.
 //!
-//! **A new layer type:** a `Layer` variant in `graph.rs` (and its flop count
-//! in `Graph::flops` if it multiplies), a builder method in `builder.rs`, a
-//! `LayerShape` variant and its arm in `shapes.rs`, an arm in
-//! `LayerCtx::layer` (`forward.rs`) and in `GradCtx::layer` (`backward.rs`;
-//! save what the gradient needs through `LayerShape::saved`), and an arm in
-//! `describe` (`profile.rs`). Its kernels go in `src/kernels/`.
+//! **A new layer kind:** one new module `layers/<kind>.rs` with the kind's
+//! struct and its `impl LayerKind`: `dataflow` (what it reads and writes,
+//! what the memory plan keeps alive for its backward), `fits` (its sizes
+//! against its activations), `flops`, `buffers` (the tensor it saves for
+//! the backward, its own buffers), `split_scratch_bytes`, `forward`,
+//! `backward`, `label` (profile) and `bench_rows`; and one registration
+//! line: `<kind>::<Kind>` in the `layers!` list of `layers/mod.rs` (beside
+//! its `mod` line). The trait has no default
+//! methods, so a kind that leaves out a pass does not compile; the passes
+//! (memory plan, forward, backward, profile, `tweedie bench`) need nothing
+//! more. Then a builder method in `builder.rs` to emit it, and its kernels in
+//! `src/kernels/`.
 //!
 //! **A new architecture:** its config variant and parser in `config.rs`, a
 //! new `<arch>.rs` here with `pub(super) fn build(&Config) -> Result<Graph,
@@ -54,9 +60,9 @@ pub mod config;
 mod diffusers;
 pub mod forward;
 pub mod graph;
+pub mod layers;
 pub mod memory;
 pub mod profile;
-pub mod shapes;
 pub mod weights;
 
 use std::path::Path;
@@ -65,7 +71,7 @@ pub use backward::UnetVjp;
 pub use config::{AdmConfig, ConfigError, DiffusersConfig, UnetConfig};
 pub use forward::{ForwardError, UnetForward};
 pub use graph::{Graph, Layer};
-pub use shapes::LayerShape;
+pub use layers::{LayerKind, Sizes};
 pub use weights::{Weights, WeightsError};
 
 use crate::gpu::Gpu;

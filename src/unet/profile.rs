@@ -8,9 +8,8 @@
 
 use super::backward::UnetVjp;
 use super::forward::UnetForward;
-use super::graph::Layer;
+use super::layers::Sizes;
 use crate::gpu::{gpu_times, Gpu, GpuError, Plan};
-use crate::tensor::Tensor;
 
 /// One layer's share.
 #[derive(Debug, Clone)]
@@ -25,68 +24,6 @@ pub struct LayerTime {
     pub flops: f64,
 }
 
-fn describe(layer: &Layer, acts: &[Tensor]) -> (&'static str, String, f64) {
-    let hw = |a: usize| {
-        let s = &acts[a].shape;
-        if s.len() == 4 {
-            format!("{}x{}", s[2], s[3])
-        } else {
-            "vector".into()
-        }
-    };
-    let px = |a: usize| acts[a].shape[2..].iter().product::<usize>() as f64 * acts[a].shape[0] as f64;
-    match layer {
-        Layer::Timestep { dim, .. } => ("timestep", format!("timestep embedding {dim}"), 0.0),
-        Layer::Linear { din, dout, .. } => (
-            "linear",
-            format!("linear {din}->{dout}"),
-            2.0 * (*din * *dout * acts[0].shape[0]) as f64,
-        ),
-        Layer::Conv {
-            x,
-            y,
-            w,
-            cin,
-            cout,
-            k,
-            stride,
-            ..
-        } => (
-            "conv",
-            format!("conv {k}x{k}/{stride} {cin}->{cout} at {} ({w})", hw(*x)),
-            2.0 * (*cin * *cout * k * k) as f64 * px(*y),
-        ),
-        Layer::GroupNorm {
-            x,
-            c,
-            silu,
-            scale_shift,
-            ..
-        } => (
-            "groupnorm",
-            format!(
-                "groupnorm {c} at {}{}{}",
-                hw(*x),
-                if scale_shift.is_some() { " +scale-shift" } else { "" },
-                if *silu { " +silu" } else { "" }
-            ),
-            0.0,
-        ),
-        Layer::Attention { y, heads, ch, .. } => {
-            let t = acts[*y].shape[2..].iter().product::<usize>() as f64;
-            let n = acts[*y].shape[0] as f64;
-            (
-                "attention",
-                format!("attention {heads}x{ch} at {}", hw(*y)),
-                4.0 * n * t * t * (*heads * *ch) as f64,
-            )
-        }
-        Layer::Upsample { x, .. } => ("resample", format!("upsample at {}", hw(*x)), 0.0),
-        Layer::AvgPool { x, .. } => ("resample", format!("avgpool at {}", hw(*x)), 0.0),
-        Layer::Concat { y, .. } => ("concat", format!("concat at {}", hw(*y)), 0.0),
-    }
-}
-
 /// Seconds per replay of one layer's plan, submitted on its own `iters` times.
 fn time_layer(gpu: &Gpu, plan: &Plan, iters: usize) -> Result<f64, GpuError> {
     let elapsed = plan.run_timed(gpu, "profile", iters as u64)?;
@@ -97,15 +34,17 @@ fn time_layer(gpu: &Gpu, plan: &Plan, iters: usize) -> Result<f64, GpuError> {
 pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize) -> Result<Vec<LayerTime>, GpuError> {
     let mut out = Vec::new();
     let mut plans: Vec<&Plan> = Vec::new();
+    let at = Sizes::of_tensors(fwd.batch, &fwd.acts);
     for r in &fwd.records {
-        let (kind, label, flops) = describe(&r.layer, &fwd.acts);
+        let layer = r.layer.kind();
+        let label = layer.label(&at);
         plans.push(&r.dispatches);
         out.push(LayerTime {
-            kind,
+            kind: label.kind,
             pass: "forward",
-            label,
+            label: label.text,
             seconds: 0.0,
-            flops,
+            flops: layer.flops(&at).forward,
         });
     }
     if let Some(v) = vjp {
@@ -113,17 +52,15 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
             if r.dispatches.is_empty() {
                 continue;
             }
-            let (kind, label, flops) = describe(&fwd.records[r.layer].layer, &fwd.acts);
-            // The input gradient of a convolution costs what its forward does;
-            // the other backward layers are counted as memory-bound.
-            let flops = if kind == "conv" { flops } else { 0.0 };
+            let layer = fwd.records[r.layer].layer.kind();
+            let label = layer.label(&at);
             plans.push(&r.dispatches);
             out.push(LayerTime {
-                kind,
+                kind: label.kind,
                 pass: "backward",
-                label,
+                label: label.text,
                 seconds: 0.0,
-                flops,
+                flops: layer.flops(&at).backward,
             });
         }
     }
