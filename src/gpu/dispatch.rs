@@ -46,7 +46,14 @@ impl Dispatch {
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
         let sig = B::SIG;
-        debug_assert_eq!(shader.name, sig.shader.name, "typed bindings bound to another shader");
+        // An instance of the bindings' shader: itself, a variant
+        // (`conv2d_coop[emulated]`) or a specialisation (`attention_hd36_...`).
+        if !shader.name.starts_with(sig.shader.name) {
+            return Err(GpuError::Other(format!(
+                "{entry}: bindings of {}.wgsl bound to {}.wgsl",
+                sig.shader.name, shader.name
+            )));
+        }
         let values = bindings.values();
         let dtype = sig.instance_dtype(entry, &values)?;
         let shader = if dtype == shader.dtype {
