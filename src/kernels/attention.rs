@@ -3,8 +3,38 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, Shader, ATTENTION};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, Shader, ATTENTION};
+use crate::tensor::{DType, Tensor};
+
+bindings! {
+    /// The forward pass: y and the log-sum-exps from qkv.
+    pub struct Forward for ATTENTION: ["attention"] {
+        p: uniform,
+        qkv: read T,
+        y: read_write T,
+        lse: read_write f32,
+    }
+    /// Backward, 1/3: D = rowsum(dy (.) y) per query.
+    pub struct BwdD for ATTENTION: ["attn_bwd_d"] {
+        pb: uniform,
+        dy: read T,
+        y: read T,
+        out: read_write f32,
+    }
+    /// Backward, 2/3 and 3/3: the query, then the key and value gradients.
+    pub struct BwdTiled for ATTENTION: ["attn_bwd_q", "attn_bwd_kv"] {
+        pb: uniform,
+        qkv_b: read T,
+        lse_b: read f32,
+        dy: read T,
+        dsum_r: read f32,
+        dqkv: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[Forward::SIG, BwdD::SIG, BwdTiled::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -178,102 +208,101 @@ impl AttentionShape {
 
 /// y [n, heads ch, t] and lse [n, heads, t] from qkv [n, 3 heads ch, t]: one
 /// dispatch of [`AttentionShape::workgroups`] workgroups (see `attention.wgsl`
-/// for the tiling), with the tiles [`AttentionShape::tiles`] picks.
-pub fn attention(
-    gpu: &Gpu,
-    dtype: DType,
-    s: &AttentionShape,
-    qkv: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    lse: &wgpu::Buffer,
-) -> Result<Dispatch, GpuError> {
-    attention_tiled(gpu, dtype, s, &s.tiles(gpu)?, qkv, y, lse)
+/// for the tiling), with the tiles [`AttentionShape::tiles`] picks. The dtype
+/// is qkv's and y's (lse is f32).
+pub fn attention(gpu: &Gpu, s: &AttentionShape, qkv: &Tensor, y: &Tensor, lse: &Tensor) -> Result<Dispatch, GpuError> {
+    attention_tiled(gpu, s, &s.tiles(gpu)?, qkv, y, lse)
 }
 
 /// [`attention`] with an explicit tiling (the tests run the smaller tiles a
 /// device with less workgroup memory would get).
 pub fn attention_tiled(
     gpu: &Gpu,
-    dtype: DType,
     s: &AttentionShape,
     tiles: &AttentionTiles,
-    qkv: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    lse: &wgpu::Buffer,
+    qkv: &Tensor,
+    y: &Tensor,
+    lse: &Tensor,
 ) -> Result<Dispatch, GpuError> {
-    let shader = checked_shader(gpu, dtype, s, tiles)?;
+    let shader = checked_shader(gpu, s, tiles)?;
     let params = AttentionParams::new(s, false);
     let u = gpu.uniform("attention params", &params);
-    Dispatch::new(
+    Dispatch::typed_on(
         gpu,
         &shader,
         "attention",
         &[],
-        &[&u, qkv, y, lse],
+        &Forward { p: &u, qkv, y, lse },
         dispatch_groups(s.workgroups(), 1),
     )
 }
 
+/// The tensors of [`attention_bwd`]: the forward's input and saved outputs,
+/// the output gradient, scratch, and the input gradient it writes.
+#[derive(Clone, Copy)]
+pub struct AttentionGrads<'a> {
+    /// The forward's input, [n, 3 heads ch, t].
+    pub qkv: &'a Tensor,
+    /// The forward's output y and log-sum-exps (f32) as it left them.
+    pub y: &'a Tensor,
+    pub lse: &'a Tensor,
+    /// The gradient of y.
+    pub dy: &'a Tensor,
+    /// Scratch of [n, heads, t] f32: the per-query D = rowsum(dy (.) y).
+    pub dsum: &'a Tensor,
+    /// The gradient of qkv.
+    pub dqkv: &'a Tensor,
+    /// Add into dqkv (else overwrite it).
+    pub accumulate: bool,
+}
+
 /// The backward pass of [`attention`]: dqkv from dy, with the saved output y
-/// and lse; `dsum` [n, heads, t] is scratch. Three dispatches (D, queries, keys).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_bwd(
-    gpu: &Gpu,
-    dtype: DType,
-    s: &AttentionShape,
-    qkv: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    lse: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dsum: &wgpu::Buffer,
-    dqkv: &wgpu::Buffer,
-    accumulate: bool,
-) -> Result<[Dispatch; 3], GpuError> {
-    attention_bwd_tiled(gpu, dtype, s, &s.tiles(gpu)?, qkv, y, lse, dy, dsum, dqkv, accumulate)
+/// and lse. Three dispatches (D, queries, keys).
+pub fn attention_bwd(gpu: &Gpu, s: &AttentionShape, g: &AttentionGrads) -> Result<[Dispatch; 3], GpuError> {
+    attention_bwd_tiled(gpu, s, &s.tiles(gpu)?, g)
 }
 
 /// [`attention_bwd`] with an explicit tiling.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_bwd_tiled(
     gpu: &Gpu,
-    dtype: DType,
     s: &AttentionShape,
     tiles: &AttentionTiles,
-    qkv: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    lse: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    dsum: &wgpu::Buffer,
-    dqkv: &wgpu::Buffer,
-    accumulate: bool,
+    g: &AttentionGrads,
 ) -> Result<[Dispatch; 3], GpuError> {
-    let shader = checked_shader(gpu, dtype, s, tiles)?;
-    let params = AttentionParams::new(s, accumulate);
+    let shader = checked_shader(gpu, s, tiles)?;
+    let params = AttentionParams::new(s, g.accumulate);
     let u = gpu.uniform("attention bwd params", &params);
-    let d = Dispatch::new(
+    let d = Dispatch::typed_on(
         gpu,
         &shader,
         "attn_bwd_d",
         &[],
-        &[&u, dy, y, dsum],
+        &BwdD {
+            pb: &u,
+            dy: g.dy,
+            y: g.y,
+            out: g.dsum,
+        },
         dispatch_groups(s.n * s.heads * s.t, WG),
     )?;
     let groups = dispatch_groups(s.workgroups(), 1);
-    let dq = Dispatch::new(gpu, &shader, "attn_bwd_q", &[], &[&u, qkv, lse, dy, dsum, dqkv], groups)?;
-    let dkv = Dispatch::new(
-        gpu,
-        &shader,
-        "attn_bwd_kv",
-        &[],
-        &[&u, qkv, lse, dy, dsum, dqkv],
-        groups,
-    )?;
+    let tiled = BwdTiled {
+        pb: &u,
+        qkv_b: g.qkv,
+        lse_b: g.lse,
+        dy: g.dy,
+        dsum_r: g.dsum,
+        dqkv: g.dqkv,
+    };
+    let dq = Dispatch::typed_on(gpu, &shader, "attn_bwd_q", &[], &tiled, groups)?;
+    let dkv = Dispatch::typed_on(gpu, &shader, "attn_bwd_kv", &[], &tiled, groups)?;
     Ok([d, dq, dkv])
 }
 
 /// The instance for `tiles`, refused unless they suit the shape's heads and
 /// fit the device's workgroup memory.
-fn checked_shader(gpu: &Gpu, dtype: DType, s: &AttentionShape, tiles: &AttentionTiles) -> Result<Shader, GpuError> {
+/// The instance is f32; the dispatches retype it to their tensors' dtype.
+fn checked_shader(gpu: &Gpu, s: &AttentionShape, tiles: &AttentionTiles) -> Result<Shader, GpuError> {
     let limit = gpu.limits.max_compute_workgroup_storage_size as usize;
     let hd = s.ch.clamp(1, BLOCK).next_multiple_of(LANES);
     let tile_ok = |b: usize| b > 0 && b <= 16 && b % LANES == 0;
@@ -284,7 +313,7 @@ fn checked_shader(gpu: &Gpu, dtype: DType, s: &AttentionShape, tiles: &Attention
             s.ch
         )));
     }
-    Ok(tiles.shader().typed(dtype))
+    Ok(tiles.shader())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ pub fn bindings() -> Vec<KernelSig> {
         timestep::BINDINGS,
         linear::BINDINGS,
         groupnorm::BINDINGS,
+        attention::BINDINGS,
     ]
     .concat()
 }

@@ -4,7 +4,7 @@ use serde_json::json;
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::attention::{attention, attention_bwd, AttentionShape};
+use crate::kernels::attention::{attention, attention_bwd, AttentionGrads, AttentionShape};
 use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
@@ -92,14 +92,7 @@ impl LayerKind for Attention {
     ) -> Result<Vec<Dispatch>, ForwardError> {
         let lse = saved.expect("the forward plan allocates what `saved` asks for");
         let acts = ctx.acts;
-        Ok(vec![attention(
-            ctx.gpu,
-            ctx.dt,
-            &self.shape(at),
-            &acts[self.qkv].buffer,
-            &acts[self.y].buffer,
-            &lse.buffer,
-        )?])
+        Ok(vec![attention(ctx.gpu, &self.shape(at), &acts[self.qkv], &acts[self.y], lse)?])
     }
 
     fn backward(
@@ -113,18 +106,20 @@ impl LayerKind for Attention {
         let lse = saved.expect("attention keeps its log-sum-exps");
         let acts = ctx.acts;
         let dsum = ctx.gpu.storage_buffer("attention bwd D", self.dsum_bytes(at))?;
-        let acc = state.take(self.qkv);
+        let dsum_t = Tensor::wrap(dsum.clone(), &[self.dsum_bytes(at) as usize / 4]);
+        let accumulate = state.take(self.qkv);
         let ds = attention_bwd(
             ctx.gpu,
-            ctx.dt,
             &self.shape(at),
-            &acts[self.qkv].buffer,
-            &acts[self.y].buffer,
-            &lse.buffer,
-            &ctx.grad(self.y).buffer,
-            &dsum,
-            &ctx.grad(self.qkv).buffer,
-            acc,
+            &AttentionGrads {
+                qkv: &acts[self.qkv],
+                y: &acts[self.y],
+                lse,
+                dy: ctx.grad(self.y),
+                dsum: &dsum_t,
+                dqkv: ctx.grad(self.qkv),
+                accumulate,
+            },
         )?;
         state.scratch.push(dsum);
         Ok(ds.into())
