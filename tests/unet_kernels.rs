@@ -10,7 +10,7 @@ use common::*;
 use tweedie::tensor::{DType, Tensor};
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
-use tweedie::kernels::attention::{attention, attention_tiled, AttentionShape, AttentionTiles};
+use tweedie::kernels::attention::{attention, attention_tiled, AttentionGrads, AttentionShape, AttentionTiles};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
 use tweedie::kernels::groupnorm::{
     group_norm, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape, CHUNK,
@@ -392,7 +392,7 @@ fn attention_matches_cpu() {
         let want = f32s(&attention_f64(&s, &f64s(&qkv)));
         for tiles in attention_tilings(&gpu, &s) {
             let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, want.len()), zeros(&gpu, n * heads * t));
-            let d = attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap();
+            let d = attention_tiled(&gpu, &s, &tiles, &t32(&qb), &t32(&yb), &t32(&lse)).unwrap();
             run(&gpu, vec![d]);
             let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
             assert_close(&format!("attention {s:?} {tiles:?}"), &got, &want, 1e-5, 1e-4);
@@ -849,10 +849,22 @@ fn attention_bwd_matches_cpu_and_finite_differences() {
                 zeros(&gpu, n * heads * t),
                 buf(&gpu, &prior),
             );
-            let d = attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap();
+            let (qt, yt, lt, gt, dst, dqt) = (t32(&qb), t32(&yb), t32(&lse), t32(&gb), t32(&dsum), t32(&dq));
+            let d = attention_tiled(&gpu, &s, &tiles, &qt, &yt, &lt).unwrap();
             run(&gpu, vec![d]);
             for accumulate in [true, false] {
-                let bwd = |acc| attention_bwd_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse, &gb, &dsum, &dq, acc);
+                let bwd = |accumulate| {
+                    let g = AttentionGrads {
+                        qkv: &qt,
+                        y: &yt,
+                        lse: &lt,
+                        dy: &gt,
+                        dsum: &dst,
+                        dqkv: &dqt,
+                        accumulate,
+                    };
+                    attention_bwd_tiled(&gpu, &s, &tiles, &g)
+                };
                 run(&gpu, bwd(accumulate).unwrap().into());
                 let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
                 let want: Vec<f32> = grad
@@ -892,15 +904,25 @@ fn attention_entry_points_use_the_device_tiles() {
             zeros(&gpu, qkv.len()),
         );
         let tiles = s.tiles(&gpu).unwrap();
+        let (qt, yt, lt, gt, dst, dqt) = (t32(&qb), t32(&yb), t32(&lse), t32(&gb), t32(&dsum), t32(&dq));
+        let g = AttentionGrads {
+            qkv: &qt,
+            y: &yt,
+            lse: &lt,
+            dy: &gt,
+            dsum: &dst,
+            dqkv: &dqt,
+            accumulate: false,
+        };
         let fwd = if plain {
-            attention(&gpu, DType::F32, &s, &qb, &yb, &lse).unwrap()
+            attention(&gpu, &s, &qt, &yt, &lt).unwrap()
         } else {
-            attention_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse).unwrap()
+            attention_tiled(&gpu, &s, &tiles, &qt, &yt, &lt).unwrap()
         };
         let bwd = if plain {
-            attention_bwd(&gpu, DType::F32, &s, &qb, &yb, &lse, &gb, &dsum, &dq, false).unwrap()
+            attention_bwd(&gpu, &s, &g).unwrap()
         } else {
-            attention_bwd_tiled(&gpu, DType::F32, &s, &tiles, &qb, &yb, &lse, &gb, &dsum, &dq, false).unwrap()
+            attention_bwd_tiled(&gpu, &s, &tiles, &g).unwrap()
         };
         run(&gpu, vec![fwd]);
         run(&gpu, bwd.into());
@@ -912,11 +934,11 @@ fn attention_entry_points_use_the_device_tiles() {
     assert!(plain.1.iter().any(|v| *v != 0.0));
     // Tiles that do not suit the heads are refused, not run.
     let bad = AttentionTiles { hd: 64, bk: 16, bs: 8 };
-    let (qb, yb, lse) = (buf(&gpu, &qkv), zeros(&gpu, dy.len()), zeros(&gpu, 2 * 3 * 37));
-    assert!(attention_tiled(&gpu, DType::F32, &s, &bad, &qb, &yb, &lse).is_err());
+    let (qb, yb, lse) = (t32(&buf(&gpu, &qkv)), t32(&zeros(&gpu, dy.len())), t32(&zeros(&gpu, 2 * 3 * 37)));
+    assert!(attention_tiled(&gpu, &s, &bad, &qb, &yb, &lse).is_err());
     let mut odd = s.tiles(&gpu).unwrap();
     odd.bk = 6;
-    assert!(attention_tiled(&gpu, DType::F32, &s, &odd, &qb, &yb, &lse).is_err());
+    assert!(attention_tiled(&gpu, &s, &odd, &qb, &yb, &lse).is_err());
 }
 
 /// The resampling adjoints: <A x, y> = <x, A^T y> with the forward kernels,

@@ -11,7 +11,7 @@ use common::*;
 
 use half::f16;
 use tweedie::gpu::{Dispatch, Gpu};
-use tweedie::kernels::attention::{attention, attention_bwd, AttentionShape};
+use tweedie::kernels::attention::{attention, attention_bwd, AttentionGrads, AttentionShape};
 use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
 use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::kernels::groupnorm::{
@@ -355,7 +355,8 @@ fn attention_forward_and_backward_in_f16() {
                 up(&gpu, dt, &vec![0.0; ny]),
                 f32_zeros(&gpu, n * heads * t),
             );
-            run(&gpu, vec![attention(&gpu, dt, &s, &qb, &yb, &lse).unwrap()]);
+            let lse = Tensor::wrap(lse, &[n * heads * t]);
+            run(&gpu, vec![attention(&gpu, &s, &ten(dt, &qb), &ten(dt, &yb), &lse).unwrap()]);
             down(&gpu, dt, &yb, ny)
         });
         for accumulate in [false, true] {
@@ -368,8 +369,19 @@ fn attention_forward_and_backward_in_f16() {
                     f32_zeros(&gpu, n * heads * t),
                     up(&gpu, dt, &prior),
                 );
-                run(&gpu, vec![attention(&gpu, dt, &s, &qb, &yb, &lse).unwrap()]);
-                let d = attention_bwd(&gpu, dt, &s, &qb, &yb, &lse, &gb, &dsum, &dq, accumulate).unwrap();
+                let (qt, yt) = (ten(dt, &qb), ten(dt, &yb));
+                let (lse, dsum) = (Tensor::wrap(lse, &[n * heads * t]), Tensor::wrap(dsum, &[n * heads * t]));
+                run(&gpu, vec![attention(&gpu, &s, &qt, &yt, &lse).unwrap()]);
+                let g = AttentionGrads {
+                    qkv: &qt,
+                    y: &yt,
+                    lse: &lse,
+                    dy: &ten(dt, &gb),
+                    dsum: &dsum,
+                    dqkv: &ten(dt, &dq),
+                    accumulate,
+                };
+                let d = attention_bwd(&gpu, &s, &g).unwrap();
                 run(&gpu, d.into());
                 down(&gpu, dt, &dq, qkv.len())
             });
