@@ -382,6 +382,20 @@ fn attention_tilings(gpu: &Gpu, s: &AttentionShape) -> Vec<AttentionTiles> {
     vec![chosen, AttentionTiles { bk: 4, bs: 4, ..chosen }]
 }
 
+/// The backward pass's tensors over the f32 buffers qkv, y, lse, dy, dsum, dqkv.
+fn attention_grads(t: &[Tensor; 6], accumulate: bool) -> AttentionGrads<'_> {
+    let [qkv, y, lse, dy, dsum, dqkv] = t;
+    AttentionGrads {
+        qkv,
+        y,
+        lse,
+        dy,
+        dsum,
+        dqkv,
+        accumulate,
+    }
+}
+
 #[test]
 fn attention_matches_cpu() {
     let gpu = gpu();
@@ -849,22 +863,11 @@ fn attention_bwd_matches_cpu_and_finite_differences() {
                 zeros(&gpu, n * heads * t),
                 buf(&gpu, &prior),
             );
-            let (qt, yt, lt, gt, dst, dqt) = (t32(&qb), t32(&yb), t32(&lse), t32(&gb), t32(&dsum), t32(&dq));
-            let d = attention_tiled(&gpu, &s, &tiles, &qt, &yt, &lt).unwrap();
+            let ts = [&qb, &yb, &lse, &gb, &dsum, &dq].map(t32);
+            let d = attention_tiled(&gpu, &s, &tiles, &ts[0], &ts[1], &ts[2]).unwrap();
             run(&gpu, vec![d]);
             for accumulate in [true, false] {
-                let bwd = |accumulate| {
-                    let g = AttentionGrads {
-                        qkv: &qt,
-                        y: &yt,
-                        lse: &lt,
-                        dy: &gt,
-                        dsum: &dst,
-                        dqkv: &dqt,
-                        accumulate,
-                    };
-                    attention_bwd_tiled(&gpu, &s, &tiles, &g)
-                };
+                let bwd = |acc| attention_bwd_tiled(&gpu, &s, &tiles, &attention_grads(&ts, acc));
                 run(&gpu, bwd(accumulate).unwrap().into());
                 let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
                 let want: Vec<f32> = grad
@@ -904,20 +907,12 @@ fn attention_entry_points_use_the_device_tiles() {
             zeros(&gpu, qkv.len()),
         );
         let tiles = s.tiles(&gpu).unwrap();
-        let (qt, yt, lt, gt, dst, dqt) = (t32(&qb), t32(&yb), t32(&lse), t32(&gb), t32(&dsum), t32(&dq));
-        let g = AttentionGrads {
-            qkv: &qt,
-            y: &yt,
-            lse: &lt,
-            dy: &gt,
-            dsum: &dst,
-            dqkv: &dqt,
-            accumulate: false,
-        };
+        let ts = [&qb, &yb, &lse, &gb, &dsum, &dq].map(t32);
+        let g = attention_grads(&ts, false);
         let fwd = if plain {
-            attention(&gpu, &s, &qt, &yt, &lt).unwrap()
+            attention(&gpu, &s, g.qkv, g.y, g.lse).unwrap()
         } else {
-            attention_tiled(&gpu, &s, &tiles, &qt, &yt, &lt).unwrap()
+            attention_tiled(&gpu, &s, &tiles, g.qkv, g.y, g.lse).unwrap()
         };
         let bwd = if plain {
             attention_bwd(&gpu, &s, &g).unwrap()
@@ -934,7 +929,7 @@ fn attention_entry_points_use_the_device_tiles() {
     assert!(plain.1.iter().any(|v| *v != 0.0));
     // Tiles that do not suit the heads are refused, not run.
     let bad = AttentionTiles { hd: 64, bk: 16, bs: 8 };
-    let (qb, yb, lse) = (t32(&buf(&gpu, &qkv)), t32(&zeros(&gpu, dy.len())), t32(&zeros(&gpu, 2 * 3 * 37)));
+    let [qb, yb, lse] = [buf(&gpu, &qkv), zeros(&gpu, dy.len()), zeros(&gpu, 2 * 3 * 37)].map(|b| t32(&b));
     assert!(attention_tiled(&gpu, &s, &bad, &qb, &yb, &lse).is_err());
     let mut odd = s.tiles(&gpu).unwrap();
     odd.bk = 6;

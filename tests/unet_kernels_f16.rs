@@ -356,7 +356,10 @@ fn attention_forward_and_backward_in_f16() {
                 f32_zeros(&gpu, n * heads * t),
             );
             let lse = Tensor::wrap(lse, &[n * heads * t]);
-            run(&gpu, vec![attention(&gpu, &s, &ten(dt, &qb), &ten(dt, &yb), &lse).unwrap()]);
+            run(
+                &gpu,
+                vec![attention(&gpu, &s, &ten(dt, &qb), &ten(dt, &yb), &lse).unwrap()],
+            );
             down(&gpu, dt, &yb, ny)
         });
         for accumulate in [false, true] {
@@ -370,7 +373,10 @@ fn attention_forward_and_backward_in_f16() {
                     up(&gpu, dt, &prior),
                 );
                 let (qt, yt) = (ten(dt, &qb), ten(dt, &yb));
-                let (lse, dsum) = (Tensor::wrap(lse, &[n * heads * t]), Tensor::wrap(dsum, &[n * heads * t]));
+                let (lse, dsum) = (
+                    Tensor::wrap(lse, &[n * heads * t]),
+                    Tensor::wrap(dsum, &[n * heads * t]),
+                );
                 run(&gpu, vec![attention(&gpu, &s, &qt, &yt, &lse).unwrap()]);
                 let g = AttentionGrads {
                     qkv: &qt,

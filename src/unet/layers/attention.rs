@@ -92,7 +92,13 @@ impl LayerKind for Attention {
     ) -> Result<Vec<Dispatch>, ForwardError> {
         let lse = saved.expect("the forward plan allocates what `saved` asks for");
         let acts = ctx.acts;
-        Ok(vec![attention(ctx.gpu, &self.shape(at), &acts[self.qkv], &acts[self.y], lse)?])
+        Ok(vec![attention(
+            ctx.gpu,
+            &self.shape(at),
+            &acts[self.qkv],
+            &acts[self.y],
+            lse,
+        )?])
     }
 
     fn backward(
