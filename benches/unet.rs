@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use tweedie::gpu::{Dispatch, Plan};
-use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
+use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvForward, ConvKernel, ConvResidual, ConvTiles};
 use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::tensor::DType;
 use tweedie::unet::memory::PlanKind;
@@ -114,21 +114,17 @@ fn bench_conv(c: &mut Criterion, gpu: &Gpu, side: usize, cin: usize, cout: usize
         .unwrap();
     let split = ("small/split4", ConvKernel::simt(ConvTiles::SMALL).split(4));
     for (name, kernel) in std::iter::once(("chosen", chosen)).chain(families).chain([split]) {
-        let steps: Vec<Dispatch> = conv2d(
-            gpu,
-            DType::F32,
-            &kernel,
-            &s,
-            &x.buffer,
-            (&w.buffer, 0),
-            (&w.buffer, cout * cin * 9),
-            ConvResidual::None,
-            1.0,
-            &y.buffer,
-            &dummy,
-            Some(&scratch),
-        )
-        .unwrap();
+        let op = ConvForward {
+            x: &x,
+            w: (&w.buffer, 0),
+            b: (&w.buffer, cout * cin * 9),
+            res: ConvResidual::None,
+            out_scale: 1.0,
+            y: &y,
+            dummy: &dummy,
+            scratch: Some(&scratch),
+        };
+        let steps: Vec<Dispatch> = conv2d(gpu, &kernel, &s, &op).unwrap();
         let plan = Plan { steps };
         g.bench_function(name, |b| {
             b.iter_custom(|it| time(gpu, &|| plan.run(gpu).expect("conv"), it))

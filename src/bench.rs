@@ -17,7 +17,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::gpu::{gpu_times, peak_for, Gpu, Plan};
-use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvKernel, ConvResidual};
+use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual};
+use crate::tensor::Tensor;
 use crate::kernels::conv_choice::{self, ConvPass, TuneCache};
 use crate::samplers::{Method, SamplerError, UnetScore};
 use crate::unet::layers::{conv_name, BenchRow as Row};
@@ -112,7 +113,6 @@ pub fn bench_model(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn time_rows(
     gpu: &Gpu,
     rows: &[Row],
@@ -213,12 +213,8 @@ pub fn tune_model(gpu: &Gpu, unet: &Unet, size: usize, batch: usize, iters: usiz
     let entries = cache.adapters.entry(conv_choice::adapter_key(gpu)).or_default();
     for s in &shapes {
         let (ho, wo) = s.out_hw();
-        let x = gpu
-            .storage_buffer("tune x", (s.n * s.cin * s.h * s.w) as u64 * elem)
-            .map_err(gerr)?;
-        let y = gpu
-            .storage_buffer("tune y", (s.n * s.cout * ho * wo) as u64 * elem)
-            .map_err(gerr)?;
+        let x = Tensor::zeros_typed(gpu, "tune x", &[s.n, s.cin, s.h, s.w], dtype).map_err(gerr)?;
+        let y = Tensor::zeros_typed(gpu, "tune y", &[s.n, s.cout, ho, wo], dtype).map_err(gerr)?;
         let w = gpu
             .storage_buffer("tune w", (s.cout * s.cin * s.ks * s.ks + s.cout) as u64 * elem)
             .map_err(gerr)?;
@@ -235,21 +231,32 @@ pub fn tune_model(gpu: &Gpu, unet: &Unet, size: usize, batch: usize, iters: usiz
                 let steps = match pass {
                     ConvPass::Forward => conv2d(
                         gpu,
-                        dtype,
                         c,
                         s,
-                        &x,
-                        (&w, 0),
-                        (&w, s.cout * s.cin * s.ks * s.ks),
-                        ConvResidual::None,
-                        1.0,
-                        &y,
-                        &dummy,
-                        Some(&scratch),
+                        &ConvForward {
+                            x: &x,
+                            w: (&w, 0),
+                            b: (&w, s.cout * s.cin * s.ks * s.ks),
+                            res: ConvResidual::None,
+                            out_scale: 1.0,
+                            y: &y,
+                            dummy: &dummy,
+                            scratch: Some(&scratch),
+                        },
                     )?,
-                    ConvPass::BwdData => {
-                        conv2d_bwd_data(gpu, dtype, c, s, &y, (&w, 0), 1.0, false, &x, Some(&scratch))?
-                    }
+                    ConvPass::BwdData => conv2d_bwd_data(
+                        gpu,
+                        c,
+                        s,
+                        &ConvBackward {
+                            dy: &y,
+                            w: (&w, 0),
+                            scale: 1.0,
+                            accumulate: false,
+                            dx: &x,
+                            scratch: Some(&scratch),
+                        },
+                    )?,
                 };
                 Ok(Plan { steps })
             };

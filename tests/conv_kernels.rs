@@ -10,10 +10,12 @@ mod common;
 use common::*;
 
 use tweedie::gpu::{Dispatch, Plan};
-use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
+use tweedie::kernels::conv2d::{
+    conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual, ConvTiles,
+};
 use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::kernels::conv_coop;
-use tweedie::tensor::DType;
+use tweedie::tensor::{DType, Tensor};
 use tweedie::Gpu;
 
 fn sh(n: usize, cin: usize, h: usize, w: usize, cout: usize, ks: usize, stride: usize, pad: [usize; 4]) -> Conv2dShape {
@@ -140,23 +142,29 @@ impl Case {
         let (mb, pb, kb) = ConvPass::BwdData.gemm(s);
         let bytes = k.scratch_bytes(m, p, kd).max(k.scratch_bytes(mb, pb, kb)).max(16);
         let scratch = gpu.storage_buffer("split-K scratch", bytes).unwrap();
-        let f = conv2d(
-            gpu,
-            dtype,
-            k,
-            s,
-            &xb,
-            (&wb, 0),
-            (&wb, self.w.len()),
-            ConvResidual::None,
-            1.0,
-            &yb,
-            &dummy,
-            Some(&scratch),
-        )
-        .unwrap();
+        let ten = |b: &wgpu::Buffer| Tensor::wrap_typed(b.clone(), &[b.size() as usize / dtype.size_bytes()], dtype);
+        let (xt, yt, dyt, dxt) = (ten(&xb), ten(&yb), ten(&dyb), ten(&dxb));
+        let fwd = ConvForward {
+            x: &xt,
+            w: (&wb, 0),
+            b: (&wb, self.w.len()),
+            res: ConvResidual::None,
+            out_scale: 1.0,
+            y: &yt,
+            dummy: &dummy,
+            scratch: Some(&scratch),
+        };
+        let f = conv2d(gpu, k, s, &fwd).unwrap();
         assert_eq!(f.len(), k.dispatches(kd), "{k:?}: forward dispatches");
-        let bw = conv2d_bwd_data(gpu, dtype, k, s, &dyb, (&wb, 0), 1.0, false, &dxb, Some(&scratch)).unwrap();
+        let bwd = ConvBackward {
+            dy: &dyt,
+            w: (&wb, 0),
+            scale: 1.0,
+            accumulate: false,
+            dx: &dxt,
+            scratch: Some(&scratch),
+        };
+        let bw = conv2d_bwd_data(gpu, k, s, &bwd).unwrap();
         assert_eq!(bw.len(), k.dispatches(kb), "{k:?}: backward dispatches");
         (0..times)
             .map(|_| {
@@ -309,7 +317,16 @@ fn cooperative_matrix_kernel_matches_the_rounded_reference() {
             ..ConvKernel::simt(ConvTiles::MEDIUM)
         };
         let buf = gpu.upload("x", &c.x).unwrap();
-        let Err(err) = conv2d_bwd_data(&gpu, DType::F32, &k, &s, &buf, (&buf, 0), 1.0, false, &buf, None) else {
+        let t = Tensor::wrap(buf.clone(), &[c.x.len()]);
+        let op = ConvBackward {
+            dy: &t,
+            w: (&buf, 0),
+            scale: 1.0,
+            accumulate: false,
+            dx: &t,
+            scratch: None,
+        };
+        let Err(err) = conv2d_bwd_data(&gpu, &k, &s, &op) else {
             panic!("the cooperative kernel planned on an adapter without it");
         };
         assert!(err.to_string().contains("cooperative"), "{err}");

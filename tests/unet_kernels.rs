@@ -11,7 +11,7 @@ use tweedie::tensor::{DType, Tensor};
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionGrads, AttentionShape, AttentionTiles};
-use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvKernel, ConvResidual, ConvTiles};
+use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual, ConvTiles};
 use tweedie::kernels::groupnorm::{
     group_norm, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape, CHUNK,
 };
@@ -95,21 +95,17 @@ fn conv_case(gpu: &Gpu, kernel: &ConvKernel, s: Conv2dShape, res_mode: u32, out_
         gpu,
         (kernel.scratch_bytes(s.cout, s.n * ho * wo, s.cin * s.ks * s.ks) as usize / 4).max(1),
     );
-    let d = conv2d(
-        gpu,
-        DType::F32,
-        kernel,
-        &s,
-        &xb,
-        (&ab, w_off),
-        (&ab, b_off),
-        residual,
+    let op = ConvForward {
+        x: &t32(&xb),
+        w: (&ab, w_off),
+        b: (&ab, b_off),
+        res: residual,
         out_scale,
-        &yb,
-        &dummy,
-        Some(&scratch),
-    )
-    .unwrap();
+        y: &t32(&yb),
+        dummy: &dummy,
+        scratch: Some(&scratch),
+    };
+    let d = conv2d(gpu, kernel, &s, &op).unwrap();
     run(gpu, d);
     let got = gpu.read::<f32>(&yb, 0, want.len()).unwrap();
     assert_close(
@@ -657,19 +653,15 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
             if !accumulate {
                 gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
             }
-            let d = conv2d_bwd_data(
-                &gpu,
-                DType::F32,
-                &kernel,
-                &s,
-                &gb,
-                (&wb, 0),
+            let op = ConvBackward {
+                dy: &t32(&gb),
+                w: (&wb, 0),
                 scale,
                 accumulate,
-                &dxb,
-                Some(&scratch),
-            )
-            .unwrap();
+                dx: &t32(&dxb),
+                scratch: Some(&scratch),
+            };
+            let d = conv2d_bwd_data(&gpu, &kernel, &s, &op).unwrap();
             run(&gpu, d);
             let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
             let want: Vec<f32> = grad

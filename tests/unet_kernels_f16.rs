@@ -12,7 +12,7 @@ use common::*;
 use half::f16;
 use tweedie::gpu::{Dispatch, Gpu};
 use tweedie::kernels::attention::{attention, attention_bwd, AttentionGrads, AttentionShape};
-use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
+use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvResidual};
 use tweedie::kernels::conv_choice::{self, ConvPass};
 use tweedie::kernels::groupnorm::{
     group_norm_bwd_onepass, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape,
@@ -135,21 +135,17 @@ fn conv2d_forward_and_backward_data_in_f16() {
             let kernel = conv_choice::choose(&gpu, ConvPass::Forward, &s, dt);
             let (m, p, k) = ConvPass::Forward.gemm(&s);
             let scratch = f32_zeros(&gpu, (kernel.scratch_bytes(m, p, k) as usize / 4).max(1));
-            let d = conv2d(
-                &gpu,
-                dt,
-                &kernel,
-                &s,
-                &xb,
-                (&wb, 1),
-                (&wb, b_off),
-                ConvResidual::Full(&rb, 0),
-                0.7,
-                &yb,
-                &dummy,
-                Some(&scratch),
-            )
-            .unwrap();
+            let op = ConvForward {
+                x: &ten(dt, &xb),
+                w: (&wb, 1),
+                b: (&wb, b_off),
+                res: ConvResidual::Full(&rb, 0),
+                out_scale: 0.7,
+                y: &ten(dt, &yb),
+                dummy: &dummy,
+                scratch: Some(&scratch),
+            };
+            let d = conv2d(&gpu, &kernel, &s, &op).unwrap();
             run(&gpu, d);
             down(&gpu, dt, &yb, ny)
         });
@@ -159,19 +155,15 @@ fn conv2d_forward_and_backward_data_in_f16() {
                 let kernel = conv_choice::choose(&gpu, ConvPass::BwdData, &s, dt);
                 let (m, p, k) = ConvPass::BwdData.gemm(&s);
                 let scratch = f32_zeros(&gpu, (kernel.scratch_bytes(m, p, k) as usize / 4).max(1));
-                let d = conv2d_bwd_data(
-                    &gpu,
-                    dt,
-                    &kernel,
-                    &s,
-                    &gb,
-                    (&wb, 1),
-                    0.7,
+                let op = ConvBackward {
+                    dy: &ten(dt, &gb),
+                    w: (&wb, 1),
+                    scale: 0.7,
                     accumulate,
-                    &dxb,
-                    Some(&scratch),
-                )
-                .unwrap();
+                    dx: &ten(dt, &dxb),
+                    scratch: Some(&scratch),
+                };
+                let d = conv2d_bwd_data(&gpu, &kernel, &s, &op).unwrap();
                 run(&gpu, d);
                 down(&gpu, dt, &dxb, nx)
             });

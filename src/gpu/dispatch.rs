@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use super::bindings::Bindings;
+use super::bindings::{Bindable, Bindings, KernelSig};
 use super::{Gpu, GpuError, Shader};
 
 /// One recorded kernel launch: pipeline, bind group and grid, built once and
@@ -45,8 +45,22 @@ impl Dispatch {
         bindings: &B,
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
-        let sig = B::SIG;
-        // An instance of the bindings' shader: itself, a variant
+        Self::typed_sig(gpu, &B::SIG, shader, entry, overrides, &bindings.values(), groups)
+    }
+
+    /// [`Dispatch::typed_on`] with the signature given as a value: for a
+    /// kernel that binds another kernel's struct (the cooperative-matrix
+    /// convolution binds the SIMT one's) under a signature of its own.
+    pub fn typed_sig(
+        gpu: &Gpu,
+        sig: &KernelSig,
+        shader: &Shader,
+        entry: &str,
+        overrides: &[(&str, f64)],
+        values: &[&dyn Bindable],
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        // An instance of the signature's shader: itself, a variant
         // (`conv2d_coop[emulated]`) or a specialisation (`attention_hd36_...`).
         if !shader.name.starts_with(sig.shader.name) {
             return Err(GpuError::Other(format!(
@@ -54,15 +68,14 @@ impl Dispatch {
                 sig.shader.name, shader.name
             )));
         }
-        let values = bindings.values();
-        let dtype = sig.instance_dtype(entry, &values)?;
+        let dtype = sig.instance_dtype(entry, values)?;
         let shader = if dtype == shader.dtype {
             *shader
         } else {
             shader.typed(dtype)
         };
         let buffers: Vec<&wgpu::Buffer> = values.iter().map(|v| v.buffer()).collect();
-        Self::build(gpu, &shader, entry, overrides, Some(&sig), &buffers, groups)
+        Self::build(gpu, &shader, entry, overrides, Some(sig), &buffers, groups)
     }
 
     /// Binds `buffers` to group 0, bindings 0, 1, 2, ... in order (the WGSL
@@ -83,7 +96,7 @@ impl Dispatch {
         shader: &Shader,
         entry: &str,
         overrides: &[(&str, f64)],
-        sig: Option<&super::KernelSig>,
+        sig: Option<&KernelSig>,
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {

@@ -1,8 +1,9 @@
 //! `shaders/conv2d.wgsl`: 2-D convolution + bias (+ residual) as an implicit
 //! GEMM with shared-memory tiles and register blocking.
 
-use crate::gpu::{dispatch_groups, Dispatch, Gpu, GpuError, CONV2D};
-use crate::tensor::DType;
+use crate::bindings;
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, CONV2D};
+use crate::tensor::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -392,22 +393,147 @@ pub enum ConvResidual<'a> {
     Channel(&'a wgpu::Buffer, usize, usize),
 }
 
-/// The split-K fix-up dispatch `entry` (`conv2d_splitk` or
-/// `conv2d_bwd_splitk`) over `outputs` elements, bound as the entry declares;
-/// the SIMT and cooperative GEMMs share it.
-pub(crate) fn splitk_fixup(
-    gpu: &Gpu,
-    dtype: DType,
-    entry: &str,
-    buffers: &[&wgpu::Buffer],
-    outputs: usize,
-) -> Result<Dispatch, GpuError> {
-    Dispatch::new(
+bindings! {
+    /// `conv2d` (and the cooperative `conv2d_coop`): the GEMM with its epilogue;
+    /// `part` takes the split-K partials (y's buffer when unsplit).
+    pub struct ConvFwd for CONV2D: ["conv2d"] {
+        p: uniform,
+        x: read T,
+        wt: read T,
+        bias: read T,
+        res: read T,
+        y: read_write T,
+        part: read_write f32,
+    }
+    /// `conv2d_splitk`: the forward fix-up over the split-K partials.
+    pub struct ConvFixup for CONV2D: ["conv2d_splitk"] {
+        p: uniform,
+        part: read f32,
+        bias: read T,
+        res: read T,
+        y: read_write T,
+    }
+    /// `conv2d_bwd_data` (and `conv2d_coop_bwd_data`).
+    pub struct ConvBwdData for CONV2D: ["conv2d_bwd_data"] {
+        pb: uniform,
+        dy: read T,
+        wtb: read T,
+        dx: read_write T,
+        bpart: read_write f32,
+    }
+    /// `conv2d_bwd_splitk`: the input-gradient fix-up.
+    pub struct ConvBwdFixup for CONV2D: ["conv2d_bwd_splitk"] {
+        pb: uniform,
+        part: read f32,
+        dx: read_write T,
+    }
+}
+
+/// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
+pub const BINDINGS: &[KernelSig] = &[ConvFwd::SIG, ConvFixup::SIG, ConvBwdData::SIG, ConvBwdFixup::SIG];
+
+/// The operands of one forward convolution: y = (conv(x, W) + b + residual)
+/// * out_scale. Weights and bias are (buffer, element offset) into the
+/// weight arena; `dummy` is bound where no residual is read; `scratch` holds
+/// the split-K partials ([`ConvKernel::scratch_bytes`]) and may be `None`
+/// when unsplit. The dtype is x's.
+pub struct ConvForward<'a> {
+    pub x: &'a Tensor,
+    pub w: (&'a wgpu::Buffer, usize),
+    pub b: (&'a wgpu::Buffer, usize),
+    pub res: ConvResidual<'a>,
+    pub out_scale: f32,
+    pub y: &'a Tensor,
+    pub dummy: &'a wgpu::Buffer,
+    pub scratch: Option<&'a wgpu::Buffer>,
+}
+
+impl ConvForward<'_> {
+    /// The buffer bound as the residual (the dummy when there is none).
+    fn res_buffer(&self) -> &wgpu::Buffer {
+        match self.res {
+            ConvResidual::None => self.dummy,
+            ConvResidual::Full(buf, _) | ConvResidual::Channel(buf, ..) => buf,
+        }
+    }
+
+    /// The GEMM's bindings, with `part` (or y's buffer when unsplit).
+    pub(crate) fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvFwd<'a> {
+        ConvFwd {
+            p: u,
+            x: self.x,
+            wt: self.w.0,
+            bias: self.b.0,
+            res: self.res_buffer(),
+            y: self.y,
+            part: part.unwrap_or(&self.y.buffer),
+        }
+    }
+
+    /// The split-K fix-up's dispatch over the output.
+    pub(crate) fn fixup(
+        &self,
+        gpu: &Gpu,
+        u: &wgpu::Buffer,
+        part: &wgpu::Buffer,
+        outputs: usize,
+    ) -> Result<Dispatch, GpuError> {
+        let b = ConvFixup {
+            p: u,
+            part,
+            bias: self.b.0,
+            res: self.res_buffer(),
+            y: self.y,
+        };
+        splitk_fixup(gpu, "conv2d_splitk", &b, outputs)
+    }
+}
+
+/// The operands of the input gradient of a convolution: dx (+)= scale *
+/// conv_transpose(dy, W). The dtype is dy's.
+pub struct ConvBackward<'a> {
+    pub dy: &'a Tensor,
+    pub w: (&'a wgpu::Buffer, usize),
+    pub scale: f32,
+    /// Add into dx instead of overwriting it.
+    pub accumulate: bool,
+    pub dx: &'a Tensor,
+    pub scratch: Option<&'a wgpu::Buffer>,
+}
+
+impl ConvBackward<'_> {
+    /// The GEMM's bindings, with `part` (or dx's buffer when unsplit).
+    pub(crate) fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvBwdData<'a> {
+        ConvBwdData {
+            pb: u,
+            dy: self.dy,
+            wtb: self.w.0,
+            dx: self.dx,
+            bpart: part.unwrap_or(&self.dx.buffer),
+        }
+    }
+
+    /// The split-K fix-up's dispatch over dx.
+    pub(crate) fn fixup(
+        &self,
+        gpu: &Gpu,
+        u: &wgpu::Buffer,
+        part: &wgpu::Buffer,
+        outputs: usize,
+    ) -> Result<Dispatch, GpuError> {
+        let b = ConvBwdFixup { pb: u, part, dx: self.dx };
+        splitk_fixup(gpu, "conv2d_bwd_splitk", &b, outputs)
+    }
+}
+
+/// The split-K fix-up dispatch `entry` over `outputs` elements; the SIMT and
+/// cooperative GEMMs share it.
+fn splitk_fixup<B: Bindings>(gpu: &Gpu, entry: &str, b: &B, outputs: usize) -> Result<Dispatch, GpuError> {
+    Dispatch::typed(
         gpu,
-        &CONV2D.typed(dtype),
         entry,
         &[("WG1", WG_FIXUP as f64)],
-        buffers,
+        b,
         dispatch_groups(outputs, WG_FIXUP),
     )
 }
@@ -436,124 +562,86 @@ fn split_scratch<'a>(
     }
 }
 
-/// One planned convolution: y = (conv(x, W) + b + residual) * out_scale.
-/// `dummy` is bound where no residual is read; `scratch` holds the split-K
-/// partials ([`ConvKernel::scratch_bytes`]) and may be `None` when unsplit.
-/// One dispatch, or two when split (the GEMM, then the fix-up).
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d(
-    gpu: &Gpu,
-    dtype: DType,
-    kernel: &ConvKernel,
-    s: &Conv2dShape,
-    x: &wgpu::Buffer,
-    w: (&wgpu::Buffer, usize),
-    b: (&wgpu::Buffer, usize),
-    res: ConvResidual<'_>,
-    out_scale: f32,
-    y: &wgpu::Buffer,
-    dummy: &wgpu::Buffer,
-    scratch: Option<&wgpu::Buffer>,
-) -> Result<Vec<Dispatch>, GpuError> {
+/// Checks that `t` holds the `numel` elements of a [`Conv2dShape`] side.
+fn check_len(what: &str, t: &Tensor, numel: usize) -> Result<(), GpuError> {
+    if t.numel() < numel {
+        return Err(GpuError::Other(format!(
+            "{what}: tensor {:?} holds {} elements, the convolution's shape needs {numel}",
+            t.shape,
+            t.numel()
+        )));
+    }
+    Ok(())
+}
+
+/// One planned convolution ([`ConvForward`]): one dispatch, or two when
+/// split (the GEMM, then the fix-up).
+pub fn conv2d(gpu: &Gpu, kernel: &ConvKernel, s: &Conv2dShape, op: &ConvForward<'_>) -> Result<Vec<Dispatch>, GpuError> {
     let (ho, wo) = s.out_hw();
     let pixels = s.n * ho * wo;
     let kdim = s.cin * s.ks * s.ks;
-    let mut params = Conv2dParams::forward(s, w.1, b.1, &res, out_scale);
+    check_len("conv2d x", op.x, s.n * s.cin * s.h * s.w)?;
+    check_len("conv2d y", op.y, s.cout * pixels)?;
+    let mut params = Conv2dParams::forward(s, op.w.1, op.b.1, &op.res, op.out_scale);
     let (k_split, splits) = kernel.split_plan(kdim);
     params.k_split = k_split;
     params.splits = splits;
-    let res_buf = match res {
-        ConvResidual::None => dummy,
-        ConvResidual::Full(buf, _) | ConvResidual::Channel(buf, ..) => buf,
-    };
-    let part = split_scratch(kernel, "conv2d", s.cout, pixels, kdim, scratch)?;
+    let part = split_scratch(kernel, "conv2d", s.cout, pixels, kdim, op.scratch)?;
     let u = gpu.uniform("conv2d params", &params);
-    if kernel.coop {
-        return crate::kernels::conv_coop::forward(gpu, dtype, s, &u, x, w.0, b.0, res_buf, y, part, splits, pixels);
-    }
-    kernel.tiles.valid().map_err(GpuError::Other)?;
-    let t = &kernel.tiles;
-    let groups = [
-        (pixels as u32).div_ceil(t.tn()),
-        (s.cout as u32).div_ceil(t.tm()),
-        splits,
-    ];
-    let shader = CONV2D.typed(dtype);
-    let ov = t.overrides(kernel.round_f16);
-    let gemm = Dispatch::new(
-        gpu,
-        &shader,
-        "conv2d",
-        &ov,
-        &[&u, x, w.0, b.0, res_buf, y, part.unwrap_or(y)],
-        groups,
-    )?;
+    let gemm = if kernel.coop {
+        crate::kernels::conv_coop::forward(gpu, s, &op.gemm(&u, part), splits, pixels)?
+    } else {
+        kernel.tiles.valid().map_err(GpuError::Other)?;
+        let t = &kernel.tiles;
+        let groups = [
+            (pixels as u32).div_ceil(t.tn()),
+            (s.cout as u32).div_ceil(t.tm()),
+            splits,
+        ];
+        Dispatch::typed(gpu, "conv2d", &t.overrides(kernel.round_f16), &op.gemm(&u, part), groups)?
+    };
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(splitk_fixup(
-            gpu,
-            dtype,
-            "conv2d_splitk",
-            &[&u, part, b.0, res_buf, y],
-            s.cout * pixels,
-        )?);
+        out.push(op.fixup(gpu, &u, part, s.cout * pixels)?);
     }
     Ok(out)
 }
 
-/// The input gradient of [`conv2d`]: dx (+)= scale * conv_transpose(dy, W).
-/// `s` is the forward shape; dy is [n, cout, ho, wo], dx [n, cin, h, w].
-/// One dispatch, or two when split.
-#[allow(clippy::too_many_arguments)]
+/// The input gradient of [`conv2d`] ([`ConvBackward`]); `s` is the forward
+/// shape, dy is [n, cout, ho, wo], dx [n, cin, h, w]. One dispatch, or two
+/// when split.
 pub fn conv2d_bwd_data(
     gpu: &Gpu,
-    dtype: DType,
     kernel: &ConvKernel,
     s: &Conv2dShape,
-    dy: &wgpu::Buffer,
-    w: (&wgpu::Buffer, usize),
-    scale: f32,
-    accumulate: bool,
-    dx: &wgpu::Buffer,
-    scratch: Option<&wgpu::Buffer>,
+    op: &ConvBackward<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let pixels = s.n * s.h * s.w;
     let kdim = s.cout * s.ks * s.ks;
-    let mut params = Conv2dBwdDataParams::backward_data(s, w.1, scale, accumulate);
+    let (ho, wo) = s.out_hw();
+    check_len("conv2d_bwd_data dy", op.dy, s.n * s.cout * ho * wo)?;
+    check_len("conv2d_bwd_data dx", op.dx, s.cin * pixels)?;
+    let mut params = Conv2dBwdDataParams::backward_data(s, op.w.1, op.scale, op.accumulate);
     let (k_split, splits) = kernel.split_plan(kdim);
     params.k_split = k_split;
     params.splits = splits;
-    let part = split_scratch(kernel, "conv2d_bwd_data", s.cin, pixels, kdim, scratch)?;
+    let part = split_scratch(kernel, "conv2d_bwd_data", s.cin, pixels, kdim, op.scratch)?;
     let u = gpu.uniform("conv2d bwd params", &params);
-    if kernel.coop {
-        return crate::kernels::conv_coop::backward_data(gpu, dtype, s, &u, dy, w.0, dx, part, splits, pixels);
-    }
-    kernel.tiles.valid().map_err(GpuError::Other)?;
-    let t = &kernel.tiles;
-    let groups = [
-        (pixels as u32).div_ceil(t.tn()),
-        (s.cin as u32).div_ceil(t.tm()),
-        splits,
-    ];
-    let shader = CONV2D.typed(dtype);
-    let ov = t.overrides(kernel.round_f16);
-    let gemm = Dispatch::new(
-        gpu,
-        &shader,
-        "conv2d_bwd_data",
-        &ov,
-        &[&u, dy, w.0, dx, part.unwrap_or(dx)],
-        groups,
-    )?;
+    let gemm = if kernel.coop {
+        crate::kernels::conv_coop::backward_data(gpu, s, &op.gemm(&u, part), splits, pixels)?
+    } else {
+        kernel.tiles.valid().map_err(GpuError::Other)?;
+        let t = &kernel.tiles;
+        let groups = [
+            (pixels as u32).div_ceil(t.tn()),
+            (s.cin as u32).div_ceil(t.tm()),
+            splits,
+        ];
+        Dispatch::typed(gpu, "conv2d_bwd_data", &t.overrides(kernel.round_f16), &op.gemm(&u, part), groups)?
+    };
     let mut out = vec![gemm];
     if let Some(part) = part {
-        out.push(splitk_fixup(
-            gpu,
-            dtype,
-            "conv2d_bwd_splitk",
-            &[&u, part, dx],
-            s.cin * pixels,
-        )?);
+        out.push(op.fixup(gpu, &u, part, s.cin * pixels)?);
     }
     Ok(out)
 }

@@ -11,9 +11,24 @@
 
 use std::cell::Cell;
 
-use crate::gpu::{Dispatch, Gpu, GpuError, Shader, CONV2D_COOP};
-use crate::kernels::conv2d::{splitk_fixup, Conv2dShape};
+use crate::gpu::{Bindings, Dispatch, Gpu, GpuError, KernelSig, Shader, CONV2D_COOP};
+use crate::kernels::conv2d::{Conv2dShape, ConvBwdData, ConvFwd};
 use crate::tensor::DType;
+
+/// The binding signatures of this module's kernels: the SIMT kernel's structs
+/// ([`ConvFwd`], [`ConvBwdData`]) on this shader's entry points.
+pub const BINDINGS: &[KernelSig] = &[
+    KernelSig {
+        shader: &CONV2D_COOP,
+        entries: &["conv2d_coop"],
+        slots: ConvFwd::SIG.slots,
+    },
+    KernelSig {
+        shader: &CONV2D_COOP,
+        entries: &["conv2d_coop_bwd_data"],
+        slots: ConvBwdData::SIG.slots,
+    },
+];
 
 /// Output tile and K step of a workgroup (mirror `TM`, `TN`, `TK`).
 pub const TM: u32 = 64;
@@ -107,79 +122,34 @@ fn check(gpu: &Gpu) -> Result<(), GpuError> {
     }
 }
 
-/// The forward GEMM (and the SIMT kernel's fix-up when split); `u` holds
-/// [`crate::kernels::conv2d::Conv2dParams`] with the split already set.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward(
-    gpu: &Gpu,
-    dtype: DType,
-    s: &Conv2dShape,
-    u: &wgpu::Buffer,
-    x: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    res: &wgpu::Buffer,
-    y: &wgpu::Buffer,
-    part: Option<&wgpu::Buffer>,
-    splits: u32,
-    pixels: usize,
-) -> Result<Vec<Dispatch>, GpuError> {
-    check(gpu)?;
+/// The forward GEMM on `b` (the SIMT kernel's bindings, parameters with the
+/// split already set); its fix-up is the SIMT kernel's.
+pub(crate) fn forward(gpu: &Gpu, s: &Conv2dShape, b: &ConvFwd<'_>, splits: u32, pixels: usize) -> Result<Dispatch, GpuError> {
     let groups = [(pixels as u32).div_ceil(TN), (s.cout as u32).div_ceil(TM), splits];
-    let gemm = Dispatch::new(
-        gpu,
-        &shader(dtype),
-        "conv2d_coop",
-        &[],
-        &[u, x, w, b, res, y, part.unwrap_or(y)],
-        groups,
-    )?;
-    let mut out = vec![gemm];
-    if let Some(part) = part {
-        out.push(splitk_fixup(
-            gpu,
-            dtype,
-            "conv2d_splitk",
-            &[u, part, b, res, y],
-            s.cout * pixels,
-        )?);
-    }
-    Ok(out)
+    gemm(gpu, &BINDINGS[0], "conv2d_coop", &b.values(), groups)
 }
 
-/// The backward-data GEMM (and the fix-up when split).
-#[allow(clippy::too_many_arguments)]
+/// The backward-data GEMM on `b`.
 pub(crate) fn backward_data(
     gpu: &Gpu,
-    dtype: DType,
     s: &Conv2dShape,
-    u: &wgpu::Buffer,
-    dy: &wgpu::Buffer,
-    w: &wgpu::Buffer,
-    dx: &wgpu::Buffer,
-    part: Option<&wgpu::Buffer>,
+    b: &ConvBwdData<'_>,
     splits: u32,
     pixels: usize,
-) -> Result<Vec<Dispatch>, GpuError> {
-    check(gpu)?;
+) -> Result<Dispatch, GpuError> {
     let groups = [(pixels as u32).div_ceil(TN), (s.cin as u32).div_ceil(TM), splits];
-    let gemm = Dispatch::new(
-        gpu,
-        &shader(dtype),
-        "conv2d_coop_bwd_data",
-        &[],
-        &[u, dy, w, dx, part.unwrap_or(dx)],
-        groups,
-    )?;
-    let mut out = vec![gemm];
-    if let Some(part) = part {
-        out.push(splitk_fixup(
-            gpu,
-            dtype,
-            "conv2d_bwd_splitk",
-            &[u, part, dx],
-            s.cin * pixels,
-        )?);
-    }
-    Ok(out)
+    gemm(gpu, &BINDINGS[1], "conv2d_coop_bwd_data", &b.values(), groups)
+}
+
+/// One GEMM dispatch on this thread's instance (real or emulated), its dtype
+/// from the tensors.
+fn gemm(
+    gpu: &Gpu,
+    sig: &KernelSig,
+    entry: &str,
+    values: &[&dyn crate::gpu::Bindable],
+    groups: [u32; 3],
+) -> Result<Dispatch, GpuError> {
+    check(gpu)?;
+    Dispatch::typed_sig(gpu, sig, &shader(DType::F32), entry, &[], values, groups)
 }

@@ -26,6 +26,8 @@ pub fn bindings() -> Vec<KernelSig> {
     [
         axis_matmul::BINDINGS,
         colorize::BINDINGS,
+        conv2d::BINDINGS,
+        conv_coop::BINDINGS,
         conv_reflect::BINDINGS,
         mask::BINDINGS,
         resample::BINDINGS,

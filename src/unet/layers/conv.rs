@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{BenchRow, Buffers, Dataflow, Flops, Label, Layer, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
-use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvResidual};
+use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvResidual};
 use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::tensor::{DType, Tensor};
@@ -139,20 +139,17 @@ impl LayerKind for Conv {
             Residual::Full(a) => ConvResidual::Full(&acts[a].buffer, 0),
             Residual::Channel(a) => ConvResidual::Channel(&acts[a].buffer, 0, acts[a].shape[1]),
         };
-        Ok(conv2d(
-            gpu,
-            dt,
-            &kernel,
-            &s,
-            &acts[self.x].buffer,
-            ctx.weights.get(&self.w),
-            ctx.weights.get(&self.b),
-            r,
-            self.out_scale,
-            &acts[self.y].buffer,
-            ctx.dummy,
-            ctx.split_scratch,
-        )?)
+        let op = ConvForward {
+            x: &acts[self.x],
+            w: ctx.weights.get(&self.w),
+            b: ctx.weights.get(&self.b),
+            res: r,
+            out_scale: self.out_scale,
+            y: &acts[self.y],
+            dummy: ctx.dummy,
+            scratch: ctx.split_scratch,
+        };
+        Ok(conv2d(gpu, &kernel, &s, &op)?)
     }
 
     fn backward(
@@ -167,18 +164,15 @@ impl LayerKind for Conv {
         let s = self.shape(at);
         let acc = state.take(self.x);
         let kernel = conv_choice::choose(gpu, ConvPass::BwdData, &s, dt);
-        let mut ds = conv2d_bwd_data(
-            gpu,
-            dt,
-            &kernel,
-            &s,
-            &ctx.grad(self.y).buffer,
-            ctx.weights.get(&self.w),
-            self.out_scale,
-            acc,
-            &ctx.grad(self.x).buffer,
-            ctx.split_scratch,
-        )?;
+        let op = ConvBackward {
+            dy: ctx.grad(self.y),
+            w: ctx.weights.get(&self.w),
+            scale: self.out_scale,
+            accumulate: acc,
+            dx: ctx.grad(self.x),
+            scratch: ctx.split_scratch,
+        };
+        let mut ds = conv2d_bwd_data(gpu, &kernel, &s, &op)?;
         if let (Residual::Full(r), true) = (self.res, residual_alias) {
             // d r = dy, in dy's own buffer (the memory plan shares it).
             assert!(!state.take(r), "an aliased residual gradient is its first contribution");
