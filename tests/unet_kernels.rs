@@ -7,7 +7,7 @@ use common::conv::{conv_bwd_f64, conv_f64, conv_out, Residual};
 use common::groupnorm::{gn_bwd_f64, gn_f64, GnCase};
 use common::*;
 
-use tweedie::tensor::{DType, Tensor};
+use tweedie::tensor::Tensor;
 
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionGrads, AttentionShape, AttentionTiles};
