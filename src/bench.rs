@@ -17,10 +17,12 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use crate::gpu::{gpu_times, peak_for, Gpu, Plan};
-use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual};
-use crate::tensor::Tensor;
+use crate::kernels::conv2d::{
+    conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual,
+};
 use crate::kernels::conv_choice::{self, ConvPass, TuneCache};
 use crate::samplers::{Method, SamplerError, UnetScore};
+use crate::tensor::Tensor;
 use crate::unet::layers::{conv_name, BenchRow as Row};
 use crate::unet::memory::PlanKind;
 use crate::unet::{Sizes, Unet, UnetForward, UnetVjp};

@@ -41,7 +41,17 @@ fn vjp_of_a_linear_task_is_its_adjoint() {
     write_tensors(&vjp_in, &[("x", &x), ("v", &v)]).unwrap();
     let adj_in = dir.join("v.safetensors");
     write_tensors(&adj_in, &[("x", &v)]).unwrap();
-    let base = ["operator", "--task", "sr", "--factor", "2", "--image-size", "16", "--channels", "2"];
+    let base = [
+        "operator",
+        "--task",
+        "sr",
+        "--factor",
+        "2",
+        "--image-size",
+        "16",
+        "--channels",
+        "2",
+    ];
     let run = |mode: &str, input: &Path, out: &Path| {
         tweedie(&[&base[..], &["--mode", mode, "--input", p(input), "--out", p(out)]].concat())
     };

@@ -18,6 +18,7 @@ use tweedie::kernels::conv_coop;
 use tweedie::tensor::{DType, Tensor};
 use tweedie::Gpu;
 
+#[allow(clippy::too_many_arguments)] // a shape literal, every field named at its call sites by position
 fn sh(n: usize, cin: usize, h: usize, w: usize, cout: usize, ks: usize, stride: usize, pad: [usize; 4]) -> Conv2dShape {
     Conv2dShape {
         n,

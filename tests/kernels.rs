@@ -19,7 +19,8 @@ fn elementwise_ops_match_cpu() {
     for &n in SIZES {
         let x = randn(&mut r, n);
         let y0 = randn(&mut r, n);
-        let cases: [(Op, f32, f32, Box<dyn Fn(f32, f32) -> f32>); 4] = [
+        type Case = (Op, f32, f32, Box<dyn Fn(f32, f32) -> f32>);
+        let cases: [Case; 4] = [
             (Op::Axpby, 0.7, -1.3, Box::new(|x, y| 0.7 * x - 1.3 * y)),
             (Op::Affine, 2.0, 0.5, Box::new(|x, _| 2.0 * x + 0.5)),
             (Op::Clamp, -0.5, 0.25, Box::new(|x, _| x.clamp(-0.5, 0.25))),

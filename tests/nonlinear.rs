@@ -158,10 +158,17 @@ fn methods_that_need_a_linear_measurement_refuse_it() {
             y: &s.y,
             sigma_y: s.case.problem.sigma_y,
         };
-        let err = Sampler::new(&s.gpu, method, &s.model, Some(meas), 4, &opts(10, MethodOptions::default()))
-            .err()
-            .unwrap_or_else(|| panic!("{name} planned on a non-linear measurement"))
-            .to_string();
+        let err = Sampler::new(
+            &s.gpu,
+            method,
+            &s.model,
+            Some(meas),
+            4,
+            &opts(10, MethodOptions::default()),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{name} planned on a non-linear measurement"))
+        .to_string();
         assert_eq!(
             err,
             format!("{label} needs a linear measurement; squared-dense is not"),
@@ -189,7 +196,10 @@ fn dps_and_smc_sample_with_a_nonlinear_measurement() {
         x
     };
     let prior = misfit(&s, &prior_samples(p, n, 1));
-    let dps = misfit(&s, &run(Method::from_name("dps").unwrap(), &opts(200, MethodOptions::default())));
+    let dps = misfit(
+        &s,
+        &run(Method::from_name("dps").unwrap(), &opts(200, MethodOptions::default())),
+    );
     let particles = MethodOptions::default().with("particles", 16).unwrap();
     let smc = misfit(&s, &run(Method::from_name("smc").unwrap(), &opts(200, particles)));
     println!("misfit |y - (A x)^2|: prior {prior:.4}, DPS {dps:.4}, SMC {smc:.4}");

@@ -11,7 +11,9 @@ use rand::Rng;
 use tweedie::gpu::Plan;
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::operators::dense::Dense;
-use tweedie::samplers::{CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
+use tweedie::samplers::{
+    CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions,
+};
 use tweedie::samplers::{ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
@@ -462,6 +464,7 @@ impl Setup {
     /// The mixture's flow velocity u = E[eps - x0 | x_t] at a = 1 - t, b = t,
     /// from the per-component posteriors: E[x0 | x, k] = mu + a Sigma (x - a mu) / var,
     /// E[eps | x, k] = b (x - a mu) / var, var = a^2 Sigma + b^2.
+    #[allow(clippy::needless_range_loop)] // component c, coordinate j index three arrays
     fn velocity(&self, x: &[f64], t: f64) -> Vec<f64> {
         let (a, b) = (1.0 - t, t);
         let mut logits = [0f64; K];
@@ -620,7 +623,7 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
                         let out: Vec<f64> = match method {
                             Method::Ddpm => base,
                             Method::Dps => {
-                                let grad = s.dps_grad(&x, &x0_at);
+                                let grad = s.dps_grad(&x, x0_at);
                                 (0..D).map(|j| base[j] - zeta as f64 * grad[j]).collect()
                             }
                             Method::Dmps if a == 0.0 => base,
@@ -631,7 +634,7 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
                                 let g = s.dmps_direction(&x, a, b);
                                 let coef = if flow {
                                     let dt = 1.0 / STEPS as f64;
-                                    -b * (-1.0 * b - a * 1.0) / a * lambda as f64 * dt / a
+                                    -b * (-b - a * 1.0) / a * lambda as f64 * dt / a
                                 } else {
                                     lambda as f64 * b * (an * b / a - ce) / a
                                 };
@@ -661,8 +664,10 @@ fn eps_estimate_kernel_matches_cpu() {
     let mut r = rng(44);
     let x = randn(&mut r, n);
     let o = randn(&mut r, n);
-    let mut v = Process::default();
-    v.prediction = tweedie::process::Prediction::V;
+    let v = Process {
+        prediction: tweedie::process::Prediction::V,
+        ..Process::default()
+    };
     let c = v.coefficients(0.6, 0.8);
     let params = tweedie::samplers::StepParams {
         n: n as u32,

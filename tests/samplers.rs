@@ -130,15 +130,9 @@ impl Config {
             Config::Ddpm => (Method::Ddpm, o),
             Config::Dps => (Method::Dps, o),
             Config::Dmps => (Method::Dmps, o),
-            Config::DmpsCg => (
-                Method::Dmps,
-                with(&[("dmps-solver", "cg")]),
-            ),
+            Config::DmpsCg => (Method::Dmps, with(&[("dmps-solver", "cg")])),
             Config::Cdps => (Method::Cdps, o),
-            Config::CdpsMeasurement => (
-                Method::Cdps,
-                with(&[("cdps-basis", "measurement")]),
-            ),
+            Config::CdpsMeasurement => (Method::Cdps, with(&[("cdps-basis", "measurement")])),
             Config::CdpsForward => (
                 Method::Cdps,
                 with(&[("cdps-basis", "measurement"), ("cdps-variant", "forward")]),

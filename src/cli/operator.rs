@@ -73,7 +73,10 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
             );
         }
         if t.data.iter().any(|v| !v.is_finite()) {
-            bail!("{}: tensor \"{name}\" holds NaN or infinite values", args.input.display());
+            bail!(
+                "{}: tensor \"{name}\" holds NaN or infinite values",
+                args.input.display()
+            );
         }
         Ok(())
     };

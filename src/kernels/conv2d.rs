@@ -432,8 +432,8 @@ bindings! {
 /// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
 pub const BINDINGS: &[KernelSig] = &[ConvFwd::SIG, ConvFixup::SIG, ConvBwdData::SIG, ConvBwdFixup::SIG];
 
-/// The operands of one forward convolution: y = (conv(x, W) + b + residual)
-/// * out_scale. Weights and bias are (buffer, element offset) into the
+/// The operands of one forward convolution,
+/// y = out_scale (conv(x, W) + b + residual). Weights and bias are (buffer, element offset) into the
 /// weight arena; `dummy` is bound where no residual is read; `scratch` holds
 /// the split-K partials ([`ConvKernel::scratch_bytes`]) and may be `None`
 /// when unsplit. The dtype is x's.
@@ -521,7 +521,11 @@ impl ConvBackward<'_> {
         part: &wgpu::Buffer,
         outputs: usize,
     ) -> Result<Dispatch, GpuError> {
-        let b = ConvBwdFixup { pb: u, part, dx: self.dx };
+        let b = ConvBwdFixup {
+            pb: u,
+            part,
+            dx: self.dx,
+        };
         splitk_fixup(gpu, "conv2d_bwd_splitk", &b, outputs)
     }
 }
@@ -576,7 +580,12 @@ fn check_len(what: &str, t: &Tensor, numel: usize) -> Result<(), GpuError> {
 
 /// One planned convolution ([`ConvForward`]): one dispatch, or two when
 /// split (the GEMM, then the fix-up).
-pub fn conv2d(gpu: &Gpu, kernel: &ConvKernel, s: &Conv2dShape, op: &ConvForward<'_>) -> Result<Vec<Dispatch>, GpuError> {
+pub fn conv2d(
+    gpu: &Gpu,
+    kernel: &ConvKernel,
+    s: &Conv2dShape,
+    op: &ConvForward<'_>,
+) -> Result<Vec<Dispatch>, GpuError> {
     let (ho, wo) = s.out_hw();
     let pixels = s.n * ho * wo;
     let kdim = s.cin * s.ks * s.ks;
@@ -598,7 +607,13 @@ pub fn conv2d(gpu: &Gpu, kernel: &ConvKernel, s: &Conv2dShape, op: &ConvForward<
             (s.cout as u32).div_ceil(t.tm()),
             splits,
         ];
-        Dispatch::typed(gpu, "conv2d", &t.overrides(kernel.round_f16), &op.gemm(&u, part), groups)?
+        Dispatch::typed(
+            gpu,
+            "conv2d",
+            &t.overrides(kernel.round_f16),
+            &op.gemm(&u, part),
+            groups,
+        )?
     };
     let mut out = vec![gemm];
     if let Some(part) = part {
@@ -637,7 +652,13 @@ pub fn conv2d_bwd_data(
             (s.cin as u32).div_ceil(t.tm()),
             splits,
         ];
-        Dispatch::typed(gpu, "conv2d_bwd_data", &t.overrides(kernel.round_f16), &op.gemm(&u, part), groups)?
+        Dispatch::typed(
+            gpu,
+            "conv2d_bwd_data",
+            &t.overrides(kernel.round_f16),
+            &op.gemm(&u, part),
+            groups,
+        )?
     };
     let mut out = vec![gemm];
     if let Some(part) = part {

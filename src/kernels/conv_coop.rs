@@ -124,7 +124,13 @@ fn check(gpu: &Gpu) -> Result<(), GpuError> {
 
 /// The forward GEMM on `b` (the SIMT kernel's bindings, parameters with the
 /// split already set); its fix-up is the SIMT kernel's.
-pub(crate) fn forward(gpu: &Gpu, s: &Conv2dShape, b: &ConvFwd<'_>, splits: u32, pixels: usize) -> Result<Dispatch, GpuError> {
+pub(crate) fn forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    b: &ConvFwd<'_>,
+    splits: u32,
+    pixels: usize,
+) -> Result<Dispatch, GpuError> {
     let groups = [(pixels as u32).div_ceil(TN), (s.cout as u32).div_ceil(TM), splits];
     gemm(gpu, &BINDINGS[0], "conv2d_coop", &b.values(), groups)
 }

@@ -153,7 +153,11 @@ impl RowReduce {
             },
         );
         let mut plan = Plan::new();
-        let b = SmcRows { rp: &params, a, out: &out };
+        let b = SmcRows {
+            rp: &params,
+            a,
+            out: &out,
+        };
         plan.push(Dispatch::typed(gpu, "smc_rows", &[], &b, dispatch_groups(rows, WG1D))?);
         Ok(RowReduce {
             out,
@@ -241,7 +245,13 @@ impl Population {
             stats: &stats,
             anc: &ancestors,
         };
-        weigh.push(Dispatch::typed(gpu, "smc_ancestors", &[], &b, dispatch_groups(n, WG1D))?);
+        weigh.push(Dispatch::typed(
+            gpu,
+            "smc_ancestors",
+            &[],
+            &b,
+            dispatch_groups(n, WG1D),
+        )?);
         Ok(Population {
             particles,
             populations,

@@ -555,7 +555,12 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
 
 /// Builds the operator for task `spec` on images of shape [C, H, W], drawing
 /// masks and kernels from `seed`.
-pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn LinearOperator>, OperatorError> {
+pub fn build(
+    gpu: &Gpu,
+    spec: &TaskSpec,
+    in_shape: [usize; 3],
+    seed: u64,
+) -> Result<Box<dyn LinearOperator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 

@@ -75,8 +75,8 @@ use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, Spectral};
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
-    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError,
-    ScoreModel, Stat, StepParams,
+    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError, ScoreModel,
+    Stat, StepParams,
 };
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;

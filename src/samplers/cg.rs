@@ -24,10 +24,10 @@
 use super::options::{Kind, MethodOptions, OptionSpec, Value};
 use crate::bindings;
 use crate::gpu::{dispatch_groups, small_groups, Bindings, Dispatch, KernelSig, Plan, CG, WG1D};
-use crate::tensor::DType;
 use crate::kernels::elementwise::{Elementwise, Op as ElementOp};
 use crate::kernels::random::Noise;
 use crate::operators::{LinearOperator, OperatorError};
+use crate::tensor::DType;
 use crate::tensor::Tensor;
 use crate::Gpu;
 use wgpu::util::DispatchIndirectArgs;
@@ -429,7 +429,13 @@ impl Cg {
                 part: &part_a,
                 state: &state,
             };
-            plan.push(Dispatch::typed(gpu, "cg_init_finish", &[], &finish, small_groups(batch))?);
+            plan.push(Dispatch::typed(
+                gpu,
+                "cg_init_finish",
+                &[],
+                &finish,
+                small_groups(batch),
+            )?);
             let apply = CgApply {
                 p: &params,
                 a_p: &p,
@@ -618,7 +624,13 @@ impl PwCgDraw {
             at: &at,
             b: &b,
         };
-        plan.push(Dispatch::typed(gpu, "pw_rhs", &[], &rhs, dispatch_groups(batch * in_per, WG1D))?);
+        plan.push(Dispatch::typed(
+            gpu,
+            "pw_rhs",
+            &[],
+            &rhs,
+            dispatch_groups(batch * in_per, WG1D),
+        )?);
         plan.extend(cg.plan.clone());
         Ok(PwCgDraw { plan, cg, e1, e2 })
     }

@@ -27,8 +27,8 @@ use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{
-    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel,
-    Stat, StepKind, StepParams,
+    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel, Stat,
+    StepKind, StepParams,
 };
 use crate::process::Process;
 

@@ -10,9 +10,9 @@
 //! VJP) and J the Jacobian of the model's output (its VJP): (g0 - b_t J^T g0)
 //! / a_t for an eps-model.
 
+use super::kernels::{DpsDirection, DpsDirectionRows};
 use super::options::{Kind, OptionSpec, Value};
 use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
-use super::kernels::{DpsDirection, DpsDirectionRows};
 use crate::gpu::Dispatch;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;

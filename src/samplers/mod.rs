@@ -763,7 +763,6 @@ pub trait MethodStep: Any {
         None
     }
 
-
     /// How many samples the method runs for `batch` asked for (SMC: whole
     /// populations); [`Sampler::x`] shows the first `batch`. Default: `batch`.
     fn batch(batch: usize, opts: &SamplerOptions) -> usize
@@ -859,12 +858,9 @@ pub fn need_measurement<'a, 'm>(
 /// The measurement's operator as a linear one, or the one-line refusal that
 /// `what` ("DMPS") needs A^T (or an SVD form) and this measurement has none.
 pub fn need_linear<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn LinearOperator, SamplerError> {
-    meas.op.linear().ok_or_else(|| {
-        SamplerError::Invalid(format!(
-            "{what} needs a linear measurement; {} is not",
-            meas.op.name()
-        ))
-    })
+    meas.op
+        .linear()
+        .ok_or_else(|| SamplerError::Invalid(format!("{what} needs a linear measurement; {} is not", meas.op.name())))
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.

@@ -58,16 +58,12 @@ impl OptionSpec {
         let value = match self.kind {
             Kind::Number => Value::Number(text.trim().parse().map_err(|_| bad("not a number"))?),
             Kind::Count => Value::Count(text.trim().parse().map_err(|_| bad("not a whole number"))?),
-            Kind::Choice(choices) => Value::Choice(
-                choices
-                    .iter()
-                    .find(|c| c.name == text)
-                    .map(|c| c.name)
-                    .ok_or_else(|| {
-                        let names: Vec<&str> = choices.iter().map(|c| c.name).collect();
-                        bad(&format!("expected one of {}", names.join(", ")))
-                    })?,
-            ),
+            Kind::Choice(choices) => {
+                Value::Choice(choices.iter().find(|c| c.name == text).map(|c| c.name).ok_or_else(|| {
+                    let names: Vec<&str> = choices.iter().map(|c| c.name).collect();
+                    bad(&format!("expected one of {}", names.join(", ")))
+                })?)
+            }
         };
         Ok(value)
     }

@@ -323,7 +323,13 @@ impl ScoreModel for GmmPrior {
             logits: &logits,
             eps,
         };
-        plan.push(Dispatch::typed(gpu, "gmm_eps", &[], &b, dispatch_groups(n * self.d, WG1D))?);
+        plan.push(Dispatch::typed(
+            gpu,
+            "gmm_eps",
+            &[],
+            &b,
+            dispatch_groups(n * self.d, WG1D),
+        )?);
         Ok(plan)
     }
 
@@ -348,7 +354,13 @@ impl ScoreModel for GmmPrior {
             cot: cotangent,
             dots: &dots,
         };
-        plan.push(Dispatch::typed(gpu, "gmm_vjp_dots", &[], &b, dispatch_groups(n * self.k, WG1D))?);
+        plan.push(Dispatch::typed(
+            gpu,
+            "gmm_vjp_dots",
+            &[],
+            &b,
+            dispatch_groups(n * self.k, WG1D),
+        )?);
         let b = GmmVjp {
             p: &params,
             prior: &self.prior,
@@ -360,7 +372,13 @@ impl ScoreModel for GmmPrior {
             dots_in: &dots,
             dx,
         };
-        plan.push(Dispatch::typed(gpu, "gmm_vjp", &[], &b, dispatch_groups(n * self.d, WG1D))?);
+        plan.push(Dispatch::typed(
+            gpu,
+            "gmm_vjp",
+            &[],
+            &b,
+            dispatch_groups(n * self.d, WG1D),
+        )?);
         Ok(plan)
     }
 }

@@ -68,9 +68,9 @@ pub const PARTICLES: OptionSpec = OptionSpec {
     kind: Kind::Count,
     default: None,
     check: |v| match v {
-        Value::Count(p) if p < 2 => {
-            Err(format!("--particles must be at least 2 (SMC needs at least 2 particles per population), got {p}"))
-        }
+        Value::Count(p) if p < 2 => Err(format!(
+            "--particles must be at least 2 (SMC needs at least 2 particles per population), got {p}"
+        )),
         _ => Ok(()),
     },
 };
@@ -208,7 +208,11 @@ impl MethodStep for Smc {
             h: z("resampled h")?,
             twist: Tensor::zeros(gpu, "resampled twist", &[n])?,
         };
-        let threshold = core.opts.method.number(ESS_THRESHOLD.name).expect("--ess-threshold has a default");
+        let threshold = core
+            .opts
+            .method
+            .number(ESS_THRESHOLD.name)
+            .expect("--ess-threshold has a default");
         let pop = Population::new(gpu, particles, n / particles, threshold)?;
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
         let rr = RowReduce::new(gpu, &r, n, true)?;

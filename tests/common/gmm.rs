@@ -67,8 +67,8 @@ pub fn prior_samples(p: &GmmProblem, n: usize, seed: u64) -> Vec<f32> {
     for _ in 0..n {
         let k = pick(&mut r, &logw);
         let z = randn(&mut r, p.d);
-        for j in 0..p.d {
-            out.push(p.means[k * p.d + j] + p.vars[k * p.d + j].sqrt() * z[j]);
+        for (j, zj) in z.iter().enumerate() {
+            out.push(p.means[k * p.d + j] + p.vars[k * p.d + j].sqrt() * zj);
         }
     }
     out

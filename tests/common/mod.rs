@@ -28,7 +28,9 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32)
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g - w).abs();
         worst = worst.max(err);
-        if !(err <= atol + rtol * w.abs()) && first_bad.is_none() {
+        // NaN fails too: the comparison is false.
+        let within = err <= atol + rtol * w.abs();
+        if !within && first_bad.is_none() {
             first_bad = Some((i, g, w));
         }
     }
