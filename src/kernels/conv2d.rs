@@ -578,6 +578,21 @@ fn check_len(what: &str, t: &Tensor, numel: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// The SIMT GEMM `entry` over a [rows, pixels] output in `splits` K-slices.
+fn simt_gemm<B: Bindings>(
+    gpu: &Gpu,
+    kernel: &ConvKernel,
+    entry: &str,
+    [rows, pixels]: [usize; 2],
+    splits: u32,
+    b: &B,
+) -> Result<Dispatch, GpuError> {
+    kernel.tiles.valid().map_err(GpuError::Other)?;
+    let t = &kernel.tiles;
+    let groups = [(pixels as u32).div_ceil(t.tn()), (rows as u32).div_ceil(t.tm()), splits];
+    Dispatch::typed(gpu, entry, &t.overrides(kernel.round_f16), b, groups)
+}
+
 /// One planned convolution ([`ConvForward`]): one dispatch, or two when
 /// split (the GEMM, then the fix-up).
 pub fn conv2d(
@@ -600,20 +615,7 @@ pub fn conv2d(
     let gemm = if kernel.coop {
         crate::kernels::conv_coop::forward(gpu, s, &op.gemm(&u, part), splits, pixels)?
     } else {
-        kernel.tiles.valid().map_err(GpuError::Other)?;
-        let t = &kernel.tiles;
-        let groups = [
-            (pixels as u32).div_ceil(t.tn()),
-            (s.cout as u32).div_ceil(t.tm()),
-            splits,
-        ];
-        Dispatch::typed(
-            gpu,
-            "conv2d",
-            &t.overrides(kernel.round_f16),
-            &op.gemm(&u, part),
-            groups,
-        )?
+        simt_gemm(gpu, kernel, "conv2d", [s.cout, pixels], splits, &op.gemm(&u, part))?
     };
     let mut out = vec![gemm];
     if let Some(part) = part {
@@ -645,19 +647,13 @@ pub fn conv2d_bwd_data(
     let gemm = if kernel.coop {
         crate::kernels::conv_coop::backward_data(gpu, s, &op.gemm(&u, part), splits, pixels)?
     } else {
-        kernel.tiles.valid().map_err(GpuError::Other)?;
-        let t = &kernel.tiles;
-        let groups = [
-            (pixels as u32).div_ceil(t.tn()),
-            (s.cin as u32).div_ceil(t.tm()),
-            splits,
-        ];
-        Dispatch::typed(
+        simt_gemm(
             gpu,
+            kernel,
             "conv2d_bwd_data",
-            &t.overrides(kernel.round_f16),
+            [s.cin, pixels],
+            splits,
             &op.gemm(&u, part),
-            groups,
         )?
     };
     let mut out = vec![gemm];
