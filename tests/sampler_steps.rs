@@ -65,6 +65,7 @@ fn setup() -> Setup {
 impl Setup {
     /// The components' posterior weights p(k | x_t) at x_t = a x0 + b eps:
     /// the softmax over k of log w_k + log N(x; a mu_k, a^2 Sigma_k + b^2).
+    #[allow(clippy::needless_range_loop)] // component c, coordinate j index three arrays
     fn responsibilities(&self, x: &[f64], a: f64, b: f64) -> [f64; K] {
         let mut logits = [0f64; K];
         for c in 0..K {
