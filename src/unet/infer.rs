@@ -24,24 +24,55 @@ pub struct Inferred {
     pub assumed: Vec<(&'static str, String)>,
 }
 
-/// The fields no shape determines, with the values assumed for them.
-fn assume(mult: &[f64]) -> (usize, Vec<(&'static str, String)>) {
-    // create_model's default channel_mult per image size, read backwards.
+/// The fields no shape determines (assumed without a config).
+pub const ASSUMED: &[&str] = &[
+    "image_size",
+    "num_heads",
+    "num_head_channels",
+    "num_heads_upsample",
+    "use_new_attention_order",
+];
+
+/// The [`ASSUMED`] fields of `c` with their values.
+fn assumed_values(c: &AdmConfig) -> Vec<(&'static str, String)> {
+    let values = [
+        c.image_size.to_string(),
+        c.num_heads.to_string(),
+        c.num_head_channels.to_string(),
+        c.num_heads_upsample.to_string(),
+        c.use_new_attention_order.to_string(),
+    ];
+    ASSUMED.iter().copied().zip(values).collect()
+}
+
+/// create_model's default channel_mult per image size, read backwards (256 otherwise).
+fn default_image_size(mult: &[f64]) -> usize {
     let defaults: [(usize, &[f64]); 4] = [
         (512, &[0.5, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0]),
         (256, &[1.0, 1.0, 2.0, 2.0, 4.0, 4.0]),
         (128, &[1.0, 1.0, 2.0, 3.0, 4.0]),
         (64, &[1.0, 2.0, 3.0, 4.0]),
     ];
-    let size = defaults.iter().find(|(_, m)| *m == mult).map_or(256, |d| d.0);
-    let fields = vec![
-        ("image_size", size.to_string()),
-        ("num_heads", "4".into()),
-        ("num_head_channels", "64".into()),
-        ("num_heads_upsample", "-1".into()),
-        ("use_new_attention_order", "false".into()),
-    ];
-    (size, fields)
+    defaults.iter().find(|(_, m)| *m == mult).map_or(256, |d| d.0)
+}
+
+/// `tweedie info --json`'s `config` (guided-diffusion's constructor names, or
+/// diffusers' own config.json) and `assumed` (the fields read from neither
+/// the checkpoint nor a config) for the model at `path`.
+pub fn describe(path: &Path, config: &UnetConfig) -> (Value, Value) {
+    let files = super::weights::ModelFiles::resolve(path).ok();
+    let inferred = files
+        .as_ref()
+        .is_some_and(|f| crate::io::torch::is_torch_path(&f.weights) && !f.config.is_file());
+    let assumed: Vec<&str> = if inferred { ASSUMED.to_vec() } else { Vec::new() };
+    let json = match config {
+        UnetConfig::Adm(c) => adm_json(c),
+        UnetConfig::Diffusers(_) => files
+            .and_then(|f| std::fs::read_to_string(f.config).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null),
+    };
+    (json, assumed.into())
 }
 
 /// Reads a guided-diffusion config from the keys and shapes of `file`.
@@ -70,6 +101,9 @@ pub fn infer_adm(file: &TensorFile) -> Result<Inferred, String> {
         .map(|b| b.0 + 1)
         .max()
         .ok_or("the state dict has no output_blocks")?;
+    if count > keys.len() {
+        return Err(format!("output block {} without the blocks before it", count - 1));
+    }
     let has = |i: usize, j: usize, tail: &str| file.has(&format!("output_blocks.{i}.{j}.{tail}"));
     // A level's last output block ends in an upsampler: Upsample's conv or
     // (resblock_updown) a ResBlock after the first sub-module.
@@ -89,30 +123,33 @@ pub fn infer_adm(file: &TensorFile) -> Result<Inferred, String> {
         let ch = need(&format!("output_blocks.{i}.0.out_layers.3.weight"))?[0];
         channel_mult[level] = ch as f64 / mc as f64;
         if has(i, 1, "qkv.weight") {
-            attention_resolutions.insert(1usize << level);
+            let ds = 1usize
+                .checked_shl(level as u32)
+                .ok_or("more levels than any U-Net has")?;
+            attention_resolutions.insert(ds);
         }
     }
     let emb = need("output_blocks.0.0.emb_layers.1.weight")?[0];
     let top = need("output_blocks.0.0.out_layers.3.weight")?[0];
-    let (image_size, assumed) = assume(&channel_mult);
+    let config = AdmConfig {
+        image_size: default_image_size(&channel_mult),
+        in_channels,
+        model_channels: mc,
+        out_channels,
+        num_res_blocks: per_level - 1,
+        attention_resolutions: attention_resolutions.into_iter().collect(),
+        channel_mult,
+        conv_resample: true,
+        num_heads: 4,
+        num_head_channels: 64,
+        num_heads_upsample: -1,
+        use_scale_shift_norm: emb == 2 * top,
+        resblock_updown,
+        use_new_attention_order: false,
+    };
     Ok(Inferred {
-        config: AdmConfig {
-            image_size,
-            in_channels,
-            model_channels: mc,
-            out_channels,
-            num_res_blocks: per_level - 1,
-            attention_resolutions: attention_resolutions.into_iter().collect(),
-            channel_mult,
-            conv_resample: true,
-            num_heads: 4,
-            num_head_channels: 64,
-            num_heads_upsample: -1,
-            use_scale_shift_norm: emb == 2 * top,
-            resblock_updown,
-            use_new_attention_order: false,
-        },
-        assumed,
+        assumed: assumed_values(&config),
+        config,
     })
 }
 

@@ -213,12 +213,17 @@ impl OpenedModel {
         match (checked, &self.source) {
             (Err(e), ConfigSource::Inferred(assumed)) => {
                 let assumed: Vec<String> = assumed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                // The message already names the file: only what it says about it.
+                let e = e.to_string();
+                let e = e
+                    .strip_prefix(&format!("{}: ", self.files.weights.display()))
+                    .unwrap_or(&e);
                 Err(WeightsError::Infer {
-                    path: self.files.weights,
                     message: format!(
                         "{e} (config read from the state dict, assuming {}; give --model-config or a config.json beside it)",
                         assumed.join(", ")
                     ),
+                    path: self.files.weights,
                 })
             }
             (checked, _) => checked,

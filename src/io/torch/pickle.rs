@@ -300,12 +300,8 @@ impl<'a> Machine<'a> {
                     let v = self.uint(4)? as u32 as i32;
                     self.push(Value::Int(v as i128));
                 }
-                b'K' => {
-                    let v = self.uint(1)?;
-                    self.push(Value::Int(v as i128));
-                }
-                b'M' => {
-                    let v = self.uint(2)?;
+                b'K' | b'M' => {
+                    let v = self.uint(if op == b'K' { 1 } else { 2 })?;
                     self.push(Value::Int(v as i128));
                 }
                 0x8a => {
@@ -328,34 +324,19 @@ impl<'a> Machine<'a> {
                     self.take(8)?;
                     self.push(Value::Float);
                 }
-                b'X' => {
-                    let n = self.uint(4)?;
-                    let v = self.text(n)?;
-                    self.push(v);
-                }
-                0x8c => {
-                    let n = self.uint(1)?;
-                    let v = self.text(n)?;
-                    self.push(v);
-                }
-                0x8d => {
-                    let n = self.uint(8)?;
-                    let v = self.text(n)?;
-                    self.push(v);
-                }
-                b'U' | b'C' => {
-                    let n = self.uint(1)?;
-                    let v = self.bytes(n)?;
-                    self.push(v);
-                }
-                b'T' | b'B' => {
-                    let n = self.uint(4)?;
-                    let v = self.bytes(n)?;
-                    self.push(v);
-                }
-                0x8e => {
-                    let n = self.uint(8)?;
-                    let v = self.bytes(n)?;
+                // Strings and byte strings, by the width of their length prefix.
+                b'X' | 0x8c | 0x8d | b'U' | b'C' | b'T' | b'B' | 0x8e => {
+                    let width = match op {
+                        0x8c | b'U' | b'C' => 1,
+                        b'X' | b'T' | b'B' => 4,
+                        _ => 8,
+                    };
+                    let n = self.uint(width)?;
+                    let v = if matches!(op, b'X' | 0x8c | 0x8d) {
+                        self.text(n)?
+                    } else {
+                        self.bytes(n)?
+                    };
                     self.push(v);
                 }
                 b')' => self.push(Value::Tuple(seq(Vec::new())?)),
