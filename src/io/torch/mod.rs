@@ -227,7 +227,7 @@ fn read_legacy(bytes: &[u8]) -> Result<(Value, Storages<'_>), String> {
     }
     let (proto, pos) = pickle::load(bytes, pos, &mut none)?;
     if !matches!(proto, Value::Int(LEGACY_PROTOCOL)) {
-        return Err(format!("legacy format version {proto:?}, expected {LEGACY_PROTOCOL}"));
+        return Err(format!("legacy format version is not {LEGACY_PROTOCOL}"));
     }
     let (info, pos) = pickle::load(bytes, pos, &mut none)?;
     let little = info
