@@ -108,14 +108,17 @@ def main():
                 q.copy_(torch.randn(q.shape, generator=g) / math.sqrt(q[0].numel()))
             else:
                 q.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(q.shape, generator=g))
-    half = OrderedDict((k, v.half()) for k, v in m.state_dict().items())
+    # The module's own state_dict: an OrderedDict with its `_metadata`
+    # attribute, which the pickle sets with BUILD, as in real checkpoints.
+    half = m.half().state_dict()
+    assert hasattr(half, "_metadata")
     torch.save(half, p("tiny.pt"))
     os.makedirs(p("tiny"), exist_ok=True)
     save_file({k: v.contiguous() for k, v in half.items()}, p("tiny/model.safetensors"))
     with open(p("tiny/config.json"), "w") as f:
         json.dump(dict(cfg, architecture="guided-diffusion"), f, indent=2, sort_keys=True)
         f.write("\n")
-    missing = OrderedDict(half)
+    missing = m.state_dict()
     del missing["middle_block.1.qkv.weight"]
     torch.save(missing, p("hostile_missing_key.pt"))
 
