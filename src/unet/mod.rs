@@ -60,6 +60,7 @@ pub mod config;
 mod diffusers;
 pub mod forward;
 pub mod graph;
+pub mod infer;
 pub mod layers;
 pub mod memory;
 pub mod profile;
@@ -96,9 +97,20 @@ impl Unet {
 
     /// As [`Unet::load`], the weights (and every plan of the model) in `dtype`.
     pub fn load_as(gpu: &Gpu, path: &Path, dtype: DType) -> Result<Unet, WeightsError> {
-        let files = weights::ModelFiles::resolve(path)?;
-        let process = Process::for_model(&files.config)?;
-        let (config, graph, host) = weights::load_host(path, weights::max_arena_elems(gpu))?;
+        Self::load_with_config(gpu, path, None, dtype)
+    }
+
+    /// As [`Unet::load_as`]; a torch checkpoint without config.json beside
+    /// it takes its config from `model_config` ([`weights::open`]).
+    pub fn load_with_config(
+        gpu: &Gpu,
+        path: &Path,
+        model_config: Option<&Path>,
+        dtype: DType,
+    ) -> Result<Unet, WeightsError> {
+        let opened = weights::open(path, model_config)?;
+        let process = weights::process_for(&opened.files)?;
+        let (config, graph, host) = weights::pack_checked(opened.check()?, weights::max_arena_elems(gpu))?;
         let weights = Weights::upload_as(gpu, &host, dtype)?;
         Ok(Unet {
             config,
@@ -112,7 +124,7 @@ impl Unet {
     /// `max_arena_elems` floats (the adapter's binding limit by default).
     pub fn load_with_arena_limit(gpu: &Gpu, path: &Path, max_arena_elems: usize) -> Result<Unet, WeightsError> {
         let files = weights::ModelFiles::resolve(path)?;
-        let process = Process::for_model(&files.config)?;
+        let process = weights::process_for(&files)?;
         let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
         let weights = Weights::upload(gpu, &host)?;
         Ok(Unet {
