@@ -49,6 +49,7 @@ fn twins() -> Vec<Twin> {
         twin!(AXIS_MATMUL, "Params" => axis_matmul::AxisParams { outer, k, q, inner, transpose }),
         twin!(MASK, "Params" => mask::MaskParams { n, per }),
         twin!(COLORIZE, "Params" => colorize::ColorizeParams { batch, hw, channels, scale }),
+        twin!(FFT, "Params" => fft::FftParams { n, radix, ns, inner, total, inverse, shift_in, shift_out, scale }),
     ];
     // The SIMT and the cooperative-matrix conv2d shaders read the same structs.
     for shader in [&CONV2D, &CONV2D_COOP] {

@@ -484,6 +484,7 @@ shaders! {
     CG => "cg",
     SAMPLER => "sampler",
     SMC => "smc",
+    FFT => "fft",
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod conv_choice;
 pub mod conv_coop;
 pub mod conv_reflect;
 pub mod elementwise;
+pub mod fft;
 pub mod groupnorm;
 pub mod linear;
 pub mod mask;
@@ -39,6 +40,7 @@ pub fn bindings() -> Vec<KernelSig> {
         linear::BINDINGS,
         groupnorm::BINDINGS,
         attention::BINDINGS,
+        fft::BINDINGS,
     ]
     .concat()
 }
