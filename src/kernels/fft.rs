@@ -8,12 +8,13 @@
 //! direct R-point DFTs per line, so a line costs n * (sum of the factors)
 //! complex multiply-adds: 2/3/5/7-smooth sides (48 = 4*4*3: 11 per element)
 //! are fast, and a prime side p costs p per element (the direct DFT; 127 per
-//! element at 127). There is no Bluestein stage: for the sides phase
-//! retrieval uses (up to a few hundred) the direct prime pass is cheaper than
-//! a padded chirp-z convolution would be; a large prime factor is the case
-//! where Bluestein would pay. Twiddles are read from an f64-computed table at
-//! an exact index (k * j mod n), so the error stays at the f32 rounding of the
-//! sums, for every n.
+//! element at 127). There is no Bluestein stage: the sides phase retrieval
+//! pads to (side * 1.5: 48, 42, 96, 384) are 7-smooth, and for a prime up to
+//! about 130 one direct pass costs about what a chirp-z convolution through
+//! three padded power-of-two transforms would; Bluestein would pay only for
+//! prime factors in the hundreds and up. Twiddles are read from an
+//! f64-computed table at an exact index (k * j mod n), so the error stays at
+//! the f32 rounding of the sums, for every n.
 
 use crate::bindings;
 use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, Plan, FFT};
