@@ -1,7 +1,8 @@
 //! The WGSL FFT against a plain f64 DFT (exact-index twiddles) on every side
-//! 1..=130 along either axis (batch 3) and on awkward 2-D shapes (batch 2):
-//! forward, inverse, both norms, the centring shifts, round trips and
-//! Parseval. Errors are measured against the largest output modulus.
+//! 1..=130 along either axis (batch 3) and as a square (batch 2), and on
+//! awkward 2-D shapes (batch 2): forward, inverse, both norms, the centring
+//! shifts, round trips and Parseval. Errors are measured against the largest
+//! output modulus.
 
 mod common;
 use common::*;
@@ -136,6 +137,14 @@ fn every_side_1_to_130_along_either_axis_batch_3() {
         worst = worst.max(check_shape((3, n, 1), 1000 + n as u64));
     }
     eprintln!("1-D sides 1..=130: worst relative error {worst:e}");
+}
+
+#[test]
+fn every_square_side_1_to_130_batch_2() {
+    let worst = (1..=130)
+        .map(|n| check_shape((2, n, n), 2000 + n as u64))
+        .fold(0.0, f64::max);
+    eprintln!("square sides 1..=130: worst relative error {worst:e}");
 }
 
 #[test]
