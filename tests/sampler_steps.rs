@@ -5,6 +5,7 @@
 //! |y - A clip(x0hat(x))| on the CPU.
 
 mod common;
+use common::gmm::solve;
 use common::*;
 
 use rand::Rng;
@@ -92,31 +93,6 @@ impl Setup {
     fn atv(&self, v: &[f64]) -> Vec<f64> {
         (0..D).map(|j| (0..M).map(|i| self.a[i * D + j] * v[i]).sum()).collect()
     }
-}
-
-/// Gaussian elimination with partial pivoting (small dense systems).
-fn solve(mut m: Vec<f64>, n: usize, mut b: Vec<f64>) -> Vec<f64> {
-    for c in 0..n {
-        let p = (c..n)
-            .max_by(|&i, &j| m[i * n + c].abs().partial_cmp(&m[j * n + c].abs()).unwrap())
-            .unwrap();
-        for k in 0..n {
-            m.swap(c * n + k, p * n + k);
-        }
-        b.swap(c, p);
-        for r in c + 1..n {
-            let f = m[r * n + c] / m[c * n + c];
-            for k in c..n {
-                m[r * n + k] -= f * m[c * n + k];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0f64; n];
-    for r in (0..n).rev() {
-        x[r] = (b[r] - (r + 1..n).map(|k| m[r * n + k] * x[k]).sum::<f64>()) / m[r * n + r];
-    }
-    x
 }
 
 fn f64s(v: &[f32]) -> Vec<f64> {
