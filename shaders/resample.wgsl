@@ -30,8 +30,26 @@ override WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
+//!include grid
+
+// Element i of an [N, C, h, w] tensor: (plane n C + c, row, column).
+fn pixel_of(i: u32, h: u32, w: u32) -> vec3<u32> {
+    return vec3<u32>(i / (w * h), (i / w) % h, i % w);
+}
+
+// Element i of an [N, channels, hw] tensor: (sample, channel, offset in the plane).
+fn channel_of(i: u32, channels: u32, hw: u32) -> vec3<u32> {
+    let nc = i / hw;
+    return vec3<u32>(nc / channels, nc % channels, i % hw);
+}
+
+// y[i] = v, or y[i] += v where `add`.
+fn store_y(i: u32, v: f32, add: bool) {
+    var s = v;
+    if (add) {
+        s += f32(y[i]);
+    }
+    y[i] = T(s);
 }
 
 @compute @workgroup_size(WG)
@@ -40,10 +58,8 @@ fn upsample_nearest2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     if (i >= p.n * p.c * p.ho * p.wo) {
         return;
     }
-    let ox = i % p.wo;
-    let oy = (i / p.wo) % p.ho;
-    let nc = i / (p.wo * p.ho);
-    y[i] = x[(nc * p.h + oy / 2u) * p.w + ox / 2u];
+    let o = pixel_of(i, p.ho, p.wo);
+    y[i] = x[(o.x * p.h + o.y / 2u) * p.w + o.z / 2u];
 }
 
 @compute @workgroup_size(WG)
@@ -52,10 +68,8 @@ fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (i >= p.n * p.c * p.ho * p.wo) {
         return;
     }
-    let ox = i % p.wo;
-    let oy = (i / p.wo) % p.ho;
-    let nc = i / (p.wo * p.ho);
-    let b = (nc * p.h + 2u * oy) * p.w + 2u * ox;
+    let o = pixel_of(i, p.ho, p.wo);
+    let b = (o.x * p.h + 2u * o.y) * p.w + 2u * o.z;
     y[i] = T(0.25 * ((f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.w]) + f32(x[b + p.w + 1u]))));
 }
 
@@ -66,11 +80,8 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= p.n * p.c * hw) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c;
-    let n = nc / p.c;
-    y[(n * p.c_total + p.c_off + c) * hw + r] = x[i];
+    let e = channel_of(i, p.c, hw);
+    y[(e.x * p.c_total + p.c_off + e.y) * hw + e.z] = x[i];
 }
 
 // ---------------------------------------------------------------------------
@@ -85,15 +96,9 @@ fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builti
     if (i >= p.n * p.c * p.h * p.w) {
         return;
     }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let nc = i / (p.w * p.h);
-    let b = (nc * p.ho + 2u * iy) * p.wo + 2u * ix;
-    var v = (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.wo]) + f32(x[b + p.wo + 1u]));
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    let o = pixel_of(i, p.h, p.w);
+    let b = (o.x * p.ho + 2u * o.y) * p.wo + 2u * o.z;
+    store_y(i, (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.wo]) + f32(x[b + p.wo + 1u])), p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -102,17 +107,12 @@ fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     if (i >= p.n * p.c * p.h * p.w) {
         return;
     }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let nc = i / (p.w * p.h);
+    let o = pixel_of(i, p.h, p.w);
     var v = 0.0;
-    if (iy / 2u < p.ho && ix / 2u < p.wo) {
-        v = 0.25 * f32(x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u]);
+    if (o.y / 2u < p.ho && o.z / 2u < p.wo) {
+        v = 0.25 * f32(x[(o.x * p.ho + o.y / 2u) * p.wo + o.z / 2u]);
     }
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    store_y(i, v, p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
@@ -122,15 +122,8 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     if (i >= p.n * p.c * hw) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c;
-    let n = nc / p.c;
-    var v = f32(x[(n * p.c_total + p.c_off + c) * hw + r]);
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    let e = channel_of(i, p.c, hw);
+    store_y(i, f32(x[(e.x * p.c_total + p.c_off + e.y) * hw + e.z]), p.accumulate == 1u);
 }
 
 // ---------------------------------------------------------------------------
@@ -143,46 +136,43 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @group(0) @binding(2) var<storage, read> x2: array<T>;
 @group(0) @binding(3) var<storage, read_write> y3: array<T>;
 
+// Element i of the concatenation: whether it is in the first part, and its
+// element in that part.
+fn concat_source(i: u32) -> vec2<u32> {
+    let hw = p.h;
+    let e = channel_of(i, p.c_total, hw);
+    if (e.y < p.c_off) {
+        return vec2<u32>(1u, (e.x * p.c_off + e.y) * hw + e.z);
+    }
+    return vec2<u32>(0u, (e.x * (p.c_total - p.c_off) + e.y - p.c_off) * hw + e.z);
+}
+
 @compute @workgroup_size(WG)
 fn concat_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
-    let hw = p.h;
-    if (i >= p.n * p.c_total * hw) {
+    if (i >= p.n * p.c_total * p.h) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c_total;
-    let n = nc / p.c_total;
-    let cb = p.c_total - p.c_off;
-    if (c < p.c_off) {
-        y3[i] = x[(n * p.c_off + c) * hw + r];
+    let src = concat_source(i);
+    if (src.x == 1u) {
+        y3[i] = x[src.y];
     } else {
-        y3[i] = x2[(n * cb + c - p.c_off) * hw + r];
+        y3[i] = x2[src.y];
     }
 }
 
 @compute @workgroup_size(WG)
 fn split_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
-    let hw = p.h;
-    if (i >= p.n * p.c_total * hw) {
+    if (i >= p.n * p.c_total * p.h) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c_total;
-    let n = nc / p.c_total;
-    let cb = p.c_total - p.c_off;
+    let dst = concat_source(i);
+    let j = dst.y;
     var v = f32(x[i]);
-    if (c < p.c_off) {
-        let j = (n * p.c_off + c) * hw + r;
-        if ((p.accumulate & 1u) != 0u) {
-            v += f32(y[j]);
-        }
-        y[j] = T(v);
+    if (dst.x == 1u) {
+        store_y(j, v, (p.accumulate & 1u) != 0u);
     } else {
-        let j = (n * cb + c - p.c_off) * hw + r;
         if ((p.accumulate & 2u) != 0u) {
             v += f32(y3[j]);
         }

@@ -40,7 +40,8 @@ const WG: u32 = 256u;
 
 var<workgroup> red: array<f32, 256>;
 
-// Tree reductions over red[0..WG): every thread calls them (uniform control flow).
+// The tree max over red[0..WG), block_sum's counterpart: every thread calls it
+// (uniform control flow).
 fn reduce_max(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
@@ -55,19 +56,7 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            red[lid] += red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//!include block_sum
 
 @compute @workgroup_size(256)
 fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -83,14 +72,14 @@ fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     for (var i = lid; i < np; i += WG) {
         s += exp(n_logw[base + i] - m);
     }
-    let total = reduce_sum(lid, s);
+    let total = block_sum(lid, s);
     var q = 0.0;
     for (var i = lid; i < np; i += WG) {
         let w = exp(n_logw[base + i] - m) / total;
         n_w[base + i] = w;
         q += w * w;
     }
-    let sumsq = reduce_sum(lid, q);
+    let sumsq = block_sum(lid, q);
     let ess = 1.0 / (sumsq * f32(np));
     let resample = c.force != 0u || ess < c.threshold;
     if (lid == 0u) {
