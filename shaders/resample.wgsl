@@ -24,6 +24,28 @@ struct Params {
     _pad2: u32,
 }
 
+// The element of an [N, channels, h, w] tensor a thread owns: its flat index
+// i, plane n channels + c, sample n, channel c, offset r in the plane, and
+// that offset's row y and column x.
+struct At {
+    i: u32,
+    plane: u32,
+    n: u32,
+    c: u32,
+    r: u32,
+    y: u32,
+    x: u32,
+}
+
+// A thread's element i of the concatenation: whether it exists, whether it
+// is in the first part, and its element j in that part.
+struct Part {
+    ok: bool,
+    first: bool,
+    i: u32,
+    j: u32,
+}
+
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,15 +54,23 @@ override WG: u32 = 256u;
 
 //!include grid
 
-// Element i of an [N, C, h, w] tensor: (plane n C + c, row, column).
-fn pixel_of(i: u32, h: u32, w: u32) -> vec3<u32> {
-    return vec3<u32>(i / (w * h), (i / w) % h, i % w);
+fn at(gid: vec3<u32>, nwg: vec3<u32>, channels: u32, h: u32, w: u32) -> At {
+    let i = index(gid, nwg);
+    let nc = i / (h * w);
+    let r = i % (h * w);
+    return At(i, nc, nc / channels, nc % channels, r, r / w, r % w);
 }
 
-// Element i of an [N, channels, hw] tensor: (sample, channel, offset in the plane).
-fn channel_of(i: u32, channels: u32, hw: u32) -> vec3<u32> {
-    let nc = i / hw;
-    return vec3<u32>(nc / channels, nc % channels, i % hw);
+// The element of an [h, w] plane that element o of the plane twice its size
+// copies (upsampling; o / 2 in both directions).
+fn coarse(o: At, h: u32, w: u32) -> u32 {
+    return (o.plane * h + o.y / 2u) * w + o.x / 2u;
+}
+
+// The sum of the 2x2 block of an [h, w] plane at (2 o.y, 2 o.x) (pooling).
+fn quad_sum(o: At, h: u32, w: u32) -> f32 {
+    let b = (o.plane * h + 2u * o.y) * w + 2u * o.x;
+    return (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + w]) + f32(x[b + w + 1u]));
 }
 
 // y[i] = v, or y[i] += v where `add`.
@@ -54,34 +84,29 @@ fn store_y(i: u32, v: f32, add: bool) {
 
 @compute @workgroup_size(WG)
 fn upsample_nearest2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.ho * p.wo) {
+    let o = at(gid, nwg, p.c, p.ho, p.wo);
+    if (o.n >= p.n) {
         return;
     }
-    let o = pixel_of(i, p.ho, p.wo);
-    y[i] = x[(o.x * p.h + o.y / 2u) * p.w + o.z / 2u];
+    y[o.i] = x[coarse(o, p.h, p.w)];
 }
 
 @compute @workgroup_size(WG)
 fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.ho * p.wo) {
+    let o = at(gid, nwg, p.c, p.ho, p.wo);
+    if (o.n >= p.n) {
         return;
     }
-    let o = pixel_of(i, p.ho, p.wo);
-    let b = (o.x * p.h + 2u * o.y) * p.w + 2u * o.z;
-    y[i] = T(0.25 * ((f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.w]) + f32(x[b + p.w + 1u]))));
+    y[o.i] = T(0.25 * quad_sum(o, p.h, p.w));
 }
 
 @compute @workgroup_size(WG)
 fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = at(gid, nwg, p.c, p.h, p.w);
+    if (e.n >= p.n) {
         return;
     }
-    let e = channel_of(i, p.c, hw);
-    y[(e.x * p.c_total + p.c_off + e.y) * hw + e.z] = x[i];
+    y[(e.n * p.c_total + p.c_off + e.c) * p.h * p.w + e.r] = x[e.i];
 }
 
 // ---------------------------------------------------------------------------
@@ -92,38 +117,33 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(WG)
 fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+    let o = at(gid, nwg, p.c, p.h, p.w);
+    if (o.n >= p.n) {
         return;
     }
-    let o = pixel_of(i, p.h, p.w);
-    let b = (o.x * p.ho + 2u * o.y) * p.wo + 2u * o.z;
-    store_y(i, (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.wo]) + f32(x[b + p.wo + 1u])), p.accumulate == 1u);
+    store_y(o.i, quad_sum(o, p.ho, p.wo), p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
 fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+    let o = at(gid, nwg, p.c, p.h, p.w);
+    if (o.n >= p.n) {
         return;
     }
-    let o = pixel_of(i, p.h, p.w);
     var v = 0.0;
-    if (o.y / 2u < p.ho && o.z / 2u < p.wo) {
-        v = 0.25 * f32(x[(o.x * p.ho + o.y / 2u) * p.wo + o.z / 2u]);
+    if (o.y / 2u < p.ho && o.x / 2u < p.wo) {
+        v = 0.25 * f32(x[coarse(o, p.ho, p.wo)]);
     }
-    store_y(i, v, p.accumulate == 1u);
+    store_y(o.i, v, p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
 fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = at(gid, nwg, p.c, p.h, p.w);
+    if (e.n >= p.n) {
         return;
     }
-    let e = channel_of(i, p.c, hw);
-    store_y(i, f32(x[(e.x * p.c_total + p.c_off + e.y) * hw + e.z]), p.accumulate == 1u);
+    store_y(e.i, f32(x[(e.n * p.c_total + p.c_off + e.c) * p.h * p.w + e.r]), p.accumulate == 1u);
 }
 
 // ---------------------------------------------------------------------------
@@ -136,46 +156,42 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @group(0) @binding(2) var<storage, read> x2: array<T>;
 @group(0) @binding(3) var<storage, read_write> y3: array<T>;
 
-// Element i of the concatenation: whether it is in the first part, and its
-// element in that part.
-fn concat_source(i: u32) -> vec2<u32> {
-    let hw = p.h;
-    let e = channel_of(i, p.c_total, hw);
-    if (e.y < p.c_off) {
-        return vec2<u32>(1u, (e.x * p.c_off + e.y) * hw + e.z);
+fn part_at(gid: vec3<u32>, nwg: vec3<u32>) -> Part {
+    let e = at(gid, nwg, p.c_total, p.h, 1u);
+    let first = e.c < p.c_off;
+    var j = (e.n * (p.c_total - p.c_off) + e.c - p.c_off) * p.h + e.r;
+    if (first) {
+        j = (e.n * p.c_off + e.c) * p.h + e.r;
     }
-    return vec2<u32>(0u, (e.x * (p.c_total - p.c_off) + e.y - p.c_off) * hw + e.z);
+    return Part(e.n < p.n, first, e.i, j);
 }
 
 @compute @workgroup_size(WG)
 fn concat_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c_total * p.h) {
+    let s = part_at(gid, nwg);
+    if (!s.ok) {
         return;
     }
-    let src = concat_source(i);
-    if (src.x == 1u) {
-        y3[i] = x[src.y];
+    if (s.first) {
+        y3[s.i] = x[s.j];
     } else {
-        y3[i] = x2[src.y];
+        y3[s.i] = x2[s.j];
     }
 }
 
 @compute @workgroup_size(WG)
 fn split_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c_total * p.h) {
+    let d = part_at(gid, nwg);
+    if (!d.ok) {
         return;
     }
-    let dst = concat_source(i);
-    let j = dst.y;
-    var v = f32(x[i]);
-    if (dst.x == 1u) {
-        store_y(j, v, (p.accumulate & 1u) != 0u);
+    var v = f32(x[d.i]);
+    if (d.first) {
+        store_y(d.j, v, (p.accumulate & 1u) != 0u);
     } else {
         if ((p.accumulate & 2u) != 0u) {
-            v += f32(y3[j]);
+            v += f32(y3[d.j]);
         }
-        y3[j] = T(v);
+        y3[d.j] = T(v);
     }
 }

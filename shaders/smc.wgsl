@@ -32,6 +32,7 @@ const STAT_ESS_SUM: u32 = 2u;   // sum of ESS / P over the counted weighings
 const STAT_EVENTS: u32 = 3u;    // resampling events (forced ones not counted)
 
 const WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> c: Smc;
 @group(0) @binding(1) var<storage, read_write> n_logw: array<f32>;
@@ -182,7 +183,7 @@ struct Gather {
 
 @compute @workgroup_size(256)
 fn smc_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= gp.total) { return; }
     let k = i / gp.per;
     g_dst[i] = g_src[g_anc[k] * gp.per + i % gp.per];
