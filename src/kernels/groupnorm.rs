@@ -229,43 +229,49 @@ pub fn group_norm(
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
     let (ss, u) = binds(gpu, s, a, None, dummy);
-    let ov = [("WG", WG as f64)];
-    let groups = (s.n * s.groups) as u32;
     let partial = Tensor::zeros(gpu, "groupnorm partial stats", &[s.n * s.groups * s.chunks() * 3])?;
     let p = &u;
-    let part = Dispatch::typed(
+    let apply = Apply {
+        q: p,
+        xa: x,
+        st: stats,
+        wts: a.weights,
+        ss,
+        ya: y,
+    };
+    let finish = StatsFinish {
+        p,
+        part_in: &partial,
+        stats,
+    };
+    let partials = StatsPartial { p, x, stats: &partial };
+    chunked(
         gpu,
-        "gn_stats_partial",
-        &ov,
-        &StatsPartial { p, x, stats: &partial },
-        [s.chunks() as u32, groups, 1],
-    )?;
-    let finish = Dispatch::typed(
-        gpu,
-        "gn_stats_finish",
-        &ov,
-        &StatsFinish {
-            p,
-            part_in: &partial,
-            stats,
-        },
-        small_groups(groups as usize),
-    )?;
-    let apply = Dispatch::typed(
-        gpu,
-        "gn_apply",
-        &ov,
-        &Apply {
-            q: p,
-            xa: x,
-            st: stats,
-            wts: a.weights,
-            ss,
-            ya: y,
-        },
-        dispatch_groups(s.n * s.c * s.hw, WG),
-    )?;
-    Ok([part, finish, apply])
+        s,
+        ["gn_stats_partial", "gn_stats_finish", "gn_apply"],
+        &partials,
+        &finish,
+        &apply,
+    )
+}
+
+/// The chunked form's three dispatches, `entries`: per-chunk partial sums
+/// (`partials`), their merge per group, then the elementwise pass (`apply`).
+fn chunked(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    [partial, merge, elementwise]: [&str; 3],
+    partials: &impl Bindings,
+    finish: &StatsFinish,
+    apply: &impl Bindings,
+) -> Result<[Dispatch; 3], GpuError> {
+    let ov = [("WG", WG as f64)];
+    let groups = (s.n * s.groups) as u32;
+    Ok([
+        Dispatch::typed(gpu, partial, &ov, partials, [s.chunks() as u32, groups, 1])?,
+        Dispatch::typed(gpu, merge, &ov, finish, small_groups(groups as usize))?,
+        Dispatch::typed(gpu, elementwise, &ov, apply, dispatch_groups(s.n * s.c * s.hw, WG))?,
+    ])
 }
 
 /// [`group_norm`] in one dispatch (`gn_onepass`): one workgroup per (sample,
@@ -339,51 +345,38 @@ pub fn group_norm_bwd(
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
     let (ss, u) = binds(gpu, s, a, Some(g.accumulate), dummy);
-    let ov = [("WG", WG as f64)];
-    let groups = (s.n * s.groups) as u32;
     let partial = Tensor::zeros(gpu, "groupnorm bwd partial sums", &[s.n * s.groups * s.chunks() * 2])?;
     let gstats = Tensor::zeros(gpu, "groupnorm bwd sums", &[s.n * s.groups * 2])?;
-    let st = Dispatch::typed(
+    let sums = BwdStats {
+        r: &u,
+        xb: x,
+        stb: stats,
+        wtb: a.weights,
+        ssb: ss,
+        dyb: g.dy,
+        gstats: &partial,
+    };
+    let finish = StatsFinish {
+        p: &u,
+        part_in: &partial,
+        stats: &gstats,
+    };
+    let apply = BwdApply {
+        r: &u,
+        xb: x,
+        stb: stats,
+        wtb: a.weights,
+        ssb: ss,
+        dyb: g.dy,
+        gst: &gstats,
+        dxb: g.dx,
+    };
+    chunked(
         gpu,
-        "gn_bwd_stats",
-        &ov,
-        &BwdStats {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
-            gstats: &partial,
-        },
-        [s.chunks() as u32, groups, 1],
-    )?;
-    let finish = Dispatch::typed(
-        gpu,
-        "gn_sum_finish",
-        &ov,
-        &StatsFinish {
-            p: &u,
-            part_in: &partial,
-            stats: &gstats,
-        },
-        small_groups(groups as usize),
-    )?;
-    let apply = Dispatch::typed(
-        gpu,
-        "gn_bwd_apply",
-        &ov,
-        &BwdApply {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
-            gst: &gstats,
-            dxb: g.dx,
-        },
-        dispatch_groups(s.n * s.c * s.hw, WG),
-    )?;
-    Ok([st, finish, apply])
+        s,
+        ["gn_bwd_stats", "gn_sum_finish", "gn_bwd_apply"],
+        &sums,
+        &finish,
+        &apply,
+    )
 }
