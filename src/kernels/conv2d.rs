@@ -548,8 +548,6 @@ trait GemmPass {
     fn gemm_dims(&self, s: &Conv2dShape) -> Result<[usize; 3], GpuError>;
     /// The parameter uniform with K split as [`ConvKernel::split_plan`] says.
     fn params(&self, gpu: &Gpu, s: &Conv2dShape, split: (u32, u32)) -> wgpu::Buffer;
-    /// The split-K scratch the caller gave.
-    fn scratch(&self) -> Option<&wgpu::Buffer>;
     /// The GEMM's bindings, with `part` (or the output's buffer when unsplit).
     fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> Self::Gemm<'a>;
     /// The split-K fix-up's dispatch over the `outputs` elements.
@@ -576,10 +574,6 @@ impl GemmPass for ConvForward<'_> {
         let mut params = Conv2dParams::forward(s, self.w.1, self.b.1, &self.res, self.out_scale);
         (params.k_split, params.splits) = split;
         gpu.uniform("conv2d params", &params)
-    }
-
-    fn scratch(&self) -> Option<&wgpu::Buffer> {
-        self.scratch
     }
 
     fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvFwd<'a> {
@@ -628,10 +622,6 @@ impl GemmPass for ConvBackward<'_> {
         gpu.uniform("conv2d bwd params", &params)
     }
 
-    fn scratch(&self) -> Option<&wgpu::Buffer> {
-        self.scratch
-    }
-
     fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvBwdData<'a> {
         ConvBwdData {
             pb: u,
@@ -653,11 +643,17 @@ impl GemmPass for ConvBackward<'_> {
 }
 
 /// One GEMM dispatch (SIMT or cooperative), or two when split (the GEMM,
-/// then the fix-up).
-fn launch<P: GemmPass>(gpu: &Gpu, kernel: &ConvKernel, s: &Conv2dShape, op: &P) -> Result<Vec<Dispatch>, GpuError> {
+/// then the fix-up into the caller's `scratch`).
+fn launch<P: GemmPass>(
+    gpu: &Gpu,
+    kernel: &ConvKernel,
+    s: &Conv2dShape,
+    op: &P,
+    scratch: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>, GpuError> {
     let [rows, pixels, kdim] = op.gemm_dims(s)?;
     let split = kernel.split_plan(kdim);
-    let part = split_scratch(kernel, P::ENTRY, rows, pixels, kdim, op.scratch())?;
+    let part = split_scratch(kernel, P::ENTRY, rows, pixels, kdim, scratch)?;
     let u = op.params(gpu, s, split);
     let b = op.gemm(&u, part);
     let gemm = if kernel.coop {
@@ -681,7 +677,7 @@ pub fn conv2d(
     s: &Conv2dShape,
     op: &ConvForward<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    launch(gpu, kernel, s, op)
+    launch(gpu, kernel, s, op, op.scratch)
 }
 
 /// The input gradient of [`conv2d`] ([`ConvBackward`]); `s` is the forward
@@ -693,5 +689,5 @@ pub fn conv2d_bwd_data(
     s: &Conv2dShape,
     op: &ConvBackward<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    launch(gpu, kernel, s, op)
+    launch(gpu, kernel, s, op, op.scratch)
 }

@@ -72,6 +72,23 @@ bindings! {
     }
 }
 
+/// A backward kernel's bindings: the six every one binds first (parameters
+/// `u`, x, the forward's statistics, the weights of affine `a`, the
+/// scale-shift `ss`, dy of grad `g`), then its own.
+macro_rules! backward_bindings {
+    ($kind:ident { $($own:ident: $v:expr),+ }, $u:expr, $x:expr, $stats:expr, $a:expr, $ss:expr, $g:expr) => {
+        $kind {
+            r: $u,
+            xb: $x,
+            stb: $stats,
+            wtb: $a.weights,
+            ssb: $ss,
+            dyb: $g.dy,
+            $($own: $v),+
+        }
+    };
+}
+
 /// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
 pub const BINDINGS: &[KernelSig] = &[
     StatsPartial::SIG,
@@ -319,15 +336,7 @@ pub fn group_norm_bwd_onepass(
         gpu,
         "gn_bwd_onepass",
         &[("WG", WG as f64)],
-        &BwdOnePass {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
-            dxo: g.dx,
-        },
+        &backward_bindings!(BwdOnePass { dxo: g.dx }, &u, x, stats, a, ss, g),
         [(s.n * s.groups) as u32, 1, 1],
     )
 }
@@ -347,30 +356,24 @@ pub fn group_norm_bwd(
     let (ss, u) = binds(gpu, s, a, Some(g.accumulate), dummy);
     let partial = Tensor::zeros(gpu, "groupnorm bwd partial sums", &[s.n * s.groups * s.chunks() * 2])?;
     let gstats = Tensor::zeros(gpu, "groupnorm bwd sums", &[s.n * s.groups * 2])?;
-    let sums = BwdStats {
-        r: &u,
-        xb: x,
-        stb: stats,
-        wtb: a.weights,
-        ssb: ss,
-        dyb: g.dy,
-        gstats: &partial,
-    };
+    let sums = backward_bindings!(BwdStats { gstats: &partial }, &u, x, stats, a, ss, g);
     let finish = StatsFinish {
         p: &u,
         part_in: &partial,
         stats: &gstats,
     };
-    let apply = BwdApply {
-        r: &u,
-        xb: x,
-        stb: stats,
-        wtb: a.weights,
-        ssb: ss,
-        dyb: g.dy,
-        gst: &gstats,
-        dxb: g.dx,
-    };
+    let apply = backward_bindings!(
+        BwdApply {
+            gst: &gstats,
+            dxb: g.dx
+        },
+        &u,
+        x,
+        stats,
+        a,
+        ss,
+        g
+    );
     chunked(
         gpu,
         s,
