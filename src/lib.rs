@@ -2,7 +2,11 @@
 //! hand-written in WGSL on wgpu.
 //!
 //! Data flows `gpu` -> `tensor` -> `kernels` -> `operators` -> `samplers`;
-//! [`restore`] is the one call an application needs.
+//! [`restore`] is the one call an application needs. The modules form one
+//! stack, bottom first: `embedded`, `metrics`, `schedule`, `process`, `gpu`,
+//! `tensor`, `io`, `kernels`, `operators`, `unet`, `samplers`, `restore`,
+//! `figures`, `bench`, `cli`; code names only modules below its own
+//! (`tests/layering.rs` checks every `crate::` path).
 //!
 //! # Embedding in an application that owns its wgpu device
 //!

@@ -301,48 +301,6 @@ fn cached(gpu: &Gpu, pass: ConvPass, s: &Conv2dShape, dtype: DType) -> Option<Co
 mod tests {
     use super::*;
 
-    /// DPS's FFHQ-256 U-Net on an H100-like adapter (132 multiprocessors):
-    /// the 256 px layers take 128 x 128 tiles, every layer short of a wave is split
-    /// along K until it has a wave of workgroups (or K runs out), f16 goes
-    /// to tensor cores where they exist, and a CPU adapter never splits.
-    #[test]
-    fn the_heuristic_fills_a_datacenter_gpu() {
-        let g = crate::unet::Graph::build(&crate::unet::UnetConfig::dps_ffhq256(), false).unwrap();
-        let h100 = AdapterTraits {
-            multiprocessors: Some(132),
-            coop: false,
-            fits: [true; 4],
-        };
-        let cpu = AdapterTraits {
-            multiprocessors: None,
-            ..h100
-        };
-        let mut split_layers = 0;
-        for s in g.conv_shapes(1, 256, 256) {
-            for pass in [ConvPass::Forward, ConvPass::BwdData] {
-                let (m, p, k) = pass.gemm(&s);
-                let c = heuristic_for(&h100, pass, &s, DType::F32);
-                assert!(!c.coop);
-                let groups = c.workgroups(m, p, k);
-                let slices = k.div_ceil(16) as u64;
-                assert!(
-                    groups >= 132 || slices < 8 || c.splits == 16 || (c.splits as u64) * 8 > slices,
-                    "{s:?} {pass:?}: {c:?} gives {groups} workgroups"
-                );
-                if m >= 128 && p >= 256 * 256 {
-                    assert_eq!(c.tiles, ConvTiles::WIDE, "{s:?} {pass:?}");
-                }
-                split_layers += (c.splits > 1) as usize;
-                let f16 = heuristic_for(&AdapterTraits { coop: true, ..h100 }, pass, &s, DType::F16);
-                assert_eq!(f16.coop, m >= 32, "{s:?} {pass:?}");
-                let c = heuristic_for(&cpu, pass, &s, DType::F32);
-                assert_eq!(c.splits, 1);
-                assert!(!c.coop);
-            }
-        }
-        assert!(split_layers >= 20, "the 8x8 to 32x32 levels split ({split_layers})");
-    }
-
     #[test]
     fn specs_round_trip() {
         for (_, t) in ConvTiles::FAMILIES {

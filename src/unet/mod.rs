@@ -61,6 +61,7 @@ pub mod config;
 mod diffusers;
 pub mod forward;
 pub mod graph;
+pub mod infer;
 pub mod layers;
 pub mod memory;
 pub mod profile;
@@ -97,20 +98,30 @@ impl Unet {
 
     /// As [`Unet::load`], the weights (and every plan of the model) in `dtype`.
     pub fn load_as(gpu: &Gpu, path: &Path, dtype: DType) -> Result<Unet, WeightsError> {
-        Self::load_packed(gpu, path, weights::max_arena_elems(gpu), dtype)
+        Self::load_with_config(gpu, path, None, dtype)
+    }
+
+    /// As [`Unet::load_as`]; a torch checkpoint without config.json beside
+    /// it takes its config from `model_config` ([`weights::open`]).
+    pub fn load_with_config(
+        gpu: &Gpu,
+        path: &Path,
+        model_config: Option<&Path>,
+        dtype: DType,
+    ) -> Result<Unet, WeightsError> {
+        let opened = weights::open(path, model_config)?;
+        let process = weights::process_for(&opened.files)?;
+        let (config, graph, host) = weights::pack_checked(opened.check()?, weights::max_arena_elems(gpu))?;
+        Self::upload(gpu, config, process, graph, &host, dtype)
     }
 
     /// As [`Unet::load`], packing the weights into arenas of at most
     /// `max_arena_elems` floats (the adapter's binding limit by default).
     pub fn load_with_arena_limit(gpu: &Gpu, path: &Path, max_arena_elems: usize) -> Result<Unet, WeightsError> {
-        Self::load_packed(gpu, path, max_arena_elems, DType::F32)
-    }
-
-    fn load_packed(gpu: &Gpu, path: &Path, max_arena_elems: usize, dtype: DType) -> Result<Unet, WeightsError> {
         let files = weights::ModelFiles::resolve(path)?;
-        let process = Process::for_model(&files.config)?;
+        let process = weights::process_for(&files)?;
         let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
-        Self::upload(gpu, config, process, graph, &host, dtype)
+        Self::upload(gpu, config, process, graph, &host, DType::F32)
     }
 
     /// The model of `config`, `process` and `graph` with `host`'s weights
