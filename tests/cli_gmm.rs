@@ -146,6 +146,30 @@ fn bad_input_is_refused_with_one_line() {
         vec!["--sampler", "ddim", "--method", "cdps"],
         "not DDIM",
     ));
+    // A setting of another method, given to this one, is refused, not ignored.
+    for (method, flag, value, needle) in [
+        (
+            "dps",
+            "--lambda",
+            "1",
+            "--lambda does not apply to --method dps (it takes --zeta)",
+        ),
+        (
+            "ddpm",
+            "--zeta",
+            "1",
+            "--zeta does not apply to --method ddpm (it takes no settings)",
+        ),
+        ("smc", "--cg-tol", "1e-4", "--cg-tol does not apply to --method smc"),
+        (
+            "dmps",
+            "--cdps-variant",
+            "forward",
+            "--cdps-variant does not apply to --method dmps",
+        ),
+    ] {
+        cases.push((flag, good(), vec!["--method", method, flag, value], needle));
+    }
     for (what, p, extra, needle) in cases {
         let prob = tmp(&format!("bad-{}.safetensors", what.replace(' ', "_")));
         write(&prob, &p);
@@ -176,4 +200,20 @@ fn bad_input_is_refused_with_one_line() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/p.safetensors"), "{err}");
+}
+
+#[test]
+fn settings_the_method_reads_are_taken() {
+    let prob = tmp("settings.safetensors");
+    write(&prob, &good());
+    for args in [
+        &["--method", "dps", "--zeta", "0.5"][..],
+        &["--method", "dmps", "--lambda", "1", "--cg-tol", "1e-4"][..],
+        &["--method", "cdps", "--cg-iters", "50"][..],
+    ] {
+        let out = tmp(&format!("settings-{}.safetensors", args[1]));
+        let (code, err) = run(&prob, &[args, &["--samples", "4", "--steps", "10"][..]].concat(), &out);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.exists(), "{args:?}");
+    }
 }

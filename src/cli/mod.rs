@@ -14,6 +14,7 @@ mod operator;
 mod restore;
 mod sample;
 mod sampling;
+mod task;
 mod unet;
 
 #[derive(Parser)]
