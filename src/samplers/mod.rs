@@ -71,7 +71,7 @@ pub use cdps::{CdpsBasis, CdpsVariant};
 pub use cg::CgStats;
 pub use dmps::DmpsSolver;
 pub use options::{MethodOptions, OptionSpec};
-pub use score::{GmmPrior, ScoreError, ScoreModel};
+pub use score::{EpsArgs, GmmPrior, ScoreError, ScoreModel};
 pub use unet_score::UnetScore;
 
 #[derive(Debug, Error)]
@@ -492,7 +492,16 @@ impl Core {
             Tensor::zeros(gpu, "v (unused)", &[1])?
         };
         let z = Tensor::zeros(gpu, "ddpm noise", &shape)?;
-        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, model.learned_sigma().then_some(&v), vjp)?;
+        let eps_plan = model.plan_eps(
+            gpu,
+            &EpsArgs {
+                x: &x,
+                t: &t,
+                eps: &eps,
+                v: model.learned_sigma().then_some(&v),
+                vjp,
+            },
+        )?;
         let step_uniform = gpu.uniform("sampler step", &StepParams::default());
         let init_noise = Noise::new(gpu, &x, role_seed(opts.seed, Role::Init), 0, 0.0, 1.0)?;
         let zn = Noise::new(gpu, &z, role_seed(opts.seed, Role::Step), 0, 0.0, 1.0)?;

@@ -74,6 +74,19 @@ impl From<ScoreError> for OperatorError {
     }
 }
 
+/// What [`ScoreModel::plan_eps`] reads and writes: x, eps, v are
+/// [N, C, H, W], t is [N] (f32 original timesteps), v is given when the model
+/// learns sigma. `vjp`: a VJP will be planned after this forward (a model
+/// that saves state for it keeps it).
+#[derive(Clone, Copy)]
+pub struct EpsArgs<'a> {
+    pub x: &'a Tensor,
+    pub t: &'a Tensor,
+    pub eps: &'a Tensor,
+    pub v: Option<&'a Tensor>,
+    pub vjp: bool,
+}
+
 /// A denoising model out_theta(x_t, t): the noise eps, or x0, v or a flow's
 /// velocity as [`ScoreModel::process`] says.
 pub trait ScoreModel: Send + Sync {
@@ -90,18 +103,9 @@ pub trait ScoreModel: Send + Sync {
     fn process(&self) -> Process {
         Process::default()
     }
-    /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
-    /// [N, C, H, W], t is [N] (f32 original timesteps). `vjp`: a VJP will be
-    /// planned after this forward (a model that saves state for it keeps it).
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError>;
+    /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`) on the
+    /// buffers of `args` ([`EpsArgs`]).
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError>;
     /// Plans dx = (d eps / d x)^T cotangent for the same x and t. A model may
     /// reuse state its `plan_eps` plan left behind for the same x: callers
     /// replay this plan after that plan, in the same or a later submission.
@@ -278,15 +282,8 @@ impl ScoreModel for GmmPrior {
         self.process
     }
 
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        _vjp: bool,
-    ) -> Result<Plan, ScoreError> {
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let EpsArgs { x, t, eps, v, .. } = *args;
         let n = self.batch(x)?;
         self.check("t", t, n, 1)?;
         self.check("eps", eps, n, self.d)?;
