@@ -52,7 +52,7 @@ enum BlurTaps {
     Separable {
         h: ConvTaps,
         w: ConvTaps,
-        svd: KroneckerSvd,
+        svd: Box<KroneckerSvd>,
     },
     /// A general 2-D kernel (motion): one non-separable pass over its
     /// nonzero taps, no SVD.
@@ -77,7 +77,7 @@ impl Blur {
             taps: BlurTaps::Separable {
                 h: taps_h,
                 w: taps_w,
-                svd,
+                svd: Box::new(svd),
             },
         })
     }
@@ -147,7 +147,7 @@ impl LinearOperator for Blur {
     }
     fn svd(&self) -> Option<&dyn SvdForm> {
         match &self.taps {
-            BlurTaps::Separable { svd, .. } => Some(svd),
+            BlurTaps::Separable { svd, .. } => Some(svd.as_ref()),
             BlurTaps::Full(_) => None,
         }
     }
