@@ -14,7 +14,7 @@ use tweedie::operators::dense::Dense;
 use tweedie::samplers::{
     CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions,
 };
-use tweedie::samplers::{ScoreError, ScoreModel};
+use tweedie::samplers::{EpsArgs, ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
 
@@ -402,19 +402,11 @@ impl ScoreModel for LearnedSigma {
     fn learned_sigma(&self) -> bool {
         true
     }
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError> {
-        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None, vjp)?;
-        let v = v.expect("learned sigma gets a v buffer");
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let mut plan = self.inner.plan_eps(gpu, &EpsArgs { v: None, ..*args })?;
+        let v = args.v.expect("learned sigma gets a v buffer");
         // v = 0 * x + V
-        plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
+        plan.push(Elementwise::new(gpu, Op::Affine, args.x, v, 0.0, V)?.dispatch);
         Ok(plan)
     }
     fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cot: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
