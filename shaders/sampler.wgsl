@@ -42,9 +42,7 @@ const LEARNED: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> s: Step;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
+//!include grid
 
 fn raw_x0(x: f32, o: f32) -> f32 {
     return s.x0_x * x + s.x0_out * o;

@@ -9,6 +9,8 @@ use thiserror::Error;
 
 use crate::tensor::HostTensor;
 
+pub mod torch;
+
 #[derive(Debug, Error)]
 pub enum IoError {
     #[error("{path}: {err}")]
@@ -25,6 +27,8 @@ pub enum IoError {
     Dtype { path: PathBuf, key: String, dtype: String },
     #[error("{path}: {message}")]
     Image { path: PathBuf, message: String },
+    #[error("{path}: not a readable torch checkpoint: {message}")]
+    Torch { path: PathBuf, message: String },
     #[error("{path}: could not write ({message})")]
     Write { path: PathBuf, message: String },
 }
@@ -140,6 +144,24 @@ pub fn write_tensors(path: impl AsRef<Path>, tensors: &[(&str, &HostTensor)]) ->
         message: e.to_string(),
     })?;
     write_atomic(path, &bytes)
+}
+
+/// A safetensors file in memory from named tensors already in their stored
+/// element type (`path` names it in messages).
+pub fn safetensors_bytes(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Result<Vec<u8>, IoError> {
+    let fail = |message: String| IoError::Write {
+        path: path.to_path_buf(),
+        message,
+    };
+    let views = tensors
+        .iter()
+        .map(|(k, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| fail(format!("tensor {k:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))
 }
 
 /// Writes bytes to `path` through a temporary file in the same directory.

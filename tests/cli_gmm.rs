@@ -102,50 +102,58 @@ fn bad_input_is_refused_with_one_line() {
     let mut p = good();
     p.y.data[1] = f32::NAN;
     cases.push(("NaN in y", p, vec![], "non-finite"));
-    cases.push(("too many steps", good(), vec!["--steps", "1001"], "--steps"));
-    cases.push(("no samples", good(), vec!["--samples", "0"], "--samples"));
-    cases.push((
-        "eta without ddim",
-        good(),
-        vec!["--eta", "0.5"],
-        "--eta needs --sampler ddim",
-    ));
-    cases.push((
-        "negative eta",
-        good(),
-        vec!["--sampler", "ddim", "--eta=-1"],
-        "--eta must be",
-    ));
-    cases.push((
-        "eta on a flow",
-        good(),
-        vec!["--process", "flow", "--eta", "0.5"],
-        "a flow model's Euler sampler has no eta",
-    ));
-    cases.push((
-        "ddim on a flow",
-        good(),
-        vec!["--process", "flow", "--sampler", "ddim"],
-        "a flow model takes Euler steps",
-    ));
-    cases.push((
-        "cdps on a flow",
-        good(),
-        vec!["--process", "flow", "--method", "cdps"],
-        "C-DPS runs on DDPM's ancestral step",
-    ));
-    cases.push((
-        "smc on a flow",
-        good(),
-        vec!["--process", "flow", "--method", "smc"],
-        "SMC runs on DDPM's ancestral step",
-    ));
-    cases.push((
-        "cdps on ddim",
-        good(),
-        vec!["--sampler", "ddim", "--method", "cdps"],
-        "not DDIM",
-    ));
+    // The good problem with bad flags (as typed on the command line).
+    let flag_cases = [
+        ("too many steps", "--steps 1001", "--steps"),
+        ("no samples", "--samples 0", "--samples"),
+        ("eta without ddim", "--eta 0.5", "--eta needs --sampler ddim"),
+        ("negative eta", "--sampler ddim --eta=-1", "--eta must be"),
+        (
+            "eta on a flow",
+            "--process flow --eta 0.5",
+            "a flow model's Euler sampler has no eta",
+        ),
+        (
+            "ddim on a flow",
+            "--process flow --sampler ddim",
+            "a flow model takes Euler steps",
+        ),
+        (
+            "cdps on a flow",
+            "--process flow --method cdps",
+            "C-DPS runs on DDPM's ancestral step",
+        ),
+        (
+            "smc on a flow",
+            "--process flow --method smc",
+            "SMC runs on DDPM's ancestral step",
+        ),
+        ("cdps on ddim", "--sampler ddim --method cdps", "not DDIM"),
+        // A setting of another method, given to this one, is refused, not ignored.
+        (
+            "lambda on dps",
+            "--method dps --lambda 1",
+            "--lambda does not apply to --method dps (it takes --zeta)",
+        ),
+        (
+            "zeta on ddpm",
+            "--method ddpm --zeta 1",
+            "--zeta does not apply to --method ddpm (it takes no settings)",
+        ),
+        (
+            "cg-tol on smc",
+            "--method smc --cg-tol 1e-4",
+            "--cg-tol does not apply to --method smc",
+        ),
+        (
+            "cdps-variant on dmps",
+            "--method dmps --cdps-variant forward",
+            "--cdps-variant does not apply to --method dmps",
+        ),
+    ];
+    for (what, extra, needle) in flag_cases {
+        cases.push((what, good(), extra.split_whitespace().collect(), needle));
+    }
     for (what, p, extra, needle) in cases {
         let prob = tmp(&format!("bad-{}.safetensors", what.replace(' ', "_")));
         write(&prob, &p);
@@ -176,4 +184,20 @@ fn bad_input_is_refused_with_one_line() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/p.safetensors"), "{err}");
+}
+
+#[test]
+fn settings_the_method_reads_are_taken() {
+    let prob = tmp("settings.safetensors");
+    write(&prob, &good());
+    for args in [
+        &["--method", "dps", "--zeta", "0.5"][..],
+        &["--method", "dmps", "--lambda", "1", "--cg-tol", "1e-4"][..],
+        &["--method", "cdps", "--cg-iters", "50"][..],
+    ] {
+        let out = tmp(&format!("settings-{}.safetensors", args[1]));
+        let (code, err) = run(&prob, &[args, &["--samples", "4", "--steps", "10"][..]].concat(), &out);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.exists(), "{args:?}");
+    }
 }

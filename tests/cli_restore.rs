@@ -38,33 +38,25 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// `tweedie restore --model MODEL`, then `flags` as typed on a command line
+/// (no value holds a space), then the (flag, path) pairs (a path may).
+fn restore(model: &str, flags: &str, paths: &[(&str, &str)]) -> std::process::Output {
+    let mut args = vec!["restore", "--model", model];
+    args.extend(flags.split_whitespace());
+    for (flag, path) in paths {
+        args.extend([*flag, *path]);
+    }
+    tweedie(&args)
+}
+
 #[test]
 fn restore_writes_samples_mean_std_and_report() {
     let out = scratch("ok");
-    let o = tweedie(&[
-        "restore",
-        "--model",
+    let o = restore(
         &gray_model(),
-        "--task",
-        "inpaint-box",
-        "--box",
-        "12",
-        "--method",
-        "dmps",
-        "--input",
-        &image(),
-        "--steps",
-        "3",
-        "--samples",
-        "3",
-        "--batch",
-        "2",
-        "--seed",
-        "4",
-        "--quiet",
-        "--out",
-        s(&out),
-    ]);
+        "--task inpaint-box --box 12 --method dmps --steps 3 --samples 3 --batch 2 --seed 4 --quiet",
+        &[("--input", &image()), ("--out", s(&out))],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for f in [
         "clean.png",
@@ -97,26 +89,11 @@ fn restore_writes_samples_mean_std_and_report() {
     }
     // The measurement file alone restores again (same operator).
     let out2 = scratch("again");
-    let o = tweedie(&[
-        "restore",
-        "--model",
+    let o = restore(
         &gray_model(),
-        "--task",
-        "inpaint-box",
-        "--box",
-        "12",
-        "--method",
-        "ddpm",
-        "--measurement",
-        s(&out.join("y.safetensors")),
-        "--steps",
-        "2",
-        "--samples",
-        "1",
-        "--quiet",
-        "--out",
-        s(&out2),
-    ]);
+        "--task inpaint-box --box 12 --method ddpm --steps 2 --samples 1 --quiet",
+        &[("--measurement", s(&out.join("y.safetensors"))), ("--out", s(&out2))],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(out2.join("report.json").exists());
 }
@@ -174,6 +151,10 @@ fn restore_refuses_bad_input_with_one_line() {
             "--particles",
         ),
         (
+            vec!["--task", "sr", "--method", "dmps", "--zeta", "2", "--input", &img],
+            "--zeta does not apply to --method dmps",
+        ),
+        (
             vec![
                 "--task", "sr", "--method", "smc", "--sigma", "0", "--input", &img, "--steps", "2",
             ],
@@ -219,24 +200,18 @@ fn restore_refuses_bad_input_with_one_line() {
         assert!(!out.join("report.json").exists());
     }
     // Unknown method: clap's own error, non-zero.
-    let o = tweedie(&[
-        "restore", "--model", &model, "--task", "sr", "--method", "magic", "--input", &img, "--out", "/tmp/x",
-    ]);
+    let o = restore(
+        &model,
+        "--task sr --method magic",
+        &[("--input", &img), ("--out", "/tmp/x")],
+    );
     assert!(!o.status.success());
     // An unwritable --out.
-    let o = tweedie(&[
-        "restore",
-        "--model",
+    let o = restore(
         &model,
-        "--task",
-        "sr",
-        "--method",
-        "dmps",
-        "--input",
-        &img,
-        "--out",
-        "/proc/tweedie-out",
-    ]);
+        "--task sr --method dmps",
+        &[("--input", &img), ("--out", "/proc/tweedie-out")],
+    );
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
 }
@@ -393,20 +368,11 @@ fn restore_refuses_model_processes_it_cannot_run() {
             std::fs::write(dir.join("scheduler_config.json"), s).unwrap();
         }
         let out = dir.join("out");
-        let o = tweedie(&[
-            "restore",
-            "--model",
+        let o = restore(
             s(&dir),
-            "--quiet",
-            "--task",
-            "sr",
-            "--method",
-            "dmps",
-            "--input",
-            &img,
-            "--out",
-            s(&out),
-        ]);
+            "--quiet --task sr --method dmps",
+            &[("--input", &img), ("--out", s(&out))],
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{fields}: succeeded");
         assert_eq!(err.trim().lines().count(), 1, "{fields}: {err}");

@@ -7,6 +7,7 @@
 //! the backward kernel and the residual / scale epilogues.
 
 mod common;
+use common::conv::conv_shape;
 use common::*;
 
 use tweedie::gpu::{Dispatch, Plan};
@@ -18,31 +19,17 @@ use tweedie::kernels::conv_coop;
 use tweedie::tensor::{DType, Tensor};
 use tweedie::Gpu;
 
-#[allow(clippy::too_many_arguments)] // a shape literal, every field named at its call sites by position
-fn sh(n: usize, cin: usize, h: usize, w: usize, cout: usize, ks: usize, stride: usize, pad: [usize; 4]) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        cin,
-        h,
-        w,
-        cout,
-        ks,
-        stride,
-        pad,
-    }
-}
-
 /// Awkward shapes: odd sizes, K not a multiple of any TK, channel counts not
 /// multiples of a tile, batch > 1, strides 1 and 2, asymmetric padding,
 /// and one deep enough (K = 1152) for 16-way splits.
 fn shapes() -> Vec<Conv2dShape> {
     vec![
-        sh(2, 5, 7, 9, 11, 3, 1, [1; 4]),
-        sh(3, 13, 5, 3, 70, 1, 1, [0; 4]),
-        sh(2, 6, 9, 7, 5, 3, 2, [1; 4]),
-        sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]),
-        sh(2, 67, 5, 6, 9, 3, 1, [1; 4]),
-        sh(1, 128, 4, 4, 33, 3, 1, [1; 4]),
+        conv_shape([2, 5, 7, 9, 11, 3, 1], [1; 4]),
+        conv_shape([3, 13, 5, 3, 70, 1, 1], [0; 4]),
+        conv_shape([2, 6, 9, 7, 5, 3, 2], [1; 4]),
+        conv_shape([1, 3, 8, 6, 4, 3, 2], [0, 0, 1, 1]),
+        conv_shape([2, 67, 5, 6, 9, 3, 1], [1; 4]),
+        conv_shape([1, 128, 4, 4, 33, 3, 1], [1; 4]),
     ]
 }
 
@@ -222,7 +209,7 @@ fn split_plans_cover_k_exactly_once() {
         }
     }
     let gpu = gpu();
-    let s = sh(2, 3, 5, 5, 7, 3, 1, [1; 4]); // K = 27: two slices
+    let s = conv_shape([2, 3, 5, 5, 7, 3, 1], [1; 4]); // K = 27: two slices
     let c = Case::new(&s, 3);
     let k = ConvKernel::simt(ConvTiles::SMALL).split(16);
     assert_eq!(k.split_plan(27), (16, 2));
@@ -311,7 +298,7 @@ fn cooperative_matrix_kernel_matches_the_rounded_reference() {
         allow_no_coop(&gpu, &why);
         eprintln!("cooperative-matrix kernel skipped on {}: {why}", gpu.describe());
         // Asking for it anyway is a clear error, not a crash.
-        let s = sh(1, 4, 4, 4, 4, 3, 1, [1; 4]);
+        let s = conv_shape([1, 4, 4, 4, 4, 3, 1], [1; 4]);
         let c = Case::new(&s, 1);
         let k = ConvKernel {
             coop: true,
@@ -432,7 +419,7 @@ fn coop_orientation_canary() {
     // 70 channels: two M tiles, five K slices (the last partial); batch 2 of
     // 5 x 7 pixels: one partial column tile.
     let ch = 70;
-    let s = sh(2, ch, 5, 7, ch, 1, 1, [0; 4]);
+    let s = conv_shape([2, ch, 5, 7, ch, 1, 1], [0; 4]);
     let perm: Vec<usize> = (0..ch).map(|co| (co * 3 + 5) % ch).collect();
     let mut w = vec![0.0f32; ch * ch];
     for (co, &ci) in perm.iter().enumerate() {
@@ -479,7 +466,7 @@ fn coop_runs_are_bit_identical() {
     let Some(emulated) = coop_mode(&gpu) else {
         return;
     };
-    let s = sh(2, 40, 9, 7, 70, 3, 1, [1; 4]);
+    let s = conv_shape([2, 40, 9, 7, 70, 3, 1], [1; 4]);
     let c = Case::new(&s, 17);
     let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();
     for splits in [1, 3] {
@@ -506,8 +493,8 @@ fn the_choice_fits_the_adapter() {
     let gpu = gpu();
     let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
     for s in shapes().into_iter().chain([
-        sh(1, 512, 8, 8, 512, 3, 1, [1; 4]),
-        sh(1, 128, 256, 256, 128, 3, 1, [1; 4]),
+        conv_shape([1, 512, 8, 8, 512, 3, 1], [1; 4]),
+        conv_shape([1, 128, 256, 256, 128, 3, 1], [1; 4]),
     ]) {
         for pass in [ConvPass::Forward, ConvPass::BwdData] {
             for dtype in [DType::F32, DType::F16] {

@@ -32,18 +32,11 @@ use std::sync::OnceLock;
 
 use tweedie::process::Process;
 use tweedie::samplers::{BaseSampler, Method, SamplerOptions};
-use tweedie::schedule::VarianceType;
 
 const SAMPLES: usize = 1000;
 
 fn opts(steps: usize) -> SamplerOptions {
-    SamplerOptions {
-        steps,
-        clip: false,
-        seed: 5,
-        variance: VarianceType::FixedLarge,
-        ..Default::default()
-    }
+    mixture_opts(steps, 5)
 }
 
 fn case(name: &'static str) -> &'static Case {

@@ -41,7 +41,7 @@ fn twins() -> Vec<Twin> {
     use tweedie::kernels::*;
     use tweedie::operators::dense::DenseParams;
     use tweedie::samplers::{cg::CgParams, score::GmmParams, StepParams};
-    vec![
+    let mut v = vec![
         twin!(ELEMENTWISE, "Params" => elementwise::ElementwiseParams { n, per, a, b }),
         twin!(REDUCE, "Params" => reduce::ReduceParams { per, chunks, take_sqrt }),
         twin!(RANDOM, "Params" => random::NoiseParams { n, seed_lo, seed_hi, stream, mean, sigma }),
@@ -49,22 +49,19 @@ fn twins() -> Vec<Twin> {
         twin!(AXIS_MATMUL, "Params" => axis_matmul::AxisParams { outer, k, q, inner, transpose }),
         twin!(MASK, "Params" => mask::MaskParams { n, per }),
         twin!(COLORIZE, "Params" => colorize::ColorizeParams { batch, hw, channels, scale }),
-        twin!(CONV2D, "Params" => conv2d::Conv2dParams {
+    ];
+    // The SIMT and the cooperative-matrix conv2d shaders read the same structs.
+    for shader in [&CONV2D, &CONV2D_COOP] {
+        v.push(twin!(*shader, "Params" => conv2d::Conv2dParams {
             n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
             res_stride, out_scale, k_split, splits
-        }),
-        twin!(CONV2D, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
+        }));
+        v.push(twin!(*shader, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
             n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale, k_split,
             splits, stride_shift
-        }),
-        twin!(CONV2D_COOP, "Params" => conv2d::Conv2dParams {
-            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, b_off, res_mode, res_off,
-            res_stride, out_scale, k_split, splits
-        }),
-        twin!(CONV2D_COOP, "BwdDataParams" => conv2d::Conv2dBwdDataParams {
-            n, cin, h, w, cout, ho, wo, ks, stride, pad_top, pad_left, w_off, accumulate, scale, k_split,
-            splits, stride_shift
-        }),
+        }));
+    }
+    v.extend([
         twin!(GROUPNORM, "Params" => groupnorm::GroupNormParams {
             n, c, hw, groups, eps, silu, scale_shift, gamma_off, beta_off, ss_off, chunk_len, chunks, accumulate
         }),
@@ -84,7 +81,8 @@ fn twins() -> Vec<Twin> {
         twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, threshold, u }),
         twin!(SMC, "Gather" => smc::GatherParams { per, total }),
         twin!(SMC, "Rows" => smc::RowsParams { rows, per, square }),
-    ]
+    ]);
+    v
 }
 
 fn parse(shader: &Shader) -> naga::Module {
@@ -233,50 +231,56 @@ fn mirrored_constants() -> Vec<(&'static Shader, &'static str, f64)> {
     use tweedie::gpu::*;
     use tweedie::kernels::*;
     use tweedie::samplers::cg;
-    let mut v: Vec<(&'static Shader, &'static str, f64)> = vec![
-        (&ELEMENTWISE, "WG", WG1D as f64),
-        (&REDUCE, "WG", WG1D as f64),
-        (&REDUCE, "CHUNK", reduce::CHUNK as f64),
-        (&RANDOM, "WG", WG1D as f64),
-        (&DENSE, "WG", WG1D as f64),
-        (&GMM, "WG", WG1D as f64),
-        (&GMM, "WG_SMALL", WG_SMALL as f64),
-        (&CG, "WG", WG1D as f64),
-        (&CG, "WG_SMALL", WG_SMALL as f64),
-        (&CG, "CHUNK", cg::CHUNK as f64),
-        (&CG, "STATE", cg::STATE as f64),
-        (&SAMPLER, "WG", WG1D as f64),
-        (&SMC, "WG", smc::WG as f64),
-        (&SMC, "STATS", smc::STATS as f64),
-        (&SMC, "STAT_ESS", smc::STAT_ESS as f64),
-        (&SMC, "STAT_RESAMPLED", smc::STAT_RESAMPLED as f64),
-        (&SMC, "STAT_ESS_SUM", smc::STAT_ESS_SUM as f64),
-        (&SMC, "STAT_EVENTS", smc::STAT_EVENTS as f64),
-        (&GROUPNORM, "WG", groupnorm::WG as f64),
-        (&GROUPNORM, "WG_SMALL", WG_SMALL as f64),
-        (&CONV_REFLECT, "WG", WG1D as f64),
-        (&AXIS_MATMUL, "WG", WG1D as f64),
-        (&MASK, "WG", WG1D as f64),
-        (&COLORIZE, "WG", WG1D as f64),
-        (&LINEAR, "WG", linear::WG as f64),
-        (&ATTENTION, "WG", attention::WG as f64),
-        (&ATTENTION, "BLOCK", attention::BLOCK as f64),
-        (&RESAMPLE, "WG", resample::WG as f64),
-        (&TIMESTEP, "WG", timestep::WG as f64),
-        (&CONV2D, "RM", conv2d::ConvTiles::MEDIUM.rm as f64),
-        (&CONV2D, "RN", conv2d::ConvTiles::MEDIUM.rn as f64),
-        (&CONV2D, "MAX_TILE", conv2d::MAX_TILE as f64),
-        (&CONV2D, "MAX_LD", conv2d::MAX_LD as f64),
-        (&CONV2D, "MAX_ACC", conv2d::MAX_ACC as f64),
-        (&CONV2D, "WG1", conv2d::WG_FIXUP as f64),
-        (&CONV2D_COOP, "TM", conv_coop::TM as f64),
-        (&CONV2D_COOP, "TN", conv_coop::TN as f64),
-        (&CONV2D_COOP, "TK", conv_coop::TK as f64),
-        (&CONV2D_COOP, "WG", conv_coop::WG as f64),
-        (&CONV2D, "WG_M", conv2d::ConvTiles::MEDIUM.wg_m as f64),
-        (&CONV2D, "WG_N", conv2d::ConvTiles::MEDIUM.wg_n as f64),
-        (&CONV2D, "TK", conv2d::ConvTiles::MEDIUM.tk as f64),
-    ];
+    let mut v: Vec<(&'static Shader, &'static str, f64)> = Vec::new();
+    // The one-dimensional kernels' workgroup sizes.
+    for shader in [
+        &ELEMENTWISE,
+        &REDUCE,
+        &RANDOM,
+        &DENSE,
+        &GMM,
+        &CG,
+        &SAMPLER,
+        &CONV_REFLECT,
+        &AXIS_MATMUL,
+        &MASK,
+        &COLORIZE,
+    ] {
+        v.push((shader, "WG", WG1D as f64));
+    }
+    for shader in [&GMM, &CG, &GROUPNORM] {
+        v.push((shader, "WG_SMALL", WG_SMALL as f64));
+    }
+    // `module::NAME` mirrored under the same name in the shader.
+    macro_rules! same_name {
+        ($($shader:ident: $module:ident::{$($name:ident),*};)*) => {
+            $($(v.push((&$shader, stringify!($name), $module::$name as f64));)*)*
+        };
+    }
+    same_name! {
+        REDUCE: reduce::{CHUNK};
+        CG: cg::{CHUNK, STATE};
+        SMC: smc::{WG, STATS, STAT_ESS, STAT_RESAMPLED, STAT_ESS_SUM, STAT_EVENTS};
+        GROUPNORM: groupnorm::{WG};
+        LINEAR: linear::{WG};
+        ATTENTION: attention::{WG, BLOCK};
+        RESAMPLE: resample::{WG};
+        TIMESTEP: timestep::{WG};
+        CONV2D: conv2d::{MAX_TILE, MAX_LD, MAX_ACC};
+        CONV2D_COOP: conv_coop::{TM, TN, TK, WG};
+    }
+    v.push((&CONV2D, "WG1", conv2d::WG_FIXUP as f64));
+    // The conv2d shader's default tiling is the medium one.
+    let medium = conv2d::ConvTiles::MEDIUM;
+    for (name, value) in [
+        ("RM", medium.rm),
+        ("RN", medium.rn),
+        ("WG_M", medium.wg_m),
+        ("WG_N", medium.wg_n),
+        ("TK", medium.tk),
+    ] {
+        v.push((&CONV2D, name, value as f64));
+    }
     // CG's per-sample state slots: `S_<FIELD>` is the field's f32 index.
     macro_rules! slots {
         ($($field:ident => $wgsl:literal),*) => {

@@ -15,6 +15,7 @@
 //! convention; diffusers' own `DDIMScheduler.step` for the v-prediction model).
 
 mod common;
+use common::unet_io::{per_sample, unet_io, UnetIo};
 use common::*;
 
 use std::sync::Arc;
@@ -41,37 +42,16 @@ fn load(name: &str) -> Unet {
     Unet::load(&gpu(), &fixture(&format!("unet/{name}"))).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
-fn per_sample(what: &str, got: &[f32], want: &[f32], n: usize, t: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let per = want.len() / n;
-    for i in 0..n {
-        let err = rel_max_err(&got[i * per..(i + 1) * per], &want[i * per..(i + 1) * per]);
-        println!("{what}: sample {i} (t = {}): relative max error {err:.3e}", t[i]);
-        assert!(
-            err <= TOL,
-            "{what}: sample {i} (t = {}): relative max error {err:.3e} > {TOL:e}",
-            t[i]
-        );
-    }
-}
-
 /// Forward and input VJP against the fixture's `io.safetensors`.
 fn forward_and_vjp(name: &str) {
     let gpu = gpu();
     let unet = load(name);
-    let io = TensorFile::open(fixture(&format!("unet/{name}")).join("io.safetensors")).unwrap();
-    let (x, t, cot, out, vjp) = (
-        io.get("x").unwrap(),
-        io.get("t").unwrap(),
-        io.get("cotangent").unwrap(),
-        io.get("out").unwrap(),
-        io.get("vjp").unwrap(),
-    );
+    let UnetIo { x, t, cot, out, vjp } = unet_io(name);
     let n = x.shape[0];
     let fwd = UnetForward::new_kind(&gpu, &unet, n, x.shape[2], x.shape[3], PlanKind::ForwardVjp).unwrap();
     let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
     assert_eq!(fwd.output().shape, out.shape, "{name}: output shape");
-    per_sample(&format!("{name}: forward"), &got, &out.data, n, &t.data);
+    per_sample(&format!("{name}: forward"), &got, &out.data, n, &t.data, TOL);
     let v = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
     let (got_out, got_vjp) = v.run(&gpu, &fwd, &x.data, &t.data, &cot.data).unwrap();
     per_sample(
@@ -80,8 +60,9 @@ fn forward_and_vjp(name: &str) {
         &out.data,
         n,
         &t.data,
+        TOL,
     );
-    per_sample(&format!("{name}: vjp"), &got_vjp, &vjp.data, n, &t.data);
+    per_sample(&format!("{name}: vjp"), &got_vjp, &vjp.data, n, &t.data, TOL);
 }
 
 /// rel_max_err of the increments (got - got_from) against (want - want_from).

@@ -15,7 +15,7 @@ use tweedie::operators::dense::Dense;
 use tweedie::samplers::{
     CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions,
 };
-use tweedie::samplers::{ScoreError, ScoreModel};
+use tweedie::samplers::{EpsArgs, ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
 
@@ -64,25 +64,34 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
+    /// The components' posterior weights p(k | x_t) at x_t = a x0 + b eps:
+    /// the softmax over k of log w_k + log N(x; a mu_k, a^2 Sigma_k + b^2).
+    #[allow(clippy::needless_range_loop)] // component c, coordinate j index three arrays
+    fn responsibilities(&self, x: &[f64], a: f64, b: f64) -> [f64; K] {
         let mut logits = [0f64; K];
-        let mut sk = [0f64; K * D];
         for c in 0..K {
             let mut q = 0.0;
             for j in 0..D {
                 let v = a * a * self.var[c * D + j] + b * b;
                 let r = x[j] - a * self.mu[c * D + j];
                 q += r * r / v + v.ln();
-                sk[c * D + j] = -r / v;
             }
             logits[c] = self.w[c].ln() - 0.5 * q;
         }
         let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
         let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        logits.map(|l| (l - mx).exp() / tot)
+    }
+
+    fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
+        let resp = self.responsibilities(x, a, b);
         (0..D)
             .map(|j| {
                 -b * (0..K)
-                    .map(|c| (logits[c] - mx).exp() / tot * sk[c * D + j])
+                    .map(|c| {
+                        let v = a * a * self.var[c * D + j] + b * b;
+                        resp[c] * (-(x[j] - a * self.mu[c * D + j]) / v)
+                    })
                     .sum::<f64>()
             })
             .collect()
@@ -92,6 +101,28 @@ impl Setup {
     }
     fn atv(&self, v: &[f64]) -> Vec<f64> {
         (0..D).map(|j| (0..M).map(|i| self.a[i * D + j] * v[i]).sum()).collect()
+    }
+
+    /// A GPU sampler of `method` on this measurement through `op`,
+    /// initialised, with x_t set to `x_in`: ready for the step under test.
+    fn sampler(
+        &self,
+        gpu: &Gpu,
+        method: Method,
+        model: &dyn ScoreModel,
+        op: &Dense,
+        opts: &SamplerOptions,
+        x_in: &[f32],
+    ) -> Sampler {
+        let meas = Measurement {
+            op,
+            y: &self.y32,
+            sigma_y: self.sigma_y as f32,
+        };
+        let smp = Sampler::new(gpu, method, model, Some(meas), N, opts).unwrap();
+        smp.init(gpu).unwrap();
+        smp.x().write(gpu, x_in).unwrap();
+        smp
     }
 }
 
@@ -151,15 +182,8 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     .unwrap(),
                 ..Default::default()
             };
-            let meas = Measurement {
-                op: &op,
-                y: &s.y32,
-                sigma_y: s.sigma_y as f32,
-            };
-            let smp = Sampler::new(&gpu, method, &model, Some(meas), N, &opts).unwrap();
-            smp.init(&gpu).unwrap();
             let x_in: Vec<f32> = randn(&mut r, N * D).iter().map(|v| 1.3 * v).collect();
-            smp.x().write(&gpu, &x_in).unwrap();
+            let smp = s.sampler(&gpu, method, &model, &op, &opts, &x_in);
             let y_before = smp.cdps_buffers().map(|b| b.y_t.read(&gpu).unwrap());
             smp.step(&gpu, i).unwrap();
             let got = smp.x().read(&gpu).unwrap();
@@ -354,19 +378,11 @@ impl ScoreModel for LearnedSigma {
     fn learned_sigma(&self) -> bool {
         true
     }
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError> {
-        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None, vjp)?;
-        let v = v.expect("learned sigma gets a v buffer");
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let mut plan = self.inner.plan_eps(gpu, &EpsArgs { v: None, ..*args })?;
+        let v = args.v.expect("learned sigma gets a v buffer");
         // v = 0 * x + V
-        plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
+        plan.push(Elementwise::new(gpu, Op::Affine, args.x, v, 0.0, V)?.dispatch);
         Ok(plan)
     }
     fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cot: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {
@@ -400,15 +416,8 @@ fn learned_sigma_variance_is_used() {
         clip: false,
         ..Default::default()
     };
-    let meas = Measurement {
-        op: &op,
-        y: &s.y32,
-        sigma_y: s.sigma_y as f32,
-    };
-    let smp = Sampler::new(&gpu, Method::Ddpm, &model, Some(meas), N, &opts).unwrap();
-    smp.init(&gpu).unwrap();
     let x_in = randn(&mut r, N * D);
-    smp.x().write(&gpu, &x_in).unwrap();
+    let smp = s.sampler(&gpu, Method::Ddpm, &model, &op, &opts, &x_in);
     smp.step(&gpu, i).unwrap();
     let got = smp.x().read(&gpu).unwrap();
     let z = f64s(&smp.core.z.read(&gpu).unwrap());
@@ -440,21 +449,9 @@ impl Setup {
     /// The mixture's flow velocity u = E[eps - x0 | x_t] at a = 1 - t, b = t,
     /// from the per-component posteriors: E[x0 | x, k] = mu + a Sigma (x - a mu) / var,
     /// E[eps | x, k] = b (x - a mu) / var, var = a^2 Sigma + b^2.
-    #[allow(clippy::needless_range_loop)] // component c, coordinate j index three arrays
     fn velocity(&self, x: &[f64], t: f64) -> Vec<f64> {
         let (a, b) = (1.0 - t, t);
-        let mut logits = [0f64; K];
-        for c in 0..K {
-            let mut q = 0.0;
-            for j in 0..D {
-                let v = a * a * self.var[c * D + j] + b * b;
-                let r = x[j] - a * self.mu[c * D + j];
-                q += r * r / v + v.ln();
-            }
-            logits[c] = self.w[c].ln() - 0.5 * q;
-        }
-        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        let resp = self.responsibilities(x, a, b);
         (0..D)
             .map(|j| {
                 (0..K)
@@ -464,7 +461,7 @@ impl Setup {
                         let r = x[j] - a * mu;
                         let e_x0 = mu + a * sg * r / v;
                         let e_eps = b * r / v;
-                        (logits[c] - mx).exp() / tot * (e_eps - e_x0)
+                        resp[c] * (e_eps - e_x0)
                     })
                     .sum::<f64>()
             })
@@ -544,15 +541,8 @@ fn one_flow_and_ddim_step_matches_cpu_replay() {
                         eta: (!flow).then_some(eta as f32),
                         ..Default::default()
                     };
-                    let meas = Measurement {
-                        op: &op,
-                        y: &s.y32,
-                        sigma_y: s.sigma_y as f32,
-                    };
-                    let smp = Sampler::new(&gpu, method, &model, Some(meas), N, &opts).unwrap();
-                    smp.init(&gpu).unwrap();
                     let x_in: Vec<f32> = randn(&mut r, N * D);
-                    smp.x().write(&gpu, &x_in).unwrap();
+                    let smp = s.sampler(&gpu, method, &model, &op, &opts, &x_in);
                     smp.step(&gpu, i).unwrap();
                     let got = smp.x().read(&gpu).unwrap();
                     let z = f64s(&smp.core.z.read(&gpu).unwrap());

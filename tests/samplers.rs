@@ -15,20 +15,15 @@ use common::gmm::*;
 use std::sync::OnceLock;
 
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
-use tweedie::schedule::VarianceType;
 
 fn opts(steps: usize) -> SamplerOptions {
     SamplerOptions {
-        steps,
-        clip: false,
-        seed: 5,
-        variance: VarianceType::FixedLarge,
         method: MethodOptions::default()
             .with("cg-iters", 8)
             .unwrap()
             .with("cg-tol", 1e-5)
             .unwrap(),
-        ..Default::default()
+        ..mixture_opts(steps, 5)
     }
 }
 

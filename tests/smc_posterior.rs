@@ -9,17 +9,13 @@
 mod common;
 use common::gmm::*;
 
+use tweedie::process::Process;
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
-use tweedie::schedule::VarianceType;
 
 fn smc_opts(steps: usize, particles: usize, seed: u64) -> SamplerOptions {
     SamplerOptions {
-        steps,
-        clip: false,
-        seed,
-        variance: VarianceType::FixedLarge,
         method: MethodOptions::default().with("particles", particles).unwrap(),
-        ..Default::default()
+        ..mixture_opts(steps, seed)
     }
 }
 
@@ -85,16 +81,7 @@ fn smc_refuses_what_it_cannot_run() {
     let case = load("d8_m2");
     let gpu = common::gpu();
     let p = &case.problem;
-    let model = tweedie::samplers::GmmPrior::new(
-        &gpu,
-        &p.weights,
-        &p.means,
-        &p.vars,
-        p.d,
-        &tweedie::process::Process::default(),
-    )
-    .unwrap();
-    let op = tweedie::operators::dense::Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
+    let (model, op) = prior_and_operator(&gpu, p, &Process::default());
     let run = |sigma_y: f32, y: &[f32], n: usize, particles: usize| {
         let meas = tweedie::samplers::Measurement { op: &op, y, sigma_y };
         tweedie::samplers::Sampler::new(&gpu, Method::Smc, &model, Some(meas), n, &smc_opts(10, particles, 0))

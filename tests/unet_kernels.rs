@@ -3,8 +3,8 @@
 
 mod common;
 use common::attention::{attention_bwd_f64, attention_f64};
-use common::conv::{conv_bwd_f64, conv_f64, conv_out, Residual};
-use common::groupnorm::{gn_bwd_f64, gn_f64, GnCase};
+use common::conv::{conv_bwd_f64, conv_f64, conv_out, conv_shape, Residual};
+use common::groupnorm::{affine, gn_bwd_f64, gn_f64, gn_shape, GnCase};
 use common::*;
 
 use tweedie::tensor::Tensor;
@@ -12,9 +12,7 @@ use tweedie::tensor::Tensor;
 use tweedie::gpu::{Dispatch, Gpu, Plan};
 use tweedie::kernels::attention::{attention, attention_tiled, AttentionGrads, AttentionShape, AttentionTiles};
 use tweedie::kernels::conv2d::{conv2d, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual, ConvTiles};
-use tweedie::kernels::groupnorm::{
-    group_norm, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape, CHUNK,
-};
+use tweedie::kernels::groupnorm::{group_norm, group_norm_onepass, GroupNormGrad, CHUNK};
 use tweedie::kernels::linear::{linear, LinearShape};
 use tweedie::kernels::resample::{
     avg_pool2x2, concat_channels, copy_channels, split_channels, upsample_nearest2x, ChannelSlice, Concat, Nchw,
@@ -128,16 +126,6 @@ fn conv2d_matches_cpu() {
         rm: 4,
         rn: 4,
     };
-    let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
-        n,
-        cin,
-        h,
-        w,
-        cout,
-        ks,
-        stride,
-        pad,
-    };
     // Every tile family, unsplit and split along K.
     let kernels = [
         ConvTiles::WIDE,
@@ -150,17 +138,17 @@ fn conv2d_matches_cpu() {
     .flat_map(|t| [ConvKernel::simt(t), ConvKernel::simt(t).split(3)]);
     for k in kernels {
         // 3x3 pad 1, odd sizes, cout not a multiple of the tile, batch 2.
-        conv_case(&gpu, &k, sh(2, 5, 7, 9, 11, 3, 1, [1; 4]), 0, 1.0, 1);
+        conv_case(&gpu, &k, conv_shape([2, 5, 7, 9, 11, 3, 1], [1; 4]), 0, 1.0, 1);
         // 1x1 with a full residual and an output scale (diffusers' skip).
-        conv_case(&gpu, &k, sh(2, 13, 5, 3, 70, 1, 1, [0; 4]), 1, 0.5, 2);
+        conv_case(&gpu, &k, conv_shape([2, 13, 5, 3, 70, 1, 1], [0; 4]), 1, 0.5, 2);
         // Additive time embedding per (n, channel).
-        conv_case(&gpu, &k, sh(2, 4, 6, 5, 3, 3, 1, [1; 4]), 2, 1.0, 3);
+        conv_case(&gpu, &k, conv_shape([2, 4, 6, 5, 3, 3, 1], [1; 4]), 2, 1.0, 3);
         // Stride 2, pad 1 (guided-diffusion Downsample) on odd input.
-        conv_case(&gpu, &k, sh(2, 6, 9, 7, 5, 3, 2, [1; 4]), 0, 1.0, 4);
+        conv_case(&gpu, &k, conv_shape([2, 6, 9, 7, 5, 3, 2], [1; 4]), 0, 1.0, 4);
         // Stride 2, pad (0, 0, 1, 1) (diffusers downsample_padding = 0).
-        conv_case(&gpu, &k, sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]), 1, 1.0, 5);
+        conv_case(&gpu, &k, conv_shape([1, 3, 8, 6, 4, 3, 2], [0, 0, 1, 1]), 1, 1.0, 5);
         // K = 603: many slices, not a multiple of TK, uneven splits.
-        conv_case(&gpu, &k, sh(2, 67, 5, 6, 9, 3, 1, [1; 4]), 2, 1.0, 6);
+        conv_case(&gpu, &k, conv_shape([2, 67, 5, 6, 9, 3, 1], [1; 4]), 2, 1.0, 6);
     }
 }
 
@@ -171,62 +159,12 @@ fn group_norm_matches_cpu() {
     let gpu = gpu();
     let mut r = rng(7);
     let cases = [
-        (
-            GroupNormShape {
-                n: 2,
-                c: 6,
-                hw: 35,
-                groups: 3,
-                eps: 1e-5,
-            },
-            false,
-            false,
-        ),
-        (
-            GroupNormShape {
-                n: 2,
-                c: 64,
-                hw: 9,
-                groups: 32,
-                eps: 1e-6,
-            },
-            true,
-            false,
-        ),
-        (
-            GroupNormShape {
-                n: 2,
-                c: 96,
-                hw: 77,
-                groups: 32,
-                eps: 1e-5,
-            },
-            true,
-            true,
-        ),
-        (
-            GroupNormShape {
-                n: 1,
-                c: 4,
-                hw: 1000,
-                groups: 2,
-                eps: 1e-5,
-            },
-            false,
-            true,
-        ),
+        (gn_shape(2, 6, 35, 3, 1e-5), false, false),
+        (gn_shape(2, 64, 9, 32, 1e-6), true, false),
+        (gn_shape(2, 96, 77, 32, 1e-5), true, true),
+        (gn_shape(1, 4, 1000, 2, 1e-5), false, true),
         // Groups longer than one statistics chunk (two full chunks and a partial one).
-        (
-            GroupNormShape {
-                n: 2,
-                c: 4,
-                hw: CHUNK + 41,
-                groups: 2,
-                eps: 1e-5,
-            },
-            true,
-            true,
-        ),
+        (gn_shape(2, 4, CHUNK + 41, 2, 1e-5), true, true),
     ];
     for (s, silu_on, with_ss) in cases {
         // An offset mean checks the two-pass variance.
@@ -254,13 +192,7 @@ fn group_norm_matches_cpu() {
             zeros(&gpu, 4),
         );
         let sbt = Tensor::wrap(sb, &[ss.len()]);
-        let a = GroupNormAffine {
-            weights: &ab,
-            gamma_off: 3,
-            beta_off: 3 + s.c,
-            scale_shift: with_ss.then_some((&sbt, 0)),
-            silu: silu_on,
-        };
+        let a = affine(&ab, 3, &s, with_ss.then_some(&sbt), silu_on);
         let (xt, stt, yt) = (
             Tensor::wrap(xb, &[x.len()]),
             Tensor::wrap(stats.clone(), &[s.n * s.groups * 2]),
@@ -611,26 +543,38 @@ fn check_fd(what: &str, f: &dyn Fn(&[f64]) -> Vec<f64>, x: &[f64], g: &[f64], gr
     );
 }
 
+/// A backward kernel's dx buffer and what it held before the run, which an
+/// accumulating kernel adds to.
+struct Dx<'a> {
+    buf: &'a wgpu::Buffer,
+    prior: &'a [f32],
+}
+
+impl Dx<'_> {
+    /// Asserts dx = grad (+ prior when accumulating) within `tol` (absolute
+    /// and relative), then puts the prior back for the next run.
+    #[track_caller]
+    fn check(&self, gpu: &Gpu, what: &str, grad: impl Iterator<Item = f64>, accumulate: bool, tol: f32) {
+        let got = gpu.read::<f32>(self.buf, 0, self.prior.len()).unwrap();
+        let want: Vec<f32> = grad
+            .zip(self.prior)
+            .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
+            .collect();
+        assert_close(what, &got, &want, tol, tol);
+        gpu.queue.write_buffer(self.buf, 0, bytemuck::cast_slice(self.prior));
+    }
+}
+
 #[test]
 fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut r = rng(21);
-    let sh = |n, cin, h, w, cout, ks, stride, pad| Conv2dShape {
-        n,
-        cin,
-        h,
-        w,
-        cout,
-        ks,
-        stride,
-        pad,
-    };
     for s in [
-        sh(2, 5, 7, 9, 11, 3, 1, [1; 4]),
-        sh(2, 13, 5, 3, 70, 1, 1, [0; 4]),
-        sh(2, 6, 9, 7, 5, 3, 2, [1; 4]),
-        sh(1, 3, 8, 6, 4, 3, 2, [0, 0, 1, 1]),
-        sh(2, 67, 4, 4, 3, 3, 1, [1; 4]),
+        conv_shape([2, 5, 7, 9, 11, 3, 1], [1; 4]),
+        conv_shape([2, 13, 5, 3, 70, 1, 1], [0; 4]),
+        conv_shape([2, 6, 9, 7, 5, 3, 2], [1; 4]),
+        conv_shape([1, 3, 8, 6, 4, 3, 2], [0, 0, 1, 1]),
+        conv_shape([2, 67, 4, 4, 3, 3, 1], [1; 4]),
     ] {
         let (ho, wo) = s.out_hw();
         let x = f64s(&randn(&mut r, s.n * s.cin * s.h * s.w));
@@ -649,6 +593,10 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
         let scale = 0.75f32;
         let prior = randn(&mut r, x.len());
         let (gb, wb, dxb) = (buf(&gpu, &f32s(&g)), buf(&gpu, &f32s(&w)), buf(&gpu, &prior));
+        let dx = Dx {
+            buf: &dxb,
+            prior: &prior,
+        };
         for accumulate in [true, false] {
             if !accumulate {
                 gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
@@ -663,20 +611,9 @@ fn conv2d_bwd_data_matches_cpu_and_finite_differences() {
             };
             let d = conv2d_bwd_data(&gpu, &kernel, &s, &op).unwrap();
             run(&gpu, d);
-            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
-            let want: Vec<f32> = grad
-                .iter()
-                .zip(&prior)
-                .map(|(gv, p)| (scale as f64 * gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
-                .collect();
-            assert_close(
-                &format!("conv2d_bwd_data {s:?} acc {accumulate} {kernel:?}"),
-                &got,
-                &want,
-                1e-4,
-                1e-4,
-            );
-            gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+            let what = format!("conv2d_bwd_data {s:?} acc {accumulate} {kernel:?}");
+            let scaled = grad.iter().map(|gv| scale as f64 * gv);
+            dx.check(&gpu, &what, scaled, accumulate, 1e-4);
         }
     }
 }
@@ -686,62 +623,12 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut r = rng(23);
     for (s, silu_on, with_ss) in [
-        (
-            GroupNormShape {
-                n: 2,
-                c: 6,
-                hw: 35,
-                groups: 3,
-                eps: 1e-5,
-            },
-            false,
-            false,
-        ),
-        (
-            GroupNormShape {
-                n: 2,
-                c: 64,
-                hw: 9,
-                groups: 32,
-                eps: 1e-6,
-            },
-            true,
-            false,
-        ),
-        (
-            GroupNormShape {
-                n: 2,
-                c: 96,
-                hw: 7,
-                groups: 32,
-                eps: 1e-5,
-            },
-            true,
-            true,
-        ),
-        (
-            GroupNormShape {
-                n: 1,
-                c: 4,
-                hw: 300,
-                groups: 2,
-                eps: 1e-5,
-            },
-            false,
-            true,
-        ),
+        (gn_shape(2, 6, 35, 3, 1e-5), false, false),
+        (gn_shape(2, 64, 9, 32, 1e-6), true, false),
+        (gn_shape(2, 96, 7, 32, 1e-5), true, true),
+        (gn_shape(1, 4, 300, 2, 1e-5), false, true),
         // Groups longer than one statistics chunk (two full chunks and a partial one).
-        (
-            GroupNormShape {
-                n: 2,
-                c: 4,
-                hw: CHUNK + 41,
-                groups: 2,
-                eps: 1e-5,
-            },
-            true,
-            true,
-        ),
+        (gn_shape(2, 4, CHUNK + 41, 2, 1e-5), true, true),
     ] {
         let c = GnCase {
             s,
@@ -777,13 +664,7 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
             zeros(&gpu, 4),
         );
         let sbt = Tensor::wrap(sb, &[ssv.len()]);
-        let a = GroupNormAffine {
-            weights: &ab,
-            gamma_off: 1,
-            beta_off: 1 + s.c,
-            scale_shift: with_ss.then_some((&sbt, 0)),
-            silu: silu_on,
-        };
+        let a = affine(&ab, 1, &s, with_ss.then_some(&sbt), silu_on);
         let (xt, stt, yt, gt, dxt) = (
             Tensor::wrap(xb, &[x.len()]),
             Tensor::wrap(stats, &[s.n * s.groups * 2]),
@@ -793,6 +674,10 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
         );
         let fwd = group_norm(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
         run(&gpu, fwd.into());
+        let dx = Dx {
+            buf: &dxb,
+            prior: &prior,
+        };
         for (accumulate, onepass) in [(true, false), (false, false), (true, true), (false, true)] {
             let g = GroupNormGrad {
                 dy: &gt,
@@ -805,20 +690,8 @@ fn group_norm_bwd_matches_cpu_and_finite_differences() {
                 group_norm_bwd(&gpu, &s, &xt, &stt, &a, &g, &dummy).unwrap().into()
             };
             run(&gpu, d);
-            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
-            let want: Vec<f32> = grad
-                .iter()
-                .zip(&prior)
-                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
-                .collect();
-            assert_close(
-                &format!("group_norm_bwd {s:?} acc {accumulate} one-pass {onepass}"),
-                &got,
-                &want,
-                1e-4,
-                1e-4,
-            );
-            gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
+            let what = format!("group_norm_bwd {s:?} acc {accumulate} one-pass {onepass}");
+            dx.check(&gpu, &what, grad.iter().copied(), accumulate, 1e-4);
         }
     }
 }
@@ -858,23 +731,15 @@ fn attention_bwd_matches_cpu_and_finite_differences() {
             let ts = [&qb, &yb, &lse, &gb, &dsum, &dq].map(t32);
             let d = attention_tiled(&gpu, &s, &tiles, &ts[0], &ts[1], &ts[2]).unwrap();
             run(&gpu, vec![d]);
+            let dx = Dx {
+                buf: &dq,
+                prior: &prior,
+            };
             for accumulate in [true, false] {
                 let bwd = |acc| attention_bwd_tiled(&gpu, &s, &tiles, &attention_grads(&ts, acc));
                 run(&gpu, bwd(accumulate).unwrap().into());
-                let got = gpu.read::<f32>(&dq, 0, qkv.len()).unwrap();
-                let want: Vec<f32> = grad
-                    .iter()
-                    .zip(&prior)
-                    .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
-                    .collect();
-                assert_close(
-                    &format!("attention_bwd {s:?} {tiles:?} acc {accumulate}"),
-                    &got,
-                    &want,
-                    1e-4,
-                    1e-4,
-                );
-                gpu.queue.write_buffer(&dq, 0, bytemuck::cast_slice(&prior));
+                let what = format!("attention_bwd {s:?} {tiles:?} acc {accumulate}");
+                dx.check(&gpu, &what, grad.iter().copied(), accumulate, 1e-4);
             }
         }
     }
@@ -939,6 +804,10 @@ fn resample_adjoints_match_cpu() {
     let xb = buf(&gpu, &x);
     let prior = randn(&mut r, x.len());
     let dxb = buf(&gpu, &prior);
+    let dx = Dx {
+        buf: &dxb,
+        prior: &prior,
+    };
     type Fwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer) -> Dispatch + 'a;
     type Bwd<'a> = dyn Fn(&wgpu::Buffer, &wgpu::Buffer, bool) -> Dispatch + 'a;
     type Cpu<'a> = dyn Fn(&[f32]) -> Vec<f64> + 'a;
@@ -1018,13 +887,13 @@ fn resample_adjoints_match_cpu() {
         for accumulate in [true, false] {
             gpu.queue.write_buffer(&dxb, 0, bytemuck::cast_slice(&prior));
             run(&gpu, vec![bwd(&yb, &dxb, accumulate)]);
-            let got = gpu.read::<f32>(&dxb, 0, x.len()).unwrap();
-            let want: Vec<f32> = want
-                .iter()
-                .zip(&prior)
-                .map(|(gv, p)| (gv + if accumulate { *p as f64 } else { 0.0 }) as f32)
-                .collect();
-            assert_close(&format!("{name} adjoint acc {accumulate}"), &got, &want, 1e-5, 1e-5);
+            dx.check(
+                &gpu,
+                &format!("{name} adjoint acc {accumulate}"),
+                want.iter().copied(),
+                accumulate,
+                1e-5,
+            );
         }
     }
 }

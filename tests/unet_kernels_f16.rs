@@ -7,16 +7,16 @@
 //! Skipped, saying why, on an adapter without `shader-f16`.
 
 mod common;
+use common::conv::conv_shape;
+use common::groupnorm::{affine, gn_shape};
 use common::*;
 
 use half::f16;
 use tweedie::gpu::{Dispatch, Gpu};
 use tweedie::kernels::attention::{attention, attention_bwd, AttentionGrads, AttentionShape};
-use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvResidual};
+use tweedie::kernels::conv2d::{conv2d, conv2d_bwd_data, ConvBackward, ConvForward, ConvResidual};
 use tweedie::kernels::conv_choice::{self, ConvPass};
-use tweedie::kernels::groupnorm::{
-    group_norm_bwd_onepass, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape,
-};
+use tweedie::kernels::groupnorm::{group_norm_bwd_onepass, group_norm_onepass, GroupNormGrad};
 use tweedie::kernels::linear::{linear, LinearShape};
 use tweedie::kernels::resample::{
     avg_pool2x2, avg_pool2x2_bwd, concat_channels, split_channels, upsample_nearest2x, upsample_nearest2x_bwd, Concat,
@@ -83,36 +83,9 @@ fn conv2d_forward_and_backward_data_in_f16() {
     let gpu = gpu();
     let mut r = rng(41);
     for s in [
-        Conv2dShape {
-            n: 2,
-            cin: 5,
-            h: 7,
-            w: 9,
-            cout: 6,
-            ks: 3,
-            stride: 1,
-            pad: [1, 1, 1, 1],
-        },
-        Conv2dShape {
-            n: 3,
-            cin: 3,
-            h: 9,
-            w: 6,
-            cout: 67,
-            ks: 3,
-            stride: 2,
-            pad: [0, 0, 1, 1],
-        },
-        Conv2dShape {
-            n: 1,
-            cin: 70,
-            h: 5,
-            w: 5,
-            cout: 9,
-            ks: 1,
-            stride: 1,
-            pad: [0; 4],
-        },
+        conv_shape([2, 5, 7, 9, 6, 3, 1], [1, 1, 1, 1]),
+        conv_shape([3, 3, 9, 6, 67, 3, 2], [0, 0, 1, 1]),
+        conv_shape([1, 70, 5, 5, 9, 1, 1], [0; 4]),
     ] {
         let (ho, wo) = s.out_hw();
         let ny = s.n * s.cout * ho * wo;
@@ -179,28 +152,8 @@ fn group_norm_one_pass_in_f16() {
     let gpu = gpu();
     let mut r = rng(43);
     for (s, silu, with_ss) in [
-        (
-            GroupNormShape {
-                n: 2,
-                c: 6,
-                hw: 35,
-                groups: 3,
-                eps: 1e-5,
-            },
-            true,
-            true,
-        ),
-        (
-            GroupNormShape {
-                n: 3,
-                c: 64,
-                hw: 9,
-                groups: 32,
-                eps: 1e-6,
-            },
-            false,
-            false,
-        ),
+        (gn_shape(2, 6, 35, 3, 1e-5), true, true),
+        (gn_shape(3, 64, 9, 32, 1e-6), false, false),
     ] {
         let len = s.n * s.c * s.hw;
         let x: Vec<f32> = r16(&randn(&mut r, len).iter().map(|v| 2.0 * v + 1.0).collect::<Vec<_>>());
@@ -208,68 +161,34 @@ fn group_norm_one_pass_in_f16() {
         let ss = r16(&randn(&mut r, s.n * 2 * s.c).iter().map(|v| 0.3 * v).collect::<Vec<_>>());
         let dy = r16(&randn(&mut r, len));
         let prior = r16(&randn(&mut r, len));
-        let (y_f32, stats_f32) = {
+        // The forward pass in `dt`: its output, and the saved statistics
+        // (f32 in both instances).
+        let forward = |dt: DType| {
             let (xb, wb, sb, yb, st, dummy) = (
-                up(&gpu, DType::F32, &x),
-                up(&gpu, DType::F32, &wts),
-                up(&gpu, DType::F32, &ss),
-                f32_zeros(&gpu, len),
+                up(&gpu, dt, &x),
+                up(&gpu, dt, &wts),
+                up(&gpu, dt, &ss),
+                up(&gpu, dt, &vec![0.0; len]),
                 f32_zeros(&gpu, s.n * s.groups * 2),
                 f32_zeros(&gpu, 4),
             );
-            let sbt = Tensor::wrap(sb, &[ss.len()]);
-            let a = GroupNormAffine {
-                weights: &wb,
-                gamma_off: 1,
-                beta_off: 1 + s.c,
-                scale_shift: with_ss.then_some((&sbt, 0)),
-                silu,
-            };
+            let sbt = Tensor::wrap_typed(sb, &[ss.len()], dt);
+            let a = affine(&wb, 1, &s, with_ss.then_some(&sbt), silu);
             let (xt, stt, yt) = (
-                Tensor::wrap(xb, &[len]),
+                Tensor::wrap_typed(xb, &[len], dt),
                 Tensor::wrap(st.clone(), &[s.n * s.groups * 2]),
-                Tensor::wrap(yb.clone(), &[len]),
+                Tensor::wrap_typed(yb.clone(), &[len], dt),
             );
             let d = group_norm_onepass(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
             run(&gpu, vec![d]);
             (
-                down(&gpu, DType::F32, &yb, len),
+                down(&gpu, dt, &yb, len),
                 gpu.read::<f32>(&st, 0, s.n * s.groups * 2).unwrap(),
             )
         };
-        // Forward: output and the saved statistics (f32 in both instances).
-        let (xb, wb, sb, yb, st, dummy) = (
-            up(&gpu, DType::F16, &x),
-            up(&gpu, DType::F16, &wts),
-            up(&gpu, DType::F16, &ss),
-            up(&gpu, DType::F16, &vec![0.0; len]),
-            f32_zeros(&gpu, s.n * s.groups * 2),
-            f32_zeros(&gpu, 4),
-        );
-        let sbt = Tensor::wrap_typed(sb, &[ss.len()], DType::F16);
-        let a = GroupNormAffine {
-            weights: &wb,
-            gamma_off: 1,
-            beta_off: 1 + s.c,
-            scale_shift: with_ss.then_some((&sbt, 0)),
-            silu,
-        };
-        let (xt, stt, yt) = (
-            Tensor::wrap_typed(xb, &[len], DType::F16),
-            Tensor::wrap(st.clone(), &[s.n * s.groups * 2]),
-            Tensor::wrap_typed(yb.clone(), &[len], DType::F16),
-        );
-        let d = group_norm_onepass(&gpu, &s, &xt, &stt, &a, &yt, &dummy).unwrap();
-        run(&gpu, vec![d]);
+        let ((y_f32, stats_f32), (y16, st16)) = (forward(DType::F32), forward(DType::F16));
         let scale = y_f32.iter().fold(1f32, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("group_norm {s:?} f16"),
-            &down(&gpu, DType::F16, &yb, len),
-            &y_f32,
-            2e-3 * scale,
-            2e-3,
-        );
-        let st16 = gpu.read::<f32>(&st, 0, s.n * s.groups * 2).unwrap();
+        assert_close(&format!("group_norm {s:?} f16"), &y16, &y_f32, 2e-3 * scale, 2e-3);
         assert_close(&format!("group_norm {s:?} f16 stats"), &st16, &stats_f32, 1e-5, 1e-5);
         for accumulate in [false, true] {
             compare(&format!("group_norm_bwd {s:?} acc {accumulate}"), |dt| {
@@ -283,13 +202,7 @@ fn group_norm_one_pass_in_f16() {
                     f32_zeros(&gpu, 4),
                 );
                 let sbt = Tensor::wrap_typed(sb, &[ss.len()], dt);
-                let a = GroupNormAffine {
-                    weights: &wb,
-                    gamma_off: 1,
-                    beta_off: 1 + s.c,
-                    scale_shift: with_ss.then_some((&sbt, 0)),
-                    silu,
-                };
+                let a = affine(&wb, 1, &s, with_ss.then_some(&sbt), silu);
                 let (xt, stt, gt, dxt) = (
                     Tensor::wrap_typed(xb, &[len], dt),
                     Tensor::wrap(st, &[s.n * s.groups * 2]),

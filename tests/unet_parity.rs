@@ -3,6 +3,7 @@
 //! max |ours - ref| <= 1e-4 * max(1, max |ref|) at every timestep of each fixture.
 
 mod common;
+use common::unet_io::{per_sample, unet_io, UnetIo};
 use common::*;
 
 use std::path::PathBuf;
@@ -19,25 +20,12 @@ fn check(name: &str) {
     let gpu = gpu();
     let dir = fixture(name);
     let unet = Unet::load(&gpu, &dir).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
-    let x = io.get("x").unwrap();
-    let t = io.get("t").unwrap();
-    let want = io.get("out").unwrap();
+    let UnetIo { x, t, out: want, .. } = unet_io(name);
     let (n, h, w) = (x.shape[0], x.shape[2], x.shape[3]);
     let fwd = UnetForward::new(&gpu, &unet, n, h, w).unwrap();
     let got = fwd.run(&gpu, &x.data, &t.data).unwrap();
     assert_eq!(fwd.output().shape, want.shape, "{name}: output shape");
-    // Each sample has its own timestep: check them one by one.
-    let per = want.numel() / n;
-    for i in 0..n {
-        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
-        eprintln!("{name}: sample {i} (t = {}): relative max error {err:.3e}", t.data[i]);
-        assert!(
-            err <= 1e-4,
-            "{name}: sample {i} at t = {}: relative max error {err:.3e} > 1e-4",
-            t.data[i]
-        );
-    }
+    per_sample(name, &got, &want.data, n, &t.data, 1e-4);
 }
 
 #[test]
@@ -270,14 +258,13 @@ fn check_vjp(name: &str) {
     let gpu = gpu();
     let dir = fixture(name);
     let unet = Unet::load(&gpu, &dir).unwrap();
-    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
-    let (x, t, cot, out, want) = (
-        io.get("x").unwrap(),
-        io.get("t").unwrap(),
-        io.get("cotangent").unwrap(),
-        io.get("out").unwrap(),
-        io.get("vjp").unwrap(),
-    );
+    let UnetIo {
+        x,
+        t,
+        cot,
+        out,
+        vjp: want,
+    } = unet_io(name);
     let n = x.shape[0];
     let fwd = UnetForward::new_kind(&gpu, &unet, n, x.shape[2], x.shape[3], PlanKind::ForwardVjp).unwrap();
     let vjp = UnetVjp::new(&gpu, &unet, &fwd).unwrap();
@@ -286,18 +273,7 @@ fn check_vjp(name: &str) {
         rel_max_err(&got_out, &out.data) <= 1e-4,
         "{name}: forward inside the VJP run"
     );
-    let per = want.numel() / n;
-    for i in 0..n {
-        let err = rel_max_err(&got[i * per..(i + 1) * per], &want.data[i * per..(i + 1) * per]);
-        eprintln!(
-            "{name}: vjp sample {i} (t = {}): relative max error {err:.3e}",
-            t.data[i]
-        );
-        assert!(
-            err <= 1e-4,
-            "{name}: vjp sample {i}: relative max error {err:.3e} > 1e-4"
-        );
-    }
+    per_sample(&format!("{name}: vjp"), &got, &want.data, n, &t.data, 1e-4);
 }
 
 #[test]
@@ -400,14 +376,7 @@ fn plans_read_caller_tensors() {
     let gpu = gpu();
     let dir = fixture("adm_plain");
     let unet = Unet::load(&gpu, &dir).unwrap();
-    let io = TensorFile::open(dir.join("io.safetensors")).unwrap();
-    let (x, t, cot, out, vjp) = (
-        io.get("x").unwrap(),
-        io.get("t").unwrap(),
-        io.get("cotangent").unwrap(),
-        io.get("out").unwrap(),
-        io.get("vjp").unwrap(),
-    );
+    let UnetIo { x, t, cot, out, vjp } = unet_io("adm_plain");
     let xt = Tensor::from_host(&gpu, "sampler x_t", &x).unwrap();
     let ct = Tensor::from_host(&gpu, "sampler cotangent", &cot).unwrap();
     let fwd = UnetForward::with_input_kind(&gpu, &unet, &xt, PlanKind::ForwardVjp).unwrap();

@@ -56,9 +56,12 @@ pub struct PrecisionArg {
 /// `--precision`: the prior of `restore`, `demo`, `eval` and `sample`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct PriorArgs {
-    /// Model directory (model.safetensors + config.json); default: the built-in Fashion-MNIST prior.
+    /// Model directory (model.safetensors + config.json) or a PyTorch checkpoint (.pt/.pth/.ckpt/.bin); default: the built-in Fashion-MNIST prior.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A torch checkpoint's config when no config.json sits beside it: config.json or a model YAML (DPS's model_config.yaml).
+    #[arg(long)]
+    pub model_config: Option<PathBuf>,
     #[command(flatten)]
     pub precision: PrecisionArg,
 }
@@ -66,7 +69,12 @@ pub struct PriorArgs {
 impl PriorArgs {
     /// Loads the prior ([`load_prior`]).
     pub fn load(&self, gpu: &Gpu) -> anyhow::Result<Prior> {
-        load_prior(gpu, self.model.as_deref(), self.precision.precision)
+        load_prior(
+            gpu,
+            self.model.as_deref(),
+            self.model_config.as_deref(),
+            self.precision.precision,
+        )
     }
 }
 
@@ -82,12 +90,18 @@ pub struct Prior {
 }
 
 /// Loads `--model`, or the built-in prior ([`crate::embedded`]) without one.
-pub fn load_prior(gpu: &Gpu, model: Option<&Path>, precision: Precision) -> anyhow::Result<Prior> {
+pub fn load_prior(
+    gpu: &Gpu,
+    model: Option<&Path>,
+    model_config: Option<&Path>,
+    precision: Precision,
+) -> anyhow::Result<Prior> {
     let start = Instant::now();
     gpu.require_dtype(precision.dtype())?;
     let (unet, name) = match model {
         Some(path) => (
-            Unet::load_as(gpu, path, precision.dtype()).with_context(|| format!("loading model {}", path.display()))?,
+            Unet::load_with_config(gpu, path, model_config, precision.dtype())
+                .with_context(|| format!("loading model {}", path.display()))?,
             path.display().to_string(),
         ),
         None => (

@@ -88,6 +88,7 @@ fn model_report(path: &Path, args: &InfoArgs, verbose: bool) -> anyhow::Result<(
         v["architecture"] = config.architecture().into();
         v["process"] = process.describe().into();
         v["random_weights"] = random.into();
+        (v["config"], v["assumed"]) = crate::unet::infer::describe(path, &config);
         v["adapter"] = gpu.describe().into();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

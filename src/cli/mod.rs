@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod convert;
 mod degrade;
 mod demo;
 mod eval;
@@ -14,6 +15,7 @@ mod operator;
 mod restore;
 mod sample;
 mod sampling;
+mod task;
 mod unet;
 
 #[derive(Parser)]
@@ -54,6 +56,8 @@ pub enum Command {
     Unet(unet::UnetArgs),
     /// Sample a Gaussian-mixture inverse problem (exactness checks).
     Gmm(gmm::GmmArgs),
+    /// Write a model (a PyTorch .pt/.pth/.ckpt/.bin checkpoint) as model.safetensors + config.json.
+    Convert(convert::ConvertArgs),
 }
 
 /// Parses arguments, runs the command, returns the exit code.
@@ -86,6 +90,7 @@ pub fn main() -> i32 {
         Command::Operator(a) => operator::run(a, cli.verbose),
         Command::Unet(a) => unet::run(a, cli.verbose),
         Command::Gmm(a) => gmm::run(a, cli.verbose),
+        Command::Convert(a) => convert::run(a, cli.verbose),
     };
     match result {
         Ok(()) => 0,

@@ -26,10 +26,7 @@
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
-use super::{
-    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel, Stat,
-    StepKind, StepParams,
-};
+use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepKind, StepParams};
 use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
@@ -185,13 +182,8 @@ impl MethodStep for Dmps {
     fn options() -> &'static [&'static OptionSpec] {
         &[&LAMBDA, &cg::TOL, &cg::ITERS, &SOLVER]
     }
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        _model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
-        let m = need_measurement(meas, "DMPS")?;
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("DMPS")?;
         let op = need_linear(m, "DMPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();

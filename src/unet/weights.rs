@@ -13,6 +13,7 @@ use thiserror::Error;
 use super::config::{ConfigError, UnetConfig};
 use super::graph::{Graph, GraphError, Param};
 use crate::gpu::{Gpu, GpuError};
+use crate::io::torch::is_torch_path;
 use crate::io::{IoError, TensorFile};
 use crate::tensor::DType;
 
@@ -28,8 +29,12 @@ pub enum WeightsError {
     Io(#[from] IoError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
-    #[error("{path}: model not found (expected a directory with model.safetensors and config.json, or a .safetensors file with config.json beside it)")]
+    #[error("{path}: model not found (expected a directory with model.safetensors and config.json, a .safetensors file with config.json beside it, or a torch checkpoint: .pt, .pth, .ckpt, .bin)")]
     NotFound { path: PathBuf },
+    #[error("{path}: holds several torch checkpoints ({names}); name the one to load")]
+    Ambiguous { path: PathBuf, names: String },
+    #[error("{path}: {message}")]
+    Infer { path: PathBuf, message: String },
     #[error("{path}: weights do not match the config: {}", describe_mismatch(.missing, .unexpected, .shapes))]
     Mismatch {
         path: PathBuf,
@@ -76,7 +81,9 @@ pub struct ModelFiles {
 
 impl ModelFiles {
     /// A directory (model.safetensors, or diffusers' diffusion_pytorch_model.safetensors, + config.json)
-    /// or a .safetensors file with config.json beside it.
+    /// or a .safetensors file with config.json beside it. In place of the
+    /// safetensors, a torch checkpoint ([`crate::io::torch`]; the one in the
+    /// directory), whose config.json may be absent.
     pub fn resolve(path: &Path) -> Result<ModelFiles, WeightsError> {
         let (config, weights) = if path.is_dir() {
             // diffusers saves its weights as diffusion_pytorch_model.safetensors.
@@ -84,6 +91,8 @@ impl ModelFiles {
             let diffusers = path.join("diffusion_pytorch_model.safetensors");
             let weights = if !ours.is_file() && diffusers.is_file() {
                 diffusers
+            } else if !ours.is_file() {
+                torch_in_dir(path)?.unwrap_or(ours)
             } else {
                 ours
             };
@@ -92,7 +101,7 @@ impl ModelFiles {
             let dir = path.parent().unwrap_or(Path::new("."));
             (dir.join("config.json"), path.to_path_buf())
         };
-        if !config.is_file() {
+        if !config.is_file() && !is_torch_path(&weights) {
             return Err(WeightsError::NotFound { path: config });
         }
         if !weights.is_file() {
@@ -100,6 +109,136 @@ impl ModelFiles {
         }
         Ok(ModelFiles { config, weights })
     }
+}
+
+/// The one torch checkpoint in `dir`, if any.
+fn torch_in_dir(dir: &Path) -> Result<Option<PathBuf>, WeightsError> {
+    let read = std::fs::read_dir(dir).map_err(|err| IoError::Read {
+        path: dir.to_path_buf(),
+        err,
+    })?;
+    let mut found: Vec<PathBuf> = read
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && is_torch_path(p))
+        .collect();
+    found.sort();
+    if found.len() > 1 {
+        let names: Vec<String> = found
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        return Err(WeightsError::Ambiguous {
+            path: dir.to_path_buf(),
+            names: names.join(", "),
+        });
+    }
+    Ok(found.pop())
+}
+
+/// Where a model's config came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigSource {
+    /// A config.json (beside the weights, or given) or a model YAML.
+    File(PathBuf),
+    /// Read from the state dict; the fields it had to assume, with their values.
+    Inferred(Vec<(&'static str, String)>),
+}
+
+/// A model's config and its weights, read but not yet checked against each other.
+pub struct OpenedModel {
+    pub files: ModelFiles,
+    pub config: UnetConfig,
+    pub source: ConfigSource,
+    pub file: TensorFile,
+    /// Where in a torch checkpoint the state dict was (`ema`, `state_dict`...).
+    pub nested: Option<String>,
+}
+
+/// Reads a model's config and weights. A torch checkpoint's config is, in
+/// order: config.json beside it, `model_config` (config.json or a model
+/// YAML, [`super::infer::read_model_config`]), or read from its state dict.
+pub fn open(path: &Path, model_config: Option<&Path>) -> Result<OpenedModel, WeightsError> {
+    let files = ModelFiles::resolve(path)?;
+    if !is_torch_path(&files.weights) {
+        let config = UnetConfig::from_file(&files.config)?;
+        let file = TensorFile::open(&files.weights)?;
+        let source = ConfigSource::File(files.config.clone());
+        return Ok(OpenedModel {
+            files,
+            config,
+            source,
+            file,
+            nested: None,
+        });
+    }
+    let checkpoint = crate::io::torch::read(&files.weights)?;
+    let (config, source) = match model_config {
+        _ if files.config.is_file() => (
+            UnetConfig::from_file(&files.config)?,
+            ConfigSource::File(files.config.clone()),
+        ),
+        Some(given) => (
+            super::infer::read_model_config(given)?,
+            ConfigSource::File(given.to_path_buf()),
+        ),
+        None => {
+            let inferred = super::infer::infer_adm(&checkpoint.file).map_err(|message| WeightsError::Infer {
+                path: files.weights.clone(),
+                message,
+            })?;
+            (
+                UnetConfig::Adm(inferred.config),
+                ConfigSource::Inferred(inferred.assumed),
+            )
+        }
+    };
+    Ok(OpenedModel {
+        files,
+        config,
+        source,
+        file: checkpoint.file,
+        nested: checkpoint.nested,
+    })
+}
+
+impl OpenedModel {
+    /// Checks config and weights against each other; an inferred config's
+    /// failure names what was assumed.
+    pub fn check(self) -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
+        let label = match &self.source {
+            ConfigSource::File(p) => p.clone(),
+            ConfigSource::Inferred(_) => self.files.weights.clone(),
+        };
+        let checked = check_model(self.config, &label, self.file);
+        match (checked, &self.source) {
+            (Err(e), ConfigSource::Inferred(assumed)) => {
+                let assumed: Vec<String> = assumed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                // The message already names the file: only what it says about it.
+                let e = e.to_string();
+                let e = e
+                    .strip_prefix(&format!("{}: ", self.files.weights.display()))
+                    .unwrap_or(&e);
+                Err(WeightsError::Infer {
+                    message: format!(
+                        "{e} (config read from the state dict, assuming {}; give --model-config or a config.json beside it)",
+                        assumed.join(", ")
+                    ),
+                    path: self.files.weights,
+                })
+            }
+            (checked, _) => checked,
+        }
+    }
+}
+
+/// The process of a model: its config.json or scheduler_config.json, or
+/// the default (VP, linear betas, 1000 steps) for a bare torch checkpoint.
+pub fn process_for(files: &ModelFiles) -> Result<crate::process::Process, WeightsError> {
+    let sched = files.config.with_file_name("scheduler_config.json");
+    if files.config.is_file() || sched.is_file() {
+        return Ok(crate::process::Process::for_model(&files.config)?);
+    }
+    Ok(crate::process::Process::default())
 }
 
 /// One parameter's place in the weight block.
@@ -263,10 +402,7 @@ pub fn check_against(graph: &Graph, file: &TensorFile) -> Result<(), WeightsErro
 /// Reads config + checkpoint and checks them against each other, without
 /// converting any weights (`tweedie info`).
 pub fn inspect(path: &Path) -> Result<(UnetConfig, Graph, TensorFile), WeightsError> {
-    let files = ModelFiles::resolve(path)?;
-    let config = UnetConfig::from_file(&files.config)?;
-    let file = TensorFile::open(&files.weights)?;
-    check_model(config, &files.config, file)
+    open(path, None)?.check()
 }
 
 /// As [`inspect`], on a config and a checkpoint already read (`config_path`

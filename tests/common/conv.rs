@@ -3,15 +3,31 @@
 
 use tweedie::kernels::conv2d::Conv2dShape;
 
-/// y = conv(x, W) (no bias) in f64: the convolution reference.
-pub fn conv_f64(s: &Conv2dShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+/// The shape `[n, cin, h, w, cout, ks, stride]` with padding [top, left,
+/// bottom, right]: one test case a line.
+pub fn conv_shape([n, cin, h, w, cout, ks, stride]: [usize; 7], pad: [usize; 4]) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        cin,
+        h,
+        w,
+        cout,
+        ks,
+        stride,
+        pad,
+    }
+}
+
+/// Calls `f(x index, w index, y index)` for every tap of the convolution
+/// that lands inside the input (zero padding skips the others), in the order
+/// both references sum over them.
+fn each_tap(s: &Conv2dShape, mut f: impl FnMut(usize, usize, usize)) {
     let (ho, wo) = s.out_hw();
-    let mut y = vec![0f64; s.n * s.cout * ho * wo];
     for n in 0..s.n {
         for co in 0..s.cout {
             for oy in 0..ho {
                 for ox in 0..wo {
-                    let mut acc = 0.0;
+                    let yi = ((n * s.cout + co) * ho + oy) * wo + ox;
                     for ci in 0..s.cin {
                         for ky in 0..s.ks {
                             for kx in 0..s.ks {
@@ -20,46 +36,30 @@ pub fn conv_f64(s: &Conv2dShape, x: &[f64], w: &[f64]) -> Vec<f64> {
                                 if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
                                     continue;
                                 }
-                                acc += x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize]
-                                    * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
+                                let xi = ((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                f(xi, ((co * s.cin + ci) * s.ks + ky) * s.ks + kx, yi);
                             }
                         }
                     }
-                    y[((n * s.cout + co) * ho + oy) * wo + ox] = acc;
                 }
             }
         }
     }
+}
+
+/// y = conv(x, W) (no bias) in f64: the convolution reference.
+pub fn conv_f64(s: &Conv2dShape, x: &[f64], w: &[f64]) -> Vec<f64> {
+    let (ho, wo) = s.out_hw();
+    let mut y = vec![0f64; s.n * s.cout * ho * wo];
+    each_tap(s, |xi, wi, yi| y[yi] += x[xi] * w[wi]);
     y
 }
 
 /// dx = conv^T(dy): scatter every output gradient back along its taps.
 /// dx = conv_transpose(dy, W) in f64: the input gradient of [`conv_f64`].
 pub fn conv_bwd_f64(s: &Conv2dShape, dy: &[f64], w: &[f64]) -> Vec<f64> {
-    let (ho, wo) = s.out_hw();
     let mut dx = vec![0f64; s.n * s.cin * s.h * s.w];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox];
-                    for ci in 0..s.cin {
-                        for ky in 0..s.ks {
-                            for kx in 0..s.ks {
-                                let iy = (oy * s.stride + ky) as isize - s.pad[0] as isize;
-                                let ix = (ox * s.stride + kx) as isize - s.pad[1] as isize;
-                                if iy < 0 || ix < 0 || iy >= s.h as isize || ix >= s.w as isize {
-                                    continue;
-                                }
-                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] +=
-                                    g * w[((co * s.cin + ci) * s.ks + ky) * s.ks + kx];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    each_tap(s, |xi, wi, yi| dx[xi] += dy[yi] * w[wi]);
     dx
 }
 

@@ -8,6 +8,8 @@ use tweedie::operators::dense::Dense;
 use tweedie::process::Process;
 use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{GmmPrior, Measurement, Method, RunStats, Sampler, SamplerOptions};
+use tweedie::schedule::VarianceType;
+use tweedie::Gpu;
 
 use super::{fixture, randn, rng};
 
@@ -169,6 +171,25 @@ pub fn load(name: &str) -> Case {
     Case { problem, reference }
 }
 
+/// The options every mixture run starts from: the samples are not images (no
+/// [-1, 1] clipping), and the exact prior's reverse steps use the fixed-large
+/// variance.
+pub fn mixture_opts(steps: usize, seed: u64) -> SamplerOptions {
+    SamplerOptions {
+        steps,
+        clip: false,
+        seed,
+        variance: VarianceType::FixedLarge,
+        ..Default::default()
+    }
+}
+
+/// The problem's exact mixture prior run as `process`, and its operator A.
+pub fn prior_and_operator(gpu: &Gpu, p: &GmmProblem, process: &Process) -> (GmmPrior, Dense) {
+    let model = GmmPrior::new(gpu, &p.weights, &p.means, &p.vars, p.d, process).unwrap();
+    (model, Dense::new(gpu, &p.a, [p.d, 1, 1]).unwrap())
+}
+
 /// `n` samples of `method` on the problem with its exact mixture score;
 /// returns them and the mean CG iterations per solve (when it solves).
 pub fn sample(case: &Case, method: Method, opts: &SamplerOptions, n: usize) -> (Vec<f32>, Option<f64>) {
@@ -191,8 +212,7 @@ pub fn sample_process(
 ) -> (Vec<f32>, RunStats) {
     let gpu = super::gpu();
     let p = &case.problem;
-    let model = GmmPrior::new(&gpu, &p.weights, &p.means, &p.vars, p.d, process).unwrap();
-    let op = Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap();
+    let (model, op) = prior_and_operator(&gpu, p, process);
     let meas = Measurement {
         op: &op,
         y: &p.y,

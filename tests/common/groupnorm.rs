@@ -1,9 +1,35 @@
 //! The f64 reference of GroupNorm (with the optional scale-shift and SiLU)
 //! and its input gradient, shared by the kernel tests.
 
-use tweedie::kernels::groupnorm::GroupNormShape;
+use tweedie::kernels::groupnorm::{GroupNormAffine, GroupNormShape};
+use tweedie::tensor::Tensor;
 
 use super::{dot, silu};
+
+/// GroupNorm of n samples, c channels of hw pixels, in `groups` groups: one
+/// test case a line.
+pub fn gn_shape(n: usize, c: usize, hw: usize, groups: usize, eps: f32) -> GroupNormShape {
+    GroupNormShape { n, c, hw, groups, eps }
+}
+
+/// The affine parameters as the tests pack them: gamma at `gamma_off` in
+/// `weights` with beta right after it, the scale-shift (if any) from the
+/// start of its tensor.
+pub fn affine<'a>(
+    weights: &'a wgpu::Buffer,
+    gamma_off: usize,
+    s: &GroupNormShape,
+    scale_shift: Option<&'a Tensor>,
+    silu: bool,
+) -> GroupNormAffine<'a> {
+    GroupNormAffine {
+        weights,
+        gamma_off,
+        beta_off: gamma_off + s.c,
+        scale_shift: scale_shift.map(|t| (t, 0)),
+        silu,
+    }
+}
 
 /// A GroupNorm layer: the shape, affine parameters, the optional per-sample
 /// (scale, shift) vector [n, 2c] and the fused SiLU.

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod conv;
 pub mod gmm;
 pub mod groupnorm;
+pub mod unet_io;
 
 use std::sync::{Arc, OnceLock};
 
