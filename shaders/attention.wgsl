@@ -57,6 +57,7 @@ struct Params {
 
 // Threads per workgroup: ROWS rows x LANES lanes.
 const WG: u32 = 64u;
+//!include grid
 const LANES: u32 = 4u;
 const ROWS: u32 = WG / LANES;
 // The widest channel block (an instance's HD is at most this).
@@ -294,7 +295,7 @@ fn dy_at(ob: u32, c: u32, tok: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn attn_bwd_d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= pb.n * pb.heads * pb.t) {
         return;
     }

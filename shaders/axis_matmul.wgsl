@@ -20,6 +20,7 @@ struct Params {
 }
 
 override WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> m: array<f32>;
@@ -28,7 +29,7 @@ override WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn axis_matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
+    let idx = index(gid, nwg);
     if (idx >= p.outer * p.q * p.inner) { return; }
     let ii = idx % p.inner;
     let qq = (idx / p.inner) % p.q;

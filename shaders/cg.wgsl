@@ -42,25 +42,22 @@ const S_SOLVES: u32 = 5u;  // solves since creation
 const STATE: u32 = 8u;
 
 const WG: u32 = 256u;
-// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
-const WG_SMALL: u32 = 64u;
+//!include grid
 const PER_THREAD: u32 = 4u;
 const CHUNK: u32 = 1024u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> acc: array<f32, 256>;
+var<workgroup> red: array<f32, 256>;
 var<workgroup> shared_sum: f32;
+//!include block_sum
 
-// Tree sum of acc[] (every thread calls it; result in acc[0]).
-fn reduce_acc(lid: u32) {
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            acc[lid] += acc[lid + stride];
-        }
-        workgroupBarrier();
-    }
+// The elements of sample wid.y that thread lid of chunk wid.x covers:
+// first, first + WG, ... below end (flat indices, PER_THREAD at most).
+fn span_of(wid: vec3<u32>, lid: u32) -> vec2<u32> {
+    let base = wid.y * p.per;
+    let start = wid.x * CHUNK;
+    return vec2<u32>(base + start + lid, base + min(start + CHUNK, p.per));
 }
 
 // ---- cg_init: x = 0, r = p = b, partA = |b|^2 ----
@@ -72,23 +69,18 @@ fn reduce_acc(lid: u32) {
 
 @compute @workgroup_size(WG)
 fn cg_init(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let n = wid.y;
-    let base = n * p.per;
+    let span = span_of(wid, lid);
     var s = 0.0;
-    for (var k = 0u; k < PER_THREAD; k++) {
-        let j = wid.x * CHUNK + k * WG + lid;
-        if (j < p.per) {
-            let b = i_b[base + j];
-            i_x[base + j] = 0.0;
-            i_r[base + j] = b;
-            i_p[base + j] = b;
-            s += b * b;
-        }
+    for (var i = span.x; i < span.y; i += WG) {
+        let b = i_b[i];
+        i_x[i] = 0.0;
+        i_r[i] = b;
+        i_p[i] = b;
+        s += b * b;
     }
-    acc[lid] = s;
-    reduce_acc(lid);
+    let total = block_sum(lid, s);
     if (lid == 0u) {
-        i_part[n * p.chunks + wid.x] = acc[0];
+        i_part[wid.y * p.chunks + wid.x] = total;
     }
 }
 
@@ -121,22 +113,17 @@ fn cg_init_finish(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(WG)
 fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let n = wid.y;
-    let base = n * p.per;
+    let span = span_of(wid, lid);
     var s = 0.0;
-    for (var k = 0u; k < PER_THREAD; k++) {
-        let j = wid.x * CHUNK + k * WG + lid;
-        if (j < p.per) {
-            let pv = a_p[base + j];
-            let mp = a_diag[base + j] * pv + p.gamma * a_w[base + j];
-            a_mp[base + j] = mp;
-            s += pv * mp;
-        }
+    for (var i = span.x; i < span.y; i += WG) {
+        let pv = a_p[i];
+        let mp = a_diag[i] * pv + p.gamma * a_w[i];
+        a_mp[i] = mp;
+        s += pv * mp;
     }
-    acc[lid] = s;
-    reduce_acc(lid);
+    let total = block_sum(lid, s);
     if (lid == 0u) {
-        a_part[n * p.chunks + wid.x] = acc[0];
+        a_part[wid.y * p.chunks + wid.x] = total;
     }
 }
 
@@ -153,7 +140,6 @@ fn cg_apply(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_ind
 @compute @workgroup_size(WG)
 fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
-    let base = n * p.per;
     if (lid == 0u) {
         var pmp = 0.0;
         for (var c = 0u; c < p.chunks; c++) {
@@ -167,20 +153,17 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     // A non-positive curvature (breakdown, or an all-zero p) stops this sample.
     let live = u_state[n * STATE + S_ACTIVE] > 0.5 && pmp > 0.0;
     let alpha = select(0.0, rr / pmp, live);
+    let span = span_of(wid, lid);
     var s = 0.0;
-    for (var k = 0u; k < PER_THREAD; k++) {
-        let j = wid.x * CHUNK + k * WG + lid;
-        if (j < p.per) {
-            u_x[base + j] += alpha * u_p[base + j];
-            let r = u_r[base + j] - alpha * u_mp[base + j];
-            u_r[base + j] = r;
-            s += r * r;
-        }
+    for (var i = span.x; i < span.y; i += WG) {
+        u_x[i] += alpha * u_p[i];
+        let r = u_r[i] - alpha * u_mp[i];
+        u_r[i] = r;
+        s += r * r;
     }
-    acc[lid] = s;
-    reduce_acc(lid);
+    let total = block_sum(lid, s);
     if (lid == 0u) {
-        u_part_b[n * p.chunks + wid.x] = acc[0];
+        u_part_b[n * p.chunks + wid.x] = total;
         if (wid.x == 0u) {
             u_prev[n * 2u] = rr;
             u_prev[n * 2u + 1u] = select(0.0, 1.0, live);
@@ -198,7 +181,6 @@ fn cg_update(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
 @compute @workgroup_size(WG)
 fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let n = wid.y;
-    let base = n * p.per;
     if (lid == 0u) {
         var rr = 0.0;
         for (var c = 0u; c < p.chunks; c++) {
@@ -212,11 +194,9 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
     let live = d_prev[n * 2u + 1u] > 0.5;
     if (live) {
         let beta = rr_new / rr_old;
-        for (var k = 0u; k < PER_THREAD; k++) {
-            let j = wid.x * CHUNK + k * WG + lid;
-            if (j < p.per) {
-                d_p[base + j] = d_r[base + j] + beta * d_p[base + j];
-            }
+        let span = span_of(wid, lid);
+        for (var i = span.x; i < span.y; i += WG) {
+            d_p[i] = d_r[i] + beta * d_p[i];
         }
     }
     if (lid == 0u && wid.x == 0u) {
@@ -240,7 +220,7 @@ fn cg_direction(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 @compute @workgroup_size(WG)
 fn pw_rhs(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.per * p.batch) { return; }
     w_b[i] = sqrt(w_diag[i]) * w_e1[i] + sqrt(p.gamma) * w_at[i];
 }

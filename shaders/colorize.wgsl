@@ -10,6 +10,7 @@ struct Params {
 }
 
 override WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
@@ -17,7 +18,7 @@ override WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn gray_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.batch * p.hw) { return; }
     let n = i / p.hw;
     let px = i % p.hw;
@@ -30,7 +31,7 @@ fn gray_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 @compute @workgroup_size(WG)
 fn gray_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.batch * p.channels * p.hw) { return; }
     let n = i / (p.channels * p.hw);
     let px = i % p.hw;

@@ -52,49 +52,70 @@ fn preimage(t: i32, n: i32, q: u32) -> i32 {
     return -2 * n - 1;
 }
 
+//!include grid
+
+// The pixel a thread owns: flat index `idx` (an output pixel, or an input
+// pixel for the adjoints), its plane's first element, row and column.
+struct Pixel {
+    ok: bool,
+    idx: u32,
+    base: u32,
+    i: i32,
+    j: i32,
+}
+
+fn pixel_of(gid: vec3<u32>, nwg: vec3<u32>) -> Pixel {
+    let idx = index(gid, nwg);
+    let hw = p.h * p.w;
+    return Pixel(idx < p.planes * hw, idx, idx - idx % hw, i32((idx / p.w) % p.h), i32(idx % p.w));
+}
+
+// Sparse entry t: (dy, dx) and its weight.
+struct Tap {
+    dy: i32,
+    dx: i32,
+    wt: f32,
+}
+
+fn sparse_tap(t: u32) -> Tap {
+    return Tap(i32(k[3u * t]), i32(k[3u * t + 1u]), k[3u * t + 2u]);
+}
+
 @compute @workgroup_size(WG)
 fn conv_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    let hw = p.h * p.w;
-    if (idx >= p.planes * hw) { return; }
-    let j = i32(idx % p.w);
-    let i = i32((idx / p.w) % p.h);
-    let base = idx - idx % hw;
+    let px = pixel_of(gid, nwg);
+    if (!px.ok) { return; }
     let h = i32(p.h);
     let w = i32(p.w);
     var acc = 0.0;
     for (var a = 0u; a < p.kh; a++) {
-        let row = base + u32(refl(i + i32(a) - i32(p.rh), h)) * p.w;
+        let row = px.base + u32(refl(px.i + i32(a) - i32(p.rh), h)) * p.w;
         for (var b = 0u; b < p.kw; b++) {
-            acc += k[a * p.kw + b] * src[row + u32(refl(j + i32(b) - i32(p.rw), w))];
+            acc += k[a * p.kw + b] * src[row + u32(refl(px.j + i32(b) - i32(p.rw), w))];
         }
     }
-    dst[idx] = acc;
+    dst[px.idx] = acc;
 }
 
 @compute @workgroup_size(WG)
 fn conv_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    let hw = p.h * p.w;
-    if (idx >= p.planes * hw) { return; }
-    let tj = i32(idx % p.w);
-    let ti = i32((idx / p.w) % p.h);
-    let base = idx - idx % hw;
+    let px = pixel_of(gid, nwg);
+    if (!px.ok) { return; }
     let h = i32(p.h);
     let w = i32(p.w);
     let rh = i32(p.rh);
     let rw = i32(p.rw);
     var acc = 0.0;
     for (var qi = 0u; qi < 3u; qi++) {
-        let mi = preimage(ti, h, qi);
+        let mi = preimage(px.i, h, qi);
         if (mi < -h) { continue; }
         // taps a with source row si = mi - a + rh inside [0, h)
         let a_lo = max(0, mi + rh - (h - 1));
         let a_hi = min(i32(p.kh) - 1, mi + rh);
         for (var a = a_lo; a <= a_hi; a++) {
-            let row = base + u32(mi - a + rh) * p.w;
+            let row = px.base + u32(mi - a + rh) * p.w;
             for (var qj = 0u; qj < 3u; qj++) {
-                let mj = preimage(tj, w, qj);
+                let mj = preimage(px.j, w, qj);
                 if (mj < -w) { continue; }
                 let b_lo = max(0, mj + rw - (w - 1));
                 let b_hi = min(i32(p.kw) - 1, mj + rw);
@@ -104,53 +125,40 @@ fn conv_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
             }
         }
     }
-    dst[idx] = acc;
+    dst[px.idx] = acc;
 }
 
 @compute @workgroup_size(WG)
 fn conv_sparse_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    let hw = p.h * p.w;
-    if (idx >= p.planes * hw) { return; }
-    let j = i32(idx % p.w);
-    let i = i32((idx / p.w) % p.h);
-    let base = idx - idx % hw;
-    let h = i32(p.h);
-    let w = i32(p.w);
+    let px = pixel_of(gid, nwg);
+    if (!px.ok) { return; }
     var acc = 0.0;
     for (var t = 0u; t < p.ntaps; t++) {
-        let dy = i32(k[3u * t]);
-        let dx = i32(k[3u * t + 1u]);
-        acc += k[3u * t + 2u] * src[base + u32(refl(i + dy, h)) * p.w + u32(refl(j + dx, w))];
+        let tap = sparse_tap(t);
+        acc += tap.wt * src[px.base + u32(refl(px.i + tap.dy, i32(p.h))) * p.w + u32(refl(px.j + tap.dx, i32(p.w)))];
     }
-    dst[idx] = acc;
+    dst[px.idx] = acc;
 }
 
 @compute @workgroup_size(WG)
 fn conv_sparse_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
-    let hw = p.h * p.w;
-    if (idx >= p.planes * hw) { return; }
-    let tj = i32(idx % p.w);
-    let ti = i32((idx / p.w) % p.h);
-    let base = idx - idx % hw;
+    let px = pixel_of(gid, nwg);
+    if (!px.ok) { return; }
     let h = i32(p.h);
     let w = i32(p.w);
     var acc = 0.0;
     for (var t = 0u; t < p.ntaps; t++) {
-        let dy = i32(k[3u * t]);
-        let dx = i32(k[3u * t + 1u]);
-        let wt = k[3u * t + 2u];
+        let tap = sparse_tap(t);
         for (var qi = 0u; qi < 3u; qi++) {
             // output row si read padded row mi = si + dy
-            let si = preimage(ti, h, qi) - dy;
+            let si = preimage(px.i, h, qi) - tap.dy;
             if (si < 0 || si >= h) { continue; }
             for (var qj = 0u; qj < 3u; qj++) {
-                let sj = preimage(tj, w, qj) - dx;
+                let sj = preimage(px.j, w, qj) - tap.dx;
                 if (sj < 0 || sj >= w) { continue; }
-                acc += wt * src[base + u32(si) * p.w + u32(sj)];
+                acc += tap.wt * src[px.base + u32(si) * p.w + u32(sj)];
             }
         }
     }
-    dst[idx] = acc;
+    dst[px.idx] = acc;
 }

@@ -19,31 +19,31 @@ const WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dst: array<f32>;
 
+//!include grid
+
+// Output idx = (n, o) of M applied to sample n of src: sum_k M[o ostride +
+// k istride] src[n, k] over k < ins. Both entries are this one product, M
+// read by rows (dense_fwd) or by columns (dense_adj).
+fn apply(idx: u32, outs: u32, ins: u32, ostride: u32, istride: u32) -> f32 {
+    let n = idx / outs;
+    let o = idx % outs;
+    var s = 0.0;
+    for (var k = 0u; k < ins; k++) {
+        s += mat[o * ostride + k * istride] * src[n * ins + k];
+    }
+    return s;
+}
+
 @compute @workgroup_size(WG)
 fn dense_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
+    let idx = index(gid, nwg);
     if (idx >= p.rows * p.batch) { return; }
-    let n = idx / p.rows;
-    let i = idx % p.rows;
-    let xo = n * p.cols;
-    let mo = i * p.cols;
-    var s = 0.0;
-    for (var j = 0u; j < p.cols; j++) {
-        s += mat[mo + j] * src[xo + j];
-    }
-    dst[idx] = s;
+    dst[idx] = apply(idx, p.rows, p.cols, p.cols, 1u);
 }
 
 @compute @workgroup_size(WG)
 fn dense_adj(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * WG;
+    let idx = index(gid, nwg);
     if (idx >= p.cols * p.batch) { return; }
-    let n = idx / p.cols;
-    let j = idx % p.cols;
-    let yo = n * p.rows;
-    var s = 0.0;
-    for (var i = 0u; i < p.rows; i++) {
-        s += mat[i * p.cols + j] * src[yo + i];
-    }
-    dst[idx] = s;
+    dst[idx] = apply(idx, p.cols, p.rows, 1u, p.cols);
 }

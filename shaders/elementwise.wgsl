@@ -17,9 +17,7 @@ const WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
+//!include grid
 
 // y = a x + b y
 @compute @workgroup_size(WG)

@@ -28,8 +28,7 @@ struct Params {
 }
 
 const WG: u32 = 256u;
-// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
-const WG_SMALL: u32 = 64u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> prior: array<f32>;
@@ -37,10 +36,6 @@ const WG_SMALL: u32 = 64u;
 @group(0) @binding(3) var<storage, read> tsteps: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> logits: array<f32>;
-
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
 
 // (a_t, b_t) of sample n's timestep.
 fn coeffs(n: u32) -> vec2<f32> {
@@ -114,6 +109,20 @@ fn resp(n: u32, k: u32) -> f32 {
     return logits[n * p.k + k];
 }
 
+// Element idx = (n, j) of x, with its sample's (a_t, b_t): what the
+// per-element kernels start from.
+struct Elem {
+    n: u32,
+    j: u32,
+    ab: vec2<f32>,
+    x: f32,
+}
+
+fn elem_at(idx: u32) -> Elem {
+    let n = idx / p.d;
+    return Elem(n, idx % p.d, coeffs(n), x[idx]);
+}
+
 @group(0) @binding(6) var<storage, read_write> eps: array<f32>;
 
 // eps[n, j] (or the velocity) = sum_k r_k f_k
@@ -121,13 +130,10 @@ fn resp(n: u32, k: u32) -> f32 {
 fn gmm_eps(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
     if (idx >= p.batch * p.d) { return; }
-    let n = idx / p.d;
-    let j = idx % p.d;
-    let ab = coeffs(n);
-    let xj = x[idx];
+    let e = elem_at(idx);
     var o = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        o += resp(n, k) * out_k(k, j, xj, ab);
+        o += resp(e.n, k) * out_k(k, e.j, e.x, e.ab);
     }
     eps[idx] = o;
 }
@@ -158,20 +164,17 @@ fn gmm_vjp_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 fn gmm_vjp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = index(gid, nwg);
     if (idx >= p.batch * p.d) { return; }
-    let n = idx / p.d;
-    let j = idx % p.d;
-    let ab = coeffs(n);
-    let xj = x[idx];
+    let e = elem_at(idx);
     let g = cot[idx];
     var s = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        s -= resp(n, k) * (xj - ab.x * mean_at(k, j)) / var_at(k, j, ab);
+        s -= resp(e.n, k) * (e.x - e.ab.x * mean_at(k, e.j)) / var_at(k, e.j, e.ab);
     }
     var acc = 0.0;
     for (var k = 0u; k < p.k; k++) {
-        let v = var_at(k, j, ab);
-        let sk = -(xj - ab.x * mean_at(k, j)) / v;
-        acc += resp(n, k) * out_coef(k, j, ab) * g + (sk - s) * dots_in[n * p.k + k];
+        let v = var_at(k, e.j, e.ab);
+        let sk = -(e.x - e.ab.x * mean_at(k, e.j)) / v;
+        acc += resp(e.n, k) * out_coef(k, e.j, e.ab) * g + (sk - s) * dots_in[e.n * p.k + k];
     }
     dx[idx] = acc;
 }

@@ -36,8 +36,7 @@ struct Params {
 
 override WG: u32 = 256u;
 const MAX_WG: u32 = 1024u;
-// One thread per sample (or per group): the small-grid kernels (mirrors `WG_SMALL` in src/gpu/mod.rs).
-const WG_SMALL: u32 = 64u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
@@ -45,27 +44,38 @@ const WG_SMALL: u32 = 64u;
 
 var<workgroup> red: array<f32, MAX_WG>;
 
-fn block_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
+//!include block_sum
+
+// Group gi = n * groups + g of a [N, C, HW] tensor: its sample, first
+// channel, first element and length (one contiguous run in NCHW).
+struct Group {
+    n: u32,
+    c0: u32,
+    base: u32,
+    len: u32,
+}
+
+fn group_of(gi: u32, prm: Params) -> Group {
+    let cpg = prm.c / prm.groups;
+    let len = cpg * prm.hw;
+    return Group(gi / prm.groups, (gi % prm.groups) * cpg, gi * len, len);
+}
+
+// Element i's (sample, channel, group index n * groups + g).
+fn elem_of(i: u32, prm: Params) -> vec3<u32> {
+    let nc = i / prm.hw;
+    let c = nc % prm.c;
+    let n = nc / prm.c;
+    return vec3<u32>(n, c, n * prm.groups + c / (prm.c / prm.groups));
 }
 
 @compute @workgroup_size(WG)
 fn gn_stats_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let gi = wid.y; // n * groups + g
-    let len = (p.c / p.groups) * p.hw;
+    let g = group_of(gi, p);
     let start = wid.x * p.chunk_len;
-    let end = min(start + p.chunk_len, len);
-    let base = gi * len;
+    let end = min(start + p.chunk_len, g.len);
+    let base = g.base;
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) {
         s += f32(x[base + i]);
@@ -150,16 +160,13 @@ fn gn_out(v: f32, mean: f32, rstd: f32, n: u32, c: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     let total = q.n * q.c * q.hw;
     if (i >= total) {
         return;
     }
-    let nc = i / q.hw;
-    let c = nc % q.c;
-    let n = nc / q.c;
-    let gi = n * q.groups + c / (q.c / q.groups);
-    ya[i] = T(gn_out(f32(xa[i]), st[2u * gi], st[2u * gi + 1u], n, c));
+    let e = elem_of(i, q);
+    ya[i] = T(gn_out(f32(xa[i]), st[2u * e.z], st[2u * e.z + 1u], e.x, e.y));
 }
 
 // One workgroup per (sample, group), grid (n * groups): the statistics (mean,
@@ -168,9 +175,9 @@ fn gn_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 @compute @workgroup_size(WG)
 fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let gi = wid.x;
-    let cpg = q.c / q.groups;
-    let len = cpg * q.hw;
-    let base = gi * len;
+    let g = group_of(gi, q);
+    let len = g.len;
+    let base = g.base;
     var s = 0.0;
     for (var i = lid; i < len; i += WG) {
         s += f32(xa[base + i]);
@@ -186,10 +193,8 @@ fn gn_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         stats[2u * gi] = mean;
         stats[2u * gi + 1u] = rstd;
     }
-    let n = gi / q.groups;
-    let c0 = (gi % q.groups) * cpg;
     for (var i = lid; i < len; i += WG) {
-        ya[base + i] = T(gn_out(f32(xa[base + i]), mean, rstd, n, c0 + i / q.hw));
+        ya[base + i] = T(gn_out(f32(xa[base + i]), mean, rstd, g.n, g.c0 + i / q.hw));
     }
 }
 
@@ -233,25 +238,27 @@ fn gn_bwd_elem(i: u32, n: u32, c: u32, gi: u32) -> vec2<f32> {
     return vec2<f32>(xhat, d * g);
 }
 
-@compute @workgroup_size(WG)
-fn gn_bwd_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let gi = wid.y;
-    let cpg = r.c / r.groups;
-    let len = cpg * r.hw;
-    let n = gi / r.groups;
-    let c0 = (gi % r.groups) * cpg;
-    let base = gi * len;
-    let start = wid.x * r.chunk_len;
-    let end = min(start + r.chunk_len, len);
+// (sum dxhat, sum dxhat xhat) over elements j = first, first + WG, ... below
+// end of group g (index gi): one thread's share of a chunk or a whole group.
+fn gn_bwd_sums(g: Group, gi: u32, first: u32, end: u32) -> vec2<f32> {
     var sa = 0.0;
     var sb = 0.0;
-    for (var j = start + lid; j < end; j += WG) {
-        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
+    for (var j = first; j < end; j += WG) {
+        let v = gn_bwd_elem(g.base + j, g.n, g.c0 + j / r.hw, gi);
         sa += v.y;
         sb += v.x * v.y;
     }
-    let ta = block_sum(lid, sa);
-    let tb = block_sum(lid, sb);
+    return vec2<f32>(sa, sb);
+}
+
+@compute @workgroup_size(WG)
+fn gn_bwd_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let gi = wid.y;
+    let g = group_of(gi, r);
+    let start = wid.x * r.chunk_len;
+    let sums = gn_bwd_sums(g, gi, start + lid, min(start + r.chunk_len, g.len));
+    let ta = block_sum(lid, sums.x);
+    let tb = block_sum(lid, sums.y);
     if (lid == 0u) {
         let k = 2u * (gi * r.chunks + wid.x);
         gstats[k] = ta;
@@ -261,16 +268,14 @@ fn gn_bwd_stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation
 
 @compute @workgroup_size(WG)
 fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= r.n * r.c * r.hw) {
         return;
     }
-    let nc = i / r.hw;
-    let c = nc % r.c;
-    let n = nc / r.c;
-    let gi = n * r.groups + c / (r.c / r.groups);
+    let e = elem_of(i, r);
+    let gi = e.z;
     let len = f32((r.c / r.groups) * r.hw);
-    let v = gn_bwd_elem(i, n, c, gi);
+    let v = gn_bwd_elem(i, e.x, e.y, gi);
     var d = stb[2u * gi + 1u] * (v.y - gst[2u * gi] / len - v.x * gst[2u * gi + 1u] / len);
     if (r.accumulate == 1u) {
         d += f32(dxb[i]);
@@ -283,28 +288,18 @@ fn gn_bwd_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @compute @workgroup_size(WG)
 fn gn_bwd_onepass(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let gi = wid.x;
-    let cpg = r.c / r.groups;
-    let len = cpg * r.hw;
-    let n = gi / r.groups;
-    let c0 = (gi % r.groups) * cpg;
-    let base = gi * len;
-    var sa = 0.0;
-    var sb = 0.0;
-    for (var j = lid; j < len; j += WG) {
-        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
-        sa += v.y;
-        sb += v.x * v.y;
-    }
-    let lf = f32(len);
-    let ma = block_sum(lid, sa) / lf;
-    let mb = block_sum(lid, sb) / lf;
+    let g = group_of(gi, r);
+    let sums = gn_bwd_sums(g, gi, lid, g.len);
+    let lf = f32(g.len);
+    let ma = block_sum(lid, sums.x) / lf;
+    let mb = block_sum(lid, sums.y) / lf;
     let rstd = stb[2u * gi + 1u];
-    for (var j = lid; j < len; j += WG) {
-        let v = gn_bwd_elem(base + j, n, c0 + j / r.hw, gi);
+    for (var j = lid; j < g.len; j += WG) {
+        let v = gn_bwd_elem(g.base + j, g.n, g.c0 + j / r.hw, gi);
         var d = rstd * (v.y - ma - v.x * mb);
         if (r.accumulate == 1u) {
-            d += f32(dxo[base + j]);
+            d += f32(dxo[g.base + j]);
         }
-        dxo[base + j] = T(d);
+        dxo[g.base + j] = T(d);
     }
 }

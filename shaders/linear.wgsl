@@ -18,6 +18,7 @@ struct Params {
 }
 
 override WG: u32 = 64u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
@@ -31,7 +32,7 @@ fn silu(v: f32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn linear(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.n * p.dout) {
         return;
     }

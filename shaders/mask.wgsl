@@ -9,6 +9,7 @@ struct Params {
 }
 
 override WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> mask: array<f32>;
@@ -17,7 +18,7 @@ override WG: u32 = 256u;
 
 @compute @workgroup_size(WG)
 fn mask_apply(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.n) { return; }
     y[i] = mask[i % p.per] * x[i];
 }

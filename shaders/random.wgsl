@@ -15,6 +15,7 @@ struct Params {
 }
 
 const WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -54,7 +55,7 @@ fn to_unit(u: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn normal(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let k = gid.x + gid.y * nwg.x * WG;
+    let k = index(gid, nwg);
     let base = k * 4u;
     if (base >= p.n) { return; }
     let r = philox(vec4<u32>(k, p.stream, 0u, 0u), vec2<u32>(p.seed_lo, p.seed_hi));

@@ -20,7 +20,8 @@ const CHUNK: u32 = 1024u; // WG * PER_THREAD
 @group(0) @binding(2) var<storage, read> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> partial: array<f32>;
 
-var<workgroup> acc: array<f32, 256>;
+var<workgroup> red: array<f32, 256>;
+//!include block_sum
 
 @compute @workgroup_size(WG)
 fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -34,16 +35,9 @@ fn dot_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_
             s += x[base + j] * y[base + j];
         }
     }
-    acc[lid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            acc[lid] += acc[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = block_sum(lid, s);
     if (lid == 0u) {
-        partial[n * p.chunks + wid.x] = acc[0];
+        partial[n * p.chunks + wid.x] = total;
     }
 }
 
@@ -58,19 +52,12 @@ fn dot_finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
     for (var j = lid; j < q.chunks; j += WG) {
         s += parts[n * q.chunks + j];
     }
-    acc[lid] = s;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            acc[lid] += acc[lid + stride];
-        }
-        workgroupBarrier();
-    }
+    let total = block_sum(lid, s);
     if (lid == 0u) {
         if (q.take_sqrt != 0u) {
-            out[n] = sqrt(max(acc[0], 0.0));
+            out[n] = sqrt(max(total, 0.0));
         } else {
-            out[n] = acc[0];
+            out[n] = total;
         }
     }
 }

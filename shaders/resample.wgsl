@@ -24,53 +24,89 @@ struct Params {
     _pad2: u32,
 }
 
+// The element of an [N, channels, h, w] tensor a thread owns: its flat index
+// i, plane n channels + c, sample n, channel c, offset r in the plane, and
+// that offset's row y and column x.
+struct At {
+    i: u32,
+    plane: u32,
+    n: u32,
+    c: u32,
+    r: u32,
+    y: u32,
+    x: u32,
+}
+
+// A thread's element i of the concatenation: whether it exists, whether it
+// is in the first part, and its element j in that part.
+struct Part {
+    ok: bool,
+    first: bool,
+    i: u32,
+    j: u32,
+}
+
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
+//!include grid
+
+fn at(gid: vec3<u32>, nwg: vec3<u32>, channels: u32, h: u32, w: u32) -> At {
+    let i = index(gid, nwg);
+    let nc = i / (h * w);
+    let r = i % (h * w);
+    return At(i, nc, nc / channels, nc % channels, r, r / w, r % w);
+}
+
+// The element of an [h, w] plane that element o of the plane twice its size
+// copies (upsampling; o / 2 in both directions).
+fn coarse(o: At, h: u32, w: u32) -> u32 {
+    return (o.plane * h + o.y / 2u) * w + o.x / 2u;
+}
+
+// The sum of the 2x2 block of an [h, w] plane at (2 o.y, 2 o.x) (pooling).
+fn quad_sum(o: At, h: u32, w: u32) -> f32 {
+    let b = (o.plane * h + 2u * o.y) * w + 2u * o.x;
+    return (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + w]) + f32(x[b + w + 1u]));
+}
+
+// y[i] = v, or y[i] += v where `add`.
+fn store_y(i: u32, v: f32, add: bool) {
+    var s = v;
+    if (add) {
+        s += f32(y[i]);
+    }
+    y[i] = T(s);
 }
 
 @compute @workgroup_size(WG)
 fn upsample_nearest2x(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.ho * p.wo) {
+    let o = at(gid, nwg, p.c, p.ho, p.wo);
+    if (o.n >= p.n) {
         return;
     }
-    let ox = i % p.wo;
-    let oy = (i / p.wo) % p.ho;
-    let nc = i / (p.wo * p.ho);
-    y[i] = x[(nc * p.h + oy / 2u) * p.w + ox / 2u];
+    y[o.i] = x[coarse(o, p.h, p.w)];
 }
 
 @compute @workgroup_size(WG)
 fn avg_pool2x2(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.ho * p.wo) {
+    let o = at(gid, nwg, p.c, p.ho, p.wo);
+    if (o.n >= p.n) {
         return;
     }
-    let ox = i % p.wo;
-    let oy = (i / p.wo) % p.ho;
-    let nc = i / (p.wo * p.ho);
-    let b = (nc * p.h + 2u * oy) * p.w + 2u * ox;
-    y[i] = T(0.25 * ((f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.w]) + f32(x[b + p.w + 1u]))));
+    y[o.i] = T(0.25 * quad_sum(o, p.h, p.w));
 }
 
 @compute @workgroup_size(WG)
 fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = at(gid, nwg, p.c, p.h, p.w);
+    if (e.n >= p.n) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c;
-    let n = nc / p.c;
-    y[(n * p.c_total + p.c_off + c) * hw + r] = x[i];
+    y[(e.n * p.c_total + p.c_off + e.c) * p.h * p.w + e.r] = x[e.i];
 }
 
 // ---------------------------------------------------------------------------
@@ -81,56 +117,33 @@ fn copy_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(WG)
 fn upsample_nearest2x_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+    let o = at(gid, nwg, p.c, p.h, p.w);
+    if (o.n >= p.n) {
         return;
     }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let nc = i / (p.w * p.h);
-    let b = (nc * p.ho + 2u * iy) * p.wo + 2u * ix;
-    var v = (f32(x[b]) + f32(x[b + 1u])) + (f32(x[b + p.wo]) + f32(x[b + p.wo + 1u]));
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    store_y(o.i, quad_sum(o, p.ho, p.wo), p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
 fn avg_pool2x2_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    if (i >= p.n * p.c * p.h * p.w) {
+    let o = at(gid, nwg, p.c, p.h, p.w);
+    if (o.n >= p.n) {
         return;
     }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let nc = i / (p.w * p.h);
     var v = 0.0;
-    if (iy / 2u < p.ho && ix / 2u < p.wo) {
-        v = 0.25 * f32(x[(nc * p.ho + iy / 2u) * p.wo + ix / 2u]);
+    if (o.y / 2u < p.ho && o.x / 2u < p.wo) {
+        v = 0.25 * f32(x[coarse(o, p.ho, p.wo)]);
     }
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    store_y(o.i, v, p.accumulate == 1u);
 }
 
 @compute @workgroup_size(WG)
 fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h * p.w;
-    if (i >= p.n * p.c * hw) {
+    let e = at(gid, nwg, p.c, p.h, p.w);
+    if (e.n >= p.n) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c;
-    let n = nc / p.c;
-    var v = f32(x[(n * p.c_total + p.c_off + c) * hw + r]);
-    if (p.accumulate == 1u) {
-        v += f32(y[i]);
-    }
-    y[i] = T(v);
+    store_y(e.i, f32(x[(e.n * p.c_total + p.c_off + e.c) * p.h * p.w + e.r]), p.accumulate == 1u);
 }
 
 // ---------------------------------------------------------------------------
@@ -143,49 +156,42 @@ fn slice_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 @group(0) @binding(2) var<storage, read> x2: array<T>;
 @group(0) @binding(3) var<storage, read_write> y3: array<T>;
 
+fn part_at(gid: vec3<u32>, nwg: vec3<u32>) -> Part {
+    let e = at(gid, nwg, p.c_total, p.h, 1u);
+    let first = e.c < p.c_off;
+    var j = (e.n * (p.c_total - p.c_off) + e.c - p.c_off) * p.h + e.r;
+    if (first) {
+        j = (e.n * p.c_off + e.c) * p.h + e.r;
+    }
+    return Part(e.n < p.n, first, e.i, j);
+}
+
 @compute @workgroup_size(WG)
 fn concat_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h;
-    if (i >= p.n * p.c_total * hw) {
+    let s = part_at(gid, nwg);
+    if (!s.ok) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c_total;
-    let n = nc / p.c_total;
-    let cb = p.c_total - p.c_off;
-    if (c < p.c_off) {
-        y3[i] = x[(n * p.c_off + c) * hw + r];
+    if (s.first) {
+        y3[s.i] = x[s.j];
     } else {
-        y3[i] = x2[(n * cb + c - p.c_off) * hw + r];
+        y3[s.i] = x2[s.j];
     }
 }
 
 @compute @workgroup_size(WG)
 fn split_channels(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(gid, nwg);
-    let hw = p.h;
-    if (i >= p.n * p.c_total * hw) {
+    let d = part_at(gid, nwg);
+    if (!d.ok) {
         return;
     }
-    let r = i % hw;
-    let nc = i / hw;
-    let c = nc % p.c_total;
-    let n = nc / p.c_total;
-    let cb = p.c_total - p.c_off;
-    var v = f32(x[i]);
-    if (c < p.c_off) {
-        let j = (n * p.c_off + c) * hw + r;
-        if ((p.accumulate & 1u) != 0u) {
-            v += f32(y[j]);
-        }
-        y[j] = T(v);
+    var v = f32(x[d.i]);
+    if (d.first) {
+        store_y(d.j, v, (p.accumulate & 1u) != 0u);
     } else {
-        let j = (n * cb + c - p.c_off) * hw + r;
         if ((p.accumulate & 2u) != 0u) {
-            v += f32(y3[j]);
+            v += f32(y3[d.j]);
         }
-        y3[j] = T(v);
+        y3[d.j] = T(v);
     }
 }

@@ -42,9 +42,7 @@ const LEARNED: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> s: Step;
 
-fn index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
+//!include grid
 
 fn raw_x0(x: f32, o: f32) -> f32 {
     return s.x0_x * x + s.x0_out * o;
@@ -150,7 +148,12 @@ fn dmps_sigma_y2() -> f32 { return s.method[0].x; } // sigma_y^2
 fn dmps_gamma() -> f32 { return s.method[0].y; }    // (b / a)^2
 
 // DMPS via the SVD: in place on the spectral coefficients of r,
-// c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2)
+// c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2), times min(1, 1 / gain_i): the
+// step then pulls each measured direction at most all the way to the
+// measurement. gain_i = guide resid_scale s_i^2 / (sigma_y^2 + gamma s_i^2) is
+// how far the update moves x_t's component along direction i per unit of its
+// residual (src/samplers/dmps.rs); below 1 (every step of a 1000-step run) the
+// paper's update is unchanged.
 @group(0) @binding(1) var<storage, read> k_sing: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k_c: array<f32>;
 
@@ -160,7 +163,9 @@ fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (i >= arrayLength(&k_c)) { return; }
     let sv = k_sing[i % s.m_per];
     let den = dmps_sigma_y2() + dmps_gamma() * sv * sv;
-    k_c[i] = select(0.0, k_c[i] * sv / den, den > 0.0);
+    let gain = abs(s.guide * s.resid_scale) * sv * sv / den;
+    let cap = select(1.0, 1.0 / gain, gain > 1.0);
+    k_c[i] = select(0.0, k_c[i] * sv / den * cap, den > 0.0);
 }
 
 // C-DPS's block (`CdpsStep` in src/samplers/cdps.rs).

@@ -32,6 +32,7 @@ const STAT_ESS_SUM: u32 = 2u;   // sum of ESS / P over the counted weighings
 const STAT_EVENTS: u32 = 3u;    // resampling events (forced ones not counted)
 
 const WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> c: Smc;
 @group(0) @binding(1) var<storage, read_write> n_logw: array<f32>;
@@ -40,7 +41,8 @@ const WG: u32 = 256u;
 
 var<workgroup> red: array<f32, 256>;
 
-// Tree reductions over red[0..WG): every thread calls them (uniform control flow).
+// The tree max over red[0..WG), block_sum's counterpart: every thread calls it
+// (uniform control flow).
 fn reduce_max(lid: u32, v: f32) -> f32 {
     red[lid] = v;
     workgroupBarrier();
@@ -55,19 +57,7 @@ fn reduce_max(lid: u32, v: f32) -> f32 {
     return r;
 }
 
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
-        if (lid < stride) {
-            red[lid] += red[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//!include block_sum
 
 @compute @workgroup_size(256)
 fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -83,14 +73,14 @@ fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
     for (var i = lid; i < np; i += WG) {
         s += exp(n_logw[base + i] - m);
     }
-    let total = reduce_sum(lid, s);
+    let total = block_sum(lid, s);
     var q = 0.0;
     for (var i = lid; i < np; i += WG) {
         let w = exp(n_logw[base + i] - m) / total;
         n_w[base + i] = w;
         q += w * w;
     }
-    let sumsq = reduce_sum(lid, q);
+    let sumsq = block_sum(lid, q);
     let ess = 1.0 / (sumsq * f32(np));
     let resample = c.force != 0u || ess < c.threshold;
     if (lid == 0u) {
@@ -193,7 +183,7 @@ struct Gather {
 
 @compute @workgroup_size(256)
 fn smc_gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= gp.total) { return; }
     let k = i / gp.per;
     g_dst[i] = g_src[g_anc[k] * gp.per + i % gp.per];

@@ -129,6 +129,27 @@ fn bad_input_is_refused_with_one_line() {
             "SMC runs on DDPM's ancestral step",
         ),
         ("cdps on ddim", "--sampler ddim --method cdps", "not DDIM"),
+        // A setting of another method, given to this one, is refused, not ignored.
+        (
+            "lambda on dps",
+            "--method dps --lambda 1",
+            "--lambda does not apply to --method dps (it takes --zeta)",
+        ),
+        (
+            "zeta on ddpm",
+            "--method ddpm --zeta 1",
+            "--zeta does not apply to --method ddpm (it takes no settings)",
+        ),
+        (
+            "cg-tol on smc",
+            "--method smc --cg-tol 1e-4",
+            "--cg-tol does not apply to --method smc",
+        ),
+        (
+            "cdps-variant on dmps",
+            "--method dmps --cdps-variant forward",
+            "--cdps-variant does not apply to --method dmps",
+        ),
     ];
     for (what, extra, needle) in flag_cases {
         cases.push((what, good(), extra.split_whitespace().collect(), needle));
@@ -163,4 +184,20 @@ fn bad_input_is_refused_with_one_line() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/p.safetensors"), "{err}");
+}
+
+#[test]
+fn settings_the_method_reads_are_taken() {
+    let prob = tmp("settings.safetensors");
+    write(&prob, &good());
+    for args in [
+        &["--method", "dps", "--zeta", "0.5"][..],
+        &["--method", "dmps", "--lambda", "1", "--cg-tol", "1e-4"][..],
+        &["--method", "cdps", "--cg-iters", "50"][..],
+    ] {
+        let out = tmp(&format!("settings-{}.safetensors", args[1]));
+        let (code, err) = run(&prob, &[args, &["--samples", "4", "--steps", "10"][..]].concat(), &out);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(out.exists(), "{args:?}");
+    }
 }

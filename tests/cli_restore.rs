@@ -151,6 +151,10 @@ fn restore_refuses_bad_input_with_one_line() {
             "--particles",
         ),
         (
+            vec!["--task", "sr", "--method", "dmps", "--zeta", "2", "--input", &img],
+            "--zeta does not apply to --method dmps",
+        ),
+        (
             vec![
                 "--task", "sr", "--method", "smc", "--sigma", "0", "--input", &img, "--steps", "2",
             ],

@@ -5,6 +5,7 @@
 //! |y - A clip(x0hat(x))| on the CPU.
 
 mod common;
+use common::gmm::solve;
 use common::*;
 
 use rand::Rng;
@@ -14,7 +15,7 @@ use tweedie::operators::dense::Dense;
 use tweedie::samplers::{
     CdpsBasis, CdpsVariant, GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions,
 };
-use tweedie::samplers::{ScoreError, ScoreModel};
+use tweedie::samplers::{EpsArgs, ScoreError, ScoreModel};
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, HostTensor, Tensor};
 
@@ -123,31 +124,6 @@ impl Setup {
         smp.x().write(gpu, x_in).unwrap();
         smp
     }
-}
-
-/// Gaussian elimination with partial pivoting (small dense systems).
-fn solve(mut m: Vec<f64>, n: usize, mut b: Vec<f64>) -> Vec<f64> {
-    for c in 0..n {
-        let p = (c..n)
-            .max_by(|&i, &j| m[i * n + c].abs().partial_cmp(&m[j * n + c].abs()).unwrap())
-            .unwrap();
-        for k in 0..n {
-            m.swap(c * n + k, p * n + k);
-        }
-        b.swap(c, p);
-        for r in c + 1..n {
-            let f = m[r * n + c] / m[c * n + c];
-            for k in c..n {
-                m[r * n + k] -= f * m[c * n + k];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0f64; n];
-    for r in (0..n).rev() {
-        x[r] = (b[r] - (r + 1..n).map(|k| m[r * n + k] * x[k]).sum::<f64>()) / m[r * n + r];
-    }
-    x
 }
 
 fn f64s(v: &[f32]) -> Vec<f64> {
@@ -402,19 +378,11 @@ impl ScoreModel for LearnedSigma {
     fn learned_sigma(&self) -> bool {
         true
     }
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError> {
-        let mut plan = self.inner.plan_eps(gpu, x, t, eps, None, vjp)?;
-        let v = v.expect("learned sigma gets a v buffer");
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let mut plan = self.inner.plan_eps(gpu, &EpsArgs { v: None, ..*args })?;
+        let v = args.v.expect("learned sigma gets a v buffer");
         // v = 0 * x + V
-        plan.push(Elementwise::new(gpu, Op::Affine, x, v, 0.0, V)?.dispatch);
+        plan.push(Elementwise::new(gpu, Op::Affine, args.x, v, 0.0, V)?.dispatch);
         Ok(plan)
     }
     fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cot: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError> {

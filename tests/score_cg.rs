@@ -7,7 +7,7 @@ use common::*;
 
 use tweedie::operators::dense::Dense;
 use tweedie::samplers::cg::{Cg, CgStop, CgSystem, PwCgDraw, Space};
-use tweedie::samplers::{GmmPrior, ScoreModel};
+use tweedie::samplers::{EpsArgs, GmmPrior, ScoreModel};
 use tweedie::schedule::Schedule;
 use tweedie::{HostTensor, Tensor};
 
@@ -127,7 +127,14 @@ fn gmm_eps_and_vjp_gpu_match_cpu() {
     let tg = Tensor::from_slice(&gpu, "g", &[n, d], &g).unwrap();
     let eps = Tensor::zeros(&gpu, "eps", &[n, d]).unwrap();
     let dx = Tensor::zeros(&gpu, "dx", &[n, d]).unwrap();
-    let mut plan = model.plan_eps(&gpu, &tx, &tt, &eps, None, true).unwrap();
+    let args = EpsArgs {
+        x: &tx,
+        t: &tt,
+        eps: &eps,
+        v: None,
+        vjp: true,
+    };
+    let mut plan = model.plan_eps(&gpu, &args).unwrap();
     plan.extend(model.plan_vjp(&gpu, &tx, &tt, &tg, &dx).unwrap());
     plan.run(&gpu).unwrap();
     let (ge, gd) = (eps.read(&gpu).unwrap(), dx.read(&gpu).unwrap());
@@ -146,7 +153,16 @@ fn gmm_eps_and_vjp_gpu_match_cpu() {
     assert_close("gmm vjp", &gd, &want_d, 2e-4 * scale, 2e-3);
     // wrong shapes are refused, not silently accepted
     let short = Tensor::zeros(&gpu, "t", &[n - 1]).unwrap();
-    assert!(model.plan_eps(&gpu, &tx, &short, &eps, None, false).is_err());
+    assert!(model
+        .plan_eps(
+            &gpu,
+            &EpsArgs {
+                t: &short,
+                vjp: false,
+                ..args
+            }
+        )
+        .is_err());
 }
 
 /// Dense symmetric positive-definite solve in f64 (Cholesky).

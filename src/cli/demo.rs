@@ -61,7 +61,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
         // leaves speckle noise (docs/accuracy.md, "Step sizes at 20 steps").
         method: MethodArgs::given(&[(dmps::LAMBDA.name, DEMO_LAMBDA.to_string())]),
     };
-    sampling.validate()?;
+    sampling.validate(method)?;
     let tasks = [
         (
             "inpaint-box",

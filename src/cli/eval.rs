@@ -10,11 +10,10 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::common::PriorArgs;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, ImageRef, Prior};
-use super::sampling::{default_zeta, method_parser, settings_json, with_settings, SamplingArgs};
+use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
@@ -29,11 +28,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub input: PathBuf,
     #[command(flatten)]
-    pub prior: PriorArgs,
-    #[command(flatten)]
-    pub spec: TaskSpec,
-    #[arg(long, value_parser = method_parser())]
-    pub method: Method,
+    pub problem: ProblemArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Measurement noise sigma_y on the [-1, 1] scale.
@@ -319,14 +314,14 @@ fn merge(out: &Path) -> anyhow::Result<()> {
 }
 
 pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
-    args.sampling.validate()?;
+    args.sampling.validate(args.problem.method)?;
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    let method = args.method;
+    let method = args.problem.method;
     let input = &args.input;
     let shard = args.shard.as_deref().map(parse_shard).transpose()?;
     let mut images = list_images(input)?;
@@ -341,9 +336,9 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     }
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
-    let prior = args.prior.load(&gpu)?;
+    let prior = args.problem.prior.load(&gpu)?;
     let run = EvalRun {
-        spec: &args.spec,
+        spec: &args.problem.spec,
         method,
         sampling: &args.sampling,
         sigma: args.sigma,
@@ -357,8 +352,8 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     let header = json!({
         "model": prior.name,
         "process": prior.score.unet().process.describe(),
-        "task": args.spec.task,
-        "task_options": args.spec.options_json(),
+        "task": args.problem.spec.task,
+        "task_options": args.problem.spec.options_json(),
         "method": method.name(),
         "precision": prior.precision.name(),
         "steps": args.sampling.steps,
@@ -391,7 +386,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     println!(
         "{} {} on {} images: PSNR {:.2} dB (baseline {:.2}), SSIM {:.4} (baseline {:.4}){single}, {:.2} s/image",
         method.name(),
-        args.spec.task,
+        args.problem.spec.task,
         rows.len(),
         m.psnr,
         m.baseline_psnr,

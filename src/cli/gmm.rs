@@ -57,7 +57,7 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
     if args.samples == 0 {
         anyhow::bail!("--samples must be at least 1");
     }
-    args.sampling.validate()?;
+    args.sampling.validate(args.method)?;
     let problem = GmmProblem::load(&args.problem)?;
     let gpu = super::open_gpu(verbose)?;
     let process = args.process.process();

@@ -15,6 +15,7 @@ mod operator;
 mod restore;
 mod sample;
 mod sampling;
+mod task;
 mod unet;
 
 #[derive(Parser)]

@@ -7,16 +7,15 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::common::PriorArgs;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, Prior};
-use super::sampling::{default_zeta, method_parser, settings_json, with_settings, SamplingArgs};
+use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
-use crate::operators::task::{resolve, resolve_saved, ResolvedTask, TaskSpec};
+use crate::operators::task::{resolve, resolve_saved, ResolvedTask};
 use crate::restore::{measure, save_measurement, Restoration, Restore};
-use crate::samplers::{Method, SamplerOptions};
+use crate::samplers::SamplerOptions;
 use crate::schedule::VarianceType;
 use crate::tensor::HostTensor;
 use crate::Gpu;
@@ -24,11 +23,7 @@ use crate::Gpu;
 #[derive(Args)]
 pub struct RestoreArgs {
     #[command(flatten)]
-    pub prior: PriorArgs,
-    #[command(flatten)]
-    pub spec: TaskSpec,
-    #[arg(long, value_parser = method_parser())]
-    pub method: Method,
+    pub problem: ProblemArgs,
     /// Clean image(s): a PNG/JPEG file or a directory of them; the measurement is made from each.
     #[arg(long, conflicts_with = "measurement", required_unless_present = "measurement")]
     pub input: Option<PathBuf>,
@@ -74,7 +69,7 @@ pub fn run_job(
     batch: usize,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
-    let (method, samples) = (args.method, args.samples);
+    let (method, samples) = (args.problem.method, args.samples);
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
     let opts = job_options(args, prior, job)?;
@@ -112,7 +107,7 @@ pub fn quality(r: &Restoration, clean: &HostTensor) -> serde_json::Value {
 }
 
 pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
-    args.sampling.validate()?;
+    args.sampling.validate(args.problem.method)?;
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
@@ -129,7 +124,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     prepare_out(&args.out)?;
     let started = Instant::now();
     let gpu = super::open_gpu(verbose)?;
-    let prior = args.prior.load(&gpu)?;
+    let prior = args.problem.prior.load(&gpu)?;
     let batch = args.batch.unwrap_or(args.samples.min(16));
     let in_shape = [prior.channels, prior.size, prior.size];
 
@@ -145,7 +140,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
                 st.display()
             );
         }
-        let resolved = resolve_saved(&args.spec, in_shape, &file)?;
+        let resolved = resolve_saved(&args.problem.spec, in_shape, &file)?;
         let y = file.get("y")?.data;
         let sigma_y = file.get("sigma_y")?.data.first().copied().unwrap_or(0.0);
         if let Some(i) = y.iter().position(|v| !v.is_finite()) {
@@ -162,7 +157,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         for (i, p) in inputs.iter().enumerate() {
             let clean = load_clean(p, &prior, args.quiet)?;
             let seed = args.sampling.seed.wrapping_add(i as u64);
-            let resolved = resolve(&args.spec, in_shape, seed)?;
+            let resolved = resolve(&args.problem.spec, in_shape, seed)?;
             let op = resolved.build(&gpu)?;
             let y = measure(&gpu, op.as_ref(), &clean, args.sigma, seed)?;
             let name = if inputs.len() > 1 { p.stem() } else { String::new() };
@@ -176,7 +171,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         }
     }
 
-    let pb = progress(args.quiet, args.method.name());
+    let pb = progress(args.quiet, args.problem.method.name());
     let mut summary = Vec::new();
     for job in &jobs {
         let dir = if job.name.is_empty() {
@@ -185,7 +180,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             args.out.join(&job.name)
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        pb.set_message(format!("{} {}", args.method.name(), job.name));
+        pb.set_message(format!("{} {}", args.problem.method.name(), job.name));
         let (r, plan_s, op_out) = run_job(&gpu, &prior, job, &args, batch, &pb)?;
         let t_write = Instant::now();
         write_outputs(&dir, job, &r, in_shape, op_out)?;
@@ -197,8 +192,8 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "model": prior.name,
             "process": prior.score.unet().process.describe(),
             "task": job.resolved.task,
-            "task_options": args.spec.options_json(),
-            "method": args.method.name(),
+            "task_options": args.problem.spec.options_json(),
+            "method": args.problem.method.name(),
             "precision": prior.precision.name(),
             "steps": r.steps,
             "samples": args.samples,

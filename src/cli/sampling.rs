@@ -7,7 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::parser::ValueSource;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
-use crate::operators::task::Task;
+use super::common::PriorArgs;
+use crate::operators::task::{Task, TaskSpec};
 use crate::process::Process;
 use crate::samplers::options::{Choice, Kind, MethodOptions, OptionSpec};
 use crate::samplers::{cdps, cg, dmps, dps, option_specs, smc, BaseSampler, Method, SamplerOptions};
@@ -121,15 +122,16 @@ impl Args for MethodArgs {
 }
 
 impl SamplingArgs {
-    /// Checks the ranges; one clear line on failure.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the ranges, and that every method setting given is one
+    /// `method` reads; one clear line on failure.
+    pub fn validate(&self, method: Method) -> anyhow::Result<()> {
         if self.steps == 0 {
             anyhow::bail!("--steps must be at least 1");
         }
         if self.eta.is_some_and(|e| !(e.is_finite() && e >= 0.0)) {
             anyhow::bail!("--eta must be a non-negative number");
         }
-        self.method.options()?;
+        method.check_given(&self.method.options()?)?;
         Ok(())
     }
 
@@ -193,6 +195,18 @@ pub fn default_zeta(task: Task) -> f32 {
     } else {
         0.3
     }
+}
+
+/// What `restore` and `eval` sample: the prior, the measurement task and the
+/// method.
+#[derive(Args)]
+pub struct ProblemArgs {
+    #[command(flatten)]
+    pub prior: PriorArgs,
+    #[command(flatten)]
+    pub spec: TaskSpec,
+    #[arg(long, value_parser = method_parser())]
+    pub method: Method,
 }
 
 /// Parses `--method NAME` against the registry: clap's own "invalid value"

@@ -433,17 +433,7 @@ impl Gpu {
     /// A storage buffer of `bytes` (rounded up to 4), usable as copy source and
     /// destination. Zero-initialised by wgpu.
     pub fn storage_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = bytes.max(4).div_ceil(4) * 4;
-        self.check_binding_size(label, bytes)?;
-        self.storage_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.scoped(label, || {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        })
+        self.counted_storage(label, bytes.max(4), wgpu::BufferUsages::empty())
     }
 
     /// A storage buffer of `bytes` (rounded up to 4) that can also hold
@@ -451,7 +441,13 @@ impl Gpu {
     /// write it as storage, later dispatches read their grid from it.
     /// Zero-initialised by wgpu.
     pub fn indirect_buffer(&self, label: &str, bytes: u64) -> Result<wgpu::Buffer, GpuError> {
-        let bytes = bytes.max(12).div_ceil(4) * 4;
+        self.counted_storage(label, bytes.max(12), wgpu::BufferUsages::INDIRECT)
+    }
+
+    /// A copyable storage buffer of `bytes` rounded up to 4, with `extra`
+    /// usages, checked against the binding limit and counted in [`Gpu::allocated`].
+    fn counted_storage(&self, label: &str, bytes: u64, extra: wgpu::BufferUsages) -> Result<wgpu::Buffer, GpuError> {
+        let bytes = bytes.div_ceil(4) * 4;
         self.check_binding_size(label, bytes)?;
         self.storage_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.scoped(label, || {
@@ -459,9 +455,9 @@ impl Gpu {
                 label: Some(label),
                 size: bytes,
                 usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::INDIRECT
                     | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
+                    | wgpu::BufferUsages::COPY_DST
+                    | extra,
                 mapped_at_creation: false,
             })
         })

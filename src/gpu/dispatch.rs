@@ -226,6 +226,12 @@ impl Plan {
             d.record(pass);
         }
     }
+    /// Records `plans` in order into one compute pass.
+    pub fn record_all<'a>(plans: impl IntoIterator<Item = &'a Plan>, pass: &mut wgpu::ComputePass<'_>) {
+        for p in plans {
+            p.record(pass);
+        }
+    }
     /// Records `plans` in order into one compute pass of a fresh encoder, both
     /// labelled `label`, and submits it (one submission).
     pub fn submit<'a>(gpu: &Gpu, label: &str, plans: impl IntoIterator<Item = &'a Plan>) -> Result<(), GpuError> {
@@ -237,9 +243,7 @@ impl Plan {
                 label: Some(label),
                 timestamp_writes: None,
             });
-            for p in plans {
-                p.record(&mut pass);
-            }
+            Plan::record_all(plans, &mut pass);
         }
         gpu.submit_checked(label, enc)
     }

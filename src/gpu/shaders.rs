@@ -440,6 +440,8 @@ libraries! {
     "conv_common",
     "coop_common",
     "coop_common_emulated",
+    "grid",
+    "block_sum",
 }
 
 macro_rules! shaders {

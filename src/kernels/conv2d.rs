@@ -456,37 +456,6 @@ impl ConvForward<'_> {
             ConvResidual::Full(buf, _) | ConvResidual::Channel(buf, ..) => buf,
         }
     }
-
-    /// The GEMM's bindings, with `part` (or y's buffer when unsplit).
-    pub(crate) fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvFwd<'a> {
-        ConvFwd {
-            p: u,
-            x: self.x,
-            wt: self.w.0,
-            bias: self.b.0,
-            res: self.res_buffer(),
-            y: self.y,
-            part: part.unwrap_or(&self.y.buffer),
-        }
-    }
-
-    /// The split-K fix-up's dispatch over the output.
-    pub(crate) fn fixup(
-        &self,
-        gpu: &Gpu,
-        u: &wgpu::Buffer,
-        part: &wgpu::Buffer,
-        outputs: usize,
-    ) -> Result<Dispatch, GpuError> {
-        let b = ConvFixup {
-            p: u,
-            part,
-            bias: self.b.0,
-            res: self.res_buffer(),
-            y: self.y,
-        };
-        splitk_fixup(gpu, "conv2d_splitk", &b, outputs)
-    }
 }
 
 /// The operands of the input gradient of a convolution: dx (+)= scale *
@@ -499,35 +468,6 @@ pub struct ConvBackward<'a> {
     pub accumulate: bool,
     pub dx: &'a Tensor,
     pub scratch: Option<&'a wgpu::Buffer>,
-}
-
-impl ConvBackward<'_> {
-    /// The GEMM's bindings, with `part` (or dx's buffer when unsplit).
-    pub(crate) fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvBwdData<'a> {
-        ConvBwdData {
-            pb: u,
-            dy: self.dy,
-            wtb: self.w.0,
-            dx: self.dx,
-            bpart: part.unwrap_or(&self.dx.buffer),
-        }
-    }
-
-    /// The split-K fix-up's dispatch over dx.
-    pub(crate) fn fixup(
-        &self,
-        gpu: &Gpu,
-        u: &wgpu::Buffer,
-        part: &wgpu::Buffer,
-        outputs: usize,
-    ) -> Result<Dispatch, GpuError> {
-        let b = ConvBwdFixup {
-            pb: u,
-            part,
-            dx: self.dx,
-        };
-        splitk_fixup(gpu, "conv2d_bwd_splitk", &b, outputs)
-    }
 }
 
 /// The split-K fix-up dispatch `entry` over `outputs` elements; the SIMT and
@@ -593,6 +533,142 @@ fn simt_gemm<B: Bindings>(
     Dispatch::typed(gpu, entry, &t.overrides(kernel.round_f16), b, groups)
 }
 
+/// One direction of the convolution's GEMM, forward ([`ConvForward`]) or
+/// input gradient ([`ConvBackward`]): what [`launch`] needs to plan either.
+trait GemmPass {
+    type Gemm<'a>: Bindings
+    where
+        Self: 'a;
+    /// The SIMT entry point (and the errors' label), and the index of the
+    /// cooperative one's signature in [`crate::kernels::conv_coop::BINDINGS`].
+    const ENTRY: &'static str;
+    const COOP: usize;
+    /// [output rows, pixels, K] of the GEMM at `s`, once the operands are
+    /// checked against it.
+    fn gemm_dims(&self, s: &Conv2dShape) -> Result<[usize; 3], GpuError>;
+    /// The parameter uniform with K split as [`ConvKernel::split_plan`] says.
+    fn params(&self, gpu: &Gpu, s: &Conv2dShape, split: (u32, u32)) -> wgpu::Buffer;
+    /// The GEMM's bindings, with `part` (or the output's buffer when unsplit).
+    fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> Self::Gemm<'a>;
+    /// The split-K fix-up's dispatch over the `outputs` elements.
+    fn fixup(&self, gpu: &Gpu, u: &wgpu::Buffer, part: &wgpu::Buffer, outputs: usize) -> Result<Dispatch, GpuError>;
+}
+
+impl GemmPass for ConvForward<'_> {
+    type Gemm<'a>
+        = ConvFwd<'a>
+    where
+        Self: 'a;
+    const ENTRY: &'static str = "conv2d";
+    const COOP: usize = 0;
+
+    fn gemm_dims(&self, s: &Conv2dShape) -> Result<[usize; 3], GpuError> {
+        let (ho, wo) = s.out_hw();
+        let pixels = s.n * ho * wo;
+        check_len("conv2d x", self.x, s.n * s.cin * s.h * s.w)?;
+        check_len("conv2d y", self.y, s.cout * pixels)?;
+        Ok([s.cout, pixels, s.cin * s.ks * s.ks])
+    }
+
+    fn params(&self, gpu: &Gpu, s: &Conv2dShape, split: (u32, u32)) -> wgpu::Buffer {
+        let mut params = Conv2dParams::forward(s, self.w.1, self.b.1, &self.res, self.out_scale);
+        (params.k_split, params.splits) = split;
+        gpu.uniform("conv2d params", &params)
+    }
+
+    fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvFwd<'a> {
+        ConvFwd {
+            p: u,
+            x: self.x,
+            wt: self.w.0,
+            bias: self.b.0,
+            res: self.res_buffer(),
+            y: self.y,
+            part: part.unwrap_or(&self.y.buffer),
+        }
+    }
+
+    fn fixup(&self, gpu: &Gpu, u: &wgpu::Buffer, part: &wgpu::Buffer, outputs: usize) -> Result<Dispatch, GpuError> {
+        let b = ConvFixup {
+            p: u,
+            part,
+            bias: self.b.0,
+            res: self.res_buffer(),
+            y: self.y,
+        };
+        splitk_fixup(gpu, "conv2d_splitk", &b, outputs)
+    }
+}
+
+impl GemmPass for ConvBackward<'_> {
+    type Gemm<'a>
+        = ConvBwdData<'a>
+    where
+        Self: 'a;
+    const ENTRY: &'static str = "conv2d_bwd_data";
+    const COOP: usize = 1;
+
+    fn gemm_dims(&self, s: &Conv2dShape) -> Result<[usize; 3], GpuError> {
+        let (ho, wo) = s.out_hw();
+        let pixels = s.n * s.h * s.w;
+        check_len("conv2d_bwd_data dy", self.dy, s.n * s.cout * ho * wo)?;
+        check_len("conv2d_bwd_data dx", self.dx, s.cin * pixels)?;
+        Ok([s.cin, pixels, s.cout * s.ks * s.ks])
+    }
+
+    fn params(&self, gpu: &Gpu, s: &Conv2dShape, split: (u32, u32)) -> wgpu::Buffer {
+        let mut params = Conv2dBwdDataParams::backward_data(s, self.w.1, self.scale, self.accumulate);
+        (params.k_split, params.splits) = split;
+        gpu.uniform("conv2d bwd params", &params)
+    }
+
+    fn gemm<'a>(&'a self, u: &'a wgpu::Buffer, part: Option<&'a wgpu::Buffer>) -> ConvBwdData<'a> {
+        ConvBwdData {
+            pb: u,
+            dy: self.dy,
+            wtb: self.w.0,
+            dx: self.dx,
+            bpart: part.unwrap_or(&self.dx.buffer),
+        }
+    }
+
+    fn fixup(&self, gpu: &Gpu, u: &wgpu::Buffer, part: &wgpu::Buffer, outputs: usize) -> Result<Dispatch, GpuError> {
+        let b = ConvBwdFixup {
+            pb: u,
+            part,
+            dx: self.dx,
+        };
+        splitk_fixup(gpu, "conv2d_bwd_splitk", &b, outputs)
+    }
+}
+
+/// One GEMM dispatch (SIMT or cooperative), or two when split (the GEMM,
+/// then the fix-up into the caller's `scratch`).
+fn launch<P: GemmPass>(
+    gpu: &Gpu,
+    kernel: &ConvKernel,
+    s: &Conv2dShape,
+    op: &P,
+    scratch: Option<&wgpu::Buffer>,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let [rows, pixels, kdim] = op.gemm_dims(s)?;
+    let split = kernel.split_plan(kdim);
+    let part = split_scratch(kernel, P::ENTRY, rows, pixels, kdim, scratch)?;
+    let u = op.params(gpu, s, split);
+    let b = op.gemm(&u, part);
+    let gemm = if kernel.coop {
+        let sig = &crate::kernels::conv_coop::BINDINGS[P::COOP];
+        crate::kernels::conv_coop::gemm(gpu, sig, &b.values(), [rows, pixels], split.1)?
+    } else {
+        simt_gemm(gpu, kernel, P::ENTRY, [rows, pixels], split.1, &b)?
+    };
+    let mut out = vec![gemm];
+    if let Some(part) = part {
+        out.push(op.fixup(gpu, &u, part, rows * pixels)?);
+    }
+    Ok(out)
+}
+
 /// One planned convolution ([`ConvForward`]): one dispatch, or two when
 /// split (the GEMM, then the fix-up).
 pub fn conv2d(
@@ -601,27 +677,7 @@ pub fn conv2d(
     s: &Conv2dShape,
     op: &ConvForward<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let (ho, wo) = s.out_hw();
-    let pixels = s.n * ho * wo;
-    let kdim = s.cin * s.ks * s.ks;
-    check_len("conv2d x", op.x, s.n * s.cin * s.h * s.w)?;
-    check_len("conv2d y", op.y, s.cout * pixels)?;
-    let mut params = Conv2dParams::forward(s, op.w.1, op.b.1, &op.res, op.out_scale);
-    let (k_split, splits) = kernel.split_plan(kdim);
-    params.k_split = k_split;
-    params.splits = splits;
-    let part = split_scratch(kernel, "conv2d", s.cout, pixels, kdim, op.scratch)?;
-    let u = gpu.uniform("conv2d params", &params);
-    let gemm = if kernel.coop {
-        crate::kernels::conv_coop::forward(gpu, s, &op.gemm(&u, part), splits, pixels)?
-    } else {
-        simt_gemm(gpu, kernel, "conv2d", [s.cout, pixels], splits, &op.gemm(&u, part))?
-    };
-    let mut out = vec![gemm];
-    if let Some(part) = part {
-        out.push(op.fixup(gpu, &u, part, s.cout * pixels)?);
-    }
-    Ok(out)
+    launch(gpu, kernel, s, op, op.scratch)
 }
 
 /// The input gradient of [`conv2d`] ([`ConvBackward`]); `s` is the forward
@@ -633,32 +689,5 @@ pub fn conv2d_bwd_data(
     s: &Conv2dShape,
     op: &ConvBackward<'_>,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let pixels = s.n * s.h * s.w;
-    let kdim = s.cout * s.ks * s.ks;
-    let (ho, wo) = s.out_hw();
-    check_len("conv2d_bwd_data dy", op.dy, s.n * s.cout * ho * wo)?;
-    check_len("conv2d_bwd_data dx", op.dx, s.cin * pixels)?;
-    let mut params = Conv2dBwdDataParams::backward_data(s, op.w.1, op.scale, op.accumulate);
-    let (k_split, splits) = kernel.split_plan(kdim);
-    params.k_split = k_split;
-    params.splits = splits;
-    let part = split_scratch(kernel, "conv2d_bwd_data", s.cin, pixels, kdim, op.scratch)?;
-    let u = gpu.uniform("conv2d bwd params", &params);
-    let gemm = if kernel.coop {
-        crate::kernels::conv_coop::backward_data(gpu, s, &op.gemm(&u, part), splits, pixels)?
-    } else {
-        simt_gemm(
-            gpu,
-            kernel,
-            "conv2d_bwd_data",
-            [s.cin, pixels],
-            splits,
-            &op.gemm(&u, part),
-        )?
-    };
-    let mut out = vec![gemm];
-    if let Some(part) = part {
-        out.push(op.fixup(gpu, &u, part, s.cin * pixels)?);
-    }
-    Ok(out)
+    launch(gpu, kernel, s, op, op.scratch)
 }

@@ -12,7 +12,7 @@
 use std::cell::Cell;
 
 use crate::gpu::{Bindings, Dispatch, Gpu, GpuError, KernelSig, Shader, CONV2D_COOP};
-use crate::kernels::conv2d::{Conv2dShape, ConvBwdData, ConvFwd};
+use crate::kernels::conv2d::{ConvBwdData, ConvFwd};
 use crate::tensor::DType;
 
 /// The binding signatures of this module's kernels: the SIMT kernel's structs
@@ -122,40 +122,18 @@ fn check(gpu: &Gpu) -> Result<(), GpuError> {
     }
 }
 
-/// The forward GEMM on `b` (the SIMT kernel's bindings, parameters with the
-/// split already set); its fix-up is the SIMT kernel's.
-pub(crate) fn forward(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    b: &ConvFwd<'_>,
-    splits: u32,
-    pixels: usize,
-) -> Result<Dispatch, GpuError> {
-    let groups = [(pixels as u32).div_ceil(TN), (s.cout as u32).div_ceil(TM), splits];
-    gemm(gpu, &BINDINGS[0], "conv2d_coop", &b.values(), groups)
-}
-
-/// The backward-data GEMM on `b`.
-pub(crate) fn backward_data(
-    gpu: &Gpu,
-    s: &Conv2dShape,
-    b: &ConvBwdData<'_>,
-    splits: u32,
-    pixels: usize,
-) -> Result<Dispatch, GpuError> {
-    let groups = [(pixels as u32).div_ceil(TN), (s.cin as u32).div_ceil(TM), splits];
-    gemm(gpu, &BINDINGS[1], "conv2d_coop_bwd_data", &b.values(), groups)
-}
-
-/// One GEMM dispatch on this thread's instance (real or emulated), its dtype
-/// from the tensors.
-fn gemm(
+/// The GEMM of signature `sig` (one of [`BINDINGS`]) on `values` (the SIMT
+/// kernel's bindings, parameters with the split already set) over a [rows,
+/// pixels] output in `splits` K-slices, on this thread's instance (real or
+/// emulated), its dtype from the tensors; its fix-up is the SIMT kernel's.
+pub(crate) fn gemm(
     gpu: &Gpu,
     sig: &KernelSig,
-    entry: &str,
     values: &[&dyn crate::gpu::Bindable],
-    groups: [u32; 3],
+    [rows, pixels]: [usize; 2],
+    splits: u32,
 ) -> Result<Dispatch, GpuError> {
     check(gpu)?;
-    Dispatch::typed_sig(gpu, sig, &shader(DType::F32), entry, &[], values, groups)
+    let groups = [(pixels as u32).div_ceil(TN), (rows as u32).div_ceil(TM), splits];
+    Dispatch::typed_sig(gpu, sig, &shader(DType::F32), sig.entries[0], &[], values, groups)
 }

@@ -72,6 +72,23 @@ bindings! {
     }
 }
 
+/// A backward kernel's bindings: the six every one binds first (parameters
+/// `u`, x, the forward's statistics, the weights of affine `a`, the
+/// scale-shift `ss`, dy of grad `g`), then its own.
+macro_rules! backward_bindings {
+    ($kind:ident { $($own:ident: $v:expr),+ }, $u:expr, $x:expr, $stats:expr, $a:expr, $ss:expr, $g:expr) => {
+        $kind {
+            r: $u,
+            xb: $x,
+            stb: $stats,
+            wtb: $a.weights,
+            ssb: $ss,
+            dyb: $g.dy,
+            $($own: $v),+
+        }
+    };
+}
+
 /// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
 pub const BINDINGS: &[KernelSig] = &[
     StatsPartial::SIG,
@@ -229,43 +246,49 @@ pub fn group_norm(
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
     let (ss, u) = binds(gpu, s, a, None, dummy);
-    let ov = [("WG", WG as f64)];
-    let groups = (s.n * s.groups) as u32;
     let partial = Tensor::zeros(gpu, "groupnorm partial stats", &[s.n * s.groups * s.chunks() * 3])?;
     let p = &u;
-    let part = Dispatch::typed(
+    let apply = Apply {
+        q: p,
+        xa: x,
+        st: stats,
+        wts: a.weights,
+        ss,
+        ya: y,
+    };
+    let finish = StatsFinish {
+        p,
+        part_in: &partial,
+        stats,
+    };
+    let partials = StatsPartial { p, x, stats: &partial };
+    chunked(
         gpu,
-        "gn_stats_partial",
-        &ov,
-        &StatsPartial { p, x, stats: &partial },
-        [s.chunks() as u32, groups, 1],
-    )?;
-    let finish = Dispatch::typed(
-        gpu,
-        "gn_stats_finish",
-        &ov,
-        &StatsFinish {
-            p,
-            part_in: &partial,
-            stats,
-        },
-        small_groups(groups as usize),
-    )?;
-    let apply = Dispatch::typed(
-        gpu,
-        "gn_apply",
-        &ov,
-        &Apply {
-            q: p,
-            xa: x,
-            st: stats,
-            wts: a.weights,
-            ss,
-            ya: y,
-        },
-        dispatch_groups(s.n * s.c * s.hw, WG),
-    )?;
-    Ok([part, finish, apply])
+        s,
+        ["gn_stats_partial", "gn_stats_finish", "gn_apply"],
+        &partials,
+        &finish,
+        &apply,
+    )
+}
+
+/// The chunked form's three dispatches, `entries`: per-chunk partial sums
+/// (`partials`), their merge per group, then the elementwise pass (`apply`).
+fn chunked(
+    gpu: &Gpu,
+    s: &GroupNormShape,
+    [partial, merge, elementwise]: [&str; 3],
+    partials: &impl Bindings,
+    finish: &StatsFinish,
+    apply: &impl Bindings,
+) -> Result<[Dispatch; 3], GpuError> {
+    let ov = [("WG", WG as f64)];
+    let groups = (s.n * s.groups) as u32;
+    Ok([
+        Dispatch::typed(gpu, partial, &ov, partials, [s.chunks() as u32, groups, 1])?,
+        Dispatch::typed(gpu, merge, &ov, finish, small_groups(groups as usize))?,
+        Dispatch::typed(gpu, elementwise, &ov, apply, dispatch_groups(s.n * s.c * s.hw, WG))?,
+    ])
 }
 
 /// [`group_norm`] in one dispatch (`gn_onepass`): one workgroup per (sample,
@@ -313,15 +336,7 @@ pub fn group_norm_bwd_onepass(
         gpu,
         "gn_bwd_onepass",
         &[("WG", WG as f64)],
-        &BwdOnePass {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
-            dxo: g.dx,
-        },
+        &backward_bindings!(BwdOnePass { dxo: g.dx }, &u, x, stats, a, ss, g),
         [(s.n * s.groups) as u32, 1, 1],
     )
 }
@@ -339,51 +354,32 @@ pub fn group_norm_bwd(
     dummy: &wgpu::Buffer,
 ) -> Result<[Dispatch; 3], GpuError> {
     let (ss, u) = binds(gpu, s, a, Some(g.accumulate), dummy);
-    let ov = [("WG", WG as f64)];
-    let groups = (s.n * s.groups) as u32;
     let partial = Tensor::zeros(gpu, "groupnorm bwd partial sums", &[s.n * s.groups * s.chunks() * 2])?;
     let gstats = Tensor::zeros(gpu, "groupnorm bwd sums", &[s.n * s.groups * 2])?;
-    let st = Dispatch::typed(
-        gpu,
-        "gn_bwd_stats",
-        &ov,
-        &BwdStats {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
-            gstats: &partial,
-        },
-        [s.chunks() as u32, groups, 1],
-    )?;
-    let finish = Dispatch::typed(
-        gpu,
-        "gn_sum_finish",
-        &ov,
-        &StatsFinish {
-            p: &u,
-            part_in: &partial,
-            stats: &gstats,
-        },
-        small_groups(groups as usize),
-    )?;
-    let apply = Dispatch::typed(
-        gpu,
-        "gn_bwd_apply",
-        &ov,
-        &BwdApply {
-            r: &u,
-            xb: x,
-            stb: stats,
-            wtb: a.weights,
-            ssb: ss,
-            dyb: g.dy,
+    let sums = backward_bindings!(BwdStats { gstats: &partial }, &u, x, stats, a, ss, g);
+    let finish = StatsFinish {
+        p: &u,
+        part_in: &partial,
+        stats: &gstats,
+    };
+    let apply = backward_bindings!(
+        BwdApply {
             gst: &gstats,
-            dxb: g.dx,
+            dxb: g.dx
         },
-        dispatch_groups(s.n * s.c * s.hw, WG),
-    )?;
-    Ok([st, finish, apply])
+        &u,
+        x,
+        stats,
+        a,
+        ss,
+        g
+    );
+    chunked(
+        gpu,
+        s,
+        ["gn_bwd_stats", "gn_sum_finish", "gn_bwd_apply"],
+        &sums,
+        &finish,
+        &apply,
+    )
 }

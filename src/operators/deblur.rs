@@ -39,24 +39,29 @@ pub fn check_reach(task: &str, kh: usize, kw: usize, shape: [usize; 3]) -> Resul
     Ok(())
 }
 
-/// Gaussian / uniform blur: 2-D kernel g_h g_w^T applied as a W pass then an H pass.
-pub struct SeparableBlur {
+/// A blur with a reflect boundary: its taps, and the Kronecker SVD a
+/// separable kernel has.
+pub struct Blur {
     task: String,
     shape: [usize; 3],
-    taps_h: ConvTaps,
-    taps_w: ConvTaps,
-    svd: KroneckerSvd,
+    taps: BlurTaps,
 }
 
-impl SeparableBlur {
+enum BlurTaps {
+    /// Gaussian / uniform: 2-D kernel g_h g_w^T applied as a W pass then an H pass.
+    Separable {
+        h: ConvTaps,
+        w: ConvTaps,
+        svd: Box<KroneckerSvd>,
+    },
+    /// A general 2-D kernel (motion): one non-separable pass over its
+    /// nonzero taps, no SVD.
+    Full(ConvTaps),
+}
+
+impl Blur {
     /// `gh`, `gw`: the odd-length 1-D taps along H and W (centre tap in the middle).
-    pub fn new(
-        gpu: &Gpu,
-        task: &str,
-        shape: [usize; 3],
-        gh: &[f64],
-        gw: &[f64],
-    ) -> Result<SeparableBlur, OperatorError> {
+    pub fn separable(gpu: &Gpu, task: &str, shape: [usize; 3], gh: &[f64], gw: &[f64]) -> Result<Blur, OperatorError> {
         check_reach(task, gh.len(), gw.len(), shape)?;
         let [c, h, w] = shape;
         let (th, kh, _, rh, _) = trim_zero_border(gh, gh.len(), 1);
@@ -66,33 +71,59 @@ impl SeparableBlur {
         let ah = reflect_conv_matrix(gh, h);
         let aw = reflect_conv_matrix(gw, w);
         let svd = KroneckerSvd::new(gpu, task, c, (&ah, h, h), (&aw, w, w))?;
-        Ok(SeparableBlur {
+        Ok(Blur {
             task: task.into(),
             shape,
-            taps_h,
-            taps_w,
-            svd,
+            taps: BlurTaps::Separable {
+                h: taps_h,
+                w: taps_w,
+                svd: Box::new(svd),
+            },
         })
     }
 
+    /// `kernel` is [kh, kw] row-major with odd sides, centre tap in the middle.
+    pub fn full(
+        gpu: &Gpu,
+        task: &str,
+        shape: [usize; 3],
+        kernel: &[f64],
+        kh: usize,
+        kw: usize,
+    ) -> Result<Blur, OperatorError> {
+        check_reach(task, kh, kw, shape)?;
+        let (t, th, tw, rh, rw) = trim_zero_border(kernel, kh, kw);
+        let taps = ConvTaps::sparse(gpu, &format!("{task} taps"), &f32s(&t), th, tw, rh, rw)?;
+        Ok(Blur {
+            task: task.into(),
+            shape,
+            taps: BlurTaps::Full(taps),
+        })
+    }
+
+    /// The passes from `src` to `dst` (the adjoint's correlate with the
+    /// flipped taps, in the opposite order for a separable kernel).
     fn plan(&self, gpu: &Gpu, src: &Tensor, dst: &Tensor, adjoint: bool) -> Result<Plan, OperatorError> {
         let n = check_pair(&self.task, src, self.shape, dst, self.shape)?;
         let [c, h, w] = self.shape;
-        let tmp = Tensor::zeros(gpu, &format!("{} temporary", self.task), &[n, c, h, w])?;
-        let (first, second) = if adjoint {
-            (&self.taps_h, &self.taps_w)
-        } else {
-            (&self.taps_w, &self.taps_h)
-        };
-        let mut plan = Plan::new();
         let shape = PlaneShape { planes: n * c, h, w };
-        plan.push(conv_reflect(gpu, first, src, &tmp, shape, adjoint)?);
-        plan.push(conv_reflect(gpu, second, &tmp, dst, shape, adjoint)?);
+        let mut plan = Plan::new();
+        match &self.taps {
+            BlurTaps::Separable {
+                h: taps_h, w: taps_w, ..
+            } => {
+                let tmp = Tensor::zeros(gpu, &format!("{} temporary", self.task), &[n, c, h, w])?;
+                let (first, second) = if adjoint { (taps_h, taps_w) } else { (taps_w, taps_h) };
+                plan.push(conv_reflect(gpu, first, src, &tmp, shape, adjoint)?);
+                plan.push(conv_reflect(gpu, second, &tmp, dst, shape, adjoint)?);
+            }
+            BlurTaps::Full(taps) => plan.push(conv_reflect(gpu, taps, src, dst, shape, adjoint)?),
+        }
         Ok(plan)
     }
 }
 
-impl Operator for SeparableBlur {
+impl Operator for Blur {
     fn name(&self) -> &str {
         &self.task
     }
@@ -110,86 +141,14 @@ impl Operator for SeparableBlur {
     }
 }
 
-impl LinearOperator for SeparableBlur {
+impl LinearOperator for Blur {
     fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
         self.plan(gpu, y, x, true)
     }
     fn svd(&self) -> Option<&dyn SvdForm> {
-        Some(&self.svd)
-    }
-}
-
-/// A general 2-D blur kernel (motion): one non-separable pass over its
-/// nonzero taps, no SVD.
-pub struct Blur2d {
-    task: String,
-    shape: [usize; 3],
-    taps: ConvTaps,
-}
-
-impl Blur2d {
-    /// `kernel` is [kh, kw] row-major with odd sides, centre tap in the middle.
-    pub fn new(
-        gpu: &Gpu,
-        task: &str,
-        shape: [usize; 3],
-        kernel: &[f64],
-        kh: usize,
-        kw: usize,
-    ) -> Result<Blur2d, OperatorError> {
-        check_reach(task, kh, kw, shape)?;
-        let (t, th, tw, rh, rw) = trim_zero_border(kernel, kh, kw);
-        let taps = ConvTaps::sparse(gpu, &format!("{task} taps"), &f32s(&t), th, tw, rh, rw)?;
-        Ok(Blur2d {
-            task: task.into(),
-            shape,
-            taps,
-        })
-    }
-}
-
-impl Operator for Blur2d {
-    fn name(&self) -> &str {
-        &self.task
-    }
-    fn in_shape(&self) -> [usize; 3] {
-        self.shape
-    }
-    fn out_shape(&self) -> [usize; 3] {
-        self.shape
-    }
-    fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
-        let n = check_pair(&self.task, x, self.shape, y, self.shape)?;
-        let [c, h, w] = self.shape;
-        let mut plan = Plan::new();
-        plan.push(conv_reflect(
-            gpu,
-            &self.taps,
-            x,
-            y,
-            PlaneShape { planes: n * c, h, w },
-            false,
-        )?);
-        Ok(plan)
-    }
-    fn linear(&self) -> Option<&dyn LinearOperator> {
-        Some(self)
-    }
-}
-
-impl LinearOperator for Blur2d {
-    fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
-        let n = check_pair(&self.task, y, self.shape, x, self.shape)?;
-        let [c, h, w] = self.shape;
-        let mut plan = Plan::new();
-        plan.push(conv_reflect(
-            gpu,
-            &self.taps,
-            y,
-            x,
-            PlaneShape { planes: n * c, h, w },
-            true,
-        )?);
-        Ok(plan)
+        match &self.taps {
+            BlurTaps::Separable { svd, .. } => Some(svd.as_ref()),
+            BlurTaps::Full(_) => None,
+        }
     }
 }

@@ -4,8 +4,6 @@
 //! floor(n / f)). The SVD is the Kronecker product of the thin 1-D SVDs, so the
 //! spectral space has the output's shape.
 
-use clap::ValueEnum;
-
 use crate::gpu::Plan;
 use crate::kernels::axis_matmul::{AxisFactor, AxisMatrix};
 use crate::operators::filters::{block_matrix, cubic, resize_matrix};
@@ -15,12 +13,31 @@ use crate::tensor::Tensor;
 use crate::Gpu;
 
 /// How `sr` downsamples.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SrFilter {
-    /// Antialiased bicubic (a = -0.5), as MATLAB `imresize` and DPS.
     Bicubic,
-    /// Mean over f x f blocks.
     Block,
+}
+
+impl SrFilter {
+    /// Every filter, in the order the command line lists them.
+    pub const ALL: [SrFilter; 2] = [SrFilter::Bicubic, SrFilter::Block];
+
+    /// The name `--filter` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            SrFilter::Bicubic => "bicubic",
+            SrFilter::Block => "block",
+        }
+    }
+
+    /// What the filter is, in a line.
+    pub fn help(self) -> &'static str {
+        match self {
+            SrFilter::Bicubic => "Antialiased bicubic (a = -0.5), as MATLAB `imresize` and DPS",
+            SrFilter::Block => "Mean over f x f blocks",
+        }
+    }
 }
 
 /// The 1-D matrix [n_out, n] of `filter` at `factor`.

@@ -10,7 +10,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::io::{read_image, TensorFile};
 use crate::operators::colorize::Colorize;
-use crate::operators::deblur::{Blur2d, SeparableBlur};
+use crate::operators::deblur::Blur;
 use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
 use crate::operators::sr::{Sr, SrFilter};
@@ -20,26 +20,18 @@ use crate::Gpu;
 
 /// A measurement task, as `--task` spells it. Its options, defaults and
 /// validation live here and in [`resolve`]; a new task is one variant, its
-/// entry in [`Task::options`], its arm in [`resolve`] and its operator.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// entries in [`Task::name`], [`Task::help`] and [`Task::options`], its arm
+/// in [`resolve`] and its operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
-    /// y = x + noise.
     Denoise,
-    /// Random pixels dropped (`--ratio`, or `--mask`).
     InpaintRandom,
-    /// A square dropped (`--box`, or `--mask`).
     InpaintBox,
-    /// DPS's 61x61 Gaussian blur, reflect boundary (`--kernel-size`, `--kernel-sigma`).
     DeblurGaussian,
-    /// A uniform (box) blur (`--kernel-size`).
     DeblurUniform,
-    /// A random-trajectory motion blur (`--kernel-size`, `--intensity`, or `--kernel`).
     DeblurMotion,
-    /// Super-resolution (`--factor`, `--filter`).
     Sr,
-    /// RGB to gray.
     Colorize,
-    /// A dense matrix from a file (`--matrix`).
     Dense,
 }
 
@@ -72,6 +64,21 @@ impl Task {
             Task::Sr => "sr",
             Task::Colorize => "colorize",
             Task::Dense => "dense",
+        }
+    }
+
+    /// What the task measures, in a line (the command line lists them).
+    pub fn help(self) -> &'static str {
+        match self {
+            Task::Denoise => "y = x + noise",
+            Task::InpaintRandom => "Random pixels dropped (`--ratio`, or `--mask`)",
+            Task::InpaintBox => "A square dropped (`--box`, or `--mask`)",
+            Task::DeblurGaussian => "DPS's 61x61 Gaussian blur, reflect boundary (`--kernel-size`, `--kernel-sigma`)",
+            Task::DeblurUniform => "A uniform (box) blur (`--kernel-size`)",
+            Task::DeblurMotion => "A random-trajectory motion blur (`--kernel-size`, `--intensity`, or `--kernel`)",
+            Task::Sr => "Super-resolution (`--factor`, `--filter`)",
+            Task::Colorize => "RGB to gray",
+            Task::Dense => "A dense matrix from a file (`--matrix`)",
         }
     }
 
@@ -118,41 +125,30 @@ impl serde::Serialize for Task {
 }
 
 /// A task and its options (`--task T [task options]` on every command that
-/// builds an operator).
-#[derive(clap::Args, Clone, Debug)]
+/// builds an operator); None leaves an option to the task's default. The
+/// command line's flags for it are `crate::cli`'s.
+#[derive(Clone, Debug)]
 pub struct TaskSpec {
-    /// The measurement task.
-    #[arg(long, value_enum)]
     pub task: Task,
     /// inpaint-box: side of the dropped square (default half the smaller image side: 128 at 256).
-    #[arg(long = "box", value_name = "SIDE")]
     pub box_side: Option<usize>,
     /// inpaint-random: fraction of pixels dropped (default: uniform in 0.3-0.7 from the seed).
-    #[arg(long)]
     pub ratio: Option<f64>,
     /// Blur kernel side, odd (deblur-gaussian 61, deblur-uniform 9, deblur-motion 61).
-    #[arg(long)]
     pub kernel_size: Option<usize>,
     /// deblur-gaussian: standard deviation in pixels (default 3).
-    #[arg(long)]
     pub kernel_sigma: Option<f64>,
     /// deblur-motion: trajectory intensity in [0, 1) (default 0.5).
-    #[arg(long)]
     pub intensity: Option<f64>,
     /// sr: downscale factor (default 4).
-    #[arg(long)]
     pub factor: Option<usize>,
     /// sr: bicubic (antialiased, a = -0.5) or block (average pooling); default bicubic.
-    #[arg(long, value_enum)]
     pub filter: Option<SrFilter>,
     /// Inpainting: a mask image, white = kept (instead of a random one).
-    #[arg(long)]
     pub mask: Option<PathBuf>,
     /// deblur-motion: a kernel image (PNG, normalised to sum 1) or a safetensors file with key `kernel`.
-    #[arg(long)]
     pub kernel: Option<PathBuf>,
     /// dense: a safetensors file holding the matrix.
-    #[arg(long)]
     pub matrix: Option<PathBuf>,
 }
 
@@ -163,7 +159,7 @@ impl TaskSpec {
         serde_json::json!({
             "box": self.box_side, "ratio": self.ratio, "kernel_size": self.kernel_size,
             "kernel_sigma": self.kernel_sigma, "intensity": self.intensity, "factor": self.factor,
-            "filter": self.filter.map(|f| format!("{f:?}").to_lowercase()),
+            "filter": self.filter.map(SrFilter::name),
             "mask": path(&self.mask), "kernel": path(&self.kernel), "matrix": path(&self.matrix),
         })
     }
@@ -492,6 +488,22 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
     let task = r.task;
     let [_, h, w] = in_shape;
     let load = |key: &str| file.get(key).map_err(|e| invalid(task, e.to_string()));
+    let wrong_shape = |what: String, got: Vec<usize>, expected: Vec<usize>| OperatorError::Shape {
+        task: task.to_string(),
+        what,
+        got,
+        expected,
+    };
+    // A blur's saved kernel: 2-D (`expected` names the sides the task drew
+    // in the message), normalised to sum 1; with its sides.
+    let load_kernel = |expected: Vec<usize>| {
+        let k = load("kernel")?;
+        if k.shape.len() != 2 {
+            return Err(wrong_shape("kernel".into(), k.shape, expected));
+        }
+        let raw = k.data.iter().map(|&v| v as f64).collect();
+        normalised_kernel(task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])
+    };
     match &mut r.kind {
         Resolved::Dense { matrix } => {
             if file.has("matrix") {
@@ -501,44 +513,21 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
         Resolved::Inpaint { mask } => {
             let m = load("mask")?;
             if m.numel() != h * w {
-                return Err(OperatorError::Shape {
-                    task: task.to_string(),
-                    what: format!("mask in {}", file.path.display()),
-                    got: m.shape,
-                    expected: vec![h, w],
-                });
+                return Err(wrong_shape(
+                    format!("mask in {}", file.path.display()),
+                    m.shape,
+                    vec![h, w],
+                ));
             }
             *mask = m.data.iter().map(|&v| if v > 0.5 { 1.0 } else { 0.0 }).collect();
         }
         Resolved::Blur2d { kernel, kh, kw } => {
-            let k = load("kernel")?;
-            if k.shape.len() != 2 {
-                return Err(OperatorError::Shape {
-                    task: task.to_string(),
-                    what: "kernel".into(),
-                    got: k.shape,
-                    expected: vec![*kh, *kw],
-                });
-            }
-            let raw = k.data.iter().map(|&v| v as f64).collect();
-            (*kernel, *kh, *kw) =
-                normalised_kernel(task, "kernel in the measurement file", raw, k.shape[0], k.shape[1])?;
+            (*kernel, *kh, *kw) = load_kernel(vec![*kh, *kw])?;
         }
         Resolved::SeparableBlur { gh, gw } => {
             // The saved 2-D kernel is g_h g_w^T with sum 1: its row and column
             // sums give the factors back.
-            let k = load("kernel")?;
-            if k.shape.len() != 2 {
-                return Err(OperatorError::Shape {
-                    task: task.to_string(),
-                    what: "kernel".into(),
-                    got: k.shape,
-                    expected: vec![gh.len(), gw.len()],
-                });
-            }
-            let (kh, kw) = (k.shape[0], k.shape[1]);
-            let raw: Vec<f64> = k.data.iter().map(|&v| v as f64).collect();
-            let (kn, _, _) = normalised_kernel(task, "kernel in the measurement file", raw, kh, kw)?;
+            let (kn, kh, kw) = load_kernel(vec![gh.len(), gw.len()])?;
             let rows: Vec<f64> = (0..kh).map(|i| (0..kw).map(|j| kn[i * kw + j]).sum()).collect();
             let cols: Vec<f64> = (0..kw).map(|j| (0..kh).map(|i| kn[i * kw + j]).sum()).collect();
             let peak = kn.iter().fold(0f64, |m, v| m.max(v.abs()));
@@ -571,8 +560,8 @@ impl ResolvedTask {
         Ok(match &self.kind {
             Resolved::Denoise => Box::new(Denoise::new(gpu, shape)?),
             Resolved::Inpaint { mask } => Box::new(Inpaint::new(gpu, task, shape, mask)?),
-            Resolved::SeparableBlur { gh, gw } => Box::new(SeparableBlur::new(gpu, task, shape, gh, gw)?),
-            Resolved::Blur2d { kernel, kh, kw } => Box::new(Blur2d::new(gpu, task, shape, kernel, *kh, *kw)?),
+            Resolved::SeparableBlur { gh, gw } => Box::new(Blur::separable(gpu, task, shape, gh, gw)?),
+            Resolved::Blur2d { kernel, kh, kw } => Box::new(Blur::full(gpu, task, shape, kernel, *kh, *kw)?),
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
             Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),

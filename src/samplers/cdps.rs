@@ -72,12 +72,9 @@
 //! not a flow form of it; `plan` refuses flows and DDIM with this reason.
 
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
-use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, Spectral};
+use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, MeasureSlots, Spectral};
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
-use super::{
-    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, Role, SamplerError, ScoreModel,
-    Stat, StepParams,
-};
+use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, Role, SamplerError, Stat, StepParams};
 use crate::gpu::Plan;
 use crate::kernels::random::Noise;
 use crate::operators::{LinearOperator, SpectralRows};
@@ -219,13 +216,8 @@ impl MethodStep for Cdps {
     fn options() -> &'static [&'static OptionSpec] {
         &[&cg::TOL, &cg::ITERS, &VARIANT, &BASIS]
     }
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
-        let m = need_measurement(meas, "C-DPS")?;
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("C-DPS")?;
         let op = need_linear(m, "C-DPS")?;
         core.require_ddpm(
             "C-DPS",
@@ -287,37 +279,25 @@ impl MethodStep for Cdps {
         let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
 
         let s = &core.step_uniform;
+        let slots = MeasureSlots {
+            s,
+            y0: &y0,
+            zy: &z_y,
+            e2: &e2,
+            aeps: &aeps,
+            ycur: &y_t,
+            w: &w,
+        };
         let measure = match op.svd() {
             Some(svd) if spectral => {
-                let b = CdpsMeasureSpectral {
-                    s,
-                    y0: &y0,
-                    zy: &z_y,
-                    e2: &e2,
-                    aeps: &aeps,
-                    ycur: &y_t,
-                    w: &w,
-                    sing: svd.singulars(),
-                    pi: &pi,
-                };
+                let b = CdpsMeasureSpectral::new(slots, svd.singulars(), &pi);
                 core.launch(gpu, "cdps_measure_spectral", &b, n * m_per)?
             }
-            _ => {
-                let b = CdpsMeasure {
-                    s,
-                    y0: &y0,
-                    zy: &z_y,
-                    e2: &e2,
-                    aeps: &aeps,
-                    ycur: &y_t,
-                    w: &w,
-                };
-                core.launch(gpu, "cdps_measure", &b, n * m_per)?
-            }
+            _ => core.launch(gpu, "cdps_measure", &CdpsMeasure::new(slots), n * m_per)?,
         };
         let mut plan = core.eps_plan.clone();
         // b_meas needs the noise estimate itself: the model's output when it predicts eps.
-        let eps_hat = if model.process().prediction == Prediction::Epsilon {
+        let eps_hat = if post.model.process().prediction == Prediction::Epsilon {
             core.eps.clone()
         } else {
             let e = Tensor::zeros(gpu, "eps estimate", &xs)?;

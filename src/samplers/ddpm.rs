@@ -4,7 +4,7 @@
 //! guidance; DDPM adds nothing to the [`Core`] (a measurement, if given, is
 //! ignored).
 
-use super::{Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel};
+use super::{Core, MethodStep, Planned, Posterior, SamplerError};
 use crate::Gpu;
 
 pub struct Ddpm;
@@ -17,12 +17,7 @@ impl MethodStep for Ddpm {
     fn takes_measurement() -> bool {
         false
     }
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        _model: &dyn ScoreModel,
-        _meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
+    fn plan(gpu: &Gpu, core: &mut Core, _post: &Posterior<'_>) -> Result<Planned, SamplerError> {
         let mut step = core.eps_plan.clone();
         step.push(core.z_dispatch());
         step.push(core.ddpm_step(gpu, &core.eps, &core.eps)?);

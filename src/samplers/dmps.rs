@@ -26,10 +26,7 @@
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
-use super::{
-    need_linear, need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, ScoreModel, Stat,
-    StepKind, StepParams,
-};
+use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepKind, StepParams};
 use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
@@ -45,8 +42,9 @@ pub const LAMBDA_FLOW: f32 = 2.0;
 /// `--lambda`.
 pub const LAMBDA: OptionSpec = OptionSpec {
     name: "lambda",
-    help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model; 1.75 is \
-           made for 1000 DDPM steps: with a few dozen respaced steps it overshoots, and about 1 is stable)",
+    help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model). The step \
+           moves each measured direction at most all the way to the measurement (its gain is capped at \
+           1), so the default holds at any step count; at 1000 steps the cap never acts",
     kind: Kind::Number,
     default: None,
     check: super::dps::finite,
@@ -109,8 +107,71 @@ pub struct Dmps {
 enum Solve {
     /// Through the SVD form: `coeffs` holds U^T r, scaled in place.
     Svd { coeffs: Tensor },
-    /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2.
-    Cg { cg: Box<Cg>, u: Tensor, diag: Tensor },
+    /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2, and
+    /// ||A||_2^2, which bounds every direction's gain (see [`gain`]).
+    Cg {
+        cg: Box<Cg>,
+        u: Tensor,
+        diag: Tensor,
+        s_max2: f64,
+    },
+}
+
+/// How far DMPS's update moves x_t's component along a singular direction of
+/// A (singular value s) per unit of that component's residual:
+/// guide resid_scale s^2 / (sigma_y^2 + c s^2), which at a DDPM step is
+/// lambda beta'_t s^2 / (sqrt(alpha'_t) (a_t^2 sigma_y^2 + b_t^2 s^2)).
+///
+/// Above 1 the step overshoots the measurement in that direction, and above 2
+/// it moves the sample further from it than it started: the paper's lambda
+/// 1.75 is made for 1000 steps, where beta'_t is small and the gain stays
+/// far below 1, while 10 respaced steps put it near 10. Capping each
+/// direction's gain at 1 keeps the paper's update wherever it is stable
+/// (every step of a 1000-step run) and makes DMPS's defaults hold at any step
+/// count. The SVD form caps each direction (`dmps_spectral`); CG has no
+/// spectrum, so it scales the whole step by the largest direction's cap
+/// (s = ||A||_2, the gain grows with s), which never overshoots either.
+pub fn gain(guide: f64, resid_scale: f64, sigma_y2: f64, c: f64, s2: f64) -> f64 {
+    let den = sigma_y2 + c * s2;
+    if den > 0.0 {
+        (guide * resid_scale).abs() * s2 / den
+    } else {
+        0.0
+    }
+}
+
+/// ||A||_2^2 by power iteration on A^T A from a fixed start (one sample),
+/// raised by 1% to cover the iteration's approach from below.
+fn largest_singular2(
+    gpu: &Gpu,
+    op: &dyn crate::operators::LinearOperator,
+    x_shape: &[usize],
+    m_per: usize,
+) -> Result<f64, SamplerError> {
+    let mut shape = x_shape.to_vec();
+    shape[0] = 1;
+    let per: usize = shape.iter().product();
+    // A fixed, dense start: no direction of A^T A is left out by symmetry.
+    let mut v: Vec<f32> = (0..per).map(|i| 1.0 + ((i * 7919) % 101) as f32 / 101.0).collect();
+    let x = Tensor::from_slice(gpu, "power iteration x", &shape, &v)?;
+    let y = Tensor::zeros(gpu, "power iteration Ax", &[1, m_per])?;
+    let back = Tensor::zeros(gpu, "power iteration AtAx", &shape)?;
+    let mut plan = op.forward(gpu, &x, &y)?;
+    plan.extend(op.adjoint(gpu, &y, &back)?);
+    let mut estimate = 0.0f64;
+    for _ in 0..60 {
+        let norm = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            break;
+        }
+        v.iter_mut().for_each(|e| *e = (*e as f64 / norm) as f32);
+        x.write(gpu, &v)?;
+        plan.run(gpu)?;
+        v = back.read(gpu)?;
+        // v is A^T A u for a unit u: its norm approaches s_max^2 from below.
+        estimate = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
+    }
+    Ok(estimate * 1.01)
 }
 
 impl MethodStep for Dmps {
@@ -121,13 +182,8 @@ impl MethodStep for Dmps {
     fn options() -> &'static [&'static OptionSpec] {
         &[&LAMBDA, &cg::TOL, &cg::ITERS, &SOLVER]
     }
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        _model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
-        let m = need_measurement(meas, "DMPS")?;
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("DMPS")?;
         let op = need_linear(m, "DMPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
@@ -184,6 +240,7 @@ impl MethodStep for Dmps {
                 cg: Box::new(cg),
                 u,
                 diag,
+                s_max2: largest_singular2(gpu, op, &core.x.shape, m_per)?,
             }
         };
         plan.push(core.z_dispatch());
@@ -218,7 +275,13 @@ impl MethodStep for Dmps {
                 StepKind::Ddim(_) | StepKind::Euler => b * (g.a_next[i] * b / a - core.eps_coef(i)),
             };
             let lambda = lambda(&core.opts.method, &core.process);
-            (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a)
+            let (guide, c, resid_scale) = (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a);
+            // CG's step is capped as a whole (the SVD form caps each direction on the GPU).
+            let cap = match &self.solve {
+                Solve::Cg { s_max2, .. } => gain(guide, resid_scale, self.sigma_y2 as f64, c, *s_max2).max(1.0),
+                Solve::Svd { .. } => 1.0,
+            };
+            (guide / cap, c, resid_scale)
         };
         p.resid_scale = resid_scale as f32;
         p.guide = guide as f32;

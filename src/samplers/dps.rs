@@ -12,7 +12,7 @@
 
 use super::kernels::{DpsDirection, DpsDirectionRows};
 use super::options::{Kind, OptionSpec, Value};
-use super::{need_measurement, Core, Measurement, MethodStep, Planned, SamplerError, ScoreModel, StepParams};
+use super::{Core, MethodStep, Planned, Posterior, SamplerError, StepParams};
 use crate::gpu::Dispatch;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
@@ -82,13 +82,8 @@ impl MethodStep for Dps {
         true
     }
 
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
-        let m = need_measurement(meas, "DPS")?;
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("DPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
@@ -127,7 +122,7 @@ impl MethodStep for Dps {
         plan.extend(m.op.vjp(gpu, &x0, &r, &g0)?);
         plan.push(masker.dispatch.clone());
         // The model VJP sees the same (x_t, t) as the eps plan above.
-        plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
+        plan.extend(post.model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g0, &h)?);
         let dps = Dps {

@@ -7,17 +7,6 @@ use crate::bindings;
 use crate::gpu::{Bindings, KernelSig, SAMPLER};
 
 bindings! {
-    /// `ddpm_step`: x <- mean + sigma z + guide g + guide2 h (in place).
-    pub struct DdpmStep for SAMPLER: ["ddpm_step"] {
-        s: uniform,
-        eps: read f32,
-        v: read f32,
-        z: read f32,
-        g: read f32,
-        h: read f32,
-        x: read_write f32,
-    }
-
     /// `eps_estimate`: the noise estimate from x_t and the model's output.
     pub struct EpsEstimate for SAMPLER: ["eps_estimate"] {
         s: uniform,
@@ -64,31 +53,6 @@ bindings! {
         c: read_write f32,
     }
 
-    /// `cdps_measure`: the measurement chain's bridge step and the right-hand side w.
-    pub struct CdpsMeasure for SAMPLER: ["cdps_measure"] {
-        s: uniform,
-        y0: read f32,
-        zy: read f32,
-        e2: read f32,
-        aeps: read f32,
-        ycur: read_write f32,
-        w: read_write f32,
-    }
-
-    /// `cdps_measure_spectral`: as `cdps_measure` in the spectral basis, with
-    /// the per-component precision pi.
-    pub struct CdpsMeasureSpectral for SAMPLER: ["cdps_measure_spectral"] {
-        s: uniform,
-        y0: read f32,
-        zy: read f32,
-        e2: read f32,
-        aeps: read f32,
-        ycur: read_write f32,
-        w: read_write f32,
-        sing: read f32,
-        pi: read_write f32,
-    }
-
     /// `cdps_rhs`: the CG's right-hand side D m + sqrt(D) e1 + A^T w and D.
     pub struct CdpsRhs for SAMPLER: ["cdps_rhs"] {
         s: uniform,
@@ -110,18 +74,75 @@ bindings! {
         twist_out: read_write f32,
         logw: read_write f32,
     }
+}
+
+/// Kernels that bind the same leading slots, each then its own (a step and
+/// its twisted variant, the measurement chain and its spectral variant, the
+/// mixture prior's passes): the shared slots are written once, as the
+/// struct `Lead` (`for SHADER, Lead { slots } Kernel: "entry" { slots } ...`),
+/// and each kernel's bindings struct is made with `Kernel::new(lead, own...)`.
+macro_rules! with_leading_slots {
+    (for $shader:path, $lead:ident $lead_slots:tt $($(#[$meta:meta])* $name:ident: $entry:literal $own:tt)+) => {
+        $crate::samplers::kernels::with_leading_slots!(@lead $lead $lead_slots);
+        $($crate::samplers::kernels::with_leading_slots!(
+            @one $shader, $lead, $lead_slots, $(#[$meta])* $name: $entry $own
+        );)+
+    };
+    (@lead $lead:ident { $($f:ident : $access:ident $($elem:ident)?),+ $(,)? }) => {
+        /// The slots these kernels share, bound first.
+        #[derive(Clone, Copy)]
+        pub struct $lead<'a> {
+            $(pub $f: &'a dyn $crate::gpu::Bindable,)+
+        }
+    };
+    (@one $shader:path, $lead:ident, { $($f:ident : $access:ident $($elem:ident)?),+ $(,)? },
+        $(#[$meta:meta])* $name:ident: $entry:literal { $($g:ident : $gaccess:ident $($gelem:ident)?),* $(,)? }) => {
+        $crate::bindings! {
+            $(#[$meta])*
+            pub struct $name for $shader: [$entry] {
+                $($f: $access $($elem)?,)+
+                $($g: $gaccess $($gelem)?,)*
+            }
+        }
+        impl<'a> $name<'a> {
+            /// The shared slots, then this kernel's own.
+            pub fn new(lead: $lead<'a>, $($g: &'a dyn $crate::gpu::Bindable),*) -> Self {
+                $name { $($f: lead.$f,)+ $($g,)* }
+            }
+        }
+    };
+}
+pub(crate) use with_leading_slots;
+
+with_leading_slots! {
+    for SAMPLER, StepSlots { s: uniform, eps: read f32, v: read f32, z: read f32, g: read f32, h: read f32 }
+
+    /// `ddpm_step`: x <- mean + sigma z + guide g + guide2 h (in place).
+    DdpmStep: "ddpm_step" {
+        x: read_write f32,
+    }
 
     /// `tds_step`: the twisted proposal and its log p/q per element.
-    pub struct TdsStep for SAMPLER: ["tds_step"] {
-        s: uniform,
-        eps: read f32,
-        v: read f32,
-        z: read f32,
-        g: read f32,
-        h: read f32,
+    TdsStep: "tds_step" {
         xin: read f32,
         x: read_write f32,
         lpq: read_write f32,
+    }
+}
+
+with_leading_slots! {
+    for SAMPLER, MeasureSlots {
+        s: uniform, y0: read f32, zy: read f32, e2: read f32, aeps: read f32, ycur: read_write f32, w: read_write f32
+    }
+
+    /// `cdps_measure`: the measurement chain's bridge step and the right-hand side w.
+    CdpsMeasure: "cdps_measure" {}
+
+    /// `cdps_measure_spectral`: as `cdps_measure` in the spectral basis, with
+    /// the per-component precision pi.
+    CdpsMeasureSpectral: "cdps_measure_spectral" {
+        sing: read f32,
+        pi: read_write f32,
     }
 }
 

@@ -71,7 +71,7 @@ pub use cdps::{CdpsBasis, CdpsVariant};
 pub use cg::CgStats;
 pub use dmps::DmpsSolver;
 pub use options::{MethodOptions, OptionSpec};
-pub use score::{GmmPrior, ScoreError, ScoreModel};
+pub use score::{EpsArgs, GmmPrior, ScoreError, ScoreModel};
 pub use unet_score::UnetScore;
 
 #[derive(Debug, Error)]
@@ -144,15 +144,9 @@ macro_rules! methods {
             }
 
             /// Plans the method on `core`.
-            fn plan(
-                self,
-                gpu: &Gpu,
-                core: &mut Core,
-                model: &dyn ScoreModel,
-                meas: Option<&Measurement<'_>>,
-            ) -> Result<Planned, SamplerError> {
+            fn plan(self, gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
                 match self {
-                    $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, model, meas),)+
+                    $(Method::$variant => <$ty as MethodStep>::plan(gpu, core, post),)+
                 }
             }
         }
@@ -185,6 +179,25 @@ impl Method {
     /// Whether the method reads setting `name`.
     pub fn takes(self, name: &str) -> bool {
         self.options().iter().any(|o| o.name == name)
+    }
+
+    /// Refuses a setting in `given` that the method does not read: one
+    /// meant for another method would otherwise be ignored without a word.
+    /// Pass only what the user gave, not the defaults a caller fills in.
+    pub fn check_given(self, given: &MethodOptions) -> Result<(), SamplerError> {
+        let Some(name) = given.given().find(|name| !self.takes(name)) else {
+            return Ok(());
+        };
+        let takes: Vec<String> = self.options().iter().map(|o| format!("--{}", o.name)).collect();
+        let takes = if takes.is_empty() {
+            "no settings".to_string()
+        } else {
+            takes.join(", ")
+        };
+        Err(SamplerError::Invalid(format!(
+            "--{name} does not apply to --method {} (it takes {takes})",
+            self.name()
+        )))
     }
 
     /// Model evaluations one step costs, in forward passes: 1, plus 1 for
@@ -479,7 +492,16 @@ impl Core {
             Tensor::zeros(gpu, "v (unused)", &[1])?
         };
         let z = Tensor::zeros(gpu, "ddpm noise", &shape)?;
-        let eps_plan = model.plan_eps(gpu, &x, &t, &eps, model.learned_sigma().then_some(&v), vjp)?;
+        let eps_plan = model.plan_eps(
+            gpu,
+            &EpsArgs {
+                x: &x,
+                t: &t,
+                eps: &eps,
+                v: model.learned_sigma().then_some(&v),
+                vjp,
+            },
+        )?;
         let step_uniform = gpu.uniform("sampler step", &StepParams::default());
         let init_noise = Noise::new(gpu, &x, role_seed(opts.seed, Role::Init), 0, 0.0, 1.0)?;
         let zn = Noise::new(gpu, &z, role_seed(opts.seed, Role::Step), 0, 0.0, 1.0)?;
@@ -697,15 +719,10 @@ pub trait MethodStep: Any {
     /// Builds the method on `core`: its buffers (named fields of `Self`), the
     /// plan of one reverse step (usually `core.eps_plan`, the method's
     /// dispatches, then `core.z_dispatch()` and `core.ddpm_step(..)`) and
-    /// what [`Sampler::init`] runs once per run. `meas` has been validated
-    /// against the model's shape; a method that needs it says so with
-    /// [`need_measurement`].
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError>
+    /// what [`Sampler::init`] runs once per run. `post.meas` has been
+    /// validated against the model's shape; a method that needs it says so
+    /// with [`Posterior::measurement`].
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError>
     where
         Self: Sized;
 
@@ -847,12 +864,19 @@ impl Planned {
     }
 }
 
-/// `meas`, or the error that `what` ("DPS") needs one.
-pub fn need_measurement<'a, 'm>(
-    meas: Option<&'a Measurement<'m>>,
-    what: &str,
-) -> Result<&'a Measurement<'m>, SamplerError> {
-    meas.ok_or_else(|| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)")))
+/// What a method samples, as it is planned: the posterior of `model`'s
+/// prior given `meas` (the prior itself without one).
+pub struct Posterior<'a> {
+    pub model: &'a dyn ScoreModel,
+    pub meas: Option<&'a Measurement<'a>>,
+}
+
+impl<'a> Posterior<'a> {
+    /// The measurement, or the error that `what` ("DPS") needs one.
+    pub fn measurement(&self, what: &str) -> Result<&'a Measurement<'a>, SamplerError> {
+        self.meas
+            .ok_or_else(|| SamplerError::Invalid(format!("{what} needs a measurement (operator and y)")))
+    }
 }
 
 /// The measurement's operator as a linear one, or the one-line refusal that
@@ -944,7 +968,14 @@ impl Sampler {
             }
             core.m_per = m_per;
         }
-        let planned = method.plan(gpu, &mut core, model, meas.as_ref())?;
+        let planned = method.plan(
+            gpu,
+            &mut core,
+            &Posterior {
+                model,
+                meas: meas.as_ref(),
+            },
+        )?;
         let mut init_plan = Plan::new();
         init_plan.push(core.init_noise.dispatch.clone());
         init_plan.extend(planned.init);

@@ -117,6 +117,11 @@ impl MethodOptions {
         self.values.contains_key(name)
     }
 
+    /// The names of the settings given (not those only defaulted).
+    pub fn given(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.values.keys().copied()
+    }
+
     fn get(&self, name: &str) -> Option<Value> {
         if let Some(v) = self.values.get(name) {
             return Some(*v);

@@ -10,55 +10,32 @@
 
 use thiserror::Error;
 
-use crate::bindings;
+use super::kernels::with_leading_slots;
 use crate::gpu::{dispatch_groups, small_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, GMM, WG1D};
 use crate::operators::OperatorError;
 use crate::process::{Kind, Prediction, Process};
 use crate::tensor::{DType, Tensor};
 use crate::Gpu;
 
-bindings! {
+with_leading_slots! {
+    for GMM, GmmSlots { p: uniform, prior: read f32, abar: read f32, tsteps: read f32, x: read f32, logits: read_write f32 }
+
     /// `gmm_logits`: each component's log-responsibility at (x_t, t).
-    pub struct GmmLogits for GMM: ["gmm_logits"] {
-        p: uniform,
-        prior: read f32,
-        abar: read f32,
-        tsteps: read f32,
-        x: read f32,
-        logits: read_write f32,
-    }
+    GmmLogits: "gmm_logits" {}
 
     /// `gmm_eps`: the exact noise prediction from the logits.
-    pub struct GmmEps for GMM: ["gmm_eps"] {
-        p: uniform,
-        prior: read f32,
-        abar: read f32,
-        tsteps: read f32,
-        x: read f32,
-        logits: read_write f32,
+    GmmEps: "gmm_eps" {
         eps: read_write f32,
     }
 
     /// `gmm_vjp_dots`: per-component dots of the cotangent, the VJP's first pass.
-    pub struct GmmVjpDots for GMM: ["gmm_vjp_dots"] {
-        p: uniform,
-        prior: read f32,
-        abar: read f32,
-        tsteps: read f32,
-        x: read f32,
-        logits: read_write f32,
+    GmmVjpDots: "gmm_vjp_dots" {
         cot: read f32,
         dots: read_write f32,
     }
 
     /// `gmm_vjp`: J_eps(x)^T cot from the dots.
-    pub struct GmmVjp for GMM: ["gmm_vjp"] {
-        p: uniform,
-        prior: read f32,
-        abar: read f32,
-        tsteps: read f32,
-        x: read f32,
-        logits: read_write f32,
+    GmmVjp: "gmm_vjp" {
         cot: read f32,
         dots_in: read f32,
         dx: read_write f32,
@@ -97,6 +74,19 @@ impl From<ScoreError> for OperatorError {
     }
 }
 
+/// What [`ScoreModel::plan_eps`] reads and writes: x, eps, v are
+/// [N, C, H, W], t is [N] (f32 original timesteps), v is given when the model
+/// learns sigma. `vjp`: a VJP will be planned after this forward (a model
+/// that saves state for it keeps it).
+#[derive(Clone, Copy)]
+pub struct EpsArgs<'a> {
+    pub x: &'a Tensor,
+    pub t: &'a Tensor,
+    pub eps: &'a Tensor,
+    pub v: Option<&'a Tensor>,
+    pub vjp: bool,
+}
+
 /// A denoising model out_theta(x_t, t): the noise eps, or x0, v or a flow's
 /// velocity as [`ScoreModel::process`] says.
 pub trait ScoreModel: Send + Sync {
@@ -113,18 +103,9 @@ pub trait ScoreModel: Send + Sync {
     fn process(&self) -> Process {
         Process::default()
     }
-    /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`): x, eps, v are
-    /// [N, C, H, W], t is [N] (f32 original timesteps). `vjp`: a VJP will be
-    /// planned after this forward (a model that saves state for it keeps it).
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError>;
+    /// Plans eps = eps_theta(x, t) (and v when `learned_sigma`) on the
+    /// buffers of `args` ([`EpsArgs`]).
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError>;
     /// Plans dx = (d eps / d x)^T cotangent for the same x and t. A model may
     /// reuse state its `plan_eps` plan left behind for the same x: callers
     /// replay this plan after that plan, in the same or a later submission.
@@ -257,25 +238,34 @@ impl GmmPrior {
         Ok(x.numel() / self.d)
     }
 
-    fn logits_dispatch(
-        &self,
-        gpu: &Gpu,
-        params: &wgpu::Buffer,
-        x: &Tensor,
-        t: &Tensor,
-        logits: &wgpu::Buffer,
-        n: usize,
-    ) -> Result<Dispatch, GpuError> {
-        let b = GmmLogits {
+    /// The slots every pass binds first; `logits` [N, K] is written by the
+    /// first pass and read by the others.
+    fn slots<'a>(
+        &'a self,
+        params: &'a wgpu::Buffer,
+        x: &'a Tensor,
+        t: &'a Tensor,
+        logits: &'a wgpu::Buffer,
+    ) -> GmmSlots<'a> {
+        GmmSlots {
             p: params,
             prior: &self.prior,
             abar: &self.abar,
             tsteps: t,
             x,
             logits,
-        };
-        Dispatch::typed(gpu, "gmm_logits", &[], &b, small_groups(n))
+        }
     }
+
+    /// The first pass: the logits from (x_t, t).
+    fn logits_pass(&self, gpu: &Gpu, slots: GmmSlots<'_>, n: usize) -> Result<Dispatch, GpuError> {
+        Dispatch::typed(gpu, "gmm_logits", &[], &GmmLogits::new(slots), small_groups(n))
+    }
+}
+
+/// One pass over `threads` elements, one thread each.
+fn launch(gpu: &Gpu, entry: &str, b: &impl Bindings, threads: usize) -> Result<Dispatch, GpuError> {
+    Dispatch::typed(gpu, entry, &[], b, dispatch_groups(threads, WG1D))
 }
 
 impl ScoreModel for GmmPrior {
@@ -292,15 +282,8 @@ impl ScoreModel for GmmPrior {
         self.process
     }
 
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        _vjp: bool,
-    ) -> Result<Plan, ScoreError> {
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let EpsArgs { x, t, eps, v, .. } = *args;
         let n = self.batch(x)?;
         self.check("t", t, n, 1)?;
         self.check("eps", eps, n, self.d)?;
@@ -312,24 +295,10 @@ impl ScoreModel for GmmPrior {
         }
         let params = self.params(gpu, n);
         let logits = gpu.storage_buffer("gmm logits", f32_bytes(n * self.k))?;
+        let slots = self.slots(&params, x, t, &logits);
         let mut plan = Plan::new();
-        plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
-        let b = GmmEps {
-            p: &params,
-            prior: &self.prior,
-            abar: &self.abar,
-            tsteps: t,
-            x,
-            logits: &logits,
-            eps,
-        };
-        plan.push(Dispatch::typed(
-            gpu,
-            "gmm_eps",
-            &[],
-            &b,
-            dispatch_groups(n * self.d, WG1D),
-        )?);
+        plan.push(self.logits_pass(gpu, slots, n)?);
+        plan.push(launch(gpu, "gmm_eps", &GmmEps::new(slots, eps), n * self.d)?);
         Ok(plan)
     }
 
@@ -342,42 +311,16 @@ impl ScoreModel for GmmPrior {
         // Own logits (cheap to recompute), so this plan stands alone.
         let logits = gpu.storage_buffer("gmm vjp logits", f32_bytes(n * self.k))?;
         let dots = gpu.storage_buffer("gmm vjp dots", f32_bytes(n * self.k))?;
+        let slots = self.slots(&params, x, t, &logits);
         let mut plan = Plan::new();
-        plan.push(self.logits_dispatch(gpu, &params, x, t, &logits, n)?);
-        let b = GmmVjpDots {
-            p: &params,
-            prior: &self.prior,
-            abar: &self.abar,
-            tsteps: t,
-            x,
-            logits: &logits,
-            cot: cotangent,
-            dots: &dots,
-        };
-        plan.push(Dispatch::typed(
-            gpu,
-            "gmm_vjp_dots",
-            &[],
-            &b,
-            dispatch_groups(n * self.k, WG1D),
-        )?);
-        let b = GmmVjp {
-            p: &params,
-            prior: &self.prior,
-            abar: &self.abar,
-            tsteps: t,
-            x,
-            logits: &logits,
-            cot: cotangent,
-            dots_in: &dots,
-            dx,
-        };
-        plan.push(Dispatch::typed(
+        plan.push(self.logits_pass(gpu, slots, n)?);
+        let b = GmmVjpDots::new(slots, cotangent, &dots);
+        plan.push(launch(gpu, "gmm_vjp_dots", &b, n * self.k)?);
+        plan.push(launch(
             gpu,
             "gmm_vjp",
-            &[],
-            &b,
-            dispatch_groups(n * self.d, WG1D),
+            &GmmVjp::new(slots, cotangent, &dots, dx),
+            n * self.d,
         )?);
         Ok(plan)
     }

@@ -53,10 +53,7 @@ use rand::{Rng, SeedableRng};
 
 use super::kernels::{TdsStep, TdsWeigh};
 use super::options::{Kind, OptionSpec, Value};
-use super::{
-    need_measurement, Core, Measurement, MethodBlock, MethodStep, Planned, SamplerError, SamplerOptions, ScoreModel,
-    Stat, StepParams,
-};
+use super::{Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, SamplerOptions, Stat, StepParams};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::smc::{Population, RowReduce};
@@ -158,13 +155,8 @@ impl MethodStep for Smc {
         true
     }
 
-    fn plan(
-        gpu: &Gpu,
-        core: &mut Core,
-        model: &dyn ScoreModel,
-        meas: Option<&Measurement<'_>>,
-    ) -> Result<Planned, SamplerError> {
-        let m = need_measurement(meas, "SMC")?;
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("SMC")?;
         core.require_ddpm(
             "SMC",
             "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
@@ -238,7 +230,7 @@ impl MethodStep for Smc {
         // J_A(x0hat)^T r: A^T r for a linear measurement.
         plan.extend(m.op.vjp(gpu, &x0, &r, &g)?);
         plan.push(masker.dispatch.clone());
-        plan.extend(model.plan_vjp(gpu, &core.x, &core.t, &g, &h)?);
+        plan.extend(post.model.plan_vjp(gpu, &core.x, &core.t, &g, &h)?);
         // 2-3. Weigh, normalise, resample, gather what the proposal reads.
         plan.push(weigh.clone());
         plan.extend(pop.weigh.clone());

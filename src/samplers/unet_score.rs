@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::score::{ScoreError, ScoreModel};
+use super::score::{EpsArgs, ScoreError, ScoreModel};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::resample::{copy_channels, slice_channels, ChannelSlice};
@@ -77,15 +77,8 @@ impl ScoreModel for UnetScore {
         self.unet.process
     }
 
-    fn plan_eps(
-        &self,
-        gpu: &Gpu,
-        x: &Tensor,
-        t: &Tensor,
-        eps: &Tensor,
-        v: Option<&Tensor>,
-        vjp: bool,
-    ) -> Result<Plan, ScoreError> {
+    fn plan_eps(&self, gpu: &Gpu, args: &EpsArgs<'_>) -> Result<Plan, ScoreError> {
+        let EpsArgs { x, t, eps, v, vjp } = *args;
         let c = self.unet.config.in_channels();
         let per = c * self.height * self.width;
         if per == 0 || x.numel() % per != 0 {

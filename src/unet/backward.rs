@@ -11,7 +11,7 @@
 //!
 //! The time embedding depends on t only, so no gradient flows into it.
 
-use super::forward::{ForwardError, UnetForward};
+use super::forward::{per_layer_plans, ForwardError, UnetForward};
 use super::layers::Sizes;
 use super::memory::PlanKind;
 use super::weights::Weights;
@@ -105,7 +105,7 @@ impl UnetVjp {
         state.written[g.output] = true;
         let dummy = gpu.storage_buffer("unet bwd unused binding", 16)?;
         let mut records = Vec::new();
-        let ctx = GradCtx {
+        let plan = GradCtx {
             gpu,
             dt,
             weights: &unet.weights,
@@ -113,14 +113,17 @@ impl UnetVjp {
             grads: &grads,
             dummy: &dummy,
             split_scratch: fwd.split_scratch.as_ref(),
+            saved: None,
+            residual_alias: false,
         };
         let at = Sizes::of_graph(g, fwd.batch, fwd.height, fwd.width);
         for (li, rec) in fwd.records.iter().enumerate().rev() {
-            let alias = fwd.memory.residual_alias[li];
-            let steps = rec
-                .layer
-                .kind()
-                .backward(&ctx, &at, rec.saved.as_ref(), alias, &mut state)?;
+            let ctx = GradCtx {
+                saved: rec.saved.as_ref(),
+                residual_alias: fwd.memory.residual_alias[li],
+                ..plan
+            };
+            let steps = rec.layer.kind().backward(&ctx, &at, &mut state)?;
             records.push(BackwardRecord {
                 layer: li,
                 dispatches: Plan { steps },
@@ -145,28 +148,7 @@ impl UnetVjp {
         &self.dx_f32
     }
 
-    /// The per-layer backward plans, in execution order (last layer first;
-    /// after the cast of the cotangent and before the cast of dx in a
-    /// half-precision plan).
-    pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
-        let edge = |p: &Plan| !p.is_empty();
-        std::iter::once(&self.prologue)
-            .filter(move |p| edge(p))
-            .chain(self.records.iter().map(|r| &r.dispatches))
-            .chain(std::iter::once(&self.epilogue).filter(move |p| edge(p)))
-    }
-
-    /// Records the backward dispatches (after the forward ones) into a pass.
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for p in self.layer_plans() {
-            p.record(pass);
-        }
-    }
-
-    /// The backward pass as a [`Plan`] (to follow the forward plan in a larger one).
-    pub fn plan(&self) -> Plan {
-        Plan::concat(self.layer_plans())
-    }
+    per_layer_plans!("backward pass (last layer first; after the cast of the cotangent and before the cast of dx in a half-precision plan)");
 
     /// Forward then backward in one compute pass, one submission.
     pub fn submit(&self, gpu: &Gpu, fwd: &UnetForward) -> Result<(), GpuError> {
@@ -207,6 +189,11 @@ pub struct GradCtx<'a> {
     pub(crate) dummy: &'a wgpu::Buffer,
     /// The forward plan's split-K scratch.
     pub(crate) split_scratch: Option<&'a wgpu::Buffer>,
+    /// What the layer's forward saved ([`crate::unet::layers::Buffers::saved`]).
+    pub(crate) saved: Option<&'a Tensor>,
+    /// The memory plan gave the residual of the layer's
+    /// [`crate::unet::layers::Dataflow::residual_passthrough`] dy's buffer.
+    pub(crate) residual_alias: bool,
 }
 
 impl GradCtx<'_> {

@@ -178,7 +178,7 @@ impl UnetForward {
         };
         let t = Tensor::zeros(gpu, "unet timesteps", &[batch])?;
         let dummy = gpu.storage_buffer("unet unused binding", 16)?;
-        let ctx = ForwardCtx {
+        let plan = ForwardCtx {
             gpu,
             dt,
             weights: &unet.weights,
@@ -186,6 +186,7 @@ impl UnetForward {
             t: &t,
             dummy: &dummy,
             split_scratch: split_scratch.as_ref(),
+            saved: None,
         };
         let mut freqs = Vec::new();
         let mut records = Vec::new();
@@ -202,7 +203,11 @@ impl UnetForward {
                 Some((label, dims)) => Some(Tensor::zeros(gpu, label, &dims)?),
                 None => None,
             };
-            let steps = kind.forward(&ctx, &at, saved.as_ref(), &mut freqs)?;
+            let ctx = ForwardCtx {
+                saved: saved.as_ref(),
+                ..plan
+            };
+            let steps = kind.forward(&ctx, &at, &mut freqs)?;
             records.push(LayerRecord {
                 layer: layer.clone(),
                 dispatches: Plan { steps },
@@ -239,27 +244,7 @@ impl UnetForward {
         &self.output_f32
     }
 
-    /// The per-layer plans, in execution order (after the cast of x and
-    /// before the cast of the output in a half-precision plan).
-    pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
-        let edge = |p: &Plan| !p.is_empty();
-        std::iter::once(&self.prologue)
-            .filter(move |p| edge(p))
-            .chain(self.records.iter().map(|r| &r.dispatches))
-            .chain(std::iter::once(&self.epilogue).filter(move |p| edge(p)))
-    }
-
-    /// Records the whole forward pass into a compute pass (no submission).
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for p in self.layer_plans() {
-            p.record(pass);
-        }
-    }
-
-    /// The forward pass as a [`Plan`] (for composing with other work).
-    pub fn plan(&self) -> Plan {
-        Plan::concat(self.layer_plans())
-    }
+    per_layer_plans!("forward pass (after the cast of x and before the cast of the output in a half-precision plan)");
 
     /// Submits the forward pass once (inputs already in `input()` and `t`).
     pub fn submit(&self, gpu: &Gpu) -> Result<(), GpuError> {
@@ -295,6 +280,33 @@ impl UnetForward {
     }
 }
 
+/// The plan accessors of a planned pass, forward or VJP, that keeps one plan
+/// per layer (`records[..].dispatches`) between a half-precision plan's
+/// casts (`prologue`, `epilogue`: empty, and left out, in f32).
+macro_rules! per_layer_plans {
+    ($pass:literal) => {
+        #[doc = concat!("The per-layer plans of the ", $pass, ", in execution order.")]
+        pub fn layer_plans(&self) -> impl Iterator<Item = &Plan> + '_ {
+            let edge = |p: &&Plan| !p.is_empty();
+            let [prologue, epilogue] = [&self.prologue, &self.epilogue].map(|p| std::iter::once(p).filter(edge));
+            prologue
+                .chain(self.records.iter().map(|r| &r.dispatches))
+                .chain(epilogue)
+        }
+
+        /// Records them into a caller's compute pass (no submission).
+        pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+            Plan::record_all(self.layer_plans(), pass);
+        }
+
+        /// Them as one [`Plan`] (to compose with other work).
+        pub fn plan(&self) -> Plan {
+            Plan::concat(self.layer_plans())
+        }
+    };
+}
+pub(crate) use per_layer_plans;
+
 /// What planning one forward layer reads besides the layer itself.
 pub struct ForwardCtx<'a> {
     pub(crate) gpu: &'a Gpu,
@@ -305,4 +317,7 @@ pub struct ForwardCtx<'a> {
     pub(crate) t: &'a Tensor,
     pub(crate) dummy: &'a wgpu::Buffer,
     pub(crate) split_scratch: Option<&'a wgpu::Buffer>,
+    /// The tensor the layer's [`crate::unet::layers::Buffers::saved`] asked
+    /// for, allocated for it.
+    pub(crate) saved: Option<&'a Tensor>,
 }

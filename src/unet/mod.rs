@@ -39,9 +39,10 @@
 //! what the memory plan keeps alive for its backward), `fits` (its sizes
 //! against its activations), `flops`, `buffers` (the tensor it saves for
 //! the backward, its own buffers), `split_scratch_bytes`, `forward`,
-//! `backward`, `label` (profile) and `bench_rows`; and one registration
-//! line: `<kind>::<Kind>` in the `layers!` list of `layers/mod.rs` (beside
-//! its `mod` line). The trait has no default
+//! `backward`, `label` (profile) and `bench_rows` (a pass it has nothing to
+//! do in is one `trivial!(...)` line); and one registration line:
+//! `<kind>::<Kind>` in the `layers!` list of `layers/mod.rs`, which also
+//! declares the module. The trait has no default
 //! methods, so a kind that leaves out a pass does not compile; the passes
 //! (memory plan, forward, backward, profile, `tweedie bench`) need nothing
 //! more. Then a builder method in `builder.rs` to emit it, and its kernels in
@@ -111,13 +112,7 @@ impl Unet {
         let opened = weights::open(path, model_config)?;
         let process = weights::process_for(&opened.files)?;
         let (config, graph, host) = weights::pack_checked(opened.check()?, weights::max_arena_elems(gpu))?;
-        let weights = Weights::upload_as(gpu, &host, dtype)?;
-        Ok(Unet {
-            config,
-            process,
-            graph,
-            weights,
-        })
+        Self::upload(gpu, config, process, graph, &host, dtype)
     }
 
     /// As [`Unet::load`], packing the weights into arenas of at most
@@ -126,7 +121,20 @@ impl Unet {
         let files = weights::ModelFiles::resolve(path)?;
         let process = weights::process_for(&files)?;
         let (config, graph, host) = weights::load_host(path, max_arena_elems)?;
-        let weights = Weights::upload(gpu, &host)?;
+        Self::upload(gpu, config, process, graph, &host, DType::F32)
+    }
+
+    /// The model of `config`, `process` and `graph` with `host`'s weights
+    /// uploaded in `dtype`.
+    fn upload(
+        gpu: &Gpu,
+        config: UnetConfig,
+        process: Process,
+        graph: Graph,
+        host: &weights::HostWeights,
+        dtype: DType,
+    ) -> Result<Unet, WeightsError> {
+        let weights = Weights::upload_as(gpu, host, dtype)?;
         Ok(Unet {
             config,
             process,
@@ -146,13 +154,7 @@ impl Unet {
         let checked = weights::inspect_embedded()?;
         let (config, graph, host) = weights::pack_checked(checked, weights::max_arena_elems(gpu))?;
         let process = Process::from_config_json(crate::embedded::CONFIG_JSON, Path::new(crate::embedded::MODEL_NAME))?;
-        let weights = Weights::upload_as(gpu, &host, dtype)?;
-        Ok(Unet {
-            config,
-            process,
-            graph,
-            weights,
-        })
+        Self::upload(gpu, config, process, graph, &host, dtype)
     }
 
     /// A model of `config` with random weights drawn from `seed` (benchmarks).
@@ -167,13 +169,7 @@ impl Unet {
             source,
         })?;
         let host = weights::random_host(&graph, seed, weights::max_arena_elems(gpu))?;
-        let weights = Weights::upload_as(gpu, &host, dtype)?;
-        Ok(Unet {
-            config: config.clone(),
-            process: Process::default(),
-            graph,
-            weights,
-        })
+        Self::upload(gpu, config.clone(), Process::default(), graph, &host, dtype)
     }
 
     /// Storage type of the weights and of every plan of the model.

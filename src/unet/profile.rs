@@ -35,34 +35,26 @@ pub fn profile(gpu: &Gpu, fwd: &UnetForward, vjp: Option<&UnetVjp>, iters: usize
     let mut out = Vec::new();
     let mut plans: Vec<&Plan> = Vec::new();
     let at = Sizes::of_tensors(fwd.batch, &fwd.acts);
-    for r in &fwd.records {
-        let layer = r.layer.kind();
-        let label = layer.label(&at);
-        plans.push(&r.dispatches);
+    let forward = fwd.records.iter().map(|r| ("forward", r, &r.dispatches));
+    let backward = vjp.into_iter().flat_map(|v| &v.records);
+    let backward = backward
+        .filter(|r| !r.dispatches.is_empty())
+        .map(|r| ("backward", &fwd.records[r.layer], &r.dispatches));
+    for (pass, rec, plan) in forward.chain(backward) {
+        let layer = rec.layer.kind();
+        let (label, flops) = (layer.label(&at), layer.flops(&at));
+        plans.push(plan);
         out.push(LayerTime {
             kind: label.kind,
-            pass: "forward",
+            pass,
             label: label.text,
             seconds: 0.0,
-            flops: layer.flops(&at).forward,
+            flops: if pass == "forward" {
+                flops.forward
+            } else {
+                flops.backward
+            },
         });
-    }
-    if let Some(v) = vjp {
-        for r in &v.records {
-            if r.dispatches.is_empty() {
-                continue;
-            }
-            let layer = fwd.records[r.layer].layer.kind();
-            let label = layer.label(&at);
-            plans.push(&r.dispatches);
-            out.push(LayerTime {
-                kind: label.kind,
-                pass: "backward",
-                label: label.text,
-                seconds: 0.0,
-                flops: layer.flops(&at).backward,
-            });
-        }
     }
     match gpu_times(gpu, &plans, iters)? {
         Some(times) => {

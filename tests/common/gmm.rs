@@ -224,3 +224,103 @@ pub fn sample_process(
     assert!(x.iter().all(|v| v.is_finite()), "{method:?}: non-finite samples");
     (x, stats)
 }
+
+/// A mixture problem in float64 for CPU replays of whole sampler runs: the
+/// exact eps of the diffused mixture and the measurement's A, A^T.
+pub struct Mixture64 {
+    pub w: Vec<f64>,
+    pub mu: Vec<f64>,
+    pub var: Vec<f64>,
+    /// [m, d]
+    pub a: Vec<f64>,
+    pub y: Vec<f64>,
+    pub sigma_y: f64,
+    pub k: usize,
+    pub d: usize,
+    pub m: usize,
+}
+
+impl Mixture64 {
+    pub fn new(p: &GmmProblem) -> Mixture64 {
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        Mixture64 {
+            w: f(&p.weights),
+            mu: f(&p.means),
+            var: f(&p.vars),
+            a: f(&p.a.data),
+            y: f(&p.y),
+            sigma_y: p.sigma_y as f64,
+            k: p.k,
+            d: p.d,
+            m: p.m,
+        }
+    }
+
+    /// E[eps | x_t] for x_t = a x0 + b eps: -b times the mixture's score.
+    pub fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
+        let (k, d) = (self.k, self.d);
+        let mut logits = vec![0f64; k];
+        let mut score = vec![0f64; k * d];
+        for c in 0..k {
+            let mut q = 0.0;
+            for j in 0..d {
+                let v = a * a * self.var[c * d + j] + b * b;
+                let r = x[j] - a * self.mu[c * d + j];
+                q += r * r / v + v.ln();
+                score[c * d + j] = -r / v;
+            }
+            logits[c] = self.w[c].ln() - 0.5 * q;
+        }
+        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+        (0..d)
+            .map(|j| -b * (0..k).map(|c| (logits[c] - mx).exp() / tot * score[c * d + j]).sum::<f64>())
+            .collect()
+    }
+
+    pub fn ax(&self, x: &[f64]) -> Vec<f64> {
+        (0..self.m).map(|i| (0..self.d).map(|j| self.a[i * self.d + j] * x[j]).sum()).collect()
+    }
+
+    pub fn atv(&self, v: &[f64]) -> Vec<f64> {
+        (0..self.d).map(|j| (0..self.m).map(|i| self.a[i * self.d + j] * v[i]).sum()).collect()
+    }
+
+    /// A^T (sigma_y^2 I + c A A^T)^{-1} r.
+    pub fn at_solve(&self, c: f64, r: &[f64]) -> Vec<f64> {
+        let (m, d) = (self.m, self.d);
+        let mut sys = vec![0f64; m * m];
+        for p in 0..m {
+            for q in 0..m {
+                let g: f64 = (0..d).map(|k| self.a[p * d + k] * self.a[q * d + k]).sum();
+                sys[p * m + q] = c * g + if p == q { self.sigma_y * self.sigma_y } else { 0.0 };
+            }
+        }
+        self.atv(&solve(sys, m, r.to_vec()))
+    }
+}
+
+/// Gaussian elimination with partial pivoting (small dense systems).
+pub fn solve(mut m: Vec<f64>, n: usize, mut b: Vec<f64>) -> Vec<f64> {
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&i, &j| m[i * n + c].abs().partial_cmp(&m[j * n + c].abs()).unwrap())
+            .unwrap();
+        for k in 0..n {
+            m.swap(c * n + k, p * n + k);
+        }
+        b.swap(c, p);
+        for r in c + 1..n {
+            let f = m[r * n + c] / m[c * n + c];
+            for k in c..n {
+                m[r * n + k] -= f * m[c * n + k];
+            }
+            b[r] -= f * b[c];
+        }
+    }
+    let mut x = vec![0f64; n];
+    for r in (0..n).rev() {
+        x[r] = (b[r] - (r + 1..n).map(|k| m[r * n + k] * x[k]).sum::<f64>()) / m[r * n + r];
+    }
+    x
+}

@@ -9,7 +9,7 @@ use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::{ActId, QkvOrder};
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::OwnBuffer;
 
 /// y [N, C, T] = softmax(scale_q q^T . scale_k k) v per head, from qkv [N, 3C, T].
 #[derive(Debug, Clone)]
@@ -79,18 +79,10 @@ impl LayerKind for Attention {
         }
     }
 
-    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-        0
-    }
+    trivial!(split_scratch_bytes);
 
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        saved: Option<&Tensor>,
-        _: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let lse = saved.expect("the forward plan allocates what `saved` asks for");
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
+        let lse = ctx.saved.expect("the forward plan allocates what `saved` asks for");
         let acts = ctx.acts;
         Ok(vec![attention(
             ctx.gpu,
@@ -101,15 +93,8 @@ impl LayerKind for Attention {
         )?])
     }
 
-    fn backward(
-        &self,
-        ctx: &GradCtx,
-        at: &Sizes,
-        saved: Option<&Tensor>,
-        _: bool,
-        state: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let lse = saved.expect("attention keeps its log-sum-exps");
+    fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError> {
+        let lse = ctx.saved.expect("attention keeps its log-sum-exps");
         let acts = ctx.acts;
         let dsum = ctx.gpu.storage_buffer("attention bwd D", self.dsum_bytes(at))?;
         let dsum_t = Tensor::wrap(dsum.clone(), &[self.dsum_bytes(at) as usize / 4]);

@@ -1,13 +1,11 @@
 //! Channel concatenation of a skip connection with the decoder's tensor.
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
-use crate::gpu::{Dispatch, Gpu, Plan};
+use super::{Dataflow, Label, LayerKind, Sizes};
+use crate::gpu::Dispatch;
 use crate::kernels::resample::{concat_channels, split_channels, Concat as ConcatShape};
-use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::PlanKind;
 
 /// y = cat([a, b], channels).
 #[derive(Debug, Clone)]
@@ -46,25 +44,9 @@ impl LayerKind for Concat {
         [ys[1], ys[2] * ys[3]] == [s.ca + s.cb, s.hw]
     }
 
-    fn flops(&self, _: &Sizes) -> Flops {
-        Flops::NONE
-    }
+    trivial!(flops, buffers, split_scratch_bytes);
 
-    fn buffers(&self, _: &Sizes) -> Buffers {
-        Buffers::NONE
-    }
-
-    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-        0
-    }
-
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        _: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
         let acts = ctx.acts;
         let s = self.shape(at);
         Ok(vec![concat_channels(
@@ -76,14 +58,7 @@ impl LayerKind for Concat {
         )?])
     }
 
-    fn backward(
-        &self,
-        ctx: &GradCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        _: bool,
-        state: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError> {
         let acc = (state.take(self.a), state.take(self.b));
         let (da, db) = (ctx.grad(self.a), ctx.grad(self.b));
         Ok(vec![split_channels(
@@ -102,7 +77,5 @@ impl LayerKind for Concat {
         }
     }
 
-    fn bench_rows(&self, _: &Gpu, _: DType, _: &Sizes, _: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
-        vec![]
-    }
+    trivial!(bench_rows);
 }

@@ -3,12 +3,12 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, Layer, LayerKind, Sizes};
+use super::{BenchRow, Dataflow, Flops, Label, Layer, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::conv2d::{conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvResidual};
 use crate::kernels::conv_choice::{self, ConvPass};
 use crate::kernels::elementwise::{Elementwise, Op};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::DType;
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::{ActId, Graph, Residual};
@@ -108,9 +108,7 @@ impl LayerKind for Conv {
         }
     }
 
-    fn buffers(&self, _: &Sizes) -> Buffers {
-        Buffers::NONE
-    }
+    trivial!(buffers);
 
     fn split_scratch_bytes(&self, gpu: &Gpu, at: &Sizes, kind: PlanKind, dt: DType) -> u64 {
         let s = self.shape(at);
@@ -124,13 +122,7 @@ impl LayerKind for Conv {
             .unwrap_or(0)
     }
 
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        _: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
         let (gpu, dt, acts) = (ctx.gpu, ctx.dt, ctx.acts);
         let s = self.shape(at);
         let kernel = conv_choice::choose(gpu, ConvPass::Forward, &s, dt);
@@ -152,14 +144,7 @@ impl LayerKind for Conv {
         Ok(conv2d(gpu, &kernel, &s, &op)?)
     }
 
-    fn backward(
-        &self,
-        ctx: &GradCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        residual_alias: bool,
-        state: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError> {
         let (gpu, dt) = (ctx.gpu, ctx.dt);
         let s = self.shape(at);
         let acc = state.take(self.x);
@@ -173,7 +158,7 @@ impl LayerKind for Conv {
             scratch: ctx.split_scratch,
         };
         let mut ds = conv2d_bwd_data(gpu, &kernel, &s, &op)?;
-        if let (Residual::Full(r), true) = (self.res, residual_alias) {
+        if let (Residual::Full(r), true) = (self.res, ctx.residual_alias) {
             // d r = dy, in dy's own buffer (the memory plan shares it).
             assert!(!state.take(r), "an aliased residual gradient is its first contribution");
         } else if let Residual::Full(r) = self.res {

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
+use super::{BenchRow, Buffers, Dataflow, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::groupnorm::{
     group_norm_bwd_onepass, group_norm_onepass, GroupNormAffine, GroupNormGrad, GroupNormShape,
@@ -11,7 +11,6 @@ use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::PlanKind;
 use crate::unet::weights::Weights;
 
 /// y = silu?( GN(x) [* (1 + scale) + shift] ), scale/shift = halves of `scale_shift` [N, 2C].
@@ -74,9 +73,7 @@ impl LayerKind for GroupNorm {
         ys[1] * ys[2] * ys[3] == s.c * s.hw
     }
 
-    fn flops(&self, _: &Sizes) -> Flops {
-        Flops::NONE
-    }
+    trivial!(flops);
 
     fn buffers(&self, at: &Sizes) -> Buffers {
         let s = self.shape(at);
@@ -86,18 +83,10 @@ impl LayerKind for GroupNorm {
         }
     }
 
-    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-        0
-    }
+    trivial!(split_scratch_bytes);
 
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        saved: Option<&Tensor>,
-        _: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let stats = saved.expect("the forward plan allocates what `saved` asks for");
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
+        let stats = ctx.saved.expect("the forward plan allocates what `saved` asks for");
         let (wb2, _) = ctx.weights.get(&self.beta);
         let a = self.affine(ctx.weights, ctx.acts);
         assert!(std::ptr::eq(a.weights, wb2), "gamma and beta share a parameter group");
@@ -113,15 +102,8 @@ impl LayerKind for GroupNorm {
         )?])
     }
 
-    fn backward(
-        &self,
-        ctx: &GradCtx,
-        at: &Sizes,
-        saved: Option<&Tensor>,
-        _: bool,
-        state: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        let stats = saved.expect("GroupNorm keeps its statistics");
+    fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError> {
+        let stats = ctx.saved.expect("GroupNorm keeps its statistics");
         let a = self.affine(ctx.weights, ctx.acts);
         let g = GroupNormGrad {
             dy: ctx.grad(self.y),

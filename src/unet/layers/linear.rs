@@ -2,14 +2,12 @@
 
 use serde_json::json;
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
+use super::{BenchRow, Dataflow, Flops, Label, LayerKind, Sizes};
 use crate::gpu::{Dispatch, Gpu, Plan};
 use crate::kernels::linear::{linear, LinearShape};
-use crate::tensor::{DType, Tensor};
-use crate::unet::backward::{GradCtx, GradState};
+use crate::tensor::DType;
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::PlanKind;
 
 /// y = act_out(W act_in(x) + b), W [dout, din].
 #[derive(Debug, Clone)]
@@ -36,9 +34,7 @@ impl LayerKind for Linear {
         }
     }
 
-    fn fits(&self, _: &Sizes) -> bool {
-        true
-    }
+    trivial!(fits);
 
     fn flops(&self, at: &Sizes) -> Flops {
         Flops {
@@ -47,21 +43,9 @@ impl LayerKind for Linear {
         }
     }
 
-    fn buffers(&self, _: &Sizes) -> Buffers {
-        Buffers::NONE
-    }
+    trivial!(buffers, split_scratch_bytes);
 
-    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-        0
-    }
-
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        _: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
         let s = LinearShape {
             n: at.n,
             din: self.din,
@@ -73,16 +57,7 @@ impl LayerKind for Linear {
         Ok(vec![linear(ctx.gpu, &s, &ctx.acts[self.x], w, b, &ctx.acts[self.y])?])
     }
 
-    fn backward(
-        &self,
-        _: &GradCtx,
-        _: &Sizes,
-        _: Option<&Tensor>,
-        _: bool,
-        _: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        Ok(vec![])
-    }
+    trivial!(backward);
 
     fn label(&self, _: &Sizes) -> Label {
         Label {

@@ -7,18 +7,8 @@
 //! walk the graph through [`Layer::kind`] and never match on kinds, so a kind
 //! that leaves out a pass does not compile.
 //!
-//! Adding a kind: a new module here with its struct and `impl LayerKind`
-//! (and its `mod` line), and its line in the `layers!` registry below.
-
-mod attention;
-mod concat;
-mod conv;
-mod groupnorm;
-mod linear;
-mod resample;
-mod timestep;
-
-pub use conv::conv_name;
+//! Adding a kind: a new module here with its struct and `impl LayerKind`, and
+//! its line in the `layers!` registry below (which declares the module too).
 
 use serde_json::Value;
 
@@ -194,26 +184,18 @@ pub trait LayerKind: std::fmt::Debug {
     /// Bytes of split-K scratch its kernels need in a plan of `kind`.
     fn split_scratch_bytes(&self, gpu: &Gpu, at: &Sizes, kind: PlanKind, dt: DType) -> u64;
 
-    /// Its forward dispatches; `saved` is the tensor [`Buffers::saved`]
-    /// asked for, `keep` holds buffers the dispatches bind that nothing else owns.
+    /// Its forward dispatches (the tensor [`Buffers::saved`] asked for is
+    /// `ctx.saved`); `keep` holds buffers the dispatches bind that nothing
+    /// else owns.
     fn forward(
         &self,
         ctx: &ForwardCtx,
         at: &Sizes,
-        saved: Option<&Tensor>,
         keep: &mut Vec<wgpu::Buffer>,
     ) -> Result<Vec<Dispatch>, ForwardError>;
 
-    /// Its input-gradient dispatches. `residual_alias`: the memory plan gave
-    /// the residual of [`Dataflow::residual_passthrough`] dy's buffer.
-    fn backward(
-        &self,
-        ctx: &GradCtx,
-        at: &Sizes,
-        saved: Option<&Tensor>,
-        residual_alias: bool,
-        state: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError>;
+    /// Its input-gradient dispatches (what its forward saved is `ctx.saved`).
+    fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError>;
 
     /// Its line in the profile report.
     fn label(&self, at: &Sizes) -> Label;
@@ -223,35 +205,113 @@ pub trait LayerKind: std::fmt::Debug {
     fn bench_rows(&self, gpu: &Gpu, dt: DType, at: &Sizes, fwd: &Plan, bwd: Option<&Plan>) -> Vec<BenchRow>;
 }
 
-/// The registry: one line per kind, `module::Kind`. Generates the [`Layer`]
-/// enum over the kinds, [`Layer::kind`] (the one match over kinds),
-/// `From<Kind> for Layer` and the kinds' re-exports.
+/// The answers of a kind that has nothing to do in a pass, one line per kind
+/// (`trivial!(split_scratch_bytes, bench_rows);`): the trait keeps no
+/// defaults, so every kind still names each pass it skips.
+/// - `fits`: its sizes follow from its input's, so every resolution fits;
+/// - `flops`: memory-bound, no FLOPs counted;
+/// - `buffers`: nothing saved, no buffers of its own;
+/// - `split_scratch_bytes`: no split-K kernel;
+/// - `backward`: no gradient flows through it (no dispatches);
+/// - `bench_rows`: not benchmarked on its own.
+macro_rules! trivial {
+    ($($pass:ident),+ $(,)?) => {
+        $(trivial!(@ $pass);)+
+    };
+    (@ fits) => {
+        fn fits(&self, _: &$crate::unet::layers::Sizes) -> bool {
+            true
+        }
+    };
+    (@ flops) => {
+        fn flops(&self, _: &$crate::unet::layers::Sizes) -> $crate::unet::layers::Flops {
+            $crate::unet::layers::Flops::NONE
+        }
+    };
+    (@ buffers) => {
+        fn buffers(&self, _: &$crate::unet::layers::Sizes) -> $crate::unet::layers::Buffers {
+            $crate::unet::layers::Buffers::NONE
+        }
+    };
+    (@ split_scratch_bytes) => {
+        fn split_scratch_bytes(
+            &self,
+            _: &$crate::gpu::Gpu,
+            _: &$crate::unet::layers::Sizes,
+            _: $crate::unet::memory::PlanKind,
+            _: $crate::tensor::DType,
+        ) -> u64 {
+            0
+        }
+    };
+    (@ backward) => {
+        fn backward(
+            &self,
+            _: &$crate::unet::backward::GradCtx,
+            _: &$crate::unet::layers::Sizes,
+            _: &mut $crate::unet::backward::GradState,
+        ) -> Result<Vec<$crate::gpu::Dispatch>, $crate::unet::forward::ForwardError> {
+            Ok(vec![])
+        }
+    };
+    (@ bench_rows) => {
+        fn bench_rows(
+            &self,
+            _: &$crate::gpu::Gpu,
+            _: $crate::tensor::DType,
+            _: &$crate::unet::layers::Sizes,
+            _: &$crate::gpu::Plan,
+            _: Option<&$crate::gpu::Plan>,
+        ) -> Vec<$crate::unet::layers::BenchRow> {
+            vec![]
+        }
+    };
+}
+
+/// The registry: one line per module, `module::Kind` (or `module::{A, B}`
+/// for a module of several kinds). Declares the modules and generates the
+/// [`Layer`] enum over the kinds, [`Layer::kind`] (the one match over
+/// kinds), `From<Kind> for Layer` and the kinds' re-exports.
 macro_rules! layers {
-    ($($module:ident::$kind:ident),* $(,)?) => {
-        $(pub use $module::$kind;)*
+    // Each entry normalised to `module [Kind ...]`, then emitted.
+    (@norm [$($done:tt)*]) => {
+        layers!(@emit $($done)*);
+    };
+    (@norm [$($done:tt)*] $module:ident::{$($kind:ident),+ $(,)?} $(, $($rest:tt)*)?) => {
+        layers!(@norm [$($done)* $module [$($kind)+]] $($($rest)*)?);
+    };
+    (@norm [$($done:tt)*] $module:ident::$kind:ident $(, $($rest:tt)*)?) => {
+        layers!(@norm [$($done)* $module [$kind]] $($($rest)*)?);
+    };
+    (@emit $($module:ident [$($kind:ident)+])*) => {
+        $(mod $module;)*
+        $($(pub use $module::$kind;)+)*
 
         /// One layer of the graph. Weight references are upstream key names;
         /// `w` of a fused group (diffusers' to_q/to_k/to_v) names its first
         /// member, the others follow it contiguously in the weight buffer.
         #[derive(Debug, Clone)]
         pub enum Layer {
-            $($kind($kind),)*
+            $($($kind($kind),)+)*
         }
 
         impl Layer {
             /// The layer as its kind, for every pass.
             pub fn kind(&self) -> &dyn LayerKind {
                 match self {
-                    $(Layer::$kind(l) => l,)*
+                    $($(Layer::$kind(l) => l,)+)*
                 }
             }
         }
 
-        $(impl From<$kind> for Layer {
+        $($(impl From<$kind> for Layer {
             fn from(l: $kind) -> Layer {
                 Layer::$kind(l)
             }
-        })*
+        })+)*
+    };
+    ($($entries:tt)+) => {
+        layers!(@norm [] $($entries)+);
     };
 }
 
@@ -261,10 +321,11 @@ layers! {
     conv::Conv,
     groupnorm::GroupNorm,
     attention::Attention,
-    resample::Upsample,
-    resample::AvgPool,
+    resample::{Upsample, AvgPool},
     concat::Concat,
 }
+
+pub use conv::conv_name;
 
 #[cfg(test)]
 mod tests {

@@ -1,14 +1,12 @@
 //! Nearest-neighbour x2 upsampling and 2x2 average pooling: the same
 //! bookkeeping around a different kernel pair, so one macro implements both.
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
-use crate::gpu::{Dispatch, Gpu, Plan};
+use super::{Dataflow, Label, LayerKind, Sizes};
+use crate::gpu::Dispatch;
 use crate::kernels::resample::{avg_pool2x2, avg_pool2x2_bwd, upsample_nearest2x, upsample_nearest2x_bwd, Nchw};
-use crate::tensor::{DType, Tensor};
 use crate::unet::backward::{GradCtx, GradState};
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::PlanKind;
 
 /// Nearest-neighbour x2.
 #[derive(Debug, Clone)]
@@ -48,41 +46,14 @@ macro_rules! resample_kind {
                 }
             }
 
-            fn fits(&self, _: &Sizes) -> bool {
-                true
-            }
+            trivial!(fits, flops, buffers, split_scratch_bytes);
 
-            fn flops(&self, _: &Sizes) -> Flops {
-                Flops::NONE
-            }
-
-            fn buffers(&self, _: &Sizes) -> Buffers {
-                Buffers::NONE
-            }
-
-            fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-                0
-            }
-
-            fn forward(
-                &self,
-                ctx: &ForwardCtx,
-                at: &Sizes,
-                _: Option<&Tensor>,
-                _: &mut Vec<wgpu::Buffer>,
-            ) -> Result<Vec<Dispatch>, ForwardError> {
+            fn forward(&self, ctx: &ForwardCtx, at: &Sizes, _: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
                 let s = nchw(at, self.x);
                 Ok(vec![$fwd(ctx.gpu, s, &ctx.acts[self.x], &ctx.acts[self.y])?])
             }
 
-            fn backward(
-                &self,
-                ctx: &GradCtx,
-                at: &Sizes,
-                _: Option<&Tensor>,
-                _: bool,
-                state: &mut GradState,
-            ) -> Result<Vec<Dispatch>, ForwardError> {
+            fn backward(&self, ctx: &GradCtx, at: &Sizes, state: &mut GradState) -> Result<Vec<Dispatch>, ForwardError> {
                 let acc = state.take(self.x);
                 let (dy, dx) = (ctx.grad(self.y), ctx.grad(self.x));
                 Ok(vec![$bwd(ctx.gpu, nchw(at, self.x), dy, dx, acc)?])
@@ -95,9 +66,7 @@ macro_rules! resample_kind {
                 }
             }
 
-            fn bench_rows(&self, _: &Gpu, _: DType, _: &Sizes, _: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
-                vec![]
-            }
+            trivial!(bench_rows);
         }
     };
 }

@@ -1,13 +1,12 @@
 //! Sinusoidal embedding of the timesteps.
 
-use super::{BenchRow, Buffers, Dataflow, Flops, Label, LayerKind, Sizes};
-use crate::gpu::{Dispatch, Gpu, Plan};
+use super::{Buffers, Dataflow, Label, LayerKind, Sizes};
+use crate::gpu::Dispatch;
 use crate::kernels::timestep::{timestep_embedding, TimestepShape};
-use crate::tensor::{DType, Tensor};
-use crate::unet::backward::{GradCtx, GradState};
+use crate::tensor::Tensor;
 use crate::unet::forward::{ForwardCtx, ForwardError};
 use crate::unet::graph::ActId;
-use crate::unet::memory::{OwnBuffer, PlanKind};
+use crate::unet::memory::OwnBuffer;
 
 /// t [N] -> y [N, dim]. `freqs` are computed on the host in f32 exactly as
 /// upstream does.
@@ -43,13 +42,7 @@ impl LayerKind for Timestep {
         }
     }
 
-    fn fits(&self, _: &Sizes) -> bool {
-        true
-    }
-
-    fn flops(&self, _: &Sizes) -> Flops {
-        Flops::NONE
-    }
+    trivial!(fits, flops);
 
     fn buffers(&self, _: &Sizes) -> Buffers {
         Buffers {
@@ -58,17 +51,9 @@ impl LayerKind for Timestep {
         }
     }
 
-    fn split_scratch_bytes(&self, _: &Gpu, _: &Sizes, _: PlanKind, _: DType) -> u64 {
-        0
-    }
+    trivial!(split_scratch_bytes);
 
-    fn forward(
-        &self,
-        ctx: &ForwardCtx,
-        at: &Sizes,
-        _: Option<&Tensor>,
-        keep: &mut Vec<wgpu::Buffer>,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
+    fn forward(&self, ctx: &ForwardCtx, at: &Sizes, keep: &mut Vec<wgpu::Buffer>) -> Result<Vec<Dispatch>, ForwardError> {
         let f = self.freqs();
         let freqs = Tensor::from_slice(ctx.gpu, "timestep freqs", &[f.len()], f)?;
         let s = TimestepShape {
@@ -81,16 +66,7 @@ impl LayerKind for Timestep {
         Ok(vec![d])
     }
 
-    fn backward(
-        &self,
-        _: &GradCtx,
-        _: &Sizes,
-        _: Option<&Tensor>,
-        _: bool,
-        _: &mut GradState,
-    ) -> Result<Vec<Dispatch>, ForwardError> {
-        Ok(vec![])
-    }
+    trivial!(backward);
 
     fn label(&self, _: &Sizes) -> Label {
         Label {
@@ -99,7 +75,5 @@ impl LayerKind for Timestep {
         }
     }
 
-    fn bench_rows(&self, _: &Gpu, _: DType, _: &Sizes, _: &Plan, _: Option<&Plan>) -> Vec<BenchRow> {
-        vec![]
-    }
+    trivial!(bench_rows);
 }
