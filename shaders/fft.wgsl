@@ -33,7 +33,8 @@ struct Params {
     _pad2: u32,
 }
 
-override WG: u32 = 64u;
+override WG: u32 = 256u;
+//!include grid
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> tw: array<f32>;
@@ -42,7 +43,7 @@ override WG: u32 = 64u;
 
 @compute @workgroup_size(WG)
 fn fft_pass(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = index(gid, nwg);
     if (i >= p.total) { return; }
     let n = p.n;
     let m = n / p.radix;

@@ -246,6 +246,7 @@ fn mirrored_constants() -> Vec<(&'static Shader, &'static str, f64)> {
         &AXIS_MATMUL,
         &MASK,
         &COLORIZE,
+        &FFT,
     ] {
         v.push((shader, "WG", WG1D as f64));
     }

@@ -17,7 +17,7 @@
 //! the f32 rounding of the sums, for every n.
 
 use crate::bindings;
-use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, Plan, FFT};
+use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, Plan, FFT, WG1D};
 use crate::tensor::Tensor;
 
 bindings! {
@@ -32,9 +32,6 @@ bindings! {
 
 /// The binding signatures of this module's kernels (checked by `tests/bindings.rs`).
 pub const BINDINGS: &[KernelSig] = &[FftPass::SIG];
-
-/// Workgroup size of `fft_pass` (its `WG` override default).
-const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -205,7 +202,7 @@ impl Fft2 {
                     x: src,
                     y: dst[i],
                 },
-                dispatch_groups(params.total as usize, WG),
+                dispatch_groups(params.total as usize, WG1D),
             )?);
         }
         if let Some(t) = tmp {
