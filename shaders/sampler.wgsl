@@ -146,13 +146,15 @@ fn dps_direction(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // DMPS's block (`DmpsStep` in src/samplers/dmps.rs).
 fn dmps_sigma_y2() -> f32 { return s.method[0].x; } // sigma_y^2
 fn dmps_gamma() -> f32 { return s.method[0].y; }    // (b / a)^2
+fn dmps_gain_cap() -> f32 { return s.method[0].z; } // the largest gain a direction takes
 
 // DMPS via the SVD: in place on the spectral coefficients of r,
-// c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2), times min(1, 1 / gain_i): the
-// step then pulls each measured direction at most all the way to the
-// measurement. gain_i = guide resid_scale s_i^2 / (sigma_y^2 + gamma s_i^2) is
-// how far the update moves x_t's component along direction i per unit of its
-// residual (src/samplers/dmps.rs); below 1 (every step of a 1000-step run) the
+// c_i <- c_i s_i / (sigma_y^2 + gamma s_i^2), times min(1, cap / gain_i): the
+// step then moves each measured direction at most onto the measurement at the
+// level it steps to. gain_i = guide resid_scale s_i^2 / (sigma_y^2 + gamma s_i^2)
+// is how far the update moves x_t's component along direction i per unit of
+// its residual, cap = a_{t-1} / a_t (`gain` and `gain_cap` in
+// src/samplers/dmps.rs); in a 1000-step run no gain reaches the cap and the
 // paper's update is unchanged.
 @group(0) @binding(1) var<storage, read> k_sing: array<f32>;
 @group(0) @binding(2) var<storage, read_write> k_c: array<f32>;
@@ -164,7 +166,7 @@ fn dmps_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let sv = k_sing[i % s.m_per];
     let den = dmps_sigma_y2() + dmps_gamma() * sv * sv;
     let gain = abs(s.guide * s.resid_scale) * sv * sv / den;
-    let cap = select(1.0, 1.0 / gain, gain > 1.0);
+    let cap = select(1.0, dmps_gain_cap() / gain, gain > dmps_gain_cap());
     k_c[i] = select(0.0, k_c[i] * sv / den * cap, den > 0.0);
 }
 

@@ -9,7 +9,7 @@ mod common;
 use common::gmm::*;
 use common::{randn, rng};
 
-use tweedie::samplers::dmps::{gain, LAMBDA_VP};
+use tweedie::samplers::dmps::{gain, gain_cap, LAMBDA_VP};
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
 
@@ -17,12 +17,8 @@ const SAMPLES: usize = 1000;
 
 fn opts(steps: usize, method: MethodOptions) -> SamplerOptions {
     SamplerOptions {
-        steps,
-        clip: false,
-        seed: 3,
-        variance: VarianceType::FixedLarge,
         method,
-        ..Default::default()
+        ..mixture_opts(steps, 3)
     }
 }
 
@@ -67,9 +63,13 @@ fn check_ten_steps(name: &str) {
     let (default, _) = sample(&case, Method::Dmps, &opts(10, MethodOptions::default()), SAMPLES);
     let default = score(&default);
     eprintln!("{name}: DMPS 10 steps, defaults {default:.3}, float64 lambda 1 {stable:.3}, prior {prior:.3}");
-    assert!(default < prior, "{name}: DMPS's defaults at 10 steps ({default}) are no better than the prior ({prior})");
     assert!(
-        (default - stable).abs() <= 0.15,
+        default < prior,
+        "{name}: DMPS's defaults at 10 steps ({default}) are no better than the prior ({prior})"
+    );
+    // Within 0.15 of lambda 1, or better (d80_m4 lands 0.2 below it).
+    assert!(
+        default <= stable + 0.15,
         "{name}: DMPS's defaults at 10 steps give {default}, a float64 DMPS with lambda 1 {stable}"
     );
 }
@@ -92,11 +92,19 @@ fn uncapped_paper_lambda_diverges_at_10_steps() {
     let case = load("d8_m2");
     let p = &case.problem;
     let prior = sliced_w2(&prior_samples(p, SAMPLES, 7), &case.reference, p.d, 11);
-    let paper = sliced_w2(&dmps64(&Mixture64::new(p), 10, 1.75, SAMPLES, 21), &case.reference, p.d, 11);
-    assert!(paper > prior, "uncapped lambda 1.75 at 10 steps: {paper} vs prior {prior}");
+    let paper = sliced_w2(
+        &dmps64(&Mixture64::new(p), 10, 1.75, SAMPLES, 21),
+        &case.reference,
+        p.d,
+        11,
+    );
+    assert!(
+        paper > prior,
+        "uncapped lambda 1.75 at 10 steps: {paper} vs prior {prior}"
+    );
 }
 
-/// At 1000 steps every direction's gain stays below 1 on both visible
+/// At 1000 steps every direction's gain stays below its cap on both visible
 /// mixtures (their singular values, sigma_y), so the cap never acts and DMPS
 /// is the paper's; at 10 steps it does act.
 #[test]
@@ -121,12 +129,13 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
                     let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
                     let beta = sched.betas[i];
                     let guide = LAMBDA_VP as f64 * beta / (1.0 - beta).sqrt() / a;
-                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2)
+                    let a_next = sched.alphas_cumprod_prev[i].sqrt();
+                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / gain_cap(a, a_next)
                 })
                 .fold(0.0, f64::max)
         };
         let (fine, coarse) = (max_gain(1000), max_gain(10));
-        assert!(fine < 1.0, "{name}: gain {fine} at 1000 steps");
-        assert!(coarse > 1.0, "{name}: gain {coarse} at 10 steps");
+        assert!(fine < 1.0, "{name}: gain / cap {fine} at 1000 steps");
+        assert!(coarse > 1.0, "{name}: gain / cap {coarse} at 10 steps");
     }
 }

@@ -14,7 +14,6 @@ use tweedie::operators::dense::Dense;
 use tweedie::operators::{batch_of, LinearOperator, Operator, OperatorError};
 use tweedie::process::Process;
 use tweedie::samplers::{GmmPrior, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
-use tweedie::schedule::VarianceType;
 use tweedie::{Gpu, Tensor};
 
 /// y = (A x)^2 elementwise.
@@ -91,12 +90,8 @@ fn setup() -> Setup {
 
 fn opts(steps: usize, method: MethodOptions) -> SamplerOptions {
     SamplerOptions {
-        steps,
-        clip: false,
-        seed: 3,
-        variance: VarianceType::FixedLarge,
         method,
-        ..Default::default()
+        ..mixture_opts(steps, 3)
     }
 }
 

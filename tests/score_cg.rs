@@ -3,6 +3,7 @@
 //! against dense CPU solves.
 
 mod common;
+use common::gmm::diffused_score;
 use common::*;
 
 use tweedie::operators::dense::Dense;
@@ -38,24 +39,7 @@ impl Mix {
 
     /// (responsibilities, per-component scores s_k [K*d], total score s)
     fn parts(&self, x: &[f64], a: f64, b: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-        let (k, d) = (self.k, self.d);
-        let mut logits = vec![0f64; k];
-        let mut sk = vec![0f64; k * d];
-        for c in 0..k {
-            let mut q = 0.0;
-            for j in 0..d {
-                let v = a * a * self.var[c * d + j] + b * b;
-                let r = x[j] - a * self.mu[c * d + j];
-                q += r * r / v + v.ln();
-                sk[c * d + j] = -r / v;
-            }
-            logits[c] = self.w[c].ln() - 0.5 * q;
-        }
-        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
-        let resp: Vec<f64> = logits.iter().map(|l| (l - mx).exp() / tot).collect();
-        let s: Vec<f64> = (0..d).map(|j| (0..k).map(|c| resp[c] * sk[c * d + j]).sum()).collect();
-        (resp, sk, s)
+        diffused_score(&self.w, &self.mu, &self.var, x, a, b)
     }
 
     fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {

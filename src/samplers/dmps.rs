@@ -43,8 +43,9 @@ pub const LAMBDA_FLOW: f32 = 2.0;
 pub const LAMBDA: OptionSpec = OptionSpec {
     name: "lambda",
     help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model). The step \
-           moves each measured direction at most all the way to the measurement (its gain is capped at \
-           1), so the default holds at any step count; at 1000 steps the cap never acts",
+           moves each measured direction at most onto the measurement at the level it steps to (its \
+           gain is capped at a_{t-1} / a_t), so the default holds at any step count; at 1000 steps the \
+           cap never acts",
     kind: Kind::Number,
     default: None,
     check: super::dps::finite,
@@ -83,6 +84,8 @@ pub struct DmpsStep {
     pub sigma_y2: f32,
     /// c = (b_t / a_t)^2, the weight of A A^T
     pub gamma: f32,
+    /// the largest gain a direction takes ([`gain_cap`])
+    pub gain_cap: f32,
 }
 
 /// DMPS's buffers and solver. Only `y` and `cg` are read from the host side;
@@ -122,21 +125,37 @@ enum Solve {
 /// guide resid_scale s^2 / (sigma_y^2 + c s^2), which at a DDPM step is
 /// lambda beta'_t s^2 / (sqrt(alpha'_t) (a_t^2 sigma_y^2 + b_t^2 s^2)).
 ///
-/// Above 1 the step overshoots the measurement in that direction, and above 2
-/// it moves the sample further from it than it started: the paper's lambda
-/// 1.75 is made for 1000 steps, where beta'_t is small and the gain stays
-/// far below 1, while 10 respaced steps put it near 10. Capping each
-/// direction's gain at 1 keeps the paper's update wherever it is stable
-/// (every step of a 1000-step run) and makes DMPS's defaults hold at any step
-/// count. The SVD form caps each direction (`dmps_spectral`); CG has no
-/// spectrum, so it scales the whole step by the largest direction's cap
-/// (s = ||A||_2, the gain grows with s), which never overshoots either.
+/// The paper's lambda 1.75 is made for 1000 steps, where beta'_t is small
+/// and the gain stays far below 1; 10 respaced steps put it near 10, and the
+/// step throws the sample past the measurement by more than it corrects
+/// (DMPS diverged there). Capping each direction's gain at [`gain_cap`]
+/// keeps the paper's update wherever it is stable (every step of a 1000-step
+/// run) and makes DMPS's defaults hold at any step count. The SVD form caps
+/// each direction (`dmps_spectral`); CG has no spectrum, so it scales the
+/// whole step by the largest direction's cap (s = ||A||_2: the gain grows
+/// with s), which never overshoots either.
 pub fn gain(guide: f64, resid_scale: f64, sigma_y2: f64, c: f64, s2: f64) -> f64 {
     let den = sigma_y2 + c * s2;
     if den > 0.0 {
         (guide * resid_scale).abs() * s2 / den
     } else {
         0.0
+    }
+}
+
+/// The most a direction's gain may be at a step from level a_t to a_{t-1}:
+/// a_{t-1} / a_t (at least 1). DMPS's term pulls x_t's measured component u
+/// toward a_t y / s, the measurement at x_t's level, while the base step
+/// carries u on to level a_{t-1} (its mean scales a measured component by
+/// about a_{t-1} / a_t): a gain of a_{t-1} / a_t lands the step on the
+/// measurement at the level it arrives at, a larger one overshoots it. A
+/// 1000-step schedule keeps every gain far below 1, so the cap never acts
+/// there (`tests/dmps_steps.rs`).
+pub fn gain_cap(a: f64, a_next: f64) -> f64 {
+    if a > 0.0 {
+        (a_next / a).max(1.0)
+    } else {
+        1.0
     }
 }
 
@@ -263,6 +282,7 @@ impl MethodStep for Dmps {
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
         let (a, b) = (g.a[i], g.b[i]);
+        let cap_here = gain_cap(a, g.a_next[i]);
         // a = 0 only at a flow's t = 1, where p(y | x_t) is flat: no guidance (see above).
         let (guide, c, resid_scale) = if a <= A_FLAT {
             (0.0, 0.0, 0.0)
@@ -278,7 +298,9 @@ impl MethodStep for Dmps {
             let (guide, c, resid_scale) = (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a);
             // CG's step is capped as a whole (the SVD form caps each direction on the GPU).
             let cap = match &self.solve {
-                Solve::Cg { s_max2, .. } => gain(guide, resid_scale, self.sigma_y2 as f64, c, *s_max2).max(1.0),
+                Solve::Cg { s_max2, .. } => {
+                    (gain(guide, resid_scale, self.sigma_y2 as f64, c, *s_max2) / cap_here).max(1.0)
+                }
                 Solve::Svd { .. } => 1.0,
             };
             (guide / cap, c, resid_scale)
@@ -289,6 +311,7 @@ impl MethodStep for Dmps {
         p.method = MethodBlock::of(&DmpsStep {
             sigma_y2: self.sigma_y2,
             gamma: c as f32,
+            gain_cap: cap_here as f32,
         });
         if let Solve::Cg { cg, .. } = &self.solve {
             cg.set_gamma(gpu, c as f32);

@@ -258,32 +258,23 @@ impl Mixture64 {
 
     /// E[eps | x_t] for x_t = a x0 + b eps: -b times the mixture's score.
     pub fn eps(&self, x: &[f64], a: f64, b: f64) -> Vec<f64> {
-        let (k, d) = (self.k, self.d);
-        let mut logits = vec![0f64; k];
-        let mut score = vec![0f64; k * d];
-        for c in 0..k {
-            let mut q = 0.0;
-            for j in 0..d {
-                let v = a * a * self.var[c * d + j] + b * b;
-                let r = x[j] - a * self.mu[c * d + j];
-                q += r * r / v + v.ln();
-                score[c * d + j] = -r / v;
-            }
-            logits[c] = self.w[c].ln() - 0.5 * q;
-        }
-        let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
-        let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
-        (0..d)
-            .map(|j| -b * (0..k).map(|c| (logits[c] - mx).exp() / tot * score[c * d + j]).sum::<f64>())
+        diffused_score(&self.w, &self.mu, &self.var, x, a, b)
+            .2
+            .iter()
+            .map(|s| -b * s)
             .collect()
     }
 
     pub fn ax(&self, x: &[f64]) -> Vec<f64> {
-        (0..self.m).map(|i| (0..self.d).map(|j| self.a[i * self.d + j] * x[j]).sum()).collect()
+        (0..self.m)
+            .map(|i| (0..self.d).map(|j| self.a[i * self.d + j] * x[j]).sum())
+            .collect()
     }
 
     pub fn atv(&self, v: &[f64]) -> Vec<f64> {
-        (0..self.d).map(|j| (0..self.m).map(|i| self.a[i * self.d + j] * v[i]).sum()).collect()
+        (0..self.d)
+            .map(|j| (0..self.m).map(|i| self.a[i * self.d + j] * v[i]).sum())
+            .collect()
     }
 
     /// A^T (sigma_y^2 I + c A A^T)^{-1} r.
@@ -298,6 +289,30 @@ impl Mixture64 {
         }
         self.atv(&solve(sys, m, r.to_vec()))
     }
+}
+
+/// The diffused mixture at x_t = a x0 + b eps (diagonal components, weights
+/// `w` need not be normalised): (responsibilities, per-component scores s_k
+/// [K*d], the total score).
+pub fn diffused_score(w: &[f64], mu: &[f64], var: &[f64], x: &[f64], a: f64, b: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (k, d) = (w.len(), x.len());
+    let mut logits = vec![0f64; k];
+    let mut sk = vec![0f64; k * d];
+    for c in 0..k {
+        let mut q = 0.0;
+        for j in 0..d {
+            let v = a * a * var[c * d + j] + b * b;
+            let r = x[j] - a * mu[c * d + j];
+            q += r * r / v + v.ln();
+            sk[c * d + j] = -r / v;
+        }
+        logits[c] = w[c].ln() - 0.5 * q;
+    }
+    let mx = logits.iter().cloned().fold(f64::MIN, f64::max);
+    let tot: f64 = logits.iter().map(|l| (l - mx).exp()).sum();
+    let resp: Vec<f64> = logits.iter().map(|l| (l - mx).exp() / tot).collect();
+    let s: Vec<f64> = (0..d).map(|j| (0..k).map(|c| resp[c] * sk[c * d + j]).sum()).collect();
+    (resp, sk, s)
 }
 
 /// Gaussian elimination with partial pivoting (small dense systems).
