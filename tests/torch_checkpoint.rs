@@ -179,15 +179,21 @@ fn an_inferred_config_that_does_not_fit_names_its_assumptions() {
     assert!(e.contains("assuming") && e.contains("num_head_channels 64"), "{e}");
 }
 
-/// The torch checkpoint and its safetensors twin are the same model on the
-/// GPU: forward and VJP agree exactly.
+/// The torch checkpoints (f16 zip, f32 legacy) and their safetensors twin
+/// are the same model on the GPU: forward and VJP agree exactly.
 #[test]
 fn a_torch_unet_runs_identically_to_its_safetensors() {
+    for file in ["tiny.pt", "tiny_legacy_f32.pt"] {
+        torch_unet_matches_safetensors(file);
+    }
+}
+
+fn torch_unet_matches_safetensors(file: &str) {
     let gpu = gpu();
     let config = torch_fixture("tiny/config.json");
-    let from_pt = Unet::load_with_config(&gpu, &torch_fixture("tiny.pt"), Some(&config), DType::F32).unwrap();
+    let from_pt = Unet::load_with_config(&gpu, &torch_fixture(file), Some(&config), DType::F32).unwrap();
     let from_st = Unet::load(&gpu, &torch_fixture("tiny")).unwrap();
-    assert_eq!(from_pt.config, from_st.config);
+    assert_eq!(from_pt.config, from_st.config, "{file}");
     let (n, h, w) = (2, 16, 16);
     let mut rng = common::rng(5);
     let x = common::randn(&mut rng, n * h * w);
@@ -200,7 +206,7 @@ fn a_torch_unet_runs_identically_to_its_safetensors() {
     };
     let (out_pt, vjp_pt) = run(&from_pt);
     let (out_st, vjp_st) = run(&from_st);
-    assert!(out_pt.iter().any(|&v| v != 0.0));
-    assert_eq!(out_pt, out_st, "forward");
-    assert_eq!(vjp_pt, vjp_st, "vjp");
+    assert!(out_pt.iter().any(|&v| v != 0.0), "{file}");
+    assert_eq!(out_pt, out_st, "{file}: forward");
+    assert_eq!(vjp_pt, vjp_st, "{file}: vjp");
 }

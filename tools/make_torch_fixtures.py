@@ -13,6 +13,7 @@ Files:
   values.safetensors                the same tensors, contiguous, as float32
   tiny.pt                           a small guided-diffusion U-Net (the
                                     training script's twin of UNetModel), f16, zip
+  tiny_legacy_f32.pt                the same weights widened to f32, legacy format
   tiny/model.safetensors, tiny/config.json   the same weights and its config
   hostile_*.pt                      what must be refused (see HOSTILE below)
 """
@@ -113,6 +114,9 @@ def main():
     half = m.half().state_dict()
     assert hasattr(half, "_metadata")
     torch.save(half, p("tiny.pt"))
+    # Widening f16 to f32 is exact: the same model in the other format and dtype.
+    torch.save(OrderedDict((k, v.float()) for k, v in half.items()), p("tiny_legacy_f32.pt"),
+               _use_new_zipfile_serialization=False)
     os.makedirs(p("tiny"), exist_ok=True)
     save_file({k: v.contiguous() for k, v in half.items()}, p("tiny/model.safetensors"))
     with open(p("tiny/config.json"), "w") as f:
