@@ -46,6 +46,56 @@ fn runs_on_a_caller_created_device() {
     );
 }
 
+/// The application's own uncaptured-error handler keeps firing after the
+/// engine is built on its device and has run on it, and an error in the
+/// engine's work still comes back as a `Result`.
+#[test]
+fn the_callers_error_handler_stays_the_callers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter for the test");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    device.on_uncaptured_error(Arc::new(move |_e: wgpu::Error| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
+    let x = Tensor::from_slice(&gpu, "x", &[3], &[1.0, 2.0, 3.0]).unwrap();
+    let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
+    let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
+    Plan {
+        steps: vec![k.dispatch.clone()],
+    }
+    .run(&gpu)
+    .unwrap();
+    assert_eq!(y.read(&gpu).unwrap(), [3.0, 5.0, 7.0]);
+    // The application's mistake, outside any scope: MAP_READ with STORAGE is invalid.
+    let _bad = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app's invalid buffer"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        1,
+        "the application's handler saw its own error"
+    );
+    // ... and the engine neither swallowed it nor reports it as its own.
+    gpu.sync().unwrap();
+    // The engine's own error is still a Result on the caller's device.
+    static BAD: Shader = Shader::new(
+        "bad_on_callers_device",
+        "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }",
+    );
+    assert!(gpu.pipeline(&BAD, "main", &[]).is_err());
+    assert_eq!(seen.load(Ordering::SeqCst), 1, "the engine's error went to its scope");
+}
+
 #[test]
 fn shader_errors_are_results_not_aborts() {
     let gpu = gpu();

@@ -208,21 +208,27 @@ impl Gpu {
             Err(e) => return Err(GpuError::RequestDevice(e.to_string())),
         };
         let mut gpu = Self::from_device(device, queue, Some(info));
+        // Our own device: errors no scope caught are collected and reported
+        // by the next `sync` or read-back.
+        let sink = gpu.uncaptured.clone();
+        gpu.device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
         gpu.cooperative_matrix = cooperative_matrix;
         Ok(gpu)
     }
 
     /// Builds a context on a device the caller already owns (a graphics
     /// application embedding the engine). Limits and features are read from the
-    /// device; nothing is requested.
+    /// device; nothing is requested. The device's uncaptured-error handler
+    /// stays the application's: the handler is device-wide, so installing
+    /// ours would silence the application's own errors (and report them as
+    /// ours). Our work is checked by error scopes instead (`scoped`,
+    /// `submit_checked`).
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Gpu {
         let uncaptured: Arc<Mutex<Vec<String>>> = Arc::default();
-        let sink = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
-            }
-        }));
         let info = info.unwrap_or_else(|| wgpu::AdapterInfo {
             name: "caller-provided device".into(),
             vendor: 0,
