@@ -7,14 +7,32 @@ use tweedie::gpu::{Dispatch, Plan, Shader, ELEMENTWISE};
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::{Gpu, GpuError, Tensor};
 
-/// A graphics application's own device: the engine runs on it unchanged.
-#[test]
-fn runs_on_a_caller_created_device() {
+/// A device made the way an application makes its own.
+fn callers_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("an adapter for the test");
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
-    let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
+    (device, queue, adapter.get_info())
+}
+
+/// 2 x + 1 through one planned dispatch, read back.
+fn affine(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
+    let y = Tensor::zeros(gpu, "y", &x.shape).unwrap();
+    let k = Elementwise::new(gpu, Op::Affine, x, &y, 2.0, 1.0).unwrap();
+    Plan {
+        steps: vec![k.dispatch.clone()],
+    }
+    .run(gpu)
+    .unwrap();
+    y.read(gpu).unwrap()
+}
+
+/// A graphics application's own device: the engine runs on it unchanged.
+#[test]
+fn runs_on_a_caller_created_device() {
+    let (device, queue, info) = callers_device();
+    let gpu = Gpu::from_device(device.clone(), queue, Some(info));
     // The caller's buffer, bound directly: no CPU round trip.
     let x = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("caller x"),
@@ -25,16 +43,9 @@ fn runs_on_a_caller_created_device() {
     gpu.queue
         .write_buffer(&x, 0, bytemuck::cast_slice(&[1.0f32, -2.0, 3.0]));
     let x = Tensor::wrap(x, &[3]);
-    let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
-    let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
-    Plan {
-        steps: vec![k.dispatch.clone()],
-    }
-    .run(&gpu)
-    .unwrap();
     assert_close(
         "affine on caller device",
-        &y.read(&gpu).unwrap(),
+        &affine(&gpu, &x),
         &[3.0, -3.0, 7.0],
         0.0,
         0.0,
@@ -53,25 +64,15 @@ fn runs_on_a_caller_created_device() {
 fn the_callers_error_handler_stays_the_callers() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("an adapter for the test");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let (device, queue, info) = callers_device();
     let seen = Arc::new(AtomicUsize::new(0));
     let counter = seen.clone();
     device.on_uncaptured_error(Arc::new(move |_e: wgpu::Error| {
         counter.fetch_add(1, Ordering::SeqCst);
     }));
-    let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
+    let gpu = Gpu::from_device(device.clone(), queue, Some(info));
     let x = Tensor::from_slice(&gpu, "x", &[3], &[1.0, 2.0, 3.0]).unwrap();
-    let y = Tensor::zeros(&gpu, "y", &[3]).unwrap();
-    let k = Elementwise::new(&gpu, Op::Affine, &x, &y, 2.0, 1.0).unwrap();
-    Plan {
-        steps: vec![k.dispatch.clone()],
-    }
-    .run(&gpu)
-    .unwrap();
-    assert_eq!(y.read(&gpu).unwrap(), [3.0, 5.0, 7.0]);
+    assert_eq!(affine(&gpu, &x), [3.0, 5.0, 7.0]);
     // The application's mistake, outside any scope: MAP_READ with STORAGE is invalid.
     let _bad = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("app's invalid buffer"),
