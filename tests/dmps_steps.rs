@@ -72,6 +72,16 @@ fn check_ten_steps(name: &str) {
         default <= stable + 0.15,
         "{name}: DMPS's defaults at 10 steps give {default}, a float64 DMPS with lambda 1 {stable}"
     );
+    // CG has no spectrum: it caps the whole step by the largest direction's
+    // (||A||_2 by power iteration), which must not diverge either.
+    let cg_opts = MethodOptions::default().with("dmps-solver", "cg").unwrap();
+    let (cg, _) = sample(&case, Method::Dmps, &opts(10, cg_opts), SAMPLES);
+    let cg = score(&cg);
+    eprintln!("{name}: DMPS 10 steps, CG solver {cg:.3}");
+    assert!(
+        cg <= stable + 0.15,
+        "{name}: DMPS (CG) at 10 steps gives {cg}, a float64 DMPS with lambda 1 {stable}"
+    );
 }
 
 #[test]
