@@ -10,7 +10,7 @@ use crate::io::{write_tensors, IoError};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::random::Noise;
 use crate::operators::task::ResolvedTask;
-use crate::operators::{LinearOperator, Operator};
+use crate::operators::{Classical, LinearOperator, Operator};
 use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, ScoreModel, Stat};
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
@@ -328,6 +328,23 @@ fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f
         )));
     }
     Ok(x)
+}
+
+/// What [`baseline`] is for a linear operator.
+pub const PSEUDO_INVERSE: &str = "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]";
+
+/// The plain baseline a restoration is set beside, for `ys` [N, out_shape]:
+/// A^+ y ([`pseudo_inverse`]) for a linear operator, the operator's own
+/// classical estimate otherwise (phase retrieval: HIO).
+pub fn baseline(gpu: &Gpu, op: &dyn Operator, ys: &[f32]) -> Result<Classical, SamplerError> {
+    if let Some(lin) = op.linear() {
+        return Ok(Classical {
+            x: pseudo_inverse(gpu, lin, ys)?,
+            label: PSEUDO_INVERSE.into(),
+        });
+    }
+    op.classical(gpu, ys)?
+        .ok_or_else(|| SamplerError::Invalid(format!("{} has no classical estimate to compare against", op.name())))
 }
 
 /// The plain baseline: the pseudo-inverse A^+ y = V S^+ U^T y through the SVD

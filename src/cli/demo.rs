@@ -13,7 +13,7 @@ use super::common::PriorArgs;
 use serde_json::json;
 
 use super::common::{prepare_out, ImageRef};
-use super::eval::{evaluate, mean_of, EvalRun};
+use super::eval::{evaluate, mean_of, EvalRun, Evaluated};
 use super::sampling::{MethodArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::{Task, TaskSpec};
@@ -102,7 +102,12 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             samples: 1,
             quiet: args.quiet,
         };
-        let (rows, pictures, seconds) = evaluate(&gpu, &prior, &images, &run)?;
+        let Evaluated {
+            rows,
+            pictures,
+            seconds,
+            ..
+        } = evaluate(&gpu, &prior, &images, &run)?;
         let m = mean_of(&rows);
         println!(
             "{:<32} {:>9.2} dB {:>8.4} {:>11.2} dB {:>8.4} {:>9.2}",

@@ -17,7 +17,7 @@ use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, S
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
-use crate::restore::{measure, pseudo_inverse, Restore};
+use crate::restore::{baseline, measure, Restore};
 use crate::samplers::{smc, Method, SamplerOptions};
 use crate::schedule::VarianceType;
 use crate::Gpu;
@@ -124,17 +124,22 @@ impl EvalRun<'_> {
     }
 }
 
+/// What [`evaluate`] returns.
+pub struct Evaluated {
+    /// One row per image.
+    pub rows: Vec<Row>,
+    /// Per image: the posterior mean, the baseline, the measurement.
+    pub pictures: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Seconds spent sampling.
+    pub seconds: f64,
+    /// What the baseline is, in a line.
+    pub baseline: String,
+}
+
 /// Restores `images` in batches under one operator (drawn once from the
 /// seed), `run.samples` posterior samples per image, and scores method and
-/// baseline. Also returns the restorations (posterior mean, baseline,
-/// measurement) for pictures.
-#[allow(clippy::type_complexity)]
-pub fn evaluate(
-    gpu: &Gpu,
-    prior: &Prior,
-    images: &[ImageRef],
-    run: &EvalRun<'_>,
-) -> anyhow::Result<(Vec<Row>, Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>, f64)> {
+/// baseline. Also returns the restorations for pictures.
+pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>) -> anyhow::Result<Evaluated> {
     let EvalRun {
         spec,
         method,
@@ -156,6 +161,7 @@ pub fn evaluate(
     let mut rows = Vec::new();
     let mut pictures = Vec::new();
     let mut seconds = 0.0;
+    let mut baseline_label = String::new();
     for (bi, chunk) in images.chunks(batch.max(1)).enumerate() {
         let mut cleans = Vec::new();
         let mut ys = Vec::new();
@@ -186,7 +192,9 @@ pub fn evaluate(
             .measured(op.as_ref(), sigma)
             .images(gpu, &ys_k, &mut cb)?;
         seconds += start.elapsed().as_secs_f64();
-        let base = pseudo_inverse(gpu, op.as_ref(), &ys)?;
+        let base = baseline(gpu, op.as_ref(), &ys)?;
+        baseline_label = base.label;
+        let base = base.x;
         for (k, p) in chunk.iter().enumerate() {
             let (b, clean) = (&base[k * per..(k + 1) * per], &cleans[k]);
             let mine = &xs[k * samples * per..(k + 1) * samples * per];
@@ -212,7 +220,12 @@ pub fn evaluate(
         }
     }
     pb.finish_and_clear();
-    Ok((rows, pictures, seconds))
+    Ok(Evaluated {
+        rows,
+        pictures,
+        seconds,
+        baseline: baseline_label,
+    })
 }
 
 /// FNV-1a of the file name.
@@ -346,7 +359,12 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         samples: args.samples,
         quiet: args.quiet,
     };
-    let (rows, _, seconds) = evaluate(&gpu, &prior, &images, &run)?;
+    let Evaluated {
+        rows,
+        seconds,
+        baseline,
+        ..
+    } = evaluate(&gpu, &prior, &images, &run)?;
     let mut settings = settings_json(&run.options(&prior)?, &prior.score.unet().process);
     settings["particles"] = json!(method.takes(smc::PARTICLES.name).then_some(args.samples));
     let header = json!({
@@ -362,7 +380,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "seed": args.sampling.seed,
         "sigma_y": args.sigma,
         "batch": args.batch,
-        "baseline": "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]",
+        "baseline": baseline,
         "adapter": gpu.report(),
         "shard": args.shard,
         "seconds_sampling": seconds,

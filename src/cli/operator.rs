@@ -87,7 +87,13 @@ pub fn run(args: OperatorArgs, verbose: bool) -> anyhow::Result<()> {
     let yt = Tensor::zeros(&gpu, "operator output", &out_shape)?;
     let plan = match args.mode {
         Mode::Forward => op.forward(&gpu, &xt, &yt)?,
-        Mode::Adjoint => op.adjoint(&gpu, &xt, &yt)?,
+        Mode::Adjoint => match op.linear() {
+            Some(lin) => lin.adjoint(&gpu, &xt, &yt)?,
+            None => bail!(
+                "--mode adjoint needs a linear operator; {} is not (use --mode vjp: J_A(x)^T v)",
+                op.name()
+            ),
+        },
         Mode::Vjp => {
             let v = file.get("v")?;
             check("v", &v, op.out_shape(), Some(n))?;

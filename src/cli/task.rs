@@ -48,6 +48,9 @@ struct TaskArgs {
     /// dense: a safetensors file holding the matrix.
     #[arg(long)]
     matrix: Option<PathBuf>,
+    /// phase-retrieval: zero-pad by floor(oversample / 8 x side) on every side before the DFT (default 2).
+    #[arg(long)]
+    oversample: Option<f64>,
 }
 
 impl From<TaskArgs> for TaskSpec {
@@ -64,6 +67,7 @@ impl From<TaskArgs> for TaskSpec {
             mask: a.mask,
             kernel: a.kernel,
             matrix: a.matrix,
+            oversample: a.oversample,
         }
     }
 }

@@ -487,6 +487,7 @@ shaders! {
     SAMPLER => "sampler",
     SMC => "smc",
     FFT => "fft",
+    PHASE => "phase",
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod fft;
 pub mod groupnorm;
 pub mod linear;
 pub mod mask;
+pub mod phase;
 pub mod random;
 pub mod reduce;
 pub mod resample;
@@ -41,6 +42,7 @@ pub fn bindings() -> Vec<KernelSig> {
         groupnorm::BINDINGS,
         attention::BINDINGS,
         fft::BINDINGS,
+        phase::BINDINGS,
     ]
     .concat()
 }

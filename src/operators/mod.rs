@@ -60,6 +60,20 @@ pub trait Operator: Send + Sync {
     fn linear(&self) -> Option<&dyn LinearOperator> {
         None
     }
+    /// A classical estimate of x from y alone (no prior), the baseline
+    /// reports set beside a restoration, for `ys` [N, out_shape]; None where
+    /// the operator has none of its own (a linear one's is A^+ y, which
+    /// callers take from its SVD form).
+    fn classical(&self, gpu: &Gpu, ys: &[f32]) -> Result<Option<Classical>, OperatorError> {
+        let _ = (gpu, ys);
+        Ok(None)
+    }
+}
+
+/// A classical estimate: x [N, in_shape] and what it is, in a line.
+pub struct Classical {
+    pub x: Vec<f32>,
+    pub label: String,
 }
 
 /// A linear measurement y = A x with an exact adjoint.
@@ -179,6 +193,7 @@ pub mod colorize;
 pub mod deblur;
 pub mod dense;
 pub mod diagonal;
+pub mod phase;
 pub mod filters;
 pub mod separable;
 pub mod sr;

@@ -14,7 +14,8 @@ use crate::operators::deblur::Blur;
 use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
 use crate::operators::sr::{Sr, SrFilter};
-use crate::operators::{LinearOperator, OperatorError};
+use crate::operators::phase::{PhaseRetrieval, DEFAULT_OVERSAMPLE};
+use crate::operators::{Operator, OperatorError};
 use crate::tensor::HostTensor;
 use crate::Gpu;
 
@@ -33,6 +34,7 @@ pub enum Task {
     Sr,
     Colorize,
     Dense,
+    PhaseRetrieval,
 }
 
 /// A task option flag, as the CLI spells it.
@@ -40,7 +42,7 @@ pub type TaskOption = &'static str;
 
 impl Task {
     /// Every task, in the order the CLI lists them.
-    pub const ALL: [Task; 9] = [
+    pub const ALL: [Task; 10] = [
         Task::Denoise,
         Task::InpaintRandom,
         Task::InpaintBox,
@@ -50,6 +52,7 @@ impl Task {
         Task::Sr,
         Task::Colorize,
         Task::Dense,
+        Task::PhaseRetrieval,
     ];
 
     /// The name `--task` takes (`inpaint-box`, `sr`, ...).
@@ -64,6 +67,7 @@ impl Task {
             Task::Sr => "sr",
             Task::Colorize => "colorize",
             Task::Dense => "dense",
+            Task::PhaseRetrieval => "phase-retrieval",
         }
     }
 
@@ -79,6 +83,7 @@ impl Task {
             Task::Sr => "Super-resolution (`--factor`, `--filter`)",
             Task::Colorize => "RGB to gray",
             Task::Dense => "A dense matrix from a file (`--matrix`)",
+            Task::PhaseRetrieval => "Fourier magnitudes |F pad(x)|, non-linear (`--oversample`)",
         }
     }
 
@@ -92,6 +97,7 @@ impl Task {
             Task::DeblurMotion => &["--kernel-size", "--intensity", "--kernel"],
             Task::Sr => &["--factor", "--filter"],
             Task::Dense => &["--matrix"],
+            Task::PhaseRetrieval => &["--oversample"],
             Task::Denoise | Task::Colorize => &[],
         }
     }
@@ -150,6 +156,8 @@ pub struct TaskSpec {
     pub kernel: Option<PathBuf>,
     /// dense: a safetensors file holding the matrix.
     pub matrix: Option<PathBuf>,
+    /// phase-retrieval: the padding is floor(oversample / 8 x side) on every side (default 2).
+    pub oversample: Option<f64>,
 }
 
 impl TaskSpec {
@@ -161,6 +169,7 @@ impl TaskSpec {
             "kernel_sigma": self.kernel_sigma, "intensity": self.intensity, "factor": self.factor,
             "filter": self.filter.map(SrFilter::name),
             "mask": path(&self.mask), "kernel": path(&self.kernel), "matrix": path(&self.matrix),
+            "oversample": self.oversample,
         })
     }
 
@@ -178,6 +187,7 @@ impl TaskSpec {
             mask: None,
             kernel: None,
             matrix: None,
+            oversample: None,
         }
     }
 }
@@ -210,6 +220,9 @@ pub enum Resolved {
     Dense {
         matrix: HostTensor,
     },
+    PhaseRetrieval {
+        oversample: f64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -239,6 +252,7 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
         ("--mask", spec.mask.is_some()),
         ("--kernel", spec.kernel.is_some()),
         ("--matrix", spec.matrix.is_some()),
+        ("--oversample", spec.oversample.is_some()),
     ];
     let allowed = task.options();
     for (name, present) in given {
@@ -476,6 +490,12 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             let matrix = file.get(key).map_err(|e| invalid(task, format!("--matrix: {e}")))?;
             Resolved::Dense { matrix }
         }
+        Task::PhaseRetrieval => {
+            let oversample = spec.oversample.unwrap_or(DEFAULT_OVERSAMPLE);
+            // Checked here so a bad value is refused before any GPU work.
+            PhaseRetrieval::new(in_shape, oversample)?;
+            Resolved::PhaseRetrieval { oversample }
+        }
     };
     Ok(ResolvedTask { task, in_shape, kind })
 }
@@ -537,7 +557,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             }
             (*gh, *gw) = (rows, cols);
         }
-        Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize => {}
+        Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => {}
     }
     Ok(r)
 }
@@ -549,12 +569,12 @@ pub fn build(
     spec: &TaskSpec,
     in_shape: [usize; 3],
     seed: u64,
-) -> Result<Box<dyn LinearOperator>, OperatorError> {
+) -> Result<Box<dyn Operator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
 impl ResolvedTask {
-    pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn LinearOperator>, OperatorError> {
+    pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
         let shape = self.in_shape;
         let task = self.task.name();
         Ok(match &self.kind {
@@ -565,6 +585,7 @@ impl ResolvedTask {
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
             Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),
+            Resolved::PhaseRetrieval { oversample } => Box::new(PhaseRetrieval::new(shape, *oversample)?),
         })
     }
 
@@ -590,7 +611,7 @@ impl ResolvedTask {
                 )]
             }
             Resolved::Dense { matrix } => vec![("matrix".into(), matrix.clone())],
-            Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize => Vec::new(),
+            Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => Vec::new(),
         }
     }
 }

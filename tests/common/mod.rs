@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod fft;
 pub mod gmm;
 pub mod groupnorm;
 pub mod unet_io;
