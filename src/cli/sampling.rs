@@ -188,10 +188,12 @@ pub fn with_settings(mut report: serde_json::Value, settings: serde_json::Value)
     report
 }
 
-/// DPS's official step sizes: 0.5 for inpainting, 0.3 for blur and SR.
+/// DPS's official step sizes: 0.5 for inpainting, 0.4 for phase retrieval, 0.3 for blur and SR.
 pub fn default_zeta(task: Task) -> f32 {
     if task.is_inpainting() {
         0.5
+    } else if task == Task::PhaseRetrieval {
+        0.4
     } else {
         0.3
     }

@@ -30,7 +30,7 @@ pub const DEFAULT_ZETA: f32 = 1.0;
 /// `--zeta`.
 pub const ZETA: OptionSpec = OptionSpec {
     name: "zeta",
-    help: "DPS step size (default: 0.5 for inpainting, 0.3 otherwise as DPS's configs, 1.0 for gmm). \
+    help: "DPS step size (default: 0.5 for inpainting, 0.4 for phase retrieval, 0.3 otherwise as DPS's configs, 1.0 for gmm). \
            The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8",
     kind: Kind::Number,
     default: None,
