@@ -51,6 +51,22 @@ fn mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     y[i] = x[i] * y[i];
 }
 
+// y = |x|
+@compute @workgroup_size(WG)
+fn abs_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    y[i] = abs(x[i]);
+}
+
+// y = sign(x) * y (0 where x = 0): a cotangent pulled back through |x|
+@compute @workgroup_size(WG)
+fn sign_mul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= p.n) { return; }
+    y[i] = sign(x[i]) * y[i];
+}
+
 // ---------------------------------------------------------------------------
 // Casts between f32 and T at a half-precision plan's edges (identity copies in
 // the f32 instance): from_f32 y[i] = T(xf[i]); to_f32 yf[i] = f32(x[i]).

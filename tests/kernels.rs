@@ -20,11 +20,18 @@ fn elementwise_ops_match_cpu() {
         let x = randn(&mut r, n);
         let y0 = randn(&mut r, n);
         type Case = (Op, f32, f32, Box<dyn Fn(f32, f32) -> f32>);
-        let cases: [Case; 4] = [
+        let cases: [Case; 6] = [
             (Op::Axpby, 0.7, -1.3, Box::new(|x, y| 0.7 * x - 1.3 * y)),
             (Op::Affine, 2.0, 0.5, Box::new(|x, _| 2.0 * x + 0.5)),
             (Op::Clamp, -0.5, 0.25, Box::new(|x, _| x.clamp(-0.5, 0.25))),
             (Op::Mul, 0.0, 0.0, Box::new(|x, y| x * y)),
+            (Op::Abs, 0.0, 0.0, Box::new(|x, _| x.abs())),
+            (
+                Op::SignMul,
+                0.0,
+                0.0,
+                Box::new(|x, y| if x == 0.0 { 0.0 } else { x.signum() * y }),
+            ),
         ];
         for (op, a, b, f) in cases {
             let tx = Tensor::from_slice(&gpu, "x", &[n], &x).unwrap();

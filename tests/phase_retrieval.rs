@@ -158,7 +158,14 @@ fn max_abs(v: &[f64]) -> f64 {
 #[test]
 fn padding_follows_dps_rule() {
     // floor(oversample / 8 x side) on every side: 32 px at 2.0 -> 8 (48 px), 28 -> 7 (42 px).
-    for (side, os, pad) in [(32, 2.0, 8), (28, 2.0, 7), (256, 2.0, 64), (7, 2.0, 1), (13, 1.5, 2), (5, 1.0, 0)] {
+    for (side, os, pad) in [
+        (32, 2.0, 8),
+        (28, 2.0, 7),
+        (256, 2.0, 64),
+        (7, 2.0, 1),
+        (13, 1.5, 2),
+        (5, 1.0, 0),
+    ] {
         let op = PhaseRetrieval::new([1, side, side], os).unwrap();
         assert_eq!(op.padding(), [pad, pad], "side {side} oversample {os}");
         assert_eq!(op.out_shape(), [1, side + 2 * pad, side + 2 * pad]);
@@ -214,7 +221,10 @@ fn reference_vjp_matches_finite_differences() {
         };
         let fd = (at(h) - at(-h)) / (2.0 * h);
         let an = dot(&r.vjp(&x, &v), &d);
-        assert!((fd - an).abs() <= 1e-6 * an.abs().max(1.0), "case {i}: fd {fd} vs vjp {an}");
+        assert!(
+            (fd - an).abs() <= 1e-6 * an.abs().max(1.0),
+            "case {i}: fd {fd} vs vjp {an}"
+        );
     }
 }
 
@@ -239,7 +249,10 @@ fn gpu_vjp_matches_finite_differences_of_the_gpu_forward() {
         let fd = (at(1.0) - at(-1.0)) / (2.0 * h as f64);
         s.x.write(&gpu, &x).unwrap();
         let an = dot(&f64s(&gpu_vjp(&s, &v)), &f64s(&d));
-        assert!((fd - an).abs() <= 2e-2 * an.abs().max(1.0), "case {i}: fd {fd} vs vjp {an}");
+        assert!(
+            (fd - an).abs() <= 2e-2 * an.abs().max(1.0),
+            "case {i}: fd {fd} vs vjp {an}"
+        );
     }
 }
 
@@ -288,7 +301,11 @@ fn hio_baseline_fits_the_measured_magnitudes() {
     let per = y.len() / 2;
     for k in 0..2 {
         let r = k * per..(k + 1) * per;
-        let misfit: f64 = fit[r.clone()].iter().zip(&y[r.clone()]).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        let misfit: f64 = fit[r.clone()]
+            .iter()
+            .zip(&y[r.clone()])
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
         let norm: f64 = y[r].iter().map(|&b| (b as f64).powi(2)).sum();
         let rel = (misfit / norm).sqrt();
         // 400 iterations of HIO with ER setting out-of-range pixels to 0

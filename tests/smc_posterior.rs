@@ -83,7 +83,11 @@ fn smc_refuses_what_it_cannot_run() {
     let p = &case.problem;
     let (model, op) = prior_and_operator(&gpu, p, &Process::default());
     let run = |sigma_y: f32, y: &[f32], n: usize, particles: usize| {
-        let meas = tweedie::samplers::Measurement { op: &op, y, sigma_y };
+        let meas = tweedie::samplers::Measurement {
+            op: op.as_ref(),
+            y,
+            sigma_y,
+        };
         tweedie::samplers::Sampler::new(&gpu, Method::Smc, &model, Some(meas), n, &smc_opts(10, particles, 0))
             .err()
             .map(|e| e.to_string())

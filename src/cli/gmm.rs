@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::io::write_tensors;
-use crate::operators::dense::Dense;
 use crate::process::Process;
 use crate::samplers::problem::GmmProblem;
 use crate::samplers::{GmmPrior, Measurement, Method, Sampler};
@@ -69,12 +68,13 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
         problem.d,
         &process,
     )?;
-    let op =
-        Dense::new(&gpu, &problem.a, [problem.d, 1, 1]).with_context(|| format!("{}: A", args.problem.display()))?;
+    let op = problem
+        .operator(&gpu)
+        .with_context(|| format!("{}: A", args.problem.display()))?;
     // The mixture's samples are not images: no [-1, 1] clipping.
     let opts = args.sampling.options(1.0, false, VarianceType::FixedLarge)?;
     let meas = Measurement {
-        op: &op,
+        op: op.as_ref(),
         y: &problem.y,
         sigma_y: problem.sigma_y,
     };

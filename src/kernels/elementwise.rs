@@ -6,8 +6,8 @@ use crate::gpu::{dispatch_groups, Bindings, Dispatch, Gpu, GpuError, KernelSig, 
 use crate::tensor::Tensor;
 
 bindings! {
-    /// The updates y = f(x, y): axpby, affine, clamp, mul.
-    pub struct Update for ELEMENTWISE: ["axpby", "affine", "clamp_range", "mul"] {
+    /// The updates y = f(x, y): axpby, affine, clamp, mul, abs, sign-mul.
+    pub struct Update for ELEMENTWISE: ["axpby", "affine", "clamp_range", "mul", "abs_value", "sign_mul"] {
         p: uniform,
         x: read T,
         y: read_write T,
@@ -56,6 +56,10 @@ pub enum Op {
     Clamp,
     /// y = x * y
     Mul,
+    /// y = |x|
+    Abs,
+    /// y = sign(x) y (0 where x = 0)
+    SignMul,
 }
 
 impl Op {
@@ -65,6 +69,8 @@ impl Op {
             Op::Affine => "affine",
             Op::Clamp => "clamp_range",
             Op::Mul => "mul",
+            Op::Abs => "abs_value",
+            Op::SignMul => "sign_mul",
         }
     }
 }

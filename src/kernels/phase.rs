@@ -86,7 +86,13 @@ impl Padding {
         check(entry, dst, dst_len)?;
         let p = gpu.uniform("phase params", &params);
         let threads = params.n as usize;
-        Dispatch::typed(gpu, entry, &[], &PhaseMap { p: &p, src, dst }, dispatch_groups(threads, WG1D))
+        Dispatch::typed(
+            gpu,
+            entry,
+            &[],
+            &PhaseMap { p: &p, src, dst },
+            dispatch_groups(threads, WG1D),
+        )
     }
 
     fn planes_of(&self, x: &Tensor) -> usize {
@@ -98,7 +104,14 @@ impl Padding {
         let planes = self.planes_of(x);
         let [ph, pw] = self.padded();
         let m = planes * ph * pw;
-        self.map(gpu, "embed_pad", x, z, (planes * self.h * self.w, 2 * m), self.params(m))
+        self.map(
+            gpu,
+            "embed_pad",
+            x,
+            z,
+            (planes * self.h * self.w, 2 * m),
+            self.params(m),
+        )
     }
 
     /// y [planes, PH, PW] = |z|.
@@ -119,7 +132,14 @@ impl Padding {
     /// shape): g <- g' where g' is inside the image's window and in [-1, 1],
     /// else keep g - beta g'; with keep = 0, error reduction: g' projected
     /// onto the constraints (clamped inside the window, 0 outside).
-    pub fn hio_update(&self, gpu: &Gpu, g_prime: &Tensor, g: &Tensor, keep: f32, beta: f32) -> Result<Dispatch, GpuError> {
+    pub fn hio_update(
+        &self,
+        gpu: &Gpu,
+        g_prime: &Tensor,
+        g: &Tensor,
+        keep: f32,
+        beta: f32,
+    ) -> Result<Dispatch, GpuError> {
         let m = g.numel();
         let params = PhaseParams {
             keep,

@@ -197,7 +197,11 @@ impl PhaseRetrieval {
         if ys.is_empty() || ys.len() % per_out != 0 {
             return Err(OperatorError::Invalid {
                 task: self.name().into(),
-                message: format!("{} measured values are not whole samples of {:?}", ys.len(), self.out_shape()),
+                message: format!(
+                    "{} measured values are not whole samples of {:?}",
+                    ys.len(),
+                    self.out_shape()
+                ),
             });
         }
         let n = ys.len() / per_out;

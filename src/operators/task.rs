@@ -13,8 +13,8 @@ use crate::operators::colorize::Colorize;
 use crate::operators::deblur::Blur;
 use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
-use crate::operators::sr::{Sr, SrFilter};
 use crate::operators::phase::{PhaseRetrieval, DEFAULT_OVERSAMPLE};
+use crate::operators::sr::{Sr, SrFilter};
 use crate::operators::{Operator, OperatorError};
 use crate::tensor::HostTensor;
 use crate::Gpu;
@@ -564,12 +564,7 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
 
 /// Builds the operator for task `spec` on images of shape [C, H, W], drawing
 /// masks and kernels from `seed`.
-pub fn build(
-    gpu: &Gpu,
-    spec: &TaskSpec,
-    in_shape: [usize; 3],
-    seed: u64,
-) -> Result<Box<dyn Operator>, OperatorError> {
+pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Box<dyn Operator>, OperatorError> {
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
@@ -611,7 +606,9 @@ impl ResolvedTask {
                 )]
             }
             Resolved::Dense { matrix } => vec![("matrix".into(), matrix.clone())],
-            Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => Vec::new(),
+            Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => {
+                Vec::new()
+            }
         }
     }
 }

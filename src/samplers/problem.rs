@@ -1,13 +1,18 @@
-//! A linear inverse problem with a Gaussian-mixture prior (the exactness
+//! An inverse problem with a Gaussian-mixture prior (the exactness
 //! fixtures): `prior.weights` [K], `prior.means` [K,d], `prior.vars` [K,d],
-//! `A` [m,d], `y` [m], `sigma_y` [1].
+//! `A` [m,d], `y` [m], `sigma_y` [1], and optionally `abs` [1]: 1 for the
+//! non-linear y = |A x| + sigma_y n (elementwise), 0 or absent for y = A x + sigma_y n.
 
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::io::{IoError, TensorFile};
+use crate::operators::dense::Dense;
+use crate::operators::magnitude::Magnitude;
+use crate::operators::{Operator, OperatorError};
 use crate::tensor::HostTensor;
+use crate::Gpu;
 
 #[derive(Debug, Error)]
 pub enum ProblemError {
@@ -30,6 +35,8 @@ pub struct GmmProblem {
     /// [m]
     pub y: Vec<f32>,
     pub sigma_y: f32,
+    /// y = |A x| + noise (the signs of A x lost) instead of A x + noise.
+    pub abs: bool,
     pub k: usize,
     pub d: usize,
     pub m: usize,
@@ -103,6 +110,20 @@ impl GmmProblem {
         if sigma_y < 0.0 {
             return Err(bad(format!("sigma_y = {sigma_y} is negative")));
         }
+        let abs = if f.has("abs") {
+            let t = f.get("abs")?;
+            match t.data[..] {
+                [v] if v == 0.0 || v == 1.0 => v == 1.0,
+                _ => {
+                    return Err(bad(format!(
+                        "abs must be one value, 1 (y = |A x| + noise) or 0, got {:?} of shape {:?}",
+                        t.data, t.shape
+                    )))
+                }
+            }
+        } else {
+            false
+        };
         Ok(GmmProblem {
             weights: w.data,
             means: mu.data,
@@ -110,9 +131,23 @@ impl GmmProblem {
             a,
             y: y.data,
             sigma_y,
+            abs,
             k,
             d,
             m,
+        })
+    }
+}
+
+impl GmmProblem {
+    /// The measurement's operator on d-vectors (shaped [d, 1, 1]): the dense
+    /// A, or |A x| when the problem says `abs`.
+    pub fn operator(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
+        let dense = Dense::new(gpu, &self.a, [self.d, 1, 1])?;
+        Ok(if self.abs {
+            Box::new(Magnitude::new(Box::new(dense)))
+        } else {
+            Box::new(dense)
         })
     }
 }

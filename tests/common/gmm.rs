@@ -4,7 +4,7 @@
 
 use rand::Rng;
 use tweedie::io::TensorFile;
-use tweedie::operators::dense::Dense;
+use tweedie::operators::Operator;
 use tweedie::process::Process;
 use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::{GmmPrior, Measurement, Method, RunStats, Sampler, SamplerOptions};
@@ -184,10 +184,11 @@ pub fn mixture_opts(steps: usize, seed: u64) -> SamplerOptions {
     }
 }
 
-/// The problem's exact mixture prior run as `process`, and its operator A.
-pub fn prior_and_operator(gpu: &Gpu, p: &GmmProblem, process: &Process) -> (GmmPrior, Dense) {
+/// The problem's exact mixture prior run as `process`, and its operator
+/// (A, or |A x| for an `abs` problem).
+pub fn prior_and_operator(gpu: &Gpu, p: &GmmProblem, process: &Process) -> (GmmPrior, Box<dyn Operator>) {
     let model = GmmPrior::new(gpu, &p.weights, &p.means, &p.vars, p.d, process).unwrap();
-    (model, Dense::new(gpu, &p.a, [p.d, 1, 1]).unwrap())
+    (model, p.operator(gpu).unwrap())
 }
 
 /// `n` samples of `method` on the problem with its exact mixture score;
@@ -214,7 +215,7 @@ pub fn sample_process(
     let p = &case.problem;
     let (model, op) = prior_and_operator(&gpu, p, process);
     let meas = Measurement {
-        op: &op,
+        op: op.as_ref(),
         y: &p.y,
         sigma_y: p.sigma_y,
     };
