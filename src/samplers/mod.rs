@@ -1,4 +1,4 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC) over any [`ScoreModel`] and
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff) over any [`ScoreModel`] and
 //! [`Operator`], sharing one step-kernel family (`shaders/sampler.wgsl`), the
 //! schedule code and the batched CG solver.
 //!
@@ -42,6 +42,7 @@
 //! ask a method what it needs ([`Method::takes_measurement`],
 //! [`Method::model_passes`], [`Method::options`]).
 
+pub mod ald;
 pub mod cdps;
 pub mod cg;
 pub mod ddpm;
@@ -50,6 +51,7 @@ pub mod dps;
 pub mod kernels;
 pub mod options;
 pub mod problem;
+pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
@@ -159,6 +161,8 @@ methods! {
     Dmps => dmps::Dmps,
     Cdps => cdps::Cdps,
     Smc => smc::Smc,
+    Ald => ald::Ald,
+    RedDiff => reddiff::RedDiff,
 }
 
 impl Method {
@@ -656,6 +660,23 @@ impl Core {
         let bn = self.grid.b_next[i];
         let sigma = self.ddim_sigma(i);
         (bn * bn - sigma * sigma).max(0.0).sqrt()
+    }
+
+    /// The coefficient a term added to the score takes in step i's base
+    /// step: replacing the prior score grad log p_t by grad log p_t + v
+    /// moves x_{t-1} by this times v. DDPM's mean (x + beta' grad log p_t) /
+    /// sqrt(alpha') gives beta' / sqrt(alpha'); a step x' = a' x0hat + c
+    /// epshat with epshat = -b grad log p_t gives b (a' b / a - c) (DDIM, a
+    /// flow's Euler step). DMPS and ALD scale their likelihood scores by it.
+    pub fn score_weight(&self, i: usize) -> f64 {
+        let g = &self.grid;
+        match self.kind {
+            StepKind::Ddpm => {
+                let alpha = 1.0 - self.schedule().betas[i];
+                (1.0 - alpha) / alpha.sqrt()
+            }
+            StepKind::Ddim(_) | StepKind::Euler => g.b[i] * (g.a_next[i] * g.b[i] / g.a[i] - self.eps_coef(i)),
+        }
     }
 
     /// The respaced VP schedule, for methods that run only on one (their
