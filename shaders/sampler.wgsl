@@ -396,3 +396,56 @@ fn reddiff_adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     ra_mu[i] = mu;
     ra_x[i] = mu;
 }
+
+// ---- DDNM+ (src/samplers/ddnm.rs) ----
+// Its block: the level stepped to and the noise split.
+fn ddnm_a_next() -> f32 { return s.method[0].x; }  // a_{t-1}
+fn ddnm_sigma() -> f32 { return s.method[0].y; }   // sigma_t = b_{t-1}, the noise x_{t-1} carries
+fn ddnm_eta() -> f32 { return s.method[0].z; }     // the fresh-noise share of it
+fn ddnm_sigma_y() -> f32 { return s.method[0].w; }
+
+// In place on c = V^T x0hat: the spectral coefficients delta the step adds
+// through V. The base step is x' = a' x0hat + sigma eta z + sigma sqrt(1 - eta^2) e
+// (e = (x - a x0hat) / b); on a measured component (s > 0) DDNM+ moves x0hat
+// by lambda (y~ - c) and replaces the noise: with lim = a' sigma_y / s (y's
+// noise at level t-1), lambda = 1 and fresh noise sqrt(sigma^2 - lim^2) where
+// sigma > lim; lambda = s sigma sqrt(1 - eta^2) / (a' sigma_y) and fresh noise
+// sigma eta where sigma < lim (Wang et al.'s eq. 19 in the SVD basis, as
+// their `Lambda` and `Lambda_noise` write it); e drops out of both.
+@group(0) @binding(1) var<storage, read> dn_sing: array<f32>;
+@group(0) @binding(2) var<storage, read> dn_ytil: array<f32>;
+@group(0) @binding(3) var<storage, read> dn_vx: array<f32>;
+@group(0) @binding(4) var<storage, read> dn_zeta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dn_c: array<f32>;
+
+@compute @workgroup_size(256)
+fn ddnm_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&dn_c)) { return; }
+    let sv = dn_sing[i % s.m_per];
+    if (sv <= 0.0) {
+        dn_c[i] = 0.0;
+        return;
+    }
+    let c = dn_c[i];
+    let st = ddnm_sigma();
+    let an = ddnm_a_next();
+    let sy = ddnm_sigma_y();
+    let fresh = st * ddnm_eta();
+    let kept = st * sqrt(max(1.0 - ddnm_eta() * ddnm_eta(), 0.0));
+    var lambda = 1.0;
+    var d1 = fresh;
+    var d2 = kept;
+    if (an > 0.0 && sy > 0.0) {
+        let lim = an * sy / sv;
+        if (st < lim) {
+            lambda = sv * kept / (an * sy);
+            d2 = 0.0;
+        } else if (st > lim) {
+            d1 = sqrt(st * st - lim * lim);
+            d2 = 0.0;
+        }
+    }
+    let e = (dn_vx[i] - s.a_t * c) / s.b_t;
+    dn_c[i] = an * lambda * (dn_ytil[i] - c) + (d1 - fresh) * dn_zeta[i] + (d2 - kept) * e;
+}

@@ -1,5 +1,5 @@
-//! ALD and RED-diff (src/samplers/ald.rs, src/samplers/reddiff.rs): one step
-//! of each against an f64 CPU replay of its paper's formula (same x_t or mu,
+//! ALD, RED-diff and DDNM+ (src/samplers/ald.rs, reddiff.rs, ddnm.rs): one
+//! step of each against an f64 CPU replay of its paper's formula (same x_t or mu,
 //! same noise read back from the GPU), runs on the mixture fixtures scored
 //! against exact posterior samples by sliced W2, and their refusals.
 
@@ -233,6 +233,116 @@ fn reddiff_init_and_one_step_match_cpu_replay() {
     }
 }
 
+/// Rows times a vector: `rows` [r, c] times v [c].
+fn times(rows: &[f64], r: usize, v: &[f64]) -> Vec<f64> {
+    let c = v.len();
+    (0..r).map(|k| dot(&rows[k * c..(k + 1) * c], v)).collect()
+}
+
+/// The transpose times a vector: `rows` [r, c]^T times v [r].
+fn times_t(rows: &[f64], c: usize, v: &[f64]) -> Vec<f64> {
+    (0..c)
+        .map(|j| (0..v.len()).map(|k| rows[k * c + j] * v[k]).sum())
+        .collect()
+}
+
+/// DDNM+'s step as its code writes it (`ddnm_plus_diffusion` with the SVD
+/// operators' `Lambda` and `Lambda_noise`): x0hat' = x0hat - V Lambda V^T
+/// A^+ (A x0hat - y), then x' = a' x0hat' + V (d1 V^T z + d2 V^T e) with
+/// d1 = sigma eta, d2 = sigma sqrt(1 - eta^2) on the null space and eq. 19's
+/// choice on the measured components; the SVD here is the CPU's (faer).
+#[test]
+fn ddnm_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let (d, m) = (mix.d, mix.m);
+    let svd = tweedie::operators::separable::svd_1d("test", &mix.a, m, d).unwrap();
+    let (u, sing, vt) = (&svd.u, &svd.s, &svd.vt);
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(31);
+    let (mut lifted, mut scaled) = (0, 0);
+    for (eta, clip) in [(0.85f32, false), (0.3, false), (0.85, true)] {
+        for i in [steps - 1, 10, 3, 1, 0] {
+            let what = format!("DDNM+ eta {eta} clip {clip}, step {i} of {steps}");
+            let opts = SamplerOptions {
+                clip,
+                ..with(mixture_opts(steps, 6), &[("ddnm-eta", eta)])
+            };
+            let smp = planned(&gpu, method("ddnm"), &opts);
+            let x_in: Vec<f32> = randn(&mut r, N * d).iter().map(|v| 3.0 * v).collect();
+            smp.x().write(&gpu, &x_in).unwrap();
+            smp.step(&gpu, i).unwrap();
+            let got = smp.x().read(&gpu).unwrap();
+            let z = f64s(&smp.core.z.read(&gpu).unwrap());
+
+            let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
+            let (a, b, an, sigma) = (
+                abar.sqrt(),
+                (1.0 - abar).sqrt(),
+                abar_prev.sqrt(),
+                (1.0 - abar_prev).sqrt(),
+            );
+            let (eta, sy) = (eta as f64, mix.sigma_y);
+            let (d1_null, d2_null) = (sigma * eta, sigma * (1.0 - eta * eta).sqrt());
+            // Lambda, d1, d2 per measured component.
+            let mut lambda = vec![1.0; m];
+            let (mut d1, mut d2) = (vec![d1_null; m], vec![d2_null; m]);
+            for k in 0..m {
+                let lim = an * sy / sing[k];
+                if sigma < lim {
+                    lambda[k] = sing[k] * sigma * (1.0 - eta * eta).sqrt() / (an * sy);
+                    d2[k] = 0.0;
+                    scaled += 1;
+                } else if sigma > lim {
+                    d1[k] = (sigma * sigma - lim * lim).sqrt();
+                    d2[k] = 0.0;
+                    lifted += 1;
+                }
+            }
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let zn = &z[n * d..(n + 1) * d];
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d)
+                    .map(|j| {
+                        let v = (x[j] - b * eps[j]) / a;
+                        if clip {
+                            v.clamp(-1.0, 1.0)
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let e: Vec<f64> = (0..d).map(|j| (x[j] - a * x0[j]) / b).collect();
+                // A^+ (A x0 - y) = V diag(1 / s) U^T (A x0 - y)
+                let res: Vec<f64> = mix.ax(&x0).iter().zip(&mix.y).map(|(ax, y)| ax - y).collect();
+                let ut_res = times_t(u, m, &res);
+                let pinv = times_t(vt, d, &(0..m).map(|k| ut_res[k] / sing[k]).collect::<Vec<_>>());
+                let spec = times(vt, m, &pinv);
+                let fix = times_t(vt, d, &(0..m).map(|k| lambda[k] * spec[k]).collect::<Vec<_>>());
+                let (vz, ve) = (times(vt, m, zn), times(vt, m, &e));
+                let (pz, pe) = (times_t(vt, d, &vz), times_t(vt, d, &ve));
+                let measured = times_t(
+                    vt,
+                    d,
+                    &(0..m).map(|k| d1[k] * vz[k] + d2[k] * ve[k]).collect::<Vec<_>>(),
+                );
+                want.extend((0..d).map(|j| {
+                    let x0hat = x0[j] - fix[j];
+                    let null = d1_null * (zn[j] - pz[j]) + d2_null * (e[j] - pe[j]);
+                    (an * x0hat + measured[j] + null) as f32
+                }));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+    // Both of eq. 19's cases were replayed.
+    assert!(lifted > 0 && scaled > 0, "lambda = 1: {lifted}, lambda < 1: {scaled}");
+}
+
 /// A problem's prior distance to the reference (prior samples' sliced W2).
 fn prior_distance(case: &Case, n: usize) -> f64 {
     let p = &case.problem;
@@ -266,7 +376,8 @@ fn check_mixture(name: &str, problem: &str, frac: f64) {
 // 100 steps, 4.55 / 1.66 at 10 (Jalal's likelihood takes A A^T as I; these A
 // have singular values 0.15-0.86, so its guidance is weak here); RED-diff
 // 1.32 / 1.45 at 100 steps, 3.60 / 1.83 at 10 (Adam at lr 0.25 moves mu at
-// most 2.5 from A^+ y in 10 steps; d8_m2's modes lie ~8 away).
+// most 2.5 from A^+ y in 10 steps; d8_m2's modes lie ~8 away); DDNM+ 1.00 /
+// 1.23 at 100 steps, 1.64 / 1.53 at 10.
 
 #[test]
 fn ald_d8_m2() {
@@ -288,64 +399,111 @@ fn reddiff_d80_m4() {
     check_mixture("reddiff", "d80_m4", 0.85);
 }
 
-/// The mixture's A as a measurement that does not say it is linear: only its
-/// forward map and VJP (A^T v) are available.
-struct Opaque(Dense);
+#[test]
+fn ddnm_d8_m2() {
+    check_mixture("ddnm", "d8_m2", 0.25);
+}
 
-impl Operator for Opaque {
+#[test]
+fn ddnm_d80_m4() {
+    check_mixture("ddnm", "d80_m4", 0.75);
+}
+
+/// The mixture's A behind less than `Dense` offers: with `linear` it is a
+/// linear operator without an SVD form, without it a measurement that does
+/// not say it is linear (only its forward map and VJP, A^T v).
+struct Hidden {
+    dense: Dense,
+    linear: bool,
+}
+
+impl Operator for Hidden {
     fn name(&self) -> &str {
-        "opaque-dense"
+        if self.linear {
+            "plain-dense"
+        } else {
+            "opaque-dense"
+        }
     }
     fn in_shape(&self) -> [usize; 3] {
-        self.0.in_shape()
+        self.dense.in_shape()
     }
     fn out_shape(&self) -> [usize; 3] {
-        self.0.out_shape()
+        self.dense.out_shape()
     }
     fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
-        self.0.forward(gpu, x, y)
+        self.dense.forward(gpu, x, y)
     }
     fn vjp(&self, gpu: &Gpu, _x: &Tensor, v: &Tensor, out: &Tensor) -> Result<Plan, OperatorError> {
-        self.0.adjoint(gpu, v, out)
+        self.dense.adjoint(gpu, v, out)
+    }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        self.linear.then_some(self as &dyn LinearOperator)
     }
 }
 
-/// ALD needs A^T: a measurement without it is refused in one line. RED-diff
-/// needs only the VJP: it samples with it (from mu = 0, no pseudo-inverse)
-/// and lands closer to the posterior than the prior is. RED-diff takes no
-/// base step, so `--sampler ddim` is refused rather than ignored.
+impl LinearOperator for Hidden {
+    fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
+        self.dense.adjoint(gpu, y, x)
+    }
+}
+
+/// ALD needs A^T and DDNM+ an SVD form: measurements without them are
+/// refused in one line. RED-diff needs only the VJP: it samples with it
+/// (from mu = 0, no pseudo-inverse) and lands closer to the posterior than
+/// the prior is. RED-diff and DDNM+ take steps of their own, so
+/// `--sampler ddim` is refused rather than ignored.
 #[test]
 fn refusals_and_a_measurement_without_a_transpose() {
     let gpu = gpu();
     let case = d8();
     let p = &case.problem;
+    let hidden = |linear: bool| Hidden {
+        dense: prior_and_operator(&gpu, p, &Process::default()).1,
+        linear,
+    };
+    let (opaque, plain) = (hidden(false), hidden(true));
     let (model, dense) = prior_and_operator(&gpu, p, &Process::default());
-    let op = Opaque(dense);
-    let plan = |name: &str, opts: &SamplerOptions, n: usize| {
+    let plan = |name: &str, op: &dyn Operator, opts: &SamplerOptions, n: usize| {
         let meas = Measurement {
-            op: &op,
+            op,
             y: &p.y,
             sigma_y: p.sigma_y,
         };
         Sampler::new(&gpu, method(name), &model, Some(meas), n, opts)
     };
-    let err = plan("ald", &mixture_opts(10, 1), 4)
-        .err()
-        .expect("ALD planned without A^T");
-    assert_eq!(err.to_string(), "ALD needs a linear measurement; opaque-dense is not");
-
+    let refusal = |name: &str, op: &dyn Operator, opts: &SamplerOptions| {
+        let err = plan(name, op, opts, 4)
+            .err()
+            .unwrap_or_else(|| panic!("{name} planned"));
+        let err = err.to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let o = mixture_opts(10, 1);
+    assert_eq!(
+        refusal("ald", &opaque, &o),
+        "ALD needs a linear measurement; opaque-dense is not"
+    );
+    assert_eq!(
+        refusal("ddnm", &opaque, &o),
+        "DDNM+ needs a linear measurement; opaque-dense is not"
+    );
+    assert_eq!(
+        refusal("ddnm", &plain, &o),
+        "DDNM+ needs an operator with an SVD form; plain-dense has none"
+    );
     let ddim = SamplerOptions {
         sampler: Some(BaseSampler::Ddim),
-        ..mixture_opts(10, 1)
+        ..o.clone()
     };
-    let err = plan("reddiff", &ddim, 4)
-        .err()
-        .expect("RED-diff planned with --sampler ddim")
-        .to_string();
-    assert!(err.contains("--sampler ddim") && err.lines().count() == 1, "{err}");
+    for name in ["reddiff", "ddnm"] {
+        let err = refusal(name, &dense, &ddim);
+        assert!(err.contains("--sampler and --eta do not apply"), "{err}");
+    }
 
     let n = 1000;
-    let smp = plan("reddiff", &mixture_opts(100, 5), n).unwrap();
+    let smp = plan("reddiff", &opaque, &mixture_opts(100, 5), n).unwrap();
     smp.run(&gpu).unwrap();
     let x = smp.x().read(&gpu).unwrap();
     assert!(x.iter().all(|v| v.is_finite()), "RED-diff diverged");
@@ -371,4 +529,7 @@ fn registry_names_the_methods_and_their_options() {
     let bad = MethodOptions::default().with("reddiff-lr", -1.0).unwrap();
     let err = bad.validate().err().unwrap().to_string();
     assert_eq!(err, "--reddiff-lr must be a non-negative number, got -1");
+    let bad = MethodOptions::default().with("ddnm-eta", 1.5).unwrap();
+    let err = bad.validate().err().unwrap().to_string();
+    assert_eq!(err, "--ddnm-eta must be at most 1, got 1.5");
 }

@@ -73,6 +73,16 @@ bindings! {
         m2: read_write f32,
     }
 
+    /// `ddnm_spectral`: DDNM+'s correction of a step, per spectral component.
+    pub struct DdnmSpectral for SAMPLER: ["ddnm_spectral"] {
+        s: uniform,
+        sing: read f32,
+        ytil: read f32,
+        vx: read f32,
+        zeta: read f32,
+        c: read_write f32,
+    }
+
     /// `cdps_rhs`: the CG's right-hand side D m + sqrt(D) e1 + A^T w and D.
     pub struct CdpsRhs for SAMPLER: ["cdps_rhs"] {
         s: uniform,
@@ -182,4 +192,5 @@ pub const BINDINGS: &[KernelSig] = &[
     TdsStep::SIG,
     RedDiffDiffuse::SIG,
     RedDiffAdam::SIG,
+    DdnmSpectral::SIG,
 ];

@@ -1,4 +1,4 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff) over any [`ScoreModel`] and
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+) over any [`ScoreModel`] and
 //! [`Operator`], sharing one step-kernel family (`shaders/sampler.wgsl`), the
 //! schedule code and the batched CG solver.
 //!
@@ -45,6 +45,7 @@
 pub mod ald;
 pub mod cdps;
 pub mod cg;
+pub mod ddnm;
 pub mod ddpm;
 pub mod dmps;
 pub mod dps;
@@ -62,7 +63,7 @@ use thiserror::Error;
 
 use crate::gpu::{dispatch_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, WG1D};
 use crate::kernels::random::Noise;
-use crate::operators::{LinearOperator, Operator, OperatorError};
+use crate::operators::{LinearOperator, Operator, OperatorError, SvdForm};
 use crate::process::{Grid, Process};
 use crate::schedule::{Schedule, ScheduleError, VarianceType};
 use crate::tensor::Tensor;
@@ -163,6 +164,7 @@ methods! {
     Smc => smc::Smc,
     Ald => ald::Ald,
     RedDiff => reddiff::RedDiff,
+    Ddnm => ddnm::Ddnm,
 }
 
 impl Method {
@@ -699,6 +701,44 @@ impl Core {
         )))
     }
 
+    /// Refuses `--sampler` and `--eta` for `what` (RED-diff, DDNM+), a method
+    /// that takes a step of its own (`why`), rather than ignoring them.
+    pub fn refuse_base_step(&self, what: &str, why: &str) -> Result<(), SamplerError> {
+        if self.opts.sampler.is_none() && self.opts.eta.is_none() {
+            return Ok(());
+        }
+        Err(SamplerError::Invalid(format!(
+            "{what} {why}: --sampler and --eta do not apply"
+        )))
+    }
+
+    /// The plan of y~ = diag(s)^+ U^T y into `out` [N, m] (0 where s = 0):
+    /// y's coordinates in the basis of V^T, V y~ = A^+ y. It reads m_per
+    /// from the step uniform (an init plan writes it with
+    /// [`Core::write_shape`] first).
+    fn spectral_y(&self, gpu: &Gpu, svd: &dyn SvdForm, y: &Tensor, out: &Tensor) -> Result<Plan, SamplerError> {
+        let mut plan = svd.ut(gpu, y, out)?;
+        let b = kernels::Spectral {
+            s: &self.step_uniform,
+            sing: svd.singulars(),
+            c: out,
+        };
+        plan.push(self.launch(gpu, "cdps_whiten", &b, out.numel())?);
+        Ok(plan)
+    }
+
+    /// Writes the step uniform's sizes alone (n, per, m_per), for an init
+    /// plan's kernels that read no step's scalars.
+    fn write_shape(&self, gpu: &Gpu) {
+        let p = StepParams {
+            n: (self.batch * self.per) as u32,
+            per: self.per as u32,
+            m_per: self.m_per as u32,
+            ..StepParams::default()
+        };
+        gpu.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&p));
+    }
+
     /// Number of reverse steps.
     pub fn steps(&self) -> usize {
         self.grid.a.len()
@@ -906,6 +946,17 @@ pub fn need_linear<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn Lin
     meas.op
         .linear()
         .ok_or_else(|| SamplerError::Invalid(format!("{what} needs a linear measurement; {} is not", meas.op.name())))
+}
+
+/// The measurement's operator's SVD form, or the one-line refusal that
+/// `what` ("DDNM+") needs one and this measurement has none.
+pub fn need_svd<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn SvdForm, SamplerError> {
+    need_linear(meas, what)?.svd().ok_or_else(|| {
+        SamplerError::Invalid(format!(
+            "{what} needs an operator with an SVD form; {} has none",
+            meas.op.name()
+        ))
+    })
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.

@@ -31,9 +31,9 @@
 
 use super::ald::non_negative;
 use super::dmps::A_FLAT;
-use super::kernels::{RedDiffAdam, RedDiffDiffuse, Spectral};
+use super::kernels::{RedDiffAdam, RedDiffDiffuse};
 use super::options::{Kind, OptionSpec};
-use super::{Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepKind, StepParams};
+use super::{Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepParams};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::tensor::Tensor;
@@ -125,13 +125,7 @@ impl MethodStep for RedDiff {
 
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
         let m = post.measurement("RED-diff")?;
-        if let StepKind::Ddim(_) = core.kind {
-            return Err(SamplerError::Invalid(
-                "RED-diff takes no reverse step of its own (it optimises a point with Adam): \
-                 --sampler ddim and --eta do not apply"
-                    .into(),
-            ));
-        }
+        core.refuse_base_step("RED-diff", "takes no reverse step (it optimises a point with Adam)")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
@@ -152,13 +146,7 @@ impl MethodStep for RedDiff {
             Some(op) => match op.svd() {
                 Some(svd) => {
                     let c = Tensor::zeros(gpu, "spectral A^+ y", &[n, m_per])?;
-                    init.extend(svd.ut(gpu, &y, &c)?);
-                    let b = Spectral {
-                        s: &core.step_uniform,
-                        sing: svd.singulars(),
-                        c: &c,
-                    };
-                    init.push(core.launch(gpu, "cdps_whiten", &b, n * m_per)?);
+                    init.extend(core.spectral_y(gpu, svd, &y, &c)?);
                     init.extend(svd.v(gpu, &c, &mu)?);
                     spectral = Some(c);
                 }
@@ -214,12 +202,7 @@ impl MethodStep for RedDiff {
 
     /// The pseudo-inverse's whitening reads m_per from the step uniform.
     fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
-        let p = StepParams {
-            n: (core.batch * core.per) as u32,
-            m_per: core.m_per as u32,
-            ..StepParams::default()
-        };
-        gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&p));
+        core.write_shape(gpu);
         Ok(())
     }
 
