@@ -18,6 +18,8 @@ use tweedie::samplers::{BaseSampler, Measurement, Method, MethodOptions, Sampler
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::{Gpu, Tensor};
 
+use rand::rngs::StdRng;
+
 /// Samples per replayed step.
 const N: usize = 5;
 
@@ -50,6 +52,29 @@ fn with(opts: SamplerOptions, settings: &[(&str, f32)]) -> SamplerOptions {
         o.method = o.method.with(k, v).unwrap();
     }
     o
+}
+
+/// Step i of a fresh `name` sampler on d8_m2 from a random x_t: x_t, the
+/// step's result and its noise z, read back.
+fn step_from_random(
+    gpu: &Gpu,
+    name: &str,
+    opts: &SamplerOptions,
+    i: usize,
+    r: &mut StdRng,
+) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
+    let smp = planned(gpu, method(name), opts);
+    let x_in: Vec<f32> = randn(r, N * d8().problem.d).iter().map(|v| 3.0 * v).collect();
+    smp.x().write(gpu, &x_in).unwrap();
+    smp.step(gpu, i).unwrap();
+    let got = smp.x().read(gpu).unwrap();
+    (x_in, got, f64s(&smp.core.z.read(gpu).unwrap()))
+}
+
+/// [a_t, b_t, a_{t-1}, b_{t-1}] at step i.
+fn levels(sched: &Schedule, i: usize) -> [f64; 4] {
+    let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
+    [abar, 1.0 - abar, abar_prev, 1.0 - abar_prev].map(f64::sqrt)
 }
 
 /// ||A||_2^2 of the mixture's A (power iteration on A^T A in f64).
@@ -91,20 +116,8 @@ fn ald_one_step_matches_cpu_replay() {
                 sampler: Some(base),
                 ..with(mixture_opts(steps, 9), &[("ald-step", step)])
             };
-            let smp = planned(&gpu, method("ald"), &opts);
-            let x_in: Vec<f32> = randn(&mut r, N * d).iter().map(|v| 3.0 * v).collect();
-            smp.x().write(&gpu, &x_in).unwrap();
-            smp.step(&gpu, i).unwrap();
-            let got = smp.x().read(&gpu).unwrap();
-            let z = f64s(&smp.core.z.read(&gpu).unwrap());
-
-            let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
-            let (a, b, an, bn) = (
-                abar.sqrt(),
-                (1.0 - abar).sqrt(),
-                abar_prev.sqrt(),
-                (1.0 - abar_prev).sqrt(),
-            );
+            let (x_in, got, z) = step_from_random(&gpu, "ald", &opts, i, &mut r);
+            let [a, b, an, bn] = levels(&sched, i);
             let (coef1, coef2, sigma, weight) = match base {
                 BaseSampler::Ddpm => {
                     let beta = sched.betas[i];
@@ -202,8 +215,7 @@ fn reddiff_init_and_one_step_match_cpu_replay() {
         let z = f64s(&smp.core.z.read(&gpu).unwrap());
         let got = state.map(|t| t.read(&gpu).unwrap());
 
-        let abar = sched.alphas_cumprod[i];
-        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let [a, b, ..] = levels(&sched, i);
         let k = (steps - i) as i32;
         let (b1, b2) = (0.9f64, 0.99f64);
         let mut want: [Vec<f32>; 3] = Default::default();
@@ -269,20 +281,8 @@ fn ddnm_one_step_matches_cpu_replay() {
                 clip,
                 ..with(mixture_opts(steps, 6), &[("ddnm-eta", eta)])
             };
-            let smp = planned(&gpu, method("ddnm"), &opts);
-            let x_in: Vec<f32> = randn(&mut r, N * d).iter().map(|v| 3.0 * v).collect();
-            smp.x().write(&gpu, &x_in).unwrap();
-            smp.step(&gpu, i).unwrap();
-            let got = smp.x().read(&gpu).unwrap();
-            let z = f64s(&smp.core.z.read(&gpu).unwrap());
-
-            let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
-            let (a, b, an, sigma) = (
-                abar.sqrt(),
-                (1.0 - abar).sqrt(),
-                abar_prev.sqrt(),
-                (1.0 - abar_prev).sqrt(),
-            );
+            let (x_in, got, z) = step_from_random(&gpu, "ddnm", &opts, i, &mut r);
+            let [a, b, an, sigma] = levels(&sched, i);
             let (eta, sy) = (eta as f64, mix.sigma_y);
             let (d1_null, d2_null) = (sigma * eta, sigma * (1.0 - eta * eta).sqrt());
             // Lambda, d1, d2 per measured component.
@@ -379,34 +379,24 @@ fn check_mixture(name: &str, problem: &str, frac: f64) {
 // most 2.5 from A^+ y in 10 steps; d8_m2's modes lie ~8 away); DDNM+ 1.00 /
 // 1.23 at 100 steps, 1.64 / 1.53 at 10.
 
-#[test]
-fn ald_d8_m2() {
-    check_mixture("ald", "d8_m2", 0.75);
+/// One test per method and fixture, each with its bound on the 100-step
+/// distance as a fraction of the prior's.
+macro_rules! mixture_tests {
+    ($($test:ident: $name:literal on $problem:literal below $frac:literal,)+) => {$(
+        #[test]
+        fn $test() {
+            check_mixture($name, $problem, $frac);
+        }
+    )+};
 }
 
-#[test]
-fn ald_d80_m4() {
-    check_mixture("ald", "d80_m4", 0.97);
-}
-
-#[test]
-fn reddiff_d8_m2() {
-    check_mixture("reddiff", "d8_m2", 0.35);
-}
-
-#[test]
-fn reddiff_d80_m4() {
-    check_mixture("reddiff", "d80_m4", 0.85);
-}
-
-#[test]
-fn ddnm_d8_m2() {
-    check_mixture("ddnm", "d8_m2", 0.25);
-}
-
-#[test]
-fn ddnm_d80_m4() {
-    check_mixture("ddnm", "d80_m4", 0.75);
+mixture_tests! {
+    ald_d8_m2: "ald" on "d8_m2" below 0.75,
+    ald_d80_m4: "ald" on "d80_m4" below 0.97,
+    reddiff_d8_m2: "reddiff" on "d8_m2" below 0.35,
+    reddiff_d80_m4: "reddiff" on "d80_m4" below 0.85,
+    ddnm_d8_m2: "ddnm" on "d8_m2" below 0.25,
+    ddnm_d80_m4: "ddnm" on "d80_m4" below 0.75,
 }
 
 /// The mixture's A behind less than `Dense` offers: with `linear` it is a
