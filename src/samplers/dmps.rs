@@ -159,8 +159,12 @@ pub fn gain_cap(a: f64, a_next: f64) -> f64 {
     }
 }
 
+/// How much [`largest_singular2`] raises its estimate, to cover the power
+/// iteration's approach from below.
+pub(super) const POWER_RAISE: f64 = 1.01;
+
 /// ||A||_2^2 by power iteration on A^T A from a fixed start (one sample),
-/// raised by 1% to cover the iteration's approach from below.
+/// raised by [`POWER_RAISE`].
 pub(super) fn largest_singular2(
     gpu: &Gpu,
     op: &dyn crate::operators::LinearOperator,
@@ -190,7 +194,7 @@ pub(super) fn largest_singular2(
         // v is A^T A u for a unit u: its norm approaches s_max^2 from below.
         estimate = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
     }
-    Ok(estimate * 1.01)
+    Ok(estimate * POWER_RAISE)
 }
 
 impl MethodStep for Dmps {
