@@ -1,6 +1,6 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+) over any [`ScoreModel`] and
-//! [`Operator`], sharing one step-kernel family (`shaders/sampler.wgsl`), the
-//! schedule code and the batched CG solver.
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+)
+//! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
+//! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
 //! A [`Sampler`] is planned once: every buffer, bind group and dispatch of a
 //! reverse step is built in [`Sampler::new`]. A step then writes its scalars
