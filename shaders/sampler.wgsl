@@ -347,3 +347,105 @@ fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     tp_x[i] = mean + shift + sigma * z;
     tp_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
 }
+
+// ---- RED-diff (src/samplers/reddiff.rs) ----
+// Its block: Adam's settings, the two loss terms' weights and the bias corrections.
+fn reddiff_lr() -> f32 { return s.method[0].x; }
+fn reddiff_beta1() -> f32 { return s.method[0].y; }
+fn reddiff_beta2() -> f32 { return s.method[0].z; }
+fn reddiff_eps() -> f32 { return s.method[0].w; }
+fn reddiff_obs() -> f32 { return s.method[1].x; }   // the measurement term's weight, 1 / m
+fn reddiff_prior() -> f32 { return s.method[1].y; } // the denoiser term's, lambda w_t / d
+fn reddiff_bias1() -> f32 { return s.method[1].z; } // 1 - beta1^k at Adam step k
+fn reddiff_bias2() -> f32 { return s.method[1].w; } // 1 - beta2^k
+
+// x_t = a_t mu + b_t z: the point the denoiser is asked about this step.
+@group(0) @binding(1) var<storage, read> rf_mu: array<f32>;
+@group(0) @binding(2) var<storage, read> rf_z: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rf_x: array<f32>;
+
+@compute @workgroup_size(256)
+fn reddiff_diffuse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    rf_x[i] = s.a_t * rf_mu[i] + s.b_t * rf_z[i];
+}
+
+// One Adam step on mu with the gradient
+//   -obs g + prior (epshat(x_t) - z),  g = J_A(mu)^T (y - A(mu)),
+// the network output held fixed (no VJP); then x <- mu, the run's sample.
+@group(0) @binding(1) var<storage, read> ra_out: array<f32>;
+@group(0) @binding(2) var<storage, read> ra_z: array<f32>;
+@group(0) @binding(3) var<storage, read> ra_g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ra_x: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ra_mu: array<f32>;
+@group(0) @binding(6) var<storage, read_write> ra_m1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> ra_m2: array<f32>;
+
+@compute @workgroup_size(256)
+fn reddiff_adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let eps = s.eps_x * ra_x[i] + s.eps_out * ra_out[i];
+    let grad = -reddiff_obs() * ra_g[i] + reddiff_prior() * (eps - ra_z[i]);
+    let m1 = reddiff_beta1() * ra_m1[i] + (1.0 - reddiff_beta1()) * grad;
+    let m2 = reddiff_beta2() * ra_m2[i] + (1.0 - reddiff_beta2()) * grad * grad;
+    let mu = ra_mu[i] - reddiff_lr() * (m1 / reddiff_bias1()) / (sqrt(m2 / reddiff_bias2()) + reddiff_eps());
+    ra_m1[i] = m1;
+    ra_m2[i] = m2;
+    ra_mu[i] = mu;
+    ra_x[i] = mu;
+}
+
+// ---- DDNM+ (src/samplers/ddnm.rs) ----
+// Its block: the level stepped to and the noise split.
+fn ddnm_a_next() -> f32 { return s.method[0].x; }  // a_{t-1}
+fn ddnm_sigma() -> f32 { return s.method[0].y; }   // sigma_t = b_{t-1}, the noise x_{t-1} carries
+fn ddnm_eta() -> f32 { return s.method[0].z; }     // the fresh-noise share of it
+fn ddnm_sigma_y() -> f32 { return s.method[0].w; }
+
+// In place on c = V^T x0hat: the spectral coefficients delta the step adds
+// through V. The base step is x' = a' x0hat + sigma eta z + sigma sqrt(1 - eta^2) e
+// (e = (x - a x0hat) / b); on a measured component (s > 0) DDNM+ moves x0hat
+// by lambda (y~ - c) and replaces the noise: with lim = a' sigma_y / s (y's
+// noise at level t-1), lambda = 1 and fresh noise sqrt(sigma^2 - lim^2) where
+// sigma > lim; lambda = s sigma sqrt(1 - eta^2) / (a' sigma_y) and fresh noise
+// sigma eta where sigma < lim (Wang et al.'s eq. 19 in the SVD basis, as
+// their `Lambda` and `Lambda_noise` write it); e drops out of both.
+@group(0) @binding(1) var<storage, read> dn_sing: array<f32>;
+@group(0) @binding(2) var<storage, read> dn_ytil: array<f32>;
+@group(0) @binding(3) var<storage, read> dn_vx: array<f32>;
+@group(0) @binding(4) var<storage, read> dn_zeta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dn_c: array<f32>;
+
+@compute @workgroup_size(256)
+fn ddnm_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&dn_c)) { return; }
+    let sv = dn_sing[i % s.m_per];
+    if (sv <= 0.0) {
+        dn_c[i] = 0.0;
+        return;
+    }
+    let c = dn_c[i];
+    let st = ddnm_sigma();
+    let an = ddnm_a_next();
+    let sy = ddnm_sigma_y();
+    let fresh = st * ddnm_eta();
+    let kept = st * sqrt(max(1.0 - ddnm_eta() * ddnm_eta(), 0.0));
+    var lambda = 1.0;
+    var d1 = fresh;
+    var d2 = kept;
+    if (an > 0.0 && sy > 0.0) {
+        let lim = an * sy / sv;
+        if (st < lim) {
+            lambda = sv * kept / (an * sy);
+            d2 = 0.0;
+        } else if (st > lim) {
+            d1 = sqrt(st * st - lim * lim);
+            d2 = 0.0;
+        }
+    }
+    let e = (dn_vx[i] - s.a_t * c) / s.b_t;
+    dn_c[i] = an * lambda * (dn_ytil[i] - c) + (d1 - fresh) * dn_zeta[i] + (d2 - kept) * e;
+}

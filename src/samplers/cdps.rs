@@ -72,7 +72,7 @@
 //! not a flow form of it; `plan` refuses flows and DDIM with this reason.
 
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
-use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, MeasureSlots, Spectral};
+use super::kernels::{CdpsMeasure, CdpsMeasureSpectral, CdpsRhs, EpsEstimate, MeasureSlots};
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, Role, SamplerError, Stat, StepParams};
 use crate::gpu::Plan;
@@ -333,13 +333,7 @@ impl MethodStep for Cdps {
         // marginal, through the same kernel.
         let mut init = Plan::new();
         if let Some(svd) = op.svd().filter(|_| spectral) {
-            init.extend(svd.ut(gpu, &y, &y0)?);
-            let b = Spectral {
-                s: &core.step_uniform,
-                sing: svd.singulars(),
-                c: &y0,
-            };
-            init.push(core.launch(gpu, "cdps_whiten", &b, n * m_per)?);
+            init.extend(core.spectral_y(gpu, svd, &y, &y0)?);
         }
         let zy_init = Noise::new(gpu, &z_y, super::role_seed(core.opts.seed, Role::MeasInit), 0, 0.0, 1.0)?;
         init.push(zy_init.dispatch.clone());

@@ -26,11 +26,11 @@
 use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
-use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepKind, StepParams};
+use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
 use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
-const A_FLAT: f64 = 1e-9;
+pub(super) const A_FLAT: f64 = 1e-9;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -159,9 +159,13 @@ pub fn gain_cap(a: f64, a_next: f64) -> f64 {
     }
 }
 
+/// How much [`largest_singular2`] raises its estimate, to cover the power
+/// iteration's approach from below.
+pub(super) const POWER_RAISE: f64 = 1.01;
+
 /// ||A||_2^2 by power iteration on A^T A from a fixed start (one sample),
-/// raised by 1% to cover the iteration's approach from below.
-fn largest_singular2(
+/// raised by [`POWER_RAISE`].
+pub(super) fn largest_singular2(
     gpu: &Gpu,
     op: &dyn crate::operators::LinearOperator,
     x_shape: &[usize],
@@ -190,7 +194,7 @@ fn largest_singular2(
         // v is A^T A u for a unit u: its norm approaches s_max^2 from below.
         estimate = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
     }
-    Ok(estimate * 1.01)
+    Ok(estimate * POWER_RAISE)
 }
 
 impl MethodStep for Dmps {
@@ -287,13 +291,7 @@ impl MethodStep for Dmps {
         let (guide, c, resid_scale) = if a <= A_FLAT {
             (0.0, 0.0, 0.0)
         } else {
-            let weight = match core.kind {
-                StepKind::Ddpm => {
-                    let alpha = 1.0 - core.schedule().betas[i];
-                    (1.0 - alpha) / alpha.sqrt()
-                }
-                StepKind::Ddim(_) | StepKind::Euler => b * (g.a_next[i] * b / a - core.eps_coef(i)),
-            };
+            let weight = core.score_weight(i);
             let lambda = lambda(&core.opts.method, &core.process);
             let (guide, c, resid_scale) = (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a);
             // CG's step is capped as a whole (the SVD form caps each direction on the GPU).

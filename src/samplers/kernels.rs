@@ -53,6 +53,36 @@ bindings! {
         c: read_write f32,
     }
 
+    /// `reddiff_diffuse`: x_t = a_t mu + b_t z.
+    pub struct RedDiffDiffuse for SAMPLER: ["reddiff_diffuse"] {
+        s: uniform,
+        mu: read f32,
+        z: read f32,
+        x: read_write f32,
+    }
+
+    /// `reddiff_adam`: one Adam step on RED-diff's loss, then x <- mu.
+    pub struct RedDiffAdam for SAMPLER: ["reddiff_adam"] {
+        s: uniform,
+        out: read f32,
+        z: read f32,
+        g: read f32,
+        x: read_write f32,
+        mu: read_write f32,
+        m1: read_write f32,
+        m2: read_write f32,
+    }
+
+    /// `ddnm_spectral`: DDNM+'s correction of a step, per spectral component.
+    pub struct DdnmSpectral for SAMPLER: ["ddnm_spectral"] {
+        s: uniform,
+        sing: read f32,
+        ytil: read f32,
+        vx: read f32,
+        zeta: read f32,
+        c: read_write f32,
+    }
+
     /// `cdps_rhs`: the CG's right-hand side D m + sqrt(D) e1 + A^T w and D.
     pub struct CdpsRhs for SAMPLER: ["cdps_rhs"] {
         s: uniform,
@@ -160,4 +190,7 @@ pub const BINDINGS: &[KernelSig] = &[
     CdpsRhs::SIG,
     TdsWeigh::SIG,
     TdsStep::SIG,
+    RedDiffDiffuse::SIG,
+    RedDiffAdam::SIG,
+    DdnmSpectral::SIG,
 ];

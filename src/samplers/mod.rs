@@ -1,6 +1,6 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC) over any [`ScoreModel`] and
-//! [`Operator`], sharing one step-kernel family (`shaders/sampler.wgsl`), the
-//! schedule code and the batched CG solver.
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+)
+//! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
+//! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
 //! A [`Sampler`] is planned once: every buffer, bind group and dispatch of a
 //! reverse step is built in [`Sampler::new`]. A step then writes its scalars
@@ -42,14 +42,17 @@
 //! ask a method what it needs ([`Method::takes_measurement`],
 //! [`Method::model_passes`], [`Method::options`]).
 
+pub mod ald;
 pub mod cdps;
 pub mod cg;
+pub mod ddnm;
 pub mod ddpm;
 pub mod dmps;
 pub mod dps;
 pub mod kernels;
 pub mod options;
 pub mod problem;
+pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
@@ -60,7 +63,7 @@ use thiserror::Error;
 
 use crate::gpu::{dispatch_groups, Bindings, Dispatch, GpuError, KernelSig, Plan, WG1D};
 use crate::kernels::random::Noise;
-use crate::operators::{LinearOperator, Operator, OperatorError};
+use crate::operators::{LinearOperator, Operator, OperatorError, SvdForm};
 use crate::process::{Grid, Process};
 use crate::schedule::{Schedule, ScheduleError, VarianceType};
 use crate::tensor::Tensor;
@@ -159,6 +162,9 @@ methods! {
     Dmps => dmps::Dmps,
     Cdps => cdps::Cdps,
     Smc => smc::Smc,
+    Ald => ald::Ald,
+    RedDiff => reddiff::RedDiff,
+    Ddnm => ddnm::Ddnm,
 }
 
 impl Method {
@@ -658,6 +664,23 @@ impl Core {
         (bn * bn - sigma * sigma).max(0.0).sqrt()
     }
 
+    /// The coefficient a term added to the score takes in step i's base
+    /// step: replacing the prior score grad log p_t by grad log p_t + v
+    /// moves x_{t-1} by this times v. DDPM's mean (x + beta' grad log p_t) /
+    /// sqrt(alpha') gives beta' / sqrt(alpha'); a step x' = a' x0hat + c
+    /// epshat with epshat = -b grad log p_t gives b (a' b / a - c) (DDIM, a
+    /// flow's Euler step). DMPS and ALD scale their likelihood scores by it.
+    pub fn score_weight(&self, i: usize) -> f64 {
+        let g = &self.grid;
+        match self.kind {
+            StepKind::Ddpm => {
+                let alpha = 1.0 - self.schedule().betas[i];
+                (1.0 - alpha) / alpha.sqrt()
+            }
+            StepKind::Ddim(_) | StepKind::Euler => g.b[i] * (g.a_next[i] * g.b[i] / g.a[i] - self.eps_coef(i)),
+        }
+    }
+
     /// The respaced VP schedule, for methods that run only on one (their
     /// `plan` refuses a flow with [`Core::require_ddpm`]).
     pub fn schedule(&self) -> &Schedule {
@@ -676,6 +699,44 @@ impl Core {
             self.kind.label(),
             self.process.describe()
         )))
+    }
+
+    /// Refuses `--sampler` and `--eta` for `what` (RED-diff, DDNM+), a method
+    /// that takes a step of its own (`why`), rather than ignoring them.
+    pub fn refuse_base_step(&self, what: &str, why: &str) -> Result<(), SamplerError> {
+        if self.opts.sampler.is_none() && self.opts.eta.is_none() {
+            return Ok(());
+        }
+        Err(SamplerError::Invalid(format!(
+            "{what} {why}: --sampler and --eta do not apply"
+        )))
+    }
+
+    /// The plan of y~ = diag(s)^+ U^T y into `out` [N, m] (0 where s = 0):
+    /// y's coordinates in the basis of V^T, V y~ = A^+ y. It reads m_per
+    /// from the step uniform (an init plan writes it with
+    /// [`Core::write_shape`] first).
+    fn spectral_y(&self, gpu: &Gpu, svd: &dyn SvdForm, y: &Tensor, out: &Tensor) -> Result<Plan, SamplerError> {
+        let mut plan = svd.ut(gpu, y, out)?;
+        let b = kernels::Spectral {
+            s: &self.step_uniform,
+            sing: svd.singulars(),
+            c: out,
+        };
+        plan.push(self.launch(gpu, "cdps_whiten", &b, out.numel())?);
+        Ok(plan)
+    }
+
+    /// Writes the step uniform's sizes alone (n, per, m_per), for an init
+    /// plan's kernels that read no step's scalars.
+    fn write_shape(&self, gpu: &Gpu) {
+        let p = StepParams {
+            n: (self.batch * self.per) as u32,
+            per: self.per as u32,
+            m_per: self.m_per as u32,
+            ..StepParams::default()
+        };
+        gpu.queue.write_buffer(&self.step_uniform, 0, bytemuck::bytes_of(&p));
     }
 
     /// Number of reverse steps.
@@ -885,6 +946,17 @@ pub fn need_linear<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn Lin
     meas.op
         .linear()
         .ok_or_else(|| SamplerError::Invalid(format!("{what} needs a linear measurement; {} is not", meas.op.name())))
+}
+
+/// The measurement's operator's SVD form, or the one-line refusal that
+/// `what` ("DDNM+") needs one and this measurement has none.
+pub fn need_svd<'a>(meas: &Measurement<'a>, what: &str) -> Result<&'a dyn SvdForm, SamplerError> {
+    need_linear(meas, what)?.svd().ok_or_else(|| {
+        SamplerError::Invalid(format!(
+            "{what} needs an operator with an SVD form; {} has none",
+            meas.op.name()
+        ))
+    })
 }
 
 /// A planned sampler: `run` draws x_T and replays the K reverse steps.

@@ -1,0 +1,182 @@
+//! DDNM+ (Wang et al. 2023, "Zero-shot image restoration using denoising
+//! diffusion null-space model"), in the SVD form of its code (wyhuai/DDNM,
+//! `functions/svd_ddnm.py` and `svd_operators.py`): each step takes x0hat
+//! from the model, replaces its range-space part by the measurement's,
+//!
+//!   x0hat' = x0hat - Sigma_t A^+ (A x0hat - y),
+//!
+//! and steps to level t-1 as DDIM with the code's noise split (DDRM's):
+//!
+//!   x_{t-1} = a_{t-1} x0hat' + sigma_t eta z + sigma_t sqrt(1 - eta^2) epshat,  sigma_t = b_{t-1}
+//!
+//! with the noisy-measurement choice of Sigma_t and of the noise on the
+//! measured components (eq. 19 and its appendix, per singular direction s of
+//! A = U diag(s) V^T): y's noise reaches x_{t-1} as a_{t-1} sigma_y / s; where
+//! that is below sigma_t the component takes y whole (lambda = 1) and fresh
+//! noise tops it up to sigma_t; where it is above, lambda = s sigma_t
+//! sqrt(1 - eta^2) / (a_{t-1} sigma_y) scales y's noise down to
+//! sigma_t sqrt(1 - eta^2) and fresh noise sigma_t eta completes it. Either
+//! way a measured component carries no epshat, and the null space steps as
+//! plain DDIM. At sigma_y = 0 this is DDNM itself (lambda = 1 throughout).
+//!
+//! The correction is computed on spectral coefficients (`ddnm_spectral`: V^T
+//! of x0hat, x_t and z, y~ = U^T y / s) and added through V as the base
+//! step's guidance. eps comes from x0hat, (x_t - a_t x0hat) / b_t, so a
+//! clipped x0hat stays consistent (guided-diffusion's DDIM does the same);
+//! the step holds on a flow as on a VP diffusion (a and b from its grid).
+
+use super::ald::non_negative;
+use super::kernels::DdnmSpectral;
+use super::options::{Kind, OptionSpec, Value};
+use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepParams};
+use super::{FLAG_CLIP, FLAG_NOISE};
+use crate::tensor::Tensor;
+use crate::Gpu;
+
+/// `--ddnm-eta`.
+pub const ETA: OptionSpec = OptionSpec {
+    name: "ddnm-eta",
+    help: "DDNM+'s eta (the paper's 0.85): the share sigma_t eta of x_{t-1}'s noise drawn fresh, the rest \
+           from the model's eps (0..1)",
+    kind: Kind::Number,
+    default: Some("0.85"),
+    check: unit,
+};
+
+fn unit(v: Value) -> Result<(), String> {
+    non_negative("ddnm-eta", v)?;
+    match v {
+        Value::Number(x) if x > 1.0 => Err(format!("--ddnm-eta must be at most 1, got {x}")),
+        _ => Ok(()),
+    }
+}
+
+/// DDNM+'s block of the step uniform (`ddnm_a_next()` ... in
+/// shaders/sampler.wgsl), read by `ddnm_spectral`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct DdnmStep {
+    /// a_{t-1}
+    pub a_next: f32,
+    /// sigma_t = b_{t-1}
+    pub sigma: f32,
+    pub eta: f32,
+    pub sigma_y: f32,
+}
+
+/// DDNM+'s buffers. Only `y` is read from the host side; the others are
+/// held for the plan's bind groups.
+#[allow(dead_code)]
+pub struct Ddnm {
+    /// the measurement y [N, m]
+    y: Tensor,
+    /// y~ = U^T y / s [N, m]
+    ytil: Tensor,
+    /// x0hat and the clamp's mask (unused) [N, ...]
+    x0: Tensor,
+    mask: Tensor,
+    /// V^T x0hat, then the correction's coefficients in place [N, m]
+    c: Tensor,
+    /// V^T x_t and V^T z [N, m]
+    vx: Tensor,
+    zeta: Tensor,
+    /// V of the correction [N, ...]
+    g: Tensor,
+    sigma_y: f32,
+}
+
+impl MethodStep for Ddnm {
+    fn name() -> &'static str {
+        "ddnm"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&ETA]
+    }
+
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let m = post.measurement("DDNM+")?;
+        let svd = need_svd(m, "DDNM+")?;
+        core.refuse_base_step("DDNM+", "takes its own DDIM step (--ddnm-eta)")?;
+        let n = core.batch;
+        let m_per: usize = m.op.out_shape().iter().product();
+        let shape = core.x.shape.clone();
+        let spectral = |name: &str| Tensor::zeros(gpu, name, &[n, m_per]);
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
+        let ytil = spectral("y~")?;
+        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
+        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
+        let (c, vx, zeta) = (spectral("V^T x0hat")?, spectral("V^T x_t")?, spectral("V^T z")?);
+        let g = Tensor::zeros(gpu, "ddnm correction", &shape)?;
+        let init = core.spectral_y(gpu, svd, &y, &ytil)?;
+        let mut plan = core.eps_plan.clone();
+        plan.push(core.z_dispatch());
+        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
+        plan.extend(svd.vt(gpu, &x0, &c)?);
+        plan.extend(svd.vt(gpu, &core.x, &vx)?);
+        plan.extend(svd.vt(gpu, &core.z, &zeta)?);
+        let b = DdnmSpectral {
+            s: &core.step_uniform,
+            sing: svd.singulars(),
+            ytil: &ytil,
+            vx: &vx,
+            zeta: &zeta,
+            c: &c,
+        };
+        plan.push(core.launch(gpu, "ddnm_spectral", &b, n * m_per)?);
+        plan.extend(svd.v(gpu, &c, &g)?);
+        plan.push(core.ddpm_step(gpu, &g, &g)?);
+        let ddnm = Ddnm {
+            y,
+            ytil,
+            x0,
+            mask,
+            c,
+            vx,
+            zeta,
+            g,
+            sigma_y: m.sigma_y,
+        };
+        Ok(Planned::new(ddnm, plan).with_init(init))
+    }
+
+    fn label(&self) -> &'static str {
+        "DDNM+"
+    }
+
+    /// y~'s whitening reads m_per from the step uniform.
+    fn prepare_init(&self, gpu: &Gpu, core: &Core) -> Result<(), SamplerError> {
+        core.write_shape(gpu);
+        Ok(())
+    }
+
+    /// The base step x' = coef1 x0hat + coef2 x_t + sigma_t eta z with
+    /// coef1 = a' - c a / b, coef2 = c / b, c = sigma_t sqrt(1 - eta^2), and
+    /// the correction V delta added whole (guide 1).
+    fn params(&self, _gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+        let g = &core.grid;
+        let (a, b, an, sigma) = (g.a[i], g.b[i], g.a_next[i], g.b_next[i]);
+        let eta = core.opts.method.number(ETA.name).expect("--ddnm-eta has a default") as f64;
+        let fresh = sigma * eta;
+        let kept = sigma * (1.0 - eta * eta).max(0.0).sqrt();
+        p.coef1 = (an - kept * a / b) as f32;
+        p.coef2 = (kept / b) as f32;
+        p.flags &= FLAG_CLIP;
+        if fresh > 0.0 {
+            p.flags |= FLAG_NOISE;
+            p.log_var_fixed = (2.0 * fresh.ln()) as f32;
+        }
+        p.guide = 1.0;
+        p.guide2 = 0.0;
+        p.method = MethodBlock::of(&DdnmStep {
+            a_next: an as f32,
+            sigma: sigma as f32,
+            eta: eta as f32,
+            sigma_y: self.sigma_y,
+        });
+    }
+
+    fn y(&self) -> Option<&Tensor> {
+        Some(&self.y)
+    }
+}
