@@ -330,6 +330,57 @@ fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f
     Ok(x)
 }
 
+/// ||y - A(x)|| for each sample of `xs` [N, in_shape] against `ys`: one
+/// measurement shared by all, or one per sample [N, out_shape]. `--best-of K`
+/// keeps the sample with the smallest (as DPS does for phase retrieval).
+pub fn misfits(gpu: &Gpu, op: &dyn Operator, xs: &[f32], ys: &[f32]) -> Result<Vec<f64>, SamplerError> {
+    let [c, h, w] = op.in_shape();
+    let [oc, oh, ow] = op.out_shape();
+    let (per, m_per) = (c * h * w, oc * oh * ow);
+    let n = xs.len() / per;
+    if n == 0 || xs.len() != n * per || (ys.len() != m_per && ys.len() != n * m_per) {
+        return Err(SamplerError::Invalid(format!(
+            "misfits: {} sample values and {} measured values do not fit {} ({:?} -> {:?})",
+            xs.len(),
+            ys.len(),
+            op.name(),
+            op.in_shape(),
+            op.out_shape()
+        )));
+    }
+    let xt = Tensor::from_slice(gpu, "misfit x", &[n, c, h, w], xs)?;
+    let at = Tensor::zeros(gpu, "misfit A(x)", &[n, oc, oh, ow])?;
+    op.forward(gpu, &xt, &at)?.run(gpu)?;
+    let ax = at.read(gpu)?;
+    Ok(ax
+        .chunks(m_per)
+        .enumerate()
+        .map(|(k, a)| {
+            let y = if ys.len() == m_per {
+                ys
+            } else {
+                &ys[k * m_per..(k + 1) * m_per]
+            };
+            a.iter()
+                .zip(y)
+                .map(|(a, y)| ((y - a) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect())
+}
+
+/// The index of the smallest value (the first of equals).
+pub fn argmin(v: &[f64]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f64::INFINITY),
+            |(bi, bv), (i, &x)| if x < bv { (i, x) } else { (bi, bv) },
+        )
+        .0
+}
+
 /// What [`baseline`] is for a linear operator.
 pub const PSEUDO_INVERSE: &str = "pseudo-inverse A^+ y (A^T y without an SVD form), clipped to [-1, 1]";
 

@@ -98,6 +98,45 @@ fn restore_writes_samples_mean_std_and_report() {
     assert!(out2.join("report.json").exists());
 }
 
+/// Phase retrieval with `--best-of 3`: the kept sample is the one whose
+/// magnitudes fit y best, written as best.png beside every sample.
+#[test]
+fn best_of_keeps_the_best_fitting_phase_retrieval_sample() {
+    let out = scratch("best-of");
+    let o = restore(
+        &gray_model(),
+        "--task phase-retrieval --method dps --steps 3 --best-of 3 --seed 2 --quiet",
+        &[("--input", &image()), ("--out", s(&out))],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["samples"], 3);
+    let best = &report["best_of"];
+    let fits: Vec<f64> = best["misfits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(fits.len(), 3);
+    assert!(fits.iter().all(|f| f.is_finite() && *f > 0.0));
+    let kept = best["kept"].as_u64().unwrap() as usize;
+    assert!(fits.iter().all(|&f| fits[kept] <= f), "{fits:?}, kept {kept}");
+    let picture = |name: String| std::fs::read(out.join(name)).unwrap();
+    assert_eq!(picture("best.png".into()), picture(format!("sample_{kept:03}.png")));
+    // y is the 48 x 48 magnitude spectrum of the 32 x 32 image (padding 8).
+    let y = tweedie::io::TensorFile::open(out.join("y.safetensors")).unwrap();
+    assert_eq!(y.get("y").unwrap().shape, vec![1, 1, 48, 48]);
+    // --best-of and --samples are one count: both at once is refused.
+    let o = restore(
+        &gray_model(),
+        "--task phase-retrieval --method dps --steps 3 --best-of 3 --samples 2 --quiet",
+        &[("--input", &image()), ("--out", s(&scratch("both")))],
+    );
+    assert!(!o.status.success());
+}
+
 #[test]
 fn restore_refuses_bad_input_with_one_line() {
     let model = gray_model();
@@ -186,6 +225,31 @@ fn restore_refuses_bad_input_with_one_line() {
                 &img,
             ],
             "no SVD form",
+        ),
+        (
+            vec![
+                "--task",
+                "phase-retrieval",
+                "--oversample",
+                "0",
+                "--method",
+                "dps",
+                "--input",
+                &img,
+            ],
+            "--oversample 0 must be a positive number",
+        ),
+        (
+            vec!["--task", "phase-retrieval", "--method", "dmps", "--input", &img],
+            "DMPS needs a linear measurement; phase-retrieval is not",
+        ),
+        (
+            vec!["--task", "sr", "--oversample", "2", "--method", "dps", "--input", &img],
+            "--oversample does not apply to this task",
+        ),
+        (
+            vec!["--task", "sr", "--method", "dps", "--best-of", "0", "--input", &img],
+            "--best-of must be at least 1",
         ),
     ];
     for (args, needle) in cases {

@@ -100,6 +100,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             sigma: 0.05,
             batch: images.len().min(16),
             samples: 1,
+            best_of: false,
             quiet: args.quiet,
         };
         let Evaluated {

@@ -14,7 +14,7 @@ use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, S
 use crate::io::{write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, resolve_saved, ResolvedTask};
-use crate::restore::{measure, save_measurement, Restoration, Restore};
+use crate::restore::{argmin, measure, misfits, save_measurement, Restoration, Restore};
 use crate::samplers::SamplerOptions;
 use crate::schedule::VarianceType;
 use crate::tensor::HostTensor;
@@ -36,6 +36,11 @@ pub struct RestoreArgs {
     /// Posterior samples per image.
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
+    /// Draw K samples per image and also keep the one whose measurement fits
+    /// y best (smallest ||y - A(x)||) as best.png, as DPS does for phase
+    /// retrieval; report.json says which was kept.
+    #[arg(long, value_name = "K", conflicts_with = "samples")]
+    pub best_of: Option<usize>,
     /// Samples drawn at once (default: all of them, at most 16).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -61,6 +66,13 @@ pub struct Job {
 /// Runs one job (`args`' method, sampling options and sample count, `batch`
 /// samples at a time) with the progress bar; returns the restoration, the
 /// planning seconds and the operator's output shape.
+impl RestoreArgs {
+    /// Samples drawn per image: `--best-of K` or `--samples`.
+    pub fn count(&self) -> usize {
+        self.best_of.unwrap_or(self.samples)
+    }
+}
+
 pub fn run_job(
     gpu: &Gpu,
     prior: &Prior,
@@ -69,7 +81,7 @@ pub fn run_job(
     batch: usize,
     pb: &indicatif::ProgressBar,
 ) -> anyhow::Result<(Restoration, f64, [usize; 3])> {
-    let (method, samples) = (args.problem.method, args.samples);
+    let (method, samples) = (args.problem.method, args.count());
     let t0 = Instant::now();
     let op = job.resolved.build(gpu)?;
     let opts = job_options(args, prior, job)?;
@@ -111,6 +123,9 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
+    if args.best_of == Some(0) {
+        bail!("--best-of must be at least 1");
+    }
     if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
@@ -125,7 +140,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let gpu = super::open_gpu(verbose)?;
     let prior = args.problem.prior.load(&gpu)?;
-    let batch = args.batch.unwrap_or(args.samples.min(16));
+    let batch = args.batch.unwrap_or(args.count().min(16));
     let in_shape = [prior.channels, prior.size, prior.size];
 
     let mut jobs = Vec::new();
@@ -184,6 +199,24 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
         let (r, plan_s, op_out) = run_job(&gpu, &prior, job, &args, batch, &pb)?;
         let t_write = Instant::now();
         write_outputs(&dir, job, &r, in_shape, op_out)?;
+        let best = match args.best_of {
+            Some(k) => {
+                let op = job.resolved.build(&gpu)?;
+                let all: Vec<f32> = r.samples.iter().flatten().copied().collect();
+                let fits = misfits(&gpu, op.as_ref(), &all, &job.y)?;
+                let kept = argmin(&fits);
+                let [c, h, w] = in_shape;
+                write_image(dir.join("best.png"), c, h, w, &r.samples[kept])?;
+                let mut b = json!({"k": k, "kept": kept, "misfits": fits, "image": "best.png"});
+                if let Some(clean) = &job.clean {
+                    let x = &r.samples[kept];
+                    b["psnr"] = json!(psnr(x, &clean.data));
+                    b["ssim"] = json!(ssim(x, &clean.data, c, h, w));
+                }
+                Some(b)
+            }
+            None => None,
+        };
         let write_s = t_write.elapsed().as_secs_f64();
         let q = job.clean.as_ref().map(|c| quality(&r, c));
         let settings = settings_json(&job_options(&args, &prior, job)?, &prior.score.unet().process);
@@ -196,7 +229,8 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             "method": args.problem.method.name(),
             "precision": prior.precision.name(),
             "steps": r.steps,
-            "samples": args.samples,
+            "samples": args.count(),
+            "best_of": best,
             "batch": batch,
             "seed": args.sampling.seed,
             "sigma_y": job.sigma_y,
