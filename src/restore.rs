@@ -15,19 +15,103 @@ use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
 
-/// y = A x + sigma n for one image x [1, C, H, W] (noise from the GPU RNG, seeded).
-pub fn measure(gpu: &Gpu, op: &dyn Operator, x: &HostTensor, sigma: f32, seed: u64) -> Result<Vec<f32>, SamplerError> {
+/// How a measurement is corrupted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NoiseModel {
+    /// y = A x + sigma n, n ~ N(0, I).
+    Gaussian { sigma: f32 },
+    /// DPS's shot noise at rate R: y = Poisson(255 R (A x + 1) / 2) / (255 R)
+    /// * 2 - 1, clamped to [-1, 1] (A x on the [-1, 1] scale, clamped to it
+    /// first so the Poisson mean is not negative).
+    Poisson { rate: f32 },
+}
+
+impl NoiseModel {
+    /// A one-line refusal of a noise level no measurement can have.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            NoiseModel::Gaussian { sigma } if !(sigma.is_finite() && sigma >= 0.0) => {
+                Err(format!("--sigma {sigma} must be a finite value >= 0"))
+            }
+            NoiseModel::Poisson { rate } if !(rate.is_finite() && rate > 0.0) => {
+                Err(format!("--poisson-rate {rate} must be a positive number"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The sigma_y of the Gaussian likelihood the samplers use. For Poisson
+    /// noise, a Gaussian approximation: Var y_i = 2 (A x + 1)_i / (255 R)
+    /// runs from 0 (black) to 4 / (255 R) (white); the samplers take the
+    /// mid-grey level, sigma_y^2 = 2 / (255 R) (0.089 at DPS's R = 1), one
+    /// value for every pixel and image, so it does not depend on y or on how
+    /// images are batched. DPS's own step is unchanged (its |y - A x0hat| has
+    /// no sigma_y).
+    pub fn sigma_y(&self) -> f32 {
+        match *self {
+            NoiseModel::Gaussian { sigma } => sigma,
+            NoiseModel::Poisson { rate } => (2.0 / (255.0 * rate as f64)).sqrt() as f32,
+        }
+    }
+
+    /// The noise model in a line, for reports.
+    pub fn describe(&self) -> String {
+        match *self {
+            NoiseModel::Gaussian { sigma } => format!("gaussian, sigma_y {sigma}"),
+            NoiseModel::Poisson { rate } => format!(
+                "poisson, rate {rate} (DPS's: Poisson(255 R (A x + 1) / 2) / (255 R) * 2 - 1, clamped); the samplers' Gaussian sigma_y {:.4}",
+                self.sigma_y()
+            ),
+        }
+    }
+}
+
+/// y = A x corrupted by `noise` for one image x [1, C, H, W], seeded: the
+/// Gaussian from the GPU RNG, the Poisson counts drawn on the host.
+pub fn measure(
+    gpu: &Gpu,
+    op: &dyn Operator,
+    x: &HostTensor,
+    noise: NoiseModel,
+    seed: u64,
+) -> Result<Vec<f32>, SamplerError> {
+    noise.validate().map_err(SamplerError::Invalid)?;
     let [c, h, w] = op.out_shape();
     let xt = Tensor::from_host(gpu, "clean image", x)?;
     let yt = Tensor::zeros(gpu, "measurement", &[1, c, h, w])?;
     let mut plan: Plan = op.forward(gpu, &xt, &yt)?;
-    let noise = Tensor::zeros(gpu, "measurement noise", &[1, c, h, w])?;
-    if sigma > 0.0 {
-        plan.push(Noise::new(gpu, &noise, seed, 0, 0.0, sigma)?.dispatch);
-        plan.push(Elementwise::new(gpu, Op::Axpby, &noise, &yt, 1.0, 1.0)?.dispatch);
+    let draw = Tensor::zeros(gpu, "measurement noise", &[1, c, h, w])?;
+    if let NoiseModel::Gaussian { sigma } = noise {
+        if sigma > 0.0 {
+            plan.push(Noise::new(gpu, &draw, seed, 0, 0.0, sigma)?.dispatch);
+            plan.push(Elementwise::new(gpu, Op::Axpby, &draw, &yt, 1.0, 1.0)?.dispatch);
+        }
     }
     plan.run(gpu)?;
-    Ok(yt.read(gpu)?)
+    let y = yt.read(gpu)?;
+    Ok(match noise {
+        NoiseModel::Gaussian { .. } => y,
+        NoiseModel::Poisson { rate } => poisson_counts(&y, rate, seed),
+    })
+}
+
+/// DPS's Poisson corruption of clean values `ax` on the [-1, 1] scale.
+pub fn poisson_counts(ax: &[f32], rate: f32, seed: u64) -> Vec<f32> {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, Poisson};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let scale = 255.0 * rate as f64;
+    ax.iter()
+        .map(|&v| {
+            let mean = scale * (v.clamp(-1.0, 1.0) as f64 + 1.0) / 2.0;
+            let count = if mean > 0.0 {
+                Poisson::new(mean).map_or(mean, |p| p.sample(&mut rng))
+            } else {
+                0.0
+            };
+            ((count / scale * 2.0 - 1.0) as f32).clamp(-1.0, 1.0)
+        })
+        .collect()
 }
 
 /// Writes a measurement file that rebuilds the same operator later: `y`,

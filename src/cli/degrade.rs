@@ -1,13 +1,14 @@
-//! `tweedie degrade`: makes a measurement y = A x + sigma_y n from a clean
-//! image. Writes y as an image and, beside it, `<out>.safetensors` with `y`
+//! `tweedie degrade`: makes a measurement y = A x + sigma_y n (or DPS's
+//! Poisson corruption of A x) from a clean image. Writes y as an image and, beside it, `<out>.safetensors` with `y`
 //! [1, C', H', W'], `sigma_y` [1], `in_shape` [3] and what pins A down (`mask`,
 //! `kernel`), so a later restore rebuilds exactly the same operator.
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 
+use super::sampling::NoiseArgs;
 use crate::io::{read_image, write_image};
 use crate::operators::task::{resolve, TaskSpec};
 use crate::restore::{measure, save_measurement};
@@ -16,9 +17,8 @@ use crate::restore::{measure, save_measurement};
 pub struct DegradeArgs {
     #[command(flatten)]
     pub spec: TaskSpec,
-    /// Noise standard deviation on the [-1, 1] scale (DPS/DMPS use 0.05).
-    #[arg(long, default_value_t = 0.05)]
-    pub sigma: f32,
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Seed of the operator's random parts and of the noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -32,34 +32,32 @@ pub struct DegradeArgs {
 }
 
 pub fn run(args: DegradeArgs, verbose: bool) -> anyhow::Result<()> {
-    if !(args.sigma.is_finite() && args.sigma >= 0.0) {
-        bail!("--sigma {} must be a finite value >= 0", args.sigma);
-    }
+    let noise = args.noise.model()?;
     let x = read_image(&args.input)?;
     let in_shape = [x.shape[1], x.shape[2], x.shape[3]];
     let resolved = resolve(&args.spec, in_shape, args.seed)?;
     let gpu = super::open_gpu(verbose)?;
     let op = resolved.build(&gpu)?;
     let [c, h, w] = op.out_shape();
-    let y = measure(&gpu, op.as_ref(), &x, args.sigma, args.seed)?;
+    let y = measure(&gpu, op.as_ref(), &x, noise, args.seed)?;
 
     let is_tensor_file = args
         .out
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let st_path = args.out.with_extension("safetensors");
-    save_measurement(&st_path, &y, args.sigma, &resolved, [c, h, w])
+    save_measurement(&st_path, &y, noise.sigma_y(), &resolved, [c, h, w])
         .with_context(|| format!("writing {}", st_path.display()))?;
     if !is_tensor_file {
         write_image(&args.out, c, h, w, &y).with_context(|| format!("writing {}", args.out.display()))?;
     }
     if verbose {
         eprintln!(
-            "{}: {:?} -> {:?}, sigma_y {}, wrote {}",
+            "{}: {:?} -> {:?}, noise {}, wrote {}",
             op.name(),
             in_shape,
             [c, h, w],
-            args.sigma,
+            noise.describe(),
             st_path.display()
         );
     }

@@ -17,6 +17,7 @@ use super::eval::{evaluate, mean_of, EvalRun, Evaluated};
 use super::sampling::{MethodArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::{Task, TaskSpec};
+use crate::restore::NoiseModel;
 use crate::samplers::{dmps, Method};
 
 /// The demo's method (the figures in docs/accuracy.md are DMPS's).
@@ -97,7 +98,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             spec,
             method,
             sampling: &sampling,
-            sigma: 0.05,
+            noise: NoiseModel::Gaussian { sigma: 0.05 },
             batch: images.len().min(16),
             samples: 1,
             best_of: false,

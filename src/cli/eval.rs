@@ -13,11 +13,11 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, ImageRef, Prior};
-use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, SamplingArgs};
+use super::sampling::{default_zeta, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
-use crate::restore::{argmin, baseline, measure, misfits, Restore};
+use crate::restore::{argmin, baseline, measure, misfits, NoiseModel, Restore};
 use crate::samplers::{smc, Method, SamplerOptions};
 use crate::schedule::VarianceType;
 use crate::Gpu;
@@ -31,9 +31,8 @@ pub struct EvalArgs {
     pub problem: ProblemArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Measurement noise sigma_y on the [-1, 1] scale.
-    #[arg(long, default_value_t = 0.05)]
-    pub sigma: f32,
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Images restored at once (each with its own measurement; K samples each).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -97,7 +96,7 @@ pub struct EvalRun<'a> {
     pub spec: &'a TaskSpec,
     pub method: Method,
     pub sampling: &'a SamplingArgs,
-    pub sigma: f32,
+    pub noise: NoiseModel,
     pub batch: usize,
     pub samples: usize,
     /// Score the best-fitting of the samples instead of their mean.
@@ -151,7 +150,7 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
         spec,
         method,
         sampling,
-        sigma,
+        noise,
         batch,
         samples,
         best_of,
@@ -178,7 +177,7 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
             // Each image its own noise draw, from the seed and the file name:
             // the same measurement whatever the sharding or batching.
             let noise_seed = sampling.seed ^ name_hash(p);
-            ys.extend(measure(gpu, op.as_ref(), &x, sigma, noise_seed)?);
+            ys.extend(measure(gpu, op.as_ref(), &x, noise, noise_seed)?);
             cleans.push(x.data);
         }
         let start = Instant::now();
@@ -197,7 +196,7 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
             .flat_map(|y| std::iter::repeat_n(y, samples).flatten().copied())
             .collect();
         let xs = Restore::new(&prior.score, method, &o)
-            .measured(op.as_ref(), sigma)
+            .measured(op.as_ref(), noise.sigma_y())
             .images(gpu, &ys_k, &mut cb)?;
         seconds += start.elapsed().as_secs_f64();
         let fits = if best_of {
@@ -379,7 +378,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         spec: &args.problem.spec,
         method,
         sampling: &args.sampling,
-        sigma: args.sigma,
+        noise: args.noise.model()?,
         batch: args.batch,
         samples,
         best_of: args.best_of.is_some(),
@@ -409,7 +408,8 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         },
         "best_of": args.best_of,
         "seed": args.sampling.seed,
-        "sigma_y": args.sigma,
+        "sigma_y": run.noise.sigma_y(),
+        "noise": run.noise.describe(),
         "batch": args.batch,
         "baseline": baseline,
         "adapter": gpu.report(),

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, Prior};
-use super::sampling::{default_zeta, settings_json, with_settings, ProblemArgs, SamplingArgs};
+use super::sampling::{default_zeta, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, resolve_saved, ResolvedTask};
@@ -30,9 +30,9 @@ pub struct RestoreArgs {
     /// A ready measurement from `tweedie degrade` (its .png or .safetensors).
     #[arg(long)]
     pub measurement: Option<PathBuf>,
-    /// Measurement noise sigma_y on the [-1, 1] scale, when the measurement is made from --input.
-    #[arg(long, default_value_t = 0.05)]
-    pub sigma: f32,
+    /// The noise of the measurement made from --input.
+    #[command(flatten)]
+    pub noise: NoiseArgs,
     /// Posterior samples per image.
     #[arg(long, default_value_t = 4)]
     pub samples: usize,
@@ -129,9 +129,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
     if args.batch == Some(0) {
         bail!("--batch must be at least 1");
     }
-    if !(args.sigma.is_finite() && args.sigma >= 0.0) {
-        bail!("--sigma {} must be a finite value >= 0", args.sigma);
-    }
+    let noise = args.noise.model()?;
     let inputs = match &args.input {
         Some(p) => list_images(p)?,
         None => Vec::new(),
@@ -174,14 +172,14 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             let seed = args.sampling.seed.wrapping_add(i as u64);
             let resolved = resolve(&args.problem.spec, in_shape, seed)?;
             let op = resolved.build(&gpu)?;
-            let y = measure(&gpu, op.as_ref(), &clean, args.sigma, seed)?;
+            let y = measure(&gpu, op.as_ref(), &clean, noise, seed)?;
             let name = if inputs.len() > 1 { p.stem() } else { String::new() };
             jobs.push(Job {
                 name,
                 clean: Some(clean),
                 resolved,
                 y,
-                sigma_y: args.sigma,
+                sigma_y: noise.sigma_y(),
             });
         }
     }

@@ -10,9 +10,62 @@ use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 use super::common::PriorArgs;
 use crate::operators::task::{Task, TaskSpec};
 use crate::process::Process;
+use crate::restore::NoiseModel;
 use crate::samplers::options::{Choice, Kind, MethodOptions, OptionSpec};
 use crate::samplers::{cdps, cg, dmps, dps, option_specs, smc, BaseSampler, Method, SamplerOptions};
 use crate::schedule::VarianceType;
+
+/// `--noise`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NoiseKind {
+    /// y = A x + sigma_y n
+    Gaussian,
+    /// DPS's shot noise: y = Poisson(255 R (A x + 1) / 2) / (255 R) * 2 - 1, clamped
+    Poisson,
+}
+
+/// How the measurement made from a clean image is corrupted (`degrade`,
+/// `restore --input`, `eval`).
+#[derive(Args, Clone, Debug)]
+pub struct NoiseArgs {
+    /// Measurement noise model.
+    #[arg(long, value_enum, default_value = "gaussian")]
+    pub noise: NoiseKind,
+    /// gaussian: sigma_y on the [-1, 1] scale (default 0.05, as DPS and DMPS).
+    #[arg(long)]
+    pub sigma: Option<f32>,
+    /// poisson: the rate R (default 1, DPS's); the samplers' likelihood takes
+    /// the Gaussian approximation sigma_y^2 = 2 / (255 R) (docs/methods.md).
+    #[arg(long, value_name = "R")]
+    pub poisson_rate: Option<f32>,
+}
+
+impl NoiseArgs {
+    /// The noise model, or the one-line refusal of a flag for the other model
+    /// or of a bad level.
+    pub fn model(&self) -> anyhow::Result<NoiseModel> {
+        let model = match self.noise {
+            NoiseKind::Gaussian => {
+                if self.poisson_rate.is_some() {
+                    anyhow::bail!("--poisson-rate needs --noise poisson");
+                }
+                NoiseModel::Gaussian {
+                    sigma: self.sigma.unwrap_or(0.05),
+                }
+            }
+            NoiseKind::Poisson => {
+                if self.sigma.is_some() {
+                    anyhow::bail!("--sigma is the Gaussian noise's; --noise poisson takes --poisson-rate");
+                }
+                NoiseModel::Poisson {
+                    rate: self.poisson_rate.unwrap_or(1.0),
+                }
+            }
+        };
+        model.validate().map_err(anyhow::Error::msg)?;
+        Ok(model)
+    }
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
