@@ -357,9 +357,11 @@ impl<'a> Restore<'a> {
 
     /// Restoration for an embedding application, entirely on the GPU: `y`
     /// [N, out_shape] (one measurement per image) and `out` [N, in_shape] are
-    /// tensors on buffers the caller owns (`Tensor::wrap(buffer, shape)` wraps
-    /// any storage buffer with COPY_SRC/COPY_DST/STORAGE usage). Nothing is
-    /// read back; the callback sees each step and can cancel.
+    /// tensors on buffers the caller owns (`Tensor::wrap(buffer, shape)`):
+    /// y's buffer needs COPY_SRC usage, out's COPY_DST; both are checked
+    /// (shape, size, usage) before any work. The result is read back once to
+    /// refuse a run that went non-finite or past [`EXPLODED`]; nothing else
+    /// is. The callback sees each step and can cancel.
     pub fn on_gpu(
         &self,
         gpu: &Gpu,
@@ -372,21 +374,9 @@ impl<'a> Restore<'a> {
                 "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
             )
         })?;
-        let per: usize = self.model.in_shape().iter().product();
+        let n = check_caller_tensor("out", out, self.model.in_shape(), wgpu::BufferUsages::COPY_DST, None)?;
+        check_caller_tensor("y", y, op.out_shape(), wgpu::BufferUsages::COPY_SRC, Some(n))?;
         let m_per: usize = op.out_shape().iter().product();
-        if per == 0 || out.numel() % per != 0 || out.numel() == 0 {
-            return Err(SamplerError::Invalid(format!(
-                "out has {} values, not a whole number of images of {per}",
-                out.numel()
-            )));
-        }
-        let n = out.numel() / per;
-        if y.numel() != n * m_per {
-            return Err(SamplerError::Invalid(format!(
-                "y has {} values, expected {n} measurements of {m_per}",
-                y.numel()
-            )));
-        }
         // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
         let s = self.plan(gpu, &vec![0f32; n * m_per], n, self.opts)?;
         s.load_measurement(gpu, y)?;
@@ -395,9 +385,59 @@ impl<'a> Restore<'a> {
             total: s.steps(),
         };
         Self::drive(gpu, &s, &mut ticks, on_step)?;
+        // One read-back of the result: a run that went non-finite or blew up
+        // is an error here as on the host paths, not numbers in the caller's buffer.
+        let x = read_finite(gpu, &s, "image", 0)?;
+        if let Some(i) = x.iter().position(|v| v.abs() > EXPLODED) {
+            return Err(SamplerError::Invalid(format!(
+                "sampling diverged: image {} reached {} (images live in [-1, 1]; try a smaller step size or more --steps)",
+                i / (x.len() / n),
+                x[i]
+            )));
+        }
         gpu.copy_buffer(&s.x().buffer, &out.buffer, out.size_bytes() as u64)?;
         Ok(())
     }
+}
+
+/// A restored image's values past this magnitude mean the run diverged
+/// (images live in [-1, 1]; DMPS's uncapped lambda at 10 steps reached 132).
+pub const EXPLODED: f32 = 10.0;
+
+/// Checks a caller's tensor before any work: shaped [N, shape...] (N =
+/// `n` when given), its buffer large enough and holding `usage`. Returns N.
+fn check_caller_tensor(
+    what: &str,
+    t: &Tensor,
+    shape: [usize; 3],
+    usage: wgpu::BufferUsages,
+    n: Option<usize>,
+) -> Result<usize, SamplerError> {
+    let want = |n: &str| format!("[{n}, {}, {}, {}]", shape[0], shape[1], shape[2]);
+    let rows = t.shape.first().copied().unwrap_or(0);
+    if t.shape.len() != 4 || t.shape[1..] != shape || rows == 0 || n.is_some_and(|n| n != rows) {
+        let n = n.map_or("N".to_string(), |n| n.to_string());
+        return Err(SamplerError::Invalid(format!(
+            "{what} has shape {:?}, expected {}",
+            t.shape,
+            want(&n)
+        )));
+    }
+    if t.buffer.size() < t.size_bytes() as u64 {
+        return Err(SamplerError::Invalid(format!(
+            "{what}'s buffer holds {} bytes, its shape {:?} needs {}",
+            t.buffer.size(),
+            t.shape,
+            t.size_bytes()
+        )));
+    }
+    if !t.buffer.usage().contains(usage) {
+        return Err(SamplerError::Invalid(format!(
+            "{what}'s buffer needs usage {usage:?} (it has {:?})",
+            t.buffer.usage()
+        )));
+    }
+    Ok(rows)
 }
 
 /// The samples of a finished run, refused when one went non-finite (`what`

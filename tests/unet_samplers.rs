@@ -284,6 +284,78 @@ fn embedding_restores_between_caller_owned_buffers(dtype: DType) {
     // Cancellation from the callback.
     let r = job.on_gpu(&gpu, &y_t, &out_t, &mut |d, _| d < 2);
     assert!(matches!(r, Err(SamplerError::Cancelled)), "{r:?}");
+    // Bad caller tensors are refused before the first step.
+    let plain = |size: usize, usage: wgpu::BufferUsages| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("caller"),
+            size: (size * 4) as u64,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let storage = wgpu::BufferUsages::STORAGE;
+    let all = storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+    let bad: Vec<(&str, Tensor, Tensor, &str)> = vec![
+        (
+            "image-shaped out as [64, 32]",
+            Tensor::wrap(plain(2 * m, all), &[2, 1, 16, 16]),
+            Tensor::wrap(plain(2 * 32 * 32, all), &[64, 32]),
+            "out has shape [64, 32], expected [N, 1, 32, 32]",
+        ),
+        (
+            "y for another batch",
+            Tensor::wrap(plain(3 * m, all), &[3, 1, 16, 16]),
+            Tensor::wrap(plain(2 * 32 * 32, all), &[2, 1, 32, 32]),
+            "y has shape [3, 1, 16, 16], expected [2, 1, 16, 16]",
+        ),
+        (
+            "y without COPY_SRC",
+            Tensor::wrap(plain(2 * m, storage | wgpu::BufferUsages::COPY_DST), &[2, 1, 16, 16]),
+            Tensor::wrap(plain(2 * 32 * 32, all), &[2, 1, 32, 32]),
+            "y's buffer needs usage",
+        ),
+        (
+            "out without COPY_DST",
+            Tensor::wrap(plain(2 * m, all), &[2, 1, 16, 16]),
+            Tensor::wrap(
+                plain(2 * 32 * 32, storage | wgpu::BufferUsages::COPY_SRC),
+                &[2, 1, 32, 32],
+            ),
+            "out's buffer needs usage",
+        ),
+        (
+            "out too small",
+            Tensor::wrap(plain(2 * m, all), &[2, 1, 16, 16]),
+            Tensor::wrap(plain(32 * 32, all), &[2, 1, 32, 32]),
+            "out's buffer holds 4096 bytes",
+        ),
+    ];
+    for (what, y_bad, out_bad, needle) in bad {
+        let mut steps = 0;
+        let e = job
+            .on_gpu(&gpu, &y_bad, &out_bad, &mut |_, _| {
+                steps += 1;
+                true
+            })
+            .err()
+            .unwrap_or_else(|| panic!("{what} accepted"))
+            .to_string();
+        assert!(e.contains(needle), "{what}: {e}");
+        assert_eq!(steps, 0, "{what}: refused only after {steps} steps");
+    }
+    // A run that blows up is an error, not numbers in the caller's buffer:
+    // DMPS with lambda 400 on three steps.
+    let wild = SamplerOptions {
+        method: MethodOptions::default().with("lambda", "400").unwrap(),
+        ..opts(3, 9)
+    };
+    let e = Restore::new(&model, Method::Dmps, &wild)
+        .measured(op.as_ref(), 0.05)
+        .on_gpu(&gpu, &y_t, &out_t, &mut |_, _| true)
+        .err()
+        .expect("an exploding run refused")
+        .to_string();
+    assert!(e.contains("sampling diverged"), "{e}");
 }
 
 /// One `#[test]` per precision for each test above.
