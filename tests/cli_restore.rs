@@ -314,6 +314,78 @@ fn eval_shards_merge_into_the_whole_table() {
     eval_refuses("--shard", "2/2");
 }
 
+/// A killed eval resumes: rerunning the same command reads the finished
+/// batches back from the journal and computes only the rest, with rows equal
+/// to an uninterrupted run's; another command into the same --out is refused
+/// unless --overwrite.
+#[test]
+fn eval_resumes_where_a_killed_run_stopped() {
+    let out = scratch("eval-resume");
+    let args = [
+        "--limit",
+        "6",
+        "--task",
+        "inpaint-box",
+        "--box",
+        "12",
+        "--method",
+        "dps",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+    ];
+    eval_ok(&out, &args);
+    let read = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
+    let whole = read(out.join("results.json"));
+    assert_eq!(whole["resumed_batches"], 0);
+    // A kill during the third batch: the journal holds the first two, the
+    // third's line cut short, and no results yet.
+    let journal = out.join("results.progress.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "the run's line and 3 batches");
+    let cut = format!(
+        "{}\n{}\n{}\n{}",
+        lines[0],
+        lines[1],
+        lines[2],
+        &lines[3][..lines[3].len() / 2]
+    );
+    std::fs::write(&journal, cut).unwrap();
+    std::fs::remove_file(out.join("results.json")).unwrap();
+    eval_ok(&out, &args);
+    let resumed = read(out.join("results.json"));
+    assert_eq!(resumed["resumed_batches"], 2);
+    assert_eq!(
+        resumed["images"], whole["images"],
+        "a resumed run's rows equal an uninterrupted run's"
+    );
+    // Another command into the same --out: refused in one line, or started afresh.
+    let other = [&args[..10], &["--seed", "5"]].concat();
+    let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
+    let base = [
+        "eval",
+        "--model",
+        &model,
+        "--input",
+        s(&images),
+        "--quiet",
+        "--out",
+        s(&out),
+    ];
+    let o = tweedie(&[&base[..], &other[..]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("another run's results") && err.contains("--overwrite"),
+        "{err}"
+    );
+    eval_ok(&out, &[&other[..], &["--overwrite"]].concat());
+    assert_eq!(read(out.join("results.json"))["resumed_batches"], 0);
+}
+
 /// `tweedie eval` of the fixture model on the shipped test images into `out`; must succeed.
 fn eval_ok(out: &Path, args: &[&str]) {
     let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));

@@ -103,6 +103,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             samples: 1,
             best_of: false,
             quiet: args.quiet,
+            journal: None,
         };
         let Evaluated {
             rows,

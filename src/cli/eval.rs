@@ -52,9 +52,14 @@ pub struct EvalArgs {
     /// This process's share: images i, i+n, i+2n, ... (0-based i).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Output directory.
+    /// Output directory. Running the same command into it again resumes: the
+    /// batches a killed run finished (recorded in <results|shard-..>.progress.jsonl)
+    /// are read back, not recomputed.
     #[arg(long)]
     pub out: PathBuf,
+    /// Start afresh in an --out that holds another run's progress.
+    #[arg(long)]
+    pub overwrite: bool,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -102,6 +107,76 @@ pub struct EvalRun<'a> {
     /// Score the best-fitting of the samples instead of their mean.
     pub best_of: bool,
     pub quiet: bool,
+    /// Where finished batches are recorded and read back (resuming a run).
+    pub journal: Option<&'a Journal>,
+}
+
+/// The batches an eval run has finished, one JSON line each after a first
+/// line naming the run (`<stem>.progress.jsonl` in --out). Rerunning the same
+/// command reads them back instead of recomputing; a batch's results depend
+/// only on the run and its index (its images, their noise from the seed and
+/// the file name, its sampler seed from the seed and the index), so a resumed
+/// run's rows equal an uninterrupted one's.
+pub struct Journal {
+    path: PathBuf,
+    done: std::collections::HashMap<usize, Batch>,
+}
+
+/// One finished batch as the journal holds it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Batch {
+    batch: usize,
+    rows: Vec<Row>,
+    seconds: f64,
+    baseline: String,
+}
+
+impl Journal {
+    /// Opens (or starts) the journal at `path` for the run `run`: refuses one
+    /// that belongs to another run unless `overwrite`, which starts afresh.
+    pub fn open(path: PathBuf, run: &serde_json::Value, overwrite: bool) -> anyhow::Result<Journal> {
+        let head = serde_json::to_string(&json!({ "run": run }))?;
+        let mut done = std::collections::HashMap::new();
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !overwrite => {
+                let mut lines = text.lines();
+                if lines.next() != Some(head.as_str()) {
+                    bail!(
+                        "--out holds another run's results ({} is from a different command); give another --out, or --overwrite",
+                        path.display()
+                    );
+                }
+                // A line cut short by a kill is the batch that did not finish.
+                for b in lines.filter_map(|l| serde_json::from_str::<Batch>(l).ok()) {
+                    done.insert(b.batch, b);
+                }
+            }
+            _ => write_atomic(&path, format!("{head}\n").as_bytes())?,
+        }
+        Ok(Journal { path, done })
+    }
+
+    /// Batches read back from an earlier run.
+    pub fn resumed(&self) -> usize {
+        self.done.len()
+    }
+
+    fn get(&self, batch: usize, names: &[String]) -> Option<&Batch> {
+        self.done
+            .get(&batch)
+            .filter(|b| b.rows.iter().map(|r| &r.image).eq(names.iter()))
+    }
+
+    fn record(&self, batch: Batch) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("appending to {}", self.path.display()))?;
+        writeln!(f, "{}", serde_json::to_string(&batch)?)?;
+        f.sync_data()?;
+        Ok(())
+    }
 }
 
 impl EvalRun<'_> {
@@ -134,7 +209,8 @@ impl EvalRun<'_> {
 pub struct Evaluated {
     /// One row per image.
     pub rows: Vec<Row>,
-    /// Per image: the posterior mean, the baseline, the measurement.
+    /// Per image computed in this call (not those a journal gave back): the
+    /// scored estimate, the baseline, the measurement.
     pub pictures: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
     /// Seconds spent sampling.
     pub seconds: f64,
@@ -155,6 +231,7 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
         samples,
         best_of,
         quiet,
+        journal,
     } = *run;
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
     let in_shape = [prior.channels, prior.size, prior.size];
@@ -170,6 +247,14 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
     let mut seconds = 0.0;
     let mut baseline_label = String::new();
     for (bi, chunk) in images.chunks(batch.max(1)).enumerate() {
+        let names: Vec<String> = chunk.iter().map(|p| p.file_name()).collect();
+        if let Some(done) = journal.and_then(|j| j.get(bi, &names)) {
+            rows.extend(done.rows.iter().cloned());
+            seconds += done.seconds;
+            baseline_label.clone_from(&done.baseline);
+            continue;
+        }
+        let first_row = rows.len();
         let mut cleans = Vec::new();
         let mut ys = Vec::new();
         for p in chunk {
@@ -198,7 +283,8 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
         let xs = Restore::new(&prior.score, method, &o)
             .measured(op.as_ref(), noise.sigma_y())
             .images(gpu, &ys_k, &mut cb)?;
-        seconds += start.elapsed().as_secs_f64();
+        let batch_seconds = start.elapsed().as_secs_f64();
+        seconds += batch_seconds;
         let fits = if best_of {
             Some(misfits(gpu, op.as_ref(), &xs, &ys_k)?)
         } else {
@@ -237,6 +323,14 @@ pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>
                 baseline_ssim: ssim(b, clean, c, h, w),
             });
             pictures.push((estimate, b.to_vec(), ys[k * m_per..(k + 1) * m_per].to_vec()));
+        }
+        if let Some(j) = journal {
+            j.record(Batch {
+                batch: bi,
+                rows: rows[first_row..].to_vec(),
+                seconds: batch_seconds,
+                baseline: baseline_label.clone(),
+            })?;
         }
     }
     pb.finish_and_clear();
@@ -374,15 +468,33 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     prepare_out(&args.out)?;
     let gpu = super::open_gpu(verbose)?;
     let prior = args.problem.prior.load(&gpu)?;
+    let stem = match shard {
+        Some((i, n)) => format!("shard-{i:04}-of-{n:04}"),
+        None => "results".to_string(),
+    };
+    // What makes a batch's results: resuming needs all of it to match.
+    let noise = args.noise.model()?;
+    let run_id = json!({
+        "model": prior.name, "precision": prior.precision.name(), "task": args.problem.spec.task,
+        "task_options": args.problem.spec.options_json(), "method": method.name(),
+        "settings": settings_json(
+            &args.sampling.options(default_zeta(args.problem.spec.task), true, VarianceType::FixedLarge)?,
+            &prior.score.unet().process,
+        ),
+        "noise": noise.describe(), "batch": args.batch, "samples": samples, "best_of": args.best_of,
+        "images": images.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
+    });
+    let journal = Journal::open(args.out.join(format!("{stem}.progress.jsonl")), &run_id, args.overwrite)?;
     let run = EvalRun {
         spec: &args.problem.spec,
         method,
         sampling: &args.sampling,
-        noise: args.noise.model()?,
+        noise,
         batch: args.batch,
         samples,
         best_of: args.best_of.is_some(),
         quiet: args.quiet,
+        journal: Some(&journal),
     };
     let Evaluated {
         rows,
@@ -416,12 +528,9 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "shard": args.shard,
         "seconds_sampling": seconds,
         "seconds_per_image": seconds / rows.len() as f64,
+        "resumed_batches": journal.resumed(),
     });
     let header = with_settings(header, settings);
-    let stem = match shard {
-        Some((i, n)) => format!("shard-{i:04}-of-{n:04}"),
-        None => "results".to_string(),
-    };
     write_table(&args.out, &stem, header, &rows)?;
     let m = mean_of(&rows);
     let single = if args.best_of.is_some() {
