@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tweedie::gpu::Plan;
 use tweedie::operators::sr::SrFilter;
-use tweedie::operators::task::{build, TaskSpec};
+use tweedie::operators::task::{build_linear, TaskSpec};
 use tweedie::{Gpu, Tensor};
 
 fn quick() -> bool {
@@ -53,7 +53,7 @@ fn operators(c: &mut Criterion) {
             .measurement_time(Duration::from_secs(1));
     }
     for (name, spec) in families() {
-        let op = build(&gpu, &spec, shape, 0).expect("operator");
+        let op = build_linear(&gpu, &spec, shape, 0).expect("operator");
         let [ci, hi, wi] = op.in_shape();
         let [co, ho, wo] = op.out_shape();
         for batch in [1usize, 8] {

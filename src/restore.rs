@@ -20,9 +20,9 @@ use crate::Gpu;
 pub enum NoiseModel {
     /// y = A x + sigma n, n ~ N(0, I).
     Gaussian { sigma: f32 },
-    /// DPS's shot noise at rate R: y = Poisson(255 R (A x + 1) / 2) / (255 R)
-    /// * 2 - 1, clamped to [-1, 1] (A x on the [-1, 1] scale, clamped to it
-    /// first so the Poisson mean is not negative).
+    /// DPS's shot noise at rate R: y = 2 Poisson(255 R (A x + 1) / 2) /
+    /// (255 R) - 1, clamped to [-1, 1] (A x on the [-1, 1] scale, clamped to
+    /// it first so the Poisson mean is not negative).
     Poisson { rate: f32 },
 }
 

@@ -37,7 +37,7 @@ fn planned(gpu: &Gpu, method: Method, opts: &SamplerOptions) -> Sampler {
     let p = &d8().problem;
     let (model, op) = prior_and_operator(gpu, p, &Process::default());
     let meas = Measurement {
-        op: &op,
+        op: op.as_ref(),
         y: &p.y,
         sigma_y: p.sigma_y,
     };
@@ -467,7 +467,7 @@ fn refusals_and_a_measurement_without_a_transpose() {
     let case = d8();
     let p = &case.problem;
     let hidden = |linear: bool| Hidden {
-        dense: prior_and_operator(&gpu, p, &Process::default()).1,
+        dense: Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap(),
         linear,
     };
     let (opaque, plain) = (hidden(false), hidden(true));
@@ -506,7 +506,7 @@ fn refusals_and_a_measurement_without_a_transpose() {
         ..o.clone()
     };
     for name in ["reddiff", "ddnm"] {
-        let err = refusal(name, &dense, &ddim);
+        let err = refusal(name, dense.as_ref(), &ddim);
         assert!(err.contains("--sampler and --eta do not apply"), "{err}");
     }
 

@@ -14,7 +14,7 @@ use rand::Rng;
 use tweedie::gpu::Plan;
 use tweedie::io::{read_image, write_tensors, TensorFile};
 use tweedie::operators::sr::SrFilter;
-use tweedie::operators::task::{build, resolve, resolve_saved, Resolved, Task, TaskSpec};
+use tweedie::operators::task::{build_linear, resolve, resolve_saved, Resolved, Task, TaskSpec};
 use tweedie::operators::{LinearOperator, Operator, OperatorError};
 use tweedie::{Gpu, HostTensor, Tensor};
 
@@ -379,7 +379,7 @@ fn every_operator_has_an_exact_adjoint() {
     let gpu = gpu();
     let mut r = rng(11);
     for (i, (spec, n, shape)) in cases().into_iter().enumerate() {
-        let op = build(&gpu, &spec, shape, 5 + i as u64).unwrap();
+        let op = build_linear(&gpu, &spec, shape, 5 + i as u64).unwrap();
         let u = randn(&mut r, n * numel(op.in_shape()));
         let v = randn(&mut r, n * numel(op.out_shape()));
         let au = forward(&gpu, op.as_ref(), n, &u);
@@ -425,7 +425,7 @@ fn svd_forms_reconstruct_the_operator() {
     let gpu = gpu();
     let mut r = rng(12);
     for (i, (spec, n, shape)) in cases().into_iter().enumerate() {
-        let op = build(&gpu, &spec, shape, 5 + i as u64).unwrap();
+        let op = build_linear(&gpu, &spec, shape, 5 + i as u64).unwrap();
         let Some(svd) = op.svd() else {
             assert_eq!(spec.task, Task::DeblurMotion, "only motion blur lacks an SVD");
             continue;
@@ -481,7 +481,7 @@ fn forward_matches_cpu_references() {
     for (i, (spec, n, shape)) in cases().into_iter().enumerate() {
         let seed = 5 + i as u64;
         let resolved = resolve(&spec, shape, seed).unwrap();
-        let op = resolved.build(&gpu).unwrap();
+        let op = resolved.build_linear(&gpu).unwrap();
         let [c, h, w] = shape;
         let x: Vec<f32> = randn(&mut r, n * numel(shape));
         let got = forward(&gpu, op.as_ref(), n, &x);
@@ -528,6 +528,8 @@ fn forward_matches_cpu_references() {
                     (0..c).map(|ch| x[(s * c + ch) * h * w + p]).sum::<f32>() / c as f32
                 })
                 .collect(),
+            // Non-linear: tests/phase_retrieval.rs has its reference; `cases` holds linear tasks.
+            (Resolved::PhaseRetrieval { .. }, _) => unreachable!("cases() are linear tasks"),
         };
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert_close(
@@ -545,7 +547,7 @@ fn gaussian_blur_is_dps_kernel_with_reflect_boundary() {
     let gpu = gpu();
     let mut r = rng(14);
     let (n, shape) = (2, [3, 33, 35]);
-    let op = build(&gpu, &spec("deblur-gaussian"), shape, 0).unwrap();
+    let op = build_linear(&gpu, &spec("deblur-gaussian"), shape, 0).unwrap();
     let x = randn(&mut r, n * numel(shape));
     let got = forward(&gpu, op.as_ref(), n, &x);
     let want = conv_reflect_cpu(&x, 33, 35, &dps_gaussian_2d(61, 3.0), 61, 61);
@@ -562,7 +564,7 @@ fn gaussian_blur_is_dps_kernel_with_reflect_boundary() {
 fn bicubic_sr_preserves_constants_and_ramps() {
     let gpu = gpu();
     let (h, w, f) = (32, 24, 4);
-    let op = build(
+    let op = build_linear(
         &gpu,
         &TaskSpec {
             factor: Some(f),
@@ -685,7 +687,7 @@ fn motion_kernels_are_seeded_random_trajectories() {
 }
 
 fn build_err(task: TaskSpec, shape: [usize; 3]) -> String {
-    match build(&gpu(), &task, shape, 0) {
+    match build_linear(&gpu(), &task, shape, 0) {
         Ok(_) => panic!("{} {:?} should be refused", task.task, shape),
         Err(e) => {
             assert!(matches!(e, OperatorError::Invalid { .. } | OperatorError::Shape { .. }));
@@ -700,6 +702,25 @@ fn factory_refuses_bad_tasks_and_options() {
     assert!(e.contains("--kernel-size") && e.contains("17x13"), "{e}");
     let e = "nonsense".parse::<Task>().unwrap_err();
     assert!(e.contains("unknown --task"), "{e}");
+    // Phase retrieval builds as an operator, never as a linear one.
+    let e = build_err(spec("phase-retrieval"), [1, 16, 16]);
+    assert_eq!(e, "phase-retrieval: is not a linear measurement");
+    let e = build_err(
+        TaskSpec {
+            oversample: Some(-1.0),
+            ..spec("phase-retrieval")
+        },
+        [1, 16, 16],
+    );
+    assert!(e.contains("--oversample -1 must be a positive number"), "{e}");
+    let e = build_err(
+        TaskSpec {
+            oversample: Some(2.0),
+            ..spec("sr")
+        },
+        [1, 16, 16],
+    );
+    assert!(e.contains("--oversample does not apply"), "{e}");
     for t in Task::ALL {
         assert_eq!(t.name().parse::<Task>(), Ok(t), "names round-trip");
     }
@@ -758,7 +779,7 @@ fn factory_refuses_bad_tasks_and_options() {
     assert!(e.contains("--matrix FILE is required"), "{e}");
     // Shape mismatches at plan time.
     let gpu = gpu();
-    let op = build(
+    let op = build_linear(
         &gpu,
         &TaskSpec {
             factor: Some(2),
@@ -906,7 +927,10 @@ fn cli_degrade_writes_a_measurement_that_rebuilds_the_operator() {
             spec.factor = Some(2);
             spec.filter = Some(SrFilter::Block);
         }
-        let op = resolve_saved(&spec, [3, h, w], &file).unwrap().build(&gpu).unwrap();
+        let op = resolve_saved(&spec, [3, h, w], &file)
+            .unwrap()
+            .build_linear(&gpu)
+            .unwrap();
         assert_eq!(y.shape, shape4(1, op.out_shape()));
         let want = forward(&gpu, op.as_ref(), 1, &x.data);
         assert_close(

@@ -352,8 +352,7 @@ fn embedding_restores_between_caller_owned_buffers(dtype: DType) {
     let e = Restore::new(&model, Method::Dmps, &wild)
         .measured(op.as_ref(), 0.05)
         .on_gpu(&gpu, &y_t, &out_t, &mut |_, _| true)
-        .err()
-        .expect("an exploding run refused")
+        .expect_err("an exploding run refused")
         .to_string();
     assert!(e.contains("sampling diverged"), "{e}");
 }

@@ -217,7 +217,7 @@ impl PhaseRetrieval {
         let fit = self.forward(gpu, &xt, &at)?;
         let mut best = vec![0f32; n * per_in];
         let mut best_misfit = vec![f64::INFINITY; n];
-        let mut rng = rand::rngs::StdRng::seed_from_u64(0x4849_4f);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x0048_494f);
         let [pad_h, pad_w] = self.padding();
         for _ in 0..HIO_RESTARTS {
             let mut start = vec![0f32; n * per_out];

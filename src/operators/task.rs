@@ -15,7 +15,7 @@ use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
 use crate::operators::phase::{PhaseRetrieval, DEFAULT_OVERSAMPLE};
 use crate::operators::sr::{Sr, SrFilter};
-use crate::operators::{Operator, OperatorError};
+use crate::operators::{LinearOperator, Operator, OperatorError};
 use crate::tensor::HostTensor;
 use crate::Gpu;
 
@@ -568,8 +568,27 @@ pub fn build(gpu: &Gpu, spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Res
     resolve(spec, in_shape, seed)?.build(gpu)
 }
 
+/// As [`build`], for callers that need A^T or an SVD form: refuses a
+/// non-linear task in one line.
+pub fn build_linear(
+    gpu: &Gpu,
+    spec: &TaskSpec,
+    in_shape: [usize; 3],
+    seed: u64,
+) -> Result<Box<dyn LinearOperator>, OperatorError> {
+    resolve(spec, in_shape, seed)?.build_linear(gpu)
+}
+
 impl ResolvedTask {
     pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
+        Ok(match &self.kind {
+            Resolved::PhaseRetrieval { oversample } => Box::new(PhaseRetrieval::new(self.in_shape, *oversample)?),
+            _ => self.build_linear(gpu)?,
+        })
+    }
+
+    /// The operator as a linear one; a non-linear task is refused.
+    pub fn build_linear(&self, gpu: &Gpu) -> Result<Box<dyn LinearOperator>, OperatorError> {
         let shape = self.in_shape;
         let task = self.task.name();
         Ok(match &self.kind {
@@ -580,7 +599,7 @@ impl ResolvedTask {
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
             Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),
-            Resolved::PhaseRetrieval { oversample } => Box::new(PhaseRetrieval::new(shape, *oversample)?),
+            Resolved::PhaseRetrieval { .. } => return Err(invalid(task, "is not a linear measurement")),
         })
     }
 
