@@ -13,7 +13,6 @@ use common::{assert_close, randn, rng};
 
 use tweedie::process::Process;
 use tweedie::samplers::{Measurement, Method, MethodOptions, Sampler, SamplerOptions};
-use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::Tensor;
 
 const PROBLEMS: [&str; 2] = ["d8_m3_abs", "d20_m4_abs"];
@@ -83,45 +82,30 @@ fn magnitude_operator_matches_cpu_and_finite_differences() {
 /// H the score's Jacobian (symmetric):
 /// sum_k r_k (s_k s_k^T - diag(1 / v_k)) - s s^T.
 fn dps64(p: &Mixture64, steps: usize, zeta: f64, n: usize, seed: u64) -> Vec<f32> {
-    let sched = Schedule::linear(1000, steps).unwrap();
     let d = p.d;
-    let mut r = rng(seed);
-    let mut x: Vec<f64> = randn(&mut r, n * d).iter().map(|&v| v as f64).collect();
-    for i in (0..steps).rev() {
-        let abar = sched.alphas_cumprod[i];
-        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let sd = (0.5 * sched.fixed_log_variance(VarianceType::FixedLarge, i)).exp();
-        let z = randn(&mut r, n * d);
-        for s in 0..n {
-            let xs = &mut x[s * d..(s + 1) * d];
-            let (resp, sk, score) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
-            let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * score[j]) / a).collect();
-            let ax = p.ax(&x0);
-            let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k].abs()).collect();
-            let norm = res.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
-            let signed: Vec<f64> = (0..p.m).map(|k| -ax[k].signum() * res[k] / norm).collect();
-            let g0 = p.atv(&signed);
-            // H g0
-            let sg: f64 = (0..d).map(|j| score[j] * g0[j]).sum();
-            let mut hg = vec![0f64; d];
-            for (c, &rc) in resp.iter().enumerate() {
-                let skc = &sk[c * d..(c + 1) * d];
-                let dot: f64 = (0..d).map(|j| skc[j] * g0[j]).sum();
-                for j in 0..d {
-                    let v = a * a * p.var[c * d + j] + b * b;
-                    hg[j] += rc * (skc[j] * dot - g0[j] / v);
-                }
-            }
+    ddpm64(p, steps, n, seed, |xs, a, b, _| {
+        let (resp, sk, score) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
+        let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * score[j]) / a).collect();
+        let ax = p.ax(&x0);
+        let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k].abs()).collect();
+        let norm = res.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
+        let signed: Vec<f64> = (0..p.m).map(|k| -ax[k].signum() * res[k] / norm).collect();
+        let g0 = p.atv(&signed);
+        // H g0, then -zeta (g0 + b^2 H g0) / a.
+        let sg: f64 = (0..d).map(|j| score[j] * g0[j]).sum();
+        let mut hg = vec![0f64; d];
+        for (c, &rc) in resp.iter().enumerate() {
+            let skc = &sk[c * d..(c + 1) * d];
+            let dot: f64 = (0..d).map(|j| skc[j] * g0[j]).sum();
             for j in 0..d {
-                hg[j] -= score[j] * sg;
-                let grad = (g0[j] + b * b * hg[j]) / a;
-                let mean = sched.posterior_mean_coef1[i] * x0[j] + sched.posterior_mean_coef2[i] * xs[j];
-                let noise = if i > 0 { sd * z[s * d + j] as f64 } else { 0.0 };
-                xs[j] = mean + noise - zeta * grad;
+                let v = a * a * p.var[c * d + j] + b * b;
+                hg[j] += rc * (skc[j] * dot - g0[j] / v);
             }
         }
-    }
-    x.iter().map(|&v| v as f32).collect()
+        (0..d)
+            .map(|j| -zeta * (g0[j] + b * b * (hg[j] - score[j] * sg)) / a)
+            .collect()
+    })
 }
 
 const SAMPLES: usize = 3000;

@@ -49,15 +49,21 @@ fn restore(model: &str, flags: &str, paths: &[(&str, &str)]) -> std::process::Ou
     tweedie(&args)
 }
 
+/// `tweedie restore` of the fixture model on one shipped test image into a
+/// fresh `name` directory with `flags`; must succeed. Returns the directory.
+fn restore_ok(name: &str, flags: &str) -> PathBuf {
+    let out = scratch(name);
+    let o = restore(&gray_model(), flags, &[("--input", &image()), ("--out", s(&out))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
 #[test]
 fn restore_writes_samples_mean_std_and_report() {
-    let out = scratch("ok");
-    let o = restore(
-        &gray_model(),
+    let out = restore_ok(
+        "ok",
         "--task inpaint-box --box 12 --method dmps --steps 3 --samples 3 --batch 2 --seed 4 --quiet",
-        &[("--input", &image()), ("--out", s(&out))],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for f in [
         "clean.png",
         "measurement.png",
@@ -102,13 +108,10 @@ fn restore_writes_samples_mean_std_and_report() {
 /// magnitudes fit y best, written as best.png beside every sample.
 #[test]
 fn best_of_keeps_the_best_fitting_phase_retrieval_sample() {
-    let out = scratch("best-of");
-    let o = restore(
-        &gray_model(),
+    let out = restore_ok(
+        "best-of",
         "--task phase-retrieval --method dps --steps 3 --best-of 3 --seed 2 --quiet",
-        &[("--input", &image()), ("--out", s(&out))],
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["samples"], 3);

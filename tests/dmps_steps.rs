@@ -7,11 +7,10 @@
 
 mod common;
 use common::gmm::*;
-use common::{randn, rng};
 
 use tweedie::samplers::dmps::{gain, gain_cap, LAMBDA_VP};
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
-use tweedie::schedule::{Schedule, VarianceType};
+use tweedie::schedule::Schedule;
 
 const SAMPLES: usize = 1000;
 
@@ -27,31 +26,13 @@ fn opts(steps: usize, method: MethodOptions) -> SamplerOptions {
 /// A^T (sigma_y^2 I + (b_t / a_t)^2 A A^T)^{-1} (y - A x_t / a_t), no cap.
 fn dmps64(p: &Mixture64, steps: usize, lambda: f64, n: usize, seed: u64) -> Vec<f32> {
     let sched = Schedule::linear(1000, steps).unwrap();
-    let d = p.d;
-    let mut r = rng(seed);
-    let mut x: Vec<f64> = randn(&mut r, n * d).iter().map(|&v| v as f64).collect();
-    for i in (0..steps).rev() {
-        let abar = sched.alphas_cumprod[i];
-        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+    ddpm64(p, steps, n, seed, |xs, a, b, i| {
         let beta = sched.betas[i];
-        let sd = (0.5 * sched.fixed_log_variance(VarianceType::FixedLarge, i)).exp();
         let coef = lambda * beta / (1.0 - beta).sqrt() / a;
-        let z = randn(&mut r, n * d);
-        for s in 0..n {
-            let xs = &mut x[s * d..(s + 1) * d];
-            let eps = p.eps(xs, a, b);
-            let ax = p.ax(xs);
-            let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k] / a).collect();
-            let g = p.at_solve((b / a).powi(2), &res);
-            for j in 0..d {
-                let x0 = (xs[j] - b * eps[j]) / a;
-                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
-                let noise = if i > 0 { sd * z[s * d + j] as f64 } else { 0.0 };
-                xs[j] = mean + noise + coef * g[j];
-            }
-        }
-    }
-    x.iter().map(|&v| v as f32).collect()
+        let ax = p.ax(xs);
+        let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k] / a).collect();
+        p.at_solve((b / a).powi(2), &res).iter().map(|g| coef * g).collect()
+    })
 }
 
 fn check_ten_steps(name: &str) {

@@ -15,6 +15,18 @@ use crate::operators::{check_pair, Classical, Operator, OperatorError};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
+/// The orthonormal 2-D DFT of complex planes z, centred: fftshift(F z)
+/// forward, F^H ifftshift(z) inverse (its adjoint).
+fn centred_fft(gpu: &Gpu, z: &Tensor, inverse: bool) -> Result<Fft2, OperatorError> {
+    let opts = FftOptions {
+        inverse,
+        norm: Norm::Ortho,
+        ishift_input: inverse,
+        shift_output: !inverse,
+    };
+    Ok(Fft2::new(gpu, z, opts)?)
+}
+
 /// DPS's default oversampling.
 pub const DEFAULT_OVERSAMPLE: f64 = 2.0;
 
@@ -63,16 +75,7 @@ impl PhaseRetrieval {
         let z = Tensor::zeros(gpu, "phase retrieval padded", &[planes, ph, pw, 2])?;
         let mut plan = Plan::new();
         plan.push(self.pad.embed(gpu, x, &z)?);
-        let fft = Fft2::new(
-            gpu,
-            &z,
-            FftOptions {
-                inverse: false,
-                norm: Norm::Ortho,
-                ishift_input: false,
-                shift_output: true,
-            },
-        )?;
+        let fft = centred_fft(gpu, &z, false)?;
         plan.extend(fft.plan.clone());
         Ok((fft, plan))
     }
@@ -101,16 +104,7 @@ impl Operator for PhaseRetrieval {
         let (fft, mut plan) = self.spectrum(gpu, x, n)?;
         let weighted = Tensor::zeros(gpu, "phase retrieval cotangent", &fft.out.shape)?;
         plan.push(self.pad.phase_weight(gpu, &fft.out, v, &weighted)?);
-        let back = Fft2::new(
-            gpu,
-            &weighted,
-            FftOptions {
-                inverse: true,
-                norm: Norm::Ortho,
-                ishift_input: true,
-                shift_output: false,
-            },
-        )?;
+        let back = centred_fft(gpu, &weighted, true)?;
         plan.extend(back.plan.clone());
         plan.push(self.pad.crop_real(gpu, &back.out, out)?);
         Ok(plan)
@@ -157,29 +151,11 @@ impl PhaseRetrieval {
         let z = Tensor::zeros(gpu, "hio plane", &shape)?;
         let mut plan = Plan::new();
         plan.push(full.embed(gpu, g, &z)?);
-        let fwd = Fft2::new(
-            gpu,
-            &z,
-            FftOptions {
-                inverse: false,
-                norm: Norm::Ortho,
-                ishift_input: false,
-                shift_output: true,
-            },
-        )?;
+        let fwd = centred_fft(gpu, &z, false)?;
         plan.extend(fwd.plan.clone());
         let imposed = Tensor::zeros(gpu, "hio imposed", &shape)?;
         plan.push(full.phase_weight(gpu, &fwd.out, y, &imposed)?);
-        let back = Fft2::new(
-            gpu,
-            &imposed,
-            FftOptions {
-                inverse: true,
-                norm: Norm::Ortho,
-                ishift_input: true,
-                shift_output: false,
-            },
-        )?;
+        let back = centred_fft(gpu, &imposed, true)?;
         plan.extend(back.plan.clone());
         let g_prime = Tensor::zeros(gpu, "hio g'", &g.shape)?;
         plan.push(full.crop_real(gpu, &back.out, &g_prime)?);

@@ -292,6 +292,41 @@ impl Mixture64 {
     }
 }
 
+/// A whole DDPM run in float64 on the exact mixture eps: the linear schedule
+/// respaced to `steps`, the fixed-large variance, no clipping, `n` samples
+/// from `seed`; each step adds `guide(x_t, a_t, b_t, i)` (a method's
+/// measurement term, evaluated at x_t) to x_{t-1} = mean + sd z.
+pub fn ddpm64(
+    p: &Mixture64,
+    steps: usize,
+    n: usize,
+    seed: u64,
+    guide: impl Fn(&[f64], f64, f64, usize) -> Vec<f64>,
+) -> Vec<f32> {
+    let sched = tweedie::schedule::Schedule::linear(1000, steps).unwrap();
+    let d = p.d;
+    let mut r = rng(seed);
+    let mut x: Vec<f64> = randn(&mut r, n * d).iter().map(|&v| v as f64).collect();
+    for i in (0..steps).rev() {
+        let abar = sched.alphas_cumprod[i];
+        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let sd = (0.5 * sched.fixed_log_variance(VarianceType::FixedLarge, i)).exp();
+        let z = randn(&mut r, n * d);
+        for s in 0..n {
+            let xs = &mut x[s * d..(s + 1) * d];
+            let eps = p.eps(xs, a, b);
+            let g = guide(xs, a, b, i);
+            for j in 0..d {
+                let x0 = (xs[j] - b * eps[j]) / a;
+                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
+                let noise = if i > 0 { sd * z[s * d + j] as f64 } else { 0.0 };
+                xs[j] = mean + noise + g[j];
+            }
+        }
+    }
+    x.iter().map(|&v| v as f32).collect()
+}
+
 /// The diffused mixture at x_t = a x0 + b eps (diagonal components, weights
 /// `w` need not be normalised): (responsibilities, per-component scores s_k
 /// [K*d], the total score).
