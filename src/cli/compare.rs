@@ -69,10 +69,15 @@ fn per_method(args: &CompareArgs) -> anyhow::Result<Vec<(Method, SamplingArgs)>>
     if methods.is_empty() {
         bail!("--methods: give at least one method, e.g. --methods dps,dmps");
     }
-    if let Some((i, m)) = methods.iter().enumerate().find(|(i, m)| methods[..*i].contains(m)) {
-        bail!("--methods lists {} twice (at {} and later)", m.name(), i + 1);
+    if let Some((_, m)) = methods.iter().enumerate().find(|(i, m)| methods[..*i].contains(m)) {
+        bail!("--methods lists {} twice", m.name());
     }
-    if let Some(name) = args.sampling.method.names().find(|n| !methods.iter().any(|m| m.takes(n))) {
+    if let Some(name) = args
+        .sampling
+        .method
+        .names()
+        .find(|n| !methods.iter().any(|m| m.takes(n)))
+    {
         let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
         bail!("--{name} applies to none of --methods {}", names.join(","));
     }
@@ -273,7 +278,13 @@ fn markdown(doc: &serde_json::Value, outcomes: &[Outcome]) -> String {
 
 /// grid.png: per image, clean | measurement (blank when not image-like) |
 /// baseline | each method.
-fn grid(path: &Path, images: &[ImageRef], first: &Evaluated, outcomes: &[Outcome], prior: &Prior) -> anyhow::Result<()> {
+fn grid(
+    path: &Path,
+    images: &[ImageRef],
+    first: &Evaluated,
+    outcomes: &[Outcome],
+    prior: &Prior,
+) -> anyhow::Result<()> {
     let (c, size) = (prior.channels, prior.size);
     let mut rows = Vec::new();
     for (k, p) in images.iter().enumerate() {
@@ -413,7 +424,9 @@ mod plot {
         let gray = [0.5; 3];
         let mut cv = Canvas(vec![1.0; 3 * H * W]);
         let secs: Vec<f64> = points.iter().map(|p| p.1.max(1e-6).log10()).collect();
-        let (mut x0, mut x1) = secs.iter().fold((f64::MAX, f64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
+        let (mut x0, mut x1) = secs
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &s| (a.min(s), b.max(s)));
         let (mut y0, mut y1) = points
             .iter()
             .map(|p| p.2)
@@ -465,7 +478,11 @@ mod plot {
             cv.rect(x.saturating_sub(3), y.saturating_sub(3), 7, 7, rgb);
             let t = format!("{label} {psnr:.2}");
             // Right of the point, or left of it near the right edge.
-            let tx = if x + 8 + text_width(&t) < W { x + 8 } else { x.saturating_sub(8 + text_width(&t)) };
+            let tx = if x + 8 + text_width(&t) < W {
+                x + 8
+            } else {
+                x.saturating_sub(8 + text_width(&t))
+            };
             cv.text(tx, y.saturating_sub(5 * SCALE / 2), &t, rgb);
         }
         write_image(path, 3, H, W, &cv.0)?;
