@@ -79,7 +79,8 @@ fn compare_writes_table_grid_and_plot() {
         assert_eq!(m["steps"], steps);
         assert_eq!(m["images"].as_array().unwrap().len(), 4);
     }
-    assert!(methods["dps"]["settings"]["zeta"].as_f64().is_some());
+    assert_eq!(methods["dps"]["settings"]["zeta"], 0.5);
+    assert_eq!(methods["dmps"]["settings"]["lambda"], 1.75);
 
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     let rows: Vec<&str> = md

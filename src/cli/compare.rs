@@ -16,8 +16,9 @@ use super::eval::{evaluate, mean_of, EvalRun, Evaluated, Row};
 use super::sampling::{method_parser, NoiseArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::{resolve, TaskSpec};
+use crate::process::Process;
 use crate::samplers::options::Kind;
-use crate::samplers::{Measurement, Method, Sampler, SamplerOptions};
+use crate::samplers::{dmps, Measurement, Method, Sampler, SamplerOptions};
 use crate::Gpu;
 
 #[derive(Args)]
@@ -115,13 +116,16 @@ fn check_plans(gpu: &Gpu, prior: &Prior, runs: &[EvalRun<'_>]) -> anyhow::Result
     Ok(())
 }
 
-/// The settings `opts` gives `method`: each it reads, as given or its
-/// default (null: chosen by the method from the run), and the base step.
-fn settings(method: Method, opts: &SamplerOptions) -> serde_json::Value {
+/// The settings `opts` gives `method` on a model of `process`: each it
+/// reads, as given or its default (null: chosen by the method from the run),
+/// and the base step.
+fn settings(method: Method, opts: &SamplerOptions, process: &Process) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for spec in method.options() {
         let m = &opts.method;
         let v = match spec.kind {
+            // DMPS's lambda defaults by the process.
+            Kind::Number if spec.name == dmps::LAMBDA.name => json!(dmps::lambda(m, process)),
             Kind::Number => json!(m.number(spec.name)),
             Kind::Count => json!(m.count(spec.name)),
             Kind::Choice(_) => json!(m.choice(spec.name)),
@@ -190,7 +194,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             rows: ev.rows.clone(),
             pictures: ev.pictures.iter().map(|(x, _, _)| x.clone()).collect(),
             seconds_per_image: ev.seconds / ev.rows.len().max(1) as f64,
-            settings: settings(run.method, &run.options(&prior)?),
+            settings: settings(run.method, &run.options(&prior)?, &prior.score.unet().process),
         });
         first.get_or_insert(ev);
     }
