@@ -122,7 +122,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             seconds / rows.len() as f64
         );
         let picture = args.out.join(format!("{name}.png"));
-        side_by_side(&picture, &images, &pictures, prior.channels, prior.size, spec)?;
+        side_by_side(&picture, &images, &pictures, prior.channels, prior.size)?;
         results.push(json!({"task": name, "label": label, "images": rows, "mean": m, "seconds_sampling": seconds, "picture": picture.display().to_string()}));
     }
     let report = json!({
@@ -148,45 +148,77 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One row per image: clean | measurement (nearest-upsampled to the image
-/// size) | baseline | DMPS, 2-pixel gaps, everything scaled x3 for viewing.
+/// One row per image: clean | measurement | baseline | DMPS.
 fn side_by_side(
     path: &std::path::Path,
     images: &[ImageRef],
     pictures: &[(Vec<f32>, Vec<f32>, Vec<f32>)],
     c: usize,
     size: usize,
-    spec: &TaskSpec,
 ) -> anyhow::Result<()> {
-    let (zoom, gap, cols) = (3usize, 2usize, 4usize);
+    let mut rows = Vec::new();
+    for (p, (x, base, y)) in images.iter().zip(pictures) {
+        rows.push(vec![
+            Some(clean_tile(p, c, size)?),
+            Some(measurement_tile(y, c, size).unwrap_or_else(|| vec![-1.0; c * size * size])),
+            Some(base.clone()),
+            Some(x.clone()),
+        ]);
+    }
+    tile_grid(path, c, size, &rows)?;
+    Ok(())
+}
+
+/// The clean image of `p` as a tile [c, size, size] (black where its
+/// channels differ from the model's).
+pub(super) fn clean_tile(p: &ImageRef, c: usize, size: usize) -> anyhow::Result<Vec<f32>> {
+    let clean = p.read().with_context(|| p.display())?;
+    Ok(if clean.shape[1] == c {
+        clean.data
+    } else {
+        vec![0.0; c * size * size]
+    })
+}
+
+/// A measurement shown as an image [c, size, size]: itself when it has the
+/// image's shape, nearest-upsampled when it is a smaller square image (super-
+/// resolution); None when it is not image-like (phase retrieval's magnitudes).
+pub(super) fn measurement_tile(y: &[f32], c: usize, size: usize) -> Option<Vec<f32>> {
+    let ms = (1..=size).find(|ms| c * ms * ms == y.len())?;
+    Some(
+        (0..c * size * size)
+            .map(|i| {
+                let (ch, yy, xx) = (i / (size * size), (i / size) % size, i % size);
+                y[ch * ms * ms + (yy * ms / size) * ms + xx * ms / size]
+            })
+            .collect(),
+    )
+}
+
+/// Zoom and gap of [`tile_grid`]'s pictures.
+pub(super) const TILE_ZOOM: usize = 3;
+pub(super) const TILE_GAP: usize = 2;
+
+/// Writes `rows` of tiles [c, size, size] (None: left blank) as one picture,
+/// each tile scaled x[`TILE_ZOOM`] for viewing, [`TILE_GAP`]-pixel white gaps.
+/// Returns its (height, width).
+pub(super) fn tile_grid(
+    path: &std::path::Path,
+    c: usize,
+    size: usize,
+    rows: &[Vec<Option<Vec<f32>>>],
+) -> anyhow::Result<(usize, usize)> {
+    let (zoom, gap) = (TILE_ZOOM, TILE_GAP);
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let tile = size * zoom;
     let (w, h) = (
         cols * tile + (cols + 1) * gap,
-        images.len() * tile + (images.len() + 1) * gap,
+        rows.len() * tile + (rows.len() + 1) * gap,
     );
     let mut canvas = vec![1.0f32; c * h * w];
-    let factor = if spec.task == Task::Sr {
-        spec.factor.unwrap_or(4)
-    } else {
-        1
-    };
-    let ms = size.div_ceil(factor);
-    for (r, (p, (x, base, y))) in images.iter().zip(pictures).enumerate() {
-        let clean = p.read().with_context(|| p.display())?;
-        let clean = if clean.shape[1] == c {
-            clean.data
-        } else {
-            vec![0.0; c * size * size]
-        };
-        let meas: Vec<f32> = (0..c * size * size)
-            .map(|i| {
-                let (ch, yy, xx) = (i / (size * size), (i / size) % size, i % size);
-                y.get(ch * ms * ms + (yy / factor) * ms + xx / factor)
-                    .copied()
-                    .unwrap_or(-1.0)
-            })
-            .collect();
-        for (col, img) in [&clean, &meas, base, x].into_iter().enumerate() {
+    for (r, row) in rows.iter().enumerate() {
+        for (col, img) in row.iter().enumerate() {
+            let Some(img) = img else { continue };
             let (oy, ox) = (gap + r * (tile + gap), gap + col * (tile + gap));
             for ch in 0..c {
                 for yy in 0..tile {
@@ -199,5 +231,5 @@ fn side_by_side(
         }
     }
     write_image(path, c, h, w, &canvas)?;
-    Ok(())
+    Ok((h, w))
 }

@@ -183,7 +183,7 @@ impl EvalRun<'_> {
     /// The sampler options on `prior`: DPS's step size by the task, and for a
     /// method with particle populations one population per image (its K
     /// samples are the particles).
-    fn options(&self, prior: &Prior) -> anyhow::Result<SamplerOptions> {
+    pub(super) fn options(&self, prior: &Prior) -> anyhow::Result<SamplerOptions> {
         let (method, samples) = (self.method, self.samples);
         let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
         let mut opts = self.sampling.options(default_zeta(self.spec.task), true, variance)?;

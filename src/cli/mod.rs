@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod compare;
 mod convert;
 mod degrade;
 mod demo;
@@ -42,6 +43,8 @@ pub enum Command {
     Sample(sample::SampleArgs),
     /// Evaluate a method on a folder of clean images: PSNR/SSIM per image and the mean.
     Eval(eval::EvalArgs),
+    /// Several methods on the same images and measurements: results.json, results.md, a picture grid, a PSNR-vs-time plot.
+    Compare(compare::CompareArgs),
     /// Combine the shard files of `tweedie eval --shard i/n` into results.json and results.csv.
     EvalMerge(eval::MergeArgs),
     /// Report the GPU adapters (and, given a model, its architecture, parameters, FLOPs, and every plan's memory and dispatches).
@@ -83,6 +86,7 @@ pub fn main() -> i32 {
         Command::Restore(a) => restore::run(a, cli.verbose),
         Command::Sample(a) => sample::run(a, cli.verbose),
         Command::Eval(a) => eval::run(a, cli.verbose),
+        Command::Compare(a) => compare::run(a, cli.verbose),
         Command::EvalMerge(a) => eval::run_merge(a, cli.verbose),
         Command::Info(a) => info::run(a, cli.verbose),
         Command::Bench(a) => bench::run(a, cli.verbose),

@@ -112,6 +112,19 @@ impl MethodArgs {
         }
     }
 
+    /// The settings given that `method` reads: `compare` takes one command
+    /// line for several methods, each reading its own.
+    pub fn only_for(&self, method: Method) -> MethodArgs {
+        MethodArgs {
+            given: self.given.iter().filter(|(n, _)| method.takes(n)).cloned().collect(),
+        }
+    }
+
+    /// The names of the settings given.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.given.iter().map(|(n, _)| *n)
+    }
+
     /// The library's settings: each given value parsed and range-checked.
     pub fn options(&self) -> anyhow::Result<MethodOptions> {
         let mut out = MethodOptions::default();
