@@ -177,6 +177,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             samples: args.samples,
             best_of: false,
             quiet: args.quiet,
+            journal: None,
         })
         .collect();
     check_plans(&gpu, &prior, &runs)?;
