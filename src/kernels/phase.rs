@@ -27,17 +27,17 @@ pub const BINDINGS: &[KernelSig] = &[PhaseMap::SIG, PhaseWeight::SIG];
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct PhaseParams {
-    n: u32,
-    h: u32,
-    w: u32,
-    ph: u32,
-    pw: u32,
-    pad_h: u32,
-    pad_w: u32,
-    keep: f32,
-    beta: f32,
-    _pad: [u32; 3],
+pub struct PhaseParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub ph: u32,
+    pub pw: u32,
+    pub pad_h: u32,
+    pub pad_w: u32,
+    pub keep: f32,
+    pub beta: f32,
+    pub _pad: [u32; 3],
 }
 
 /// One image plane [H, W] and its zero-padded plane [H + 2 pad_h, W + 2 pad_w].
