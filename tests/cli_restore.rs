@@ -366,18 +366,7 @@ fn eval_resumes_where_a_killed_run_stopped() {
     );
     // Another command into the same --out: refused in one line, or started afresh.
     let other = [&args[..10], &["--seed", "5"]].concat();
-    let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
-    let base = [
-        "eval",
-        "--model",
-        &model,
-        "--input",
-        s(&images),
-        "--quiet",
-        "--out",
-        s(&out),
-    ];
-    let o = tweedie(&[&base[..], &other[..]].concat());
+    let o = eval_run(&out, &other);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
@@ -391,6 +380,12 @@ fn eval_resumes_where_a_killed_run_stopped() {
 
 /// `tweedie eval` of the fixture model on the shipped test images into `out`; must succeed.
 fn eval_ok(out: &Path, args: &[&str]) {
+    let o = eval_run(out, args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// `tweedie eval` of the fixture model on the shipped test images into `out`.
+fn eval_run(out: &Path, args: &[&str]) -> std::process::Output {
     let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
     let mut a = vec![
         "eval",
@@ -403,8 +398,7 @@ fn eval_ok(out: &Path, args: &[&str]) {
         s(out),
     ];
     a.extend_from_slice(args);
-    let o = tweedie(&a);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tweedie(&a)
 }
 
 /// `tweedie eval` with one bad option value: refused with one line naming it.
