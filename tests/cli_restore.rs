@@ -378,6 +378,37 @@ fn eval_resumes_where_a_killed_run_stopped() {
     assert_eq!(read(out.join("results.json"))["resumed_batches"], 0);
 }
 
+/// `eval --best-of K` draws K samples per image and scores the best-fitting
+/// one: the report says so, and K = 0 is refused in one line.
+#[test]
+fn eval_best_of_scores_one_sample_per_image() {
+    let out = scratch("eval-best-of");
+    eval_ok(
+        &out,
+        &[
+            "--limit",
+            "2",
+            "--task",
+            "phase-retrieval",
+            "--method",
+            "dps",
+            "--steps",
+            "2",
+            "--best-of",
+            "2",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["best_of"], 2);
+    assert_eq!(doc["samples_per_image"], 2);
+    assert!(doc["scores"].as_str().unwrap().contains("smallest ||y - A(x)||"));
+    assert!(doc["baseline"].as_str().unwrap().starts_with("Fienup's HIO"));
+    for row in doc["images"].as_array().unwrap() {
+        assert!(row["psnr"].as_f64().unwrap().is_finite());
+    }
+    eval_refuses("--best-of", "0");
+}
+
 /// `tweedie eval` of the fixture model on the shipped test images into `out`; must succeed.
 fn eval_ok(out: &Path, args: &[&str]) {
     let o = eval_run(out, args);
