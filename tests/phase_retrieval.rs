@@ -314,3 +314,49 @@ fn hio_baseline_fits_the_measured_magnitudes() {
         assert!(rel < 0.25, "image {k}: HIO misfit {rel:.4} of |y|");
     }
 }
+
+#[test]
+fn hio_update_matches_the_cpu_rule() {
+    // 3 planes of a 5 x 7 window padded by (2, 1): 9 x 9, both HIO (keep 1,
+    // beta 0.9) and error reduction (keep 0) on values straddling [-1, 1].
+    use tweedie::kernels::phase::Padding;
+    let gpu = gpu();
+    let pad = Padding {
+        h: 5,
+        w: 7,
+        pad_h: 2,
+        pad_w: 1,
+    };
+    let [ph, pw] = pad.padded();
+    let n = 3 * ph * pw;
+    let mut g = rng(60);
+    let g0: Vec<f32> = randn(&mut g, n);
+    let gp: Vec<f32> = randn(&mut g, n).iter().map(|v| 1.5 * v).collect();
+    for (keep, beta) in [(1.0f32, 0.9f32), (0.0, 0.0)] {
+        let gt = Tensor::from_slice(&gpu, "g", &[3, ph, pw], &g0).unwrap();
+        let gpt = Tensor::from_slice(&gpu, "g'", &[3, ph, pw], &gp).unwrap();
+        let mut plan = tweedie::gpu::Plan::new();
+        plan.push(pad.hio_update(&gpu, &gpt, &gt, keep, beta).unwrap());
+        plan.run(&gpu).unwrap();
+        let want: Vec<f32> = (0..n)
+            .map(|i| {
+                let (r, c) = ((i / pw) % ph, i % pw);
+                let inside = (2..7).contains(&r) && (1..8).contains(&c);
+                if inside && gp[i].abs() <= 1.0 {
+                    gp[i]
+                } else if inside && keep == 0.0 {
+                    gp[i].clamp(-1.0, 1.0)
+                } else {
+                    keep * g0[i] - beta * gp[i]
+                }
+            })
+            .collect();
+        assert_close(
+            &format!("hio_update keep {keep}"),
+            &gt.read(&gpu).unwrap(),
+            &want,
+            1e-6,
+            1e-6,
+        );
+    }
+}
