@@ -26,11 +26,11 @@ use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop};
 use winit::keyboard::{Key, NamedKey};
 use winit::window::{Window, WindowId};
 
-use tweedie::cli::common::{load_clean, load_prior, ImageRef, Precision, Prior};
 use tweedie::operators::task::{build, Task, TaskSpec};
 use tweedie::operators::Operator;
 use tweedie::restore::{measure_on_gpu, Panel, Restore, State, Stepper, TextureWriter, SIGNED};
-use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
+use tweedie::samplers::{Method, MethodOptions, SamplerOptions, UnetScore};
+use tweedie::unet::Unet;
 use tweedie::{Gpu, Tensor};
 
 #[derive(Parser, Debug)]
@@ -149,8 +149,49 @@ struct Gfx {
     blit: wgpu::RenderPipeline,
     blit_group: wgpu::BindGroup,
     prior: Prior,
-    clean: Tensor,
     live: Option<Live>,
+}
+
+/// The model and the clean image, on the application's device.
+struct Prior {
+    score: UnetScore,
+    channels: usize,
+    size: usize,
+    /// [1, C, H, W] on [-1, 1].
+    clean: Tensor,
+}
+
+impl Prior {
+    /// `--model` (default: the built-in prior) and `--input` (default: the
+    /// first built-in test image), which must match the model's shape.
+    fn load(gpu: &Gpu, args: &Args) -> anyhow::Result<Prior> {
+        let unet = match &args.model {
+            Some(dir) => Unet::load(gpu, dir).with_context(|| format!("loading model {}", dir.display()))?,
+            None => Unet::load_embedded(gpu)?,
+        };
+        let (channels, size) = (unet.config.in_channels(), unet.config.image_size());
+        let clean = match &args.input {
+            Some(p) => tweedie::io::read_image(p)?,
+            None => {
+                let (name, png) = tweedie::embedded::TEST_IMAGES
+                    .first()
+                    .context("no built-in test image")?;
+                tweedie::io::read_image_bytes(name, png)?
+            }
+        };
+        if clean.shape[1..] != [channels, size, size] {
+            bail!(
+                "the input is {:?} (C, H, W) but the model takes [{channels}, {size}, {size}]",
+                &clean.shape[1..]
+            );
+        }
+        Ok(Prior {
+            score: UnetScore::new(Arc::new(unet), size, size),
+            channels,
+            size,
+            clean: Tensor::from_host(gpu, "clean image", &clean)?,
+        })
+    }
 }
 
 /// One restoration on screen: its operator, measurement, stepper and the draws.
@@ -301,16 +342,7 @@ impl Gfx {
         // f32 models need nothing more).
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default()))?;
         let gpu = Gpu::from_device(device.clone(), queue, Some(adapter.get_info()));
-        let prior = load_prior(&gpu, args.model.as_deref(), None, Precision::F32)?;
-        let image = match &args.input {
-            Some(p) => ImageRef::File(p.clone()),
-            None => ImageRef::embedded_test_images()
-                .into_iter()
-                .next()
-                .context("no built-in test image")?,
-        };
-        let clean = load_clean(&image, &prior, true)?;
-        let clean = Tensor::from_host(&gpu, "clean image", &clean)?;
+        let prior = Prior::load(&gpu, args)?;
         let side = prior.size as u32 * SCALE;
         let (pw, ph) = (3 * side + 2 * GAP, side);
         let _ = window.request_inner_size(winit::dpi::PhysicalSize::new(pw, ph));
@@ -363,7 +395,6 @@ impl Gfx {
             blit,
             blit_group,
             prior,
-            clean,
             live: None,
         })
     }
@@ -394,7 +425,7 @@ impl Gfx {
         let spec = TaskSpec::new(app.task);
         let shape = [self.prior.channels, self.prior.size, self.prior.size];
         let op: Box<dyn Operator> = build(gpu, &spec, shape, seed)?;
-        let y = measure_on_gpu(gpu, op.as_ref(), &self.clean, app.args.sigma, seed)?;
+        let y = measure_on_gpu(gpu, op.as_ref(), &self.prior.clean, app.args.sigma, seed)?;
         let zeta = if app.task.is_inpainting() { "0.5" } else { "0.3" };
         let opts = SamplerOptions {
             steps: app.args.steps,
