@@ -30,6 +30,7 @@ use tweedie::operators::task::{build, Task, TaskSpec};
 use tweedie::operators::Operator;
 use tweedie::restore::{measure_on_gpu, Panel, Restore, State, Stepper, TextureWriter, SIGNED};
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions, UnetScore};
+use tweedie::tensor::DType;
 use tweedie::unet::Unet;
 use tweedie::{Gpu, Tensor};
 
@@ -48,7 +49,7 @@ struct Args {
     /// Reverse steps per restoration.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// Model directory (default: the built-in prior).
+    /// Model directory or PyTorch checkpoint, as `tweedie restore --model` (default: the built-in prior).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Measurement noise sigma_y.
@@ -166,7 +167,8 @@ impl Prior {
     /// first built-in test image), which must match the model's shape.
     fn load(gpu: &Gpu, args: &Args) -> anyhow::Result<Prior> {
         let unet = match &args.model {
-            Some(dir) => Unet::load(gpu, dir).with_context(|| format!("loading model {}", dir.display()))?,
+            Some(path) => Unet::load_with_config(gpu, path, None, DType::F32)
+                .with_context(|| format!("loading model {}", path.display()))?,
             None => Unet::load_embedded(gpu)?,
         };
         let (channels, size) = (unet.config.in_channels(), unet.config.image_size());

@@ -4,16 +4,12 @@
 // are RGB (the first three); each source pixel covers scale x scale texels.
 
 struct Params {
-    width: u32,
-    height: u32,
-    channels: u32,
-    row: u32,
-    dst_x: u32,
-    dst_y: u32,
-    scale: u32,
-    _pad: u32,
-    lo: f32,
-    hi: f32,
+    // width, height, channels, row of the source image
+    image: vec4<u32>,
+    // the region's top-left texel (x, y) and the texels per pixel
+    place: vec4<u32>,
+    // lo, hi: the values drawn black and white
+    range: vec4<f32>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,13 +18,16 @@ struct Params {
 
 @compute @workgroup_size(8, 8)
 fn to_texture(@builtin(global_invocation_id) gid: vec3<u32>) {
-    if (gid.x >= p.width * p.scale || gid.y >= p.height * p.scale) { return; }
-    let plane = p.width * p.height;
-    let at = p.row * p.channels * plane + (gid.y / p.scale) * p.width + gid.x / p.scale;
+    let w = p.image.x;
+    let scale = p.place.z;
+    if (gid.x >= w * scale || gid.y >= p.image.y * scale) { return; }
+    let plane = w * p.image.y;
+    let at = p.image.w * p.image.z * plane + (gid.y / scale) * w + gid.x / scale;
     var v = vec3<f32>(src[at]);
-    if (p.channels >= 3u) {
+    if (p.image.z >= 3u) {
         v = vec3<f32>(src[at], src[at + plane], src[at + 2u * plane]);
     }
-    let unit = clamp((v - vec3<f32>(p.lo)) / (p.hi - p.lo), vec3<f32>(0.0), vec3<f32>(1.0));
-    textureStore(dst, vec2<u32>(p.dst_x + gid.x, p.dst_y + gid.y), vec4<f32>(unit, 1.0));
+    let lo = vec3<f32>(p.range.x);
+    let unit = clamp((v - lo) / (p.range.y - p.range.x), vec3<f32>(0.0), vec3<f32>(1.0));
+    textureStore(dst, p.place.xy + gid.xy, vec4<f32>(unit, 1.0));
 }

@@ -28,17 +28,9 @@ pub struct Panel {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    width: u32,
-    height: u32,
-    channels: u32,
-    row: u32,
-    dst_x: u32,
-    dst_y: u32,
-    scale: u32,
-    _pad: u32,
-    lo: f32,
-    hi: f32,
-    _tail: [f32; 2],
+    image: [u32; 4],
+    place: [u32; 4],
+    range: [f32; 4],
 }
 
 /// Draws one image of a planar f32 tensor [N, C, H, W] (C = 1: grey; C = 3:
@@ -112,17 +104,9 @@ impl TextureWriter {
             )));
         }
         let params = Params {
-            width: width as u32,
-            height: height as u32,
-            channels: channels as u32,
-            row: panel.row as u32,
-            dst_x: x,
-            dst_y: y,
-            scale: panel.scale,
-            _pad: 0,
-            lo,
-            hi,
-            _tail: [0.0; 2],
+            image: [width as u32, height as u32, channels as u32, panel.row as u32],
+            place: [x, y, panel.scale, 0],
+            range: [lo, hi, 0.0, 0.0],
         };
         let uniform = gpu.uniform("to_texture params", &params);
         let pipeline = gpu.pipeline(&TO_TEXTURE, "to_texture", &[])?;
