@@ -373,17 +373,22 @@ impl<'a> Restore<'a> {
         read_finite(gpu, &s, "image", 0)
     }
 
+    /// The operator of a GPU restoration, which conditions on the caller's measurement.
+    fn gpu_op(&self) -> Result<&'a dyn Operator, SamplerError> {
+        self.measurement_op().ok_or_else(|| {
+            SamplerError::Invalid(
+                "restoring on the GPU needs a method that takes a measurement (any but ddpm) and an operator".into(),
+            )
+        })
+    }
+
     /// Plans a step-wise restoration of `images` measurements, `samples`
     /// posterior samples each ([`Stepper`]): the application drives it a few
     /// steps at a time and re-runs it on new measurements without planning
     /// again. Seeded as [`Restore::samples`]' first batch (one image) and
     /// [`Restore::images`] (one sample each), with whose results it agrees.
     pub fn stepwise(&self, gpu: &Gpu, images: usize, samples: usize) -> Result<Stepper, SamplerError> {
-        let op = self.measurement_op().ok_or_else(|| {
-            SamplerError::Invalid(
-                "a restoration on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
-            )
-        })?;
+        let op = self.gpu_op()?;
         if images == 0 || samples == 0 {
             return Err(SamplerError::Invalid(
                 "the number of images and of samples must be at least 1".into(),
@@ -411,11 +416,7 @@ impl<'a> Restore<'a> {
         out: &Tensor,
         on_step: &mut StepCallback<'_>,
     ) -> Result<(), SamplerError> {
-        let op = self.measurement_op().ok_or_else(|| {
-            SamplerError::Invalid(
-                "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
-            )
-        })?;
+        let op = self.gpu_op()?;
         let n = check_caller_tensor("out", out, self.model.in_shape(), wgpu::BufferUsages::COPY_DST, None)?;
         check_caller_tensor("y", y, op.out_shape(), wgpu::BufferUsages::COPY_SRC, Some(n))?;
         let mut s = self.stepwise(gpu, n, 1)?;
