@@ -1,7 +1,8 @@
-//! ALD, RED-diff and DDNM+ (src/samplers/ald.rs, reddiff.rs, ddnm.rs): one
-//! step of each against an f64 CPU replay of its paper's formula (same x_t or mu,
-//! same noise read back from the GPU), runs on the mixture fixtures scored
-//! against exact posterior samples by sliced W2, and their refusals.
+//! ALD, RED-diff, DDNM+, DiffPIR and DAPS (src/samplers/ald.rs, reddiff.rs,
+//! ddnm.rs, diffpir.rs, daps.rs): one step of each against an f64 CPU replay
+//! of its paper's formula (same x_t or mu, same noise read back from the GPU),
+//! runs on the mixture fixtures scored against exact posterior samples by
+//! sliced W2, and their refusals.
 
 mod common;
 use common::gmm::*;
@@ -420,10 +421,10 @@ mixture_tests! {
     reddiff_d80_m4: "reddiff" on "d80_m4" below 0.85,
     ddnm_d8_m2: "ddnm" on "d8_m2" below 0.25,
     ddnm_d80_m4: "ddnm" on "d80_m4" below 0.75,
-    diffpir_d8_m2: "diffpir" on "d8_m2" below 0.5,
-    diffpir_d80_m4: "diffpir" on "d80_m4" below 0.9,
-    daps_d8_m2: "daps" on "d8_m2" below 0.5,
-    daps_d80_m4: "daps" on "d80_m4" below 0.9,
+    diffpir_d8_m2: "diffpir" on "d8_m2" below 0.3,
+    diffpir_d80_m4: "diffpir" on "d80_m4" below 0.85,
+    daps_d8_m2: "daps" on "d8_m2" below 0.25,
+    daps_d80_m4: "daps" on "d80_m4" below 0.75,
 }
 
 /// On a flow model (x_t = (1 - t) x0 + t eps, the exact velocity, Euler
@@ -715,12 +716,15 @@ fn daps_one_step_matches_cpu_replay() {
     }
 }
 
-// Measured on lavapipe (1000 samples; prior 7.15 / 1.99): DiffPIR TODO;
-// DAPS TODO; DiffPIR with CG on d8_m2 TODO; DAPS on d8_m3_abs TODO.
+// Measured on lavapipe (1000 samples; prior 7.15 / 1.99 on d8_m2 / d80_m4):
+// DiffPIR 1.50 / 1.50 at 100 steps, 2.17 / 1.63 at 10 (1.50 on d8_m2 by CG
+// too); DAPS 1.07 / 1.22 at 100 steps, 1.86 / 1.57 at 10, 1.24 on d8_m2
+// through an A that does not say it is linear (||A||^2 then taken as 1, so
+// smaller Langevin steps), and 2.34 on d8_m3_abs (prior 3.24).
 
 /// DiffPIR by CG (a linear A without an SVD form) samples as well as
 /// through the SVD form; DAPS, which needs only the measurement's VJP, runs
-/// on |A x| (d8_m3_abs) and on an A that does not say it is linear, stays
+/// on an A that does not say it is linear and on |A x| (d8_m3_abs), stays
 /// finite and lands nearer the exact posterior than the prior.
 #[test]
 fn diffpir_by_cg_and_daps_without_a_transpose() {
@@ -735,7 +739,7 @@ fn diffpir_by_cg_and_daps_without_a_transpose() {
         linear: false,
     };
     let prior = prior_distance(case, n);
-    for (name, op, frac) in [("diffpir", &plain, 0.5), ("daps", &opaque, 0.5)] {
+    for (name, op, frac) in [("diffpir", &plain, 0.3), ("daps", &opaque, 0.25)] {
         let meas = Measurement {
             op,
             y: &p.y,
@@ -755,7 +759,7 @@ fn diffpir_by_cg_and_daps_without_a_transpose() {
     assert!(x.iter().all(|v| v.is_finite()), "DAPS on |A x| diverged");
     let sw = sliced_w2(&x, &abs.reference, abs.problem.d, 99);
     println!("daps on d8_m3_abs, 100 steps: {sw:.4} (prior {prior:.4})");
-    assert!(sw < 1.05 * prior, "DAPS on |A x|: {sw} vs prior {prior}");
+    assert!(sw < 0.85 * prior, "DAPS on |A x|: {sw} vs prior {prior}");
 }
 
 /// DiffPIR needs a linear measurement; both take their own steps, so
