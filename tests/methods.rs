@@ -436,7 +436,13 @@ fn flow_d8_m2() {
     let case = d8();
     let n = 1000;
     let prior = prior_distance(case, n);
-    for (name, frac) in [("ald", 0.65), ("reddiff", 0.3), ("ddnm", 0.3)] {
+    for (name, frac) in [
+        ("ald", 0.65),
+        ("reddiff", 0.3),
+        ("ddnm", 0.3),
+        ("diffpir", 0.5),
+        ("daps", 0.5),
+    ] {
         let (x, _) = sample_process(case, method(name), &mixture_opts(50, 5), n, &Process::flow(1.0));
         let sw = sliced_w2(&x, &case.reference, case.problem.d, 99);
         println!("{name} on the flow, d8_m2, 50 steps: {sw:.4} (prior {prior:.4})");
