@@ -430,7 +430,7 @@ mixture_tests! {
 /// On a flow model (x_t = (1 - t) x0 + t eps, the exact velocity, Euler
 /// steps) each method runs from its own reading of a and b and lands closer
 /// to the posterior than the prior (measured at 50 steps: ALD 3.50, RED-diff
-/// 1.22, DDNM+ 1.11 against the prior's 7.15).
+/// 1.22, DDNM+ 1.11, DiffPIR 1.71, DAPS 1.36 against the prior's 7.15).
 #[test]
 fn flow_d8_m2() {
     let case = d8();
