@@ -440,8 +440,8 @@ fn flow_d8_m2() {
         ("ald", 0.65),
         ("reddiff", 0.3),
         ("ddnm", 0.3),
-        ("diffpir", 0.5),
-        ("daps", 0.5),
+        ("diffpir", 0.35),
+        ("daps", 0.3),
     ] {
         let (x, _) = sample_process(case, method(name), &mixture_opts(50, 5), n, &Process::flow(1.0));
         let sw = sliced_w2(&x, &case.reference, case.problem.d, 99);
