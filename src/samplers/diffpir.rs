@@ -30,12 +30,12 @@
 //! formulas hold with its a_t = 1 - t, b_t = t; at t = 1 (a_t = 0) rho_t is
 //! 0 and the data step is the projection.
 
-use super::ald::non_negative;
+use super::ald::{non_negative, unit_interval};
 use super::cg;
+use super::ddnm::split_noise;
 use super::dmps::{DmpsStep, Solve};
-use super::options::{Kind, OptionSpec, Value};
+use super::options::{Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
-use super::{FLAG_CLIP, FLAG_NOISE};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -61,16 +61,8 @@ pub const ZETA: OptionSpec = OptionSpec {
            x_{t-1}'s noise variance drawn fresh, the rest from the step's epshat (0..1)",
     kind: Kind::Number,
     default: Some("0.25"),
-    check: unit,
+    check: |v| unit_interval("diffpir-zeta", v),
 };
-
-fn unit(v: Value) -> Result<(), String> {
-    non_negative("diffpir-zeta", v)?;
-    match v {
-        Value::Number(x) if x > 1.0 => Err(format!("--diffpir-zeta must be at most 1, got {x}")),
-        _ => Ok(()),
-    }
-}
 
 /// DiffPIR's buffers. Only `y` and `solve` are read from the host side; the
 /// others are held for the plan's bind groups.
@@ -142,21 +134,12 @@ impl MethodStep for Diffpir {
     /// coef1 = a' - c a / b, coef2 = c / b, c = b' sqrt(1 - zeta), and the
     /// data step's move added through x0hat's coefficient (guide coef1).
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
-        let g = &core.grid;
-        let (a, b, an, bn) = (g.a[i], g.b[i], g.a_next[i], g.b_next[i]);
+        let (a, b, bn) = (core.grid.a[i], core.grid.b[i], core.grid.b_next[i]);
         let opts = &core.opts.method;
         let lambda = opts.number(LAMBDA.name).expect("--diffpir-lambda has a default") as f64;
         let zeta = opts.number(ZETA.name).expect("--diffpir-zeta has a default") as f64;
         let rho = (lambda * self.sigma_y2 * (a / b).powi(2)).max(RHO_MIN);
-        let kept = bn * (1.0 - zeta).max(0.0).sqrt();
-        let fresh = bn * zeta.sqrt();
-        p.coef1 = (an - kept * a / b) as f32;
-        p.coef2 = (kept / b) as f32;
-        p.flags &= FLAG_CLIP;
-        if fresh > 0.0 {
-            p.flags |= FLAG_NOISE;
-            p.log_var_fixed = (2.0 * fresh.ln()) as f32;
-        }
+        split_noise(p, core, i, bn * (1.0 - zeta).max(0.0).sqrt(), bn * zeta.sqrt());
         p.resid_scale = 1.0;
         p.guide2 = 0.0;
         match &self.solve {
