@@ -163,7 +163,7 @@ impl MethodStep for Ddnm {
     /// the correction V delta added whole (guide 1).
     fn params(&self, _gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
-        let (a, b, an, sigma) = (g.a[i], g.b[i], g.a_next[i], g.b_next[i]);
+        let (an, sigma) = (g.a_next[i], g.b_next[i]);
         let eta = core.opts.method.number(ETA.name).expect("--ddnm-eta has a default") as f64;
         split_noise(p, core, i, sigma * (1.0 - eta * eta).max(0.0).sqrt(), sigma * eta);
         p.guide = 1.0;
