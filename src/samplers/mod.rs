@@ -1,4 +1,5 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+)
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+,
+//! DiffPIR, DAPS)
 //! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
 //! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
@@ -56,6 +57,9 @@ pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
+
+pub mod daps;
+pub mod diffpir;
 
 use std::any::Any;
 
@@ -165,6 +169,8 @@ methods! {
     Ald => ald::Ald,
     RedDiff => reddiff::RedDiff,
     Ddnm => ddnm::Ddnm,
+    Diffpir => diffpir::Diffpir,
+    Daps => daps::Daps,
 }
 
 impl Method {
@@ -422,6 +428,7 @@ pub(crate) enum Role {
     E1 = 3,
     E2 = 4,
     MeasInit = 5,
+    Langevin = 6,
 }
 
 /// The state every sampler shares: schedule, x_t, the model call, the step
