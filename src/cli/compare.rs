@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::common::{list_images, prepare_out, ImageRef, Prior, PriorArgs};
 use super::demo::{clean_tile, measurement_tile, tile_grid};
+use super::devices::{open_workers, DevicesArg, Worker};
 use super::eval::{evaluate, mean_of, EvalRun, Evaluated, Row};
 use super::sampling::{method_parser, NoiseArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
@@ -50,6 +51,8 @@ pub struct CompareArgs {
     /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub devices: DevicesArg,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -164,8 +167,9 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
     if images.is_empty() {
         bail!("{}: no images", args.input.display());
     }
-    let gpu = super::open_gpu(verbose)?;
-    let prior = args.prior.load(&gpu)?;
+    let devices = args.devices.resolve()?;
+    let workers = open_workers(devices.as_deref(), &args.prior, verbose)?;
+    let Worker { gpu, prior } = &workers[0];
     let runs: Vec<EvalRun> = sampling
         .iter()
         .map(|(method, sampling)| EvalRun {
@@ -180,7 +184,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             journal: None,
         })
         .collect();
-    check_plans(&gpu, &prior, &runs)?;
+    check_plans(gpu, prior, &runs)?;
     prepare_out(&args.out)?;
 
     let mut outcomes = Vec::new();
@@ -189,13 +193,13 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
         if !args.quiet {
             eprintln!("[{}/{}] {}", i + 1, runs.len(), run.method.name());
         }
-        let ev = evaluate(&gpu, &prior, &images, run)?;
+        let ev = evaluate(&workers, &images, run)?;
         outcomes.push(Outcome {
             method: run.method,
             rows: ev.rows.clone(),
             pictures: ev.pictures.iter().map(|(x, _, _)| x.clone()).collect(),
             seconds_per_image: ev.seconds / ev.rows.len().max(1) as f64,
-            settings: settings(run.method, &run.options(&prior)?, &prior.score.unet().process),
+            settings: settings(run.method, &run.options(prior)?, &prior.score.unet().process),
         });
         first.get_or_insert(ev);
     }
@@ -240,7 +244,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
     )?;
     let table = markdown(&doc, &outcomes);
     write_atomic(&args.out.join("results.md"), table.as_bytes())?;
-    grid(&args.out.join("grid.png"), &images, &first, &outcomes, &prior)?;
+    grid(&args.out.join("grid.png"), &images, &first, &outcomes, prior)?;
     let points: Vec<(String, f64, f64)> = outcomes
         .iter()
         .map(|o| (o.method.name().to_string(), o.seconds_per_image, mean_of(&o.rows).psnr))

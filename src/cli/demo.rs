@@ -13,6 +13,7 @@ use super::common::PriorArgs;
 use serde_json::json;
 
 use super::common::{prepare_out, ImageRef};
+use super::devices::{open_workers, Worker};
 use super::eval::{evaluate, mean_of, EvalRun, Evaluated};
 use super::sampling::{MethodArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
@@ -50,8 +51,8 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     let mut images = ImageRef::embedded_test_images();
     images.truncate(args.count);
     prepare_out(&args.out)?;
-    let gpu = super::open_gpu(verbose)?;
-    let prior = args.prior.load(&gpu)?;
+    let workers = open_workers(None, &args.prior, verbose)?;
+    let Worker { gpu, prior } = &workers[0];
     let method = Method::from_name(DEMO_METHOD).expect("the demo's method is registered");
     let sampling = SamplingArgs {
         steps: args.steps,
@@ -110,7 +111,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             pictures,
             seconds,
             ..
-        } = evaluate(&gpu, &prior, &images, &run)?;
+        } = evaluate(&workers, &images, &run)?;
         let m = mean_of(&rows);
         println!(
             "{:<32} {:>9.2} dB {:>8.4} {:>11.2} dB {:>8.4} {:>9.2}",

@@ -13,14 +13,15 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, ImageRef, Prior};
+use super::devices::{open_workers, spread, DevicesArg, Worker};
 use super::sampling::{default_zeta, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
-use crate::restore::{argmin, baseline, measure, misfits, NoiseModel, Restore};
+use crate::operators::Operator;
+use crate::restore::{argmin, baseline, measure, misfits, NoiseModel, Restore, StepCallback};
 use crate::samplers::{smc, Method, SamplerOptions};
 use crate::schedule::VarianceType;
-use crate::Gpu;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -60,6 +61,8 @@ pub struct EvalArgs {
     /// Start afresh in an --out that holds another run's progress.
     #[arg(long)]
     pub overwrite: bool,
+    #[command(flatten)]
+    pub devices: DevicesArg,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -120,6 +123,8 @@ pub struct EvalRun<'a> {
 pub struct Journal {
     path: PathBuf,
     done: std::collections::HashMap<usize, Batch>,
+    /// Workers append from their threads: one line at a time.
+    append: std::sync::Mutex<()>,
 }
 
 /// One finished batch as the journal holds it.
@@ -153,7 +158,11 @@ impl Journal {
             }
             _ => write_atomic(&path, format!("{head}\n").as_bytes())?,
         }
-        Ok(Journal { path, done })
+        Ok(Journal {
+            path,
+            done,
+            append: std::sync::Mutex::new(()),
+        })
     }
 
     /// Batches read back from an earlier run.
@@ -167,13 +176,18 @@ impl Journal {
             .filter(|b| b.rows.iter().map(|r| &r.image).eq(names.iter()))
     }
 
-    fn record(&self, batch: Batch) -> anyhow::Result<()> {
+    fn record(&self, batch: &Batch) -> anyhow::Result<()> {
         use std::io::Write;
+        let line = format!("{}\n", serde_json::to_string(batch)?);
+        let _one_writer = self
+            .append
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a worker failed while appending"))?;
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&self.path)
             .with_context(|| format!("appending to {}", self.path.display()))?;
-        writeln!(f, "{}", serde_json::to_string(&batch)?)?;
+        f.write_all(line.as_bytes())?;
         f.sync_data()?;
         Ok(())
     }
@@ -205,13 +219,15 @@ impl EvalRun<'_> {
     }
 }
 
+/// An image's scored estimate, baseline and measurement.
+pub type Picture = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 /// What [`evaluate`] returns.
 pub struct Evaluated {
     /// One row per image.
     pub rows: Vec<Row>,
-    /// Per image computed in this call (not those a journal gave back): the
-    /// scored estimate, the baseline, the measurement.
-    pub pictures: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)>,
+    /// Per image computed in this call (not those a journal gave back).
+    pub pictures: Vec<Picture>,
     /// Seconds spent sampling.
     pub seconds: f64,
     /// What the baseline is, in a line.
@@ -220,126 +236,147 @@ pub struct Evaluated {
 
 /// Restores `images` in batches under one operator (drawn once from the
 /// seed), `run.samples` posterior samples per image, and scores method and
-/// baseline. Also returns the restorations for pictures.
-pub fn evaluate(gpu: &Gpu, prior: &Prior, images: &[ImageRef], run: &EvalRun<'_>) -> anyhow::Result<Evaluated> {
-    let EvalRun {
-        spec,
-        method,
-        sampling,
-        noise,
-        batch,
-        samples,
-        best_of,
-        quiet,
-        journal,
-    } = *run;
-    anyhow::ensure!(samples > 0, "--samples must be at least 1");
-    let in_shape = [prior.channels, prior.size, prior.size];
-    let resolved = resolve(spec, in_shape, sampling.seed)?;
-    let op = resolved.build(gpu)?;
-    let opts = run.options(prior)?;
-    let (c, h, w) = (in_shape[0], in_shape[1], in_shape[2]);
-    let per = c * h * w;
-    let m_per: usize = op.out_shape().iter().product();
-    let pb = progress(quiet, &format!("{} {}", method.name(), resolved.task));
-    let mut rows = Vec::new();
-    let mut pictures = Vec::new();
-    let mut seconds = 0.0;
-    let mut baseline_label = String::new();
-    for (bi, chunk) in images.chunks(batch.max(1)).enumerate() {
-        let names: Vec<String> = chunk.iter().map(|p| p.file_name()).collect();
-        if let Some(done) = journal.and_then(|j| j.get(bi, &names)) {
-            rows.extend(done.rows.iter().cloned());
-            seconds += done.seconds;
-            baseline_label.clone_from(&done.baseline);
-            continue;
-        }
-        let first_row = rows.len();
-        let mut cleans = Vec::new();
-        let mut ys = Vec::new();
-        for p in chunk {
-            let x = load_clean(p, prior, quiet)?;
-            // Each image its own noise draw, from the seed and the file name:
-            // the same measurement whatever the sharding or batching.
-            let noise_seed = sampling.seed ^ name_hash(p);
-            ys.extend(measure(gpu, op.as_ref(), &x, noise, noise_seed)?);
-            cleans.push(x.data);
-        }
-        let start = Instant::now();
+/// baseline; the batches are spread over `workers` ([`spread`]). Also returns
+/// the restorations for pictures.
+pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> anyhow::Result<Evaluated> {
+    anyhow::ensure!(run.samples > 0, "--samples must be at least 1");
+    let first = &workers.first().context("no workers")?.prior;
+    let resolved = resolve(run.spec, [first.channels, first.size, first.size], run.sampling.seed)?;
+    let chunks: Vec<&[ImageRef]> = images.chunks(run.batch.max(1)).collect();
+    let names = |bi: usize| -> Vec<String> { chunks[bi].iter().map(|p| p.file_name()).collect() };
+    let resumed = |bi: usize| run.journal.and_then(|j| j.get(bi, &names(bi)));
+    let todo: Vec<usize> = (0..chunks.len()).filter(|&bi| resumed(bi).is_none()).collect();
+    let pb = progress(run.quiet, &format!("{} {}", run.method.name(), resolved.task));
+    let setup = |w: &Worker| -> anyhow::Result<(Box<dyn Operator>, SamplerOptions)> {
+        Ok((resolved.build(&w.gpu)?, run.options(&w.prior)?))
+    };
+    let computed = spread(workers, todo.len(), setup, |w, (op, opts), j| {
+        let bi = todo[j];
+        let mut last = 0;
         let mut cb = |done: usize, total: usize| {
-            pb.set_length((images.len().div_ceil(batch) * total) as u64);
-            pb.set_position((bi * total + done) as u64);
+            pb.set_length((todo.len() * total) as u64);
+            pb.inc(done.saturating_sub(last) as u64);
+            last = done;
             true
         };
-        let o = SamplerOptions {
-            seed: opts.seed.wrapping_add(bi as u64 * 7919),
-            ..opts.clone()
-        };
-        // Each image's measurement repeated K times: samples of one image are adjacent.
-        let ys_k: Vec<f32> = ys
-            .chunks(m_per)
-            .flat_map(|y| std::iter::repeat_n(y, samples).flatten().copied())
-            .collect();
-        let xs = Restore::new(&prior.score, method, &o)
-            .measured(op.as_ref(), noise.sigma_y())
-            .images(gpu, &ys_k, &mut cb)?;
-        let batch_seconds = start.elapsed().as_secs_f64();
-        seconds += batch_seconds;
-        let fits = if best_of {
-            Some(misfits(gpu, op.as_ref(), &xs, &ys_k)?)
-        } else {
-            None
-        };
-        let base = baseline(gpu, op.as_ref(), &ys)?;
-        baseline_label = base.label;
-        let base = base.x;
-        for (k, p) in chunk.iter().enumerate() {
-            let (b, clean) = (&base[k * per..(k + 1) * per], &cleans[k]);
-            let mine = &xs[k * samples * per..(k + 1) * samples * per];
-            let mut mean = vec![0f32; per];
-            let (mut sample_psnr, mut sample_ssim) = (0.0, 0.0);
-            for x in mine.chunks(per) {
-                for (m, v) in mean.iter_mut().zip(x) {
-                    *m += v / samples as f32;
-                }
-                sample_psnr += psnr(x, clean) / samples as f64;
-                sample_ssim += ssim(x, clean, c, h, w) / samples as f64;
-            }
-            // The estimate scored: the samples' mean, or the best-fitting one.
-            let estimate = match &fits {
-                Some(f) => {
-                    let j = argmin(&f[k * samples..(k + 1) * samples]);
-                    mine[j * per..(j + 1) * per].to_vec()
-                }
-                None => mean,
-            };
-            rows.push(Row {
-                image: p.file_name(),
-                psnr: psnr(&estimate, clean),
-                ssim: ssim(&estimate, clean, c, h, w),
-                sample_psnr,
-                sample_ssim,
-                baseline_psnr: psnr(b, clean),
-                baseline_ssim: ssim(b, clean, c, h, w),
-            });
-            pictures.push((estimate, b.to_vec(), ys[k * m_per..(k + 1) * m_per].to_vec()));
+        let (batch, pictures) = restore_batch(w, op.as_ref(), opts, run, bi, chunks[bi], &mut cb)?;
+        if let Some(journal) = run.journal {
+            journal.record(&batch)?;
         }
-        if let Some(j) = journal {
-            j.record(Batch {
-                batch: bi,
-                rows: rows[first_row..].to_vec(),
-                seconds: batch_seconds,
-                baseline: baseline_label.clone(),
-            })?;
-        }
-    }
+        Ok((batch, pictures))
+    })?;
     pb.finish_and_clear();
-    Ok(Evaluated {
+    let mut computed = computed.into_iter();
+    let mut out = Evaluated {
+        rows: Vec::new(),
+        pictures: Vec::new(),
+        seconds: 0.0,
+        baseline: String::new(),
+    };
+    for bi in 0..chunks.len() {
+        let ran;
+        let batch = match resumed(bi) {
+            Some(done) => done,
+            None => {
+                let (batch, pictures) = computed.next().expect("a result per batch not resumed");
+                out.pictures.extend(pictures);
+                ran = batch;
+                &ran
+            }
+        };
+        out.rows.extend(batch.rows.iter().cloned());
+        out.seconds += batch.seconds;
+        out.baseline.clone_from(&batch.baseline);
+    }
+    Ok(out)
+}
+
+/// One batch's restorations and scores on worker `w`; the pictures per image
+/// are the scored estimate, the baseline and the measurement.
+fn restore_batch(
+    worker: &Worker,
+    op: &dyn Operator,
+    opts: &SamplerOptions,
+    run: &EvalRun<'_>,
+    bi: usize,
+    chunk: &[ImageRef],
+    cb: &mut StepCallback<'_>,
+) -> anyhow::Result<(Batch, Vec<Picture>)> {
+    let (gpu, prior) = (&worker.gpu, &worker.prior);
+    let (noise, samples) = (run.noise, run.samples);
+    let (c, h, w) = (prior.channels, prior.size, prior.size);
+    let per = c * h * w;
+    let m_per: usize = op.out_shape().iter().product();
+    let mut cleans = Vec::new();
+    let mut ys = Vec::new();
+    for p in chunk {
+        let x = load_clean(p, prior, run.quiet)?;
+        // Each image its own noise draw, from the seed and the file name:
+        // the same measurement whatever the sharding, batching or worker.
+        let noise_seed = run.sampling.seed ^ name_hash(p);
+        ys.extend(measure(gpu, op, &x, noise, noise_seed)?);
+        cleans.push(x.data);
+    }
+    let start = Instant::now();
+    let o = SamplerOptions {
+        seed: opts.seed.wrapping_add(bi as u64 * 7919),
+        ..opts.clone()
+    };
+    // Each image's measurement repeated K times: samples of one image are adjacent.
+    let ys_k: Vec<f32> = ys
+        .chunks(m_per)
+        .flat_map(|y| std::iter::repeat_n(y, samples).flatten().copied())
+        .collect();
+    let xs = Restore::new(&prior.score, run.method, &o)
+        .measured(op, noise.sigma_y())
+        .images(gpu, &ys_k, cb)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let fits = if run.best_of {
+        Some(misfits(gpu, op, &xs, &ys_k)?)
+    } else {
+        None
+    };
+    let base = baseline(gpu, op, &ys)?;
+    let mut rows = Vec::new();
+    let mut pictures = Vec::new();
+    for (k, p) in chunk.iter().enumerate() {
+        let (b, clean) = (&base.x[k * per..(k + 1) * per], &cleans[k]);
+        let mine = &xs[k * samples * per..(k + 1) * samples * per];
+        let mut mean = vec![0f32; per];
+        let (mut sample_psnr, mut sample_ssim) = (0.0, 0.0);
+        for x in mine.chunks(per) {
+            for (m, v) in mean.iter_mut().zip(x) {
+                *m += v / samples as f32;
+            }
+            sample_psnr += psnr(x, clean) / samples as f64;
+            sample_ssim += ssim(x, clean, c, h, w) / samples as f64;
+        }
+        // The estimate scored: the samples' mean, or the best-fitting one.
+        let estimate = match &fits {
+            Some(f) => {
+                let j = argmin(&f[k * samples..(k + 1) * samples]);
+                mine[j * per..(j + 1) * per].to_vec()
+            }
+            None => mean,
+        };
+        rows.push(Row {
+            image: p.file_name(),
+            psnr: psnr(&estimate, clean),
+            ssim: ssim(&estimate, clean, c, h, w),
+            sample_psnr,
+            sample_ssim,
+            baseline_psnr: psnr(b, clean),
+            baseline_ssim: ssim(b, clean, c, h, w),
+        });
+        pictures.push((estimate, b.to_vec(), ys[k * m_per..(k + 1) * m_per].to_vec()));
+    }
+    let batch = Batch {
+        batch: bi,
         rows,
-        pictures,
         seconds,
-        baseline: baseline_label,
-    })
+        baseline: base.label,
+    };
+    Ok((batch, pictures))
 }
 
 /// FNV-1a of the file name.
@@ -465,9 +502,10 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     if images.is_empty() {
         bail!("no images for this shard");
     }
+    let devices = args.devices.resolve()?;
     prepare_out(&args.out)?;
-    let gpu = super::open_gpu(verbose)?;
-    let prior = args.problem.prior.load(&gpu)?;
+    let workers = open_workers(devices.as_deref(), &args.problem.prior, verbose)?;
+    let Worker { gpu, prior } = &workers[0];
     let stem = match shard {
         Some((i, n)) => format!("shard-{i:04}-of-{n:04}"),
         None => "results".to_string(),
@@ -501,8 +539,8 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         seconds,
         baseline,
         ..
-    } = evaluate(&gpu, &prior, &images, &run)?;
-    let mut settings = settings_json(&run.options(&prior)?, &prior.score.unet().process);
+    } = evaluate(&workers, &images, &run)?;
+    let mut settings = settings_json(&run.options(prior)?, &prior.score.unet().process);
     settings["particles"] = json!(method.takes(smc::PARTICLES.name).then_some(samples));
     let header = json!({
         "model": prior.name,
@@ -525,6 +563,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "batch": args.batch,
         "baseline": baseline,
         "adapter": gpu.report(),
+        "devices": devices,
         "shard": args.shard,
         "seconds_sampling": seconds,
         "seconds_per_image": seconds / rows.len() as f64,

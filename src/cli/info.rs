@@ -29,13 +29,19 @@ pub fn run(args: InfoArgs, verbose: bool) -> anyhow::Result<()> {
     if let Some(path) = &args.model {
         return model_report(path, &args, verbose);
     }
-    println!("adapters wgpu can see:");
-    for a in crate::Gpu::list_adapters() {
+    println!("adapters wgpu can see (--devices takes these numbers):");
+    let adapters = crate::Gpu::list_adapters();
+    for (i, a) in adapters.iter().enumerate() {
         println!(
-            "  {} ({:?}, {:?}, driver {} {})",
+            "  {i}: {} ({:?}, {:?}, driver {} {})",
             a.name, a.backend, a.device_type, a.driver, a.driver_info
         );
     }
+    let all: Vec<String> = crate::Gpu::default_adapters(&adapters)
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    println!("--devices all: {}", all.join(","));
     let gpu = super::open_gpu(verbose)?;
     let r = gpu.report();
     println!("chosen (TWEEDIE_ADAPTER=<substring> picks another): {}", gpu.describe());

@@ -9,6 +9,7 @@ mod compare;
 mod convert;
 mod degrade;
 mod demo;
+mod devices;
 mod eval;
 mod gmm;
 mod info;

@@ -99,15 +99,42 @@ fn type_rank(t: wgpu::DeviceType) -> u32 {
     }
 }
 
+/// The default adapter's order: discrete before integrated before software,
+/// Vulkan before other backends.
+fn rank(i: &wgpu::AdapterInfo) -> (u32, bool) {
+    (type_rank(i.device_type), i.backend != wgpu::Backend::Vulkan)
+}
+
+/// Which adapter [`Gpu::open`] takes.
+enum Pick<'a> {
+    /// The first by [`rank`].
+    Best,
+    /// The first whose name contains this (case-insensitive).
+    Named(&'a str),
+    /// This index of [`Gpu::list_adapters`].
+    Index(usize),
+}
+
 impl Gpu {
     /// Opens the best adapter: `TWEEDIE_ADAPTER=<substring>` picks one by name
     /// (case-insensitive), otherwise discrete before integrated before software.
     pub fn new() -> Result<Gpu, GpuError> {
         let wanted = std::env::var("TWEEDIE_ADAPTER").ok().filter(|s| !s.is_empty());
-        pollster::block_on(Self::open(wanted.as_deref()))
+        pollster::block_on(Self::open(match &wanted {
+            Some(w) => Pick::Named(w),
+            None => Pick::Best,
+        }))
     }
 
-    /// Lists the adapters wgpu can see (name, backend, type).
+    /// Opens adapter `index` of [`Gpu::list_adapters`] (the numbers `tweedie
+    /// info` prints), whatever `TWEEDIE_ADAPTER` says: `--devices` names
+    /// adapters by these indices.
+    pub fn with_adapter(index: usize) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::open(Pick::Index(index)))
+    }
+
+    /// Lists the adapters wgpu can see (name, backend, type), in the order
+    /// [`Gpu::with_adapter`] indexes them.
     pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
         let instance = instance();
         pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
@@ -116,7 +143,23 @@ impl Gpu {
             .collect()
     }
 
-    async fn open(wanted: Option<&str>) -> Result<Gpu, GpuError> {
+    /// The indices of [`Gpu::list_adapters`] that `--devices all` runs on:
+    /// every adapter of the backend and class (GPU, or CPU where there is no
+    /// GPU) that [`Gpu::new`] opens by default. One backend, so that a GPU
+    /// seen through both Vulkan and GL is not taken twice; a software
+    /// adapter only where there is nothing else, so that lavapipe does not
+    /// slow a GPU run down.
+    pub fn default_adapters(adapters: &[wgpu::AdapterInfo]) -> Vec<usize> {
+        let cpu = |a: &wgpu::AdapterInfo| a.device_type == wgpu::DeviceType::Cpu;
+        let Some(best) = adapters.iter().min_by_key(|a| rank(a)) else {
+            return Vec::new();
+        };
+        (0..adapters.len())
+            .filter(|&i| adapters[i].backend == best.backend && cpu(&adapters[i]) == cpu(best))
+            .collect()
+    }
+
+    async fn open(pick: Pick<'_>) -> Result<Gpu, GpuError> {
         let instance = instance();
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if adapters.is_empty() {
@@ -127,12 +170,15 @@ impl Gpu {
             };
             return Err(GpuError::NoAdapter(why));
         }
-        adapters.sort_by_key(|a| {
-            let i = a.get_info();
-            (type_rank(i.device_type), i.backend != wgpu::Backend::Vulkan)
-        });
-        let adapter = match wanted {
-            Some(w) => {
+        let adapter = match pick {
+            Pick::Index(i) if i < adapters.len() => adapters.swap_remove(i),
+            Pick::Index(index) => {
+                return Err(GpuError::AdapterIndex {
+                    index,
+                    count: adapters.len(),
+                })
+            }
+            Pick::Named(w) => {
                 let lw = w.to_lowercase();
                 let pos = adapters
                     .iter()
@@ -152,7 +198,10 @@ impl Gpu {
                     }
                 }
             }
-            None => adapters.swap_remove(0),
+            Pick::Best => {
+                adapters.sort_by_key(|a| rank(&a.get_info()));
+                adapters.swap_remove(0)
+            }
         };
         let info = adapter.get_info();
         let optional = wgpu::Features::SHADER_F16

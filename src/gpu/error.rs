@@ -7,6 +7,8 @@ pub enum GpuError {
     NoAdapter(String),
     #[error("no adapter name contains {wanted:?} (TWEEDIE_ADAPTER); available: {available}")]
     AdapterNotFound { wanted: String, available: String },
+    #[error("no adapter {index}: wgpu sees {count} (`tweedie info` lists them, numbered from 0)")]
+    AdapterIndex { index: usize, count: usize },
     #[error("could not open the GPU device: {0}")]
     RequestDevice(String),
     #[error("{what} needs {bytes} bytes in one buffer, over this GPU's limit of {limit} bytes ({adapter})")]
