@@ -104,6 +104,25 @@ fn compare_writes_table_grid_and_plot() {
     assert!(plot.pixels().any(|p| p.0 != [255, 255, 255]));
 }
 
+/// `compare --devices 0,0`: two workers give one worker's numbers and grid.
+#[test]
+fn compare_devices_give_one_workers_results() {
+    let (plain, two) = (scratch("one-worker"), scratch("two-workers"));
+    let flags = ["--steps", "2", "--batch", "2"];
+    for (out, extra) in [(&plain, &[][..]), (&two, &["--devices", "0,0"][..])] {
+        let o = compare(out, "ddnm", &[&flags[..], extra].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("results.json")).unwrap()).unwrap()
+    };
+    let rows = |d| read(d)["methods"]["ddnm"]["images"].clone();
+    assert_eq!(rows(&two), rows(&plain));
+    assert_eq!(rows(&two).as_array().unwrap().len(), 4);
+    let grid = |d: &std::path::Path| std::fs::read(d.join("grid.png")).unwrap();
+    assert!(grid(&two) == grid(&plain), "the grids differ");
+}
+
 #[test]
 fn compare_refuses_bad_methods_in_one_line() {
     for (name, methods) in [("unknown", "dps,nope"), ("empty", ""), ("twice", "dps,dps")] {

@@ -378,6 +378,102 @@ fn eval_resumes_where_a_killed_run_stopped() {
     assert_eq!(read(out.join("results.json"))["resumed_batches"], 0);
 }
 
+/// `eval --devices 0,0`: two workers on one adapter share the batches, and
+/// the per-image results equal one worker's; a killed multi-worker run
+/// resumes from its journal. A bad list is refused in one line before any
+/// work, leaving no --out behind.
+#[test]
+fn eval_devices_give_one_workers_results() {
+    let args = [
+        "--limit",
+        "4",
+        "--task",
+        "inpaint-box",
+        "--box",
+        "12",
+        "--method",
+        "dps",
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+    ];
+    let (plain, two) = (scratch("eval-one-worker"), scratch("eval-two-workers"));
+    eval_ok(&plain, &args);
+    let devices = [&args[..], &["--devices", "0,0"]].concat();
+    eval_ok(&two, &devices);
+    let csv = |d: &Path| std::fs::read_to_string(d.join("results.csv")).unwrap();
+    assert_eq!(csv(&two), csv(&plain), "two workers' rows equal one worker's");
+    // Killed after the first batch: the rerun computes only the second.
+    let journal = two.join("results.progress.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "the run's line and 2 batches");
+    let first = lines
+        .iter()
+        .find(|l| l.starts_with("{\"batch\":0,"))
+        .expect("batch 0 recorded");
+    std::fs::write(&journal, format!("{}\n{first}\n", lines[0])).unwrap();
+    std::fs::remove_file(two.join("results.csv")).unwrap();
+    eval_ok(&two, &devices);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(two.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["resumed_batches"], 1);
+    assert_eq!(doc["devices"], serde_json::json!([0, 0]));
+    assert_eq!(
+        csv(&two),
+        csv(&plain),
+        "a resumed two-worker run's rows equal one worker's"
+    );
+    for bad in ["", "0,x", "99", "0,,0"] {
+        let out = scratch("eval-bad-devices");
+        let o = eval_run(&out, &[&args[..], &["--devices", bad]].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "--devices {bad:?} accepted");
+        assert!(err.contains("--devices") && err.trim().lines().count() == 1, "{err}");
+        assert!(!out.exists(), "--devices {bad:?} left {}", out.display());
+    }
+}
+
+/// tools/slurm/eval.sbatch run as plain bash, as two array tasks would run
+/// it, then eval-merge: the merged table equals one process's run.
+#[test]
+fn slurm_array_shards_merge_into_one_process_run() {
+    let args = [
+        "--limit", "5", "--task", "sr", "--factor", "2", "--method", "ddnm", "--steps", "2", "--batch", "2",
+    ];
+    let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
+    let (whole, shards) = (scratch("slurm-whole"), scratch("slurm-shards"));
+    eval_ok(&whole, &args);
+    for task in ["0", "1"] {
+        let o = Command::new("bash")
+            .arg(root().join("tools/slurm/eval.sbatch"))
+            .args(["--model", &model, "--input", s(&images), "--quiet", "--out", s(&shards)])
+            .args(args)
+            .env("SLURM_ARRAY_TASK_ID", task)
+            .env("SLURM_ARRAY_TASK_COUNT", "2")
+            .env("TWEEDIE", env!("CARGO_BIN_EXE_tweedie"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = tweedie(&["eval-merge", s(&shards)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = |d: &Path| std::fs::read_to_string(d.join("results.csv")).unwrap();
+    assert_eq!(csv(&shards).lines().count(), 7, "header + 5 images + mean");
+    assert_eq!(csv(&shards), csv(&whole), "merged shards equal one process's run");
+    // Outside an array job the script says so in one line.
+    let o = Command::new("bash")
+        .arg(root().join("tools/slurm/eval.sbatch"))
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--array") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
 /// `eval --best-of K` draws K samples per image and scores the best-fitting
 /// one: the report says so, and K = 0 is refused in one line.
 #[test]

@@ -182,6 +182,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             best_of: false,
             quiet: args.quiet,
             journal: None,
+            shard: None,
         })
         .collect();
     check_plans(gpu, prior, &runs)?;

@@ -105,6 +105,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             best_of: false,
             quiet: args.quiet,
             journal: None,
+            shard: None,
         };
         let Evaluated {
             rows,

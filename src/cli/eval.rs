@@ -1,8 +1,9 @@
 //! `tweedie eval`: a folder of clean images -> restore each under one task and
 //! method -> PSNR/SSIM per image and the mean, beside the plain baseline
 //! (the pseudo-inverse A^+ y), as the papers' tables. `--shard i/n` takes every
-//! n-th image from the i-th, so a scheduler can spread an evaluation over
-//! processes or machines; `tweedie eval-merge DIR` combines the shard files.
+//! n-th batch from the i-th, so a scheduler can spread an evaluation over
+//! processes or machines; `tweedie eval-merge DIR` combines the shard files
+//! into the table one process gives.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -50,7 +51,8 @@ pub struct EvalArgs {
     /// Use only the first N images (after sorting by name).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// This process's share: images i, i+n, i+2n, ... (0-based i).
+    /// This process's share: batches i, i+n, i+2n, ... (0-based i) of the
+    /// --batch images each, so that the merged shards equal one process's run.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// Output directory. Running the same command into it again resumes: the
@@ -112,6 +114,8 @@ pub struct EvalRun<'a> {
     pub quiet: bool,
     /// Where finished batches are recorded and read back (resuming a run).
     pub journal: Option<&'a Journal>,
+    /// Only batches i, i+n, ... of the images (`--shard i/n`).
+    pub shard: Option<(usize, usize)>,
 }
 
 /// The batches an eval run has finished, one JSON line each after a first
@@ -194,6 +198,14 @@ impl Journal {
 }
 
 impl EvalRun<'_> {
+    /// The indices of the batches this run restores out of `images` images:
+    /// all, or the shard's. A batch is the same images, noise and sampler
+    /// seed in every shard, so shards merge into one process's results.
+    pub(super) fn batches(&self, images: usize) -> Vec<usize> {
+        let (i, n) = self.shard.unwrap_or((0, 1));
+        (i..images.div_ceil(self.batch.max(1))).step_by(n).collect()
+    }
+
     /// The sampler options on `prior`: DPS's step size by the task, and for a
     /// method with particle populations one population per image (its K
     /// samples are the particles).
@@ -243,9 +255,10 @@ pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> a
     let first = &workers.first().context("no workers")?.prior;
     let resolved = resolve(run.spec, [first.channels, first.size, first.size], run.sampling.seed)?;
     let chunks: Vec<&[ImageRef]> = images.chunks(run.batch.max(1)).collect();
+    let mine = run.batches(images.len());
     let names = |bi: usize| -> Vec<String> { chunks[bi].iter().map(|p| p.file_name()).collect() };
     let resumed = |bi: usize| run.journal.and_then(|j| j.get(bi, &names(bi)));
-    let todo: Vec<usize> = (0..chunks.len()).filter(|&bi| resumed(bi).is_none()).collect();
+    let todo: Vec<usize> = mine.iter().copied().filter(|&bi| resumed(bi).is_none()).collect();
     let pb = progress(run.quiet, &format!("{} {}", run.method.name(), resolved.task));
     let setup = |w: &Worker| -> anyhow::Result<(Box<dyn Operator>, SamplerOptions)> {
         Ok((resolved.build(&w.gpu)?, run.options(&w.prior)?))
@@ -273,7 +286,7 @@ pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> a
         seconds: 0.0,
         baseline: String::new(),
     };
-    for bi in 0..chunks.len() {
+    for bi in mine {
         let ran;
         let batch = match resumed(bi) {
             Some(done) => done,
@@ -496,11 +509,32 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     if let Some(l) = args.limit {
         images.truncate(l);
     }
-    if let Some((i, n)) = shard {
-        images = images.into_iter().skip(i).step_by(n).collect();
-    }
-    if images.is_empty() {
-        bail!("no images for this shard");
+    let mut run = EvalRun {
+        spec: &args.problem.spec,
+        method,
+        sampling: &args.sampling,
+        noise: args.noise.model()?,
+        batch: args.batch,
+        samples,
+        best_of: args.best_of.is_some(),
+        quiet: args.quiet,
+        journal: None,
+        shard,
+    };
+    let chunks: Vec<&[ImageRef]> = images.chunks(args.batch).collect();
+    let mine: Vec<String> = run
+        .batches(images.len())
+        .into_iter()
+        .flat_map(|bi| chunks[bi])
+        .map(|p| p.file_name())
+        .collect();
+    if mine.is_empty() {
+        bail!(
+            "no images for this shard: {} images make {} batches of --batch {} (give fewer shards or a smaller --batch)",
+            images.len(),
+            images.len().div_ceil(args.batch),
+            args.batch
+        );
     }
     let devices = args.devices.resolve()?;
     prepare_out(&args.out)?;
@@ -511,7 +545,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         None => "results".to_string(),
     };
     // What makes a batch's results: resuming needs all of it to match.
-    let noise = args.noise.model()?;
+    let noise = run.noise;
     let run_id = json!({
         "model": prior.name, "precision": prior.precision.name(), "task": args.problem.spec.task,
         "task_options": args.problem.spec.options_json(), "method": method.name(),
@@ -520,20 +554,10 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
             &prior.score.unet().process,
         ),
         "noise": noise.describe(), "batch": args.batch, "samples": samples, "best_of": args.best_of,
-        "images": images.iter().map(|p| p.file_name()).collect::<Vec<_>>(),
+        "images": mine,
     });
     let journal = Journal::open(args.out.join(format!("{stem}.progress.jsonl")), &run_id, args.overwrite)?;
-    let run = EvalRun {
-        spec: &args.problem.spec,
-        method,
-        sampling: &args.sampling,
-        noise,
-        batch: args.batch,
-        samples,
-        best_of: args.best_of.is_some(),
-        quiet: args.quiet,
-        journal: Some(&journal),
-    };
+    run.journal = Some(&journal);
     let Evaluated {
         rows,
         seconds,
