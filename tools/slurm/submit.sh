@@ -3,7 +3,8 @@
 # shard each) and an `eval-merge` job that runs when all of them succeeded.
 # Usage: tools/slurm/submit.sh N EVAL-ARGS...   (EVAL-ARGS include --out DIR)
 # Prints the two job ids. Site options go through sbatch's environment
-# (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_TIMELIMIT, ...).
+# (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_TIMELIMIT, ...); TWEEDIE names
+# the binary the jobs run (default: tweedie on their PATH).
 set -euo pipefail
 if [ $# -lt 2 ] || ! [[ $1 =~ ^[1-9][0-9]*$ ]]; then
     echo "usage: $0 N EVAL-ARGS... (N shards, a positive number; EVAL-ARGS with --out DIR)" >&2
