@@ -384,20 +384,9 @@ fn eval_resumes_where_a_killed_run_stopped() {
 /// work, leaving no --out behind.
 #[test]
 fn eval_devices_give_one_workers_results() {
-    let args = [
-        "--limit",
-        "4",
-        "--task",
-        "inpaint-box",
-        "--box",
-        "12",
-        "--method",
-        "dps",
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-    ];
+    let args: Vec<&str> = "--limit 4 --task inpaint-box --box 12 --method dps --steps 2 --batch 2"
+        .split_whitespace()
+        .collect();
     let (plain, two) = (scratch("eval-one-worker"), scratch("eval-two-workers"));
     eval_ok(&plain, &args);
     let devices = [&args[..], &["--devices", "0,0"]].concat();
@@ -438,9 +427,9 @@ fn eval_devices_give_one_workers_results() {
 /// it, then eval-merge: the merged table equals one process's run.
 #[test]
 fn slurm_array_shards_merge_into_one_process_run() {
-    let args = [
-        "--limit", "5", "--task", "sr", "--factor", "2", "--method", "ddnm", "--steps", "2", "--batch", "2",
-    ];
+    let args: Vec<&str> = "--limit 5 --task sr --factor 2 --method ddnm --steps 2 --batch 2"
+        .split_whitespace()
+        .collect();
     let (model, images) = (gray_model(), root().join("weights/fashion-mnist-32/test-images"));
     let (whole, shards) = (scratch("slurm-whole"), scratch("slurm-shards"));
     eval_ok(&whole, &args);
@@ -448,7 +437,7 @@ fn slurm_array_shards_merge_into_one_process_run() {
         let o = Command::new("bash")
             .arg(root().join("tools/slurm/eval.sbatch"))
             .args(["--model", &model, "--input", s(&images), "--quiet", "--out", s(&shards)])
-            .args(args)
+            .args(&args)
             .env("SLURM_ARRAY_TASK_ID", task)
             .env("SLURM_ARRAY_TASK_COUNT", "2")
             .env("TWEEDIE", env!("CARGO_BIN_EXE_tweedie"))
@@ -461,6 +450,37 @@ fn slurm_array_shards_merge_into_one_process_run() {
     let csv = |d: &Path| std::fs::read_to_string(d.join("results.csv")).unwrap();
     assert_eq!(csv(&shards).lines().count(), 7, "header + 5 images + mean");
     assert_eq!(csv(&shards), csv(&whole), "merged shards equal one process's run");
+    // submit.sh: the array of N tasks, then eval-merge of the --out after it
+    // (sbatch replaced by a script that logs its arguments).
+    let bin = scratch("slurm-fake-sbatch");
+    std::fs::create_dir_all(&bin).unwrap();
+    let (log, sbatch) = (bin.join("log"), bin.join("sbatch"));
+    let fake = format!(
+        "#!/bin/bash\necho \"$*\" >> {0}\necho \"$((100 + $(wc -l < {0})));cluster\"\n",
+        s(&log)
+    );
+    std::fs::write(&sbatch, fake).unwrap();
+    assert!(Command::new("chmod").arg("+x").arg(&sbatch).status().unwrap().success());
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap());
+    let o = Command::new("bash")
+        .arg(root().join("tools/slurm/submit.sh"))
+        .args(["3", "--input", "in/", "--out", "eval out/"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(
+        calls[0].starts_with("--parsable --array=0-2 ")
+            && calls[0].ends_with("eval.sbatch --input in/ --out eval out/"),
+        "{calls:?}"
+    );
+    assert!(
+        calls[1].contains("--dependency=afterok:101 ") && calls[1].ends_with("eval-merge eval\\ out/"),
+        "{calls:?}"
+    );
     // Outside an array job the script says so in one line.
     let o = Command::new("bash")
         .arg(root().join("tools/slurm/eval.sbatch"))
