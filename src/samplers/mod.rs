@@ -143,6 +143,13 @@ macro_rules! methods {
                 }
             }
 
+            /// Model forward passes one step makes with settings `opts`.
+            fn model_calls(self, opts: &MethodOptions) -> usize {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::model_calls(opts),)+
+                }
+            }
+
             /// The batch the method runs for `batch` samples asked for.
             fn batch(self, batch: usize, opts: &SamplerOptions) -> usize {
                 match self {
@@ -212,10 +219,11 @@ impl Method {
         )))
     }
 
-    /// Model evaluations one step costs, in forward passes: 1, plus 1 for
-    /// the VJP (a backward pass costs about a forward's FLOPs here).
-    pub fn model_passes(self) -> usize {
-        1 + usize::from(self.uses_vjp())
+    /// Model evaluations one step costs with settings `opts`, in forward
+    /// passes: its forward calls, plus 1 for the VJP (a backward pass costs
+    /// about a forward's FLOPs here).
+    pub fn model_passes(self, opts: &MethodOptions) -> usize {
+        self.model_calls(opts) + usize::from(self.uses_vjp())
     }
 }
 
@@ -825,6 +833,16 @@ pub trait MethodStep: Any {
         Self: Sized,
     {
         false
+    }
+
+    /// Model forward passes one step makes with settings `opts` (DAPS runs
+    /// its ODE several times per level): what NFE counts.
+    fn model_calls(opts: &MethodOptions) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = opts;
+        1
     }
 
     /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method
