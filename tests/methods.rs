@@ -541,3 +541,124 @@ fn registry_names_the_methods_and_their_options() {
     let err = bad.validate().err().unwrap().to_string();
     assert_eq!(err, "--ddnm-eta must be at most 1, got 1.5");
 }
+
+/// DDRM's step as its code writes it (`efficient_generalized_steps`), in x0's
+/// units (sigma' = b' / a') and the CPU's SVD: per measured component of
+/// V^T x0hat, DDIM's rule where s sigma' = sigma_y, y~'s pull scaled by
+/// sigma' sqrt(1 - eta^2) s / sigma_y where s sigma' < sigma_y, eta_b y~ +
+/// (1 - eta_b) c with the remaining noise where s sigma' > sigma_y; DDIM on
+/// the null space; x' = a' V (those) + a' (null space).
+#[test]
+fn ddrm_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let (d, m) = (mix.d, mix.m);
+    let svd = tweedie::operators::separable::svd_1d("test", &mix.a, m, d).unwrap();
+    let (u, sing, vt) = (&svd.u, &svd.s, &svd.vt);
+    let uty = times_t(u, m, &mix.y);
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(37);
+    let (mut before, mut after) = (0, 0);
+    for (eta, eta_b) in [(0.85f32, 1.0f32), (0.3, 0.6)] {
+        for i in [steps - 1, 10, 3, 1, 0] {
+            let what = format!("DDRM eta {eta} eta_b {eta_b}, step {i} of {steps}");
+            let opts = with(mixture_opts(steps, 6), &[("ddrm-eta", eta), ("ddrm-eta-b", eta_b)]);
+            let (x_in, got, z) = step_from_random(&gpu, "ddrm", &opts, i, &mut r);
+            let [a, b, an, bn] = levels(&sched, i);
+            let (eta, eta_b, sy) = (eta as f64, eta_b as f64, mix.sigma_y);
+            let sn = bn / an;
+            let (fresh, kept) = (sn * eta, sn * (1.0 - eta * eta).sqrt());
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let zn = &z[n * d..(n + 1) * d];
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d).map(|j| (x[j] - b * eps[j]) / a).collect();
+                let (c, e, vz) = (times(vt, m, &x0), times(vt, m, &eps), times(vt, m, zn));
+                let next: Vec<f64> = (0..m)
+                    .map(|k| {
+                        let s = sing[k];
+                        if s * sn > sy {
+                            before += 1;
+                            let rest = (sn * sn - (sy * eta_b / s).powi(2)).sqrt();
+                            eta_b * uty[k] / s + (1.0 - eta_b) * c[k] + rest * vz[k]
+                        } else if s * sn < sy {
+                            after += 1;
+                            c[k] + kept * (uty[k] - s * c[k]) / sy + fresh * vz[k]
+                        } else {
+                            c[k] + kept * e[k] + fresh * vz[k]
+                        }
+                    })
+                    .collect();
+                let ddim: Vec<f64> = (0..d).map(|j| x0[j] + kept * eps[j] + fresh * zn[j]).collect();
+                let measured = times_t(vt, d, &next);
+                let null = times_t(vt, d, &times(vt, m, &ddim));
+                want.extend((0..d).map(|j| (an * (measured[j] + ddim[j] - null[j])) as f32));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+    // Both measured cases were replayed.
+    assert!(before > 0 && after > 0, "noisier than y: {before}, less noisy: {after}");
+}
+
+/// d x0hat / d x_t transposed times v, by central differences of the exact
+/// mixture's x0hat = (x - b eps(x)) / a in f64.
+fn x0hat_vjp(mix: &Mixture64, x: &[f64], a: f64, b: f64, v: &[f64]) -> Vec<f64> {
+    let h = 1e-5;
+    let along = |j: usize, step: f64| {
+        let mut xs = x.to_vec();
+        xs[j] += step;
+        let eps = mix.eps(&xs, a, b);
+        dot(v, &(0..xs.len()).map(|k| (xs[k] - b * eps[k]) / a).collect::<Vec<_>>())
+    };
+    (0..x.len()).map(|j| (along(j, h) - along(j, -h)) / (2.0 * h)).collect()
+}
+
+/// PiGDM's step as RED-diff's `pgdm.py` takes it, with the paper's noisy
+/// guidance: x' = a' x0hat + c1 z + c2 epshat + w a' a r^2 J^T A^T (r^2 A A^T
+/// + sigma_y^2)^{-1} (y - A x0hat), r^2 = 1 - abar_t, c1 DDIM's eta-scaled
+/// sigma; the VJP by finite differences, the inverse by a dense solve.
+#[test]
+fn pigdm_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let d = mix.d;
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(41);
+    for (eta, w) in [(0.0f32, 1.0f32), (0.6, 0.5)] {
+        for i in [steps - 1, 10, 1, 0] {
+            let what = format!("PiGDM eta {eta} weight {w}, step {i} of {steps}");
+            let opts = with(mixture_opts(steps, 8), &[("pigdm-eta", eta), ("pigdm-weight", w)]);
+            let (x_in, got, z) = step_from_random(&gpu, "pigdm", &opts, i, &mut r);
+            let [a, b, an, bn] = levels(&sched, i);
+            let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
+            let c1 = eta as f64 * ((1.0 - abar / abar_prev) * (1.0 - abar_prev) / (1.0 - abar)).sqrt();
+            let c2 = (1.0 - abar_prev - c1 * c1).sqrt();
+            let r2 = 1.0 - abar;
+            let weight = w as f64 * an * a * r2;
+            assert!((bn * bn - (1.0 - abar_prev)).abs() < 1e-12);
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d).map(|j| (x[j] - b * eps[j]) / a).collect();
+                let resid: Vec<f64> = mix.ax(&x0).iter().zip(&mix.y).map(|(ax, y)| y - ax).collect();
+                let g = x0hat_vjp(&mix, &x, a, b, &mix.at_solve(r2, &resid));
+                want.extend((0..d).map(|j| (an * x0[j] + c1 * z[n * d + j] + c2 * eps[j] + weight * g[j]) as f32));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+}
+
+mixture_tests! {
+    ddrm_d8_m2: "ddrm" on "d8_m2" below 0.25,
+    ddrm_d80_m4: "ddrm" on "d80_m4" below 0.75,
+    pigdm_d8_m2: "pigdm" on "d8_m2" below 0.15,
+    pigdm_d80_m4: "pigdm" on "d80_m4" below 0.6,
+}

@@ -1,4 +1,4 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+)
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+, DDRM, PiGDM)
 //! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
 //! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
@@ -47,10 +47,12 @@ pub mod cdps;
 pub mod cg;
 pub mod ddnm;
 pub mod ddpm;
+pub mod ddrm;
 pub mod dmps;
 pub mod dps;
 pub mod kernels;
 pub mod options;
+pub mod pigdm;
 pub mod problem;
 pub mod reddiff;
 pub mod score;
@@ -165,6 +167,8 @@ methods! {
     Ald => ald::Ald,
     RedDiff => reddiff::RedDiff,
     Ddnm => ddnm::Ddnm,
+    Ddrm => ddrm::Ddrm,
+    Pigdm => pigdm::Pigdm,
 }
 
 impl Method {
