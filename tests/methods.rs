@@ -378,7 +378,9 @@ fn check_mixture(name: &str, problem: &str, frac: f64) {
 // directions; these A's singular values spread 0.16-0.47 and 0.15-0.86);
 // RED-diff 1.32 / 1.45 at 100 steps, 3.60 / 1.83 at 10 (Adam at lr 0.25
 // moves mu at most 2.5 from A^+ y in 10 steps; d8_m2's modes lie ~8 away);
-// DDNM+ 1.00 / 1.23 at 100 steps, 1.64 / 1.53 at 10.
+// DDNM+ 1.00 / 1.23 at 100 steps, 1.64 / 1.53 at 10; DDRM the same (at its
+// defaults and sigma_y > 0 its step is DDNM+'s); PiGDM 0.54 / 0.88 at 100
+// steps, 1.49 / 1.57 at 10.
 
 /// One test per method and fixture, each with its bound on the 100-step
 /// distance as a fraction of the prior's.
@@ -403,13 +405,19 @@ mixture_tests! {
 /// On a flow model (x_t = (1 - t) x0 + t eps, the exact velocity, Euler
 /// steps) each method runs from its own reading of a and b and lands closer
 /// to the posterior than the prior (measured at 50 steps: ALD 3.50, RED-diff
-/// 1.22, DDNM+ 1.11 against the prior's 7.15).
+/// 1.22, DDNM+ 1.11, DDRM 1.15, PiGDM 0.83 against the prior's 7.15).
 #[test]
 fn flow_d8_m2() {
     let case = d8();
     let n = 1000;
     let prior = prior_distance(case, n);
-    for (name, frac) in [("ald", 0.65), ("reddiff", 0.3), ("ddnm", 0.3)] {
+    for (name, frac) in [
+        ("ald", 0.65),
+        ("reddiff", 0.3),
+        ("ddnm", 0.3),
+        ("ddrm", 0.3),
+        ("pigdm", 0.3),
+    ] {
         let (x, _) = sample_process(case, method(name), &mixture_opts(50, 5), n, &Process::flow(1.0));
         let sw = sliced_w2(&x, &case.reference, case.problem.d, 99);
         println!("{name} on the flow, d8_m2, 50 steps: {sw:.4} (prior {prior:.4})");
@@ -501,11 +509,21 @@ fn refusals_and_a_measurement_without_a_transpose() {
         refusal("ddnm", &plain, &o),
         "DDNM+ needs an operator with an SVD form; plain-dense has none"
     );
+    for (name, label) in [("ddrm", "DDRM"), ("pigdm", "PiGDM")] {
+        assert_eq!(
+            refusal(name, &opaque, &o),
+            format!("{label} needs a linear measurement; opaque-dense is not")
+        );
+        assert_eq!(
+            refusal(name, &plain, &o),
+            format!("{label} needs an operator with an SVD form; plain-dense has none")
+        );
+    }
     let ddim = SamplerOptions {
         sampler: Some(BaseSampler::Ddim),
         ..o.clone()
     };
-    for name in ["reddiff", "ddnm"] {
+    for name in ["reddiff", "ddnm", "ddrm", "pigdm"] {
         let err = refusal(name, dense.as_ref(), &ddim);
         assert!(err.contains("--sampler and --eta do not apply"), "{err}");
     }
@@ -528,9 +546,11 @@ fn registry_names_the_methods_and_their_options() {
     for (name, flags) in [
         ("ald", &["ald-step"][..]),
         ("reddiff", &["reddiff-lr", "reddiff-lambda"][..]),
+        ("ddrm", &["ddrm-eta", "ddrm-eta-b"][..]),
+        ("pigdm", &["pigdm-eta", "pigdm-weight"][..]),
     ] {
         let m = method(name);
-        assert!(m.takes_measurement() && !m.uses_vjp(), "{name}");
+        assert!(m.takes_measurement() && m.uses_vjp() == (name == "pigdm"), "{name}");
         let names: Vec<&str> = m.options().iter().map(|o| o.name).collect();
         assert_eq!(names, flags, "{name}");
     }
@@ -540,6 +560,9 @@ fn registry_names_the_methods_and_their_options() {
     let bad = MethodOptions::default().with("ddnm-eta", 1.5).unwrap();
     let err = bad.validate().err().unwrap().to_string();
     assert_eq!(err, "--ddnm-eta must be at most 1, got 1.5");
+    let bad = MethodOptions::default().with("ddrm-eta-b", -0.5).unwrap();
+    let err = bad.validate().err().unwrap().to_string();
+    assert_eq!(err, "--ddrm-eta-b must be a non-negative number, got -0.5");
 }
 
 /// DDRM's step as its code writes it (`efficient_generalized_steps`), in x0's
