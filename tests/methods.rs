@@ -641,9 +641,10 @@ fn x0hat_vjp(mix: &Mixture64, x: &[f64], a: f64, b: f64, v: &[f64]) -> Vec<f64> 
 }
 
 /// PiGDM's step as RED-diff's `pgdm.py` takes it, with the paper's noisy
-/// guidance: x' = a' x0hat + c1 z + c2 epshat + w a' a r^2 J^T A^T (r^2 A A^T
-/// + sigma_y^2)^{-1} (y - A x0hat), r^2 = 1 - abar_t, c1 DDIM's eta-scaled
-/// sigma; the VJP by finite differences, the inverse by a dense solve.
+/// guidance: x' = a' x0hat + c1 z + c2 epshat + w a' a r^2 J^T u with
+/// u = A^T (r^2 A A^T + sigma_y^2)^{-1} (y - A x0hat), r^2 = 1 - abar_t and
+/// c1 DDIM's eta-scaled sigma; the VJP by finite differences, the inverse by
+/// a dense solve.
 #[test]
 fn pigdm_one_step_matches_cpu_replay() {
     let gpu = gpu();

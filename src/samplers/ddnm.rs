@@ -167,10 +167,11 @@ impl SvdStep {
     }
 }
 
-/// Makes step i's base step the DDIM-form x' = coef1 x0hat + coef2 x_t + fresh z
-/// with coef1 = a' - kept a / b, coef2 = kept / b: x' = a' x0hat + kept epshat
-/// + fresh z, epshat = (x_t - a x0hat) / b (from the clipped x0hat, as
-/// guided-diffusion's DDIM takes it), for a method that takes its own step.
+/// Makes step i's base step x' = coef1 x0hat + coef2 x_t + fresh z with
+/// coef1 = a' - kept a / b and coef2 = kept / b, i.e. x' = a' x0hat +
+/// kept epshat + fresh z with epshat = (x_t - a x0hat) / b (from the clipped
+/// x0hat, as guided-diffusion's DDIM takes it), for a method that takes its
+/// own step.
 pub(super) fn own_ddim_step(core: &Core, i: usize, fresh: f64, kept: f64, p: &mut StepParams) {
     let g = &core.grid;
     let (a, b, an) = (g.a[i], g.b[i], g.a_next[i]);
