@@ -27,6 +27,8 @@ use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
+use crate::gpu::Plan;
+use crate::operators::LinearOperator;
 use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
@@ -88,8 +90,8 @@ pub struct DmpsStep {
     pub gain_cap: f32,
 }
 
-/// DMPS's buffers and solver. Only `y` and `cg` are read from the host side;
-/// the others are held for the plan's bind groups.
+/// DMPS's buffers and solver. Only `y` and `solve` are read from the host
+/// side; the others are held for the plan's bind groups.
 #[allow(dead_code)]
 pub struct Dmps {
     /// the measurement y [N, m]
@@ -100,24 +102,92 @@ pub struct Dmps {
     r: Tensor,
     /// how (sigma_y^2 I + c A A^T)^{-1} is applied
     solve: Solve,
+    /// with CG, ||A||_2^2, which bounds every direction's gain (see [`gain`])
+    s_max2: Option<f64>,
     /// the direction A^T (sigma_y^2 I + c A A^T)^{-1} r [N, ...]
     g: Tensor,
     sigma_y2: f32,
 }
 
-/// DMPS's solve of (sigma_y^2 I + c A A^T) u = r.
+/// The solve of (sigma_y^2 I + c A A^T) u = r and g = A^T u that DMPS and
+/// PiGDM take (c = (b / a)^2 for DMPS, r_t^2 for PiGDM).
 #[allow(dead_code)]
-enum Solve {
-    /// Through the SVD form: `coeffs` holds U^T r, scaled in place.
+pub(super) enum Solve {
+    /// Through the SVD form: `coeffs` holds U^T r, scaled in place by
+    /// `dmps_spectral` (which reads sigma_y^2, c and the gain cap from
+    /// [`DmpsStep`]).
     Svd { coeffs: Tensor },
-    /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2, and
-    /// ||A||_2^2, which bounds every direction's gain (see [`gain`]).
-    Cg {
-        cg: Box<Cg>,
-        u: Tensor,
-        diag: Tensor,
-        s_max2: f64,
-    },
+    /// Matrix-free CG in measurement space: u and the diagonal sigma_y^2
+    /// (c set per step by [`Solve::set_gamma`]).
+    Cg { cg: Box<Cg>, u: Tensor, diag: Tensor },
+}
+
+impl Solve {
+    /// Plans g = A^T (sigma_y^2 I + c A A^T)^{-1} r: through `op`'s SVD form
+    /// when `svd`, else by CG to the run's `--cg-tol` and `--cg-iters`.
+    pub(super) fn plan(
+        gpu: &Gpu,
+        core: &Core,
+        op: &dyn LinearOperator,
+        svd: bool,
+        sigma_y2: f32,
+        (r, g): (&Tensor, &Tensor),
+    ) -> Result<(Solve, Plan), SamplerError> {
+        let [n, m_per] = [core.batch, r.numel() / core.batch];
+        match op.svd().filter(|_| svd) {
+            Some(svd) => {
+                let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
+                let mut plan = svd.ut(gpu, r, &c)?;
+                let b = Spectral {
+                    s: &core.step_uniform,
+                    sing: svd.singulars(),
+                    c: &c,
+                };
+                plan.push(core.launch(gpu, "dmps_spectral", &b, n * m_per)?);
+                plan.extend(svd.v(gpu, &c, g)?);
+                Ok((Solve::Svd { coeffs: c }, plan))
+            }
+            None => {
+                let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
+                let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
+                let sys = CgSystem {
+                    op,
+                    space: Space::Output,
+                    b: r,
+                    x: &u,
+                    diag: &diag,
+                    weight: None,
+                    gamma: 0.0,
+                };
+                let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
+                let mut plan = cg.plan.clone();
+                plan.extend(op.adjoint(gpu, &u, g)?);
+                Ok((
+                    Solve::Cg {
+                        cg: Box::new(cg),
+                        u,
+                        diag,
+                    },
+                    plan,
+                ))
+            }
+        }
+    }
+
+    /// Sets c for the next solve (the SVD form reads it from the step's block).
+    pub(super) fn set_gamma(&self, gpu: &Gpu, c: f32) {
+        if let Solve::Cg { cg, .. } = self {
+            cg.set_gamma(gpu, c);
+        }
+    }
+
+    /// CG's iteration counts (nothing for the SVD form).
+    pub(super) fn stats(&self, gpu: &Gpu) -> Result<Vec<Stat>, SamplerError> {
+        Ok(match self {
+            Solve::Cg { cg, .. } => vec![Stat::Cg(cg.stats(gpu)?)],
+            Solve::Svd { .. } => Vec::new(),
+        })
+    }
 }
 
 /// How far DMPS's update moves x_t's component along a singular direction of
@@ -232,39 +302,11 @@ impl MethodStep for Dmps {
             DmpsSolver::Cg => false,
         };
         let sigma_y2 = m.sigma_y * m.sigma_y;
-        let solve = if use_svd {
-            let svd = op.svd().expect("checked above");
-            let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
-            plan.extend(svd.ut(gpu, &r, &c)?);
-            let b = Spectral {
-                s: &core.step_uniform,
-                sing: svd.singulars(),
-                c: &c,
-            };
-            plan.push(core.launch(gpu, "dmps_spectral", &b, n * m_per)?);
-            plan.extend(svd.v(gpu, &c, &g)?);
-            Solve::Svd { coeffs: c }
-        } else {
-            let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
-            let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
-            let sys = CgSystem {
-                op,
-                space: Space::Output,
-                b: &r,
-                x: &u,
-                diag: &diag,
-                weight: None,
-                gamma: 0.0,
-            };
-            let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
-            plan.extend(cg.plan.clone());
-            plan.extend(op.adjoint(gpu, &u, &g)?);
-            Solve::Cg {
-                cg: Box::new(cg),
-                u,
-                diag,
-                s_max2: largest_singular2(gpu, op, &core.x.shape, m_per)?,
-            }
+        let (solve, solve_plan) = Solve::plan(gpu, core, op, use_svd, sigma_y2, (&r, &g))?;
+        plan.extend(solve_plan);
+        let s_max2 = match solve {
+            Solve::Cg { .. } => Some(largest_singular2(gpu, op, &core.x.shape, m_per)?),
+            Solve::Svd { .. } => None,
         };
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);
@@ -273,6 +315,7 @@ impl MethodStep for Dmps {
             ax,
             r,
             solve,
+            s_max2,
             g,
             sigma_y2,
         };
@@ -295,11 +338,9 @@ impl MethodStep for Dmps {
             let lambda = lambda(&core.opts.method, &core.process);
             let (guide, c, resid_scale) = (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a);
             // CG's step is capped as a whole (the SVD form caps each direction on the GPU).
-            let cap = match &self.solve {
-                Solve::Cg { s_max2, .. } => {
-                    (gain(guide, resid_scale, self.sigma_y2 as f64, c, *s_max2) / cap_here).max(1.0)
-                }
-                Solve::Svd { .. } => 1.0,
+            let cap = match self.s_max2 {
+                Some(s_max2) => (gain(guide, resid_scale, self.sigma_y2 as f64, c, s_max2) / cap_here).max(1.0),
+                None => 1.0,
             };
             (guide / cap, c, resid_scale)
         };
@@ -311,9 +352,7 @@ impl MethodStep for Dmps {
             gamma: c as f32,
             gain_cap: cap_here as f32,
         });
-        if let Solve::Cg { cg, .. } = &self.solve {
-            cg.set_gamma(gpu, c as f32);
-        }
+        self.solve.set_gamma(gpu, c as f32);
     }
 
     fn y(&self) -> Option<&Tensor> {
@@ -321,9 +360,6 @@ impl MethodStep for Dmps {
     }
 
     fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {
-        Ok(match &self.solve {
-            Solve::Cg { cg, .. } => vec![Stat::Cg(cg.stats(gpu)?)],
-            Solve::Svd { .. } => Vec::new(),
-        })
+        self.solve.stats(gpu)
     }
 }

@@ -24,18 +24,21 @@
 //!
 //! The inverse goes through the operator's SVD form, A^T (r^2 A A^T +
 //! sigma_y^2)^{-1} = V diag(s / (r^2 s^2 + sigma_y^2)) U^T (DMPS's
-//! `dmps_spectral` with its cap off); the clamp's derivative masks the
-//! gradient at x0hat and the model's VJP carries it to x_t, as in DPS
-//! ([`super::dps::X0Guidance`]). At a flow's t = 1 (a_t = 0) the weight is 0
-//! and the step is the plain Euler step, which DDIM at eta 0 is on a flow.
+//! `dmps_spectral` with its cap off), or, for a linear operator without one,
+//! matrix-free CG on (sigma_y^2 I + r^2 A A^T) in measurement space
+//! (DMPS's solve, [`super::dmps::Solve`], `--cg-tol`, `--cg-iters`). The
+//! clamp's derivative masks the gradient at x0hat and the model's VJP
+//! carries it to x_t, as in DPS ([`super::dps::X0Guidance`]). At a flow's
+//! t = 1 (a_t = 0) the weight is 0 and the step is the plain Euler step,
+//! which DDIM at eta 0 is on a flow.
 
 use super::ald::non_negative;
+use super::cg;
 use super::ddnm::{own_ddim_step, unit};
-use super::dmps::DmpsStep;
+use super::dmps::{DmpsStep, Solve};
 use super::dps::X0Guidance;
-use super::kernels::Spectral;
 use super::options::{Kind, OptionSpec};
-use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepParams};
+use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -58,12 +61,10 @@ pub const WEIGHT: OptionSpec = OptionSpec {
     check: |v| non_negative("pigdm-weight", v),
 };
 
-/// PiGDM's buffers: the x0hat guidance's and the spectral coefficients of
-/// the residual (held for the plan's bind groups).
+/// PiGDM's buffers: the x0hat guidance's and the solve's.
 pub struct Pigdm {
     guidance: X0Guidance,
-    #[allow(dead_code)]
-    coeffs: Tensor,
+    solve: Solve,
     sigma_y2: f32,
 }
 
@@ -73,7 +74,7 @@ impl MethodStep for Pigdm {
     }
 
     fn options() -> &'static [&'static OptionSpec] {
-        &[&ETA, &WEIGHT]
+        &[&ETA, &WEIGHT, &cg::TOL, &cg::ITERS]
     }
 
     fn uses_vjp() -> bool {
@@ -82,27 +83,19 @@ impl MethodStep for Pigdm {
 
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
         let m = post.measurement("PiGDM")?;
-        let svd = need_svd(m, "PiGDM")?;
+        let op = need_linear(m, "PiGDM")?;
         core.refuse_base_step("PiGDM", "takes its own DDIM step (--pigdm-eta)")?;
-        let m_per: usize = m.op.out_shape().iter().product();
-        // g0 = A^T (r^2 A A^T + sigma_y^2)^{-1} r through U^T, the spectral scaling and V.
+        let sigma_y2 = m.sigma_y * m.sigma_y;
+        // g0 = A^T (r^2 A A^T + sigma_y^2)^{-1} r at x0hat.
         let direction = |core: &Core, _x0: &Tensor, r: &Tensor, g0: &Tensor| {
-            let coeffs = Tensor::zeros(gpu, "spectral residual", &[core.batch, m_per])?;
-            let mut plan = svd.ut(gpu, r, &coeffs)?;
-            let b = Spectral {
-                s: &core.step_uniform,
-                sing: svd.singulars(),
-                c: &coeffs,
-            };
-            plan.push(core.launch(gpu, "dmps_spectral", &b, coeffs.numel())?);
-            plan.extend(svd.v(gpu, &coeffs, g0)?);
-            Ok((plan, coeffs))
+            let (solve, plan) = Solve::plan(gpu, core, op, op.svd().is_some(), sigma_y2, (r, g0))?;
+            Ok((plan, solve))
         };
-        let (guidance, coeffs, plan) = X0Guidance::plan(gpu, core, post, "PiGDM", direction)?;
+        let (guidance, solve, plan) = X0Guidance::plan(gpu, core, post, "PiGDM", direction)?;
         let pigdm = Pigdm {
             guidance,
-            coeffs,
-            sigma_y2: m.sigma_y * m.sigma_y,
+            solve,
+            sigma_y2,
         };
         Ok(Planned::new(pigdm, plan))
     }
@@ -114,7 +107,7 @@ impl MethodStep for Pigdm {
     /// The DDIM step (c1 fresh, c2 on epshat) plus W (d x0hat / d x_t)^T g0 =
     /// W (x0_x g0 + x0_out h), W = w a_{t-1} a_t r_t^2; the spectral scaling
     /// reads sigma_y^2 and r_t^2 from DMPS's block, its cap at f32::MAX (off).
-    fn params(&self, _gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
+    fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
         let (a, b, an, bn) = (g.a[i], g.b[i], g.a_next[i], g.b_next[i]);
         let opts = &core.opts.method;
@@ -134,9 +127,14 @@ impl MethodStep for Pigdm {
             gamma: r2 as f32,
             gain_cap: f32::MAX,
         });
+        self.solve.set_gamma(gpu, r2 as f32);
     }
 
     fn y(&self) -> Option<&Tensor> {
         Some(self.guidance.y())
+    }
+
+    fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {
+        self.solve.stats(gpu)
     }
 }
