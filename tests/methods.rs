@@ -497,30 +497,21 @@ fn refusals_and_a_measurement_without_a_transpose() {
         err
     };
     let o = mixture_opts(10, 1);
-    assert_eq!(
-        refusal("ald", &opaque, &o),
-        "ALD needs a linear measurement; opaque-dense is not"
+    let (linear, svd) = (
+        "needs a linear measurement; opaque-dense is not",
+        "needs an operator with an SVD form; plain-dense has none",
     );
-    assert_eq!(
-        refusal("ddnm", &opaque, &o),
-        "DDNM+ needs a linear measurement; opaque-dense is not"
-    );
-    assert_eq!(
-        refusal("ddnm", &plain, &o),
-        "DDNM+ needs an operator with an SVD form; plain-dense has none"
-    );
-    assert_eq!(
-        refusal("ddrm", &opaque, &o),
-        "DDRM needs a linear measurement; opaque-dense is not"
-    );
-    assert_eq!(
-        refusal("ddrm", &plain, &o),
-        "DDRM needs an operator with an SVD form; plain-dense has none"
-    );
-    assert_eq!(
-        refusal("pigdm", &opaque, &o),
-        "PiGDM needs a linear measurement; opaque-dense is not"
-    );
+    let cases: [(&str, &dyn Operator, &str); 6] = [
+        ("ald", &opaque, &format!("ALD {linear}")),
+        ("ddnm", &opaque, &format!("DDNM+ {linear}")),
+        ("ddnm", &plain, &format!("DDNM+ {svd}")),
+        ("ddrm", &opaque, &format!("DDRM {linear}")),
+        ("ddrm", &plain, &format!("DDRM {svd}")),
+        ("pigdm", &opaque, &format!("PiGDM {linear}")),
+    ];
+    for (name, op, want) in cases {
+        assert_eq!(refusal(name, op, &o), want);
+    }
     let ddim = SamplerOptions {
         sampler: Some(BaseSampler::Ddim),
         ..o.clone()
@@ -549,7 +540,7 @@ fn registry_names_the_methods_and_their_options() {
         ("ald", &["ald-step"][..]),
         ("reddiff", &["reddiff-lr", "reddiff-lambda"][..]),
         ("ddrm", &["ddrm-eta", "ddrm-eta-b"][..]),
-        ("pigdm", &["pigdm-eta", "pigdm-weight"][..]),
+        ("pigdm", &["pigdm-eta", "pigdm-weight", "cg-tol", "cg-iters"][..]),
     ] {
         let m = method(name);
         assert!(m.takes_measurement() && m.uses_vjp() == (name == "pigdm"), "{name}");
