@@ -1,5 +1,5 @@
 //! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+,
-//! DiffPIR, DAPS)
+//! DiffPIR, DAPS, DDRM, PiGDM)
 //! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
 //! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
@@ -46,20 +46,21 @@
 pub mod ald;
 pub mod cdps;
 pub mod cg;
+pub mod daps;
 pub mod ddnm;
 pub mod ddpm;
+pub mod ddrm;
+pub mod diffpir;
 pub mod dmps;
 pub mod dps;
 pub mod kernels;
 pub mod options;
+pub mod pigdm;
 pub mod problem;
 pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
-
-pub mod daps;
-pub mod diffpir;
 
 use std::any::Any;
 
@@ -178,6 +179,8 @@ methods! {
     Ddnm => ddnm::Ddnm,
     Diffpir => diffpir::Diffpir,
     Daps => daps::Daps,
+    Ddrm => ddrm::Ddrm,
+    Pigdm => pigdm::Pigdm,
 }
 
 impl Method {
