@@ -11,6 +11,7 @@ pub mod conv_reflect;
 pub mod elementwise;
 pub mod fft;
 pub mod groupnorm;
+pub mod jpeg;
 pub mod linear;
 pub mod mask;
 pub mod phase;
@@ -43,6 +44,7 @@ pub fn bindings() -> Vec<KernelSig> {
         attention::BINDINGS,
         fft::BINDINGS,
         phase::BINDINGS,
+        jpeg::BINDINGS,
     ]
     .concat()
 }
