@@ -114,6 +114,12 @@ fn pixel(img: u32, ch: u32, r: u32, c: u32) -> u32 {
     return ((img * p.c + ch) * p.h + r) * p.w + c;
 }
 
+// The image, channel, row and column of sample i ([N, C, H, W]; with
+// `channels` 1, of pixel i of [N, H, W]).
+fn unflatten(i: u32, channels: u32) -> vec4<u32> {
+    return vec4<u32>(i / (p.w * p.h * channels), (i / (p.w * p.h)) % channels, (i / p.w) % p.h, i % p.w);
+}
+
 // Image level -> level-shifted planes: luma edge-replicated to whole blocks;
 // chroma the 2x2 mean, the image's columns replicated past its right edge and
 // chroma rows past ceil(h / 2) replicating the last (libjpeg's padding).
@@ -205,16 +211,14 @@ fn decoded_rgb(img: u32, r: u32, c: u32) -> vec3<f32> {
 fn decode(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let c = i % p.w;
-    let r = (i / p.w) % p.h;
-    let ch = (i / (p.w * p.h)) % p.c;
-    let img = i / (p.w * p.h * p.c);
+    // (image, channel, row, column)
+    let at = unflatten(i, p.c);
     var v: f32;
     if (p.c == 1u) {
-        v = component(img, 0u, r, c);
+        v = component(at.x, 0u, at.z, at.w);
     } else {
-        let rgb = decoded_rgb(img, r, c);
-        v = clamp(rgb[ch], 0.0, 255.0);
+        let rgb = decoded_rgb(at.x, at.z, at.w);
+        v = clamp(rgb[at.y], 0.0, 255.0);
     }
     dst[i] = to_unit(floor(v + 0.5));
 }
@@ -224,10 +228,11 @@ fn decode(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 fn encode_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let c = i % p.w;
-    let r = (i / p.w) % p.h;
-    let ch = (i / (p.w * p.h)) % p.c;
-    let img = i / (p.w * p.h * p.c);
+    let at = unflatten(i, p.c);
+    let img = at.x;
+    let ch = at.y;
+    let r = at.z;
+    let c = at.w;
     // Luma: every padded sample that replicates this pixel.
     let r_end = select(r + 1u, p.h8, r == p.h - 1u);
     let c_end = select(c + 1u, p.w8, c == p.w - 1u);
@@ -332,9 +337,10 @@ fn passes(v: f32) -> f32 {
 fn decode_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = index(gid, nwg);
     if (i >= p.n) { return; }
-    let c = i % p.w;
-    let r = (i / p.w) % p.h;
-    let img = i / (p.w * p.h);
+    let at = unflatten(i, 1u);
+    let img = at.x;
+    let r = at.z;
+    let c = at.w;
     if (p.c == 1u) {
         out[i] = aux[i] / 127.5;
         return;

@@ -3,15 +3,11 @@
 //! in `tests/fixtures/jpeg/`) and against an f64 reference on awkward shapes
 //! (odd sides, batch > 1, grey and colour), the reference's VJP against
 //! finite differences of its cubic stand-in for rounding, the GPU VJP against
-//! the reference's, the baseline (y itself), and on the command line: degrade,
-//! DPS, SMC and RED-diff running it, the methods that need A^T refusing it,
-//! and bad `--quality` values refused in one line.
+//! the reference's, and the baseline (y itself). tests/cli_restore.rs runs it
+//! from the command line.
 
 mod common;
 use common::*;
-
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tweedie::io::TensorFile;
 use tweedie::operators::jpeg::{scaled_table, Jpeg, CHROMINANCE, LUMINANCE};
@@ -43,11 +39,41 @@ struct Case {
 }
 
 const CASES: [Case; 5] = [
-    Case { n: 2, c: 1, h: 13, w: 11, quality: 50 },
-    Case { n: 1, c: 1, h: 16, w: 24, quality: 10 },
-    Case { n: 2, c: 3, h: 19, w: 23, quality: 75 },
-    Case { n: 1, c: 3, h: 16, w: 16, quality: 90 },
-    Case { n: 1, c: 3, h: 10, w: 18, quality: 10 },
+    Case {
+        n: 2,
+        c: 1,
+        h: 13,
+        w: 11,
+        quality: 50,
+    },
+    Case {
+        n: 1,
+        c: 1,
+        h: 16,
+        w: 24,
+        quality: 10,
+    },
+    Case {
+        n: 2,
+        c: 3,
+        h: 19,
+        w: 23,
+        quality: 75,
+    },
+    Case {
+        n: 1,
+        c: 3,
+        h: 16,
+        w: 16,
+        quality: 90,
+    },
+    Case {
+        n: 1,
+        c: 3,
+        h: 10,
+        w: 18,
+        quality: 10,
+    },
 ];
 
 /// A linear map with an offset, row by row: out[i] = offset[i] + sum w x[j];
@@ -354,7 +380,13 @@ impl Reference {
         let dec: Vec<f64> = self
             .blockwise(&coef, true)
             .iter()
-            .map(|v| if exact { (v + 128.5 + side * LEVEL_MARGIN).floor() } else { v + 128.0 })
+            .map(|v| {
+                if exact {
+                    (v + 128.5 + side * LEVEL_MARGIN).floor()
+                } else {
+                    v + 128.0
+                }
+            })
             .collect();
         let clamped: Vec<f64> = dec.iter().map(|v| v.clamp(0.0, 255.0)).collect();
         let up = self.upsample.apply(&clamped, exact);
@@ -476,18 +508,33 @@ fn assert_close_away_from_ties(what: &str, got: &[f32], want: impl Fn(f64) -> Ve
             sensitive += 1;
             continue;
         }
-        assert!((g as f64 - a).abs() <= tol, "{what}: at {i} got {g}, want {a} (tol {tol})");
+        assert!(
+            (g as f64 - a).abs() <= tol,
+            "{what}: at {i} got {g}, want {a} (tol {tol})"
+        );
     }
     let frac = sensitive as f64 / got.len() as f64;
-    assert!(frac <= max_sensitive, "{what}: {frac:.4} of the values sit on a rounding tie");
+    assert!(
+        frac <= max_sensitive,
+        "{what}: {frac:.4} of the values sit on a rounding tie"
+    );
 }
 
 #[test]
 fn quantisers_follow_libjpeg_quality_scaling() {
     // The first row of the luminance table as Pillow's JPEGs carry it.
-    assert_eq!(scaled_table(&LUMINANCE, 10)[..8], [80.0, 55.0, 50.0, 80.0, 120.0, 200.0, 255.0, 255.0]);
-    assert_eq!(scaled_table(&LUMINANCE, 50)[..8], [16.0, 11.0, 10.0, 16.0, 24.0, 40.0, 51.0, 61.0]);
-    assert_eq!(scaled_table(&LUMINANCE, 90)[..8], [3.0, 2.0, 2.0, 3.0, 5.0, 8.0, 10.0, 12.0]);
+    assert_eq!(
+        scaled_table(&LUMINANCE, 10)[..8],
+        [80.0, 55.0, 50.0, 80.0, 120.0, 200.0, 255.0, 255.0]
+    );
+    assert_eq!(
+        scaled_table(&LUMINANCE, 50)[..8],
+        [16.0, 11.0, 10.0, 16.0, 24.0, 40.0, 51.0, 61.0]
+    );
+    assert_eq!(
+        scaled_table(&LUMINANCE, 90)[..8],
+        [3.0, 2.0, 2.0, 3.0, 5.0, 8.0, 10.0, 12.0]
+    );
     // 5000 / 30 = 166 (integer division): 17 x 166 / 100 = 28.72 -> 28.
     assert_eq!(scaled_table(&CHROMINANCE, 30)[0], 28.0);
     assert!(scaled_table(&LUMINANCE, 1).iter().all(|&v| v == 255.0));
@@ -504,7 +551,16 @@ fn forward_matches_libjpeg_as_pillow_writes_and_reads_it() {
         let x: Vec<f32> = input.data.iter().map(|v| v / 127.5 - 1.0).collect();
         for q in [10, 50, 90] {
             let want = f.get(&format!("{name}.q{q}")).unwrap();
-            let g = on_gpu(Case { n: 1, c, h, w, quality: q }, &x);
+            let g = on_gpu(
+                Case {
+                    n: 1,
+                    c,
+                    h,
+                    w,
+                    quality: q,
+                },
+                &x,
+            );
             let got = gpu_forward(&g);
             let mad = got
                 .iter()
@@ -514,7 +570,10 @@ fn forward_matches_libjpeg_as_pillow_writes_and_reads_it() {
                 / got.len() as f64;
             let limit = if c == 1 { 0.5 } else { 2.5 };
             eprintln!("{name} q{q}: mean |tweedie - Pillow| {mad:.3} levels");
-            assert!(mad <= limit, "{name} q{q}: mean |tweedie - Pillow| {mad:.3} levels, over {limit}");
+            assert!(
+                mad <= limit,
+                "{name} q{q}: mean |tweedie - Pillow| {mad:.3} levels, over {limit}"
+            );
             seen += 1;
         }
     }
@@ -534,7 +593,7 @@ fn forward_matches_the_f64_reference() {
             &got,
             |s| r.forward(&xd, Rounding::Exact(s)).y,
             1e-5,
-            0.5,
+            0.1,
         );
     }
 }
@@ -555,7 +614,9 @@ fn reference_vjp_matches_finite_differences_of_the_stand_in() {
         };
         let fd = (at(h) - at(-h)) / (2.0 * h);
         let an = dot(&r.vjp(&x, &v, 0.0), &d);
-        assert!(an.abs() > 1.0, "case {i}: a VJP this small tests nothing ({an})");
+        // Quality 10 quantises most coefficients far from a step, where the
+        // stand-in is flat; still, the slope must not vanish altogether.
+        assert!(an.abs() > 0.1, "case {i}: a VJP this small tests nothing ({an})");
         assert!((fd - an).abs() <= 1e-5 * an.abs(), "case {i}: fd {fd} vs vjp {an}");
     }
 }
@@ -575,7 +636,7 @@ fn gpu_vjp_matches_the_f64_reference() {
             &got,
             |s| r.vjp(&xd, &vd, s),
             5e-4 * scale,
-            0.5,
+            0.1,
         );
     }
 }
@@ -600,107 +661,4 @@ fn baseline_is_the_decoded_jpeg() {
     let b = tweedie::restore::baseline(&gpu, &g.op, &y).unwrap();
     assert_eq!(b.x, y);
     assert!(b.label.contains("decoded JPEG"), "{}", b.label);
-}
-
-// ---- the command line ----
-
-fn tweedie(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tweedie"))
-        .args(args)
-        .output()
-        .expect("run tweedie")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tweedie-jpeg-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn image() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/fashion-mnist-32/test-images/0000-boot.png")
-}
-
-fn model() -> String {
-    fixture("unet/adm_gray").display().to_string()
-}
-
-#[test]
-fn degrade_writes_the_round_trip() {
-    let out = scratch("degrade");
-    std::fs::create_dir_all(&out).unwrap();
-    let y_png = out.join("y.png");
-    let o = tweedie(&[
-        "degrade", "--task", "jpeg", "--quality", "10", "--sigma", "0", "--input", s(&image()), "--out", s(&y_png),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(y_png.exists());
-    let y = TensorFile::open(out.join("y.safetensors")).unwrap().get("y").unwrap();
-    assert_eq!(y.shape, vec![1, 1, 32, 32]);
-    // y is the operator's forward on the image: whole levels, and not the image.
-    let x = tweedie::io::read_image(&image()).unwrap();
-    let g = on_gpu(Case { n: 1, c: 1, h: 32, w: 32, quality: 10 }, &x.data);
-    assert_close("degrade y", &y.data, &gpu_forward(&g), 1e-6, 0.0);
-    assert!(y.data.iter().all(|v| ((v + 1.0) * 127.5 - ((v + 1.0) * 127.5).round()).abs() < 1e-3));
-    let changed = y.data.iter().zip(&x.data).filter(|(a, b)| (*a - *b).abs() > 1e-3).count();
-    assert!(changed > 32, "quality 10 changes the image ({changed} pixels)");
-}
-
-#[test]
-fn restore_runs_the_vjp_methods_and_refuses_the_others() {
-    let (model, img) = (model(), image());
-    for (method, steps) in [("dps", "5"), ("smc", "2"), ("reddiff", "2")] {
-        let out = scratch(&format!("restore-{method}"));
-        let o = tweedie(&[
-            "restore", "--model", &model, "--task", "jpeg", "--quality", "10", "--method", method, "--steps", steps,
-            "--samples", "2", "--quiet", "--input", s(&img), "--out", s(&out),
-        ]);
-        assert!(o.status.success(), "{method}: {}", String::from_utf8_lossy(&o.stderr));
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
-        assert_eq!(report["method"], method);
-        assert!(report["quality"]["mean"]["psnr"].as_f64().unwrap().is_finite());
-        let samples = TensorFile::open(out.join("samples.safetensors")).unwrap().get("samples").unwrap();
-        assert_eq!(samples.shape, vec![2, 1, 32, 32]);
-        assert!(samples.data.iter().all(|v| v.is_finite()));
-        for f in ["measurement.png", "y.safetensors", "sample_001.png", "mean.png"] {
-            assert!(out.join(f).exists(), "{method}: missing {f}");
-        }
-    }
-    // A bad --quality is refused before anything is written; a method that
-    // needs A^T, once the measurement is made.
-    let cases: [(&[&str], &str, bool); 7] = [
-        (&["--method", "dmps"], "DMPS needs a linear measurement; jpeg is not", false),
-        (&["--method", "cdps"], "C-DPS needs a linear measurement; jpeg is not", false),
-        (&["--method", "ald"], "ALD needs a linear measurement; jpeg is not", false),
-        (&["--method", "ddnm"], "DDNM+ needs a linear measurement; jpeg is not", false),
-        (&["--method", "dps", "--quality", "0"], "--quality 0 must be between 1 and 100", true),
-        (&["--method", "dps", "--quality", "101"], "--quality 101 must be between 1 and 100", true),
-        (&["--method", "dps", "--quality", "high"], "--quality", true),
-    ];
-    for (extra, needle, nothing) in cases {
-        let out = scratch("refused");
-        let mut args = vec!["restore", "--model", &model, "--task", "jpeg", "--quiet", "--steps", "2"];
-        args.extend_from_slice(extra);
-        args.extend(["--input", s(&img), "--out", s(&out)]);
-        let o = tweedie(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{extra:?} succeeded");
-        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
-        assert!(err.contains(needle), "{extra:?}: {err}");
-        assert!(!out.join("report.json").exists());
-        if nothing {
-            assert!(!out.exists(), "{extra:?}: wrote {}", out.display());
-        }
-    }
-    // --quality belongs to jpeg alone.
-    let o = tweedie(&[
-        "degrade", "--task", "sr", "--quality", "50", "--input", s(&img), "--out", s(&scratch("sr").join("y.png")),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--quality does not apply to this task"), "{err}");
 }

@@ -182,7 +182,18 @@ impl JpegLayout {
             (None, None) => Dispatch::typed(gpu, entry, &[], &JpegMap { p: &p, src, dst }, groups),
             (Some(holds), Some(aux)) => {
                 check("aux", aux, holds)?;
-                Dispatch::typed(gpu, entry, &[], &JpegPair { p: &p, src, aux, out: dst }, groups)
+                Dispatch::typed(
+                    gpu,
+                    entry,
+                    &[],
+                    &JpegPair {
+                        p: &p,
+                        src,
+                        aux,
+                        out: dst,
+                    },
+                    groups,
+                )
             }
             _ => Err(GpuError::Other(format!(
                 "jpeg {entry}: {} an aux tensor",

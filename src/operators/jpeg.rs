@@ -9,21 +9,25 @@
 //! chroma (weights 3/4 and 1/4 per axis), YCbCr back to RGB, clamped again,
 //! and the crop to the image.
 //!
-//! Pixel rounding: the input is not rounded to whole levels (on images read
-//! from 8-bit files it already is one, to f32 precision, so that changes
-//! nothing there and keeps x continuous); the output is, as libjpeg's, which
-//! halves the mean gap to Pillow's decoding (the rest is libjpeg's integer
-//! DCTs tipping the odd quotient the other way). Colour conversion and chroma
-//! means stay unrounded.
+//! Rounding: the forward rounds wherever libjpeg holds integers, so that on
+//! 8-bit images it matches libjpeg itself (Pillow's JPEGs: tests/jpeg.rs,
+//! mean gaps of 0.01 to 0.45 levels where a float codec is off by 0.25 to
+//! 1.8): the input to whole levels (a no-op on images read from 8-bit
+//! files), YCbCr samples and chroma means with libjpeg's fixed-point
+//! constants and biases, the DCT's outputs to 1/8 (its integer DCT's scaled
+//! output), the quotients, the decoded samples, the upsampled chroma and the
+//! chroma terms of the colour conversion; y is whole levels. What is left is
+//! libjpeg's integer DCTs tipping the odd quotient the other way.
 //!
 //! Non-linear: the VJP replaces the quotients' rounding by Shin and Song's
 //! cubic stand-in, round(q) + (q - round(q))^3 ("JPEG-resistant adversarial
 //! images", 2017), whose slope 3 (q - round(q))^2 weights each coefficient's
 //! cotangent: coefficients far from a rounding step carry none, ones on the
-//! step the most. The final whole-level rounding passes the cotangent
-//! straight through (it moves y by at most half a level, and the cubic's
-//! slope, zero at whole levels, would cut off pixels decoded near one); the
-//! clamps pass it where the stand-in's decoded value lies in [0, 255].
+//! step the most. The whole-level roundings pass the cotangent straight
+//! through: the VJP is that of the same map with only the quotients rounded,
+//! by the stand-in (each of the others moves a value by at most half a level,
+//! and the cubic's slope, zero at whole levels, would cut off values that sit
+//! near one); the clamps pass it where the stand-in's value lies in [0, 255].
 
 use crate::gpu::Plan;
 use crate::kernels::jpeg::{JpegLayout, Stage};
@@ -31,8 +35,8 @@ use crate::operators::{check_pair, Classical, Operator, OperatorError};
 use crate::tensor::Tensor;
 use crate::Gpu;
 
-/// The quality when `--quality` is not given (the JPEG restoration papers' usual
-/// hardest setting, as in DDRM and PiGDM).
+/// The quality when `--quality` is not given: heavy compression, blocky and
+/// smeared, where a prior has the most to restore.
 pub const DEFAULT_QUALITY: u32 = 10;
 
 /// The IJG standard luminance quantisation table (ITU T.81 Annex K), row-major.
@@ -53,7 +57,11 @@ pub const CHROMINANCE: [u16; 64] = [
 /// does: 5000 / Q below 50, 200 - 2 Q from there, in percent, rounded, and
 /// clamped to [1, 255].
 pub fn scaled_table(table: &[u16; 64], quality: u32) -> [f32; 64] {
-    let scale = if quality < 50 { 5000 / quality } else { 200 - 2 * quality };
+    let scale = if quality < 50 {
+        5000 / quality
+    } else {
+        200 - 2 * quality
+    };
     table.map(|t| ((t as u32 * scale + 50) / 100).clamp(1, 255) as f32)
 }
 
