@@ -50,9 +50,9 @@ const CB_G = -22554.0 / 65536.0;
 const CR_G = -46802.0 / 65536.0;
 const CB_B = 116130.0 / 65536.0;
 const PI_16 = 0.19634954084936207;
-// Quotients within this of a half round away from zero: exact ties (the DC
-// and the (0, 4), (4, 0), (4, 4) terms of whole-level images) go the way
-// libjpeg's integer division takes them, whatever the f32 error.
+// Quotients within this of a half round away from zero: exact ties (common:
+// libjpeg divides whole numbers, 8 x the coefficient by 8 x the quantiser)
+// go the way its integer division takes them, whatever the f32 error.
 const TIE = 1e-3;
 
 fn to_component(comp: u32) -> vec3<f32> {
@@ -160,7 +160,7 @@ fn rgb_levels(img: u32, r: u32, c: u32) -> vec3<f32> {
     return vec3<f32>(level(img, 0u, r, c), level(img, 1u, r, c), level(img, 2u, r, c));
 }
 
-// The inverse of `encode`'s scaling (no rounding: see the operator).
+// Levels back to [-1, 1].
 fn to_unit(level: f32) -> f32 {
     return level / 127.5 - 1.0;
 }

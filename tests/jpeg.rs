@@ -38,42 +38,17 @@ struct Case {
     quality: u32,
 }
 
+/// (N, C, H, W, quality)
+const fn case(n: usize, c: usize, h: usize, w: usize, quality: u32) -> Case {
+    Case { n, c, h, w, quality }
+}
+
 const CASES: [Case; 5] = [
-    Case {
-        n: 2,
-        c: 1,
-        h: 13,
-        w: 11,
-        quality: 50,
-    },
-    Case {
-        n: 1,
-        c: 1,
-        h: 16,
-        w: 24,
-        quality: 10,
-    },
-    Case {
-        n: 2,
-        c: 3,
-        h: 19,
-        w: 23,
-        quality: 75,
-    },
-    Case {
-        n: 1,
-        c: 3,
-        h: 16,
-        w: 16,
-        quality: 90,
-    },
-    Case {
-        n: 1,
-        c: 3,
-        h: 10,
-        w: 18,
-        quality: 10,
-    },
+    case(2, 1, 13, 11, 50),
+    case(1, 1, 16, 24, 10),
+    case(2, 3, 19, 23, 75),
+    case(1, 3, 16, 16, 90),
+    case(1, 3, 10, 18, 10),
 ];
 
 /// A linear map with an offset, row by row: out[i] = offset[i] + sum w x[j];
@@ -320,7 +295,7 @@ impl Reference {
         out
     }
 
-    /// Each pixel's channels [C] as a closure over its flat index in [N, C, H, W].
+    /// Each pixel's three sample indices in [N, C, H, W] (grey: its one sample, thrice).
     fn pixels(&self) -> impl Iterator<Item = [usize; 3]> + '_ {
         let Case { n, c, h, w, .. } = self.case;
         let plane = h * w;
@@ -551,17 +526,7 @@ fn forward_matches_libjpeg_as_pillow_writes_and_reads_it() {
         let x: Vec<f32> = input.data.iter().map(|v| v / 127.5 - 1.0).collect();
         for q in [10, 50, 90] {
             let want = f.get(&format!("{name}.q{q}")).unwrap();
-            let g = on_gpu(
-                Case {
-                    n: 1,
-                    c,
-                    h,
-                    w,
-                    quality: q,
-                },
-                &x,
-            );
-            let got = gpu_forward(&g);
+            let got = gpu_forward(&on_gpu(case(1, c, h, w, q), &x));
             let mad = got
                 .iter()
                 .zip(&want.data)
