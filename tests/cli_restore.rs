@@ -188,6 +188,14 @@ fn jpeg_degrades_and_restores_through_its_vjp() {
             serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
         assert_eq!(report["method"], method);
         assert!(report["quality"]["mean"]["psnr"].as_f64().unwrap().is_finite());
+        if method == "dps" {
+            // 4 x blur's 0.3: the cubic stand-in's slope averages 1/4.
+            assert!(
+                (report["zeta"].as_f64().unwrap() - 1.2).abs() < 1e-6,
+                "{}",
+                report["zeta"]
+            );
+        }
         let f = tweedie::io::TensorFile::open(out.join("samples.safetensors")).unwrap();
         let samples = f.get("samples").unwrap();
         assert_eq!(samples.shape, vec![2, 1, 32, 32]);
