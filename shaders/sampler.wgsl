@@ -449,3 +449,40 @@ fn ddnm_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let e = (dn_vx[i] - s.a_t * c) / s.b_t;
     dn_c[i] = an * lambda * (dn_ytil[i] - c) + (d1 - fresh) * dn_zeta[i] + (d2 - kept) * e;
 }
+
+// ---- DAPS (src/samplers/daps.rs) ----
+// An ODE substep's own uniform (one per substep, laid out as `Step`) carries
+// the network time of the level it evaluates the model at.
+fn daps_net_time() -> f32 { return s.method[0].x; }
+// The step uniform's block: the Langevin update's scalars.
+fn daps_lr() -> f32 { return s.method[0].x; }         // step size eta_t
+fn daps_data_weight() -> f32 { return s.method[0].y; } // 1 / tau^2
+fn daps_prior_prec() -> f32 { return s.method[0].z; }  // 1 / r_t^2
+fn daps_noise() -> f32 { return s.method[0].w; }       // sqrt(2 eta_t)
+
+// Every sample's timestep <- the substep's network time, so the model call
+// replayed after it evaluates at that level.
+@group(0) @binding(1) var<storage, read_write> dt_t: array<f32>;
+
+@compute @workgroup_size(256)
+fn daps_time(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&dt_t)) { return; }
+    dt_t[i] = daps_net_time();
+}
+
+// One Langevin step on x0 toward p(x0 | x_t, y) with p(x0 | x_t) ~ N(x0hat, r_t^2):
+// x <- x + eta (g / tau^2 + (x0hat - x) / r_t^2) + sqrt(2 eta) xi, g = J_A(x)^T (y - A(x)).
+@group(0) @binding(1) var<storage, read> dl_x0: array<f32>;
+@group(0) @binding(2) var<storage, read> dl_g: array<f32>;
+@group(0) @binding(3) var<storage, read> dl_xi: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dl_x: array<f32>;
+
+@compute @workgroup_size(256)
+fn daps_langevin(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let x = dl_x[i];
+    let drift = daps_data_weight() * dl_g[i] + daps_prior_prec() * (dl_x0[i] - x);
+    dl_x[i] = x + daps_lr() * drift + daps_noise() * dl_xi[i];
+}

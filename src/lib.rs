@@ -13,6 +13,11 @@
 //! The engine runs on the caller's `wgpu::Device` and `Queue`, reads the
 //! measurement from a buffer the caller owns and writes the restoration into
 //! another, with no CPU round trip; a callback sees every step and can cancel.
+//! A render loop drives [`restore::Stepper`] instead ([`restore::Restore::stepwise`]:
+//! planned once, a few steps a frame without waiting for the GPU, the
+//! estimate drawn into the application's texture by [`restore::TextureWriter`];
+//! `examples/viewer.rs`). Values are planar f32 N C H W on [-1, 1]; the usage
+//! flags, features and limits the engine needs are in `docs/extending.md`.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -15,6 +15,12 @@ use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
 
+mod stepwise;
+mod texture;
+
+pub use stepwise::{Progress, State, Stepper};
+pub use texture::{Panel, TextureWriter, SIGNED};
+
 /// How a measurement is corrupted.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NoiseModel {
@@ -76,23 +82,33 @@ pub fn measure(
     seed: u64,
 ) -> Result<Vec<f32>, SamplerError> {
     noise.validate().map_err(SamplerError::Invalid)?;
-    let [c, h, w] = op.out_shape();
     let xt = Tensor::from_host(gpu, "clean image", x)?;
-    let yt = Tensor::zeros(gpu, "measurement", &[1, c, h, w])?;
-    let mut plan: Plan = op.forward(gpu, &xt, &yt)?;
-    let draw = Tensor::zeros(gpu, "measurement noise", &[1, c, h, w])?;
-    if let NoiseModel::Gaussian { sigma } = noise {
-        if sigma > 0.0 {
-            plan.push(Noise::new(gpu, &draw, seed, 0, 0.0, sigma)?.dispatch);
-            plan.push(Elementwise::new(gpu, Op::Axpby, &draw, &yt, 1.0, 1.0)?.dispatch);
-        }
-    }
-    plan.run(gpu)?;
-    let y = yt.read(gpu)?;
+    let sigma = match noise {
+        NoiseModel::Gaussian { sigma } => sigma,
+        NoiseModel::Poisson { .. } => 0.0,
+    };
+    let y = measure_on_gpu(gpu, op, &xt, sigma, seed)?.read(gpu)?;
     Ok(match noise {
         NoiseModel::Gaussian { .. } => y,
         NoiseModel::Poisson { rate } => poisson_counts(&y, rate, seed),
     })
+}
+
+/// y = A x + sigma n, n ~ N(0, I) from the GPU RNG (seeded), for images x
+/// [N, in_shape] already on the GPU: submitted, not read back (an
+/// application makes the measurement a [`Stepper`] starts from this way).
+pub fn measure_on_gpu(gpu: &Gpu, op: &dyn Operator, x: &Tensor, sigma: f32, seed: u64) -> Result<Tensor, SamplerError> {
+    let [c, h, w] = op.out_shape();
+    let n = x.shape.first().copied().unwrap_or(1);
+    let yt = Tensor::zeros(gpu, "measurement", &[n, c, h, w])?;
+    let mut plan: Plan = op.forward(gpu, x, &yt)?;
+    if sigma > 0.0 {
+        let draw = Tensor::zeros(gpu, "measurement noise", &[n, c, h, w])?;
+        plan.push(Noise::new(gpu, &draw, seed, 0, 0.0, sigma)?.dispatch);
+        plan.push(Elementwise::new(gpu, Op::Axpby, &draw, &yt, 1.0, 1.0)?.dispatch);
+    }
+    plan.run(gpu)?;
+    Ok(yt)
 }
 
 /// DPS's Poisson corruption of clean values `ax` on the [-1, 1] scale.
@@ -191,10 +207,12 @@ impl Restoration {
 pub type StepCallback<'a> = dyn FnMut(usize, usize) -> bool + 'a;
 
 /// One restoration problem: the prior, the method and its options, and (for
-/// every method but DDPM) the operator and the measurement noise. The three
-/// entry points ([`Restore::samples`], [`Restore::images`], [`Restore::on_gpu`])
-/// share one loop: plan a sampler, draw x_T, K reverse steps with the callback
-/// after each (`false` ends the run with [`SamplerError::Cancelled`]).
+/// every method but DDPM) the operator and the measurement noise. The host
+/// entry points ([`Restore::samples`], [`Restore::images`]) share one loop:
+/// plan a sampler, draw x_T, K reverse steps with the callback after each
+/// (`false` ends the run with [`SamplerError::Cancelled`]). The GPU ones
+/// ([`Restore::stepwise`], and [`Restore::on_gpu`] over it) hand the
+/// stepping to the application.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -355,13 +373,42 @@ impl<'a> Restore<'a> {
         read_finite(gpu, &s, "image", 0)
     }
 
+    /// The operator of a GPU restoration, which conditions on the caller's measurement.
+    fn gpu_op(&self) -> Result<&'a dyn Operator, SamplerError> {
+        self.measurement_op().ok_or_else(|| {
+            SamplerError::Invalid(
+                "restoring on the GPU needs a method that takes a measurement (any but ddpm) and an operator".into(),
+            )
+        })
+    }
+
+    /// Plans a step-wise restoration of `images` measurements, `samples`
+    /// posterior samples each ([`Stepper`]): the application drives it a few
+    /// steps at a time and re-runs it on new measurements without planning
+    /// again. Seeded as [`Restore::samples`]' first batch (one image) and
+    /// [`Restore::images`] (one sample each), with whose results it agrees.
+    pub fn stepwise(&self, gpu: &Gpu, images: usize, samples: usize) -> Result<Stepper, SamplerError> {
+        let op = self.gpu_op()?;
+        if images == 0 || samples == 0 {
+            return Err(SamplerError::Invalid(
+                "the number of images and of samples must be at least 1".into(),
+            ));
+        }
+        let m_per: usize = op.out_shape().iter().product();
+        let rows = images * samples;
+        // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
+        let s = self.plan(gpu, &vec![0f32; rows * m_per], rows, self.opts)?;
+        Stepper::new(gpu, s, images, samples, op.out_shape())
+    }
+
     /// Restoration for an embedding application, entirely on the GPU: `y`
     /// [N, out_shape] (one measurement per image) and `out` [N, in_shape] are
     /// tensors on buffers the caller owns (`Tensor::wrap(buffer, shape)`):
     /// y's buffer needs COPY_SRC usage, out's COPY_DST; both are checked
-    /// (shape, size, usage) before any work. The result is read back once to
-    /// refuse a run that went non-finite or past [`EXPLODED`]; nothing else
-    /// is. The callback sees each step and can cancel.
+    /// (shape, size, usage) before any work. A [`Stepper`] driven one step
+    /// at a time to the end, the callback after each; its finite check
+    /// refuses a run that went non-finite or past [`EXPLODED`] before the
+    /// result is copied into `out`.
     pub fn on_gpu(
         &self,
         gpu: &Gpu,
@@ -369,33 +416,22 @@ impl<'a> Restore<'a> {
         out: &Tensor,
         on_step: &mut StepCallback<'_>,
     ) -> Result<(), SamplerError> {
-        let op = self.measurement_op().ok_or_else(|| {
-            SamplerError::Invalid(
-                "restoring on the GPU needs a posterior method (dps, dmps, cdps) and an operator".into(),
-            )
-        })?;
+        let op = self.gpu_op()?;
         let n = check_caller_tensor("out", out, self.model.in_shape(), wgpu::BufferUsages::COPY_DST, None)?;
         check_caller_tensor("y", y, op.out_shape(), wgpu::BufferUsages::COPY_SRC, Some(n))?;
-        let m_per: usize = op.out_shape().iter().product();
-        // The host-side y only sizes the plan; the caller's tensor replaces it on the GPU.
-        let s = self.plan(gpu, &vec![0f32; n * m_per], n, self.opts)?;
-        s.load_measurement(gpu, y)?;
-        let mut ticks = Ticks {
-            done: 0,
-            total: s.steps(),
-        };
-        Self::drive(gpu, &s, &mut ticks, on_step)?;
-        // One read-back of the result: a run that went non-finite or blew up
-        // is an error here as on the host paths, not numbers in the caller's buffer.
-        let x = read_finite(gpu, &s, "image", 0)?;
-        if let Some(i) = x.iter().position(|v| v.abs() > EXPLODED) {
-            return Err(SamplerError::Invalid(format!(
-                "sampling diverged: image {} reached {} (images live in [-1, 1]; try a smaller step size or more --steps)",
-                i / (x.len() / n),
-                x[i]
-            )));
+        let mut s = self.stepwise(gpu, n, 1)?;
+        s.start(gpu, y)?;
+        loop {
+            let p = s.step(gpu, 1)?;
+            if !on_step(p.done, p.total) {
+                return Err(SamplerError::Cancelled);
+            }
+            if p.finished() {
+                break;
+            }
         }
-        gpu.copy_buffer(&s.x().buffer, &out.buffer, out.size_bytes() as u64)?;
+        s.wait(gpu)?;
+        gpu.copy_buffer(&s.x_t().buffer, &out.buffer, out.size_bytes() as u64)?;
         Ok(())
     }
 }
@@ -446,12 +482,23 @@ fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f
     let x = s.x().read(gpu)?;
     if let Some(i) = x.iter().position(|v| !v.is_finite()) {
         let per = x.len() / s.core.batch;
-        return Err(SamplerError::Invalid(format!(
-            "sampling diverged: {what} {} has a non-finite value (try a smaller --zeta or more --steps)",
-            first + i / per
+        return Err(SamplerError::Invalid(diverged(
+            &format!("{what} {}", first + i / per),
+            None,
         )));
     }
     Ok(x)
+}
+
+/// The message for a sample `what` ("image 3") that went non-finite
+/// (`reached` None) or reached a value past [`EXPLODED`].
+fn diverged(what: &str, reached: Option<f32>) -> String {
+    match reached {
+        None => format!("sampling diverged: {what} has a non-finite value (try a smaller --zeta or more --steps)"),
+        Some(v) => format!(
+            "sampling diverged: {what} reached {v} (images live in [-1, 1]; try a smaller step size or more --steps)"
+        ),
+    }
 }
 
 /// ||y - A(x)|| for each sample of `xs` [N, in_shape] against `ys`: one

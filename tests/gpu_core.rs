@@ -7,15 +7,6 @@ use tweedie::gpu::{Dispatch, Plan, Shader, ELEMENTWISE};
 use tweedie::kernels::elementwise::{Elementwise, Op};
 use tweedie::{Gpu, GpuError, Tensor};
 
-/// A device made the way an application makes its own.
-fn callers_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
-        .expect("an adapter for the test");
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
-    (device, queue, adapter.get_info())
-}
-
 /// 2 x + 1 through one planned dispatch, read back.
 fn affine(gpu: &Gpu, x: &Tensor) -> Vec<f32> {
     let y = Tensor::zeros(gpu, "y", &x.shape).unwrap();

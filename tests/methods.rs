@@ -1,7 +1,8 @@
-//! ALD, RED-diff and DDNM+ (src/samplers/ald.rs, reddiff.rs, ddnm.rs): one
-//! step of each against an f64 CPU replay of its paper's formula (same x_t or mu,
-//! same noise read back from the GPU), runs on the mixture fixtures scored
-//! against exact posterior samples by sliced W2, and their refusals.
+//! ALD, RED-diff, DDNM+, DiffPIR and DAPS (src/samplers/ald.rs, reddiff.rs,
+//! ddnm.rs, diffpir.rs, daps.rs): one step of each against an f64 CPU replay
+//! of its paper's formula (same x_t or mu, same noise read back from the GPU),
+//! runs on the mixture fixtures scored against exact posterior samples by
+//! sliced W2, and their refusals.
 
 mod common;
 use common::gmm::*;
@@ -13,6 +14,7 @@ use tweedie::gpu::Plan;
 use tweedie::operators::dense::Dense;
 use tweedie::operators::{LinearOperator, Operator, OperatorError};
 use tweedie::process::Process;
+use tweedie::samplers::daps::Daps;
 use tweedie::samplers::reddiff::RedDiff;
 use tweedie::samplers::{BaseSampler, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
@@ -34,10 +36,16 @@ fn d8() -> &'static Case {
 
 /// A sampler of `method` on the d8_m2 mixture, initialised.
 fn planned(gpu: &Gpu, method: Method, opts: &SamplerOptions) -> Sampler {
+    planned_on(gpu, method, opts, None)
+}
+
+/// A sampler of `method` on the d8_m2 mixture measured through `op` (None:
+/// the fixture's own A), initialised.
+fn planned_on(gpu: &Gpu, method: Method, opts: &SamplerOptions, op: Option<&dyn Operator>) -> Sampler {
     let p = &d8().problem;
-    let (model, op) = prior_and_operator(gpu, p, &Process::default());
+    let (model, own) = prior_and_operator(gpu, p, &Process::default());
     let meas = Measurement {
-        op: op.as_ref(),
+        op: op.unwrap_or(own.as_ref()),
         y: &p.y,
         sigma_y: p.sigma_y,
     };
@@ -63,12 +71,27 @@ fn step_from_random(
     i: usize,
     r: &mut StdRng,
 ) -> (Vec<f32>, Vec<f32>, Vec<f64>) {
-    let smp = planned(gpu, method(name), opts);
+    let (x_in, got, z, _) = step_on(gpu, name, opts, i, r, None);
+    (x_in, got, z)
+}
+
+/// [`step_from_random`] measured through `op` (None: the fixture's A), with
+/// the sampler kept for its method's state.
+fn step_on(
+    gpu: &Gpu,
+    name: &str,
+    opts: &SamplerOptions,
+    i: usize,
+    r: &mut StdRng,
+    op: Option<&dyn Operator>,
+) -> (Vec<f32>, Vec<f32>, Vec<f64>, Sampler) {
+    let smp = planned_on(gpu, method(name), opts, op);
     let x_in: Vec<f32> = randn(r, N * d8().problem.d).iter().map(|v| 3.0 * v).collect();
     smp.x().write(gpu, &x_in).unwrap();
     smp.step(gpu, i).unwrap();
     let got = smp.x().read(gpu).unwrap();
-    (x_in, got, f64s(&smp.core.z.read(gpu).unwrap()))
+    let z = f64s(&smp.core.z.read(gpu).unwrap());
+    (x_in, got, z, smp)
 }
 
 /// [a_t, b_t, a_{t-1}, b_{t-1}] at step i.
@@ -398,18 +421,28 @@ mixture_tests! {
     reddiff_d80_m4: "reddiff" on "d80_m4" below 0.85,
     ddnm_d8_m2: "ddnm" on "d8_m2" below 0.25,
     ddnm_d80_m4: "ddnm" on "d80_m4" below 0.75,
+    diffpir_d8_m2: "diffpir" on "d8_m2" below 0.3,
+    diffpir_d80_m4: "diffpir" on "d80_m4" below 0.85,
+    daps_d8_m2: "daps" on "d8_m2" below 0.25,
+    daps_d80_m4: "daps" on "d80_m4" below 0.75,
 }
 
 /// On a flow model (x_t = (1 - t) x0 + t eps, the exact velocity, Euler
 /// steps) each method runs from its own reading of a and b and lands closer
 /// to the posterior than the prior (measured at 50 steps: ALD 3.50, RED-diff
-/// 1.22, DDNM+ 1.11 against the prior's 7.15).
+/// 1.22, DDNM+ 1.11, DiffPIR 1.71, DAPS 1.36 against the prior's 7.15).
 #[test]
 fn flow_d8_m2() {
     let case = d8();
     let n = 1000;
     let prior = prior_distance(case, n);
-    for (name, frac) in [("ald", 0.65), ("reddiff", 0.3), ("ddnm", 0.3)] {
+    for (name, frac) in [
+        ("ald", 0.65),
+        ("reddiff", 0.3),
+        ("ddnm", 0.3),
+        ("diffpir", 0.35),
+        ("daps", 0.3),
+    ] {
         let (x, _) = sample_process(case, method(name), &mixture_opts(50, 5), n, &Process::flow(1.0));
         let sw = sliced_w2(&x, &case.reference, case.problem.d, 99);
         println!("{name} on the flow, d8_m2, 50 steps: {sw:.4} (prior {prior:.4})");
@@ -540,4 +573,270 @@ fn registry_names_the_methods_and_their_options() {
     let bad = MethodOptions::default().with("ddnm-eta", 1.5).unwrap();
     let err = bad.validate().err().unwrap().to_string();
     assert_eq!(err, "--ddnm-eta must be at most 1, got 1.5");
+}
+
+/// The fixture's A as a linear operator without an SVD form (DiffPIR then
+/// solves its data step by CG).
+fn plain_dense(gpu: &Gpu) -> Hidden {
+    let p = &d8().problem;
+    Hidden {
+        dense: Dense::new(gpu, &p.a, [p.d, 1, 1]).unwrap(),
+        linear: true,
+    }
+}
+
+/// DiffPIR's step as its paper writes it: x0hat' = argmin ||y - A x||^2 +
+/// rho ||x - x0hat||^2 with rho = lambda sigma_y^2 / (b / a)^2, i.e. x0hat +
+/// A^T (rho I + A A^T)^{-1} (y - A x0hat), then x' = a' x0hat' + b' (sqrt(1 -
+/// zeta) (x - a x0hat') / b + sqrt(zeta) z); through the SVD form and by CG.
+#[test]
+fn diffpir_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let d = mix.d;
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let plain = plain_dense(&gpu);
+    let mut r = rng(41);
+    for (lambda, zeta, op) in [(1.0f32, 0.25f32, None), (4.0, 1.0, None), (0.5, 0.0, Some(&plain))] {
+        for i in [steps - 1, 9, 1, 0] {
+            let what = format!("DiffPIR lambda {lambda} zeta {zeta} CG {}, step {i}", op.is_some());
+            let opts = with(
+                mixture_opts(steps, 8),
+                &[("diffpir-lambda", lambda), ("diffpir-zeta", zeta), ("cg-tol", 1e-7)],
+            );
+            let (x_in, got, z, _) = step_on(&gpu, "diffpir", &opts, i, &mut r, op.map(|o| o as &dyn Operator));
+            let [a, b, an, bn] = levels(&sched, i);
+            // A^T (rho I + A A^T)^{-1} = (s2 / lambda) A^T (sigma_y^2 I + (s2 / lambda) A A^T)^{-1}, s2 = (b / a)^2.
+            let c = (b / a).powi(2) / lambda as f64;
+            let zeta = zeta as f64;
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d).map(|j| (x[j] - b * eps[j]) / a).collect();
+                let res: Vec<f64> = mix.ax(&x0).iter().zip(&mix.y).map(|(ax, y)| y - ax).collect();
+                let step = mix.at_solve(c, &res);
+                want.extend((0..d).map(|j| {
+                    let x0 = x0[j] + c * step[j];
+                    let e = (x[j] - a * x0) / b;
+                    (an * x0 + bn * ((1.0 - zeta).sqrt() * e + zeta.sqrt() * z[n * d + j])) as f32
+                }));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+}
+
+/// The training timestep whose sigma = sqrt(1 / abar - 1) is nearest
+/// `sigma` in log, as (a, b, t).
+fn nearest_level(abar: &[f64], sigma: f64) -> (f64, f64, usize) {
+    let t = (0..abar.len())
+        .min_by(|&p, &q| {
+            let off = |t: usize| ((1.0 / abar[t] - 1.0).sqrt() / sigma).ln().abs();
+            off(p).total_cmp(&off(q))
+        })
+        .unwrap();
+    (abar[t].sqrt(), (1.0 - abar[t]).sqrt(), t)
+}
+
+/// DAPS's step as its code takes it, with one Langevin step: the annealing
+/// level sigma_j = (100^(1/7) + j / K (0.1^(1/7) - 100^(1/7)))^7 (snapped to
+/// the nearest training timestep), `k` Euler steps of the probability-flow
+/// ODE from it toward 0.01 (DDIM, eta 0; the last to x0hat), one Langevin
+/// step x0 += eta (A^T (y - A x0) / tau^2 + (x0hat - x0) / r^2) + sqrt(2 eta) xi
+/// with eta = step (1 - 0.99 j / (K + 1)) / (||A||^2 / tau^2 + 1 / r^2), r =
+/// sigma_j, tau = sigma_y, then x' = a' x0 + b' z at the next level.
+#[test]
+fn daps_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let d = mix.d;
+    let abar = Process::default().train_alphas_cumprod().unwrap();
+    let s_max2 = 1.01 * largest_singular2(&mix);
+    let tau2 = mix.sigma_y * mix.sigma_y;
+    let steps = 20;
+    let edm = |hi: f64, lo: f64, r: f64| (hi.powf(1.0 / 7.0) + r * (lo.powf(1.0 / 7.0) - hi.powf(1.0 / 7.0))).powf(7.0);
+    let mut r = rng(43);
+    for (k, step) in [(1usize, 1.0f32), (3, 0.6)] {
+        for i in [steps - 1, 12, 0] {
+            let what = format!("DAPS {k} ODE steps, --daps-step {step}, step {i} of {steps}");
+            let opts = with(
+                mixture_opts(steps, 2),
+                &[
+                    ("daps-ode-steps", k as f32),
+                    ("daps-langevin-steps", 1.0),
+                    ("daps-step", step),
+                ],
+            );
+            let (x_in, got, z, smp) = step_on(&gpu, "daps", &opts, i, &mut r, None);
+            let [x0hat, xi] = smp
+                .method_state::<Daps>()
+                .unwrap()
+                .state()
+                .map(|t| f64s(&t.read(&gpu).unwrap()));
+            let j = steps - 1 - i;
+            let level = nearest_level(&abar, edm(100.0, 0.1, j as f64 / steps as f64));
+            let (an, bn) = if i == 0 {
+                (1.0, 0.0)
+            } else {
+                let next = nearest_level(&abar, edm(100.0, 0.1, (j + 1) as f64 / steps as f64));
+                (next.0, next.1)
+            };
+            let sigma = level.1 / level.0;
+            let mut ode: Vec<(f64, f64)> = vec![(level.0, level.1)];
+            ode.extend((1..k).map(|q| {
+                let l = nearest_level(&abar, edm(sigma, 0.01, q as f64 / k as f64));
+                (l.0, l.1)
+            }));
+            ode.push((1.0, 0.0));
+            let lr =
+                step as f64 * (1.0 - 0.99 * j as f64 / (steps + 1) as f64) / (s_max2 / tau2 + 1.0 / (sigma * sigma));
+            let (mut want_x0, mut want) = (Vec::new(), Vec::new());
+            for n in 0..N {
+                let mut x = f64s(&x_in[n * d..(n + 1) * d]);
+                for w in ode.windows(2) {
+                    let ((a, b), (a2, b2)) = (w[0], w[1]);
+                    let eps = mix.eps(&x, a, b);
+                    x = (0..d)
+                        .map(|q| {
+                            let x0 = (x[q] - b * eps[q]) / a;
+                            a2 * x0 + b2 * (x[q] - a * x0) / b
+                        })
+                        .collect();
+                }
+                want_x0.extend(x.iter().map(|&v| v as f32));
+                let res: Vec<f64> = mix.ax(&x).iter().zip(&mix.y).map(|(ax, y)| y - ax).collect();
+                let g = mix.atv(&res);
+                want.extend((0..d).map(|q| {
+                    let x0 = x[q] + lr * g[q] / tau2 + (2.0 * lr).sqrt() * xi[n * d + q];
+                    (an * x0 + bn * z[n * d + q]) as f32
+                }));
+            }
+            let scale = want_x0.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&format!("{what}: x0hat"), &f32s(&x0hat), &want_x0, 2e-3 * scale, 2e-3);
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+}
+
+// Measured on lavapipe (1000 samples; prior 7.15 / 1.99 on d8_m2 / d80_m4):
+// DiffPIR 1.50 / 1.50 at 100 steps, 2.17 / 1.63 at 10 (1.50 on d8_m2 by CG
+// too); DAPS 1.07 / 1.22 at 100 steps, 1.86 / 1.57 at 10, 1.24 on d8_m2
+// through an A that does not say it is linear (||A||^2 then taken as 1, so
+// smaller Langevin steps), and 2.34 on d8_m3_abs (prior 3.24).
+
+/// DiffPIR by CG (a linear A without an SVD form) samples as well as
+/// through the SVD form; DAPS, which needs only the measurement's VJP, runs
+/// on an A that does not say it is linear and on |A x| (d8_m3_abs), stays
+/// finite and lands nearer the exact posterior than the prior.
+#[test]
+fn diffpir_by_cg_and_daps_without_a_transpose() {
+    let gpu = gpu();
+    let n = 1000;
+    let case = d8();
+    let p = &case.problem;
+    let (model, _) = prior_and_operator(&gpu, p, &Process::default());
+    let plain = plain_dense(&gpu);
+    let opaque = Hidden {
+        dense: Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap(),
+        linear: false,
+    };
+    let prior = prior_distance(case, n);
+    for (name, op, frac) in [("diffpir", &plain, 0.3), ("daps", &opaque, 0.25)] {
+        let meas = Measurement {
+            op,
+            y: &p.y,
+            sigma_y: p.sigma_y,
+        };
+        let smp = Sampler::new(&gpu, method(name), &model, Some(meas), n, &mixture_opts(100, 5)).unwrap();
+        smp.run(&gpu).unwrap();
+        let x = smp.x().read(&gpu).unwrap();
+        assert!(x.iter().all(|v| v.is_finite()), "{name} on {} diverged", op.name());
+        let sw = sliced_w2(&x, &case.reference, p.d, 99);
+        println!("{name} on {}, d8_m2, 100 steps: {sw:.4} (prior {prior:.4})", op.name());
+        assert!(sw < frac * prior, "{name} on {}: {sw} vs prior {prior}", op.name());
+    }
+    let abs = load("d8_m3_abs");
+    let prior = prior_distance(&abs, n);
+    let (x, _) = sample(&abs, method("daps"), &mixture_opts(100, 5), n);
+    assert!(x.iter().all(|v| v.is_finite()), "DAPS on |A x| diverged");
+    let sw = sliced_w2(&x, &abs.reference, abs.problem.d, 99);
+    println!("daps on d8_m3_abs, 100 steps: {sw:.4} (prior {prior:.4})");
+    assert!(sw < 0.85 * prior, "DAPS on |A x|: {sw} vs prior {prior}");
+}
+
+/// DiffPIR needs a linear measurement; both take their own steps, so
+/// `--sampler ddim` is refused; their settings' ranges are checked.
+#[test]
+fn diffpir_and_daps_refusals_and_options() {
+    let gpu = gpu();
+    let p = &d8().problem;
+    let (model, dense) = prior_and_operator(&gpu, p, &Process::default());
+    let opaque = Hidden {
+        dense: Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap(),
+        linear: false,
+    };
+    let refusal = |name: &str, op: &dyn Operator, opts: &SamplerOptions| {
+        let meas = Measurement {
+            op,
+            y: &p.y,
+            sigma_y: p.sigma_y,
+        };
+        let err = Sampler::new(&gpu, method(name), &model, Some(meas), 2, opts)
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
+    let o = mixture_opts(10, 1);
+    assert_eq!(
+        refusal("diffpir", &opaque, &o),
+        "DiffPIR needs a linear measurement; opaque-dense is not"
+    );
+    let ddim = SamplerOptions {
+        sampler: Some(BaseSampler::Ddim),
+        ..o.clone()
+    };
+    for name in ["diffpir", "daps"] {
+        let err = refusal(name, dense.as_ref(), &ddim);
+        assert!(err.contains("--sampler and --eta do not apply"), "{err}");
+    }
+    let inverted = with(o.clone(), &[("daps-sigma-min", 5.0), ("daps-sigma-max", 2.0)]);
+    assert_eq!(
+        refusal("daps", dense.as_ref(), &inverted),
+        "--daps-sigma-min (5) must be below --daps-sigma-max (2)"
+    );
+    for (name, flags) in [
+        ("diffpir", &["diffpir-lambda", "diffpir-zeta", "cg-tol", "cg-iters"][..]),
+        (
+            "daps",
+            &[
+                "daps-ode-steps",
+                "daps-langevin-steps",
+                "daps-step",
+                "daps-tau",
+                "daps-sigma-max",
+                "daps-sigma-min",
+            ][..],
+        ),
+    ] {
+        let names: Vec<&str> = method(name).options().iter().map(|o| o.name).collect();
+        assert_eq!(names, flags, "{name}");
+    }
+    for (setting, value, message) in [
+        ("diffpir-zeta", 1.5, "--diffpir-zeta must be at most 1, got 1.5"),
+        ("daps-ode-steps", 0.0, "--daps-ode-steps must be at least 1"),
+        (
+            "daps-tau",
+            -1.0,
+            "DAPS's tau and sigma levels must be positive numbers, got -1",
+        ),
+    ] {
+        let bad = MethodOptions::default().with(setting, value).unwrap();
+        assert_eq!(bad.validate().err().unwrap().to_string(), message, "{setting}");
+    }
 }

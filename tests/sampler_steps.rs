@@ -218,7 +218,9 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     .collect();
                 let out: Vec<f64> = match method {
                     Method::Smc => unreachable!("SMC's kernels are replayed in tests/smc_kernels.rs"),
-                    Method::Ald | Method::RedDiff | Method::Ddnm => unreachable!("replayed in tests/methods.rs"),
+                    Method::Ald | Method::RedDiff | Method::Ddnm | Method::Diffpir | Method::Daps => {
+                        unreachable!("replayed in tests/methods.rs")
+                    }
                     Method::Ddpm => ddpm,
                     Method::Dps => {
                         let grad = s.dps_grad(&x, |x| {

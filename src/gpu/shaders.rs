@@ -489,7 +489,13 @@ shaders! {
     FFT => "fft",
     PHASE => "phase",
     JPEG => "jpeg",
+    EMBED => "embed",
 }
+
+/// Writes a tensor's image into an RGBA8 storage texture. Outside [`ALL_SHADERS`]:
+/// it binds a texture, which the typed buffer bindings (and their layout test)
+/// do not describe; `tests/embed.rs` compiles and checks it on a device.
+pub const TO_TEXTURE: Shader = Shader::new("to_texture", include_str!("../../shaders/to_texture.wgsl"));
 
 #[cfg(test)]
 mod tests {

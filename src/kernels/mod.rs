@@ -9,6 +9,7 @@ pub mod conv_choice;
 pub mod conv_coop;
 pub mod conv_reflect;
 pub mod elementwise;
+pub mod embed;
 pub mod fft;
 pub mod groupnorm;
 pub mod jpeg;
@@ -36,6 +37,7 @@ pub fn bindings() -> Vec<KernelSig> {
         resample::BINDINGS,
         smc::BINDINGS,
         elementwise::BINDINGS,
+        embed::BINDINGS,
         reduce::BINDINGS,
         random::BINDINGS,
         timestep::BINDINGS,

@@ -69,6 +69,15 @@ pub fn non_negative(name: &str, v: Value) -> Result<(), String> {
     }
 }
 
+/// The range check of a share (DDNM+'s eta, DiffPIR's zeta): in [0, 1].
+pub fn unit_interval(name: &str, v: Value) -> Result<(), String> {
+    non_negative(name, v)?;
+    match v {
+        Value::Number(x) if x > 1.0 => Err(format!("--{name} must be at most 1, got {x}")),
+        _ => Ok(()),
+    }
+}
+
 /// ALD's buffers. Only `y` is read from the host side; the others are held
 /// for the plan's bind groups.
 #[allow(dead_code)]

@@ -25,9 +25,9 @@
 //! clipped x0hat stays consistent (guided-diffusion's DDIM does the same);
 //! the step holds on a flow as on a VP diffusion (a and b from its grid).
 
-use super::ald::non_negative;
+use super::ald::unit_interval;
 use super::kernels::DdnmSpectral;
-use super::options::{Kind, OptionSpec, Value};
+use super::options::{Kind, OptionSpec};
 use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepParams};
 use super::{FLAG_CLIP, FLAG_NOISE};
 use crate::tensor::Tensor;
@@ -40,16 +40,8 @@ pub const ETA: OptionSpec = OptionSpec {
            from the model's eps (0..1)",
     kind: Kind::Number,
     default: Some("0.85"),
-    check: unit,
+    check: |v| unit_interval("ddnm-eta", v),
 };
-
-fn unit(v: Value) -> Result<(), String> {
-    non_negative("ddnm-eta", v)?;
-    match v {
-        Value::Number(x) if x > 1.0 => Err(format!("--ddnm-eta must be at most 1, got {x}")),
-        _ => Ok(()),
-    }
-}
 
 /// DDNM+'s block of the step uniform (`ddnm_a_next()` ... in
 /// shaders/sampler.wgsl), read by `ddnm_spectral`.
@@ -83,6 +75,22 @@ pub struct Ddnm {
     /// V of the correction [N, ...]
     g: Tensor,
     sigma_y: f32,
+}
+
+/// Sets the base step of reverse step i to x' = a' x0hat + kept epshat +
+/// fresh z, epshat = (x_t - a x0hat) / b: coef1 = a' - kept a / b, coef2 =
+/// kept / b, noise `fresh`, no learned variance. The split of x_{t-1}'s noise
+/// b' between the model's eps and fresh noise that DDNM+ (eta) and DiffPIR
+/// (zeta) take.
+pub(super) fn split_noise(p: &mut StepParams, core: &Core, i: usize, kept: f64, fresh: f64) {
+    let (a, b, an) = (core.grid.a[i], core.grid.b[i], core.grid.a_next[i]);
+    p.coef1 = (an - kept * a / b) as f32;
+    p.coef2 = (kept / b) as f32;
+    p.flags &= FLAG_CLIP;
+    if fresh > 0.0 {
+        p.flags |= FLAG_NOISE;
+        p.log_var_fixed = (2.0 * fresh.ln()) as f32;
+    }
 }
 
 impl MethodStep for Ddnm {
@@ -155,17 +163,9 @@ impl MethodStep for Ddnm {
     /// the correction V delta added whole (guide 1).
     fn params(&self, _gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
-        let (a, b, an, sigma) = (g.a[i], g.b[i], g.a_next[i], g.b_next[i]);
+        let (an, sigma) = (g.a_next[i], g.b_next[i]);
         let eta = core.opts.method.number(ETA.name).expect("--ddnm-eta has a default") as f64;
-        let fresh = sigma * eta;
-        let kept = sigma * (1.0 - eta * eta).max(0.0).sqrt();
-        p.coef1 = (an - kept * a / b) as f32;
-        p.coef2 = (kept / b) as f32;
-        p.flags &= FLAG_CLIP;
-        if fresh > 0.0 {
-            p.flags |= FLAG_NOISE;
-            p.log_var_fixed = (2.0 * fresh.ln()) as f32;
-        }
+        split_noise(p, core, i, sigma * (1.0 - eta * eta).max(0.0).sqrt(), sigma * eta);
         p.guide = 1.0;
         p.guide2 = 0.0;
         p.method = MethodBlock::of(&DdnmStep {

@@ -27,6 +27,8 @@ use super::cg::{self, Cg, CgStop, CgSystem, Space};
 use super::kernels::Spectral;
 use super::options::{self as opt, choice_enum, Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
+use crate::gpu::Plan;
+use crate::operators::LinearOperator;
 use crate::process::Process;
 
 /// a_t at or below which the likelihood is taken as flat (a flow's t = 1).
@@ -103,21 +105,75 @@ pub struct Dmps {
     /// the direction A^T (sigma_y^2 I + c A A^T)^{-1} r [N, ...]
     g: Tensor,
     sigma_y2: f32,
+    /// ||A||_2^2 (CG only), which bounds every direction's gain (see [`gain`])
+    s_max2: f64,
 }
 
-/// DMPS's solve of (sigma_y^2 I + c A A^T) u = r.
+/// The solve of (d I + c A A^T) u = r behind g = A^T u (DMPS's with d =
+/// sigma_y^2; DiffPIR's data step with d = 1, c = 1 / rho_t).
 #[allow(dead_code)]
-enum Solve {
-    /// Through the SVD form: `coeffs` holds U^T r, scaled in place.
+pub(super) enum Solve {
+    /// Through the SVD form: `coeffs` holds U^T r, scaled in place by
+    /// `dmps_spectral` to s / (d + c s^2) U^T r (d and c from [`DmpsStep`]).
     Svd { coeffs: Tensor },
-    /// Matrix-free CG in measurement space: u, the diagonal sigma_y^2, and
-    /// ||A||_2^2, which bounds every direction's gain (see [`gain`]).
-    Cg {
-        cg: Box<Cg>,
-        u: Tensor,
-        diag: Tensor,
-        s_max2: f64,
-    },
+    /// Matrix-free CG in measurement space: u and the diagonal d (c is the
+    /// CG's gamma, [`Cg::set_gamma`]).
+    Cg { cg: Box<Cg>, u: Tensor, diag: Tensor },
+}
+
+impl Solve {
+    /// The solve of the residual `r` [N, m] and g = A^T u [N, ...], and its
+    /// plan: through `op`'s SVD form when `use_svd`, else by CG (its stop
+    /// from `--cg-tol` and `--cg-iters`) with the diagonal `d`.
+    pub(super) fn plan(
+        gpu: &Gpu,
+        core: &Core,
+        op: &dyn LinearOperator,
+        use_svd: bool,
+        d: f32,
+        r: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Solve, Plan), SamplerError> {
+        let [n, m_per] = [r.shape[0], r.numel() / r.shape[0]];
+        let mut plan = Plan::new();
+        if use_svd {
+            let svd = op.svd().expect("the caller checked the SVD form");
+            let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
+            plan.extend(svd.ut(gpu, r, &c)?);
+            let b = Spectral {
+                s: &core.step_uniform,
+                sing: svd.singulars(),
+                c: &c,
+            };
+            plan.push(core.launch(gpu, "dmps_spectral", &b, n * m_per)?);
+            plan.extend(svd.v(gpu, &c, g)?);
+            return Ok((Solve::Svd { coeffs: c }, plan));
+        }
+        let u = Tensor::zeros(gpu, "weighted solve", &[n, m_per])?;
+        let diag = Tensor::from_slice(gpu, "solve diagonal", &[n, m_per], &vec![d; n * m_per])?;
+        let sys = CgSystem {
+            op,
+            space: Space::Output,
+            b: r,
+            x: &u,
+            diag: &diag,
+            weight: None,
+            gamma: 0.0,
+        };
+        let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
+        plan.extend(cg.plan.clone());
+        plan.extend(op.adjoint(gpu, &u, g)?);
+        let cg = Box::new(cg);
+        Ok((Solve::Cg { cg, u, diag }, plan))
+    }
+
+    /// The CG's statistics (none through the SVD form).
+    pub(super) fn stats(&self, gpu: &Gpu) -> Result<Vec<Stat>, SamplerError> {
+        Ok(match self {
+            Solve::Cg { cg, .. } => vec![Stat::Cg(cg.stats(gpu)?)],
+            Solve::Svd { .. } => Vec::new(),
+        })
+    }
 }
 
 /// How far DMPS's update moves x_t's component along a singular direction of
@@ -232,39 +288,11 @@ impl MethodStep for Dmps {
             DmpsSolver::Cg => false,
         };
         let sigma_y2 = m.sigma_y * m.sigma_y;
-        let solve = if use_svd {
-            let svd = op.svd().expect("checked above");
-            let c = Tensor::zeros(gpu, "spectral residual", &[n, m_per])?;
-            plan.extend(svd.ut(gpu, &r, &c)?);
-            let b = Spectral {
-                s: &core.step_uniform,
-                sing: svd.singulars(),
-                c: &c,
-            };
-            plan.push(core.launch(gpu, "dmps_spectral", &b, n * m_per)?);
-            plan.extend(svd.v(gpu, &c, &g)?);
-            Solve::Svd { coeffs: c }
-        } else {
-            let u = Tensor::zeros(gpu, "dmps solve", &[n, m_per])?;
-            let diag = Tensor::from_slice(gpu, "sigma_y^2", &[n, m_per], &vec![sigma_y2; n * m_per])?;
-            let sys = CgSystem {
-                op,
-                space: Space::Output,
-                b: &r,
-                x: &u,
-                diag: &diag,
-                weight: None,
-                gamma: 0.0,
-            };
-            let cg = Cg::new(gpu, sys, CgStop::from_options(&core.opts.method))?;
-            plan.extend(cg.plan.clone());
-            plan.extend(op.adjoint(gpu, &u, &g)?);
-            Solve::Cg {
-                cg: Box::new(cg),
-                u,
-                diag,
-                s_max2: largest_singular2(gpu, op, &core.x.shape, m_per)?,
-            }
+        let (solve, solve_plan) = Solve::plan(gpu, core, op, use_svd, sigma_y2, &r, &g)?;
+        plan.extend(solve_plan);
+        let s_max2 = match solve {
+            Solve::Cg { .. } => largest_singular2(gpu, op, &core.x.shape, m_per)?,
+            Solve::Svd { .. } => 0.0,
         };
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);
@@ -275,6 +303,7 @@ impl MethodStep for Dmps {
             solve,
             g,
             sigma_y2,
+            s_max2,
         };
         Ok(Planned::new(dmps, plan))
     }
@@ -296,8 +325,8 @@ impl MethodStep for Dmps {
             let (guide, c, resid_scale) = (lambda as f64 * weight / a, (b / a) * (b / a), 1.0 / a);
             // CG's step is capped as a whole (the SVD form caps each direction on the GPU).
             let cap = match &self.solve {
-                Solve::Cg { s_max2, .. } => {
-                    (gain(guide, resid_scale, self.sigma_y2 as f64, c, *s_max2) / cap_here).max(1.0)
+                Solve::Cg { .. } => {
+                    (gain(guide, resid_scale, self.sigma_y2 as f64, c, self.s_max2) / cap_here).max(1.0)
                 }
                 Solve::Svd { .. } => 1.0,
             };
@@ -321,9 +350,6 @@ impl MethodStep for Dmps {
     }
 
     fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {
-        Ok(match &self.solve {
-            Solve::Cg { cg, .. } => vec![Stat::Cg(cg.stats(gpu)?)],
-            Solve::Svd { .. } => Vec::new(),
-        })
+        self.solve.stats(gpu)
     }
 }

@@ -193,4 +193,23 @@ pub const BINDINGS: &[KernelSig] = &[
     RedDiffDiffuse::SIG,
     RedDiffAdam::SIG,
     DdnmSpectral::SIG,
+    DapsTime::SIG,
+    DapsLangevin::SIG,
 ];
+
+bindings! {
+    /// `daps_time`: every sample's timestep <- an ODE substep's network time.
+    pub struct DapsTime for SAMPLER: ["daps_time"] {
+        s: uniform,
+        t: read_write f32,
+    }
+
+    /// `daps_langevin`: one Langevin step of DAPS's x0 update.
+    pub struct DapsLangevin for SAMPLER: ["daps_langevin"] {
+        s: uniform,
+        x0: read f32,
+        g: read f32,
+        xi: read f32,
+        x: read_write f32,
+    }
+}

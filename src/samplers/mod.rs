@@ -1,4 +1,5 @@
-//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+)
+//! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+,
+//! DiffPIR, DAPS)
 //! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
 //! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
@@ -56,6 +57,9 @@ pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
+
+pub mod daps;
+pub mod diffpir;
 
 use std::any::Any;
 
@@ -139,6 +143,13 @@ macro_rules! methods {
                 }
             }
 
+            /// Model forward passes one step makes with settings `opts`.
+            fn model_calls(self, opts: &MethodOptions) -> usize {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::model_calls(opts),)+
+                }
+            }
+
             /// The batch the method runs for `batch` samples asked for.
             fn batch(self, batch: usize, opts: &SamplerOptions) -> usize {
                 match self {
@@ -165,6 +176,8 @@ methods! {
     Ald => ald::Ald,
     RedDiff => reddiff::RedDiff,
     Ddnm => ddnm::Ddnm,
+    Diffpir => diffpir::Diffpir,
+    Daps => daps::Daps,
 }
 
 impl Method {
@@ -206,10 +219,11 @@ impl Method {
         )))
     }
 
-    /// Model evaluations one step costs, in forward passes: 1, plus 1 for
-    /// the VJP (a backward pass costs about a forward's FLOPs here).
-    pub fn model_passes(self) -> usize {
-        1 + usize::from(self.uses_vjp())
+    /// Model evaluations one step costs with settings `opts`, in forward
+    /// passes: its forward calls, plus 1 for the VJP (a backward pass costs
+    /// about a forward's FLOPs here).
+    pub fn model_passes(self, opts: &MethodOptions) -> usize {
+        self.model_calls(opts) + usize::from(self.uses_vjp())
     }
 }
 
@@ -422,6 +436,7 @@ pub(crate) enum Role {
     E1 = 3,
     E2 = 4,
     MeasInit = 5,
+    Langevin = 6,
 }
 
 /// The state every sampler shares: schedule, x_t, the model call, the step
@@ -818,6 +833,16 @@ pub trait MethodStep: Any {
         Self: Sized,
     {
         false
+    }
+
+    /// Model forward passes one step makes with settings `opts` (DAPS runs
+    /// its ODE several times per level): what NFE counts.
+    fn model_calls(opts: &MethodOptions) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = opts;
+        1
     }
 
     /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method

@@ -20,6 +20,16 @@ pub fn gpu() -> Arc<Gpu> {
         .clone()
 }
 
+/// A device made the way an application makes its own: default features
+/// and limits, no handler of the engine's.
+pub fn callers_device() -> (wgpu::Device, wgpu::Queue, wgpu::AdapterInfo) {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("an adapter for the test");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    (device, queue, adapter.get_info())
+}
+
 /// Asserts |a - b| <= atol + rtol |b| elementwise, reporting the worst error
 /// and the first bad index with both values (llm.c's validate_result).
 #[track_caller]
