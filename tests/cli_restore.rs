@@ -367,6 +367,10 @@ fn restore_refuses_bad_input_with_one_line() {
             vec!["--task", "jpeg", "--method", "ddnm", "--input", &img],
             "DDNM+ needs a linear measurement; jpeg is not",
         ),
+        (
+            vec!["--task", "jpeg", "--method", "diffpir", "--input", &img],
+            "DiffPIR needs a linear measurement; jpeg is not",
+        ),
     ];
     for (args, needle) in cases {
         let out = scratch("bad");
