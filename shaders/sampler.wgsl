@@ -427,27 +427,69 @@ fn ddnm_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
         dn_c[i] = 0.0;
         return;
     }
-    let c = dn_c[i];
     let st = ddnm_sigma();
     let an = ddnm_a_next();
     let sy = ddnm_sigma_y();
-    let fresh = st * ddnm_eta();
-    let kept = st * sqrt(max(1.0 - ddnm_eta() * ddnm_eta(), 0.0));
     var lambda = 1.0;
-    var d1 = fresh;
-    var d2 = kept;
+    var d1 = svd_fresh();
+    var d2 = svd_kept();
     if (an > 0.0 && sy > 0.0) {
         let lim = an * sy / sv;
         if (st < lim) {
-            lambda = sv * kept / (an * sy);
+            lambda = sv * svd_kept() / (an * sy);
             d2 = 0.0;
         } else if (st > lim) {
             d1 = sqrt(st * st - lim * lim);
             d2 = 0.0;
         }
     }
+    dn_c[i] = svd_delta(i, lambda, d1, d2);
+}
+
+// The base step's noise split: sigma eta fresh, sigma sqrt(1 - eta^2) from e.
+fn svd_fresh() -> f32 { return ddnm_sigma() * ddnm_eta(); }
+fn svd_kept() -> f32 { return ddnm_sigma() * sqrt(max(1.0 - ddnm_eta() * ddnm_eta(), 0.0)); }
+
+// What the step adds to component i (c = V^T x0hat) so that x_{t-1}'s
+// component is a' (c + lambda (y~ - c)) + d1 zeta + d2 e instead of the base
+// step's a' c + fresh zeta + kept e (DDNM+'s and DDRM's kernels).
+fn svd_delta(i: u32, lambda: f32, d1: f32, d2: f32) -> f32 {
+    let c = dn_c[i];
     let e = (dn_vx[i] - s.a_t * c) / s.b_t;
-    dn_c[i] = an * lambda * (dn_ytil[i] - c) + (d1 - fresh) * dn_zeta[i] + (d2 - kept) * e;
+    return ddnm_a_next() * lambda * (dn_ytil[i] - c) + (d1 - svd_fresh()) * dn_zeta[i] + (d2 - svd_kept()) * e;
+}
+
+// ---- DDRM (src/samplers/ddrm.rs) ----
+// Its block is DDNM+'s (a', sigma = b', eta, sigma_y) and eta_b.
+fn ddrm_eta_b() -> f32 { return s.method[1].x; }
+
+// In place on c = V^T x0hat, as `ddnm_spectral`, with DDRM's three cases
+// (Kawar et al.'s `efficient_generalized_steps`) in x0's units, where x_{t-1}
+// / a' has noise sigma' = b' / a': s = 0 (unmeasured) and s sigma' = sigma_y
+// keep the base step; s sigma' > sigma_y (noisier than y) takes
+// eta_b y~ + (1 - eta_b) c and fresh noise sqrt(sigma'^2 - (eta_b sigma_y / s)^2);
+// s sigma' < sigma_y moves c by sigma' sqrt(1 - eta^2) s (y~ - c) / sigma_y
+// with fresh noise sigma' eta. Both compare s b' with a' sigma_y (a' > 0).
+@compute @workgroup_size(256)
+fn ddrm_spectral(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&dn_c)) { return; }
+    let sv = dn_sing[i % s.m_per];
+    let noisy = sv * ddnm_sigma();
+    let lim = ddnm_a_next() * ddnm_sigma_y();
+    var lambda = 0.0;
+    var d1 = svd_fresh();
+    var d2 = svd_kept();
+    if (sv > 0.0 && noisy > lim) {
+        let kept_y = lim * ddrm_eta_b() / sv;
+        lambda = ddrm_eta_b();
+        d1 = sqrt(max(ddnm_sigma() * ddnm_sigma() - kept_y * kept_y, 0.0));
+        d2 = 0.0;
+    } else if (sv > 0.0 && noisy < lim) {
+        lambda = sv * svd_kept() / lim;
+        d2 = 0.0;
+    }
+    dn_c[i] = svd_delta(i, lambda, d1, d2);
 }
 
 // ---- DAPS (src/samplers/daps.rs) ----

@@ -21,7 +21,7 @@ use crate::kernels::conv2d::{
     conv2d, conv2d_bwd_data, Conv2dShape, ConvBackward, ConvForward, ConvKernel, ConvResidual,
 };
 use crate::kernels::conv_choice::{self, ConvPass, TuneCache};
-use crate::samplers::{Method, SamplerError, UnetScore};
+use crate::samplers::{Method, MethodOptions, SamplerError, UnetScore};
 use crate::tensor::Tensor;
 use crate::unet::layers::{conv_name, BenchRow as Row};
 use crate::unet::memory::PlanKind;
@@ -92,7 +92,7 @@ pub fn bench_model(
     // its own U-Net plan; one at a time keeps the memory down).
     let score = UnetScore::new(unet.clone(), size, size);
     for &method in Method::all() {
-        let model_flops = method.model_passes() as f64 * flops;
+        let model_flops = method.model_passes(&MethodOptions::default()) as f64 * flops;
         let Some(s) = crate::figures::box_inpainting_sampler(gpu, &unet, &score, method, batch)? else {
             continue;
         };

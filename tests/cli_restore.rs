@@ -140,6 +140,78 @@ fn best_of_keeps_the_best_fitting_phase_retrieval_sample() {
     assert!(!o.status.success());
 }
 
+/// `--task jpeg`: `degrade` writes the round trip (the operator's forward, in
+/// whole levels), DPS, SMC and RED-diff restore through its VJP, and a bad
+/// `--quality` writes nothing.
+#[test]
+fn jpeg_degrades_and_restores_through_its_vjp() {
+    let out = scratch("jpeg-degrade");
+    std::fs::create_dir_all(&out).unwrap();
+    let (img, y_png) = (image(), out.join("y.png"));
+    let mut args: Vec<&str> = "degrade --task jpeg --quality 10 --sigma 0"
+        .split_whitespace()
+        .collect();
+    args.extend(["--input", &img, "--out", s(&y_png)]);
+    let o = tweedie(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(y_png.exists());
+    let y = tweedie::io::TensorFile::open(out.join("y.safetensors"))
+        .unwrap()
+        .get("y")
+        .unwrap();
+    assert_eq!(y.shape, vec![1, 1, 32, 32]);
+    let x = tweedie::io::read_image(&img).unwrap();
+    let gpu = common::gpu();
+    let op = tweedie::operators::jpeg::Jpeg::new(&gpu, [1, 32, 32], 10).unwrap();
+    let xt = tweedie::Tensor::from_slice(&gpu, "x", &x.shape, &x.data).unwrap();
+    let yt = tweedie::Tensor::zeros(&gpu, "y", &x.shape).unwrap();
+    tweedie::operators::Operator::forward(&op, &gpu, &xt, &yt)
+        .unwrap()
+        .run(&gpu)
+        .unwrap();
+    common::assert_close("degrade's y", &y.data, &yt.read(&gpu).unwrap(), 1e-6, 0.0);
+    let levels: Vec<f32> = y.data.iter().map(|v| (v + 1.0) * 127.5).collect();
+    assert!(levels.iter().all(|l| (l - l.round()).abs() < 1e-3), "whole levels");
+    let changed = y
+        .data
+        .iter()
+        .zip(&x.data)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-3)
+        .count();
+    assert!(changed > 32, "quality 10 changes the image ({changed} pixels)");
+    for (method, steps) in [("dps", 5), ("smc", 2), ("reddiff", 2)] {
+        let out = restore_ok(
+            &format!("jpeg-{method}"),
+            &format!("--task jpeg --quality 10 --method {method} --steps {steps} --samples 2 --quiet"),
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["method"], method);
+        assert!(report["quality"]["mean"]["psnr"].as_f64().unwrap().is_finite());
+        if method == "dps" {
+            // 4 x blur's 0.3: the cubic stand-in's slope averages 1/4.
+            assert!(
+                (report["zeta"].as_f64().unwrap() - 1.2).abs() < 1e-6,
+                "{}",
+                report["zeta"]
+            );
+        }
+        let f = tweedie::io::TensorFile::open(out.join("samples.safetensors")).unwrap();
+        let samples = f.get("samples").unwrap();
+        assert_eq!(samples.shape, vec![2, 1, 32, 32]);
+        assert!(samples.data.iter().all(|v| v.is_finite()), "{method}");
+    }
+    // restore may make --out (checking that it can write there), but puts nothing in it.
+    let out = scratch("jpeg-bad-quality");
+    let o = restore(
+        &gray_model(),
+        "--task jpeg --quality 0 --method dps --quiet",
+        &[("--input", &img), ("--out", s(&out))],
+    );
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0), 0);
+}
+
 #[test]
 fn restore_refuses_bad_input_with_one_line() {
     let model = gray_model();
@@ -253,6 +325,51 @@ fn restore_refuses_bad_input_with_one_line() {
         (
             vec!["--task", "sr", "--method", "dps", "--best-of", "0", "--input", &img],
             "--best-of must be at least 1",
+        ),
+        (
+            vec!["--task", "jpeg", "--quality", "0", "--method", "dps", "--input", &img],
+            "--quality 0 must be between 1 and 100",
+        ),
+        (
+            vec!["--task", "jpeg", "--quality", "101", "--method", "dps", "--input", &img],
+            "--quality 101 must be between 1 and 100",
+        ),
+        (
+            vec![
+                "--task",
+                "jpeg",
+                "--quality",
+                "high",
+                "--method",
+                "dps",
+                "--input",
+                &img,
+            ],
+            "--quality",
+        ),
+        (
+            vec!["--task", "sr", "--quality", "50", "--method", "dps", "--input", &img],
+            "--quality does not apply to this task",
+        ),
+        (
+            vec!["--task", "jpeg", "--method", "dmps", "--input", &img],
+            "DMPS needs a linear measurement; jpeg is not",
+        ),
+        (
+            vec!["--task", "jpeg", "--method", "cdps", "--input", &img],
+            "C-DPS needs a linear measurement; jpeg is not",
+        ),
+        (
+            vec!["--task", "jpeg", "--method", "ald", "--input", &img],
+            "ALD needs a linear measurement; jpeg is not",
+        ),
+        (
+            vec!["--task", "jpeg", "--method", "ddnm", "--input", &img],
+            "DDNM+ needs a linear measurement; jpeg is not",
+        ),
+        (
+            vec!["--task", "jpeg", "--method", "diffpir", "--input", &img],
+            "DiffPIR needs a linear measurement; jpeg is not",
         ),
     ];
     for (args, needle) in cases {

@@ -51,6 +51,8 @@ fn twins() -> Vec<Twin> {
         twin!(COLORIZE, "Params" => colorize::ColorizeParams { batch, hw, channels, scale }),
         twin!(FFT, "Params" => fft::FftParams { n, radix, ns, inner, total, inverse, shift_in, shift_out, scale }),
         twin!(PHASE, "Params" => phase::PhaseParams { n, h, w, ph, pw, pad_h, pad_w, keep, beta }),
+        twin!(EMBED, "Params" => embed::EmbedParams { images, samples, per, rows }),
+        twin!(JPEG, "Params" => jpeg::JpegParams { n, c, h, w, h8, w8, hc, wc, hc8, wc8, per, exact }),
     ];
     // The SIMT and the cooperative-matrix conv2d shaders read the same structs.
     for shader in [&CONV2D, &CONV2D_COOP] {

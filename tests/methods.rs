@@ -401,7 +401,9 @@ fn check_mixture(name: &str, problem: &str, frac: f64) {
 // directions; these A's singular values spread 0.16-0.47 and 0.15-0.86);
 // RED-diff 1.32 / 1.45 at 100 steps, 3.60 / 1.83 at 10 (Adam at lr 0.25
 // moves mu at most 2.5 from A^+ y in 10 steps; d8_m2's modes lie ~8 away);
-// DDNM+ 1.00 / 1.23 at 100 steps, 1.64 / 1.53 at 10.
+// DDNM+ 1.00 / 1.23 at 100 steps, 1.64 / 1.53 at 10; DDRM the same (at its
+// defaults and sigma_y > 0 its step is DDNM+'s); PiGDM 0.54 / 0.88 at 100
+// steps, 1.49 / 1.57 at 10.
 
 /// One test per method and fixture, each with its bound on the 100-step
 /// distance as a fraction of the prior's.
@@ -430,7 +432,8 @@ mixture_tests! {
 /// On a flow model (x_t = (1 - t) x0 + t eps, the exact velocity, Euler
 /// steps) each method runs from its own reading of a and b and lands closer
 /// to the posterior than the prior (measured at 50 steps: ALD 3.50, RED-diff
-/// 1.22, DDNM+ 1.11, DiffPIR 1.71, DAPS 1.36 against the prior's 7.15).
+/// 1.22, DDNM+ 1.11, DiffPIR 1.71, DAPS 1.36, DDRM 1.15, PiGDM 0.83 against
+/// the prior's 7.15).
 #[test]
 fn flow_d8_m2() {
     let case = d8();
@@ -442,6 +445,8 @@ fn flow_d8_m2() {
         ("ddnm", 0.3),
         ("diffpir", 0.35),
         ("daps", 0.3),
+        ("ddrm", 0.3),
+        ("pigdm", 0.3),
     ] {
         let (x, _) = sample_process(case, method(name), &mixture_opts(50, 5), n, &Process::flow(1.0));
         let sw = sliced_w2(&x, &case.reference, case.problem.d, 99);
@@ -522,23 +527,26 @@ fn refusals_and_a_measurement_without_a_transpose() {
         err
     };
     let o = mixture_opts(10, 1);
-    assert_eq!(
-        refusal("ald", &opaque, &o),
-        "ALD needs a linear measurement; opaque-dense is not"
+    let (linear, svd) = (
+        "needs a linear measurement; opaque-dense is not",
+        "needs an operator with an SVD form; plain-dense has none",
     );
-    assert_eq!(
-        refusal("ddnm", &opaque, &o),
-        "DDNM+ needs a linear measurement; opaque-dense is not"
-    );
-    assert_eq!(
-        refusal("ddnm", &plain, &o),
-        "DDNM+ needs an operator with an SVD form; plain-dense has none"
-    );
+    let cases: [(&str, &dyn Operator, &str); 6] = [
+        ("ald", &opaque, &format!("ALD {linear}")),
+        ("ddnm", &opaque, &format!("DDNM+ {linear}")),
+        ("ddnm", &plain, &format!("DDNM+ {svd}")),
+        ("ddrm", &opaque, &format!("DDRM {linear}")),
+        ("ddrm", &plain, &format!("DDRM {svd}")),
+        ("pigdm", &opaque, &format!("PiGDM {linear}")),
+    ];
+    for (name, op, want) in cases {
+        assert_eq!(refusal(name, op, &o), want);
+    }
     let ddim = SamplerOptions {
         sampler: Some(BaseSampler::Ddim),
         ..o.clone()
     };
-    for name in ["reddiff", "ddnm"] {
+    for name in ["reddiff", "ddnm", "ddrm", "pigdm"] {
         let err = refusal(name, dense.as_ref(), &ddim);
         assert!(err.contains("--sampler and --eta do not apply"), "{err}");
     }
@@ -561,9 +569,11 @@ fn registry_names_the_methods_and_their_options() {
     for (name, flags) in [
         ("ald", &["ald-step"][..]),
         ("reddiff", &["reddiff-lr", "reddiff-lambda"][..]),
+        ("ddrm", &["ddrm-eta", "ddrm-eta-b"][..]),
+        ("pigdm", &["pigdm-eta", "pigdm-weight", "cg-tol", "cg-iters"][..]),
     ] {
         let m = method(name);
-        assert!(m.takes_measurement() && !m.uses_vjp(), "{name}");
+        assert!(m.takes_measurement() && m.uses_vjp() == (name == "pigdm"), "{name}");
         let names: Vec<&str> = m.options().iter().map(|o| o.name).collect();
         assert_eq!(names, flags, "{name}");
     }
@@ -573,6 +583,161 @@ fn registry_names_the_methods_and_their_options() {
     let bad = MethodOptions::default().with("ddnm-eta", 1.5).unwrap();
     let err = bad.validate().err().unwrap().to_string();
     assert_eq!(err, "--ddnm-eta must be at most 1, got 1.5");
+    let bad = MethodOptions::default().with("ddrm-eta-b", -0.5).unwrap();
+    let err = bad.validate().err().unwrap().to_string();
+    assert_eq!(err, "--ddrm-eta-b must be a non-negative number, got -0.5");
+}
+
+/// DDRM's step as its code writes it (`efficient_generalized_steps`), in x0's
+/// units (sigma' = b' / a') and the CPU's SVD: per measured component of
+/// V^T x0hat, DDIM's rule where s sigma' = sigma_y, y~'s pull scaled by
+/// sigma' sqrt(1 - eta^2) s / sigma_y where s sigma' < sigma_y, eta_b y~ +
+/// (1 - eta_b) c with the remaining noise where s sigma' > sigma_y; DDIM on
+/// the null space; x' = a' V (those) + a' (null space).
+#[test]
+fn ddrm_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let (d, m) = (mix.d, mix.m);
+    let svd = tweedie::operators::separable::svd_1d("test", &mix.a, m, d).unwrap();
+    let (u, sing, vt) = (&svd.u, &svd.s, &svd.vt);
+    let uty = times_t(u, m, &mix.y);
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(37);
+    let (mut before, mut after) = (0, 0);
+    for (eta, eta_b) in [(0.85f32, 1.0f32), (0.3, 0.6)] {
+        for i in [steps - 1, 10, 3, 1, 0] {
+            let what = format!("DDRM eta {eta} eta_b {eta_b}, step {i} of {steps}");
+            let opts = with(mixture_opts(steps, 6), &[("ddrm-eta", eta), ("ddrm-eta-b", eta_b)]);
+            let (x_in, got, z) = step_from_random(&gpu, "ddrm", &opts, i, &mut r);
+            let [a, b, an, bn] = levels(&sched, i);
+            let (eta, eta_b, sy) = (eta as f64, eta_b as f64, mix.sigma_y);
+            let sn = bn / an;
+            let (fresh, kept) = (sn * eta, sn * (1.0 - eta * eta).sqrt());
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let zn = &z[n * d..(n + 1) * d];
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d).map(|j| (x[j] - b * eps[j]) / a).collect();
+                let (c, e, vz) = (times(vt, m, &x0), times(vt, m, &eps), times(vt, m, zn));
+                let next: Vec<f64> = (0..m)
+                    .map(|k| {
+                        let s = sing[k];
+                        if s * sn > sy {
+                            before += 1;
+                            let rest = (sn * sn - (sy * eta_b / s).powi(2)).sqrt();
+                            eta_b * uty[k] / s + (1.0 - eta_b) * c[k] + rest * vz[k]
+                        } else if s * sn < sy {
+                            after += 1;
+                            c[k] + kept * (uty[k] - s * c[k]) / sy + fresh * vz[k]
+                        } else {
+                            c[k] + kept * e[k] + fresh * vz[k]
+                        }
+                    })
+                    .collect();
+                let ddim: Vec<f64> = (0..d).map(|j| x0[j] + kept * eps[j] + fresh * zn[j]).collect();
+                let measured = times_t(vt, d, &next);
+                let null = times_t(vt, d, &times(vt, m, &ddim));
+                want.extend((0..d).map(|j| (an * (measured[j] + ddim[j] - null[j])) as f32));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+    // Both measured cases were replayed.
+    assert!(before > 0 && after > 0, "noisier than y: {before}, less noisy: {after}");
+}
+
+/// d x0hat / d x_t transposed times v, by central differences of the exact
+/// mixture's x0hat = (x - b eps(x)) / a in f64.
+fn x0hat_vjp(mix: &Mixture64, x: &[f64], a: f64, b: f64, v: &[f64]) -> Vec<f64> {
+    let h = 1e-5;
+    let along = |j: usize, step: f64| {
+        let mut xs = x.to_vec();
+        xs[j] += step;
+        let eps = mix.eps(&xs, a, b);
+        dot(v, &(0..xs.len()).map(|k| (xs[k] - b * eps[k]) / a).collect::<Vec<_>>())
+    };
+    (0..x.len()).map(|j| (along(j, h) - along(j, -h)) / (2.0 * h)).collect()
+}
+
+/// PiGDM's step as RED-diff's `pgdm.py` takes it, with the paper's noisy
+/// guidance: x' = a' x0hat + c1 z + c2 epshat + w a' a r^2 J^T u with
+/// u = A^T (r^2 A A^T + sigma_y^2)^{-1} (y - A x0hat), r^2 = 1 - abar_t and
+/// c1 DDIM's eta-scaled sigma; the VJP by finite differences, the inverse by
+/// a dense solve.
+#[test]
+fn pigdm_one_step_matches_cpu_replay() {
+    let gpu = gpu();
+    let mix = Mixture64::new(&d8().problem);
+    let d = mix.d;
+    let steps = 20;
+    let sched = Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(41);
+    for (eta, w) in [(0.0f32, 1.0f32), (0.6, 0.5)] {
+        for i in [steps - 1, 10, 1, 0] {
+            let what = format!("PiGDM eta {eta} weight {w}, step {i} of {steps}");
+            let opts = with(mixture_opts(steps, 8), &[("pigdm-eta", eta), ("pigdm-weight", w)]);
+            let (x_in, got, z) = step_from_random(&gpu, "pigdm", &opts, i, &mut r);
+            let [a, b, an, bn] = levels(&sched, i);
+            let (abar, abar_prev) = (sched.alphas_cumprod[i], sched.alphas_cumprod_prev[i]);
+            let c1 = eta as f64 * ((1.0 - abar / abar_prev) * (1.0 - abar_prev) / (1.0 - abar)).sqrt();
+            let c2 = (1.0 - abar_prev - c1 * c1).sqrt();
+            let r2 = 1.0 - abar;
+            let weight = w as f64 * an * a * r2;
+            assert!((bn * bn - (1.0 - abar_prev)).abs() < 1e-12);
+            let mut want = Vec::with_capacity(N * d);
+            for n in 0..N {
+                let x = f64s(&x_in[n * d..(n + 1) * d]);
+                let eps = mix.eps(&x, a, b);
+                let x0: Vec<f64> = (0..d).map(|j| (x[j] - b * eps[j]) / a).collect();
+                let resid: Vec<f64> = mix.ax(&x0).iter().zip(&mix.y).map(|(ax, y)| y - ax).collect();
+                let g = x0hat_vjp(&mix, &x, a, b, &mix.at_solve(r2, &resid));
+                want.extend((0..d).map(|j| (an * x0[j] + c1 * z[n * d + j] + c2 * eps[j] + weight * g[j]) as f32));
+            }
+            let scale = want.iter().fold(1f32, |acc, v| acc.max(v.abs()));
+            assert_close(&what, &got, &want, 2e-3 * scale, 2e-3);
+        }
+    }
+}
+
+mixture_tests! {
+    ddrm_d8_m2: "ddrm" on "d8_m2" below 0.25,
+    ddrm_d80_m4: "ddrm" on "d80_m4" below 0.75,
+    pigdm_d8_m2: "pigdm" on "d8_m2" below 0.15,
+    pigdm_d80_m4: "pigdm" on "d80_m4" below 0.6,
+}
+
+/// PiGDM on a linear operator without an SVD form solves (sigma_y^2 I +
+/// r_t^2 A A^T) u = r by CG: from the same seed it draws the SVD form's
+/// samples (to the CG's tolerance) and reports its iterations.
+#[test]
+fn pigdm_without_an_svd_form_solves_by_cg() {
+    let gpu = gpu();
+    let p = &d8().problem;
+    let (model, dense) = prior_and_operator(&gpu, p, &Process::default());
+    let plain = Hidden {
+        dense: Dense::new(&gpu, &p.a, [p.d, 1, 1]).unwrap(),
+        linear: true,
+    };
+    let run = |op: &dyn Operator| {
+        let meas = Measurement {
+            op,
+            y: &p.y,
+            sigma_y: p.sigma_y,
+        };
+        let smp = Sampler::new(&gpu, method("pigdm"), &model, Some(meas), 200, &mixture_opts(20, 3)).unwrap();
+        let stats = smp.run(&gpu).unwrap();
+        (smp.x().read(&gpu).unwrap(), stats.cg().map(|c| c.mean_per_solve()))
+    };
+    let (svd, no_cg) = run(dense.as_ref());
+    let (cg, iters) = run(&plain);
+    assert!(no_cg.is_none(), "the SVD form ran CG");
+    let iters = iters.expect("CG reports its iterations");
+    assert!(iters >= 1.0, "CG took {iters} iterations per solve");
+    assert_close("PiGDM: CG against the SVD form", &cg, &svd, 2e-3, 2e-3);
 }
 
 /// The fixture's A as a linear operator without an SVD form (DiffPIR then

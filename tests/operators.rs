@@ -529,7 +529,7 @@ fn forward_matches_cpu_references() {
                 })
                 .collect(),
             // Non-linear: tests/phase_retrieval.rs has its reference; `cases` holds linear tasks.
-            (Resolved::PhaseRetrieval { .. }, _) => unreachable!("cases() are linear tasks"),
+            (Resolved::PhaseRetrieval { .. } | Resolved::Jpeg { .. }, _) => unreachable!("cases() are linear tasks"),
         };
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert_close(

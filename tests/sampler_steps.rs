@@ -218,7 +218,13 @@ fn one_step_of_each_sampler_matches_cpu_replay() {
                     .collect();
                 let out: Vec<f64> = match method {
                     Method::Smc => unreachable!("SMC's kernels are replayed in tests/smc_kernels.rs"),
-                    Method::Ald | Method::RedDiff | Method::Ddnm | Method::Diffpir | Method::Daps => {
+                    Method::Ald
+                    | Method::RedDiff
+                    | Method::Ddnm
+                    | Method::Diffpir
+                    | Method::Daps
+                    | Method::Ddrm
+                    | Method::Pigdm => {
                         unreachable!("replayed in tests/methods.rs")
                     }
                     Method::Ddpm => ddpm,

@@ -19,7 +19,7 @@ use crate::io::{write_atomic, write_image};
 use crate::operators::task::{resolve, TaskSpec};
 use crate::process::Process;
 use crate::samplers::options::Kind;
-use crate::samplers::{dmps, Measurement, Method, Sampler, SamplerOptions};
+use crate::samplers::{dmps, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
 use crate::Gpu;
 
 #[derive(Args)]
@@ -64,6 +64,8 @@ struct Outcome {
     pictures: Vec<Vec<f32>>,
     seconds_per_image: f64,
     settings: serde_json::Value,
+    /// The method's settings, for its per-step cost.
+    options: MethodOptions,
 }
 
 /// Each method's sampling flags: the settings given that it reads, checked
@@ -195,12 +197,14 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             eprintln!("[{}/{}] {}", i + 1, runs.len(), run.method.name());
         }
         let ev = evaluate(&workers, &images, run)?;
+        let options = run.options(prior)?;
         outcomes.push(Outcome {
             method: run.method,
             rows: ev.rows.clone(),
             pictures: ev.pictures.iter().map(|(x, _, _)| x.clone()).collect(),
             seconds_per_image: ev.seconds / ev.rows.len().max(1) as f64,
-            settings: settings(run.method, &run.options(prior)?, &prior.score.unet().process),
+            settings: settings(run.method, &options, &prior.score.unet().process),
+            options: options.method,
         });
         first.get_or_insert(ev);
     }
@@ -217,7 +221,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
                 "psnr": psnr,
                 "psnr_sem": sem,
                 "ssim": mean_of(&o.rows).ssim,
-                "nfe": steps * o.method.model_passes(),
+                "nfe": steps * o.method.model_passes(&o.options),
                 "vjps": if o.method.uses_vjp() { steps } else { 0 },
                 "seconds_per_image": o.seconds_per_image,
                 "steps": steps,

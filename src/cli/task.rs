@@ -51,6 +51,9 @@ struct TaskArgs {
     /// phase-retrieval: zero-pad by floor(oversample / 8 x side) on every side before the DFT (default 2).
     #[arg(long)]
     oversample: Option<f64>,
+    /// jpeg: libjpeg's quality, 1 to 100 (default 10); the VJP rounds through Shin and Song's cubic stand-in.
+    #[arg(long, value_name = "Q")]
+    quality: Option<u32>,
 }
 
 impl From<TaskArgs> for TaskSpec {
@@ -68,6 +71,7 @@ impl From<TaskArgs> for TaskSpec {
             kernel: a.kernel,
             matrix: a.matrix,
             oversample: a.oversample,
+            quality: a.quality,
         }
     }
 }

@@ -488,6 +488,7 @@ shaders! {
     SMC => "smc",
     FFT => "fft",
     PHASE => "phase",
+    JPEG => "jpeg",
     EMBED => "embed",
 }
 

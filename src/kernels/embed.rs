@@ -9,11 +9,11 @@ use crate::tensor::Tensor;
 /// Mirrors `Params` in shaders/embed.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct EmbedParams {
-    images: u32,
-    samples: u32,
-    per: u32,
-    rows: u32,
+pub struct EmbedParams {
+    pub images: u32,
+    pub samples: u32,
+    pub per: u32,
+    pub rows: u32,
 }
 
 bindings! {

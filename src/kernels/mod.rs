@@ -12,6 +12,7 @@ pub mod elementwise;
 pub mod embed;
 pub mod fft;
 pub mod groupnorm;
+pub mod jpeg;
 pub mod linear;
 pub mod mask;
 pub mod phase;
@@ -45,6 +46,7 @@ pub fn bindings() -> Vec<KernelSig> {
         attention::BINDINGS,
         fft::BINDINGS,
         phase::BINDINGS,
+        jpeg::BINDINGS,
     ]
     .concat()
 }

@@ -194,6 +194,7 @@ pub mod deblur;
 pub mod dense;
 pub mod diagonal;
 pub mod filters;
+pub mod jpeg;
 pub mod magnitude;
 pub mod phase;
 pub mod separable;

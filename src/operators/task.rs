@@ -13,6 +13,7 @@ use crate::operators::colorize::Colorize;
 use crate::operators::deblur::Blur;
 use crate::operators::diagonal::{Denoise, Inpaint};
 use crate::operators::filters::{box_taps, gaussian_taps, motion_kernel};
+use crate::operators::jpeg::{Jpeg, DEFAULT_QUALITY};
 use crate::operators::phase::{PhaseRetrieval, DEFAULT_OVERSAMPLE};
 use crate::operators::sr::{Sr, SrFilter};
 use crate::operators::{LinearOperator, Operator, OperatorError};
@@ -35,6 +36,7 @@ pub enum Task {
     Colorize,
     Dense,
     PhaseRetrieval,
+    Jpeg,
 }
 
 /// A task option flag, as the CLI spells it.
@@ -42,7 +44,7 @@ pub type TaskOption = &'static str;
 
 impl Task {
     /// Every task, in the order the CLI lists them.
-    pub const ALL: [Task; 10] = [
+    pub const ALL: [Task; 11] = [
         Task::Denoise,
         Task::InpaintRandom,
         Task::InpaintBox,
@@ -53,6 +55,7 @@ impl Task {
         Task::Colorize,
         Task::Dense,
         Task::PhaseRetrieval,
+        Task::Jpeg,
     ];
 
     /// The name `--task` takes (`inpaint-box`, `sr`, ...).
@@ -68,6 +71,7 @@ impl Task {
             Task::Colorize => "colorize",
             Task::Dense => "dense",
             Task::PhaseRetrieval => "phase-retrieval",
+            Task::Jpeg => "jpeg",
         }
     }
 
@@ -84,6 +88,7 @@ impl Task {
             Task::Colorize => "RGB to gray",
             Task::Dense => "A dense matrix from a file (`--matrix`)",
             Task::PhaseRetrieval => "Fourier magnitudes |F pad(x)|, non-linear (`--oversample`)",
+            Task::Jpeg => "The JPEG round trip (YCbCr 4:2:0, IJG tables), non-linear (`--quality`)",
         }
     }
 
@@ -98,6 +103,7 @@ impl Task {
             Task::Sr => &["--factor", "--filter"],
             Task::Dense => &["--matrix"],
             Task::PhaseRetrieval => &["--oversample"],
+            Task::Jpeg => &["--quality"],
             Task::Denoise | Task::Colorize => &[],
         }
     }
@@ -158,6 +164,8 @@ pub struct TaskSpec {
     pub matrix: Option<PathBuf>,
     /// phase-retrieval: the padding is floor(oversample / 8 x side) on every side (default 2).
     pub oversample: Option<f64>,
+    /// jpeg: libjpeg's quality, 1 to 100 (default 10).
+    pub quality: Option<u32>,
 }
 
 impl TaskSpec {
@@ -169,7 +177,7 @@ impl TaskSpec {
             "kernel_sigma": self.kernel_sigma, "intensity": self.intensity, "factor": self.factor,
             "filter": self.filter.map(SrFilter::name),
             "mask": path(&self.mask), "kernel": path(&self.kernel), "matrix": path(&self.matrix),
-            "oversample": self.oversample,
+            "oversample": self.oversample, "quality": self.quality,
         })
     }
 
@@ -188,6 +196,7 @@ impl TaskSpec {
             kernel: None,
             matrix: None,
             oversample: None,
+            quality: None,
         }
     }
 }
@@ -223,6 +232,9 @@ pub enum Resolved {
     PhaseRetrieval {
         oversample: f64,
     },
+    Jpeg {
+        quality: u32,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -253,6 +265,7 @@ fn check_options(spec: &TaskSpec) -> Result<(), OperatorError> {
         ("--kernel", spec.kernel.is_some()),
         ("--matrix", spec.matrix.is_some()),
         ("--oversample", spec.oversample.is_some()),
+        ("--quality", spec.quality.is_some()),
     ];
     let allowed = task.options();
     for (name, present) in given {
@@ -496,6 +509,11 @@ pub fn resolve(spec: &TaskSpec, in_shape: [usize; 3], seed: u64) -> Result<Resol
             PhaseRetrieval::new(in_shape, oversample)?;
             Resolved::PhaseRetrieval { oversample }
         }
+        Task::Jpeg => {
+            let quality = spec.quality.unwrap_or(DEFAULT_QUALITY);
+            Jpeg::check(in_shape, quality)?;
+            Resolved::Jpeg { quality }
+        }
     };
     Ok(ResolvedTask { task, in_shape, kind })
 }
@@ -557,7 +575,11 @@ pub fn resolve_saved(spec: &TaskSpec, in_shape: [usize; 3], file: &TensorFile) -
             }
             (*gh, *gw) = (rows, cols);
         }
-        Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => {}
+        Resolved::Denoise
+        | Resolved::Sr { .. }
+        | Resolved::Colorize
+        | Resolved::PhaseRetrieval { .. }
+        | Resolved::Jpeg { .. } => {}
     }
     Ok(r)
 }
@@ -583,6 +605,7 @@ impl ResolvedTask {
     pub fn build(&self, gpu: &Gpu) -> Result<Box<dyn Operator>, OperatorError> {
         Ok(match &self.kind {
             Resolved::PhaseRetrieval { oversample } => Box::new(PhaseRetrieval::new(self.in_shape, *oversample)?),
+            Resolved::Jpeg { quality } => Box::new(Jpeg::new(gpu, self.in_shape, *quality)?),
             _ => self.build_linear(gpu)?,
         })
     }
@@ -599,7 +622,9 @@ impl ResolvedTask {
             Resolved::Sr { factor, filter } => Box::new(Sr::new(gpu, shape, *factor, *filter)?),
             Resolved::Colorize => Box::new(Colorize::new(gpu, shape)?),
             Resolved::Dense { matrix } => Box::new(super::dense::Dense::new(gpu, matrix, shape)?),
-            Resolved::PhaseRetrieval { .. } => return Err(invalid(task, "is not a linear measurement")),
+            Resolved::PhaseRetrieval { .. } | Resolved::Jpeg { .. } => {
+                return Err(invalid(task, "is not a linear measurement"))
+            }
         })
     }
 
@@ -625,9 +650,11 @@ impl ResolvedTask {
                 )]
             }
             Resolved::Dense { matrix } => vec![("matrix".into(), matrix.clone())],
-            Resolved::Denoise | Resolved::Sr { .. } | Resolved::Colorize | Resolved::PhaseRetrieval { .. } => {
-                Vec::new()
-            }
+            Resolved::Denoise
+            | Resolved::Sr { .. }
+            | Resolved::Colorize
+            | Resolved::PhaseRetrieval { .. }
+            | Resolved::Jpeg { .. } => Vec::new(),
         }
     }
 }

@@ -50,7 +50,7 @@
 use super::ald::non_negative;
 use super::dmps::largest_singular2;
 use super::kernels::{DapsLangevin, DapsTime, DdpmStep, StepSlots};
-use super::options::{Kind, OptionSpec, Value};
+use super::options::{Kind, MethodOptions, OptionSpec, Value};
 use super::{role_seed, Core, MethodBlock, MethodStep, Planned, Posterior, Role, SamplerError, StepParams};
 use super::{FLAG_CLIP, FLAG_NOISE};
 use crate::gpu::Plan;
@@ -324,6 +324,11 @@ impl MethodStep for Daps {
 
     fn options() -> &'static [&'static OptionSpec] {
         &[&ODE_STEPS, &LANGEVIN_STEPS, &STEP, &TAU, &SIGMA_MAX, &SIGMA_MIN]
+    }
+
+    /// One model call per ODE step (the Langevin steps call only the measurement).
+    fn model_calls(opts: &MethodOptions) -> usize {
+        opts.count(ODE_STEPS.name).expect("--daps-ode-steps has a default")
     }
 
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {

@@ -30,6 +30,7 @@ use super::kernels::DdnmSpectral;
 use super::options::{Kind, OptionSpec};
 use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, StepParams};
 use super::{FLAG_CLIP, FLAG_NOISE};
+use crate::gpu::Plan;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -56,10 +57,11 @@ pub struct DdnmStep {
     pub sigma_y: f32,
 }
 
-/// DDNM+'s buffers. Only `y` is read from the host side; the others are
-/// held for the plan's bind groups.
+/// The buffers of a step corrected in the SVD basis (DDNM+'s, and DDRM's
+/// through [`SvdStep::plan`] with its own kernel). Only `y` is read from the
+/// host side; the others are held for the plan's bind groups.
 #[allow(dead_code)]
-pub struct Ddnm {
+pub struct SvdStep {
     /// the measurement y [N, m]
     y: Tensor,
     /// y~ = U^T y / s [N, m]
@@ -77,35 +79,20 @@ pub struct Ddnm {
     sigma_y: f32,
 }
 
-/// Sets the base step of reverse step i to x' = a' x0hat + kept epshat +
-/// fresh z, epshat = (x_t - a x0hat) / b: coef1 = a' - kept a / b, coef2 =
-/// kept / b, noise `fresh`, no learned variance. The split of x_{t-1}'s noise
-/// b' between the model's eps and fresh noise that DDNM+ (eta) and DiffPIR
-/// (zeta) take.
-pub(super) fn split_noise(p: &mut StepParams, core: &Core, i: usize, kept: f64, fresh: f64) {
-    let (a, b, an) = (core.grid.a[i], core.grid.b[i], core.grid.a_next[i]);
-    p.coef1 = (an - kept * a / b) as f32;
-    p.coef2 = (kept / b) as f32;
-    p.flags &= FLAG_CLIP;
-    if fresh > 0.0 {
-        p.flags |= FLAG_NOISE;
-        p.log_var_fixed = (2.0 * fresh.ln()) as f32;
-    }
-}
-
-impl MethodStep for Ddnm {
-    fn name() -> &'static str {
-        "ddnm"
-    }
-
-    fn options() -> &'static [&'static OptionSpec] {
-        &[&ETA]
-    }
-
-    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
-        let m = post.measurement("DDNM+")?;
-        let svd = need_svd(m, "DDNM+")?;
-        core.refuse_base_step("DDNM+", "takes its own DDIM step (--ddnm-eta)")?;
+impl SvdStep {
+    /// The step of `what` ("DDNM+") whose correction kernel `entry` computes
+    /// from V^T x0hat, V^T x_t, V^T z and y~ (binding [`DdnmSpectral`]), and
+    /// the init plan that whitens y; `flag` names its eta for the refusal of
+    /// `--sampler` and `--eta`.
+    pub(super) fn plan(
+        gpu: &Gpu,
+        core: &mut Core,
+        post: &Posterior<'_>,
+        (what, entry, flag): (&str, &str, &str),
+    ) -> Result<(SvdStep, Plan, Plan), SamplerError> {
+        let m = post.measurement(what)?;
+        let svd = need_svd(m, what)?;
+        core.refuse_base_step(what, &format!("takes its own DDIM step (--{flag})"))?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
@@ -115,7 +102,7 @@ impl MethodStep for Ddnm {
         let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
         let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
         let (c, vx, zeta) = (spectral("V^T x0hat")?, spectral("V^T x_t")?, spectral("V^T z")?);
-        let g = Tensor::zeros(gpu, "ddnm correction", &shape)?;
+        let g = Tensor::zeros(gpu, "spectral correction", &shape)?;
         let init = core.spectral_y(gpu, svd, &y, &ytil)?;
         let mut plan = core.eps_plan.clone();
         plan.push(core.z_dispatch());
@@ -131,10 +118,10 @@ impl MethodStep for Ddnm {
             zeta: &zeta,
             c: &c,
         };
-        plan.push(core.launch(gpu, "ddnm_spectral", &b, n * m_per)?);
+        plan.push(core.launch(gpu, entry, &b, n * m_per)?);
         plan.extend(svd.v(gpu, &c, &g)?);
         plan.push(core.ddpm_step(gpu, &g, &g)?);
-        let ddnm = Ddnm {
+        let step = SvdStep {
             y,
             ytil,
             x0,
@@ -145,7 +132,66 @@ impl MethodStep for Ddnm {
             g,
             sigma_y: m.sigma_y,
         };
-        Ok(Planned::new(ddnm, plan).with_init(init))
+        Ok((step, plan, init))
+    }
+
+    /// The measurement y [N, m].
+    pub(super) fn y(&self) -> &Tensor {
+        &self.y
+    }
+
+    /// Step i's scalars with x_{t-1}'s noise sigma_t = b_{t-1} split as
+    /// sigma_t eta fresh and sigma_t sqrt(1 - eta^2) from epshat, the
+    /// correction V delta added whole (guide 1); the block the kernel reads.
+    pub(super) fn params(&self, core: &Core, i: usize, eta: f64, p: &mut StepParams) -> DdnmStep {
+        let g = &core.grid;
+        let (an, sigma) = (g.a_next[i], g.b_next[i]);
+        own_ddim_step(core, i, sigma * eta, sigma * (1.0 - eta * eta).max(0.0).sqrt(), p);
+        p.guide = 1.0;
+        p.guide2 = 0.0;
+        DdnmStep {
+            a_next: an as f32,
+            sigma: sigma as f32,
+            eta: eta as f32,
+            sigma_y: self.sigma_y,
+        }
+    }
+}
+
+/// Makes step i's base step x' = coef1 x0hat + coef2 x_t + fresh z with
+/// coef1 = a' - kept a / b and coef2 = kept / b, i.e. x' = a' x0hat +
+/// kept epshat + fresh z with epshat = (x_t - a x0hat) / b (from the clipped
+/// x0hat, as guided-diffusion's DDIM takes it), for a method that takes its
+/// own step.
+pub(super) fn own_ddim_step(core: &Core, i: usize, fresh: f64, kept: f64, p: &mut StepParams) {
+    let g = &core.grid;
+    let (a, b, an) = (g.a[i], g.b[i], g.a_next[i]);
+    p.coef1 = (an - kept * a / b) as f32;
+    p.coef2 = (kept / b) as f32;
+    p.flags &= FLAG_CLIP;
+    if fresh > 0.0 {
+        p.flags |= FLAG_NOISE;
+        p.log_var_fixed = (2.0 * fresh.ln()) as f32;
+    }
+}
+
+/// DDNM+ itself: the [`SvdStep`] with `ddnm_spectral`.
+pub struct Ddnm {
+    step: SvdStep,
+}
+
+impl MethodStep for Ddnm {
+    fn name() -> &'static str {
+        "ddnm"
+    }
+
+    fn options() -> &'static [&'static OptionSpec] {
+        &[&ETA]
+    }
+
+    fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
+        let (step, plan, init) = SvdStep::plan(gpu, core, post, ("DDNM+", "ddnm_spectral", ETA.name))?;
+        Ok(Planned::new(Ddnm { step }, plan).with_init(init))
     }
 
     fn label(&self) -> &'static str {
@@ -158,25 +204,14 @@ impl MethodStep for Ddnm {
         Ok(())
     }
 
-    /// The base step x' = coef1 x0hat + coef2 x_t + sigma_t eta z with
-    /// coef1 = a' - c a / b, coef2 = c / b, c = sigma_t sqrt(1 - eta^2), and
-    /// the correction V delta added whole (guide 1).
+    /// The base step x' = a' x0hat + sigma_t sqrt(1 - eta^2) epshat +
+    /// sigma_t eta z and the correction V delta ([`SvdStep::params`]).
     fn params(&self, _gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
-        let g = &core.grid;
-        let (an, sigma) = (g.a_next[i], g.b_next[i]);
         let eta = core.opts.method.number(ETA.name).expect("--ddnm-eta has a default") as f64;
-        split_noise(p, core, i, sigma * (1.0 - eta * eta).max(0.0).sqrt(), sigma * eta);
-        p.guide = 1.0;
-        p.guide2 = 0.0;
-        p.method = MethodBlock::of(&DdnmStep {
-            a_next: an as f32,
-            sigma: sigma as f32,
-            eta: eta as f32,
-            sigma_y: self.sigma_y,
-        });
+        p.method = MethodBlock::of(&self.step.params(core, i, eta, p));
     }
 
     fn y(&self) -> Option<&Tensor> {
-        Some(&self.y)
+        Some(self.step.y())
     }
 }

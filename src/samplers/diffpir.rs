@@ -32,7 +32,7 @@
 
 use super::ald::{non_negative, unit_interval};
 use super::cg;
-use super::ddnm::split_noise;
+use super::ddnm::own_ddim_step;
 use super::dmps::{DmpsStep, Solve};
 use super::options::{Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
@@ -139,7 +139,7 @@ impl MethodStep for Diffpir {
         let lambda = opts.number(LAMBDA.name).expect("--diffpir-lambda has a default") as f64;
         let zeta = opts.number(ZETA.name).expect("--diffpir-zeta has a default") as f64;
         let rho = (lambda * self.sigma_y2 * (a / b).powi(2)).max(RHO_MIN);
-        split_noise(p, core, i, bn * (1.0 - zeta).max(0.0).sqrt(), bn * zeta.sqrt());
+        own_ddim_step(core, i, bn * zeta.sqrt(), bn * (1.0 - zeta).max(0.0).sqrt(), p);
         p.resid_scale = 1.0;
         p.guide2 = 0.0;
         match &self.solve {

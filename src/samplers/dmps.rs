@@ -90,8 +90,8 @@ pub struct DmpsStep {
     pub gain_cap: f32,
 }
 
-/// DMPS's buffers and solver. Only `y` and `cg` are read from the host side;
-/// the others are held for the plan's bind groups.
+/// DMPS's buffers and solver. Only `y` and `solve` are read from the host
+/// side; the others are held for the plan's bind groups.
 #[allow(dead_code)]
 pub struct Dmps {
     /// the measurement y [N, m]
@@ -165,6 +165,13 @@ impl Solve {
         plan.extend(op.adjoint(gpu, &u, g)?);
         let cg = Box::new(cg);
         Ok((Solve::Cg { cg, u, diag }, plan))
+    }
+
+    /// Sets c for the next solve (the SVD form reads it from the step's block).
+    pub(super) fn set_gamma(&self, gpu: &Gpu, c: f32) {
+        if let Solve::Cg { cg, .. } = self {
+            cg.set_gamma(gpu, c);
+        }
     }
 
     /// The CG's statistics (none through the SVD form).
@@ -340,9 +347,7 @@ impl MethodStep for Dmps {
             gamma: c as f32,
             gain_cap: cap_here as f32,
         });
-        if let Solve::Cg { cg, .. } = &self.solve {
-            cg.set_gamma(gpu, c as f32);
-        }
+        self.solve.set_gamma(gpu, c as f32);
     }
 
     fn y(&self) -> Option<&Tensor> {

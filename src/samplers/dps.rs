@@ -13,7 +13,7 @@
 use super::kernels::{DpsDirection, DpsDirectionRows};
 use super::options::{Kind, OptionSpec, Value};
 use super::{Core, MethodStep, Planned, Posterior, SamplerError, StepParams};
-use crate::gpu::Dispatch;
+use crate::gpu::{Dispatch, Plan};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
 use crate::tensor::Tensor;
@@ -45,10 +45,13 @@ pub fn finite(v: Value) -> Result<(), String> {
     }
 }
 
-/// DPS's buffers. Only `y` is read from the host side; the others are held
-/// for the plan's bind groups.
+/// The buffers of a step guided through x0hat's residual and the model's
+/// VJP (DPS, PiGDM): x0hat (clamped when clipping) and the clamp's mask, the
+/// residual r = y - A x0hat, a method's direction g0 from it (the gradient
+/// at x0hat), masked, and h = J^T g0. Only `y` is read from the host side;
+/// the others are held for the plan's bind groups.
 #[allow(dead_code)]
-pub struct Dps {
+pub struct X0Guidance {
     /// the measurement y [N, m]
     y: Tensor,
     /// x0hat(x_t), clamped when clipping [N, ...]
@@ -57,15 +60,75 @@ pub struct Dps {
     mask: Tensor,
     /// A x0hat [N, m]
     ax: Tensor,
-    /// the residual y - A x0hat, then the direction -r / |r| in place [N, m]
+    /// the residual y - A x0hat (DPS: then its direction in place) [N, m]
     r: Tensor,
-    /// g0 = mask * A^T direction, the gradient at x0hat [N, ...]
+    /// g0, the direction at x0hat, masked [N, ...]
     g0: Tensor,
     /// h = J^T g0, the model's VJP [N, ...]
     h: Tensor,
     /// g0 *= mask
     masker: Elementwise,
+}
+
+impl X0Guidance {
+    /// The step of `what` ("DPS"): the model, x0hat and its mask, A x0hat,
+    /// r = y - resid_scale A x0hat, then `direction`'s plan of g0 from
+    /// (x0hat, r) (with what it keeps, `T`), g0 masked, its VJP h and the
+    /// base step plus guide g0 + guide2 h.
+    pub(super) fn plan<T>(
+        gpu: &Gpu,
+        core: &Core,
+        post: &Posterior<'_>,
+        what: &str,
+        direction: impl FnOnce(&Core, &Tensor, &Tensor, &Tensor) -> Result<(Plan, T), SamplerError>,
+    ) -> Result<(X0Guidance, T, Plan), SamplerError> {
+        let m = post.measurement(what)?;
+        let n = core.batch;
+        let m_per: usize = m.op.out_shape().iter().product();
+        let shape = core.x.shape.clone();
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
+        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
+        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
+        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
+        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
+        let g0 = Tensor::zeros(gpu, "grad x0hat", &shape)?;
+        let h = Tensor::zeros(gpu, "eps vjp", &shape)?;
+        let masker = Elementwise::new(gpu, Op::Mul, &mask, &g0, 0.0, 0.0)?;
+        let mut plan = core.eps_plan.clone();
+        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
+        plan.extend(m.op.forward(gpu, &x0, &ax)?);
+        plan.push(core.residual(gpu, &y, &ax, &r)?);
+        let (dir, kept) = direction(core, &x0, &r, &g0)?;
+        plan.extend(dir);
+        plan.push(masker.dispatch.clone());
+        // The model VJP sees the same (x_t, t) as the eps plan above.
+        plan.extend(post.model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
+        plan.push(core.z_dispatch());
+        plan.push(core.ddpm_step(gpu, &g0, &h)?);
+        let guidance = X0Guidance {
+            y,
+            x0,
+            mask,
+            ax,
+            r,
+            g0,
+            h,
+            masker,
+        };
+        Ok((guidance, kept, plan))
+    }
+
+    /// The measurement y [N, m].
+    pub(super) fn y(&self) -> &Tensor {
+        &self.y
+    }
+}
+
+/// DPS: [`X0Guidance`] with g0 = J_A(x0hat)^T (-r / |r|).
+pub struct Dps {
+    guidance: X0Guidance,
     /// |r| per sample, for measurements over `ROWS_MAX` per sample
+    #[allow(dead_code)]
     norm: Option<BatchedDot>,
 }
 
@@ -86,57 +149,33 @@ impl MethodStep for Dps {
         let m = post.measurement("DPS")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
-        let shape = core.x.shape.clone();
-        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
-        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
-        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
-        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
-        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
-        let g0 = Tensor::zeros(gpu, "grad x0hat", &shape)?;
-        let h = Tensor::zeros(gpu, "eps vjp", &shape)?;
-        let masker = Elementwise::new(gpu, Op::Mul, &mask, &g0, 0.0, 0.0)?;
-        let mut plan = core.eps_plan.clone();
-        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
-        plan.extend(m.op.forward(gpu, &x0, &ax)?);
-        plan.push(core.residual(gpu, &y, &ax, &r)?);
-        let mut norm = None;
-        if m_per <= ROWS_MAX {
-            let groups = [n.div_ceil(64) as u32, 1, 1];
-            let b = DpsDirectionRows {
-                s: &core.step_uniform,
-                r: &r,
-            };
-            plan.push(Dispatch::typed(gpu, "dps_direction_rows", &[], &b, groups)?);
-        } else {
-            let dot = BatchedDot::new(gpu, &r, &r, n, true)?;
-            plan.extend(dot.plan.clone());
-            let b = DpsDirection {
-                s: &core.step_uniform,
-                norm: &dot.out,
-                r: &r,
-            };
-            plan.push(core.launch(gpu, "dps_direction", &b, n * m_per)?);
-            norm = Some(dot);
-        }
-        // J_A(x0hat)^T of the direction: A^T r for a linear measurement.
-        plan.extend(m.op.vjp(gpu, &x0, &r, &g0)?);
-        plan.push(masker.dispatch.clone());
-        // The model VJP sees the same (x_t, t) as the eps plan above.
-        plan.extend(post.model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
-        plan.push(core.z_dispatch());
-        plan.push(core.ddpm_step(gpu, &g0, &h)?);
-        let dps = Dps {
-            y,
-            x0,
-            mask,
-            ax,
-            r,
-            g0,
-            h,
-            masker,
-            norm,
+        let direction = |core: &Core, x0: &Tensor, r: &Tensor, g0: &Tensor| {
+            let mut plan = Plan::new();
+            let mut norm = None;
+            if m_per <= ROWS_MAX {
+                let groups = [n.div_ceil(64) as u32, 1, 1];
+                let b = DpsDirectionRows {
+                    s: &core.step_uniform,
+                    r,
+                };
+                plan.push(Dispatch::typed(gpu, "dps_direction_rows", &[], &b, groups)?);
+            } else {
+                let dot = BatchedDot::new(gpu, r, r, n, true)?;
+                plan.extend(dot.plan.clone());
+                let b = DpsDirection {
+                    s: &core.step_uniform,
+                    norm: &dot.out,
+                    r,
+                };
+                plan.push(core.launch(gpu, "dps_direction", &b, n * m_per)?);
+                norm = Some(dot);
+            }
+            // J_A(x0hat)^T of the direction: A^T r for a linear measurement.
+            plan.extend(m.op.vjp(gpu, x0, r, g0)?);
+            Ok((plan, norm))
         };
-        Ok(Planned::new(dps, plan))
+        let (guidance, norm, plan) = X0Guidance::plan(gpu, core, post, "DPS", direction)?;
+        Ok(Planned::new(Dps { guidance, norm }, plan))
     }
 
     fn label(&self) -> &'static str {
@@ -154,6 +193,6 @@ impl MethodStep for Dps {
     }
 
     fn y(&self) -> Option<&Tensor> {
-        Some(&self.y)
+        Some(self.guidance.y())
     }
 }

@@ -73,8 +73,9 @@ bindings! {
         m2: read_write f32,
     }
 
-    /// `ddnm_spectral`: DDNM+'s correction of a step, per spectral component.
-    pub struct DdnmSpectral for SAMPLER: ["ddnm_spectral"] {
+    /// `ddnm_spectral` and `ddrm_spectral`: DDNM+'s and DDRM's correction of
+    /// a step, per spectral component.
+    pub struct DdnmSpectral for SAMPLER: ["ddnm_spectral", "ddrm_spectral"] {
         s: uniform,
         sing: read f32,
         ytil: read f32,

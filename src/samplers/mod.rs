@@ -1,5 +1,5 @@
 //! Diffusion samplers (DDPM, DPS, DMPS, C-DPS, SMC, ALD, RED-diff, DDNM+,
-//! DiffPIR, DAPS)
+//! DiffPIR, DAPS, DDRM, PiGDM)
 //! over any [`ScoreModel`] and [`Operator`], sharing one step-kernel family
 //! (`shaders/sampler.wgsl`), the schedule code and the batched CG solver.
 //!
@@ -46,20 +46,21 @@
 pub mod ald;
 pub mod cdps;
 pub mod cg;
+pub mod daps;
 pub mod ddnm;
 pub mod ddpm;
+pub mod ddrm;
+pub mod diffpir;
 pub mod dmps;
 pub mod dps;
 pub mod kernels;
 pub mod options;
+pub mod pigdm;
 pub mod problem;
 pub mod reddiff;
 pub mod score;
 pub mod smc;
 pub mod unet_score;
-
-pub mod daps;
-pub mod diffpir;
 
 use std::any::Any;
 
@@ -143,6 +144,13 @@ macro_rules! methods {
                 }
             }
 
+            /// Model forward passes one step makes with settings `opts`.
+            fn model_calls(self, opts: &MethodOptions) -> usize {
+                match self {
+                    $(Method::$variant => <$ty as MethodStep>::model_calls(opts),)+
+                }
+            }
+
             /// The batch the method runs for `batch` samples asked for.
             fn batch(self, batch: usize, opts: &SamplerOptions) -> usize {
                 match self {
@@ -171,6 +179,8 @@ methods! {
     Ddnm => ddnm::Ddnm,
     Diffpir => diffpir::Diffpir,
     Daps => daps::Daps,
+    Ddrm => ddrm::Ddrm,
+    Pigdm => pigdm::Pigdm,
 }
 
 impl Method {
@@ -212,10 +222,11 @@ impl Method {
         )))
     }
 
-    /// Model evaluations one step costs, in forward passes: 1, plus 1 for
-    /// the VJP (a backward pass costs about a forward's FLOPs here).
-    pub fn model_passes(self) -> usize {
-        1 + usize::from(self.uses_vjp())
+    /// Model evaluations one step costs with settings `opts`, in forward
+    /// passes: its forward calls, plus 1 for the VJP (a backward pass costs
+    /// about a forward's FLOPs here).
+    pub fn model_passes(self, opts: &MethodOptions) -> usize {
+        self.model_calls(opts) + usize::from(self.uses_vjp())
     }
 }
 
@@ -825,6 +836,16 @@ pub trait MethodStep: Any {
         Self: Sized,
     {
         false
+    }
+
+    /// Model forward passes one step makes with settings `opts` (DAPS runs
+    /// its ODE several times per level): what NFE counts.
+    fn model_calls(opts: &MethodOptions) -> usize
+    where
+        Self: Sized,
+    {
+        let _ = opts;
+        1
     }
 
     /// Step i's scalars: `p` arrives with [`Core::base_params`]; the method
