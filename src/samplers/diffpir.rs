@@ -34,6 +34,7 @@ use super::ald::{non_negative, unit_interval};
 use super::cg;
 use super::ddnm::own_ddim_step;
 use super::dmps::{DmpsStep, Solve};
+use super::dps::Residual;
 use super::options::{Kind, OptionSpec};
 use super::{need_linear, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat, StepParams};
 use crate::tensor::Tensor;
@@ -64,18 +65,12 @@ pub const ZETA: OptionSpec = OptionSpec {
     check: |v| unit_interval("diffpir-zeta", v),
 };
 
-/// DiffPIR's buffers. Only `y` and `solve` are read from the host side; the
-/// others are held for the plan's bind groups.
+/// DiffPIR's buffers. Only `res.y` and `solve` are read from the host side;
+/// the others are held for the plan's bind groups.
 #[allow(dead_code)]
 pub struct Diffpir {
-    /// the measurement y [N, m]
-    y: Tensor,
-    /// x0hat and the clamp's mask (unused) [N, ...]
-    x0: Tensor,
-    mask: Tensor,
-    /// A x0hat, then y - A x0hat [N, m]
-    ax: Tensor,
-    r: Tensor,
+    /// y, x0hat, A x0hat and y - A x0hat
+    res: Residual,
     /// the data step's move x0hat' - x0hat (times rho_t for CG) [N, ...]
     g: Tensor,
     solve: Solve,
@@ -95,30 +90,15 @@ impl MethodStep for Diffpir {
         let m = post.measurement("DiffPIR")?;
         let op = need_linear(m, "DiffPIR")?;
         core.refuse_base_step("DiffPIR", "takes its own step (its noise mixed by --diffpir-zeta)")?;
-        let n = core.batch;
-        let m_per: usize = m.op.out_shape().iter().product();
-        let shape = core.x.shape.clone();
-        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
-        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
-        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
-        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
-        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
-        let g = Tensor::zeros(gpu, "diffpir data step", &shape)?;
-        let mut plan = core.eps_plan.clone();
-        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
-        plan.extend(op.forward(gpu, &x0, &ax)?);
-        plan.push(core.residual(gpu, &y, &ax, &r)?);
-        let (solve, solve_plan) = Solve::plan(gpu, core, op, op.svd().is_some(), 1.0, &r, &g)?;
+        let (res, mut plan) = Residual::plan(gpu, core, m)?;
+        let g = Tensor::zeros(gpu, "diffpir data step", &core.x.shape)?;
+        let (solve, solve_plan) = Solve::plan(gpu, core, op, op.svd().is_some(), 1.0, &res.r, &g)?;
         plan.extend(solve_plan);
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);
         let sy = (m.sigma_y as f64).max(SIGMA_Y_MIN);
         let diffpir = Diffpir {
-            y,
-            x0,
-            mask,
-            ax,
-            r,
+            res,
             g,
             solve,
             sigma_y2: sy * sy,
@@ -160,7 +140,7 @@ impl MethodStep for Diffpir {
     }
 
     fn y(&self) -> Option<&Tensor> {
-        Some(&self.y)
+        Some(&self.res.y)
     }
 
     fn stats(&self, gpu: &Gpu, _steps: usize) -> Result<Vec<Stat>, SamplerError> {

@@ -12,7 +12,7 @@
 
 use super::kernels::{DpsDirection, DpsDirectionRows};
 use super::options::{Kind, OptionSpec, Value};
-use super::{Core, MethodStep, Planned, Posterior, SamplerError, StepParams};
+use super::{Core, Measurement, MethodStep, Planned, Posterior, SamplerError, StepParams};
 use crate::gpu::{Dispatch, Plan};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
@@ -45,23 +45,50 @@ pub fn finite(v: Value) -> Result<(), String> {
     }
 }
 
-/// The buffers of a step guided through x0hat's residual and the model's
-/// VJP (DPS, PiGDM): x0hat (clamped when clipping) and the clamp's mask, the
-/// residual r = y - A x0hat, a method's direction g0 from it (the gradient
-/// at x0hat), masked, and h = J^T g0. Only `y` is read from the host side;
-/// the others are held for the plan's bind groups.
+/// The residual at the model's estimate, the start of every step that
+/// measures x0hat (DPS, PiGDM, DiffPIR): y, x0hat (clamped when clipping) and
+/// the clamp's mask, A x0hat and r = y - resid_scale A x0hat. Only `y` is read
+/// from the host side; the others are held for the plan's bind groups.
 #[allow(dead_code)]
-pub struct X0Guidance {
+pub struct Residual {
     /// the measurement y [N, m]
-    y: Tensor,
+    pub(super) y: Tensor,
     /// x0hat(x_t), clamped when clipping [N, ...]
-    x0: Tensor,
+    pub(super) x0: Tensor,
     /// the clamp's derivative (1 inside [-1, 1]) [N, ...]
-    mask: Tensor,
+    pub(super) mask: Tensor,
     /// A x0hat [N, m]
     ax: Tensor,
-    /// the residual y - A x0hat (DPS: then its direction in place) [N, m]
-    r: Tensor,
+    /// the residual y - A x0hat [N, m]
+    pub(super) r: Tensor,
+}
+
+impl Residual {
+    /// The buffers and the plan: the model, x0hat and its mask, A x0hat, r.
+    pub(super) fn plan(gpu: &Gpu, core: &Core, m: &Measurement<'_>) -> Result<(Residual, Plan), SamplerError> {
+        let n = core.batch;
+        let m_per: usize = m.op.out_shape().iter().product();
+        let shape = core.x.shape.clone();
+        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
+        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
+        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
+        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
+        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
+        let mut plan = core.eps_plan.clone();
+        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
+        plan.extend(m.op.forward(gpu, &x0, &ax)?);
+        plan.push(core.residual(gpu, &y, &ax, &r)?);
+        Ok((Residual { y, x0, mask, ax, r }, plan))
+    }
+}
+
+/// The buffers of a step guided through x0hat's residual and the model's
+/// VJP (DPS, PiGDM): the [`Residual`] (DPS turns r into its direction in
+/// place), a method's direction g0 from it (the gradient at x0hat), masked,
+/// and h = J^T g0, held for the plan's bind groups.
+#[allow(dead_code)]
+pub struct X0Guidance {
+    res: Residual,
     /// g0, the direction at x0hat, masked [N, ...]
     g0: Tensor,
     /// h = J^T g0, the model's VJP [N, ...]
@@ -83,44 +110,25 @@ impl X0Guidance {
         direction: impl FnOnce(&Core, &Tensor, &Tensor, &Tensor) -> Result<(Plan, T), SamplerError>,
     ) -> Result<(X0Guidance, T, Plan), SamplerError> {
         let m = post.measurement(what)?;
-        let n = core.batch;
-        let m_per: usize = m.op.out_shape().iter().product();
         let shape = core.x.shape.clone();
-        let y = Tensor::from_slice(gpu, "y", &[n, m_per], &m.per_sample(n, m_per))?;
-        let x0 = Tensor::zeros(gpu, "x0hat", &shape)?;
-        let mask = Tensor::zeros(gpu, "clamp mask", &shape)?;
-        let ax = Tensor::zeros(gpu, "A x0hat", &[n, m_per])?;
-        let r = Tensor::zeros(gpu, "residual", &[n, m_per])?;
+        let (res, mut plan) = Residual::plan(gpu, core, m)?;
         let g0 = Tensor::zeros(gpu, "grad x0hat", &shape)?;
         let h = Tensor::zeros(gpu, "eps vjp", &shape)?;
-        let masker = Elementwise::new(gpu, Op::Mul, &mask, &g0, 0.0, 0.0)?;
-        let mut plan = core.eps_plan.clone();
-        plan.push(core.x0_and_mask(gpu, &x0, &mask)?);
-        plan.extend(m.op.forward(gpu, &x0, &ax)?);
-        plan.push(core.residual(gpu, &y, &ax, &r)?);
-        let (dir, kept) = direction(core, &x0, &r, &g0)?;
+        let masker = Elementwise::new(gpu, Op::Mul, &res.mask, &g0, 0.0, 0.0)?;
+        let (dir, kept) = direction(core, &res.x0, &res.r, &g0)?;
         plan.extend(dir);
         plan.push(masker.dispatch.clone());
         // The model VJP sees the same (x_t, t) as the eps plan above.
         plan.extend(post.model.plan_vjp(gpu, &core.x, &core.t, &g0, &h)?);
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g0, &h)?);
-        let guidance = X0Guidance {
-            y,
-            x0,
-            mask,
-            ax,
-            r,
-            g0,
-            h,
-            masker,
-        };
+        let guidance = X0Guidance { res, g0, h, masker };
         Ok((guidance, kept, plan))
     }
 
     /// The measurement y [N, m].
     pub(super) fn y(&self) -> &Tensor {
-        &self.y
+        &self.res.y
     }
 }
 
