@@ -11,13 +11,14 @@ use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::random::Noise;
 use crate::operators::task::ResolvedTask;
 use crate::operators::{Classical, LinearOperator, Operator};
-use crate::samplers::{Measurement, Method, Sampler, SamplerError, SamplerOptions, ScoreModel, Stat};
+use crate::samplers::{Measurement, Method, RunStats, Sampler, SamplerError, SamplerOptions, ScoreModel, Stat};
 use crate::tensor::{HostTensor, Tensor};
 use crate::Gpu;
 
 mod stepwise;
 mod texture;
 
+use stepwise::Rows;
 pub use stepwise::{Progress, State, Stepper};
 pub use texture::{Panel, TextureWriter, SIGNED};
 
@@ -207,12 +208,13 @@ impl Restoration {
 pub type StepCallback<'a> = dyn FnMut(usize, usize) -> bool + 'a;
 
 /// One restoration problem: the prior, the method and its options, and (for
-/// every method but DDPM) the operator and the measurement noise. The host
-/// entry points ([`Restore::samples`], [`Restore::images`]) share one loop:
-/// plan a sampler, draw x_T, K reverse steps with the callback after each
-/// (`false` ends the run with [`SamplerError::Cancelled`]). The GPU ones
-/// ([`Restore::stepwise`], and [`Restore::on_gpu`] over it) hand the
-/// stepping to the application.
+/// every method but DDPM) the operator and the measurement noise. Every
+/// entry point is a [`Stepper`]: [`Restore::stepwise`] hands it to the
+/// application; [`Restore::samples`], [`Restore::images`] and
+/// [`Restore::on_gpu`] drive one to the end (x_T, K reverse steps with the
+/// callback after each, `false` ending the run with
+/// [`SamplerError::Cancelled`], then its check for non-finite or exploded
+/// values).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -246,6 +248,8 @@ pub struct Restore<'a> {
 struct Ticks {
     done: usize,
     total: usize,
+    /// Sampler batches the call runs, each of the same steps.
+    batches: usize,
 }
 
 impl<'a> Restore<'a> {
@@ -285,17 +289,42 @@ impl<'a> Restore<'a> {
         self.op.filter(|_| self.method.takes_measurement())
     }
 
-    /// The one loop: x_T, then the K reverse steps, the callback after each.
-    fn drive(gpu: &Gpu, s: &Sampler, ticks: &mut Ticks, on_step: &mut StepCallback<'_>) -> Result<(), SamplerError> {
-        s.init(gpu)?;
-        for i in (0..s.steps()).rev() {
-            s.step(gpu, i)?;
+    /// The one loop of every entry point but [`Restore::stepwise`]: a started
+    /// [`Stepper`] driven one step at a time to the end, the callback after
+    /// each, then its finite check.
+    fn drive(
+        gpu: &Gpu,
+        s: &mut Stepper,
+        ticks: &mut Ticks,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<(), SamplerError> {
+        loop {
+            let p = s.step(gpu, 1)?;
             ticks.done += 1;
             if !on_step(ticks.done, ticks.total) {
                 return Err(SamplerError::Cancelled);
             }
+            if p.finished() {
+                return s.wait(gpu);
+            }
         }
-        Ok(())
+    }
+
+    /// A host entry point's run: the sampler planned on `y` for `n` rows,
+    /// driven to the end; returns its samples and what the method reported.
+    fn run_host(
+        &self,
+        gpu: &Gpu,
+        (y, n, opts): (&[f32], usize, &SamplerOptions),
+        names: Rows,
+        ticks: &mut Ticks,
+        on_step: &mut StepCallback<'_>,
+    ) -> Result<(Vec<f32>, RunStats), SamplerError> {
+        let mut s = Stepper::host(gpu, self.plan(gpu, y, n, opts)?, n, names)?;
+        ticks.total = ticks.batches * s.progress().total;
+        s.restart(gpu)?;
+        Self::drive(gpu, &mut s, ticks, on_step)?;
+        Ok((s.x_t().read(gpu)?, s.sampler().stats(gpu)?))
     }
 
     /// Draws `samples` posterior samples of one image in batches of `batch`:
@@ -319,7 +348,11 @@ impl<'a> Restore<'a> {
         let nb = samples.div_ceil(batch);
         let mut out: Vec<Vec<f32>> = Vec::with_capacity(samples);
         let mut stats: Vec<Stat> = Vec::new();
-        let mut ticks = Ticks { done: 0, total: 0 };
+        let mut ticks = Ticks {
+            done: 0,
+            total: 0,
+            batches: nb,
+        };
         let mut steps = 0;
         for b in 0..nb {
             let n = batch.min(samples - b * batch);
@@ -330,13 +363,10 @@ impl<'a> Restore<'a> {
                     .wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
                 ..self.opts.clone()
             };
-            let s = self.plan(gpu, y, n, &o)?;
-            steps = s.steps();
-            ticks.total = nb * steps;
-            Self::drive(gpu, &s, &mut ticks, on_step)?;
-            let x = read_finite(gpu, &s, "sample", b * batch)?;
-            stats.extend(s.stats(gpu)?.method);
-            out.extend(x.chunks(per).map(|c| c.to_vec()));
+            let (x, run) = self.run_host(gpu, (y, n, &o), Rows::Samples { first: b * batch }, &mut ticks, on_step)?;
+            steps = run.steps;
+            stats.extend(run.method);
+            out.extend(x.chunks(per).take(n).map(|c| c.to_vec()));
         }
         let (mean, std) = mean_std(&out);
         Ok(Restoration {
@@ -364,13 +394,14 @@ impl<'a> Restore<'a> {
                 ys.len()
             )));
         }
-        let s = self.plan(gpu, ys, ys.len() / m_per, self.opts)?;
         let mut ticks = Ticks {
             done: 0,
-            total: s.steps(),
+            total: 0,
+            batches: 1,
         };
-        Self::drive(gpu, &s, &mut ticks, on_step)?;
-        read_finite(gpu, &s, "image", 0)
+        let n = ys.len() / m_per;
+        let (x, _) = self.run_host(gpu, (ys, n, self.opts), Rows::Images, &mut ticks, on_step)?;
+        Ok(x)
     }
 
     /// The operator of a GPU restoration, which conditions on the caller's measurement.
@@ -421,16 +452,12 @@ impl<'a> Restore<'a> {
         check_caller_tensor("y", y, op.out_shape(), wgpu::BufferUsages::COPY_SRC, Some(n))?;
         let mut s = self.stepwise(gpu, n, 1)?;
         s.start(gpu, y)?;
-        loop {
-            let p = s.step(gpu, 1)?;
-            if !on_step(p.done, p.total) {
-                return Err(SamplerError::Cancelled);
-            }
-            if p.finished() {
-                break;
-            }
-        }
-        s.wait(gpu)?;
+        let mut ticks = Ticks {
+            done: 0,
+            total: s.progress().total,
+            batches: 1,
+        };
+        Self::drive(gpu, &mut s, &mut ticks, on_step)?;
         gpu.copy_buffer(&s.x_t().buffer, &out.buffer, out.size_bytes() as u64)?;
         Ok(())
     }
@@ -474,20 +501,6 @@ fn check_caller_tensor(
         )));
     }
     Ok(rows)
-}
-
-/// The samples of a finished run, refused when one went non-finite (`what`
-/// and `first` name it in the message: sample or image `first + i`).
-fn read_finite(gpu: &Gpu, s: &Sampler, what: &str, first: usize) -> Result<Vec<f32>, SamplerError> {
-    let x = s.x().read(gpu)?;
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        let per = x.len() / s.core.batch;
-        return Err(SamplerError::Invalid(diverged(
-            &format!("{what} {}", first + i / per),
-            None,
-        )));
-    }
-    Ok(x)
 }
 
 /// The message for a sample `what` ("image 3") that went non-finite

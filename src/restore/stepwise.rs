@@ -65,18 +65,11 @@ pub struct Stepper {
     meas_shape: [usize; 3],
     /// y repeated per sample [N * K, m], when K > 1 (loaded into the sampler).
     y_rows: Option<Tensor>,
-    /// x_t before the last step of a [`Stepper::step`] call (the x0 estimate's input).
-    x_prev: Tensor,
-    /// The x0 estimate over every row the method runs (SMC runs whole populations).
-    x0_all: Tensor,
-    /// Its first N * K rows.
-    x0: Tensor,
-    mean: Tensor,
-    std: Tensor,
-    /// x0 from (x_prev, eps) with the last step's scalars, then mean and std.
-    estimate: Plan,
-    /// mean and std alone (after the last step, x0 is copied from x).
-    stats: Plan,
+    /// The per-step read-outs; None on the host entry points' runs, which
+    /// read only the samples.
+    live: Option<ReadOuts>,
+    /// What a diverged run's message calls its rows.
+    names: Rows,
     /// The finite check of the samples into `verdict`.
     check: Plan,
     verdict: Tensor,
@@ -90,30 +83,41 @@ pub struct Stepper {
     outcome: Option<Result<(), String>>,
 }
 
-impl Stepper {
-    /// Plans the read-outs around a sampler planned for `images * samples`
-    /// rows with the per-sample measurement layout.
-    pub(super) fn new(
-        gpu: &Gpu,
-        sampler: Sampler,
-        images: usize,
-        samples: usize,
-        meas_shape: [usize; 3],
-    ) -> Result<Stepper, SamplerError> {
+/// The x0 estimate, mean and std an application reads between steps.
+struct ReadOuts {
+    /// x_t before the last step of a [`Stepper::step`] call (the x0 estimate's input).
+    x_prev: Tensor,
+    /// The x0 estimate over every row the method runs (SMC runs whole populations).
+    x0_all: Tensor,
+    /// Its first N * K rows.
+    x0: Tensor,
+    mean: Tensor,
+    std: Tensor,
+    /// x0 from (x_prev, eps) with the last step's scalars, then mean and std.
+    estimate: Plan,
+    /// mean and std alone (after the last step, x0 is copied from x).
+    stats: Plan,
+}
+
+/// How a diverged run names row r: "image r" (or "image j (sample k)"), or,
+/// for one image's samples drawn in batches, "sample first + r".
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Rows {
+    Images,
+    Samples { first: usize },
+}
+
+impl ReadOuts {
+    fn new(gpu: &Gpu, sampler: &Sampler, images: usize, samples: usize) -> Result<ReadOuts, SamplerError> {
         let core = &sampler.core;
-        let rows = images * samples;
         let full = core.x.shape.clone();
         let image = &full[1..];
         let x_prev = Tensor::zeros(gpu, "stepwise x_t before the step", &full)?;
         let x0_all = Tensor::zeros(gpu, "stepwise x0 estimate", &full)?;
         let mask = Tensor::zeros(gpu, "stepwise x0 clip mask", &full)?;
-        let x0 = Tensor::wrap(x0_all.buffer.clone(), &[&[rows][..], image].concat());
+        let x0 = Tensor::wrap(x0_all.buffer.clone(), &[&[images * samples][..], image].concat());
         let mean = Tensor::zeros(gpu, "stepwise mean", &[&[images][..], image].concat())?;
         let std = Tensor::zeros(gpu, "stepwise std", &[&[images][..], image].concat())?;
-        let m_per: usize = meas_shape.iter().product();
-        let y_rows = (samples > 1)
-            .then(|| Tensor::zeros(gpu, "stepwise y per sample", &[rows, m_per]))
-            .transpose()?;
         let stats = Plan {
             steps: vec![sample_stats(gpu, &x0, &mean, &std, samples)?],
         };
@@ -134,6 +138,63 @@ impl Stepper {
         let mut estimate = Plan::new();
         estimate.push(x0_dispatch);
         estimate.extend(stats.clone());
+        Ok(ReadOuts {
+            x_prev,
+            x0_all,
+            x0,
+            mean,
+            std,
+            estimate,
+            stats,
+        })
+    }
+}
+
+impl Stepper {
+    /// Plans the read-outs around a sampler planned for `images * samples`
+    /// rows with the per-sample measurement layout.
+    pub(super) fn new(
+        gpu: &Gpu,
+        sampler: Sampler,
+        images: usize,
+        samples: usize,
+        meas_shape: [usize; 3],
+    ) -> Result<Stepper, SamplerError> {
+        let live = ReadOuts::new(gpu, &sampler, images, samples)?;
+        let m_per: usize = meas_shape.iter().product();
+        let y_rows = (samples > 1)
+            .then(|| Tensor::zeros(gpu, "stepwise y per sample", &[images * samples, m_per]))
+            .transpose()?;
+        Self::with(
+            gpu,
+            sampler,
+            [images, samples],
+            meas_shape,
+            Some(live),
+            y_rows,
+            Rows::Images,
+        )
+    }
+
+    /// A run of a sampler planned with its measurement, for the host entry
+    /// points: no read-outs between steps, only the finite check at the end
+    /// ([`Stepper::restart`] starts it).
+    pub(super) fn host(gpu: &Gpu, sampler: Sampler, rows: usize, names: Rows) -> Result<Stepper, SamplerError> {
+        let shape = sampler.core.x.shape.clone();
+        let image = [shape[1], shape[2], shape[3]];
+        Self::with(gpu, sampler, [rows, 1], image, None, None, names)
+    }
+
+    fn with(
+        gpu: &Gpu,
+        sampler: Sampler,
+        [images, samples]: [usize; 2],
+        meas_shape: [usize; 3],
+        live: Option<ReadOuts>,
+        y_rows: Option<Tensor>,
+        names: Rows,
+    ) -> Result<Stepper, SamplerError> {
+        let rows = images * samples;
         let verdict = Tensor::zeros(gpu, "stepwise finite check", &[rows, 2])?;
         let check = Plan {
             steps: vec![finite_check(gpu, sampler.x(), rows, &verdict)?],
@@ -150,13 +211,8 @@ impl Stepper {
             samples,
             meas_shape,
             y_rows,
-            x_prev,
-            x0_all,
-            x0,
-            mean,
-            std,
-            estimate,
-            stats,
+            live,
+            names,
             check,
             verdict,
             staging,
@@ -191,6 +247,14 @@ impl Stepper {
             }
             None => self.sampler.load_measurement(gpu, y)?,
         }
+        self.restart(gpu)
+    }
+
+    /// Starts a run on the measurement the sampler holds: draws x_T.
+    pub(super) fn restart(&mut self, gpu: &Gpu) -> Result<(), SamplerError> {
+        if self.pending.is_some() {
+            self.settle(gpu, wgpu::PollType::wait_indefinitely())?;
+        }
         self.sampler.init(gpu)?;
         self.left = Some(self.sampler.steps());
         self.outcome = None;
@@ -208,11 +272,11 @@ impl Stepper {
         let todo = k.min(left);
         for n in 0..todo {
             let i = left - 1 - n;
-            if n + 1 == todo && i > 0 {
+            if let Some(live) = self.live.as_ref().filter(|_| n + 1 == todo && i > 0) {
                 gpu.copy_buffer(
                     &self.sampler.core.x.buffer,
-                    &self.x_prev.buffer,
-                    self.x_prev.size_bytes() as u64,
+                    &live.x_prev.buffer,
+                    live.x_prev.size_bytes() as u64,
                 )?;
             }
             self.sampler.step(gpu, i)?;
@@ -221,8 +285,8 @@ impl Stepper {
         if todo > 0 {
             if left == todo {
                 self.finish(gpu)?;
-            } else {
-                self.estimate.run(gpu)?;
+            } else if let Some(live) = &self.live {
+                live.estimate.run(gpu)?;
             }
         }
         Ok(self.progress())
@@ -235,13 +299,16 @@ impl Stepper {
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("stepwise finish"),
         });
-        enc.copy_buffer_to_buffer(&x.buffer, 0, &self.x0_all.buffer, 0, x.size_bytes() as u64);
+        let stats = self.live.as_ref().map(|live| {
+            enc.copy_buffer_to_buffer(&x.buffer, 0, &live.x0_all.buffer, 0, x.size_bytes() as u64);
+            &live.stats
+        });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("stepwise finish"),
                 timestamp_writes: None,
             });
-            Plan::record_all([&self.stats, &self.check], &mut pass);
+            Plan::record_all(stats.into_iter().chain([&self.check]), &mut pass);
         }
         enc.copy_buffer_to_buffer(&self.verdict.buffer, 0, &self.staging, 0, self.staging.size());
         gpu.submit_checked("stepwise finish", enc)?;
@@ -324,9 +391,10 @@ impl Stepper {
 
     /// The verdict on the rows' (non-finite count, largest value) pairs.
     fn judge(&self, check: &[f32]) -> Result<(), String> {
-        let name = |r: usize| match self.samples {
-            1 => format!("image {r}"),
-            k => format!("image {} (sample {})", r / k, r % k),
+        let name = |r: usize| match (self.names, self.samples) {
+            (Rows::Samples { first }, _) => format!("sample {}", first + r),
+            (Rows::Images, 1) => format!("image {r}"),
+            (Rows::Images, k) => format!("image {} (sample {})", r / k, r % k),
         };
         for (r, c) in check.chunks(2).enumerate() {
             if c[0] > 0.0 {
@@ -346,18 +414,26 @@ impl Stepper {
 
     /// The estimate of x0 at the last step taken [N * K, C, H, W].
     pub fn x0(&self) -> &Tensor {
-        &self.x0
+        &self.read_outs().x0
     }
 
     /// Per-pixel mean of x0 over each image's samples [N, C, H, W].
     pub fn mean(&self) -> &Tensor {
-        &self.mean
+        &self.read_outs().mean
     }
 
     /// Per-pixel (population) standard deviation of x0 over each image's
     /// samples [N, C, H, W].
     pub fn std(&self) -> &Tensor {
-        &self.std
+        &self.read_outs().std
+    }
+
+    /// The read-outs every public [`Stepper`] has (only the host entry
+    /// points' private runs go without).
+    fn read_outs(&self) -> &ReadOuts {
+        self.live
+            .as_ref()
+            .expect("a step-wise restoration is planned with its read-outs")
     }
 
     /// Measurements (N) and samples per measurement (K).
@@ -382,15 +458,15 @@ impl Stepper {
     /// Every GPU buffer the plan made for the read-outs and the samples, for
     /// checking that a re-run allocates nothing new.
     pub fn buffers(&self) -> Vec<&wgpu::Buffer> {
-        let mut v = vec![
-            &self.sampler.core.x.buffer,
-            &self.x_prev.buffer,
-            &self.x0_all.buffer,
-            &self.mean.buffer,
-            &self.std.buffer,
-            &self.verdict.buffer,
-            &self.staging,
-        ];
+        let mut v = vec![&self.sampler.core.x.buffer, &self.verdict.buffer, &self.staging];
+        if let Some(live) = &self.live {
+            v.extend([
+                &live.x_prev.buffer,
+                &live.x0_all.buffer,
+                &live.mean.buffer,
+                &live.std.buffer,
+            ]);
+        }
         v.extend(self.y_rows.as_ref().map(|t| &t.buffer));
         v
     }
