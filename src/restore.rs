@@ -213,8 +213,8 @@ pub type StepCallback<'a> = dyn FnMut(usize, usize) -> bool + 'a;
 /// application; [`Restore::samples`], [`Restore::images`] and
 /// [`Restore::on_gpu`] drive one to the end (x_T, K reverse steps with the
 /// callback after each, `false` ending the run with
-/// [`SamplerError::Cancelled`], then its check for non-finite or exploded
-/// values).
+/// [`SamplerError::Cancelled`], then its check: non-finite samples fail
+/// every run; samples past [`EXPLODED`] fail the GPU entry points' runs).
 ///
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {

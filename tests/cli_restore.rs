@@ -400,6 +400,43 @@ fn restore_refuses_bad_input_with_one_line() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--out"));
 }
 
+/// eval refuses a bad task option or a method that cannot take the task in
+/// one line, before it makes --out (no journal left behind).
+#[test]
+fn eval_refuses_bad_tasks_before_making_out() {
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--task", "jpeg", "--quality", "0", "--method", "dps"],
+            "--quality 0 must be between 1 and 100",
+        ),
+        (
+            &["--task", "phase-retrieval", "--oversample", "0", "--method", "dps"],
+            "--oversample 0 must be a positive number",
+        ),
+        (
+            &["--task", "phase-retrieval", "--method", "ddnm"],
+            "DDNM+ needs a linear measurement; phase-retrieval is not",
+        ),
+        (
+            &["--task", "jpeg", "--method", "pigdm"],
+            "PiGDM needs a linear measurement; jpeg is not",
+        ),
+        (
+            &["--task", "inpaint-box", "--box", "40", "--method", "dps"],
+            "--box 40 must be between 1 and the image side",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = scratch("eval-bad-task");
+        let o = eval_run(&out, &[&["--limit", "1", "--steps", "2"][..], args].concat());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+}
+
 #[test]
 fn eval_shards_merge_into_the_whole_table() {
     let out = scratch("eval");

@@ -13,13 +13,13 @@ use serde_json::json;
 use super::common::{list_images, prepare_out, ImageRef, Prior, PriorArgs};
 use super::demo::{clean_tile, measurement_tile, tile_grid};
 use super::devices::{open_workers, DevicesArg, Worker};
-use super::eval::{evaluate, mean_of, EvalRun, Evaluated, Row};
+use super::eval::{check_plan, evaluate, mean_of, EvalRun, Evaluated, Row};
 use super::sampling::{method_parser, NoiseArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
-use crate::operators::task::{resolve, TaskSpec};
+use crate::operators::task::TaskSpec;
 use crate::process::Process;
 use crate::samplers::options::Kind;
-use crate::samplers::{dmps, Measurement, Method, MethodOptions, Sampler, SamplerOptions};
+use crate::samplers::{dmps, Method, MethodOptions, SamplerOptions};
 use crate::Gpu;
 
 #[derive(Args)]
@@ -104,19 +104,8 @@ fn per_method(args: &CompareArgs) -> anyhow::Result<Vec<(Method, SamplingArgs)>>
 /// refuses the task (DMPS on phase retrieval) stops the run before any
 /// sampling, with its own reason.
 fn check_plans(gpu: &Gpu, prior: &Prior, runs: &[EvalRun<'_>]) -> anyhow::Result<()> {
-    let Some(first) = runs.first() else { return Ok(()) };
-    let in_shape = [prior.channels, prior.size, prior.size];
-    let op = resolve(first.spec, in_shape, first.sampling.seed)?.build(gpu)?;
-    let y = vec![0f32; op.out_shape().iter().product()];
     for run in runs {
-        let opts: SamplerOptions = run.options(prior)?;
-        let meas = Measurement {
-            op: op.as_ref(),
-            y: &y,
-            sigma_y: run.noise.sigma_y(),
-        };
-        Sampler::new(gpu, run.method, &prior.score, Some(meas), run.samples, &opts)
-            .map_err(|e| anyhow::anyhow!("--methods {}: {e}", run.method.name()))?;
+        check_plan(gpu, prior, run).map_err(|e| anyhow::anyhow!("--methods {}: {e}", run.method.name()))?;
     }
     Ok(())
 }

@@ -21,8 +21,9 @@ use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
 use crate::operators::Operator;
 use crate::restore::{argmin, baseline, measure, misfits, NoiseModel, Restore, StepCallback};
-use crate::samplers::{smc, Method, SamplerOptions};
+use crate::samplers::{smc, Measurement, Method, Sampler, SamplerOptions};
 use crate::schedule::VarianceType;
+use crate::Gpu;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -244,6 +245,23 @@ pub struct Evaluated {
     pub seconds: f64,
     /// What the baseline is, in a line.
     pub baseline: String,
+}
+
+/// Plans `run`'s sampler once on a zero measurement of its task: a task
+/// option out of range or a method that refuses the task (DDNM+ on phase
+/// retrieval) stops the run in one line before --out is touched.
+pub(super) fn check_plan(gpu: &Gpu, prior: &Prior, run: &EvalRun<'_>) -> anyhow::Result<()> {
+    let in_shape = [prior.channels, prior.size, prior.size];
+    let op = resolve(run.spec, in_shape, run.sampling.seed)?.build(gpu)?;
+    let y = vec![0f32; op.out_shape().iter().product()];
+    let opts: SamplerOptions = run.options(prior)?;
+    let meas = Measurement {
+        op: op.as_ref(),
+        y: &y,
+        sigma_y: run.noise.sigma_y(),
+    };
+    Sampler::new(gpu, run.method, &prior.score, Some(meas), run.samples, &opts)?;
+    Ok(())
 }
 
 /// Restores `images` in batches under one operator (drawn once from the
@@ -537,9 +555,10 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         );
     }
     let devices = args.devices.resolve()?;
-    prepare_out(&args.out)?;
     let workers = open_workers(devices.as_deref(), &args.problem.prior, verbose)?;
     let Worker { gpu, prior } = &workers[0];
+    check_plan(gpu, prior, &run)?;
+    prepare_out(&args.out)?;
     let stem = match shard {
         Some((i, n)) => format!("shard-{i:04}-of-{n:04}"),
         None => "results".to_string(),

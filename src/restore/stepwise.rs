@@ -70,6 +70,11 @@ pub struct Stepper {
     live: Option<ReadOuts>,
     /// What a diverged run's message calls its rows.
     names: Rows,
+    /// A sample's largest magnitude past this fails the run: [`EXPLODED`]
+    /// for the application's runs; the host entry points refuse only
+    /// non-finite samples (an eval scores a wild sample rather than lose
+    /// the run to it).
+    limit: f32,
     /// The finite check of the samples into `verdict`.
     check: Plan,
     verdict: Tensor,
@@ -174,6 +179,7 @@ impl Stepper {
             y_rows,
             Rows::Images,
         )
+        .map(|s| Stepper { limit: EXPLODED, ..s })
     }
 
     /// A run of a sampler planned with its measurement, for the host entry
@@ -213,6 +219,7 @@ impl Stepper {
             y_rows,
             live,
             names,
+            limit: f32::INFINITY,
             check,
             verdict,
             staging,
@@ -400,7 +407,7 @@ impl Stepper {
             if c[0] > 0.0 {
                 return Err(diverged(&name(r), None));
             }
-            if c[1].abs() > EXPLODED {
+            if c[1].abs() > self.limit {
                 return Err(diverged(&name(r), Some(c[1])));
             }
         }
