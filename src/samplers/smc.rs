@@ -371,6 +371,8 @@ pub struct SmcTrace<'a> {
 }
 
 impl Smc {
+    /// Read between [`super::Sampler::step`] calls: what a step left is the
+    /// only way to check its weights without a second implementation on the GPU.
     pub fn trace(&self) -> SmcTrace<'_> {
         SmcTrace {
             twist: &self.twist_out,
