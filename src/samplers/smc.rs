@@ -358,9 +358,32 @@ impl MethodStep for Smc {
     }
 }
 
+/// The per-particle weighing state ([N] each), for replays that check the
+/// GPU's weights particle by particle on its own noise (tests/smc_replay.rs).
+pub struct SmcTrace<'a> {
+    /// log p~_t(y | x_t) at the last weighing's x_t (the exact log-likelihood
+    /// after the final one), indexed by the particle before resampling.
+    pub twist: &'a Tensor,
+    /// That twist gathered to the ancestors: what the next weighing subtracts.
+    pub carried_twist: &'a Tensor,
+    /// log p/q of the last proposal, per particle after resampling.
+    pub lpq: &'a Tensor,
+}
+
 impl Smc {
-    /// The systematic offset of weighing `i` (K for the final one), from the seed.
-    fn offset(seed: u64, i: usize) -> f32 {
+    /// Read between [`super::Sampler::step`] calls: what a step left is the
+    /// only way to check its weights without a second implementation on the GPU.
+    pub fn trace(&self) -> SmcTrace<'_> {
+        SmcTrace {
+            twist: &self.twist_out,
+            carried_twist: &self.gathered.twist,
+            lpq: &self.lpq_sum.out,
+        }
+    }
+
+    /// The systematic offset of weighing `i` (K for the final one), from the
+    /// seed (the population g's is fract(u + 0.618 g), shaders/smc.wgsl).
+    pub fn offset(seed: u64, i: usize) -> f32 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         rng.random::<f32>()
     }
