@@ -782,7 +782,6 @@ fn restore_refuses_model_processes_it_cannot_run() {
 /// inpainting, 12 px, seed 0), and for the clean image: the noise's own.
 fn box_residuals(out: &Path) -> (Vec<f64>, f64) {
     use tweedie::operators::task::{build, Task, TaskSpec};
-    use tweedie::operators::Operator;
     let gpu = common::gpu();
     let spec = TaskSpec {
         box_side: Some(12),
