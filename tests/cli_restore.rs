@@ -819,21 +819,10 @@ fn box_residuals(out: &Path) -> (Vec<f64>, f64) {
 fn dps_default_at_20_steps_keeps_the_measurement() {
     let fit = |name: &str, extra: &[&str]| {
         let out = scratch(name);
-        let mut args = vec![
-            "restore",
-            "--task",
-            "inpaint-box",
-            "--box",
-            "12",
-            "--method",
-            "dps",
-            "--steps",
-            "20",
-            "--samples",
-            "2",
-            "--quiet",
-            "--input",
-        ];
+        let mut args: Vec<&str> =
+            "restore --task inpaint-box --box 12 --method dps --steps 20 --samples 2 --quiet --input"
+                .split_whitespace()
+                .collect();
         let img = image();
         args.extend([img.as_str(), "--out", s(&out)]);
         args.extend(extra);
