@@ -809,7 +809,7 @@ fn box_residuals(out: &Path) -> (Vec<f64>, f64) {
     };
     let per = 32 * 32;
     let each = samples.data.chunks(per).map(residual).collect();
-    (each, residual(&tweedie::io::read_image(&image()).unwrap().data))
+    (each, residual(&tweedie::io::read_image(image()).unwrap().data))
 }
 
 /// DPS's default step size at 20 steps keeps the measurement on the shipped
