@@ -79,7 +79,8 @@ fn compare_writes_table_grid_and_plot() {
         assert_eq!(m["steps"], steps);
         assert_eq!(m["images"].as_array().unwrap().len(), 4);
     }
-    assert_eq!(methods["dps"]["settings"]["zeta"], 0.5);
+    // 3 steps: the paper's 0.5 x 1000 / 3, capped at 4 (src/samplers/dps.rs, ZetaRule).
+    assert_eq!(methods["dps"]["settings"]["zeta"], 4.0);
     assert_eq!(methods["dmps"]["settings"]["lambda"], 1.75);
 
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();

@@ -814,3 +814,68 @@ fn restore_refuses_model_processes_it_cannot_run() {
         assert!(!out.join("report.json").exists());
     }
 }
+
+/// |A x - y| for each sample in `out` (a `restore` of `image()` by box
+/// inpainting, 12 px, seed 0), and for the clean image: the noise's own.
+fn box_residuals(out: &Path) -> (Vec<f64>, f64) {
+    use tweedie::operators::task::{build, Task, TaskSpec};
+    let gpu = common::gpu();
+    let spec = TaskSpec {
+        box_side: Some(12),
+        ..TaskSpec::new(Task::InpaintBox)
+    };
+    let op = build(&gpu, &spec, [1, 32, 32], 0).unwrap();
+    let y = tweedie::io::TensorFile::open(out.join("y.safetensors"))
+        .unwrap()
+        .get("y")
+        .unwrap();
+    let samples = tweedie::io::TensorFile::open(out.join("samples.safetensors"))
+        .unwrap()
+        .get("samples")
+        .unwrap();
+    let residual = |x: &[f32]| {
+        let xt = tweedie::Tensor::from_slice(&gpu, "x", &[1, 1, 32, 32], x).unwrap();
+        let ax = tweedie::Tensor::zeros(&gpu, "A x", &y.shape).unwrap();
+        op.forward(&gpu, &xt, &ax).unwrap().run(&gpu).unwrap();
+        let ax = ax.read(&gpu).unwrap();
+        ax.iter()
+            .zip(&y.data)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let per = 32 * 32;
+    let each = samples.data.chunks(per).map(residual).collect();
+    (each, residual(&tweedie::io::read_image(image()).unwrap().data))
+}
+
+/// DPS's default step size at 20 steps keeps the measurement on the shipped
+/// prior: the samples fit y about as well as the clean image does, where the
+/// paper's 1000-step zeta (0.5) leaves them far from it.
+#[test]
+fn dps_default_at_20_steps_keeps_the_measurement() {
+    let fit = |name: &str, extra: &[&str]| {
+        let out = scratch(name);
+        let mut args: Vec<&str> =
+            "restore --task inpaint-box --box 12 --method dps --steps 20 --samples 2 --quiet --input"
+                .split_whitespace()
+                .collect();
+        let img = image();
+        args.extend([img.as_str(), "--out", s(&out)]);
+        args.extend(extra);
+        let o = tweedie(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        box_residuals(&out)
+    };
+    let (default, clean) = fit("dps-default-20", &[]);
+    let (paper, _) = fit("dps-paper-20", &["--zeta", "0.5"]);
+    eprintln!("|A x - y| at 20 steps: default {default:?}, zeta 0.5 {paper:?}, clean image {clean:.3}");
+    assert!(
+        default.iter().all(|r| *r < 1.5 * clean),
+        "default {default:?}, clean {clean}"
+    );
+    assert!(
+        paper.iter().all(|r| *r > 2.0 * clean),
+        "zeta 0.5 {paper:?}, clean {clean}"
+    );
+}

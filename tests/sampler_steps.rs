@@ -668,3 +668,60 @@ fn eps_estimate_kernel_matches_cpu() {
     let want: Vec<f32> = (0..n).map(|i| (0.8 * x[i] as f64 + 0.6 * o[i] as f64) as f32).collect();
     assert_close("eps_estimate", &te.read(&gpu).unwrap(), &want, 1e-6, 1e-6);
 }
+
+/// DPS's default zeta by task follows the step count as `--zeta`'s help
+/// says: the paper's at 1000 steps, times 1000 / steps below, at most 4 / s
+/// (SR's gain 1/2: 8); the non-linear tasks' and `gmm`'s stay fixed.
+#[test]
+fn dps_default_zeta_follows_the_step_count() {
+    use tweedie::operators::task::Task;
+    use tweedie::samplers::dps::{default_zeta, ZetaRule, PAPER_STEPS, ZETA};
+
+    for (task, paper) in [
+        (Task::InpaintBox, 0.5),
+        (Task::InpaintRandom, 0.5),
+        (Task::Sr, 0.3),
+        (Task::DeblurGaussian, 0.3),
+        (Task::PhaseRetrieval, 0.4),
+        (Task::Jpeg, 1.2),
+    ] {
+        assert_eq!(default_zeta(task).at(PAPER_STEPS), paper, "{task} at 1000 steps");
+    }
+    // The values the help quotes (inpainting / SR at 20 and 50 steps).
+    for (task, steps, zeta) in [
+        (Task::InpaintBox, 20, 4.0),
+        (Task::Sr, 20, 8.0),
+        (Task::InpaintBox, 50, 4.0),
+        (Task::Sr, 50, 6.0),
+        (Task::Sr, 100, 3.0),
+        (Task::InpaintBox, 200, 2.5),
+        (Task::Sr, 10, 8.0),
+        (Task::Sr, 40, 7.5),
+        (Task::DeblurGaussian, 10, 4.0),
+        (Task::Jpeg, 5, 1.2),
+        (Task::PhaseRetrieval, 20, 0.4),
+    ] {
+        assert_eq!(default_zeta(task).at(steps), zeta, "{task} at {steps} steps");
+    }
+    for phrase in [
+        "1000 / steps",
+        "at most 4 / s ",
+        "8 for SR",
+        "4 / 8 at 20 steps",
+        "4 / 6 at 50",
+    ] {
+        assert!(ZETA.help.contains(phrase), "--zeta's help lacks {phrase:?}");
+    }
+    // Fewer steps never take a smaller step, and none passes its cap.
+    for task in Task::ALL {
+        let rule = default_zeta(task);
+        let cap = rule.at(1);
+        let z: Vec<f32> = (1..=2000).map(|k| rule.at(k)).collect();
+        assert!(z.iter().all(|v| v.is_finite() && *v > 0.0 && *v <= cap), "{task}");
+        assert!(
+            z.windows(2).all(|w| w[1] <= w[0]),
+            "{task}: not non-increasing in the steps"
+        );
+    }
+    assert_eq!(ZetaRule::from(1.0).at(10), 1.0, "gmm's plain 1.0");
+}

@@ -8,9 +8,11 @@ use clap::parser::ValueSource;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use super::common::PriorArgs;
-use crate::operators::task::{Task, TaskSpec};
+use crate::operators::task::TaskSpec;
 use crate::process::Process;
 use crate::restore::NoiseModel;
+pub use crate::samplers::dps::default_zeta;
+use crate::samplers::dps::ZetaRule;
 use crate::samplers::options::{Choice, Kind, MethodOptions, OptionSpec};
 use crate::samplers::{cdps, cg, dmps, dps, option_specs, smc, BaseSampler, Method, SamplerOptions};
 use crate::schedule::VarianceType;
@@ -202,11 +204,16 @@ impl SamplingArgs {
     }
 
     /// The sampler options for a model of `process`; DPS's step size
-    /// defaults to `default_zeta` when `--zeta` is not given.
-    pub fn options(&self, default_zeta: f32, clip: bool, variance: VarianceType) -> anyhow::Result<SamplerOptions> {
+    /// defaults to `default_zeta` at `--steps` when `--zeta` is not given.
+    pub fn options(
+        &self,
+        default_zeta: impl Into<ZetaRule>,
+        clip: bool,
+        variance: VarianceType,
+    ) -> anyhow::Result<SamplerOptions> {
         let mut method = self.method.options()?;
         if !method.is_set(dps::ZETA.name) {
-            method.set(dps::ZETA.name, &default_zeta.to_string())?;
+            method.set(dps::ZETA.name, &default_zeta.into().at(self.steps).to_string())?;
         }
         Ok(SamplerOptions {
             steps: self.steps,
@@ -252,20 +259,6 @@ pub fn with_settings(mut report: serde_json::Value, settings: serde_json::Value)
         }
     }
     report
-}
-
-/// DPS's official step sizes: 0.5 for inpainting, 0.4 for phase retrieval, 0.3 for blur and SR;
-/// for JPEG 4 x 0.3, as the cubic stand-in's slope through the rounding averages 1/4.
-pub fn default_zeta(task: Task) -> f32 {
-    if task.is_inpainting() {
-        0.5
-    } else if task == Task::PhaseRetrieval {
-        0.4
-    } else if task == Task::Jpeg {
-        1.2
-    } else {
-        0.3
-    }
 }
 
 /// What `restore` and `eval` sample: the prior, the measurement task and the

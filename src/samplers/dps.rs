@@ -16,6 +16,7 @@ use super::{Core, Measurement, MethodStep, Planned, Posterior, SamplerError, Ste
 use crate::gpu::{Dispatch, Plan};
 use crate::kernels::elementwise::{Elementwise, Op};
 use crate::kernels::reduce::BatchedDot;
+use crate::operators::task::Task;
 use crate::tensor::Tensor;
 use crate::Gpu;
 
@@ -24,14 +25,91 @@ use crate::Gpu;
 const ROWS_MAX: usize = 1024;
 
 /// DPS's step size when neither the caller nor `--zeta` gives one (the
-/// command line gives DPS's official 0.5 for inpainting, 0.3 otherwise).
+/// command line gives [`default_zeta`]'s by task at its step count).
 pub const DEFAULT_ZETA: f32 = 1.0;
+
+/// The step count DPS's constants are made for: Chung et al. take 1000 DDPM
+/// steps, one guided step each.
+pub const PAPER_STEPS: usize = 1000;
+
+/// How far one guided step may move x: the cap of [`ZetaRule::PerStep`].
+/// On the 8 tuning images at 20 steps the best pull was about this long for
+/// box inpainting (gain 1; zeta 2 / 4 / 8: 21.44 / 22.83 / 20.05 dB) and x2 SR
+/// (gain about 1/2; zeta 4 / 8 / 15: 20.89 / 22.40 / 20.57 dB); see
+/// docs/accuracy.md, "Step sizes at 20 steps".
+pub const MAX_MOVE: f32 = 4.0;
+
+/// DPS's default step size, as a function of the step count.
+///
+/// The paper's zeta is made for 1000 DDPM steps: each one pulls x toward
+/// the measurement by zeta along the normalised gradient of |y - A x0hat|,
+/// and over a run those pulls add up while the noise of each step undoes
+/// part of them. Respaced to K steps, each step spans 1000 / K DDPM steps
+/// and gets one pull, so keeping the run's total pull takes
+/// zeta_K = zeta_1000 x 1000 / K; with the paper's constant as it is, 20
+/// steps pull 50 times less and leave the measurement unkept.
+///
+/// A single pull must not overshoot, though: it moves x by
+/// zeta |A^T r| / (a_t |r|), up to zeta s / a_t for the operator's largest
+/// gain s, and past a few units it jumps over the posterior's mass instead of
+/// walking into it. So zeta_K stops at [`MAX_MOVE`] / s, which bounds coarse
+/// schedules only (box inpainting below 125 steps, x2 SR below 38); at 1000
+/// steps zeta_K is the paper's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ZetaRule {
+    /// This zeta at any step count: `gmm`'s, and a non-linear measurement's
+    /// (phase retrieval, JPEG), whose gain the bound above does not cover.
+    Fixed(f32),
+    /// The paper's zeta `paper` for 1000 steps, times 1000 / steps, at most
+    /// [`MAX_MOVE`] / `gain` (never below `paper`), for a linear operator
+    /// whose largest singular value is about `gain`.
+    PerStep { paper: f32, gain: f32 },
+}
+
+impl ZetaRule {
+    /// The zeta of a run of `steps` steps.
+    pub fn at(self, steps: usize) -> f32 {
+        match self {
+            ZetaRule::Fixed(zeta) => zeta,
+            ZetaRule::PerStep { paper, gain } => {
+                // paper x 1000 first: whole numbers for the shipped constants,
+                // so 50 steps of SR's 0.3 record 6, not 6.0000005.
+                let scaled = paper * PAPER_STEPS as f32 / steps.max(1) as f32;
+                scaled.min((MAX_MOVE / gain).max(paper))
+            }
+        }
+    }
+}
+
+impl From<f32> for ZetaRule {
+    fn from(zeta: f32) -> ZetaRule {
+        ZetaRule::Fixed(zeta)
+    }
+}
+
+/// DPS's step size by task ([`ZetaRule`]): the official 1000-step values,
+/// 0.5 for inpainting, 0.3 for blur and SR, scaled to the step count; the
+/// operators' largest gains are 1 but for SR's (about 1/2 at x2, less at
+/// larger factors, so the x2 bound holds for all). The non-linear ones keep
+/// theirs: 0.4 for phase retrieval, and for JPEG 4 x 0.3, as the cubic
+/// stand-in's slope through the rounding averages 1/4.
+pub fn default_zeta(task: Task) -> ZetaRule {
+    match task {
+        Task::PhaseRetrieval => ZetaRule::Fixed(0.4),
+        Task::Jpeg => ZetaRule::Fixed(1.2),
+        Task::Sr => ZetaRule::PerStep { paper: 0.3, gain: 0.5 },
+        t if t.is_inpainting() => ZetaRule::PerStep { paper: 0.5, gain: 1.0 },
+        _ => ZetaRule::PerStep { paper: 0.3, gain: 1.0 },
+    }
+}
 
 /// `--zeta`.
 pub const ZETA: OptionSpec = OptionSpec {
     name: "zeta",
-    help: "DPS step size (default: 0.5 for inpainting, 0.4 for phase retrieval, 0.3 otherwise as DPS's configs, 1.0 for gmm). \
-           The defaults are made for 1000 steps; with ~20 steps the shipped prior wanted 4-8",
+    help: "DPS step size. Default: DPS's value for 1000 steps (0.5 for inpainting, 0.3 otherwise) times \
+           1000 / steps, at most 4 / s for the operator's largest gain s (a cap of 4; 8 for SR): \
+           inpainting / SR take 4 / 8 at 20 steps, 4 / 6 at 50, 0.5 / 0.3 at 1000. \
+           Fixed at any step count: 0.4 for phase retrieval, 1.2 for JPEG, 1.0 for gmm",
     kind: Kind::Number,
     default: None,
     check: finite,
