@@ -8,7 +8,7 @@
 mod common;
 use common::gmm::*;
 
-use tweedie::samplers::dmps::{gain, gain_cap, LAMBDA_VP};
+use tweedie::samplers::dmps::{carried_gain_cap, gain, LAMBDA_VP};
 use tweedie::samplers::{Method, MethodOptions, SamplerOptions};
 use tweedie::schedule::Schedule;
 
@@ -121,7 +121,8 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
                     let beta = sched.betas[i];
                     let guide = LAMBDA_VP as f64 * beta / (1.0 - beta).sqrt() / a;
                     let a_next = sched.alphas_cumprod_prev[i].sqrt();
-                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / gain_cap(a, a_next)
+                    let carry = sched.posterior_mean_coef2[i];
+                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / carried_gain_cap(a, a_next, carry)
                 })
                 .fold(0.0, f64::max)
         };

@@ -45,9 +45,10 @@ pub const LAMBDA_FLOW: f32 = 2.0;
 pub const LAMBDA: OptionSpec = OptionSpec {
     name: "lambda",
     help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model). The step \
-           moves each measured direction at most onto the measurement at the level it steps to (its \
-           gain is capped at a_{t-1} / a_t), so the default holds at any step count; at 1000 steps the \
-           cap never acts",
+           moves each measured direction at most onto the measurement at the level it steps to, and at \
+           most half past it where the network ignores that direction (its gain is capped at min(a_{t-1} / a_t, 1/2 + the \
+           base step's coefficient on x_t)), so the default holds at any step count; at 1000 steps the cap \
+           never acts",
     kind: Kind::Number,
     default: None,
     check: super::dps::finite,
@@ -86,7 +87,7 @@ pub struct DmpsStep {
     pub sigma_y2: f32,
     /// c = (b_t / a_t)^2, the weight of A A^T
     pub gamma: f32,
-    /// the largest gain a direction takes ([`gain_cap`])
+    /// the largest gain a direction takes ([`carried_gain_cap`])
     pub gain_cap: f32,
 }
 
@@ -191,7 +192,7 @@ impl Solve {
 /// The paper's lambda 1.75 is made for 1000 steps, where beta'_t is small
 /// and the gain stays far below 1; 10 respaced steps put it near 10, and the
 /// step throws the sample past the measurement by more than it corrects
-/// (DMPS diverged there). Capping each direction's gain at [`gain_cap`]
+/// (DMPS diverged there). Capping each direction's gain at [`carried_gain_cap`]
 /// keeps the paper's update wherever it is stable (every step of a 1000-step
 /// run) and makes DMPS's defaults hold at any step count. The SVD form caps
 /// each direction (`dmps_spectral`); CG has no spectrum, so it scales the
@@ -210,16 +211,50 @@ pub fn gain(guide: f64, resid_scale: f64, sigma_y2: f64, c: f64, s2: f64) -> f64
 /// a_{t-1} / a_t (at least 1). DMPS's term pulls x_t's measured component u
 /// toward a_t y / s, the measurement at x_t's level, while the base step
 /// carries u on to level a_{t-1} (its mean scales a measured component by
-/// about a_{t-1} / a_t): a gain of a_{t-1} / a_t lands the step on the
-/// measurement at the level it arrives at, a larger one overshoots it. A
-/// 1000-step schedule keeps every gain far below 1, so the cap never acts
-/// there (`tests/dmps_steps.rs`).
+/// about a_{t-1} / a_t when x0hat follows x_t): a gain of a_{t-1} / a_t lands
+/// the step on the measurement at the level it arrives at, a larger one
+/// overshoots it. A 1000-step schedule keeps every gain far below 1, so the
+/// cap never acts there (`tests/dmps_steps.rs`). ALD shares this bound; DMPS
+/// tightens it with [`carried_gain_cap`].
 pub fn gain_cap(a: f64, a_next: f64) -> f64 {
     if a > 0.0 {
         (a_next / a).max(1.0)
     } else {
         1.0
     }
+}
+
+/// The most of a measured component's deviation from the measurement that
+/// a DMPS step may hand on, sign flipped, when x0hat ignores the component
+/// ([`carried_gain_cap`]).
+pub const FLIP_LEFT: f64 = 0.5;
+
+/// DMPS's cap: [`gain_cap`], and at most `carry` + [`FLIP_LEFT`], where
+/// `carry` is the base step's coefficient on x_t itself (`coef2` of x' =
+/// coef1 x0hat + coef2 x_t: DDPM's posterior-mean coefficient, c / b for DDIM
+/// and Euler).
+///
+/// Why: [`gain_cap`] assumes the base step carries u by a_{t-1} / a_t, which
+/// holds only where x0hat follows x_t (d x0hat / du = 1 / a_t, low noise). At
+/// high noise the network's x0hat barely moves with u (the prior decides
+/// it), and the base step carries u by `carry` alone (0.35-0.5 over the
+/// first steps of a 10-step schedule, where a_{t-1} / a_t is 1.5-2.9). u's
+/// deviation from the measurement then leaves the step multiplied by
+/// carry - gain, and with the paper's lambda 1.75 capped only at
+/// a_{t-1} / a_t that is -0.9 to -2.5 at each of the first nine steps: the
+/// measured components' noise could grow some 18-fold over 10 steps, x0hat
+/// clipped to +-1, and `tweedie restore --method dmps --steps 10` returned
+/// black-and-white noise (x2 SR 4.8 dB, box 5.8 dB, against A^+ y's 20.6 and
+/// 16.9 on the first four test images). With gain at most carry + 1/2,
+/// carry - gain >= -1/2: whatever x0hat does with u (its slope from 0 to
+/// 1 / a_t), the step does not pass the measurement at the level it steps to
+/// and at least halves u's deviation from it. (carry + 1 only keeps the
+/// deviation from growing and left 13.9 / 11.4 dB on two images; carry +
+/// 1/4 gave 18.2 / 18.1, carry + 1/2 18.9 / 19.0.) A 1000-step run keeps
+/// every gain below 1/2 (`tests/dmps_steps.rs`), so it is the paper's update
+/// still.
+pub fn carried_gain_cap(a: f64, a_next: f64, carry: f64) -> f64 {
+    gain_cap(a, a_next).min(carry.max(0.0) + FLIP_LEFT)
 }
 
 /// How much [`largest_singular2`] raises its estimate, to cover the power
@@ -322,7 +357,7 @@ impl MethodStep for Dmps {
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
         let (a, b) = (g.a[i], g.b[i]);
-        let cap_here = gain_cap(a, g.a_next[i]);
+        let cap_here = carried_gain_cap(a, g.a_next[i], p.coef2 as f64);
         // a = 0 only at a flow's t = 1, where p(y | x_t) is flat: no guidance (see above).
         let (guide, c, resid_scale) = if a <= A_FLAT {
             (0.0, 0.0, 0.0)
