@@ -1,9 +1,9 @@
 //! DMPS's defaults hold at any step count (issue 23): the paper's lambda 1.75
 //! is made for 1000 steps and, taken as it is, diverges with 10 respaced
 //! steps (sliced W2 19.6 on d8_m2 against a prior at 7.1). With each measured
-//! direction's gain capped at 1, the default lands where a float64 DMPS with
-//! the stable lambda 1 does, and at 1000 steps the cap never acts, so the
-//! paper's update is unchanged there.
+//! direction's gain capped (`carried_gain_cap`), the default lands where a
+//! float64 DMPS with the stable lambda 1 does, and at 1000 steps the cap never
+//! acts, so the paper's update is unchanged there.
 
 mod common;
 use common::gmm::*;
