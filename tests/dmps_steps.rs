@@ -122,7 +122,7 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
                     let guide = LAMBDA_VP as f64 * beta / (1.0 - beta).sqrt() / a;
                     let a_next = sched.alphas_cumprod_prev[i].sqrt();
                     let carry = sched.posterior_mean_coef2[i];
-                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / carried_gain_cap(a, a_next, carry)
+                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / carried_gain_cap(a, a_next, carry, true)
                 })
                 .fold(0.0, f64::max)
         };

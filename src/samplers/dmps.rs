@@ -225,14 +225,14 @@ pub fn gain_cap(a: f64, a_next: f64) -> f64 {
 }
 
 /// The most of a measured component's deviation from the measurement that
-/// a DMPS step may hand on, sign flipped, when x0hat ignores the component
+/// a DMPS step on a clipped x0hat may hand on, sign flipped
 /// ([`carried_gain_cap`]).
 pub const FLIP_LEFT: f64 = 0.5;
 
-/// DMPS's cap: [`gain_cap`], and at most `carry` + [`FLIP_LEFT`], where
-/// `carry` is the base step's coefficient on x_t itself (`coef2` of x' =
-/// coef1 x0hat + coef2 x_t: DDPM's posterior-mean coefficient, c / b for DDIM
-/// and Euler).
+/// DMPS's cap: [`gain_cap`], and at most `carry` + [`FLIP_LEFT`] when x0hat
+/// is clipped to [-1, 1] (`clipped`), `carry` + 1 when not, where `carry` is
+/// the base step's coefficient on x_t itself (`coef2` of x' = coef1 x0hat +
+/// coef2 x_t: DDPM's posterior-mean coefficient, c / b for DDIM and Euler).
 ///
 /// Why: [`gain_cap`] assumes the base step carries u by a_{t-1} / a_t, which
 /// holds only where x0hat follows x_t (d x0hat / du = 1 / a_t, low noise). At
@@ -245,16 +245,21 @@ pub const FLIP_LEFT: f64 = 0.5;
 /// measured components' noise could grow some 18-fold over 10 steps, x0hat
 /// clipped to +-1, and `tweedie restore --method dmps --steps 10` returned
 /// black-and-white noise (x2 SR 4.8 dB, box 5.8 dB, against A^+ y's 20.6 and
-/// 16.9 on the first four test images). With gain at most carry + 1/2,
-/// carry - gain >= -1/2: whatever x0hat does with u (its slope from 0 to
+/// 16.9 on the first four test images). With gain at most carry + 1,
+/// carry - gain >= -1: whatever x0hat does with u (its slope from 0 to
 /// 1 / a_t), the step does not pass the measurement at the level it steps to
-/// and at least halves u's deviation from it. (carry + 1 only keeps the
-/// deviation from growing and left 13.9 / 11.4 dB on two images; carry +
-/// 1/4 gave 18.2 / 18.1, carry + 1/2 18.9 / 19.0.) A 1000-step run keeps
-/// every gain below 1/2 (`tests/dmps_steps.rs`), so it is the paper's update
-/// still.
-pub fn carried_gain_cap(a: f64, a_next: f64, carry: f64) -> f64 {
-    gain_cap(a, a_next).min(carry.max(0.0) + FLIP_LEFT)
+/// nor enlarge u's deviation from it. With x0hat clipped, a clipped pixel's
+/// x0hat ignores u outright (most pixels over the first steps, where x_t / a_t
+/// is far outside [-1, 1]), and carry + 1 still left 13.9 / 11.4 dB (SR / box)
+/// on the first two test images; carry + 1/2, which at least halves the
+/// deviation, gives 18.9 / 19.0 (carry + 1/4: 18.2 / 18.1; carry + 0.8 16.9 /
+/// 15.1). Unclipped (the mixtures, `tests/dmps_steps.rs`) carry + 1/2 trails a
+/// float64 DMPS with lambda 1 by 0.43 sliced W2 on d8_m2 and carry + 1 by
+/// 0.04. The cap is at least 1/2, and a 1000-step run keeps every gain below
+/// it (`tests/dmps_steps.rs`), so it is the paper's update still.
+pub fn carried_gain_cap(a: f64, a_next: f64, carry: f64, clipped: bool) -> f64 {
+    let left = if clipped { FLIP_LEFT } else { 1.0 };
+    gain_cap(a, a_next).min(carry.max(0.0) + left)
 }
 
 /// How much [`largest_singular2`] raises its estimate, to cover the power
@@ -357,7 +362,7 @@ impl MethodStep for Dmps {
     fn params(&self, gpu: &Gpu, core: &Core, i: usize, p: &mut StepParams) {
         let g = &core.grid;
         let (a, b) = (g.a[i], g.b[i]);
-        let cap_here = carried_gain_cap(a, g.a_next[i], p.coef2 as f64);
+        let cap_here = carried_gain_cap(a, g.a_next[i], p.coef2 as f64, core.opts.clip);
         // a = 0 only at a flow's t = 1, where p(y | x_t) is flat: no guidance (see above).
         let (guide, c, resid_scale) = if a <= A_FLAT {
             (0.0, 0.0, 0.0)
