@@ -45,10 +45,10 @@ pub const LAMBDA_FLOW: f32 = 2.0;
 pub const LAMBDA: OptionSpec = OptionSpec {
     name: "lambda",
     help: "DMPS lambda (default: the paper's 1.75 on a VP diffusion, 2.0 on a flow model). The step \
-           moves each measured direction at most onto the measurement at the level it steps to, and at \
-           most half past it where the network ignores that direction (its gain is capped at min(a_{t-1} / a_t, 1/2 + the \
-           base step's coefficient on x_t)), so the default holds at any step count; at 1000 steps the cap \
-           never acts",
+           moves each measured direction at most onto the measurement at the level it steps to and \
+           never enlarges its distance from it (its gain is capped at min(a_{t-1} / a_t, the base \
+           step's coefficient on x_t + 1, or + 1/2 with x0hat clipped)), so the default holds at any \
+           step count; at 1000 steps the cap never acts",
     kind: Kind::Number,
     default: None,
     check: super::dps::finite,
