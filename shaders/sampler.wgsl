@@ -153,7 +153,8 @@ fn dmps_gain_cap() -> f32 { return s.method[0].z; } // the largest gain a direct
 // step then moves each measured direction at most onto the measurement at the
 // level it steps to. gain_i = guide resid_scale s_i^2 / (sigma_y^2 + gamma s_i^2)
 // is how far the update moves x_t's component along direction i per unit of
-// its residual, cap = a_{t-1} / a_t (`gain` and `gain_cap` in
+// its residual, cap = min(a_{t-1} / a_t, the base step's carry + 1/2 where x0hat
+// is clipped, + 1 where not) (`gain` and `carried_gain_cap` in
 // src/samplers/dmps.rs); in a 1000-step run no gain reaches the cap and the
 // paper's update is unchanged.
 @group(0) @binding(1) var<storage, read> k_sing: array<f32>;

@@ -153,10 +153,10 @@ fn an_exploding_stepwise_run_is_reported() {
     let model = UnetScore::new(Arc::new(Unet::load(&gpu, &fixture("unet/adm_gray")).unwrap()), 32, 32);
     let op = build(&gpu, &TaskSpec::new(Task::Denoise), [1, 32, 32], 0).unwrap();
     let wild = SamplerOptions {
-        method: MethodOptions::default().with("lambda", "400").unwrap(),
+        method: MethodOptions::default().with("reddiff-lr", "10000").unwrap(),
         ..opts(3, 9)
     };
-    let mut s = Restore::new(&model, Method::Dmps, &wild)
+    let mut s = Restore::new(&model, Method::RedDiff, &wild)
         .measured(op.as_ref(), 0.05)
         .stepwise(&gpu, 2, 1)
         .unwrap();

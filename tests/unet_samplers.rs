@@ -344,12 +344,13 @@ fn embedding_restores_between_caller_owned_buffers(dtype: DType) {
         assert_eq!(steps, 0, "{what}: refused only after {steps} steps");
     }
     // A run that blows up is an error, not numbers in the caller's buffer:
-    // DMPS with lambda 400 on three steps.
+    // RED-diff with a learning rate of 1e4 on three steps (its Adam step moves
+    // x by about lr a step).
     let wild = SamplerOptions {
-        method: MethodOptions::default().with("lambda", "400").unwrap(),
+        method: MethodOptions::default().with("reddiff-lr", "10000").unwrap(),
         ..opts(3, 9)
     };
-    let e = Restore::new(&model, Method::Dmps, &wild)
+    let e = Restore::new(&model, Method::RedDiff, &wild)
         .measured(op.as_ref(), 0.05)
         .on_gpu(&gpu, &y_t, &out_t, &mut |_, _| true)
         .expect_err("an exploding run refused")
