@@ -349,6 +349,115 @@ fn tds_step(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     tp_lpq[i] = -(shift * shift) / (2.0 * var_) - shift * z / sigma;
 }
 
+// ---- SMC, the spectral sampler (src/samplers/smc_spectral.rs) ----
+// In the SVD basis of A = U diag(s) V^T, per measured component i (s_i > 0)
+// with ybar = U^T y and c = V^T of a per-particle vector, the potential at a
+// level is g(x) = N(ybar_i; s_i kappa (V^T x)_i, s_i^2 rho + sigma_y^2): y's
+// likelihood given x_t when x0's component has prior variance v0, so that
+// x0 | x_t ~ N(kappa c, rho) (kappa = a v0 / (a^2 v0 + b^2), rho = v0 b^2 /
+// (a^2 v0 + b^2); kappa = 1, rho = 0 at the data). Its block: the next level's
+// kappa and rho, the step's variance (0 at the last step), sigma_y^2, this
+// level's kappa and rho, and whether the weighing divides by the potential at
+// x_t (0 at the first, where x_T's potential and its division cancel).
+fn sp_kappa_next() -> f32 { return s.method[0].x; }
+fn sp_rho_next() -> f32 { return s.method[0].y; }
+fn sp_var() -> f32 { return s.method[0].z; }
+fn sp_sigma_y2() -> f32 { return s.method[0].w; }
+fn sp_kappa() -> f32 { return s.method[1].x; }
+fn sp_rho() -> f32 { return s.method[1].y; }
+fn sp_twist_on() -> f32 { return s.method[1].z; }
+
+// The potential's variance for singular value sv at a level with rho.
+fn sp_pot_var(sv: f32, rho: f32) -> f32 {
+    return sv * sv * rho + sp_sigma_y2();
+}
+
+// mu = coef1 x0hat + coef2 x: the reverse kernel's mean.
+@group(0) @binding(1) var<storage, read> sm_x: array<f32>;
+@group(0) @binding(2) var<storage, read> sm_eps: array<f32>;
+@group(0) @binding(3) var<storage, read_write> sm_mu: array<f32>;
+
+@compute @workgroup_size(256)
+fn spectral_mean(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    let x = sm_x[i];
+    sm_mu[i] = s.coef1 * tweedie_x0(x, sm_eps[i]) + s.coef2 * x;
+}
+
+// Per spectral component, the log-weight term of the weighing at x_t:
+// log Z_i - log g_t,i(x_t), Z_i = N(ybar; s kappa' (V^T mu)_i, s^2 kappa'^2 var + D'_i)
+// the next level's potential integrated against the reverse kernel
+// (D'_i = s^2 rho' + sigma_y^2), less the constants every particle shares (the
+// log-determinants). 0 where s = 0.
+@group(0) @binding(1) var<storage, read> sw_sing: array<f32>;
+@group(0) @binding(2) var<storage, read> sw_ybar: array<f32>;
+@group(0) @binding(3) var<storage, read> sw_vmu: array<f32>;
+@group(0) @binding(4) var<storage, read> sw_vx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sw_lw: array<f32>;
+
+@compute @workgroup_size(256)
+fn spectral_weigh(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&sw_lw)) { return; }
+    let sv = sw_sing[i % s.m_per];
+    if (sv <= 0.0) {
+        sw_lw[i] = 0.0;
+        return;
+    }
+    let y = sw_ybar[i];
+    let gain = sv * sp_kappa_next();
+    let rn = y - gain * sw_vmu[i];
+    var lw = -0.5 * rn * rn / (gain * gain * sp_var() + sp_pot_var(sv, sp_rho_next()));
+    if (sp_twist_on() > 0.0) {
+        let r = y - sv * sp_kappa() * sw_vx[i];
+        lw += 0.5 * r * r / sp_pot_var(sv, sp_rho());
+    }
+    sw_lw[i] = lw;
+}
+
+// Per spectral component, the proposal's correction delta (added through V):
+// the reverse kernel N(c, var) times the next potential N(ybar; s kappa' c, D')
+// is Gaussian with mean c + k (ybar - s kappa' c), k = var s kappa' / S,
+// S = s^2 kappa'^2 var + D', and variance var D' / S, so with zeta = V^T z the
+// component moves by k (ybar - s kappa' c) + (sqrt(var D' / S) - sqrt(var)) zeta.
+// 0 where s = 0.
+@group(0) @binding(1) var<storage, read> sq_sing: array<f32>;
+@group(0) @binding(2) var<storage, read> sq_ybar: array<f32>;
+@group(0) @binding(3) var<storage, read> sq_vmu: array<f32>;
+@group(0) @binding(4) var<storage, read> sq_zeta: array<f32>;
+@group(0) @binding(5) var<storage, read_write> sq_delta: array<f32>;
+
+@compute @workgroup_size(256)
+fn spectral_propose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&sq_delta)) { return; }
+    let sv = sq_sing[i % s.m_per];
+    if (sv <= 0.0) {
+        sq_delta[i] = 0.0;
+        return;
+    }
+    let var_ = sp_var();
+    let gain = sv * sp_kappa_next();
+    let dn = sp_pot_var(sv, sp_rho_next());
+    let big_s = gain * gain * var_ + dn;
+    let rn = sq_ybar[i] - gain * sq_vmu[i];
+    sq_delta[i] = var_ * gain / big_s * rn + (sqrt(var_ * dn / big_s) - sqrt(var_)) * sq_zeta[i];
+}
+
+// x = mu + sqrt(var) z + g: the reverse kernel's draw, corrected through V.
+@group(0) @binding(1) var<storage, read> sx_mu: array<f32>;
+@group(0) @binding(2) var<storage, read> sx_z: array<f32>;
+@group(0) @binding(3) var<storage, read> sx_g: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sx_x: array<f32>;
+
+@compute @workgroup_size(256)
+fn spectral_move(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= s.n) { return; }
+    sx_x[i] = sx_mu[i] + sqrt(sp_var()) * sx_z[i] + sx_g[i];
+}
+
 // ---- RED-diff (src/samplers/reddiff.rs) ----
 // Its block: Adam's settings, the two loss terms' weights and the bias corrections.
 fn reddiff_lr() -> f32 { return s.method[0].x; }

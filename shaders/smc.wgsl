@@ -17,7 +17,7 @@ struct Smc {
     particles: u32,    // P
     populations: u32,  // G
     force: u32,        // 1: resample whatever the ESS (the final draw), not counted in the stats
-    _pad: u32,
+    weighing: u32,     // the row of the ESS history this weighing writes (the step index)
     threshold: f32,    // resample when ESS < threshold * P
     u: f32,            // systematic offset in [0, 1), drawn on the host each step
     _pad1: u32,
@@ -38,6 +38,8 @@ const WG: u32 = 256u;
 @group(0) @binding(1) var<storage, read_write> n_logw: array<f32>;
 @group(0) @binding(2) var<storage, read_write> n_w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> n_stats: array<f32>;
+// ESS / P per weighing and population, [weighings, G] (rows past its end not written).
+@group(0) @binding(4) var<storage, read_write> n_hist: array<f32>;
 
 var<workgroup> red: array<f32, 256>;
 
@@ -90,6 +92,10 @@ fn smc_normalize(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
         if (c.force == 0u) {
             n_stats[o + STAT_ESS_SUM] += ess;
             n_stats[o + STAT_EVENTS] += select(0.0, 1.0, resample);
+        }
+        let h = c.weighing * c.populations + g;
+        if (h < arrayLength(&n_hist)) {
+            n_hist[h] = ess;
         }
     }
     // Log-weights kept normalised (bounded in f32), or equal after resampling.

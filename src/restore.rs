@@ -196,10 +196,19 @@ impl Restoration {
         }
         let events: Vec<u32> = pops.iter().flat_map(|s| s.events.iter().copied()).collect();
         let ess: Vec<f64> = pops.iter().flat_map(|s| s.mean_ess.iter().copied()).collect();
+        let distinct: Vec<u32> = pops.iter().flat_map(|s| s.distinct.iter().copied()).collect();
+        let steps = pops[0].timeline(21);
+        let history: Vec<Vec<f32>> = pops
+            .iter()
+            .flat_map(|s| s.ess_history.iter())
+            .map(|h| steps.iter().map(|&i| h[i]).collect())
+            .collect();
         serde_json::json!({
             "populations": events.len(),
             "resampling_events": events,
             "mean_ess_fraction": ess.iter().sum::<f64>() / ess.len().max(1) as f64,
+            "distinct_at_end": distinct,
+            "ess_over_time": { "steps": steps, "ess_fraction": history },
         })
     }
 }

@@ -82,7 +82,7 @@ fn twins() -> Vec<Twin> {
             n, per, m_per, flags, a_t, b_t, coef1, coef2, log_var_min, log_var_max, log_var_fixed, guide,
             guide2, resid_scale, x0_x, x0_out, eps_x, eps_out, method
         }),
-        twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, threshold, u }),
+        twin!(SMC, "Smc" => smc::SmcParams { particles, populations, force, weighing, threshold, u }),
         twin!(SMC, "Gather" => smc::GatherParams { per, total }),
         twin!(SMC, "Rows" => smc::RowsParams { rows, per, square }),
     ]);

@@ -12,6 +12,7 @@ use rand::Rng;
 use tweedie::gpu::{dispatch_groups, Dispatch, Plan, SAMPLER, WG1D};
 use tweedie::kernels::smc::{Population, STATS, STAT_ESS, STAT_ESS_SUM, STAT_EVENTS, STAT_RESAMPLED};
 use tweedie::samplers::smc::SmcStep;
+use tweedie::samplers::smc_spectral::SpectralStep;
 use tweedie::samplers::{MethodBlock, StepParams};
 use tweedie::Tensor;
 
@@ -73,12 +74,12 @@ fn normalise_cumsum_and_ancestors_match_cpu() {
         (300, 2, false, 0.0), // never resampled
     ] {
         let what = format!("P {p} G {g} dominant {dominant} threshold {threshold}");
-        let pop = Population::new(&gpu, p, g, threshold).unwrap();
+        let pop = Population::new(&gpu, p, g, threshold, 1).unwrap();
         pop.reset(&gpu).unwrap();
         let lw = log_weights(p, g, dominant, p as u64);
         pop.logw.write(&gpu, &lw).unwrap();
         let u = 0.37f32;
-        pop.set(&gpu, u, false);
+        pop.set(&gpu, 0, u, false);
         run(&pop.weigh);
         let cdf_gpu = pop.cdf.read(&gpu).unwrap();
         let logw_after = pop.logw.read(&gpu).unwrap();
@@ -153,12 +154,12 @@ fn normalise_cumsum_and_ancestors_match_cpu() {
 fn forced_resampling_is_not_counted_and_stats_accumulate() {
     let gpu = gpu();
     let (p, g) = (33, 2);
-    let pop = Population::new(&gpu, p, g, 0.0).unwrap();
+    let pop = Population::new(&gpu, p, g, 0.0, 3).unwrap();
     pop.reset(&gpu).unwrap();
     let lw = log_weights(p, g, false, 5);
     for step in 0..3 {
         pop.logw.write(&gpu, &lw).unwrap();
-        pop.set(&gpu, 0.5, step == 2);
+        pop.set(&gpu, step, 0.5, step == 2);
         run(&pop.weigh);
     }
     let st = pop.stats(&gpu, 2).unwrap();
@@ -173,6 +174,21 @@ fn forced_resampling_is_not_counted_and_stats_accumulate() {
             st.events[k], 0,
             "threshold 0 never resamples; the forced draw is not counted"
         );
+    }
+    // The ESS history holds every weighing's (the same weights each time),
+    // and the distinct ancestors are the forced systematic draw's.
+    for k in 0..g {
+        let (_, ess, cdf) = normalise_cpu(&lw[k * p..(k + 1) * p]);
+        assert_eq!(st.ess_history[k].len(), 3, "one row per weighing");
+        for (i, &h) in st.ess_history[k].iter().enumerate() {
+            assert!(
+                (h as f64 - ess).abs() < 1e-4,
+                "population {k}, weighing {i}: ESS {h} vs {ess}"
+            );
+        }
+        let anc = systematic_cpu(&cdf, 0.5 + k as f64 * 0.618_033_988_7);
+        let distinct = anc.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert_eq!(st.distinct[k] as usize, distinct, "population {k}: distinct ancestors");
     }
     let s = pop.stats.read(&gpu).unwrap();
     assert!(
@@ -190,7 +206,7 @@ fn gather_moves_rows_to_their_ancestors() {
     let gpu = gpu();
     for &(p, g, per) in &[(5usize, 1usize, 3usize), (257, 2, 7), (1000, 1, 1)] {
         let n = p * g;
-        let pop = Population::new(&gpu, p, g, 2.0).unwrap();
+        let pop = Population::new(&gpu, p, g, 2.0, 1).unwrap();
         let mut r = rng(n as u64);
         let anc: Vec<u32> = (0..n).map(|k| ((k / p) * p + r.random_range(0..p)) as u32).collect();
         gpu.queue.write_buffer(&pop.ancestors, 0, bytemuck::cast_slice(&anc));
@@ -362,5 +378,150 @@ fn row_reductions_match_cpu_short_and_long_rows() {
                 1e-5,
             );
         }
+    }
+}
+
+/// The spectral SMC's kernels (shaders/sampler.wgsl, `spectral_*`) against
+/// float64: the reverse mean, the log-weight terms and the proposal's
+/// correction per spectral component (some singular values 0: unmeasured),
+/// and the move, on 37 particles of 29 elements and 11 components, for a
+/// middle step, the first (no potential divided out) and the last (var 0).
+#[test]
+fn spectral_kernels_match_cpu() {
+    let gpu = gpu();
+    let (n_part, per, m_per) = (37usize, 29usize, 11usize);
+    let (n, nm) = (n_part * per, n_part * m_per);
+    let mut r = rng(12);
+    let mut vec = |k: usize| randn(&mut r, k);
+    let (x, eps, z, g) = (vec(n), vec(n), vec(n), vec(n));
+    let (ybar, vmu, vx, zeta) = (vec(nm), vec(nm), vec(nm), vec(nm));
+    let sing: Vec<f32> = (0..m_per)
+        .map(|i| if i % 4 == 3 { 0.0 } else { 0.1 + 0.09 * i as f32 })
+        .collect();
+    let (a, b) = (0.6f64, 0.8f64);
+    // (kappa', rho') of the next level, the step's variance, whether the
+    // potential at x_t is divided out, clipping; this level's (kappa, rho).
+    let (kappa, rho) = (1.1f32, 0.3f32);
+    for (kn, rn_, var, twist_on, clip) in [
+        (1.2f32, 0.25f32, 0.02f32, 1.0f32, true),
+        (1.2, 0.25, 0.02, 0.0, false),
+        (1.0, 0.0, 0.0, 1.0, false),
+    ] {
+        let sigma_y2 = 0.0025f32;
+        let params = StepParams {
+            n: n as u32,
+            per: per as u32,
+            m_per: m_per as u32,
+            flags: if clip { 1 } else { 0 },
+            a_t: a as f32,
+            b_t: b as f32,
+            x0_x: (1.0 / a) as f32,
+            x0_out: (-b / a) as f32,
+            coef1: 0.3,
+            coef2: 0.9,
+            method: MethodBlock::of(&SpectralStep {
+                kappa_next: kn,
+                rho_next: rn_,
+                var,
+                sigma_y2,
+                kappa,
+                rho,
+                twist_on,
+                _pad: 0.0,
+            }),
+            ..StepParams::default()
+        };
+        let u = gpu.uniform("spectral", &params);
+        let t = |name: &str, d: &[f32]| Tensor::from_slice(&gpu, name, &[d.len()], d).unwrap();
+        let (tx, te, tz, tg) = (t("x", &x), t("eps", &eps), t("z", &z), t("g", &g));
+        let (ts, ty, tvm, tvx, tze) = (
+            t("sing", &sing),
+            t("ybar", &ybar),
+            t("vmu", &vmu),
+            t("vx", &vx),
+            t("zeta", &zeta),
+        );
+        let tmu = Tensor::zeros(&gpu, "mu", &[n]).unwrap();
+        let tout = Tensor::zeros(&gpu, "x out", &[n]).unwrap();
+        let tlw = Tensor::zeros(&gpu, "lw", &[nm]).unwrap();
+        let tdelta = Tensor::zeros(&gpu, "delta", &[nm]).unwrap();
+        let d = |entry: &str, bufs: &[&wgpu::Buffer], threads: usize| {
+            Dispatch::new(&gpu, &SAMPLER, entry, &[], bufs, dispatch_groups(threads, WG1D)).unwrap()
+        };
+        let plan = Plan {
+            steps: vec![
+                d("spectral_mean", &[&u, &tx.buffer, &te.buffer, &tmu.buffer], n),
+                d(
+                    "spectral_weigh",
+                    &[&u, &ts.buffer, &ty.buffer, &tvm.buffer, &tvx.buffer, &tlw.buffer],
+                    nm,
+                ),
+                d(
+                    "spectral_propose",
+                    &[&u, &ts.buffer, &ty.buffer, &tvm.buffer, &tze.buffer, &tdelta.buffer],
+                    nm,
+                ),
+                d(
+                    "spectral_move",
+                    &[&u, &tmu.buffer, &tz.buffer, &tg.buffer, &tout.buffer],
+                    n,
+                ),
+            ],
+        };
+        plan.run(&gpu).unwrap();
+        let (mut want_mu, mut want_x) = (vec![0f32; n], vec![0f32; n]);
+        for i in 0..n {
+            let mut x0 = (x[i] as f64 - b * eps[i] as f64) / a;
+            if clip {
+                x0 = x0.clamp(-1.0, 1.0);
+            }
+            let mu = 0.3 * x0 + 0.9 * x[i] as f64;
+            want_mu[i] = mu as f32;
+            want_x[i] = (mu + (var as f64).sqrt() * z[i] as f64 + g[i] as f64) as f32;
+        }
+        let (mut want_lw, mut want_delta) = (vec![0f32; nm], vec![0f32; nm]);
+        let (kn, rn_, var, sy2) = (kn as f64, rn_ as f64, var as f64, sigma_y2 as f64);
+        for i in 0..nm {
+            let s = sing[i % m_per] as f64;
+            if s == 0.0 {
+                continue;
+            }
+            let y = ybar[i] as f64;
+            // log N(y; s kappa' vmu, s^2 kappa'^2 var + D') - log N(y; s kappa vx, D),
+            // less the log-determinants
+            let dn = s * s * rn_ + sy2;
+            let rn = y - s * kn * vmu[i] as f64;
+            let mut lw = -0.5 * rn * rn / (s * s * kn * kn * var + dn);
+            if twist_on > 0.0 {
+                let dd = s * s * rho as f64 + sy2;
+                lw += 0.5 * (y - s * kappa as f64 * vx[i] as f64).powi(2) / dd;
+            }
+            want_lw[i] = lw as f32;
+            // the product of N(c; vmu, var) and N(y; s kappa' c, D'): its mean and variance
+            let post_var = 1.0 / (if var > 0.0 { 1.0 / var } else { f64::INFINITY } + s * s * kn * kn / dn);
+            let post_mean = if var > 0.0 {
+                post_var * (vmu[i] as f64 / var + s * kn * y / dn)
+            } else {
+                vmu[i] as f64
+            };
+            want_delta[i] = (post_mean - vmu[i] as f64 + (post_var.sqrt() - var.sqrt()) * zeta[i] as f64) as f32;
+        }
+        let what = format!("kappa' {kn}, var {var}, twist {twist_on}, clip {clip}");
+        assert_close(&format!("{what}: mu"), &tmu.read(&gpu).unwrap(), &want_mu, 1e-5, 1e-5);
+        assert_close(
+            &format!("{what}: log-weight terms"),
+            &tlw.read(&gpu).unwrap(),
+            &want_lw,
+            1e-4,
+            1e-5,
+        );
+        assert_close(
+            &format!("{what}: delta"),
+            &tdelta.read(&gpu).unwrap(),
+            &want_delta,
+            1e-5,
+            1e-5,
+        );
+        assert_close(&format!("{what}: x"), &tout.read(&gpu).unwrap(), &want_x, 1e-5, 1e-5);
     }
 }

@@ -21,67 +21,6 @@ use tweedie::samplers::{Measurement, Method, MethodOptions, Sampler, SamplerOpti
 use tweedie::schedule::{Schedule, VarianceType};
 use tweedie::tensor::{HostTensor, Tensor};
 
-/// A problem of the fixtures' family (tools/make_abs_problems.py, linear):
-/// a 5 x 5 grid of components with means (i, j) * 4 / sqrt(d / 8) repeated
-/// over the coordinates plus a little noise, random variances and weights,
-/// A = U diag(s) V^T with s uniform in [0.1, 1], y = A x0 + 0.05 n for x0 drawn
-/// from the prior.
-fn family(d: usize, m: usize, seed: u64) -> GmmProblem {
-    let mut r = rng(seed);
-    let scale = 4.0 / (d as f64 / 8.0).sqrt();
-    let mut means = Vec::new();
-    let mut vars = Vec::new();
-    let mut weights = Vec::new();
-    for i in -2..=2 {
-        for j in -2..=2 {
-            let noise = randn(&mut r, d);
-            means.extend((0..d).map(|c| (scale * if c % 2 == 0 { i } else { j } as f64) as f32 + 0.1 * noise[c]));
-            let v = r.random_range(0.5f32..1.5);
-            vars.extend(std::iter::repeat_n(v, d));
-            weights.push(r.random_range(0.2f32..1.0));
-        }
-    }
-    let total: f32 = weights.iter().sum();
-    weights.iter_mut().for_each(|w| *w /= total);
-    // Orthonormal rows by Gram-Schmidt on Gaussian ones, scaled by s.
-    let mut a: Vec<Vec<f64>> = Vec::new();
-    for _ in 0..m {
-        let mut row: Vec<f64> = randn(&mut r, d).iter().map(|&v| v as f64).collect();
-        for prev in &a {
-            let dot: f64 = row.iter().zip(prev).map(|(x, y)| x * y).sum();
-            row.iter_mut().zip(prev).for_each(|(x, y)| *x -= dot * y);
-        }
-        let n = row.iter().map(|x| x * x).sum::<f64>().sqrt();
-        row.iter_mut().for_each(|x| *x /= n);
-        a.push(row);
-    }
-    let s: Vec<f64> = (0..m).map(|_| r.random_range(0.1..1.0)).collect();
-    let a: Vec<f32> = a
-        .iter()
-        .zip(&s)
-        .flat_map(|(row, s)| row.iter().map(move |x| (x * s) as f32))
-        .collect();
-    let sigma_y = 0.05f32;
-    let mut problem = GmmProblem {
-        weights,
-        means,
-        vars,
-        a: HostTensor::new(vec![m, d], a),
-        y: vec![0.0; m],
-        sigma_y,
-        abs: false,
-        k: 25,
-        d,
-        m,
-    };
-    let x0 = prior_samples(&problem, 1, seed ^ 0x5eed);
-    let n = randn(&mut r, m);
-    problem.y = (0..m)
-        .map(|i| (0..d).map(|j| problem.a.data[i * d + j] * x0[j]).sum::<f32>() + sigma_y * n[i])
-        .collect();
-    problem
-}
-
 /// What the replay reports beside its samples.
 struct Replay {
     samples: Vec<f32>,
@@ -352,7 +291,11 @@ fn gpu_smc_agrees_with_the_replay() {
         let prior = sw(&prior_samples(&c.problem, n, 4));
         let (x64, _) = replay(&p, steps, particles, n, 12);
         let opts = SamplerOptions {
-            method: MethodOptions::default().with("particles", particles).unwrap(),
+            method: MethodOptions::default()
+                .with("particles", particles)
+                .unwrap()
+                .with("smc-variant", "tds")
+                .unwrap(),
             ..mixture_opts(steps, 13)
         };
         let (x, _) = sample_stats(&c, Method::Smc, &opts, n);
@@ -425,7 +368,11 @@ fn same_noise(c: &Case, particles: usize, steps: usize, seed: u64) -> Agreement 
         sigma_y: pr.sigma_y,
     };
     let opts = SamplerOptions {
-        method: MethodOptions::default().with("particles", particles).unwrap(),
+        method: MethodOptions::default()
+            .with("particles", particles)
+            .unwrap()
+            .with("smc-variant", "tds")
+            .unwrap(),
         ..mixture_opts(steps, seed)
     };
     let s = Sampler::new(&gpu, Method::Smc, &model, Some(meas), particles, &opts).unwrap();

@@ -102,6 +102,9 @@ pub fn run(args: GmmArgs, verbose: bool) -> anyhow::Result<()> {
         );
         for stat in &stats.method {
             eprintln!("{}", stat.summary());
+            for line in stat.details() {
+                eprintln!("{line}");
+            }
         }
     }
     Ok(())

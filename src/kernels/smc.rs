@@ -18,6 +18,7 @@ bindings! {
         logw: read_write f32,
         w: read_write f32,
         stats: read_write f32,
+        hist: read_write f32,
     }
 
     /// `smc_cumsum`: the inclusive prefix sum of each population's weights.
@@ -66,7 +67,8 @@ pub struct SmcParams {
     pub particles: u32,
     pub populations: u32,
     pub force: u32,
-    pub _pad: u32,
+    /// The ESS history's row this weighing writes.
+    pub weighing: u32,
     pub threshold: f32,
     pub u: f32,
     pub _pad1: u32,
@@ -188,6 +190,27 @@ pub struct PopulationStats {
     pub mean_ess: Vec<f64>,
     /// Resampling events (the final forced draw not counted), per population.
     pub events: Vec<u32>,
+    /// ESS / P over time, per population: entry i is step i's weighing
+    /// (steps run from the last index down to 0; entry K is the final draw's).
+    pub ess_history: Vec<Vec<f32>>,
+    /// Distinct ancestors of the last resampling, per population: after a
+    /// finished run, the distinct particles of the population returned.
+    pub distinct: Vec<u32>,
+}
+
+impl PopulationStats {
+    /// At most `points` step indices, evenly spread from the first step
+    /// (index K - 1) to the last (0), for a summary of the ESS history.
+    pub fn timeline(&self, points: usize) -> Vec<usize> {
+        let k = self.ess_history.first().map_or(0, |h| h.len().saturating_sub(1));
+        if k <= 1 || points < 2 {
+            return if k == 0 { Vec::new() } else { vec![k - 1] };
+        }
+        let n = points.min(k);
+        let mut out: Vec<usize> = (0..n).map(|j| (k - 1) - j * (k - 1) / (n - 1)).collect();
+        out.dedup();
+        out
+    }
 }
 
 /// G populations of P particles: log-weights, normalised weights / their
@@ -203,6 +226,8 @@ pub struct Population {
     pub ancestors: wgpu::Buffer,
     /// [G, STATS] floats.
     pub stats: Tensor,
+    /// ESS / P per weighing, [weighings, G].
+    pub history: Tensor,
     pub uniform: wgpu::Buffer,
     /// normalise + prefix sum + ancestors.
     pub weigh: Plan,
@@ -211,8 +236,15 @@ pub struct Population {
 
 impl Population {
     /// `threshold`: resample when ESS < threshold * P (0 never, 1 always but for
-    /// equal weights).
-    pub fn new(gpu: &Gpu, particles: usize, populations: usize, threshold: f32) -> Result<Population, GpuError> {
+    /// equal weights); `weighings`: rows of the ESS history kept (a run of K
+    /// steps weighs K + 1 times).
+    pub fn new(
+        gpu: &Gpu,
+        particles: usize,
+        populations: usize,
+        threshold: f32,
+        weighings: usize,
+    ) -> Result<Population, GpuError> {
         if particles == 0 || populations == 0 {
             return Err(GpuError::Other("a population needs at least one particle".into()));
         }
@@ -221,6 +253,7 @@ impl Population {
         let cdf = Tensor::zeros(gpu, "smc weights / cdf", &[n])?;
         let ancestors = gpu.storage_buffer("smc ancestors", (n * 4) as u64)?;
         let stats = Tensor::zeros(gpu, "smc stats", &[populations, STATS])?;
+        let history = Tensor::zeros(gpu, "smc ess history", &[weighings.max(1), populations])?;
         let params = SmcParams {
             particles: particles as u32,
             populations: populations as u32,
@@ -235,6 +268,7 @@ impl Population {
             logw: &logw,
             w: &cdf,
             stats: &stats,
+            hist: &history,
         };
         weigh.push(Dispatch::typed(gpu, "smc_normalize", &[], &b, g)?);
         let b = SmcCumsum { c: &uniform, w: &cdf };
@@ -259,19 +293,21 @@ impl Population {
             cdf,
             ancestors,
             stats,
+            history,
             uniform,
             weigh,
             threshold,
         })
     }
 
-    /// Queues the next weighing's systematic offset `u` in [0, 1) and whether
-    /// resampling is forced (the final draw).
-    pub fn set(&self, gpu: &Gpu, u: f32, force: bool) {
+    /// Queues the next weighing: its row of the ESS history, its systematic
+    /// offset `u` in [0, 1) and whether resampling is forced (the final draw).
+    pub fn set(&self, gpu: &Gpu, weighing: usize, u: f32, force: bool) {
         let params = SmcParams {
             particles: self.particles as u32,
             populations: self.populations as u32,
             force: force as u32,
+            weighing: weighing as u32,
             threshold: self.threshold,
             u,
             ..SmcParams::default()
@@ -283,6 +319,7 @@ impl Population {
     pub fn reset(&self, gpu: &Gpu) -> Result<(), GpuError> {
         self.logw.write(gpu, &vec![0.0; self.logw.numel()])?;
         self.stats.write(gpu, &vec![0.0; self.stats.numel()])?;
+        self.history.write(gpu, &vec![0.0; self.history.numel()])?;
         Ok(())
     }
 
@@ -320,6 +357,22 @@ impl Population {
                 .map(|r| r[STAT_ESS_SUM] as f64 / weighings.max(1) as f64)
                 .collect(),
             events: rows.iter().map(|r| r[STAT_EVENTS] as u32).collect(),
+            ess_history: self.ess_history(gpu)?,
+            distinct: self.distinct(gpu)?,
         })
+    }
+
+    fn ess_history(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
+        let h = self.history.read(gpu)?;
+        let g = self.populations;
+        Ok((0..g).map(|k| h.iter().skip(k).step_by(g).copied().collect()).collect())
+    }
+
+    fn distinct(&self, gpu: &Gpu) -> Result<Vec<u32>, GpuError> {
+        let anc: Vec<u32> = gpu.read(&self.ancestors, 0, self.particles * self.populations)?;
+        Ok(anc
+            .chunks(self.particles)
+            .map(|c| c.iter().collect::<std::collections::BTreeSet<_>>().len() as u32)
+            .collect())
     }
 }

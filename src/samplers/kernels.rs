@@ -96,6 +96,43 @@ bindings! {
         diag: read_write f32,
     }
 
+    /// `spectral_mean`: the reverse kernel's mean coef1 x0hat + coef2 x.
+    pub struct SpectralMean for SAMPLER: ["spectral_mean"] {
+        s: uniform,
+        x: read f32,
+        eps: read f32,
+        mu: read_write f32,
+    }
+
+    /// `spectral_weigh`: the spectral SMC's log-weight terms per component.
+    pub struct SpectralWeigh for SAMPLER: ["spectral_weigh"] {
+        s: uniform,
+        sing: read f32,
+        ybar: read f32,
+        vmu: read f32,
+        vx: read f32,
+        lw: read_write f32,
+    }
+
+    /// `spectral_propose`: the spectral SMC's proposal correction per component.
+    pub struct SpectralPropose for SAMPLER: ["spectral_propose"] {
+        s: uniform,
+        sing: read f32,
+        ybar: read f32,
+        vmu: read f32,
+        zeta: read f32,
+        delta: read_write f32,
+    }
+
+    /// `spectral_move`: x = mu + sqrt(var) z + g.
+    pub struct SpectralMove for SAMPLER: ["spectral_move"] {
+        s: uniform,
+        mu: read f32,
+        z: read f32,
+        g: read f32,
+        x: read_write f32,
+    }
+
     /// `tds_weigh`: the SMC log-weight update of one weighing.
     pub struct TdsWeigh for SAMPLER: ["tds_weigh"] {
         s: uniform,
@@ -191,6 +228,10 @@ pub const BINDINGS: &[KernelSig] = &[
     CdpsRhs::SIG,
     TdsWeigh::SIG,
     TdsStep::SIG,
+    SpectralMean::SIG,
+    SpectralWeigh::SIG,
+    SpectralPropose::SIG,
+    SpectralMove::SIG,
     RedDiffDiffuse::SIG,
     RedDiffAdam::SIG,
     DdnmSpectral::SIG,

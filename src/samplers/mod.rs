@@ -60,6 +60,7 @@ pub mod problem;
 pub mod reddiff;
 pub mod score;
 pub mod smc;
+pub mod smc_spectral;
 pub mod unet_score;
 
 use std::any::Any;
@@ -915,14 +916,38 @@ impl Stat {
             Stat::Populations(smc) => {
                 let events: u32 = smc.events.iter().sum();
                 let ess = smc.mean_ess.iter().sum::<f64>() / smc.mean_ess.len() as f64;
+                let distinct = smc.distinct.iter().map(|&d| d as f64).sum::<f64>() / smc.distinct.len() as f64;
                 format!(
-                    "SMC: {} population(s), {events} resampling events, mean ESS {:.1}% of the particles, final ESS {:.1}%",
+                    "SMC: {} population(s), {events} resampling events, mean ESS {:.1}% of the particles, final ESS {:.1}%, {distinct:.0} distinct particles per population at the end",
                     smc.events.len(),
                     100.0 * ess,
                     100.0 * smc.last_ess.iter().map(|&v| v as f64).sum::<f64>() / smc.last_ess.len() as f64
                 )
             }
         }
+    }
+
+    /// Lines beyond the summary for a verbose log: each SMC population's ESS
+    /// over time (at 11 steps from the first to the last), resampling events
+    /// and distinct particles at the end.
+    pub fn details(&self) -> Vec<String> {
+        let Stat::Populations(smc) = self else {
+            return Vec::new();
+        };
+        let steps = smc.timeline(11);
+        smc.ess_history
+            .iter()
+            .enumerate()
+            .map(|(k, h)| {
+                let ess: Vec<String> = steps.iter().map(|&i| format!("{i}:{:.0}", 100.0 * h[i])).collect();
+                format!(
+                    "  population {k}: ESS % at step {}; {} resampling events; {} distinct at the end",
+                    ess.join(" "),
+                    smc.events[k],
+                    smc.distinct[k]
+                )
+            })
+            .collect()
     }
 }
 

@@ -110,6 +110,12 @@ pub trait ScoreModel: Send + Sync {
     /// reuse state its `plan_eps` plan left behind for the same x: callers
     /// replay this plan after that plan, in the same or a later submission.
     fn plan_vjp(&self, gpu: &Gpu, x: &Tensor, t: &Tensor, cotangent: &Tensor, dx: &Tensor) -> Result<Plan, ScoreError>;
+    /// The variance of x0 per coordinate under the prior, averaged over the
+    /// coordinates, where the model knows it (a mixture prior does); the
+    /// spectral SMC's potentials assume it. Default: unknown.
+    fn data_variance(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Mirrors `Params` in shaders/gmm.wgsl.
@@ -137,6 +143,8 @@ pub struct GmmPrior {
     prior: wgpu::Buffer,
     /// abar_t of the base (un-respaced) schedule, indexed by timestep.
     abar: wgpu::Buffer,
+    /// The mixture's variance per coordinate, averaged over the coordinates.
+    variance: f64,
 }
 
 impl GmmPrior {
@@ -186,7 +194,22 @@ impl GmmPrior {
         packed.extend_from_slice(means);
         packed.extend_from_slice(vars);
         let abar32: Vec<f32> = abar.iter().map(|&a| a as f32).collect();
+        // Var x_j = sum_k w_k (v_kj + mu_kj^2) - (sum_k w_k mu_kj)^2, averaged over j.
+        let variance = (0..d)
+            .map(|j| {
+                let (mut m1, mut m2) = (0.0, 0.0);
+                for c in 0..k {
+                    let w = weights[c] as f64 / total;
+                    let mu = means[c * d + j] as f64;
+                    m1 += w * mu;
+                    m2 += w * (vars[c * d + j] as f64 + mu * mu);
+                }
+                m2 - m1 * m1
+            })
+            .sum::<f64>()
+            / d as f64;
         Ok(GmmPrior {
+            variance,
             d,
             k,
             steps: abar.len(),
@@ -271,6 +294,9 @@ fn launch(gpu: &Gpu, entry: &str, b: &impl Bindings, threads: usize) -> Result<D
 impl ScoreModel for GmmPrior {
     fn name(&self) -> &str {
         "gmm"
+    }
+    fn data_variance(&self) -> Option<f64> {
+        Some(self.variance)
     }
     fn in_shape(&self) -> [usize; 3] {
         [self.d, 1, 1]

@@ -52,7 +52,8 @@
 use rand::{Rng, SeedableRng};
 
 use super::kernels::{TdsStep, TdsWeigh};
-use super::options::{Kind, OptionSpec, Value};
+use super::options::{choice_enum, Kind, OptionSpec, Value};
+use super::smc_spectral::SpectralSmc;
 use super::{Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, SamplerOptions, Stat, StepParams};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
@@ -82,6 +83,23 @@ pub const ESS_THRESHOLD: OptionSpec = OptionSpec {
         Value::Number(t) if !(0.0..=1.0).contains(&t) => Err(format!("--ess-threshold {t} must be in [0, 1]")),
         _ => Ok(()),
     },
+};
+choice_enum! {
+    /// `--smc-variant`: which SMC sampler runs.
+    pub enum SmcVariant {
+        Auto => "auto", "the spectral sampler when the operator has an SVD form, TDS otherwise",
+        Spectral => "spectral", "weigh and guide only the measured components in the SVD basis (src/samplers/smc_spectral.rs)",
+        Tds => "tds", "the twisted diffusion sampler: the DPS-guided proposal, any operator (src/samplers/smc.rs)",
+    }
+}
+
+/// `--smc-variant`.
+pub const VARIANT: OptionSpec = OptionSpec {
+    name: "smc-variant",
+    help: "SMC: auto (spectral where the operator has an SVD form, else tds), spectral, or tds",
+    kind: Kind::Choice(SmcVariant::CHOICES),
+    default: Some("auto"),
+    check: super::options::any,
 };
 use crate::tensor::Tensor;
 use crate::Gpu;
@@ -149,37 +167,23 @@ impl MethodStep for Smc {
     }
 
     fn options() -> &'static [&'static OptionSpec] {
-        &[&PARTICLES, &ESS_THRESHOLD]
+        &[&PARTICLES, &ESS_THRESHOLD, &VARIANT, &super::smc_spectral::PRIOR_VAR]
     }
     fn uses_vjp() -> bool {
         true
     }
 
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
-        let m = post.measurement("SMC")?;
-        core.require_ddpm(
-            "SMC",
-            "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
-        )?;
-        let particles = core.opts.method.count(PARTICLES.name).unwrap_or(core.batch);
-        if m.sigma_y.is_nan() || m.sigma_y <= 0.0 {
-            return Err(SamplerError::Invalid(
-                "SMC needs sigma_y > 0 (its final weight is the likelihood N(y; A x0, sigma_y^2))".into(),
-            ));
+        let (m, particles) = Smc::check(core, post)?;
+        let variant = SmcVariant::from_choice(core.opts.method.choice(VARIANT.name)).expect("a choice of VARIANT");
+        let spectral = m.op.linear().and_then(|l| l.svd()).is_some();
+        match variant {
+            SmcVariant::Spectral => return SpectralSmc::plan(gpu, core, post),
+            SmcVariant::Auto if spectral => return SpectralSmc::plan(gpu, core, post),
+            SmcVariant::Auto | SmcVariant::Tds => {}
         }
         let n = core.batch;
-        if particles < 2 {
-            return Err(SamplerError::Invalid(format!(
-                "SMC needs at least 2 particles per population, got {particles}"
-            )));
-        }
         let m_per: usize = m.op.out_shape().iter().product();
-        if m.y.len() != m_per && m.y.len() != n * m_per {
-            return Err(SamplerError::Invalid(format!(
-                "SMC with one measurement per sample needs a batch that is a multiple of --particles ({} samples, {particles} particles)",
-                m.y.len() / m_per
-            )));
-        }
         let per = core.per;
         let shape = core.x.shape.clone();
         let z = |label: &str| Tensor::zeros(gpu, label, &shape);
@@ -205,7 +209,7 @@ impl MethodStep for Smc {
             .method
             .number(ESS_THRESHOLD.name)
             .expect("--ess-threshold has a default");
-        let pop = Population::new(gpu, particles, n / particles, threshold)?;
+        let pop = Population::new(gpu, particles, n / particles, threshold, core.steps() + 1)?;
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
@@ -321,7 +325,7 @@ impl MethodStep for Smc {
         p.method = MethodBlock::of(&SmcStep {
             inv_twist_var: (1.0 / v) as f32,
         });
-        self.pop.set(gpu, Self::offset(core.opts.seed, i), false);
+        self.pop.set(gpu, i, Self::offset(core.opts.seed, i), false);
     }
 
     /// Before a run: equal weights, no previous twist or proposal term.
@@ -346,7 +350,8 @@ impl MethodStep for Smc {
             ..*p
         };
         gpu.queue.write_buffer(&core.step_uniform, 0, bytemuck::bytes_of(&last));
-        self.pop.set(gpu, Self::offset(core.opts.seed, core.steps()), true);
+        self.pop
+            .set(gpu, core.steps(), Self::offset(core.opts.seed, core.steps()), true);
         self.final_plan.run(gpu)?;
         gpu.copy_buffer(&self.gathered.x.buffer, &core.x.buffer, core.x.size_bytes() as u64)?;
         Ok(())
@@ -371,6 +376,39 @@ pub struct SmcTrace<'a> {
 }
 
 impl Smc {
+    /// What both variants refuse (no measurement, a deterministic step,
+    /// sigma_y = 0, fewer than 2 particles, measurements that do not fill
+    /// whole populations): the measurement and the particles per population.
+    pub(super) fn check<'a>(
+        core: &mut Core,
+        post: &Posterior<'a>,
+    ) -> Result<(&'a super::Measurement<'a>, usize), SamplerError> {
+        let m = post.measurement("SMC")?;
+        core.require_ddpm(
+            "SMC",
+            "its proposal and weights are the Gaussian DDPM reverse kernel, which a deterministic step does not have",
+        )?;
+        let particles = core.opts.method.count(PARTICLES.name).unwrap_or(core.batch);
+        if m.sigma_y.is_nan() || m.sigma_y <= 0.0 {
+            return Err(SamplerError::Invalid(
+                "SMC needs sigma_y > 0 (its final weight is the likelihood N(y; A x0, sigma_y^2))".into(),
+            ));
+        }
+        if particles < 2 {
+            return Err(SamplerError::Invalid(format!(
+                "SMC needs at least 2 particles per population, got {particles}"
+            )));
+        }
+        let m_per: usize = m.op.out_shape().iter().product();
+        if m.y.len() != m_per && m.y.len() != core.batch * m_per {
+            return Err(SamplerError::Invalid(format!(
+                "SMC with one measurement per sample needs a batch that is a multiple of --particles ({} samples, {particles} particles)",
+                m.y.len() / m_per
+            )));
+        }
+        Ok((m, particles))
+    }
+
     /// Read between [`super::Sampler::step`] calls: what a step left is the
     /// only way to check its weights without a second implementation on the GPU.
     pub fn trace(&self) -> SmcTrace<'_> {
