@@ -24,24 +24,34 @@
 //! With ybar = U^T y and, for a vector v, vbar = V^T v (the spectral space,
 //! [`crate::operators::SvdForm`]), the potential at level (a, b) is
 //!
-//!   g(x) = prod_i N(a ybar_i; s_i xbar_i, s_i^2 b^2 + a^2 sigma_y^2)
+//!   g(x) = prod_i N(ybar_i; s_i kappa xbar_i, s_i^2 rho + sigma_y^2)
 //!
-//! over the measured components (s_i > 0): y diffused to that level, since
-//! a y - s xbar_t = a sigma_y n - s b eps. At the data level (a = 1, b = 0)
-//! it is the likelihood N(y; A x_0, sigma_y^2 I) up to a constant, so the
-//! final weights are exact. MCGdiff writes the noiseless potential
-//! (sigma_y = 0) and reaches a noisy y by a per-component time shift; the
-//! noisy variance above does the same in one expression.
+//! over the measured components (s_i > 0): y's likelihood given x_t if x0's
+//! component had the prior N(0, v0), under which x0 | x_t ~ N(kappa c, rho)
+//! with kappa = a v0 / (a^2 v0 + b^2), rho = v0 b^2 / (a^2 v0 + b^2)
+//! ([`potential`]). At the data level (kappa = 1, rho = 0) it is the
+//! likelihood N(y; A x_0, sigma_y^2 I) up to a constant, so the final weights
+//! are exact whatever v0 is; v0 only decides how many particles are wasted.
+//! MCGdiff's potential is the flat-prior limit (v0 -> infinity: y diffused
+//! to level t, N(a ybar; s xbar_t, s^2 b^2 + a^2 sigma_y^2)); it already
+//! weighs x_T's measured components against y at the first step, and on the
+//! d = 800 mixtures its weights' noise drowned the evidence (it sat at the
+//! prior's distance at 1000 steps, -8% of the gap; with the mixture's own
+//! variance, 81%). v0 is `--smc-prior-var`, by default the prior's
+//! variance per coordinate where the model knows it
+//! ([`crate::samplers::ScoreModel::data_variance`]: a mixture's), else 1 (the
+//! scale image models are trained at, at or above their pixels' variance:
+//! too small a v0 costs more than too large a one).
 //!
 //! The reverse kernel is N(x_{t-1}; mu(x_t), var_t I), the DDPM mean from the
 //! model's eps and the fixed variance (`--variance`; a learned sigma goes
 //! unused: the exact product needs one variance for every component). Step t
-//! (level (a, b) to (a', b')):
+//! (to level (a', b'), kappa', rho'):
 //!
-//! 1. mu = mu(x_t); per measured component, with S_i = s_i^2 var + D'_i and
-//!    D'_i = s_i^2 b'^2 + a'^2 sigma_y^2, the predictive
-//!    Z_i = N(a' ybar_i; s_i mubar_i, S_i) = integral of the reverse kernel
-//!    times the next potential.
+//! 1. mu = mu(x_t); per measured component, with D'_i = s_i^2 rho' + sigma_y^2
+//!    and S_i = s_i^2 kappa'^2 var + D'_i, the predictive
+//!    Z_i = N(ybar_i; s_i kappa' mubar_i, S_i): the reverse kernel times the
+//!    next potential, integrated.
 //! 2. Weigh: log w += sum_i log Z_i - log g_t(x_t) (the potential at x_t
 //!    divided out; at the first step x_T ~ N(0, I) enters with weight
 //!    g_T(x_T), which cancels it, so nothing is divided). Normalise, and
@@ -50,14 +60,14 @@
 //!    mean and its spectral components are gathered to the ancestors.
 //! 3. Propose from N(mu, var I) times the next potential: the unmeasured
 //!    components as the reverse kernel draws them, each measured one from
-//!    N(mubar_i + k_i (a' ybar_i - s_i mubar_i), var D'_i / S_i) with
-//!    k_i = var s_i / S_i. In pixels, with z ~ N(0, I) and zeta = V^T z:
+//!    N(mubar_i + k_i (ybar_i - s_i kappa' mubar_i), var D'_i / S_i) with
+//!    k_i = var s_i kappa' / S_i. In pixels, with z ~ N(0, I) and zeta = V^T z:
 //!    x_{t-1} = mu + sqrt(var) z + V delta,
-//!    delta_i = k_i (a' ybar_i - s_i mubar_i) + (sqrt(var D'_i / S_i) - sqrt(var)) zeta_i.
-//!    The proposal is the target's own conditional, so the incremental
-//!    weight is the Z of step 1 (no log p/q term).
-//! 4. The last step (var = 0, level (1, 0)) is deterministic, x_0 = mu(x_1),
-//!    and its Z is the likelihood at x_0.
+//!    delta_i = k_i (ybar_i - s_i kappa' mubar_i) + (sqrt(var D'_i / S_i) - sqrt(var)) zeta_i.
+//!    The proposal is the twisted target's own conditional, so the
+//!    incremental weight is the Z of step 1 (no log p/q term).
+//! 4. The last step (var = 0, kappa' = 1, rho' = 0) is deterministic,
+//!    x_0 = mu(x_1), and its Z is the likelihood at x_0.
 //! - End: a forced systematic resampling; the population is returned
 //!   equally weighted.
 //!
