@@ -15,11 +15,10 @@ use common::{randn, rng};
 use rand::Rng;
 use tweedie::kernels::smc::STAT_ESS;
 use tweedie::process::Process;
-use tweedie::samplers::problem::GmmProblem;
 use tweedie::samplers::smc::Smc;
 use tweedie::samplers::{Measurement, Method, MethodOptions, Sampler, SamplerOptions};
 use tweedie::schedule::{Schedule, VarianceType};
-use tweedie::tensor::{HostTensor, Tensor};
+use tweedie::tensor::Tensor;
 
 /// What the replay reports beside its samples.
 struct Replay {
