@@ -77,8 +77,8 @@
 
 use super::kernels::{SpectralMean, SpectralMove, SpectralPropose, SpectralWeigh};
 use super::options::{Kind, OptionSpec, Value};
-use super::smc::{Smc, PARTICLES};
-use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, SamplerOptions, Stat};
+use super::smc::Smc;
+use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat};
 use super::{StepParams, FLAG_LEARNED, FLAG_NOISE};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
@@ -291,6 +291,8 @@ impl SpectralSmc {
 }
 
 impl MethodStep for SpectralSmc {
+    /// The registry's `smc` ([`Smc`]) plans this variant, and its settings and
+    /// batch rounding are [`Smc`]'s.
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
         SpectralSmc::plan(gpu, core, post)
     }
@@ -301,15 +303,6 @@ impl MethodStep for SpectralSmc {
 
     fn label(&self) -> &'static str {
         "SMC"
-    }
-
-    fn options() -> &'static [&'static OptionSpec] {
-        Smc::options()
-    }
-
-    fn batch(batch: usize, opts: &SamplerOptions) -> usize {
-        let p = opts.method.count(PARTICLES.name).unwrap_or(batch).max(1);
-        batch.div_ceil(p) * p
     }
 
     fn y(&self) -> Option<&Tensor> {
