@@ -126,3 +126,33 @@ fn spectral_converges_as_the_population_grows() {
         "W2 must fall with particles: {rows:?}"
     );
 }
+
+/// `--smc-variant auto` plans the spectral sampler for an operator with an
+/// SVD form and TDS for one without (the non-linear |A x|); `spectral` on the
+/// latter is refused in one line naming the flag.
+#[test]
+fn the_variant_follows_the_operator() {
+    use tweedie::samplers::smc::Smc;
+    use tweedie::samplers::smc_spectral::SpectralSmc;
+    use tweedie::samplers::{Measurement, Sampler};
+    let gpu = common::gpu();
+    for (name, spectral) in [("d8_m2", true), ("d8_m3_abs", false)] {
+        let case = load(name);
+        let p = &case.problem;
+        let (model, op) = prior_and_operator(&gpu, p, &tweedie::process::Process::default());
+        let meas = || Measurement {
+            op: op.as_ref(),
+            y: &p.y,
+            sigma_y: p.sigma_y,
+        };
+        let s = Sampler::new(&gpu, Method::Smc, &model, Some(meas()), 4, &opts(4, "auto", 0)).unwrap();
+        assert_eq!(s.method_state::<SpectralSmc>().is_some(), spectral, "{name}: auto");
+        assert_eq!(s.method_state::<Smc>().is_some(), !spectral, "{name}: auto");
+        let forced = Sampler::new(&gpu, Method::Smc, &model, Some(meas()), 4, &opts(4, "spectral", 0));
+        match (spectral, forced) {
+            (true, Ok(s)) => assert!(s.method_state::<SpectralSmc>().is_some()),
+            (false, Err(e)) => assert!(e.to_string().contains("--smc-variant spectral"), "{name}: {e}"),
+            (_, r) => panic!("{name}: --smc-variant spectral: {:?}", r.err()),
+        }
+    }
+}
