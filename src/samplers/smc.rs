@@ -178,8 +178,8 @@ impl MethodStep for Smc {
         let variant = SmcVariant::from_choice(core.opts.method.choice(VARIANT.name)).expect("a choice of VARIANT");
         let spectral = m.op.linear().and_then(|l| l.svd()).is_some();
         match variant {
-            SmcVariant::Spectral => return SpectralSmc::plan(gpu, core, post),
-            SmcVariant::Auto if spectral => return SpectralSmc::plan(gpu, core, post),
+            SmcVariant::Spectral => return SpectralSmc::plan_checked(gpu, core, post, m, particles),
+            SmcVariant::Auto if spectral => return SpectralSmc::plan_checked(gpu, core, post, m, particles),
             SmcVariant::Auto | SmcVariant::Tds => {}
         }
         let n = core.batch;
@@ -204,12 +204,7 @@ impl MethodStep for Smc {
             h: z("resampled h")?,
             twist: Tensor::zeros(gpu, "resampled twist", &[n])?,
         };
-        let threshold = core
-            .opts
-            .method
-            .number(ESS_THRESHOLD.name)
-            .expect("--ess-threshold has a default");
-        let pop = Population::new(gpu, particles, n / particles, threshold, core.steps() + 1)?;
+        let pop = Smc::population(gpu, core, particles)?;
         let masker = Elementwise::new(gpu, Op::Mul, &mask, &g, 0.0, 0.0)?;
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let lpq_sum = RowReduce::new(gpu, &lpq, n, false)?;
@@ -407,6 +402,23 @@ impl Smc {
             )));
         }
         Ok((m, particles))
+    }
+
+    /// The batch's populations of `particles` with `--ess-threshold` and an
+    /// ESS history row per weighing (K steps and the final draw).
+    pub(super) fn population(gpu: &Gpu, core: &Core, particles: usize) -> Result<Population, SamplerError> {
+        let threshold = core
+            .opts
+            .method
+            .number(ESS_THRESHOLD.name)
+            .expect("--ess-threshold has a default");
+        Ok(Population::new(
+            gpu,
+            particles,
+            core.batch / particles,
+            threshold,
+            core.steps() + 1,
+        )?)
     }
 
     /// Read between [`super::Sampler::step`] calls: what a step left is the

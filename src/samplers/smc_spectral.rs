@@ -78,7 +78,7 @@
 use super::kernels::{SpectralMean, SpectralMove, SpectralPropose, SpectralWeigh};
 use super::options::{Kind, OptionSpec, Value};
 use super::smc::Smc;
-use super::{need_svd, Core, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat};
+use super::{need_svd, Core, Measurement, MethodBlock, MethodStep, Planned, Posterior, SamplerError, Stat};
 use super::{StepParams, FLAG_LEARNED, FLAG_NOISE};
 use crate::gpu::Plan;
 use crate::kernels::elementwise::{Elementwise, Op};
@@ -171,9 +171,15 @@ pub struct SpectralSmc {
 }
 
 impl SpectralSmc {
-    /// Plans the spectral SMC for `post` (its operator must have an SVD form).
-    pub(super) fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
-        let (m, particles) = Smc::check(core, post)?;
+    /// Plans the spectral SMC for `post` (its operator must have an SVD form),
+    /// whose measurement `m` and `particles` [`Smc::check`] has passed.
+    pub(super) fn plan_checked(
+        gpu: &Gpu,
+        core: &mut Core,
+        post: &Posterior<'_>,
+        m: &Measurement<'_>,
+        particles: usize,
+    ) -> Result<Planned, SamplerError> {
         let svd = need_svd(m, "SMC's spectral variant (--smc-variant spectral)")?;
         let n = core.batch;
         let m_per: usize = m.op.out_shape().iter().product();
@@ -186,12 +192,7 @@ impl SpectralSmc {
         let g = Tensor::zeros(gpu, "V delta", &shape)?;
         let (vmu, gvmu, vx) = (spectral("V^T mu")?, spectral("resampled V^T mu")?, spectral("V^T x_t")?);
         let (zeta, lw, delta) = (spectral("V^T z")?, spectral("log-weight terms")?, spectral("delta")?);
-        let threshold = core
-            .opts
-            .method
-            .number(super::smc::ESS_THRESHOLD.name)
-            .expect("--ess-threshold has a default");
-        let pop = Population::new(gpu, particles, n / particles, threshold, core.steps() + 1)?;
+        let pop = Smc::population(gpu, core, particles)?;
         let lw_sum = RowReduce::new(gpu, &lw, n, false)?;
         let add = Elementwise::new(gpu, Op::Axpby, &lw_sum.out, &pop.logw, 1.0, 1.0)?;
         let init = svd.ut(gpu, &y, &ybar)?;
@@ -294,7 +295,8 @@ impl MethodStep for SpectralSmc {
     /// The registry's `smc` ([`Smc`]) plans this variant, and its settings and
     /// batch rounding are [`Smc`]'s.
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
-        SpectralSmc::plan(gpu, core, post)
+        let (m, particles) = Smc::check(core, post)?;
+        SpectralSmc::plan_checked(gpu, core, post, m, particles)
     }
 
     fn name() -> &'static str {
