@@ -295,8 +295,29 @@ fn dps_direction_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 // ---- SMC, the twisted diffusion sampler (src/samplers/smc.rs) ----
 // Twist: log p~_t(y | x_t) = -|y - A x0hat(x_t)|^2 / (2 v_t); its method block
-// holds 1 / v_t (1 / sigma_y^2 for the final, exact weighing).
+// holds 1 / v_t (1 / sigma_y^2 for the final, exact weighing), the ratio
+// b_t^2 / a_t^2 (0 at the final weighing) and sigma_y^2.
 fn smc_inv_twist_var() -> f32 { return s.method[0].x; }
+fn smc_ratio() -> f32 { return s.method[0].y; }
+fn smc_sigma_y2() -> f32 { return s.method[0].z; }
+
+// The operator's geometry in the SVD basis (--smc-twist operator): the twist's
+// covariance is sigma_y^2 I + (b^2 / a^2) A A^T, diagonal there with
+// sigma_y^2 + ratio s_i^2 per component, so with q = U^T r each component is
+// scaled by sqrt(v_t / (sigma_y^2 + ratio s_i^2)): |q|^2 / v_t is then the
+// twist's quadratic form, and a second pass gives v_t Sigma^{-1} U^T r (its
+// gradient through U and A^T, divided by v_t as the isotropic one is).
+@group(0) @binding(1) var<storage, read> tg_sing: array<f32>;
+@group(0) @binding(2) var<storage, read_write> tg_q: array<f32>;
+
+@compute @workgroup_size(256)
+fn tds_geometry(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = index(gid, nwg);
+    if (i >= arrayLength(&tg_q)) { return; }
+    let sv = tg_sing[i % s.m_per];
+    let cov = smc_sigma_y2() + smc_ratio() * sv * sv;
+    tg_q[i] *= inverseSqrt(smc_inv_twist_var() * cov);
+}
 
 // One thread per particle: logw += twist_t(x_t) - twist_{t+1}(x_{t+1}) + log p/q of
 // the last proposal (lpq, summed per particle); twist_out <- twist_t(x_t).

@@ -178,18 +178,22 @@ fn gap_closed(case: &Case, x: &[f32]) -> (f64, f64) {
     ((prior - got) / (prior - floor), got)
 }
 
+/// The median of an even number of values.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+}
+
 /// SMC on d8_m3_abs at 100 steps, one population of 3000 particles per seed.
 /// Its result swings with the resampling draws (one population's particles
-/// are correlated: the defect of issue 27): over seeds 1-4 it closes 83%,
-/// 33%, 67% and 78% of the prior-to-exact gap (DPS: 47-54%). Asserted: every seed closes a
-/// quarter of it, the median closes 65%, and SMC beats DPS in the median.
+/// share ancestors, so the split between sign patterns is a few effective
+/// draws): over seeds 1-4 it closes 88%, 61%, 85% and 74% of the
+/// prior-to-exact gap with the operator twist (the isotropic one: 83%, 33%,
+/// 67%, 78%; DPS: 47-54%). Asserted: every seed closes a quarter of it, the
+/// median closes 65%, and SMC beats DPS in the median.
 #[test]
 fn smc_on_d8_m3_abs_closes_most_of_the_gap_in_the_median() {
     let case = load("d8_m3_abs");
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
-    };
     let mut smc = Vec::new();
     let mut dps = Vec::new();
     for seed in 1..=4 {
@@ -204,6 +208,29 @@ fn smc_on_d8_m3_abs_closes_most_of_the_gap_in_the_median() {
     assert!(smc.iter().all(|&g| g > 0.25), "SMC per seed: {smc:?}");
     assert!(median(smc.clone()) >= 0.65, "SMC per seed: {smc:?}");
     assert!(median(smc) > median(dps));
+}
+
+/// SMC on d20_m4_abs (two opposite sign patterns hold the posterior), 1000
+/// steps, 1000 samples as 10 populations of 100 per seed: each population
+/// splits its particles between the two patterns by a few effective draws,
+/// and ten independent populations average the split. Measured (lavapipe,
+/// tools/score_gmm.py) over seeds 5-8: 98%, 72%, 103%, 7% of the gap (this
+/// test's scoring: 89%, 67%, 93%, 9%); one
+/// population of 1000 closed 60%, 53%, 7%, 84% (isotropic twist: 11%, 30%,
+/// 74%, -36%). Asserted: the median over the four seeds closes 65%.
+#[test]
+fn smc_on_d20_m4_abs_closes_most_of_the_gap_in_the_median() {
+    let case = load("d20_m4_abs");
+    let mut smc = Vec::new();
+    for seed in 5..=8 {
+        let o = SamplerOptions {
+            method: MethodOptions::default().with("particles", 100).unwrap(),
+            ..mixture_opts(1000, seed)
+        };
+        smc.push(gap_closed(&case, &sample(&case, Method::Smc, &o, 1000).0).0);
+    }
+    eprintln!("d20_m4_abs, 1000 steps, 10 x 100 particles, gap closed per seed: SMC {smc:.3?}");
+    assert!(median(smc.clone()) >= 0.65, "SMC per seed: {smc:?}");
 }
 
 #[test]

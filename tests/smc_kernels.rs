@@ -252,7 +252,10 @@ fn tds_weigh_and_step_match_cpu() {
             log_var_min: -4.0,
             log_var_max: -2.0,
             log_var_fixed: -3.0,
-            method: MethodBlock::of(&SmcStep { inv_twist_var }),
+            method: MethodBlock::of(&SmcStep {
+                inv_twist_var,
+                ..SmcStep::default()
+            }),
             ..StepParams::default()
         };
         let u = gpu.uniform("tds", &params);
@@ -348,6 +351,69 @@ fn tds_weigh_and_step_match_cpu() {
             &twist,
             1e-6,
             1e-6,
+        );
+    }
+}
+
+/// `tds_geometry` scales each component of q = U^T r by
+/// sqrt(v_t / (sigma_y^2 + ratio s_i^2)), s_i the component's singular value
+/// (37 rows of 29 components, some s = 0; a step and the final weighing).
+#[test]
+fn tds_geometry_matches_cpu() {
+    let gpu = gpu();
+    let (rows, m) = (37usize, 29usize);
+    let mut r = rng(12);
+    let q = randn(&mut r, rows * m);
+    let sing: Vec<f32> = (0..m)
+        .map(|i| {
+            if i % 7 == 3 {
+                0.0
+            } else {
+                0.05 + (i as f32 * 0.37) % 1.9
+            }
+        })
+        .collect();
+    for (inv_twist_var, ratio, sigma_y2) in [(0.31f32, 2.9f32, 0.0025f32), (400.0, 0.0, 0.0025)] {
+        let params = StepParams {
+            n: (rows * m) as u32,
+            m_per: m as u32,
+            method: MethodBlock::of(&SmcStep {
+                inv_twist_var,
+                ratio,
+                sigma_y2,
+                _pad: 0.0,
+            }),
+            ..StepParams::default()
+        };
+        let u = gpu.uniform("tds geometry", &params);
+        let tq = Tensor::from_slice(&gpu, "q", &[rows, m], &q).unwrap();
+        let ts = Tensor::from_slice(&gpu, "s", &[m], &sing).unwrap();
+        Plan {
+            steps: vec![Dispatch::new(
+                &gpu,
+                &SAMPLER,
+                "tds_geometry",
+                &[],
+                &[&u, &ts.buffer, &tq.buffer],
+                dispatch_groups(rows * m, WG1D),
+            )
+            .unwrap()],
+        }
+        .run(&gpu)
+        .unwrap();
+        let want: Vec<f32> = (0..rows * m)
+            .map(|i| {
+                let sv = sing[i % m] as f64;
+                let cov = sigma_y2 as f64 + ratio as f64 * sv * sv;
+                (q[i] as f64 * (1.0 / (inv_twist_var as f64 * cov)).sqrt()) as f32
+            })
+            .collect();
+        assert_close(
+            &format!("tds_geometry ratio {ratio}"),
+            &tq.read(&gpu).unwrap(),
+            &want,
+            1e-5,
+            1e-5,
         );
     }
 }

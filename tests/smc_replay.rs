@@ -1,6 +1,8 @@
 //! A float64 replay of whole SMC runs (issue 27): the twisted diffusion
 //! sampler exactly as src/samplers/smc.rs documents it (twist
-//! N(y; A x0hat(x_t), sigma_y^2 + b_t^2 / a_t^2), the guided DDPM proposal,
+//! N(y; A x0hat(x_t), sigma_y^2 I + (b_t^2 / a_t^2) A A^T), the default
+//! `--smc-twist operator`, here as a dense solve where the GPU works per
+//! component in the SVD basis), the guided DDPM proposal,
 //! log p/q per step, systematic resampling below half the particles, the
 //! exact likelihood at the end, a forced final resampling), on the exact
 //! mixture eps and its exact Jacobian, in plain Rust. On low-dimensional
@@ -64,16 +66,33 @@ struct Twisted {
     grad: Vec<f64>,
 }
 
-fn twisted(p: &Mixture64, xs: &[f64], a: f64, b: f64, v: f64) -> Twisted {
+/// The twist's covariance at a level with b^2 / a^2 = `ratio` (the default
+/// `--smc-twist operator`): sigma_y^2 I + ratio A A^T [m, m].
+fn twist_cov(p: &Mixture64, ratio: f64) -> Vec<f64> {
+    let (m, d) = (p.m, p.d);
+    let mut c = vec![0.0; m * m];
+    for i in 0..m {
+        for k in 0..m {
+            let aa: f64 = (0..d).map(|j| p.a[i * d + j] * p.a[k * d + j]).sum();
+            c[i * m + k] = ratio * aa + if i == k { p.sigma_y * p.sigma_y } else { 0.0 };
+        }
+    }
+    c
+}
+
+/// The twist log N(y; A x0hat(x_t), cov) (less its constant) and its
+/// gradient in x_t.
+fn twisted(p: &Mixture64, xs: &[f64], a: f64, b: f64, cov: &[f64]) -> Twisted {
     let d = p.d;
     let (resp, sk, s) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
     let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * s[j]) / a).collect();
     let ax = p.ax(&x0);
     let res: Vec<f64> = (0..p.m).map(|q| p.y[q] - ax[q]).collect();
-    // d twist / d x = J_x0^T A^T r / v, J_x0 = (I + b^2 H) / a with H the
+    let white = solve(cov.to_vec(), p.m, res.clone());
+    // d twist / d x = J_x0^T A^T cov^{-1} r, J_x0 = (I + b^2 H) / a with H the
     // diffused log-density's Hessian (symmetric):
     // H g = sum_k resp_k (s_k (s_k . g) - g / v_k) - s (s . g).
-    let g = p.atv(&res);
+    let g = p.atv(&white);
     let sg: f64 = s.iter().zip(&g).map(|(a, b)| a * b).sum();
     let mut hg: Vec<f64> = s.iter().map(|sj| -sj * sg).collect();
     for c in 0..p.k {
@@ -86,8 +105,8 @@ fn twisted(p: &Mixture64, xs: &[f64], a: f64, b: f64, v: f64) -> Twisted {
     }
     Twisted {
         eps: s.iter().map(|sj| -b * sj).collect(),
-        twist: -0.5 * res.iter().map(|e| e * e).sum::<f64>() / v,
-        grad: (0..d).map(|j| (g[j] + b * b * hg[j]) / (a * v)).collect(),
+        twist: -0.5 * res.iter().zip(&white).map(|(e, w)| e * w).sum::<f64>(),
+        grad: (0..d).map(|j| (g[j] + b * b * hg[j]) / a).collect(),
         x0,
     }
 }
@@ -131,8 +150,8 @@ impl<'a> Pop64<'a> {
     fn weigh(&mut self, i: usize) -> (Vec<f64>, f64) {
         let abar = self.sched.alphas_cumprod[i];
         let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let v = self.p.sigma_y * self.p.sigma_y + (b / a) * (b / a);
-        self.tw = self.x.iter().map(|xs| twisted(self.p, xs, a, b, v)).collect();
+        let cov = twist_cov(self.p, (b / a) * (b / a));
+        self.tw = self.x.iter().map(|xs| twisted(self.p, xs, a, b, &cov)).collect();
         for q in 0..self.x.len() {
             self.logw[q] += self.tw[q].twist - self.carried[q] + self.lpq[q];
         }
@@ -485,11 +504,15 @@ fn same_noise(c: &Case, particles: usize, steps: usize, seed: u64) -> Agreement 
 /// The GPU sampler is the float64 replay, particle by particle, on the GPU's
 /// own noise: every step's eps, twist, log p/q, weights, ESS, ancestors,
 /// carried twist and move agree to f32 rounding, and so do the final
-/// exact-likelihood weights and samples (d = 2 and d = 20, one measurement).
+/// exact-likelihood weights and samples (d = 2 and d = 20 with one
+/// measurement, d = 8 with three).
 #[test]
 fn gpu_smc_is_the_replay_on_the_same_noise() {
-    for (d, family_seed, particles, steps) in [(2, 21, 500, 200), (20, 31, 500, 200)] {
-        let c = case(d, 1, family_seed, 20000);
+    // m = 3 at d = 8: the twist's covariance is not a multiple of the
+    // identity, so the GPU's per-component form in the SVD basis meets the
+    // replay's dense solve.
+    for (d, m, family_seed, particles, steps) in [(2, 1, 21, 500, 200), (20, 1, 31, 500, 200), (8, 3, 41, 300, 100)] {
+        let c = case(d, m, family_seed, 20000);
         let a = same_noise(&c, particles, steps, 3);
         println!("d{d}, {particles} particles, {steps} steps: {a:?}");
         // Measured on lavapipe (d20, 1000 particles, 1000 steps): eps 4e-6,

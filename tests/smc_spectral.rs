@@ -156,3 +156,43 @@ fn the_variant_follows_the_operator() {
         }
     }
 }
+
+/// The README's SMC table, TDS's rows under both twists (`--ignored`;
+/// TWEEDIE_TABLE = d,m,seed;... picks the problems, "fixtures" the two fixtures).
+#[test]
+#[ignore]
+fn tds_twist_table() {
+    let spec = std::env::var("TWEEDIE_TABLE").unwrap_or_else(|_| "20,1,31".into());
+    let cases: Vec<Case> = if spec == "fixtures" {
+        vec![load("d8_m2"), load("d80_m4")]
+    } else {
+        spec.split(';')
+            .map(|c| {
+                let v: Vec<u64> = c.split(',').map(|e| e.parse().unwrap()).collect();
+                family_case(v[0] as usize, v[1] as usize, v[2])
+            })
+            .collect()
+    };
+    let particles: usize = std::env::var("TWEEDIE_PARTICLES").map_or(1000, |p| p.parse().unwrap());
+    for case in &cases {
+        for twist in ["operator", "isotropic"] {
+            let o = SamplerOptions {
+                method: opts(particles, "tds", 5).method.with("smc-twist", twist).unwrap(),
+                ..opts(particles, "tds", 5)
+            };
+            let t = std::time::Instant::now();
+            let (x, _) = sample_stats(case, Method::Smc, &o, particles.max(1000));
+            let s = Score::of(case, &x, particles.max(1000));
+            println!(
+                "d{} m{} tds/{twist}, {particles} particles: W2 {:.4} (prior {:.4}, exact {:.4}), gap closed {:.1}%, {:.1} s",
+                case.problem.d,
+                case.problem.m,
+                s.w2,
+                s.prior,
+                s.floor,
+                100.0 * s.closed(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+}

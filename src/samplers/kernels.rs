@@ -133,6 +133,13 @@ bindings! {
         x: read_write f32,
     }
 
+    /// `tds_geometry`: the twist's per-component scaling in the SVD basis.
+    pub struct TdsGeometry for SAMPLER: ["tds_geometry"] {
+        s: uniform,
+        sing: read f32,
+        q: read_write f32,
+    }
+
     /// `tds_weigh`: the SMC log-weight update of one weighing.
     pub struct TdsWeigh for SAMPLER: ["tds_weigh"] {
         s: uniform,
@@ -227,6 +234,7 @@ pub const BINDINGS: &[KernelSig] = &[
     CdpsMeasureSpectral::SIG,
     CdpsRhs::SIG,
     TdsWeigh::SIG,
+    TdsGeometry::SIG,
     TdsStep::SIG,
     SpectralMean::SIG,
     SpectralWeigh::SIG,
