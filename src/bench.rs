@@ -92,7 +92,7 @@ pub fn bench_model(
     // its own U-Net plan; one at a time keeps the memory down).
     let score = UnetScore::new(unet.clone(), size, size);
     for &method in Method::all() {
-        let model_flops = method.model_passes(&MethodOptions::default()) as f64 * flops;
+        let model_flops = method.model_passes(&MethodOptions::default(), true) as f64 * flops;
         let Some(s) = crate::figures::box_inpainting_sampler(gpu, &unet, &score, method, batch)? else {
             continue;
         };

@@ -573,7 +573,10 @@ fn registry_names_the_methods_and_their_options() {
         ("pigdm", &["pigdm-eta", "pigdm-weight", "cg-tol", "cg-iters"][..]),
     ] {
         let m = method(name);
-        assert!(m.takes_measurement() && m.uses_vjp() == (name == "pigdm"), "{name}");
+        assert!(
+            m.takes_measurement() && m.uses_vjp(&MethodOptions::default(), true) == (name == "pigdm"),
+            "{name}"
+        );
         let names: Vec<&str> = m.options().iter().map(|o| o.name).collect();
         assert_eq!(names, flags, "{name}");
     }

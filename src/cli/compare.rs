@@ -103,11 +103,13 @@ fn per_method(args: &CompareArgs) -> anyhow::Result<Vec<(Method, SamplingArgs)>>
 /// Plans every method once on one image's measurement, so a method that
 /// refuses the task (DMPS on phase retrieval) stops the run before any
 /// sampling, with its own reason.
-fn check_plans(gpu: &Gpu, prior: &Prior, runs: &[EvalRun<'_>]) -> anyhow::Result<()> {
+/// Returns whether the task's operator has an SVD form.
+fn check_plans(gpu: &Gpu, prior: &Prior, runs: &[EvalRun<'_>]) -> anyhow::Result<bool> {
+    let mut svd = false;
     for run in runs {
-        check_plan(gpu, prior, run).map_err(|e| anyhow::anyhow!("--methods {}: {e}", run.method.name()))?;
+        svd = check_plan(gpu, prior, run).map_err(|e| anyhow::anyhow!("--methods {}: {e}", run.method.name()))?;
     }
-    Ok(())
+    Ok(svd)
 }
 
 /// The settings `opts` gives `method` on a model of `process`: each it
@@ -176,7 +178,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             shard: None,
         })
         .collect();
-    check_plans(gpu, prior, &runs)?;
+    let svd = check_plans(gpu, prior, &runs)?;
     prepare_out(&args.out)?;
 
     let mut outcomes = Vec::new();
@@ -210,8 +212,8 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
                 "psnr": psnr,
                 "psnr_sem": sem,
                 "ssim": mean_of(&o.rows).ssim,
-                "nfe": steps * o.method.model_passes(&o.options),
-                "vjps": if o.method.uses_vjp() { steps } else { 0 },
+                "nfe": steps * o.method.model_passes(&o.options, svd),
+                "vjps": if o.method.uses_vjp(&o.options, svd) { steps } else { 0 },
                 "seconds_per_image": o.seconds_per_image,
                 "steps": steps,
                 "samples_per_image": args.samples,

@@ -250,7 +250,8 @@ pub struct Evaluated {
 /// Plans `run`'s sampler once on a zero measurement of its task: a task
 /// option out of range or a method that refuses the task (DDNM+ on phase
 /// retrieval) stops the run in one line before --out is touched.
-pub(super) fn check_plan(gpu: &Gpu, prior: &Prior, run: &EvalRun<'_>) -> anyhow::Result<()> {
+/// Returns whether the task's operator has an SVD form.
+pub(super) fn check_plan(gpu: &Gpu, prior: &Prior, run: &EvalRun<'_>) -> anyhow::Result<bool> {
     let in_shape = [prior.channels, prior.size, prior.size];
     let op = resolve(run.spec, in_shape, run.sampling.seed)?.build(gpu)?;
     let y = vec![0f32; op.out_shape().iter().product()];
@@ -261,7 +262,7 @@ pub(super) fn check_plan(gpu: &Gpu, prior: &Prior, run: &EvalRun<'_>) -> anyhow:
         sigma_y: run.noise.sigma_y(),
     };
     Sampler::new(gpu, run.method, &prior.score, Some(meas), run.samples, &opts)?;
-    Ok(())
+    Ok(op.linear().and_then(|l| l.svd()).is_some())
 }
 
 /// Restores `images` in batches under one operator (drawn once from the

@@ -227,7 +227,7 @@ impl MethodStep for Dps {
         &[&ZETA]
     }
 
-    fn uses_vjp() -> bool {
+    fn uses_vjp(_opts: &super::MethodOptions, _svd: bool) -> bool {
         true
     }
 

@@ -138,10 +138,11 @@ macro_rules! methods {
                 }
             }
 
-            /// Whether a step takes the model's VJP.
-            pub fn uses_vjp(self) -> bool {
+            /// Whether a step takes the model's VJP with settings `opts` on
+            /// a measurement whose operator has an SVD form (`svd`) or not.
+            pub fn uses_vjp(self, opts: &MethodOptions, svd: bool) -> bool {
                 match self {
-                    $(Method::$variant => <$ty as MethodStep>::uses_vjp(),)+
+                    $(Method::$variant => <$ty as MethodStep>::uses_vjp(opts, svd),)+
                 }
             }
 
@@ -223,11 +224,11 @@ impl Method {
         )))
     }
 
-    /// Model evaluations one step costs with settings `opts`, in forward
-    /// passes: its forward calls, plus 1 for the VJP (a backward pass costs
-    /// about a forward's FLOPs here).
-    pub fn model_passes(self, opts: &MethodOptions) -> usize {
-        self.model_calls(opts) + usize::from(self.uses_vjp())
+    /// Model evaluations one step costs with settings `opts` (on an operator
+    /// with an SVD form or not, `svd`), in forward passes: its forward calls,
+    /// plus 1 for the VJP (a backward pass costs about a forward's FLOPs here).
+    pub fn model_passes(self, opts: &MethodOptions, svd: bool) -> usize {
+        self.model_calls(opts) + usize::from(self.uses_vjp(opts, svd))
     }
 }
 
@@ -831,8 +832,9 @@ pub trait MethodStep: Any {
     }
 
     /// Whether the step takes the model's VJP (its U-Net forward then keeps
-    /// what the VJP needs).
-    fn uses_vjp() -> bool
+    /// what the VJP needs), with settings `opts` on a measurement whose
+    /// operator has an SVD form (`svd`) or not.
+    fn uses_vjp(_opts: &MethodOptions, _svd: bool) -> bool
     where
         Self: Sized,
     {
@@ -1061,7 +1063,11 @@ impl Sampler {
         opts: &SamplerOptions,
     ) -> Result<Sampler, SamplerError> {
         opts.method.validate()?;
-        let mut core = Core::new(gpu, model, method.batch(batch, opts), opts, method.uses_vjp())?;
+        let svd = meas
+            .as_ref()
+            .is_some_and(|m| m.op.linear().and_then(|l| l.svd()).is_some());
+        let vjp = method.uses_vjp(&opts.method, svd);
+        let mut core = Core::new(gpu, model, method.batch(batch, opts), opts, vjp)?;
         if let Some(m) = &meas {
             if m.op.in_shape() != model.in_shape() {
                 return Err(SamplerError::Invalid(format!(

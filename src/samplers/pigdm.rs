@@ -77,7 +77,7 @@ impl MethodStep for Pigdm {
         &[&ETA, &WEIGHT, &cg::TOL, &cg::ITERS]
     }
 
-    fn uses_vjp() -> bool {
+    fn uses_vjp(_opts: &super::MethodOptions, _svd: bool) -> bool {
         true
     }
 

@@ -267,8 +267,13 @@ impl MethodStep for Smc {
             &super::smc_spectral::PRIOR_VAR,
         ]
     }
-    fn uses_vjp() -> bool {
-        true
+    /// TDS takes the VJP; the spectral variant does not.
+    fn uses_vjp(opts: &super::MethodOptions, svd: bool) -> bool {
+        match SmcVariant::from_choice(opts.choice(VARIANT.name)).expect("a choice of VARIANT") {
+            SmcVariant::Tds => true,
+            SmcVariant::Spectral => false,
+            SmcVariant::Auto => !svd,
+        }
     }
 
     fn plan(gpu: &Gpu, core: &mut Core, post: &Posterior<'_>) -> Result<Planned, SamplerError> {
