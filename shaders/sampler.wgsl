@@ -294,9 +294,10 @@ fn dps_direction_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // ---- SMC, the twisted diffusion sampler (src/samplers/smc.rs) ----
-// Twist: log p~_t(y | x_t) = -|y - A x0hat(x_t)|^2 / (2 v_t); its method block
-// holds 1 / v_t (1 / sigma_y^2 for the final, exact weighing), the ratio
-// b_t^2 / a_t^2 (0 at the final weighing) and sigma_y^2.
+// Twist: log p~_t(y | x_t) = -|q|^2 / (2 v_t) with q = y - A x0hat(x_t), or its
+// whitened U^T form (`tds_geometry`); its method block holds 1 / v_t
+// (1 / sigma_y^2 for the final, exact weighing), the ratio b_t^2 / a_t^2 (0 at
+// the final weighing) and sigma_y^2.
 fn smc_inv_twist_var() -> f32 { return s.method[0].x; }
 fn smc_ratio() -> f32 { return s.method[0].y; }
 fn smc_sigma_y2() -> f32 { return s.method[0].z; }
@@ -307,6 +308,10 @@ fn smc_sigma_y2() -> f32 { return s.method[0].z; }
 // scaled by sqrt(v_t / (sigma_y^2 + ratio s_i^2)): |q|^2 / v_t is then the
 // twist's quadratic form, and a second pass gives v_t Sigma^{-1} U^T r (its
 // gradient through U and A^T, divided by v_t as the isotropic one is).
+// Components with s_i = 0 (y's part outside A's range, the same for every
+// particle at every level) are set to 0: a constant dropped from every
+// log-weight, and no huge sqrt(v_t / sigma_y^2) factor for U's rounding to
+// leak into A^T.
 @group(0) @binding(1) var<storage, read> tg_sing: array<f32>;
 @group(0) @binding(2) var<storage, read_write> tg_q: array<f32>;
 
@@ -315,6 +320,10 @@ fn tds_geometry(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = index(gid, nwg);
     if (i >= arrayLength(&tg_q)) { return; }
     let sv = tg_sing[i % s.m_per];
+    if (sv <= 0.0) {
+        tg_q[i] = 0.0;
+        return;
+    }
     let cov = smc_sigma_y2() + smc_ratio() * sv * sv;
     tg_q[i] *= inverseSqrt(smc_inv_twist_var() * cov);
 }

@@ -356,8 +356,9 @@ fn tds_weigh_and_step_match_cpu() {
 }
 
 /// `tds_geometry` scales each component of q = U^T r by
-/// sqrt(v_t / (sigma_y^2 + ratio s_i^2)), s_i the component's singular value
-/// (37 rows of 29 components, some s = 0; a step and the final weighing).
+/// sqrt(v_t / (sigma_y^2 + ratio s_i^2)), s_i the component's singular value,
+/// and zeroes those with s_i = 0 (37 rows of 29 components; a step and the
+/// final weighing).
 #[test]
 fn tds_geometry_matches_cpu() {
     let gpu = gpu();
@@ -405,6 +406,9 @@ fn tds_geometry_matches_cpu() {
             .map(|i| {
                 let sv = sing[i % m] as f64;
                 let cov = sigma_y2 as f64 + ratio as f64 * sv * sv;
+                if sv == 0.0 {
+                    return 0.0;
+                }
                 (q[i] as f64 * (1.0 / (inv_twist_var as f64 * cov)).sqrt()) as f32
             })
             .collect();

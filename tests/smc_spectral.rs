@@ -60,11 +60,20 @@ impl Score {
 }
 
 fn run(case: &Case, particles: usize, variant: &str, n: usize, seed: u64) -> Score {
-    let (x, stats) = sample_stats(case, Method::Smc, &opts(particles, variant, seed), n);
+    let label = format!("{variant}, {particles} particles");
+    run_opts(case, &opts(particles, variant, seed), &label, n).0
+}
+
+/// `n` samples with `o`: the score and the seconds it took, printed with the
+/// populations' resampling events and mean ESS.
+fn run_opts(case: &Case, o: &SamplerOptions, label: &str, n: usize) -> (Score, f64) {
+    let t = std::time::Instant::now();
+    let (x, stats) = sample_stats(case, Method::Smc, o, n);
+    let secs = t.elapsed().as_secs_f64();
     let s = Score::of(case, &x, n);
     let pop = stats.populations().expect("SMC reports its populations");
     println!(
-        "d{} m{} {variant}, {particles} particles: sliced W2 {:.4} (prior {:.4}, exact {:.4}), gap closed {:.1}%, {} resampling events, mean ESS {:.3}",
+        "d{} m{} {label}: sliced W2 {:.4} (prior {:.4}, exact {:.4}), gap closed {:.1}%, {} resampling events, mean ESS {:.3}, {secs:.1} s",
         case.problem.d,
         case.problem.m,
         s.w2,
@@ -74,7 +83,7 @@ fn run(case: &Case, particles: usize, variant: &str, n: usize, seed: u64) -> Sco
         pop.events.iter().sum::<u32>(),
         pop.mean_ess.iter().sum::<f64>() / pop.mean_ess.len() as f64
     );
-    s
+    (s, secs)
 }
 
 fn check_closes(case: &Case) {
@@ -173,21 +182,12 @@ fn tds(case: &Case, particles: usize, twist: &str) -> (Score, f64) {
         method: o.method.clone().with("smc-twist", twist).unwrap(),
         ..o
     };
-    let n = particles.max(1000);
-    let t = std::time::Instant::now();
-    let (x, _) = sample_stats(case, Method::Smc, &o, n);
-    let secs = t.elapsed().as_secs_f64();
-    let s = Score::of(case, &x, n);
-    println!(
-        "d{} m{} tds/{twist}, {particles} particles: W2 {:.4} (prior {:.4}, exact {:.4}), gap closed {:.1}%, {secs:.1} s",
-        case.problem.d,
-        case.problem.m,
-        s.w2,
-        s.prior,
-        s.floor,
-        100.0 * s.closed(),
-    );
-    (s, secs)
+    run_opts(
+        case,
+        &o,
+        &format!("tds/{twist}, {particles} particles"),
+        particles.max(1000),
+    )
 }
 
 /// TDS's twist with the operator's geometry (sigma_y^2 + r_t ||a||^2 here)

@@ -45,6 +45,10 @@ impl Operator for Magnitude {
         plan.push(Elementwise::new(gpu, Op::Abs, &ax, y, 0.0, 0.0)?.dispatch);
         Ok(plan)
     }
+    /// |J| = |diag(sign(A x)) A| row by row: A's gains wherever A x has no 0.
+    fn gain_map(&self) -> Option<&dyn LinearOperator> {
+        Some(self.inner.as_ref())
+    }
     fn vjp(&self, gpu: &Gpu, x: &Tensor, v: &Tensor, out: &Tensor) -> Result<Plan, OperatorError> {
         let (ax, mut plan) = self.ax(gpu, x)?;
         let signed = Tensor::zeros(gpu, "sign(A x) v", &ax.shape)?;

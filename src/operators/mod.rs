@@ -60,6 +60,13 @@ pub trait Operator: Send + Sync {
     fn linear(&self) -> Option<&dyn LinearOperator> {
         None
     }
+    /// For a non-linear measurement, a linear map whose rows have the
+    /// Jacobian's row norms at every x (|A x|: A), so that SMC's twist can
+    /// take the measurement's gain from it; None (the default) where the gains
+    /// depend on x and no such map exists.
+    fn gain_map(&self) -> Option<&dyn LinearOperator> {
+        None
+    }
     /// A classical estimate of x from y alone (no prior), the baseline
     /// reports set beside a restoration, for `ys` [N, out_shape]; None where
     /// the operator has none of its own (a linear one's is A^+ y, which

@@ -24,12 +24,19 @@
 //! A x_0 | x_t has covariance r_t A A^T and Sigma_t = sigma_y^2 I + r_t A A^T
 //! (`--smc-twist operator`, the default; J_A(x0hat) for A when non-linear):
 //! - an operator with an SVD form A = U diag(s) V^T: exactly, per component of
-//!   U^T r with variance sigma_y^2 + r_t s_i^2 (`tds_geometry`);
-//! - a linear operator without one (motion blur), or a non-linear measurement:
-//!   (sigma_y^2 + g^2 r_t) I with g^2 = ||J||_F^2 / m, the mean squared row
-//!   gain, by Hutchinson's estimator once at plan time ([`mean_gain2`]: a blur's
-//!   rows differ only at the border; phase retrieval's and |A x|'s Jacobians
-//!   have the same row gains wherever no sign or phase is 0).
+//!   U^T r with variance sigma_y^2 + r_t s_i^2 (`tds_geometry`; components
+//!   with s_i = 0 are y's part outside A's range, the same for every particle,
+//!   and are dropped);
+//! - a linear operator without one (motion blur), or a non-linear measurement
+//!   whose Jacobian keeps a linear map's row gains at every x
+//!   ([`crate::operators::Operator::gain_map`]: |A x| keeps A's):
+//!   (sigma_y^2 + g^2 r_t) I with g^2 = ||A||_F^2 / m, the mean squared row
+//!   gain, by Hutchinson's estimator once at plan time ([`mean_gain2`]; a
+//!   blur's rows differ only at the border);
+//! - any other non-linear measurement (phase retrieval, JPEG, one whose gains
+//!   depend on x): the isotropic form, g^2 = 1 (phase retrieval's orthonormal
+//!   DFT and JPEG's near-identity round trip have gains near 1; a gain taken
+//!   at some other x could be far off where the samples are).
 //!
 //! The TDS paper's isotropic (sigma_y^2 + r_t) I (`--smc-twist isotropic`)
 //! ignores the operator's gain: where ||a_i||^2 < 1 its twist is too wide early
@@ -116,7 +123,7 @@ choice_enum! {
 choice_enum! {
     /// `--smc-twist`: the twisted sampler's twist covariance.
     pub enum SmcTwist {
-        Operator => "operator", "sigma_y^2 I + (b^2 / a^2) J J^T: per component in the SVD basis where the operator has one, else (sigma_y^2 + g^2 b^2 / a^2) I with g^2 = ||J||_F^2 / m, the measurement's mean squared gain",
+        Operator => "operator", "sigma_y^2 I + (b^2 / a^2) A A^T: per component in the SVD basis where the operator has one, else (sigma_y^2 + g^2 b^2 / a^2) I with g^2 = ||A||_F^2 / m (A's mean squared row gain; |A x| takes A's, other non-linear measurements g^2 = 1)",
         Isotropic => "isotropic", "(sigma_y^2 + b^2 / a^2) I, as the TDS paper",
     }
 }
@@ -179,34 +186,24 @@ pub enum TwistGeometry {
 /// Rademacher probes of [`mean_gain2`].
 const GAIN_PROBES: usize = 16;
 
-/// ||J||_F^2 / m, the measurement's mean squared row gain, by Hutchinson's
-/// estimator with [`GAIN_PROBES`] fixed Rademacher probes z (E |J^T z|^2 =
-/// ||J||_F^2), J the Jacobian at fixed points x ~ N(0, 1/4) (A itself for a
-/// linear operator, at any point).
+/// ||A||_F^2 / m, a linear map's mean squared row gain, by Hutchinson's
+/// estimator with [`GAIN_PROBES`] fixed Rademacher probes z (E |A^T z|^2 =
+/// ||A||_F^2).
 pub fn mean_gain2(
     gpu: &Gpu,
-    op: &dyn crate::operators::Operator,
+    op: &dyn crate::operators::LinearOperator,
     x_shape: &[usize],
     m_per: usize,
 ) -> Result<f64, SamplerError> {
     let mut shape = x_shape.to_vec();
     shape[0] = GAIN_PROBES;
-    let per: usize = shape[1..].iter().product();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x7457_6973);
     let z: Vec<f32> = (0..GAIN_PROBES * m_per)
         .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
         .collect();
-    let at: Vec<f32> = (0..GAIN_PROBES * per)
-        .map(|_| {
-            // Box-Muller: a fixed, dense point where no sign or phase is 0.
-            let (u1, u2) = (rng.random::<f64>().max(1e-12), rng.random::<f64>());
-            (0.5 * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect();
-    let x = Tensor::from_slice(gpu, "gain point", &shape, &at)?;
     let y = Tensor::from_slice(gpu, "gain probes", &[GAIN_PROBES, m_per], &z)?;
-    let back = Tensor::zeros(gpu, "J^T probes", &shape)?;
-    op.vjp(gpu, &x, &y, &back)?.run(gpu)?;
+    let back = Tensor::zeros(gpu, "A^T probes", &shape)?;
+    op.adjoint(gpu, &y, &back)?.run(gpu)?;
     let sum: f64 = back.read(gpu)?.iter().map(|&e| (e as f64).powi(2)).sum();
     Ok(sum / (GAIN_PROBES * m_per) as f64)
 }
@@ -312,12 +309,12 @@ impl MethodStep for Smc {
         let rr = RowReduce::new(gpu, &r, n, true)?;
         let twist = SmcTwist::from_choice(core.opts.method.choice(TWIST.name)).expect("a choice of TWIST");
         let linear = m.op.linear();
-        let geometry = match (twist, linear.and_then(|l| l.svd())) {
-            (SmcTwist::Isotropic, _) => TwistGeometry::Scalar { g2: 1.0 },
-            (SmcTwist::Operator, Some(_)) => TwistGeometry::Spectral,
-            (SmcTwist::Operator, None) => TwistGeometry::Scalar {
-                g2: mean_gain2(gpu, m.op, &shape, m_per)?,
+        let geometry = match (twist, linear.and_then(|l| l.svd()), linear.or(m.op.gain_map())) {
+            (SmcTwist::Operator, Some(_), _) => TwistGeometry::Spectral,
+            (SmcTwist::Operator, None, Some(map)) => TwistGeometry::Scalar {
+                g2: mean_gain2(gpu, map, &shape, m_per)?,
             },
+            (SmcTwist::Isotropic, ..) | (SmcTwist::Operator, None, None) => TwistGeometry::Scalar { g2: 1.0 },
         };
         // The spectral twist: q = U^T r scaled per component, |q|^2, scaled
         // again and back through U (r <- v_t Sigma^{-1} r for A^T).
