@@ -176,8 +176,9 @@ pub struct SmcStep {
 /// The twist's covariance, as planned (`--smc-twist` and the operator).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TwistGeometry {
-    /// (sigma_y^2 + g2 b^2 / a^2) I: g2 = 1 for `isotropic` and for non-linear
-    /// measurements, ||A||_F^2 / m for a linear operator without an SVD form.
+    /// (sigma_y^2 + g2 b^2 / a^2) I: g2 = ||A||_F^2 / m for a linear operator
+    /// without an SVD form (or a measurement's `gain_map` A), 1 for
+    /// `isotropic` and for other non-linear measurements.
     Scalar { g2: f64 },
     /// sigma_y^2 + (b^2 / a^2) s_i^2 per component of U^T r.
     Spectral,
