@@ -66,20 +66,6 @@ struct Twisted {
     grad: Vec<f64>,
 }
 
-/// The twist's covariance at a level with b^2 / a^2 = `ratio` (the default
-/// `--smc-twist operator`): sigma_y^2 I + ratio A A^T [m, m].
-fn twist_cov(p: &Mixture64, ratio: f64) -> Vec<f64> {
-    let (m, d) = (p.m, p.d);
-    let mut c = vec![0.0; m * m];
-    for i in 0..m {
-        for k in 0..m {
-            let aa: f64 = (0..d).map(|j| p.a[i * d + j] * p.a[k * d + j]).sum();
-            c[i * m + k] = ratio * aa + if i == k { p.sigma_y * p.sigma_y } else { 0.0 };
-        }
-    }
-    c
-}
-
 /// The twist log N(y; A x0hat(x_t), cov) (less its constant) and its
 /// gradient in x_t.
 fn twisted(p: &Mixture64, xs: &[f64], a: f64, b: f64, cov: &[f64]) -> Twisted {
@@ -150,7 +136,8 @@ impl<'a> Pop64<'a> {
     fn weigh(&mut self, i: usize) -> (Vec<f64>, f64) {
         let abar = self.sched.alphas_cumprod[i];
         let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let cov = twist_cov(self.p, (b / a) * (b / a));
+        // The default `--smc-twist operator`: sigma_y^2 I + (b^2 / a^2) A A^T.
+        let cov = self.p.meas_cov((b / a) * (b / a));
         self.tw = self.x.iter().map(|xs| twisted(self.p, xs, a, b, &cov)).collect();
         for q in 0..self.x.len() {
             self.logw[q] += self.tw[q].twist - self.carried[q] + self.lpq[q];

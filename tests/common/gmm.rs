@@ -340,8 +340,9 @@ impl Mixture64 {
             .collect()
     }
 
-    /// A^T (sigma_y^2 I + c A A^T)^{-1} r.
-    pub fn at_solve(&self, c: f64, r: &[f64]) -> Vec<f64> {
+    /// sigma_y^2 I + c A A^T [m, m]: the measurement's covariance given x0
+    /// with covariance c I.
+    pub fn meas_cov(&self, c: f64) -> Vec<f64> {
         let (m, d) = (self.m, self.d);
         let mut sys = vec![0f64; m * m];
         for p in 0..m {
@@ -350,7 +351,12 @@ impl Mixture64 {
                 sys[p * m + q] = c * g + if p == q { self.sigma_y * self.sigma_y } else { 0.0 };
             }
         }
-        self.atv(&solve(sys, m, r.to_vec()))
+        sys
+    }
+
+    /// A^T (sigma_y^2 I + c A A^T)^{-1} r.
+    pub fn at_solve(&self, c: f64, r: &[f64]) -> Vec<f64> {
+        self.atv(&solve(self.meas_cov(c), self.m, r.to_vec()))
     }
 }
 
