@@ -50,7 +50,9 @@ fn layer_rows(gpu: &Gpu, fwd: &UnetForward, vjp: &UnetVjp) -> Vec<Row> {
 
 /// Benchmarks `unet` at `size` x `size`, `batch` images: the layer rows, the
 /// whole passes, and one step of each sampler (box inpainting). `iters`
-/// replays per row (median).
+/// replays per row (median). Each group of rows goes to `emit` as soon as it
+/// is timed (a run cut short still leaves what it measured), then all of
+/// them are returned.
 pub fn bench_model(
     gpu: &Gpu,
     unet: Arc<Unet>,
@@ -58,6 +60,7 @@ pub fn bench_model(
     batch: usize,
     iters: usize,
     peak: PeakOverride,
+    emit: &mut dyn FnMut(&[Value]),
 ) -> Result<Vec<Value>, SamplerError> {
     let plan_err = |e: crate::unet::ForwardError| SamplerError::Invalid(e.to_string());
     let dtype = unet.dtype();
@@ -86,6 +89,7 @@ pub fn bench_model(
         kernel: None,
     });
     let mut out = time_rows(gpu, &rows, iters, dtype, size, batch, peak)?;
+    emit(&out);
     drop((rows, vjp, fwd));
 
     // One reverse step of each sampler, in its own plan (each sampler holds
@@ -109,7 +113,9 @@ pub fn bench_model(
             shape: Value::Null,
             kernel: None,
         };
-        out.extend(time_rows(gpu, &[row], iters, dtype, size, batch, peak)?);
+        let timed = time_rows(gpu, &[row], iters, dtype, size, batch, peak)?;
+        emit(&timed);
+        out.extend(timed);
         gpu.sync()?;
     }
     Ok(out)

@@ -204,9 +204,11 @@ fn tds_with_the_operator_twist_closes_the_gap() {
     );
 }
 
-/// The README's SMC table, TDS's rows under both twists (`--ignored`;
-/// TWEEDIE_TABLE = d,m,seed;... picks the problems, "fixtures" the two
-/// fixtures; TWEEDIE_PARTICLES the population).
+/// The README's SMC tables (`--ignored`): TWEEDIE_TABLE = d,m,seed;... picks
+/// the problems ("fixtures": the two fixtures), TWEEDIE_PARTICLES the
+/// populations (comma-separated, default 1000), TWEEDIE_VARIANTS the samplers
+/// (comma-separated `spectral`, `tds/operator`, `tds/isotropic`; default the
+/// two TDS twists). One line per run, as it finishes.
 #[test]
 #[ignore]
 fn tds_twist_table() {
@@ -221,10 +223,23 @@ fn tds_twist_table() {
             })
             .collect()
     };
-    let particles: usize = std::env::var("TWEEDIE_PARTICLES").map_or(1000, |p| p.parse().unwrap());
+    let list = |name: &str, default: &str| -> Vec<String> {
+        let v = std::env::var(name).unwrap_or_else(|_| default.into());
+        v.split(',').map(|e| e.trim().to_string()).collect()
+    };
+    let particles: Vec<usize> = list("TWEEDIE_PARTICLES", "1000")
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let variants = list("TWEEDIE_VARIANTS", "tds/operator,tds/isotropic");
     for case in &cases {
-        for twist in ["operator", "isotropic"] {
-            tds(case, particles, twist);
+        for &n in &particles {
+            for v in &variants {
+                match v.strip_prefix("tds/") {
+                    Some(twist) => drop(tds(case, n, twist)),
+                    None => drop(run(case, n, v, n.max(1000), 5)),
+                }
+            }
         }
     }
 }

@@ -19,6 +19,9 @@
 #   tools/gpu_bench.sh [--bin target/release/tweedie] [--out gpu-bench] [--image-size 256] [--batch 1] [--iters 20] [--no-tune]
 #                      [--checks target/release/deps/conv_kernels-HASH] [--no-checks]
 #
+# TUNE_S, BENCH_S, TORCH_S (environment; default 90, 240, 150) bound each precision's tuning,
+# benchmark and PyTorch runs in seconds.
+#
 # --checks names the built test binary (`cargo test --release --test conv_kernels --no-run`
 # prints it); without it the newest target/release/deps/conv_kernels-* is used, or cargo runs
 # the tests.
@@ -90,13 +93,13 @@ for P in f32 f16; do
         continue
     fi
     if [ "$TUNE" = 1 ]; then
-        timeout 90 "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
+        timeout "${TUNE_S:-90}" "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
             --iters 5 --tune --json > "$OUT/tune-$P.jsonl" 2> "$OUT/tune-$P.err" || echo "tune $P: exit $?"
     fi
-    timeout 240 "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
+    timeout "${BENCH_S:-240}" "$BIN" bench --model "$CONFIG" --image-size "$SIZE" --batch "$BATCH" --precision "$P" \
         --iters "$ITERS" --json > "$OUT/tweedie-$P.jsonl" 2> "$OUT/tweedie-$P.err" || echo "bench $P: exit $?"
     if [ "$HAVE_TORCH" = 1 ]; then
-        timeout 150 python3 tools/bench_torch.py --config "$CONFIG/config.json" --image-size "$SIZE" --batch "$BATCH" \
+        timeout "${TORCH_S:-150}" python3 tools/bench_torch.py --config "$CONFIG/config.json" --image-size "$SIZE" --batch "$BATCH" \
             --device "$TORCH_DEV" --dtype "$TDT" --iters "$ITERS" --shapes "$OUT/tweedie-$P.jsonl" --json \
             > "$OUT/torch-$P.jsonl" 2> "$OUT/torch-$P.err" || echo "torch $P: exit $?"
         python3 tools/bench_compare.py "$OUT/tweedie-$P.jsonl" "$OUT/torch-$P.jsonl" > "$OUT/compare-$P.txt" 2>&1 || true

@@ -132,6 +132,16 @@ fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> a
         tflops: args.peak_tflops,
         gbps: args.peak_gbps,
     };
+    // JSON lines go out as each group is timed, so a run cut short (a
+    // time limit on a lent GPU) keeps what it measured.
+    let json = args.json;
+    let mut emit = |rows: &[serde_json::Value]| {
+        if json {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+    };
     let records = crate::bench::bench_model(
         gpu,
         std::sync::Arc::new(unet),
@@ -139,11 +149,9 @@ fn model_bench(gpu: &crate::Gpu, model: &std::path::Path, args: &BenchArgs) -> a
         args.batch,
         args.iters as usize,
         peak,
+        &mut emit,
     )?;
-    if args.json {
-        for r in &records {
-            println!("{}", serde_json::to_string(r)?);
-        }
+    if json {
         return Ok(());
     }
     println!(
