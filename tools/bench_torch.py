@@ -51,6 +51,11 @@ def build(config_path, dtype, device):
     cfg.setdefault("conv_resample", True)
     torch.manual_seed(0)
     model = UNetModel(cfg).to(device=device, dtype=dtype).eval()
+    # GroupNorm runs in float32 (GroupNorm32 upcasts its input), so its
+    # parameters stay float32, as guided-diffusion's convert_to_fp16 leaves them.
+    for m in model.modules():
+        if isinstance(m, torch.nn.GroupNorm):
+            m.float()
     for p in model.parameters():
         p.requires_grad_(False)
     return model, cfg
@@ -313,7 +318,11 @@ def main():
     records = []
     for mode in ["forward", "forward_vjp"]:
         cmd = [sys.executable, os.path.abspath(__file__)] + sys.argv[1:] + ["--only", mode]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.stderr.write(run.stderr)
+            sys.exit(f"bench_torch.py: the {mode} pass failed (its error is above)")
+        out = run.stdout
         records.append(json.loads(out.strip().splitlines()[-1]))
     if args.shapes:
         records = layer_rows(args, args.shapes) + records
