@@ -79,7 +79,9 @@ fn the_heuristic_fills_a_datacenter_gpu() {
             }
             split_layers += (c.splits > 1) as usize;
             let f16 = heuristic_for(&AdapterTraits { coop: true, ..h100 }, pass, &s, DType::F16);
-            assert_eq!(f16.coop, m >= 32, "{s:?} {pass:?}");
+            // Every f16 layer on the tensor cores, the thin ones (3 or 6
+            // channels) too.
+            assert!(f16.coop, "{s:?} {pass:?}");
             let c = heuristic_for(&cpu, pass, &s, DType::F32);
             assert_eq!(c.splits, 1);
             assert!(!c.coop);

@@ -14,7 +14,8 @@
 //!   split along K until the layer fills the GPU (at least 4 slices of K per
 //!   split, at most 16 splits).
 //! - f16 models on adapters with a 16x16x16 f16 -> f32 cooperative-matrix
-//!   configuration run the tensor-core kernel; f32 models stay on SIMT (the
+//!   configuration run the tensor-core kernel on every layer, those with
+//!   fewer channels than a tile too; f32 models stay on SIMT (the
 //!   tensor-core kernel rounds operands to f16).
 //!
 //! The cache is a JSON file: `$TWEEDIE_TUNE_CACHE` when set (empty or `off`
@@ -124,7 +125,12 @@ pub fn heuristic_for(a: &AdapterTraits, pass: ConvPass, s: &Conv2dShape, dtype: 
         };
         return ConvKernel::simt(t);
     };
-    let base = if dtype == DType::F16 && m >= 32 && a.coop {
+    // Every f16 layer on the tensor cores, thin ones too: on an H200 the SIMT
+    // `small` kernel ran the 3 -> 128 and 128 -> 6 convolutions at 256x256 in
+    // 18 ms each (0.03-0.05 TFLOP/s), where the cooperative kernel's 64 x 64
+    // tiles, a tenth of them used, take about 1 ms (its measured time per tile
+    // on the full layers); docs/performance.md, "On an NVIDIA H200".
+    let base = if dtype == DType::F16 && a.coop {
         ConvKernel {
             coop: true,
             ..ConvKernel::simt(ConvTiles::MEDIUM)
