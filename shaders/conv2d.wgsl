@@ -44,7 +44,7 @@ override ROUND_F16: bool = false;
 // shrink the part in use: TK * (TM + 4) and TK * (TN + 4) floats.
 const MAX_TILE: u32 = 2048u;
 // Per-thread loads per slice (TM * TK / threads, TN * TK / threads) and
-// accumulators (RM * RN) at most.
+// accumulators (RM * RN, held as `Acc`'s 16 vec4s) at most.
 const MAX_LD: u32 = 8u;
 const MAX_ACC: u32 = 64u;
 
@@ -81,30 +81,86 @@ fn tile_row(lid: u32, wg: u32, r: u32, i: u32) -> u32 {
     return (r * wg + lid) * 4u + i;
 }
 
+// The register block: output row R of the thread's block (0 <= R < RM) and
+// column block cb (its columns 4 cb .. 4 cb + 3) live in acc[2 R + cb]. Every
+// index into it is a constant: the rows are written out by hand, and the
+// second half of a block (RM or RN of 8) sits behind tests of the overrides,
+// which the pipeline's constants fold away. A function array indexed through
+// loops is kept in local memory where a driver does not unroll those loops;
+// on an H200 the earlier `array<f32, 64>` form ran at 0.2-0.7 TFLOP/s.
+alias Acc = array<vec4<f32>, 16>;
+
+// acc[2 R + cb] += a b, for rows R0 .. R0 + 3 from `a`'s lanes.
+fn rank1_rows(acc: ptr<function, Acc>, upper: bool, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>) {
+    if (!upper) {
+        (*acc)[0] = fma(vec4<f32>(a.x), b0, (*acc)[0]);
+        (*acc)[2] = fma(vec4<f32>(a.y), b0, (*acc)[2]);
+        (*acc)[4] = fma(vec4<f32>(a.z), b0, (*acc)[4]);
+        (*acc)[6] = fma(vec4<f32>(a.w), b0, (*acc)[6]);
+        if (RN > 4u) {
+            (*acc)[1] = fma(vec4<f32>(a.x), b1, (*acc)[1]);
+            (*acc)[3] = fma(vec4<f32>(a.y), b1, (*acc)[3]);
+            (*acc)[5] = fma(vec4<f32>(a.z), b1, (*acc)[5]);
+            (*acc)[7] = fma(vec4<f32>(a.w), b1, (*acc)[7]);
+        }
+    } else {
+        (*acc)[8] = fma(vec4<f32>(a.x), b0, (*acc)[8]);
+        (*acc)[10] = fma(vec4<f32>(a.y), b0, (*acc)[10]);
+        (*acc)[12] = fma(vec4<f32>(a.z), b0, (*acc)[12]);
+        (*acc)[14] = fma(vec4<f32>(a.w), b0, (*acc)[14]);
+        if (RN > 4u) {
+            (*acc)[9] = fma(vec4<f32>(a.x), b1, (*acc)[9]);
+            (*acc)[11] = fma(vec4<f32>(a.y), b1, (*acc)[11]);
+            (*acc)[13] = fma(vec4<f32>(a.z), b1, (*acc)[13]);
+            (*acc)[15] = fma(vec4<f32>(a.w), b1, (*acc)[15]);
+        }
+    }
+}
+
 // The register-block product of one TK slice.
-fn multiply_slice(lid: vec3<u32>, acc: ptr<function, array<f32, MAX_ACC>>) {
+fn multiply_slice(lid: vec3<u32>, acc: ptr<function, Acc>) {
     let sa = WG_M * RM / 4u + 1u;
     let sb = WG_N * RN / 4u + 1u;
     for (var kl = 0u; kl < TK; kl++) {
-        var av: array<vec4<f32>, 2>;
-        var bv: array<vec4<f32>, 2>;
-        for (var r = 0u; r < RM / 4u; r++) {
-            av[r] = a_tile[kl * sa + r * WG_M + lid.y];
+        let b0 = b_tile[kl * sb + lid.x];
+        var b1 = vec4<f32>(0.0);
+        if (RN > 4u) {
+            b1 = b_tile[kl * sb + WG_N + lid.x];
         }
-        for (var c = 0u; c < RN / 4u; c++) {
-            bv[c] = b_tile[kl * sb + c * WG_N + lid.x];
-        }
-        for (var r = 0u; r < RM / 4u; r++) {
-            for (var i = 0u; i < 4u; i++) {
-                for (var c = 0u; c < RN / 4u; c++) {
-                    for (var j = 0u; j < 4u; j++) {
-                        let e = (r * 4u + i) * RN + c * 4u + j;
-                        (*acc)[e] = fma(av[r][i], bv[c][j], (*acc)[e]);
-                    }
-                }
-            }
+        rank1_rows(acc, false, a_tile[kl * sa + lid.y], b0, b1);
+        if (RM > 4u) {
+            rank1_rows(acc, true, a_tile[kl * sa + WG_M + lid.y], b0, b1);
         }
     }
+}
+
+// Where one accumulator row goes: the GEMM row `m` (a tile row of the
+// thread's strip) and the row's two column blocks.
+struct AccRow {
+    m: u32,
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+}
+
+// Row R of the register block of the thread at `lid` in the tile at row m0.
+fn acc_row(lid: vec3<u32>, m0: u32, R: u32, v0: vec4<f32>, v1: vec4<f32>) -> AccRow {
+    return AccRow(m0 + tile_row(lid.y, WG_M, R / 4u, R % 4u), v0, v1);
+}
+
+// The block's rows, in order, read with constant indices (the epilogue then
+// walks this copy, once per tile, so the block itself is never indexed
+// through a loop).
+fn acc_rows(acc: ptr<function, Acc>, lid: vec3<u32>, m0: u32) -> array<AccRow, 8> {
+    var rows: array<AccRow, 8>;
+    rows[0] = acc_row(lid, m0, 0u, (*acc)[0], (*acc)[1]);
+    rows[1] = acc_row(lid, m0, 1u, (*acc)[2], (*acc)[3]);
+    rows[2] = acc_row(lid, m0, 2u, (*acc)[4], (*acc)[5]);
+    rows[3] = acc_row(lid, m0, 3u, (*acc)[6], (*acc)[7]);
+    rows[4] = acc_row(lid, m0, 4u, (*acc)[8], (*acc)[9]);
+    rows[5] = acc_row(lid, m0, 5u, (*acc)[10], (*acc)[11]);
+    rows[6] = acc_row(lid, m0, 6u, (*acc)[12], (*acc)[13]);
+    rows[7] = acc_row(lid, m0, 7u, (*acc)[14], (*acc)[15]);
+    return rows;
 }
 
 // Which tile elements thread `tid` loads each slice, in both passes: the A
@@ -157,7 +213,7 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let l = simt_loads(tid);
 
     // Function variables start at zero: the accumulators too.
-    var acc: array<f32, MAX_ACC>;
+    var acc: Acc;
     // W loads are contiguous along k in [Cout, Cin, KS, KS]; the gather rows
     // are fixed per thread and stepped by TK per slice.
     let col = x_column(p0 + l.b_col);
@@ -201,18 +257,18 @@ fn conv2d(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
         }
     }
 
-    for (var r = 0u; r < RM / 4u; r++) {
-        for (var i = 0u; i < 4u; i++) {
-            let m = m0 + tile_row(lid.y, WG_M, r, i);
-            if (m >= p.cout) {
-                continue;
-            }
-            for (var c = 0u; c < RN / 4u; c++) {
-                for (var j = 0u; j < 4u; j++) {
-                    let pix = p0 + tile_row(lid.x, WG_N, c, j);
-                    if (pix < pdim) {
-                        conv_store(wid.z, m, pix, acc[(r * 4u + i) * RN + c * 4u + j]);
-                    }
+    var rows = acc_rows(&acc, lid, m0);
+    for (var r = 0u; r < RM; r++) {
+        let row = rows[r];
+        if (row.m >= p.cout) {
+            continue;
+        }
+        for (var c = 0u; c < RN / 4u; c++) {
+            let v = select(row.v0, row.v1, c == 1u);
+            for (var j = 0u; j < 4u; j++) {
+                let pix = p0 + tile_row(lid.x, WG_N, c, j);
+                if (pix < pdim) {
+                    conv_store(wid.z, row.m, pix, v[j]);
                 }
             }
         }
@@ -277,7 +333,7 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
     let tid = lid.y * WG_N + lid.x;
     let l = simt_loads(tid);
 
-    var acc: array<f32, MAX_ACC>;
+    var acc: Acc;
     let col = dy_column(q0 + l.b_col);
     let step = dy_gather_step(TK);
     // TK = dco output channels + dkr taps.
@@ -336,18 +392,18 @@ fn conv2d_bwd_data(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgr
             workgroupBarrier();
         }
     }
-    for (var r = 0u; r < RM / 4u; r++) {
-        for (var i = 0u; i < 4u; i++) {
-            let ci = m0 + tile_row(lid.y, WG_M, r, i);
-            if (ci >= pb.cin) {
-                continue;
-            }
-            for (var c = 0u; c < RN / 4u; c++) {
-                for (var j = 0u; j < 4u; j++) {
-                    let q = q0 + tile_row(lid.x, WG_N, c, j);
-                    if (q < qdim) {
-                        dx_store(wid.z, ci, q, acc[(r * 4u + i) * RN + c * 4u + j]);
-                    }
+    var rows = acc_rows(&acc, lid, m0);
+    for (var r = 0u; r < RM; r++) {
+        let row = rows[r];
+        if (row.m >= pb.cin) {
+            continue;
+        }
+        for (var c = 0u; c < RN / 4u; c++) {
+            let v = select(row.v0, row.v1, c == 1u);
+            for (var j = 0u; j < 4u; j++) {
+                let q = q0 + tile_row(lid.x, WG_N, c, j);
+                if (q < qdim) {
+                    dx_store(wid.z, row.m, q, v[j]);
                 }
             }
         }
