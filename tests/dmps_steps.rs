@@ -131,3 +131,33 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
         assert!(coarse > 1.0, "{name}: gain / cap {coarse} at 10 steps");
     }
 }
+
+/// ALD (`src/samplers/ald.rs`) scales its term down where the largest
+/// direction's gain passes the same carried cap. On the image tasks'
+/// operators (||A||_2 = 1 for inpainting, 1/2 for x2 SR; sigma_y 0.05; x0hat
+/// clipped) and on a mixture-like one (||A||^2 0.22, unclipped), its default
+/// step never reaches the cap at 1000 steps, so ALD there is Jalal's update,
+/// while at 10 steps the cap acts.
+#[test]
+fn alds_cap_acts_only_on_coarse_schedules() {
+    for (s2, sigma_y, clipped) in [(1.0, 0.05, true), (0.25, 0.05, true), (0.22, 0.1, false)] {
+        let max_gain = |steps: usize| {
+            let sched = Schedule::linear(1000, steps).unwrap();
+            (0..steps)
+                .map(|i| {
+                    let abar = sched.alphas_cumprod[i];
+                    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+                    let beta = sched.betas[i];
+                    // --ald-step 1 times DDPM's score weight beta / sqrt(1 - beta).
+                    let guide = beta / (1.0 - beta).sqrt() / (a * (sigma_y * sigma_y + (b / a).powi(2) * s2));
+                    let a_next = sched.alphas_cumprod_prev[i].sqrt();
+                    let carry = sched.posterior_mean_coef2[i];
+                    (guide / a * s2) / carried_gain_cap(a, a_next, carry, clipped)
+                })
+                .fold(0.0, f64::max)
+        };
+        let (fine, coarse) = (max_gain(1000), max_gain(10));
+        assert!(fine < 1.0, "s^2 {s2}: ALD gain / cap {fine} at 1000 steps");
+        assert!(coarse > 1.0, "s^2 {s2}: ALD gain / cap {coarse} at 10 steps");
+    }
+}

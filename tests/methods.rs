@@ -115,7 +115,8 @@ fn largest_singular2(mix: &Mixture64) -> f64 {
 /// ALD's step: the base step (DDPM, or DDIM with eta 0) plus
 /// guide A^T (y - A x_t / a), guide = step w / (a (sigma_y^2 + (b / a)^2 ||A||^2))
 /// with w the base step's score weight, the whole term scaled down where
-/// the largest direction's gain guide s_max^2 / a passes max(a' / a, 1).
+/// the largest direction's gain guide s_max^2 / a passes min(max(a' / a, 1),
+/// coef2 + 1) (coef2: the base step's coefficient on x_t; x0hat unclipped).
 #[test]
 fn ald_one_step_matches_cpu_replay() {
     let gpu = gpu();
@@ -159,7 +160,10 @@ fn ald_one_step_matches_cpu_replay() {
             };
             let guide = step as f64 * weight / (a * (s2y + (b / a).powi(2) * norm2));
             let gain = guide / a * s_max2;
-            let cap = (gain / (an / a).max(1.0)).max(1.0);
+            // DMPS's carried cap: a' / a (at least 1), and at most the base
+            // step's carry on x_t (coef2) + 1, x0hat unclipped here.
+            let bound = (an / a).max(1.0).min(coef2.max(0.0) + 1.0);
+            let cap = (gain / bound).max(1.0);
             if cap > 1.0 {
                 capped += 1;
             } else {

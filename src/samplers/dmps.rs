@@ -214,8 +214,8 @@ pub fn gain(guide: f64, resid_scale: f64, sigma_y2: f64, c: f64, s2: f64) -> f64
 /// about a_{t-1} / a_t when x0hat follows x_t): a gain of a_{t-1} / a_t lands
 /// the step on the measurement at the level it arrives at, a larger one
 /// overshoots it. A 1000-step schedule keeps every gain far below 1, so the
-/// cap never acts there (`tests/dmps_steps.rs`). ALD shares this bound; DMPS
-/// tightens it with [`carried_gain_cap`].
+/// cap never acts there (`tests/dmps_steps.rs`). DMPS and ALD tighten it
+/// with [`carried_gain_cap`].
 pub fn gain_cap(a: f64, a_next: f64) -> f64 {
     if a > 0.0 {
         (a_next / a).max(1.0)
