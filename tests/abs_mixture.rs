@@ -82,8 +82,13 @@ fn magnitude_operator_matches_cpu_and_finite_differences() {
 /// H the score's Jacobian (symmetric):
 /// sum_k r_k (s_k s_k^T - diag(1 / v_k)) - s s^T.
 fn dps64(p: &Mixture64, steps: usize, zeta: f64, n: usize, seed: u64) -> Vec<f32> {
+    ddpm64(p, steps, n, seed, |xs, a, b, _| dps_guide64(p, xs, a, b, zeta))
+}
+
+/// DPS's term at x_t (see [`dps64`]).
+fn dps_guide64(p: &Mixture64, xs: &[f64], a: f64, b: f64, zeta: f64) -> Vec<f64> {
     let d = p.d;
-    ddpm64(p, steps, n, seed, |xs, a, b, _| {
+    {
         let (resp, sk, score) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
         let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * score[j]) / a).collect();
         let ax = p.ax(&x0);
@@ -105,7 +110,7 @@ fn dps64(p: &Mixture64, steps: usize, zeta: f64, n: usize, seed: u64) -> Vec<f32
         (0..d)
             .map(|j| -zeta * (g0[j] + b * b * (hg[j] - score[j] * sg)) / a)
             .collect()
-    })
+    }
 }
 
 const SAMPLES: usize = 3000;
@@ -157,10 +162,9 @@ fn check_dps(name: &str) {
     );
 }
 
-// d8_m3_abs is left out: there the GPU's DPS lands about 0.2 farther from
-// the exact posterior than the float64 DPS at 3000 samples (sliced W2 1.87
-// and 1.78 against 1.68, 1.65, 1.59; GPU-to-float64 1.06 against 0.59
-// between float64 runs), a discrepancy not yet explained (issue 22's note).
+// d8_m3_abs is checked on the same noise (below): its runs' spread between
+// seeds (sliced W2 1.55 to 1.97 at 3000 samples) is too wide for a
+// comparison of a few runs on different noise.
 #[test]
 fn dps_matches_a_float64_dps_d20_m4_abs() {
     check_dps("d20_m4_abs");
@@ -250,4 +254,133 @@ fn methods_that_need_a_linear_measurement_refuse_abs() {
             .to_string();
         assert_eq!(e, format!("{label} needs a linear measurement; abs-dense is not"));
     }
+}
+
+/// One GPU DPS step on d8_m3_abs from random x_t against the float64 step
+/// that `dps64` takes (the same gradient through the mixture's exact
+/// Hessian), at early, middle and late steps of a 100-step run: the whole
+/// runs' gap on this problem (above) is not a step that computes something
+/// else.
+#[test]
+fn dps_one_step_on_abs_matches_the_float64_step() {
+    let gpu = common::gpu();
+    let case = load("d8_m3_abs");
+    let p = &case.problem;
+    let m64 = Mixture64::new(p);
+    let (model, op) = prior_and_operator(&gpu, p, &Process::default());
+    let steps = 100;
+    let n = 64;
+    let o = SamplerOptions {
+        method: MethodOptions::default(),
+        ..mixture_opts(steps, 3)
+    };
+    let sched = tweedie::schedule::Schedule::linear(1000, steps).unwrap();
+    let mut r = rng(41);
+    let d = p.d;
+    for i in [99, 90, 60, 30, 5, 1, 0] {
+        let meas = Measurement {
+            op: op.as_ref(),
+            y: &p.y,
+            sigma_y: p.sigma_y,
+        };
+        let s = Sampler::new(&gpu, Method::Dps, &model, Some(meas), n, &o).unwrap();
+        let abar = sched.alphas_cumprod[i];
+        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let x_in: Vec<f32> = randn(&mut r, n * d).iter().map(|v| v * (a + b) as f32).collect();
+        s.x().write(&gpu, &x_in).unwrap();
+        s.step(&gpu, i).unwrap();
+        let got = s.x().read(&gpu).unwrap();
+        let z = s.core.z.read(&gpu).unwrap();
+        let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
+        let mut want = Vec::with_capacity(n * d);
+        for k in 0..n {
+            let xs: Vec<f64> = x_in[k * d..(k + 1) * d].iter().map(|&v| v as f64).collect();
+            let eps = m64.eps(&xs, a, b);
+            let g = dps_guide64(&m64, &xs, a, b, 1.0);
+            for j in 0..d {
+                let x0 = (xs[j] - b * eps[j]) / a;
+                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
+                let noise = if i > 0 { sd * z[k * d + j] as f64 } else { 0.0 };
+                want.push((mean + noise + g[j]) as f32);
+            }
+        }
+        assert_close(&format!("DPS step {i} on |A x|"), &got, &want, 1e-4, 1e-4);
+    }
+}
+
+/// The GPU's whole DPS run on d8_m3_abs replayed in float64 on the GPU's
+/// own noise (x_T and every z), so that the two differ only by rounding
+/// (which a multimodal posterior amplifies in some samples): both land at
+/// the same sliced W2 from the exact posterior, and the noise itself is
+/// standard normal. This is the d8_m3_abs check of "DPS matches a float64
+/// DPS": run against float64 runs on their own noise (as d20_m4_abs is,
+/// above) the between-run spread decides. Measured: GPU seeds 5-10 scored
+/// 1.87, 1.78, 1.68, 1.61, 1.55, 1.64 (mean 1.69), float64 seeds 31-38
+/// 1.68, 1.65, 1.59, 1.62, 1.97, 1.74, 1.60, 1.75 (mean 1.70); the "0.2
+/// farther" once noted here was seeds 5 and 6 being the GPU's two highest.
+/// Same noise, seed 5: GPU 1.871, float64 1.863, 528 of 3000 samples apart
+/// by more than 0.01.
+#[test]
+fn dps_on_d8_m3_abs_is_the_float64_dps_on_the_same_noise() {
+    let gpu = common::gpu();
+    let case = load("d8_m3_abs");
+    let p = &case.problem;
+    let m64 = Mixture64::new(p);
+    let (model, op) = prior_and_operator(&gpu, p, &Process::default());
+    let (steps, n, d, seed) = (100, SAMPLES, p.d, 5);
+    let sched = tweedie::schedule::Schedule::linear(1000, steps).unwrap();
+    let o = SamplerOptions {
+        method: MethodOptions::default(),
+        ..mixture_opts(steps, seed)
+    };
+    let meas = Measurement {
+        op: op.as_ref(),
+        y: &p.y,
+        sigma_y: p.sigma_y,
+    };
+    let s = Sampler::new(&gpu, Method::Dps, &model, Some(meas), n, &o).unwrap();
+    s.init(&gpu).unwrap();
+    let mut x: Vec<f64> = s.x().read(&gpu).unwrap().iter().map(|&v| v as f64).collect();
+    let mut noise: Vec<f64> = x.clone();
+    for i in (0..steps).rev() {
+        s.step(&gpu, i).unwrap();
+        let z = s.core.z.read(&gpu).unwrap();
+        if i > 0 {
+            noise.extend(z.iter().map(|&v| v as f64));
+        }
+        let abar = sched.alphas_cumprod[i];
+        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+        let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
+        for k in 0..n {
+            let xs = &mut x[k * d..(k + 1) * d];
+            let eps = m64.eps(xs, a, b);
+            let g = dps_guide64(&m64, xs, a, b, 1.0);
+            for j in 0..d {
+                let x0 = (xs[j] - b * eps[j]) / a;
+                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
+                let z = if i > 0 { sd * z[k * d + j] as f64 } else { 0.0 };
+                xs[j] = mean + z + g[j];
+            }
+        }
+    }
+    // The noise: 3000 x 8 x 100 draws, mean 0 and variance 1 to within a few
+    // standard errors, consecutive draws uncorrelated.
+    let k = noise.len() as f64;
+    let mean = noise.iter().sum::<f64>() / k;
+    let var = noise.iter().map(|e| (e - mean).powi(2)).sum::<f64>() / k;
+    let lag1 = noise.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / (k - 1.0);
+    assert!(
+        mean.abs() < 0.005 && (var - 1.0).abs() < 0.01 && lag1.abs() < 0.005,
+        "noise: mean {mean}, variance {var}, lag-1 {lag1}"
+    );
+    let got = s.x().read(&gpu).unwrap();
+    let replay: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let far = (0..n)
+        .filter(|&k| (0..d).any(|j| (got[k * d + j] - replay[k * d + j]).abs() > 1e-2))
+        .count();
+    let score = |x: &[f32]| sliced_w2(x, &case.reference, d, 11);
+    let (g, f) = (score(&got), score(&replay));
+    eprintln!("d8_m3_abs, same noise: GPU {g:.3}, float64 {f:.3}, {far} of {n} samples apart by > 0.01");
+    assert!((g - f).abs() < 0.05, "GPU DPS {g}, float64 DPS on the same noise {f}");
+    assert!(far < n / 4, "{far} of {n} samples left the float64 replay");
 }
