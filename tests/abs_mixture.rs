@@ -256,6 +256,24 @@ fn methods_that_need_a_linear_measurement_refuse_abs() {
     }
 }
 
+/// `dps64`'s step i from x_t = `xs` with the noise `z` (the GPU's, in the
+/// replays below).
+fn dps_step64(m: &Mixture64, sched: &tweedie::schedule::Schedule, i: usize, xs: &[f64], z: &[f32]) -> Vec<f64> {
+    let abar = sched.alphas_cumprod[i];
+    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
+    let eps = m.eps(xs, a, b);
+    let g = dps_guide64(m, xs, a, b, 1.0);
+    (0..xs.len())
+        .map(|j| {
+            let x0 = (xs[j] - b * eps[j]) / a;
+            let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
+            let noise = if i > 0 { sd * z[j] as f64 } else { 0.0 };
+            mean + noise + g[j]
+        })
+        .collect()
+}
+
 /// One GPU DPS step on d8_m3_abs from random x_t against the float64 step
 /// that `dps64` takes (the same gradient through the mixture's exact
 /// Hessian), at early, middle and late steps of a 100-step run: the whole
@@ -291,18 +309,14 @@ fn dps_one_step_on_abs_matches_the_float64_step() {
         s.step(&gpu, i).unwrap();
         let got = s.x().read(&gpu).unwrap();
         let z = s.core.z.read(&gpu).unwrap();
-        let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
         let mut want = Vec::with_capacity(n * d);
         for k in 0..n {
             let xs: Vec<f64> = x_in[k * d..(k + 1) * d].iter().map(|&v| v as f64).collect();
-            let eps = m64.eps(&xs, a, b);
-            let g = dps_guide64(&m64, &xs, a, b, 1.0);
-            for j in 0..d {
-                let x0 = (xs[j] - b * eps[j]) / a;
-                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
-                let noise = if i > 0 { sd * z[k * d + j] as f64 } else { 0.0 };
-                want.push((mean + noise + g[j]) as f32);
-            }
+            want.extend(
+                dps_step64(&m64, &sched, i, &xs, &z[k * d..(k + 1) * d])
+                    .iter()
+                    .map(|&v| v as f32),
+            );
         }
         assert_close(&format!("DPS step {i} on |A x|"), &got, &want, 1e-4, 1e-4);
     }
@@ -348,19 +362,9 @@ fn dps_on_d8_m3_abs_is_the_float64_dps_on_the_same_noise() {
         if i > 0 {
             noise.extend(z.iter().map(|&v| v as f64));
         }
-        let abar = sched.alphas_cumprod[i];
-        let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
         for k in 0..n {
-            let xs = &mut x[k * d..(k + 1) * d];
-            let eps = m64.eps(xs, a, b);
-            let g = dps_guide64(&m64, xs, a, b, 1.0);
-            for j in 0..d {
-                let x0 = (xs[j] - b * eps[j]) / a;
-                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
-                let z = if i > 0 { sd * z[k * d + j] as f64 } else { 0.0 };
-                xs[j] = mean + z + g[j];
-            }
+            let next = dps_step64(&m64, &sched, i, &x[k * d..(k + 1) * d], &z[k * d..(k + 1) * d]);
+            x[k * d..(k + 1) * d].copy_from_slice(&next);
         }
     }
     // The noise: 3000 x 8 x 100 draws, mean 0 and variance 1 to within a few

@@ -95,6 +95,21 @@ fn uncapped_paper_lambda_diverges_at_10_steps() {
     );
 }
 
+/// The largest gain / carried cap over a DDPM run of `steps` steps, the gain
+/// `gain(a_t, b_t, beta_t)` of the largest measured direction.
+fn max_over_steps(steps: usize, clipped: bool, gain: impl Fn(f64, f64, f64) -> f64) -> f64 {
+    let sched = Schedule::linear(1000, steps).unwrap();
+    (0..steps)
+        .map(|i| {
+            let abar = sched.alphas_cumprod[i];
+            let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+            let a_next = sched.alphas_cumprod_prev[i].sqrt();
+            let carry = sched.posterior_mean_coef2[i];
+            gain(a, b, sched.betas[i]) / carried_gain_cap(a, a_next, carry, clipped)
+        })
+        .fold(0.0, f64::max)
+}
+
 /// At 1000 steps every direction's gain stays below its cap on both visible
 /// mixtures (their singular values, sigma_y), so the cap never acts and DMPS
 /// is the paper's; at 10 steps it does act.
@@ -113,18 +128,10 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
         }
         let sigma_y2 = m.sigma_y * m.sigma_y;
         let max_gain = |steps: usize| {
-            let sched = Schedule::linear(1000, steps).unwrap();
-            (0..steps)
-                .map(|i| {
-                    let abar = sched.alphas_cumprod[i];
-                    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-                    let beta = sched.betas[i];
-                    let guide = LAMBDA_VP as f64 * beta / (1.0 - beta).sqrt() / a;
-                    let a_next = sched.alphas_cumprod_prev[i].sqrt();
-                    let carry = sched.posterior_mean_coef2[i];
-                    gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2) / carried_gain_cap(a, a_next, carry, true)
-                })
-                .fold(0.0, f64::max)
+            max_over_steps(steps, true, |a, b, beta| {
+                let guide = LAMBDA_VP as f64 * beta / (1.0 - beta).sqrt() / a;
+                gain(guide, 1.0 / a, sigma_y2, (b / a).powi(2), s2)
+            })
         };
         let (fine, coarse) = (max_gain(1000), max_gain(10));
         assert!(fine < 1.0, "{name}: gain / cap {fine} at 1000 steps");
@@ -142,19 +149,11 @@ fn the_gain_cap_acts_only_on_coarse_schedules() {
 fn alds_cap_acts_only_on_coarse_schedules() {
     for (s2, sigma_y, clipped) in [(1.0, 0.05, true), (0.25, 0.05, true), (0.22, 0.1, false)] {
         let max_gain = |steps: usize| {
-            let sched = Schedule::linear(1000, steps).unwrap();
-            (0..steps)
-                .map(|i| {
-                    let abar = sched.alphas_cumprod[i];
-                    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-                    let beta = sched.betas[i];
-                    // --ald-step 1 times DDPM's score weight beta / sqrt(1 - beta).
-                    let guide = beta / (1.0 - beta).sqrt() / (a * (sigma_y * sigma_y + (b / a).powi(2) * s2));
-                    let a_next = sched.alphas_cumprod_prev[i].sqrt();
-                    let carry = sched.posterior_mean_coef2[i];
-                    (guide / a * s2) / carried_gain_cap(a, a_next, carry, clipped)
-                })
-                .fold(0.0, f64::max)
+            max_over_steps(steps, clipped, |a, b, beta| {
+                // --ald-step 1 times DDPM's score weight beta / sqrt(1 - beta).
+                let guide = beta / (1.0 - beta).sqrt() / (a * (sigma_y * sigma_y + (b / a).powi(2) * s2));
+                guide / a * s2
+            })
         };
         let (fine, coarse) = (max_gain(1000), max_gain(10));
         assert!(fine < 1.0, "s^2 {s2}: ALD gain / cap {fine} at 1000 steps");
