@@ -88,29 +88,27 @@ fn dps64(p: &Mixture64, steps: usize, zeta: f64, n: usize, seed: u64) -> Vec<f32
 /// DPS's term at x_t (see [`dps64`]).
 fn dps_guide64(p: &Mixture64, xs: &[f64], a: f64, b: f64, zeta: f64) -> Vec<f64> {
     let d = p.d;
-    {
-        let (resp, sk, score) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
-        let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * score[j]) / a).collect();
-        let ax = p.ax(&x0);
-        let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k].abs()).collect();
-        let norm = res.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
-        let signed: Vec<f64> = (0..p.m).map(|k| -ax[k].signum() * res[k] / norm).collect();
-        let g0 = p.atv(&signed);
-        // H g0, then -zeta (g0 + b^2 H g0) / a.
-        let sg: f64 = (0..d).map(|j| score[j] * g0[j]).sum();
-        let mut hg = vec![0f64; d];
-        for (c, &rc) in resp.iter().enumerate() {
-            let skc = &sk[c * d..(c + 1) * d];
-            let dot: f64 = (0..d).map(|j| skc[j] * g0[j]).sum();
-            for j in 0..d {
-                let v = a * a * p.var[c * d + j] + b * b;
-                hg[j] += rc * (skc[j] * dot - g0[j] / v);
-            }
+    let (resp, sk, score) = diffused_score(&p.w, &p.mu, &p.var, xs, a, b);
+    let x0: Vec<f64> = (0..d).map(|j| (xs[j] + b * b * score[j]) / a).collect();
+    let ax = p.ax(&x0);
+    let res: Vec<f64> = (0..p.m).map(|k| p.y[k] - ax[k].abs()).collect();
+    let norm = res.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-30);
+    let signed: Vec<f64> = (0..p.m).map(|k| -ax[k].signum() * res[k] / norm).collect();
+    let g0 = p.atv(&signed);
+    // H g0, then -zeta (g0 + b^2 H g0) / a.
+    let sg: f64 = (0..d).map(|j| score[j] * g0[j]).sum();
+    let mut hg = vec![0f64; d];
+    for (c, &rc) in resp.iter().enumerate() {
+        let skc = &sk[c * d..(c + 1) * d];
+        let dot: f64 = (0..d).map(|j| skc[j] * g0[j]).sum();
+        for j in 0..d {
+            let v = a * a * p.var[c * d + j] + b * b;
+            hg[j] += rc * (skc[j] * dot - g0[j] / v);
         }
-        (0..d)
-            .map(|j| -zeta * (g0[j] + b * b * (hg[j] - score[j] * sg)) / a)
-            .collect()
     }
+    (0..d)
+        .map(|j| -zeta * (g0[j] + b * b * (hg[j] - score[j] * sg)) / a)
+        .collect()
 }
 
 const SAMPLES: usize = 3000;
@@ -256,52 +254,46 @@ fn methods_that_need_a_linear_measurement_refuse_abs() {
     }
 }
 
-/// `dps64`'s step i from x_t = `xs` with the noise `z` (the GPU's, in the
-/// replays below).
+/// `dps64`'s step i (zeta 1) from x_t = `xs` with the noise `z` (the GPU's,
+/// in the replays below).
 fn dps_step64(m: &Mixture64, sched: &tweedie::schedule::Schedule, i: usize, xs: &[f64], z: &[f32]) -> Vec<f64> {
     let abar = sched.alphas_cumprod[i];
-    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-    let sd = (0.5 * sched.fixed_log_variance(tweedie::schedule::VarianceType::FixedLarge, i)).exp();
-    let eps = m.eps(xs, a, b);
-    let g = dps_guide64(m, xs, a, b, 1.0);
-    (0..xs.len())
-        .map(|j| {
-            let x0 = (xs[j] - b * eps[j]) / a;
-            let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
-            let noise = if i > 0 { sd * z[j] as f64 } else { 0.0 };
-            mean + noise + g[j]
-        })
-        .collect()
+    let g = dps_guide64(m, xs, abar.sqrt(), (1.0 - abar).sqrt(), 1.0);
+    ddpm_step64(m, sched, i, xs, &g, z)
+}
+
+/// A GPU DPS sampler (zeta 1, the exact mixture score) of `n` samples on
+/// `case`, `steps` steps from `seed`.
+fn dps_sampler(gpu: &tweedie::Gpu, case: &Case, n: usize, steps: usize, seed: u64) -> Sampler {
+    let p = &case.problem;
+    let (model, op) = prior_and_operator(gpu, p, &Process::default());
+    let o = SamplerOptions {
+        method: MethodOptions::default(),
+        ..mixture_opts(steps, seed)
+    };
+    let meas = Measurement {
+        op: op.as_ref(),
+        y: &p.y,
+        sigma_y: p.sigma_y,
+    };
+    Sampler::new(gpu, Method::Dps, &model, Some(meas), n, &o).unwrap()
 }
 
 /// One GPU DPS step on d8_m3_abs from random x_t against the float64 step
 /// that `dps64` takes (the same gradient through the mixture's exact
-/// Hessian), at early, middle and late steps of a 100-step run: the whole
-/// runs' gap on this problem (above) is not a step that computes something
-/// else.
+/// Hessian), at early, middle and late steps of a 100-step run, the last
+/// (no noise) included.
 #[test]
 fn dps_one_step_on_abs_matches_the_float64_step() {
     let gpu = common::gpu();
     let case = load("d8_m3_abs");
     let p = &case.problem;
     let m64 = Mixture64::new(p);
-    let (model, op) = prior_and_operator(&gpu, p, &Process::default());
-    let steps = 100;
-    let n = 64;
-    let o = SamplerOptions {
-        method: MethodOptions::default(),
-        ..mixture_opts(steps, 3)
-    };
+    let (steps, n, d) = (100, 64, p.d);
     let sched = tweedie::schedule::Schedule::linear(1000, steps).unwrap();
     let mut r = rng(41);
-    let d = p.d;
     for i in [99, 90, 60, 30, 5, 1, 0] {
-        let meas = Measurement {
-            op: op.as_ref(),
-            y: &p.y,
-            sigma_y: p.sigma_y,
-        };
-        let s = Sampler::new(&gpu, Method::Dps, &model, Some(meas), n, &o).unwrap();
+        let s = dps_sampler(&gpu, &case, n, steps, 3);
         let abar = sched.alphas_cumprod[i];
         let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
         let x_in: Vec<f32> = randn(&mut r, n * d).iter().map(|v| v * (a + b) as f32).collect();
@@ -340,19 +332,9 @@ fn dps_on_d8_m3_abs_is_the_float64_dps_on_the_same_noise() {
     let case = load("d8_m3_abs");
     let p = &case.problem;
     let m64 = Mixture64::new(p);
-    let (model, op) = prior_and_operator(&gpu, p, &Process::default());
-    let (steps, n, d, seed) = (100, SAMPLES, p.d, 5);
+    let (steps, n, d) = (100, SAMPLES, p.d);
     let sched = tweedie::schedule::Schedule::linear(1000, steps).unwrap();
-    let o = SamplerOptions {
-        method: MethodOptions::default(),
-        ..mixture_opts(steps, seed)
-    };
-    let meas = Measurement {
-        op: op.as_ref(),
-        y: &p.y,
-        sigma_y: p.sigma_y,
-    };
-    let s = Sampler::new(&gpu, Method::Dps, &model, Some(meas), n, &o).unwrap();
+    let s = dps_sampler(&gpu, &case, n, steps, 5);
     s.init(&gpu).unwrap();
     let mut x: Vec<f64> = s.x().read(&gpu).unwrap().iter().map(|&v| v as f64).collect();
     let mut noise: Vec<f64> = x.clone();

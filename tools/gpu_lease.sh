@@ -116,6 +116,7 @@ unset TWEEDIE_REQUIRE_COOP
 # f32 row need over a minute; the first lease's 60 s limits cut f32 off, and a
 # 10-method compare of 100 images at 20 steps took about 65 s.
 l=$(limit 400)
+[ "$l" -lt 20 ] && l=20
 TUNE_S=${TUNE_S:-90} BENCH_S=${BENCH_S:-150} TORCH_S=${TORCH_S:-90} timeout "$l" bash tools/gpu_bench.sh --bin "$BIN" --out "$WORK/gpu-bench" \
     --no-checks ${BENCH_ARGS:-} > "$WORK/bench.log" 2>&1
 rc=$?

@@ -378,21 +378,41 @@ pub fn ddpm64(
     for i in (0..steps).rev() {
         let abar = sched.alphas_cumprod[i];
         let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
-        let sd = (0.5 * sched.fixed_log_variance(VarianceType::FixedLarge, i)).exp();
         let z = randn(&mut r, n * d);
         for s in 0..n {
-            let xs = &mut x[s * d..(s + 1) * d];
-            let eps = p.eps(xs, a, b);
+            let xs = &x[s * d..(s + 1) * d];
             let g = guide(xs, a, b, i);
-            for j in 0..d {
-                let x0 = (xs[j] - b * eps[j]) / a;
-                let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
-                let noise = if i > 0 { sd * z[s * d + j] as f64 } else { 0.0 };
-                xs[j] = mean + noise + g[j];
-            }
+            let next = ddpm_step64(p, &sched, i, xs, &g, &z[s * d..(s + 1) * d]);
+            x[s * d..(s + 1) * d].copy_from_slice(&next);
         }
     }
     x.iter().map(|&v| v as f32).collect()
+}
+
+/// One step of [`ddpm64`] for one sample: from x_t = `xs` at step `i` of
+/// `sched`, the posterior mean of the exact x0hat, plus `z` times the
+/// fixed-large standard deviation (none at i = 0), plus the method's term `g`.
+/// The replays of GPU runs on the GPU's own noise use it directly.
+pub fn ddpm_step64(
+    p: &Mixture64,
+    sched: &tweedie::schedule::Schedule,
+    i: usize,
+    xs: &[f64],
+    g: &[f64],
+    z: &[f32],
+) -> Vec<f64> {
+    let abar = sched.alphas_cumprod[i];
+    let (a, b) = (abar.sqrt(), (1.0 - abar).sqrt());
+    let sd = (0.5 * sched.fixed_log_variance(VarianceType::FixedLarge, i)).exp();
+    let eps = p.eps(xs, a, b);
+    (0..xs.len())
+        .map(|j| {
+            let x0 = (xs[j] - b * eps[j]) / a;
+            let mean = sched.posterior_mean_coef1[i] * x0 + sched.posterior_mean_coef2[i] * xs[j];
+            let noise = if i > 0 { sd * z[j] as f64 } else { 0.0 };
+            mean + noise + g[j]
+        })
+        .collect()
 }
 
 /// The diffused mixture at x_t = a x0 + b eps (diagonal components, weights
