@@ -212,6 +212,58 @@ fn jpeg_degrades_and_restores_through_its_vjp() {
     assert_eq!(std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0), 0);
 }
 
+/// DPS's default step size is capped by the measured ||A||: 4 / ||A|| at
+/// 2 steps (the paper's 0.3 x 1000 / 2 = 150 passes every cap), so x2 / x4
+/// bicubic SR (||A|| 1/2, 1/4) and a dense matrix 3 x (10 rows of I) (||A||
+/// 3) each take their own, in restore's report and in eval's settings.
+#[test]
+fn dps_default_zeta_takes_the_measured_gain() {
+    let zeta = |report: &serde_json::Value| report["zeta"].as_f64().unwrap();
+    let dir = scratch("zeta-dense");
+    std::fs::create_dir_all(&dir).unwrap();
+    let matrix = dir.join("A.safetensors");
+    let mut a = vec![0f32; 10 * 1024];
+    for k in 0..10 {
+        a[k * 1024 + 37 * k] = 3.0;
+    }
+    tweedie::io::write_tensors(&matrix, &[("A", &tweedie::HostTensor::new(vec![10, 1024], a))]).unwrap();
+    let dense = format!("dense --matrix {}", matrix.display());
+    for (i, (task, want)) in [
+        ("sr --factor 2", 8.0),
+        ("sr --factor 4", 16.0),
+        (dense.as_str(), 4.0 / 3.0),
+        ("deblur-gaussian --kernel-size 9", 4.0 / 1.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("zeta-{i}");
+        let out = restore_ok(
+            &name,
+            &format!("--task {task} --method dps --steps 2 --samples 1 --quiet"),
+        );
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+        let got = zeta(&report);
+        // The Gaussian blur's reflect boundary lifts ||A|| a little above 1.
+        let tol = if task.starts_with("deblur") {
+            0.05 * want
+        } else {
+            1e-4 * want
+        };
+        assert!((got - want).abs() <= tol, "{task}: zeta {got}, want {want}");
+    }
+    let out = scratch("zeta-eval-sr4");
+    eval_ok(
+        &out,
+        &[
+            "--task", "sr", "--factor", "4", "--method", "dps", "--steps", "2", "--limit", "1",
+        ],
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert!((zeta(&doc) - 16.0).abs() < 1e-3, "eval: {}", doc["zeta"]);
+}
+
 #[test]
 fn restore_refuses_bad_input_with_one_line() {
     let model = gray_model();

@@ -212,7 +212,10 @@ fn reddiff_adam_decays_follow_the_step_count() {
     let mut last = (0.0, 0.0);
     for k in [10, 20, 50, 100, 1000, 4000] {
         let d = adam_decays(k);
-        assert!(d.0 > last.0 && d.1 > last.1, "decays grow with the step count: {k} {d:?}");
+        assert!(
+            d.0 > last.0 && d.1 > last.1,
+            "decays grow with the step count: {k} {d:?}"
+        );
         last = d;
     }
 }

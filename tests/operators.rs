@@ -398,6 +398,93 @@ fn every_operator_has_an_exact_adjoint() {
     }
 }
 
+// ---------- the largest gain ||A||_2 ----------
+
+/// `op` without its SVD form, so that `largest_gain` takes the power iteration.
+struct NoSvd<'a>(&'a dyn LinearOperator);
+
+impl Operator for NoSvd<'_> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn in_shape(&self) -> [usize; 3] {
+        self.0.in_shape()
+    }
+    fn out_shape(&self) -> [usize; 3] {
+        self.0.out_shape()
+    }
+    fn forward(&self, gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Plan, OperatorError> {
+        self.0.forward(gpu, x, y)
+    }
+    fn linear(&self) -> Option<&dyn LinearOperator> {
+        Some(self)
+    }
+}
+
+impl LinearOperator for NoSvd<'_> {
+    fn adjoint(&self, gpu: &Gpu, y: &Tensor, x: &Tensor) -> Result<Plan, OperatorError> {
+        self.0.adjoint(gpu, y, x)
+    }
+}
+
+/// ||A||_2 (DPS's default step size's cap): the SVD form's largest singular
+/// value and the power iteration on A^T A agree on every operator, no random
+/// x is stretched by more, the dense matrix's is the CPU SVD's, and the
+/// tasks whose gain is known in closed form have it.
+#[test]
+fn largest_gain_is_the_operators_norm() {
+    use tweedie::operators::gain::largest_gain;
+    let gpu = gpu();
+    let mut r = rng(14);
+    for (i, (spec, _, shape)) in cases().into_iter().enumerate() {
+        let op = build_linear(&gpu, &spec, shape, 5 + i as u64).unwrap();
+        let what = format!("{} {:?} {:?}", spec.task, spec.factor, shape);
+        let gain = largest_gain(&gpu, op.as_ref()).unwrap() as f64;
+        let power = largest_gain(&gpu, &NoSvd(op.as_ref())).unwrap() as f64;
+        println!("{what}: ||A|| = {gain:.6} (power iteration {power:.6})");
+        assert!(gain > 0.0 && gain.is_finite(), "{what}: {gain}");
+        assert!(
+            (gain - power).abs() <= 2e-3 * gain,
+            "{what}: SVD form {gain} vs power iteration {power}"
+        );
+        for _ in 0..4 {
+            let x = randn(&mut r, numel(op.in_shape()));
+            let ax = forward(&gpu, op.as_ref(), 1, &x);
+            assert!(
+                norm64(&ax) <= gain * norm64(&x) * (1.0 + 1e-4),
+                "{what}: |A x| > ||A|| |x|"
+            );
+        }
+        let known = match (spec.task, spec.factor, spec.filter) {
+            (Task::Denoise | Task::InpaintBox | Task::InpaintRandom, ..) => Some(1.0),
+            (Task::Sr, Some(f), Some(SrFilter::Block)) => Some(1.0 / f as f64),
+            (Task::Dense, ..) => {
+                let f = TensorFile::open(spec.matrix.as_ref().unwrap()).unwrap();
+                let a: Vec<f64> = f.get("A").unwrap().data.iter().map(|&v| v as f64).collect();
+                let svd = tweedie::operators::separable::svd_1d("dense", &a, 7, 30).unwrap();
+                Some(svd.s.iter().fold(0f64, |m, v| m.max(*v)))
+            }
+            _ => None,
+        };
+        if let Some(k) = known {
+            assert!((gain - k).abs() <= 1e-4 * k, "{what}: ||A|| {gain}, expected {k}");
+        }
+    }
+    // Bicubic x2 and x4 on even sides: constants are kept at 1 / f of their
+    // norm, and no frequency gains more (the kernel's response peaks at 0),
+    // so ||A|| is 1 / f, the value DPS's cap was first written for.
+    for (f, shape) in [(2, [1, 32, 32]), (2, [3, 64, 48]), (4, [3, 64, 64])] {
+        let spec = TaskSpec {
+            factor: Some(f),
+            ..spec("sr")
+        };
+        let op = build_linear(&gpu, &spec, shape, 1).unwrap();
+        let gain = largest_gain(&gpu, op.as_ref()).unwrap() as f64;
+        println!("bicubic x{f} {shape:?}: ||A|| = {gain:.6}");
+        assert!((gain - 1.0 / f as f64).abs() <= 1e-4, "bicubic x{f} {shape:?}: {gain}");
+    }
+}
+
 // ---------- SVD forms ----------
 
 fn svd_apply(gpu: &Gpu, op: &dyn LinearOperator, n: usize, which: &str, src: &[f32]) -> Vec<f32> {

@@ -671,7 +671,8 @@ fn eps_estimate_kernel_matches_cpu() {
 
 /// DPS's default zeta by task follows the step count as `--zeta`'s help
 /// says: the paper's at 1000 steps, times 1000 / steps below, at most 4 / s
-/// (SR's gain 1/2: 8); the non-linear tasks' and `gmm`'s stay fixed.
+/// for the operator's measured ||A|| = s (x2 SR's 1/2: 8; x4's 1/4: 16); the
+/// non-linear tasks' and `gmm`'s stay fixed.
 #[test]
 fn dps_default_zeta_follows_the_step_count() {
     use tweedie::operators::task::Task;
@@ -685,43 +686,59 @@ fn dps_default_zeta_follows_the_step_count() {
         (Task::PhaseRetrieval, 0.4),
         (Task::Jpeg, 1.2),
     ] {
-        assert_eq!(default_zeta(task).at(PAPER_STEPS), paper, "{task} at 1000 steps");
+        for gain in [None, Some(0.25), Some(1.0), Some(6.0)] {
+            assert_eq!(default_zeta(task, gain).at(PAPER_STEPS), paper, "{task} at 1000 steps");
+        }
     }
-    // The values the help quotes (inpainting / SR at 20 and 50 steps).
-    for (task, steps, zeta) in [
-        (Task::InpaintBox, 20, 4.0),
-        (Task::Sr, 20, 8.0),
-        (Task::InpaintBox, 50, 4.0),
-        (Task::Sr, 50, 6.0),
-        (Task::Sr, 100, 3.0),
-        (Task::InpaintBox, 200, 2.5),
-        (Task::Sr, 10, 8.0),
-        (Task::Sr, 40, 7.5),
-        (Task::DeblurGaussian, 10, 4.0),
-        (Task::Jpeg, 5, 1.2),
-        (Task::PhaseRetrieval, 20, 0.4),
+    // The values the help quotes (inpainting / x2 SR at 20 and 50 steps),
+    // and the gain's cap on other operators.
+    for (task, gain, steps, zeta) in [
+        (Task::InpaintBox, 1.0, 20, 4.0),
+        (Task::Sr, 0.5, 20, 8.0),
+        (Task::InpaintBox, 1.0, 50, 4.0),
+        (Task::Sr, 0.5, 50, 6.0),
+        (Task::Sr, 0.5, 100, 3.0),
+        (Task::InpaintBox, 1.0, 200, 2.5),
+        (Task::Sr, 0.5, 10, 8.0),
+        (Task::Sr, 0.5, 40, 7.5),
+        (Task::Sr, 0.25, 20, 15.0),
+        (Task::Sr, 0.25, 10, 16.0),
+        (Task::DeblurGaussian, 1.0, 10, 4.0),
+        (Task::Colorize, 0.5, 10, 8.0),
+        (Task::Dense, 8.0, 20, 0.5),
+        (Task::Dense, 8.0, 1000, 0.3),
+        (Task::Jpeg, 1.0, 5, 1.2),
+        (Task::PhaseRetrieval, 1.0, 20, 0.4),
     ] {
-        assert_eq!(default_zeta(task).at(steps), zeta, "{task} at {steps} steps");
+        assert_eq!(
+            default_zeta(task, Some(gain)).at(steps),
+            zeta,
+            "{task} (gain {gain}) at {steps} steps"
+        );
     }
+    // Without a measured gain the cap is gain 1's.
+    assert_eq!(default_zeta(Task::Sr, None).at(20), 4.0);
     for phrase in [
         "1000 / steps",
         "at most 4 / s ",
-        "8 for SR",
+        "largest singular value",
         "4 / 8 at 20 steps",
-        "4 / 6 at 50",
+        "4 / 6 at",
     ] {
         assert!(ZETA.help.contains(phrase), "--zeta's help lacks {phrase:?}");
     }
     // Fewer steps never take a smaller step, and none passes its cap.
     for task in Task::ALL {
-        let rule = default_zeta(task);
-        let cap = rule.at(1);
-        let z: Vec<f32> = (1..=2000).map(|k| rule.at(k)).collect();
-        assert!(z.iter().all(|v| v.is_finite() && *v > 0.0 && *v <= cap), "{task}");
-        assert!(
-            z.windows(2).all(|w| w[1] <= w[0]),
-            "{task}: not non-increasing in the steps"
-        );
+        for gain in [Some(0.25), Some(1.0), Some(3.0)] {
+            let rule = default_zeta(task, gain);
+            let cap = rule.at(1);
+            let z: Vec<f32> = (1..=2000).map(|k| rule.at(k)).collect();
+            assert!(z.iter().all(|v| v.is_finite() && *v > 0.0 && *v <= cap), "{task}");
+            assert!(
+                z.windows(2).all(|w| w[1] <= w[0]),
+                "{task}: not non-increasing in the steps"
+            );
+        }
     }
     assert_eq!(ZetaRule::from(1.0).at(10), 1.0, "gmm's plain 1.0");
 }

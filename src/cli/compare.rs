@@ -163,7 +163,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
     let devices = args.devices.resolve()?;
     let workers = open_workers(devices.as_deref(), &args.prior, verbose)?;
     let Worker { gpu, prior } = &workers[0];
-    let runs: Vec<EvalRun> = sampling
+    let mut runs: Vec<EvalRun> = sampling
         .iter()
         .map(|(method, sampling)| EvalRun {
             spec: &args.spec,
@@ -176,8 +176,14 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
             quiet: args.quiet,
             journal: None,
             shard: None,
+            gain: None,
         })
         .collect();
+    // One operator for every method: its gain measured once.
+    if let Some((first, rest)) = runs.split_first_mut() {
+        first.measure_gain(gpu, prior)?;
+        rest.iter_mut().for_each(|r| r.gain = first.gain);
+    }
     let svd = check_plans(gpu, prior, &runs)?;
     prepare_out(&args.out)?;
 

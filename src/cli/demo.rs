@@ -99,7 +99,7 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut results = Vec::new();
     for (name, spec, label) in &tasks {
-        let run = EvalRun {
+        let mut run = EvalRun {
             spec,
             method,
             sampling: &sampling,
@@ -110,7 +110,9 @@ pub fn run(args: DemoArgs, verbose: bool) -> anyhow::Result<()> {
             quiet: args.quiet,
             journal: None,
             shard: None,
+            gain: None,
         };
+        run.measure_gain(&workers[0].gpu, &workers[0].prior)?;
         let Evaluated {
             rows,
             pictures,

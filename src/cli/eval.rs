@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, ImageRef, Prior};
 use super::devices::{open_workers, spread, DevicesArg, Worker};
-use super::sampling::{default_zeta, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
+use super::sampling::{default_zeta, linear_gain, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
 use crate::io::write_atomic;
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, TaskSpec};
@@ -117,6 +117,9 @@ pub struct EvalRun<'a> {
     pub journal: Option<&'a Journal>,
     /// Only batches i, i+n, ... of the images (`--shard i/n`).
     pub shard: Option<(usize, usize)>,
+    /// ||A||_2 of the task's operator where it is linear: DPS's default step
+    /// size's cap ([`default_zeta`]); [`EvalRun::measure_gain`] sets it.
+    pub gain: Option<f32>,
 }
 
 /// The batches an eval run has finished, one JSON line each after a first
@@ -207,13 +210,22 @@ impl EvalRun<'_> {
         (i..images.div_ceil(self.batch.max(1))).step_by(n).collect()
     }
 
+    /// Measures [`EvalRun::gain`] on `gpu` for images of `prior`'s shape.
+    pub(super) fn measure_gain(&mut self, gpu: &Gpu, prior: &Prior) -> anyhow::Result<()> {
+        let op = resolve(self.spec, [prior.channels, prior.size, prior.size], self.sampling.seed)?.build(gpu)?;
+        self.gain = linear_gain(gpu, op.as_ref())?;
+        Ok(())
+    }
+
     /// The sampler options on `prior`: DPS's step size by the task, and for a
     /// method with particle populations one population per image (its K
     /// samples are the particles).
     pub(super) fn options(&self, prior: &Prior) -> anyhow::Result<SamplerOptions> {
         let (method, samples) = (self.method, self.samples);
         let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
-        let mut opts = self.sampling.options(default_zeta(self.spec.task), true, variance)?;
+        let mut opts = self
+            .sampling
+            .options(default_zeta(self.spec.task, self.gain), true, variance)?;
         if method.takes(smc::PARTICLES.name) {
             if opts.method.count(smc::PARTICLES.name).is_some_and(|p| p != samples) {
                 anyhow::bail!(
@@ -539,6 +551,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         quiet: args.quiet,
         journal: None,
         shard,
+        gain: None,
     };
     let chunks: Vec<&[ImageRef]> = images.chunks(args.batch).collect();
     let mine: Vec<String> = run
@@ -558,6 +571,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
     let devices = args.devices.resolve()?;
     let workers = open_workers(devices.as_deref(), &args.problem.prior, verbose)?;
     let Worker { gpu, prior } = &workers[0];
+    run.measure_gain(gpu, prior)?;
     check_plan(gpu, prior, &run)?;
     prepare_out(&args.out)?;
     let stem = match shard {
@@ -570,7 +584,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         "model": prior.name, "precision": prior.precision.name(), "task": args.problem.spec.task,
         "task_options": args.problem.spec.options_json(), "method": method.name(),
         "settings": settings_json(
-            &args.sampling.options(default_zeta(args.problem.spec.task), true, VarianceType::FixedLarge)?,
+            &args.sampling.options(default_zeta(args.problem.spec.task, run.gain), true, VarianceType::FixedLarge)?,
             &prior.score.unet().process,
         ),
         "noise": noise.describe(), "batch": args.batch, "samples": samples, "best_of": args.best_of,

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::common::{list_images, load_clean, prepare_out, progress, Prior};
-use super::sampling::{default_zeta, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
+use super::sampling::{default_zeta, linear_gain, settings_json, with_settings, NoiseArgs, ProblemArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image, write_tensors, TensorFile};
 use crate::metrics::{psnr, ssim};
 use crate::operators::task::{resolve, resolve_saved, ResolvedTask};
@@ -61,6 +61,8 @@ pub struct Job {
     pub resolved: ResolvedTask,
     pub y: Vec<f32>,
     pub sigma_y: f32,
+    /// ||A||_2 where the measurement is linear ([`linear_gain`]).
+    pub gain: Option<f32>,
 }
 
 /// Runs one job (`args`' method, sampling options and sample count, `batch`
@@ -101,7 +103,8 @@ pub fn run_job(
 /// The sampler options of one job: `args`' settings, DPS's step size by the job's task.
 fn job_options(args: &RestoreArgs, prior: &Prior, job: &Job) -> anyhow::Result<SamplerOptions> {
     let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
-    args.sampling.options(default_zeta(job.resolved.task), true, variance)
+    args.sampling
+        .options(default_zeta(job.resolved.task, job.gain), true, variance)
 }
 
 /// Quality of the mean and of each sample against the clean image.
@@ -154,6 +157,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             );
         }
         let resolved = resolve_saved(&args.problem.spec, in_shape, &file)?;
+        let gain = linear_gain(&gpu, resolved.build(&gpu)?.as_ref())?;
         let y = file.get("y")?.data;
         let sigma_y = file.get("sigma_y")?.data.first().copied().unwrap_or(0.0);
         if let Some(i) = y.iter().position(|v| !v.is_finite()) {
@@ -165,6 +169,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             resolved,
             y,
             sigma_y,
+            gain,
         });
     } else {
         for (i, p) in inputs.iter().enumerate() {
@@ -173,6 +178,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
             let resolved = resolve(&args.problem.spec, in_shape, seed)?;
             let op = resolved.build(&gpu)?;
             let y = measure(&gpu, op.as_ref(), &clean, noise, seed)?;
+            let gain = linear_gain(&gpu, op.as_ref())?;
             let name = if inputs.len() > 1 { p.stem() } else { String::new() };
             jobs.push(Job {
                 name,
@@ -180,6 +186,7 @@ pub fn run(args: RestoreArgs, verbose: bool) -> anyhow::Result<()> {
                 resolved,
                 y,
                 sigma_y: noise.sigma_y(),
+                gain,
             });
         }
     }

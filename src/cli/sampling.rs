@@ -8,7 +8,9 @@ use clap::parser::ValueSource;
 use clap::{value_parser, Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use super::common::PriorArgs;
+use crate::operators::gain::largest_gain;
 use crate::operators::task::TaskSpec;
+use crate::operators::Operator;
 use crate::process::Process;
 use crate::restore::NoiseModel;
 pub use crate::samplers::dps::default_zeta;
@@ -16,6 +18,12 @@ use crate::samplers::dps::ZetaRule;
 use crate::samplers::options::{Choice, Kind, MethodOptions, OptionSpec};
 use crate::samplers::{cdps, cg, dmps, dps, option_specs, smc, BaseSampler, Method, SamplerOptions};
 use crate::schedule::VarianceType;
+
+/// ||A||_2 of `op` where it is linear, None where it is not: the cap of
+/// DPS's default step size ([`default_zeta`]), measured once per operator.
+pub fn linear_gain(gpu: &crate::Gpu, op: &dyn Operator) -> anyhow::Result<Option<f32>> {
+    Ok(op.linear().map(|l| largest_gain(gpu, l)).transpose()?)
+}
 
 /// `--noise`'s values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -201,6 +201,7 @@ pub mod deblur;
 pub mod dense;
 pub mod diagonal;
 pub mod filters;
+pub mod gain;
 pub mod jpeg;
 pub mod magnitude;
 pub mod phase;

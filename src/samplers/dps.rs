@@ -88,18 +88,21 @@ impl From<f32> for ZetaRule {
 }
 
 /// DPS's step size by task ([`ZetaRule`]): the official 1000-step values,
-/// 0.5 for inpainting, 0.3 for blur and SR, scaled to the step count; the
-/// operators' largest gains are 1 but for SR's (about 1/2 at x2, less at
-/// larger factors, so the x2 bound holds for all). The non-linear ones keep
-/// theirs: 0.4 for phase retrieval, and for JPEG 4 x 0.3, as the cubic
-/// stand-in's slope through the rounding averages 1/4.
-pub fn default_zeta(task: Task) -> ZetaRule {
+/// 0.5 for inpainting, 0.3 for blur, SR and the other linear tasks, scaled
+/// to the step count and capped by the operator's largest gain `gain`
+/// (||A||_2, measured: [`crate::operators::gain::largest_gain`]; 1 for
+/// inpainting and the blurs, about 1/2 for x2 bicubic SR, 1/4 at x4). The
+/// non-linear ones keep theirs at any step count: 0.4 for phase retrieval,
+/// and for JPEG 4 x 0.3, as the cubic stand-in's slope through the rounding
+/// averages 1/4. A linear task without a measured gain takes the cap of
+/// gain 1.
+pub fn default_zeta(task: Task, gain: Option<f32>) -> ZetaRule {
+    let gain = gain.unwrap_or(1.0);
     match task {
         Task::PhaseRetrieval => ZetaRule::Fixed(0.4),
         Task::Jpeg => ZetaRule::Fixed(1.2),
-        Task::Sr => ZetaRule::PerStep { paper: 0.3, gain: 0.5 },
-        t if t.is_inpainting() => ZetaRule::PerStep { paper: 0.5, gain: 1.0 },
-        _ => ZetaRule::PerStep { paper: 0.3, gain: 1.0 },
+        t if t.is_inpainting() => ZetaRule::PerStep { paper: 0.5, gain },
+        _ => ZetaRule::PerStep { paper: 0.3, gain },
     }
 }
 
@@ -107,8 +110,9 @@ pub fn default_zeta(task: Task) -> ZetaRule {
 pub const ZETA: OptionSpec = OptionSpec {
     name: "zeta",
     help: "DPS step size. Default: DPS's value for 1000 steps (0.5 for inpainting, 0.3 otherwise) times \
-           1000 / steps, at most 4 / s for the operator's largest gain s (a cap of 4; 8 for SR): \
-           inpainting / SR take 4 / 8 at 20 steps, 4 / 6 at 50, 0.5 / 0.3 at 1000. \
+           1000 / steps, at most 4 / s for the operator's largest singular value s (measured: 1 for \
+           inpainting and blur, about 1/2 for x2 SR): inpainting / x2 SR take 4 / 8 at 20 steps, 4 / 6 at \
+           50, 0.5 / 0.3 at 1000. \
            Fixed at any step count: 0.4 for phase retrieval, 1.2 for JPEG, 1.0 for gmm",
     kind: Kind::Number,
     default: None,
