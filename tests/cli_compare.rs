@@ -124,6 +124,55 @@ fn compare_devices_give_one_workers_results() {
     assert!(grid(&two) == grid(&plain), "the grids differ");
 }
 
+/// A killed compare resumes: its methods' finished batches (rows and
+/// pictures) are read back, so the rerun's results and grid equal an
+/// uninterrupted run's; a different command in the same --out is refused in
+/// one line unless --overwrite.
+#[test]
+fn compare_resumes_where_a_killed_run_stopped() {
+    let (whole, killed) = (scratch("resume-whole"), scratch("resume-killed"));
+    let flags = ["--steps", "2", "--batch", "2"];
+    for out in [&whole, &killed] {
+        let o = compare(out, "ddnm,dmps", &flags);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // The kill: dmps had finished its first batch of two only, ddnm both;
+    // nothing was written after.
+    let journal = killed.join("dmps.progress.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "a head and two batches: {text}");
+    std::fs::write(&journal, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    std::fs::remove_file(killed.join("dmps.batch-00001.safetensors")).unwrap();
+    for f in ["results.json", "results.md", "grid.png", "tradeoff.png"] {
+        std::fs::remove_file(killed.join(f)).unwrap();
+    }
+    let o = compare(&killed, "ddnm,dmps", &flags);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("results.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (read(&whole), read(&killed));
+    for m in ["ddnm", "dmps"] {
+        assert_eq!(a["methods"][m]["images"], b["methods"][m]["images"], "{m}'s rows");
+        assert_eq!(a["methods"][m]["resumed_batches"], 0);
+    }
+    assert_eq!(b["methods"]["ddnm"]["resumed_batches"], 2);
+    assert_eq!(b["methods"]["dmps"]["resumed_batches"], 1);
+    let grid = |d: &std::path::Path| std::fs::read(d.join("grid.png")).unwrap();
+    assert!(grid(&whole) == grid(&killed), "the resumed grid differs");
+
+    // Another command in the same --out: one line, then --overwrite starts afresh.
+    let o = compare(&killed, "ddnm", &["--steps", "3", "--batch", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a different run must be refused");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--overwrite"), "{err}");
+    let o = compare(&killed, "ddnm", &["--steps", "3", "--batch", "2", "--overwrite"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read(&killed)["methods"]["ddnm"]["resumed_batches"], 0);
+}
+
 #[test]
 fn compare_refuses_bad_methods_in_one_line() {
     for (name, methods) in [("unknown", "dps,nope"), ("empty", ""), ("twice", "dps,dps")] {

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::common::{list_images, prepare_out, ImageRef, Prior, PriorArgs};
 use super::demo::{clean_tile, measurement_tile, tile_grid};
 use super::devices::{open_workers, DevicesArg, Worker};
-use super::eval::{check_plan, evaluate, mean_of, EvalRun, Evaluated, Row};
+use super::eval::{check_plan, evaluate, mean_of, EvalRun, Evaluated, Journal, Row};
 use super::sampling::{method_parser, NoiseArgs, SamplingArgs};
 use crate::io::{write_atomic, write_image};
 use crate::operators::task::TaskSpec;
@@ -48,9 +48,14 @@ pub struct CompareArgs {
     /// Use only the first N images (after sorting by name).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Output directory.
+    /// Output directory. Each method's finished batches are recorded there
+    /// (<method>.progress.jsonl and its pictures); rerunning the same command
+    /// after a kill reads them back instead of recomputing.
     #[arg(long)]
     pub out: PathBuf,
+    /// Start afresh in an --out that holds another run's progress.
+    #[arg(long)]
+    pub overwrite: bool,
     #[command(flatten)]
     pub devices: DevicesArg,
     #[arg(long)]
@@ -66,6 +71,8 @@ struct Outcome {
     settings: serde_json::Value,
     /// The method's settings, for its per-step cost.
     options: MethodOptions,
+    /// Batches read back from an earlier, killed run of the same command.
+    resumed: usize,
 }
 
 /// Each method's sampling flags: the settings given that it reads, checked
@@ -189,19 +196,41 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
 
     let mut outcomes = Vec::new();
     let mut first: Option<Evaluated> = None;
+    let names: Vec<String> = images.iter().map(|p| p.file_name()).collect();
     for (i, run) in runs.iter().enumerate() {
-        if !args.quiet {
-            eprintln!("[{}/{}] {}", i + 1, runs.len(), run.method.name());
-        }
-        let ev = evaluate(&workers, &images, run)?;
         let options = run.options(prior)?;
+        let settings = settings(run.method, &options, &prior.score.unet().process);
+        // What makes a batch's results: resuming needs all of it to match.
+        let run_id = json!({
+            "model": prior.name, "precision": prior.precision.name(), "task": args.spec.task,
+            "task_options": args.spec.options_json(), "method": run.method.name(), "settings": settings,
+            "steps": run.sampling.steps, "seed": run.sampling.seed, "noise": noise.describe(),
+            "batch": args.batch, "samples": args.samples, "images": names,
+        });
+        let path = args.out.join(format!("{}.progress.jsonl", run.method.name()));
+        let journal = Journal::open(path, &run_id, args.overwrite)?.with_pictures();
+        let resumed = journal.resumed();
+        if !args.quiet {
+            let note = if resumed > 0 {
+                format!(" ({resumed} batches read back)")
+            } else {
+                String::new()
+            };
+            eprintln!("[{}/{}] {}{note}", i + 1, runs.len(), run.method.name());
+        }
+        let journaled = EvalRun {
+            journal: Some(&journal),
+            ..run.clone()
+        };
+        let ev = evaluate(&workers, &images, &journaled)?;
         outcomes.push(Outcome {
             method: run.method,
             rows: ev.rows.clone(),
             pictures: ev.pictures.iter().map(|(x, _, _)| x.clone()).collect(),
             seconds_per_image: ev.seconds / ev.rows.len().max(1) as f64,
-            settings: settings(run.method, &options, &prior.score.unet().process),
+            settings,
             options: options.method,
+            resumed,
         });
         first.get_or_insert(ev);
     }
@@ -224,6 +253,7 @@ pub fn run(args: CompareArgs, verbose: bool) -> anyhow::Result<()> {
                 "steps": steps,
                 "samples_per_image": args.samples,
                 "settings": o.settings,
+                "resumed_batches": o.resumed,
                 "images": o.rows,
             }),
         );

@@ -23,6 +23,7 @@ use crate::operators::Operator;
 use crate::restore::{argmin, baseline, measure, misfits, NoiseModel, Restore, StepCallback};
 use crate::samplers::{smc, Measurement, Method, Sampler, SamplerOptions};
 use crate::schedule::VarianceType;
+use crate::tensor::HostTensor;
 use crate::Gpu;
 
 #[derive(Args)]
@@ -103,6 +104,7 @@ pub struct Row {
 
 /// What [`evaluate`] runs: one task and method with its settings, the
 /// measurement noise, images per sampler batch and samples per image.
+#[derive(Clone)]
 pub struct EvalRun<'a> {
     pub spec: &'a TaskSpec,
     pub method: Method,
@@ -133,6 +135,9 @@ pub struct Journal {
     done: std::collections::HashMap<usize, Batch>,
     /// Workers append from their threads: one line at a time.
     append: std::sync::Mutex<()>,
+    /// Also keep each batch's pictures (`compare`'s grid needs them on resume),
+    /// in `<stem>.batch-NNNNN.safetensors` beside the journal.
+    keep_pictures: bool,
 }
 
 /// One finished batch as the journal holds it.
@@ -170,7 +175,67 @@ impl Journal {
             path,
             done,
             append: std::sync::Mutex::new(()),
+            keep_pictures: false,
         })
+    }
+
+    /// Keeps each batch's pictures too, for a run whose output draws them.
+    pub fn with_pictures(self) -> Journal {
+        Journal {
+            keep_pictures: true,
+            ..self
+        }
+    }
+
+    /// Where batch `batch`'s pictures are kept.
+    fn pictures_path(&self, batch: usize) -> PathBuf {
+        let stem = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("journal");
+        let stem = stem.strip_suffix(".progress.jsonl").unwrap_or(stem);
+        self.path.with_file_name(format!("{stem}.batch-{batch:05}.safetensors"))
+    }
+
+    /// The pictures of a batch read back (estimate, baseline, measurement per
+    /// image), or None when this journal does not keep them.
+    fn pictures(&self, batch: usize) -> anyhow::Result<Option<Vec<Picture>>> {
+        if !self.keep_pictures {
+            return Ok(None);
+        }
+        let path = self.pictures_path(batch);
+        let file = crate::io::TensorFile::open(&path)?;
+        let [e, b, y] = ["estimate", "baseline", "y"].map(|k| file.get(k));
+        let (e, b, y) = (e?, b?, y?);
+        let rows = |t: &HostTensor| -> Vec<Vec<f32>> {
+            let n = t.shape.first().copied().unwrap_or(0).max(1);
+            t.data.chunks(t.data.len() / n).map(<[f32]>::to_vec).collect()
+        };
+        let (e, b, y) = (rows(&e), rows(&b), rows(&y));
+        anyhow::ensure!(
+            e.len() == b.len() && b.len() == y.len(),
+            "{}: its tensors disagree on the image count",
+            path.display()
+        );
+        Ok(Some(e.into_iter().zip(b).zip(y).map(|((e, b), y)| (e, b, y)).collect()))
+    }
+
+    /// Writes a batch's pictures (before its journal line, so a line always
+    /// has its pictures).
+    fn keep(&self, batch: usize, pictures: &[Picture]) -> anyhow::Result<()> {
+        if !self.keep_pictures {
+            return Ok(());
+        }
+        let stack = |pick: fn(&Picture) -> &Vec<f32>| {
+            let d = pictures.first().map_or(0, |p| pick(p).len());
+            HostTensor::new(
+                vec![pictures.len(), d],
+                pictures.iter().flat_map(|p| pick(p).iter().copied()).collect(),
+            )
+        };
+        let (e, b, y) = (stack(|p| &p.0), stack(|p| &p.1), stack(|p| &p.2));
+        crate::io::write_tensors(
+            self.pictures_path(batch),
+            &[("estimate", &e), ("baseline", &b), ("y", &y)],
+        )?;
+        Ok(())
     }
 
     /// Batches read back from an earlier run.
@@ -251,7 +316,8 @@ pub type Picture = (Vec<f32>, Vec<f32>, Vec<f32>);
 pub struct Evaluated {
     /// One row per image.
     pub rows: Vec<Row>,
-    /// Per image computed in this call (not those a journal gave back).
+    /// Per image computed in this call, and those a journal that keeps
+    /// pictures ([`Journal::with_pictures`]) gave back.
     pub pictures: Vec<Picture>,
     /// Seconds spent sampling.
     pub seconds: f64,
@@ -305,6 +371,7 @@ pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> a
         };
         let (batch, pictures) = restore_batch(w, op.as_ref(), opts, run, bi, chunks[bi], &mut cb)?;
         if let Some(journal) = run.journal {
+            journal.keep(bi, &pictures)?;
             journal.record(&batch)?;
         }
         Ok((batch, pictures))
@@ -320,7 +387,12 @@ pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> a
     for bi in mine {
         let ran;
         let batch = match resumed(bi) {
-            Some(done) => done,
+            Some(done) => {
+                if let Some(kept) = run.journal.map(|j| j.pictures(bi)).transpose()?.flatten() {
+                    out.pictures.extend(kept);
+                }
+                done
+            }
             None => {
                 let (batch, pictures) = computed.next().expect("a result per batch not resumed");
                 out.pictures.extend(pictures);
