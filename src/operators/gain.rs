@@ -14,14 +14,22 @@ pub const MAX_ITERS: usize = 200;
 /// Stop when the estimate of ||A||^2 moves less than this, relatively.
 pub const TOL: f64 = 1e-6;
 
-/// ||A||_2 of `op`: the largest of the SVD form's singular values, or the
-/// power iteration's estimate (from a fixed pseudo-random start, so runs
-/// agree) where the operator has no SVD form. 0 for the zero operator.
+/// ||A||_2 of `op`: the largest of the SVD form's singular values, or
+/// [`power_gain`]'s estimate where the operator has no SVD form. 0 for the
+/// zero operator.
 pub fn largest_gain(gpu: &Gpu, op: &dyn LinearOperator) -> Result<f32, OperatorError> {
     if let Some(svd) = op.svd() {
         let s = svd.singulars().read(gpu)?;
         return Ok(s.iter().fold(0f32, |m, v| m.max(v.abs())));
     }
+    power_gain(gpu, op)
+}
+
+/// ||A||_2 by power iteration on A^T A (one sample, from a fixed
+/// pseudo-random start so runs agree), until the estimate of ||A||^2 moves
+/// less than [`TOL`] relatively or [`MAX_ITERS`] pass. It approaches from
+/// below.
+pub fn power_gain(gpu: &Gpu, op: &dyn LinearOperator) -> Result<f32, OperatorError> {
     let d: usize = op.in_shape().iter().product();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6761_696e);
     let mut v: Vec<f32> = (0..d).map(|_| rng.random::<f32>() - 0.5).collect();

@@ -133,7 +133,7 @@ impl MethodStep for Ald {
             r,
             g,
             sigma_y2: (m.sigma_y as f64).powi(2),
-            s_max2: largest_singular2(gpu, op, &core.x.shape, m_per)?,
+            s_max2: largest_singular2(gpu, op)?,
         };
         Ok(Planned::new(ald, plan))
     }

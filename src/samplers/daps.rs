@@ -412,7 +412,7 @@ impl MethodStep for Daps {
         plan.push(core.z_dispatch());
         plan.push(core.ddpm_step(gpu, &g, &g)?);
         let s_max2 = match m.op.linear() {
-            Some(op) => largest_singular2(gpu, op, &shape, m_per)?,
+            Some(op) => largest_singular2(gpu, op)?,
             None => 1.0,
         };
         let daps = Daps {

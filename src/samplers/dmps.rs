@@ -266,38 +266,11 @@ pub fn carried_gain_cap(a: f64, a_next: f64, carry: f64, clipped: bool) -> f64 {
 /// iteration's approach from below.
 pub(super) const POWER_RAISE: f64 = 1.01;
 
-/// ||A||_2^2 by power iteration on A^T A from a fixed start (one sample),
+/// ||A||_2^2 by power iteration on A^T A ([`crate::operators::gain::power_gain`]),
 /// raised by [`POWER_RAISE`].
-pub(super) fn largest_singular2(
-    gpu: &Gpu,
-    op: &dyn crate::operators::LinearOperator,
-    x_shape: &[usize],
-    m_per: usize,
-) -> Result<f64, SamplerError> {
-    let mut shape = x_shape.to_vec();
-    shape[0] = 1;
-    let per: usize = shape.iter().product();
-    // A fixed, dense start: no direction of A^T A is left out by symmetry.
-    let mut v: Vec<f32> = (0..per).map(|i| 1.0 + ((i * 7919) % 101) as f32 / 101.0).collect();
-    let x = Tensor::from_slice(gpu, "power iteration x", &shape, &v)?;
-    let y = Tensor::zeros(gpu, "power iteration Ax", &[1, m_per])?;
-    let back = Tensor::zeros(gpu, "power iteration AtAx", &shape)?;
-    let mut plan = op.forward(gpu, &x, &y)?;
-    plan.extend(op.adjoint(gpu, &y, &back)?);
-    let mut estimate = 0.0f64;
-    for _ in 0..60 {
-        let norm = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            break;
-        }
-        v.iter_mut().for_each(|e| *e = (*e as f64 / norm) as f32);
-        x.write(gpu, &v)?;
-        plan.run(gpu)?;
-        v = back.read(gpu)?;
-        // v is A^T A u for a unit u: its norm approaches s_max^2 from below.
-        estimate = v.iter().map(|&e| (e as f64).powi(2)).sum::<f64>().sqrt();
-    }
-    Ok(estimate * POWER_RAISE)
+pub(super) fn largest_singular2(gpu: &Gpu, op: &dyn crate::operators::LinearOperator) -> Result<f64, SamplerError> {
+    let s = crate::operators::gain::power_gain(gpu, op)? as f64;
+    Ok(s * s * POWER_RAISE)
 }
 
 impl MethodStep for Dmps {
@@ -338,7 +311,7 @@ impl MethodStep for Dmps {
         let (solve, solve_plan) = Solve::plan(gpu, core, op, use_svd, sigma_y2, &r, &g)?;
         plan.extend(solve_plan);
         let s_max2 = match solve {
-            Solve::Cg { .. } => largest_singular2(gpu, op, &core.x.shape, m_per)?,
+            Solve::Cg { .. } => largest_singular2(gpu, op)?,
             Solve::Svd { .. } => 0.0,
         };
         plan.push(core.z_dispatch());
