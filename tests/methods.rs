@@ -963,6 +963,42 @@ fn diffpir_by_cg_and_daps_without_a_transpose() {
     assert!(sw < 0.85 * prior, "DAPS on |A x|: {sw} vs prior {prior}");
 }
 
+/// DAPS's likelihood default: the code's tau (0.0071) on clipped (image)
+/// runs, sigma_y on unclipped ones (the mixtures): each default run equals
+/// the run given that tau explicitly, on the same seeds, and the two differ.
+#[test]
+fn daps_tau_defaults_to_the_codes_on_images_and_sigma_y_on_mixtures() {
+    use tweedie::samplers::daps::TAU_CODE;
+    let case = d8();
+    let sigma_y = case.problem.sigma_y as f32;
+    let n = 64;
+    let run = |clip: bool, tau: Option<f32>| {
+        let base = SamplerOptions {
+            clip,
+            ..with(mixture_opts(10, 3), &[("daps-langevin-steps", 5.0)])
+        };
+        let opts = match tau {
+            Some(t) => with(base, &[("daps-tau", t)]),
+            None => base,
+        };
+        sample(case, method("daps"), &opts, n).0
+    };
+    let image_default = run(true, None);
+    assert_eq!(
+        image_default,
+        run(true, Some(TAU_CODE)),
+        "clipped runs default to the code's tau"
+    );
+    assert_ne!(image_default, run(true, Some(sigma_y)), "and not to sigma_y");
+    let mixture_default = run(false, None);
+    assert_eq!(
+        mixture_default,
+        run(false, Some(sigma_y)),
+        "unclipped runs default to sigma_y"
+    );
+    assert_ne!(mixture_default, run(false, Some(TAU_CODE)));
+}
+
 /// DiffPIR needs a linear measurement; both take their own steps, so
 /// `--sampler ddim` is refused; their settings' ranges are checked.
 #[test]
