@@ -970,7 +970,7 @@ fn diffpir_by_cg_and_daps_without_a_transpose() {
 fn daps_tau_defaults_to_the_codes_on_images_and_sigma_y_on_mixtures() {
     use tweedie::samplers::daps::TAU_CODE;
     let case = d8();
-    let sigma_y = case.problem.sigma_y as f32;
+    let sigma_y = case.problem.sigma_y;
     let n = 64;
     let run = |clip: bool, tau: Option<f32>| {
         let base = SamplerOptions {
