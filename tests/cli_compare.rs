@@ -171,6 +171,19 @@ fn compare_resumes_where_a_killed_run_stopped() {
     let o = compare(&killed, "ddnm", &["--steps", "3", "--batch", "2", "--overwrite"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read(&killed)["methods"]["ddnm"]["resumed_batches"], 0);
+
+    // A damaged pictures file: one line naming it, no panic.
+    let bad = killed.join("ddnm.batch-00000.safetensors");
+    let t = tweedie::HostTensor::new(vec![3, 1], vec![0.0; 3]);
+    tweedie::io::write_tensors(&bad, &[("estimate", &t), ("baseline", &t), ("y", &t)]).unwrap();
+    let o = compare(&killed, "ddnm", &["--steps", "3", "--batch", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a damaged pictures file must stop the run");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ddnm.batch-00000.safetensors") && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -245,13 +245,16 @@ fn dps_default_zeta_takes_the_measured_gain() {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
         let got = zeta(&report);
-        // The Gaussian blur's reflect boundary lifts ||A|| a little above 1.
-        let tol = if task.starts_with("deblur") {
-            0.05 * want
+        if task.starts_with("deblur") {
+            // The reflect boundary lifts the blur's ||A|| a little above 1
+            // (1.01-1.07 on small images): the measured cap sits just below 4.
+            assert!(
+                got < want && got > 0.9 * want,
+                "{task}: zeta {got}, want just below {want}"
+            );
         } else {
-            1e-4 * want
-        };
-        assert!((got - want).abs() <= tol, "{task}: zeta {got}, want {want}");
+            assert!((got - want).abs() <= 1e-4 * want, "{task}: zeta {got}, want {want}");
+        }
     }
     let out = scratch("zeta-eval-sr4");
     eval_ok(

@@ -194,26 +194,29 @@ impl Journal {
         self.path.with_file_name(format!("{stem}.batch-{batch:05}.safetensors"))
     }
 
-    /// The pictures of a batch read back (estimate, baseline, measurement per
-    /// image), or None when this journal does not keep them.
-    fn pictures(&self, batch: usize) -> anyhow::Result<Option<Vec<Picture>>> {
+    /// The pictures of a batch of `images` images read back (estimate,
+    /// baseline, measurement per image), or None when this journal does not
+    /// keep them. A file that does not hold `images` rows of each is an
+    /// error naming it, not a panic later.
+    fn pictures(&self, batch: usize, images: usize) -> anyhow::Result<Option<Vec<Picture>>> {
         if !self.keep_pictures {
             return Ok(None);
         }
         let path = self.pictures_path(batch);
         let file = crate::io::TensorFile::open(&path)?;
-        let [e, b, y] = ["estimate", "baseline", "y"].map(|k| file.get(k));
-        let (e, b, y) = (e?, b?, y?);
-        let rows = |t: &HostTensor| -> Vec<Vec<f32>> {
-            let n = t.shape.first().copied().unwrap_or(0).max(1);
-            t.data.chunks(t.data.len() / n).map(<[f32]>::to_vec).collect()
+        let rows = |key: &str| -> anyhow::Result<Vec<Vec<f32>>> {
+            let t = file.get(key)?;
+            let width = match t.shape[..] {
+                [n, d] if n == images && d > 0 && n * d == t.data.len() => d,
+                _ => bail!(
+                    "{}: {key} has shape {:?}, expected [{images}, d > 0] (delete it and its batch's journal line to recompute the batch)",
+                    path.display(),
+                    t.shape
+                ),
+            };
+            Ok(t.data.chunks(width).map(<[f32]>::to_vec).collect())
         };
-        let (e, b, y) = (rows(&e), rows(&b), rows(&y));
-        anyhow::ensure!(
-            e.len() == b.len() && b.len() == y.len(),
-            "{}: its tensors disagree on the image count",
-            path.display()
-        );
+        let (e, b, y) = (rows("estimate")?, rows("baseline")?, rows("y")?);
         Ok(Some(e.into_iter().zip(b).zip(y).map(|((e, b), y)| (e, b, y)).collect()))
     }
 
@@ -388,7 +391,8 @@ pub fn evaluate(workers: &[Worker], images: &[ImageRef], run: &EvalRun<'_>) -> a
         let ran;
         let batch = match resumed(bi) {
             Some(done) => {
-                if let Some(kept) = run.journal.map(|j| j.pictures(bi)).transpose()?.flatten() {
+                let kept = run.journal.map(|j| j.pictures(bi, done.rows.len()));
+                if let Some(kept) = kept.transpose()?.flatten() {
                     out.pictures.extend(kept);
                 }
                 done
