@@ -734,6 +734,43 @@ fn eval_best_of_scores_one_sample_per_image() {
     eval_refuses("--best-of", "0");
 }
 
+/// `eval --method smc`: an image's K samples are one population of K
+/// particles, or K / P independent ones with `--particles P` (the report
+/// says P); a P that does not divide K is refused in one line, before --out is made.
+#[test]
+fn eval_smc_runs_populations_of_particles_per_image() {
+    let run = |out: &Path, extra: &[&str]| {
+        let args = [
+            &[
+                "--limit", "2", "--task", "sr", "--method", "smc", "--steps", "2", "--batch", "2",
+            ][..],
+            extra,
+        ]
+        .concat();
+        eval_run(out, &args)
+    };
+    for (samples, particles, want) in [("4", None, 4), ("4", Some("2"), 2)] {
+        let out = scratch(&format!("eval-smc-{want}"));
+        let mut extra = vec!["--samples", samples];
+        extra.extend(particles.iter().flat_map(|p| ["--particles", *p]));
+        let o = run(&out, &extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+        assert_eq!(doc["particles"], want, "{extra:?}");
+        assert_eq!(doc["samples_per_image"], 4);
+        for row in doc["images"].as_array().unwrap() {
+            assert!(row["psnr"].as_f64().unwrap().is_finite() && row["sample_psnr"].as_f64().unwrap().is_finite());
+        }
+    }
+    let out = scratch("eval-smc-3");
+    let o = run(&out, &["--samples", "4", "--particles", "3"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--particles 3 must divide --samples 4"), "{err}");
+    assert!(!out.exists(), "the refused run left {}", out.display());
+}
+
 /// `tweedie eval` of the fixture model on the shipped test images into `out`; must succeed.
 fn eval_ok(out: &Path, args: &[&str]) {
     let o = eval_run(out, args);

@@ -43,6 +43,8 @@ pub struct EvalArgs {
     /// Posterior samples per image, K. `psnr`/`ssim` score their mean (the MMSE
     /// estimate); `sample_psnr`/`sample_ssim` average the single samples' scores
     /// (the number DPS-style papers report). K = 1: both are the one sample.
+    /// SMC's K samples are its particles: one population per image, or K / P
+    /// independent populations with `--particles P`.
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
     /// Draw K samples per image and score the one whose measurement fits y
@@ -286,8 +288,9 @@ impl EvalRun<'_> {
     }
 
     /// The sampler options on `prior`: DPS's step size by the task, and for a
-    /// method with particle populations one population per image (its K
-    /// samples are the particles).
+    /// method with particle populations its populations inside each image's
+    /// K samples: one of K particles, or K / P of `--particles P` (their
+    /// mean then averages independent populations).
     pub(super) fn options(&self, prior: &Prior) -> anyhow::Result<SamplerOptions> {
         let (method, samples) = (self.method, self.samples);
         let variance = prior.score.unet().process.variance.unwrap_or(VarianceType::FixedLarge);
@@ -295,18 +298,19 @@ impl EvalRun<'_> {
             .sampling
             .options(default_zeta(self.spec.task, self.gain), true, variance)?;
         if method.takes(smc::PARTICLES.name) {
-            if opts.method.count(smc::PARTICLES.name).is_some_and(|p| p != samples) {
-                anyhow::bail!(
-                    "eval --method {}: the particles are the samples of each image; give --samples P, not --particles",
-                    method.name()
-                );
-            }
             anyhow::ensure!(
                 samples >= 2,
-                "eval --method {} needs --samples 2 or more (the particles per image)",
+                "eval --method {} needs --samples 2 or more (the particles of each image)",
                 method.name()
             );
-            opts.method.set(smc::PARTICLES.name, &samples.to_string())?;
+            let particles = opts.method.count(smc::PARTICLES.name).unwrap_or(samples);
+            anyhow::ensure!(
+                samples % particles == 0,
+                "eval --method {}: --particles {particles} must divide --samples {samples} (each image's samples are \
+                 its populations' particles)",
+                method.name()
+            );
+            opts.method.set(smc::PARTICLES.name, &particles.to_string())?;
         }
         Ok(opts)
     }
@@ -674,8 +678,7 @@ pub fn run(args: EvalArgs, verbose: bool) -> anyhow::Result<()> {
         baseline,
         ..
     } = evaluate(&workers, &images, &run)?;
-    let mut settings = settings_json(&run.options(prior)?, &prior.score.unet().process);
-    settings["particles"] = json!(method.takes(smc::PARTICLES.name).then_some(samples));
+    let settings = settings_json(&run.options(prior)?, &prior.score.unet().process);
     let header = json!({
         "model": prior.name,
         "process": prior.score.unet().process.describe(),
