@@ -42,7 +42,9 @@ pub struct CompareArgs {
     /// Images restored at once (each with its own measurement; K samples each).
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
-    /// Posterior samples per image, K; psnr/ssim score their mean.
+    /// Posterior samples per image, K; psnr/ssim score their mean. SMC's K
+    /// samples are its particles: one population per image, or K / P with
+    /// `--particles P`.
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
     /// Use only the first N images (after sorting by name).
