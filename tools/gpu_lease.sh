@@ -140,6 +140,8 @@ EVALS=(
     "smc-spectral-sr|60|eval --task sr --factor 2 --method smc --samples 8 --steps 20 --batch 100"
     "smc-tds-sr|60|eval --task sr --factor 2 --method smc --smc-variant tds --samples 8 --steps 20 --batch 100"
     "smc-spectral-box|60|eval --task inpaint-box --box 12 --method smc --samples 8 --steps 20 --batch 100"
+    "smc-pops-sr-100|60|eval --task sr --factor 2 --method smc --samples 8 --particles 2 --steps 100 --batch 100"
+    "smc-pops-box-100|60|eval --task inpaint-box --box 12 --method smc --samples 8 --particles 2 --steps 100 --batch 100"
     "dps-phase-best4|60|eval --task phase-retrieval --method dps --steps 100 --best-of 4 --batch 100"
     "smc-phase|60|eval --task phase-retrieval --method smc --samples 8 --steps 100 --batch 100"
     "dps-poisson|60|eval --task denoise --noise poisson --poisson-rate 1 --method dps --steps 100 --batch 100"
