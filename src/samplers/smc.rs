@@ -89,7 +89,8 @@ use crate::kernels::smc::{Population, RowReduce};
 /// `--particles`.
 pub const PARTICLES: OptionSpec = OptionSpec {
     name: "particles",
-    help: "SMC: particles per population (default: all the samples of a batch form one population)",
+    help: "SMC: particles per population (default: all the samples of a batch form one population; in eval and \
+           compare, all of an image's --samples, which it must divide)",
     kind: Kind::Count,
     default: None,
     check: |v| match v {
