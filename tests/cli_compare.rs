@@ -211,3 +211,58 @@ fn compare_refuses_bad_methods_in_one_line() {
     assert!(err.contains("dmps") && err.contains("linear"), "{err}");
     assert!(!out.exists());
 }
+
+/// `compare --methods smc --samples K --particles P` runs K / P populations
+/// per image, as `eval` does (its settings say P); a P that does not divide K
+/// is refused in one line.
+#[test]
+fn compare_passes_smc_populations_through() {
+    let out = scratch("smc-pops");
+    let o = compare(
+        &out,
+        "smc,ddnm",
+        &[
+            "--task",
+            "sr",
+            "--factor",
+            "2",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+            "--samples",
+            "4",
+            "--particles",
+            "2",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        doc["methods"]["smc"]["settings"]["particles"], 2,
+        "{}",
+        doc["methods"]["smc"]["settings"]
+    );
+    assert!(doc["methods"]["smc"]["psnr"].as_f64().unwrap().is_finite());
+    let bad = scratch("smc-pops-bad");
+    let o = compare(
+        &bad,
+        "smc",
+        &[
+            "--task",
+            "sr",
+            "--factor",
+            "2",
+            "--steps",
+            "2",
+            "--samples",
+            "4",
+            "--particles",
+            "3",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--particles 3 must divide --samples 4"), "{err}");
+}
